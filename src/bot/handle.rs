@@ -1,0 +1,297 @@
+//! The path of one inbound event: verify → claim (persistent dedupe) → open → dispatch →
+//! reply, with the claim's completion, the stored reply and the outgoing event committed in
+//! one sled transaction before anything is sent.
+
+use nostr_sdk::nips::nip04;
+use nostr_sdk::{Event, EventBuilder, EventId, Keys, Kind, PublicKey, Tag};
+use serde::{Deserialize, Serialize};
+use sled::transaction::TransactionError;
+use sled::Transactional;
+
+use super::ingest::{self, Inbound, Scheme};
+use super::keyring::Keyring;
+use super::outbox::Outbox;
+use crate::commands::{self, CommandError};
+use crate::proto::{ErrorCode, Refusal, Request, Response};
+use crate::store::{trees, Store, StoreError, Typed};
+use crate::util::unix_now;
+
+/// Key in `meta` holding the unix time of the newest DM handled.
+pub const CHECKPOINT_KEY: &[u8] = b"subscription_checkpoint";
+
+/// Where an inbound event id stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeenState {
+    /// Claimed by a handler that has not finished. Cleared on start: a crash mid-way must
+    /// let the redelivered event run again.
+    Processing,
+    /// Handled; never again.
+    Done,
+}
+
+/// A reply remembered by (sender, request id).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredReply {
+    /// The response JSON that was sent.
+    pub response: String,
+    /// Unix seconds.
+    pub at: u64,
+}
+
+/// Failures handling an event (all internal: senders get their answers as replies).
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Building or signing the reply failed.
+    #[error("building reply: {0}")]
+    Reply(String),
+}
+
+/// Everything one event's handling needs; cheap to clone into a task.
+#[derive(Debug, Clone)]
+pub struct Handler {
+    keyring: Keyring,
+    seen: Typed<SeenState>,
+    replies: Typed<StoredReply>,
+    meta: Typed<u64>,
+    outbox: Outbox,
+    commands: commands::Context,
+}
+
+/// What happened to one event, for tests and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its signature or id did not verify; it was not recorded, so the genuine event
+    /// with the same id can still be handled.
+    Forged,
+    /// Already handled (or being handled).
+    Duplicate,
+    /// Not a message for soko, or one that cannot be answered.
+    Ignored(String),
+    /// Answered with this reply event.
+    Replied(EventId),
+}
+
+impl Handler {
+    /// Opens the trees the handler uses.
+    pub fn new(
+        store: &Store,
+        keyring: Keyring,
+        outbox: Outbox,
+        commands: commands::Context,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            keyring,
+            seen: store.tree(trees::SEEN)?,
+            replies: store.tree(trees::REPLIES)?,
+            meta: store.tree(trees::META)?,
+            outbox,
+            commands,
+        })
+    }
+
+    /// Releases claims left by a crash, so their events are handled when redelivered.
+    pub fn recover(&self) -> Result<usize, StoreError> {
+        let mut released = 0;
+        for entry in self.seen.iter() {
+            let (id, state) = entry?;
+            if state == SeenState::Processing {
+                self.seen.remove(&id)?;
+                released += 1;
+            }
+        }
+        Ok(released)
+    }
+
+    /// The unix time of the newest DM handled, if any.
+    pub fn checkpoint(&self) -> Result<Option<u64>, StoreError> {
+        self.meta.get(CHECKPOINT_KEY)
+    }
+
+    /// Handles one event from a relay.
+    pub async fn handle(&self, event: &Event) -> Result<Outcome, HandleError> {
+        // Verify before anything is recorded: an event id does not commit to its signature,
+        // so recording a forged copy as seen would let it censor the genuine one.
+        if event.verify().is_err() {
+            tracing::debug!(event_id = %event.id, "dropping event with a bad id or signature");
+            return Ok(Outcome::Forged);
+        }
+        if !self
+            .seen
+            .insert_if_absent(event.id.as_bytes(), &SeenState::Processing)?
+        {
+            return Ok(Outcome::Duplicate);
+        }
+        match self.handle_claimed(event).await {
+            Ok(outcome) => Ok(outcome),
+            Err(e) => {
+                // Let a redelivery retry instead of losing the message.
+                self.seen.remove(event.id.as_bytes())?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn handle_claimed(&self, event: &Event) -> Result<Outcome, HandleError> {
+        let inbound = match ingest::open(&self.keyring, event).await {
+            Ok(inbound) => inbound,
+            Err(ignored) => {
+                tracing::debug!(event_id = %event.id, kind = %event.kind, reason = %ignored, "ignored");
+                self.seen.insert(event.id.as_bytes(), &SeenState::Done)?;
+                return Ok(Outcome::Ignored(ignored.to_string()));
+            }
+        };
+        let Some((response, remember_as)) = self.respond(&inbound).await? else {
+            self.seen.insert(event.id.as_bytes(), &SeenState::Done)?;
+            return Ok(Outcome::Ignored("a reply, not a request".to_owned()));
+        };
+        let reply = self.seal_reply(&inbound, &response).await?;
+        let remember = remember_as.map(|id| (reply_key(&inbound.sender, &id), response));
+        self.commit(event.id, &reply, remember)?;
+        self.outbox.deliver(&reply).await?;
+        Ok(Outcome::Replied(reply.id))
+    }
+
+    /// The response JSON to send, and the request id to remember it under for replays.
+    async fn respond(
+        &self,
+        inbound: &Inbound,
+    ) -> Result<Option<(String, Option<String>)>, StoreError> {
+        let fallback_re = inbound.refers_to.to_hex();
+        let body = match &inbound.body {
+            Ok(body) => body,
+            Err(refusal) => {
+                return Ok(Some((
+                    Response::refused(fallback_re, refusal.clone()).to_json(),
+                    None,
+                )))
+            }
+        };
+        if is_response(body) {
+            // Another bot's answer: replying with an error could ping-pong forever.
+            return Ok(None);
+        }
+        let request = match Request::parse(body) {
+            Ok(request) => request,
+            Err(refusal) => {
+                return Ok(Some((
+                    Response::refused(fallback_re, refusal).to_json(),
+                    None,
+                )))
+            }
+        };
+        if let Some(id) = &request.id {
+            if let Some(stored) = self.replies.get(&reply_key(&inbound.sender, id))? {
+                return Ok(Some((stored.response, None)));
+            }
+        }
+        let re = request.id.clone().unwrap_or(fallback_re);
+        let response = match request.command() {
+            Err(refusal) => Response::refused(re, refusal),
+            Ok(command) => match commands::execute(&self.commands, inbound.sender, command).await {
+                Ok(result) => Response::ok(re, result),
+                Err(CommandError::Refused(refusal)) => Response::refused(re, refusal),
+                Err(CommandError::Internal(detail)) => {
+                    tracing::error!(cmd = %request.cmd, error = %detail, "command failed");
+                    // Not remembered: an internal failure should be retryable.
+                    return Ok(Some((
+                        Response::refused(
+                            re,
+                            Refusal::new(ErrorCode::Internal, "internal error; try again later"),
+                        )
+                        .to_json(),
+                        None,
+                    )));
+                }
+            },
+        };
+        Ok(Some((response.to_json(), request.id)))
+    }
+
+    async fn seal_reply(&self, inbound: &Inbound, response: &str) -> Result<Event, HandleError> {
+        let keys: Keys = self
+            .keyring
+            .get(&inbound.recipient)
+            .ok_or_else(|| HandleError::Reply("recipient left the keyring".to_owned()))?;
+        let to = inbound.sender;
+        let refers = Tag::event(inbound.refers_to);
+        let event = match inbound.scheme {
+            Scheme::Nip04 => {
+                let ciphertext = nip04::encrypt(keys.secret_key(), &to, response)
+                    .map_err(|e| HandleError::Reply(e.to_string()))?;
+                EventBuilder::new(Kind::EncryptedDirectMessage, ciphertext)
+                    .tag(Tag::public_key(to))
+                    .tag(refers)
+                    .sign_with_keys(&keys)
+                    .map_err(|e| HandleError::Reply(e.to_string()))?
+            }
+            Scheme::Nip17 => EventBuilder::private_msg(&keys, to, response, [refers])
+                .await
+                .map_err(|e| HandleError::Reply(e.to_string()))?,
+        };
+        Ok(event)
+    }
+
+    /// One transaction: the event is done, its reply is queued, and (for requests with an
+    /// id) remembered. A crash before it leaves the event unhandled; after it, the outbox
+    /// sends the reply on restart.
+    fn commit(
+        &self,
+        handled: EventId,
+        reply: &Event,
+        remember: Option<(Vec<u8>, String)>,
+    ) -> Result<(), HandleError> {
+        let done = self.seen.encode(&SeenState::Done)?;
+        let queued = self.outbox.tree().encode(&Outbox::entry(reply))?;
+        let stored = match remember {
+            Some((key, response)) => Some((
+                key,
+                self.replies.encode(&StoredReply {
+                    response,
+                    at: unix_now(),
+                })?,
+            )),
+            None => None,
+        };
+        let checkpoint = self.meta.encode(&unix_now())?;
+        (
+            self.seen.raw(),
+            self.outbox.tree().raw(),
+            self.replies.raw(),
+            self.meta.raw(),
+        )
+            .transaction(|(seen, outbox, replies, meta)| {
+                seen.insert(handled.as_bytes(), done.clone())?;
+                outbox.insert(reply.id.as_bytes(), queued.clone())?;
+                if let Some((key, value)) = &stored {
+                    replies.insert(key.clone(), value.clone())?;
+                }
+                meta.insert(CHECKPOINT_KEY, checkpoint.clone())?;
+                Ok(())
+            })
+            .map_err(|e: TransactionError<()>| match e {
+                TransactionError::Storage(e) => HandleError::Store(e.into()),
+                TransactionError::Abort(()) => HandleError::Reply("transaction aborted".into()),
+            })
+    }
+}
+
+/// `replies` key: sender ‖ request id.
+fn reply_key(sender: &PublicKey, request_id: &str) -> Vec<u8> {
+    let mut key = sender.to_bytes().to_vec();
+    key.extend_from_slice(request_id.as_bytes());
+    key
+}
+
+/// True for content shaped like a [`Response`] (has `re` and `ok`).
+fn is_response(body: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.as_object()
+                .map(|o| o.contains_key("re") && o.contains_key("ok"))
+        })
+        .unwrap_or(false)
+}

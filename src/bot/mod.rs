@@ -1,0 +1,264 @@
+//! The bot: one nostr-sdk client on the embedded and external relays, subscribed to DMs for
+//! every identity soko holds and to NIP-15 listings, handing each event to a [`Handler`].
+
+mod handle;
+pub mod ingest;
+mod keyring;
+mod nodb;
+pub mod outbox;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nostr_sdk::prelude::*;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+pub use self::handle::{Handler, Outcome, SeenState};
+pub use self::ingest::Scheme;
+pub use self::keyring::Keyring;
+use self::nodb::NoDatabase;
+pub use self::outbox::Outbox;
+use crate::commands;
+use crate::store::{Store, StoreError};
+use crate::util::unix_now;
+
+/// Events handled at once; enough to keep both cores busy with crypto, few enough to bound
+/// memory when a relay floods us.
+const MAX_IN_FLIGHT: usize = 256;
+/// How often the outbox is retried.
+const OUTBOX_RETRY: Duration = Duration::from_secs(10);
+/// Slack below the checkpoint when resubscribing, for senders' clock skew and late relays.
+const RESUBSCRIBE_SLACK: u64 = 3600;
+/// NIP-59 wraps are backdated by up to two days.
+const GIFT_WRAP_BACKDATE: u64 = 2 * 24 * 3600;
+
+/// NIP-15 stall and product kinds.
+pub const LISTING_KINDS: [Kind; 2] = [Kind::Custom(30017), Kind::Custom(30018)];
+
+/// Failures starting the bot.
+#[derive(Debug, thiserror::Error)]
+pub enum BotError {
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The relay client failed.
+    #[error("nostr client: {0}")]
+    Client(#[from] nostr_sdk::client::Error),
+}
+
+/// The running bot.
+#[derive(Debug)]
+pub struct Bot {
+    client: Client,
+    outbox: Outbox,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Bot {
+    /// Connects, recovers what a previous run left, announces the bot and starts handling.
+    pub async fn start(
+        store: &Store,
+        keyring: Keyring,
+        relays: &[RelayUrl],
+    ) -> Result<Self, BotError> {
+        let client = Client::builder()
+            .signer(keyring.bot().clone())
+            .database(NoDatabase)
+            .build();
+        for url in relays {
+            client.add_relay(url.clone()).await?;
+        }
+        client.connect().await;
+        client.wait_for_connection(Duration::from_secs(5)).await;
+
+        let outbox = Outbox::open(store, client.clone())?;
+        let handler = Handler::new(
+            store,
+            keyring.clone(),
+            outbox.clone(),
+            commands::Context::default(),
+        )?;
+        let released = handler.recover()?;
+        if released > 0 {
+            tracing::warn!(
+                released,
+                "events interrupted by a crash will be handled again"
+            );
+        }
+        let resent = outbox.flush().await?;
+        if resent > 0 {
+            tracing::info!(resent, "resent replies left in the outbox");
+        }
+        announce(&client, &outbox, &keyring, relays).await?;
+
+        let since = handler
+            .checkpoint()?
+            .unwrap_or_else(unix_now)
+            .saturating_sub(RESUBSCRIBE_SLACK);
+        let filters = subscriptions(&keyring.public_keys(), since);
+        subscribe(&client, &filters).await?;
+
+        let (stop, stopped) = watch::channel(false);
+        let event_loop = tokio::spawn(run(client.clone(), handler, filters, stopped.clone()));
+        let retry = tokio::spawn(retry_outbox(outbox.clone(), stopped));
+        Ok(Self {
+            client,
+            outbox,
+            stop,
+            tasks: vec![event_loop, retry],
+        })
+    }
+
+    /// The relay client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Stops taking events, finishes those in flight, and disconnects.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        if !self.outbox.is_empty() {
+            tracing::info!(
+                waiting = self.outbox.len(),
+                "replies stay in the outbox for the next start"
+            );
+        }
+        self.client.shutdown().await;
+    }
+}
+
+/// Publishes the bot's profile, its NIP-65 relay list and its NIP-17 DM relays.
+async fn announce(
+    client: &Client,
+    outbox: &Outbox,
+    keyring: &Keyring,
+    relays: &[RelayUrl],
+) -> Result<(), BotError> {
+    let keys = keyring.bot();
+    let metadata = Metadata::new()
+        .name("soko")
+        .display_name("soko market")
+        .about("Marketplace and escrow bot. DM {\"cmd\":\"ping\"} (NIP-04 or NIP-17) to test.");
+    let events = [
+        EventBuilder::metadata(&metadata),
+        EventBuilder::relay_list(relays.iter().map(|url| (url.clone(), None))),
+        EventBuilder::new(Kind::InboxRelays, "").tags(
+            relays
+                .iter()
+                .map(|url| Tag::custom(TagKind::Relay, [url.to_string()])),
+        ),
+    ];
+    for builder in events {
+        let event = builder
+            .sign_with_keys(keys)
+            .map_err(|e| nostr_sdk::client::Error::from(e))?;
+        outbox.send(&event).await?;
+    }
+    let _ = client;
+    Ok(())
+}
+
+fn subscriptions(identities: &[PublicKey], since: u64) -> Vec<(SubscriptionId, Filter)> {
+    vec![
+        (
+            SubscriptionId::new("soko-nip04"),
+            Filter::new()
+                .kind(Kind::EncryptedDirectMessage)
+                .pubkeys(identities.iter().copied())
+                .since(Timestamp::from(since)),
+        ),
+        (
+            SubscriptionId::new("soko-nip17"),
+            Filter::new()
+                .kind(Kind::GiftWrap)
+                .pubkeys(identities.iter().copied())
+                .since(Timestamp::from(since.saturating_sub(GIFT_WRAP_BACKDATE))),
+        ),
+        (
+            SubscriptionId::new("soko-listings"),
+            Filter::new().kinds(LISTING_KINDS),
+        ),
+    ]
+}
+
+async fn subscribe(client: &Client, filters: &[(SubscriptionId, Filter)]) -> Result<(), BotError> {
+    for (id, filter) in filters {
+        client
+            .subscribe_with_id(id.clone(), filter.clone(), None)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn run(
+    client: Client,
+    handler: Handler,
+    filters: Vec<(SubscriptionId, Filter)>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut notifications = client.notifications();
+    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut tasks = JoinSet::new();
+    loop {
+        let notification = tokio::select! {
+            _ = stopped.changed() => break,
+            n = notifications.recv() => n,
+        };
+        match notification {
+            Ok(RelayPoolNotification::Event { event, .. }) => {
+                if LISTING_KINDS.contains(&event.kind) {
+                    // The market index arrives with NIP-15 commerce; until then listings are
+                    // only observed.
+                    tracing::trace!(event_id = %event.id, kind = %event.kind, "listing observed");
+                    continue;
+                }
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                let handler = handler.clone();
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    match handler.handle(&event).await {
+                        Ok(outcome) => tracing::debug!(event_id = %event.id, ?outcome, "handled"),
+                        Err(e) => tracing::error!(event_id = %event.id, error = %e, "handling failed; will retry on redelivery"),
+                    }
+                });
+            }
+            Ok(RelayPoolNotification::Shutdown) => break,
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                // The pool dropped notifications; resubscribing makes relays send them again
+                // and the persistent dedupe skips what was already handled.
+                tracing::warn!(missed, "event loop lagged; resubscribing");
+                if let Err(e) = subscribe(&client, &filters).await {
+                    tracing::error!(error = %e, "resubscribe failed");
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+        }
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn retry_outbox(outbox: Outbox, mut stopped: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(OUTBOX_RETRY);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            _ = tick.tick() => {}
+        }
+        if outbox.is_empty() {
+            continue;
+        }
+        if let Err(e) = outbox.flush().await {
+            tracing::error!(error = %e, "outbox retry failed");
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! Daemon configuration: `relay-config/soko.toml` documents every key.
+//!
+//! Parsing walks the TOML table by hand instead of deserialising straight into structs,
+//! because `soko config check` must report *every* problem with its key path, while serde
+//! stops at the first one.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use nostr_sdk::RelayUrl;
+use serde::de::DeserializeOwned;
+use toml::{Table, Value};
+
+/// Default port of the embedded relay (the usual local-relay port, clear of the dev mint's).
+pub const DEFAULT_RELAY_PORT: u16 = 7447;
+/// Default port of the embedded dev mint (cashu's conventional 3338).
+pub const DEFAULT_DEV_MINT_PORT: u16 = 3338;
+
+/// Kinds the embedded relay accepts by default: profiles, NIP-04 DMs, deletions, gift wraps,
+/// relay lists, NIP-46 signer traffic and NIP-15 / NIP-99 listings.
+pub const DEFAULT_ALLOWED_KINDS: &[u16] =
+    &[0, 4, 5, 1059, 10002, 10050, 24133, 30017, 30018, 30402];
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `[relay]`: the embedded relay.
+    pub relay: RelayConfig,
+    /// `[relays]`: external relays the bot also uses.
+    pub relays: ExternalRelays,
+    /// `[mint]`: which Cashu mint the wallet uses.
+    pub mint: MintConfig,
+    /// `[storage]`: where state lives.
+    pub storage: StorageConfig,
+    /// `[log]`: tracing output.
+    pub log: LogConfig,
+}
+
+/// `[relay]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelayConfig {
+    /// Run the embedded relay at all.
+    pub enabled: bool,
+    /// Address to bind (loopback by default).
+    pub bind: IpAddr,
+    /// Port; 0 picks a free one (tests).
+    pub port: u16,
+    /// Largest accepted event, as its JSON length in bytes.
+    pub max_event_bytes: usize,
+    /// Kinds accepted for writing; empty accepts every kind.
+    pub allowed_kinds: Vec<u16>,
+    /// Events one pubkey may write per minute (the bot and its managed keys are exempt).
+    pub rate_limit_per_minute: u32,
+}
+
+/// `[relays]`
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ExternalRelays {
+    /// Relay URLs (`ws://` or `wss://`).
+    pub urls: Vec<RelayUrl>,
+}
+
+/// `[mint]`
+#[derive(Debug, Clone, PartialEq)]
+pub enum MintConfig {
+    /// Run a development mint in-process with a fake Lightning backend.
+    EmbeddedDev {
+        /// Loopback port it serves on; 0 picks a free one.
+        port: u16,
+    },
+    /// Use an external mint.
+    External {
+        /// The mint's URL.
+        url: String,
+    },
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageConfig {
+    /// Directory for keys, sled and the dev mint's database.
+    pub data_dir: PathBuf,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// An `EnvFilter` directive such as `info` or `soko=debug,warn`.
+    pub level: String,
+    /// JSON lines instead of human-readable output.
+    pub json: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            relay: RelayConfig {
+                enabled: true,
+                bind: IpAddr::from([127, 0, 0, 1]),
+                port: DEFAULT_RELAY_PORT,
+                max_event_bytes: 64 * 1024,
+                allowed_kinds: DEFAULT_ALLOWED_KINDS.to_vec(),
+                rate_limit_per_minute: 120,
+            },
+            relays: ExternalRelays::default(),
+            mint: MintConfig::EmbeddedDev {
+                port: DEFAULT_DEV_MINT_PORT,
+            },
+            storage: StorageConfig {
+                data_dir: PathBuf::from("soko-data"),
+            },
+            log: LogConfig {
+                level: "info".to_owned(),
+                json: false,
+            },
+        }
+    }
+}
+
+/// One problem in a config file, tied to the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Dotted key path, e.g. `relay.port`; empty for a syntax error.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file was read but has problems.
+    #[error("{} problem(s) in config:\n{}", .0.len(), .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<ConfigProblem>),
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(ConfigError::Invalid)
+    }
+
+    /// Validates config text, returning every problem found.
+    pub fn parse(text: &str) -> Result<Self, Vec<ConfigProblem>> {
+        let root: Table = text.parse().map_err(|e: toml::de::Error| {
+            vec![ConfigProblem {
+                key: String::new(),
+                message: format!("not valid TOML: {}", e.message().trim()),
+            }]
+        })?;
+        let mut check = Checker::default();
+        let defaults = Config::default();
+        check.unknown_keys(&root, "", &["relay", "relays", "mint", "storage", "log"]);
+
+        let relay_keys = [
+            "enabled",
+            "bind",
+            "port",
+            "max_event_bytes",
+            "allowed_kinds",
+            "rate_limit_per_minute",
+        ];
+        let relay = check.section(&root, "relay", &relay_keys);
+        let d = &defaults.relay;
+        let bind: String = check.field(relay, "relay", "bind", d.bind.to_string());
+        let relay = RelayConfig {
+            enabled: check.field(relay, "relay", "enabled", d.enabled),
+            bind: bind.parse().unwrap_or_else(|_| {
+                check.problem("relay.bind", format!("{bind:?} is not an IP address"));
+                d.bind
+            }),
+            port: check.field(relay, "relay", "port", d.port),
+            max_event_bytes: check.positive(relay, "relay", "max_event_bytes", d.max_event_bytes),
+            allowed_kinds: check.field(relay, "relay", "allowed_kinds", d.allowed_kinds.clone()),
+            rate_limit_per_minute: check.positive(
+                relay,
+                "relay",
+                "rate_limit_per_minute",
+                d.rate_limit_per_minute,
+            ),
+        };
+
+        let relays = check.section(&root, "relays", &["urls"]);
+        let urls: Vec<String> = check.field(relays, "relays", "urls", Vec::new());
+        let mut relay_urls = Vec::new();
+        for (i, url) in urls.iter().enumerate() {
+            match RelayUrl::parse(url) {
+                Ok(u) => relay_urls.push(u),
+                Err(e) => check.problem(&format!("relays.urls[{i}]"), format!("{url:?}: {e}")),
+            }
+        }
+
+        let mint = check.section(&root, "mint", &["embedded_dev", "url", "dev_port"]);
+        let embedded: Option<bool> = check.field(mint, "mint", "embedded_dev", None);
+        let url: Option<String> = check.field(mint, "mint", "url", None);
+        let dev_port: u16 = check.field(mint, "mint", "dev_port", DEFAULT_DEV_MINT_PORT);
+        let mint = match (embedded, url) {
+            (Some(true), Some(_)) => {
+                check.problem(
+                    "mint.url",
+                    "set either `embedded_dev = true` or `url`, not both".to_owned(),
+                );
+                defaults.mint.clone()
+            }
+            (Some(false), None) => {
+                check.problem(
+                    "mint.url",
+                    "`embedded_dev = false` needs the URL of a mint".to_owned(),
+                );
+                defaults.mint.clone()
+            }
+            (_, Some(url)) => {
+                let valid = url.starts_with("http://") || url.starts_with("https://");
+                if !valid {
+                    check.problem("mint.url", format!("{url:?} is not an http(s) URL"));
+                }
+                MintConfig::External { url }
+            }
+            (_, None) => MintConfig::EmbeddedDev { port: dev_port },
+        };
+
+        let storage = check.section(&root, "storage", &["data_dir"]);
+        let data_dir: PathBuf = check.field(
+            storage,
+            "storage",
+            "data_dir",
+            defaults.storage.data_dir.clone(),
+        );
+
+        let log = check.section(&root, "log", &["level", "json"]);
+        let level: String = check.field(log, "log", "level", defaults.log.level.clone());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
+            check.problem("log.level", format!("{level:?} is not a log filter: {e}"));
+        }
+        let json = check.field(log, "log", "json", defaults.log.json);
+
+        if check.problems.is_empty() {
+            Ok(Config {
+                relay,
+                relays: ExternalRelays { urls: relay_urls },
+                mint,
+                storage: StorageConfig { data_dir },
+                log: LogConfig { level, json },
+            })
+        } else {
+            Err(check.problems)
+        }
+    }
+}
+
+/// Collects problems while reading values, so one pass reports them all.
+#[derive(Default)]
+struct Checker {
+    problems: Vec<ConfigProblem>,
+}
+
+impl Checker {
+    fn problem(&mut self, key: &str, message: String) {
+        self.problems.push(ConfigProblem {
+            key: key.to_owned(),
+            message,
+        });
+    }
+
+    fn unknown_keys(&mut self, table: &Table, prefix: &str, known: &[&str]) {
+        for key in table.keys() {
+            if !known.contains(&key.as_str()) {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                self.problem(
+                    &path,
+                    format!("unknown key (expected one of: {})", known.join(", ")),
+                );
+            }
+        }
+    }
+
+    fn section<'a>(&mut self, root: &'a Table, name: &str, known: &[&str]) -> Option<&'a Table> {
+        match root.get(name)? {
+            Value::Table(table) => {
+                self.unknown_keys(table, name, known);
+                Some(table)
+            }
+            other => {
+                self.problem(
+                    name,
+                    format!("expected a section, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn field<T: DeserializeOwned>(
+        &mut self,
+        table: Option<&Table>,
+        section: &str,
+        key: &str,
+        default: T,
+    ) -> T {
+        let Some(value) = table.and_then(|t| t.get(key)) else {
+            return default;
+        };
+        match T::deserialize(value.clone()) {
+            Ok(v) => v,
+            Err(e) => {
+                self.problem(&format!("{section}.{key}"), e.message().trim().to_owned());
+                default
+            }
+        }
+    }
+
+    fn positive<T>(&mut self, table: Option<&Table>, section: &str, key: &str, default: T) -> T
+    where
+        T: DeserializeOwned + Default + PartialEq + Copy,
+    {
+        let value = self.field(table, section, key, default);
+        if value == T::default() {
+            self.problem(
+                &format!("{section}.{key}"),
+                "must be greater than 0".to_owned(),
+            );
+            return default;
+        }
+        value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(text: &str) -> Vec<String> {
+        match Config::parse(text) {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems.into_iter().map(|p| p.key).collect(),
+        }
+    }
+
+    #[test]
+    fn empty_file_is_the_default() {
+        assert_eq!(Config::parse(""), Ok(Config::default()));
+    }
+
+    #[test]
+    fn shipped_default_config_parses_to_the_defaults() {
+        let text = include_str!("../relay-config/soko.toml");
+        assert_eq!(Config::parse(text), Ok(Config::default()));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let text = r#"
+            colour = "blue"
+            [relay]
+            port = "seven"
+            bogus = 1
+            bind = "localhost-ish"
+            max_event_bytes = 0
+            [relays]
+            urls = ["http://not-a-relay", "wss://ok.example"]
+            [mint]
+            embedded_dev = true
+            url = "https://mint.example"
+            [log]
+            level = "loud=="
+            json = "yes"
+        "#;
+        let mut found = keys(text);
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                "colour",
+                "log.json",
+                "log.level",
+                "mint.url",
+                "relay.bind",
+                "relay.bogus",
+                "relay.max_event_bytes",
+                "relay.port",
+                "relays.urls[0]",
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_error_is_one_problem() {
+        assert_eq!(keys("[relay\nport = 1"), [""]);
+    }
+
+    #[test]
+    fn external_mint_needs_a_url() {
+        assert_eq!(keys("[mint]\nembedded_dev = false"), ["mint.url"]);
+        let cfg = Config::parse("[mint]\nurl = \"https://mint.example\"").map(|c| c.mint);
+        assert_eq!(
+            cfg,
+            Ok(MintConfig::External {
+                url: "https://mint.example".into()
+            })
+        );
+    }
+}

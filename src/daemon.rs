@@ -1,0 +1,167 @@
+//! Wires the parts together: store, keys, embedded relay, dev mint, wallet, bot.
+
+use std::path::PathBuf;
+
+use nostr_sdk::{PublicKey, RelayUrl, ToBech32};
+
+use crate::bot::{Bot, BotError, Keyring};
+use crate::config::{Config, MintConfig};
+use crate::devmint::{DevMint, DevMintError};
+use crate::identity::{self, IdentityError};
+use crate::relay::{EmbeddedRelay, Exempt, RelayError};
+use crate::store::{Store, StoreError};
+use crate::wallet::{self, Wallet, WalletError};
+
+/// Failures starting or stopping the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The data dir could not be created.
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Keys.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// Embedded relay.
+    #[error(transparent)]
+    Relay(#[from] RelayError),
+    /// Dev mint.
+    #[error(transparent)]
+    DevMint(#[from] DevMintError),
+    /// Wallet.
+    #[error(transparent)]
+    Wallet(#[from] WalletError),
+    /// Bot.
+    #[error(transparent)]
+    Bot(#[from] BotError),
+    /// Nothing to connect to.
+    #[error("no relay: enable [relay] or list [relays] urls")]
+    NoRelay,
+}
+
+/// A running soko.
+#[derive(Debug)]
+pub struct Daemon {
+    bot_key: PublicKey,
+    relay: Option<EmbeddedRelay>,
+    dev_mint: Option<DevMint>,
+    mint_url: String,
+    wallet: Wallet,
+    bot: Bot,
+    store: Store,
+}
+
+impl Daemon {
+    /// Starts everything the config asks for.
+    pub async fn start(config: Config) -> Result<Self, DaemonError> {
+        let data_dir = config.storage.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|source| DaemonError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let store = Store::open(&data_dir)?;
+        let bot_keys = identity::bot_keys(&data_dir)?;
+        let exempt = Exempt::default();
+        let keyring = Keyring::new(bot_keys.clone(), exempt.clone());
+
+        let relay = if config.relay.enabled {
+            Some(EmbeddedRelay::start(&config.relay, &store, exempt).await?)
+        } else {
+            None
+        };
+        let mut relays: Vec<RelayUrl> = relay.iter().map(|r| r.url().clone()).collect();
+        relays.extend(config.relays.urls.iter().cloned());
+        if relays.is_empty() {
+            return Err(DaemonError::NoRelay);
+        }
+
+        let (dev_mint, mint_url) = match &config.mint {
+            MintConfig::EmbeddedDev { port } => {
+                let mint = DevMint::start(&data_dir, *port).await?;
+                let url = mint.url().to_owned();
+                (Some(mint), url)
+            }
+            MintConfig::External { url } => (None, url.clone()),
+        };
+        let wallet = wallet::open(&store, "bot", &mint_url, &identity::wallet_seed(&data_dir)?)?;
+
+        let bot = Bot::start(&store, keyring, &relays).await?;
+        let daemon = Self {
+            bot_key: bot_keys.public_key(),
+            relay,
+            dev_mint,
+            mint_url,
+            wallet,
+            bot,
+            store,
+        };
+        tracing::info!(
+            npub = %daemon.npub(),
+            relay = ?daemon.relay_url().map(|u| u.to_string()),
+            mint = %daemon.mint_url,
+            "soko started"
+        );
+        Ok(daemon)
+    }
+
+    /// The bot's public key.
+    pub fn bot_public_key(&self) -> PublicKey {
+        self.bot_key
+    }
+
+    /// The bot's `npub`.
+    pub fn npub(&self) -> String {
+        self.bot_key
+            .to_bech32()
+            .unwrap_or_else(|_| self.bot_key.to_hex())
+    }
+
+    /// The embedded relay's URL, when it runs.
+    pub fn relay_url(&self) -> Option<&RelayUrl> {
+        self.relay.as_ref().map(|r| r.url())
+    }
+
+    /// The mint the wallet uses.
+    pub fn mint_url(&self) -> &str {
+        &self.mint_url
+    }
+
+    /// True when the mint is the embedded development mint.
+    pub fn is_dev_mint(&self) -> bool {
+        self.dev_mint.is_some()
+    }
+
+    /// The embedded dev mint, when it runs.
+    pub fn dev_mint(&self) -> Option<&DevMint> {
+        self.dev_mint.as_ref()
+    }
+
+    /// The bot's wallet.
+    pub fn wallet(&self) -> &Wallet {
+        &self.wallet
+    }
+
+    /// Stops in order: stop taking events, finish in-flight ones, close relays, stop the
+    /// mint, flush sled.
+    pub async fn shutdown(self) -> Result<(), DaemonError> {
+        self.bot.shutdown().await;
+        if let Some(relay) = &self.relay {
+            relay.shutdown();
+        }
+        drop(self.relay);
+        if let Some(mint) = self.dev_mint {
+            mint.shutdown().await;
+        }
+        drop(self.wallet);
+        self.store.flush().await?;
+        tracing::info!("soko stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,145 @@
+//! The embedded development mint: a real cdk mint with cdk's fake Lightning backend, whose
+//! invoices settle by themselves, served over HTTP on loopback so any Cashu wallet can use it.
+//!
+//! Its database (SQLite, cdk's own backend) and seed live in the data dir, so ecash the
+//! daemon holds stays valid across restarts.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use cdk::mint::{MintBuilder, MintMeltLimits};
+use cdk::nuts::{CurrencyUnit, PaymentMethod};
+use cdk::types::FeeReserve;
+use cdk::Mint;
+use cdk_fake_wallet::FakeWallet;
+use cdk_sqlite::MintSqliteDatabase;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::identity;
+
+/// SQLite file of the dev mint, in the data dir.
+pub const DB_FILE: &str = "dev-mint.sqlite";
+/// Seconds before the fake backend reports an invoice paid.
+const SETTLE_AFTER_SECS: u64 = 1;
+/// Largest single mint or melt, in sats.
+const MAX_SATS: u64 = 10_000_000;
+
+/// Failures starting the dev mint.
+#[derive(Debug, thiserror::Error)]
+pub enum DevMintError {
+    /// It could not listen.
+    #[error("dev mint cannot listen on 127.0.0.1:{port}: {source} (change [mint] dev_port)")]
+    Listen {
+        /// Port it tried.
+        port: u16,
+        /// Why not.
+        source: std::io::Error,
+    },
+    /// Its seed could not be read or created.
+    #[error("dev mint seed: {0}")]
+    Seed(#[from] identity::IdentityError),
+    /// Its database failed.
+    #[error("dev mint database: {0}")]
+    Database(#[from] cdk::cdk_database::Error),
+    /// cdk refused the setup.
+    #[error("dev mint: {0}")]
+    Mint(#[from] cdk::Error),
+}
+
+/// A running dev mint; it stops on [`DevMint::shutdown`].
+#[derive(Debug)]
+pub struct DevMint {
+    url: String,
+    mint: Arc<Mint>,
+    stop: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl DevMint {
+    /// Starts the mint on `127.0.0.1:port` (0 picks a free port).
+    pub async fn start(data_dir: &Path, port: u16) -> Result<Self, DevMintError> {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(|source| DevMintError::Listen { port, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| DevMintError::Listen { port, source })?;
+        let url = format!("http://{addr}");
+
+        let db = Arc::new(MintSqliteDatabase::new(data_dir.join(DB_FILE)).await?);
+        let mut builder = MintBuilder::new(db.clone());
+        let backend = FakeWallet::new(
+            FeeReserve {
+                min_fee_reserve: 1.into(),
+                percent_fee_reserve: 0.01,
+            },
+            HashMap::new(),
+            HashSet::new(),
+            SETTLE_AFTER_SECS,
+            CurrencyUnit::Sat,
+        );
+        builder
+            .add_payment_processor(
+                CurrencyUnit::Sat,
+                PaymentMethod::BOLT11,
+                MintMeltLimits::new(1, MAX_SATS),
+                Arc::new(backend),
+            )
+            .await?;
+        let seed = identity::dev_mint_seed(data_dir)?;
+        let mint = builder
+            .with_name("soko dev mint".to_owned())
+            .with_description("Development mint: fake Lightning, worthless sats".to_owned())
+            .with_urls(vec![url.clone()])
+            .build_with_seed(db, &seed)
+            .await?;
+        mint.start().await?;
+        let mint = Arc::new(mint);
+
+        let router = cdk_axum::create_mint_router(mint.clone(), vec!["bolt11".to_owned()])
+            .await
+            .map_err(|e| cdk::Error::Custom(format!("router: {e}")))?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "dev mint server stopped");
+            }
+        });
+        tracing::warn!(
+            %url,
+            "DEVELOPMENT MINT running: fake Lightning backend, invoices settle by themselves, its ecash is worthless. Use [mint] url for real money."
+        );
+        Ok(Self {
+            url,
+            mint,
+            stop: Some(stop),
+            server,
+        })
+    }
+
+    /// The mint's base URL (`http://127.0.0.1:PORT`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The mint itself, for checks of what it issued and redeemed.
+    pub fn mint(&self) -> &Arc<Mint> {
+        &self.mint
+    }
+
+    /// Stops serving and the mint's background tasks.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.server).await;
+        if let Err(e) = self.mint.stop().await {
+            tracing::warn!(error = %e, "dev mint did not stop cleanly");
+        }
+    }
+}

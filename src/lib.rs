@@ -1,0 +1,19 @@
+//! soko: a marketplace and P2P exchange bot that talks only Nostr, with Lightning and Cashu
+//! ecash for money. See README.md for the architecture and `kinds/` for the protocol.
+
+pub mod bot;
+pub mod commands;
+pub mod config;
+pub mod daemon;
+pub mod devmint;
+pub mod identity;
+pub mod logging;
+pub mod proto;
+pub mod ratelimit;
+pub mod relay;
+pub mod store;
+pub mod util;
+pub mod wallet;
+
+pub use self::config::Config;
+pub use self::daemon::{Daemon, DaemonError};

@@ -1,0 +1,148 @@
+//! The `soko` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use nostr_sdk::ToBech32;
+use soko::{Config, Daemon};
+
+/// soko: a marketplace and escrow bot that talks only Nostr.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the daemon: embedded relay, dev mint (by default) and the bot. Ctrl-C stops it.
+    Run(Paths),
+    /// Show the bot's identity.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Work with configuration files.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Print the bot's npub (creating its key on first use).
+    Show(Paths),
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Validate a config file and print every problem with its key path; exit 2 if any.
+    Check {
+        /// The file to check.
+        #[arg(long, default_value = "relay-config/soko.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct Paths {
+    /// Config file (TOML); without it the defaults of relay-config/soko.toml apply.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory; overrides [storage] data_dir.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+/// Exit code for bad usage or configuration (clap uses 2 for usage errors too).
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Config {
+            action: ConfigAction::Check { config },
+        } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", config.display());
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Keys {
+            action: KeysAction::Show(paths),
+        } => with_config(&paths, |config| {
+            let keys = soko::identity::bot_keys(&config.storage.data_dir)?;
+            println!("{}", keys.public_key().to_bech32()?);
+            Ok(())
+        }),
+        Command::Run(paths) => with_config(&paths, |config| {
+            soko::logging::init(&config.log).map_err(anyhow::Error::msg)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(run(config))
+        }),
+    }
+}
+
+fn with_config(paths: &Paths, f: impl FnOnce(Config) -> anyhow::Result<()>) -> ExitCode {
+    let mut config = match &paths.config {
+        Some(path) => match Config::load(path) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        None => Config::default(),
+    };
+    if let Some(dir) = &paths.data_dir {
+        config.storage.data_dir = dir.clone();
+    }
+    match f(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("soko: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let daemon = Daemon::start(config).await?;
+    println!("soko is running");
+    println!("  bot    {}", daemon.npub());
+    match daemon.relay_url() {
+        Some(url) => println!("  relay  {url}"),
+        None => println!("  relay  (embedded relay disabled)"),
+    }
+    if daemon.is_dev_mint() {
+        println!(
+            "  mint   {} (embedded DEV mint: fake Lightning, worthless sats)",
+            daemon.mint_url()
+        );
+    } else {
+        println!("  mint   {}", daemon.mint_url());
+    }
+    println!("Ctrl-C to stop.");
+    wait_for_signal().await?;
+    println!("stopping…");
+    daemon.shutdown().await?;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

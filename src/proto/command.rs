@@ -1,0 +1,297 @@
+//! The command envelope every soko-specific DM uses (`kinds/commands.md`).
+//!
+//! Request: `{"v":1,"id":"<request id>","cmd":"<name>","args":{…}}` — only `cmd` is required.
+//! Reply: `{"v":1,"re":"<request id>","ok":true,"result":{…}}` or
+//! `{"v":1,"re":"…","ok":false,"error":{"code":"…","message":"…"}}`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The envelope version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Longest accepted request id; ids are echoed and stored, so they must stay small.
+pub const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// A parsed command request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// Envelope version.
+    #[serde(default = "default_version")]
+    pub v: u32,
+    /// Client-chosen request id; replaying it returns the first reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Command name.
+    pub cmd: String,
+    /// Command arguments.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub args: Map<String, Value>,
+}
+
+fn default_version() -> u32 {
+    PROTOCOL_VERSION
+}
+
+/// A reply to a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// Envelope version.
+    pub v: u32,
+    /// The request id this answers (the request's `id`, or the request event's id).
+    pub re: String,
+    /// Whether the command succeeded.
+    pub ok: bool,
+    /// The result, when `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// The error, when not `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+/// A structured error: a stable machine code and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable code.
+    pub code: ErrorCode,
+    /// Human explanation.
+    pub message: String,
+}
+
+/// Stable error codes. New codes may be added; clients treat unknown ones as failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The DM content is not JSON.
+    BadJson,
+    /// JSON, but not a valid request envelope or arguments.
+    BadRequest,
+    /// The envelope version is not supported.
+    UnsupportedVersion,
+    /// No such command.
+    UnknownCommand,
+    /// The DM could not be decrypted with the recipient's key.
+    DecryptFailed,
+    /// The message kind inside a gift wrap is not one soko handles.
+    UnsupportedKind,
+    /// Something failed inside soko; details are in its log, not here.
+    Internal,
+}
+
+/// A request soko will not carry out, with the reason to send back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct Refusal {
+    /// Stable code.
+    pub code: ErrorCode,
+    /// Human explanation.
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal with a code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl Request {
+    /// Parses DM content into a request, refusing anything that is not a valid envelope.
+    pub fn parse(content: &str) -> Result<Self, Refusal> {
+        let value: Value = serde_json::from_str(content).map_err(|e| {
+            Refusal::new(
+                ErrorCode::BadJson,
+                format!("message is not JSON ({e}); send {{\"cmd\":\"ping\"}} to test"),
+            )
+        })?;
+        let Value::Object(ref fields) = value else {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "expected a JSON object like {\"cmd\":\"ping\"}",
+            ));
+        };
+        if !fields.contains_key("cmd") {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "missing \"cmd\": expected a JSON object like {\"cmd\":\"ping\"}",
+            ));
+        }
+        let request: Request = serde_json::from_value(value)
+            .map_err(|e| Refusal::new(ErrorCode::BadRequest, format!("bad request: {e}")))?;
+        if request.v != PROTOCOL_VERSION {
+            return Err(Refusal::new(
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "envelope version {} is not supported; use {PROTOCOL_VERSION}",
+                    request.v
+                ),
+            ));
+        }
+        if let Some(id) = &request.id {
+            if id.is_empty() || id.len() > MAX_REQUEST_ID_LEN {
+                return Err(Refusal::new(
+                    ErrorCode::BadRequest,
+                    format!("\"id\" must be 1 to {MAX_REQUEST_ID_LEN} characters"),
+                ));
+            }
+        }
+        Ok(request)
+    }
+}
+
+impl Response {
+    /// A success.
+    pub fn ok(re: String, result: Value) -> Self {
+        Self {
+            v: PROTOCOL_VERSION,
+            re,
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    /// A failure.
+    pub fn refused(re: String, refusal: Refusal) -> Self {
+        Self {
+            v: PROTOCOL_VERSION,
+            re,
+            ok: false,
+            result: None,
+            error: Some(ErrorBody {
+                code: refusal.code,
+                message: refusal.message,
+            }),
+        }
+    }
+
+    /// The JSON text sent in the DM.
+    pub fn to_json(&self) -> String {
+        // Serialising these plain structs cannot fail; fall back to a fixed internal error.
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            format!(r#"{{"v":{PROTOCOL_VERSION},"re":"","ok":false,"error":{{"code":"internal","message":"internal error"}}}}"#)
+        })
+    }
+}
+
+/// The commands soko knows, with their arguments. One handler file each in `src/commands/`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "cmd", content = "args", rename_all = "snake_case")]
+pub enum Command {
+    /// Liveness check: `{"cmd":"ping"}` → `{"pong":true,"time":<unix seconds>}`.
+    Ping(PingArgs),
+}
+
+/// Names accepted in `cmd`, for the unknown-command message.
+pub const COMMAND_NAMES: &[&str] = &["ping"];
+
+/// `ping` takes no arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PingArgs {}
+
+/// `ping`'s result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingResult {
+    /// Always true.
+    pub pong: bool,
+    /// soko's clock, unix seconds.
+    pub time: u64,
+}
+
+impl Request {
+    /// The typed command this request names.
+    pub fn command(&self) -> Result<Command, Refusal> {
+        if !COMMAND_NAMES.contains(&self.cmd.as_str()) {
+            return Err(Refusal::new(
+                ErrorCode::UnknownCommand,
+                format!(
+                    "unknown command {:?}; known commands: {}",
+                    self.cmd,
+                    COMMAND_NAMES.join(", ")
+                ),
+            ));
+        }
+        let tagged = serde_json::json!({ "cmd": self.cmd, "args": self.args });
+        serde_json::from_value(tagged).map_err(|e| {
+            Refusal::new(
+                ErrorCode::BadRequest,
+                format!("bad arguments for {:?}: {e}", self.cmd),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(content: &str) -> Option<ErrorCode> {
+        Request::parse(content).err().map(|r| r.code)
+    }
+
+    #[test]
+    fn minimal_and_full_requests_parse() {
+        assert_eq!(
+            Request::parse(r#"{"cmd":"ping"}"#).map(|r| (r.v, r.id, r.cmd)),
+            Ok((1, None, "ping".to_owned()))
+        );
+        let full = Request::parse(r#"{"v":1,"id":"a1","cmd":"ping","args":{}}"#);
+        assert_eq!(full.map(|r| r.id), Ok(Some("a1".to_owned())));
+    }
+
+    #[test]
+    fn bad_envelopes_get_their_codes() {
+        assert_eq!(code("hello"), Some(ErrorCode::BadJson));
+        assert_eq!(code("[1]"), Some(ErrorCode::BadRequest));
+        assert_eq!(code(r#"{"type":0}"#), Some(ErrorCode::BadRequest));
+        assert_eq!(code(r#"{"cmd":5}"#), Some(ErrorCode::BadRequest));
+        assert_eq!(
+            code(r#"{"cmd":"ping","extra":1}"#),
+            Some(ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(r#"{"cmd":"ping","v":2}"#),
+            Some(ErrorCode::UnsupportedVersion)
+        );
+        assert_eq!(
+            code(r#"{"cmd":"ping","id":""}"#),
+            Some(ErrorCode::BadRequest)
+        );
+        let long = format!(r#"{{"cmd":"ping","id":"{}"}}"#, "x".repeat(65));
+        assert_eq!(code(&long), Some(ErrorCode::BadRequest));
+    }
+
+    #[test]
+    fn commands_are_typed() {
+        let cmd = |s: &str| Request::parse(s).and_then(|r| r.command());
+        assert_eq!(cmd(r#"{"cmd":"ping"}"#), Ok(Command::Ping(PingArgs {})));
+        assert_eq!(
+            cmd(r#"{"cmd":"fly"}"#).map_err(|r| r.code),
+            Err(ErrorCode::UnknownCommand)
+        );
+        assert_eq!(
+            cmd(r#"{"cmd":"ping","args":{"x":1}}"#).map_err(|r| r.code),
+            Err(ErrorCode::BadRequest)
+        );
+    }
+
+    #[test]
+    fn responses_serialise_as_specified() {
+        let ok = Response::ok("a1".into(), serde_json::json!({"pong": true}));
+        assert_eq!(
+            ok.to_json(),
+            r#"{"v":1,"re":"a1","ok":true,"result":{"pong":true}}"#
+        );
+        let err = Response::refused("a1".into(), Refusal::new(ErrorCode::UnknownCommand, "no"));
+        assert_eq!(
+            err.to_json(),
+            r#"{"v":1,"re":"a1","ok":false,"error":{"code":"unknown_command","message":"no"}}"#
+        );
+    }
+}

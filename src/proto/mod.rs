@@ -1,0 +1,8 @@
+//! soko's public protocol types (serde only, no behaviour). `kinds/` specifies them.
+
+pub mod command;
+
+pub use self::command::{
+    Command, ErrorBody, ErrorCode, PingArgs, PingResult, Refusal, Request, Response,
+    PROTOCOL_VERSION,
+};

@@ -1,0 +1,212 @@
+//! sled storage: one tree per concern, values serde-encoded behind a version byte.
+//!
+//! Trees (key → value):
+//! - `meta`: setting name → value (`subscription_checkpoint`: unix seconds of the newest DM handled).
+//! - `seen`: event id (32 bytes) → [`SeenState`]: persistent dedupe of inbound events.
+//! - `outbox`: event id (32 bytes) → signed event JSON waiting for a relay's `OK`.
+//! - `replies`: sender pubkey (32 bytes) ‖ request id → the reply sent, so a replayed
+//!   command gets the same answer instead of running twice.
+//! - `relay/events`: event id (32 bytes) → event JSON, the embedded relay's store.
+//! - `wallet/{namespace}/{concern}`: one cdk wallet per namespace (see `wallet::SledWalletDatabase`).
+//!
+//! Values start with [`ENCODING_VERSION`] so that a later format can be told apart and
+//! migrated instead of being misread.
+
+use std::marker::PhantomData;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// First byte of every stored value.
+pub const ENCODING_VERSION: u8 = 1;
+
+/// Tree names, in one place so that two modules cannot collide on one.
+pub mod trees {
+    /// Settings and checkpoints.
+    pub const META: &str = "meta";
+    /// Inbound event dedupe.
+    pub const SEEN: &str = "seen";
+    /// Signed outgoing events not yet acknowledged.
+    pub const OUTBOX: &str = "outbox";
+    /// Replies by sender and request id.
+    pub const REPLIES: &str = "replies";
+    /// The embedded relay's events.
+    pub const RELAY_EVENTS: &str = "relay/events";
+}
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled itself failed.
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    /// A value could not be encoded or decoded.
+    #[error("{tree}: bad value: {reason}")]
+    Codec {
+        /// Tree the value belongs to.
+        tree: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// The opened database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: sled::Db,
+}
+
+impl Store {
+    /// Opens (or creates) the database under `dir/sled`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir.join("sled"))
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        Ok(Self { db })
+    }
+
+    /// A typed view of one tree.
+    pub fn tree<V>(&self, name: &str) -> Result<Typed<V>, StoreError> {
+        Ok(Typed {
+            tree: self.db.open_tree(name)?,
+            _value: PhantomData,
+        })
+    }
+
+    /// The underlying sled database, for modules that manage their own trees (the wallet).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    /// Writes everything to disk.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+/// A tree whose values are all of type `V`.
+#[derive(Debug)]
+pub struct Typed<V> {
+    tree: sled::Tree,
+    _value: PhantomData<fn() -> V>,
+}
+
+impl<V> Clone for Typed<V> {
+    fn clone(&self) -> Self {
+        Self {
+            tree: self.tree.clone(),
+            _value: PhantomData,
+        }
+    }
+}
+
+impl<V: Serialize + DeserializeOwned> Typed<V> {
+    /// The raw tree, for multi-tree transactions.
+    pub fn raw(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    /// Reads a value.
+    pub fn get(&self, key: &[u8]) -> Result<Option<V>, StoreError> {
+        self.tree
+            .get(key)?
+            .map(|bytes| self.decode(&bytes))
+            .transpose()
+    }
+
+    /// Writes a value.
+    pub fn insert(&self, key: &[u8], value: &V) -> Result<(), StoreError> {
+        self.tree.insert(key, self.encode(value)?)?;
+        Ok(())
+    }
+
+    /// Writes a value only if the key is absent; true when this call wrote it.
+    pub fn insert_if_absent(&self, key: &[u8], value: &V) -> Result<bool, StoreError> {
+        let swapped = self
+            .tree
+            .compare_and_swap(key, None::<&[u8]>, Some(self.encode(value)?))?;
+        Ok(swapped.is_ok())
+    }
+
+    /// Removes a value.
+    pub fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.tree.remove(key)?;
+        Ok(())
+    }
+
+    /// All entries in key order.
+    pub fn iter(&self) -> impl Iterator<Item = Result<(sled::IVec, V), StoreError>> + '_ {
+        self.tree.iter().map(move |entry| {
+            let (key, bytes) = entry?;
+            Ok((key, self.decode(&bytes)?))
+        })
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.tree.len()
+    }
+
+    /// True when the tree is empty.
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+
+    /// Encodes a value the way this tree stores it.
+    pub fn encode(&self, value: &V) -> Result<Vec<u8>, StoreError> {
+        encode(value).map_err(|reason| self.codec_error(reason))
+    }
+
+    /// Decodes a value as this tree stores it.
+    pub fn decode(&self, bytes: &[u8]) -> Result<V, StoreError> {
+        decode(bytes).map_err(|reason| self.codec_error(reason))
+    }
+
+    fn codec_error(&self, reason: String) -> StoreError {
+        StoreError::Codec {
+            tree: String::from_utf8_lossy(&self.tree.name()).into_owned(),
+            reason,
+        }
+    }
+}
+
+/// Encodes a value: version byte, then JSON.
+pub fn encode<V: Serialize>(value: &V) -> Result<Vec<u8>, String> {
+    let mut out = vec![ENCODING_VERSION];
+    serde_json::to_writer(&mut out, value).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// Decodes a value written by [`encode`].
+pub fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Result<V, String> {
+    match bytes.split_first() {
+        Some((&ENCODING_VERSION, body)) => serde_json::from_slice(body).map_err(|e| e.to_string()),
+        Some((version, _)) => Err(format!("unknown encoding version {version}")),
+        None => Err("empty value".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_and_unknown_versions_are_refused() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Codec {
+            tree: String::new(),
+            reason: e.to_string(),
+        })?;
+        let store = Store::open(dir.path())?;
+        let tree: Typed<Vec<u32>> = store.tree("t")?;
+        tree.insert(b"k", &vec![1, 2])?;
+        assert_eq!(tree.get(b"k")?, Some(vec![1, 2]));
+        assert!(!tree.insert_if_absent(b"k", &vec![3])?);
+        assert!(tree.insert_if_absent(b"j", &vec![3])?);
+        store.db().open_tree("t")?.insert(b"x", &[9u8, b'1'][..])?;
+        assert!(matches!(tree.get(b"x"), Err(StoreError::Codec { .. })));
+        Ok(())
+    }
+}

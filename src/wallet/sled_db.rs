@@ -1,0 +1,1098 @@
+//! cdk wallet storage on sled.
+//!
+//! One [`SledWalletDatabase`] is one isolated wallet living inside a shared
+//! [`sled::Db`]: every tree it touches is named `wallet/{namespace}/{concern}`,
+//! so wallets opened under different namespaces never see each other's data.
+//!
+//! Trees, for namespace `ns` (key → value):
+//! - `wallet/ns/mints`: mint URL (UTF-8) → `Option<MintInfo>`
+//! - `wallet/ns/keysets`: keyset id bytes → owning mint URL + `KeySetInfo`
+//! - `wallet/ns/keyset_u32`: `u32::from(keyset id)` big-endian → keyset id bytes
+//! - `wallet/ns/keys`: keyset id bytes → `Keys`
+//! - `wallet/ns/mint_quotes`: quote id (UTF-8) → wallet `MintQuote`
+//! - `wallet/ns/melt_quotes`: quote id (UTF-8) → wallet `MeltQuote`
+//! - `wallet/ns/proofs`: proof Y (33-byte compressed point) → `ProofInfo`
+//! - `wallet/ns/transactions`: 32-byte `TransactionId` → `Transaction`
+//! - `wallet/ns/keyset_counters`: keyset id bytes → NUT-13 counter (`u32`)
+//! - `wallet/ns/derivation_counters`: counter namespace (UTF-8) → counter (`u32`)
+//! - `wallet/ns/sagas`: saga UUID (16 bytes) → `WalletSaga`
+//! - `wallet/ns/kv`: `primary 0x00 secondary 0x00 key` → caller's opaque bytes
+//! - `wallet/ns/p2pk_keys`: public key (33 bytes) → `P2PKSigningKey`
+//!
+//! Every value starts with one encoding-version byte (currently `1`). For all
+//! trees but `kv` the rest is serde_json; `kv` values are the caller's bytes,
+//! stored verbatim because they are already opaque. A value with an unknown
+//! version byte is reported as an error rather than guessed at, so a future
+//! format change cannot be silently misread by an older binary.
+//!
+//! Every write is flushed before the call returns: losing freshly swapped
+//! proofs or a derivation counter on a crash loses money or reuses secrets.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cdk_common::bitcoin::bip32::DerivationPath;
+use cdk_common::database::{validate_kvstore_params, Error, WalletDatabase};
+use cdk_common::mint_url::MintUrl;
+use cdk_common::nut00::KnownMethod;
+use cdk_common::util::unix_time;
+use cdk_common::wallet::{
+    MeltQuote, MintQuote, P2PKSigningKey, ProofInfo, Transaction, TransactionDirection,
+    TransactionId, WalletSaga,
+};
+use cdk_common::{
+    Amount, CurrencyUnit, Id, KeySet, KeySetInfo, Keys, MintInfo, PaymentMethod, PublicKey,
+    SpendingConditions, State,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionResult, TransactionalTree,
+};
+use sled::{IVec, Transactional, Tree};
+use uuid::Uuid;
+
+/// The only value encoding this build writes and understands.
+const ENCODING_V1: u8 = 1;
+
+/// Longest accepted wallet namespace, to keep tree names bounded.
+const MAX_NAMESPACE_LEN: usize = 128;
+
+/// Storage-level failures, boxed into [`Error::Database`] so callers keep the context.
+#[derive(Debug, thiserror::Error)]
+enum StoreError {
+    #[error("sled wallet store: {context}: {source}")]
+    Sled {
+        context: &'static str,
+        #[source]
+        source: sled::Error,
+    },
+    #[error(
+        "sled wallet store: {what} value has unknown encoding version {version} (supported: {})",
+        ENCODING_V1
+    )]
+    UnknownEncoding { what: &'static str, version: u8 },
+    #[error("sled wallet store: {what} value is empty")]
+    Empty { what: &'static str },
+    #[error("sled wallet store: cannot decode {what}: {reason}")]
+    Decode { what: &'static str, reason: String },
+    #[error("sled wallet store: cannot encode {what}: {reason}")]
+    Encode { what: &'static str, reason: String },
+    #[error("sled wallet store: corrupt key in {what}")]
+    CorruptKey { what: &'static str },
+    #[error("sled wallet store: invalid wallet namespace: {0}")]
+    InvalidNamespace(&'static str),
+}
+
+impl From<StoreError> for Error {
+    fn from(err: StoreError) -> Self {
+        Error::Database(Box::new(err))
+    }
+}
+
+fn sled_err(context: &'static str) -> impl FnOnce(sled::Error) -> Error {
+    move |source| StoreError::Sled { context, source }.into()
+}
+
+/// serde_json messages can quote the offending input, which for proofs or
+/// quotes may be a secret; only the error class and position are kept.
+fn json_reason(err: &serde_json::Error) -> String {
+    format!(
+        "{:?} error at line {} column {}",
+        err.classify(),
+        err.line(),
+        err.column()
+    )
+}
+
+fn encode<T: Serialize>(value: &T, what: &'static str) -> Result<Vec<u8>, Error> {
+    let mut out = vec![ENCODING_V1];
+    serde_json::to_writer(&mut out, value).map_err(|e| StoreError::Encode {
+        what,
+        reason: json_reason(&e),
+    })?;
+    Ok(out)
+}
+
+fn payload<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a [u8], Error> {
+    match bytes.split_first() {
+        Some((&ENCODING_V1, body)) => Ok(body),
+        Some((&version, _)) => Err(StoreError::UnknownEncoding { what, version }.into()),
+        None => Err(StoreError::Empty { what }.into()),
+    }
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, Error> {
+    serde_json::from_slice(payload(bytes, what)?).map_err(|e| {
+        StoreError::Decode {
+            what,
+            reason: json_reason(&e),
+        }
+        .into()
+    })
+}
+
+/// Ends a sled transaction with a domain error instead of retrying it.
+fn abort(err: Error) -> ConflictableTransactionError<Error> {
+    ConflictableTransactionError::Abort(err)
+}
+
+fn tx_result<A>(res: TransactionResult<A, Error>, context: &'static str) -> Result<A, Error> {
+    res.map_err(|e| match e {
+        TransactionError::Abort(err) => err,
+        TransactionError::Storage(source) => StoreError::Sled { context, source }.into(),
+    })
+}
+
+/// Reads and decodes one key inside a transaction.
+fn tx_get<T: DeserializeOwned>(
+    tree: &TransactionalTree,
+    key: &[u8],
+    what: &'static str,
+) -> Result<Option<T>, ConflictableTransactionError<Error>> {
+    match tree.get(key)? {
+        Some(bytes) => decode(&bytes, what).map(Some).map_err(abort),
+        None => Ok(None),
+    }
+}
+
+fn tx_put<T: Serialize>(
+    tree: &TransactionalTree,
+    key: &[u8],
+    value: &T,
+    what: &'static str,
+) -> Result<(), ConflictableTransactionError<Error>> {
+    tree.insert(key, encode(value, what).map_err(abort)?)?;
+    Ok(())
+}
+
+fn get_value<T: DeserializeOwned>(
+    tree: &Tree,
+    key: &[u8],
+    what: &'static str,
+) -> Result<Option<T>, Error> {
+    match tree.get(key).map_err(sled_err(what))? {
+        Some(bytes) => decode(&bytes, what).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Full scan; a wallet holds at most thousands of records, so secondary
+/// indexes would cost more in consistency risk than they save in time.
+fn scan<T: DeserializeOwned>(tree: &Tree, what: &'static str) -> Result<Vec<(IVec, T)>, Error> {
+    tree.iter()
+        .map(|entry| {
+            let (key, value) = entry.map_err(sled_err(what))?;
+            Ok((key, decode(&value, what)?))
+        })
+        .collect()
+}
+
+fn scan_values<T: DeserializeOwned>(tree: &Tree, what: &'static str) -> Result<Vec<T>, Error> {
+    Ok(scan(tree, what)?.into_iter().map(|(_, v)| v).collect())
+}
+
+/// Rewrites every record matching `pred` in one transaction. Candidates are
+/// found by a scan outside the transaction (sled transactions cannot iterate)
+/// and re-checked inside it, so a record changed in between is left alone.
+fn rewrite_matching<T, P, C>(
+    tree: &Tree,
+    what: &'static str,
+    pred: P,
+    change: C,
+) -> Result<(), Error>
+where
+    T: Serialize + DeserializeOwned,
+    P: Fn(&T) -> bool,
+    C: Fn(&mut T),
+{
+    let candidates: Vec<IVec> = scan::<T>(tree, what)?
+        .into_iter()
+        .filter(|(_, v)| pred(v))
+        .map(|(k, _)| k)
+        .collect();
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    tx_result(
+        tree.transaction(|tx| {
+            for key in &candidates {
+                if let Some(mut value) = tx_get::<T>(tx, key, what)? {
+                    if pred(&value) {
+                        change(&mut value);
+                        tx_put(tx, key, &value, what)?;
+                    }
+                }
+            }
+            Ok(())
+        }),
+        what,
+    )
+}
+
+fn bump_counter(tree: &Tree, key: &[u8], count: u32, what: &'static str) -> Result<u32, Error> {
+    // A transaction rather than update_and_fetch: decoding can fail and the
+    // failure has to reach the caller instead of being swallowed in a closure.
+    tx_result(
+        tree.transaction(|tx| {
+            let current = tx_get::<u32>(tx, key, what)?.unwrap_or(0);
+            let next = current
+                .checked_add(count)
+                .ok_or_else(|| abort(Error::AmountOverflow))?;
+            tx_put(tx, key, &next, what)?;
+            Ok(next)
+        }),
+        what,
+    )
+}
+
+fn validate_namespace(namespace: &str) -> Result<(), Error> {
+    if namespace.is_empty() {
+        return Err(StoreError::InvalidNamespace("empty").into());
+    }
+    if namespace.len() > MAX_NAMESPACE_LEN {
+        return Err(StoreError::InvalidNamespace("longer than 128 bytes").into());
+    }
+    // '/' separates the parts of a tree name; keeping it out keeps the names
+    // unambiguous to anyone inspecting the database by hand.
+    if !namespace
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    {
+        return Err(StoreError::InvalidNamespace("only [A-Za-z0-9._:-] allowed").into());
+    }
+    Ok(())
+}
+
+fn kv_key(primary: &str, secondary: &str, key: &str) -> Vec<u8> {
+    // The KV alphabet excludes NUL, so it cannot appear inside a component.
+    let mut out = kv_prefix(primary, secondary);
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+fn kv_prefix(primary: &str, secondary: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(primary.len() + secondary.len() + 2);
+    out.extend_from_slice(primary.as_bytes());
+    out.push(0);
+    out.extend_from_slice(secondary.as_bytes());
+    out.push(0);
+    out
+}
+
+fn keyset_u32_key(id: &Id) -> [u8; 4] {
+    u32::from(*id).to_be_bytes()
+}
+
+/// NUT-13 derives counters from the keyset id truncated to u32, so two
+/// distinct keysets mapping to the same u32 would share secrets.
+fn claim_keyset_u32(
+    tx: &TransactionalTree,
+    id: &Id,
+) -> Result<(), ConflictableTransactionError<Error>> {
+    let key = keyset_u32_key(id);
+    let id_bytes = id.to_bytes();
+    match tx.get(key)? {
+        Some(existing) if existing.as_ref() != id_bytes.as_slice() => {
+            tracing::warn!(keyset_id = %id, "keyset id collides with a stored keyset on its u32 form");
+            Err(abort(Error::Duplicate))
+        }
+        Some(_) => Ok(()),
+        None => {
+            tx.insert(&key, id_bytes)?;
+            Ok(())
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredKeyset {
+    mint_url: MintUrl,
+    info: KeySetInfo,
+}
+
+/// What the mint and melt quote trees share: optimistic versioning and
+/// reservation by an operation.
+trait QuoteRecord: Clone + Serialize + DeserializeOwned {
+    const WHAT: &'static str;
+    fn id(&self) -> &str;
+    fn version(&self) -> u32;
+    fn set_version(&mut self, version: u32);
+    fn used_by(&self) -> Option<&str>;
+    fn set_used_by(&mut self, operation: Option<String>);
+    /// Carries over fields an update must not erase.
+    fn keep_from(&mut self, _stored: &Self) {}
+}
+
+impl QuoteRecord for MintQuote {
+    const WHAT: &'static str = "mint quote";
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn set_version(&mut self, version: u32) {
+        self.version = version;
+    }
+    fn used_by(&self) -> Option<&str> {
+        self.used_by_operation.as_deref()
+    }
+    fn set_used_by(&mut self, operation: Option<String>) {
+        self.used_by_operation = operation;
+    }
+}
+
+impl QuoteRecord for MeltQuote {
+    const WHAT: &'static str = "melt quote";
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn set_version(&mut self, version: u32) {
+        self.version = version;
+    }
+    fn used_by(&self) -> Option<&str> {
+        self.used_by_operation.as_deref()
+    }
+    fn set_used_by(&mut self, operation: Option<String>) {
+        self.used_by_operation = operation;
+    }
+    fn keep_from(&mut self, stored: &Self) {
+        // A later status poll may lack the preimage a previous one returned;
+        // the proof of payment must survive that (cdk-sqlite does the same).
+        if self.payment_proof.is_none() {
+            self.payment_proof.clone_from(&stored.payment_proof);
+        }
+    }
+}
+
+/// A cdk wallet database stored in namespaced trees of a shared sled database.
+#[derive(Clone)]
+pub struct SledWalletDatabase {
+    namespace: Arc<str>,
+    mints: Tree,
+    keysets: Tree,
+    keyset_u32: Tree,
+    keys: Tree,
+    mint_quotes: Tree,
+    melt_quotes: Tree,
+    proofs: Tree,
+    transactions: Tree,
+    keyset_counters: Tree,
+    derivation_counters: Tree,
+    sagas: Tree,
+    kv: Tree,
+    p2pk_keys: Tree,
+}
+
+impl fmt::Debug for SledWalletDatabase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SledWalletDatabase")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SledWalletDatabase {
+    /// Opens (creating if needed) the wallet stored under `namespace` in `db`.
+    ///
+    /// `namespace` must be 1–128 characters of `[A-Za-z0-9._:-]`.
+    pub fn open(db: &sled::Db, namespace: &str) -> Result<Self, Error> {
+        validate_namespace(namespace)?;
+        let tree = |concern: &str| {
+            db.open_tree(format!("wallet/{namespace}/{concern}"))
+                .map_err(sled_err("opening tree"))
+        };
+        Ok(Self {
+            namespace: Arc::from(namespace),
+            mints: tree("mints")?,
+            keysets: tree("keysets")?,
+            keyset_u32: tree("keyset_u32")?,
+            keys: tree("keys")?,
+            mint_quotes: tree("mint_quotes")?,
+            melt_quotes: tree("melt_quotes")?,
+            proofs: tree("proofs")?,
+            transactions: tree("transactions")?,
+            keyset_counters: tree("keyset_counters")?,
+            derivation_counters: tree("derivation_counters")?,
+            sagas: tree("sagas")?,
+            kv: tree("kv")?,
+            p2pk_keys: tree("p2pk_keys")?,
+        })
+    }
+
+    /// The namespace this wallet was opened under.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Makes every write so far durable; any tree flushes the whole database.
+    async fn persist(&self) -> Result<(), Error> {
+        self.proofs
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(sled_err("flushing to disk"))
+    }
+
+    fn put<T: Serialize>(
+        &self,
+        tree: &Tree,
+        key: &[u8],
+        value: &T,
+        what: &'static str,
+    ) -> Result<(), Error> {
+        tree.insert(key, encode(value, what)?)
+            .map(|_| ())
+            .map_err(sled_err(what))
+    }
+
+    fn remove(&self, tree: &Tree, key: &[u8], what: &'static str) -> Result<(), Error> {
+        tree.remove(key).map(|_| ()).map_err(sled_err(what))
+    }
+
+    /// Insert-or-update with optimistic locking: an update must carry the
+    /// stored version and is saved with version + 1; a new quote keeps its own.
+    fn upsert_quote<Q: QuoteRecord>(&self, tree: &Tree, quote: Q) -> Result<(), Error> {
+        let key = quote.id().as_bytes().to_vec();
+        let res = tree.transaction(|tx| match tx_get::<Q>(tx, &key, Q::WHAT)? {
+            None => tx_put(tx, &key, &quote, Q::WHAT),
+            Some(stored) if stored.version() != quote.version() => {
+                Err(abort(Error::ConcurrentUpdate))
+            }
+            Some(stored) => {
+                let mut updated = quote.clone();
+                updated.keep_from(&stored);
+                updated.set_version(quote.version().wrapping_add(1));
+                tx_put(tx, &key, &updated, Q::WHAT)
+            }
+        });
+        if matches!(res, Err(TransactionError::Abort(Error::ConcurrentUpdate))) {
+            tracing::debug!(namespace = %self.namespace, what = Q::WHAT, "stale quote version rejected");
+        }
+        tx_result(res, Q::WHAT)
+    }
+
+    fn reserve_quote<Q: QuoteRecord>(
+        &self,
+        tree: &Tree,
+        quote_id: &str,
+        operation_id: &Uuid,
+    ) -> Result<(), Error> {
+        let key = quote_id.as_bytes();
+        let operation = operation_id.to_string();
+        tx_result(
+            tree.transaction(|tx| {
+                let mut quote =
+                    tx_get::<Q>(tx, key, Q::WHAT)?.ok_or_else(|| abort(Error::UnknownQuote))?;
+                // Reservation deliberately leaves the version alone: cdk reads
+                // a quote, reserves it and later saves that same copy.
+                if quote.used_by().is_some() {
+                    return Err(abort(Error::QuoteAlreadyInUse));
+                }
+                quote.set_used_by(Some(operation.clone()));
+                tx_put(tx, key, &quote, Q::WHAT)
+            }),
+            Q::WHAT,
+        )
+    }
+
+    fn release_quotes<Q: QuoteRecord>(
+        &self,
+        tree: &Tree,
+        operation_id: &Uuid,
+    ) -> Result<(), Error> {
+        let operation = operation_id.to_string();
+        rewrite_matching::<Q, _, _>(
+            tree,
+            Q::WHAT,
+            |q| q.used_by() == Some(operation.as_str()),
+            |q| q.set_used_by(None),
+        )
+    }
+}
+
+#[async_trait]
+impl WalletDatabase<Error> for SledWalletDatabase {
+    async fn get_mint(&self, mint_url: MintUrl) -> Result<Option<MintInfo>, Error> {
+        let key = mint_url.to_string();
+        Ok(get_value::<Option<MintInfo>>(&self.mints, key.as_bytes(), "mint")?.flatten())
+    }
+
+    async fn get_mints(&self) -> Result<HashMap<MintUrl, Option<MintInfo>>, Error> {
+        scan::<Option<MintInfo>>(&self.mints, "mint")?
+            .into_iter()
+            .map(|(key, info)| {
+                let url = std::str::from_utf8(&key)
+                    .ok()
+                    .and_then(|s| MintUrl::from_str(s).ok())
+                    .ok_or(StoreError::CorruptKey { what: "mint" })?;
+                Ok((url, info))
+            })
+            .collect()
+    }
+
+    async fn get_mint_keysets(&self, mint_url: MintUrl) -> Result<Option<Vec<KeySetInfo>>, Error> {
+        let keysets: Vec<KeySetInfo> = scan_values::<StoredKeyset>(&self.keysets, "keyset")?
+            .into_iter()
+            .filter(|k| k.mint_url == mint_url)
+            .map(|k| k.info)
+            .collect();
+        Ok((!keysets.is_empty()).then_some(keysets))
+    }
+
+    async fn get_keyset_by_id(&self, keyset_id: &Id) -> Result<Option<KeySetInfo>, Error> {
+        Ok(
+            get_value::<StoredKeyset>(&self.keysets, &keyset_id.to_bytes(), "keyset")?
+                .map(|k| k.info),
+        )
+    }
+
+    async fn get_mint_quote(&self, quote_id: &str) -> Result<Option<MintQuote>, Error> {
+        get_value(&self.mint_quotes, quote_id.as_bytes(), MintQuote::WHAT)
+    }
+
+    async fn get_mint_quotes(&self) -> Result<Vec<MintQuote>, Error> {
+        scan_values(&self.mint_quotes, MintQuote::WHAT)
+    }
+
+    async fn get_unissued_mint_quotes(&self) -> Result<Vec<MintQuote>, Error> {
+        let bolt12 = PaymentMethod::Known(KnownMethod::Bolt12);
+        Ok(
+            scan_values::<MintQuote>(&self.mint_quotes, MintQuote::WHAT)?
+                .into_iter()
+                .filter(|q| q.amount_issued == Amount::ZERO || q.payment_method == bolt12)
+                .collect(),
+        )
+    }
+
+    async fn get_melt_quote(&self, quote_id: &str) -> Result<Option<MeltQuote>, Error> {
+        get_value(&self.melt_quotes, quote_id.as_bytes(), MeltQuote::WHAT)
+    }
+
+    async fn get_melt_quotes(&self) -> Result<Vec<MeltQuote>, Error> {
+        scan_values(&self.melt_quotes, MeltQuote::WHAT)
+    }
+
+    async fn get_keys(&self, id: &Id) -> Result<Option<Keys>, Error> {
+        get_value(&self.keys, &id.to_bytes(), "keys")
+    }
+
+    async fn get_proofs(
+        &self,
+        mint_url: Option<MintUrl>,
+        unit: Option<CurrencyUnit>,
+        state: Option<Vec<State>>,
+        spending_conditions: Option<Vec<SpendingConditions>>,
+    ) -> Result<Vec<ProofInfo>, Error> {
+        Ok(scan_values::<ProofInfo>(&self.proofs, "proof")?
+            .into_iter()
+            .filter(|p| p.matches_conditions(&mint_url, &unit, &state, &spending_conditions))
+            .collect())
+    }
+
+    async fn get_proofs_by_ys(&self, ys: Vec<PublicKey>) -> Result<Vec<ProofInfo>, Error> {
+        let mut found = Vec::with_capacity(ys.len());
+        for y in ys {
+            if let Some(proof) = get_value(&self.proofs, &y.to_bytes(), "proof")? {
+                found.push(proof);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn get_balance(
+        &self,
+        mint_url: Option<MintUrl>,
+        unit: Option<CurrencyUnit>,
+        state: Option<Vec<State>>,
+    ) -> Result<u64, Error> {
+        self.get_proofs(mint_url, unit, state, None)
+            .await?
+            .iter()
+            .try_fold(0u64, |sum, p| sum.checked_add(u64::from(p.proof.amount)))
+            .ok_or(Error::AmountOverflow)
+    }
+
+    async fn get_transaction(
+        &self,
+        transaction_id: TransactionId,
+    ) -> Result<Option<Transaction>, Error> {
+        get_value(&self.transactions, transaction_id.as_slice(), "transaction")
+    }
+
+    async fn list_transactions(
+        &self,
+        mint_url: Option<MintUrl>,
+        direction: Option<TransactionDirection>,
+        unit: Option<CurrencyUnit>,
+    ) -> Result<Vec<Transaction>, Error> {
+        let mut txs: Vec<Transaction> =
+            scan_values::<Transaction>(&self.transactions, "transaction")?
+                .into_iter()
+                .filter(|t| t.matches_conditions(&mint_url, &direction, &unit))
+                .collect();
+        // Transaction's Ord is newest first, which is how wallets list history.
+        txs.sort();
+        Ok(txs)
+    }
+
+    async fn update_proofs(
+        &self,
+        added: Vec<ProofInfo>,
+        removed_ys: Vec<PublicKey>,
+    ) -> Result<(), Error> {
+        tx_result(
+            self.proofs.transaction(|tx| {
+                for proof in &added {
+                    let key = proof.y.to_bytes();
+                    // The derivation index is fixed when the proof is minted;
+                    // re-saving a copy rebuilt without it must not erase it.
+                    if proof.derivation_index.is_none() {
+                        if let Some(stored) = tx_get::<ProofInfo>(tx, &key, "proof")? {
+                            if stored.derivation_index.is_some() {
+                                let mut merged = proof.clone();
+                                merged.derivation_index = stored.derivation_index;
+                                tx_put(tx, &key, &merged, "proof")?;
+                                continue;
+                            }
+                        }
+                    }
+                    tx_put(tx, &key, proof, "proof")?;
+                }
+                for y in &removed_ys {
+                    tx.remove(&y.to_bytes()[..])?;
+                }
+                Ok(())
+            }),
+            "updating proofs",
+        )?;
+        self.persist().await
+    }
+
+    async fn update_proofs_state(&self, ys: Vec<PublicKey>, state: State) -> Result<(), Error> {
+        // Unknown Ys are skipped, as cdk-sqlite's `UPDATE ... WHERE y IN` does.
+        tx_result(
+            self.proofs.transaction(|tx| {
+                for y in &ys {
+                    let key = y.to_bytes();
+                    if let Some(mut proof) = tx_get::<ProofInfo>(tx, &key, "proof")? {
+                        proof.state = state;
+                        tx_put(tx, &key, &proof, "proof")?;
+                    }
+                }
+                Ok(())
+            }),
+            "updating proof states",
+        )?;
+        self.persist().await
+    }
+
+    async fn add_transaction(&self, transaction: Transaction) -> Result<(), Error> {
+        let id = transaction.id();
+        self.put(
+            &self.transactions,
+            id.as_slice(),
+            &transaction,
+            "transaction",
+        )?;
+        self.persist().await
+    }
+
+    async fn update_mint_url(
+        &self,
+        old_mint_url: MintUrl,
+        new_mint_url: MintUrl,
+    ) -> Result<(), Error> {
+        let proof_keys: Vec<IVec> = scan::<ProofInfo>(&self.proofs, "proof")?
+            .into_iter()
+            .filter(|(_, p)| p.mint_url == old_mint_url)
+            .map(|(k, _)| k)
+            .collect();
+        let mint_quote_keys: Vec<IVec> = scan::<MintQuote>(&self.mint_quotes, MintQuote::WHAT)?
+            .into_iter()
+            .filter(|(_, q)| q.mint_url == old_mint_url)
+            .map(|(k, _)| k)
+            .collect();
+        let melt_quote_keys: Vec<IVec> = scan::<MeltQuote>(&self.melt_quotes, MeltQuote::WHAT)?
+            .into_iter()
+            .filter(|(_, q)| q.mint_url.as_ref() == Some(&old_mint_url))
+            .map(|(k, _)| k)
+            .collect();
+        // One transaction so a crash cannot leave proofs and quotes pointing
+        // at different URLs for the same mint.
+        let trees = (&self.proofs, &self.mint_quotes, &self.melt_quotes);
+        tx_result(
+            trees.transaction(|(proofs, mint_quotes, melt_quotes)| {
+                for key in &proof_keys {
+                    if let Some(mut p) = tx_get::<ProofInfo>(proofs, key, "proof")? {
+                        if p.mint_url == old_mint_url {
+                            p.mint_url = new_mint_url.clone();
+                            tx_put(proofs, key, &p, "proof")?;
+                        }
+                    }
+                }
+                for key in &mint_quote_keys {
+                    if let Some(mut q) = tx_get::<MintQuote>(mint_quotes, key, MintQuote::WHAT)? {
+                        if q.mint_url == old_mint_url {
+                            q.mint_url = new_mint_url.clone();
+                            tx_put(mint_quotes, key, &q, MintQuote::WHAT)?;
+                        }
+                    }
+                }
+                for key in &melt_quote_keys {
+                    if let Some(mut q) = tx_get::<MeltQuote>(melt_quotes, key, MeltQuote::WHAT)? {
+                        if q.mint_url.as_ref() == Some(&old_mint_url) {
+                            q.mint_url = Some(new_mint_url.clone());
+                            tx_put(melt_quotes, key, &q, MeltQuote::WHAT)?;
+                        }
+                    }
+                }
+                Ok(())
+            }),
+            "updating mint url",
+        )?;
+        self.persist().await
+    }
+
+    async fn increment_keyset_counter(&self, keyset_id: &Id, count: u32) -> Result<u32, Error> {
+        let next = bump_counter(
+            &self.keyset_counters,
+            &keyset_id.to_bytes(),
+            count,
+            "keyset counter",
+        )?;
+        self.persist().await?;
+        Ok(next)
+    }
+
+    async fn increment_derivation_counter(
+        &self,
+        namespace: &str,
+        count: u32,
+    ) -> Result<u32, Error> {
+        let next = bump_counter(
+            &self.derivation_counters,
+            namespace.as_bytes(),
+            count,
+            "derivation counter",
+        )?;
+        self.persist().await?;
+        Ok(next)
+    }
+
+    async fn add_mint(&self, mint_url: MintUrl, mint_info: Option<MintInfo>) -> Result<(), Error> {
+        let key = mint_url.to_string();
+        self.put(&self.mints, key.as_bytes(), &mint_info, "mint")?;
+        self.persist().await
+    }
+
+    async fn remove_mint(&self, mint_url: MintUrl) -> Result<(), Error> {
+        // Keysets, keys and proofs of the mint stay, as in cdk's redb backend:
+        // proofs may still need their keyset's fee data.
+        let key = mint_url.to_string();
+        self.remove(&self.mints, key.as_bytes(), "mint")?;
+        self.persist().await
+    }
+
+    async fn add_mint_keysets(
+        &self,
+        mint_url: MintUrl,
+        keysets: Vec<KeySetInfo>,
+    ) -> Result<(), Error> {
+        tx_result(
+            (&self.keysets, &self.keyset_u32).transaction(|(keysets_tx, u32_tx)| {
+                for keyset in &keysets {
+                    claim_keyset_u32(u32_tx, &keyset.id)?;
+                    let key = keyset.id.to_bytes();
+                    // Existing keysets keep their mint and unit; only what a
+                    // mint may change later (activity, fee) is refreshed.
+                    let record = match tx_get::<StoredKeyset>(keysets_tx, &key, "keyset")? {
+                        Some(mut stored) => {
+                            stored.info.active = keyset.active;
+                            stored.info.input_fee_ppk = keyset.input_fee_ppk;
+                            stored
+                        }
+                        None => StoredKeyset {
+                            mint_url: mint_url.clone(),
+                            info: keyset.clone(),
+                        },
+                    };
+                    tx_put(keysets_tx, &key, &record, "keyset")?;
+                }
+                Ok(())
+            }),
+            "adding keysets",
+        )?;
+        self.persist().await
+    }
+
+    async fn add_mint_quote(&self, quote: MintQuote) -> Result<(), Error> {
+        self.upsert_quote(&self.mint_quotes, quote)?;
+        self.persist().await
+    }
+
+    async fn remove_mint_quote(&self, quote_id: &str) -> Result<(), Error> {
+        self.remove(&self.mint_quotes, quote_id.as_bytes(), MintQuote::WHAT)?;
+        self.persist().await
+    }
+
+    async fn add_melt_quote(&self, quote: MeltQuote) -> Result<(), Error> {
+        self.upsert_quote(&self.melt_quotes, quote)?;
+        self.persist().await
+    }
+
+    async fn remove_melt_quote(&self, quote_id: &str) -> Result<(), Error> {
+        self.remove(&self.melt_quotes, quote_id.as_bytes(), MeltQuote::WHAT)?;
+        self.persist().await
+    }
+
+    async fn add_keys(&self, keyset: KeySet) -> Result<(), Error> {
+        keyset.verify_id()?;
+        let key = keyset.id.to_bytes();
+        tx_result(
+            (&self.keys, &self.keyset_u32).transaction(|(keys_tx, u32_tx)| {
+                if keys_tx.get(key.as_slice())?.is_some() {
+                    return Err(abort(Error::Duplicate));
+                }
+                claim_keyset_u32(u32_tx, &keyset.id)?;
+                tx_put(keys_tx, &key, &keyset.keys, "keys")
+            }),
+            "adding keys",
+        )?;
+        self.persist().await
+    }
+
+    async fn remove_keys(&self, id: &Id) -> Result<(), Error> {
+        self.remove(&self.keys, &id.to_bytes(), "keys")?;
+        self.persist().await
+    }
+
+    async fn remove_transaction(&self, transaction_id: TransactionId) -> Result<(), Error> {
+        self.remove(&self.transactions, transaction_id.as_slice(), "transaction")?;
+        self.persist().await
+    }
+
+    async fn add_saga(&self, saga: WalletSaga) -> Result<(), Error> {
+        let value = encode(&saga, "saga")?;
+        self.sagas
+            .compare_and_swap(saga.id.as_bytes(), None::<&[u8]>, Some(value))
+            .map_err(sled_err("adding saga"))?
+            .map_err(|_| Error::Duplicate)?;
+        self.persist().await
+    }
+
+    async fn get_saga(&self, id: &Uuid) -> Result<Option<WalletSaga>, Error> {
+        get_value(&self.sagas, id.as_bytes(), "saga")
+    }
+
+    async fn update_saga(&self, saga: WalletSaga) -> Result<bool, Error> {
+        // The caller has already bumped the version, so the stored copy must
+        // be exactly one behind; the swap fails if anyone wrote in between.
+        let key = saga.id.as_bytes();
+        let Some(current) = self.sagas.get(key).map_err(sled_err("reading saga"))? else {
+            return Ok(false);
+        };
+        let stored: WalletSaga = decode(&current, "saga")?;
+        if stored.version != saga.version.saturating_sub(1) {
+            tracing::debug!(namespace = %self.namespace, saga_id = %saga.id, "stale saga version rejected");
+            return Ok(false);
+        }
+        let swapped = self
+            .sagas
+            .compare_and_swap(key, Some(current), Some(encode(&saga, "saga")?))
+            .map_err(sled_err("updating saga"))?
+            .is_ok();
+        if swapped {
+            self.persist().await?;
+        }
+        Ok(swapped)
+    }
+
+    async fn delete_saga(&self, id: &Uuid) -> Result<(), Error> {
+        self.remove(&self.sagas, id.as_bytes(), "saga")?;
+        self.persist().await
+    }
+
+    async fn get_incomplete_sagas(&self) -> Result<Vec<WalletSaga>, Error> {
+        let mut sagas: Vec<WalletSaga> = scan_values(&self.sagas, "saga")?;
+        sagas.sort_by_key(|s| s.created_at);
+        Ok(sagas)
+    }
+
+    async fn reserve_proofs(&self, ys: Vec<PublicKey>, operation_id: &Uuid) -> Result<(), Error> {
+        // All or nothing: one unavailable proof aborts the whole reservation.
+        // A missing proof is "not unspent" too, matching cdk-sqlite.
+        tx_result(
+            self.proofs.transaction(|tx| {
+                for y in &ys {
+                    let key = y.to_bytes();
+                    let mut proof = tx_get::<ProofInfo>(tx, &key, "proof")?
+                        .filter(|p| p.state == State::Unspent)
+                        .ok_or_else(|| abort(Error::ProofNotUnspent))?;
+                    proof.state = State::Reserved;
+                    proof.used_by_operation = Some(*operation_id);
+                    tx_put(tx, &key, &proof, "proof")?;
+                }
+                Ok(())
+            }),
+            "reserving proofs",
+        )?;
+        self.persist().await
+    }
+
+    async fn release_proofs(&self, operation_id: &Uuid) -> Result<(), Error> {
+        // Spent proofs keep their owner so the history of who spent them stays.
+        rewrite_matching::<ProofInfo, _, _>(
+            &self.proofs,
+            "proof",
+            |p| {
+                p.used_by_operation.as_ref() == Some(operation_id)
+                    && matches!(p.state, State::Reserved | State::Pending)
+            },
+            |p| {
+                p.state = State::Unspent;
+                p.used_by_operation = None;
+            },
+        )?;
+        self.persist().await
+    }
+
+    async fn get_reserved_proofs(&self, operation_id: &Uuid) -> Result<Vec<ProofInfo>, Error> {
+        Ok(scan_values::<ProofInfo>(&self.proofs, "proof")?
+            .into_iter()
+            .filter(|p| p.used_by_operation.as_ref() == Some(operation_id))
+            .collect())
+    }
+
+    async fn reserve_melt_quote(&self, quote_id: &str, operation_id: &Uuid) -> Result<(), Error> {
+        self.reserve_quote::<MeltQuote>(&self.melt_quotes, quote_id, operation_id)?;
+        self.persist().await
+    }
+
+    async fn release_melt_quote(&self, operation_id: &Uuid) -> Result<(), Error> {
+        self.release_quotes::<MeltQuote>(&self.melt_quotes, operation_id)?;
+        self.persist().await
+    }
+
+    async fn reserve_mint_quote(&self, quote_id: &str, operation_id: &Uuid) -> Result<(), Error> {
+        self.reserve_quote::<MintQuote>(&self.mint_quotes, quote_id, operation_id)?;
+        self.persist().await
+    }
+
+    async fn release_mint_quote(&self, operation_id: &Uuid) -> Result<(), Error> {
+        self.release_quotes::<MintQuote>(&self.mint_quotes, operation_id)?;
+        self.persist().await
+    }
+
+    async fn kv_read(
+        &self,
+        primary_namespace: &str,
+        secondary_namespace: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        validate_kvstore_params(primary_namespace, secondary_namespace, Some(key))?;
+        let key = kv_key(primary_namespace, secondary_namespace, key);
+        match self.kv.get(key).map_err(sled_err("kv"))? {
+            Some(bytes) => Ok(Some(payload(&bytes, "kv")?.to_vec())),
+            None => Ok(None),
+        }
+    }
+
+    async fn kv_list(
+        &self,
+        primary_namespace: &str,
+        secondary_namespace: &str,
+    ) -> Result<Vec<String>, Error> {
+        validate_kvstore_params(primary_namespace, secondary_namespace, None)?;
+        let prefix = kv_prefix(primary_namespace, secondary_namespace);
+        self.kv
+            .scan_prefix(&prefix)
+            .keys()
+            .map(|key| {
+                let key = key.map_err(sled_err("kv"))?;
+                key.get(prefix.len()..)
+                    .and_then(|k| std::str::from_utf8(k).ok())
+                    .map(str::to_owned)
+                    .ok_or_else(|| StoreError::CorruptKey { what: "kv" }.into())
+            })
+            .collect()
+    }
+
+    async fn kv_write(
+        &self,
+        primary_namespace: &str,
+        secondary_namespace: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), Error> {
+        validate_kvstore_params(primary_namespace, secondary_namespace, Some(key))?;
+        let mut stored = Vec::with_capacity(value.len() + 1);
+        stored.push(ENCODING_V1);
+        stored.extend_from_slice(value);
+        let key = kv_key(primary_namespace, secondary_namespace, key);
+        self.kv.insert(key, stored).map_err(sled_err("kv"))?;
+        self.persist().await
+    }
+
+    async fn kv_remove(
+        &self,
+        primary_namespace: &str,
+        secondary_namespace: &str,
+        key: &str,
+    ) -> Result<(), Error> {
+        validate_kvstore_params(primary_namespace, secondary_namespace, Some(key))?;
+        let key = kv_key(primary_namespace, secondary_namespace, key);
+        self.remove(&self.kv, &key, "kv")?;
+        self.persist().await
+    }
+
+    async fn add_p2pk_key(
+        &self,
+        pubkey: &PublicKey,
+        derivation_path: DerivationPath,
+        derivation_index: u32,
+    ) -> Result<(), Error> {
+        let record = P2PKSigningKey {
+            pubkey: *pubkey,
+            derivation_path,
+            derivation_index,
+            created_time: unix_time(),
+        };
+        // Insert-only, as cdk-sqlite's primary key makes it: a second record
+        // for one pubkey would mean two derivations claim the same key.
+        self.p2pk_keys
+            .compare_and_swap(
+                pubkey.to_bytes(),
+                None::<&[u8]>,
+                Some(encode(&record, "p2pk key")?),
+            )
+            .map_err(sled_err("adding p2pk key"))?
+            .map_err(|_| Error::Duplicate)?;
+        self.persist().await
+    }
+
+    async fn get_p2pk_key(&self, pubkey: &PublicKey) -> Result<Option<P2PKSigningKey>, Error> {
+        get_value(&self.p2pk_keys, &pubkey.to_bytes(), "p2pk key")
+    }
+
+    async fn list_p2pk_keys(&self) -> Result<Vec<P2PKSigningKey>, Error> {
+        let mut keys: Vec<P2PKSigningKey> = scan_values(&self.p2pk_keys, "p2pk key")?;
+        keys.sort_by(|a, b| b.derivation_index.cmp(&a.derivation_index));
+        Ok(keys)
+    }
+
+    async fn latest_p2pk(&self) -> Result<Option<P2PKSigningKey>, Error> {
+        // "Latest" is the highest derivation index (as cdk-sqlite orders it):
+        // the wallet derives the next key from it, and clocks can go backwards.
+        Ok(scan_values::<P2PKSigningKey>(&self.p2pk_keys, "p2pk key")?
+            .into_iter()
+            .max_by_key(|k| (k.derivation_index, k.created_time)))
+    }
+}

@@ -1,0 +1,281 @@
+//! The shared test harness: soko in-process on free loopback ports with a temp data dir, and
+//! real nostr-sdk clients as its users. Later domains reuse it.
+#![allow(dead_code, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nostr_relay_builder::{LocalRelay, RelayBuilder};
+use nostr_sdk::prelude::*;
+use soko::config::MintConfig;
+use soko::{Config, Daemon};
+
+/// How long a test waits for a reply that should come.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a test listens to be sure that nothing (more) comes.
+pub const QUIET_PERIOD: Duration = Duration::from_secs(2);
+
+/// A soko daemon on a temp data dir.
+pub struct TestSoko {
+    pub daemon: Option<Daemon>,
+    pub config: Config,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestSoko {
+    /// Starts soko with the embedded relay and dev mint on free ports.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts soko after `adjust` edits the test config.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config(dir.path());
+        adjust(&mut config);
+        let mut soko = Self {
+            daemon: None,
+            config,
+            _dir: Some(dir),
+        };
+        soko.boot().await;
+        soko
+    }
+
+    async fn boot(&mut self) {
+        let daemon = Daemon::start(self.config.clone())
+            .await
+            .expect("soko starts");
+        // Pin the ports the first start picked, so a restart comes back at the same URLs.
+        if let Some(url) = daemon.relay_url() {
+            self.config.relay.port = port_of(url.as_str());
+        }
+        if let MintConfig::EmbeddedDev { port } = &mut self.config.mint {
+            *port = port_of(daemon.mint_url());
+        }
+        self.daemon = Some(daemon);
+    }
+
+    /// The running daemon.
+    pub fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().expect("soko is running")
+    }
+
+    /// The embedded relay's URL.
+    pub fn relay_url(&self) -> RelayUrl {
+        self.daemon().relay_url().expect("embedded relay").clone()
+    }
+
+    /// The bot's public key.
+    pub fn bot(&self) -> PublicKey {
+        self.daemon().bot_public_key()
+    }
+
+    /// The data dir.
+    pub fn data_dir(&self) -> PathBuf {
+        self.config.storage.data_dir.clone()
+    }
+
+    /// Clean shutdown.
+    pub async fn stop(&mut self) {
+        if let Some(daemon) = self.daemon.take() {
+            daemon.shutdown().await.expect("clean shutdown");
+        }
+    }
+
+    /// Clean shutdown, then start again on the same data dir and ports.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.boot().await;
+    }
+}
+
+/// The port in `scheme://host:port[/]`.
+fn port_of(url: &str) -> u16 {
+    url.trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("url with a port")
+}
+
+/// Test config: everything on loopback with free ports, data in `dir`.
+pub fn test_config(dir: &Path) -> Config {
+    let mut config = Config::default();
+    config.relay.port = 0;
+    config.mint = MintConfig::EmbeddedDev { port: 0 };
+    config.storage.data_dir = dir.to_path_buf();
+    config
+}
+
+/// A second, plain relay (in memory) on a free loopback port.
+pub async fn extra_relay() -> (LocalRelay, RelayUrl) {
+    let relay = LocalRelay::new(RelayBuilder::default());
+    relay.run().await.expect("extra relay runs");
+    let url = relay.url().await;
+    (relay, url)
+}
+
+/// A decrypted DM a user received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The outer event's id (the kind 4, or the gift wrap).
+    pub event_id: EventId,
+    pub from: PublicKey,
+    pub nip17: bool,
+    pub content: String,
+}
+
+impl Received {
+    /// The content as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.content).expect("reply is JSON")
+    }
+}
+
+/// A Nostr user with local keys and a real client.
+pub struct User {
+    pub keys: Keys,
+    pub client: Client,
+    inbox: tokio::sync::broadcast::Receiver<RelayPoolNotification>,
+}
+
+impl User {
+    /// Connects a new user to `relays`, listening for DMs addressed to it.
+    pub async fn connect(relays: &[RelayUrl]) -> Self {
+        Self::with_keys(Keys::generate(), relays).await
+    }
+
+    /// Same with given keys.
+    pub async fn with_keys(keys: Keys, relays: &[RelayUrl]) -> Self {
+        let client = Client::builder().signer(keys.clone()).build();
+        for url in relays {
+            client.add_relay(url.clone()).await.expect("add relay");
+        }
+        client.connect().await;
+        client.wait_for_connection(Duration::from_secs(5)).await;
+        let inbox = client.notifications();
+        let me = keys.public_key();
+        client
+            .subscribe(
+                Filter::new()
+                    .kinds([Kind::EncryptedDirectMessage, Kind::GiftWrap])
+                    .pubkey(me),
+                None,
+            )
+            .await
+            .expect("subscribe");
+        Self {
+            keys,
+            client,
+            inbox,
+        }
+    }
+
+    pub fn pubkey(&self) -> PublicKey {
+        self.keys.public_key()
+    }
+
+    /// A signed NIP-04 DM (not sent).
+    pub fn nip04(&self, to: PublicKey, content: &str) -> Event {
+        let ciphertext = nip04::encrypt(self.keys.secret_key(), &to, content).expect("encrypt");
+        EventBuilder::new(Kind::EncryptedDirectMessage, ciphertext)
+            .tag(Tag::public_key(to))
+            .sign_with_keys(&self.keys)
+            .expect("sign")
+    }
+
+    /// A NIP-17 gift-wrapped DM (not sent).
+    pub async fn nip17(&self, to: PublicKey, content: &str) -> Event {
+        EventBuilder::private_msg(&self.keys, to, content, [])
+            .await
+            .expect("gift wrap")
+    }
+
+    /// Publishes an event, returning the relays' verdict.
+    pub async fn publish(&self, event: &Event) -> Output<EventId> {
+        self.client.send_event(event).await.expect("send")
+    }
+
+    /// Sends a NIP-04 DM and returns the event.
+    pub async fn send_nip04(&self, to: PublicKey, content: &str) -> Event {
+        let event = self.nip04(to, content);
+        let out = self.publish(&event).await;
+        assert!(!out.success.is_empty(), "DM accepted: {:?}", out.failed);
+        event
+    }
+
+    /// Sends a NIP-17 DM and returns the wrap.
+    pub async fn send_nip17(&self, to: PublicKey, content: &str) -> Event {
+        let event = self.nip17(to, content).await;
+        let out = self.publish(&event).await;
+        assert!(!out.success.is_empty(), "DM accepted: {:?}", out.failed);
+        event
+    }
+
+    /// The next DM received within `timeout`, decrypted.
+    pub async fn next_dm(&mut self, timeout: Duration) -> Option<Received> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notification = tokio::time::timeout_at(deadline, self.inbox.recv())
+                .await
+                .ok()?
+                .ok()?;
+            let RelayPoolNotification::Event { event, .. } = notification else {
+                continue;
+            };
+            if let Some(received) = self.open(&event).await {
+                return Some(received);
+            }
+        }
+    }
+
+    /// Every DM received within `window`.
+    pub async fn all_dms(&mut self, window: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + window;
+        let mut all = Vec::new();
+        while let Some(dm) = self.next_dm(deadline - tokio::time::Instant::now()).await {
+            all.push(dm);
+        }
+        all
+    }
+
+    /// Sends `content` as a NIP-04 DM and waits for the reply.
+    pub async fn ask_nip04(&mut self, to: PublicKey, content: &str) -> Received {
+        self.send_nip04(to, content).await;
+        self.next_dm(REPLY_TIMEOUT).await.expect("a reply")
+    }
+
+    /// Sends `content` as a NIP-17 DM and waits for the reply.
+    pub async fn ask_nip17(&mut self, to: PublicKey, content: &str) -> Received {
+        self.send_nip17(to, content).await;
+        self.next_dm(REPLY_TIMEOUT).await.expect("a reply")
+    }
+
+    async fn open(&self, event: &Event) -> Option<Received> {
+        match event.kind {
+            Kind::EncryptedDirectMessage => {
+                let content =
+                    nip04::decrypt(self.keys.secret_key(), &event.pubkey, &event.content).ok()?;
+                Some(Received {
+                    event_id: event.id,
+                    from: event.pubkey,
+                    nip17: false,
+                    content,
+                })
+            }
+            Kind::GiftWrap => {
+                let gift = UnwrappedGift::from_gift_wrap(&self.keys, event)
+                    .await
+                    .ok()?;
+                Some(Received {
+                    event_id: event.id,
+                    from: gift.sender,
+                    nip17: true,
+                    content: gift.rumor.content,
+                })
+            }
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! The foundation end to end: embedded relay, bot, DMs in both schemes, dedupe, restarts,
+//! and every kind of bad input. Real relays, real clients, real sled on temp dirs.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use nostr_sdk::prelude::*;
+
+fn assert_pong(reply: &Received, re: &str) {
+    let json = reply.json();
+    assert_eq!(json["v"], 1);
+    assert_eq!(json["re"], re);
+    assert_eq!(json["ok"], true, "{json}");
+    assert_eq!(json["result"]["pong"], true);
+    assert!(json["result"]["time"].as_u64().unwrap() > 1_700_000_000);
+}
+
+fn error_code(reply: &Received) -> String {
+    let json = reply.json();
+    assert_eq!(json["ok"], false, "{json}");
+    json["error"]["code"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_over_nip04_is_answered_over_nip04() {
+    let mut soko = TestSoko::start().await;
+    let mut alice = User::connect(&[soko.relay_url()]).await;
+    let reply = alice
+        .ask_nip04(soko.bot(), r#"{"id":"n4","cmd":"ping"}"#)
+        .await;
+    assert!(!reply.nip17, "NIP-04 in, NIP-04 out");
+    assert_eq!(reply.from, soko.bot());
+    assert_pong(&reply, "n4");
+    soko.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_over_nip17_is_answered_over_nip17() {
+    let mut soko = TestSoko::start().await;
+    let mut alice = User::connect(&[soko.relay_url()]).await;
+    let reply = alice.ask_nip17(soko.bot(), r#"{"cmd":"ping"}"#).await;
+    assert!(reply.nip17, "gift wrap in, gift wrap out");
+    assert_eq!(reply.from, soko.bot());
+    let json = reply.json();
+    assert_eq!(json["ok"], true);
+    // Without a request id, `re` is the id of the rumor that carried the request.
+    assert_eq!(json["re"].as_str().unwrap().len(), 64);
+    soko.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_dm_from_two_relays_is_answered_once_even_after_restart() {
+    let (_second, second_url) = extra_relay().await;
+    let url = second_url.clone();
+    let mut soko = TestSoko::start_with(|c| c.relays.urls = vec![url]).await;
+    let mut alice = User::connect(&[soko.relay_url(), second_url.clone()]).await;
+
+    // No request id: a second run of the command would be a new, distinct reply event.
+    let dm = alice.nip04(soko.bot(), r#"{"cmd":"ping"}"#);
+    let out = alice.publish(&dm).await;
+    assert_eq!(
+        out.success.len(),
+        2,
+        "both relays took the DM: {:?}",
+        out.failed
+    );
+    let replies = alice.all_dms(QUIET_PERIOD * 2).await;
+    let answered: std::collections::HashSet<EventId> = replies.iter().map(|r| r.event_id).collect();
+    assert_eq!(answered.len(), 1, "answered exactly once: {replies:?}");
+
+    soko.restart().await;
+    let mut alice = User::with_keys(alice.keys.clone(), &[soko.relay_url(), second_url]).await;
+    // The restarted bot resubscribes and receives the old DM again from both relays; the
+    // persistent dedupe knows it. Alice only gets the stored copies of the first reply.
+    let after = alice.all_dms(QUIET_PERIOD * 2).await;
+    assert!(!after.is_empty(), "the relays still hold the first reply");
+    assert!(
+        after.iter().all(|r| answered.contains(&r.event_id)),
+        "no new answer after restart: {after:?}"
+    );
+    soko.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_request_id_gets_the_first_reply() {
+    let mut soko = TestSoko::start().await;
+    let mut alice = User::connect(&[soko.relay_url()]).await;
+    let first = alice
+        .ask_nip04(soko.bot(), r#"{"id":"r1","cmd":"ping"}"#)
+        .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // A new event (new id) with the same request id: same answer, same `time`.
+    let second = alice
+        .ask_nip17(soko.bot(), r#"{"id":"r1","cmd":"ping"}"#)
+        .await;
+    assert_eq!(first.content, second.content);
+    assert!(
+        second.nip17,
+        "the replay still answers in the scheme it came in"
+    );
+    soko.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_the_bot_key_and_the_relay_events() {
+    let mut soko = TestSoko::start().await;
+    let bot = soko.bot();
+    let merchant = User::connect(&[soko.relay_url()]).await;
+    let stall = EventBuilder::new(
+        Kind::Custom(30017),
+        r#"{"id":"s1","name":"Duka","currency":"sat","shipping":[]}"#,
+    )
+    .tag(Tag::identifier("s1"))
+    .sign_with_keys(&merchant.keys)
+    .unwrap();
+    assert!(!merchant.publish(&stall).await.success.is_empty());
+
+    soko.restart().await;
+    assert_eq!(soko.bot(), bot, "same identity after restart");
+    let reader = User::connect(&[soko.relay_url()]).await;
+    let events = reader
+        .client
+        .fetch_events(
+            Filter::new().kind(Kind::Custom(30017)),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert!(
+        events.iter().any(|e| e.id == stall.id),
+        "stall survived the restart"
+    );
+    let profile = reader
+        .client
+        .fetch_events(
+            Filter::new().kind(Kind::Metadata).author(bot),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        profile.len(),
+        1,
+        "the bot's profile is published (and replaced, not duplicated)"
+    );
+    let dm_relays = reader
+        .client
+        .fetch_events(
+            Filter::new().kind(Kind::InboxRelays).author(bot),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert!(dm_relays.first().is_some_and(|e| e.content.is_empty()));
+    soko.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_answers_and_soko_keeps_serving() {
+    let mut soko = TestSoko::start_with(|c| c.relay.max_event_bytes = 4_096).await;
+    let bot = soko.bot();
+    let mut alice = User::connect(&[soko.relay_url()]).await;
+
+    let reply = alice.ask_nip04(bot, "this is not json").await;
+    assert_eq!(error_code(&reply), "bad_json");
+    let reply = alice.ask_nip17(bot, r#"{"id":"u1","cmd":"fly"}"#).await;
+    assert_eq!(error_code(&reply), "unknown_command");
+    assert!(reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("ping"));
+    let reply = alice
+        .ask_nip04(bot, r#"{"cmd":"ping","args":{"loud":true}}"#)
+        .await;
+    assert_eq!(error_code(&reply), "bad_request");
+    let reply = alice.ask_nip04(bot, r#"{"v":9,"cmd":"ping"}"#).await;
+    assert_eq!(error_code(&reply), "unsupported_version");
+
+    // Tagged to the bot but encrypted for someone else.
+    let carol = Keys::generate();
+    let ciphertext = nip04::encrypt(alice.keys.secret_key(), &carol.public_key(), "hi").unwrap();
+    let misdirected = EventBuilder::new(Kind::EncryptedDirectMessage, ciphertext)
+        .tag(Tag::public_key(bot))
+        .sign_with_keys(&alice.keys)
+        .unwrap();
+    alice.publish(&misdirected).await;
+    let reply = alice.next_dm(REPLY_TIMEOUT).await.expect("reply");
+    assert_eq!(error_code(&reply), "decrypt_failed");
+
+    // Oversize: the relay refuses it with a reason.
+    let big = alice.nip04(
+        bot,
+        &format!(r#"{{"cmd":"ping","pad":"{}"}}"#, "x".repeat(5_000)),
+    );
+    let out = alice.publish(&big).await;
+    assert!(out.success.is_empty());
+    let reason = out.failed.values().next().unwrap();
+    assert!(reason.contains("too large"), "{reason}");
+
+    // A kind the relay does not take.
+    let note = EventBuilder::text_note("hello")
+        .sign_with_keys(&alice.keys)
+        .unwrap();
+    let out = alice.publish(&note).await;
+    assert!(out.failed.values().next().unwrap().contains("kind 1"));
+
+    // A bad signature: the relay refuses it, and the bot never sees it.
+    let genuine = alice.nip04(bot, r#"{"cmd":"ping"}"#);
+    let other = alice.nip04(bot, r#"{"cmd":"ping"}"#);
+    let mut forged_json: serde_json::Value = serde_json::from_str(&genuine.as_json()).unwrap();
+    forged_json["sig"] = serde_json::Value::String(other.sig.to_string());
+    let forged = Event::from_json(forged_json.to_string()).unwrap();
+    let out = alice.publish(&forged).await;
+    assert!(out.success.is_empty());
+    assert!(out.failed.values().next().unwrap().contains("signature"));
+
+    // A DM between two other people gets no answer from soko.
+    let bob = User::connect(&[soko.relay_url()]).await;
+    alice.send_nip04(bob.pubkey(), r#"{"cmd":"ping"}"#).await;
+    assert!(
+        alice.all_dms(QUIET_PERIOD).await.is_empty(),
+        "nothing answered the forged or foreign DMs"
+    );
+
+    // Still serving.
+    let reply = alice.ask_nip17(bot, r#"{"id":"alive","cmd":"ping"}"#).await;
+    assert_pong(&reply, "alive");
+    soko.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
+    use soko::bot::{Handler, Keyring, Outbox, Outcome};
+    let dir = tempfile::tempdir().unwrap();
+    let store = soko::store::Store::open(dir.path()).unwrap();
+    let bot = Keys::generate();
+    let keyring = Keyring::new(bot.clone(), Default::default());
+    let outbox = Outbox::open(&store, Client::default()).unwrap();
+    let handler = Handler::new(&store, keyring, outbox, Default::default()).unwrap();
+
+    let alice = Keys::generate();
+    let ciphertext =
+        nip04::encrypt(alice.secret_key(), &bot.public_key(), r#"{"cmd":"ping"}"#).unwrap();
+    let genuine = EventBuilder::new(Kind::EncryptedDirectMessage, ciphertext)
+        .tag(Tag::public_key(bot.public_key()))
+        .sign_with_keys(&alice)
+        .unwrap();
+    let mut forged_json: serde_json::Value = serde_json::from_str(&genuine.as_json()).unwrap();
+    let junk = EventBuilder::text_note("x").sign_with_keys(&alice).unwrap();
+    forged_json["sig"] = serde_json::Value::String(junk.sig.to_string());
+    let forged = Event::from_json(forged_json.to_string()).unwrap();
+    assert_eq!(forged.id, genuine.id);
+
+    assert_eq!(handler.handle(&forged).await.unwrap(), Outcome::Forged);
+    assert!(matches!(
+        handler.handle(&genuine).await.unwrap(),
+        Outcome::Replied(_)
+    ));
+    assert_eq!(handler.handle(&genuine).await.unwrap(), Outcome::Duplicate);
+}
+
+#[test]
+fn config_check_names_the_bad_keys_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[relay]\nport = \"x\"\nwat = 1\n[log]\nlevel = \"=\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_soko"))
+        .args(["config", "check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for key in ["relay.port", "relay.wat", "log.level"] {
+        assert!(stderr.contains(key), "{key} named in: {stderr}");
+    }
+
+    let good = std::process::Command::new(env!("CARGO_BIN_EXE_soko"))
+        .args(["config", "check", "--config", "relay-config/soko.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        good.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+
+    let usage = std::process::Command::new(env!("CARGO_BIN_EXE_soko"))
+        .args(["run", "--no-such-flag"])
+        .output()
+        .unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+#[test]
+fn keys_show_prints_the_same_npub_every_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let show = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_soko"))
+            .args(["keys", "show", "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = show();
+    assert!(first.starts_with("npub1"), "{first}");
+    assert_eq!(show(), first);
+}
