@@ -91,7 +91,7 @@ impl Bot {
         if resent > 0 {
             tracing::info!(resent, "resent replies left in the outbox");
         }
-        announce(&client, &outbox, &keyring, relays).await?;
+        announce(&outbox, &keyring, relays).await?;
 
         let since = handler
             .checkpoint()?
@@ -134,7 +134,6 @@ impl Bot {
 
 /// Publishes the bot's profile, its NIP-65 relay list and its NIP-17 DM relays.
 async fn announce(
-    client: &Client,
     outbox: &Outbox,
     keyring: &Keyring,
     relays: &[RelayUrl],
@@ -156,10 +155,9 @@ async fn announce(
     for builder in events {
         let event = builder
             .sign_with_keys(keys)
-            .map_err(|e| nostr_sdk::client::Error::from(e))?;
+            .map_err(nostr_sdk::client::Error::from)?;
         outbox.send(&event).await?;
     }
-    let _ = client;
     Ok(())
 }
 

@@ -30,6 +30,9 @@ impl SledEventStore {
     /// Opens the store and loads every stored event into the index.
     pub async fn open(store: &Store) -> Result<Self, StoreError> {
         let events: Typed<String> = store.tree(trees::RELAY_EVENTS)?;
+        // nostr-database takes a BTreeSet; Event's interior mutability is a lazy tag cache
+        // that takes no part in its ordering (created_at, id).
+        #[allow(clippy::mutable_key_type)]
         let mut loaded = BTreeSet::new();
         for entry in events.iter() {
             let (key, json) = entry?;

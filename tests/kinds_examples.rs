@@ -1,0 +1,86 @@
+//! Every JSON example in `kinds/` parses as the type it illustrates and round-trips, so the
+//! public spec cannot drift from the code.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::path::Path;
+
+use serde_json::Value;
+use soko::proto::{Request, Response};
+
+/// (page, info string, JSON text) for every fenced example under `kinds/`.
+fn examples() -> Vec<(String, String, String)> {
+    let mut found = Vec::new();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("kinds");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("md") {
+            continue;
+        }
+        let page = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut lines = text.lines();
+        while let Some(line) = lines.next() {
+            let Some(info) = line.trim().strip_prefix("```json ") else {
+                continue;
+            };
+            let body: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
+            found.push((page.clone(), info.trim().to_owned(), body.join("\n")));
+        }
+    }
+    found
+}
+
+#[test]
+fn every_example_parses_and_round_trips() {
+    let examples = examples();
+    let mut checked = 0;
+    for (page, info, json) in &examples {
+        let as_value: Value = serde_json::from_str(json)
+            .unwrap_or_else(|e| panic!("{page}: {info} example is not JSON ({e}): {json}"));
+        match info.as_str() {
+            "request" => {
+                let request = Request::parse(json)
+                    .unwrap_or_else(|r| panic!("{page}: request refused: {r}: {json}"));
+                request
+                    .command()
+                    .unwrap_or_else(|r| panic!("{page}: command refused: {r}: {json}"));
+                let again = serde_json::to_string(&request).unwrap();
+                assert_eq!(Request::parse(&again).unwrap(), request, "{page}: {json}");
+            }
+            "response" => {
+                let response: Response = serde_json::from_str(json)
+                    .unwrap_or_else(|e| panic!("{page}: not a response ({e}): {json}"));
+                assert_eq!(
+                    serde_json::to_value(&response).unwrap(),
+                    as_value,
+                    "{page}: response round trip"
+                );
+                assert_eq!(response.ok, response.result.is_some(), "{page}: {json}");
+                assert_eq!(response.ok, response.error.is_none(), "{page}: {json}");
+            }
+            "event-template" => {
+                let kind = as_value["kind"].as_u64().expect("kind");
+                assert!(kind <= u64::from(u16::MAX), "{page}: kind");
+                assert!(as_value["content"].is_string(), "{page}: content");
+                let tags = as_value["tags"].as_array().expect("tags");
+                assert!(tags
+                    .iter()
+                    .all(|t| t.as_array().is_some_and(|t| t.iter().all(Value::is_string))));
+                if kind == 0 {
+                    let content = as_value["content"].as_str().unwrap();
+                    serde_json::from_str::<nostr_sdk::Metadata>(content)
+                        .unwrap_or_else(|e| panic!("{page}: profile content ({e})"));
+                }
+            }
+            other => panic!("{page}: unknown example type `json {other}`"),
+        }
+        checked += 1;
+    }
+    assert!(checked >= 8, "the spec has its examples ({checked} found)");
+    for page in ["commands.md", "relay.md"] {
+        assert!(
+            examples.iter().any(|(p, _, _)| p == page),
+            "{page} has examples"
+        );
+    }
+}

@@ -1,0 +1,122 @@
+//! soko's sled-backed cdk wallet against the in-process dev mint over HTTP on loopback:
+//! mint, send, receive, melt, and the amounts the mint itself saw.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use cdk::amount::{Amount, SplitTarget};
+use cdk::nuts::PaymentMethod;
+use cdk::wallet::{ReceiveOptions, SendOptions};
+use cdk::StreamExt;
+use common::TestSoko;
+use soko::store::Store;
+
+async fn fund(wallet: &soko::wallet::Wallet, sats: u64) -> Amount {
+    let quote = wallet
+        .mint_quote(PaymentMethod::BOLT11, Some(Amount::from(sats)), None, None)
+        .await
+        .expect("mint quote");
+    let minted = wallet
+        .proof_stream(quote, SplitTarget::default(), None)
+        .next()
+        .await
+        .expect("the fake backend settles the invoice")
+        .expect("minting succeeds");
+    Amount::from(minted.iter().map(|p| u64::from(p.amount)).sum::<u64>())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_wallet_mints_sends_receives_and_melts_against_the_dev_mint() {
+    let mut soko = TestSoko::start().await;
+    let mint_url = soko.daemon().mint_url().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let alice = soko::wallet::open(&store, "alice", &mint_url, &[1; 64]).unwrap();
+    let bob = soko::wallet::open(&store, "bob", &mint_url, &[2; 64]).unwrap();
+
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(30), fund(&alice, 1_000))
+            .await
+            .unwrap(),
+        Amount::from(1_000)
+    );
+    assert_eq!(alice.total_balance().await.unwrap(), Amount::from(1_000));
+
+    let token = alice
+        .prepare_send(Amount::from(300), SendOptions::default())
+        .await
+        .unwrap()
+        .confirm(None)
+        .await
+        .unwrap();
+    let received = bob
+        .receive(&token.to_string(), ReceiveOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(received, Amount::from(300), "no fees on the dev mint");
+    assert_eq!(bob.total_balance().await.unwrap(), Amount::from(300));
+    assert_eq!(alice.total_balance().await.unwrap(), Amount::from(700));
+    // Spending the same token twice is refused by the mint.
+    assert!(bob
+        .receive(&token.to_string(), ReceiveOptions::default())
+        .await
+        .is_err());
+
+    // Melt: pay an invoice the mint issued for someone else (carol's mint quote).
+    let carol = soko::wallet::open(&store, "carol", &mint_url, &[3; 64]).unwrap();
+    let invoice = carol
+        .mint_quote(PaymentMethod::BOLT11, Some(Amount::from(200)), None, None)
+        .await
+        .unwrap()
+        .request;
+    let quote = alice
+        .melt_quote(PaymentMethod::BOLT11, invoice, None, None)
+        .await
+        .unwrap();
+    let melted = alice
+        .prepare_melt(&quote.id, HashMap::new())
+        .await
+        .unwrap()
+        .confirm()
+        .await
+        .unwrap();
+    assert_eq!(melted.amount(), Amount::from(200));
+    let left = alice.total_balance().await.unwrap();
+    assert!(
+        left <= Amount::from(500) && left >= Amount::from(500 - 10),
+        "700 - 200 - fee reserve change: {left}"
+    );
+
+    // The mint's own books: it issued 1000 (+ change) to alice and redeemed what was spent.
+    let mint = soko.daemon().dev_mint().expect("dev mint").mint().clone();
+    let issued: u64 = mint
+        .total_issued()
+        .await
+        .unwrap()
+        .values()
+        .map(|a| u64::from(*a))
+        .sum();
+    let redeemed: u64 = mint
+        .total_redeemed()
+        .await
+        .unwrap()
+        .values()
+        .map(|a| u64::from(*a))
+        .sum();
+    let held = u64::from(alice.total_balance().await.unwrap())
+        + u64::from(bob.total_balance().await.unwrap());
+    assert_eq!(
+        issued - redeemed,
+        held,
+        "outstanding ecash equals what the wallets hold"
+    );
+
+    // Reopening the same namespaces from sled keeps the balances.
+    drop((alice, bob, carol));
+    let alice = soko::wallet::open(&store, "alice", &mint_url, &[1; 64]).unwrap();
+    assert_eq!(alice.total_balance().await.unwrap(), left);
+    soko.stop().await;
+}
