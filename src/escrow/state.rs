@@ -1,0 +1,175 @@
+//! The order escrow state machine: one pure transition function, tested exhaustively.
+//!
+//! ```text
+//! AwaitingPayment ──paid──▶ Paid ──code──▶ Delivered ──payout settled──▶ PaidOut
+//!        │                   │  ╲
+//!     expired            refund  dispute / too many wrong codes
+//!        ▼                   ▼      ▼
+//!     Expired            Refunded ◀─ Disputed ─▶ Delivered (admin releases)
+//! ```
+//! `Expired`, `Refunded` and `PaidOut` are terminal: nothing leaves them, which is what
+//! makes a replayed or late command harmless.
+
+use serde::{Deserialize, Serialize};
+
+/// Where an order's money stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscrowState {
+    /// Invoice issued, not paid.
+    AwaitingPayment,
+    /// Paid; the ecash is held by soko.
+    Paid,
+    /// The merchant presented the buyer's delivery code; payout owed.
+    Delivered,
+    /// The merchant has been paid. Terminal.
+    PaidOut,
+    /// The invoice expired unpaid; stock released. Terminal.
+    Expired,
+    /// The buyer got the money back. Terminal.
+    Refunded,
+    /// Held for an admin's decision.
+    Disputed,
+}
+
+/// Something that happened to an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscrowEvent {
+    /// The mint reports the invoice paid and the ecash is minted into escrow.
+    PaymentReceived,
+    /// The invoice passed its expiry unpaid.
+    InvoiceExpired,
+    /// The merchant entered the right delivery code.
+    CodeAccepted,
+    /// Too many wrong codes: lock for review.
+    CodeAttemptsExhausted,
+    /// Buyer or merchant opened a dispute.
+    DisputeOpened,
+    /// The payout to the merchant completed.
+    PayoutSettled,
+    /// The refund to the buyer completed.
+    RefundSettled,
+    /// An admin decided for the merchant.
+    ResolvedForMerchant,
+}
+
+impl EscrowState {
+    /// True when no event can move the order any more.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::PaidOut | Self::Expired | Self::Refunded)
+    }
+
+    /// True while soko holds the buyer's money for this order.
+    pub fn holds_funds(self) -> bool {
+        matches!(self, Self::Paid | Self::Delivered | Self::Disputed)
+    }
+}
+
+/// A transition the machine does not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{event:?} is not possible while the order is {from:?}")]
+pub struct InvalidTransition {
+    /// The state the order was in.
+    pub from: EscrowState,
+    /// What was attempted.
+    pub event: EscrowEvent,
+}
+
+/// The next state, or why not.
+pub fn transition(from: EscrowState, event: EscrowEvent) -> Result<EscrowState, InvalidTransition> {
+    use EscrowEvent as E;
+    use EscrowState as S;
+    let to = match (from, event) {
+        (S::AwaitingPayment, E::PaymentReceived) => S::Paid,
+        (S::AwaitingPayment, E::InvoiceExpired) => S::Expired,
+        (S::Paid, E::CodeAccepted) => S::Delivered,
+        (S::Paid, E::CodeAttemptsExhausted | E::DisputeOpened) => S::Disputed,
+        (S::Paid | S::Disputed, E::RefundSettled) => S::Refunded,
+        (S::Disputed, E::ResolvedForMerchant) => S::Delivered,
+        (S::Delivered, E::PayoutSettled) => S::PaidOut,
+        _ => return Err(InvalidTransition { from, event }),
+    };
+    Ok(to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use EscrowEvent as E;
+    use EscrowState as S;
+
+    const STATES: [S; 7] = [
+        S::AwaitingPayment,
+        S::Paid,
+        S::Delivered,
+        S::PaidOut,
+        S::Expired,
+        S::Refunded,
+        S::Disputed,
+    ];
+    const EVENTS: [E; 8] = [
+        E::PaymentReceived,
+        E::InvoiceExpired,
+        E::CodeAccepted,
+        E::CodeAttemptsExhausted,
+        E::DisputeOpened,
+        E::PayoutSettled,
+        E::RefundSettled,
+        E::ResolvedForMerchant,
+    ];
+
+    /// Every allowed transition; anything not listed must be refused.
+    const ALLOWED: [(S, E, S); 9] = [
+        (S::AwaitingPayment, E::PaymentReceived, S::Paid),
+        (S::AwaitingPayment, E::InvoiceExpired, S::Expired),
+        (S::Paid, E::CodeAccepted, S::Delivered),
+        (S::Paid, E::CodeAttemptsExhausted, S::Disputed),
+        (S::Paid, E::DisputeOpened, S::Disputed),
+        (S::Paid, E::RefundSettled, S::Refunded),
+        (S::Disputed, E::RefundSettled, S::Refunded),
+        (S::Disputed, E::ResolvedForMerchant, S::Delivered),
+        (S::Delivered, E::PayoutSettled, S::PaidOut),
+    ];
+
+    #[test]
+    fn the_table_is_the_whole_machine() {
+        for from in STATES {
+            for event in EVENTS {
+                let expected = ALLOWED
+                    .iter()
+                    .find(|(f, e, _)| *f == from && *e == event)
+                    .map(|(_, _, to)| *to);
+                assert_eq!(
+                    transition(from, event).ok(),
+                    expected,
+                    "{from:?} + {event:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn nothing_leaves_a_terminal_state() {
+        for from in STATES.into_iter().filter(|s| s.is_terminal()) {
+            for event in EVENTS {
+                assert_eq!(
+                    transition(from, event),
+                    Err(InvalidTransition { from, event })
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn money_is_held_exactly_between_payment_and_settlement() {
+        for state in STATES {
+            let expected = matches!(state, S::Paid | S::Delivered | S::Disputed);
+            assert_eq!(state.holds_funds(), expected, "{state:?}");
+        }
+        // Paying twice is refused rather than double-counted.
+        assert!(transition(S::Paid, E::PaymentReceived).is_err());
+        // An unpaid order cannot be delivered.
+        assert!(transition(S::AwaitingPayment, E::CodeAccepted).is_err());
+    }
+}
