@@ -9,6 +9,7 @@ pub mod devmint;
 pub mod escrow;
 pub mod identity;
 pub mod logging;
+pub mod market;
 pub mod money;
 pub mod proto;
 pub mod ratelimit;

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use serde_json::Value;
+use soko::proto::nip15::{Order, OrderStatus, PaymentRequest};
 use soko::proto::{Request, Response};
 
 /// (page, info string, JSON text) for every fenced example under `kinds/`.
@@ -72,12 +73,28 @@ fn every_example_parses_and_round_trips() {
                         .unwrap_or_else(|e| panic!("{page}: profile content ({e})"));
                 }
             }
+            "nip15-order" => {
+                let order: Order = serde_json::from_str(json)
+                    .unwrap_or_else(|e| panic!("{page}: not an order ({e}): {json}"));
+                assert_eq!(order.kind, 0);
+                assert_eq!(serde_json::to_value(&order).unwrap(), as_value, "{page}");
+            }
+            "nip15-payment-request" => {
+                let request: PaymentRequest = serde_json::from_str(json).unwrap();
+                assert_eq!(request.kind, 1);
+                assert_eq!(serde_json::to_value(&request).unwrap(), as_value, "{page}");
+            }
+            "nip15-status" => {
+                let status: OrderStatus = serde_json::from_str(json).unwrap();
+                assert_eq!(status.kind, 2);
+                assert_eq!(serde_json::to_value(&status).unwrap(), as_value, "{page}");
+            }
             other => panic!("{page}: unknown example type `json {other}`"),
         }
         checked += 1;
     }
     assert!(checked >= 8, "the spec has its examples ({checked} found)");
-    for page in ["commands.md", "relay.md"] {
+    for page in ["commands.md", "relay.md", "orders.md"] {
         assert!(
             examples.iter().any(|(p, _, _)| p == page),
             "{page} has examples"

@@ -133,11 +133,7 @@ impl Bot {
 }
 
 /// Publishes the bot's profile, its NIP-65 relay list and its NIP-17 DM relays.
-async fn announce(
-    outbox: &Outbox,
-    keyring: &Keyring,
-    relays: &[RelayUrl],
-) -> Result<(), BotError> {
+async fn announce(outbox: &Outbox, keyring: &Keyring, relays: &[RelayUrl]) -> Result<(), BotError> {
     let keys = keyring.bot();
     let metadata = Metadata::new()
         .name("soko")

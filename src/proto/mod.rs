@@ -1,6 +1,7 @@
 //! soko's public protocol types (serde only, no behaviour). `kinds/` specifies them.
 
 pub mod command;
+pub mod nip15;
 
 pub use self::command::{
     Command, ErrorBody, ErrorCode, PingArgs, PingResult, Refusal, Request, Response,
