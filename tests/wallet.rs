@@ -34,8 +34,10 @@ async fn sled_wallet_mints_sends_receives_and_melts_against_the_dev_mint() {
     let mint_url = soko.daemon().mint_url().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let alice = soko::wallet::open(&store, "alice", &mint_url, &[1; 64]).unwrap();
-    let bob = soko::wallet::open(&store, "bob", &mint_url, &[2; 64]).unwrap();
+    // One master seed for every namespace, as in the daemon: each derives its own.
+    let seed = [1; 64];
+    let alice = soko::wallet::open(&store, "alice", &mint_url, &seed).unwrap();
+    let bob = soko::wallet::open(&store, "bob", &mint_url, &seed).unwrap();
 
     assert_eq!(
         tokio::time::timeout(Duration::from_secs(30), fund(&alice, 1_000))
@@ -58,6 +60,9 @@ async fn sled_wallet_mints_sends_receives_and_melts_against_the_dev_mint() {
         .unwrap();
     assert_eq!(received, Amount::from(300), "no fees on the dev mint");
     assert_eq!(bob.total_balance().await.unwrap(), Amount::from(300));
+    // Bob mints too, from the same master seed: distinct derived secrets, no clash.
+    assert_eq!(fund(&bob, 50).await, Amount::from(50));
+    assert_eq!(bob.total_balance().await.unwrap(), Amount::from(350));
     assert_eq!(alice.total_balance().await.unwrap(), Amount::from(700));
     // Spending the same token twice is refused by the mint.
     assert!(bob
@@ -66,7 +71,7 @@ async fn sled_wallet_mints_sends_receives_and_melts_against_the_dev_mint() {
         .is_err());
 
     // Melt: pay an invoice the mint issued for someone else (carol's mint quote).
-    let carol = soko::wallet::open(&store, "carol", &mint_url, &[3; 64]).unwrap();
+    let carol = soko::wallet::open(&store, "carol", &mint_url, &seed).unwrap();
     let invoice = carol
         .mint_quote(PaymentMethod::BOLT11, Some(Amount::from(200)), None, None)
         .await
@@ -116,7 +121,7 @@ async fn sled_wallet_mints_sends_receives_and_melts_against_the_dev_mint() {
 
     // Reopening the same namespaces from sled keeps the balances.
     drop((alice, bob, carol));
-    let alice = soko::wallet::open(&store, "alice", &mint_url, &[1; 64]).unwrap();
+    let alice = soko::wallet::open(&store, "alice", &mint_url, &seed).unwrap();
     assert_eq!(alice.total_balance().await.unwrap(), left);
     soko.stop().await;
 }

@@ -7,6 +7,9 @@ use std::sync::Arc;
 
 use cdk::nuts::CurrencyUnit;
 use cdk::wallet::WalletBuilder;
+use nostr_sdk::hashes::hmac::{Hmac, HmacEngine};
+use nostr_sdk::hashes::sha512;
+use nostr_sdk::hashes::{Hash, HashEngine};
 
 pub use self::sled_db::SledWalletDatabase;
 use crate::store::Store;
@@ -33,13 +36,16 @@ pub enum WalletError {
     },
 }
 
-/// Opens the sat wallet `namespace` for `mint_url`, stored in sled.
+/// Opens the sat wallet `namespace` for `mint_url`, stored in sled. Each namespace derives
+/// its own seed from `master_seed`: wallets sharing a seed would derive the same NUT-13
+/// secrets from their separate counters, and the mint would refuse (or link) them.
 pub fn open(
     store: &Store,
     namespace: &str,
     mint_url: &str,
-    seed: &[u8; 64],
+    master_seed: &[u8; 64],
 ) -> Result<Wallet, WalletError> {
+    let seed = namespace_seed(master_seed, namespace);
     let db = SledWalletDatabase::open(store.db(), namespace)?;
     let mint_url = mint_url
         .parse()
@@ -51,7 +57,37 @@ pub fn open(
         .mint_url(mint_url)
         .unit(CurrencyUnit::Sat)
         .localstore(Arc::new(db))
-        .seed(*seed)
+        .seed(seed)
         .build()?;
     Ok(wallet)
+}
+
+/// HMAC-SHA512 of the namespace under the master seed.
+fn namespace_seed(master_seed: &[u8; 64], namespace: &str) -> [u8; 64] {
+    let mut engine = HmacEngine::<sha512::Hash>::new(master_seed);
+    engine.input(b"soko/wallet/");
+    engine.input(namespace.as_bytes());
+    Hmac::<sha512::Hash>::from_engine(engine).to_byte_array()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_get_distinct_stable_seeds() {
+        let master = [9; 64];
+        assert_eq!(
+            namespace_seed(&master, "bot"),
+            namespace_seed(&master, "bot")
+        );
+        assert_ne!(
+            namespace_seed(&master, "bot"),
+            namespace_seed(&master, "escrow")
+        );
+        assert_ne!(
+            namespace_seed(&master, "bot"),
+            namespace_seed(&[8; 64], "bot")
+        );
+    }
 }
