@@ -8,8 +8,10 @@ use crate::bot::{Bot, BotError, Keyring};
 use crate::config::{Config, MintConfig};
 use crate::devmint::{DevMint, DevMintError};
 use crate::identity::{self, IdentityError};
+use crate::market::Merchants;
 use crate::relay::{EmbeddedRelay, Exempt, RelayError};
 use crate::store::{Store, StoreError};
+use crate::vault::{Vault, VaultError};
 use crate::wallet::{self, Wallet, WalletError};
 
 /// Failures starting or stopping the daemon.
@@ -41,6 +43,12 @@ pub enum DaemonError {
     /// Bot.
     #[error(transparent)]
     Bot(#[from] BotError),
+    /// The vault.
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    /// The merchant registry could not be loaded.
+    #[error("merchants: {0}")]
+    Merchants(String),
     /// Nothing to connect to.
     #[error("no relay: enable [relay] or list [relays] urls")]
     NoRelay,
@@ -92,7 +100,17 @@ impl Daemon {
         };
         let wallet = wallet::open(&store, "bot", &mint_url, &identity::wallet_seed(&data_dir)?)?;
 
-        let bot = Bot::start(&store, keyring, &relays).await?;
+        let vault = Vault::open(&data_dir)?;
+        let merchants = Merchants::open(&store, vault)?;
+        for (_, keys) in merchants
+            .all()
+            .map_err(|e| DaemonError::Merchants(e.to_string()))?
+        {
+            keyring.add(keys);
+        }
+        let operator = identity::operator_keys(&data_dir)?;
+        let admins = [operator.public_key()].into_iter().collect();
+        let bot = Bot::start(&store, keyring, &relays, admins, merchants).await?;
         let daemon = Self {
             bot_key: bot_keys.public_key(),
             relay,

@@ -12,10 +12,15 @@ use nostr_sdk::{Keys, ToBech32};
 
 /// File holding the bot's secret key (bech32 `nsec`).
 pub const BOT_KEY_FILE: &str = "bot.nsec";
+/// File holding the operator's secret key (bech32 `nsec`): the admin identity the
+/// `soko merchant …` commands use to talk to a running soko over Nostr.
+pub const OPERATOR_KEY_FILE: &str = "operator.nsec";
 /// File holding the wallet seed (hex).
 pub const WALLET_SEED_FILE: &str = "wallet.seed";
 /// File holding the dev mint's seed (hex).
 pub const DEV_MINT_SEED_FILE: &str = "dev-mint.seed";
+/// File holding the vault's root secret (hex), from which at-rest encryption keys derive.
+pub const VAULT_KEY_FILE: &str = "vault.key";
 
 /// Failures reading or creating a secret file.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +45,16 @@ pub enum IdentityError {
 
 /// Loads the bot's keys, generating and saving them on first start.
 pub fn bot_keys(data_dir: &Path) -> Result<Keys, IdentityError> {
-    let path = data_dir.join(BOT_KEY_FILE);
+    nostr_keys(&data_dir.join(BOT_KEY_FILE))
+}
+
+/// Loads the operator's keys, generating and saving them on first use.
+pub fn operator_keys(data_dir: &Path) -> Result<Keys, IdentityError> {
+    nostr_keys(&data_dir.join(OPERATOR_KEY_FILE))
+}
+
+fn nostr_keys(path: &Path) -> Result<Keys, IdentityError> {
+    let path = path.to_owned();
     let text = read_or_create(&path, || {
         Keys::generate()
             .secret_key()
@@ -61,6 +75,21 @@ pub fn wallet_seed(data_dir: &Path) -> Result<[u8; 64], IdentityError> {
 /// Loads the 64-byte dev mint seed, generating and saving it on first start.
 pub fn dev_mint_seed(data_dir: &Path) -> Result<[u8; 64], IdentityError> {
     seed(&data_dir.join(DEV_MINT_SEED_FILE))
+}
+
+/// Loads the 32-byte vault root secret, generating and saving it on first start.
+pub fn vault_key(data_dir: &Path) -> Result<[u8; 32], IdentityError> {
+    let path = data_dir.join(VAULT_KEY_FILE);
+    let text = read_or_create(&path, || {
+        let key: [u8; 32] = std::array::from_fn(|_| rand_byte());
+        Ok(hex_encode(&key))
+    })?;
+    hex_decode(text.trim())
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| IdentityError::Malformed {
+            path,
+            reason: "a vault key is 32 bytes of hex".to_owned(),
+        })
 }
 
 fn seed(path: &Path) -> Result<[u8; 64], IdentityError> {

@@ -11,11 +11,13 @@ pub mod identity;
 pub mod logging;
 pub mod market;
 pub mod money;
+pub mod operator;
 pub mod proto;
 pub mod ratelimit;
 pub mod relay;
 pub mod store;
 pub mod util;
+pub mod vault;
 pub mod wallet;
 
 pub use self::config::Config;

@@ -30,6 +30,51 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Manage merchants of a running soko (sent to it as operator DMs over its relay).
+    Merchant {
+        #[command(subcommand)]
+        action: MerchantAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum MerchantAction {
+    /// Create a merchant with a Nostr identity soko manages; prints its npub.
+    Add {
+        #[command(flatten)]
+        paths: Paths,
+        /// Shop name.
+        #[arg(long)]
+        name: String,
+        /// Lightning address payouts go to (user@domain).
+        #[arg(long)]
+        lightning_address: Option<String>,
+        /// Phone number, for USSD (stored encrypted).
+        #[arg(long)]
+        phone: Option<String>,
+    },
+    /// List merchants.
+    List(Paths),
+    /// Create or replace a stall from a NIP-15 stall JSON file, and publish it.
+    Stall {
+        #[command(flatten)]
+        paths: Paths,
+        /// The merchant's npub.
+        #[arg(long)]
+        merchant: String,
+        /// JSON file with the stall (kind 30017 content).
+        file: PathBuf,
+    },
+    /// Create or replace a product from a NIP-15 product JSON file, and publish it.
+    Product {
+        #[command(flatten)]
+        paths: Paths,
+        /// The merchant's npub.
+        #[arg(long)]
+        merchant: String,
+        /// JSON file with the product (kind 30018 content).
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -83,12 +128,72 @@ fn main() -> ExitCode {
             println!("{}", keys.public_key().to_bech32()?);
             Ok(())
         }),
+        Command::Merchant { action } => {
+            let (paths, cmd, args) = match action {
+                MerchantAction::Add {
+                    paths,
+                    name,
+                    lightning_address,
+                    phone,
+                } => (
+                    paths,
+                    "merchant_add",
+                    Ok(serde_json::json!({
+                        "name": name,
+                        "lightning_address": lightning_address,
+                        "phone": phone,
+                    })),
+                ),
+                MerchantAction::List(paths) => (paths, "merchant_list", Ok(serde_json::json!({}))),
+                MerchantAction::Stall {
+                    paths,
+                    merchant,
+                    file,
+                } => (paths, "stall_put", read_listing(&file, "stall", merchant)),
+                MerchantAction::Product {
+                    paths,
+                    merchant,
+                    file,
+                } => (
+                    paths,
+                    "product_put",
+                    read_listing(&file, "product", merchant),
+                ),
+            };
+            with_config(&paths, |config| {
+                let args = args?;
+                let runtime =
+                    tokio::runtime::Runtime::new().context("starting the async runtime")?;
+                let response = runtime.block_on(soko::operator::call(&config, cmd, args))?;
+                match (response.result, response.error) {
+                    (Some(result), _) if response.ok => {
+                        println!("{}", serde_json::to_string_pretty(&result)?);
+                        Ok(())
+                    }
+                    (_, Some(error)) => anyhow::bail!("{:?}: {}", error.code, error.message),
+                    _ => anyhow::bail!("soko sent a malformed answer"),
+                }
+            })
+        }
         Command::Run(paths) => with_config(&paths, |config| {
             soko::logging::init(&config.log).map_err(anyhow::Error::msg)?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(run(config))
         }),
     }
+}
+
+/// `{"merchant": …, "<field>": <the file's JSON>}`.
+fn read_listing(
+    file: &PathBuf,
+    field: &str,
+    merchant: String,
+) -> anyhow::Result<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let listing: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+    Ok(serde_json::json!({ "merchant": merchant, field: listing }))
 }
 
 fn with_config(paths: &Paths, f: impl FnOnce(Config) -> anyhow::Result<()>) -> ExitCode {

@@ -239,7 +239,16 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
     let bot = Keys::generate();
     let keyring = Keyring::new(bot.clone(), Default::default());
     let outbox = Outbox::open(&store, Client::default()).unwrap();
-    let handler = Handler::new(&store, keyring, outbox, Default::default()).unwrap();
+    let context = soko::commands::Context {
+        admins: Default::default(),
+        merchants: soko::market::Merchants::open(
+            &store,
+            soko::vault::Vault::from_root([0; 32]).unwrap(),
+        )
+        .unwrap(),
+        publisher: soko::bot::Publisher::new(keyring.clone(), outbox.clone()),
+    };
+    let handler = Handler::new(&store, keyring, outbox, context).unwrap();
 
     let alice = Keys::generate();
     let ciphertext =

@@ -45,6 +45,10 @@ fn every_example_parses_and_round_trips() {
                 request
                     .command()
                     .unwrap_or_else(|r| panic!("{page}: command refused: {r}: {json}"));
+                if let Some(merchant) = request.args.get("merchant").and_then(Value::as_str) {
+                    nostr_sdk::PublicKey::parse(merchant)
+                        .unwrap_or_else(|e| panic!("{page}: bad merchant key ({e}): {json}"));
+                }
                 let again = serde_json::to_string(&request).unwrap();
                 assert_eq!(Request::parse(&again).unwrap(), request, "{page}: {json}");
             }
@@ -58,6 +62,13 @@ fn every_example_parses_and_round_trips() {
                 );
                 assert_eq!(response.ok, response.result.is_some(), "{page}: {json}");
                 assert_eq!(response.ok, response.error.is_none(), "{page}: {json}");
+                if let Some(npub) = response.result.as_ref().and_then(|r| r.get("npub")) {
+                    let from_npub = nostr_sdk::PublicKey::parse(npub.as_str().unwrap()).unwrap();
+                    let hex = response.result.as_ref().unwrap()["pubkey"]
+                        .as_str()
+                        .unwrap();
+                    assert_eq!(from_npub.to_hex(), hex, "{page}: npub and pubkey agree");
+                }
             }
             "event-template" => {
                 let kind = as_value["kind"].as_u64().expect("kind");

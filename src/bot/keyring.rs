@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use nostr_sdk::{Keys, PublicKey};
+use tokio::sync::watch;
 
 use crate::relay::Exempt;
 
@@ -14,6 +15,8 @@ pub struct Keyring {
     bot: Keys,
     keys: Arc<RwLock<HashMap<PublicKey, Keys>>>,
     exempt: Exempt,
+    /// Bumped on every addition, so the bot can widen its DM subscription.
+    changes: Arc<watch::Sender<usize>>,
 }
 
 impl Keyring {
@@ -23,6 +26,7 @@ impl Keyring {
             bot: bot.clone(),
             keys: Arc::default(),
             exempt,
+            changes: Arc::new(watch::channel(0).0),
         };
         ring.add(bot);
         ring
@@ -41,6 +45,12 @@ impl Keyring {
         if let Ok(mut map) = self.keys.write() {
             map.insert(keys.public_key(), keys);
         }
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Notified whenever an identity is added.
+    pub fn watch(&self) -> watch::Receiver<usize> {
+        self.changes.subscribe()
     }
 
     /// The keys for `pubkey`, if soko holds them.

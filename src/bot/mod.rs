@@ -6,7 +6,9 @@ pub mod ingest;
 mod keyring;
 mod nodb;
 pub mod outbox;
+mod publisher;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +21,9 @@ pub use self::ingest::Scheme;
 pub use self::keyring::Keyring;
 use self::nodb::NoDatabase;
 pub use self::outbox::Outbox;
+pub use self::publisher::{PublishError, Publisher};
 use crate::commands;
+use crate::market::Merchants;
 use crate::store::{Store, StoreError};
 use crate::util::unix_now;
 
@@ -62,6 +66,8 @@ impl Bot {
         store: &Store,
         keyring: Keyring,
         relays: &[RelayUrl],
+        admins: HashSet<PublicKey>,
+        merchants: Merchants,
     ) -> Result<Self, BotError> {
         let client = Client::builder()
             .signer(keyring.bot().clone())
@@ -74,12 +80,12 @@ impl Bot {
         client.wait_for_connection(Duration::from_secs(5)).await;
 
         let outbox = Outbox::open(store, client.clone())?;
-        let handler = Handler::new(
-            store,
-            keyring.clone(),
-            outbox.clone(),
-            commands::Context::default(),
-        )?;
+        let context = commands::Context {
+            admins: Arc::new(admins),
+            merchants,
+            publisher: Publisher::new(keyring.clone(), outbox.clone()),
+        };
+        let handler = Handler::new(store, keyring.clone(), outbox.clone(), context)?;
         let released = handler.recover()?;
         if released > 0 {
             tracing::warn!(
@@ -97,11 +103,16 @@ impl Bot {
             .checkpoint()?
             .unwrap_or_else(unix_now)
             .saturating_sub(RESUBSCRIBE_SLACK);
-        let filters = subscriptions(&keyring.public_keys(), since);
-        subscribe(&client, &filters).await?;
+        subscribe(&client, &subscriptions(&keyring.public_keys(), since)).await?;
 
         let (stop, stopped) = watch::channel(false);
-        let event_loop = tokio::spawn(run(client.clone(), handler, filters, stopped.clone()));
+        let event_loop = tokio::spawn(run(
+            client.clone(),
+            handler,
+            keyring,
+            since,
+            stopped.clone(),
+        ));
         let retry = tokio::spawn(retry_outbox(outbox.clone(), stopped));
         Ok(Self {
             client,
@@ -192,15 +203,25 @@ async fn subscribe(client: &Client, filters: &[(SubscriptionId, Filter)]) -> Res
 async fn run(
     client: Client,
     handler: Handler,
-    filters: Vec<(SubscriptionId, Filter)>,
+    keyring: Keyring,
+    since: u64,
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut notifications = client.notifications();
+    let mut identities = keyring.watch();
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut tasks = JoinSet::new();
     loop {
         let notification = tokio::select! {
             _ = stopped.changed() => break,
+            Ok(()) = identities.changed() => {
+                // A new managed identity: widen the DM subscriptions to include it.
+                let filters = subscriptions(&keyring.public_keys(), since);
+                if let Err(e) = subscribe(&client, &filters).await {
+                    tracing::error!(error = %e, "resubscribe for new identity failed");
+                }
+                continue;
+            }
             n = notifications.recv() => n,
         };
         match notification {
@@ -229,6 +250,7 @@ async fn run(
                 // The pool dropped notifications; resubscribing makes relays send them again
                 // and the persistent dedupe skips what was already handled.
                 tracing::warn!(missed, "event loop lagged; resubscribing");
+                let filters = subscriptions(&keyring.public_keys(), since);
                 if let Err(e) = subscribe(&client, &filters).await {
                     tracing::error!(error = %e, "resubscribe failed");
                 }

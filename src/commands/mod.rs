@@ -1,11 +1,18 @@
 //! Command handlers: one file per command, dispatched from one `match` on [`Command`].
 
+mod listing;
+mod merchant;
 mod ping;
+
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use nostr_sdk::PublicKey;
 use serde_json::Value;
 
-use crate::proto::{Command, Refusal};
+use crate::bot::Publisher;
+use crate::market::{MerchantError, Merchants};
+use crate::proto::{Command, ErrorCode, Refusal};
 
 /// Why a command did not succeed. Refusals go back to the sender as they are; internal
 /// failures are logged and the sender only learns that something went wrong inside.
@@ -19,18 +26,66 @@ pub enum CommandError {
     Internal(String),
 }
 
-/// What a command may use. Domains (market, escrow, …) join here as they arrive.
-#[derive(Debug, Clone, Default)]
-pub struct Context {}
+impl From<MerchantError> for CommandError {
+    fn from(e: MerchantError) -> Self {
+        match e {
+            MerchantError::Invalid(why) => Refusal::new(ErrorCode::Invalid, why).into(),
+            MerchantError::Unknown(who) => {
+                Refusal::new(ErrorCode::NotFound, format!("no merchant {who}")).into()
+            }
+            other => CommandError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// What commands may use.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// Keys allowed to run operator commands.
+    pub admins: Arc<HashSet<PublicKey>>,
+    /// The merchant registry.
+    pub merchants: Merchants,
+    /// Publishing as soko's identities.
+    pub publisher: Publisher,
+}
 
 /// Runs one command for `sender`.
 pub async fn execute(
-    _ctx: &Context,
-    _sender: PublicKey,
+    ctx: &Context,
+    sender: PublicKey,
     command: Command,
 ) -> Result<Value, CommandError> {
-    let result = match command {
-        Command::Ping(args) => serde_json::to_value(ping::run(args)),
-    };
-    result.map_err(|e| CommandError::Internal(format!("result encoding: {e}")))
+    let admin_only = !matches!(command, Command::Ping(_));
+    if admin_only && !ctx.admins.contains(&sender) {
+        return Err(Refusal::new(
+            ErrorCode::Forbidden,
+            "only soko's operator may use this command",
+        )
+        .into());
+    }
+    match command {
+        Command::Ping(args) => to_value(ping::run(args)),
+        Command::MerchantAdd(args) => to_value(merchant::add(ctx, args).await?),
+        Command::MerchantList(_) => {
+            let merchants: Vec<_> = ctx.merchants.all()?.into_iter().map(|(m, _)| m).collect();
+            to_value(merchants)
+        }
+        Command::StallPut(args) => listing::put_stall(ctx, args).await,
+        Command::ProductPut(args) => listing::put_product(ctx, args).await,
+    }
+}
+
+fn to_value<T: serde::Serialize>(value: T) -> Result<Value, CommandError> {
+    serde_json::to_value(value).map_err(|e| CommandError::Internal(format!("result encoding: {e}")))
+}
+
+/// A merchant named in arguments, as npub or hex.
+fn merchant_key(text: &str) -> Result<PublicKey, CommandError> {
+    PublicKey::parse(text).map_err(|_| {
+        Refusal::new(
+            ErrorCode::BadRequest,
+            format!("{text:?} is not an npub or hex public key"),
+        )
+        .into()
+    })
 }

@@ -1,5 +1,7 @@
-//! NIP-15 commerce. For now the pure part: validating and pricing orders.
+//! NIP-15 commerce: managed merchants, their listings, and order validation and pricing.
 
+pub mod merchants;
 pub mod pricing;
 
+pub use self::merchants::{Merchant, MerchantError, Merchants};
 pub use self::pricing::{price, OrderRefusal, Priced, Rates};

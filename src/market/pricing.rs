@@ -195,7 +195,7 @@ pub fn price(
 fn to_minor(value: f64, decimals: i32) -> Option<u64> {
     const EXACT_LIMIT: f64 = 9_007_199_254_740_992.0; // 2^53
     let scaled = value * 10f64.powi(decimals);
-    if !scaled.is_finite() || scaled < 0.0 || scaled >= EXACT_LIMIT {
+    if !scaled.is_finite() || !(0.0..EXACT_LIMIT).contains(&scaled) {
         return None;
     }
     let rounded = scaled.round();

@@ -76,6 +76,12 @@ pub enum ErrorCode {
     DecryptFailed,
     /// The message kind inside a gift wrap is not one soko handles.
     UnsupportedKind,
+    /// The sender may not use this command.
+    Forbidden,
+    /// Something named in the arguments does not exist.
+    NotFound,
+    /// Well-formed, but not acceptable (e.g. a product without a name).
+    Invalid,
     /// Something failed inside soko; details are in its log, not here.
     Internal,
 }
@@ -185,10 +191,58 @@ impl Response {
 pub enum Command {
     /// Liveness check: `{"cmd":"ping"}` → `{"pong":true,"time":<unix seconds>}`.
     Ping(PingArgs),
+    /// Admin: create a merchant with a managed identity.
+    MerchantAdd(MerchantAddArgs),
+    /// Admin: list merchants.
+    MerchantList(PingArgs),
+    /// Admin: create or replace a merchant's stall (and publish it).
+    StallPut(StallPutArgs),
+    /// Admin: create or replace a merchant's product (and publish it).
+    ProductPut(ProductPutArgs),
 }
 
 /// Names accepted in `cmd`, for the unknown-command message.
-pub const COMMAND_NAMES: &[&str] = &["ping"];
+pub const COMMAND_NAMES: &[&str] = &[
+    "ping",
+    "merchant_add",
+    "merchant_list",
+    "stall_put",
+    "product_put",
+];
+
+/// `merchant_add` arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantAddArgs {
+    /// Shop name.
+    pub name: String,
+    /// Payout Lightning address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lightning_address: Option<String>,
+    /// Phone number (for USSD); stored sealed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+}
+
+/// `stall_put` arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StallPutArgs {
+    /// The merchant (npub or hex).
+    pub merchant: String,
+    /// NIP-15 stall content.
+    pub stall: super::nip15::Stall,
+}
+
+/// `product_put` arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductPutArgs {
+    /// The merchant (npub or hex).
+    pub merchant: String,
+    /// NIP-15 product content.
+    pub product: super::nip15::Product,
+}
 
 /// `ping` takes no arguments.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -1,0 +1,57 @@
+//! Publishing as any identity in the keyring, through the durable outbox.
+
+use nostr_sdk::{EventBuilder, EventId, PublicKey};
+
+use super::keyring::Keyring;
+use super::outbox::Outbox;
+use crate::store::StoreError;
+
+/// Failures publishing.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// soko holds no key for the author.
+    #[error("no key for {0}")]
+    NoKey(PublicKey),
+    /// Signing failed.
+    #[error("signing: {0}")]
+    Sign(String),
+    /// The outbox failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Signs with keyring keys and sends through the outbox.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    keyring: Keyring,
+    outbox: Outbox,
+}
+
+impl Publisher {
+    /// A publisher over a keyring and an outbox.
+    pub fn new(keyring: Keyring, outbox: Outbox) -> Self {
+        Self { keyring, outbox }
+    }
+
+    /// The keyring.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// Signs `builder` as `author` and publishes it durably.
+    pub async fn publish_as(
+        &self,
+        author: &PublicKey,
+        builder: EventBuilder,
+    ) -> Result<EventId, PublishError> {
+        let keys = self
+            .keyring
+            .get(author)
+            .ok_or(PublishError::NoKey(*author))?;
+        let event = builder
+            .sign_with_keys(&keys)
+            .map_err(|e| PublishError::Sign(e.to_string()))?;
+        self.outbox.send(&event).await?;
+        Ok(event.id)
+    }
+}
