@@ -41,6 +41,9 @@ pub enum StoreError {
     /// sled itself failed.
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
+    /// A blocking storage task did not finish.
+    #[error("storage task: {0}")]
+    Task(String),
     /// A value could not be encoded or decoded.
     #[error("{tree}: bad value: {reason}")]
     Codec {
@@ -80,9 +83,14 @@ impl Store {
         &self.db
     }
 
-    /// Writes everything to disk.
+    /// Writes everything to disk. Blocking `flush` on a blocking thread: sled 0.34's
+    /// `flush_async` can deadlock when flushes overlap (sled issue #1308), and the wallet
+    /// store flushes on its own schedule.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
         Ok(())
     }
 }

@@ -27,6 +27,13 @@
 //!
 //! Every write is flushed before the call returns: losing freshly swapped
 //! proofs or a derivation counter on a crash loses money or reuses secrets.
+//!
+//! Multi-key changes (proof updates and reservations, counters, optimistic
+//! quote and saga updates, mint URL moves) run as sled transactions or
+//! compare-and-swap, so neither a crash nor a concurrent call applies half.
+//!
+//! `codec` holds the value envelope, errors and sled access helpers;
+//! `records` the key layouts and per-record rules.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -47,330 +54,18 @@ use cdk_common::{
     Amount, CurrencyUnit, Id, KeySet, KeySetInfo, Keys, MintInfo, PaymentMethod, PublicKey,
     SpendingConditions, State,
 };
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use sled::transaction::{
-    ConflictableTransactionError, TransactionError, TransactionResult, TransactionalTree,
-};
+use sled::transaction::TransactionError;
 use sled::{IVec, Transactional, Tree};
 use uuid::Uuid;
 
-/// The only value encoding this build writes and understands.
-const ENCODING_V1: u8 = 1;
+use codec::{
+    abort, bump_counter, decode, encode, get_value, payload, put, remove, rewrite_matching, scan,
+    scan_values, sled_err, tx_get, tx_put, tx_result, StoreError, ENCODING_V1,
+};
+use records::{claim_keyset_u32, kv_key, kv_prefix, validate_namespace, QuoteRecord, StoredKeyset};
 
-/// Longest accepted wallet namespace, to keep tree names bounded.
-const MAX_NAMESPACE_LEN: usize = 128;
-
-/// Storage-level failures, boxed into [`Error::Database`] so callers keep the context.
-#[derive(Debug, thiserror::Error)]
-enum StoreError {
-    #[error("sled wallet store: {context}: {source}")]
-    Sled {
-        context: &'static str,
-        #[source]
-        source: sled::Error,
-    },
-    #[error(
-        "sled wallet store: {what} value has unknown encoding version {version} (supported: {})",
-        ENCODING_V1
-    )]
-    UnknownEncoding { what: &'static str, version: u8 },
-    #[error("sled wallet store: {what} value is empty")]
-    Empty { what: &'static str },
-    #[error("sled wallet store: cannot decode {what}: {reason}")]
-    Decode { what: &'static str, reason: String },
-    #[error("sled wallet store: cannot encode {what}: {reason}")]
-    Encode { what: &'static str, reason: String },
-    #[error("sled wallet store: corrupt key in {what}")]
-    CorruptKey { what: &'static str },
-    #[error("sled wallet store: invalid wallet namespace: {0}")]
-    InvalidNamespace(&'static str),
-}
-
-impl From<StoreError> for Error {
-    fn from(err: StoreError) -> Self {
-        Error::Database(Box::new(err))
-    }
-}
-
-fn sled_err(context: &'static str) -> impl FnOnce(sled::Error) -> Error {
-    move |source| StoreError::Sled { context, source }.into()
-}
-
-/// serde_json messages can quote the offending input, which for proofs or
-/// quotes may be a secret; only the error class and position are kept.
-fn json_reason(err: &serde_json::Error) -> String {
-    format!(
-        "{:?} error at line {} column {}",
-        err.classify(),
-        err.line(),
-        err.column()
-    )
-}
-
-fn encode<T: Serialize>(value: &T, what: &'static str) -> Result<Vec<u8>, Error> {
-    let mut out = vec![ENCODING_V1];
-    serde_json::to_writer(&mut out, value).map_err(|e| StoreError::Encode {
-        what,
-        reason: json_reason(&e),
-    })?;
-    Ok(out)
-}
-
-fn payload<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a [u8], Error> {
-    match bytes.split_first() {
-        Some((&ENCODING_V1, body)) => Ok(body),
-        Some((&version, _)) => Err(StoreError::UnknownEncoding { what, version }.into()),
-        None => Err(StoreError::Empty { what }.into()),
-    }
-}
-
-fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, Error> {
-    serde_json::from_slice(payload(bytes, what)?).map_err(|e| {
-        StoreError::Decode {
-            what,
-            reason: json_reason(&e),
-        }
-        .into()
-    })
-}
-
-/// Ends a sled transaction with a domain error instead of retrying it.
-fn abort(err: Error) -> ConflictableTransactionError<Error> {
-    ConflictableTransactionError::Abort(err)
-}
-
-fn tx_result<A>(res: TransactionResult<A, Error>, context: &'static str) -> Result<A, Error> {
-    res.map_err(|e| match e {
-        TransactionError::Abort(err) => err,
-        TransactionError::Storage(source) => StoreError::Sled { context, source }.into(),
-    })
-}
-
-/// Reads and decodes one key inside a transaction.
-fn tx_get<T: DeserializeOwned>(
-    tree: &TransactionalTree,
-    key: &[u8],
-    what: &'static str,
-) -> Result<Option<T>, ConflictableTransactionError<Error>> {
-    match tree.get(key)? {
-        Some(bytes) => decode(&bytes, what).map(Some).map_err(abort),
-        None => Ok(None),
-    }
-}
-
-fn tx_put<T: Serialize>(
-    tree: &TransactionalTree,
-    key: &[u8],
-    value: &T,
-    what: &'static str,
-) -> Result<(), ConflictableTransactionError<Error>> {
-    tree.insert(key, encode(value, what).map_err(abort)?)?;
-    Ok(())
-}
-
-fn get_value<T: DeserializeOwned>(
-    tree: &Tree,
-    key: &[u8],
-    what: &'static str,
-) -> Result<Option<T>, Error> {
-    match tree.get(key).map_err(sled_err(what))? {
-        Some(bytes) => decode(&bytes, what).map(Some),
-        None => Ok(None),
-    }
-}
-
-/// Full scan; a wallet holds at most thousands of records, so secondary
-/// indexes would cost more in consistency risk than they save in time.
-fn scan<T: DeserializeOwned>(tree: &Tree, what: &'static str) -> Result<Vec<(IVec, T)>, Error> {
-    tree.iter()
-        .map(|entry| {
-            let (key, value) = entry.map_err(sled_err(what))?;
-            Ok((key, decode(&value, what)?))
-        })
-        .collect()
-}
-
-fn scan_values<T: DeserializeOwned>(tree: &Tree, what: &'static str) -> Result<Vec<T>, Error> {
-    Ok(scan(tree, what)?.into_iter().map(|(_, v)| v).collect())
-}
-
-/// Rewrites every record matching `pred` in one transaction. Candidates are
-/// found by a scan outside the transaction (sled transactions cannot iterate)
-/// and re-checked inside it, so a record changed in between is left alone.
-fn rewrite_matching<T, P, C>(
-    tree: &Tree,
-    what: &'static str,
-    pred: P,
-    change: C,
-) -> Result<(), Error>
-where
-    T: Serialize + DeserializeOwned,
-    P: Fn(&T) -> bool,
-    C: Fn(&mut T),
-{
-    let candidates: Vec<IVec> = scan::<T>(tree, what)?
-        .into_iter()
-        .filter(|(_, v)| pred(v))
-        .map(|(k, _)| k)
-        .collect();
-    if candidates.is_empty() {
-        return Ok(());
-    }
-    tx_result(
-        tree.transaction(|tx| {
-            for key in &candidates {
-                if let Some(mut value) = tx_get::<T>(tx, key, what)? {
-                    if pred(&value) {
-                        change(&mut value);
-                        tx_put(tx, key, &value, what)?;
-                    }
-                }
-            }
-            Ok(())
-        }),
-        what,
-    )
-}
-
-fn bump_counter(tree: &Tree, key: &[u8], count: u32, what: &'static str) -> Result<u32, Error> {
-    // A transaction rather than update_and_fetch: decoding can fail and the
-    // failure has to reach the caller instead of being swallowed in a closure.
-    tx_result(
-        tree.transaction(|tx| {
-            let current = tx_get::<u32>(tx, key, what)?.unwrap_or(0);
-            let next = current
-                .checked_add(count)
-                .ok_or_else(|| abort(Error::AmountOverflow))?;
-            tx_put(tx, key, &next, what)?;
-            Ok(next)
-        }),
-        what,
-    )
-}
-
-fn validate_namespace(namespace: &str) -> Result<(), Error> {
-    if namespace.is_empty() {
-        return Err(StoreError::InvalidNamespace("empty").into());
-    }
-    if namespace.len() > MAX_NAMESPACE_LEN {
-        return Err(StoreError::InvalidNamespace("longer than 128 bytes").into());
-    }
-    // '/' separates the parts of a tree name; keeping it out keeps the names
-    // unambiguous to anyone inspecting the database by hand.
-    if !namespace
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-    {
-        return Err(StoreError::InvalidNamespace("only [A-Za-z0-9._:-] allowed").into());
-    }
-    Ok(())
-}
-
-fn kv_key(primary: &str, secondary: &str, key: &str) -> Vec<u8> {
-    // The KV alphabet excludes NUL, so it cannot appear inside a component.
-    let mut out = kv_prefix(primary, secondary);
-    out.extend_from_slice(key.as_bytes());
-    out
-}
-
-fn kv_prefix(primary: &str, secondary: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(primary.len() + secondary.len() + 2);
-    out.extend_from_slice(primary.as_bytes());
-    out.push(0);
-    out.extend_from_slice(secondary.as_bytes());
-    out.push(0);
-    out
-}
-
-fn keyset_u32_key(id: &Id) -> [u8; 4] {
-    u32::from(*id).to_be_bytes()
-}
-
-/// NUT-13 derives counters from the keyset id truncated to u32, so two
-/// distinct keysets mapping to the same u32 would share secrets.
-fn claim_keyset_u32(
-    tx: &TransactionalTree,
-    id: &Id,
-) -> Result<(), ConflictableTransactionError<Error>> {
-    let key = keyset_u32_key(id);
-    let id_bytes = id.to_bytes();
-    match tx.get(key)? {
-        Some(existing) if existing.as_ref() != id_bytes.as_slice() => {
-            tracing::warn!(keyset_id = %id, "keyset id collides with a stored keyset on its u32 form");
-            Err(abort(Error::Duplicate))
-        }
-        Some(_) => Ok(()),
-        None => {
-            tx.insert(&key, id_bytes)?;
-            Ok(())
-        }
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct StoredKeyset {
-    mint_url: MintUrl,
-    info: KeySetInfo,
-}
-
-/// What the mint and melt quote trees share: optimistic versioning and
-/// reservation by an operation.
-trait QuoteRecord: Clone + Serialize + DeserializeOwned {
-    const WHAT: &'static str;
-    fn id(&self) -> &str;
-    fn version(&self) -> u32;
-    fn set_version(&mut self, version: u32);
-    fn used_by(&self) -> Option<&str>;
-    fn set_used_by(&mut self, operation: Option<String>);
-    /// Carries over fields an update must not erase.
-    fn keep_from(&mut self, _stored: &Self) {}
-}
-
-impl QuoteRecord for MintQuote {
-    const WHAT: &'static str = "mint quote";
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn version(&self) -> u32 {
-        self.version
-    }
-    fn set_version(&mut self, version: u32) {
-        self.version = version;
-    }
-    fn used_by(&self) -> Option<&str> {
-        self.used_by_operation.as_deref()
-    }
-    fn set_used_by(&mut self, operation: Option<String>) {
-        self.used_by_operation = operation;
-    }
-}
-
-impl QuoteRecord for MeltQuote {
-    const WHAT: &'static str = "melt quote";
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn version(&self) -> u32 {
-        self.version
-    }
-    fn set_version(&mut self, version: u32) {
-        self.version = version;
-    }
-    fn used_by(&self) -> Option<&str> {
-        self.used_by_operation.as_deref()
-    }
-    fn set_used_by(&mut self, operation: Option<String>) {
-        self.used_by_operation = operation;
-    }
-    fn keep_from(&mut self, stored: &Self) {
-        // A later status poll may lack the preimage a previous one returned;
-        // the proof of payment must survive that (cdk-sqlite does the same).
-        if self.payment_proof.is_none() {
-            self.payment_proof.clone_from(&stored.payment_proof);
-        }
-    }
-}
+mod codec;
+mod records;
 
 /// A cdk wallet database stored in namespaced trees of a shared sled database.
 #[derive(Clone)]
@@ -433,28 +128,17 @@ impl SledWalletDatabase {
     }
 
     /// Makes every write so far durable; any tree flushes the whole database.
+    ///
+    /// Synchronous on purpose: sled 0.34's `flush_async` runs the flush on
+    /// sled's own IO threadpool, and concurrent calls can occupy every thread
+    /// the pending log write needs, deadlocking (sled issue #1308; the
+    /// concurrent tests here hang with it). The cost is that the calling
+    /// executor thread waits for the fsync, as cdk-redb's commits do.
     async fn persist(&self) -> Result<(), Error> {
         self.proofs
-            .flush_async()
-            .await
+            .flush()
             .map(|_| ())
             .map_err(sled_err("flushing to disk"))
-    }
-
-    fn put<T: Serialize>(
-        &self,
-        tree: &Tree,
-        key: &[u8],
-        value: &T,
-        what: &'static str,
-    ) -> Result<(), Error> {
-        tree.insert(key, encode(value, what)?)
-            .map(|_| ())
-            .map_err(sled_err(what))
-    }
-
-    fn remove(&self, tree: &Tree, key: &[u8], what: &'static str) -> Result<(), Error> {
-        tree.remove(key).map(|_| ()).map_err(sled_err(what))
     }
 
     /// Insert-or-update with optimistic locking: an update must carry the
@@ -696,7 +380,7 @@ impl WalletDatabase<Error> for SledWalletDatabase {
 
     async fn add_transaction(&self, transaction: Transaction) -> Result<(), Error> {
         let id = transaction.id();
-        self.put(
+        put(
             &self.transactions,
             id.as_slice(),
             &transaction,
@@ -789,7 +473,7 @@ impl WalletDatabase<Error> for SledWalletDatabase {
 
     async fn add_mint(&self, mint_url: MintUrl, mint_info: Option<MintInfo>) -> Result<(), Error> {
         let key = mint_url.to_string();
-        self.put(&self.mints, key.as_bytes(), &mint_info, "mint")?;
+        put(&self.mints, key.as_bytes(), &mint_info, "mint")?;
         self.persist().await
     }
 
@@ -797,7 +481,7 @@ impl WalletDatabase<Error> for SledWalletDatabase {
         // Keysets, keys and proofs of the mint stay, as in cdk's redb backend:
         // proofs may still need their keyset's fee data.
         let key = mint_url.to_string();
-        self.remove(&self.mints, key.as_bytes(), "mint")?;
+        remove(&self.mints, key.as_bytes(), "mint")?;
         self.persist().await
     }
 
@@ -839,7 +523,7 @@ impl WalletDatabase<Error> for SledWalletDatabase {
     }
 
     async fn remove_mint_quote(&self, quote_id: &str) -> Result<(), Error> {
-        self.remove(&self.mint_quotes, quote_id.as_bytes(), MintQuote::WHAT)?;
+        remove(&self.mint_quotes, quote_id.as_bytes(), MintQuote::WHAT)?;
         self.persist().await
     }
 
@@ -849,7 +533,7 @@ impl WalletDatabase<Error> for SledWalletDatabase {
     }
 
     async fn remove_melt_quote(&self, quote_id: &str) -> Result<(), Error> {
-        self.remove(&self.melt_quotes, quote_id.as_bytes(), MeltQuote::WHAT)?;
+        remove(&self.melt_quotes, quote_id.as_bytes(), MeltQuote::WHAT)?;
         self.persist().await
     }
 
@@ -870,12 +554,12 @@ impl WalletDatabase<Error> for SledWalletDatabase {
     }
 
     async fn remove_keys(&self, id: &Id) -> Result<(), Error> {
-        self.remove(&self.keys, &id.to_bytes(), "keys")?;
+        remove(&self.keys, &id.to_bytes(), "keys")?;
         self.persist().await
     }
 
     async fn remove_transaction(&self, transaction_id: TransactionId) -> Result<(), Error> {
-        self.remove(&self.transactions, transaction_id.as_slice(), "transaction")?;
+        remove(&self.transactions, transaction_id.as_slice(), "transaction")?;
         self.persist().await
     }
 
@@ -916,7 +600,7 @@ impl WalletDatabase<Error> for SledWalletDatabase {
     }
 
     async fn delete_saga(&self, id: &Uuid) -> Result<(), Error> {
-        self.remove(&self.sagas, id.as_bytes(), "saga")?;
+        remove(&self.sagas, id.as_bytes(), "saga")?;
         self.persist().await
     }
 
@@ -1049,7 +733,7 @@ impl WalletDatabase<Error> for SledWalletDatabase {
     ) -> Result<(), Error> {
         validate_kvstore_params(primary_namespace, secondary_namespace, Some(key))?;
         let key = kv_key(primary_namespace, secondary_namespace, key);
-        self.remove(&self.kv, &key, "kv")?;
+        remove(&self.kv, &key, "kv")?;
         self.persist().await
     }
 
@@ -1084,7 +768,7 @@ impl WalletDatabase<Error> for SledWalletDatabase {
 
     async fn list_p2pk_keys(&self) -> Result<Vec<P2PKSigningKey>, Error> {
         let mut keys: Vec<P2PKSigningKey> = scan_values(&self.p2pk_keys, "p2pk key")?;
-        keys.sort_by(|a, b| b.derivation_index.cmp(&a.derivation_index));
+        keys.sort_by_key(|k| std::cmp::Reverse(k.derivation_index));
         Ok(keys)
     }
 

@@ -1,0 +1,230 @@
+//! Value encoding, storage errors and the sled access patterns the wallet
+//! store is built from.
+
+use cdk_common::database::Error;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionResult, TransactionalTree,
+};
+use sled::{IVec, Tree};
+
+/// The only value encoding this build writes and understands.
+pub(super) const ENCODING_V1: u8 = 1;
+
+/// Storage-level failures, boxed into [`Error::Database`] so callers keep the context.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum StoreError {
+    #[error("sled wallet store: {context}: {source}")]
+    Sled {
+        context: &'static str,
+        #[source]
+        source: sled::Error,
+    },
+    #[error(
+        "sled wallet store: {what} value has unknown encoding version {version} (supported: {})",
+        ENCODING_V1
+    )]
+    UnknownEncoding { what: &'static str, version: u8 },
+    #[error("sled wallet store: {what} value is empty")]
+    Empty { what: &'static str },
+    #[error("sled wallet store: cannot decode {what}: {reason}")]
+    Decode { what: &'static str, reason: String },
+    #[error("sled wallet store: cannot encode {what}: {reason}")]
+    Encode { what: &'static str, reason: String },
+    #[error("sled wallet store: corrupt key in {what}")]
+    CorruptKey { what: &'static str },
+    #[error("sled wallet store: invalid wallet namespace: {0}")]
+    InvalidNamespace(&'static str),
+}
+
+impl From<StoreError> for Error {
+    fn from(err: StoreError) -> Self {
+        Error::Database(Box::new(err))
+    }
+}
+
+pub(super) fn sled_err(context: &'static str) -> impl FnOnce(sled::Error) -> Error {
+    move |source| StoreError::Sled { context, source }.into()
+}
+
+/// serde_json messages can quote the offending input, which for proofs or
+/// quotes may be a secret; only the error class and position are kept.
+fn json_reason(err: &serde_json::Error) -> String {
+    format!(
+        "{:?} error at line {} column {}",
+        err.classify(),
+        err.line(),
+        err.column()
+    )
+}
+
+pub(super) fn encode<T: Serialize>(value: &T, what: &'static str) -> Result<Vec<u8>, Error> {
+    let mut out = vec![ENCODING_V1];
+    serde_json::to_writer(&mut out, value).map_err(|e| StoreError::Encode {
+        what,
+        reason: json_reason(&e),
+    })?;
+    Ok(out)
+}
+
+pub(super) fn payload<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a [u8], Error> {
+    match bytes.split_first() {
+        Some((&ENCODING_V1, body)) => Ok(body),
+        Some((&version, _)) => Err(StoreError::UnknownEncoding { what, version }.into()),
+        None => Err(StoreError::Empty { what }.into()),
+    }
+}
+
+pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, Error> {
+    serde_json::from_slice(payload(bytes, what)?).map_err(|e| {
+        StoreError::Decode {
+            what,
+            reason: json_reason(&e),
+        }
+        .into()
+    })
+}
+
+/// Ends a sled transaction with a domain error instead of retrying it.
+pub(super) fn abort(err: Error) -> ConflictableTransactionError<Error> {
+    ConflictableTransactionError::Abort(err)
+}
+
+pub(super) fn tx_result<A>(
+    res: TransactionResult<A, Error>,
+    context: &'static str,
+) -> Result<A, Error> {
+    res.map_err(|e| match e {
+        TransactionError::Abort(err) => err,
+        TransactionError::Storage(source) => StoreError::Sled { context, source }.into(),
+    })
+}
+
+/// Reads and decodes one key inside a transaction.
+pub(super) fn tx_get<T: DeserializeOwned>(
+    tree: &TransactionalTree,
+    key: &[u8],
+    what: &'static str,
+) -> Result<Option<T>, ConflictableTransactionError<Error>> {
+    match tree.get(key)? {
+        Some(bytes) => decode(&bytes, what).map(Some).map_err(abort),
+        None => Ok(None),
+    }
+}
+
+pub(super) fn tx_put<T: Serialize>(
+    tree: &TransactionalTree,
+    key: &[u8],
+    value: &T,
+    what: &'static str,
+) -> Result<(), ConflictableTransactionError<Error>> {
+    tree.insert(key, encode(value, what).map_err(abort)?)?;
+    Ok(())
+}
+
+pub(super) fn get_value<T: DeserializeOwned>(
+    tree: &Tree,
+    key: &[u8],
+    what: &'static str,
+) -> Result<Option<T>, Error> {
+    match tree.get(key).map_err(sled_err(what))? {
+        Some(bytes) => decode(&bytes, what).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub(super) fn put<T: Serialize>(
+    tree: &Tree,
+    key: &[u8],
+    value: &T,
+    what: &'static str,
+) -> Result<(), Error> {
+    tree.insert(key, encode(value, what)?)
+        .map(|_| ())
+        .map_err(sled_err(what))
+}
+
+pub(super) fn remove(tree: &Tree, key: &[u8], what: &'static str) -> Result<(), Error> {
+    tree.remove(key).map(|_| ()).map_err(sled_err(what))
+}
+
+/// Full scan; a wallet holds at most thousands of records, so secondary
+/// indexes would cost more in consistency risk than they save in time.
+pub(super) fn scan<T: DeserializeOwned>(
+    tree: &Tree,
+    what: &'static str,
+) -> Result<Vec<(IVec, T)>, Error> {
+    tree.iter()
+        .map(|entry| {
+            let (key, value) = entry.map_err(sled_err(what))?;
+            Ok((key, decode(&value, what)?))
+        })
+        .collect()
+}
+
+pub(super) fn scan_values<T: DeserializeOwned>(
+    tree: &Tree,
+    what: &'static str,
+) -> Result<Vec<T>, Error> {
+    Ok(scan(tree, what)?.into_iter().map(|(_, v)| v).collect())
+}
+
+/// Rewrites every record matching `pred` in one transaction. Candidates are
+/// found by a scan outside the transaction (sled transactions cannot iterate)
+/// and re-checked inside it, so a record changed in between is left alone.
+pub(super) fn rewrite_matching<T, P, C>(
+    tree: &Tree,
+    what: &'static str,
+    pred: P,
+    change: C,
+) -> Result<(), Error>
+where
+    T: Serialize + DeserializeOwned,
+    P: Fn(&T) -> bool,
+    C: Fn(&mut T),
+{
+    let candidates: Vec<IVec> = scan::<T>(tree, what)?
+        .into_iter()
+        .filter(|(_, v)| pred(v))
+        .map(|(k, _)| k)
+        .collect();
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    tx_result(
+        tree.transaction(|tx| {
+            for key in &candidates {
+                if let Some(mut value) = tx_get::<T>(tx, key, what)? {
+                    if pred(&value) {
+                        change(&mut value);
+                        tx_put(tx, key, &value, what)?;
+                    }
+                }
+            }
+            Ok(())
+        }),
+        what,
+    )
+}
+
+pub(super) fn bump_counter(
+    tree: &Tree,
+    key: &[u8],
+    count: u32,
+    what: &'static str,
+) -> Result<u32, Error> {
+    // A transaction rather than update_and_fetch: decoding can fail and the
+    // failure has to reach the caller instead of being swallowed in a closure.
+    tx_result(
+        tree.transaction(|tx| {
+            let current = tx_get::<u32>(tx, key, what)?.unwrap_or(0);
+            let next = current
+                .checked_add(count)
+                .ok_or_else(|| abort(Error::AmountOverflow))?;
+            tx_put(tx, key, &next, what)?;
+            Ok(next)
+        }),
+        what,
+    )
+}
