@@ -34,6 +34,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// `[log]`: tracing output.
     pub log: LogConfig,
+    /// `[rates]`: millisats per cent, by currency code, for fiat-priced stalls.
+    pub rates: std::collections::BTreeMap<String, u64>,
 }
 
 /// `[relay]`
@@ -113,6 +115,7 @@ impl Default for Config {
                 level: "info".to_owned(),
                 json: false,
             },
+            rates: Default::default(),
         }
     }
 }
@@ -172,7 +175,11 @@ impl Config {
         })?;
         let mut check = Checker::default();
         let defaults = Config::default();
-        check.unknown_keys(&root, "", &["relay", "relays", "mint", "storage", "log"]);
+        check.unknown_keys(
+            &root,
+            "",
+            &["relay", "relays", "mint", "storage", "log", "rates"],
+        );
 
         let relay_keys = [
             "enabled",
@@ -256,6 +263,31 @@ impl Config {
         }
         let json = check.field(log, "log", "json", defaults.log.json);
 
+        let mut rates = std::collections::BTreeMap::new();
+        match root.get("rates") {
+            None => {}
+            Some(Value::Table(table)) => {
+                for (code, value) in table {
+                    let valid_code =
+                        code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase());
+                    match value.as_integer().and_then(|v| u64::try_from(v).ok()) {
+                        Some(rate) if rate > 0 && valid_code => {
+                            rates.insert(code.clone(), rate);
+                        }
+                        _ => check.problem(
+                            &format!("rates.{code}"),
+                            "expected an upper-case ISO 4217 code = millisats per cent (integer > 0)"
+                                .to_owned(),
+                        ),
+                    }
+                }
+            }
+            Some(other) => check.problem(
+                "rates",
+                format!("expected a section, found {}", other.type_str()),
+            ),
+        }
+
         if check.problems.is_empty() {
             Ok(Config {
                 relay,
@@ -263,6 +295,7 @@ impl Config {
                 mint,
                 storage: StorageConfig { data_dir },
                 log: LogConfig { level, json },
+                rates,
             })
         } else {
             Err(check.problems)
@@ -390,6 +423,10 @@ mod tests {
             [log]
             level = "loud=="
             json = "yes"
+            [rates]
+            KES = 70
+            usd = 1
+            EUR = -3
         "#;
         let mut found = keys(text);
         found.sort();
@@ -400,6 +437,8 @@ mod tests {
                 "log.json",
                 "log.level",
                 "mint.url",
+                "rates.EUR",
+                "rates.usd",
                 "relay.bind",
                 "relay.bogus",
                 "relay.max_event_bytes",

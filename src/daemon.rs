@@ -4,11 +4,12 @@ use std::path::PathBuf;
 
 use nostr_sdk::{PublicKey, RelayUrl, ToBech32};
 
-use crate::bot::{Bot, BotError, Keyring};
+use crate::bot::{Bot, BotError, Keyring, Services};
 use crate::config::{Config, MintConfig};
 use crate::devmint::{DevMint, DevMintError};
+use crate::escrow::EscrowService;
 use crate::identity::{self, IdentityError};
-use crate::market::Merchants;
+use crate::market::{Merchants, Rates};
 use crate::relay::{EmbeddedRelay, Exempt, RelayError};
 use crate::store::{Store, StoreError};
 use crate::vault::{Vault, VaultError};
@@ -98,10 +99,15 @@ impl Daemon {
             }
             MintConfig::External { url } => (None, url.clone()),
         };
-        let wallet = wallet::open(&store, "bot", &mint_url, &identity::wallet_seed(&data_dir)?)?;
+        let wallet = wallet::open(
+            &store,
+            "escrow",
+            &mint_url,
+            &identity::wallet_seed(&data_dir)?,
+        )?;
 
         let vault = Vault::open(&data_dir)?;
-        let merchants = Merchants::open(&store, vault)?;
+        let merchants = Merchants::open(&store, vault.clone())?;
         for (_, keys) in merchants
             .all()
             .map_err(|e| DaemonError::Merchants(e.to_string()))?
@@ -109,8 +115,14 @@ impl Daemon {
             keyring.add(keys);
         }
         let operator = identity::operator_keys(&data_dir)?;
-        let admins = [operator.public_key()].into_iter().collect();
-        let bot = Bot::start(&store, keyring, &relays, admins, merchants).await?;
+        let services = Services {
+            admins: [operator.public_key()].into_iter().collect(),
+            merchants,
+            wallet: wallet.clone(),
+            vault,
+            rates: Rates(config.rates.clone().into_iter().collect()),
+        };
+        let bot = Bot::start(&store, keyring, &relays, services).await?;
         let daemon = Self {
             bot_key: bot_keys.public_key(),
             relay,
@@ -161,9 +173,14 @@ impl Daemon {
         self.dev_mint.as_ref()
     }
 
-    /// The bot's wallet.
+    /// The wallet holding escrowed funds and merchants' balances.
     pub fn wallet(&self) -> &Wallet {
         &self.wallet
+    }
+
+    /// The escrow service.
+    pub fn escrow(&self) -> &EscrowService {
+        self.bot.escrow()
     }
 
     /// Stops in order: stop taking events, finish in-flight ones, close relays, stop the

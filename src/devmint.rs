@@ -60,6 +60,16 @@ pub struct DevMint {
 impl DevMint {
     /// Starts the mint on `127.0.0.1:port` (0 picks a free port).
     pub async fn start(data_dir: &Path, port: u16) -> Result<Self, DevMintError> {
+        Self::start_settling_after(data_dir, port, SETTLE_AFTER_SECS).await
+    }
+
+    /// Same, with invoices settling `settle_after_secs` after they are issued (tests use a
+    /// longer delay to have a payment land while soko is stopped).
+    pub async fn start_settling_after(
+        data_dir: &Path,
+        port: u16,
+        settle_after_secs: u64,
+    ) -> Result<Self, DevMintError> {
         let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .map_err(|source| DevMintError::Listen { port, source })?;
@@ -77,7 +87,7 @@ impl DevMint {
             },
             HashMap::new(),
             HashSet::new(),
-            SETTLE_AFTER_SECS,
+            settle_after_secs,
             CurrencyUnit::Sat,
         );
         builder

@@ -65,6 +65,20 @@ enum MerchantAction {
         /// JSON file with the stall (kind 30017 content).
         file: PathBuf,
     },
+    /// Present the buyer's delivery code for an order: releases the escrow to the merchant.
+    Deliver {
+        #[command(flatten)]
+        paths: Paths,
+        /// The merchant's npub.
+        #[arg(long)]
+        merchant: String,
+        /// soko's order number (as in the buyer's messages, without `#`).
+        #[arg(long)]
+        order: u64,
+        /// The code the buyer gave.
+        #[arg(long)]
+        code: String,
+    },
     /// Create or replace a product from a NIP-15 product JSON file, and publish it.
     Product {
         #[command(flatten)]
@@ -145,6 +159,16 @@ fn main() -> ExitCode {
                     })),
                 ),
                 MerchantAction::List(paths) => (paths, "merchant_list", Ok(serde_json::json!({}))),
+                MerchantAction::Deliver {
+                    paths,
+                    merchant,
+                    order,
+                    code,
+                } => (
+                    paths,
+                    "order_deliver",
+                    Ok(serde_json::json!({ "merchant": merchant, "order": order, "code": code })),
+                ),
                 MerchantAction::Stall {
                     paths,
                     merchant,

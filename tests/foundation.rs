@@ -239,14 +239,26 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
     let bot = Keys::generate();
     let keyring = Keyring::new(bot.clone(), Default::default());
     let outbox = Outbox::open(&store, Client::default()).unwrap();
+    let vault = soko::vault::Vault::from_root([0; 32]).unwrap();
+    let merchants = soko::market::Merchants::open(&store, vault.clone()).unwrap();
+    let publisher = soko::bot::Publisher::new(keyring.clone(), outbox.clone());
+    // Never contacted: this test only sends a ping.
+    let wallet = soko::wallet::open(&store, "t", "http://127.0.0.1:9", &[0; 64]).unwrap();
+    let escrow = soko::escrow::EscrowService::open(
+        &store,
+        wallet,
+        merchants.clone(),
+        publisher.clone(),
+        outbox.clone(),
+        &vault,
+        Default::default(),
+    )
+    .unwrap();
     let context = soko::commands::Context {
         admins: Default::default(),
-        merchants: soko::market::Merchants::open(
-            &store,
-            soko::vault::Vault::from_root([0; 32]).unwrap(),
-        )
-        .unwrap(),
-        publisher: soko::bot::Publisher::new(keyring.clone(), outbox.clone()),
+        merchants,
+        publisher,
+        escrow,
     };
     let handler = Handler::new(&store, keyring, outbox, context).unwrap();
 

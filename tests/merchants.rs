@@ -286,5 +286,18 @@ async fn the_cli_drives_a_running_soko() {
 
     let out = run(&["merchant", "list"]).await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("Duka CLI"));
+    let out = run(&[
+        "merchant",
+        "deliver",
+        "--merchant",
+        &npub,
+        "--order",
+        "5",
+        "--code",
+        "12345678",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no order #5"));
     soko.stop().await;
 }

@@ -12,6 +12,7 @@ use super::ingest::{self, Inbound, Scheme};
 use super::keyring::Keyring;
 use super::outbox::Outbox;
 use crate::commands::{self, CommandError};
+use crate::proto::nip15::{Order, OrderStatus};
 use crate::proto::{ErrorCode, Refusal, Request, Response};
 use crate::store::{trees, Store, StoreError, Typed};
 use crate::util::unix_now;
@@ -173,6 +174,11 @@ impl Handler {
             // Another bot's answer: replying with an error could ping-pong forever.
             return Ok(None);
         }
+        if inbound.recipient != self.keyring.bot().public_key() {
+            if let Some(reply) = self.nip15(inbound, body).await {
+                return Ok(Some((reply, None)));
+            }
+        }
         let request = match Request::parse(body) {
             Ok(request) => request,
             Err(refusal) => {
@@ -210,28 +216,67 @@ impl Handler {
         Ok(Some((response.to_json(), request.id)))
     }
 
+    /// A NIP-15 message (JSON with a `type`) to a merchant: orders go to the escrow. `None`
+    /// for anything else, which then goes through the command path.
+    async fn nip15(&self, inbound: &Inbound, body: &str) -> Option<String> {
+        let value: serde_json::Value = serde_json::from_str(body).ok()?;
+        let kind = value.get("type")?.as_u64();
+        let order_id = value
+            .get("id")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let status = |message: String| {
+            serde_json::to_string(&OrderStatus {
+                id: order_id.clone(),
+                kind: 2,
+                message,
+                paid: false,
+                shipped: false,
+            })
+            .unwrap_or_default()
+        };
+        if kind != Some(0) {
+            return Some(status(
+                "this merchant takes NIP-15 orders (type 0); other message types are not accepted"
+                    .to_owned(),
+            ));
+        }
+        let order: Order = match serde_json::from_value(value) {
+            Ok(order) => order,
+            Err(e) => return Some(status(format!("Order not accepted: cannot read it ({e})"))),
+        };
+        match self
+            .commands
+            .escrow
+            .place(inbound.recipient, inbound.sender, inbound.scheme, order)
+            .await
+        {
+            Ok(reply) => Some(reply),
+            Err(e) => {
+                tracing::error!(error = %e, "placing an order failed");
+                Some(status(
+                    "soko could not take the order right now (internal error); please send it again in a minute"
+                        .to_owned(),
+                ))
+            }
+        }
+    }
+
     async fn seal_reply(&self, inbound: &Inbound, response: &str) -> Result<Event, HandleError> {
         let keys: Keys = self
             .keyring
             .get(&inbound.recipient)
             .ok_or_else(|| HandleError::Reply("recipient left the keyring".to_owned()))?;
-        let to = inbound.sender;
-        let refers = Tag::event(inbound.refers_to);
-        let event = match inbound.scheme {
-            Scheme::Nip04 => {
-                let ciphertext = nip04::encrypt(keys.secret_key(), &to, response)
-                    .map_err(|e| HandleError::Reply(e.to_string()))?;
-                EventBuilder::new(Kind::EncryptedDirectMessage, ciphertext)
-                    .tag(Tag::public_key(to))
-                    .tag(refers)
-                    .sign_with_keys(&keys)
-                    .map_err(|e| HandleError::Reply(e.to_string()))?
-            }
-            Scheme::Nip17 => EventBuilder::private_msg(&keys, to, response, [refers])
-                .await
-                .map_err(|e| HandleError::Reply(e.to_string()))?,
-        };
-        Ok(event)
+        seal_dm(
+            &keys,
+            inbound.sender,
+            inbound.scheme,
+            response,
+            Some(inbound.refers_to),
+        )
+        .await
+        .map_err(HandleError::Reply)
     }
 
     /// One transaction: the event is done, its reply is queued, and (for requests with an
@@ -275,6 +320,31 @@ impl Handler {
                 TransactionError::Storage(e) => HandleError::Store(e.into()),
                 TransactionError::Abort(()) => HandleError::Reply("transaction aborted".into()),
             })
+    }
+}
+
+/// A DM from `keys` to `to` in `scheme`, optionally referring (`e` tag) to a message.
+pub async fn seal_dm(
+    keys: &Keys,
+    to: PublicKey,
+    scheme: Scheme,
+    content: &str,
+    refers_to: Option<EventId>,
+) -> Result<Event, String> {
+    let refers: Vec<Tag> = refers_to.map(Tag::event).into_iter().collect();
+    match scheme {
+        Scheme::Nip04 => {
+            let ciphertext =
+                nip04::encrypt(keys.secret_key(), &to, content).map_err(|e| e.to_string())?;
+            EventBuilder::new(Kind::EncryptedDirectMessage, ciphertext)
+                .tag(Tag::public_key(to))
+                .tags(refers)
+                .sign_with_keys(keys)
+                .map_err(|e| e.to_string())
+        }
+        Scheme::Nip17 => EventBuilder::private_msg(keys, to, content, refers)
+            .await
+            .map_err(|e| e.to_string()),
     }
 }
 

@@ -23,9 +23,12 @@ use self::nodb::NoDatabase;
 pub use self::outbox::Outbox;
 pub use self::publisher::{PublishError, Publisher};
 use crate::commands;
-use crate::market::Merchants;
+use crate::escrow::EscrowService;
+use crate::market::{Merchants, Rates};
 use crate::store::{Store, StoreError};
 use crate::util::unix_now;
+use crate::vault::Vault;
+use crate::wallet::Wallet;
 
 /// Events handled at once; enough to keep both cores busy with crypto, few enough to bound
 /// memory when a relay floods us.
@@ -39,6 +42,24 @@ const GIFT_WRAP_BACKDATE: u64 = 2 * 24 * 3600;
 
 /// NIP-15 stall and product kinds.
 pub const LISTING_KINDS: [Kind; 2] = [Kind::Custom(30017), Kind::Custom(30018)];
+
+/// How often unpaid orders are checked against the mint.
+const PAYMENT_POLL: Duration = Duration::from_secs(1);
+
+/// What the bot's commands and the escrow need from the daemon.
+#[derive(Debug)]
+pub struct Services {
+    /// Keys allowed to run operator commands.
+    pub admins: HashSet<PublicKey>,
+    /// The merchant registry.
+    pub merchants: Merchants,
+    /// The wallet holding escrowed funds and merchants' balances.
+    pub wallet: Wallet,
+    /// At-rest secrets.
+    pub vault: Vault,
+    /// Fiat rates.
+    pub rates: Rates,
+}
 
 /// Failures starting the bot.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +77,7 @@ pub enum BotError {
 pub struct Bot {
     client: Client,
     outbox: Outbox,
+    escrow: EscrowService,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -66,8 +88,7 @@ impl Bot {
         store: &Store,
         keyring: Keyring,
         relays: &[RelayUrl],
-        admins: HashSet<PublicKey>,
-        merchants: Merchants,
+        services: Services,
     ) -> Result<Self, BotError> {
         let client = Client::builder()
             .signer(keyring.bot().clone())
@@ -80,10 +101,21 @@ impl Bot {
         client.wait_for_connection(Duration::from_secs(5)).await;
 
         let outbox = Outbox::open(store, client.clone())?;
+        let publisher = Publisher::new(keyring.clone(), outbox.clone());
+        let escrow = EscrowService::open(
+            store,
+            services.wallet,
+            services.merchants.clone(),
+            publisher.clone(),
+            outbox.clone(),
+            &services.vault,
+            services.rates,
+        )?;
         let context = commands::Context {
-            admins: Arc::new(admins),
-            merchants,
-            publisher: Publisher::new(keyring.clone(), outbox.clone()),
+            admins: Arc::new(services.admins),
+            merchants: services.merchants,
+            publisher,
+            escrow: escrow.clone(),
         };
         let handler = Handler::new(store, keyring.clone(), outbox.clone(), context)?;
         let released = handler.recover()?;
@@ -113,18 +145,25 @@ impl Bot {
             since,
             stopped.clone(),
         ));
-        let retry = tokio::spawn(retry_outbox(outbox.clone(), stopped));
+        let retry = tokio::spawn(retry_outbox(outbox.clone(), stopped.clone()));
+        let payments = tokio::spawn(watch_payments(escrow.clone(), stopped));
         Ok(Self {
             client,
             outbox,
+            escrow,
             stop,
-            tasks: vec![event_loop, retry],
+            tasks: vec![event_loop, retry, payments],
         })
     }
 
     /// The relay client.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The escrow service.
+    pub fn escrow(&self) -> &EscrowService {
+        &self.escrow
     }
 
     /// Stops taking events, finishes those in flight, and disconnects.
@@ -275,6 +314,21 @@ async fn retry_outbox(outbox: Outbox, mut stopped: watch::Receiver<bool>) {
         }
         if let Err(e) = outbox.flush().await {
             tracing::error!(error = %e, "outbox retry failed");
+        }
+    }
+}
+
+/// Payment detection and expiry: polls the mint for unpaid orders. Polling (not a websocket
+/// subscription) also catches payments that completed while soko was down.
+async fn watch_payments(escrow: EscrowService, mut stopped: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(PAYMENT_POLL);
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = escrow.tick().await {
+            tracing::error!(error = %e, "payment check failed; retrying");
         }
     }
 }

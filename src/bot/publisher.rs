@@ -2,6 +2,8 @@
 
 use nostr_sdk::{EventBuilder, EventId, PublicKey};
 
+use super::handle::seal_dm;
+use super::ingest::Scheme;
 use super::keyring::Keyring;
 use super::outbox::Outbox;
 use crate::store::StoreError;
@@ -51,6 +53,37 @@ impl Publisher {
         let event = builder
             .sign_with_keys(&keys)
             .map_err(|e| PublishError::Sign(e.to_string()))?;
+        self.outbox.send(&event).await?;
+        Ok(event.id)
+    }
+
+    /// A DM from soko's identity `from` to `to` in `scheme`, signed but not yet queued, for
+    /// callers that queue it in their own transaction.
+    pub async fn seal_dm(
+        &self,
+        from: &PublicKey,
+        to: PublicKey,
+        scheme: Scheme,
+        content: &str,
+    ) -> Result<nostr_sdk::Event, PublishError> {
+        let keys = self.keyring.get(from).ok_or(PublishError::NoKey(*from))?;
+        seal_dm(&keys, to, scheme, content, None)
+            .await
+            .map_err(PublishError::Sign)
+    }
+
+    /// Sends a DM from soko's identity `from` to `to` in `scheme`, durably.
+    pub async fn send_dm(
+        &self,
+        from: &PublicKey,
+        to: PublicKey,
+        scheme: Scheme,
+        content: &str,
+    ) -> Result<EventId, PublishError> {
+        let keys = self.keyring.get(from).ok_or(PublishError::NoKey(*from))?;
+        let event = seal_dm(&keys, to, scheme, content, None)
+            .await
+            .map_err(PublishError::Sign)?;
         self.outbox.send(&event).await?;
         Ok(event.id)
     }

@@ -2,6 +2,7 @@
 
 mod listing;
 mod merchant;
+mod order;
 mod ping;
 
 use std::collections::HashSet;
@@ -11,6 +12,7 @@ use nostr_sdk::PublicKey;
 use serde_json::Value;
 
 use crate::bot::Publisher;
+use crate::escrow::EscrowService;
 use crate::market::{MerchantError, Merchants};
 use crate::proto::{Command, ErrorCode, Refusal};
 
@@ -47,6 +49,8 @@ pub struct Context {
     pub merchants: Merchants,
     /// Publishing as soko's identities.
     pub publisher: Publisher,
+    /// Orders and their escrow.
+    pub escrow: EscrowService,
 }
 
 /// Runs one command for `sender`.
@@ -72,6 +76,7 @@ pub async fn execute(
         }
         Command::StallPut(args) => listing::put_stall(ctx, args).await,
         Command::ProductPut(args) => listing::put_product(ctx, args).await,
+        Command::OrderDeliver(args) => order::deliver(ctx, args).await,
     }
 }
 

@@ -1,8 +1,10 @@
-//! Order escrow: the state machine and delivery codes. Pure; the service that applies
-//! transitions to sled and the mint builds on these.
+//! Order escrow: the state machine and delivery codes (pure), and the service that applies
+//! them to sled, the mint and the buyer's DMs.
 
 pub mod code;
+pub mod service;
 pub mod state;
 
 pub use self::code::{CodeHasher, DeliveryCode, StoredCode, Verdict};
+pub use self::service::{Delivery, EscrowError, EscrowService, OrderRecord};
 pub use self::state::{transition, EscrowEvent, EscrowState, InvalidTransition};

@@ -199,6 +199,8 @@ pub enum Command {
     StallPut(StallPutArgs),
     /// Admin: create or replace a merchant's product (and publish it).
     ProductPut(ProductPutArgs),
+    /// Admin (for the merchant): present the buyer's delivery code to release the escrow.
+    OrderDeliver(OrderDeliverArgs),
 }
 
 /// Names accepted in `cmd`, for the unknown-command message.
@@ -208,7 +210,20 @@ pub const COMMAND_NAMES: &[&str] = &[
     "merchant_list",
     "stall_put",
     "product_put",
+    "order_deliver",
 ];
+
+/// `order_deliver` arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderDeliverArgs {
+    /// The merchant (npub or hex).
+    pub merchant: String,
+    /// soko's order number for that merchant.
+    pub order: u64,
+    /// The code the buyer gave (digits, or the QR string).
+    pub code: String,
+}
 
 /// `merchant_add` arguments.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

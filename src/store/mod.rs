@@ -18,6 +18,9 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+/// How long [`Store::open`] waits for another instance to release the database.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// First byte of every stored value.
 pub const ENCODING_VERSION: u8 = 1;
 
@@ -41,6 +44,9 @@ pub enum StoreError {
     /// sled itself failed.
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
+    /// Another process (or a still-stopping instance) holds the database.
+    #[error("the data dir {0} is in use by another soko")]
+    Locked(String),
     /// A blocking storage task did not finish.
     #[error("storage task: {0}")]
     Task(String),
@@ -62,12 +68,31 @@ pub struct Store {
 
 impl Store {
     /// Opens (or creates) the database under `dir/sled`.
+    ///
+    /// sled holds an exclusive file lock while any handle lives. A soko restarting in the
+    /// same process (tests, or a supervisor) may still have tasks of the old instance
+    /// finishing, so a held lock is retried for a few seconds before it is reported.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir.join("sled"))
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
-        Ok(Self { db })
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            let opened = sled::Config::new()
+                .path(dir.join("sled"))
+                .mode(sled::Mode::HighThroughput)
+                .open();
+            match opened {
+                Ok(db) => return Ok(Self { db }),
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.to_string().contains("could not acquire lock") =>
+                {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::Locked(dir.display().to_string()));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// A typed view of one tree.
@@ -200,6 +225,20 @@ pub fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Result<V, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lock_released_soon_is_waited_for() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let first = Store::open(dir.path())?;
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(first);
+        });
+        let second = Store::open(dir.path());
+        releaser.join().map_err(|_| "releaser panicked")?;
+        assert!(second.is_ok());
+        Ok(())
+    }
 
     #[test]
     fn values_round_trip_and_unknown_versions_are_refused() -> Result<(), StoreError> {

@@ -1,0 +1,396 @@
+//! NIP-15 checkout with escrow, end to end on real parts: a buyer's order DM to a managed
+//! merchant → invoice from the in-process mint (its fake Lightning backend settles it) →
+//! paid, funds held, delivery code DM → the merchant presents the code → balance credited.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use nostr_sdk::prelude::*;
+use serde_json::{json, Value};
+use soko::escrow::EscrowState;
+use soko::money::Sats;
+
+struct Shop {
+    merchant: PublicKey,
+    npub: String,
+}
+
+async fn operator(soko: &TestSoko, cmd: &str, args: Value) -> soko::proto::Response {
+    soko::operator::call(&soko.config, cmd, args)
+        .await
+        .expect("soko answers")
+}
+
+/// A merchant with one `sat` stall (zone `nairobi`, 100 sat) and mangoes (500 sat, 3 in
+/// stock, +10 sat shipping each).
+async fn shop(soko: &TestSoko) -> Shop {
+    let added = operator(soko, "merchant_add", json!({"name":"Mama Duka"})).await;
+    let npub = added.result.unwrap()["npub"].as_str().unwrap().to_owned();
+    let stall = json!({"id":"duka","name":"Mama Duka","currency":"sat",
+                       "shipping":[{"id":"nairobi","cost":100,"regions":["KE"]}]});
+    assert!(
+        operator(soko, "stall_put", json!({"merchant": npub, "stall": stall}))
+            .await
+            .ok
+    );
+    let mango = json!({"id":"mango","stall_id":"duka","name":"Mango","currency":"sat","price":500,
+                       "quantity":3,"shipping":[{"id":"nairobi","cost":10}]});
+    assert!(
+        operator(
+            soko,
+            "product_put",
+            json!({"merchant": npub, "product": mango})
+        )
+        .await
+        .ok
+    );
+    Shop {
+        merchant: PublicKey::parse(&npub).unwrap(),
+        npub,
+    }
+}
+
+fn order(id: &str, quantity: i64, shipping: &str) -> String {
+    json!({"id": id, "type": 0, "name": "Amina", "address": "Moi Avenue 12",
+           "contact": {"nostr": "npub1x"}, "items": [{"product_id": "mango", "quantity": quantity}],
+           "shipping_id": shipping})
+    .to_string()
+}
+
+async fn next_json(buyer: &mut User) -> Value {
+    buyer.next_dm(REPLY_TIMEOUT).await.expect("a DM").json()
+}
+
+/// Waits for the code DM (plain text) and returns the 8 digits.
+async fn delivery_code(buyer: &mut User) -> String {
+    let dm = buyer.next_dm(REPLY_TIMEOUT).await.expect("the code DM");
+    let digits: String = dm
+        .content
+        .split_whitespace()
+        .find(|w| w.len() == 8 && w.bytes().all(|b| b.is_ascii_digit()))
+        .expect("8 digits in the code DM")
+        .to_owned();
+    digits
+}
+
+async fn assert_books_balance(soko: &TestSoko) {
+    let (held, owed) = soko.daemon().escrow().books().unwrap();
+    let wallet = Sats::from(soko.daemon().wallet().total_balance().await.unwrap());
+    assert_eq!(
+        held.checked_add(owed).unwrap(),
+        wallet,
+        "held {held} + owed {owed} = wallet"
+    );
+    let mint = soko.daemon().dev_mint().unwrap().mint().clone();
+    let issued: u64 = mint
+        .total_issued()
+        .await
+        .unwrap()
+        .values()
+        .map(|a| u64::from(*a))
+        .sum();
+    let redeemed: u64 = mint
+        .total_redeemed()
+        .await
+        .unwrap()
+        .values()
+        .map(|a| u64::from(*a))
+        .sum();
+    assert_eq!(
+        issued - redeemed,
+        wallet.0,
+        "the mint's outstanding ecash is what soko holds"
+    );
+}
+
+async fn full_cycle(nip17: bool) {
+    let mut soko = TestSoko::start().await;
+    let shop = shop(&soko).await;
+    let mut buyer = User::connect(&[soko.relay_url()]).await;
+
+    let content = order("o-1", 2, "nairobi");
+    if nip17 {
+        buyer.send_nip17(shop.merchant, &content).await;
+    } else {
+        buyer.send_nip04(shop.merchant, &content).await;
+    }
+    let request = buyer.next_dm(REPLY_TIMEOUT).await.unwrap();
+    assert_eq!(request.nip17, nip17, "answered in the buyer's scheme");
+    assert_eq!(
+        request.from, shop.merchant,
+        "answered by the merchant's identity"
+    );
+    let request = request.json();
+    assert_eq!(request["type"], 1);
+    assert_eq!(request["id"], "o-1");
+    // 2 × 500 + zone 100 + 2 × 10
+    assert!(
+        request["message"].as_str().unwrap().contains("1120 sat"),
+        "{request}"
+    );
+    let invoice = request["payment_options"][0]["link"].as_str().unwrap();
+    assert!(invoice.starts_with("lnbc"), "{invoice}");
+
+    // The dev mint's fake backend settles the invoice; soko notices and holds the funds.
+    let paid = next_json(&mut buyer).await;
+    assert_eq!(
+        (
+            paid["type"].as_u64(),
+            paid["paid"].as_bool(),
+            paid["shipped"].as_bool()
+        ),
+        (Some(2), Some(true), Some(false))
+    );
+    let code = delivery_code(&mut buyer).await;
+    let escrow = soko.daemon().escrow().clone();
+    assert_eq!(
+        escrow.order(&shop.merchant, 1).unwrap().unwrap().state,
+        EscrowState::Paid
+    );
+    assert_books_balance(&soko).await;
+    let (held, _) = escrow.books().unwrap();
+    assert_eq!(held, Sats(1120));
+
+    // Stock went down and the product was republished.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = buyer
+        .client
+        .fetch_events(
+            Filter::new()
+                .author(shop.merchant)
+                .kind(Kind::Custom(30018)),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    let product: Value = serde_json::from_str(&events.first().unwrap().content).unwrap();
+    assert_eq!(product["quantity"], 1);
+
+    // A wrong code is refused; the right one releases the escrow to the merchant.
+    let wrong = operator(
+        &soko,
+        "order_deliver",
+        json!({"merchant": shop.npub, "order": 1, "code": "00000000"}),
+    )
+    .await;
+    let message = wrong.error.unwrap().message;
+    assert!(
+        message.contains("wrong code") && message.contains("4 tries left"),
+        "{message}"
+    );
+    let right = operator(
+        &soko,
+        "order_deliver",
+        json!({"merchant": shop.npub, "order": 1, "code": code}),
+    )
+    .await;
+    assert!(right.ok, "{right:?}");
+    assert_eq!(right.result.unwrap()["balance_sat"], 1120);
+    let done = next_json(&mut buyer).await;
+    assert_eq!(
+        (done["paid"].as_bool(), done["shipped"].as_bool()),
+        (Some(true), Some(true))
+    );
+    assert_eq!(escrow.balance(&shop.merchant).unwrap(), Sats(1120));
+    assert_eq!(
+        escrow.order(&shop.merchant, 1).unwrap().unwrap().state,
+        EscrowState::PaidOut
+    );
+
+    // The code works once.
+    let again = operator(
+        &soko,
+        "order_deliver",
+        json!({"merchant": shop.npub, "order": 1, "code": code}),
+    )
+    .await;
+    assert!(again.error.unwrap().message.contains("cannot be delivered"));
+    assert_books_balance(&soko).await;
+    assert_eq!(escrow.books().unwrap(), (Sats::ZERO, Sats(1120)));
+    soko.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_order_over_nip04() {
+    full_cycle(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_order_over_nip17() {
+    full_cycle(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_orders_are_explained_and_reserve_nothing() {
+    let mut soko = TestSoko::start().await;
+    let shop = shop(&soko).await;
+    let mut buyer = User::connect(&[soko.relay_url()]).await;
+    let cases = [
+        (order("a", 0, "nairobi"), "at least 1"),
+        (order("b", -1, "nairobi"), "at least 1"),
+        (order("c", 4, "nairobi"), "only 3"),
+        (order("d", 1, "mars"), "mars"),
+        (json!({"id":"e","type":0,"items":[{"product_id":"pear","quantity":1}],"shipping_id":"nairobi"}).to_string(), "pear"),
+        (json!({"id":"f","type":0,"items":[],"shipping_id":"nairobi"}).to_string(), "no items"),
+        (json!({"id":"g","type":0,"items":"lots"}).to_string(), "cannot read"),
+    ];
+    for (content, expected) in cases {
+        let reply = buyer.ask_nip04(shop.merchant, &content).await.json();
+        assert_eq!(
+            (reply["type"].as_u64(), reply["paid"].as_bool()),
+            (Some(2), Some(false)),
+            "{reply}"
+        );
+        let message = reply["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{expected:?} in {message:?}");
+    }
+    // Nothing was reserved: all three mangoes can still be ordered.
+    let reply = buyer
+        .ask_nip17(shop.merchant, &order("h", 3, "nairobi"))
+        .await
+        .json();
+    assert_eq!(reply["type"], 1, "{reply}");
+    // …and now they are held: a fourth is refused while the first order is unpaid.
+    let other = buyer
+        .ask_nip04(shop.merchant, &order("i", 1, "nairobi"))
+        .await
+        .json();
+    assert!(
+        other["message"].as_str().unwrap().contains("only 0"),
+        "{other}"
+    );
+    // An order sent to the bot instead of a merchant is not an order.
+    let to_bot = buyer
+        .ask_nip04(soko.bot(), &order("j", 1, "nairobi"))
+        .await
+        .json();
+    assert_eq!(to_bot["error"]["code"], "bad_request");
+    soko.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_wrong_codes_lock_the_order_and_a_resent_order_is_not_a_new_one() {
+    let mut soko = TestSoko::start().await;
+    let shop = shop(&soko).await;
+    let mut buyer = User::connect(&[soko.relay_url()]).await;
+    let first = buyer
+        .ask_nip04(shop.merchant, &order("o-9", 1, "nairobi"))
+        .await
+        .json();
+    // The same order (same buyer, same id) in a new event: the same invoice, no new order.
+    let again = buyer
+        .ask_nip04(shop.merchant, &order("o-9", 1, "nairobi"))
+        .await
+        .json();
+    assert_eq!(first["payment_options"], again["payment_options"]);
+    next_json(&mut buyer).await; // paid
+    let code = delivery_code(&mut buyer).await;
+    assert!(
+        soko.daemon()
+            .escrow()
+            .order(&shop.merchant, 2)
+            .unwrap()
+            .is_none(),
+        "one order only"
+    );
+
+    for _ in 0..4 {
+        let r = operator(
+            &soko,
+            "order_deliver",
+            json!({"merchant": shop.npub, "order": 1, "code": "11111111"}),
+        )
+        .await;
+        assert!(r.error.unwrap().message.contains("wrong code"));
+    }
+    let locked = operator(
+        &soko,
+        "order_deliver",
+        json!({"merchant": shop.npub, "order": 1, "code": "11111111"}),
+    )
+    .await;
+    assert!(locked.error.unwrap().message.contains("locked"));
+    let right_too_late = operator(
+        &soko,
+        "order_deliver",
+        json!({"merchant": shop.npub, "order": 1, "code": code}),
+    )
+    .await;
+    assert!(right_too_late.error.is_some());
+    let order = soko
+        .daemon()
+        .escrow()
+        .order(&shop.merchant, 1)
+        .unwrap()
+        .unwrap();
+    assert_eq!(order.state, EscrowState::Disputed);
+    assert_books_balance(&soko).await;
+    let unknown = operator(
+        &soko,
+        "order_deliver",
+        json!({"merchant": shop.npub, "order": 77, "code": code}),
+    )
+    .await;
+    assert!(unknown.error.unwrap().message.contains("no order #77"));
+    soko.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_made_while_soko_was_down_is_picked_up_on_restart() {
+    // The mint must outlive soko for a payment to land while soko is down: an external
+    // dev mint whose invoices settle 3 s after they are issued.
+    let mint_dir = tempfile::tempdir().unwrap();
+    let mint = soko::devmint::DevMint::start_settling_after(mint_dir.path(), 0, 3)
+        .await
+        .unwrap();
+    let url = mint.url().to_owned();
+    let mut soko =
+        TestSoko::start_with(|c| c.mint = soko::config::MintConfig::External { url }).await;
+    let shop = shop(&soko).await;
+    let mut buyer = User::connect(&[soko.relay_url()]).await;
+    let request = buyer
+        .ask_nip04(shop.merchant, &order("o-r", 1, "nairobi"))
+        .await
+        .json();
+    assert_eq!(request["type"], 1);
+    soko.stop().await;
+    {
+        // Stopped before the payment: the order is still awaiting it.
+        let store = soko::store::Store::open(&soko.data_dir()).unwrap();
+        let orders: soko::store::Typed<soko::escrow::OrderRecord> = store.tree("orders").unwrap();
+        let (_, order) = orders.iter().next().unwrap().unwrap();
+        assert_eq!(order.state, EscrowState::AwaitingPayment);
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    soko.restart().await;
+    let mut buyer = User::with_keys(buyer.keys.clone(), &[soko.relay_url()]).await;
+    // The relay still holds the type-1 request; read on to the news.
+    let mut paid = false;
+    for _ in 0..4 {
+        let dm = buyer
+            .next_dm(REPLY_TIMEOUT)
+            .await
+            .expect("DMs after restart");
+        if dm.content.contains("\"paid\":true") {
+            paid = true;
+            break;
+        }
+    }
+    assert!(paid, "the payment was noticed after the restart");
+    let code = delivery_code(&mut buyer).await;
+    let right = operator(
+        &soko,
+        "order_deliver",
+        json!({"merchant": shop.npub, "order": 1, "code": code}),
+    )
+    .await;
+    assert!(right.ok, "{right:?}");
+    let (held, owed) = soko.daemon().escrow().books().unwrap();
+    let wallet = Sats::from(soko.daemon().wallet().total_balance().await.unwrap());
+    assert_eq!((held, owed, wallet), (Sats::ZERO, Sats(610), Sats(610)));
+    soko.stop().await;
+    mint.shutdown().await;
+}
