@@ -36,6 +36,15 @@ pub struct Config {
     pub log: LogConfig,
     /// `[rates]`: millisats per cent, by currency code, for fiat-priced stalls.
     pub rates: std::collections::BTreeMap<String, u64>,
+    /// `[market]`: checkout rules.
+    pub market: MarketConfig,
+}
+
+/// `[market]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct MarketConfig {
+    /// Seconds a buyer has to pay an invoice before the order expires.
+    pub payment_window_secs: u64,
 }
 
 /// `[relay]`
@@ -116,6 +125,9 @@ impl Default for Config {
                 json: false,
             },
             rates: Default::default(),
+            market: MarketConfig {
+                payment_window_secs: 600,
+            },
         }
     }
 }
@@ -178,7 +190,9 @@ impl Config {
         check.unknown_keys(
             &root,
             "",
-            &["relay", "relays", "mint", "storage", "log", "rates"],
+            &[
+                "relay", "relays", "mint", "storage", "log", "rates", "market",
+            ],
         );
 
         let relay_keys = [
@@ -263,6 +277,14 @@ impl Config {
         }
         let json = check.field(log, "log", "json", defaults.log.json);
 
+        let market = check.section(&root, "market", &["payment_window_secs"]);
+        let payment_window_secs = check.positive(
+            market,
+            "market",
+            "payment_window_secs",
+            defaults.market.payment_window_secs,
+        );
+
         let mut rates = std::collections::BTreeMap::new();
         match root.get("rates") {
             None => {}
@@ -296,6 +318,9 @@ impl Config {
                 storage: StorageConfig { data_dir },
                 log: LogConfig { level, json },
                 rates,
+                market: MarketConfig {
+                    payment_window_secs,
+                },
             })
         } else {
             Err(check.problems)

@@ -7,7 +7,7 @@ use nostr_sdk::{PublicKey, RelayUrl, ToBech32};
 use crate::bot::{Bot, BotError, Keyring, Services};
 use crate::config::{Config, MintConfig};
 use crate::devmint::{DevMint, DevMintError};
-use crate::escrow::EscrowService;
+use crate::escrow::{EscrowService, Rules};
 use crate::identity::{self, IdentityError};
 use crate::market::{Merchants, Rates};
 use crate::relay::{EmbeddedRelay, Exempt, RelayError};
@@ -120,7 +120,10 @@ impl Daemon {
             merchants,
             wallet: wallet.clone(),
             vault,
-            rates: Rates(config.rates.clone().into_iter().collect()),
+            rules: Rules {
+                rates: Rates(config.rates.clone().into_iter().collect()),
+                payment_window_secs: config.market.payment_window_secs,
+            },
         };
         let bot = Bot::start(&store, keyring, &relays, services).await?;
         let daemon = Self {

@@ -394,3 +394,62 @@ async fn a_payment_made_while_soko_was_down_is_picked_up_on_restart() {
     soko.stop().await;
     mint.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpaid_order_expires_and_releases_its_stock() {
+    // A mint whose invoices are never paid in time, and a 2-second payment window.
+    let mint_dir = tempfile::tempdir().unwrap();
+    let mint = soko::devmint::DevMint::start_settling_after(mint_dir.path(), 0, 3_600)
+        .await
+        .unwrap();
+    let url = mint.url().to_owned();
+    let mut soko = TestSoko::start_with(|c| {
+        c.mint = soko::config::MintConfig::External { url };
+        c.market.payment_window_secs = 2;
+    })
+    .await;
+    let shop = shop(&soko).await;
+    let mut buyer = User::connect(&[soko.relay_url()]).await;
+    let request = buyer
+        .ask_nip17(shop.merchant, &order("x-1", 3, "nairobi"))
+        .await
+        .json();
+    assert_eq!(request["type"], 1, "{request}");
+    let held = buyer
+        .ask_nip04(shop.merchant, &order("x-2", 1, "nairobi"))
+        .await
+        .json();
+    assert!(
+        held["message"].as_str().unwrap().contains("only 0"),
+        "{held}"
+    );
+
+    let expired = buyer.next_dm(REPLY_TIMEOUT).await.expect("expiry notice");
+    assert!(expired.nip17, "told in the order's scheme");
+    let expired = expired.json();
+    assert!(
+        expired["message"].as_str().unwrap().contains("expired"),
+        "{expired}"
+    );
+    assert_eq!(
+        soko.daemon()
+            .escrow()
+            .order(&shop.merchant, 1)
+            .unwrap()
+            .unwrap()
+            .state,
+        EscrowState::Expired
+    );
+    // The three units are back.
+    let again = buyer
+        .ask_nip04(shop.merchant, &order("x-3", 3, "nairobi"))
+        .await
+        .json();
+    assert_eq!(again["type"], 1, "{again}");
+    assert_eq!(
+        soko.daemon().escrow().books().unwrap(),
+        (Sats::ZERO, Sats::ZERO)
+    );
+    soko.stop().await;
+    mint.shutdown().await;
+}

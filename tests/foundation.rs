@@ -251,7 +251,7 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
         publisher.clone(),
         outbox.clone(),
         &vault,
-        Default::default(),
+        soko::escrow::Rules::default(),
     )
     .unwrap();
     let context = soko::commands::Context {

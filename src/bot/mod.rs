@@ -23,8 +23,8 @@ use self::nodb::NoDatabase;
 pub use self::outbox::Outbox;
 pub use self::publisher::{PublishError, Publisher};
 use crate::commands;
-use crate::escrow::EscrowService;
-use crate::market::{Merchants, Rates};
+use crate::escrow::{EscrowService, Rules};
+use crate::market::Merchants;
 use crate::store::{Store, StoreError};
 use crate::util::unix_now;
 use crate::vault::Vault;
@@ -57,8 +57,8 @@ pub struct Services {
     pub wallet: Wallet,
     /// At-rest secrets.
     pub vault: Vault,
-    /// Fiat rates.
-    pub rates: Rates,
+    /// Checkout rules.
+    pub rules: Rules,
 }
 
 /// Failures starting the bot.
@@ -109,7 +109,7 @@ impl Bot {
             publisher.clone(),
             outbox.clone(),
             &services.vault,
-            services.rates,
+            services.rules,
         )?;
         let context = commands::Context {
             admins: Arc::new(services.admins),

@@ -6,5 +6,5 @@ pub mod service;
 pub mod state;
 
 pub use self::code::{CodeHasher, DeliveryCode, StoredCode, Verdict};
-pub use self::service::{Delivery, EscrowError, EscrowService, OrderRecord};
+pub use self::service::{Delivery, EscrowError, EscrowService, OrderRecord, Rules};
 pub use self::state::{transition, EscrowEvent, EscrowState, InvalidTransition};

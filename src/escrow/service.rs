@@ -39,8 +39,14 @@ use crate::wallet::Wallet;
 /// An encoded sled entry, prepared outside a transaction.
 type KeyValue = (Vec<u8>, Vec<u8>);
 
-/// How long a buyer has to pay (soko's limit; the mint's quote may allow longer).
-pub const PAYMENT_WINDOW_SECS: u64 = 600;
+/// Checkout rules from the config.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    /// Fiat rates.
+    pub rates: Rates,
+    /// Seconds a buyer has to pay.
+    pub payment_window_secs: u64,
+}
 
 /// One order and its escrow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,6 +145,7 @@ struct Inner {
     outbox: Outbox,
     codes: CodeHasher,
     rates: Rates,
+    payment_window_secs: u64,
     lock: Mutex<()>,
 }
 
@@ -151,7 +158,7 @@ impl EscrowService {
         publisher: Publisher,
         outbox: Outbox,
         vault: &Vault,
-        rates: Rates,
+        rules: Rules,
     ) -> Result<Self, StoreError> {
         Ok(Self {
             inner: Arc::new(Inner {
@@ -166,7 +173,8 @@ impl EscrowService {
                 publisher,
                 outbox,
                 codes: CodeHasher::new(vault.subkey("delivery-code")),
-                rates,
+                rates: rules.rates,
+                payment_window_secs: rules.payment_window_secs,
                 lock: Mutex::new(()),
             }),
         })
@@ -267,7 +275,7 @@ impl EscrowService {
             total: priced.total_sats,
             quote_id: quote.id.clone(),
             invoice: quote.request.clone(),
-            expires_at: (now + PAYMENT_WINDOW_SECS).min(quote.expiry.max(now)),
+            expires_at: (now + inner.payment_window_secs).min(quote.expiry.max(now)),
             state: EscrowState::AwaitingPayment,
             code: None,
             created_at: now,
