@@ -453,3 +453,135 @@ async fn an_unpaid_order_expires_and_releases_its_stock() {
     soko.stop().await;
     mint.shutdown().await;
 }
+
+/// A loopback LNURL-pay service for "mama": its invoices are mint quotes of mama's own
+/// wallet at the same mint, so what soko pays out shows up as ecash mama can mint.
+async fn lnurl_service(
+    mint_url: String,
+    store_dir: &std::path::Path,
+) -> (String, soko::wallet::Wallet) {
+    use axum::extract::{Query, State};
+    use axum::routing::get;
+    let store = soko::store::Store::open(store_dir).unwrap();
+    let wallet = soko::wallet::open(&store, "mama", &mint_url, &[5; 64]).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let pay_request = json!({
+        "callback": format!("{base}/lnurlp/mama/callback"),
+        "minSendable": 1_000, "maxSendable": 100_000_000, "tag": "payRequest",
+        "metadata": "[[\"text/plain\",\"Mama Duka payouts\"]]",
+    });
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/lnurlp/mama",
+            get(move || {
+                let body = pay_request.clone();
+                async move { axum::Json(body) }
+            }),
+        )
+        .route(
+            "/lnurlp/mama/callback",
+            get(
+                |State(wallet): State<soko::wallet::Wallet>,
+                 Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                    let msat: u64 = q["amount"].parse().unwrap();
+                    let quote = wallet
+                        .mint_quote(
+                            cdk::nuts::PaymentMethod::BOLT11,
+                            Some((msat / 1000).into()),
+                            None,
+                            None,
+                        )
+                        .await
+                        .unwrap();
+                    axum::Json(json!({"pr": quote.request, "routes": []}))
+                },
+            ),
+        )
+        .with_state(wallet.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("{base}/.well-known/lnurlp/mama"), wallet)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_pays_the_merchant_out_to_its_lightning_address() {
+    let mut soko = TestSoko::start().await;
+    let mama_dir = tempfile::tempdir().unwrap();
+    let (lnurlp, mama_wallet) =
+        lnurl_service(soko.daemon().mint_url().to_owned(), mama_dir.path()).await;
+    let lnurl = lnurl::lnurl::LnUrl::from_url(lnurlp).encode();
+    let added = operator(
+        &soko,
+        "merchant_add",
+        json!({"name":"Mama Duka","lightning_address": lnurl}),
+    )
+    .await;
+    assert!(added.ok, "{added:?}");
+    let npub = added.result.unwrap()["npub"].as_str().unwrap().to_owned();
+    let merchant = PublicKey::parse(&npub).unwrap();
+    let stall = json!({"id":"duka","name":"Mama Duka","currency":"sat","shipping":[{"id":"nairobi","cost":100}]});
+    assert!(
+        operator(
+            &soko,
+            "stall_put",
+            json!({"merchant": npub, "stall": stall})
+        )
+        .await
+        .ok
+    );
+    let mango = json!({"id":"mango","stall_id":"duka","name":"Mango","currency":"sat","price":500,"quantity":3,
+                       "shipping":[{"id":"nairobi","cost":10}]});
+    assert!(
+        operator(
+            &soko,
+            "product_put",
+            json!({"merchant": npub, "product": mango})
+        )
+        .await
+        .ok
+    );
+
+    let mut buyer = User::connect(&[soko.relay_url()]).await;
+    let request = buyer
+        .ask_nip04(merchant, &order("p-1", 2, "nairobi"))
+        .await
+        .json();
+    assert_eq!(request["type"], 1);
+    next_json(&mut buyer).await; // paid
+    let code = delivery_code(&mut buyer).await;
+    let delivered = operator(
+        &soko,
+        "order_deliver",
+        json!({"merchant": npub, "order": 1, "code": code}),
+    )
+    .await;
+    assert!(delivered.ok, "{delivered:?}");
+    let result = delivered.result.unwrap();
+    let paid = result["payout"]["paid_sat"].as_u64().expect("paid out");
+    let fee = result["payout"]["fee_sat"].as_u64().unwrap();
+    // 1120 released; the mint's 1% fee reserve (11) is kept back from the invoice, and what
+    // the payment did not use comes back to the balance.
+    assert_eq!(paid, 1109, "{result}");
+    assert_eq!(result["balance_sat"].as_u64().unwrap(), 1120 - paid - fee);
+
+    // Mama's own wallet can mint what was paid to her invoice.
+    let quotes = mama_wallet.check_all_mint_quotes().await.unwrap();
+    let quote = quotes
+        .into_iter()
+        .find(|q| q.state == cdk::nuts::MintQuoteState::Paid)
+        .expect("mama's invoice paid");
+    mama_wallet
+        .mint(&quote.id, cdk::amount::SplitTarget::default(), None)
+        .await
+        .unwrap();
+    assert_eq!(u64::from(mama_wallet.total_balance().await.unwrap()), paid);
+
+    let (held, owed) = soko.daemon().escrow().books().unwrap();
+    let wallet = Sats::from(soko.daemon().wallet().total_balance().await.unwrap());
+    assert_eq!((held, owed), (Sats::ZERO, Sats(1120 - paid - fee)));
+    assert_eq!(
+        owed, wallet,
+        "the books match the escrow wallet after the melt"
+    );
+    soko.stop().await;
+}

@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use super::{merchant_key, CommandError, Context};
-use crate::escrow::Delivery;
+use crate::escrow::{Delivery, EscrowError, Payout};
 use crate::proto::{ErrorCode, OrderDeliverArgs, Refusal};
 
 /// Checks the code and, if right, credits the merchant.
@@ -14,13 +14,27 @@ pub async fn deliver(ctx: &Context, args: OrderDeliverArgs) -> Result<Value, Com
         .escrow
         .deliver(merchant, args.order, &args.code)
         .await
-        .map_err(|e| CommandError::Internal(e.to_string()))?
+        .map_err(internal)?
     {
-        Delivery::Released(sats) => Ok(json!({
-            "order": args.order,
-            "released_sat": sats.0,
-            "balance_sat": ctx.escrow.balance(&merchant).map_err(|e| CommandError::Internal(e.to_string()))?.0,
-        })),
+        Delivery::Released(sats) => {
+            // Released to the balance; then straight on to the merchant's Lightning address,
+            // if it has one. A failed payout leaves the balance in soko, and says why.
+            let payout = match ctx.escrow.pay_out(merchant).await.map_err(internal)? {
+                Payout::NotConfigured | Payout::Nothing => json!(null),
+                Payout::Sent { amount, fee } => json!({"paid_sat": amount.0, "fee_sat": fee.0}),
+                Payout::Failed(why) => json!({"error": why}),
+            };
+            Ok(json!({
+                "order": args.order,
+                "released_sat": sats.0,
+                "payout": payout,
+                "balance_sat": ctx.escrow.balance(&merchant).map_err(internal)?.0,
+            }))
+        }
         Delivery::Refused(why) => Err(Refusal::new(ErrorCode::Invalid, why).into()),
     }
+}
+
+fn internal(e: EscrowError) -> CommandError {
+    CommandError::Internal(e.to_string())
 }

@@ -96,11 +96,8 @@ impl Merchants {
             )));
         }
         if let Some(address) = lightning_address {
-            lnurl::lightning_address::LightningAddress::new(address).map_err(|_| {
-                MerchantError::Invalid(format!(
-                    "{address:?} is not a Lightning address (user@domain)"
-                ))
-            })?;
+            crate::escrow::payout::lnurlp_url(address)
+                .map_err(|e| MerchantError::Invalid(e.to_string()))?;
         }
         if let Some(phone) = phone {
             let digits = phone.strip_prefix('+').unwrap_or(phone);
