@@ -585,3 +585,94 @@ async fn delivery_pays_the_merchant_out_to_its_lightning_address() {
     );
     soko.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_undelivered_order_is_refunded_to_the_buyer_as_ecash() {
+    let mut soko = TestSoko::start().await;
+    let shop = shop(&soko).await;
+    let mut buyer = User::connect(&[soko.relay_url()]).await;
+    buyer
+        .ask_nip17(shop.merchant, &order("r-1", 1, "nairobi"))
+        .await;
+    next_json(&mut buyer).await; // paid
+    let code = delivery_code(&mut buyer).await;
+    let unpaid_refund = operator(
+        &soko,
+        "order_refund",
+        json!({"merchant": shop.npub, "order": 9}),
+    )
+    .await;
+    assert!(unpaid_refund.error.unwrap().message.contains("no order #9"));
+
+    let refund = operator(
+        &soko,
+        "order_refund",
+        json!({"merchant": shop.npub, "order": 1}),
+    )
+    .await;
+    assert_eq!(refund.result.unwrap()["refunded_sat"], 610);
+    let status = next_json(&mut buyer).await;
+    assert!(
+        status["message"].as_str().unwrap().contains("refunded"),
+        "{status}"
+    );
+    let token_dm = buyer.next_dm(REPLY_TIMEOUT).await.expect("the token DM");
+    assert!(token_dm.nip17);
+    let token = token_dm.content.lines().last().unwrap().trim().to_owned();
+    assert!(token.starts_with("cashu"), "{token}");
+
+    // The buyer redeems it at the mint.
+    let dir = tempfile::tempdir().unwrap();
+    let store = soko::store::Store::open(dir.path()).unwrap();
+    let wallet = soko::wallet::open(&store, "buyer", soko.daemon().mint_url(), &[4; 64]).unwrap();
+    let received = wallet
+        .receive(&token, cdk::wallet::ReceiveOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(u64::from(received), 610);
+
+    // Refunded is final: no delivery, no second refund.
+    let deliver = operator(
+        &soko,
+        "order_deliver",
+        json!({"merchant": shop.npub, "order": 1, "code": code}),
+    )
+    .await;
+    assert!(deliver.error.unwrap().message.contains("refunded"));
+    let again = operator(
+        &soko,
+        "order_refund",
+        json!({"merchant": shop.npub, "order": 1}),
+    )
+    .await;
+    assert!(again.error.unwrap().message.contains("cannot be refunded"));
+    assert_eq!(
+        soko.daemon().escrow().books().unwrap(),
+        (Sats::ZERO, Sats::ZERO)
+    );
+    assert_eq!(
+        u64::from(soko.daemon().wallet().total_balance().await.unwrap()),
+        0
+    );
+    // At the mint, the only ecash outstanding is the buyer's refund.
+    let mint = soko.daemon().dev_mint().unwrap().mint().clone();
+    let issued: u64 = mint
+        .total_issued()
+        .await
+        .unwrap()
+        .values()
+        .map(|a| u64::from(*a))
+        .sum();
+    let redeemed: u64 = mint
+        .total_redeemed()
+        .await
+        .unwrap()
+        .values()
+        .map(|a| u64::from(*a))
+        .sum();
+    assert_eq!(
+        issued - redeemed,
+        u64::from(wallet.total_balance().await.unwrap())
+    );
+    soko.stop().await;
+}

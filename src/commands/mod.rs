@@ -77,6 +77,7 @@ pub async fn execute(
         Command::StallPut(args) => listing::put_stall(ctx, args).await,
         Command::ProductPut(args) => listing::put_product(ctx, args).await,
         Command::OrderDeliver(args) => order::deliver(ctx, args).await,
+        Command::OrderRefund(args) => order::refund(ctx, args).await,
     }
 }
 

@@ -642,6 +642,93 @@ impl EscrowService {
         Ok(Delivery::Released(record.total))
     }
 
+    /// Refunds a paid (undelivered) or disputed order: the total goes back to the buyer as a
+    /// Cashu token in a DM, in the buyer's scheme. The token is stored sealed in the ledger
+    /// with the order's new state and the DMs, in one transaction.
+    pub async fn refund(&self, merchant: PublicKey, number: u64) -> Result<Delivery, EscrowError> {
+        let inner = &self.inner;
+        let _guard = inner.lock.lock().await;
+        let key = order_key(&merchant, number);
+        let Some(record) = inner.orders.get(&key)? else {
+            return Ok(Delivery::Refused(format!("there is no order #{number}")));
+        };
+        let Ok(next) = transition(record.state, EscrowEvent::RefundSettled) else {
+            return Ok(Delivery::Refused(format!(
+                "order #{number} cannot be refunded: {}",
+                describe(record.state, number)
+            )));
+        };
+        let buyer = PublicKey::from_hex(&record.buyer)
+            .map_err(|e| EscrowError::Publish(format!("stored buyer key: {e}")))?;
+        let token = inner
+            .wallet
+            .prepare_send(record.total.into(), cdk::wallet::SendOptions::default())
+            .await?
+            .confirm(None)
+            .await?
+            .to_string();
+        let mut refunded = record.clone();
+        refunded.state = next;
+        let status_dm = self
+            .seal(
+                &merchant,
+                buyer,
+                record.scheme,
+                &status(&refunded, &describe(next, number)),
+            )
+            .await?;
+        let token_dm = self
+            .seal(
+                &merchant,
+                buyer,
+                record.scheme,
+                &format!(
+                    "Refund for order #{number} ({}): {} sat as Cashu ecash. Redeem it in any Cashu wallet:\n{token}",
+                    record.buyer_order_id, record.total.0
+                ),
+            )
+            .await?;
+        let ledger_key = [b"refund:".as_slice(), &key].concat();
+        let entry = inner.ledger.encode(&LedgerEntry {
+            amount: record.total,
+            done: true,
+        })?;
+        let encoded = inner.orders.encode(&refunded)?;
+        let queued = [
+            (
+                status_dm.id,
+                inner.outbox.tree().encode(&Outbox::entry(&status_dm))?,
+            ),
+            (
+                token_dm.id,
+                inner.outbox.tree().encode(&Outbox::entry(&token_dm))?,
+            ),
+        ];
+        (
+            inner.orders.raw(),
+            inner.ledger.raw(),
+            inner.outbox.tree().raw(),
+        )
+            .transaction(|(orders, ledger, outbox)| {
+                orders.insert(key.as_slice(), encoded.clone())?;
+                ledger.insert(ledger_key.as_slice(), entry.clone())?;
+                for (id, dm) in &queued {
+                    outbox.insert(id.as_bytes(), dm.clone())?;
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_error)?;
+        tracing::info!(
+            order = number,
+            sats = record.total.0,
+            "order refunded to the buyer as a token"
+        );
+        for event in [&status_dm, &token_dm] {
+            inner.outbox.deliver(event).await?;
+        }
+        Ok(Delivery::Released(record.total))
+    }
+
     /// Pays the merchant's whole balance to its Lightning address, if it has one.
     pub async fn pay_out(&self, merchant: PublicKey) -> Result<Payout, EscrowError> {
         let inner = &self.inner;

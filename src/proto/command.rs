@@ -201,6 +201,8 @@ pub enum Command {
     ProductPut(ProductPutArgs),
     /// Admin (for the merchant): present the buyer's delivery code to release the escrow.
     OrderDeliver(OrderDeliverArgs),
+    /// Admin: refund a paid, undelivered (or disputed) order to the buyer.
+    OrderRefund(OrderRefArgs),
 }
 
 /// Names accepted in `cmd`, for the unknown-command message.
@@ -211,7 +213,18 @@ pub const COMMAND_NAMES: &[&str] = &[
     "stall_put",
     "product_put",
     "order_deliver",
+    "order_refund",
 ];
+
+/// Arguments naming one order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderRefArgs {
+    /// The merchant (npub or hex).
+    pub merchant: String,
+    /// soko's order number for that merchant.
+    pub order: u64,
+}
 
 /// `order_deliver` arguments.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

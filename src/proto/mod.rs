@@ -4,6 +4,6 @@ pub mod command;
 pub mod nip15;
 
 pub use self::command::{
-    Command, ErrorBody, ErrorCode, MerchantAddArgs, OrderDeliverArgs, PingArgs, PingResult,
-    ProductPutArgs, Refusal, Request, Response, StallPutArgs, PROTOCOL_VERSION,
+    Command, ErrorBody, ErrorCode, MerchantAddArgs, OrderDeliverArgs, OrderRefArgs, PingArgs,
+    PingResult, ProductPutArgs, Refusal, Request, Response, StallPutArgs, PROTOCOL_VERSION,
 };
