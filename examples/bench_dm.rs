@@ -1,0 +1,823 @@
+//! Load benchmark for soko's DM path.
+//!
+//! N concurrent clients, each a real nostr-sdk client with its own key and relay connection,
+//! ping the bot M times one after another (send, wait for the reply, next), first over
+//! NIP-04 and then over NIP-17. The round-trip figures are set against the bare crypto cost
+//! the bot pays per message, measured on one core in the same run.
+//!
+//! ```sh
+//! # soko in-process: embedded relay and dev mint on free loopback ports, temp data dir
+//! cargo run --release --example bench_dm -- [--clients N] [--pings M]
+//! # an already running soko
+//! cargo run --release --example bench_dm -- --relay ws://127.0.0.1:7447 --bot npub1…
+//! ```
+//!
+//! Every wait is bounded. The exit status is non-zero when any ping went unanswered, was
+//! refused by the relay or got an error reply.
+
+use std::hint::black_box;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use clap::Parser;
+use nostr_sdk::nips::nip04;
+use nostr_sdk::nips::nip59::UnwrappedGift;
+use nostr_sdk::{
+    Client, Event, EventBuilder, Filter, Keys, Kind, PublicKey, RelayPoolNotification, RelayUrl,
+    Tag, ToBech32,
+};
+use soko::config::MintConfig;
+use soko::{Config, Daemon};
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::task::JoinSet;
+
+/// How long a client may take to connect and subscribe before the run is abandoned.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the in-process soko may take to start (it also starts its dev mint).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a clean shutdown may take: soko finishes in-flight events and flushes sled.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The in-process relay's per-pubkey write limit (events per minute). The default (120, with
+/// a burst of as many) already lets each client send up to 120 NIP-04 pings per run (NIP-17
+/// wraps are signed by one-time keys and never hit it); the benchmark raises it so that larger
+/// `--pings` measure soko rather than the policy.
+const IN_PROCESS_RATE_LIMIT: u32 = 1_000_000;
+
+/// A reply as the bot sends it for a ping: `{"v":1,"re":…,"ok":true,"result":{…}}`, used for
+/// the crypto measurement so that it works on messages of the real size.
+const SAMPLE_REPLY: &str =
+    r#"{"v":1,"re":"nip04-c0-p0","ok":true,"result":{"pong":true,"time":1700000000}}"#;
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmark soko's DM round trips over NIP-04 and NIP-17")]
+struct Args {
+    /// Concurrent clients, each with its own key and relay connection.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    clients: u32,
+
+    /// Pings each client sends per scheme, one after another.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pings: u32,
+
+    /// Relay of an already running soko (requires --bot); without it soko runs in-process.
+    #[arg(long, requires = "bot", value_parser = parse_relay_url)]
+    relay: Option<RelayUrl>,
+
+    /// The running soko's bot key, npub or hex (requires --relay).
+    #[arg(long, requires = "relay", value_parser = parse_public_key)]
+    bot: Option<PublicKey>,
+
+    /// Seconds to wait for each reply before counting it lost.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    reply_timeout: u64,
+
+    /// Iterations of each crypto operation in the single-core measurement.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
+    crypto_iterations: u32,
+}
+
+fn parse_relay_url(s: &str) -> Result<RelayUrl, String> {
+    RelayUrl::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_public_key(s: &str) -> Result<PublicKey, String> {
+    PublicKey::parse(s).map_err(|e| e.to_string())
+}
+
+fn main() -> Result<ExitCode> {
+    let args = Args::parse();
+    // No tracing subscriber: soko's log would drown the figures. Its errors surface here as
+    // lost or refused pings.
+
+    // The crypto cost is measured first, on this thread alone and before soko or any client
+    // exists, so that nothing competes with it for the core.
+    let crypto = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .context("building the single-threaded runtime")?
+        .block_on(CryptoCost::measure(args.crypto_iterations))?;
+
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the runtime")?
+        .block_on(run(args, crypto, cores))
+}
+
+async fn run(args: Args, crypto: CryptoCost, cores: usize) -> Result<ExitCode> {
+    let target = match (&args.relay, args.bot) {
+        (Some(relay), Some(bot)) => Target::running(relay.clone(), bot),
+        _ => Target::in_process().await?,
+    };
+    target.describe(&args, cores);
+    crypto.print(args.crypto_iterations, cores);
+
+    // Shut soko down however the benchmark ends, then report the benchmark's own failure.
+    let outcome = benchmark(&args, &target, &crypto, cores).await;
+    target.shutdown().await?;
+    let runs = outcome?;
+
+    let problems: u32 = runs.iter().map(|r| r.tally.problems()).sum();
+    if problems > 0 {
+        println!(
+            "\nFAILED: {problems} ping(s) lost, refused by the relay or answered with an error"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn benchmark(
+    args: &Args,
+    target: &Target,
+    crypto: &CryptoCost,
+    cores: usize,
+) -> Result<Vec<SchemeRun>> {
+    let mut runs = Vec::new();
+    for scheme in [Scheme::Nip04, Scheme::Nip17] {
+        let run = SchemeRun::execute(scheme, args, target).await?;
+        run.print(crypto.for_scheme(scheme), target.is_in_process(), cores);
+        runs.push(run);
+    }
+    Ok(runs)
+}
+
+/// The soko being benchmarked.
+struct Target {
+    relay: RelayUrl,
+    bot: PublicKey,
+    /// The in-process soko with the temp dir holding its data; `None` for a running soko.
+    local: Option<(Daemon, tempfile::TempDir)>,
+}
+
+impl Target {
+    fn running(relay: RelayUrl, bot: PublicKey) -> Self {
+        Self {
+            relay,
+            bot,
+            local: None,
+        }
+    }
+
+    /// Starts soko like the test harness does: embedded relay and dev mint on free loopback
+    /// ports, data in a temp dir.
+    async fn in_process() -> Result<Self> {
+        let dir = tempfile::tempdir().context("creating a temp data dir")?;
+        let mut config = Config::default();
+        config.relay.port = 0;
+        config.relay.rate_limit_per_minute = IN_PROCESS_RATE_LIMIT;
+        config.mint = MintConfig::EmbeddedDev { port: 0 };
+        config.storage.data_dir = dir.path().to_path_buf();
+        let daemon = tokio::time::timeout(START_TIMEOUT, Daemon::start(config))
+            .await
+            .context("soko did not start in time")?
+            .context("starting soko")?;
+        let relay = daemon
+            .relay_url()
+            .cloned()
+            .ok_or_else(|| anyhow!("soko started without its embedded relay"))?;
+        Ok(Self {
+            relay,
+            bot: daemon.bot_public_key(),
+            local: Some((daemon, dir)),
+        })
+    }
+
+    fn is_in_process(&self) -> bool {
+        self.local.is_some()
+    }
+
+    fn describe(&self, args: &Args, cores: usize) {
+        let npub = self.bot.to_bech32().unwrap_or_else(|_| self.bot.to_hex());
+        // soko's token bucket allows this many events per pubkey per minute, in bursts of as
+        // many: enough for that many pings per client in one run.
+        let default_limit = Config::default().relay.rate_limit_per_minute;
+        println!("soko DM benchmark");
+        if self.is_in_process() {
+            println!(
+                "  target      in-process soko, relay {}, bot {npub}",
+                self.relay
+            );
+            println!(
+                "  rate limit  raised to {IN_PROCESS_RATE_LIMIT}/min per pubkey (the default \
+                 {default_limit} would also do for --pings <= {default_limit}: only the clients' \
+                 kind-4 DMs count against their keys, gift wraps are signed by one-time keys, the \
+                 bot is exempt)"
+            );
+            println!(
+                "  cores       {cores}, shared by the daemon, its relay and all clients in this \
+                 process"
+            );
+        } else {
+            println!(
+                "  target      running soko, relay {}, bot {npub}",
+                self.relay
+            );
+            println!(
+                "  rate limit  the target's per-pubkey limit applies (default \
+                 {default_limit}/min): each client sends {} NIP-04 DMs under its own key; gift \
+                 wraps use one-time keys. DMs it refuses are counted as refused",
+                args.pings
+            );
+            println!("  cores       {cores} on this machine (the clients' side)");
+        }
+        println!(
+            "  load        {} clients x {} pings per scheme, reply timeout {} s",
+            args.clients, args.pings, args.reply_timeout
+        );
+    }
+
+    async fn shutdown(self) -> Result<()> {
+        if let Some((daemon, dir)) = self.local {
+            tokio::time::timeout(SHUTDOWN_TIMEOUT, daemon.shutdown())
+                .await
+                .context("soko did not shut down in time")?
+                .context("shutting soko down")?;
+            dir.close().context("removing the temp data dir")?;
+        }
+        Ok(())
+    }
+}
+
+/// How the DMs are encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    /// Kind 4.
+    Nip04,
+    /// Kind 1059 gift wrap around a kind 14 message.
+    Nip17,
+}
+
+impl Scheme {
+    fn name(self) -> &'static str {
+        match self {
+            Scheme::Nip04 => "NIP-04",
+            Scheme::Nip17 => "NIP-17",
+        }
+    }
+
+    /// Prefix of request ids, so that a stray reply from the other scheme can never match.
+    fn id_prefix(self) -> &'static str {
+        match self {
+            Scheme::Nip04 => "nip04",
+            Scheme::Nip17 => "nip17",
+        }
+    }
+
+    /// The DM a client publishes: what `soko` must open.
+    async fn seal(self, from: &Keys, to: PublicKey, content: &str) -> Result<Event> {
+        Ok(match self {
+            Scheme::Nip04 => {
+                let ciphertext = nip04::encrypt(from.secret_key(), &to, content)?;
+                EventBuilder::new(Kind::EncryptedDirectMessage, ciphertext)
+                    .tag(Tag::public_key(to))
+                    .sign_with_keys(from)?
+            }
+            Scheme::Nip17 => EventBuilder::private_msg(from, to, content, []).await?,
+        })
+    }
+}
+
+/// One benchmark user: its key, its relay connection and its notification stream.
+struct BenchClient {
+    index: u32,
+    keys: Keys,
+    client: Client,
+    inbox: broadcast::Receiver<RelayPoolNotification>,
+}
+
+impl BenchClient {
+    async fn connect(index: u32, relay: RelayUrl) -> Result<Self> {
+        let keys = Keys::generate();
+        let client = Client::builder().signer(keys.clone()).build();
+        client
+            .add_relay(relay.clone())
+            .await
+            .with_context(|| format!("client {index}: adding {relay}"))?;
+        let connected = client.try_connect(CONNECT_TIMEOUT).await;
+        if connected.success.is_empty() {
+            bail!(
+                "client {index} could not connect to {relay}: {:?}",
+                connected.failed
+            );
+        }
+        // Listen before subscribing, so that nothing the relay sends can slip past.
+        let inbox = client.notifications();
+        let to_me = Filter::new()
+            .kinds([Kind::EncryptedDirectMessage, Kind::GiftWrap])
+            .pubkey(keys.public_key());
+        let subscribed = tokio::time::timeout(CONNECT_TIMEOUT, client.subscribe(to_me, None))
+            .await
+            .with_context(|| format!("client {index}: subscribing timed out"))?
+            .with_context(|| format!("client {index}: subscribing"))?;
+        if subscribed.success.is_empty() {
+            bail!(
+                "client {index}: the relay refused the subscription: {:?}",
+                subscribed.failed
+            );
+        }
+        Ok(Self {
+            index,
+            keys,
+            client,
+            inbox,
+        })
+    }
+
+    /// Disconnects; a client that does not close in time is simply dropped.
+    async fn close(self) {
+        let _ = tokio::time::timeout(CONNECT_TIMEOUT, self.client.shutdown()).await;
+    }
+
+    /// Connects `count` clients at once; on any failure the ones connected are closed again.
+    async fn connect_all(count: u32, relay: &RelayUrl) -> Result<Vec<Self>> {
+        let mut connecting = JoinSet::new();
+        for index in 0..count {
+            connecting.spawn(Self::connect(index, relay.clone()));
+        }
+        let mut clients = Vec::new();
+        let mut first_error = None;
+        while let Some(joined) = connecting.join_next().await {
+            match joined.map_err(anyhow::Error::from).and_then(|r| r) {
+                Ok(client) => clients.push(client),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            for client in clients {
+                client.close().await;
+            }
+            return Err(e);
+        }
+        clients.sort_by_key(|c| c.index);
+        Ok(clients)
+    }
+
+    /// Sends `pings` pings one after another, each waiting for its reply, and hands itself
+    /// back so the caller can close the connection after the clock has stopped.
+    async fn ping_loop(
+        mut self,
+        bot: PublicKey,
+        scheme: Scheme,
+        pings: u32,
+        reply_timeout: Duration,
+    ) -> Result<(Self, Tally)> {
+        let mut tally = Tally::default();
+        for n in 0..pings {
+            let id = format!("{}-c{}-p{n}", scheme.id_prefix(), self.index);
+            let request = serde_json::json!({ "id": id, "cmd": "ping" }).to_string();
+            let dm = scheme.seal(&self.keys, bot, &request).await?;
+
+            let started = Instant::now();
+            let deadline = tokio::time::Instant::from_std(started + reply_timeout);
+            match tokio::time::timeout_at(deadline, self.client.send_event(&dm)).await {
+                Err(_) => {
+                    tally.lost += 1;
+                    tally.note(format!("{id}: publishing timed out"));
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    tally.refused += 1;
+                    tally.note(format!("{id}: publishing failed: {e}"));
+                    continue;
+                }
+                Ok(Ok(output)) if output.success.is_empty() => {
+                    tally.refused += 1;
+                    tally.note(format!(
+                        "{id}: the relay refused the DM: {:?}",
+                        output.failed
+                    ));
+                    continue;
+                }
+                Ok(Ok(_)) => {}
+            }
+
+            match self.wait_for_reply(bot, &id, deadline, &mut tally).await {
+                None => {
+                    tally.lost += 1;
+                    tally.note(format!("{id}: no reply within {reply_timeout:?}"));
+                }
+                Some(reply) if reply.ok && reply.scheme == scheme => {
+                    tally.latencies.push(started.elapsed());
+                }
+                Some(reply) => {
+                    tally.error_replies += 1;
+                    tally.note(format!(
+                        "{id}: unexpected {} reply: {}",
+                        reply.scheme.name(),
+                        reply.content
+                    ));
+                }
+            }
+        }
+        Ok((self, tally))
+    }
+
+    /// The bot's reply to request `id`, or `None` when none came by `deadline`.
+    async fn wait_for_reply(
+        &mut self,
+        bot: PublicKey,
+        id: &str,
+        deadline: tokio::time::Instant,
+        tally: &mut Tally,
+    ) -> Option<Reply> {
+        loop {
+            let notification = match tokio::time::timeout_at(deadline, self.inbox.recv()).await {
+                Err(_) | Ok(Err(RecvError::Closed)) => return None,
+                Ok(Err(RecvError::Lagged(missed))) => {
+                    // Our reply may be among the dropped notifications; if so the wait ends in
+                    // a timeout and the ping is counted lost.
+                    tally.note(format!("client {} lagged, missed {missed}", self.index));
+                    continue;
+                }
+                Ok(Ok(notification)) => notification,
+            };
+            let RelayPoolNotification::Event { event, .. } = notification else {
+                continue;
+            };
+            let Some(reply) = Reply::open(&self.keys, bot, &event).await else {
+                continue;
+            };
+            if reply.re.as_deref() == Some(id) {
+                return Some(reply);
+            }
+            // A late answer to an earlier ping that was already counted lost.
+            tally.stray += 1;
+        }
+    }
+}
+
+/// A decrypted reply from the bot.
+struct Reply {
+    scheme: Scheme,
+    re: Option<String>,
+    ok: bool,
+    content: String,
+}
+
+impl Reply {
+    /// Decrypts `event` if it is a DM from the bot; anything else is `None`.
+    async fn open(keys: &Keys, bot: PublicKey, event: &Event) -> Option<Self> {
+        let (scheme, content) = match event.kind {
+            Kind::EncryptedDirectMessage if event.pubkey == bot => {
+                let content = nip04::decrypt(keys.secret_key(), &event.pubkey, &event.content);
+                (Scheme::Nip04, content.ok()?)
+            }
+            Kind::GiftWrap => {
+                let gift = UnwrappedGift::from_gift_wrap(keys, event).await.ok()?;
+                if gift.sender != bot {
+                    return None;
+                }
+                (Scheme::Nip17, gift.rumor.content)
+            }
+            _ => return None,
+        };
+        let json: serde_json::Value = serde_json::from_str(&content).ok()?;
+        Some(Self {
+            scheme,
+            re: json["re"].as_str().map(str::to_owned),
+            ok: json["ok"].as_bool() == Some(true),
+            content,
+        })
+    }
+}
+
+/// What happened to one client's pings (or, merged, to all of them).
+#[derive(Debug, Default)]
+struct Tally {
+    /// Round-trip time of every ping answered with `ok: true` in the right scheme.
+    latencies: Vec<Duration>,
+    /// Accepted by the relay (or stuck publishing) but not answered in time.
+    lost: u32,
+    /// Refused by the relay, or not publishable.
+    refused: u32,
+    /// Answered, but not with a pong in the request's scheme.
+    error_replies: u32,
+    /// Replies that matched no waiting request (late answers to lost pings).
+    stray: u32,
+    /// The first few problems, verbatim, for the report.
+    notes: Vec<String>,
+}
+
+impl Tally {
+    const MAX_NOTES: usize = 5;
+
+    fn note(&mut self, what: String) {
+        if self.notes.len() < Self::MAX_NOTES {
+            self.notes.push(what);
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.latencies.extend(other.latencies);
+        self.lost += other.lost;
+        self.refused += other.refused;
+        self.error_replies += other.error_replies;
+        self.stray += other.stray;
+        for note in other.notes {
+            self.note(note);
+        }
+    }
+
+    fn problems(&self) -> u32 {
+        self.lost + self.refused + self.error_replies
+    }
+}
+
+/// One scheme's load run.
+struct SchemeRun {
+    scheme: Scheme,
+    clients: u32,
+    pings: u32,
+    wall: Duration,
+    tally: Tally,
+}
+
+impl SchemeRun {
+    /// Connects fresh clients (not timed), lets them all ping at once, and times the lot.
+    async fn execute(scheme: Scheme, args: &Args, target: &Target) -> Result<Self> {
+        let clients = BenchClient::connect_all(args.clients, &target.relay).await?;
+        let reply_timeout = Duration::from_secs(args.reply_timeout);
+
+        let started = Instant::now();
+        let mut pinging = JoinSet::new();
+        for client in clients {
+            pinging.spawn(client.ping_loop(target.bot, scheme, args.pings, reply_timeout));
+        }
+        let mut tally = Tally::default();
+        let mut finished = Vec::new();
+        let mut first_error = None;
+        while let Some(joined) = pinging.join_next().await {
+            match joined.map_err(anyhow::Error::from).and_then(|r| r) {
+                Ok((client, client_tally)) => {
+                    tally.merge(client_tally);
+                    finished.push(client);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        let wall = started.elapsed();
+
+        for client in finished {
+            client.close().await;
+        }
+        if let Some(e) = first_error {
+            return Err(e.context(format!("{} run", scheme.name())));
+        }
+        tally.latencies.sort_unstable();
+        Ok(Self {
+            scheme,
+            clients: args.clients,
+            pings: args.pings,
+            wall,
+            tally,
+        })
+    }
+
+    fn round_trips_per_second(&self) -> f64 {
+        self.tally.latencies.len() as f64 / self.wall.as_secs_f64()
+    }
+
+    fn print(&self, cost: &SchemeCost, in_process: bool, cores: usize) {
+        let answered = self.tally.latencies.len();
+        let rate = self.round_trips_per_second();
+        let ceiling = cost.single_core_ceiling();
+        println!(
+            "\n{} — {} clients x {} pings",
+            self.scheme.name(),
+            self.clients,
+            self.pings
+        );
+        println!(
+            "  round trips  {answered} of {} answered in {:.3} s wall = {rate:.1} round trips/s",
+            u64::from(self.clients) * u64::from(self.pings),
+            self.wall.as_secs_f64()
+        );
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        match (
+            percentile(&self.tally.latencies, 50),
+            percentile(&self.tally.latencies, 99),
+            self.tally.latencies.last(),
+        ) {
+            (Some(p50), Some(p99), Some(max)) => println!(
+                "  latency ms   p50 {:.2}   p99 {:.2}   max {:.2}   \
+                 (publish start -> reply decrypted)",
+                ms(p50),
+                ms(p99),
+                ms(*max)
+            ),
+            _ => println!("  latency ms   no answered pings"),
+        }
+        println!(
+            "  problems     lost {}, refused by relay {}, error replies {}, stray replies {}",
+            self.tally.lost, self.tally.refused, self.tally.error_replies, self.tally.stray
+        );
+        for note in &self.tally.notes {
+            println!("    {note}");
+        }
+        println!(
+            "  vs crypto    {rate:.1} / {ceiling:.0} single-core ceiling = {:.3}",
+            rate / ceiling
+        );
+        if in_process {
+            // Each round trip in this process also pays the client's mirror image of the bot's
+            // work (seal the request, verify and open the reply) and three more signature
+            // checks: the relay checks request and reply, the bot's relay pool the request.
+            let all_parties = 2.0 * cost.total_micros() + 3.0 * cost.verify_micros();
+            println!(
+                "  note         in-process, daemon + relay + clients share the {cores} cores; all \
+                 parties' crypto is ~{all_parties:.0} µs per round trip (2 x bot + 3 verifies), so \
+                 {cores} cores top out near {:.0} round trips/s",
+                cores as f64 * 1e6 / all_parties
+            );
+        }
+    }
+}
+
+/// The `pct` percentile (nearest rank) of sorted durations.
+fn percentile(sorted: &[Duration], pct: usize) -> Option<Duration> {
+    let rank = (sorted.len() * pct).div_ceil(100);
+    sorted.get(rank.saturating_sub(1)).copied()
+}
+
+/// The bot's crypto per message in one scheme: each operation's µs, in the order it runs.
+struct SchemeCost {
+    scheme: Scheme,
+    ops: Vec<(&'static str, f64)>,
+}
+
+impl SchemeCost {
+    fn total_micros(&self) -> f64 {
+        self.ops.iter().map(|(_, us)| us).sum()
+    }
+
+    /// The outer event's signature check, the one operation every party repeats.
+    fn verify_micros(&self) -> f64 {
+        self.ops.first().map_or(0.0, |(_, us)| *us)
+    }
+
+    /// Messages per second one core could handle if crypto were all the bot did.
+    fn single_core_ceiling(&self) -> f64 {
+        1e6 / self.total_micros()
+    }
+}
+
+/// The bot's crypto per message, measured single-threaded.
+struct CryptoCost {
+    nip04: SchemeCost,
+    nip17: SchemeCost,
+}
+
+impl CryptoCost {
+    /// Times, on the current thread, the same nostr-sdk calls soko makes to read a DM and
+    /// answer it.
+    async fn measure(iterations: u32) -> Result<Self> {
+        let bot = Keys::generate();
+        let client = Keys::generate();
+        let request = r#"{"id":"nip04-c0-p0","cmd":"ping"}"#;
+
+        // NIP-04: verify the kind 4, decrypt it, encrypt the reply, sign the reply event.
+        let dm = Scheme::Nip04
+            .seal(&client, bot.public_key(), request)
+            .await?;
+        let reply_ciphertext =
+            nip04::encrypt(bot.secret_key(), &client.public_key(), SAMPLE_REPLY)?;
+        let nip04 = SchemeCost {
+            scheme: Scheme::Nip04,
+            ops: vec![
+                (
+                    "verify",
+                    per_op_micros(iterations, async || Ok(dm.verify()?)).await?,
+                ),
+                (
+                    "decrypt",
+                    per_op_micros(iterations, async || {
+                        black_box(nip04::decrypt(
+                            bot.secret_key(),
+                            &client.public_key(),
+                            &dm.content,
+                        )?);
+                        Ok(())
+                    })
+                    .await?,
+                ),
+                (
+                    "encrypt",
+                    per_op_micros(iterations, async || {
+                        black_box(nip04::encrypt(
+                            bot.secret_key(),
+                            &client.public_key(),
+                            SAMPLE_REPLY,
+                        )?);
+                        Ok(())
+                    })
+                    .await?,
+                ),
+                (
+                    "sign",
+                    per_op_micros(iterations, async || {
+                        black_box(
+                            EventBuilder::new(
+                                Kind::EncryptedDirectMessage,
+                                reply_ciphertext.clone(),
+                            )
+                            .tag(Tag::public_key(client.public_key()))
+                            .tag(Tag::event(dm.id))
+                            .sign_with_keys(&bot)?,
+                        );
+                        Ok(())
+                    })
+                    .await?,
+                ),
+            ],
+        };
+
+        // NIP-17: verify the wrap, unwrap it (two NIP-44 decryptions and the seal's signature
+        // check), gift wrap the reply (a throwaway key, two NIP-44 encryptions, two signatures).
+        let wrap = Scheme::Nip17
+            .seal(&client, bot.public_key(), request)
+            .await?;
+        let rumor_id = UnwrappedGift::from_gift_wrap(&bot, &wrap).await?.rumor.id();
+        let nip17 = SchemeCost {
+            scheme: Scheme::Nip17,
+            ops: vec![
+                (
+                    "verify wrap",
+                    per_op_micros(iterations, async || Ok(wrap.verify()?)).await?,
+                ),
+                (
+                    "unwrap",
+                    per_op_micros(iterations, async || {
+                        black_box(UnwrappedGift::from_gift_wrap(&bot, &wrap).await?);
+                        Ok(())
+                    })
+                    .await?,
+                ),
+                (
+                    "gift wrap",
+                    per_op_micros(iterations, async || {
+                        black_box(
+                            EventBuilder::private_msg(
+                                &bot,
+                                client.public_key(),
+                                SAMPLE_REPLY,
+                                [Tag::event(rumor_id)],
+                            )
+                            .await?,
+                        );
+                        Ok(())
+                    })
+                    .await?,
+                ),
+            ],
+        };
+        Ok(Self { nip04, nip17 })
+    }
+
+    fn for_scheme(&self, scheme: Scheme) -> &SchemeCost {
+        match scheme {
+            Scheme::Nip04 => &self.nip04,
+            Scheme::Nip17 => &self.nip17,
+        }
+    }
+
+    fn print(&self, iterations: u32, cores: usize) {
+        println!("\nBot-side crypto per message, one core, {iterations} iterations per operation");
+        println!(
+            "  (measured throughput / single-core ceiling can reach ~{cores} with {cores} cores, \
+             if crypto were all the work and the bot had the cores to itself)"
+        );
+        for cost in [&self.nip04, &self.nip17] {
+            let ops: Vec<String> = cost
+                .ops
+                .iter()
+                .map(|(name, us)| format!("{name} {us:.1}"))
+                .collect();
+            println!(
+                "  {}  {} = {:.1} µs per message -> single-core ceiling {:.0} msg/s",
+                cost.scheme.name(),
+                ops.join(" + "),
+                cost.total_micros(),
+                cost.single_core_ceiling()
+            );
+        }
+    }
+}
+
+/// Mean µs of `op` over `iterations` runs, after a short warm-up (lazy contexts, caches).
+async fn per_op_micros(iterations: u32, mut op: impl AsyncFnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..(iterations / 10).max(1) {
+        op().await?;
+    }
+    let started = Instant::now();
+    for _ in 0..iterations {
+        op().await?;
+    }
+    Ok(started.elapsed().as_secs_f64() * 1e6 / f64::from(iterations))
+}
