@@ -337,3 +337,32 @@ fn keys_show_prints_the_same_npub_every_time() {
     assert!(first.starts_with("npub1"), "{first}");
     assert_eq!(show(), first);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_serves_its_nip11_document_over_http() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut soko = TestSoko::start().await;
+    let addr = soko
+        .relay_url()
+        .as_str()
+        .trim_start_matches("ws://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nAccept: application/nostr+json\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("application/nostr+json"));
+    let body = response.split("\r\n\r\n").nth(1).unwrap();
+    let info: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(info["name"], "soko");
+    assert!(info["supported_nips"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!(17)));
+    soko.stop().await;
+}

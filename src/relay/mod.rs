@@ -1,6 +1,7 @@
 //! The embedded Nostr relay (nostr-relay-builder), persisted in sled.
 
 mod events_db;
+mod listener;
 mod policy;
 
 use std::sync::Arc;
@@ -36,7 +37,8 @@ pub enum RelayError {
 pub struct EmbeddedRelay {
     relay: LocalRelay,
     url: RelayUrl,
-    janitor: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl EmbeddedRelay {
@@ -47,8 +49,7 @@ impl EmbeddedRelay {
         exempt: Exempt,
     ) -> Result<Self, RelayError> {
         let policy = Arc::new(SokoWritePolicy::new(config, exempt));
-        let mut builder = RelayBuilder::default()
-            .addr(config.bind)
+        let builder = RelayBuilder::default()
             .database(SledEventStore::open(store).await?)
             .write_policy(Shared(policy.clone()))
             // Rate limits are per pubkey (in the policy): the per-connection limit would
@@ -57,26 +58,42 @@ impl EmbeddedRelay {
                 max_reqs: 500,
                 notes_per_minute: u32::MAX,
             });
-        if config.port != 0 {
-            builder = builder.port(config.port);
-        }
         let relay = LocalRelay::new(builder);
-        relay.run().await.map_err(|e| RelayError::Listen {
+        let listen_error = |reason: String| RelayError::Listen {
             addr: format!("{}:{}", config.bind, config.port),
-            reason: e.to_string(),
-        })?;
-        let url = relay.url().await;
+            reason,
+        };
+        let listener = tokio::net::TcpListener::bind((config.bind, config.port))
+            .await
+            .map_err(|e| listen_error(e.to_string()))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| listen_error(e.to_string()))?;
+        let url =
+            RelayUrl::parse(&format!("ws://{addr}")).map_err(|e| listen_error(e.to_string()))?;
+        let info = relay_information(config);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(listener::serve(
+            listener,
+            relay.clone(),
+            info,
+            stopped.clone(),
+        ));
         let janitor = tokio::spawn(async move {
+            let mut stopped = stopped;
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
             loop {
-                tick.tick().await;
-                policy.forget_idle();
+                tokio::select! {
+                    _ = stopped.changed() => break,
+                    _ = tick.tick() => policy.forget_idle(),
+                }
             }
         });
         Ok(Self {
             relay,
             url,
-            janitor,
+            stop,
+            tasks: vec![server, janitor],
         })
     }
 
@@ -87,7 +104,10 @@ impl EmbeddedRelay {
 
     /// Stops listening and closes connections.
     pub fn shutdown(&self) {
-        self.janitor.abort();
+        let _ = self.stop.send(true);
+        for task in &self.tasks {
+            task.abort();
+        }
         self.relay.shutdown();
     }
 }
@@ -110,4 +130,19 @@ impl WritePolicy for Shared {
     ) -> BoxedFuture<'a, PolicyResult> {
         self.0.admit_event(event, addr)
     }
+}
+
+/// The NIP-11 relay information document.
+fn relay_information(config: &RelayConfig) -> String {
+    serde_json::json!({
+        "name": "soko",
+        "description": "soko's embedded marketplace relay",
+        "software": "soko",
+        "version": env!("CARGO_PKG_VERSION"),
+        "supported_nips": [1, 4, 9, 11, 15, 17, 44, 59],
+        "limitation": {
+            "max_message_length": config.max_event_bytes,
+        },
+    })
+    .to_string()
 }
