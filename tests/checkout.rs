@@ -18,12 +18,6 @@ struct Shop {
     npub: String,
 }
 
-async fn operator(soko: &TestSoko, cmd: &str, args: Value) -> soko::proto::Response {
-    soko::operator::call(&soko.config, cmd, args)
-        .await
-        .expect("soko answers")
-}
-
 /// A merchant with one `sat` stall (zone `nairobi`, 100 sat) and mangoes (500 sat, 3 in
 /// stock, +10 sat shipping each).
 async fn shop(soko: &TestSoko) -> Shop {
@@ -85,22 +79,8 @@ async fn assert_books_balance(soko: &TestSoko) {
         "held {held} + owed {owed} = wallet"
     );
     let mint = soko.daemon().dev_mint().unwrap().mint().clone();
-    let issued: u64 = mint
-        .total_issued()
-        .await
-        .unwrap()
-        .values()
-        .map(|a| u64::from(*a))
-        .sum();
-    let redeemed: u64 = mint
-        .total_redeemed()
-        .await
-        .unwrap()
-        .values()
-        .map(|a| u64::from(*a))
-        .sum();
     assert_eq!(
-        issued - redeemed,
+        outstanding_at(&mint).await,
         wallet.0,
         "the mint's outstanding ecash is what soko holds"
     );
@@ -656,22 +636,8 @@ async fn a_paid_undelivered_order_is_refunded_to_the_buyer_as_ecash() {
     );
     // At the mint, the only ecash outstanding is the buyer's refund.
     let mint = soko.daemon().dev_mint().unwrap().mint().clone();
-    let issued: u64 = mint
-        .total_issued()
-        .await
-        .unwrap()
-        .values()
-        .map(|a| u64::from(*a))
-        .sum();
-    let redeemed: u64 = mint
-        .total_redeemed()
-        .await
-        .unwrap()
-        .values()
-        .map(|a| u64::from(*a))
-        .sum();
     assert_eq!(
-        issued - redeemed,
+        outstanding_at(&mint).await,
         u64::from(wallet.total_balance().await.unwrap())
     );
     soko.stop().await;

@@ -11,12 +11,6 @@ use nostr_sdk::prelude::*;
 use serde_json::{json, Value};
 use soko::proto::Response;
 
-async fn operator(soko: &TestSoko, cmd: &str, args: Value) -> Response {
-    soko::operator::call(&soko.config, cmd, args)
-        .await
-        .expect("soko answers")
-}
-
 fn code(response: &Response) -> String {
     assert!(!response.ok, "{response:?}");
     serde_json::to_value(response.error.as_ref().unwrap().code)

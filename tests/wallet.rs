@@ -97,24 +97,10 @@ async fn sled_wallet_mints_sends_receives_and_melts_against_the_dev_mint() {
 
     // The mint's own books: it issued 1000 (+ change) to alice and redeemed what was spent.
     let mint = soko.daemon().dev_mint().expect("dev mint").mint().clone();
-    let issued: u64 = mint
-        .total_issued()
-        .await
-        .unwrap()
-        .values()
-        .map(|a| u64::from(*a))
-        .sum();
-    let redeemed: u64 = mint
-        .total_redeemed()
-        .await
-        .unwrap()
-        .values()
-        .map(|a| u64::from(*a))
-        .sum();
     let held = u64::from(alice.total_balance().await.unwrap())
         + u64::from(bob.total_balance().await.unwrap());
     assert_eq!(
-        issued - redeemed,
+        common::outstanding_at(&mint).await,
         held,
         "outstanding ecash equals what the wallets hold"
     );

@@ -41,6 +41,16 @@ use crate::wallet::Wallet;
 /// An encoded sled entry, prepared outside a transaction.
 type KeyValue = (Vec<u8>, Vec<u8>);
 
+/// What changes together with an order's record.
+struct Change {
+    /// New `reserved` values.
+    reserved: Vec<KeyValue>,
+    /// A ledger entry to write.
+    ledger: Option<(Vec<u8>, LedgerEntry)>,
+    /// A merchant's new balance.
+    balance: Option<(PublicKey, Sats)>,
+}
+
 /// Checkout rules from the config.
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
@@ -430,48 +440,24 @@ impl EscrowService {
                 ),
             )
             .await?;
-        let releases = self.reservation_changes(merchant, &lines(&record), false)?;
-        let encoded = inner.orders.encode(&paid)?;
-        let done = inner.ledger.encode(&LedgerEntry {
-            amount: record.total,
-            done: true,
-        })?;
-        let queued = [
-            (
-                status_dm.id,
-                inner.outbox.tree().encode(&Outbox::entry(&status_dm))?,
-            ),
-            (
-                code_dm.id,
-                inner.outbox.tree().encode(&Outbox::entry(&code_dm))?,
-            ),
-        ];
-        (
-            inner.orders.raw(),
-            inner.reserved.raw(),
-            inner.ledger.raw(),
-            inner.outbox.tree().raw(),
-        )
-            .transaction(|(orders, reserved, ledger, outbox)| {
-                orders.insert(key, encoded.clone())?;
-                for (k, v) in &releases {
-                    reserved.insert(k.as_slice(), v.clone())?;
-                }
-                ledger.insert(ledger_key.as_slice(), done.clone())?;
-                for (id, entry) in &queued {
-                    outbox.insert(id.as_bytes(), entry.clone())?;
-                }
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(tx_error)?;
+        let change = Change {
+            reserved: self.reservation_changes(merchant, &lines(&record), false)?,
+            ledger: Some((
+                ledger_key,
+                LedgerEntry {
+                    amount: record.total,
+                    done: true,
+                },
+            )),
+            balance: None,
+        };
+        self.commit(key, &paid, change, &[status_dm, code_dm])
+            .await?;
         tracing::info!(
             order = paid.number,
             sats = paid.total.0,
             "order paid; funds held in escrow"
         );
-        for event in [&status_dm, &code_dm] {
-            inner.outbox.deliver(event).await?;
-        }
         self.take_from_stock(merchant, &record).await
     }
 
@@ -509,7 +495,6 @@ impl EscrowService {
         key: &[u8],
         record: OrderRecord,
     ) -> Result<(), EscrowError> {
-        let inner = &self.inner;
         let Ok(next) = transition(record.state, EscrowEvent::InvoiceExpired) else {
             return Ok(());
         };
@@ -525,28 +510,16 @@ impl EscrowService {
                 &status(&expired, &describe(next, expired.number)),
             )
             .await?;
-        let releases = self.reservation_changes(merchant, &lines(&record), false)?;
-        let encoded = inner.orders.encode(&expired)?;
-        let queued = inner.outbox.tree().encode(&Outbox::entry(&dm))?;
-        (
-            inner.orders.raw(),
-            inner.reserved.raw(),
-            inner.outbox.tree().raw(),
-        )
-            .transaction(|(orders, reserved, outbox)| {
-                orders.insert(key, encoded.clone())?;
-                for (k, v) in &releases {
-                    reserved.insert(k.as_slice(), v.clone())?;
-                }
-                outbox.insert(dm.id.as_bytes(), queued.clone())?;
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(tx_error)?;
+        let change = Change {
+            reserved: self.reservation_changes(merchant, &lines(&record), false)?,
+            ledger: None,
+            balance: None,
+        };
+        self.commit(key, &expired, change, &[dm]).await?;
         tracing::info!(
             order = expired.number,
             "order expired unpaid; stock released"
         );
-        inner.outbox.deliver(&dm).await?;
         Ok(())
     }
 
@@ -617,28 +590,17 @@ impl EscrowService {
         let credited = balance
             .checked_add(record.total)
             .map_err(|e| EscrowError::Publish(e.to_string()))?;
-        let encoded = inner.orders.encode(&next)?;
-        let balance_bytes = inner.balances.encode(&credited)?;
-        let queued = inner.outbox.tree().encode(&Outbox::entry(&dm))?;
-        let merchant_bytes = merchant.to_bytes();
-        (
-            inner.orders.raw(),
-            inner.balances.raw(),
-            inner.outbox.tree().raw(),
-        )
-            .transaction(|(orders, balances, outbox)| {
-                orders.insert(key.as_slice(), encoded.clone())?;
-                balances.insert(merchant_bytes.as_slice(), balance_bytes.clone())?;
-                outbox.insert(dm.id.as_bytes(), queued.clone())?;
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(tx_error)?;
+        let change = Change {
+            reserved: Vec::new(),
+            ledger: None,
+            balance: Some((merchant, credited)),
+        };
+        self.commit(&key, &next, change, &[dm]).await?;
         tracing::info!(
             order = number,
             sats = record.total.0,
             "delivered; escrow released to the merchant's balance"
         );
-        inner.outbox.deliver(&dm).await?;
         Ok(Delivery::Released(record.total))
     }
 
@@ -688,44 +650,24 @@ impl EscrowService {
                 ),
             )
             .await?;
-        let ledger_key = [b"refund:".as_slice(), &key].concat();
-        let entry = inner.ledger.encode(&LedgerEntry {
-            amount: record.total,
-            done: true,
-        })?;
-        let encoded = inner.orders.encode(&refunded)?;
-        let queued = [
-            (
-                status_dm.id,
-                inner.outbox.tree().encode(&Outbox::entry(&status_dm))?,
-            ),
-            (
-                token_dm.id,
-                inner.outbox.tree().encode(&Outbox::entry(&token_dm))?,
-            ),
-        ];
-        (
-            inner.orders.raw(),
-            inner.ledger.raw(),
-            inner.outbox.tree().raw(),
-        )
-            .transaction(|(orders, ledger, outbox)| {
-                orders.insert(key.as_slice(), encoded.clone())?;
-                ledger.insert(ledger_key.as_slice(), entry.clone())?;
-                for (id, dm) in &queued {
-                    outbox.insert(id.as_bytes(), dm.clone())?;
-                }
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(tx_error)?;
+        let change = Change {
+            reserved: Vec::new(),
+            ledger: Some((
+                [b"refund:".as_slice(), &key].concat(),
+                LedgerEntry {
+                    amount: record.total,
+                    done: true,
+                },
+            )),
+            balance: None,
+        };
+        self.commit(&key, &refunded, change, &[status_dm, token_dm])
+            .await?;
         tracing::info!(
             order = number,
             sats = record.total.0,
             "order refunded to the buyer as a token"
         );
-        for event in [&status_dm, &token_dm] {
-            inner.outbox.deliver(event).await?;
-        }
         Ok(Delivery::Released(record.total))
     }
 
@@ -966,6 +908,65 @@ impl EscrowService {
                 .map_err(|e| EscrowError::Publish(e.to_string()))?;
         }
         Ok((held, owed))
+    }
+
+    /// One transaction: the order's new record with what changes along with it, and the DMs
+    /// telling the buyer (queued in the outbox). Then the DMs are sent. A crash before the
+    /// transaction leaves everything as it was; after it, the outbox sends the DMs on start.
+    async fn commit(
+        &self,
+        key: &[u8],
+        record: &OrderRecord,
+        change: Change,
+        dms: &[Event],
+    ) -> Result<(), EscrowError> {
+        let inner = &self.inner;
+        let encoded = inner.orders.encode(record)?;
+        let ledger = match &change.ledger {
+            Some((k, entry)) => Some((k.clone(), inner.ledger.encode(entry)?)),
+            None => None,
+        };
+        let balance = match &change.balance {
+            Some((merchant, sats)) => Some((merchant.to_bytes(), inner.balances.encode(sats)?)),
+            None => None,
+        };
+        let queued: Vec<KeyValue> = dms
+            .iter()
+            .map(|dm| {
+                Ok((
+                    dm.id.as_bytes().to_vec(),
+                    inner.outbox.tree().encode(&Outbox::entry(dm))?,
+                ))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        (
+            inner.orders.raw(),
+            inner.reserved.raw(),
+            inner.ledger.raw(),
+            inner.balances.raw(),
+            inner.outbox.tree().raw(),
+        )
+            .transaction(|(orders, reserved, ledger_tree, balances, outbox)| {
+                orders.insert(key, encoded.clone())?;
+                for (k, v) in &change.reserved {
+                    reserved.insert(k.as_slice(), v.clone())?;
+                }
+                if let Some((k, v)) = &ledger {
+                    ledger_tree.insert(k.as_slice(), v.clone())?;
+                }
+                if let Some((k, v)) = &balance {
+                    balances.insert(k.as_slice(), v.clone())?;
+                }
+                for (id, entry) in &queued {
+                    outbox.insert(id.as_slice(), entry.clone())?;
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_error)?;
+        for dm in dms {
+            inner.outbox.deliver(dm).await?;
+        }
+        Ok(())
     }
 
     async fn seal(

@@ -279,3 +279,24 @@ impl User {
         }
     }
 }
+
+/// Sends an operator command to `soko` the way `soko merchant …` does.
+pub async fn operator(
+    soko: &TestSoko,
+    cmd: &str,
+    args: serde_json::Value,
+) -> soko::proto::Response {
+    soko::operator::call(&soko.config, cmd, args)
+        .await
+        .expect("soko answers")
+}
+
+/// Ecash the mint has issued and not yet redeemed: what all wallets together hold.
+pub async fn outstanding_at(mint: &cdk::Mint) -> u64 {
+    let sum = |amounts: std::collections::HashMap<_, cdk::Amount>| -> u64 {
+        amounts.values().map(|a| u64::from(*a)).sum()
+    };
+    let issued = sum(mint.total_issued().await.expect("issued"));
+    let redeemed = sum(mint.total_redeemed().await.expect("redeemed"));
+    issued - redeemed
+}
