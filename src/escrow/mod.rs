@@ -2,10 +2,13 @@
 //! them to sled, the mint and the buyer's DMs.
 
 pub mod code;
+mod messages;
 pub mod payout;
 pub mod service;
+mod settle;
 pub mod state;
 
 pub use self::code::{CodeHasher, DeliveryCode, StoredCode, Verdict};
-pub use self::service::{Delivery, EscrowError, EscrowService, OrderRecord, Payout, Rules};
+pub use self::payout::Payout;
+pub use self::service::{Delivery, EscrowError, EscrowService, OrderRecord, Rules};
 pub use self::state::{transition, EscrowEvent, EscrowState, InvalidTransition};

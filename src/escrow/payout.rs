@@ -6,10 +6,16 @@
 //! A melt that fails gives the debit back (compensation); change from an unused fee reserve
 //! is credited back. On start, a payout still pending is settled from the mint's answer.
 
+use cdk::nuts::{MeltQuoteState, PaymentMethod};
 use lnurl::lightning_address::LightningAddress;
 use lnurl::lnurl::LnUrl;
 use lnurl::LnUrlResponse;
+use nostr_sdk::PublicKey;
+use serde::{Deserialize, Serialize};
+use sled::transaction::ConflictableTransactionError;
+use sled::Transactional;
 
+use super::service::{tx_error, EscrowError, EscrowService};
 use crate::money::Sats;
 
 /// Failures resolving a payout destination.
@@ -79,6 +85,238 @@ pub async fn invoice_for(destination: &str, amount: Sats) -> Result<String, Dest
         .await
         .map(|invoice| invoice.invoice().to_owned())
         .map_err(|e| DestinationError::Service(e.to_string()))
+}
+
+/// A payout in flight or done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutRecord {
+    /// Merchant pubkey (hex).
+    pub merchant: String,
+    /// Amount plus fee reserve taken from the balance.
+    pub debited: Sats,
+    /// Amount the invoice pays.
+    pub amount: Sats,
+    /// False until the mint reports the invoice paid.
+    pub done: bool,
+}
+
+/// The outcome of a payout attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payout {
+    /// The merchant has no Lightning address: the balance stays in soko.
+    NotConfigured,
+    /// Nothing to pay.
+    Nothing,
+    /// Paid.
+    Sent {
+        /// Received by the merchant.
+        amount: Sats,
+        /// Lightning fee paid.
+        fee: Sats,
+    },
+    /// Not paid; the balance is intact. The reason is safe to show the merchant.
+    Failed(String),
+}
+
+impl EscrowService {
+    /// Pays the merchant's whole balance to its Lightning address, if it has one.
+    pub async fn pay_out(&self, merchant: PublicKey) -> Result<Payout, EscrowError> {
+        let inner = &self.inner;
+        let _guard = inner.lock.lock().await;
+        let Some(destination) = inner.merchants.get(&merchant)?.lightning_address else {
+            return Ok(Payout::NotConfigured);
+        };
+        let balance = inner
+            .balances
+            .get(&merchant.to_bytes())?
+            .unwrap_or(Sats::ZERO);
+        if balance == Sats::ZERO {
+            return Ok(Payout::Nothing);
+        }
+        // The fee reserve is only known from the melt quote, so ask for the whole balance
+        // first and, if amount + reserve does not fit, once more for balance - reserve.
+        let mut amount = balance;
+        let mut attempt = 0;
+        let quote = loop {
+            attempt += 1;
+            let invoice = match super::payout::invoice_for(&destination, amount).await {
+                Ok(invoice) => invoice,
+                Err(e) => return Ok(Payout::Failed(e.to_string())),
+            };
+            let quote = match inner
+                .wallet
+                .melt_quote(PaymentMethod::BOLT11, invoice, None, None)
+                .await
+            {
+                Ok(quote) => quote,
+                Err(e) => {
+                    return Ok(Payout::Failed(format!(
+                        "the mint cannot pay that invoice: {e}"
+                    )))
+                }
+            };
+            let reserve = Sats::from(quote.fee_reserve);
+            if amount
+                .checked_add(reserve)
+                .is_ok_and(|debit| debit <= balance)
+            {
+                break quote;
+            }
+            match balance.checked_sub(reserve) {
+                Some(smaller) if smaller > Sats::ZERO && attempt < 2 => amount = smaller,
+                _ => {
+                    return Ok(Payout::Failed(format!(
+                        "a balance of {balance} does not cover the Lightning fee reserve"
+                    )))
+                }
+            }
+        };
+        let debited = amount
+            .checked_add(Sats::from(quote.fee_reserve))
+            .map_err(|e| EscrowError::Publish(e.to_string()))?;
+        let record = PayoutRecord {
+            merchant: merchant.to_hex(),
+            debited,
+            amount,
+            done: false,
+        };
+        let remaining = balance.checked_sub(debited).unwrap_or(Sats::ZERO);
+        self.commit_payout(&merchant, &quote.id, &record, remaining)?;
+        tracing::info!(
+            sats = amount.0,
+            "paying a merchant's balance out over Lightning"
+        );
+
+        let melted = match inner
+            .wallet
+            .prepare_melt(&quote.id, Default::default())
+            .await
+        {
+            Ok(prepared) => prepared.confirm().await,
+            Err(e) => Err(e),
+        };
+        match melted {
+            Ok(finalized) => {
+                let fee = Sats::from(finalized.fee_paid());
+                self.finish_payout(&merchant, &quote.id, record, fee)?;
+                Ok(Payout::Sent { amount, fee })
+            }
+            Err(e) => {
+                // Only a payment the mint reports unpaid is given back; anything unclear
+                // stays pending for `tick` to settle from the mint's later answer.
+                let state = inner
+                    .wallet
+                    .check_melt_quote_status(&quote.id)
+                    .await
+                    .map(|q| q.state);
+                if matches!(state, Ok(MeltQuoteState::Unpaid | MeltQuoteState::Failed)) {
+                    self.undo_payout(&merchant, &quote.id, &record)?;
+                    Ok(Payout::Failed(format!("the payment failed: {e}")))
+                } else {
+                    tracing::warn!(error = %e, "payout outcome unclear; will settle from the mint's state");
+                    Ok(Payout::Failed(
+                        "the payment is pending; soko will settle it".to_owned(),
+                    ))
+                }
+            }
+        }
+    }
+
+    fn commit_payout(
+        &self,
+        merchant: &PublicKey,
+        quote_id: &str,
+        record: &PayoutRecord,
+        balance: Sats,
+    ) -> Result<(), EscrowError> {
+        let inner = &self.inner;
+        let encoded = inner.payouts.encode(record)?;
+        let balance = inner.balances.encode(&balance)?;
+        let merchant_bytes = merchant.to_bytes();
+        (inner.payouts.raw(), inner.balances.raw())
+            .transaction(|(payouts, balances)| {
+                payouts.insert(quote_id.as_bytes(), encoded.clone())?;
+                balances.insert(merchant_bytes.as_slice(), balance.clone())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_error)
+    }
+
+    /// Marks a payout done and credits back the unused fee reserve.
+    fn finish_payout(
+        &self,
+        merchant: &PublicKey,
+        quote_id: &str,
+        mut record: PayoutRecord,
+        fee: Sats,
+    ) -> Result<(), EscrowError> {
+        let spent = record
+            .amount
+            .checked_add(fee)
+            .map_err(|e| EscrowError::Publish(e.to_string()))?;
+        let unused = record.debited.checked_sub(spent).unwrap_or(Sats::ZERO);
+        let balance = self
+            .balance(merchant)?
+            .checked_add(unused)
+            .map_err(|e| EscrowError::Publish(e.to_string()))?;
+        record.done = true;
+        self.commit_payout(merchant, quote_id, &record, balance)
+    }
+
+    /// Gives a failed payout's debit back.
+    fn undo_payout(
+        &self,
+        merchant: &PublicKey,
+        quote_id: &str,
+        record: &PayoutRecord,
+    ) -> Result<(), EscrowError> {
+        let inner = &self.inner;
+        let balance = self
+            .balance(merchant)?
+            .checked_add(record.debited)
+            .map_err(|e| EscrowError::Publish(e.to_string()))?;
+        let balance = inner.balances.encode(&balance)?;
+        let merchant_bytes = merchant.to_bytes();
+        (inner.payouts.raw(), inner.balances.raw())
+            .transaction(|(payouts, balances)| {
+                payouts.remove(quote_id.as_bytes())?;
+                balances.insert(merchant_bytes.as_slice(), balance.clone())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_error)
+    }
+
+    /// Settles payouts a crash or an unclear answer left pending.
+    pub(super) async fn settle_payouts(&self) -> Result<(), EscrowError> {
+        let inner = &self.inner;
+        let pending: Vec<(sled::IVec, PayoutRecord)> = inner
+            .payouts
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, p)| !p.done)
+            .collect();
+        for (quote_id, record) in pending {
+            let quote_id = String::from_utf8_lossy(&quote_id).into_owned();
+            let merchant = PublicKey::from_hex(&record.merchant)
+                .map_err(|e| EscrowError::Publish(format!("stored merchant key: {e}")))?;
+            match inner.wallet.check_melt_quote_status(&quote_id).await {
+                // The fee actually paid is unknown here: the reserve counts as spent.
+                Ok(q) if q.state == MeltQuoteState::Paid => {
+                    let fee = record
+                        .debited
+                        .checked_sub(record.amount)
+                        .unwrap_or(Sats::ZERO);
+                    self.finish_payout(&merchant, &quote_id, record, fee)?;
+                }
+                Ok(q) if matches!(q.state, MeltQuoteState::Unpaid | MeltQuoteState::Failed) => {
+                    self.undo_payout(&merchant, &quote_id, &record)?;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot check a pending payout yet"),
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

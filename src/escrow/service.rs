@@ -19,36 +19,38 @@
 use std::sync::Arc;
 
 use cdk::amount::SplitTarget;
-use cdk::nuts::{MeltQuoteState, MintQuoteState, PaymentMethod};
+use cdk::nuts::{MintQuoteState, PaymentMethod};
 use nostr_sdk::{Event, PublicKey};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use tokio::sync::Mutex;
 
-use super::code::{CodeHasher, DeliveryCode, StoredCode, Verdict};
+use super::code::{CodeHasher, DeliveryCode, StoredCode};
+use super::messages::{describe, payment_request, status, to_json};
+use super::payout::PayoutRecord;
 use super::state::{transition, EscrowEvent, EscrowState};
 use crate::bot::{Outbox, Publisher, Scheme};
 use crate::market::pricing::{self, Line, Rates};
 use crate::market::{MerchantError, Merchants};
 use crate::money::Sats;
-use crate::proto::nip15::{Order, OrderStatus, PaymentOption, PaymentRequest};
+use crate::proto::nip15::{Order, OrderStatus};
 use crate::store::{Store, StoreError, Typed};
 use crate::util::unix_now;
 use crate::vault::Vault;
 use crate::wallet::Wallet;
 
 /// An encoded sled entry, prepared outside a transaction.
-type KeyValue = (Vec<u8>, Vec<u8>);
+pub(super) type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// What changes together with an order's record.
-struct Change {
+pub(super) struct Change {
     /// New `reserved` values.
-    reserved: Vec<KeyValue>,
+    pub(super) reserved: Vec<KeyValue>,
     /// A ledger entry to write.
-    ledger: Option<(Vec<u8>, LedgerEntry)>,
+    pub(super) ledger: Option<(Vec<u8>, LedgerEntry)>,
     /// A merchant's new balance.
-    balance: Option<(PublicKey, Sats)>,
+    pub(super) balance: Option<(PublicKey, Sats)>,
 }
 
 /// Checkout rules from the config.
@@ -111,37 +113,6 @@ pub struct LedgerEntry {
     pub done: bool,
 }
 
-/// A payout in flight or done.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PayoutRecord {
-    /// Merchant pubkey (hex).
-    pub merchant: String,
-    /// Amount plus fee reserve taken from the balance.
-    pub debited: Sats,
-    /// Amount the invoice pays.
-    pub amount: Sats,
-    /// False until the mint reports the invoice paid.
-    pub done: bool,
-}
-
-/// The outcome of a payout attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Payout {
-    /// The merchant has no Lightning address: the balance stays in soko.
-    NotConfigured,
-    /// Nothing to pay.
-    Nothing,
-    /// Paid.
-    Sent {
-        /// Received by the merchant.
-        amount: Sats,
-        /// Lightning fee paid.
-        fee: Sats,
-    },
-    /// Not paid; the balance is intact. The reason is safe to show the merchant.
-    Failed(String),
-}
-
 /// Escrow failures that are not refusals.
 #[derive(Debug, thiserror::Error)]
 pub enum EscrowError {
@@ -171,26 +142,26 @@ pub enum Delivery {
 /// The escrow service; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct EscrowService {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    orders: Typed<OrderRecord>,
-    index: Typed<u64>,
-    seq: Typed<u64>,
-    reserved: Typed<u64>,
-    balances: Typed<Sats>,
-    ledger: Typed<LedgerEntry>,
-    payouts: Typed<PayoutRecord>,
-    wallet: Wallet,
-    merchants: Merchants,
-    publisher: Publisher,
-    outbox: Outbox,
-    codes: CodeHasher,
-    rates: Rates,
-    payment_window_secs: u64,
-    lock: Mutex<()>,
+pub(super) struct Inner {
+    pub(super) orders: Typed<OrderRecord>,
+    pub(super) index: Typed<u64>,
+    pub(super) seq: Typed<u64>,
+    pub(super) reserved: Typed<u64>,
+    pub(super) balances: Typed<Sats>,
+    pub(super) ledger: Typed<LedgerEntry>,
+    pub(super) payouts: Typed<PayoutRecord>,
+    pub(super) wallet: Wallet,
+    pub(super) merchants: Merchants,
+    pub(super) publisher: Publisher,
+    pub(super) outbox: Outbox,
+    pub(super) codes: CodeHasher,
+    pub(super) rates: Rates,
+    pub(super) payment_window_secs: u64,
+    pub(super) lock: Mutex<()>,
 }
 
 impl EscrowService {
@@ -523,353 +494,6 @@ impl EscrowService {
         Ok(())
     }
 
-    /// The merchant presents the buyer's code for order `number`.
-    pub async fn deliver(
-        &self,
-        merchant: PublicKey,
-        number: u64,
-        code: &str,
-    ) -> Result<Delivery, EscrowError> {
-        let inner = &self.inner;
-        let _guard = inner.lock.lock().await;
-        let key = order_key(&merchant, number);
-        let Some(record) = inner.orders.get(&key)? else {
-            return Ok(Delivery::Refused(format!("there is no order #{number}")));
-        };
-        if record.state != EscrowState::Paid {
-            return Ok(Delivery::Refused(format!(
-                "order #{number} cannot be delivered: {}",
-                describe(record.state, number)
-            )));
-        }
-        let Some(stored) = &record.code else {
-            return Ok(Delivery::Refused(format!(
-                "order #{number} has no code yet"
-            )));
-        };
-        let (verdict, updated) = inner
-            .codes
-            .check(&code_scope(&merchant, number), stored, code);
-        let mut next = record.clone();
-        next.code = Some(updated);
-        let refusal = match verdict {
-            Verdict::Accepted => None,
-            Verdict::Wrong { attempts_left } => Some(format!(
-                "wrong code for order #{number}; {attempts_left} tries left"
-            )),
-            Verdict::Locked | Verdict::AlreadyLocked => {
-                next.state = transition(record.state, EscrowEvent::CodeAttemptsExhausted)
-                    .unwrap_or(record.state);
-                Some(format!(
-                    "too many wrong codes: order #{number} is locked for review by soko's operator"
-                ))
-            }
-        };
-        if let Some(why) = refusal {
-            inner.orders.insert(&key, &next)?;
-            return Ok(Delivery::Refused(why));
-        }
-        // Delivered, and the payout is a credit to the merchant's balance held in soko's
-        // escrow wallet: both steps complete here, in one transaction.
-        let delivered = transition(record.state, EscrowEvent::CodeAccepted).unwrap_or(record.state);
-        next.state = transition(delivered, EscrowEvent::PayoutSettled).unwrap_or(delivered);
-        let buyer = PublicKey::from_hex(&record.buyer)
-            .map_err(|e| EscrowError::Publish(format!("stored buyer key: {e}")))?;
-        let dm = self
-            .seal(
-                &merchant,
-                buyer,
-                record.scheme,
-                &status(&next, &describe(next.state, number)),
-            )
-            .await?;
-        let balance = inner
-            .balances
-            .get(&merchant.to_bytes())?
-            .unwrap_or(Sats::ZERO);
-        let credited = balance
-            .checked_add(record.total)
-            .map_err(|e| EscrowError::Publish(e.to_string()))?;
-        let change = Change {
-            reserved: Vec::new(),
-            ledger: None,
-            balance: Some((merchant, credited)),
-        };
-        self.commit(&key, &next, change, &[dm]).await?;
-        tracing::info!(
-            order = number,
-            sats = record.total.0,
-            "delivered; escrow released to the merchant's balance"
-        );
-        Ok(Delivery::Released(record.total))
-    }
-
-    /// Refunds a paid (undelivered) or disputed order: the total goes back to the buyer as a
-    /// Cashu token in a DM, in the buyer's scheme. The token is stored sealed in the ledger
-    /// with the order's new state and the DMs, in one transaction.
-    pub async fn refund(&self, merchant: PublicKey, number: u64) -> Result<Delivery, EscrowError> {
-        let inner = &self.inner;
-        let _guard = inner.lock.lock().await;
-        let key = order_key(&merchant, number);
-        let Some(record) = inner.orders.get(&key)? else {
-            return Ok(Delivery::Refused(format!("there is no order #{number}")));
-        };
-        let Ok(next) = transition(record.state, EscrowEvent::RefundSettled) else {
-            return Ok(Delivery::Refused(format!(
-                "order #{number} cannot be refunded: {}",
-                describe(record.state, number)
-            )));
-        };
-        let buyer = PublicKey::from_hex(&record.buyer)
-            .map_err(|e| EscrowError::Publish(format!("stored buyer key: {e}")))?;
-        let token = inner
-            .wallet
-            .prepare_send(record.total.into(), cdk::wallet::SendOptions::default())
-            .await?
-            .confirm(None)
-            .await?
-            .to_string();
-        let mut refunded = record.clone();
-        refunded.state = next;
-        let status_dm = self
-            .seal(
-                &merchant,
-                buyer,
-                record.scheme,
-                &status(&refunded, &describe(next, number)),
-            )
-            .await?;
-        let token_dm = self
-            .seal(
-                &merchant,
-                buyer,
-                record.scheme,
-                &format!(
-                    "Refund for order #{number} ({}): {} sat as Cashu ecash. Redeem it in any Cashu wallet:\n{token}",
-                    record.buyer_order_id, record.total.0
-                ),
-            )
-            .await?;
-        let change = Change {
-            reserved: Vec::new(),
-            ledger: Some((
-                [b"refund:".as_slice(), &key].concat(),
-                LedgerEntry {
-                    amount: record.total,
-                    done: true,
-                },
-            )),
-            balance: None,
-        };
-        self.commit(&key, &refunded, change, &[status_dm, token_dm])
-            .await?;
-        tracing::info!(
-            order = number,
-            sats = record.total.0,
-            "order refunded to the buyer as a token"
-        );
-        Ok(Delivery::Released(record.total))
-    }
-
-    /// Pays the merchant's whole balance to its Lightning address, if it has one.
-    pub async fn pay_out(&self, merchant: PublicKey) -> Result<Payout, EscrowError> {
-        let inner = &self.inner;
-        let _guard = inner.lock.lock().await;
-        let Some(destination) = inner.merchants.get(&merchant)?.lightning_address else {
-            return Ok(Payout::NotConfigured);
-        };
-        let balance = inner
-            .balances
-            .get(&merchant.to_bytes())?
-            .unwrap_or(Sats::ZERO);
-        if balance == Sats::ZERO {
-            return Ok(Payout::Nothing);
-        }
-        // The fee reserve is only known from the melt quote, so ask for the whole balance
-        // first and, if amount + reserve does not fit, once more for balance - reserve.
-        let mut amount = balance;
-        let mut attempt = 0;
-        let quote = loop {
-            attempt += 1;
-            let invoice = match super::payout::invoice_for(&destination, amount).await {
-                Ok(invoice) => invoice,
-                Err(e) => return Ok(Payout::Failed(e.to_string())),
-            };
-            let quote = match inner
-                .wallet
-                .melt_quote(PaymentMethod::BOLT11, invoice, None, None)
-                .await
-            {
-                Ok(quote) => quote,
-                Err(e) => {
-                    return Ok(Payout::Failed(format!(
-                        "the mint cannot pay that invoice: {e}"
-                    )))
-                }
-            };
-            let reserve = Sats::from(quote.fee_reserve);
-            if amount
-                .checked_add(reserve)
-                .is_ok_and(|debit| debit <= balance)
-            {
-                break quote;
-            }
-            match balance.checked_sub(reserve) {
-                Some(smaller) if smaller > Sats::ZERO && attempt < 2 => amount = smaller,
-                _ => {
-                    return Ok(Payout::Failed(format!(
-                        "a balance of {balance} does not cover the Lightning fee reserve"
-                    )))
-                }
-            }
-        };
-        let debited = amount
-            .checked_add(Sats::from(quote.fee_reserve))
-            .map_err(|e| EscrowError::Publish(e.to_string()))?;
-        let record = PayoutRecord {
-            merchant: merchant.to_hex(),
-            debited,
-            amount,
-            done: false,
-        };
-        let remaining = balance.checked_sub(debited).unwrap_or(Sats::ZERO);
-        self.commit_payout(&merchant, &quote.id, &record, remaining)?;
-        tracing::info!(
-            sats = amount.0,
-            "paying a merchant's balance out over Lightning"
-        );
-
-        let melted = match inner
-            .wallet
-            .prepare_melt(&quote.id, Default::default())
-            .await
-        {
-            Ok(prepared) => prepared.confirm().await,
-            Err(e) => Err(e),
-        };
-        match melted {
-            Ok(finalized) => {
-                let fee = Sats::from(finalized.fee_paid());
-                self.finish_payout(&merchant, &quote.id, record, fee)?;
-                Ok(Payout::Sent { amount, fee })
-            }
-            Err(e) => {
-                // Only a payment the mint reports unpaid is given back; anything unclear
-                // stays pending for `tick` to settle from the mint's later answer.
-                let state = inner
-                    .wallet
-                    .check_melt_quote_status(&quote.id)
-                    .await
-                    .map(|q| q.state);
-                if matches!(state, Ok(MeltQuoteState::Unpaid | MeltQuoteState::Failed)) {
-                    self.undo_payout(&merchant, &quote.id, &record)?;
-                    Ok(Payout::Failed(format!("the payment failed: {e}")))
-                } else {
-                    tracing::warn!(error = %e, "payout outcome unclear; will settle from the mint's state");
-                    Ok(Payout::Failed(
-                        "the payment is pending; soko will settle it".to_owned(),
-                    ))
-                }
-            }
-        }
-    }
-
-    fn commit_payout(
-        &self,
-        merchant: &PublicKey,
-        quote_id: &str,
-        record: &PayoutRecord,
-        balance: Sats,
-    ) -> Result<(), EscrowError> {
-        let inner = &self.inner;
-        let encoded = inner.payouts.encode(record)?;
-        let balance = inner.balances.encode(&balance)?;
-        let merchant_bytes = merchant.to_bytes();
-        (inner.payouts.raw(), inner.balances.raw())
-            .transaction(|(payouts, balances)| {
-                payouts.insert(quote_id.as_bytes(), encoded.clone())?;
-                balances.insert(merchant_bytes.as_slice(), balance.clone())?;
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(tx_error)
-    }
-
-    /// Marks a payout done and credits back the unused fee reserve.
-    fn finish_payout(
-        &self,
-        merchant: &PublicKey,
-        quote_id: &str,
-        mut record: PayoutRecord,
-        fee: Sats,
-    ) -> Result<(), EscrowError> {
-        let spent = record
-            .amount
-            .checked_add(fee)
-            .map_err(|e| EscrowError::Publish(e.to_string()))?;
-        let unused = record.debited.checked_sub(spent).unwrap_or(Sats::ZERO);
-        let balance = self
-            .balance(merchant)?
-            .checked_add(unused)
-            .map_err(|e| EscrowError::Publish(e.to_string()))?;
-        record.done = true;
-        self.commit_payout(merchant, quote_id, &record, balance)
-    }
-
-    /// Gives a failed payout's debit back.
-    fn undo_payout(
-        &self,
-        merchant: &PublicKey,
-        quote_id: &str,
-        record: &PayoutRecord,
-    ) -> Result<(), EscrowError> {
-        let inner = &self.inner;
-        let balance = self
-            .balance(merchant)?
-            .checked_add(record.debited)
-            .map_err(|e| EscrowError::Publish(e.to_string()))?;
-        let balance = inner.balances.encode(&balance)?;
-        let merchant_bytes = merchant.to_bytes();
-        (inner.payouts.raw(), inner.balances.raw())
-            .transaction(|(payouts, balances)| {
-                payouts.remove(quote_id.as_bytes())?;
-                balances.insert(merchant_bytes.as_slice(), balance.clone())?;
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(tx_error)
-    }
-
-    /// Settles payouts a crash or an unclear answer left pending.
-    async fn settle_payouts(&self) -> Result<(), EscrowError> {
-        let inner = &self.inner;
-        let pending: Vec<(sled::IVec, PayoutRecord)> = inner
-            .payouts
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, p)| !p.done)
-            .collect();
-        for (quote_id, record) in pending {
-            let quote_id = String::from_utf8_lossy(&quote_id).into_owned();
-            let merchant = PublicKey::from_hex(&record.merchant)
-                .map_err(|e| EscrowError::Publish(format!("stored merchant key: {e}")))?;
-            match inner.wallet.check_melt_quote_status(&quote_id).await {
-                // The fee actually paid is unknown here: the reserve counts as spent.
-                Ok(q) if q.state == MeltQuoteState::Paid => {
-                    let fee = record
-                        .debited
-                        .checked_sub(record.amount)
-                        .unwrap_or(Sats::ZERO);
-                    self.finish_payout(&merchant, &quote_id, record, fee)?;
-                }
-                Ok(q) if matches!(q.state, MeltQuoteState::Unpaid | MeltQuoteState::Failed) => {
-                    self.undo_payout(&merchant, &quote_id, &record)?;
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot check a pending payout yet"),
-            }
-        }
-        Ok(())
-    }
-
     /// An order of a merchant.
     pub fn order(
         &self,
@@ -913,7 +537,7 @@ impl EscrowService {
     /// One transaction: the order's new record with what changes along with it, and the DMs
     /// telling the buyer (queued in the outbox). Then the DMs are sent. A crash before the
     /// transaction leaves everything as it was; after it, the outbox sends the DMs on start.
-    async fn commit(
+    pub(super) async fn commit(
         &self,
         key: &[u8],
         record: &OrderRecord,
@@ -969,7 +593,7 @@ impl EscrowService {
         Ok(())
     }
 
-    async fn seal(
+    pub(super) async fn seal(
         &self,
         from: &PublicKey,
         to: PublicKey,
@@ -984,7 +608,7 @@ impl EscrowService {
     }
 
     /// New `reserved` values after holding (or releasing) the lines' units.
-    fn reservation_changes(
+    pub(super) fn reservation_changes(
         &self,
         merchant: &PublicKey,
         lines: &[Line],
@@ -1005,7 +629,7 @@ impl EscrowService {
     }
 }
 
-fn stored_line(line: &Line) -> StoredLine {
+pub(super) fn stored_line(line: &Line) -> StoredLine {
     StoredLine {
         product_id: line.product_id.clone(),
         quantity: line.quantity,
@@ -1013,7 +637,7 @@ fn stored_line(line: &Line) -> StoredLine {
     }
 }
 
-fn lines(record: &OrderRecord) -> Vec<Line> {
+pub(super) fn lines(record: &OrderRecord) -> Vec<Line> {
     record
         .lines
         .iter()
@@ -1025,15 +649,15 @@ fn lines(record: &OrderRecord) -> Vec<Line> {
         .collect()
 }
 
-fn order_key(merchant: &PublicKey, number: u64) -> Vec<u8> {
+pub(super) fn order_key(merchant: &PublicKey, number: u64) -> Vec<u8> {
     [merchant.to_bytes().as_slice(), &number.to_be_bytes()].concat()
 }
 
-fn reserved_key(merchant: &PublicKey, product: &str) -> Vec<u8> {
+pub(super) fn reserved_key(merchant: &PublicKey, product: &str) -> Vec<u8> {
     [merchant.to_bytes().as_slice(), product.as_bytes()].concat()
 }
 
-fn merchant_of(order_key: &[u8]) -> Result<PublicKey, EscrowError> {
+pub(super) fn merchant_of(order_key: &[u8]) -> Result<PublicKey, EscrowError> {
     order_key
         .get(..32)
         .and_then(|bytes| PublicKey::from_slice(bytes).ok())
@@ -1041,55 +665,11 @@ fn merchant_of(order_key: &[u8]) -> Result<PublicKey, EscrowError> {
 }
 
 /// What the delivery code's MAC binds to.
-fn code_scope(merchant: &PublicKey, number: u64) -> String {
+pub(super) fn code_scope(merchant: &PublicKey, number: u64) -> String {
     format!("{}:{number}", merchant.to_hex())
 }
 
-fn payment_request(record: &OrderRecord) -> String {
-    to_json(&PaymentRequest {
-        id: record.buyer_order_id.clone(),
-        kind: 1,
-        message: Some(format!(
-            "Order #{}: {} sat. Pay this invoice before {} (unix time); soko holds the payment until you confirm delivery with your delivery code.",
-            record.number, record.total.0, record.expires_at
-        )),
-        payment_options: vec![PaymentOption {
-            kind: "ln".to_owned(),
-            link: record.invoice.clone(),
-        }],
-    })
-}
-
-fn status(record: &OrderRecord, message: &str) -> String {
-    to_json(&OrderStatus {
-        id: record.buyer_order_id.clone(),
-        kind: 2,
-        message: message.to_owned(),
-        paid: record.state.holds_funds() || record.state == EscrowState::PaidOut,
-        shipped: matches!(record.state, EscrowState::Delivered | EscrowState::PaidOut),
-    })
-}
-
-fn describe(state: EscrowState, number: u64) -> String {
-    match state {
-        EscrowState::AwaitingPayment => format!("Order #{number} is waiting for payment."),
-        EscrowState::Paid => format!(
-            "Payment received for order #{number}; soko holds it. Your delivery code follows in a separate message."
-        ),
-        EscrowState::Delivered | EscrowState::PaidOut => {
-            format!("Order #{number} delivered and completed. Thank you!")
-        }
-        EscrowState::Expired => format!("Order #{number} expired unpaid and was cancelled."),
-        EscrowState::Refunded => format!("Order #{number} was refunded."),
-        EscrowState::Disputed => format!("Order #{number} is under review by soko's operator."),
-    }
-}
-
-fn to_json<T: Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_default()
-}
-
-fn tx_error(e: TransactionError<()>) -> EscrowError {
+pub(super) fn tx_error(e: TransactionError<()>) -> EscrowError {
     match e {
         TransactionError::Storage(e) => EscrowError::Store(e.into()),
         TransactionError::Abort(()) => EscrowError::Publish("transaction aborted".to_owned()),

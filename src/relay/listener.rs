@@ -47,16 +47,23 @@ pub async fn serve(
         }
         let relay = relay.clone();
         let info = info.clone();
+        let mut connection_stopped = stopped.clone();
+        let session_stopped = stopped.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                let response = respond(&relay, addr, &info, request);
+                let response = respond(&relay, addr, &info, request, session_stopped.clone());
                 async move { Ok::<_, Infallible>(response) }
             });
             let connection = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "relay connection ended");
+            // Every task holding the relay (and so its sled trees) must end on shutdown, or
+            // the database stays locked after soko stops.
+            tokio::select! {
+                result = connection => if let Err(e) = result {
+                    tracing::debug!(error = %e, "relay connection ended");
+                },
+                _ = connection_stopped.changed() => {}
             }
         });
     }
@@ -67,6 +74,7 @@ fn respond(
     addr: SocketAddr,
     info: &str,
     request: Request<Incoming>,
+    mut stopped: watch::Receiver<bool>,
 ) -> Response<String> {
     let header = |name| {
         request
@@ -84,13 +92,19 @@ fn respond(
     if let (true, Some(accept)) = (wants_upgrade, key) {
         let relay = relay.clone();
         tokio::spawn(async move {
-            match hyper::upgrade::on(request).await {
-                Ok(upgraded) => {
-                    if let Err(e) = relay.take_connection(TokioIo::new(upgraded), addr).await {
-                        tracing::debug!(error = %e, "relay session ended");
+            let session = async {
+                match hyper::upgrade::on(request).await {
+                    Ok(upgraded) => {
+                        if let Err(e) = relay.take_connection(TokioIo::new(upgraded), addr).await {
+                            tracing::debug!(error = %e, "relay session ended");
+                        }
                     }
+                    Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
                 }
-                Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+            };
+            tokio::select! {
+                _ = session => {}
+                _ = stopped.changed() => {}
             }
         });
         return response(StatusCode::SWITCHING_PROTOCOLS, String::new(), |r| {

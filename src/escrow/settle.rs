@@ -1,0 +1,162 @@
+//! Settling a paid order: delivery with the buyer's code (escrow → merchant's balance) or a
+//! refund to the buyer as a Cashu token.
+
+use nostr_sdk::PublicKey;
+
+use super::code::Verdict;
+use super::messages::{describe, status};
+use super::service::{
+    code_scope, order_key, Change, Delivery, EscrowError, EscrowService, LedgerEntry,
+};
+use super::state::{transition, EscrowEvent, EscrowState};
+use crate::money::Sats;
+
+impl EscrowService {
+    /// The merchant presents the buyer's code for order `number`.
+    pub async fn deliver(
+        &self,
+        merchant: PublicKey,
+        number: u64,
+        code: &str,
+    ) -> Result<Delivery, EscrowError> {
+        let inner = &self.inner;
+        let _guard = inner.lock.lock().await;
+        let key = order_key(&merchant, number);
+        let Some(record) = inner.orders.get(&key)? else {
+            return Ok(Delivery::Refused(format!("there is no order #{number}")));
+        };
+        if record.state != EscrowState::Paid {
+            return Ok(Delivery::Refused(format!(
+                "order #{number} cannot be delivered: {}",
+                describe(record.state, number)
+            )));
+        }
+        let Some(stored) = &record.code else {
+            return Ok(Delivery::Refused(format!(
+                "order #{number} has no code yet"
+            )));
+        };
+        let (verdict, updated) = inner
+            .codes
+            .check(&code_scope(&merchant, number), stored, code);
+        let mut next = record.clone();
+        next.code = Some(updated);
+        let refusal = match verdict {
+            Verdict::Accepted => None,
+            Verdict::Wrong { attempts_left } => Some(format!(
+                "wrong code for order #{number}; {attempts_left} tries left"
+            )),
+            Verdict::Locked | Verdict::AlreadyLocked => {
+                next.state = transition(record.state, EscrowEvent::CodeAttemptsExhausted)
+                    .unwrap_or(record.state);
+                Some(format!(
+                    "too many wrong codes: order #{number} is locked for review by soko's operator"
+                ))
+            }
+        };
+        if let Some(why) = refusal {
+            inner.orders.insert(&key, &next)?;
+            return Ok(Delivery::Refused(why));
+        }
+        // Delivered, and the payout is a credit to the merchant's balance held in soko's
+        // escrow wallet: both steps complete here, in one transaction.
+        let delivered = transition(record.state, EscrowEvent::CodeAccepted).unwrap_or(record.state);
+        next.state = transition(delivered, EscrowEvent::PayoutSettled).unwrap_or(delivered);
+        let buyer = PublicKey::from_hex(&record.buyer)
+            .map_err(|e| EscrowError::Publish(format!("stored buyer key: {e}")))?;
+        let dm = self
+            .seal(
+                &merchant,
+                buyer,
+                record.scheme,
+                &status(&next, &describe(next.state, number)),
+            )
+            .await?;
+        let balance = inner
+            .balances
+            .get(&merchant.to_bytes())?
+            .unwrap_or(Sats::ZERO);
+        let credited = balance
+            .checked_add(record.total)
+            .map_err(|e| EscrowError::Publish(e.to_string()))?;
+        let change = Change {
+            reserved: Vec::new(),
+            ledger: None,
+            balance: Some((merchant, credited)),
+        };
+        self.commit(&key, &next, change, &[dm]).await?;
+        tracing::info!(
+            order = number,
+            sats = record.total.0,
+            "delivered; escrow released to the merchant's balance"
+        );
+        Ok(Delivery::Released(record.total))
+    }
+
+    /// Refunds a paid (undelivered) or disputed order: the total goes back to the buyer as a
+    /// Cashu token in a DM, in the buyer's scheme. The token is stored sealed in the ledger
+    /// with the order's new state and the DMs, in one transaction.
+    pub async fn refund(&self, merchant: PublicKey, number: u64) -> Result<Delivery, EscrowError> {
+        let inner = &self.inner;
+        let _guard = inner.lock.lock().await;
+        let key = order_key(&merchant, number);
+        let Some(record) = inner.orders.get(&key)? else {
+            return Ok(Delivery::Refused(format!("there is no order #{number}")));
+        };
+        let Ok(next) = transition(record.state, EscrowEvent::RefundSettled) else {
+            return Ok(Delivery::Refused(format!(
+                "order #{number} cannot be refunded: {}",
+                describe(record.state, number)
+            )));
+        };
+        let buyer = PublicKey::from_hex(&record.buyer)
+            .map_err(|e| EscrowError::Publish(format!("stored buyer key: {e}")))?;
+        let token = inner
+            .wallet
+            .prepare_send(record.total.into(), cdk::wallet::SendOptions::default())
+            .await?
+            .confirm(None)
+            .await?
+            .to_string();
+        let mut refunded = record.clone();
+        refunded.state = next;
+        let status_dm = self
+            .seal(
+                &merchant,
+                buyer,
+                record.scheme,
+                &status(&refunded, &describe(next, number)),
+            )
+            .await?;
+        let token_dm = self
+            .seal(
+                &merchant,
+                buyer,
+                record.scheme,
+                &format!(
+                    "Refund for order #{number} ({}): {} sat as Cashu ecash. Redeem it in any Cashu wallet:\n{token}",
+                    record.buyer_order_id, record.total.0
+                ),
+            )
+            .await?;
+        let change = Change {
+            reserved: Vec::new(),
+            ledger: Some((
+                [b"refund:".as_slice(), &key].concat(),
+                LedgerEntry {
+                    amount: record.total,
+                    done: true,
+                },
+            )),
+            balance: None,
+        };
+        self.commit(&key, &refunded, change, &[status_dm, token_dm])
+            .await?;
+        tracing::info!(
+            order = number,
+            sats = record.total.0,
+            "order refunded to the buyer as a token"
+        );
+        Ok(Delivery::Released(record.total))
+    }
+}
