@@ -242,6 +242,14 @@ async fn invalid_orders_are_explained_and_reserve_nothing() {
         other["message"].as_str().unwrap().contains("only 0"),
         "{other}"
     );
+    // An order to a key soko does not manage gets no answer from soko.
+    let stranger = Keys::generate().public_key();
+    buyer.send_nip04(stranger, &order("k", 1, "nairobi")).await;
+    let after = buyer.all_dms(QUIET_PERIOD).await;
+    assert!(
+        after.iter().all(|dm| !dm.content.contains("\"id\":\"k\"")),
+        "{after:?}"
+    );
     // An order sent to the bot instead of a merchant is not an order.
     let to_bot = buyer
         .ask_nip04(soko.bot(), &order("j", 1, "nairobi"))
@@ -399,6 +407,17 @@ async fn an_unpaid_order_expires_and_releases_its_stock() {
         .ask_nip04(shop.merchant, &order("x-2", 1, "nairobi"))
         .await
         .json();
+    // An unpaid order cannot be delivered.
+    let early = operator(
+        &soko,
+        "order_deliver",
+        json!({"merchant": shop.npub, "order": 1, "code": "12345678"}),
+    )
+    .await;
+    assert!(
+        early.error.unwrap().message.contains("waiting for payment"),
+        "delivering before payment is refused"
+    );
     assert!(
         held["message"].as_str().unwrap().contains("only 0"),
         "{held}"
