@@ -6,6 +6,8 @@
 //! - `orders`: merchant (32) ‖ order number (u64 BE) → [`OrderRecord`].
 //! - `order_index`: merchant (32) ‖ buyer (32) ‖ buyer's order id → order number.
 //! - `order_seq`: merchant (32) → last order number given.
+//! - `awaiting`: order key → unix expiry, for orders still waiting for payment (what the
+//!   payment watcher polls, so completed orders cost it nothing).
 //! - `reserved`: merchant (32) ‖ product id → units held by unpaid orders.
 //! - `balances`: merchant (32) → sats owed to the merchant (delivered orders).
 //! - `ledger`: `"mint:" ‖ order key` → [`LedgerEntry`], written before the mint call and
@@ -150,6 +152,7 @@ pub(super) struct Inner {
     pub(super) orders: Typed<OrderRecord>,
     pub(super) index: Typed<u64>,
     pub(super) seq: Typed<u64>,
+    pub(super) awaiting: Typed<u64>,
     pub(super) reserved: Typed<u64>,
     pub(super) balances: Typed<Sats>,
     pub(super) ledger: Typed<LedgerEntry>,
@@ -180,6 +183,7 @@ impl EscrowService {
                 orders: store.tree("orders")?,
                 index: store.tree("order_index")?,
                 seq: store.tree("order_seq")?,
+                awaiting: store.tree("awaiting")?,
                 reserved: store.tree("reserved")?,
                 balances: store.tree("balances")?,
                 ledger: store.tree("ledger")?,
@@ -300,13 +304,20 @@ impl EscrowService {
         let encoded = inner.orders.encode(&record)?;
         let number_bytes = inner.index.encode(&number)?;
         let holds = self.reservation_changes(&merchant, &priced.lines, true)?;
-        (inner.orders.raw(), inner.index.raw(), inner.reserved.raw())
-            .transaction(|(orders, index, reserved)| {
+        let expiry = inner.awaiting.encode(&record.expires_at)?;
+        (
+            inner.orders.raw(),
+            inner.index.raw(),
+            inner.reserved.raw(),
+            inner.awaiting.raw(),
+        )
+            .transaction(|(orders, index, reserved, awaiting)| {
                 orders.insert(key.as_slice(), encoded.clone())?;
                 index.insert(index_key.as_slice(), number_bytes.clone())?;
                 for (k, v) in &holds {
                     reserved.insert(k.as_slice(), v.clone())?;
                 }
+                awaiting.insert(key.as_slice(), expiry.clone())?;
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
             .map_err(tx_error)?;
@@ -318,16 +329,22 @@ impl EscrowService {
     /// Also finishes what a crash interrupted (the ledger says what).
     pub async fn tick(&self) -> Result<(), EscrowError> {
         let inner = &self.inner;
-        let _guard = inner.lock.lock().await;
-        self.settle_payouts().await?;
-        let awaiting: Vec<(sled::IVec, OrderRecord)> = inner
-            .orders
+        {
+            let _guard = inner.lock.lock().await;
+            self.settle_payouts().await?;
+        }
+        let awaiting: Vec<sled::IVec> = inner
+            .awaiting
+            .raw()
             .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, r)| r.state == EscrowState::AwaitingPayment)
-            .collect();
-        for (key, record) in awaiting {
-            let merchant = merchant_of(&key)?;
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::from)?;
+        for key in awaiting {
+            let Some(record) = inner.orders.get(&key)? else {
+                continue;
+            };
+            // Asking the mint happens outside the lock: orders keep flowing while it answers.
             let quote = match inner.wallet.check_mint_quote_status(&record.quote_id).await {
                 Ok(quote) => quote,
                 Err(e) => {
@@ -335,15 +352,24 @@ impl EscrowService {
                     continue;
                 }
             };
-            match quote.state {
-                MintQuoteState::Paid | MintQuoteState::Issued => {
-                    self.receive_payment(&merchant, &key, record, quote.state)
-                        .await?;
-                }
-                MintQuoteState::Unpaid if unix_now() > record.expires_at => {
-                    self.expire(&merchant, &key, record).await?;
-                }
-                MintQuoteState::Unpaid => {}
+            let expired = quote.state == MintQuoteState::Unpaid && unix_now() > record.expires_at;
+            if quote.state == MintQuoteState::Unpaid && !expired {
+                continue;
+            }
+            let _guard = inner.lock.lock().await;
+            // Re-read under the lock: another pass may have moved the order meanwhile.
+            let Some(record) = inner.orders.get(&key)? else {
+                continue;
+            };
+            if record.state != EscrowState::AwaitingPayment {
+                continue;
+            }
+            let merchant = merchant_of(&key)?;
+            if expired {
+                self.expire(&merchant, &key, record).await?;
+            } else {
+                self.receive_payment(&merchant, &key, record, quote.state)
+                    .await?;
             }
         }
         Ok(())
@@ -563,29 +589,36 @@ impl EscrowService {
                 ))
             })
             .collect::<Result<_, StoreError>>()?;
+        let still_awaiting = record.state == EscrowState::AwaitingPayment;
         (
             inner.orders.raw(),
             inner.reserved.raw(),
             inner.ledger.raw(),
             inner.balances.raw(),
             inner.outbox.tree().raw(),
+            inner.awaiting.raw(),
         )
-            .transaction(|(orders, reserved, ledger_tree, balances, outbox)| {
-                orders.insert(key, encoded.clone())?;
-                for (k, v) in &change.reserved {
-                    reserved.insert(k.as_slice(), v.clone())?;
-                }
-                if let Some((k, v)) = &ledger {
-                    ledger_tree.insert(k.as_slice(), v.clone())?;
-                }
-                if let Some((k, v)) = &balance {
-                    balances.insert(k.as_slice(), v.clone())?;
-                }
-                for (id, entry) in &queued {
-                    outbox.insert(id.as_slice(), entry.clone())?;
-                }
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
+            .transaction(
+                |(orders, reserved, ledger_tree, balances, outbox, awaiting)| {
+                    orders.insert(key, encoded.clone())?;
+                    if !still_awaiting {
+                        awaiting.remove(key)?;
+                    }
+                    for (k, v) in &change.reserved {
+                        reserved.insert(k.as_slice(), v.clone())?;
+                    }
+                    if let Some((k, v)) = &ledger {
+                        ledger_tree.insert(k.as_slice(), v.clone())?;
+                    }
+                    if let Some((k, v)) = &balance {
+                        balances.insert(k.as_slice(), v.clone())?;
+                    }
+                    for (id, entry) in &queued {
+                        outbox.insert(id.as_slice(), entry.clone())?;
+                    }
+                    Ok::<_, ConflictableTransactionError<()>>(())
+                },
+            )
             .map_err(tx_error)?;
         for dm in dms {
             inner.outbox.deliver(dm).await?;
