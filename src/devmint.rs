@@ -23,6 +23,8 @@ use crate::identity;
 pub const DB_FILE: &str = "dev-mint.sqlite";
 /// Seconds before the fake backend reports an invoice paid.
 const SETTLE_AFTER_SECS: u64 = 1;
+/// How long shutdown waits for open HTTP connections.
+const GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Largest single mint or melt, in sats.
 const MAX_SATS: u64 = 10_000_000;
 
@@ -147,7 +149,12 @@ impl DevMint {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let _ = (&mut self.server).await;
+        // Graceful shutdown waits for open connections, and wallets keep theirs alive:
+        // give in-flight requests a moment, then close the rest.
+        if tokio::time::timeout(GRACE, &mut self.server).await.is_err() {
+            tracing::debug!("dev mint connections still open after the grace period; closing them");
+            self.server.abort();
+        }
         if let Err(e) = self.mint.stop().await {
             tracing::warn!(error = %e, "dev mint did not stop cleanly");
         }

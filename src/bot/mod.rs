@@ -327,8 +327,13 @@ async fn watch_payments(escrow: EscrowService, mut stopped: watch::Receiver<bool
             _ = stopped.changed() => break,
             _ = tick.tick() => {}
         }
-        if let Err(e) = escrow.tick().await {
-            tracing::error!(error = %e, "payment check failed; retrying");
+        // A pass may be cut short by shutdown: every step of it is crash-safe (ledger first,
+        // one transaction per order), so stopping mid-way is like a crash, resumed on start.
+        tokio::select! {
+            _ = stopped.changed() => break,
+            result = escrow.tick() => if let Err(e) = result {
+                tracing::error!(error = %e, "payment check failed; retrying");
+            },
         }
     }
 }
