@@ -330,10 +330,7 @@ async fn repeated_wrong_codes_lock_the_order_and_a_resent_order_is_not_a_new_one
 async fn a_payment_made_while_soko_was_down_is_picked_up_on_restart() {
     // The mint must outlive soko for a payment to land while soko is down: an external
     // dev mint whose invoices settle 3 s after they are issued.
-    let mint_dir = tempfile::tempdir().unwrap();
-    let mint = soko::devmint::DevMint::start_settling_after(mint_dir.path(), 0, 3)
-        .await
-        .unwrap();
+    let (mint, _mint_dir) = external_dev_mint(3).await;
     let url = mint.url().to_owned();
     let mut soko =
         TestSoko::start_with(|c| c.mint = soko::config::MintConfig::External { url }).await;
@@ -386,10 +383,7 @@ async fn a_payment_made_while_soko_was_down_is_picked_up_on_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unpaid_order_expires_and_releases_its_stock() {
     // A mint whose invoices are never paid in time, and a 2-second payment window.
-    let mint_dir = tempfile::tempdir().unwrap();
-    let mint = soko::devmint::DevMint::start_settling_after(mint_dir.path(), 0, 3_600)
-        .await
-        .unwrap();
+    let (mint, _mint_dir) = external_dev_mint(3_600).await;
     let url = mint.url().to_owned();
     let mut soko = TestSoko::start_with(|c| {
         c.mint = soko::config::MintConfig::External { url };

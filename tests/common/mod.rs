@@ -300,3 +300,15 @@ pub async fn outstanding_at(mint: &cdk::Mint) -> u64 {
     let redeemed = sum(mint.total_redeemed().await.expect("redeemed"));
     issued - redeemed
 }
+
+/// A dev mint of its own (outside any soko), on a free port, whose invoices settle
+/// `settle_after_secs` after they are issued. Keep the dir alive as long as the mint.
+pub async fn external_dev_mint(
+    settle_after_secs: u64,
+) -> (soko::devmint::DevMint, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mint = soko::devmint::DevMint::start_settling_after(dir.path(), 0, settle_after_secs)
+        .await
+        .expect("external dev mint starts");
+    (mint, dir)
+}
