@@ -83,8 +83,14 @@ pub enum MintConfig {
     External {
         /// The mint's URL.
         url: String,
+        /// Requests per minute soko's wallet may send it (cdk's client-side pacing).
+        requests_per_minute: u32,
     },
 }
+
+/// Default pacing of requests to an external mint: cdk's own default (20 per minute) would
+/// stall a shop at a handful of orders a minute, each order costing several requests.
+pub const DEFAULT_MINT_REQUESTS_PER_MINUTE: u32 = 600;
 
 /// `[storage]`
 #[derive(Debug, Clone, PartialEq)]
@@ -233,10 +239,20 @@ impl Config {
             }
         }
 
-        let mint = check.section(&root, "mint", &["embedded_dev", "url", "dev_port"]);
+        let mint = check.section(
+            &root,
+            "mint",
+            &["embedded_dev", "url", "dev_port", "requests_per_minute"],
+        );
         let embedded: Option<bool> = check.field(mint, "mint", "embedded_dev", None);
         let url: Option<String> = check.field(mint, "mint", "url", None);
         let dev_port: u16 = check.field(mint, "mint", "dev_port", DEFAULT_DEV_MINT_PORT);
+        let requests_per_minute = check.positive(
+            mint,
+            "mint",
+            "requests_per_minute",
+            DEFAULT_MINT_REQUESTS_PER_MINUTE,
+        );
         let mint = match (embedded, url) {
             (Some(true), Some(_)) => {
                 check.problem(
@@ -257,7 +273,10 @@ impl Config {
                 if !valid {
                     check.problem("mint.url", format!("{url:?} is not an http(s) URL"));
                 }
-                MintConfig::External { url }
+                MintConfig::External {
+                    url,
+                    requests_per_minute,
+                }
             }
             (_, None) => MintConfig::EmbeddedDev { port: dev_port },
         };
@@ -485,8 +504,13 @@ mod tests {
         assert_eq!(
             cfg,
             Ok(MintConfig::External {
-                url: "https://mint.example".into()
+                url: "https://mint.example".into(),
+                requests_per_minute: DEFAULT_MINT_REQUESTS_PER_MINUTE,
             })
+        );
+        assert_eq!(
+            keys("[mint]\nurl = \"https://m.example\"\nrequests_per_minute = 0"),
+            ["mint.requests_per_minute"]
         );
     }
 }

@@ -91,20 +91,20 @@ impl Daemon {
             return Err(DaemonError::NoRelay);
         }
 
-        let (dev_mint, mint_url) = match &config.mint {
+        // The embedded dev mint is ours and on loopback: no reason to pace requests to it.
+        let (dev_mint, mint_url, pace) = match &config.mint {
             MintConfig::EmbeddedDev { port } => {
                 let mint = DevMint::start(&data_dir, *port).await?;
                 let url = mint.url().to_owned();
-                (Some(mint), url)
+                (Some(mint), url, None)
             }
-            MintConfig::External { url } => (None, url.clone()),
+            MintConfig::External {
+                url,
+                requests_per_minute,
+            } => (None, url.clone(), Some(*requests_per_minute)),
         };
-        let wallet = wallet::open(
-            &store,
-            "escrow",
-            &mint_url,
-            &identity::wallet_seed(&data_dir)?,
-        )?;
+        let seed = identity::wallet_seed(&data_dir)?;
+        let wallet = wallet::open_paced(&store, "escrow", &mint_url, &seed, pace)?;
 
         let vault = Vault::open(&data_dir)?;
         let merchants = Merchants::open(&store, vault.clone())?;

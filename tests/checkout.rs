@@ -332,8 +332,13 @@ async fn a_payment_made_while_soko_was_down_is_picked_up_on_restart() {
     // dev mint whose invoices settle 3 s after they are issued.
     let (mint, _mint_dir) = external_dev_mint(3).await;
     let url = mint.url().to_owned();
-    let mut soko =
-        TestSoko::start_with(|c| c.mint = soko::config::MintConfig::External { url }).await;
+    let mut soko = TestSoko::start_with(|c| {
+        c.mint = soko::config::MintConfig::External {
+            url,
+            requests_per_minute: 600,
+        }
+    })
+    .await;
     let shop = shop(&soko).await;
     let mut buyer = User::connect(&[soko.relay_url()]).await;
     let request = buyer
@@ -386,7 +391,10 @@ async fn an_unpaid_order_expires_and_releases_its_stock() {
     let (mint, _mint_dir) = external_dev_mint(3_600).await;
     let url = mint.url().to_owned();
     let mut soko = TestSoko::start_with(|c| {
-        c.mint = soko::config::MintConfig::External { url };
+        c.mint = soko::config::MintConfig::External {
+            url,
+            requests_per_minute: 600,
+        };
         c.market.payment_window_secs = 2;
     })
     .await;

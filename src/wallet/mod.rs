@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use cdk::nuts::CurrencyUnit;
 use cdk::wallet::WalletBuilder;
+use cdk_common::rate_limit::RateLimitConfig;
 use nostr_sdk::hashes::hmac::{Hmac, HmacEngine};
 use nostr_sdk::hashes::sha512;
 use nostr_sdk::hashes::{Hash, HashEngine};
@@ -45,6 +46,18 @@ pub fn open(
     mint_url: &str,
     master_seed: &[u8; 64],
 ) -> Result<Wallet, WalletError> {
+    open_paced(store, namespace, mint_url, master_seed, None)
+}
+
+/// Same as [`open`], pacing requests to the mint at `requests_per_minute` (bursts of a
+/// tenth of that) when given, and not at all otherwise.
+pub fn open_paced(
+    store: &Store,
+    namespace: &str,
+    mint_url: &str,
+    master_seed: &[u8; 64],
+    requests_per_minute: Option<u32>,
+) -> Result<Wallet, WalletError> {
     let seed = namespace_seed(master_seed, namespace);
     let db = SledWalletDatabase::open(store.db(), namespace)?;
     let mint_url = mint_url
@@ -53,13 +66,18 @@ pub fn open(
             url: mint_url.to_owned(),
             reason: e.to_string(),
         })?;
-    let wallet = WalletBuilder::new()
+    let builder = WalletBuilder::new()
         .mint_url(mint_url)
         .unit(CurrencyUnit::Sat)
         .localstore(Arc::new(db))
-        .seed(seed)
-        .build()?;
-    Ok(wallet)
+        .seed(seed);
+    let pace = requests_per_minute
+        .and_then(|per_minute| RateLimitConfig::try_new((per_minute / 10).max(1), per_minute));
+    let builder = match pace {
+        Some(pace) => builder.with_rate_limiting_config(pace),
+        None => builder.without_rate_limiting(),
+    };
+    Ok(builder.build()?)
 }
 
 /// HMAC-SHA512 of the namespace under the master seed.
