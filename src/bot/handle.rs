@@ -33,6 +33,9 @@ pub enum SeenState {
 /// A reply remembered by (sender, request id).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredReply {
+    /// The command it answered: the same id with another command is refused, not replayed.
+    #[serde(default)]
+    pub cmd: String,
     /// The response JSON that was sent.
     pub response: String,
     /// Unix seconds.
@@ -149,17 +152,18 @@ impl Handler {
             return Ok(Outcome::Ignored("a reply, not a request".to_owned()));
         };
         let reply = self.seal_reply(&inbound, &response).await?;
-        let remember = remember_as.map(|id| (reply_key(&inbound.sender, &id), response));
+        let remember =
+            remember_as.map(|(id, cmd)| (reply_key(&inbound.sender, &id), cmd, response));
         self.commit(event.id, &reply, remember)?;
         self.outbox.deliver(&reply).await?;
         Ok(Outcome::Replied(reply.id))
     }
 
-    /// The response JSON to send, and the request id to remember it under for replays.
+    /// The response JSON to send, and the (request id, command) to remember it under.
     async fn respond(
         &self,
         inbound: &Inbound,
-    ) -> Result<Option<(String, Option<String>)>, StoreError> {
+    ) -> Result<Option<(String, Option<(String, String)>)>, StoreError> {
         let fallback_re = inbound.refers_to.to_hex();
         let body = match &inbound.body {
             Ok(body) => body,
@@ -190,7 +194,20 @@ impl Handler {
         };
         if let Some(id) = &request.id {
             if let Some(stored) = self.replies.get(&reply_key(&inbound.sender, id))? {
-                return Ok(Some((stored.response, None)));
+                if stored.cmd == request.cmd {
+                    return Ok(Some((stored.response, None)));
+                }
+                let refusal = Refusal::new(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "request id {id:?} was already used for {:?}; use a new id",
+                        stored.cmd
+                    ),
+                );
+                return Ok(Some((
+                    Response::refused(id.clone(), refusal).to_json(),
+                    None,
+                )));
             }
         }
         let re = request.id.clone().unwrap_or(fallback_re);
@@ -213,7 +230,8 @@ impl Handler {
                 }
             },
         };
-        Ok(Some((response.to_json(), request.id)))
+        let remember = request.id.map(|id| (id, request.cmd));
+        Ok(Some((response.to_json(), remember)))
     }
 
     /// A NIP-15 message (JSON with a `type`) to a merchant: orders go to the escrow. `None`
@@ -286,14 +304,15 @@ impl Handler {
         &self,
         handled: EventId,
         reply: &Event,
-        remember: Option<(Vec<u8>, String)>,
+        remember: Option<(Vec<u8>, String, String)>,
     ) -> Result<(), HandleError> {
         let done = self.seen.encode(&SeenState::Done)?;
         let queued = self.outbox.tree().encode(&Outbox::entry(reply))?;
         let stored = match remember {
-            Some((key, response)) => Some((
+            Some((key, cmd, response)) => Some((
                 key,
                 self.replies.encode(&StoredReply {
+                    cmd,
                     response,
                     at: unix_now(),
                 })?,
