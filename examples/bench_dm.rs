@@ -268,15 +268,13 @@ impl Scheme {
 
     /// The DM a client publishes: what `soko` must open.
     async fn seal(self, from: &Keys, to: PublicKey, content: &str) -> Result<Event> {
-        Ok(match self {
-            Scheme::Nip04 => {
-                let ciphertext = nip04::encrypt(from.secret_key(), &to, content)?;
-                EventBuilder::new(Kind::EncryptedDirectMessage, ciphertext)
-                    .tag(Tag::public_key(to))
-                    .sign_with_keys(from)?
-            }
-            Scheme::Nip17 => EventBuilder::private_msg(from, to, content, []).await?,
-        })
+        let scheme = match self {
+            Scheme::Nip04 => soko::bot::Scheme::Nip04,
+            Scheme::Nip17 => soko::bot::Scheme::Nip17,
+        };
+        soko::bot::seal_dm(from, to, scheme, content, None)
+            .await
+            .map_err(anyhow::Error::msg)
     }
 }
 

@@ -49,7 +49,7 @@ use nostr_sdk::nips::nip04;
 use nostr_sdk::nips::nip59::UnwrappedGift;
 use nostr_sdk::{
     Client, Event, EventBuilder, EventId, Filter, Keys, Kind, PublicKey, RelayPoolNotification,
-    RelayUrl, Tag, ToBech32,
+    RelayUrl, ToBech32,
 };
 use serde_json::{json, Value};
 use soko::config::MintConfig;
@@ -544,7 +544,7 @@ impl Scheme {
     }
 
     /// A DM from `from` to `to`, optionally referring (`e` tag) to the message it answers,
-    /// built the way soko builds its own (src/bot/handle.rs, `seal_dm`).
+    /// built by soko's own `seal_dm`, exactly as soko builds its replies.
     async fn seal(
         self,
         from: &Keys,
@@ -552,17 +552,13 @@ impl Scheme {
         content: &str,
         refers_to: Option<EventId>,
     ) -> Result<Event> {
-        let refers: Vec<Tag> = refers_to.map(Tag::event).into_iter().collect();
-        Ok(match self {
-            Scheme::Nip04 => {
-                let ciphertext = nip04::encrypt(from.secret_key(), &to, content)?;
-                EventBuilder::new(Kind::EncryptedDirectMessage, ciphertext)
-                    .tag(Tag::public_key(to))
-                    .tags(refers)
-                    .sign_with_keys(from)?
-            }
-            Scheme::Nip17 => EventBuilder::private_msg(from, to, content, refers).await?,
-        })
+        let scheme = match self {
+            Scheme::Nip04 => soko::bot::Scheme::Nip04,
+            Scheme::Nip17 => soko::bot::Scheme::Nip17,
+        };
+        soko::bot::seal_dm(from, to, scheme, content, refers_to)
+            .await
+            .map_err(anyhow::Error::msg)
     }
 }
 

@@ -16,7 +16,7 @@ use nostr_sdk::prelude::*;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-pub use self::handle::{Handler, Outcome, SeenState};
+pub use self::handle::{seal_dm, Handler, Outcome, SeenState};
 pub use self::ingest::Scheme;
 pub use self::keyring::Keyring;
 use self::nodb::NoDatabase;
