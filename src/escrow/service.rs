@@ -413,21 +413,17 @@ impl EscrowService {
                 .codes
                 .store(&code_scope(merchant, record.number), &code),
         );
-        let buyer = PublicKey::from_hex(&record.buyer)
-            .map_err(|e| EscrowError::Publish(format!("stored buyer key: {e}")))?;
         let status_dm = self
-            .seal(
+            .seal_to_buyer(
                 merchant,
-                buyer,
-                record.scheme,
+                &record,
                 &status(&paid, &describe(next, paid.number)),
             )
             .await?;
         let code_dm = self
-            .seal(
+            .seal_to_buyer(
                 merchant,
-                buyer,
-                record.scheme,
+                &record,
                 &format!(
                     "Delivery code for order #{} ({}): {}\nQR: {}\nGive it to the merchant only when you have your goods: it releases your payment to them.",
                     paid.number,
@@ -497,13 +493,10 @@ impl EscrowService {
         };
         let mut expired = record.clone();
         expired.state = next;
-        let buyer = PublicKey::from_hex(&record.buyer)
-            .map_err(|e| EscrowError::Publish(format!("stored buyer key: {e}")))?;
         let dm = self
-            .seal(
+            .seal_to_buyer(
                 merchant,
-                buyer,
-                record.scheme,
+                &record,
                 &status(&expired, &describe(next, expired.number)),
             )
             .await?;
@@ -626,16 +619,18 @@ impl EscrowService {
         Ok(())
     }
 
-    pub(super) async fn seal(
+    /// A DM from the merchant to the order's buyer, in the scheme the buyer ordered in.
+    pub(super) async fn seal_to_buyer(
         &self,
-        from: &PublicKey,
-        to: PublicKey,
-        scheme: Scheme,
+        merchant: &PublicKey,
+        record: &OrderRecord,
         content: &str,
     ) -> Result<Event, EscrowError> {
+        let buyer = PublicKey::from_hex(&record.buyer)
+            .map_err(|e| EscrowError::Publish(format!("stored buyer key: {e}")))?;
         self.inner
             .publisher
-            .seal_dm(from, to, scheme, content)
+            .seal_dm(merchant, buyer, record.scheme, content)
             .await
             .map_err(|e| EscrowError::Publish(e.to_string()))
     }

@@ -62,13 +62,10 @@ impl EscrowService {
         // escrow wallet: both steps complete here, in one transaction.
         let delivered = transition(record.state, EscrowEvent::CodeAccepted).unwrap_or(record.state);
         next.state = transition(delivered, EscrowEvent::PayoutSettled).unwrap_or(delivered);
-        let buyer = PublicKey::from_hex(&record.buyer)
-            .map_err(|e| EscrowError::Publish(format!("stored buyer key: {e}")))?;
         let dm = self
-            .seal(
+            .seal_to_buyer(
                 &merchant,
-                buyer,
-                record.scheme,
+                &record,
                 &status(&next, &describe(next.state, number)),
             )
             .await?;
@@ -109,8 +106,6 @@ impl EscrowService {
                 describe(record.state, number)
             )));
         };
-        let buyer = PublicKey::from_hex(&record.buyer)
-            .map_err(|e| EscrowError::Publish(format!("stored buyer key: {e}")))?;
         let token = inner
             .wallet
             .prepare_send(record.total.into(), cdk::wallet::SendOptions::default())
@@ -121,18 +116,16 @@ impl EscrowService {
         let mut refunded = record.clone();
         refunded.state = next;
         let status_dm = self
-            .seal(
+            .seal_to_buyer(
                 &merchant,
-                buyer,
-                record.scheme,
+                &record,
                 &status(&refunded, &describe(next, number)),
             )
             .await?;
         let token_dm = self
-            .seal(
+            .seal_to_buyer(
                 &merchant,
-                buyer,
-                record.scheme,
+                &record,
                 &format!(
                     "Refund for order #{number} ({}): {} sat as Cashu ecash. Redeem it in any Cashu wallet:\n{token}",
                     record.buyer_order_id, record.total.0
