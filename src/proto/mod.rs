@@ -2,6 +2,7 @@
 
 pub mod command;
 pub mod nip15;
+pub mod ussd;
 
 pub use self::command::{
     Command, ErrorBody, ErrorCode, MerchantAddArgs, OrderDeliverArgs, OrderRefArgs, PingArgs,
