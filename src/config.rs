@@ -45,6 +45,9 @@ pub struct Config {
 pub struct MarketConfig {
     /// Seconds a buyer has to pay an invoice before the order expires.
     pub payment_window_secs: u64,
+    /// Seconds after payment by which the merchant should have delivered; past it the order
+    /// may be refunded without the buyer asking.
+    pub delivery_window_secs: u64,
 }
 
 /// `[relay]`
@@ -133,6 +136,7 @@ impl Default for Config {
             rates: Default::default(),
             market: MarketConfig {
                 payment_window_secs: 600,
+                delivery_window_secs: 14 * 24 * 3600,
             },
         }
     }
@@ -296,12 +300,22 @@ impl Config {
         }
         let json = check.field(log, "log", "json", defaults.log.json);
 
-        let market = check.section(&root, "market", &["payment_window_secs"]);
+        let market = check.section(
+            &root,
+            "market",
+            &["payment_window_secs", "delivery_window_secs"],
+        );
         let payment_window_secs = check.positive(
             market,
             "market",
             "payment_window_secs",
             defaults.market.payment_window_secs,
+        );
+        let delivery_window_secs = check.positive(
+            market,
+            "market",
+            "delivery_window_secs",
+            defaults.market.delivery_window_secs,
         );
 
         let mut rates = std::collections::BTreeMap::new();
@@ -339,6 +353,7 @@ impl Config {
                 rates,
                 market: MarketConfig {
                     payment_window_secs,
+                    delivery_window_secs,
                 },
             })
         } else {

@@ -123,6 +123,7 @@ impl Daemon {
             rules: Rules {
                 rates: Rates(config.rates.clone().into_iter().collect()),
                 payment_window_secs: config.market.payment_window_secs,
+                delivery_window_secs: config.market.delivery_window_secs,
             },
         };
         let bot = Bot::start(&store, keyring, &relays, services).await?;

@@ -37,6 +37,19 @@ enum Command {
     },
 }
 
+/// One order of one merchant.
+#[derive(clap::Args)]
+struct OrderRef {
+    #[command(flatten)]
+    paths: Paths,
+    /// The merchant's npub.
+    #[arg(long)]
+    merchant: String,
+    /// soko's order number (as in the buyer's messages, without `#`).
+    #[arg(long)]
+    order: u64,
+}
+
 #[derive(Subcommand)]
 enum MerchantAction {
     /// Create a merchant with a Nostr identity soko manages; prints its npub.
@@ -78,6 +91,23 @@ enum MerchantAction {
         /// The code the buyer gave.
         #[arg(long)]
         code: String,
+    },
+    /// Refund an order to its buyer (after the buyer asked to cancel, past the delivery
+    /// window, or when disputed).
+    Refund(OrderRef),
+    /// Hold a paid order for review: the delivery code no longer releases it.
+    Dispute(OrderRef),
+    /// Where the merchant's payouts go: a Lightning address, an LNURL-pay link, or an npub
+    /// that receives Cashu tokens by DM.
+    Payout {
+        #[command(flatten)]
+        paths: Paths,
+        /// The merchant's npub.
+        #[arg(long)]
+        merchant: String,
+        /// user@domain, lnurl1…, or npub1….
+        #[arg(long)]
+        to: String,
     },
     /// Create or replace a product from a NIP-15 product JSON file, and publish it.
     Product {
@@ -168,6 +198,25 @@ fn main() -> ExitCode {
                     paths,
                     "order_deliver",
                     Ok(serde_json::json!({ "merchant": merchant, "order": order, "code": code })),
+                ),
+                MerchantAction::Refund(r) => (
+                    r.paths,
+                    "order_refund",
+                    Ok(serde_json::json!({ "merchant": r.merchant, "order": r.order })),
+                ),
+                MerchantAction::Dispute(r) => (
+                    r.paths,
+                    "order_dispute",
+                    Ok(serde_json::json!({ "merchant": r.merchant, "order": r.order })),
+                ),
+                MerchantAction::Payout {
+                    paths,
+                    merchant,
+                    to,
+                } => (
+                    paths,
+                    "merchant_payout",
+                    Ok(serde_json::json!({ "merchant": merchant, "to": to })),
                 ),
                 MerchantAction::Stall {
                     paths,

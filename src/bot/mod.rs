@@ -321,6 +321,10 @@ async fn retry_outbox(outbox: Outbox, mut stopped: watch::Receiver<bool>) {
 /// Payment detection and expiry: polls the mint for unpaid orders. Polling (not a websocket
 /// subscription) also catches payments that completed while soko was down.
 async fn watch_payments(escrow: EscrowService, mut stopped: watch::Receiver<bool>) {
+    // Before any order moves: the wallet finishes (or rolls back) what a stop interrupted.
+    if let Err(e) = escrow.recover().await {
+        tracing::error!(error = %e, "the escrow wallet could not recover interrupted operations");
+    }
     let mut tick = tokio::time::interval(PAYMENT_POLL);
     loop {
         tokio::select! {

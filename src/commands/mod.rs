@@ -59,7 +59,7 @@ pub async fn execute(
     sender: PublicKey,
     command: Command,
 ) -> Result<Value, CommandError> {
-    let admin_only = !matches!(command, Command::Ping(_));
+    let admin_only = !matches!(command, Command::Ping(_) | Command::OrderCancel(_));
     if admin_only && !ctx.admins.contains(&sender) {
         return Err(Refusal::new(
             ErrorCode::Forbidden,
@@ -78,6 +78,12 @@ pub async fn execute(
         Command::ProductPut(args) => listing::put_product(ctx, args).await,
         Command::OrderDeliver(args) => order::deliver(ctx, args).await,
         Command::OrderRefund(args) => order::refund(ctx, args).await,
+        Command::OrderDispute(args) => order::dispute(ctx, args).await,
+        Command::OrderCancel(args) => order::cancel(ctx, sender, args).await,
+        Command::MerchantPayout(args) => {
+            let merchant = merchant_key(&args.merchant)?;
+            to_value(ctx.merchants.set_payout(&merchant, &args.to)?)
+        }
     }
 }
 

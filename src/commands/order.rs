@@ -1,11 +1,14 @@
 //! `order_deliver`: the merchant presents the buyer's delivery code; the escrow releases.
-//! `order_refund`: the operator sends a paid, undelivered order's money back to the buyer.
+//! `order_refund`: the operator sends an order's money back to the buyer.
+//! `order_dispute`: the operator holds an order for review.
+//! `order_cancel`: the buyer asks to cancel a paid order before delivery.
 
+use nostr_sdk::PublicKey;
 use serde_json::{json, Value};
 
 use super::{merchant_key, CommandError, Context};
-use crate::escrow::{Delivery, EscrowError, Payout};
-use crate::proto::{ErrorCode, OrderDeliverArgs, OrderRefArgs, Refusal};
+use crate::escrow::{Cancel, Delivery, EscrowError, Payout, RefundPlan};
+use crate::proto::{ErrorCode, OrderCancelArgs, OrderDeliverArgs, OrderRefArgs, Refusal};
 
 /// Checks the code and, if right, credits the merchant.
 pub async fn deliver(ctx: &Context, args: OrderDeliverArgs) -> Result<Value, CommandError> {
@@ -23,6 +26,7 @@ pub async fn deliver(ctx: &Context, args: OrderDeliverArgs) -> Result<Value, Com
             let payout = match ctx.escrow.pay_out(merchant).await.map_err(internal)? {
                 Payout::NotConfigured | Payout::Nothing => json!(null),
                 Payout::Sent { amount, fee } => json!({"paid_sat": amount.0, "fee_sat": fee.0}),
+                Payout::Token(amount) => json!({"token_sat": amount.0}),
                 Payout::Failed(why) => json!({"error": why}),
             };
             Ok(json!({
@@ -36,7 +40,8 @@ pub async fn deliver(ctx: &Context, args: OrderDeliverArgs) -> Result<Value, Com
     }
 }
 
-/// Refunds the order to its buyer as a Cashu token DM.
+/// Refunds the order to its buyer: over Lightning when the buyer's cancel named an address,
+/// as a Cashu token DM otherwise.
 pub async fn refund(ctx: &Context, args: OrderRefArgs) -> Result<Value, CommandError> {
     let merchant = merchant_key(&args.merchant)?;
     ctx.merchants.get(&merchant)?;
@@ -46,8 +51,63 @@ pub async fn refund(ctx: &Context, args: OrderRefArgs) -> Result<Value, CommandE
         .await
         .map_err(internal)?
     {
-        Delivery::Released(sats) => Ok(json!({ "order": args.order, "refunded_sat": sats.0 })),
+        Delivery::Released(sats) => {
+            let record = ctx
+                .escrow
+                .order(&merchant, args.order)
+                .map_err(internal)?
+                .ok_or_else(|| CommandError::Internal("a refunded order vanished".to_owned()))?;
+            let via = match record.refund {
+                Some(RefundPlan::Lightning { .. }) => "lightning",
+                _ => "token",
+            };
+            Ok(json!({
+                "order": args.order,
+                "refund_sat": sats.0,
+                "state": record.state,
+                "via": via,
+            }))
+        }
         Delivery::Refused(why) => Err(Refusal::new(ErrorCode::Invalid, why).into()),
+    }
+}
+
+/// Holds the order for review.
+pub async fn dispute(ctx: &Context, args: OrderRefArgs) -> Result<Value, CommandError> {
+    let merchant = merchant_key(&args.merchant)?;
+    ctx.merchants.get(&merchant)?;
+    match ctx
+        .escrow
+        .dispute(merchant, args.order)
+        .await
+        .map_err(internal)?
+    {
+        Delivery::Released(_) => Ok(json!({ "order": args.order, "state": "disputed" })),
+        Delivery::Refused(why) => Err(Refusal::new(ErrorCode::Invalid, why).into()),
+    }
+}
+
+/// The buyer (the sender) asks to cancel their order.
+pub async fn cancel(
+    ctx: &Context,
+    buyer: PublicKey,
+    args: OrderCancelArgs,
+) -> Result<Value, CommandError> {
+    let merchant = merchant_key(&args.merchant)?;
+    ctx.merchants.get(&merchant)?;
+    match ctx
+        .escrow
+        .request_cancel(merchant, buyer, &args.order_id, args.refund_to.clone())
+        .await
+        .map_err(internal)?
+    {
+        Cancel::Recorded { number } => Ok(json!({
+            "order": number,
+            "order_id": args.order_id,
+            "cancel_requested": true,
+            "refund_via": if args.refund_to.is_some() { "lightning" } else { "token" },
+        })),
+        Cancel::Refused(why) => Err(Refusal::new(ErrorCode::Invalid, why).into()),
     }
 }
 

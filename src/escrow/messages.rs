@@ -41,6 +41,7 @@ pub(super) fn describe(state: EscrowState, number: u64) -> String {
             format!("Order #{number} delivered and completed. Thank you!")
         }
         EscrowState::Expired => format!("Order #{number} expired unpaid and was cancelled."),
+        EscrowState::Refunding => format!("Order #{number} is being refunded."),
         EscrowState::Refunded => format!("Order #{number} was refunded."),
         EscrowState::Disputed => format!("Order #{number} is under review by soko's operator."),
     }

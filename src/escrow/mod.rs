@@ -4,11 +4,16 @@
 pub mod code;
 mod messages;
 pub mod payout;
+pub mod refund;
 pub mod service;
 mod settle;
 pub mod state;
+mod tokens;
 
 pub use self::code::{CodeHasher, DeliveryCode, StoredCode, Verdict};
 pub use self::payout::Payout;
-pub use self::service::{Delivery, EscrowError, EscrowService, OrderRecord, Rules};
+pub use self::refund::{refundable, Cancel};
+pub use self::service::{
+    CancelRequest, Delivery, EscrowError, EscrowService, OrderRecord, RefundPlan, Rules,
+};
 pub use self::state::{transition, EscrowEvent, EscrowState, InvalidTransition};

@@ -1,5 +1,7 @@
 //! Paying a merchant's balance out over Lightning: resolve the merchant's Lightning address
-//! or LNURL-pay link (lnurl-rs) to an invoice, then melt from the escrow wallet.
+//! or LNURL-pay link (lnurl-rs) to an invoice, then melt from the escrow wallet. A merchant
+//! without one that named an npub for tokens gets the balance as a Cashu token DM instead
+//! (the send's operation id recorded first, see [`super::tokens`]).
 //!
 //! The merchant's balance is debited by the amount plus the mint's fee reserve in the same
 //! sled transaction that records the payout as pending in the ledger; the melt follows.
@@ -96,8 +98,12 @@ pub struct PayoutRecord {
     pub debited: Sats,
     /// Amount the invoice pays.
     pub amount: Sats,
-    /// False until the mint reports the invoice paid.
+    /// False until the mint reports the invoice paid (or the token DM is queued).
     pub done: bool,
+    /// For a token payout: the npub (hex) the token is DM'd to. The record's key is then the
+    /// wallet's send operation id instead of a melt quote id.
+    #[serde(default)]
+    pub token_to: Option<String>,
 }
 
 /// The outcome of a payout attempt.
@@ -114,6 +120,8 @@ pub enum Payout {
         /// Lightning fee paid.
         fee: Sats,
     },
+    /// Sent as a Cashu token DM to the merchant's npub.
+    Token(Sats),
     /// Not paid; the balance is intact. The reason is safe to show the merchant.
     Failed(String),
 }
@@ -123,13 +131,18 @@ impl EscrowService {
     pub async fn pay_out(&self, merchant: PublicKey) -> Result<Payout, EscrowError> {
         let inner = &self.inner;
         let _guard = inner.lock.lock().await;
-        let Some(destination) = inner.merchants.get(&merchant)?.lightning_address else {
-            return Ok(Payout::NotConfigured);
-        };
+        let profile = inner.merchants.get(&merchant)?;
         let balance = inner
             .balances
             .get(&merchant.to_bytes())?
             .unwrap_or(Sats::ZERO);
+        let Some(destination) = profile.lightning_address else {
+            return match profile.tokens_to {
+                Some(_) if balance == Sats::ZERO => Ok(Payout::Nothing),
+                Some(npub) => self.pay_out_token(merchant, &npub, balance).await,
+                None => Ok(Payout::NotConfigured),
+            };
+        };
         if balance == Sats::ZERO {
             return Ok(Payout::Nothing);
         }
@@ -179,6 +192,7 @@ impl EscrowService {
             debited,
             amount,
             done: false,
+            token_to: None,
         };
         let remaining = balance.checked_sub(debited).unwrap_or(Sats::ZERO);
         self.commit_payout(&merchant, &quote.id, &record, remaining)?;
@@ -286,6 +300,92 @@ impl EscrowService {
             .map_err(tx_error)
     }
 
+    /// The whole balance as a Cashu token DM'd (NIP-17, from the merchant's managed key) to
+    /// the merchant's own npub. Called with the escrow lock held.
+    async fn pay_out_token(
+        &self,
+        merchant: PublicKey,
+        npub: &str,
+        balance: Sats,
+    ) -> Result<Payout, EscrowError> {
+        let to = PublicKey::parse(npub)
+            .map_err(|e| EscrowError::Books(format!("stored payout npub: {e}")))?;
+        let prepared = match self.prepare_token(balance).await {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                return Ok(Payout::Failed(format!(
+                    "the wallet cannot make the token: {e}"
+                )))
+            }
+        };
+        let operation = prepared.operation.clone();
+        let record = PayoutRecord {
+            merchant: merchant.to_hex(),
+            debited: balance,
+            amount: balance,
+            done: false,
+            token_to: Some(to.to_hex()),
+        };
+        self.commit_payout(&merchant, &operation, &record, Sats::ZERO)?;
+        match prepared.confirm().await {
+            Ok(token) => {
+                self.send_token_payout(&merchant, &operation, record, &token)
+                    .await?;
+                tracing::info!(sats = balance.0, "paid a merchant's balance out as a token");
+                Ok(Payout::Token(balance))
+            }
+            // Whether the token exists is for the wallet's record to say: settled on a later
+            // pass (given back if it was never made).
+            Err(e) => {
+                tracing::warn!(error = %e, "token payout unclear; will settle from the wallet's record");
+                Ok(Payout::Failed(
+                    "the payout is pending; soko will settle it".to_owned(),
+                ))
+            }
+        }
+    }
+
+    /// Marks a token payout done and queues its DM, in one transaction; then sends it.
+    async fn send_token_payout(
+        &self,
+        merchant: &PublicKey,
+        operation: &str,
+        mut record: PayoutRecord,
+        token: &str,
+    ) -> Result<(), EscrowError> {
+        let inner = &self.inner;
+        let to = record
+            .token_to
+            .as_deref()
+            .and_then(|hex| PublicKey::from_hex(hex).ok())
+            .ok_or_else(|| EscrowError::Books("token payout without a recipient".to_owned()))?;
+        let text = format!(
+            "Payout from soko: {} sat as Cashu ecash. Redeem it in any Cashu wallet:\n{token}",
+            record.amount.0
+        );
+        let dm = inner
+            .publisher
+            .seal_dm(merchant, to, crate::bot::Scheme::Nip17, &text)
+            .await
+            .map_err(|e| EscrowError::Publish(e.to_string()))?;
+        record.done = true;
+        let encoded = inner.payouts.encode(&record)?;
+        let queued = inner
+            .outbox
+            .tree()
+            .encode(&crate::bot::Outbox::entry(&dm))?;
+        let dm_id = dm.id.as_bytes().to_vec();
+        (inner.payouts.raw(), inner.outbox.tree().raw())
+            .transaction(|(payouts, outbox)| {
+                payouts.insert(operation.as_bytes(), encoded.clone())?;
+                outbox.insert(dm_id.as_slice(), queued.clone())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_error)?;
+        inner.outbox.deliver(&dm).await?;
+        Ok(())
+    }
+
     /// Settles payouts a crash or an unclear answer left pending.
     pub(super) async fn settle_payouts(&self) -> Result<(), EscrowError> {
         let inner = &self.inner;
@@ -299,6 +399,17 @@ impl EscrowService {
             let quote_id = String::from_utf8_lossy(&quote_id).into_owned();
             let merchant = PublicKey::from_hex(&record.merchant)
                 .map_err(|e| EscrowError::Publish(format!("stored merchant key: {e}")))?;
+            if record.token_to.is_some() {
+                match self.recorded_token(&quote_id).await {
+                    Ok(Some(token)) => {
+                        self.send_token_payout(&merchant, &quote_id, record, &token)
+                            .await?;
+                    }
+                    Ok(None) => self.undo_payout(&merchant, &quote_id, &record)?,
+                    Err(e) => tracing::warn!(error = %e, "cannot settle a token payout yet"),
+                }
+                continue;
+            }
             match inner.wallet.check_melt_quote_status(&quote_id).await {
                 // The fee actually paid is unknown here: the reserve counts as spent.
                 Ok(q) if q.state == MeltQuoteState::Paid => {

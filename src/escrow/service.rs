@@ -9,9 +9,12 @@
 //! - `awaiting`: order key → unix expiry, for orders still waiting for payment (what the
 //!   payment watcher polls, so completed orders cost it nothing).
 //! - `reserved`: merchant (32) ‖ product id → units held by unpaid orders.
-//! - `balances`: merchant (32) → sats owed to the merchant (delivered orders).
-//! - `ledger`: `"mint:" ‖ order key` → [`LedgerEntry`], written before the mint call and
-//!   marked done after, so a crash in between is resumed instead of minting twice.
+//! - `balances`: merchant (32) → sats owed to the merchant (delivered orders); also soko's
+//!   own `fees` account (unused Lightning fee reserve from refunds).
+//! - `refunding`: order key → unix start, for refunds under way (what `tick` resumes).
+//! - `ledger`: `"mint:"`/`"refund:" ‖ order key` → [`LedgerEntry`], written before the
+//!   mint call and marked done after, so a crash in between is resumed instead of minting
+//!   (or refunding) twice.
 //! - `payouts`: melt quote id → [`PayoutRecord`]: a payout to a merchant's Lightning
 //!   address, debited from the balance before the melt (see [`super::payout`]).
 //!
@@ -46,13 +49,14 @@ use crate::wallet::Wallet;
 pub(super) type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// What changes together with an order's record.
+#[derive(Default)]
 pub(super) struct Change {
     /// New `reserved` values.
     pub(super) reserved: Vec<KeyValue>,
     /// A ledger entry to write.
     pub(super) ledger: Option<(Vec<u8>, LedgerEntry)>,
-    /// A merchant's new balance.
-    pub(super) balance: Option<(PublicKey, Sats)>,
+    /// An account's new balance (a merchant's key, or [`super::refund::FEES_ACCOUNT`]).
+    pub(super) balance: Option<(Vec<u8>, Sats)>,
 }
 
 /// Checkout rules from the config.
@@ -62,6 +66,8 @@ pub struct Rules {
     pub rates: Rates,
     /// Seconds a buyer has to pay.
     pub payment_window_secs: u64,
+    /// Seconds a merchant has to deliver a paid order.
+    pub delivery_window_secs: u64,
 }
 
 /// One order and its escrow.
@@ -93,6 +99,48 @@ pub struct OrderRecord {
     pub code: Option<StoredCode>,
     /// Unix seconds.
     pub created_at: u64,
+    /// Unix seconds the payment arrived.
+    #[serde(default)]
+    pub paid_at: Option<u64>,
+    /// The buyer asked to cancel (before delivery).
+    #[serde(default)]
+    pub cancel: Option<CancelRequest>,
+    /// How the money goes back to the buyer, once a refund started.
+    #[serde(default)]
+    pub refund: Option<RefundPlan>,
+}
+
+/// A buyer's request to cancel a paid order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelRequest {
+    /// Unix seconds.
+    pub at: u64,
+    /// A Lightning address or LNURL-pay link for the refund; a Cashu token DM otherwise.
+    pub refund_to: Option<String>,
+}
+
+/// A refund's route and how far it got: enough to finish it after a crash without paying
+/// twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "via")]
+pub enum RefundPlan {
+    /// A Cashu token DM'd to the buyer.
+    Token {
+        /// The wallet's send operation, recorded before the token is made.
+        operation: Option<String>,
+        /// Why a Lightning refund fell back to a token, told to the buyer.
+        #[serde(default)]
+        note: Option<String>,
+    },
+    /// A payment to the buyer's Lightning address.
+    Lightning {
+        /// Lightning address or LNURL.
+        destination: String,
+        /// The melt quote, recorded before the melt.
+        quote: Option<String>,
+        /// What the invoice pays (the total minus the mint's fee reserve).
+        amount: Sats,
+    },
 }
 
 /// One stored order line.
@@ -130,6 +178,9 @@ pub enum EscrowError {
     /// Publishing.
     #[error("publishing: {0}")]
     Publish(String),
+    /// soko's own records disagree with themselves or the wallet.
+    #[error("books: {0}")]
+    Books(String),
 }
 
 /// What happened to a delivery attempt, told to the merchant.
@@ -153,6 +204,7 @@ pub(super) struct Inner {
     pub(super) index: Typed<u64>,
     pub(super) seq: Typed<u64>,
     pub(super) awaiting: Typed<u64>,
+    pub(super) refunding: Typed<u64>,
     pub(super) reserved: Typed<u64>,
     pub(super) balances: Typed<Sats>,
     pub(super) ledger: Typed<LedgerEntry>,
@@ -164,6 +216,8 @@ pub(super) struct Inner {
     pub(super) codes: CodeHasher,
     pub(super) rates: Rates,
     pub(super) payment_window_secs: u64,
+    pub(super) delivery_window_secs: u64,
+    pub(super) refunds: Mutex<()>,
     pub(super) lock: Mutex<()>,
 }
 
@@ -184,6 +238,7 @@ impl EscrowService {
                 index: store.tree("order_index")?,
                 seq: store.tree("order_seq")?,
                 awaiting: store.tree("awaiting")?,
+                refunding: store.tree("refunding")?,
                 reserved: store.tree("reserved")?,
                 balances: store.tree("balances")?,
                 ledger: store.tree("ledger")?,
@@ -195,6 +250,8 @@ impl EscrowService {
                 codes: CodeHasher::new(vault.subkey("delivery-code")),
                 rates: rules.rates,
                 payment_window_secs: rules.payment_window_secs,
+                delivery_window_secs: rules.delivery_window_secs,
+                refunds: Mutex::new(()),
                 lock: Mutex::new(()),
             }),
         })
@@ -299,6 +356,9 @@ impl EscrowService {
             state: EscrowState::AwaitingPayment,
             code: None,
             created_at: now,
+            paid_at: None,
+            cancel: None,
+            refund: None,
         };
         let key = order_key(&merchant, number);
         let encoded = inner.orders.encode(&record)?;
@@ -333,6 +393,7 @@ impl EscrowService {
             let _guard = inner.lock.lock().await;
             self.settle_payouts().await?;
         }
+        self.resume_refunds().await?;
         let awaiting: Vec<sled::IVec> = inner
             .awaiting
             .raw()
@@ -408,6 +469,7 @@ impl EscrowService {
         let code = DeliveryCode::generate();
         let mut paid = record.clone();
         paid.state = next;
+        paid.paid_at = Some(unix_now());
         paid.code = Some(
             inner
                 .codes
@@ -570,7 +632,7 @@ impl EscrowService {
             None => None,
         };
         let balance = match &change.balance {
-            Some((merchant, sats)) => Some((merchant.to_bytes(), inner.balances.encode(sats)?)),
+            Some((account, sats)) => Some((account.clone(), inner.balances.encode(sats)?)),
             None => None,
         };
         let queued: Vec<KeyValue> = dms
@@ -583,6 +645,8 @@ impl EscrowService {
             })
             .collect::<Result<_, StoreError>>()?;
         let still_awaiting = record.state == EscrowState::AwaitingPayment;
+        let is_refunding = record.state == EscrowState::Refunding;
+        let since = inner.refunding.encode(&unix_now())?;
         (
             inner.orders.raw(),
             inner.reserved.raw(),
@@ -590,12 +654,18 @@ impl EscrowService {
             inner.balances.raw(),
             inner.outbox.tree().raw(),
             inner.awaiting.raw(),
+            inner.refunding.raw(),
         )
             .transaction(
-                |(orders, reserved, ledger_tree, balances, outbox, awaiting)| {
+                |(orders, reserved, ledger_tree, balances, outbox, awaiting, refunding)| {
                     orders.insert(key, encoded.clone())?;
                     if !still_awaiting {
                         awaiting.remove(key)?;
+                    }
+                    if is_refunding {
+                        refunding.insert(key, since.clone())?;
+                    } else {
+                        refunding.remove(key)?;
                     }
                     for (k, v) in &change.reserved {
                         reserved.insert(k.as_slice(), v.clone())?;

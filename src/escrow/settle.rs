@@ -1,13 +1,10 @@
-//! Settling a paid order: delivery with the buyer's code (escrow → merchant's balance) or a
-//! refund to the buyer as a Cashu token.
+//! Delivery with the buyer's code: the escrow goes to the merchant's balance.
 
 use nostr_sdk::PublicKey;
 
 use super::code::Verdict;
 use super::messages::{describe, status};
-use super::service::{
-    code_scope, order_key, Change, Delivery, EscrowError, EscrowService, LedgerEntry,
-};
+use super::service::{code_scope, order_key, Change, Delivery, EscrowError, EscrowService};
 use super::state::{transition, EscrowEvent, EscrowState};
 use crate::money::Sats;
 
@@ -77,9 +74,8 @@ impl EscrowService {
             .checked_add(record.total)
             .map_err(|e| EscrowError::Publish(e.to_string()))?;
         let change = Change {
-            reserved: Vec::new(),
-            ledger: None,
-            balance: Some((merchant, credited)),
+            balance: Some((merchant.to_bytes().to_vec(), credited)),
+            ..Change::default()
         };
         self.commit(&key, &next, change, &[dm]).await?;
         tracing::info!(
@@ -90,66 +86,33 @@ impl EscrowService {
         Ok(Delivery::Released(record.total))
     }
 
-    /// Refunds a paid (undelivered) or disputed order: the total goes back to the buyer as a
-    /// Cashu token in a DM, in the buyer's scheme. The token is stored sealed in the ledger
-    /// with the order's new state and the DMs, in one transaction.
-    pub async fn refund(&self, merchant: PublicKey, number: u64) -> Result<Delivery, EscrowError> {
+    /// Holds order `number` for the operator's decision: the code no longer releases it, and
+    /// it can be refunded (or released to the merchant by an admin later).
+    pub async fn dispute(&self, merchant: PublicKey, number: u64) -> Result<Delivery, EscrowError> {
         let inner = &self.inner;
         let _guard = inner.lock.lock().await;
         let key = order_key(&merchant, number);
         let Some(record) = inner.orders.get(&key)? else {
             return Ok(Delivery::Refused(format!("there is no order #{number}")));
         };
-        let Ok(next) = transition(record.state, EscrowEvent::RefundSettled) else {
+        let Ok(next) = transition(record.state, EscrowEvent::DisputeOpened) else {
             return Ok(Delivery::Refused(format!(
-                "order #{number} cannot be refunded: {}",
+                "order #{number} cannot be disputed: {}",
                 describe(record.state, number)
             )));
         };
-        let token = inner
-            .wallet
-            .prepare_send(record.total.into(), cdk::wallet::SendOptions::default())
-            .await?
-            .confirm(None)
-            .await?
-            .to_string();
-        let mut refunded = record.clone();
-        refunded.state = next;
-        let status_dm = self
+        let mut disputed = record.clone();
+        disputed.state = next;
+        let dm = self
             .seal_to_buyer(
                 &merchant,
                 &record,
-                &status(&refunded, &describe(next, number)),
+                &status(&disputed, &describe(next, number)),
             )
             .await?;
-        let token_dm = self
-            .seal_to_buyer(
-                &merchant,
-                &record,
-                &format!(
-                    "Refund for order #{number} ({}): {} sat as Cashu ecash. Redeem it in any Cashu wallet:\n{token}",
-                    record.buyer_order_id, record.total.0
-                ),
-            )
+        self.commit(&key, &disputed, Change::default(), &[dm])
             .await?;
-        let change = Change {
-            reserved: Vec::new(),
-            ledger: Some((
-                [b"refund:".as_slice(), &key].concat(),
-                LedgerEntry {
-                    amount: record.total,
-                    done: true,
-                },
-            )),
-            balance: None,
-        };
-        self.commit(&key, &refunded, change, &[status_dm, token_dm])
-            .await?;
-        tracing::info!(
-            order = number,
-            sats = record.total.0,
-            "order refunded to the buyer as a token"
-        );
+        tracing::info!(order = number, "order disputed");
         Ok(Delivery::Released(record.total))
     }
 }

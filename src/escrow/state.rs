@@ -3,10 +3,16 @@
 //! ```text
 //! AwaitingPayment ──paid──▶ Paid ──code──▶ Delivered ──payout settled──▶ PaidOut
 //!        │                   │  ╲
-//!     expired            refund  dispute / too many wrong codes
+//!     expired     refund started  dispute / too many wrong codes
 //!        ▼                   ▼      ▼
-//!     Expired            Refunded ◀─ Disputed ─▶ Delivered (admin releases)
+//!     Expired          Refunding ◀─ Disputed ─▶ Delivered (admin releases)
+//!                            │
+//!                     refund settled
+//!                            ▼
+//!                        Refunded
 //! ```
+//! `Refunding` exists because a refund is two steps with the mint or a Lightning service in
+//! between: once it starts, the code can no longer release the same money to the merchant.
 //! `Expired`, `Refunded` and `PaidOut` are terminal: nothing leaves them, which is what
 //! makes a replayed or late command harmless.
 
@@ -26,6 +32,8 @@ pub enum EscrowState {
     PaidOut,
     /// The invoice expired unpaid; stock released. Terminal.
     Expired,
+    /// A refund is under way (a token being made, or a Lightning payment in flight).
+    Refunding,
     /// The buyer got the money back. Terminal.
     Refunded,
     /// Held for an admin's decision.
@@ -48,6 +56,8 @@ pub enum EscrowEvent {
     DisputeOpened,
     /// The payout to the merchant completed.
     PayoutSettled,
+    /// A refund to the buyer was decided and recorded.
+    RefundStarted,
     /// The refund to the buyer completed.
     RefundSettled,
     /// An admin decided for the merchant.
@@ -62,7 +72,10 @@ impl EscrowState {
 
     /// True while soko holds the buyer's money for this order.
     pub fn holds_funds(self) -> bool {
-        matches!(self, Self::Paid | Self::Delivered | Self::Disputed)
+        matches!(
+            self,
+            Self::Paid | Self::Delivered | Self::Disputed | Self::Refunding
+        )
     }
 }
 
@@ -85,7 +98,8 @@ pub fn transition(from: EscrowState, event: EscrowEvent) -> Result<EscrowState, 
         (S::AwaitingPayment, E::InvoiceExpired) => S::Expired,
         (S::Paid, E::CodeAccepted) => S::Delivered,
         (S::Paid, E::CodeAttemptsExhausted | E::DisputeOpened) => S::Disputed,
-        (S::Paid | S::Disputed, E::RefundSettled) => S::Refunded,
+        (S::Paid | S::Disputed, E::RefundStarted) => S::Refunding,
+        (S::Refunding, E::RefundSettled) => S::Refunded,
         (S::Disputed, E::ResolvedForMerchant) => S::Delivered,
         (S::Delivered, E::PayoutSettled) => S::PaidOut,
         _ => return Err(InvalidTransition { from, event }),
@@ -99,35 +113,38 @@ mod tests {
     use EscrowEvent as E;
     use EscrowState as S;
 
-    const STATES: [S; 7] = [
+    const STATES: [S; 8] = [
         S::AwaitingPayment,
         S::Paid,
         S::Delivered,
         S::PaidOut,
         S::Expired,
+        S::Refunding,
         S::Refunded,
         S::Disputed,
     ];
-    const EVENTS: [E; 8] = [
+    const EVENTS: [E; 9] = [
         E::PaymentReceived,
         E::InvoiceExpired,
         E::CodeAccepted,
         E::CodeAttemptsExhausted,
         E::DisputeOpened,
         E::PayoutSettled,
+        E::RefundStarted,
         E::RefundSettled,
         E::ResolvedForMerchant,
     ];
 
     /// Every allowed transition; anything not listed must be refused.
-    const ALLOWED: [(S, E, S); 9] = [
+    const ALLOWED: [(S, E, S); 10] = [
         (S::AwaitingPayment, E::PaymentReceived, S::Paid),
         (S::AwaitingPayment, E::InvoiceExpired, S::Expired),
         (S::Paid, E::CodeAccepted, S::Delivered),
         (S::Paid, E::CodeAttemptsExhausted, S::Disputed),
         (S::Paid, E::DisputeOpened, S::Disputed),
-        (S::Paid, E::RefundSettled, S::Refunded),
-        (S::Disputed, E::RefundSettled, S::Refunded),
+        (S::Paid, E::RefundStarted, S::Refunding),
+        (S::Disputed, E::RefundStarted, S::Refunding),
+        (S::Refunding, E::RefundSettled, S::Refunded),
         (S::Disputed, E::ResolvedForMerchant, S::Delivered),
         (S::Delivered, E::PayoutSettled, S::PaidOut),
     ];
@@ -164,12 +181,14 @@ mod tests {
     #[test]
     fn money_is_held_exactly_between_payment_and_settlement() {
         for state in STATES {
-            let expected = matches!(state, S::Paid | S::Delivered | S::Disputed);
+            let expected = matches!(state, S::Paid | S::Delivered | S::Disputed | S::Refunding);
             assert_eq!(state.holds_funds(), expected, "{state:?}");
         }
         // Paying twice is refused rather than double-counted.
         assert!(transition(S::Paid, E::PaymentReceived).is_err());
         // An unpaid order cannot be delivered.
         assert!(transition(S::AwaitingPayment, E::CodeAccepted).is_err());
+        // Once a refund has started, the code cannot release the same money.
+        assert!(transition(S::Refunding, E::CodeAccepted).is_err());
     }
 }

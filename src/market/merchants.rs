@@ -32,6 +32,10 @@ pub struct StoredMerchant {
     pub phone_sealed: Option<String>,
     /// Unix seconds.
     pub created_at: u64,
+    /// The merchant's own npub that takes payouts as Cashu tokens by DM, when it has no
+    /// Lightning address.
+    #[serde(default)]
+    pub tokens_to: Option<String>,
 }
 
 /// A merchant, without secrets.
@@ -45,6 +49,9 @@ pub struct Merchant {
     pub name: String,
     /// Payout Lightning address.
     pub lightning_address: Option<String>,
+    /// Where payouts go as Cashu token DMs instead (npub), when there is no Lightning address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_to: Option<String>,
 }
 
 /// Registry failures.
@@ -115,6 +122,7 @@ impl Merchants {
             key_sealed: self.vault.seal(&keys.secret_key().to_secret_hex())?,
             phone_sealed: phone.map(|p| self.vault.seal(p)).transpose()?,
             created_at: unix_now(),
+            tokens_to: None,
         };
         self.records
             .insert(&keys.public_key().to_bytes(), &stored)?;
@@ -141,6 +149,28 @@ impl Merchants {
             .get(&pubkey.to_bytes())?
             .map(|stored| public(pubkey, &stored))
             .ok_or_else(|| MerchantError::Unknown(pubkey.to_hex()))
+    }
+
+    /// Sets where the merchant's payouts go: a Lightning address or LNURL-pay link, or an
+    /// npub that receives them as Cashu tokens by DM. One replaces the other.
+    pub fn set_payout(&self, merchant: &PublicKey, to: &str) -> Result<Merchant, MerchantError> {
+        let to = to.trim();
+        let mut stored = self
+            .records
+            .get(&merchant.to_bytes())?
+            .ok_or_else(|| MerchantError::Unknown(merchant.to_hex()))?;
+        if let Ok(npub) = PublicKey::parse(to) {
+            stored.tokens_to = Some(npub.to_bech32().unwrap_or_else(|_| npub.to_hex()));
+            stored.lightning_address = None;
+        } else {
+            crate::escrow::payout::lnurlp_url(to).map_err(|e| {
+                MerchantError::Invalid(format!("{e}; or give an npub to be paid in Cashu tokens"))
+            })?;
+            stored.lightning_address = Some(to.to_owned());
+            stored.tokens_to = None;
+        }
+        self.records.insert(&merchant.to_bytes(), &stored)?;
+        Ok(public(merchant, &stored))
     }
 
     /// Saves a stall after checking it.
@@ -224,6 +254,7 @@ fn public(pubkey: &PublicKey, stored: &StoredMerchant) -> Merchant {
         npub: pubkey.to_bech32().unwrap_or_else(|_| pubkey.to_hex()),
         name: stored.name.clone(),
         lightning_address: stored.lightning_address.clone(),
+        tokens_to: stored.tokens_to.clone(),
     }
 }
 

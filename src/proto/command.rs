@@ -201,8 +201,15 @@ pub enum Command {
     ProductPut(ProductPutArgs),
     /// Admin (for the merchant): present the buyer's delivery code to release the escrow.
     OrderDeliver(OrderDeliverArgs),
-    /// Admin: refund a paid, undelivered (or disputed) order to the buyer.
+    /// Admin: refund an order the buyer asked to cancel, one past its delivery window, or a
+    /// disputed one.
     OrderRefund(OrderRefArgs),
+    /// Admin: hold a paid order for review (the code no longer releases it).
+    OrderDispute(OrderRefArgs),
+    /// The buyer: ask to cancel a paid, undelivered order (optionally refunded over Lightning).
+    OrderCancel(OrderCancelArgs),
+    /// Admin: where a merchant's payouts go (Lightning address, LNURL, or an npub for tokens).
+    MerchantPayout(MerchantPayoutArgs),
 }
 
 /// Names accepted in `cmd`, for the unknown-command message.
@@ -214,6 +221,9 @@ pub const COMMAND_NAMES: &[&str] = &[
     "product_put",
     "order_deliver",
     "order_refund",
+    "order_dispute",
+    "order_cancel",
+    "merchant_payout",
 ];
 
 /// Arguments naming one order.
@@ -224,6 +234,29 @@ pub struct OrderRefArgs {
     pub merchant: String,
     /// soko's order number for that merchant.
     pub order: u64,
+}
+
+/// `order_cancel` arguments: the buyer names the order by its own id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderCancelArgs {
+    /// The merchant the order went to (npub or hex).
+    pub merchant: String,
+    /// The buyer's order id (the `id` of the NIP-15 order).
+    pub order_id: String,
+    /// A Lightning address or LNURL-pay link for the refund; a Cashu token DM without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_to: Option<String>,
+}
+
+/// `merchant_payout` arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantPayoutArgs {
+    /// The merchant (npub or hex).
+    pub merchant: String,
+    /// A Lightning address or LNURL-pay link, or an npub that takes Cashu token DMs.
+    pub to: String,
 }
 
 /// `order_deliver` arguments.

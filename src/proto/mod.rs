@@ -5,6 +5,7 @@ pub mod nip15;
 pub mod ussd;
 
 pub use self::command::{
-    Command, ErrorBody, ErrorCode, MerchantAddArgs, OrderDeliverArgs, OrderRefArgs, PingArgs,
-    PingResult, ProductPutArgs, Refusal, Request, Response, StallPutArgs, PROTOCOL_VERSION,
+    Command, ErrorBody, ErrorCode, MerchantAddArgs, MerchantPayoutArgs, OrderCancelArgs,
+    OrderDeliverArgs, OrderRefArgs, PingArgs, PingResult, ProductPutArgs, Refusal, Request,
+    Response, StallPutArgs, PROTOCOL_VERSION,
 };

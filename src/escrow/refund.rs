@@ -1,0 +1,494 @@
+//! Refunds. A paid order may be refunded when the buyer asked to cancel before delivery, when
+//! the merchant's delivery window has passed, or when it is disputed. The money goes to the
+//! buyer's Lightning address if the cancel request gave one, as a Cashu token DM otherwise
+//! (or when the Lightning payment fails).
+//!
+//! The order first moves to `Refunding` with its [`RefundPlan`] and a pending ledger entry;
+//! from then on every step records how far it got before the next side effect, and `tick`
+//! picks up a refund a crash or an unclear Lightning payment left half-way.
+
+use cdk::nuts::{MeltQuoteState, PaymentMethod};
+use nostr_sdk::PublicKey;
+
+use super::messages::{describe, status};
+use super::payout::invoice_for;
+use super::service::{
+    merchant_of, order_key, CancelRequest, Change, Delivery, EscrowError, EscrowService,
+    LedgerEntry, OrderRecord, RefundPlan,
+};
+use super::state::{transition, EscrowEvent, EscrowState};
+use crate::money::Sats;
+use crate::store::StoreError;
+use crate::util::unix_now;
+
+/// Where the unused part of Lightning fee reserves on refunds is booked (soko's own
+/// account in `balances`, next to the merchants').
+pub const FEES_ACCOUNT: &[u8] = b"fees";
+
+/// The answer to a buyer's cancel request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancel {
+    /// Recorded; the operator or merchant can now refund order `number`.
+    Recorded {
+        /// soko's order number.
+        number: u64,
+    },
+    /// Refused, with the reason.
+    Refused(String),
+}
+
+/// Why an order may be refunded now, or why not (pure, for the tests).
+pub fn refundable(record: &OrderRecord, delivery_window_secs: u64, now: u64) -> Result<(), String> {
+    let number = record.number;
+    match record.state {
+        EscrowState::Disputed => Ok(()),
+        EscrowState::Paid if record.cancel.is_some() => Ok(()),
+        EscrowState::Paid => {
+            let due = record
+                .paid_at
+                .unwrap_or(record.created_at)
+                .saturating_add(delivery_window_secs);
+            if now >= due {
+                Ok(())
+            } else {
+                Err(format!(
+                    "order #{number} is within its delivery window (until unix time {due}) and the buyer has not asked to cancel; open a dispute if something is wrong"
+                ))
+            }
+        }
+        state => Err(format!(
+            "order #{number} cannot be refunded: {}",
+            describe(state, number)
+        )),
+    }
+}
+
+impl EscrowService {
+    /// The buyer asks to cancel their order `order_id` with `merchant`, before delivery.
+    pub async fn request_cancel(
+        &self,
+        merchant: PublicKey,
+        buyer: PublicKey,
+        order_id: &str,
+        refund_to: Option<String>,
+    ) -> Result<Cancel, EscrowError> {
+        if let Some(destination) = &refund_to {
+            if let Err(e) = super::payout::lnurlp_url(destination) {
+                return Ok(Cancel::Refused(e.to_string()));
+            }
+        }
+        let inner = &self.inner;
+        let _guard = inner.lock.lock().await;
+        let index_key = [
+            merchant.to_bytes().as_slice(),
+            &buyer.to_bytes(),
+            order_id.as_bytes(),
+        ]
+        .concat();
+        let Some(number) = inner.index.get(&index_key)? else {
+            return Ok(Cancel::Refused(format!(
+                "you have no order {order_id:?} with this merchant"
+            )));
+        };
+        let key = order_key(&merchant, number);
+        let Some(mut record) = inner.orders.get(&key)? else {
+            return Ok(Cancel::Refused(format!(
+                "you have no order {order_id:?} with this merchant"
+            )));
+        };
+        match record.state {
+            EscrowState::Paid | EscrowState::Disputed => {}
+            EscrowState::AwaitingPayment => {
+                return Ok(Cancel::Refused(format!(
+                    "order #{number} is not paid: leave the invoice unpaid and the order expires by itself"
+                )))
+            }
+            state => return Ok(Cancel::Refused(describe(state, number))),
+        }
+        record.cancel = Some(CancelRequest {
+            at: unix_now(),
+            refund_to,
+        });
+        inner.orders.insert(&key, &record)?;
+        tracing::info!(order = number, "the buyer asked to cancel");
+        Ok(Cancel::Recorded { number })
+    }
+
+    /// Refunds order `number` if [`refundable`] allows it, and drives the refund as far as it
+    /// goes now (a Lightning payment may stay pending; `tick` finishes it).
+    pub async fn refund(&self, merchant: PublicKey, number: u64) -> Result<Delivery, EscrowError> {
+        let key = order_key(&merchant, number);
+        {
+            let inner = &self.inner;
+            let _guard = inner.lock.lock().await;
+            let Some(record) = inner.orders.get(&key)? else {
+                return Ok(Delivery::Refused(format!("there is no order #{number}")));
+            };
+            if record.state != EscrowState::Refunding {
+                if let Err(why) = refundable(&record, inner.delivery_window_secs, unix_now()) {
+                    return Ok(Delivery::Refused(why));
+                }
+                let next = transition(record.state, EscrowEvent::RefundStarted)
+                    .map_err(|e| EscrowError::Books(e.to_string()))?;
+                let mut refunding = record.clone();
+                refunding.state = next;
+                refunding.refund = Some(
+                    match record.cancel.as_ref().and_then(|c| c.refund_to.clone()) {
+                        Some(destination) => RefundPlan::Lightning {
+                            destination,
+                            quote: None,
+                            amount: record.total,
+                        },
+                        None => RefundPlan::Token {
+                            operation: None,
+                            note: None,
+                        },
+                    },
+                );
+                let change = Change {
+                    ledger: Some((
+                        refund_ledger_key(&key),
+                        LedgerEntry {
+                            amount: record.total,
+                            done: false,
+                        },
+                    )),
+                    ..Change::default()
+                };
+                self.commit(&key, &refunding, change, &[]).await?;
+                tracing::info!(order = number, "refund started");
+            }
+        }
+        self.advance_refund(&key).await?;
+        let total = self.order(&merchant, number)?.map(|r| r.total);
+        Ok(Delivery::Released(total.unwrap_or(Sats::ZERO)))
+    }
+
+    /// Moves every refund in progress on (after a crash, or a pending Lightning payment).
+    pub(super) async fn resume_refunds(&self) -> Result<(), EscrowError> {
+        let keys: Vec<sled::IVec> = self
+            .inner
+            .refunding
+            .raw()
+            .iter()
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::from)?;
+        for key in keys {
+            if let Err(e) = self.advance_refund(&key).await {
+                tracing::warn!(error = %e, "a refund could not move on yet");
+            }
+        }
+        Ok(())
+    }
+
+    /// One refund, from wherever its plan says it is to `Refunded` or to a wait for the
+    /// mint. Mint and Lightning calls run outside the escrow lock (orders keep flowing);
+    /// each recorded step takes it and checks the order did not move meanwhile.
+    async fn advance_refund(&self, key: &[u8]) -> Result<(), EscrowError> {
+        let inner = &self.inner;
+        // One refund moves at a time (they are rare): the command and `tick` never both
+        // make a token for the same order, and the command sees the outcome of either.
+        let _refunds = inner.refunds.lock().await;
+        loop {
+            let Some(record) = inner.orders.get(key)? else {
+                return Ok(());
+            };
+            let (EscrowState::Refunding, Some(plan)) = (record.state, record.refund.clone()) else {
+                return Ok(());
+            };
+            match plan {
+                RefundPlan::Token { operation, note } => {
+                    let recorded = match &operation {
+                        Some(operation) => self.recorded_token(operation).await?,
+                        None => None,
+                    };
+                    let token = match recorded {
+                        Some(token) => token,
+                        None => {
+                            let prepared = self.prepare_token(record.total).await?;
+                            self.record_plan(
+                                key,
+                                &plan_of(&record),
+                                RefundPlan::Token {
+                                    operation: Some(prepared.operation.clone()),
+                                    note: note.clone(),
+                                },
+                            )
+                            .await?;
+                            prepared.confirm().await?
+                        }
+                    };
+                    let text = format!(
+                        "{}Refund for order #{} ({}): {} sat as Cashu ecash. Redeem it in any Cashu wallet:\n{token}",
+                        note.map(|n| format!("{n}\n")).unwrap_or_default(),
+                        record.number,
+                        record.buyer_order_id,
+                        record.total.0
+                    );
+                    return self.finish_refund(key, &record, text, Sats::ZERO).await;
+                }
+                RefundPlan::Lightning {
+                    destination,
+                    quote: None,
+                    ..
+                } => {
+                    let next = match self.refund_quote(&destination, record.total).await {
+                        Ok((quote, amount)) => RefundPlan::Lightning {
+                            destination,
+                            quote: Some(quote),
+                            amount,
+                        },
+                        Err(why) => fallback(&why),
+                    };
+                    self.record_plan(key, &plan_of(&record), next).await?;
+                }
+                RefundPlan::Lightning {
+                    destination,
+                    quote: Some(quote),
+                    amount,
+                } => {
+                    let state = inner.wallet.check_melt_quote_status(&quote).await?.state;
+                    let fee = match state {
+                        MeltQuoteState::Paid => None,
+                        MeltQuoteState::Unpaid => {
+                            let melted =
+                                match inner.wallet.prepare_melt(&quote, Default::default()).await {
+                                    Ok(prepared) => prepared.confirm().await,
+                                    Err(e) => Err(e),
+                                };
+                            match melted {
+                                Ok(finalized) => Some(Sats::from(finalized.fee_paid())),
+                                Err(e) => {
+                                    let now =
+                                        inner.wallet.check_melt_quote_status(&quote).await?.state;
+                                    if matches!(
+                                        now,
+                                        MeltQuoteState::Unpaid | MeltQuoteState::Failed
+                                    ) {
+                                        self.record_plan(
+                                            key,
+                                            &plan_of(&record),
+                                            fallback(&e.to_string()),
+                                        )
+                                        .await?;
+                                        continue;
+                                    }
+                                    tracing::warn!(order = record.number, error = %e, "refund payment unclear; settling from the mint later");
+                                    return Ok(());
+                                }
+                            }
+                        }
+                        MeltQuoteState::Failed => {
+                            self.record_plan(
+                                key,
+                                &plan_of(&record),
+                                fallback("the Lightning payment failed"),
+                            )
+                            .await?;
+                            continue;
+                        }
+                        // Pending or unknown: the mint decides later.
+                        _ => return Ok(()),
+                    };
+                    // Paid before a crash: the fee actually paid is unknown, the whole
+                    // reserve counts as spent.
+                    let spent_fee = fee
+                        .unwrap_or_else(|| record.total.checked_sub(amount).unwrap_or(Sats::ZERO));
+                    let text = format!(
+                        "Refund for order #{} ({}): {} sat paid to {destination} over Lightning (Lightning fee {} sat).",
+                        record.number, record.buyer_order_id, amount.0, spent_fee.0
+                    );
+                    let unused = record
+                        .total
+                        .checked_sub(amount)
+                        .and_then(|rest| rest.checked_sub(spent_fee))
+                        .unwrap_or(Sats::ZERO);
+                    return self.finish_refund(key, &record, text, unused).await;
+                }
+            }
+        }
+    }
+
+    /// An invoice from the buyer's Lightning address for as much of `total` as fits with the
+    /// mint's fee reserve, and its melt quote: (quote id, amount the invoice pays).
+    async fn refund_quote(&self, destination: &str, total: Sats) -> Result<(String, Sats), String> {
+        let mut amount = total;
+        for _ in 0..2 {
+            let invoice = invoice_for(destination, amount)
+                .await
+                .map_err(|e| e.to_string())?;
+            let quote = self
+                .inner
+                .wallet
+                .melt_quote(PaymentMethod::BOLT11, invoice, None, None)
+                .await
+                .map_err(|e| format!("the mint cannot pay that invoice: {e}"))?;
+            let reserve = Sats::from(quote.fee_reserve);
+            if amount
+                .checked_add(reserve)
+                .is_ok_and(|debit| debit <= total)
+            {
+                return Ok((quote.id, amount));
+            }
+            amount = match total.checked_sub(reserve) {
+                Some(smaller) if smaller > Sats::ZERO => smaller,
+                _ => break,
+            };
+        }
+        Err(format!("{total} does not cover the Lightning fee reserve"))
+    }
+
+    /// Replaces the plan of a refund still at `expected`, under the lock.
+    async fn record_plan(
+        &self,
+        key: &[u8],
+        expected: &Option<RefundPlan>,
+        next: RefundPlan,
+    ) -> Result<(), EscrowError> {
+        let inner = &self.inner;
+        let _guard = inner.lock.lock().await;
+        let Some(mut record) = inner.orders.get(key)? else {
+            return Err(EscrowError::Books("a refunding order vanished".to_owned()));
+        };
+        if record.state != EscrowState::Refunding || &record.refund != expected {
+            return Err(EscrowError::Books(
+                "a refund moved on elsewhere; leaving it".to_owned(),
+            ));
+        }
+        record.refund = Some(next);
+        inner.orders.insert(key, &record)?;
+        Ok(())
+    }
+
+    /// `Refunded`, the ledger entry done, `unused` fee reserve to soko's fees account and the
+    /// buyer's DMs, in one transaction.
+    async fn finish_refund(
+        &self,
+        key: &[u8],
+        seen: &OrderRecord,
+        text: String,
+        unused: Sats,
+    ) -> Result<(), EscrowError> {
+        let inner = &self.inner;
+        let _guard = inner.lock.lock().await;
+        let Some(record) = inner.orders.get(key)? else {
+            return Ok(());
+        };
+        // Only refund steps change a refunding order, and they run one at a time.
+        if record.state != EscrowState::Refunding {
+            tracing::warn!(order = seen.number, state = ?record.state, "a refund found its order moved on");
+            return Ok(());
+        }
+        let merchant = merchant_of(key)?;
+        let mut refunded = record.clone();
+        refunded.state = transition(record.state, EscrowEvent::RefundSettled)
+            .map_err(|e| EscrowError::Books(e.to_string()))?;
+        let status_dm = self
+            .seal_to_buyer(
+                &merchant,
+                &record,
+                &status(&refunded, &describe(refunded.state, record.number)),
+            )
+            .await?;
+        let money_dm = self.seal_to_buyer(&merchant, &record, &text).await?;
+        let fees = inner
+            .balances
+            .get(FEES_ACCOUNT)?
+            .unwrap_or(Sats::ZERO)
+            .checked_add(unused)
+            .map_err(|e| EscrowError::Books(e.to_string()))?;
+        let change = Change {
+            ledger: Some((
+                refund_ledger_key(key),
+                LedgerEntry {
+                    amount: record.total,
+                    done: true,
+                },
+            )),
+            balance: (unused > Sats::ZERO).then(|| (FEES_ACCOUNT.to_vec(), fees)),
+            ..Change::default()
+        };
+        self.commit(key, &refunded, change, &[status_dm, money_dm])
+            .await?;
+        tracing::info!(
+            order = record.number,
+            sats = record.total.0,
+            "order refunded to the buyer"
+        );
+        Ok(())
+    }
+}
+
+fn plan_of(record: &OrderRecord) -> Option<RefundPlan> {
+    record.refund.clone()
+}
+
+fn fallback(why: &str) -> RefundPlan {
+    RefundPlan::Token {
+        operation: None,
+        note: Some(format!(
+            "Your Lightning address could not be paid ({why}), so here is your refund as ecash instead."
+        )),
+    }
+}
+
+fn refund_ledger_key(order_key: &[u8]) -> Vec<u8> {
+    [b"refund:".as_slice(), order_key].concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bot::Scheme;
+
+    fn order(state: EscrowState, paid_at: u64, cancel: bool) -> OrderRecord {
+        OrderRecord {
+            number: 7,
+            buyer_order_id: "o".into(),
+            buyer: String::new(),
+            scheme: Scheme::Nip04,
+            stall_id: "s".into(),
+            lines: Vec::new(),
+            total: Sats(100),
+            quote_id: String::new(),
+            invoice: String::new(),
+            expires_at: 0,
+            state,
+            code: None,
+            created_at: 0,
+            paid_at: Some(paid_at),
+            cancel: cancel.then_some(CancelRequest {
+                at: paid_at,
+                refund_to: None,
+            }),
+            refund: None,
+        }
+    }
+
+    #[test]
+    fn a_paid_order_is_refundable_on_cancel_or_after_its_window() {
+        let window = 100;
+        assert!(refundable(&order(EscrowState::Paid, 1000, false), window, 1099).is_err());
+        assert!(refundable(&order(EscrowState::Paid, 1000, false), window, 1100).is_ok());
+        assert!(refundable(&order(EscrowState::Paid, 1000, true), window, 1001).is_ok());
+        assert!(refundable(&order(EscrowState::Disputed, 1000, false), window, 1001).is_ok());
+    }
+
+    #[test]
+    fn nothing_else_is_refundable() {
+        for state in [
+            EscrowState::AwaitingPayment,
+            EscrowState::Delivered,
+            EscrowState::PaidOut,
+            EscrowState::Expired,
+            EscrowState::Refunding,
+            EscrowState::Refunded,
+        ] {
+            assert!(
+                refundable(&order(state, 0, true), 0, u64::MAX).is_err(),
+                "{state:?}"
+            );
+        }
+    }
+}
