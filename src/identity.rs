@@ -43,6 +43,11 @@ pub enum IdentityError {
     },
 }
 
+/// True once soko has started with this data dir (its bot key exists).
+pub fn is_initialised(data_dir: &Path) -> bool {
+    data_dir.join(BOT_KEY_FILE).is_file()
+}
+
 /// Loads the bot's keys, generating and saving them on first start.
 pub fn bot_keys(data_dir: &Path) -> Result<Keys, IdentityError> {
     nostr_keys(&data_dir.join(BOT_KEY_FILE))

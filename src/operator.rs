@@ -20,6 +20,11 @@ pub enum OperatorError {
     /// Keys could not be read.
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// The data dir was never used by soko: calling would only create keys there.
+    #[error(
+        "{0} is not a soko data dir (no bot key): pass the --data-dir/--config soko runs with"
+    )]
+    NotADataDir(std::path::PathBuf),
     /// No relay to reach the bot through.
     #[error("no relay to reach soko: the embedded relay is off and no [relays] urls are set")]
     NoRelay,
@@ -35,6 +40,9 @@ pub enum OperatorError {
 /// its answer.
 pub async fn call(config: &Config, cmd: &str, args: Value) -> Result<Response, OperatorError> {
     let data_dir = &config.storage.data_dir;
+    if !identity::is_initialised(data_dir) {
+        return Err(OperatorError::NotADataDir(data_dir.clone()));
+    }
     let operator = identity::operator_keys(data_dir)?;
     let bot = identity::bot_keys(data_dir)?.public_key();
     let mut relays: Vec<String> = config.relays.urls.iter().map(|u| u.to_string()).collect();

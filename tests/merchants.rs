@@ -293,5 +293,41 @@ async fn the_cli_drives_a_running_soko() {
     .await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no order #5"));
+    let out = run(&["merchant", "refund", "--merchant", &npub, "--order", "5"]).await;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no order #5"));
+    let out = run(&[
+        "merchant",
+        "payout",
+        "--merchant",
+        &npub,
+        "--to",
+        "mama@ln.example",
+    ])
+    .await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("mama@ln.example"));
+
+    // Pointed at a directory soko never used, the CLI says so at once and leaves it empty.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let wrong = elsewhere.path().join("wrong.toml");
+    std::fs::write(
+        &wrong,
+        format!(
+            "[storage]\ndata_dir = {:?}\n",
+            elsewhere.path().join("data")
+        ),
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_soko"))
+            .args(["merchant", "list", "--config"])
+            .arg(&wrong)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a soko data dir"));
+    assert!(!elsewhere.path().join("data").join("operator.nsec").exists());
     soko.stop().await;
 }
