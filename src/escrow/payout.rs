@@ -127,15 +127,17 @@ pub enum Payout {
 }
 
 impl EscrowService {
-    /// Pays the merchant's whole balance to its Lightning address, if it has one.
+    /// Pays the merchant's whole balance to its Lightning address (or as a token to its npub),
+    /// if it has one.
+    ///
+    /// Payouts run one at a time (`payouts` lock), so a balance only grows while one is being
+    /// prepared; the LNURL and mint calls run outside the escrow lock, which is taken only to
+    /// debit, settle or give back (orders keep flowing meanwhile).
     pub async fn pay_out(&self, merchant: PublicKey) -> Result<Payout, EscrowError> {
         let inner = &self.inner;
-        let _guard = inner.lock.lock().await;
+        let _payouts = inner.payouts_lock.lock().await;
         let profile = inner.merchants.get(&merchant)?;
-        let balance = inner
-            .balances
-            .get(&merchant.to_bytes())?
-            .unwrap_or(Sats::ZERO);
+        let balance = self.balance(&merchant)?;
         let Some(destination) = profile.lightning_address else {
             return match profile.tokens_to {
                 Some(_) if balance == Sats::ZERO => Ok(Payout::Nothing),
@@ -186,7 +188,7 @@ impl EscrowService {
         };
         let debited = amount
             .checked_add(Sats::from(quote.fee_reserve))
-            .map_err(|e| EscrowError::Publish(e.to_string()))?;
+            .map_err(|e| EscrowError::Books(e.to_string()))?;
         let record = PayoutRecord {
             merchant: merchant.to_hex(),
             debited,
@@ -194,8 +196,7 @@ impl EscrowService {
             done: false,
             token_to: None,
         };
-        let remaining = balance.checked_sub(debited).unwrap_or(Sats::ZERO);
-        self.commit_payout(&merchant, &quote.id, &record, remaining)?;
+        self.debit_payout(&merchant, &quote.id, &record).await?;
         tracing::info!(
             sats = amount.0,
             "paying a merchant's balance out over Lightning"
@@ -212,7 +213,8 @@ impl EscrowService {
         match melted {
             Ok(finalized) => {
                 let fee = Sats::from(finalized.fee_paid());
-                self.finish_payout(&merchant, &quote.id, record, fee)?;
+                self.finish_payout(&merchant, &quote.id, record, fee)
+                    .await?;
                 Ok(Payout::Sent { amount, fee })
             }
             Err(e) => {
@@ -224,7 +226,7 @@ impl EscrowService {
                     .await
                     .map(|q| q.state);
                 if matches!(state, Ok(MeltQuoteState::Unpaid | MeltQuoteState::Failed)) {
-                    self.undo_payout(&merchant, &quote.id, &record)?;
+                    self.undo_payout(&merchant, &quote.id, &record).await?;
                     Ok(Payout::Failed(format!("the payment failed: {e}")))
                 } else {
                     tracing::warn!(error = %e, "payout outcome unclear; will settle from the mint's state");
@@ -236,20 +238,43 @@ impl EscrowService {
         }
     }
 
-    fn commit_payout(
+    /// Records the payout as pending and takes its debit from the balance, in one
+    /// transaction under the escrow lock.
+    async fn debit_payout(
         &self,
         merchant: &PublicKey,
-        quote_id: &str,
+        key: &str,
         record: &PayoutRecord,
+    ) -> Result<(), EscrowError> {
+        let _guard = self.inner.lock.lock().await;
+        let balance = self.balance(merchant)?;
+        let remaining = balance.checked_sub(record.debited).ok_or_else(|| {
+            EscrowError::Books(format!(
+                "a payout of {} exceeds the balance {balance}",
+                record.debited
+            ))
+        })?;
+        self.write_payout(merchant, key, Some(record), remaining)
+    }
+
+    /// The payout record (or its removal) and the merchant's balance, in one transaction.
+    fn write_payout(
+        &self,
+        merchant: &PublicKey,
+        key: &str,
+        record: Option<&PayoutRecord>,
         balance: Sats,
     ) -> Result<(), EscrowError> {
         let inner = &self.inner;
-        let encoded = inner.payouts.encode(record)?;
+        let encoded = record.map(|r| inner.payouts.encode(r)).transpose()?;
         let balance = inner.balances.encode(&balance)?;
         let merchant_bytes = merchant.to_bytes();
         (inner.payouts.raw(), inner.balances.raw())
             .transaction(|(payouts, balances)| {
-                payouts.insert(quote_id.as_bytes(), encoded.clone())?;
+                match &encoded {
+                    Some(encoded) => payouts.insert(key.as_bytes(), encoded.clone())?,
+                    None => payouts.remove(key.as_bytes())?,
+                };
                 balances.insert(merchant_bytes.as_slice(), balance.clone())?;
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
@@ -257,51 +282,44 @@ impl EscrowService {
     }
 
     /// Marks a payout done and credits back the unused fee reserve.
-    fn finish_payout(
+    async fn finish_payout(
         &self,
         merchant: &PublicKey,
         quote_id: &str,
         mut record: PayoutRecord,
         fee: Sats,
     ) -> Result<(), EscrowError> {
+        let _guard = self.inner.lock.lock().await;
         let spent = record
             .amount
             .checked_add(fee)
-            .map_err(|e| EscrowError::Publish(e.to_string()))?;
+            .map_err(|e| EscrowError::Books(e.to_string()))?;
         let unused = record.debited.checked_sub(spent).unwrap_or(Sats::ZERO);
         let balance = self
             .balance(merchant)?
             .checked_add(unused)
-            .map_err(|e| EscrowError::Publish(e.to_string()))?;
+            .map_err(|e| EscrowError::Books(e.to_string()))?;
         record.done = true;
-        self.commit_payout(merchant, quote_id, &record, balance)
+        self.write_payout(merchant, quote_id, Some(&record), balance)
     }
 
     /// Gives a failed payout's debit back.
-    fn undo_payout(
+    async fn undo_payout(
         &self,
         merchant: &PublicKey,
-        quote_id: &str,
+        key: &str,
         record: &PayoutRecord,
     ) -> Result<(), EscrowError> {
-        let inner = &self.inner;
+        let _guard = self.inner.lock.lock().await;
         let balance = self
             .balance(merchant)?
             .checked_add(record.debited)
-            .map_err(|e| EscrowError::Publish(e.to_string()))?;
-        let balance = inner.balances.encode(&balance)?;
-        let merchant_bytes = merchant.to_bytes();
-        (inner.payouts.raw(), inner.balances.raw())
-            .transaction(|(payouts, balances)| {
-                payouts.remove(quote_id.as_bytes())?;
-                balances.insert(merchant_bytes.as_slice(), balance.clone())?;
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(tx_error)
+            .map_err(|e| EscrowError::Books(e.to_string()))?;
+        self.write_payout(merchant, key, None, balance)
     }
 
     /// The whole balance as a Cashu token DM'd (NIP-17, from the merchant's managed key) to
-    /// the merchant's own npub. Called with the escrow lock held.
+    /// the merchant's own npub. Called with the payouts lock held.
     async fn pay_out_token(
         &self,
         merchant: PublicKey,
@@ -326,7 +344,10 @@ impl EscrowService {
             done: false,
             token_to: Some(to.to_hex()),
         };
-        self.commit_payout(&merchant, &operation, &record, Sats::ZERO)?;
+        if let Err(e) = self.debit_payout(&merchant, &operation, &record).await {
+            prepared.cancel().await;
+            return Err(e);
+        }
         match prepared.confirm().await {
             Ok(token) => {
                 self.send_token_payout(&merchant, &operation, record, &token)
@@ -389,38 +410,39 @@ impl EscrowService {
     /// Settles payouts a crash or an unclear answer left pending.
     pub(super) async fn settle_payouts(&self) -> Result<(), EscrowError> {
         let inner = &self.inner;
+        let _payouts = inner.payouts_lock.lock().await;
         let pending: Vec<(sled::IVec, PayoutRecord)> = inner
             .payouts
             .iter()
             .filter_map(Result::ok)
             .filter(|(_, p)| !p.done)
             .collect();
-        for (quote_id, record) in pending {
-            let quote_id = String::from_utf8_lossy(&quote_id).into_owned();
+        for (key, record) in pending {
+            let key = String::from_utf8_lossy(&key).into_owned();
             let merchant = PublicKey::from_hex(&record.merchant)
-                .map_err(|e| EscrowError::Publish(format!("stored merchant key: {e}")))?;
+                .map_err(|e| EscrowError::Books(format!("stored merchant key: {e}")))?;
             if record.token_to.is_some() {
-                match self.recorded_token(&quote_id).await {
+                match self.recorded_token(&key).await {
                     Ok(Some(token)) => {
-                        self.send_token_payout(&merchant, &quote_id, record, &token)
+                        self.send_token_payout(&merchant, &key, record, &token)
                             .await?;
                     }
-                    Ok(None) => self.undo_payout(&merchant, &quote_id, &record)?,
+                    Ok(None) => self.undo_payout(&merchant, &key, &record).await?,
                     Err(e) => tracing::warn!(error = %e, "cannot settle a token payout yet"),
                 }
                 continue;
             }
-            match inner.wallet.check_melt_quote_status(&quote_id).await {
+            match inner.wallet.check_melt_quote_status(&key).await {
                 // The fee actually paid is unknown here: the reserve counts as spent.
                 Ok(q) if q.state == MeltQuoteState::Paid => {
                     let fee = record
                         .debited
                         .checked_sub(record.amount)
                         .unwrap_or(Sats::ZERO);
-                    self.finish_payout(&merchant, &quote_id, record, fee)?;
+                    self.finish_payout(&merchant, &key, record, fee).await?;
                 }
                 Ok(q) if matches!(q.state, MeltQuoteState::Unpaid | MeltQuoteState::Failed) => {
-                    self.undo_payout(&merchant, &quote_id, &record)?;
+                    self.undo_payout(&merchant, &key, &record).await?;
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot check a pending payout yet"),

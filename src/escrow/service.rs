@@ -218,6 +218,7 @@ pub(super) struct Inner {
     pub(super) payment_window_secs: u64,
     pub(super) delivery_window_secs: u64,
     pub(super) refunds: Mutex<()>,
+    pub(super) payouts_lock: Mutex<()>,
     pub(super) lock: Mutex<()>,
 }
 
@@ -252,6 +253,7 @@ impl EscrowService {
                 payment_window_secs: rules.payment_window_secs,
                 delivery_window_secs: rules.delivery_window_secs,
                 refunds: Mutex::new(()),
+                payouts_lock: Mutex::new(()),
                 lock: Mutex::new(()),
             }),
         })
@@ -389,10 +391,7 @@ impl EscrowService {
     /// Also finishes what a crash interrupted (the ledger says what).
     pub async fn tick(&self) -> Result<(), EscrowError> {
         let inner = &self.inner;
-        {
-            let _guard = inner.lock.lock().await;
-            self.settle_payouts().await?;
-        }
+        self.settle_payouts().await?;
         self.resume_refunds().await?;
         let awaiting: Vec<sled::IVec> = inner
             .awaiting

@@ -25,6 +25,14 @@ impl Prepared<'_> {
     pub(super) async fn confirm(self) -> Result<String, EscrowError> {
         Ok(self.send.confirm(None).await?.to_string())
     }
+
+    /// Gives the reserved proofs back; a failure is logged, the wallet's recovery at the
+    /// next start finishes it.
+    pub(super) async fn cancel(self) {
+        if let Err(e) = self.send.cancel().await {
+            tracing::warn!(error = %e, "could not release a prepared token; released at next start");
+        }
+    }
 }
 
 impl EscrowService {
