@@ -261,6 +261,11 @@ impl EscrowService {
 
     /// Handles a type-0 order DM'd to `merchant`; returns the NIP-15 reply (type 1 with an
     /// invoice, or type 2 explaining a refusal or the order's status).
+    ///
+    /// The order is priced and its invoice asked from the mint outside the escrow lock, so
+    /// orders are taken in parallel; under the lock it is priced again against the stock held
+    /// meanwhile, and only then numbered and recorded. An invoice whose order lost that race
+    /// is simply never paid (it expires at the mint).
     pub async fn place(
         &self,
         merchant: PublicKey,
@@ -269,21 +274,14 @@ impl EscrowService {
         order: Order,
     ) -> Result<String, EscrowError> {
         let inner = &self.inner;
-        let _guard = inner.lock.lock().await;
         let index_key = [
             merchant.to_bytes().as_slice(),
             &buyer.to_bytes(),
             order.id.as_bytes(),
         ]
         .concat();
-        if let Some(number) = inner.index.get(&index_key)? {
-            // The same order again (a retry, or another relay's copy in a new event).
-            if let Some(record) = inner.orders.get(&order_key(&merchant, number))? {
-                return Ok(match record.state {
-                    EscrowState::AwaitingPayment => payment_request(&record),
-                    state => status(&record, &describe(state, record.number)),
-                });
-            }
+        if let Some(reply) = self.known_order(&merchant, &index_key)? {
+            return Ok(reply);
         }
         let refuse = |why: String| {
             to_json(&OrderStatus {
@@ -294,34 +292,31 @@ impl EscrowService {
                 shipped: false,
             })
         };
-        let Some(first) = order.items.first() else {
-            return Ok(refuse(pricing::OrderRefusal::NoItems.to_string()));
-        };
-        let Some(product) = inner.merchants.product(&merchant, &first.product_id)? else {
-            return Ok(refuse(
-                pricing::OrderRefusal::UnknownProduct(first.product_id.clone()).to_string(),
-            ));
-        };
-        let Some(stall) = inner.merchants.stall(&merchant, &product.stall_id)? else {
-            return Ok(refuse(format!("stall {:?} is gone", product.stall_id)));
-        };
-        let mut products = inner.merchants.products(&merchant)?;
-        for product in &mut products {
-            let held = inner
-                .reserved
-                .get(&reserved_key(&merchant, &product.id))?
-                .unwrap_or(0);
-            product.quantity = product.quantity.map(|q| q.saturating_sub(held));
-        }
-        let priced = match pricing::price(&order, &stall, &products, &inner.rates) {
+        let (stall_id, priced) = match self.price(&merchant, &order)? {
             Ok(priced) => priced,
-            Err(refusal) => return Ok(refuse(refusal.to_string())),
+            Err(why) => return Ok(refuse(why)),
         };
-        if priced.total_sats == Sats::ZERO {
-            return Ok(refuse("the total is zero".to_owned()));
-        }
-
         let shop = inner.merchants.get(&merchant)?.name;
+        let quote = inner
+            .wallet
+            .mint_quote(
+                PaymentMethod::BOLT11,
+                Some(priced.total_sats.into()),
+                Some(format!("{shop}: order {}", clip(&order.id, 40))),
+                None,
+            )
+            .await?;
+
+        let _guard = inner.lock.lock().await;
+        // Another copy of the same order may have been recorded while the mint answered.
+        if let Some(reply) = self.known_order(&merchant, &index_key)? {
+            return Ok(reply);
+        }
+        let priced = match self.price(&merchant, &order)? {
+            Ok((_, now)) if now.total_sats == priced.total_sats => now,
+            Ok(_) => return Ok(refuse("the prices changed; please order again".to_owned())),
+            Err(why) => return Ok(refuse(why)),
+        };
         let number = inner
             .seq
             .raw()
@@ -334,22 +329,13 @@ impl EscrowService {
             .map_err(StoreError::from)?
             .and_then(|b| crate::store::decode::<u64>(&b).ok())
             .unwrap_or(1);
-        let quote = inner
-            .wallet
-            .mint_quote(
-                PaymentMethod::BOLT11,
-                Some(priced.total_sats.into()),
-                Some(format!("{shop} order #{number}")),
-                None,
-            )
-            .await?;
         let now = unix_now();
         let record = OrderRecord {
             number,
             buyer_order_id: order.id.clone(),
             buyer: buyer.to_hex(),
             scheme,
-            stall_id: stall.id.clone(),
+            stall_id,
             lines: priced.lines.iter().map(stored_line).collect(),
             total: priced.total_sats,
             quote_id: quote.id.clone(),
@@ -385,6 +371,64 @@ impl EscrowService {
             .map_err(tx_error)?;
         tracing::info!(order = number, sats = record.total.0, "order placed");
         Ok(payment_request(&record))
+    }
+
+    /// The reply to an order this buyer placed before (a retry, or another relay's copy).
+    fn known_order(
+        &self,
+        merchant: &PublicKey,
+        index_key: &[u8],
+    ) -> Result<Option<String>, EscrowError> {
+        let inner = &self.inner;
+        let Some(number) = inner.index.get(index_key)? else {
+            return Ok(None);
+        };
+        Ok(inner
+            .orders
+            .get(&order_key(merchant, number))?
+            .map(|record| match record.state {
+                EscrowState::AwaitingPayment => payment_request(&record),
+                state => status(&record, &describe(state, record.number)),
+            }))
+    }
+
+    /// Prices the order against the merchant's listings and the stock not held by unpaid
+    /// orders: (stall id, priced lines), or why it is refused.
+    fn price(
+        &self,
+        merchant: &PublicKey,
+        order: &Order,
+    ) -> Result<Result<(String, pricing::Priced), String>, EscrowError> {
+        let inner = &self.inner;
+        let Some(first) = order.items.first() else {
+            return Ok(Err(pricing::OrderRefusal::NoItems.to_string()));
+        };
+        let Some(product) = inner.merchants.product(merchant, &first.product_id)? else {
+            return Ok(Err(pricing::OrderRefusal::UnknownProduct(
+                first.product_id.clone(),
+            )
+            .to_string()));
+        };
+        let Some(stall) = inner.merchants.stall(merchant, &product.stall_id)? else {
+            return Ok(Err(format!("stall {:?} is gone", product.stall_id)));
+        };
+        let mut products = inner.merchants.products(merchant)?;
+        for product in &mut products {
+            let held = inner
+                .reserved
+                .get(&reserved_key(merchant, &product.id))?
+                .unwrap_or(0);
+            product.quantity = product.quantity.map(|q| q.saturating_sub(held));
+        }
+        Ok(
+            match pricing::price(order, &stall, &products, &inner.rates) {
+                Ok(priced) if priced.total_sats == Sats::ZERO => {
+                    Err("the total is zero".to_owned())
+                }
+                Ok(priced) => Ok((stall.id, priced)),
+                Err(refusal) => Err(refusal.to_string()),
+            },
+        )
     }
 
     /// One pass over unpaid orders: mint paid ones into escrow, expire overdue ones.
@@ -771,4 +815,11 @@ pub(super) fn tx_error(e: TransactionError<()>) -> EscrowError {
         TransactionError::Storage(e) => EscrowError::Store(e.into()),
         TransactionError::Abort(()) => EscrowError::Publish("transaction aborted".to_owned()),
     }
+}
+
+/// At most `max` characters of `text`.
+fn clip(text: &str, max: usize) -> &str {
+    text.char_indices()
+        .nth(max)
+        .map_or(text, |(end, _)| &text[..end])
 }
