@@ -996,3 +996,52 @@ async fn a_refund_token_made_just_before_a_crash_is_the_one_sent_after_restart()
     soko.stop().await;
     mint.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_counts_once_and_an_order_to_the_bot_is_explained() {
+    let mut soko = TestSoko::start().await;
+    let shop = shop(&soko).await;
+    let mut buyer = User::connect(&[soko.relay_url()]).await;
+
+    // An order sent to soko's own npub instead of the merchant's.
+    let misdirected = buyer
+        .ask_nip04(soko.bot(), &order("w-1", 1, "nairobi"))
+        .await
+        .json();
+    assert_eq!(misdirected["ok"], false);
+    assert!(
+        misdirected["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a merchant"),
+        "{misdirected}"
+    );
+
+    buyer
+        .ask_nip04(shop.merchant, &order("w-2", 1, "nairobi"))
+        .await;
+    next_json(&mut buyer).await; // paid
+    delivery_code(&mut buyer).await;
+    // The watcher sees the paid quote again and again: it is minted and counted once.
+    for _ in 0..3 {
+        soko.daemon().escrow().tick().await.unwrap();
+    }
+    let again = buyer
+        .ask_nip04(shop.merchant, &order("w-2", 1, "nairobi"))
+        .await
+        .json();
+    assert_eq!(
+        (again["type"].as_u64(), again["paid"].as_bool()),
+        (Some(2), Some(true))
+    );
+    assert_eq!(
+        soko.daemon().escrow().books().unwrap(),
+        (Sats(610), Sats::ZERO)
+    );
+    assert_books_balance(&soko).await;
+    assert!(
+        buyer.all_dms(QUIET_PERIOD).await.is_empty(),
+        "no second paid message or code"
+    );
+    soko.stop().await;
+}

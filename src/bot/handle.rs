@@ -182,6 +182,15 @@ impl Handler {
             if let Some(reply) = self.nip15(inbound, body).await {
                 return Ok(Some((reply, None)));
             }
+        } else if looks_like_nip15(body) {
+            let refusal = Refusal::new(
+                ErrorCode::BadRequest,
+                "this is soko's bot, not a merchant: send NIP-15 orders to the merchant's npub (the author of its stall and products)",
+            );
+            return Ok(Some((
+                Response::refused(fallback_re, refusal).to_json(),
+                None,
+            )));
         }
         let request = match Request::parse(body) {
             Ok(request) => request,
@@ -340,6 +349,13 @@ impl Handler {
                 TransactionError::Abort(()) => HandleError::Reply("transaction aborted".into()),
             })
     }
+}
+
+/// A NIP-15 message: a JSON object with a numeric `type` and no `cmd`.
+fn looks_like_nip15(body: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| {
+        v.get("type").is_some_and(serde_json::Value::is_u64) && v.get("cmd").is_none()
+    })
 }
 
 /// A DM from `keys` to `to` in `scheme`, optionally referring (`e` tag) to a message.
