@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use serde_json::Value;
+use soko::proto::gamma;
 use soko::proto::nip15::{Order, OrderStatus, PaymentRequest};
 use soko::proto::{Request, Response};
 
@@ -100,12 +101,29 @@ fn every_example_parses_and_round_trips() {
                 assert_eq!(status.kind, 2);
                 assert_eq!(serde_json::to_value(&status).unwrap(), as_value, "{page}");
             }
+            "gamma-rumor" => {
+                let tags: Vec<Vec<String>> = serde_json::from_value(as_value["tags"].clone())
+                    .unwrap_or_else(|e| panic!("{page}: tags are string lists ({e})"));
+                let content = as_value["content"].as_str().expect("content");
+                match (as_value["kind"].as_u64(), gamma::message_type(&tags)) {
+                    (Some(16), Some(1)) => {
+                        let merchant = tags[0][1].clone();
+                        gamma::parse_order(&tags, content, &merchant)
+                            .unwrap_or_else(|e| panic!("{page}: order refused: {e}"));
+                    }
+                    (Some(16), Some(2 | 3)) => {
+                        assert!(gamma::order_id(&tags).is_some(), "{page}: order tag");
+                    }
+                    (Some(14), None) => {}
+                    other => panic!("{page}: unexpected Gamma rumor {other:?}"),
+                }
+            }
             other => panic!("{page}: unknown example type `json {other}`"),
         }
         checked += 1;
     }
     assert!(checked >= 8, "the spec has its examples ({checked} found)");
-    for page in ["commands.md", "relay.md", "orders.md"] {
+    for page in ["commands.md", "relay.md", "orders.md", "gamma.md"] {
         assert!(
             examples.iter().any(|(p, _, _)| p == page),
             "{page} has examples"

@@ -3,7 +3,7 @@
 //! one sled transaction before anything is sent.
 
 use nostr_sdk::nips::nip04;
-use nostr_sdk::{Event, EventBuilder, EventId, Keys, Kind, PublicKey, Tag};
+use nostr_sdk::{Event, EventBuilder, EventId, Keys, Kind, PublicKey, Tag, ToBech32};
 use serde::{Deserialize, Serialize};
 use sled::transaction::TransactionError;
 use sled::Transactional;
@@ -11,7 +11,10 @@ use sled::Transactional;
 use super::ingest::{self, Inbound, Scheme};
 use super::keyring::Keyring;
 use super::outbox::Outbox;
+use super::publisher::{wrap_tagged, Note};
 use crate::commands::{self, CommandError};
+use crate::escrow::{Cancel, Dialect};
+use crate::proto::gamma;
 use crate::proto::nip15::{Order, OrderStatus};
 use crate::proto::{ErrorCode, Refusal, Request, Response};
 use crate::store::{trees, Store, StoreError, Typed};
@@ -128,7 +131,9 @@ impl Handler {
         {
             return Ok(Outcome::Duplicate);
         }
-        match self.handle_claimed(event).await {
+        // Boxed: every path (commands, escrow, Gamma) nested inline overflows the
+        // compiler's layout depth for this future.
+        match Box::pin(self.handle_claimed(event)).await {
             Ok(outcome) => Ok(outcome),
             Err(e) => {
                 // Let a redelivery retry instead of losing the message.
@@ -147,6 +152,22 @@ impl Handler {
                 return Ok(Outcome::Ignored(ignored.to_string()));
             }
         };
+        if inbound.recipient != self.keyring.bot().public_key() {
+            match self.to_merchant(&inbound).await {
+                ToMerchant::Reply(note) => {
+                    let reply = self.seal_note(&inbound, &note).await?;
+                    self.commit(event.id, &reply, None)?;
+                    self.outbox.deliver(&reply).await?;
+                    return Ok(Outcome::Replied(reply.id));
+                }
+                ToMerchant::Silent(reason) => {
+                    tracing::debug!(event_id = %event.id, reason, "not acted on");
+                    self.seen.insert(event.id.as_bytes(), &SeenState::Done)?;
+                    return Ok(Outcome::Ignored(reason.to_owned()));
+                }
+                ToMerchant::NotAnOrderMessage => {}
+            }
+        }
         let Some((response, remember_as)) = self.respond(&inbound).await? else {
             self.seen.insert(event.id.as_bytes(), &SeenState::Done)?;
             return Ok(Outcome::Ignored("a reply, not a request".to_owned()));
@@ -178,11 +199,7 @@ impl Handler {
             // Another bot's answer: replying with an error could ping-pong forever.
             return Ok(None);
         }
-        if inbound.recipient != self.keyring.bot().public_key() {
-            if let Some(reply) = self.nip15(inbound, body).await {
-                return Ok(Some((reply, None)));
-            }
-        } else if looks_like_nip15(body) {
+        if inbound.recipient == self.keyring.bot().public_key() && looks_like_nip15(body) {
             let refusal = Refusal::new(
                 ErrorCode::BadRequest,
                 "this is soko's bot, not a merchant: send NIP-15 orders to the merchant's npub (the author of its stall and products)",
@@ -243,6 +260,123 @@ impl Handler {
         Ok(Some((response.to_json(), remember)))
     }
 
+    /// Order traffic to a merchant: NIP-15 JSON messages and Gamma kind-16/17 rumors.
+    async fn to_merchant(&self, inbound: &Inbound) -> ToMerchant {
+        let Ok(body) = &inbound.body else {
+            return ToMerchant::NotAnOrderMessage;
+        };
+        match inbound.kind {
+            gamma::KIND_ORDER => self.gamma(inbound, body).await,
+            gamma::KIND_RECEIPT => {
+                ToMerchant::Silent("a Gamma payment receipt: soko sees payments at the mint")
+            }
+            _ => match self.nip15(inbound, body).await {
+                Some(reply) => ToMerchant::Reply(Note::Text(reply)),
+                None => ToMerchant::NotAnOrderMessage,
+            },
+        }
+    }
+
+    /// A Gamma kind-16 message from a buyer: a type-1 order goes to the escrow like a NIP-15
+    /// one, a type-3 `cancelled` asks to cancel; anything else is not for the merchant side.
+    async fn gamma(&self, inbound: &Inbound, body: &str) -> ToMerchant {
+        let buyer = inbound.sender.to_hex();
+        let order_id = gamma::order_id(&inbound.tags)
+            .unwrap_or_default()
+            .to_owned();
+        let chat = |text: String| Note::Tagged {
+            kind: 14,
+            tags: gamma::chat_tags(&buyer, &order_id),
+            content: text,
+        };
+        match gamma::message_type(&inbound.tags) {
+            Some(1) => {}
+            Some(3) if matches!(gamma::status(&inbound.tags), Some("cancelled" | "canceled")) => {
+                return ToMerchant::Reply(match self
+                    .commands
+                    .escrow
+                    .request_cancel(inbound.recipient, inbound.sender, &order_id, None)
+                    .await
+                {
+                    Ok(Cancel::Recorded { number }) => chat(format!(
+                        "Cancel request for order #{number} recorded: the merchant or soko's operator will refund it as Cashu ecash."
+                    )),
+                    Ok(Cancel::Refused(why)) => chat(format!("Cannot cancel: {why}")),
+                    Err(e) => {
+                        tracing::error!(error = %e, "recording a cancel failed");
+                        chat("soko could not record the cancel right now; please send it again in a minute".to_owned())
+                    }
+                });
+            }
+            _ => return ToMerchant::Silent("a Gamma message a merchant does not act on"),
+        }
+        let refuse = |why: String| {
+            ToMerchant::Reply(Note::Tagged {
+                kind: gamma::KIND_ORDER,
+                tags: gamma::status_tags(&buyer, &order_id, gamma::Status::Cancelled),
+                content: format!("Order not accepted: {why}"),
+            })
+        };
+        let order = match gamma::parse_order(&inbound.tags, body, &inbound.recipient.to_hex()) {
+            Ok(order) => order,
+            Err(why) => return refuse(why),
+        };
+        let zone = match self.only_zone(inbound, &order) {
+            Ok(zone) => zone,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the merchant's listings failed");
+                return refuse(
+                    "soko could not read the shop right now; please order again in a minute"
+                        .to_owned(),
+                );
+            }
+        };
+        let buyer_npub = inbound.sender.to_bech32().unwrap_or_else(|_| buyer.clone());
+        match self
+            .commands
+            .escrow
+            .place(
+                inbound.recipient,
+                inbound.sender,
+                inbound.scheme,
+                Dialect::Gamma,
+                order.to_nip15(&buyer_npub, zone.as_deref()),
+            )
+            .await
+        {
+            Ok(note) => ToMerchant::Reply(note),
+            Err(e) => {
+                tracing::error!(error = %e, "placing an order failed");
+                refuse("soko could not take the order right now (internal error); please send it again in a minute".to_owned())
+            }
+        }
+    }
+
+    /// When a Gamma order names no shipping option: the stall's zone, if it has just one.
+    fn only_zone(
+        &self,
+        inbound: &Inbound,
+        order: &gamma::GammaOrder,
+    ) -> Result<Option<String>, crate::market::MerchantError> {
+        if order.shipping.is_some() {
+            return Ok(None);
+        }
+        let merchants = &self.commands.merchants;
+        let Some((first, _)) = order.items.first() else {
+            return Ok(None);
+        };
+        let Some(product) = merchants.product(&inbound.recipient, first)? else {
+            return Ok(None);
+        };
+        let Some(stall) = merchants.stall(&inbound.recipient, &product.stall_id)? else {
+            return Ok(None);
+        };
+        Ok(match stall.shipping.as_slice() {
+            [only] => Some(only.id.clone()),
+            _ => None,
+        })
+    }
+
     /// A NIP-15 message (JSON with a `type`) to a merchant: orders go to the escrow. `None`
     /// for anything else, which then goes through the command path.
     async fn nip15(&self, inbound: &Inbound, body: &str) -> Option<String> {
@@ -276,16 +410,42 @@ impl Handler {
         match self
             .commands
             .escrow
-            .place(inbound.recipient, inbound.sender, inbound.scheme, order)
+            .place(
+                inbound.recipient,
+                inbound.sender,
+                inbound.scheme,
+                Dialect::Nip15,
+                order,
+            )
             .await
         {
-            Ok(reply) => Some(reply),
+            Ok(Note::Text(reply)) => Some(reply),
+            Ok(Note::Tagged { content, .. }) => Some(content),
             Err(e) => {
                 tracing::error!(error = %e, "placing an order failed");
                 Some(status(
                     "soko could not take the order right now (internal error); please send it again in a minute"
                         .to_owned(),
                 ))
+            }
+        }
+    }
+
+    async fn seal_note(&self, inbound: &Inbound, note: &Note) -> Result<Event, HandleError> {
+        match note {
+            Note::Text(text) => self.seal_reply(inbound, text).await,
+            Note::Tagged {
+                kind,
+                tags,
+                content,
+            } => {
+                let keys: Keys = self
+                    .keyring
+                    .get(&inbound.recipient)
+                    .ok_or_else(|| HandleError::Reply("recipient left the keyring".to_owned()))?;
+                wrap_tagged(&keys, inbound.sender, *kind, tags, content)
+                    .await
+                    .map_err(HandleError::Reply)
             }
         }
     }
@@ -349,6 +509,16 @@ impl Handler {
                 TransactionError::Abort(()) => HandleError::Reply("transaction aborted".into()),
             })
     }
+}
+
+/// What order traffic to a merchant gets.
+enum ToMerchant {
+    /// This reply.
+    Reply(Note),
+    /// Nothing, for this reason.
+    Silent(&'static str),
+    /// Not order traffic: the command path answers it.
+    NotAnOrderMessage,
 }
 
 /// A NIP-15 message: a JSON object with a numeric `type` and no `cmd`.

@@ -29,6 +29,11 @@ pub struct Inbound {
     pub refers_to: EventId,
     /// The plaintext, or why it could not be read (which is answered, not dropped).
     pub body: Result<String, Refusal>,
+    /// The message's kind: 4, or the rumor's (14, or 16/17 for Gamma order messages).
+    pub kind: u16,
+    /// The message's tags (the rumor's, for NIP-17): Gamma order messages carry their data
+    /// there.
+    pub tags: Vec<Vec<String>>,
 }
 
 /// Why an event gets no answer at all.
@@ -77,6 +82,8 @@ pub async fn open(keyring: &Keyring, event: &Event) -> Result<Inbound, Ignored> 
             scheme: Scheme::Nip04,
             refers_to: event.id,
             body,
+            kind: event.kind.as_u16(),
+            tags: tag_lists(&event.tags),
         });
     }
 
@@ -88,14 +95,14 @@ pub async fn open(keyring: &Keyring, event: &Event) -> Result<Inbound, Ignored> 
     }
     let mut rumor = gift.rumor;
     let refers_to = rumor.id();
-    let body = if rumor.kind == Kind::PrivateDirectMessage {
+    let kind = rumor.kind.as_u16();
+    let body = if READABLE_RUMOR_KINDS.contains(&kind) {
         Ok(rumor.content)
     } else {
         Err(Refusal::new(
             ErrorCode::UnsupportedKind,
             format!(
-                "soko reads kind 14 messages inside gift wraps, not kind {}",
-                rumor.kind
+                "soko reads kind 14 messages (and Gamma kind 16/17 order messages) inside gift wraps, not kind {kind}"
             ),
         ))
     };
@@ -105,7 +112,20 @@ pub async fn open(keyring: &Keyring, event: &Event) -> Result<Inbound, Ignored> 
         scheme: Scheme::Nip17,
         refers_to,
         body,
+        kind,
+        tags: tag_lists(&rumor.tags),
     })
+}
+
+/// Rumor kinds soko reads: private messages and Gamma order messages and receipts.
+const READABLE_RUMOR_KINDS: [u16; 3] = [
+    14,
+    crate::proto::gamma::KIND_ORDER,
+    crate::proto::gamma::KIND_RECEIPT,
+];
+
+fn tag_lists(tags: &nostr_sdk::Tags) -> Vec<Vec<String>> {
+    tags.iter().map(|t| t.as_slice().to_vec()).collect()
 }
 
 #[cfg(test)]

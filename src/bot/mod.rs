@@ -21,7 +21,7 @@ pub use self::ingest::Scheme;
 pub use self::keyring::Keyring;
 use self::nodb::NoDatabase;
 pub use self::outbox::Outbox;
-pub use self::publisher::{PublishError, Publisher};
+pub use self::publisher::{wrap_tagged, Note, PublishError, Publisher};
 use crate::commands;
 use crate::escrow::{EscrowService, Rules};
 use crate::market::Merchants;

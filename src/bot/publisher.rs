@@ -1,6 +1,6 @@
 //! Publishing as any identity in the keyring, through the durable outbox.
 
-use nostr_sdk::{EventBuilder, EventId, PublicKey};
+use nostr_sdk::{EventBuilder, EventId, Kind, PublicKey, Tag};
 
 use super::handle::seal_dm;
 use super::ingest::Scheme;
@@ -20,6 +20,49 @@ pub enum PublishError {
     /// The outbox failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A message to send privately.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// Content alone: a kind-4 DM or a kind-14 message, as the scheme says.
+    Text(String),
+    /// A rumor of `kind` with its own tags (Gamma order messages), always gift-wrapped
+    /// (NIP-17); the tags carry its `p`.
+    Tagged {
+        /// Rumor kind.
+        kind: u16,
+        /// Rumor tags.
+        tags: Vec<Vec<String>>,
+        /// Human-readable content.
+        content: String,
+    },
+}
+
+impl From<String> for Note {
+    fn from(text: String) -> Self {
+        Self::Text(text)
+    }
+}
+
+/// Gift-wraps a tagged rumor from `keys` to `to` (NIP-59 seal and wrap, as NIP-17 does).
+pub async fn wrap_tagged(
+    keys: &nostr_sdk::Keys,
+    to: PublicKey,
+    kind: u16,
+    tags: &[Vec<String>],
+    content: &str,
+) -> Result<nostr_sdk::Event, String> {
+    let tags = tags
+        .iter()
+        .map(|t| Tag::parse(t.iter().map(String::as_str)).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<Tag>, String>>()?;
+    let rumor = EventBuilder::new(Kind::Custom(kind), content)
+        .tags(tags)
+        .build(keys.public_key());
+    EventBuilder::gift_wrap(keys, &to, rumor, [])
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Signs with keyring keys and sends through the outbox.
@@ -70,6 +113,26 @@ impl Publisher {
         seal_dm(&keys, to, scheme, content, None)
             .await
             .map_err(PublishError::Sign)
+    }
+
+    /// A [`Note`] from soko's identity `from` to `to`, signed but not yet queued.
+    pub async fn seal_note(
+        &self,
+        from: &PublicKey,
+        to: PublicKey,
+        scheme: Scheme,
+        note: &Note,
+    ) -> Result<nostr_sdk::Event, PublishError> {
+        let keys = self.keyring.get(from).ok_or(PublishError::NoKey(*from))?;
+        match note {
+            Note::Text(text) => seal_dm(&keys, to, scheme, text, None).await,
+            Note::Tagged {
+                kind,
+                tags,
+                content,
+            } => wrap_tagged(&keys, to, *kind, tags, content).await,
+        }
+        .map_err(PublishError::Sign)
     }
 
     /// Sends a DM from soko's identity `from` to `to` in `scheme`, durably.

@@ -1,34 +1,104 @@
-//! The NIP-15 messages the escrow sends the buyer.
+//! What the escrow tells the buyer, in the order's dialect: NIP-15 JSON (type 1 and type 2
+//! messages) or Gamma kind-16 messages with tags (`kinds/orders.md`, `kinds/gamma.md`).
 
 use serde::Serialize;
 
-use super::service::OrderRecord;
+use super::service::{Dialect, OrderRecord};
 use super::state::EscrowState;
+use crate::bot::Note;
+use crate::proto::gamma::{self, Status};
 use crate::proto::nip15::{OrderStatus, PaymentOption, PaymentRequest};
 
-pub(super) fn payment_request(record: &OrderRecord) -> String {
-    to_json(&PaymentRequest {
-        id: record.buyer_order_id.clone(),
-        kind: 1,
-        message: Some(format!(
-            "Order #{}: {} sat. Pay this invoice before {} (unix time); soko holds the payment until you confirm delivery with your delivery code.",
-            record.number, record.total.0, record.expires_at
-        )),
-        payment_options: vec![PaymentOption {
-            kind: "ln".to_owned(),
-            link: record.invoice.clone(),
-        }],
-    })
+pub(super) fn payment_request(record: &OrderRecord) -> Note {
+    let message = format!(
+        "Order #{}: {} sat. Pay this invoice before {} (unix time); soko holds the payment until you confirm delivery with your delivery code.",
+        record.number, record.total.0, record.expires_at
+    );
+    match record.dialect {
+        Dialect::Nip15 => Note::Text(to_json(&PaymentRequest {
+            id: record.buyer_order_id.clone(),
+            kind: 1,
+            message: Some(message),
+            payment_options: vec![PaymentOption {
+                kind: "ln".to_owned(),
+                link: record.invoice.clone(),
+            }],
+        })),
+        Dialect::Gamma => Note::Tagged {
+            kind: gamma::KIND_ORDER,
+            tags: gamma::payment_request_tags(
+                &record.buyer,
+                &record.buyer_order_id,
+                record.total.0,
+                &record.invoice,
+                record.expires_at,
+            ),
+            content: message,
+        },
+    }
 }
 
-pub(super) fn status(record: &OrderRecord, message: &str) -> String {
-    to_json(&OrderStatus {
-        id: record.buyer_order_id.clone(),
-        kind: 2,
-        message: message.to_owned(),
-        paid: record.state.holds_funds() || record.state == EscrowState::PaidOut,
-        shipped: matches!(record.state, EscrowState::Delivered | EscrowState::PaidOut),
-    })
+pub(super) fn status(record: &OrderRecord, message: &str) -> Note {
+    match record.dialect {
+        Dialect::Nip15 => Note::Text(to_json(&OrderStatus {
+            id: record.buyer_order_id.clone(),
+            kind: 2,
+            message: message.to_owned(),
+            paid: record.state.holds_funds() || record.state == EscrowState::PaidOut,
+            shipped: matches!(record.state, EscrowState::Delivered | EscrowState::PaidOut),
+        })),
+        Dialect::Gamma => Note::Tagged {
+            kind: gamma::KIND_ORDER,
+            tags: gamma::status_tags(
+                &record.buyer,
+                &record.buyer_order_id,
+                gamma_status(record.state),
+            ),
+            content: message.to_owned(),
+        },
+    }
+}
+
+/// An order refused before it was recorded.
+pub(super) fn refusal(dialect: Dialect, buyer: &str, order_id: &str, why: &str) -> Note {
+    let message = format!("Order not accepted: {why}");
+    match dialect {
+        Dialect::Nip15 => Note::Text(to_json(&OrderStatus {
+            id: order_id.to_owned(),
+            kind: 2,
+            message,
+            paid: false,
+            shipped: false,
+        })),
+        Dialect::Gamma => Note::Tagged {
+            kind: gamma::KIND_ORDER,
+            tags: gamma::status_tags(buyer, order_id, Status::Cancelled),
+            content: message,
+        },
+    }
+}
+
+/// Plain text about an order (the delivery code, a refund): a DM in NIP-15's dialect, a
+/// kind-14 message with the order as its subject in Gamma's.
+pub(super) fn text(record: &OrderRecord, text: String) -> Note {
+    match record.dialect {
+        Dialect::Nip15 => Note::Text(text),
+        Dialect::Gamma => Note::Tagged {
+            kind: 14,
+            tags: gamma::chat_tags(&record.buyer, &record.buyer_order_id),
+            content: text,
+        },
+    }
+}
+
+fn gamma_status(state: EscrowState) -> Status {
+    match state {
+        EscrowState::AwaitingPayment => Status::Pending,
+        EscrowState::Paid => Status::Confirmed,
+        EscrowState::Delivered | EscrowState::PaidOut => Status::Completed,
+        EscrowState::Disputed | EscrowState::Refunding => Status::Processing,
+        EscrowState::Expired | EscrowState::Refunded => Status::Cancelled,
+    }
 }
 
 pub(super) fn describe(state: EscrowState, number: u64) -> String {

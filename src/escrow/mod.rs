@@ -14,6 +14,6 @@ pub use self::code::{CodeHasher, DeliveryCode, StoredCode, Verdict};
 pub use self::payout::Payout;
 pub use self::refund::{refundable, Cancel};
 pub use self::service::{
-    CancelRequest, Delivery, EscrowError, EscrowService, OrderRecord, RefundPlan, Rules,
+    CancelRequest, Delivery, Dialect, EscrowError, EscrowService, OrderRecord, RefundPlan, Rules,
 };
 pub use self::state::{transition, EscrowEvent, EscrowState, InvalidTransition};

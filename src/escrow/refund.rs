@@ -388,10 +388,12 @@ impl EscrowService {
             .seal_to_buyer(
                 &merchant,
                 &record,
-                &status(&refunded, &describe(refunded.state, record.number)),
+                status(&refunded, &describe(refunded.state, record.number)),
             )
             .await?;
-        let money_dm = self.seal_to_buyer(&merchant, &record, &text).await?;
+        let money_dm = self
+            .seal_to_buyer(&merchant, &record, super::messages::text(&record, text))
+            .await?;
         let fees = inner
             .balances
             .get(FEES_ACCOUNT)?
@@ -463,6 +465,7 @@ mod tests {
                 refund_to: None,
             }),
             refund: None,
+            dialect: Default::default(),
         }
     }
 

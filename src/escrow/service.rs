@@ -32,14 +32,14 @@ use sled::Transactional;
 use tokio::sync::Mutex;
 
 use super::code::{CodeHasher, DeliveryCode, StoredCode};
-use super::messages::{describe, payment_request, status, to_json};
+use super::messages::{describe, payment_request, refusal, status, text};
 use super::payout::PayoutRecord;
 use super::state::{transition, EscrowEvent, EscrowState};
-use crate::bot::{Outbox, Publisher, Scheme};
+use crate::bot::{Note, Outbox, Publisher, Scheme};
 use crate::market::pricing::{self, Line, Rates};
 use crate::market::{MerchantError, Merchants};
 use crate::money::Sats;
-use crate::proto::nip15::{Order, OrderStatus};
+use crate::proto::nip15::Order;
 use crate::store::{Store, StoreError, Typed};
 use crate::util::unix_now;
 use crate::vault::Vault;
@@ -108,6 +108,20 @@ pub struct OrderRecord {
     /// How the money goes back to the buyer, once a refund started.
     #[serde(default)]
     pub refund: Option<RefundPlan>,
+    /// The order messages the buyer's client speaks.
+    #[serde(default)]
+    pub dialect: Dialect,
+}
+
+/// Which order messages a buyer's client speaks; every message about the order uses it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dialect {
+    /// NIP-15 JSON messages (type 0/1/2) in kind-4 or kind-14 DMs.
+    #[default]
+    Nip15,
+    /// Gamma Markets kind-16 messages with tags, gift-wrapped.
+    Gamma,
 }
 
 /// A buyer's request to cancel a paid order.
@@ -271,8 +285,9 @@ impl EscrowService {
         merchant: PublicKey,
         buyer: PublicKey,
         scheme: Scheme,
+        dialect: Dialect,
         order: Order,
-    ) -> Result<String, EscrowError> {
+    ) -> Result<Note, EscrowError> {
         let inner = &self.inner;
         let index_key = [
             merchant.to_bytes().as_slice(),
@@ -283,15 +298,8 @@ impl EscrowService {
         if let Some(reply) = self.known_order(&merchant, &index_key)? {
             return Ok(reply);
         }
-        let refuse = |why: String| {
-            to_json(&OrderStatus {
-                id: order.id.clone(),
-                kind: 2,
-                message: format!("Order not accepted: {why}"),
-                paid: false,
-                shipped: false,
-            })
-        };
+        let buyer_hex = buyer.to_hex();
+        let refuse = |why: String| refusal(dialect, &buyer_hex, &order.id, &why);
         let (stall_id, priced) = match self.price(&merchant, &order)? {
             Ok(priced) => priced,
             Err(why) => return Ok(refuse(why)),
@@ -347,6 +355,7 @@ impl EscrowService {
             paid_at: None,
             cancel: None,
             refund: None,
+            dialect,
         };
         let key = order_key(&merchant, number);
         let encoded = inner.orders.encode(&record)?;
@@ -378,7 +387,7 @@ impl EscrowService {
         &self,
         merchant: &PublicKey,
         index_key: &[u8],
-    ) -> Result<Option<String>, EscrowError> {
+    ) -> Result<Option<Note>, EscrowError> {
         let inner = &self.inner;
         let Some(number) = inner.index.get(index_key)? else {
             return Ok(None);
@@ -522,19 +531,22 @@ impl EscrowService {
             .seal_to_buyer(
                 merchant,
                 &record,
-                &status(&paid, &describe(next, paid.number)),
+                status(&paid, &describe(next, paid.number)),
             )
             .await?;
         let code_dm = self
             .seal_to_buyer(
                 merchant,
                 &record,
-                &format!(
-                    "Delivery code for order #{} ({}): {}\nQR: {}\nGive it to the merchant only when you have your goods: it releases your payment to them.",
-                    paid.number,
-                    record.buyer_order_id,
-                    code.reveal(),
-                    code.qr_string(&record.buyer_order_id)
+                text(
+                    &record,
+                    format!(
+                        "Delivery code for order #{} ({}): {}\nQR: {}\nGive it to the merchant only when you have your goods: it releases your payment to them.",
+                        paid.number,
+                        record.buyer_order_id,
+                        code.reveal(),
+                        code.qr_string(&record.buyer_order_id)
+                    ),
                 ),
             )
             .await?;
@@ -602,7 +614,7 @@ impl EscrowService {
             .seal_to_buyer(
                 merchant,
                 &record,
-                &status(&expired, &describe(next, expired.number)),
+                status(&expired, &describe(next, expired.number)),
             )
             .await?;
         let change = Change {
@@ -732,18 +744,19 @@ impl EscrowService {
         Ok(())
     }
 
-    /// A DM from the merchant to the order's buyer, in the scheme the buyer ordered in.
+    /// A message from the merchant to the order's buyer, in the scheme and dialect the buyer
+    /// ordered in.
     pub(super) async fn seal_to_buyer(
         &self,
         merchant: &PublicKey,
         record: &OrderRecord,
-        content: &str,
+        note: Note,
     ) -> Result<Event, EscrowError> {
         let buyer = PublicKey::from_hex(&record.buyer)
             .map_err(|e| EscrowError::Publish(format!("stored buyer key: {e}")))?;
         self.inner
             .publisher
-            .seal_dm(merchant, buyer, record.scheme, content)
+            .seal_note(merchant, buyer, record.scheme, &note)
             .await
             .map_err(|e| EscrowError::Publish(e.to_string()))
     }

@@ -63,7 +63,7 @@ impl EscrowService {
             .seal_to_buyer(
                 &merchant,
                 &record,
-                &status(&next, &describe(next.state, number)),
+                status(&next, &describe(next.state, number)),
             )
             .await?;
         let balance = inner
@@ -107,7 +107,7 @@ impl EscrowService {
             .seal_to_buyer(
                 &merchant,
                 &record,
-                &status(&disputed, &describe(next, number)),
+                status(&disputed, &describe(next, number)),
             )
             .await?;
         self.commit(&key, &disputed, Change::default(), &[dm])

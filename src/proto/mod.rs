@@ -1,6 +1,7 @@
 //! soko's public protocol types (serde only, no behaviour). `kinds/` specifies them.
 
 pub mod command;
+pub mod gamma;
 pub mod nip15;
 pub mod ussd;
 

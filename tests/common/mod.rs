@@ -124,12 +124,25 @@ pub struct Received {
     pub from: PublicKey,
     pub nip17: bool,
     pub content: String,
+    /// The message's kind (4, or the rumor's: 14, or 16 for Gamma order messages).
+    pub kind: u16,
+    /// The message's tags (the rumor's for NIP-17).
+    pub tags: Vec<Vec<String>>,
 }
 
 impl Received {
     /// The content as JSON.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.content).expect("reply is JSON")
+    }
+
+    /// The first value of tag `name`.
+    pub fn tag(&self, name: &str) -> Option<&str> {
+        self.tags
+            .iter()
+            .find(|t| t.first().map(String::as_str) == Some(name))
+            .and_then(|t| t.get(1))
+            .map(String::as_str)
     }
 }
 
@@ -262,6 +275,8 @@ impl User {
                     from: event.pubkey,
                     nip17: false,
                     content,
+                    kind: event.kind.as_u16(),
+                    tags: event.tags.iter().map(|t| t.as_slice().to_vec()).collect(),
                 })
             }
             Kind::GiftWrap => {
@@ -272,6 +287,13 @@ impl User {
                     event_id: event.id,
                     from: gift.sender,
                     nip17: true,
+                    kind: gift.rumor.kind.as_u16(),
+                    tags: gift
+                        .rumor
+                        .tags
+                        .iter()
+                        .map(|t| t.as_slice().to_vec())
+                        .collect(),
                     content: gift.rumor.content,
                 })
             }
