@@ -3,5 +3,5 @@
 pub mod merchants;
 pub mod pricing;
 
-pub use self::merchants::{Merchant, MerchantError, Merchants};
+pub use self::merchants::{Merchant, MerchantError, MerchantStatus, Merchants};
 pub use self::pricing::{price, OrderRefusal, Priced, Rates};
