@@ -3,12 +3,15 @@
 
 pub mod code;
 mod messages;
+mod notify;
 pub mod payout;
+pub mod query;
 pub mod service;
 mod settle;
 pub mod state;
 
 pub use self::code::{CodeHasher, DeliveryCode, StoredCode, Verdict};
 pub use self::payout::Payout;
+pub use self::query::Shipping;
 pub use self::service::{Delivery, EscrowError, EscrowService, OrderRecord, Rules};
 pub use self::state::{transition, EscrowEvent, EscrowState, InvalidTransition};

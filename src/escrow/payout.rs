@@ -121,11 +121,21 @@ pub enum Payout {
 impl EscrowService {
     /// Pays the merchant's whole balance to its Lightning address, if it has one.
     pub async fn pay_out(&self, merchant: PublicKey) -> Result<Payout, EscrowError> {
-        let inner = &self.inner;
-        let _guard = inner.lock.lock().await;
-        let Some(destination) = inner.merchants.get(&merchant)?.lightning_address else {
+        let Some(destination) = self.inner.merchants.get(&merchant)?.lightning_address else {
             return Ok(Payout::NotConfigured);
         };
+        self.pay_out_to(merchant, &destination).await
+    }
+
+    /// Pays the merchant's whole balance to `destination` (a Lightning address or LNURL-pay
+    /// link), e.g. one the merchant typed in over USSD.
+    pub async fn pay_out_to(
+        &self,
+        merchant: PublicKey,
+        destination: &str,
+    ) -> Result<Payout, EscrowError> {
+        let inner = &self.inner;
+        let _guard = inner.lock.lock().await;
         let balance = inner
             .balances
             .get(&merchant.to_bytes())?
@@ -139,7 +149,7 @@ impl EscrowService {
         let mut attempt = 0;
         let quote = loop {
             attempt += 1;
-            let invoice = match super::payout::invoice_for(&destination, amount).await {
+            let invoice = match super::payout::invoice_for(destination, amount).await {
                 Ok(invoice) => invoice,
                 Err(e) => return Ok(Payout::Failed(e.to_string())),
             };

@@ -93,6 +93,10 @@ pub struct OrderRecord {
     pub code: Option<StoredCode>,
     /// Unix seconds.
     pub created_at: u64,
+    /// The buyer's shipping details from the NIP-15 order, sealed (personal data); see
+    /// [`super::query::Shipping`]. Absent on orders stored before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping_sealed: Option<String>,
 }
 
 /// One stored order line.
@@ -165,6 +169,9 @@ pub(super) struct Inner {
     pub(super) rates: Rates,
     pub(super) payment_window_secs: u64,
     pub(super) lock: Mutex<()>,
+    // USSD (issue 5): seals buyers' shipping details; bridges told of paid orders by SMS.
+    pub(super) vault: Vault,
+    pub(super) sms_bridges: std::sync::RwLock<Vec<PublicKey>>,
 }
 
 impl EscrowService {
@@ -196,6 +203,8 @@ impl EscrowService {
                 rates: rules.rates,
                 payment_window_secs: rules.payment_window_secs,
                 lock: Mutex::new(()),
+                vault: vault.clone(),
+                sms_bridges: Default::default(),
             }),
         })
     }
@@ -299,6 +308,7 @@ impl EscrowService {
             state: EscrowState::AwaitingPayment,
             code: None,
             created_at: now,
+            shipping_sealed: self.seal_shipping(&order)?,
         };
         let key = order_key(&merchant, number);
         let encoded = inner.orders.encode(&record)?;
@@ -444,8 +454,10 @@ impl EscrowService {
             )),
             balance: None,
         };
-        self.commit(key, &paid, change, &[status_dm, code_dm])
-            .await?;
+        // USSD (issue 5): SMS notices to the bridges join the buyer's DMs in the same commit.
+        let mut dms = vec![status_dm, code_dm];
+        dms.extend(self.paid_notices(merchant, &paid).await?);
+        self.commit(key, &paid, change, &dms).await?;
         tracing::info!(
             order = paid.number,
             sats = paid.total.0,
