@@ -557,7 +557,8 @@ mod tests {
         let ussd = Config::parse(&text).map(|c| c.ussd);
         let key = nostr_sdk::PublicKey::parse(hex).ok();
         assert_eq!(
-            ussd.as_ref().map(|u| (u.bridges.first().copied(), u.bridges.get(1).copied())),
+            ussd.as_ref()
+                .map(|u| (u.bridges.first().copied(), u.bridges.get(1).copied())),
             Ok((key, key))
         );
         assert_eq!(ussd.map(|u| (u.session_secs, u.pin_tries)), Ok((60, 3)));

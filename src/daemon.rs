@@ -124,6 +124,7 @@ impl Daemon {
                 rates: Rates(config.rates.clone().into_iter().collect()),
                 payment_window_secs: config.market.payment_window_secs,
             },
+            ussd: config.ussd.clone(),
         };
         let bot = Bot::start(&store, keyring, &relays, services).await?;
         let daemon = Self {

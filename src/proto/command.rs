@@ -203,6 +203,8 @@ pub enum Command {
     OrderDeliver(OrderDeliverArgs),
     /// Admin: refund a paid, undelivered (or disputed) order to the buyer.
     OrderRefund(OrderRefArgs),
+    /// Bridge: one USSD gateway callback (kinds/ussd.md); only configured bridges.
+    UssdHop(super::ussd::UssdHopArgs),
 }
 
 /// Names accepted in `cmd`, for the unknown-command message.
@@ -214,6 +216,7 @@ pub const COMMAND_NAMES: &[&str] = &[
     "product_put",
     "order_deliver",
     "order_refund",
+    "ussd_hop",
 ];
 
 /// Arguments naming one order.

@@ -1010,3 +1010,7 @@ fn capitalise(text: &str) -> String {
 pub fn fits(screen: &Screen) -> bool {
     screen.text.chars().count() <= BODY_LIMIT
 }
+
+#[cfg(test)]
+#[path = "menu_tests.rs"]
+mod tests;

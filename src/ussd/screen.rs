@@ -67,7 +67,10 @@ impl Layout {
     /// The item lines of every page.
     fn pages(&self, width: usize, room: usize) -> Vec<Vec<String>> {
         let lines: Vec<String> = if self.wrap {
-            self.items.iter().flat_map(|i| wrap(&clean(i), width)).collect()
+            self.items
+                .iter()
+                .flat_map(|i| wrap(&clean(i), width))
+                .collect()
         } else {
             self.items.iter().map(|i| cut(&clean(i), width)).collect()
         };
@@ -105,7 +108,10 @@ impl Layout {
         let head_room = BODY_LIMIT
             .saturating_sub(foot + nav + item_floor)
             .saturating_add(1);
-        let head = fit(&self.head.iter().map(|l| clean(l)).collect::<Vec<_>>(), head_room);
+        let head = fit(
+            &self.head.iter().map(|l| clean(l)).collect::<Vec<_>>(),
+            head_room,
+        );
         let head_cost: usize = head.iter().map(|l| l.chars().count() + 1).sum();
         // The body's last line has no newline after it: one character to spare.
         let room = (BODY_LIMIT + 1).saturating_sub(head_cost + foot + nav);
@@ -232,7 +238,9 @@ mod tests {
     fn long_list(n: usize, len: usize) -> Layout {
         Layout {
             head: vec!["Orders, newest first:".into()],
-            items: (1..=n).map(|i| format!("#{i} {}", "x".repeat(len))).collect(),
+            items: (1..=n)
+                .map(|i| format!("#{i} {}", "x".repeat(len)))
+                .collect(),
             foot: vec!["Reply with an order no.".into()],
             back: true,
             ..Layout::default()
@@ -313,6 +321,9 @@ mod tests {
         assert_eq!(wrap("abcdefgh", 3), ["abc", "def", "gh"]);
         assert_eq!(clean("a\n b\tc"), "a b c");
         assert_eq!(cut("abcdef", 4), "abc…");
-        assert_eq!(Screen::end(&"x".repeat(500)).wire().chars().count(), SCREEN_LIMIT);
+        assert_eq!(
+            Screen::end(&"x".repeat(500)).wire().chars().count(),
+            SCREEN_LIMIT
+        );
     }
 }

@@ -303,10 +303,9 @@ impl UssdService {
                         // As `order_deliver` does: straight on to the saved Lightning address.
                         let payout = match inner.escrow.pay_out(merchant).await? {
                             Payout::NotConfigured | Payout::Nothing => None,
-                            Payout::Sent { amount, .. } => Some(format!(
-                                "{} sat paid to your Lightning address.",
-                                amount.0
-                            )),
+                            Payout::Sent { amount, .. } => {
+                                Some(format!("{} sat paid to your Lightning address.", amount.0))
+                            }
                             Payout::Failed(why) => {
                                 Some(format!("Not paid out ({why}); it stays in your balance."))
                             }
@@ -321,7 +320,9 @@ impl UssdService {
             }
             Action::SetPrice { id, price } => {
                 let Some(mut product) = inner.merchants.product(&merchant, id)? else {
-                    return Ok(Outcome::Refused("that product is hidden or gone".to_owned()));
+                    return Ok(Outcome::Refused(
+                        "that product is hidden or gone".to_owned(),
+                    ));
                 };
                 // NIP-15 prices are JSON numbers; a whole number from the keypad is exact.
                 product.price = *price as f64;
@@ -332,7 +333,9 @@ impl UssdService {
             }
             Action::SetStock { id, quantity } => {
                 let Some(mut product) = inner.merchants.product(&merchant, id)? else {
-                    return Ok(Outcome::Refused("that product is hidden or gone".to_owned()));
+                    return Ok(Outcome::Refused(
+                        "that product is hidden or gone".to_owned(),
+                    ));
                 };
                 product.quantity = Some(*quantity);
                 match self.put_product(&merchant, &product).await {
@@ -590,7 +593,11 @@ impl View for Data<'_> {
         let hidden = self.inner.merchants.hidden_products(&self.merchant)?;
         let mut items = Vec::new();
         for line in &record.lines {
-            let name = match self.inner.merchants.product(&self.merchant, &line.product_id)? {
+            let name = match self
+                .inner
+                .merchants
+                .product(&self.merchant, &line.product_id)?
+            {
                 Some(product) => product.name,
                 None => hidden
                     .iter()
@@ -612,7 +619,10 @@ impl View for Data<'_> {
 
     fn products(&self) -> Result<Vec<ProductLine>, UssdError> {
         let merchants = &self.inner.merchants;
-        let listed = merchants.products(&self.merchant)?.into_iter().map(|p| (p, false));
+        let listed = merchants
+            .products(&self.merchant)?
+            .into_iter()
+            .map(|p| (p, false));
         let hidden = merchants
             .hidden_products(&self.merchant)?
             .into_iter()
