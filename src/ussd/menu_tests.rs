@@ -30,7 +30,7 @@ impl View for Fake {
             .map(|o| o.line.clone())
             .filter(|l| listed(l.state))
             .collect();
-        lines.sort_by(|a, b| b.number.cmp(&a.number));
+        lines.sort_by_key(|l| std::cmp::Reverse(l.number));
         Ok(lines)
     }
     fn order(&self, number: u64) -> Result<Option<OrderDetail>, Infallible> {
