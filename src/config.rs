@@ -38,6 +38,32 @@ pub struct Config {
     pub rates: std::collections::BTreeMap<String, u64>,
     /// `[market]`: checkout rules.
     pub market: MarketConfig,
+    /// `[ussd]`: the USSD menus for merchants on feature phones.
+    pub ussd: UssdConfig,
+}
+
+/// `[ussd]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct UssdConfig {
+    /// Public keys of the USSD bridges soko trusts with `ussd_hop` (and sends SMS notices to).
+    pub bridges: Vec<nostr_sdk::PublicKey>,
+    /// Seconds a USSD session lives after its last hop.
+    pub session_secs: u64,
+    /// Wrong PINs in a row before the merchant's USSD access locks.
+    pub pin_tries: u32,
+    /// Seconds the USSD access stays locked after too many wrong PINs.
+    pub lockout_secs: u64,
+}
+
+impl Default for UssdConfig {
+    fn default() -> Self {
+        Self {
+            bridges: Vec::new(),
+            session_secs: 180,
+            pin_tries: 3,
+            lockout_secs: 900,
+        }
+    }
 }
 
 /// `[market]`
@@ -138,6 +164,7 @@ impl Default for Config {
                 payment_window_secs: 600,
                 delivery_window_secs: 14 * 24 * 3600,
             },
+            ussd: UssdConfig::default(),
         }
     }
 }
@@ -201,7 +228,7 @@ impl Config {
             &root,
             "",
             &[
-                "relay", "relays", "mint", "storage", "log", "rates", "market",
+                "relay", "relays", "mint", "storage", "log", "rates", "market", "ussd",
             ],
         );
 
@@ -318,6 +345,30 @@ impl Config {
             defaults.market.delivery_window_secs,
         );
 
+        let ussd = check.section(
+            &root,
+            "ussd",
+            &["bridges", "session_secs", "pin_tries", "lockout_secs"],
+        );
+        let d = &defaults.ussd;
+        let bridge_keys: Vec<String> = check.field(ussd, "ussd", "bridges", Vec::new());
+        let mut bridges = Vec::new();
+        for (i, key) in bridge_keys.iter().enumerate() {
+            match nostr_sdk::PublicKey::parse(key) {
+                Ok(pubkey) => bridges.push(pubkey),
+                Err(_) => check.problem(
+                    &format!("ussd.bridges[{i}]"),
+                    format!("{key:?} is not an npub or hex public key"),
+                ),
+            }
+        }
+        let ussd = UssdConfig {
+            bridges,
+            session_secs: check.positive(ussd, "ussd", "session_secs", d.session_secs),
+            pin_tries: check.positive(ussd, "ussd", "pin_tries", d.pin_tries),
+            lockout_secs: check.positive(ussd, "ussd", "lockout_secs", d.lockout_secs),
+        };
+
         let mut rates = std::collections::BTreeMap::new();
         match root.get("rates") {
             None => {}
@@ -355,6 +406,7 @@ impl Config {
                     payment_window_secs,
                     delivery_window_secs,
                 },
+                ussd,
             })
         } else {
             Err(check.problems)
@@ -486,6 +538,9 @@ mod tests {
             KES = 70
             usd = 1
             EUR = -3
+            [ussd]
+            bridges = ["npub1nope"]
+            pin_tries = 0
         "#;
         let mut found = keys(text);
         found.sort();
@@ -503,8 +558,25 @@ mod tests {
                 "relay.max_event_bytes",
                 "relay.port",
                 "relays.urls[0]",
+                "ussd.bridges[0]",
+                "ussd.pin_tries",
             ]
         );
+    }
+
+    #[test]
+    fn ussd_bridges_take_npubs_and_hex() {
+        let hex = "f916d184100631c6e9096a22bcffcbf991f14e5952e4f36b87a7ee41e9b80b32";
+        let npub = "npub1lytdrpqsqccud6gfdg3tel7tlxglznje2tj0x6u85lhyr6dcpveqpjakwk";
+        let text = format!("[ussd]\nbridges = [{hex:?}, {npub:?}]\nsession_secs = 60");
+        let ussd = Config::parse(&text).map(|c| c.ussd);
+        let key = nostr_sdk::PublicKey::parse(hex).ok();
+        assert_eq!(
+            ussd.as_ref()
+                .map(|u| (u.bridges.first().copied(), u.bridges.get(1).copied())),
+            Ok((key, key))
+        );
+        assert_eq!(ussd.map(|u| (u.session_secs, u.pin_tries)), Ok((60, 3)));
     }
 
     #[test]

@@ -125,6 +125,7 @@ impl Daemon {
                 payment_window_secs: config.market.payment_window_secs,
                 delivery_window_secs: config.market.delivery_window_secs,
             },
+            ussd: config.ussd.clone(),
         };
         let bot = Bot::start(&store, keyring, &relays, services).await?;
         let daemon = Self {

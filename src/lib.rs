@@ -16,6 +16,7 @@ pub mod proto;
 pub mod ratelimit;
 pub mod relay;
 pub mod store;
+pub mod ussd;
 pub mod util;
 pub mod vault;
 pub mod wallet;

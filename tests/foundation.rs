@@ -254,11 +254,21 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
         soko::escrow::Rules::default(),
     )
     .unwrap();
+    let ussd = soko::ussd::UssdService::open(
+        &store,
+        &vault,
+        merchants.clone(),
+        escrow.clone(),
+        publisher.clone(),
+        Default::default(),
+    )
+    .unwrap();
     let context = soko::commands::Context {
         admins: Default::default(),
         merchants,
         publisher,
         escrow,
+        ussd,
     };
     let handler = Handler::new(&store, keyring, outbox, context).unwrap();
 

@@ -33,18 +33,42 @@ fn product(id: &str, currency: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_creates_a_merchant_whose_listings_are_published_under_its_key() {
     let mut soko = TestSoko::start().await;
-    let added = operator(
-        &soko,
-        "merchant_add",
-        json!({"name":"Mama Duka","phone":"+254700000001"}),
-    )
-    .await;
+    // Without a phone, a merchant is active at once.
+    let added = operator(&soko, "merchant_add", json!({"name":"Mama Duka"})).await;
     assert!(added.ok, "{added:?}");
+    assert_eq!(added.result.as_ref().unwrap()["status"], "active");
     let npub = added.result.as_ref().unwrap()["npub"]
         .as_str()
         .unwrap()
         .to_owned();
     let merchant = PublicKey::parse(&npub).unwrap();
+    // With a phone, it is pending until its owner onboards over USSD (tests/ussd_menus.rs):
+    // no profile and no listings until then.
+    let pending = operator(
+        &soko,
+        "merchant_add",
+        json!({"name":"Baba Duka","phone":"+254700000001"}),
+    )
+    .await;
+    let pending = pending.result.unwrap();
+    assert_eq!(pending["status"], "pending", "{pending}");
+    let pending_npub = pending["npub"].as_str().unwrap().to_owned();
+    let refused = operator(
+        &soko,
+        "stall_put",
+        json!({"merchant": pending_npub, "stall": stall()}),
+    )
+    .await;
+    assert_eq!(code(&refused), "invalid");
+    assert!(refused.error.unwrap().message.contains("pending"));
+    // The same phone cannot belong to two merchants.
+    let twice = operator(
+        &soko,
+        "merchant_add",
+        json!({"name":"Other","phone":"+254700000001"}),
+    )
+    .await;
+    assert_eq!(code(&twice), "invalid");
 
     assert!(
         operator(
@@ -76,6 +100,16 @@ async fn operator_creates_a_merchant_whose_listings_are_published_under_its_key(
             "kind {kind} published by the merchant: {kinds:?}"
         );
     }
+    let pending_key = PublicKey::parse(&pending_npub).unwrap();
+    let unpublished = reader
+        .client
+        .fetch_events(Filter::new().author(pending_key), Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(
+        unpublished.is_empty(),
+        "a pending merchant publishes nothing"
+    );
     let product_event = events.iter().find(|e| e.kind.as_u16() == 30018).unwrap();
     assert!(product_event.verify().is_ok());
     assert_eq!(product_event.tags.identifier(), Some("mango"));
@@ -93,15 +127,32 @@ async fn operator_creates_a_merchant_whose_listings_are_published_under_its_key(
     let reply = alice.ask_nip17(merchant, r#"{"cmd":"ping"}"#).await;
     assert_eq!(reply.from, merchant);
     let listed = operator(&soko, "merchant_list", json!({})).await;
-    assert_eq!(listed.result.unwrap()[0]["name"], "Mama Duka");
+    let listed = listed.result.unwrap();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"Mama Duka") && names.contains(&"Baba Duka"));
 
     // At rest, the merchant's secret key and phone are sealed: not in sled's files.
     soko.stop().await;
     let store = soko::store::Store::open(&soko.data_dir()).unwrap();
     let vault = soko::vault::Vault::open(&soko.data_dir()).unwrap();
     let merchants = soko::market::Merchants::open(&store, vault).unwrap();
-    let (_, keys) = merchants.all().unwrap().pop().unwrap();
-    assert_eq!(keys.public_key(), merchant);
+    let keys = merchants
+        .all()
+        .unwrap()
+        .into_iter()
+        .map(|(_, keys)| keys)
+        .find(|keys| keys.public_key() == merchant)
+        .unwrap();
+    assert_eq!(
+        merchants.by_phone("+254700000001").unwrap(),
+        Some(pending_key),
+        "found by phone through the HMAC index"
+    );
     drop((merchants, store));
     let secret = keys.secret_key().to_secret_hex();
     for entry in std::fs::read_dir(soko.data_dir().join("sled")).unwrap() {

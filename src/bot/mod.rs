@@ -59,6 +59,8 @@ pub struct Services {
     pub vault: Vault,
     /// Checkout rules.
     pub rules: Rules,
+    /// USSD menus: trusted bridges, sessions, PIN rules.
+    pub ussd: crate::config::UssdConfig,
 }
 
 /// Failures starting the bot.
@@ -111,11 +113,21 @@ impl Bot {
             &services.vault,
             services.rules,
         )?;
+        escrow.set_sms_bridges(services.ussd.bridges.clone());
+        let ussd = crate::ussd::UssdService::open(
+            store,
+            &services.vault,
+            services.merchants.clone(),
+            escrow.clone(),
+            publisher.clone(),
+            services.ussd,
+        )?;
         let context = commands::Context {
             admins: Arc::new(services.admins),
             merchants: services.merchants,
             publisher,
             escrow: escrow.clone(),
+            ussd,
         };
         let handler = Handler::new(store, keyring.clone(), outbox.clone(), context)?;
         let released = handler.recover()?;

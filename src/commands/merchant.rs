@@ -1,13 +1,14 @@
 //! `merchant_add`: a new merchant with an identity soko manages, announced with a profile.
 
-use nostr_sdk::{EventBuilder, Metadata};
+use nostr_sdk::EventBuilder;
 
 use super::{CommandError, Context};
-use crate::market::Merchant;
+use crate::market::{merchants, Merchant, MerchantStatus};
 use crate::proto::MerchantAddArgs;
 
-/// Creates the merchant, adds its key to the keyring (so its DMs are read) and publishes
-/// its kind-0 profile under its own key.
+/// Creates the merchant and adds its key to the keyring (so its DMs are read). An active
+/// merchant's kind-0 profile is published at once; one added with a phone is pending, and
+/// its profile goes out when its owner onboards over USSD.
 pub async fn add(ctx: &Context, args: MerchantAddArgs) -> Result<Merchant, CommandError> {
     let (merchant, keys) = ctx.merchants.add(
         &args.name,
@@ -15,13 +16,15 @@ pub async fn add(ctx: &Context, args: MerchantAddArgs) -> Result<Merchant, Comma
         args.phone.as_deref(),
     )?;
     ctx.publisher.keyring().add(keys.clone());
-    let profile = Metadata::new()
-        .name(&merchant.name)
-        .about("A shop on soko. Order with any NIP-15 client.");
-    ctx.publisher
-        .publish_as(&keys.public_key(), EventBuilder::metadata(&profile))
-        .await
-        .map_err(|e| CommandError::Internal(e.to_string()))?;
-    tracing::info!(merchant = %merchant.npub, "merchant added");
+    if merchant.status == MerchantStatus::Active {
+        ctx.publisher
+            .publish_as(
+                &keys.public_key(),
+                EventBuilder::metadata(&merchants::profile(&merchant)),
+            )
+            .await
+            .map_err(|e| CommandError::Internal(e.to_string()))?;
+    }
+    tracing::info!(merchant = %merchant.npub, status = ?merchant.status, "merchant added");
     Ok(merchant)
 }

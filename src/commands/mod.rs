@@ -4,6 +4,7 @@ mod listing;
 mod merchant;
 mod order;
 mod ping;
+mod ussd;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use crate::bot::Publisher;
 use crate::escrow::EscrowService;
 use crate::market::{MerchantError, Merchants};
 use crate::proto::{Command, ErrorCode, Refusal};
+use crate::ussd::UssdService;
 
 /// Why a command did not succeed. Refusals go back to the sender as they are; internal
 /// failures are logged and the sender only learns that something went wrong inside.
@@ -51,6 +53,8 @@ pub struct Context {
     pub publisher: Publisher,
     /// Orders and their escrow.
     pub escrow: EscrowService,
+    /// USSD menus (`ussd_hop`, from configured bridges only).
+    pub ussd: UssdService,
 }
 
 /// Runs one command for `sender`.
@@ -59,7 +63,12 @@ pub async fn execute(
     sender: PublicKey,
     command: Command,
 ) -> Result<Value, CommandError> {
-    let admin_only = !matches!(command, Command::Ping(_) | Command::OrderCancel(_));
+    // Bridges are checked by the USSD handler, buyers own their orders: the rest is the
+    // operator's.
+    let admin_only = !matches!(
+        command,
+        Command::Ping(_) | Command::OrderCancel(_) | Command::UssdHop(_)
+    );
     if admin_only && !ctx.admins.contains(&sender) {
         return Err(Refusal::new(
             ErrorCode::Forbidden,
@@ -84,6 +93,7 @@ pub async fn execute(
             let merchant = merchant_key(&args.merchant)?;
             to_value(ctx.merchants.set_payout(&merchant, &args.to)?)
         }
+        Command::UssdHop(args) => ussd::hop(ctx, sender, args).await,
     }
 }
 

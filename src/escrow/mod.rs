@@ -3,7 +3,9 @@
 
 pub mod code;
 mod messages;
+mod notify;
 pub mod payout;
+pub mod query;
 pub mod refund;
 pub mod service;
 mod settle;
@@ -12,6 +14,7 @@ mod tokens;
 
 pub use self::code::{CodeHasher, DeliveryCode, StoredCode, Verdict};
 pub use self::payout::Payout;
+pub use self::query::Shipping;
 pub use self::refund::{refundable, Cancel};
 pub use self::service::{
     CancelRequest, Delivery, Dialect, EscrowError, EscrowService, OrderRecord, RefundPlan, Rules,

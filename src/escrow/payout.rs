@@ -138,13 +138,37 @@ impl EscrowService {
         let _payouts = inner.payouts_lock.lock().await;
         let profile = inner.merchants.get(&merchant)?;
         let balance = self.balance(&merchant)?;
-        let Some(destination) = profile.lightning_address else {
-            return match profile.tokens_to {
-                Some(_) if balance == Sats::ZERO => Ok(Payout::Nothing),
-                Some(npub) => self.pay_out_token(merchant, &npub, balance).await,
-                None => Ok(Payout::NotConfigured),
-            };
-        };
+        match (profile.lightning_address, profile.tokens_to) {
+            (Some(destination), _) => {
+                self.pay_out_lightning(merchant, &destination, balance)
+                    .await
+            }
+            (None, Some(_)) if balance == Sats::ZERO => Ok(Payout::Nothing),
+            (None, Some(npub)) => self.pay_out_token(merchant, &npub, balance).await,
+            (None, None) => Ok(Payout::NotConfigured),
+        }
+    }
+
+    /// Pays the merchant's whole balance to `destination` (a Lightning address or LNURL-pay
+    /// link), e.g. one the merchant typed in over USSD.
+    pub async fn pay_out_to(
+        &self,
+        merchant: PublicKey,
+        destination: &str,
+    ) -> Result<Payout, EscrowError> {
+        let _payouts = self.inner.payouts_lock.lock().await;
+        let balance = self.balance(&merchant)?;
+        self.pay_out_lightning(merchant, destination, balance).await
+    }
+
+    /// Pays `balance` to `destination` over Lightning. Called with the payouts lock held.
+    async fn pay_out_lightning(
+        &self,
+        merchant: PublicKey,
+        destination: &str,
+        balance: Sats,
+    ) -> Result<Payout, EscrowError> {
+        let inner = &self.inner;
         if balance == Sats::ZERO {
             return Ok(Payout::Nothing);
         }
@@ -154,7 +178,7 @@ impl EscrowService {
         let mut attempt = 0;
         let quote = loop {
             attempt += 1;
-            let invoice = match super::payout::invoice_for(&destination, amount).await {
+            let invoice = match super::payout::invoice_for(destination, amount).await {
                 Ok(invoice) => invoice,
                 Err(e) => return Ok(Payout::Failed(e.to_string())),
             };

@@ -466,6 +466,7 @@ mod tests {
             }),
             refund: None,
             dialect: Default::default(),
+            shipping_sealed: None,
         }
     }
 

@@ -99,6 +99,10 @@ pub struct OrderRecord {
     pub code: Option<StoredCode>,
     /// Unix seconds.
     pub created_at: u64,
+    /// The buyer's shipping details from the NIP-15 order, sealed (personal data); see
+    /// [`super::query::Shipping`]. Absent on orders stored before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping_sealed: Option<String>,
     /// Unix seconds the payment arrived.
     #[serde(default)]
     pub paid_at: Option<u64>,
@@ -234,6 +238,9 @@ pub(super) struct Inner {
     pub(super) refunds: Mutex<()>,
     pub(super) payouts_lock: Mutex<()>,
     pub(super) lock: Mutex<()>,
+    // USSD (issue 5): seals buyers' shipping details; bridges told of paid orders by SMS.
+    pub(super) vault: Vault,
+    pub(super) sms_bridges: std::sync::RwLock<Vec<PublicKey>>,
 }
 
 impl EscrowService {
@@ -269,6 +276,8 @@ impl EscrowService {
                 refunds: Mutex::new(()),
                 payouts_lock: Mutex::new(()),
                 lock: Mutex::new(()),
+                vault: vault.clone(),
+                sms_bridges: Default::default(),
             }),
         })
     }
@@ -356,6 +365,7 @@ impl EscrowService {
             cancel: None,
             refund: None,
             dialect,
+            shipping_sealed: self.seal_shipping(&order)?,
         };
         let key = order_key(&merchant, number);
         let encoded = inner.orders.encode(&record)?;
@@ -561,8 +571,10 @@ impl EscrowService {
             )),
             balance: None,
         };
-        self.commit(key, &paid, change, &[status_dm, code_dm])
-            .await?;
+        // USSD (issue 5): SMS notices to the bridges join the buyer's DMs in the same commit.
+        let mut dms = vec![status_dm, code_dm];
+        dms.extend(self.paid_notices(merchant, &paid).await?);
+        self.commit(key, &paid, change, &dms).await?;
         tracing::info!(
             order = paid.number,
             sats = paid.total.0,

@@ -5,9 +5,19 @@
 //!   by the [`Vault`]).
 //! - `listings`: merchant pubkey ‖ kind (u16 BE) ‖ `d` identifier → content JSON of the
 //!   merchant's latest stall (30017) or product (30018).
+//! - `merchant_phones`: HMAC-SHA256 of the phone's digits under the vault's `phone-index`
+//!   subkey → merchant pubkey: finds a merchant by the number it dials from (USSD) without
+//!   storing the number in clear.
+//! - `hidden_listings`: merchant pubkey ‖ product id → a product the merchant hid: kept in
+//!   soko, withdrawn from relays (NIP-09 deletion) and from sale, until it is shown again.
 
-use nostr_sdk::{Keys, PublicKey, SecretKey, ToBech32};
+use nostr_sdk::hashes::hmac::{Hmac, HmacEngine};
+use nostr_sdk::hashes::sha256;
+use nostr_sdk::hashes::{Hash, HashEngine};
+use nostr_sdk::{Keys, Metadata, PublicKey, SecretKey, ToBech32};
 use serde::{Deserialize, Serialize};
+
+use sled::Transactional;
 
 use crate::proto::nip15::{Product, Stall};
 use crate::store::{Store, StoreError, Typed};
@@ -36,6 +46,21 @@ pub struct StoredMerchant {
     /// Lightning address.
     #[serde(default)]
     pub tokens_to: Option<String>,
+    /// Pending until its owner onboards over USSD (merchants added with a phone).
+    #[serde(default)]
+    pub status: MerchantStatus,
+}
+
+/// Whether a merchant trades yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MerchantStatus {
+    /// Trading: its profile is published and its listings may be.
+    #[default]
+    Active,
+    /// Registered with a phone number; becomes active when its owner dials in over USSD,
+    /// sets a PIN and confirms the shop name. No listings until then.
+    Pending,
 }
 
 /// A merchant, without secrets.
@@ -52,6 +77,15 @@ pub struct Merchant {
     /// Where payouts go as Cashu token DMs instead (npub), when there is no Lightning address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tokens_to: Option<String>,
+    /// `active`, or `pending` until its owner onboards over USSD.
+    pub status: MerchantStatus,
+}
+
+/// The kind-0 profile soko publishes for an active merchant.
+pub fn profile(merchant: &Merchant) -> Metadata {
+    Metadata::new()
+        .name(&merchant.name)
+        .about("A shop on soko. Order with any NIP-15 client.")
 }
 
 /// Registry failures.
@@ -76,17 +110,50 @@ pub enum MerchantError {
 pub struct Merchants {
     records: Typed<StoredMerchant>,
     listings: Typed<serde_json::Value>,
+    phones: Typed<String>,
+    hidden: Typed<serde_json::Value>,
+    phone_key: [u8; 32],
     vault: Vault,
 }
 
 impl Merchants {
     /// Opens the trees.
     pub fn open(store: &Store, vault: Vault) -> Result<Self, StoreError> {
-        Ok(Self {
+        let merchants = Self {
             records: store.tree("merchants")?,
             listings: store.tree("listings")?,
+            phones: store.tree("merchant_phones")?,
+            hidden: store.tree("hidden_listings")?,
+            phone_key: vault.subkey("phone-index"),
             vault,
-        })
+        };
+        merchants.index_phones()?;
+        Ok(merchants)
+    }
+
+    /// Merchants stored before the phone index existed get their entry.
+    fn index_phones(&self) -> Result<(), StoreError> {
+        for entry in self.records.iter() {
+            let (key, stored) = entry?;
+            let Some(sealed) = &stored.phone_sealed else {
+                continue;
+            };
+            let Ok(phone) = self.vault.unseal(sealed) else {
+                continue;
+            };
+            if let Some(digits) = phone_digits(&phone) {
+                let pubkey = hex_of(&key);
+                self.phones
+                    .insert_if_absent(&self.phone_tag(&digits), &pubkey)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn phone_tag(&self, digits: &str) -> [u8; 32] {
+        let mut engine = HmacEngine::<sha256::Hash>::new(&self.phone_key);
+        engine.input(digits.as_bytes());
+        Hmac::<sha256::Hash>::from_engine(engine).to_byte_array()
     }
 
     /// Creates a merchant with a new managed identity.
@@ -106,15 +173,15 @@ impl Merchants {
             crate::escrow::payout::lnurlp_url(address)
                 .map_err(|e| MerchantError::Invalid(e.to_string()))?;
         }
-        if let Some(phone) = phone {
-            let digits = phone.strip_prefix('+').unwrap_or(phone);
-            if digits.len() < 7 || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit())
-            {
-                return Err(MerchantError::Invalid(
-                    "a phone number is + and 7 to 15 digits".to_owned(),
-                ));
+        let tag = match phone {
+            None => None,
+            Some(phone) => {
+                let digits = phone_digits(phone).ok_or_else(|| {
+                    MerchantError::Invalid("a phone number is + and 7 to 15 digits".to_owned())
+                })?;
+                Some(self.phone_tag(&digits))
             }
-        }
+        };
         let keys = Keys::generate();
         let stored = StoredMerchant {
             name: name.to_owned(),
@@ -123,10 +190,114 @@ impl Merchants {
             phone_sealed: phone.map(|p| self.vault.seal(p)).transpose()?,
             created_at: unix_now(),
             tokens_to: None,
+            // A merchant with a phone is activated by its owner over USSD.
+            status: if phone.is_some() {
+                MerchantStatus::Pending
+            } else {
+                MerchantStatus::Active
+            },
         };
-        self.records
-            .insert(&keys.public_key().to_bytes(), &stored)?;
+        let key = keys.public_key().to_bytes();
+        let record = self.records.encode(&stored)?;
+        let owner = self.phones.encode(&keys.public_key().to_hex())?;
+        let taken = (self.records.raw(), self.phones.raw())
+            .transaction(|(records, phones)| {
+                if let Some(tag) = &tag {
+                    if phones.get(tag)?.is_some() {
+                        return sled::transaction::abort(());
+                    }
+                    phones.insert(tag.as_slice(), owner.clone())?;
+                }
+                records.insert(key.as_slice(), record.clone())?;
+                Ok(())
+            })
+            .map_err(|e: sled::transaction::TransactionError<()>| match e {
+                sled::transaction::TransactionError::Abort(()) => MerchantError::Invalid(
+                    "this phone number is already registered to another merchant".to_owned(),
+                ),
+                sled::transaction::TransactionError::Storage(e) => StoreError::from(e).into(),
+            });
+        taken?;
         Ok((public(&keys.public_key(), &stored), keys))
+    }
+
+    /// The merchant registered with this phone number, if any.
+    pub fn by_phone(&self, phone: &str) -> Result<Option<PublicKey>, MerchantError> {
+        let Some(digits) = phone_digits(phone) else {
+            return Ok(None);
+        };
+        self.phones
+            .get(&self.phone_tag(&digits))?
+            .map(|hex| {
+                PublicKey::from_hex(&hex)
+                    .map_err(|e| MerchantError::Invalid(format!("stored phone owner: {e}")))
+            })
+            .transpose()
+    }
+
+    /// The merchant's phone number, unsealed (for SMS notices only; never log it).
+    pub fn phone(&self, pubkey: &PublicKey) -> Result<Option<String>, MerchantError> {
+        let stored = self
+            .records
+            .get(&pubkey.to_bytes())?
+            .ok_or_else(|| MerchantError::Unknown(pubkey.to_hex()))?;
+        Ok(stored
+            .phone_sealed
+            .map(|sealed| self.vault.unseal(&sealed))
+            .transpose()?)
+    }
+
+    /// Activates a pending merchant (after onboarding); returns it.
+    pub fn activate(&self, pubkey: &PublicKey) -> Result<Merchant, MerchantError> {
+        self.update(pubkey, |stored| {
+            stored.status = MerchantStatus::Active;
+            Ok(())
+        })
+    }
+
+    /// Sets (or, with `None`, clears) where payouts go.
+    pub fn set_lightning_address(
+        &self,
+        pubkey: &PublicKey,
+        address: Option<&str>,
+    ) -> Result<Merchant, MerchantError> {
+        let address = address.map(str::trim);
+        if let Some(address) = address {
+            crate::escrow::payout::lnurlp_url(address)
+                .map_err(|e| MerchantError::Invalid(e.to_string()))?;
+        }
+        self.update(pubkey, |stored| {
+            stored.lightning_address = address.map(str::to_owned);
+            Ok(())
+        })
+    }
+
+    /// Read-modify-write of one record, retried if it changed meanwhile.
+    fn update(
+        &self,
+        pubkey: &PublicKey,
+        change: impl Fn(&mut StoredMerchant) -> Result<(), MerchantError>,
+    ) -> Result<Merchant, MerchantError> {
+        let key = pubkey.to_bytes();
+        loop {
+            let old = self
+                .records
+                .raw()
+                .get(key)
+                .map_err(StoreError::from)?
+                .ok_or_else(|| MerchantError::Unknown(pubkey.to_hex()))?;
+            let mut stored = self.records.decode(&old)?;
+            change(&mut stored)?;
+            let new = self.records.encode(&stored)?;
+            let swapped = self
+                .records
+                .raw()
+                .compare_and_swap(key, Some(old), Some(new))
+                .map_err(StoreError::from)?;
+            if swapped.is_ok() {
+                return Ok(public(pubkey, &stored));
+            }
+        }
     }
 
     /// Every merchant with its keys (to load the keyring at start).
@@ -175,7 +346,7 @@ impl Merchants {
 
     /// Saves a stall after checking it.
     pub fn put_stall(&self, merchant: &PublicKey, stall: &Stall) -> Result<(), MerchantError> {
-        self.get(merchant)?;
+        refuse_pending(&self.get(merchant)?)?;
         check_stall(stall)?;
         self.listings.insert(
             &listing_key(merchant, KIND_STALL, &stall.id),
@@ -190,6 +361,7 @@ impl Merchants {
         merchant: &PublicKey,
         product: &Product,
     ) -> Result<(), MerchantError> {
+        refuse_pending(&self.get(merchant)?)?;
         let stall = self.stall(merchant, &product.stall_id)?.ok_or_else(|| {
             MerchantError::Invalid(format!(
                 "stall {:?} does not exist; add it first",
@@ -197,11 +369,65 @@ impl Merchants {
             ))
         })?;
         check_product(product, &stall)?;
-        self.listings.insert(
-            &listing_key(merchant, KIND_PRODUCT, &product.id),
-            &serde_json::to_value(product).map_err(|e| MerchantError::Invalid(e.to_string()))?,
-        )?;
+        let value =
+            serde_json::to_value(product).map_err(|e| MerchantError::Invalid(e.to_string()))?;
+        let listed = self.listings.encode(&value)?;
+        let key = listing_key(merchant, KIND_PRODUCT, &product.id);
+        let hidden_key = hidden_key(merchant, &product.id);
+        // Putting a product lists it: a hidden copy of it is gone.
+        (self.listings.raw(), self.hidden.raw())
+            .transaction(|(listings, hidden)| {
+                listings.insert(key.as_slice(), listed.clone())?;
+                hidden.remove(hidden_key.as_slice())?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(listing_tx_error)?;
         Ok(())
+    }
+
+    /// Takes a product off sale: it leaves the listings (orders for it are refused as for an
+    /// unknown product) and is kept among the hidden ones. Returns it.
+    pub fn hide_product(&self, merchant: &PublicKey, id: &str) -> Result<Product, MerchantError> {
+        let product = self
+            .product(merchant, id)?
+            .ok_or_else(|| MerchantError::Invalid(format!("no listed product {id:?}")))?;
+        let key = listing_key(merchant, KIND_PRODUCT, id);
+        let hidden_key = hidden_key(merchant, id);
+        let value = self.hidden.encode(
+            &serde_json::to_value(&product).map_err(|e| MerchantError::Invalid(e.to_string()))?,
+        )?;
+        (self.listings.raw(), self.hidden.raw())
+            .transaction(|(listings, hidden)| {
+                listings.remove(key.as_slice())?;
+                hidden.insert(hidden_key.as_slice(), value.clone())?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(listing_tx_error)?;
+        Ok(product)
+    }
+
+    /// Puts a hidden product back on sale (checked again, like any put). Returns it.
+    pub fn show_product(&self, merchant: &PublicKey, id: &str) -> Result<Product, MerchantError> {
+        let product = self
+            .hidden_products(merchant)?
+            .into_iter()
+            .find(|p| p.id == id)
+            .ok_or_else(|| MerchantError::Invalid(format!("no hidden product {id:?}")))?;
+        self.put_product(merchant, &product)?;
+        Ok(product)
+    }
+
+    /// The products this merchant hid.
+    pub fn hidden_products(&self, merchant: &PublicKey) -> Result<Vec<Product>, MerchantError> {
+        let mut products = Vec::new();
+        for entry in self.hidden.raw().scan_prefix(merchant.to_bytes()) {
+            let (_, bytes) = entry.map_err(StoreError::from)?;
+            let value = self.hidden.decode(&bytes)?;
+            products.push(
+                serde_json::from_value(value).map_err(|e| MerchantError::Invalid(e.to_string()))?,
+            );
+        }
+        Ok(products)
     }
 
     /// A stall of this merchant.
@@ -255,6 +481,44 @@ fn public(pubkey: &PublicKey, stored: &StoredMerchant) -> Merchant {
         name: stored.name.clone(),
         lightning_address: stored.lightning_address.clone(),
         tokens_to: stored.tokens_to.clone(),
+        status: stored.status,
+    }
+}
+
+fn refuse_pending(merchant: &Merchant) -> Result<(), MerchantError> {
+    match merchant.status {
+        MerchantStatus::Active => Ok(()),
+        MerchantStatus::Pending => Err(MerchantError::Invalid(format!(
+            "merchant {:?} is pending: it becomes active when its owner dials in over USSD, sets a PIN and confirms the shop name; no stalls or products until then",
+            merchant.name
+        ))),
+    }
+}
+
+/// The digits of a phone number as the index knows it: an optional `+` and 7 to 15 digits.
+pub fn phone_digits(phone: &str) -> Option<String> {
+    let phone = phone.trim();
+    let digits = phone.strip_prefix('+').unwrap_or(phone);
+    let valid = (7..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
+    valid.then(|| digits.to_owned())
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hidden_key(merchant: &PublicKey, id: &str) -> Vec<u8> {
+    let mut key = merchant.to_bytes().to_vec();
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+fn listing_tx_error(e: sled::transaction::TransactionError<()>) -> MerchantError {
+    match e {
+        sled::transaction::TransactionError::Storage(e) => StoreError::from(e).into(),
+        sled::transaction::TransactionError::Abort(()) => {
+            MerchantError::Invalid("listing change aborted".to_owned())
+        }
     }
 }
 

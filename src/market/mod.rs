@@ -2,6 +2,7 @@
 
 pub mod merchants;
 pub mod pricing;
+pub mod proposals;
 
-pub use self::merchants::{Merchant, MerchantError, Merchants};
+pub use self::merchants::{Merchant, MerchantError, MerchantStatus, Merchants};
 pub use self::pricing::{price, OrderRefusal, Priced, Rates};

@@ -210,6 +210,8 @@ pub enum Command {
     OrderCancel(OrderCancelArgs),
     /// Admin: where a merchant's payouts go (Lightning address, LNURL, or an npub for tokens).
     MerchantPayout(MerchantPayoutArgs),
+    /// Bridge: one USSD gateway callback (kinds/ussd.md); only configured bridges.
+    UssdHop(super::ussd::UssdHopArgs),
 }
 
 /// Names accepted in `cmd`, for the unknown-command message.
@@ -224,6 +226,7 @@ pub const COMMAND_NAMES: &[&str] = &[
     "order_dispute",
     "order_cancel",
     "merchant_payout",
+    "ussd_hop",
 ];
 
 /// Arguments naming one order.

@@ -1,0 +1,104 @@
+//! Reading orders for the merchant's own views (the USSD menus): a merchant's orders newest
+//! first, and the buyer's shipping details, which are stored sealed.
+
+use nostr_sdk::PublicKey;
+use serde::{Deserialize, Serialize};
+
+use super::service::{EscrowError, EscrowService, OrderRecord};
+use super::state::EscrowState;
+use crate::proto::nip15::Order;
+
+/// What the buyer gave for shipping in the NIP-15 order. Personal data: stored sealed,
+/// shown only to the order's merchant, never logged.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shipping {
+    /// The buyer's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Where to deliver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The buyer's phone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// The buyer's email.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The buyer's note to the merchant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The stall's shipping zone the buyer chose.
+    #[serde(default)]
+    pub zone: String,
+}
+
+impl std::fmt::Debug for Shipping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shipping(..)")
+    }
+}
+
+impl Shipping {
+    /// The shipping details of an order.
+    pub fn of(order: &Order) -> Self {
+        let given = |v: &Option<String>| v.as_ref().filter(|s| !s.trim().is_empty()).cloned();
+        Self {
+            name: given(&order.name),
+            address: given(&order.address),
+            phone: given(&order.contact.phone),
+            email: given(&order.contact.email),
+            message: given(&order.message),
+            zone: order.shipping_id.clone(),
+        }
+    }
+}
+
+impl EscrowService {
+    /// A merchant's orders, newest first, those whose state `keep` accepts, at most `limit`.
+    pub fn orders_of(
+        &self,
+        merchant: &PublicKey,
+        limit: usize,
+        keep: impl Fn(EscrowState) -> bool,
+    ) -> Result<Vec<OrderRecord>, EscrowError> {
+        let orders = &self.inner.orders;
+        let mut found = Vec::new();
+        for entry in orders.raw().scan_prefix(merchant.to_bytes()).rev() {
+            if found.len() >= limit {
+                break;
+            }
+            let (_, bytes) = entry.map_err(crate::store::StoreError::from)?;
+            let record = orders.decode(&bytes)?;
+            if keep(record.state) {
+                found.push(record);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The buyer's shipping details of an order, unsealed; `None` for orders stored
+    /// before they were kept.
+    pub fn shipping(&self, record: &OrderRecord) -> Result<Option<Shipping>, EscrowError> {
+        let Some(sealed) = &record.shipping_sealed else {
+            return Ok(None);
+        };
+        let json = self
+            .inner
+            .vault
+            .unseal(sealed)
+            .map_err(|e| EscrowError::Publish(format!("opening shipping details: {e}")))?;
+        serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|e| EscrowError::Publish(format!("reading shipping details: {e}")))
+    }
+
+    pub(super) fn seal_shipping(&self, order: &Order) -> Result<Option<String>, EscrowError> {
+        let json = serde_json::to_string(&Shipping::of(order))
+            .map_err(|e| EscrowError::Publish(e.to_string()))?;
+        self.inner
+            .vault
+            .seal(&json)
+            .map(Some)
+            .map_err(|e| EscrowError::Publish(format!("sealing shipping details: {e}")))
+    }
+}

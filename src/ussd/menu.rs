@@ -1,0 +1,1016 @@
+//! The menu engine, pure: where a merchant is ([`Menu`]), what one input does there
+//! ([`step`]), what an action's outcome leads to ([`after`]), and what each position shows
+//! ([`render`]). Data comes through a read-only [`View`]; changes leave as [`Action`]s that
+//! the service applies through the domain APIs. No I/O here, so every screen and transition
+//! is unit-testable.
+//!
+//! ```text
+//! first dial ─▶ NewPin ─▶ RepeatPin ─(pending)▶ ConfirmName ─▶ Main
+//!           └─▶ Login ──────────────(pending)──────────────────┘
+//! Main: 1 Orders ─▶ Order detail          4 Pending approvals
+//!       2 Confirm delivery: order no. ─▶ buyer's code
+//!       3 Products ─▶ product ─▶ price | stock | hide/show
+//!       5 Balance ─▶ to my address | another address ─▶ confirm
+//!       6 Settings ─▶ Lightning address | change PIN (old, new, again)
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use super::screen::{cut, Layout, Screen, BODY_LIMIT};
+use crate::escrow::code::normalize;
+use crate::escrow::{EscrowState, Shipping};
+use crate::money::Sats;
+
+/// Largest price or stock accepted from a keypad.
+const MAX_NUMBER: u64 = 1_000_000_000_000;
+
+/// A secret typed by the merchant (PIN, delivery code): never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Where the merchant is in the menu tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "at", rename_all = "snake_case")]
+pub enum Menu {
+    /// First use: choose a PIN.
+    NewPin,
+    /// First use: the same PIN again.
+    RepeatPin {
+        /// The first entry.
+        first: Secret,
+    },
+    /// A pending merchant confirms its shop name, which activates it.
+    ConfirmName,
+    /// Enter the PIN.
+    Login,
+    /// The main menu.
+    Main,
+    /// 1: paid orders, newest first.
+    Orders {
+        /// Page shown.
+        page: usize,
+    },
+    /// 1 → one order.
+    Order {
+        /// Order number.
+        number: u64,
+        /// Page shown.
+        page: usize,
+    },
+    /// 2: which order was delivered.
+    DeliverOrder,
+    /// 2 → the buyer's code for it.
+    DeliverCode {
+        /// Order number.
+        number: u64,
+    },
+    /// 3: products.
+    Products {
+        /// Page shown.
+        page: usize,
+    },
+    /// 3 → one product.
+    Product {
+        /// Product id.
+        id: String,
+    },
+    /// 3 → a product's new price.
+    ProductPrice {
+        /// Product id.
+        id: String,
+    },
+    /// 3 → a product's new stock.
+    ProductStock {
+        /// Product id.
+        id: String,
+    },
+    /// 4: stalls and products proposed for approval.
+    Approvals {
+        /// Page shown.
+        page: usize,
+    },
+    /// 5: balance and withdraw.
+    Balance,
+    /// 5 → type a Lightning address to withdraw to.
+    WithdrawTo,
+    /// 5 → confirm the withdrawal.
+    WithdrawConfirm {
+        /// Lightning address or LNURL.
+        destination: String,
+    },
+    /// 6: settings.
+    Settings,
+    /// 6 → a new Lightning address.
+    LightningAddress,
+    /// 6 → change PIN: the current one.
+    OldPin,
+    /// 6 → change PIN: the new one.
+    NewPinChange {
+        /// The current PIN, checked when the change is applied.
+        old: Secret,
+    },
+    /// 6 → change PIN: the new one again.
+    RepeatPinChange {
+        /// The current PIN.
+        old: Secret,
+        /// The new PIN.
+        new: Secret,
+    },
+}
+
+/// A change the merchant asked for; the service applies it through the domain APIs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Check the PIN (counts wrong tries, may lock).
+    CheckPin(Secret),
+    /// Set the first PIN.
+    SetPin(Secret),
+    /// Activate the pending merchant and publish its profile.
+    Activate,
+    /// Present the buyer's code: releases the escrow, then pays out like `order_deliver`.
+    Deliver {
+        /// Order number.
+        number: u64,
+        /// The code typed.
+        code: Secret,
+    },
+    /// New price (whole units of the stall's currency), republished.
+    SetPrice {
+        /// Product id.
+        id: String,
+        /// Price.
+        price: u64,
+    },
+    /// New stock, republished.
+    SetStock {
+        /// Product id.
+        id: String,
+        /// Units.
+        quantity: u64,
+    },
+    /// Take a product off sale (NIP-09 deletion; kept in soko).
+    Hide {
+        /// Product id.
+        id: String,
+    },
+    /// Put a hidden product back on sale (republished).
+    Show {
+        /// Product id.
+        id: String,
+    },
+    /// Pay the whole balance out to a Lightning address or LNURL.
+    Withdraw {
+        /// Where to.
+        destination: String,
+    },
+    /// Save the payout Lightning address.
+    SetLightningAddress(String),
+    /// Change the PIN (checks the old one like a login).
+    ChangePin {
+        /// Current PIN.
+        old: Secret,
+        /// New PIN.
+        new: Secret,
+    },
+}
+
+/// What applying an [`Action`] came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done.
+    Done,
+    /// The PIN was wrong; this many tries remain.
+    WrongPin {
+        /// Tries left before the lock.
+        tries_left: u32,
+    },
+    /// Too many wrong PINs: locked until this unix time.
+    Locked {
+        /// Unix seconds.
+        until: u64,
+    },
+    /// Not done, for this reason (safe to show).
+    Refused(String),
+    /// Delivered: the escrow released to the merchant.
+    Delivered {
+        /// Released.
+        released: Sats,
+        /// What happened to the automatic payout, if the merchant has an address.
+        payout: Option<String>,
+        /// Balance now.
+        balance: Sats,
+    },
+    /// Withdrawn.
+    Withdrawn {
+        /// Received by the merchant.
+        amount: Sats,
+        /// Lightning fee.
+        fee: Sats,
+        /// Balance left.
+        balance: Sats,
+    },
+}
+
+/// What one input leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Show `menu`, with a notice line on top.
+    Show {
+        /// The new position.
+        menu: Menu,
+        /// A line such as "Wrong PIN. 2 tries left."
+        notice: Option<String>,
+    },
+    /// End the session with this text.
+    End(String),
+    /// Apply `action`, then ask [`after`].
+    Act(Action),
+}
+
+/// The shop as a screen needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shop {
+    /// Shop name.
+    pub name: String,
+    /// Still pending (onboarding).
+    pub pending: bool,
+    /// Saved payout address.
+    pub lightning_address: Option<String>,
+    /// Balance held by soko for the merchant.
+    pub balance: Sats,
+}
+
+/// An order in a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderLine {
+    /// Order number.
+    pub number: u64,
+    /// Escrow state.
+    pub state: EscrowState,
+    /// Total paid.
+    pub total: Sats,
+}
+
+/// An order in detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderDetail {
+    /// The summary.
+    pub line: OrderLine,
+    /// (product name, units).
+    pub items: Vec<(String, u64)>,
+    /// The buyer's shipping details, when stored.
+    pub shipping: Option<Shipping>,
+}
+
+/// A product as the merchant sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductLine {
+    /// Product id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Price with its currency, for display (e.g. `500 sat`).
+    pub price: String,
+    /// Currency code of the stall.
+    pub currency: String,
+    /// Units in stock; `None` is unlimited.
+    pub quantity: Option<u64>,
+    /// Off sale.
+    pub hidden: bool,
+}
+
+/// Read-only access to the merchant's data.
+pub trait View {
+    /// Why reading failed.
+    type Error;
+    /// The shop.
+    fn shop(&self) -> Result<Shop, Self::Error>;
+    /// Paid orders, newest first.
+    fn orders(&self) -> Result<Vec<OrderLine>, Self::Error>;
+    /// One order (any state).
+    fn order(&self, number: u64) -> Result<Option<OrderDetail>, Self::Error>;
+    /// Products: listed ones, then hidden ones.
+    fn products(&self) -> Result<Vec<ProductLine>, Self::Error>;
+    /// Pending approvals, one line each.
+    fn approvals(&self) -> Result<Vec<String>, Self::Error>;
+    /// Unix seconds now.
+    fn now(&self) -> u64;
+}
+
+/// Orders menu 1 lists: those that were paid.
+pub fn listed(state: EscrowState) -> bool {
+    !matches!(state, EscrowState::AwaitingPayment | EscrowState::Expired)
+}
+
+/// The screen for the very first hop, before any input.
+pub fn first(has_pin: bool) -> Menu {
+    if has_pin {
+        Menu::Login
+    } else {
+        Menu::NewPin
+    }
+}
+
+/// What `input` does at `menu`.
+pub fn step<V: View>(menu: &Menu, input: &str, view: &V) -> Result<Step, V::Error> {
+    let input = input.trim();
+    let show = |menu: Menu| Ok(Step::Show { menu, notice: None });
+    let again = |notice: &str| {
+        Ok(Step::Show {
+            menu: menu.clone(),
+            notice: Some(notice.to_owned()),
+        })
+    };
+    let back = input == "00";
+    match menu {
+        Menu::NewPin => match pin(input) {
+            Some(first) => show(Menu::RepeatPin { first }),
+            None => again("A PIN is 4 to 6 digits."),
+        },
+        Menu::RepeatPin { first } => {
+            if input == first.0 {
+                Ok(Step::Act(Action::SetPin(first.clone())))
+            } else {
+                Ok(Step::Show {
+                    menu: Menu::NewPin,
+                    notice: Some("The PINs did not match.".to_owned()),
+                })
+            }
+        }
+        Menu::ConfirmName => match input {
+            "1" => Ok(Step::Act(Action::Activate)),
+            "2" => Ok(Step::End(
+                "Your shop was not opened. Ask your agent or soko's operator to correct its name, then dial again.".to_owned(),
+            )),
+            _ => again("Invalid choice."),
+        },
+        Menu::Login => match pin(input) {
+            Some(pin) => Ok(Step::Act(Action::CheckPin(pin))),
+            None => again("A PIN is 4 to 6 digits."),
+        },
+        Menu::Main => match input {
+            "1" => show(Menu::Orders { page: 0 }),
+            "2" => show(Menu::DeliverOrder),
+            "3" => show(Menu::Products { page: 0 }),
+            "4" => show(Menu::Approvals { page: 0 }),
+            "5" => show(Menu::Balance),
+            "6" => show(Menu::Settings),
+            _ => again("Invalid choice."),
+        },
+        Menu::Orders { page } => {
+            if let Some(next) = paging(menu, *page, input, view, Menu::Main)? {
+                return Ok(next);
+            }
+            match number(input) {
+                Some(n) => match view.order(n)? {
+                    Some(order) if listed(order.line.state) => show(Menu::Order {
+                        number: n,
+                        page: 0,
+                    }),
+                    _ => again(&format!("No paid order #{n}.")),
+                },
+                None => again("Invalid choice."),
+            }
+        }
+        Menu::Order { number, page } => {
+            let up = Menu::Orders { page: 0 };
+            match paging(menu, *page, input, view, up)? {
+                Some(next) => Ok(next),
+                None if input == "9" => match view.order(*number)? {
+                    Some(order) if order.line.state == EscrowState::Paid => {
+                        show(Menu::DeliverCode { number: *number })
+                    }
+                    _ => again("Invalid choice."),
+                },
+                None => again("Invalid choice."),
+            }
+        }
+        Menu::DeliverOrder => {
+            if back {
+                return show(Menu::Main);
+            }
+            match number(input) {
+                Some(n) => match view.order(n)? {
+                    Some(order) if order.line.state == EscrowState::Paid => {
+                        show(Menu::DeliverCode { number: n })
+                    }
+                    Some(order) => again(&format!(
+                        "Order #{n} is not waiting for delivery: {}.",
+                        status(order.line.state).to_lowercase()
+                    )),
+                    None => again(&format!("There is no order #{n}.")),
+                },
+                None => again("Enter an order number."),
+            }
+        }
+        Menu::DeliverCode { number } => {
+            if back {
+                return show(Menu::DeliverOrder);
+            }
+            match normalize(input) {
+                Some(code) => Ok(Step::Act(Action::Deliver {
+                    number: *number,
+                    code: Secret(code),
+                })),
+                None => again("A code has 8 digits."),
+            }
+        }
+        Menu::Products { page } => {
+            if let Some(next) = paging(menu, *page, input, view, Menu::Main)? {
+                return Ok(next);
+            }
+            let products = view.products()?;
+            match number(input)
+                .and_then(|i| usize::try_from(i).ok())
+                .and_then(|i| i.checked_sub(1))
+                .and_then(|i| products.get(i))
+            {
+                Some(product) => show(Menu::Product {
+                    id: product.id.clone(),
+                }),
+                None => again("Invalid choice."),
+            }
+        }
+        Menu::Product { id } => {
+            if back {
+                return show(Menu::Products { page: 0 });
+            }
+            let Some(product) = product(view, id)? else {
+                return Ok(gone());
+            };
+            match (input, product.hidden) {
+                ("1", false) => show(Menu::ProductPrice { id: id.clone() }),
+                ("2", false) => show(Menu::ProductStock { id: id.clone() }),
+                ("3", false) => Ok(Step::Act(Action::Hide { id: id.clone() })),
+                ("3", true) => Ok(Step::Act(Action::Show { id: id.clone() })),
+                _ => again("Invalid choice."),
+            }
+        }
+        Menu::ProductPrice { id } | Menu::ProductStock { id } => {
+            if back {
+                return show(Menu::Product { id: id.clone() });
+            }
+            if product(view, id)?.is_none() {
+                return Ok(gone());
+            }
+            match number(input).filter(|n| *n <= MAX_NUMBER) {
+                Some(n) if matches!(menu, Menu::ProductPrice { .. }) => {
+                    Ok(Step::Act(Action::SetPrice {
+                        id: id.clone(),
+                        price: n,
+                    }))
+                }
+                Some(n) => Ok(Step::Act(Action::SetStock {
+                    id: id.clone(),
+                    quantity: n,
+                })),
+                None => again("Enter a whole number."),
+            }
+        }
+        Menu::Approvals { page } => match paging(menu, *page, input, view, Menu::Main)? {
+            Some(next) => Ok(next),
+            None => again("Invalid choice."),
+        },
+        Menu::Balance => {
+            let shop = view.shop()?;
+            match input {
+                "00" => show(Menu::Main),
+                _ if shop.balance == Sats::ZERO => again("Nothing to withdraw yet."),
+                "1" => match shop.lightning_address {
+                    Some(destination) => show(Menu::WithdrawConfirm { destination }),
+                    None => again("Invalid choice."),
+                },
+                "2" => show(Menu::WithdrawTo),
+                _ => again("Invalid choice."),
+            }
+        }
+        Menu::WithdrawTo => {
+            if back {
+                return show(Menu::Balance);
+            }
+            match address(input) {
+                Ok(destination) => show(Menu::WithdrawConfirm { destination }),
+                Err(why) => again(&why),
+            }
+        }
+        Menu::WithdrawConfirm { destination } => match input {
+            "1" => Ok(Step::Act(Action::Withdraw {
+                destination: destination.clone(),
+            })),
+            "2" | "00" => show(Menu::Balance),
+            _ => again("Invalid choice."),
+        },
+        Menu::Settings => match input {
+            "1" => show(Menu::LightningAddress),
+            "2" => show(Menu::OldPin),
+            "00" => show(Menu::Main),
+            _ => again("Invalid choice."),
+        },
+        Menu::LightningAddress => {
+            if back {
+                return show(Menu::Settings);
+            }
+            match address(input) {
+                Ok(address) => Ok(Step::Act(Action::SetLightningAddress(address))),
+                Err(why) => again(&why),
+            }
+        }
+        Menu::OldPin => {
+            if back {
+                return show(Menu::Settings);
+            }
+            match pin(input) {
+                Some(old) => show(Menu::NewPinChange { old }),
+                None => again("A PIN is 4 to 6 digits."),
+            }
+        }
+        Menu::NewPinChange { old } => {
+            if back {
+                return show(Menu::Settings);
+            }
+            match pin(input) {
+                Some(new) => show(Menu::RepeatPinChange {
+                    old: old.clone(),
+                    new,
+                }),
+                None => again("A PIN is 4 to 6 digits."),
+            }
+        }
+        Menu::RepeatPinChange { old, new } => {
+            if back {
+                return show(Menu::Settings);
+            }
+            if input == new.0 {
+                Ok(Step::Act(Action::ChangePin {
+                    old: old.clone(),
+                    new: new.clone(),
+                }))
+            } else {
+                Ok(Step::Show {
+                    menu: Menu::NewPinChange { old: old.clone() },
+                    notice: Some("The PINs did not match.".to_owned()),
+                })
+            }
+        }
+    }
+}
+
+/// Where an action's outcome leads, from the menu where it was asked for.
+pub fn after<V: View>(
+    from: &Menu,
+    action: &Action,
+    outcome: Outcome,
+    view: &V,
+) -> Result<Step, V::Error> {
+    let show = |menu: Menu, notice: &str| {
+        Ok(Step::Show {
+            menu,
+            notice: (!notice.is_empty()).then(|| notice.to_owned()),
+        })
+    };
+    match outcome {
+        Outcome::Locked { until } => Ok(Step::End(locked(until, view.now()))),
+        Outcome::WrongPin { tries_left } => {
+            let notice = format!(
+                "Wrong PIN. {tries_left} {} left.",
+                if tries_left == 1 { "try" } else { "tries" }
+            );
+            let menu = match action {
+                Action::ChangePin { .. } => Menu::OldPin,
+                _ => Menu::Login,
+            };
+            show(menu, &notice)
+        }
+        Outcome::Refused(why) => {
+            let menu = match action {
+                Action::Deliver { number, .. } => match view.order(*number)? {
+                    Some(order) if order.line.state == EscrowState::Paid => from.clone(),
+                    _ => Menu::DeliverOrder,
+                },
+                Action::SetPrice { id, .. }
+                | Action::SetStock { id, .. }
+                | Action::Hide { id }
+                | Action::Show { id } => Menu::Product { id: id.clone() },
+                Action::SetLightningAddress(_) => Menu::LightningAddress,
+                Action::Withdraw { .. } => Menu::Balance,
+                Action::Activate | Action::SetPin(_) | Action::CheckPin(_) => {
+                    return Ok(Step::End(why))
+                }
+                Action::ChangePin { .. } => Menu::Settings,
+            };
+            show(menu, &capitalise(&why))
+        }
+        Outcome::Delivered {
+            released,
+            payout,
+            balance,
+        } => {
+            let number = match action {
+                Action::Deliver { number, .. } => *number,
+                _ => 0,
+            };
+            let mut text = format!(
+                "Order #{number} delivered: {} sat released to you.",
+                released.0
+            );
+            if let Some(payout) = payout {
+                text.push(' ');
+                text.push_str(&payout);
+            }
+            text.push_str(&format!(" Balance: {} sat.", balance.0));
+            Ok(Step::End(text))
+        }
+        Outcome::Withdrawn {
+            amount,
+            fee,
+            balance,
+        } => Ok(Step::End(format!(
+            "Sent {} sat (fee {} sat). Balance: {} sat.",
+            amount.0, fee.0, balance.0
+        ))),
+        Outcome::Done => match action {
+            Action::CheckPin(_) | Action::SetPin(_) => {
+                if view.shop()?.pending {
+                    show(Menu::ConfirmName, "")
+                } else if matches!(action, Action::SetPin(_)) {
+                    show(Menu::Main, "PIN saved.")
+                } else {
+                    show(Menu::Main, "")
+                }
+            }
+            Action::Activate => show(Menu::Main, "Your shop is open!"),
+            Action::SetPrice { id, .. } | Action::SetStock { id, .. } => {
+                show(Menu::Product { id: id.clone() }, "Saved and published.")
+            }
+            Action::Hide { id } => show(Menu::Product { id: id.clone() }, "Hidden from buyers."),
+            Action::Show { id } => show(Menu::Product { id: id.clone() }, "Back on sale."),
+            Action::SetLightningAddress(_) => show(Menu::Settings, "Lightning address saved."),
+            Action::ChangePin { .. } => show(Menu::Settings, "PIN changed."),
+            Action::Deliver { .. } | Action::Withdraw { .. } => show(Menu::Main, ""),
+        },
+    }
+}
+
+/// What `menu` shows, with an optional notice line on top.
+pub fn render<V: View>(menu: &Menu, notice: Option<&str>, view: &V) -> Result<Screen, V::Error> {
+    let page = match menu {
+        Menu::Orders { page } | Menu::Order { page, .. } | Menu::Products { page } => *page,
+        Menu::Approvals { page } => *page,
+        _ => 0,
+    };
+    let text = layout(menu, notice, view)?.render(page).text;
+    Ok(Screen { text, end: false })
+}
+
+/// The layout of `menu` (all its pages).
+pub fn layout<V: View>(menu: &Menu, notice: Option<&str>, view: &V) -> Result<Layout, V::Error> {
+    let mut out = Layout::default();
+    out.head.extend(notice.map(str::to_owned));
+    let lines = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    match menu {
+        Menu::NewPin => {
+            let shop = view.shop()?;
+            out.head.push(if shop.pending {
+                format!("Welcome to soko, {}!", shop.name)
+            } else {
+                format!("soko: {}", shop.name)
+            });
+            out.foot = lines(&["Choose a PIN of 4 to 6 digits:"]);
+        }
+        Menu::RepeatPin { .. } => out.foot = lines(&["Enter the same PIN again:"]),
+        Menu::ConfirmName => {
+            out.head.push("Is this your shop's name?".to_owned());
+            out.head.push(view.shop()?.name);
+            out.foot = lines(&["1 Yes, open my shop", "2 No"]);
+        }
+        Menu::Login => {
+            out.head.push(format!("soko: {}", view.shop()?.name));
+            out.foot = lines(&["Enter your PIN:"]);
+        }
+        Menu::Main => {
+            out.head.push(view.shop()?.name);
+            out.foot = lines(&[
+                "1 Orders",
+                "2 Confirm delivery",
+                "3 Products",
+                "4 Pending approvals",
+                "5 Balance & withdraw",
+                "6 Settings",
+            ]);
+        }
+        Menu::Orders { .. } => {
+            let orders = view.orders()?;
+            if orders.is_empty() {
+                out.head.push("No paid orders yet.".to_owned());
+            } else {
+                out.head.push("Paid orders, newest first:".to_owned());
+                out.items = orders
+                    .iter()
+                    .map(|o| format!("#{} {} {} sat", o.number, status(o.state), o.total.0))
+                    .collect();
+                out.foot = lines(&["Reply with an order no."]);
+            }
+            out.back = true;
+        }
+        Menu::Order { number, .. } => {
+            out.back = true;
+            let Some(order) = view.order(*number)? else {
+                out.head.push(format!("There is no order #{number}."));
+                return Ok(out);
+            };
+            out.head.push(format!(
+                "Order #{number}: {} {} sat",
+                status(order.line.state),
+                order.line.total.0
+            ));
+            out.wrap = true;
+            out.items = order
+                .items
+                .iter()
+                .map(|(name, units)| format!("{units} x {name}"))
+                .collect();
+            match &order.shipping {
+                None => out.items.push("No shipping details stored.".to_owned()),
+                Some(s) => {
+                    let fields = [
+                        ("To", &s.name),
+                        ("Address", &s.address),
+                        ("Phone", &s.phone),
+                        ("Email", &s.email),
+                        ("Note", &s.message),
+                    ];
+                    for (label, value) in fields {
+                        if let Some(value) = value {
+                            out.items.push(format!("{label}: {value}"));
+                        }
+                    }
+                    if !s.zone.is_empty() {
+                        out.items.push(format!("Zone: {}", s.zone));
+                    }
+                }
+            }
+            if order.line.state == EscrowState::Paid {
+                out.foot = lines(&["9 Confirm delivery"]);
+            }
+        }
+        Menu::DeliverOrder => {
+            out.foot = lines(&["Confirm delivery: enter the order no.:"]);
+            out.back = true;
+        }
+        Menu::DeliverCode { number } => {
+            if let Some(order) = view.order(*number)? {
+                out.head
+                    .push(format!("Order #{number}: {} sat.", order.line.total.0));
+            }
+            out.foot = lines(&["Enter the buyer's 8-digit code:"]);
+            out.back = true;
+        }
+        Menu::Products { .. } => {
+            let products = view.products()?;
+            if products.is_empty() {
+                out.head
+                    .push("No products yet. Your agent or soko's operator adds them.".to_owned());
+            } else {
+                out.head.push("Products:".to_owned());
+                out.items = products
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        let tag = if p.hidden {
+                            " hidden".to_owned()
+                        } else {
+                            stock(p.quantity)
+                        };
+                        format!("{} {} {}{tag}", i + 1, p.name, p.price)
+                    })
+                    .collect();
+                out.foot = lines(&["Reply with a product no."]);
+            }
+            out.back = true;
+        }
+        Menu::Product { id } => {
+            out.back = true;
+            let Some(p) = product(view, id)? else {
+                out.head.push("This product is gone.".to_owned());
+                return Ok(out);
+            };
+            out.head.push(p.name.clone());
+            out.head.push(format!("Price: {}", p.price));
+            out.head.push(format!(
+                "Stock: {}{}",
+                p.quantity
+                    .map_or_else(|| "unlimited".to_owned(), |q| q.to_string()),
+                if p.hidden { " (hidden)" } else { "" }
+            ));
+            out.foot = if p.hidden {
+                lines(&["3 Show to buyers"])
+            } else {
+                lines(&["1 Change price", "2 Change stock", "3 Hide from buyers"])
+            };
+        }
+        Menu::ProductPrice { id } => {
+            if let Some(p) = product(view, id)? {
+                out.head.push(format!("{}: {}", p.name, p.price));
+                out.foot = vec![format!("New price in {}, whole number:", p.currency)];
+            }
+            out.back = true;
+        }
+        Menu::ProductStock { id } => {
+            if let Some(p) = product(view, id)? {
+                out.head
+                    .push(format!("{}: stock {}", p.name, stock_count(p.quantity)));
+            }
+            out.foot = lines(&["New stock, in units:"]);
+            out.back = true;
+        }
+        Menu::Approvals { .. } => {
+            let approvals = view.approvals()?;
+            if approvals.is_empty() {
+                out.head.push("No pending approvals.".to_owned());
+            } else {
+                out.head.push("Pending approvals:".to_owned());
+                out.items = approvals;
+            }
+            out.back = true;
+        }
+        Menu::Balance => {
+            let shop = view.shop()?;
+            out.head.push(format!("Balance: {} sat", shop.balance.0));
+            if shop.balance == Sats::ZERO {
+                out.head.push("Nothing to withdraw yet.".to_owned());
+            } else {
+                if let Some(address) = &shop.lightning_address {
+                    out.foot.push(format!("1 Withdraw to {}", cut(address, 40)));
+                }
+                out.foot.push("2 Withdraw to another address".to_owned());
+            }
+            out.back = true;
+        }
+        Menu::WithdrawTo => {
+            out.foot = lines(&["Type the Lightning address (name@domain):"]);
+            out.back = true;
+        }
+        Menu::WithdrawConfirm { destination } => {
+            let shop = view.shop()?;
+            out.head.push(format!(
+                "Withdraw {} sat to {}?",
+                shop.balance.0,
+                cut(destination, 60)
+            ));
+            out.head
+                .push("Lightning fees come off the amount.".to_owned());
+            out.foot = lines(&["1 Yes, send", "2 No"]);
+        }
+        Menu::Settings => {
+            out.head.push("Settings".to_owned());
+            out.foot = lines(&["1 Lightning address", "2 Change PIN"]);
+            out.back = true;
+        }
+        Menu::LightningAddress => {
+            let now = view.shop()?.lightning_address;
+            out.head.push(format!(
+                "Lightning address: {}",
+                now.as_deref().map_or("none".to_owned(), |a| cut(a, 60))
+            ));
+            out.foot = lines(&["Type a new one:"]);
+            out.back = true;
+        }
+        Menu::OldPin => {
+            out.foot = lines(&["Enter your current PIN:"]);
+            out.back = true;
+        }
+        Menu::NewPinChange { .. } => {
+            out.foot = lines(&["Choose a new PIN of 4 to 6 digits:"]);
+            out.back = true;
+        }
+        Menu::RepeatPinChange { .. } => {
+            out.foot = lines(&["Enter the new PIN again:"]);
+            out.back = true;
+        }
+    }
+    Ok(out)
+}
+
+/// The lockout screen: until when, in UTC, and how long that is.
+pub fn locked(until: u64, now: u64) -> String {
+    let minutes = until.saturating_sub(now).div_ceil(60);
+    let day = until % 86_400;
+    format!(
+        "Too many wrong PINs. Your shop's USSD access is locked until {:02}:{:02} UTC (in {minutes} min). Please dial again then.",
+        day / 3600,
+        day % 3600 / 60
+    )
+}
+
+/// `0` / `00` on a paginated menu: the next page, the previous page, or `up`.
+fn paging<V: View>(
+    menu: &Menu,
+    page: usize,
+    input: &str,
+    view: &V,
+    up: Menu,
+) -> Result<Option<Step>, V::Error> {
+    let with_page = |page: usize| match menu {
+        Menu::Orders { .. } => Menu::Orders { page },
+        Menu::Order { number, .. } => Menu::Order {
+            number: *number,
+            page,
+        },
+        Menu::Products { .. } => Menu::Products { page },
+        _ => Menu::Approvals { page },
+    };
+    let show = |menu: Menu, notice: Option<&str>| {
+        Some(Step::Show {
+            menu,
+            notice: notice.map(str::to_owned),
+        })
+    };
+    Ok(match input {
+        "0" => {
+            if page + 1 < layout(menu, None, view)?.page_count() {
+                show(with_page(page + 1), None)
+            } else {
+                show(menu.clone(), Some("No more."))
+            }
+        }
+        "00" if page == 0 => show(up, None),
+        "00" => show(with_page(page - 1), None),
+        _ => None,
+    })
+}
+
+fn gone() -> Step {
+    Step::Show {
+        menu: Menu::Products { page: 0 },
+        notice: Some("That product is gone.".to_owned()),
+    }
+}
+
+fn product<V: View>(view: &V, id: &str) -> Result<Option<ProductLine>, V::Error> {
+    Ok(view.products()?.into_iter().find(|p| p.id == id))
+}
+
+/// A PIN: 4 to 6 digits.
+fn pin(input: &str) -> Option<Secret> {
+    let valid = (4..=6).contains(&input.len()) && input.bytes().all(|b| b.is_ascii_digit());
+    valid.then(|| Secret(input.to_owned()))
+}
+
+fn number(input: &str) -> Option<u64> {
+    if input.is_empty() || !input.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    input.parse().ok()
+}
+
+fn address(input: &str) -> Result<String, String> {
+    if input.is_empty() {
+        return Err("Type an address like name@domain.".to_owned());
+    }
+    crate::escrow::payout::lnurlp_url(input)
+        .map(|_| input.to_owned())
+        .map_err(|_| "That is not a Lightning address (name@domain).".to_owned())
+}
+
+fn status(state: EscrowState) -> &'static str {
+    match state {
+        EscrowState::AwaitingPayment => "UNPAID",
+        EscrowState::Paid => "PAID",
+        EscrowState::Delivered | EscrowState::PaidOut => "DONE",
+        EscrowState::Expired => "EXPIRED",
+        EscrowState::Refunding | EscrowState::Refunded => "REFUNDED",
+        EscrowState::Disputed => "IN REVIEW",
+    }
+}
+
+fn stock(quantity: Option<u64>) -> String {
+    quantity.map_or_else(String::new, |q| format!(" x{q}"))
+}
+
+fn stock_count(quantity: Option<u64>) -> String {
+    quantity.map_or_else(|| "unlimited".to_owned(), |q| q.to_string())
+}
+
+fn capitalise(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// True when a screen fits the handset with its prefix.
+pub fn fits(screen: &Screen) -> bool {
+    screen.text.chars().count() <= BODY_LIMIT
+}
+
+#[cfg(test)]
+#[path = "menu_tests.rs"]
+mod tests;

@@ -1,0 +1,762 @@
+//! The menu engine's transitions and screens, table by table, and a property test that no
+//! screen it renders outgrows the handset.
+
+use std::convert::Infallible;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::escrow::{EscrowState, Shipping};
+use crate::money::Sats;
+use crate::proto::ussd::SCREEN_LIMIT;
+
+#[derive(Debug, Clone)]
+struct Fake {
+    shop: Shop,
+    orders: Vec<OrderDetail>,
+    products: Vec<ProductLine>,
+    approvals: Vec<String>,
+}
+
+impl View for Fake {
+    type Error = Infallible;
+    fn shop(&self) -> Result<Shop, Infallible> {
+        Ok(self.shop.clone())
+    }
+    fn orders(&self) -> Result<Vec<OrderLine>, Infallible> {
+        let mut lines: Vec<OrderLine> = self
+            .orders
+            .iter()
+            .map(|o| o.line.clone())
+            .filter(|l| listed(l.state))
+            .collect();
+        lines.sort_by_key(|l| std::cmp::Reverse(l.number));
+        Ok(lines)
+    }
+    fn order(&self, number: u64) -> Result<Option<OrderDetail>, Infallible> {
+        Ok(self
+            .orders
+            .iter()
+            .find(|o| o.line.number == number)
+            .cloned())
+    }
+    fn products(&self) -> Result<Vec<ProductLine>, Infallible> {
+        Ok(self.products.clone())
+    }
+    fn approvals(&self) -> Result<Vec<String>, Infallible> {
+        Ok(self.approvals.clone())
+    }
+    fn now(&self) -> u64 {
+        1_763_900_000
+    }
+}
+
+fn order(number: u64, state: EscrowState) -> OrderDetail {
+    OrderDetail {
+        line: OrderLine {
+            number,
+            state,
+            total: Sats(1120),
+        },
+        items: vec![("Mango".into(), 2)],
+        shipping: Some(Shipping {
+            name: Some("Amina".into()),
+            address: Some("Moi Avenue 12".into()),
+            phone: Some("+254722000333".into()),
+            message: Some("Leave it at the gate".into()),
+            zone: "nairobi".into(),
+            ..Shipping::default()
+        }),
+    }
+}
+
+fn mango(hidden: bool) -> ProductLine {
+    ProductLine {
+        id: "mango".into(),
+        name: "Mango".into(),
+        price: "500 sat".into(),
+        currency: "sat".into(),
+        quantity: Some(3),
+        hidden,
+    }
+}
+
+fn shop() -> Fake {
+    Fake {
+        shop: Shop {
+            name: "Mama Duka".into(),
+            pending: false,
+            lightning_address: None,
+            balance: Sats::ZERO,
+        },
+        orders: vec![
+            order(1, EscrowState::PaidOut),
+            order(2, EscrowState::Paid),
+            order(3, EscrowState::AwaitingPayment),
+        ],
+        products: vec![mango(false)],
+        approvals: Vec::new(),
+    }
+}
+
+fn ok<T>(r: Result<T, Infallible>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(never) => match never {},
+    }
+}
+
+/// The step for `input` at `menu`.
+fn go(menu: &Menu, input: &str, view: &Fake) -> Step {
+    ok(step(menu, input, view))
+}
+
+fn shows(menu: Menu) -> Step {
+    Step::Show { menu, notice: None }
+}
+
+fn notice(menu: Menu, text: &str) -> Step {
+    Step::Show {
+        menu,
+        notice: Some(text.into()),
+    }
+}
+
+fn text(menu: &Menu, view: &Fake) -> String {
+    ok(render(menu, None, view)).text
+}
+
+#[test]
+fn onboarding_sets_a_pin_twice_then_confirms_the_name() {
+    let mut view = shop();
+    view.shop.pending = true;
+    assert_eq!(first(false), Menu::NewPin);
+    assert_eq!(
+        text(&Menu::NewPin, &view),
+        "Welcome to soko, Mama Duka!\nChoose a PIN of 4 to 6 digits:"
+    );
+    assert_eq!(
+        go(&Menu::NewPin, "12", &view),
+        notice(Menu::NewPin, "A PIN is 4 to 6 digits.")
+    );
+    let repeat = Menu::RepeatPin {
+        first: Secret("4821".into()),
+    };
+    assert_eq!(go(&Menu::NewPin, "4821", &view), shows(repeat.clone()));
+    assert_eq!(
+        go(&repeat, "4822", &view),
+        notice(Menu::NewPin, "The PINs did not match.")
+    );
+    let set = Action::SetPin(Secret("4821".into()));
+    assert_eq!(go(&repeat, "4821", &view), Step::Act(set.clone()));
+    assert_eq!(
+        ok(after(&repeat, &set, Outcome::Done, &view)),
+        shows(Menu::ConfirmName)
+    );
+    assert_eq!(
+        text(&Menu::ConfirmName, &view),
+        "Is this your shop's name?\nMama Duka\n1 Yes, open my shop\n2 No"
+    );
+    assert_eq!(
+        go(&Menu::ConfirmName, "1", &view),
+        Step::Act(Action::Activate)
+    );
+    assert!(matches!(go(&Menu::ConfirmName, "2", &view), Step::End(t) if t.contains("not opened")));
+    assert_eq!(
+        ok(after(
+            &Menu::ConfirmName,
+            &Action::Activate,
+            Outcome::Done,
+            &view
+        )),
+        notice(Menu::Main, "Your shop is open!")
+    );
+}
+
+#[test]
+fn login_counts_wrong_pins_and_locks_with_the_time() {
+    let view = shop();
+    assert_eq!(first(true), Menu::Login);
+    assert_eq!(
+        text(&Menu::Login, &view),
+        "soko: Mama Duka\nEnter your PIN:"
+    );
+    let check = Action::CheckPin(Secret("1111".into()));
+    assert_eq!(go(&Menu::Login, "1111", &view), Step::Act(check.clone()));
+    assert_eq!(
+        ok(after(
+            &Menu::Login,
+            &check,
+            Outcome::WrongPin { tries_left: 2 },
+            &view
+        )),
+        notice(Menu::Login, "Wrong PIN. 2 tries left.")
+    );
+    let until = view.now() + 900;
+    let Step::End(locked) = ok(after(
+        &Menu::Login,
+        &check,
+        Outcome::Locked { until },
+        &view,
+    )) else {
+        panic!("a lock ends the session");
+    };
+    assert!(
+        locked.contains("locked until 12:28 UTC (in 15 min)"),
+        "{locked}"
+    );
+    assert_eq!(
+        ok(after(&Menu::Login, &check, Outcome::Done, &view)),
+        shows(Menu::Main)
+    );
+    // Secrets never show in debug output.
+    assert!(!format!("{check:?}").contains("1111"));
+}
+
+#[test]
+fn the_main_menu_and_going_back() {
+    let view = shop();
+    assert_eq!(
+        text(&Menu::Main, &view),
+        "Mama Duka\n1 Orders\n2 Confirm delivery\n3 Products\n4 Pending approvals\n5 Balance & withdraw\n6 Settings"
+    );
+    let table = [
+        ("1", Menu::Orders { page: 0 }),
+        ("2", Menu::DeliverOrder),
+        ("3", Menu::Products { page: 0 }),
+        ("4", Menu::Approvals { page: 0 }),
+        ("5", Menu::Balance),
+        ("6", Menu::Settings),
+    ];
+    for (input, menu) in table {
+        assert_eq!(go(&Menu::Main, input, &view), shows(menu.clone()));
+        assert_eq!(go(&menu, "00", &view), shows(Menu::Main), "{menu:?}");
+    }
+    assert_eq!(
+        go(&Menu::Main, "7", &view),
+        notice(Menu::Main, "Invalid choice.")
+    );
+}
+
+#[test]
+fn orders_list_paid_ones_newest_first_with_details() {
+    let view = shop();
+    let list = Menu::Orders { page: 0 };
+    assert_eq!(
+        text(&list, &view),
+        "Paid orders, newest first:\n#2 PAID 1120 sat\n#1 DONE 1120 sat\nReply with an order no.\n00 Back"
+    );
+    let detail = Menu::Order { number: 2, page: 0 };
+    assert_eq!(go(&list, "2", &view), shows(detail.clone()));
+    assert_eq!(
+        go(&list, "3", &view),
+        notice(list.clone(), "No paid order #3."),
+        "unpaid orders are not listed"
+    );
+    assert_eq!(
+        text(&detail, &view),
+        "Order #2: PAID 1120 sat\n2 x Mango\nTo: Amina\nAddress: Moi Avenue 12\nPhone: +254722000333\nNote: Leave it at the gate\nZone: nairobi\n9 Confirm delivery\n00 Back"
+    );
+    assert_eq!(
+        go(&detail, "9", &view),
+        shows(Menu::DeliverCode { number: 2 })
+    );
+    assert_eq!(go(&detail, "00", &view), shows(list.clone()));
+    assert_eq!(go(&list, "0", &view), notice(list.clone(), "No more."));
+
+    let mut many = shop();
+    many.orders = (1..=30).map(|n| order(n, EscrowState::Paid)).collect();
+    let page = ok(render(&list, None, &many)).text;
+    assert!(
+        page.starts_with("Paid orders, newest first:\n#30 PAID"),
+        "{page}"
+    );
+    assert!(page.ends_with("0 Next\n00 Back"), "{page}");
+    assert_eq!(go(&list, "0", &many), shows(Menu::Orders { page: 1 }));
+    assert_eq!(go(&Menu::Orders { page: 1 }, "00", &many), shows(list));
+}
+
+#[test]
+fn delivery_asks_the_order_then_the_code() {
+    let view = shop();
+    let ask = Menu::DeliverOrder;
+    assert_eq!(
+        text(&ask, &view),
+        "Confirm delivery: enter the order no.:\n00 Back"
+    );
+    assert_eq!(
+        go(&ask, "1", &view),
+        notice(ask.clone(), "Order #1 is not waiting for delivery: done.")
+    );
+    assert_eq!(
+        go(&ask, "9", &view),
+        notice(ask.clone(), "There is no order #9.")
+    );
+    let code = Menu::DeliverCode { number: 2 };
+    assert_eq!(go(&ask, "2", &view), shows(code.clone()));
+    assert_eq!(
+        text(&code, &view),
+        "Order #2: 1120 sat.\nEnter the buyer's 8-digit code:\n00 Back"
+    );
+    assert_eq!(
+        go(&code, "123", &view),
+        notice(code.clone(), "A code has 8 digits.")
+    );
+    let deliver = Action::Deliver {
+        number: 2,
+        code: Secret("48213907".into()),
+    };
+    assert_eq!(go(&code, "48213907", &view), Step::Act(deliver.clone()));
+    // A wrong code: the order is still paid, so the code is asked again with the reason.
+    assert_eq!(
+        ok(after(
+            &code,
+            &deliver,
+            Outcome::Refused("wrong code for order #2; 4 tries left".into()),
+            &view
+        )),
+        notice(code.clone(), "Wrong code for order #2; 4 tries left")
+    );
+    let Step::End(done) = ok(after(
+        &code,
+        &deliver,
+        Outcome::Delivered {
+            released: Sats(1120),
+            payout: None,
+            balance: Sats(1120),
+        },
+        &view,
+    )) else {
+        panic!("delivery ends the session");
+    };
+    assert_eq!(
+        done,
+        "Order #2 delivered: 1120 sat released to you. Balance: 1120 sat."
+    );
+}
+
+#[test]
+fn products_change_price_stock_and_visibility() {
+    let view = shop();
+    let list = Menu::Products { page: 0 };
+    assert_eq!(
+        text(&list, &view),
+        "Products:\n1 Mango 500 sat x3\nReply with a product no.\n00 Back"
+    );
+    let one = Menu::Product { id: "mango".into() };
+    assert_eq!(go(&list, "1", &view), shows(one.clone()));
+    assert_eq!(
+        go(&list, "2", &view),
+        notice(list.clone(), "Invalid choice.")
+    );
+    assert_eq!(
+        text(&one, &view),
+        "Mango\nPrice: 500 sat\nStock: 3\n1 Change price\n2 Change stock\n3 Hide from buyers\n00 Back"
+    );
+    let price = Menu::ProductPrice { id: "mango".into() };
+    assert_eq!(go(&one, "1", &view), shows(price.clone()));
+    assert_eq!(
+        text(&price, &view),
+        "Mango: 500 sat\nNew price in sat, whole number:\n00 Back"
+    );
+    assert_eq!(
+        go(&price, "450", &view),
+        Step::Act(Action::SetPrice {
+            id: "mango".into(),
+            price: 450
+        })
+    );
+    assert_eq!(
+        go(&price, "4.5", &view),
+        notice(price.clone(), "Enter a whole number.")
+    );
+    let stock = Menu::ProductStock { id: "mango".into() };
+    assert_eq!(go(&one, "2", &view), shows(stock.clone()));
+    assert_eq!(
+        go(&stock, "0", &view),
+        Step::Act(Action::SetStock {
+            id: "mango".into(),
+            quantity: 0
+        })
+    );
+    let hide = Action::Hide { id: "mango".into() };
+    assert_eq!(go(&one, "3", &view), Step::Act(hide.clone()));
+    assert_eq!(
+        ok(after(&one, &hide, Outcome::Done, &view)),
+        notice(one.clone(), "Hidden from buyers.")
+    );
+
+    let mut hidden = shop();
+    hidden.products = vec![mango(true)];
+    assert_eq!(
+        text(&one, &hidden),
+        "Mango\nPrice: 500 sat\nStock: 3 (hidden)\n3 Show to buyers\n00 Back"
+    );
+    assert_eq!(
+        go(&one, "1", &hidden),
+        notice(one.clone(), "Invalid choice.")
+    );
+    assert_eq!(
+        go(&one, "3", &hidden),
+        Step::Act(Action::Show { id: "mango".into() })
+    );
+    let mut gone = shop();
+    gone.products.clear();
+    assert_eq!(
+        go(&one, "1", &gone),
+        notice(Menu::Products { page: 0 }, "That product is gone.")
+    );
+}
+
+#[test]
+fn approvals_list_what_the_store_holds() {
+    let mut view = shop();
+    let menu = Menu::Approvals { page: 0 };
+    assert_eq!(text(&menu, &view), "No pending approvals.\n00 Back");
+    view.approvals = vec!["Product: Pawpaw 300 sat, by agent Juma".into()];
+    assert_eq!(
+        text(&menu, &view),
+        "Pending approvals:\nProduct: Pawpaw 300 sat, by agent Juma\n00 Back"
+    );
+}
+
+#[test]
+fn withdrawing_asks_where_and_confirms() {
+    let mut view = shop();
+    assert_eq!(
+        text(&Menu::Balance, &view),
+        "Balance: 0 sat\nNothing to withdraw yet.\n00 Back"
+    );
+    assert_eq!(
+        go(&Menu::Balance, "2", &view),
+        notice(Menu::Balance, "Nothing to withdraw yet.")
+    );
+    view.shop.balance = Sats(1120);
+    view.shop.lightning_address = Some("mama@duka.example".into());
+    assert_eq!(
+        text(&Menu::Balance, &view),
+        "Balance: 1120 sat\n1 Withdraw to mama@duka.example\n2 Withdraw to another address\n00 Back"
+    );
+    let saved = Menu::WithdrawConfirm {
+        destination: "mama@duka.example".into(),
+    };
+    assert_eq!(go(&Menu::Balance, "1", &view), shows(saved.clone()));
+    assert_eq!(go(&Menu::Balance, "2", &view), shows(Menu::WithdrawTo));
+    assert_eq!(
+        go(&Menu::WithdrawTo, "mama", &view),
+        notice(
+            Menu::WithdrawTo,
+            "That is not a Lightning address (name@domain)."
+        )
+    );
+    let other = Menu::WithdrawConfirm {
+        destination: "baba@pay.example".into(),
+    };
+    assert_eq!(
+        go(&Menu::WithdrawTo, "baba@pay.example", &view),
+        shows(other.clone())
+    );
+    assert_eq!(
+        text(&other, &view),
+        "Withdraw 1120 sat to baba@pay.example?\nLightning fees come off the amount.\n1 Yes, send\n2 No"
+    );
+    assert_eq!(go(&other, "2", &view), shows(Menu::Balance));
+    let withdraw = Action::Withdraw {
+        destination: "baba@pay.example".into(),
+    };
+    assert_eq!(go(&other, "1", &view), Step::Act(withdraw.clone()));
+    assert_eq!(
+        ok(after(
+            &other,
+            &withdraw,
+            Outcome::Withdrawn {
+                amount: Sats(1109),
+                fee: Sats(0),
+                balance: Sats(11)
+            },
+            &view
+        )),
+        Step::End("Sent 1109 sat (fee 0 sat). Balance: 11 sat.".into())
+    );
+    assert_eq!(
+        ok(after(
+            &other,
+            &withdraw,
+            Outcome::Refused("not sent: no route. Your balance is kept.".into()),
+            &view
+        )),
+        notice(Menu::Balance, "Not sent: no route. Your balance is kept.")
+    );
+}
+
+#[test]
+fn settings_change_the_address_and_the_pin() {
+    let view = shop();
+    assert_eq!(
+        text(&Menu::Settings, &view),
+        "Settings\n1 Lightning address\n2 Change PIN\n00 Back"
+    );
+    assert_eq!(
+        go(&Menu::Settings, "1", &view),
+        shows(Menu::LightningAddress)
+    );
+    assert_eq!(
+        text(&Menu::LightningAddress, &view),
+        "Lightning address: none\nType a new one:\n00 Back"
+    );
+    assert_eq!(
+        go(&Menu::LightningAddress, "mama@duka.example", &view),
+        Step::Act(Action::SetLightningAddress("mama@duka.example".into()))
+    );
+    assert_eq!(go(&Menu::Settings, "2", &view), shows(Menu::OldPin));
+    let old = Secret("4821".into());
+    let new_pin = Menu::NewPinChange { old: old.clone() };
+    assert_eq!(go(&Menu::OldPin, "4821", &view), shows(new_pin.clone()));
+    let again = Menu::RepeatPinChange {
+        old: old.clone(),
+        new: Secret("9090".into()),
+    };
+    assert_eq!(go(&new_pin, "9090", &view), shows(again.clone()));
+    assert_eq!(
+        go(&again, "9091", &view),
+        notice(new_pin, "The PINs did not match.")
+    );
+    let change = Action::ChangePin {
+        old,
+        new: Secret("9090".into()),
+    };
+    assert_eq!(go(&again, "9090", &view), Step::Act(change.clone()));
+    assert_eq!(
+        ok(after(
+            &again,
+            &change,
+            Outcome::WrongPin { tries_left: 1 },
+            &view
+        )),
+        notice(Menu::OldPin, "Wrong PIN. 1 try left.")
+    );
+    assert_eq!(
+        ok(after(&again, &change, Outcome::Done, &view)),
+        notice(Menu::Settings, "PIN changed.")
+    );
+}
+
+// ---- every screen fits, over generated shops ----
+
+fn long_text(max: usize) -> impl Strategy<Value = String> {
+    // Letters, spaces, punctuation and some multi-byte characters, which count as one.
+    proptest::collection::vec(
+        prop_oneof![
+            proptest::char::range('a', 'z'),
+            Just(' '),
+            Just('é'),
+            Just('ß'),
+            Just('#'),
+            Just('\n'),
+        ],
+        0..max,
+    )
+    .prop_map(|chars| chars.into_iter().collect())
+}
+
+fn state() -> impl Strategy<Value = EscrowState> {
+    prop_oneof![
+        Just(EscrowState::Paid),
+        Just(EscrowState::Delivered),
+        Just(EscrowState::PaidOut),
+        Just(EscrowState::Refunded),
+        Just(EscrowState::Disputed),
+        Just(EscrowState::AwaitingPayment),
+        Just(EscrowState::Expired),
+    ]
+}
+
+fn detail() -> impl Strategy<Value = OrderDetail> {
+    (
+        1..u64::MAX,
+        state(),
+        any::<u64>(),
+        proptest::collection::vec((long_text(80), any::<u64>()), 1..12),
+        proptest::option::of((
+            proptest::option::of(long_text(120)),
+            proptest::option::of(long_text(300)),
+            proptest::option::of(long_text(30)),
+            proptest::option::of(long_text(300)),
+            long_text(70),
+        )),
+    )
+        .prop_map(|(number, state, total, items, shipping)| OrderDetail {
+            line: OrderLine {
+                number,
+                state,
+                total: Sats(total),
+            },
+            items,
+            shipping: shipping.map(|(name, address, phone, message, zone)| Shipping {
+                name,
+                address,
+                phone,
+                email: None,
+                message,
+                zone,
+            }),
+        })
+}
+
+fn product_line() -> impl Strategy<Value = ProductLine> {
+    (
+        "[a-z0-9-]{1,64}",
+        long_text(100),
+        any::<u64>(),
+        prop_oneof![Just("sat".to_owned()), "[A-Z]{3}"],
+        proptest::option::of(any::<u64>()),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(id, name, price, currency, quantity, hidden)| ProductLine {
+                id,
+                name,
+                price: format!("{price} {currency}"),
+                currency,
+                quantity,
+                hidden,
+            },
+        )
+}
+
+fn fake() -> impl Strategy<Value = Fake> {
+    (
+        long_text(64),
+        any::<bool>(),
+        proptest::option::of(long_text(200)),
+        any::<u64>(),
+        proptest::collection::vec(detail(), 0..40),
+        proptest::collection::vec(product_line(), 0..30),
+        proptest::collection::vec(long_text(200), 0..10),
+    )
+        .prop_map(
+            |(name, pending, lightning_address, balance, orders, products, approvals)| Fake {
+                shop: Shop {
+                    name,
+                    pending,
+                    lightning_address,
+                    balance: Sats(balance),
+                },
+                orders,
+                products,
+                approvals,
+            },
+        )
+}
+
+/// Every position the tree has, over this shop's data.
+fn positions(view: &Fake, destination: &str) -> Vec<Menu> {
+    let secret = || Secret("1234".into());
+    let mut menus = vec![
+        Menu::NewPin,
+        Menu::RepeatPin { first: secret() },
+        Menu::ConfirmName,
+        Menu::Login,
+        Menu::Main,
+        Menu::DeliverOrder,
+        Menu::Balance,
+        Menu::WithdrawTo,
+        Menu::WithdrawConfirm {
+            destination: destination.to_owned(),
+        },
+        Menu::Settings,
+        Menu::LightningAddress,
+        Menu::OldPin,
+        Menu::NewPinChange { old: secret() },
+        Menu::RepeatPinChange {
+            old: secret(),
+            new: secret(),
+        },
+    ];
+    for page in 0..3 {
+        menus.push(Menu::Orders { page });
+        menus.push(Menu::Products { page });
+        menus.push(Menu::Approvals { page });
+    }
+    for o in &view.orders {
+        for page in 0..4 {
+            menus.push(Menu::Order {
+                number: o.line.number,
+                page,
+            });
+        }
+        menus.push(Menu::DeliverCode {
+            number: o.line.number,
+        });
+    }
+    for p in &view.products {
+        menus.push(Menu::Product { id: p.id.clone() });
+        menus.push(Menu::ProductPrice { id: p.id.clone() });
+        menus.push(Menu::ProductStock { id: p.id.clone() });
+    }
+    menus
+}
+
+fn assert_fits(screen: &Screen, at: &Menu) {
+    let wire = screen.wire();
+    assert!(
+        wire.chars().count() <= SCREEN_LIMIT,
+        "{} characters at {at:?}:\n{wire}",
+        wire.chars().count()
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn every_screen_fits_the_handset(
+        view in fake(),
+        notice in proptest::option::of(long_text(250)),
+        destination in long_text(200),
+        inputs in proptest::collection::vec(
+            prop_oneof![
+                "[0-9]{1,2}", Just("00".to_owned()), Just("1234".to_owned()),
+                Just("48213907".to_owned()), Just("mama@duka.example".to_owned()), "[0-9*#]{0,12}"
+            ],
+            0..25,
+        ),
+    ) {
+        for menu in positions(&view, &destination) {
+            let layout = ok(layout(&menu, notice.as_deref(), &view));
+            for page in 0..layout.page_count() {
+                let screen = Screen { text: layout.render(page).text, end: false };
+                assert_fits(&screen, &menu);
+            }
+        }
+        // A walk through the tree with whatever the keypad sends, actions answered with
+        // every kind of outcome: each screen shown fits too.
+        let outcomes = [
+            Outcome::Done,
+            Outcome::WrongPin { tries_left: 2 },
+            Outcome::Refused(notice.clone().unwrap_or_default()),
+            Outcome::Delivered { released: Sats(u64::MAX), payout: notice.clone(), balance: Sats(u64::MAX) },
+            Outcome::Withdrawn { amount: Sats(u64::MAX), fee: Sats(u64::MAX), balance: Sats(u64::MAX) },
+            Outcome::Locked { until: u64::MAX / 2 },
+        ];
+        let mut menu = Menu::Main;
+        for (i, input) in inputs.iter().enumerate() {
+            let mut next = ok(step(&menu, input, &view));
+            if let Step::Act(action) = &next {
+                let outcome = outcomes[i % outcomes.len()].clone();
+                next = ok(after(&menu, action, outcome, &view));
+            }
+            match next {
+                Step::Show { menu: to, notice } => {
+                    assert_fits(&ok(render(&to, notice.as_deref(), &view)), &to);
+                    menu = to;
+                }
+                Step::End(text) => {
+                    assert_fits(&Screen::end(&text), &menu);
+                    menu = Menu::Main;
+                }
+                Step::Act(_) => prop_assert!(false, "after() never asks for another action"),
+            }
+        }
+    }
+}

@@ -1,0 +1,721 @@
+//! The USSD service: one `ussd_hop` in, one screen out. It finds the merchant by phone
+//! number, keeps the session in sled, runs the pure [`menu`] engine over the merchant's
+//! data, and applies the engine's actions through the same domain APIs the operator
+//! commands use ([`Merchants`], [`EscrowService`]): no business rule lives here.
+//!
+//! Trees:
+//! - `ussd_sessions`: bridge pubkey (32) ‖ gateway session id → [`StoredSession`]: expiry in
+//!   clear (for sweeping), the [`Session`] sealed by the vault.
+//! - `ussd_accounts`: merchant pubkey (32) → [`Account`]: PIN hash and lockout.
+//!
+//! Hops of one session run one at a time (a per-session lock), and a hop whose text was
+//! already consumed gets the last screen again: a gateway retry never acts twice, even when
+//! it arrives while the first attempt is still running.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use nostr_sdk::nips::nip01::Coordinate;
+use nostr_sdk::nips::nip09::EventDeletionRequest;
+use nostr_sdk::{EventBuilder, Kind, PublicKey, Tag};
+use serde::{Deserialize, Serialize};
+
+use super::menu::{
+    self, Action, OrderDetail, OrderLine, Outcome, ProductLine, Secret, Shop, Step, View,
+};
+use super::pin::{self, Account, Lockout, PinVerdict};
+use super::screen::{Screen, BODY_LIMIT};
+use super::session::{latest_input, Hop, Session};
+use crate::bot::Publisher;
+use crate::config::UssdConfig;
+use crate::escrow::{Delivery, EscrowError, EscrowService, Payout};
+use crate::market::proposals::Proposals;
+use crate::market::{merchants, MerchantError, MerchantStatus, Merchants};
+use crate::proto::nip15::Product;
+use crate::proto::ussd::{UssdHopArgs, UssdScreen};
+use crate::proto::{ErrorCode, Refusal};
+use crate::store::{Store, StoreError, Typed};
+use crate::util::unix_now;
+use crate::vault::Vault;
+
+/// Longest gateway session id accepted.
+const MAX_SESSION_ID: usize = 128;
+/// Longest `text` accepted (a session's inputs together).
+const MAX_TEXT: usize = 1024;
+/// Orders menu 1 looks at, newest first.
+const MAX_LISTED_ORDERS: usize = 100;
+
+/// The screen for a hop soko read after its deadline.
+pub const TIMED_OUT: &str = "Sorry, that took too long. Please dial again.";
+/// The screen for a hop of a session soko does not know (any more).
+pub const EXPIRED: &str = "Your session expired. Please dial again.";
+/// The screen for a number no merchant has.
+pub const UNREGISTERED: &str = "This number is not registered. Ask your agent or soko's operator.";
+
+/// USSD failures that are not screens.
+#[derive(Debug, thiserror::Error)]
+pub enum UssdError {
+    /// The hop itself is unacceptable.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Merchant registry.
+    #[error(transparent)]
+    Merchant(#[from] MerchantError),
+    /// Escrow.
+    #[error(transparent)]
+    Escrow(#[from] EscrowError),
+    /// Anything else inside soko.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// A session as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredSession {
+    /// Unix seconds after which the session is gone.
+    pub expires_at: u64,
+    /// The [`Session`] as JSON, sealed.
+    pub sealed: String,
+}
+
+/// The USSD service; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct UssdService {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: UssdConfig,
+    sessions: Typed<StoredSession>,
+    accounts: Typed<Account>,
+    merchants: Merchants,
+    escrow: EscrowService,
+    publisher: Publisher,
+    proposals: Proposals,
+    vault: Vault,
+    locks: std::sync::Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl UssdService {
+    /// Opens the trees.
+    pub fn open(
+        store: &Store,
+        vault: &Vault,
+        merchants: Merchants,
+        escrow: EscrowService,
+        publisher: Publisher,
+        config: UssdConfig,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                sessions: store.tree("ussd_sessions")?,
+                accounts: store.tree("ussd_accounts")?,
+                merchants,
+                escrow,
+                publisher,
+                proposals: Proposals::open(store)?,
+                vault: vault.clone(),
+                locks: Default::default(),
+            }),
+        })
+    }
+
+    /// True for a bridge soko trusts with `ussd_hop`.
+    pub fn is_bridge(&self, sender: &PublicKey) -> bool {
+        self.inner.config.bridges.contains(sender)
+    }
+
+    /// The proposals store (menu 4).
+    pub fn proposals(&self) -> &Proposals {
+        &self.inner.proposals
+    }
+
+    /// One hop from `bridge`: the next screen.
+    pub async fn hop(&self, bridge: PublicKey, args: UssdHopArgs) -> Result<UssdScreen, UssdError> {
+        if unix_ms() > args.deadline_ms {
+            return Ok(wire(Screen::end(TIMED_OUT)));
+        }
+        if args.session.is_empty() || args.session.len() > MAX_SESSION_ID {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                format!("\"session\" must be 1 to {MAX_SESSION_ID} characters"),
+            )
+            .into());
+        }
+        if args.text.len() > MAX_TEXT {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                format!("\"text\" is longer than {MAX_TEXT} characters"),
+            )
+            .into());
+        }
+        let key = [bridge.to_bytes().as_slice(), args.session.as_bytes()].concat();
+        let guard = self.lock(&key).await;
+        let result = self.hop_locked(&key, &args).await;
+        drop(guard);
+        self.unlock(&key);
+        result.map(wire)
+    }
+
+    async fn hop_locked(&self, key: &[u8], args: &UssdHopArgs) -> Result<Screen, UssdError> {
+        let inner = &self.inner;
+        let now = unix_now();
+        let owner = inner.merchants.by_phone(&args.phone)?;
+        let Some(mut session) = self.session(key, now)? else {
+            if !args.text.is_empty() {
+                return Ok(Screen::end(EXPIRED));
+            }
+            return self.start(key, owner, now).await;
+        };
+        if owner.map(|o| o.to_hex()).as_deref() != Some(session.merchant.as_str()) {
+            // Not the number this session began with.
+            return Ok(Screen::end(EXPIRED));
+        }
+        let input = match latest_input(&session.consumed, &args.text) {
+            Hop::Retry | Hop::Stale => return Ok(session.last),
+            Hop::Input(input) => input,
+        };
+        if session.last.end {
+            return Ok(Screen::end(EXPIRED));
+        }
+        let merchant = PublicKey::from_hex(&session.merchant)
+            .map_err(|e| UssdError::Internal(format!("stored session merchant: {e}")))?;
+        let view = Data {
+            inner,
+            merchant,
+            now,
+        };
+        let step = match menu::step(&session.menu, &input, &view)? {
+            Step::Act(action) => {
+                // The last moment to refuse: past the deadline the bridge has answered
+                // already, and the merchant must not get a change it never saw confirmed.
+                if unix_ms() > args.deadline_ms {
+                    return Ok(Screen::end(TIMED_OUT));
+                }
+                let outcome = self.apply(merchant, &action).await?;
+                menu::after(&session.menu, &action, outcome, &view)?
+            }
+            step => step,
+        };
+        let (menu, screen) = match step {
+            Step::Show { menu, notice } => {
+                let screen = menu::render(&menu, notice.as_deref(), &view)?;
+                (menu, screen)
+            }
+            Step::End(text) => (session.menu.clone(), Screen::end(&text)),
+            Step::Act(_) => return Err(UssdError::Internal("an action after an action".into())),
+        };
+        let screen = checked(screen);
+        session.menu = menu;
+        session.consumed = args.text.clone();
+        session.last = screen.clone();
+        session.expires_at = now.saturating_add(inner.config.session_secs);
+        self.save(key, &session)?;
+        Ok(screen)
+    }
+
+    /// The first hop: who is calling, and the PIN screen.
+    async fn start(
+        &self,
+        key: &[u8],
+        owner: Option<PublicKey>,
+        now: u64,
+    ) -> Result<Screen, UssdError> {
+        let inner = &self.inner;
+        self.sweep(now)?;
+        let Some(merchant) = owner else {
+            return Ok(Screen::end(UNREGISTERED));
+        };
+        let account = self.account(&merchant)?;
+        if let Some(until) = account.locked(now) {
+            return Ok(Screen::end(&menu::locked(until, now)));
+        }
+        let view = Data {
+            inner,
+            merchant,
+            now,
+        };
+        let menu = menu::first(account.pin_hash.is_some());
+        let screen = checked(menu::render(&menu, None, &view)?);
+        let session = Session {
+            merchant: merchant.to_hex(),
+            menu,
+            consumed: String::new(),
+            last: screen.clone(),
+            expires_at: now.saturating_add(inner.config.session_secs),
+        };
+        self.save(key, &session)?;
+        tracing::info!(merchant = %merchant, "USSD session started");
+        Ok(screen)
+    }
+
+    /// Applies an action through the domain APIs.
+    async fn apply(&self, merchant: PublicKey, action: &Action) -> Result<Outcome, UssdError> {
+        let inner = &self.inner;
+        let refused = |e: MerchantError| match e {
+            MerchantError::Invalid(why) => Ok(Outcome::Refused(why)),
+            other => Err(UssdError::from(other)),
+        };
+        match action {
+            Action::CheckPin(pin) => Ok(match self.check_pin(&merchant, pin).await? {
+                PinVerdict::Right => Outcome::Done,
+                PinVerdict::Wrong { tries_left } => Outcome::WrongPin { tries_left },
+                PinVerdict::Locked { until } => Outcome::Locked { until },
+            }),
+            Action::SetPin(pin) => {
+                let key = account_key(&merchant);
+                let guard = self.lock(&key).await;
+                let outcome = match self.account(&merchant) {
+                    Ok(account) if account.pin_hash.is_some() => Ok(Outcome::Refused(
+                        "A PIN is set already. Please dial again.".to_owned(),
+                    )),
+                    Ok(_) => self.set_pin(&merchant, pin).await.map(|()| Outcome::Done),
+                    Err(e) => Err(e),
+                };
+                drop(guard);
+                self.unlock(&key);
+                outcome
+            }
+            Action::Activate => {
+                if inner.merchants.get(&merchant)?.status == MerchantStatus::Pending {
+                    let active = inner.merchants.activate(&merchant)?;
+                    inner
+                        .publisher
+                        .publish_as(
+                            &merchant,
+                            EventBuilder::metadata(&merchants::profile(&active)),
+                        )
+                        .await
+                        .map_err(|e| UssdError::Internal(e.to_string()))?;
+                    tracing::info!(merchant = %merchant, "merchant onboarded over USSD; profile published");
+                }
+                Ok(Outcome::Done)
+            }
+            Action::Deliver { number, code } => {
+                match inner.escrow.deliver(merchant, *number, &code.0).await? {
+                    Delivery::Refused(why) => Ok(Outcome::Refused(why)),
+                    Delivery::Released(released) => {
+                        // As `order_deliver` does: straight on to the saved Lightning address.
+                        let payout = match inner.escrow.pay_out(merchant).await? {
+                            Payout::NotConfigured | Payout::Nothing => None,
+                            Payout::Sent { amount, .. } => {
+                                Some(format!("{} sat paid to your Lightning address.", amount.0))
+                            }
+                            Payout::Token(amount) => Some(format!(
+                                "{} sat sent to your Nostr inbox as ecash.",
+                                amount.0
+                            )),
+                            Payout::Failed(why) => {
+                                Some(format!("Not paid out ({why}); it stays in your balance."))
+                            }
+                        };
+                        Ok(Outcome::Delivered {
+                            released,
+                            payout,
+                            balance: inner.escrow.balance(&merchant)?,
+                        })
+                    }
+                }
+            }
+            Action::SetPrice { id, price } => {
+                let Some(mut product) = inner.merchants.product(&merchant, id)? else {
+                    return Ok(Outcome::Refused(
+                        "that product is hidden or gone".to_owned(),
+                    ));
+                };
+                // NIP-15 prices are JSON numbers; a whole number from the keypad is exact.
+                product.price = *price as f64;
+                match self.put_product(&merchant, &product).await {
+                    Err(UssdError::Merchant(e)) => refused(e),
+                    other => other.map(|()| Outcome::Done),
+                }
+            }
+            Action::SetStock { id, quantity } => {
+                let Some(mut product) = inner.merchants.product(&merchant, id)? else {
+                    return Ok(Outcome::Refused(
+                        "that product is hidden or gone".to_owned(),
+                    ));
+                };
+                product.quantity = Some(*quantity);
+                match self.put_product(&merchant, &product).await {
+                    Err(UssdError::Merchant(e)) => refused(e),
+                    other => other.map(|()| Outcome::Done),
+                }
+            }
+            Action::Hide { id } => match inner.merchants.hide_product(&merchant, id) {
+                Err(e) => refused(e),
+                Ok(_) => {
+                    let request = EventDeletionRequest::new()
+                        .coordinate(
+                            Coordinate::new(Kind::Custom(30018), merchant).identifier(id.clone()),
+                        )
+                        .reason("taken off sale by the merchant");
+                    inner
+                        .publisher
+                        .publish_as(&merchant, EventBuilder::delete(request))
+                        .await
+                        .map_err(|e| UssdError::Internal(e.to_string()))?;
+                    Ok(Outcome::Done)
+                }
+            },
+            Action::Show { id } => match inner.merchants.show_product(&merchant, id) {
+                Err(e) => refused(e),
+                Ok(product) => {
+                    self.publish_product(&merchant, &product).await?;
+                    Ok(Outcome::Done)
+                }
+            },
+            Action::Withdraw { destination } => {
+                match inner.escrow.pay_out_to(merchant, destination).await? {
+                    Payout::Sent { amount, fee } => Ok(Outcome::Withdrawn {
+                        amount,
+                        fee,
+                        balance: inner.escrow.balance(&merchant)?,
+                    }),
+                    // A withdrawal to a typed-in address is always Lightning.
+                    Payout::Token(amount) => Ok(Outcome::Withdrawn {
+                        amount,
+                        fee: crate::money::Sats::ZERO,
+                        balance: inner.escrow.balance(&merchant)?,
+                    }),
+                    Payout::Failed(why) => Ok(Outcome::Refused(format!(
+                        "not sent: {why}. Your balance is kept."
+                    ))),
+                    Payout::Nothing | Payout::NotConfigured => {
+                        Ok(Outcome::Refused("nothing to withdraw".to_owned()))
+                    }
+                }
+            }
+            Action::SetLightningAddress(address) => {
+                match inner
+                    .merchants
+                    .set_lightning_address(&merchant, Some(address))
+                {
+                    Ok(_) => Ok(Outcome::Done),
+                    Err(e) => refused(e),
+                }
+            }
+            Action::ChangePin { old, new } => Ok(match self.check_pin(&merchant, old).await? {
+                PinVerdict::Right => {
+                    self.set_pin(&merchant, new).await?;
+                    Outcome::Done
+                }
+                PinVerdict::Wrong { tries_left } => Outcome::WrongPin { tries_left },
+                PinVerdict::Locked { until } => Outcome::Locked { until },
+            }),
+        }
+    }
+
+    /// Checks a PIN under the merchant's lock and records the verdict.
+    async fn check_pin(&self, merchant: &PublicKey, pin: &Secret) -> Result<PinVerdict, UssdError> {
+        let key = account_key(merchant);
+        let guard = self.lock(&key).await;
+        let result = async {
+            let account = self.account(merchant)?;
+            let now = unix_now();
+            if let Some(until) = account.locked(now) {
+                return Ok(PinVerdict::Locked { until });
+            }
+            let Some(stored) = account.pin_hash.clone() else {
+                return Ok(PinVerdict::Wrong { tries_left: 0 });
+            };
+            let typed = pin.0.clone();
+            // argon2 is slow on purpose: off the async threads.
+            let right = tokio::task::spawn_blocking(move || pin::verify(&stored, &typed))
+                .await
+                .map_err(|e| UssdError::Internal(e.to_string()))?;
+            let rule = Lockout {
+                tries: self.inner.config.pin_tries,
+                secs: self.inner.config.lockout_secs,
+            };
+            let (next, verdict) = account.record(right, unix_now(), rule);
+            self.inner.accounts.insert(&merchant.to_bytes(), &next)?;
+            if let PinVerdict::Locked { .. } = verdict {
+                tracing::warn!(merchant = %merchant, "too many wrong USSD PINs; access locked");
+            }
+            Ok(verdict)
+        }
+        .await;
+        drop(guard);
+        self.unlock(&key);
+        result
+    }
+
+    async fn set_pin(&self, merchant: &PublicKey, pin: &Secret) -> Result<(), UssdError> {
+        let typed = pin.0.clone();
+        let hash = tokio::task::spawn_blocking(move || pin::hash(&typed))
+            .await
+            .map_err(|e| UssdError::Internal(e.to_string()))?
+            .map_err(|e| UssdError::Internal(e.to_string()))?;
+        let mut account = self.account(merchant)?;
+        account.pin_hash = Some(hash);
+        account.wrong = 0;
+        self.inner.accounts.insert(&merchant.to_bytes(), &account)?;
+        Ok(())
+    }
+
+    /// Saves a product and republishes it, like `product_put`.
+    async fn put_product(&self, merchant: &PublicKey, product: &Product) -> Result<(), UssdError> {
+        self.inner.merchants.put_product(merchant, product)?;
+        self.publish_product(merchant, product).await
+    }
+
+    async fn publish_product(
+        &self,
+        merchant: &PublicKey,
+        product: &Product,
+    ) -> Result<(), UssdError> {
+        let content =
+            serde_json::to_string(product).map_err(|e| UssdError::Internal(e.to_string()))?;
+        let builder =
+            EventBuilder::new(Kind::Custom(30018), content).tag(Tag::identifier(&product.id));
+        self.inner
+            .publisher
+            .publish_as(merchant, builder)
+            .await
+            .map_err(|e| UssdError::Internal(e.to_string()))?;
+        Ok(())
+    }
+
+    fn account(&self, merchant: &PublicKey) -> Result<Account, UssdError> {
+        Ok(self
+            .inner
+            .accounts
+            .get(&merchant.to_bytes())?
+            .unwrap_or_default())
+    }
+
+    fn session(&self, key: &[u8], now: u64) -> Result<Option<Session>, UssdError> {
+        let Some(stored) = self.inner.sessions.get(key)? else {
+            return Ok(None);
+        };
+        if stored.expires_at <= now {
+            self.inner.sessions.remove(key)?;
+            return Ok(None);
+        }
+        let json = self
+            .inner
+            .vault
+            .unseal(&stored.sealed)
+            .map_err(|e| UssdError::Internal(format!("opening a session: {e}")))?;
+        serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|e| UssdError::Internal(format!("reading a session: {e}")))
+    }
+
+    fn save(&self, key: &[u8], session: &Session) -> Result<(), UssdError> {
+        let json =
+            serde_json::to_string(session).map_err(|e| UssdError::Internal(e.to_string()))?;
+        let sealed = self
+            .inner
+            .vault
+            .seal(&json)
+            .map_err(|e| UssdError::Internal(format!("sealing a session: {e}")))?;
+        self.inner.sessions.insert(
+            key,
+            &StoredSession {
+                expires_at: session.expires_at,
+                sealed,
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Drops expired sessions (on each first hop: sessions are few and short).
+    fn sweep(&self, now: u64) -> Result<(), UssdError> {
+        let expired: Vec<sled::IVec> = self
+            .inner
+            .sessions
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, s)| s.expires_at <= now)
+            .map(|(k, _)| k)
+            .collect();
+        for key in expired {
+            self.inner.sessions.remove(&key)?;
+        }
+        Ok(())
+    }
+
+    async fn lock(&self, key: &[u8]) -> tokio::sync::OwnedMutexGuard<()> {
+        let mutex = match self.inner.locks.lock() {
+            Ok(mut locks) => locks.entry(key.to_vec()).or_default().clone(),
+            // A poisoned map only means another hop panicked: a fresh lock is still safe
+            // for this hop, as the stored session decides what it does.
+            Err(_) => Arc::default(),
+        };
+        mutex.lock_owned().await
+    }
+
+    fn unlock(&self, key: &[u8]) {
+        if let Ok(mut locks) = self.inner.locks.lock() {
+            if locks.get(key).is_some_and(|m| Arc::strong_count(m) == 1) {
+                locks.remove(key);
+            }
+        }
+    }
+}
+
+/// The merchant's data, read for one hop.
+struct Data<'a> {
+    inner: &'a Inner,
+    merchant: PublicKey,
+    now: u64,
+}
+
+impl View for Data<'_> {
+    type Error = UssdError;
+
+    fn shop(&self) -> Result<Shop, UssdError> {
+        let merchant = self.inner.merchants.get(&self.merchant)?;
+        Ok(Shop {
+            name: merchant.name,
+            pending: merchant.status == MerchantStatus::Pending,
+            lightning_address: merchant.lightning_address,
+            balance: self.inner.escrow.balance(&self.merchant)?,
+        })
+    }
+
+    fn orders(&self) -> Result<Vec<OrderLine>, UssdError> {
+        Ok(self
+            .inner
+            .escrow
+            .orders_of(&self.merchant, MAX_LISTED_ORDERS, menu::listed)?
+            .into_iter()
+            .map(|o| OrderLine {
+                number: o.number,
+                state: o.state,
+                total: o.total,
+            })
+            .collect())
+    }
+
+    fn order(&self, number: u64) -> Result<Option<OrderDetail>, UssdError> {
+        let escrow = &self.inner.escrow;
+        let Some(record) = escrow.order(&self.merchant, number)? else {
+            return Ok(None);
+        };
+        let hidden = self.inner.merchants.hidden_products(&self.merchant)?;
+        let mut items = Vec::new();
+        for line in &record.lines {
+            let name = match self
+                .inner
+                .merchants
+                .product(&self.merchant, &line.product_id)?
+            {
+                Some(product) => product.name,
+                None => hidden
+                    .iter()
+                    .find(|p| p.id == line.product_id)
+                    .map_or_else(|| line.product_id.clone(), |p| p.name.clone()),
+            };
+            items.push((name, line.quantity));
+        }
+        Ok(Some(OrderDetail {
+            line: OrderLine {
+                number,
+                state: record.state,
+                total: record.total,
+            },
+            items,
+            shipping: escrow.shipping(&record)?,
+        }))
+    }
+
+    fn products(&self) -> Result<Vec<ProductLine>, UssdError> {
+        let merchants = &self.inner.merchants;
+        let listed = merchants
+            .products(&self.merchant)?
+            .into_iter()
+            .map(|p| (p, false));
+        let hidden = merchants
+            .hidden_products(&self.merchant)?
+            .into_iter()
+            .map(|p| (p, true));
+        Ok(listed
+            .chain(hidden)
+            .map(|(p, hidden)| ProductLine {
+                price: price_text(p.price, &p.currency),
+                currency: p.currency.clone(),
+                id: p.id,
+                name: p.name,
+                quantity: p.quantity,
+                hidden,
+            })
+            .collect())
+    }
+
+    fn approvals(&self) -> Result<Vec<String>, UssdError> {
+        Ok(self
+            .inner
+            .proposals
+            .pending_for(&self.merchant)?
+            .into_iter()
+            .map(|p| p.summary)
+            .collect())
+    }
+
+    fn now(&self) -> u64 {
+        self.now
+    }
+}
+
+/// A NIP-15 price for display: whole numbers without decimals.
+fn price_text(price: f64, currency: &str) -> String {
+    let whole = price.fract() == 0.0 && (0.0..1e15).contains(&price);
+    if whole {
+        format!("{price:.0} {currency}")
+    } else {
+        format!("{price:.2} {currency}")
+    }
+}
+
+fn account_key(merchant: &PublicKey) -> Vec<u8> {
+    [b"account:".as_slice(), &merchant.to_bytes()].concat()
+}
+
+/// The engine keeps screens within the limit; should one ever not be, it is cut here and
+/// the bug logged (without the text, which may hold personal data).
+fn checked(screen: Screen) -> Screen {
+    if menu::fits(&screen) {
+        return screen;
+    }
+    tracing::error!(
+        chars = screen.text.chars().count(),
+        "a USSD screen was too long and was cut"
+    );
+    Screen {
+        text: super::screen::cut(&screen.text, BODY_LIMIT),
+        end: screen.end,
+    }
+}
+
+fn wire(screen: Screen) -> UssdScreen {
+    UssdScreen {
+        screen: screen.text,
+        end: screen.end,
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_show_without_float_noise() {
+        assert_eq!(price_text(500.0, "sat"), "500 sat");
+        assert_eq!(price_text(1.5, "USD"), "1.50 USD");
+    }
+}

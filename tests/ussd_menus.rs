@@ -1,0 +1,607 @@
+//! USSD menus end to end on real parts: a nostr-sdk client holding a configured bridge key
+//! sends `ussd_hop` gift wraps to soko (as the `soko-ussd` bridge does) and reads the
+//! screens back; buyers order over NIP-15; the in-process mint settles the invoices; a
+//! loopback LNURL-pay service receives the withdrawal.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use nostr_sdk::hashes::{sha256, Hash};
+use nostr_sdk::prelude::*;
+use serde_json::{json, Value};
+use soko::escrow::EscrowState;
+use soko::money::Sats;
+
+const PHONE: &str = "+254711000111";
+
+/// A USSD bridge: its own key, listed in soko's `[ussd] bridges`.
+struct Bridge {
+    user: User,
+    bot: PublicKey,
+    /// Notices soko pushed unasked (SMS requests).
+    notices: Vec<Value>,
+}
+
+/// What a hop came back with.
+#[derive(Debug)]
+struct Shown {
+    screen: String,
+    end: bool,
+}
+
+impl Bridge {
+    async fn connect(keys: Keys, soko: &TestSoko) -> Self {
+        Self {
+            user: User::with_keys(keys, &[soko.relay_url()]).await,
+            bot: soko.bot(),
+            notices: Vec::new(),
+        }
+    }
+
+    /// The request id the bridge uses: a retry of the same hop has the same one.
+    fn request_id(session: &str, text: &str) -> String {
+        let hash = sha256::Hash::hash(format!("{session}\n{text}").as_bytes());
+        hash.to_string()[..32].to_owned()
+    }
+
+    /// Sends one hop with an explicit request id and deadline; returns the response.
+    async fn send(
+        &mut self,
+        id: &str,
+        session: &str,
+        phone: &str,
+        text: &str,
+        deadline_ms: u64,
+    ) -> Value {
+        let request = json!({"v":1,"id":id,"cmd":"ussd_hop","args":{
+            "session":session,"phone":phone,"service_code":"*384*7#","network":"63902",
+            "text":text,"deadline_ms":deadline_ms}});
+        self.user.send_nip17(self.bot, &request.to_string()).await;
+        loop {
+            let dm = self
+                .user
+                .next_dm(REPLY_TIMEOUT)
+                .await
+                .expect("soko answers the hop");
+            assert!(dm.nip17, "answered as a gift wrap");
+            let value = dm.json();
+            if value.get("notice").is_some() {
+                self.notices.push(value);
+            } else if value["re"] == id {
+                return value;
+            }
+        }
+    }
+
+    /// One hop as the gateway sends it, within its deadline.
+    async fn hop(&mut self, session: &str, phone: &str, text: &str) -> Shown {
+        let id = Self::request_id(session, text);
+        let response = self.send(&id, session, phone, text, in_8s()).await;
+        shown(&response)
+    }
+
+    /// Waits for an SMS notice.
+    async fn notice(&mut self) -> Value {
+        if let Some(notice) = self.notices.pop() {
+            return notice;
+        }
+        let dm = self
+            .user
+            .next_dm(REPLY_TIMEOUT)
+            .await
+            .expect("an SMS notice");
+        dm.json()
+    }
+}
+
+fn shown(response: &Value) -> Shown {
+    assert_eq!(response["ok"], true, "{response}");
+    let screen = response["result"]["screen"].as_str().unwrap().to_owned();
+    let end = response["result"]["end"].as_bool().unwrap();
+    let prefixed = format!("{}{screen}", if end { "END " } else { "CON " });
+    assert!(
+        prefixed.chars().count() <= 182,
+        "within the handset's limit: {prefixed}"
+    );
+    Shown { screen, end }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn in_8s() -> u64 {
+    unix_ms() + 8_000
+}
+
+/// soko with `bridge` trusted and `adjust` applied.
+async fn soko_with_bridge(bridge: &Keys, adjust: impl FnOnce(&mut soko::Config)) -> TestSoko {
+    let key = bridge.public_key();
+    TestSoko::start_with(|c| {
+        c.ussd.bridges = vec![key];
+        adjust(c);
+    })
+    .await
+}
+
+async fn add_merchant(soko: &TestSoko, phone: &str) -> (PublicKey, String) {
+    let added = operator(
+        soko,
+        "merchant_add",
+        json!({"name":"Mama Duka","phone":phone}),
+    )
+    .await;
+    assert!(added.ok, "{added:?}");
+    let result = added.result.unwrap();
+    assert_eq!(result["status"], "pending", "{result}");
+    let npub = result["npub"].as_str().unwrap().to_owned();
+    (PublicKey::parse(&npub).unwrap(), npub)
+}
+
+/// Dials in for the first time: PIN twice, shop name confirmed.
+async fn onboard(bridge: &mut Bridge, session: &str, pin: &str) {
+    let welcome = bridge.hop(session, PHONE, "").await;
+    assert_eq!(
+        welcome.screen,
+        "Welcome to soko, Mama Duka!\nChoose a PIN of 4 to 6 digits:"
+    );
+    assert!(!welcome.end);
+    let again = bridge.hop(session, PHONE, pin).await;
+    assert_eq!(again.screen, "Enter the same PIN again:");
+    let name = bridge.hop(session, PHONE, &format!("{pin}*{pin}")).await;
+    assert_eq!(
+        name.screen,
+        "Is this your shop's name?\nMama Duka\n1 Yes, open my shop\n2 No"
+    );
+    let open = bridge.hop(session, PHONE, &format!("{pin}*{pin}*1")).await;
+    assert!(
+        open.screen
+            .starts_with("Your shop is open!\nMama Duka\n1 Orders\n2 Confirm delivery"),
+        "{}",
+        open.screen
+    );
+}
+
+async fn put_listings(soko: &TestSoko, npub: &str) {
+    let stall = json!({"id":"duka","name":"Mama Duka","currency":"sat",
+                       "shipping":[{"id":"nairobi","cost":100,"regions":["KE"]}]});
+    let put = operator(soko, "stall_put", json!({"merchant": npub, "stall": stall})).await;
+    assert!(put.ok, "{put:?}");
+    let mango = json!({"id":"mango","stall_id":"duka","name":"Mango","currency":"sat","price":500,
+                       "quantity":3,"shipping":[{"id":"nairobi","cost":10}]});
+    let put = operator(
+        soko,
+        "product_put",
+        json!({"merchant": npub, "product": mango}),
+    )
+    .await;
+    assert!(put.ok, "{put:?}");
+}
+
+fn order(id: &str, quantity: i64) -> String {
+    json!({"id": id, "type": 0, "name": "Amina", "address": "Moi Avenue 12",
+           "message": "Leave it at the gate",
+           "contact": {"nostr": "npub1x", "phone": "+254722000333"},
+           "items": [{"product_id": "mango", "quantity": quantity}],
+           "shipping_id": "nairobi"})
+    .to_string()
+}
+
+/// A buyer orders and the dev mint settles the invoice; returns the buyer and the code.
+async fn paid_order(soko: &TestSoko, merchant: PublicKey, id: &str) -> (User, String) {
+    let mut buyer = User::connect(&[soko.relay_url()]).await;
+    let request = buyer.ask_nip04(merchant, &order(id, 2)).await.json();
+    assert_eq!(request["type"], 1, "{request}");
+    let paid = buyer.next_dm(REPLY_TIMEOUT).await.expect("paid").json();
+    assert_eq!(paid["paid"], true, "{paid}");
+    let dm = buyer.next_dm(REPLY_TIMEOUT).await.expect("the code DM");
+    let code = dm
+        .content
+        .split_whitespace()
+        .find(|w| w.len() == 8 && w.bytes().all(|b| b.is_ascii_digit()))
+        .expect("8 digits")
+        .to_owned();
+    (buyer, code)
+}
+
+async fn events_of(soko: &TestSoko, merchant: PublicKey, kind: u16) -> Vec<Event> {
+    let reader = User::connect(&[soko.relay_url()]).await;
+    reader
+        .client
+        .fetch_events(
+            Filter::new().author(merchant).kind(Kind::Custom(kind)),
+            Duration::from_secs(3),
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// A loopback LNURL-pay service for "mama" whose invoices are mint quotes of mama's own
+/// wallet at the same mint (as in tests/checkout.rs).
+async fn lnurl_service(
+    mint_url: String,
+    store_dir: &std::path::Path,
+) -> (String, soko::wallet::Wallet) {
+    use axum::extract::{Query, State};
+    use axum::routing::get;
+    let store = soko::store::Store::open(store_dir).unwrap();
+    let wallet = soko::wallet::open(&store, "mama", &mint_url, &[5; 64]).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let pay_request = json!({
+        "callback": format!("{base}/lnurlp/mama/callback"),
+        "minSendable": 1_000, "maxSendable": 100_000_000, "tag": "payRequest",
+        "metadata": "[[\"text/plain\",\"Mama Duka payouts\"]]",
+    });
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/lnurlp/mama",
+            get(move || {
+                let body = pay_request.clone();
+                async move { axum::Json(body) }
+            }),
+        )
+        .route(
+            "/lnurlp/mama/callback",
+            get(
+                |State(wallet): State<soko::wallet::Wallet>,
+                 Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                    let msat: u64 = q["amount"].parse().unwrap();
+                    let quote = wallet
+                        .mint_quote(
+                            cdk::nuts::PaymentMethod::BOLT11,
+                            Some((msat / 1000).into()),
+                            None,
+                            None,
+                        )
+                        .await
+                        .unwrap();
+                    axum::Json(json!({"pr": quote.request, "routes": []}))
+                },
+            ),
+        )
+        .with_state(wallet.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("{base}/.well-known/lnurlp/mama"), wallet)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merchant_runs_its_shop_from_a_feature_phone() {
+    let bridge_keys = Keys::generate();
+    let mut soko = soko_with_bridge(&bridge_keys, |_| {}).await;
+    let mut bridge = Bridge::connect(bridge_keys, &soko).await;
+    let (merchant, npub) = add_merchant(&soko, PHONE).await;
+
+    // Pending until onboarding: no listings, no profile yet.
+    let stall = json!({"id":"duka","name":"Mama Duka","currency":"sat"});
+    let refused = operator(
+        &soko,
+        "stall_put",
+        json!({"merchant": npub, "stall": stall}),
+    )
+    .await;
+    let error = refused.error.expect("refused");
+    assert!(error.message.contains("pending"), "{}", error.message);
+    assert!(events_of(&soko, merchant, 0).await.is_empty());
+
+    onboard(&mut bridge, "AT-1", "4821").await;
+    let profile = events_of(&soko, merchant, 0).await;
+    let profile = profile.first().expect("profile published on activation");
+    assert!(profile.content.contains("Mama Duka"));
+    put_listings(&soko, &npub).await;
+
+    // A buyer orders and pays; the bridge is asked to text the merchant.
+    let (mut buyer, code) = paid_order(&soko, merchant, "o-1").await;
+    let notice = bridge.notice().await;
+    assert_eq!(notice["notice"], "sms", "{notice}");
+    assert_eq!(notice["args"]["phone"], PHONE);
+    let sms = notice["args"]["text"].as_str().unwrap();
+    assert!(
+        sms.contains("order #1") && sms.contains("1120 sat"),
+        "{sms}"
+    );
+    assert!(sms.chars().count() <= 160);
+    assert!(
+        !sms.contains("Amina") && !sms.contains("Moi"),
+        "no buyer data: {sms}"
+    );
+
+    // Menu 1: the paid order, then its detail with the buyer's shipping details.
+    let s = "4821*4821*1";
+    let list = bridge.hop("AT-1", PHONE, &format!("{s}*1")).await;
+    assert_eq!(
+        list.screen,
+        "Paid orders, newest first:\n#1 PAID 1120 sat\nReply with an order no.\n00 Back"
+    );
+    let detail = bridge.hop("AT-1", PHONE, &format!("{s}*1*1")).await;
+    assert_eq!(
+        detail.screen,
+        "Order #1: PAID 1120 sat\n2 x Mango\nTo: Amina\nAddress: Moi Avenue 12\nPhone: +254722000333\nNote: Leave it at the gate\nZone: nairobi\n9 Confirm delivery\n00 Back"
+    );
+    bridge.hop("AT-1", PHONE, &format!("{s}*1*1*00")).await;
+    let main = bridge.hop("AT-1", PHONE, &format!("{s}*1*1*00*00")).await;
+    assert!(
+        main.screen.starts_with("Mama Duka\n1 Orders"),
+        "{}",
+        main.screen
+    );
+
+    // Menu 2: a wrong code, then the buyer's code releases the escrow.
+    let s = format!("{s}*1*1*00*00*2");
+    let ask = bridge.hop("AT-1", PHONE, &s).await;
+    assert_eq!(
+        ask.screen,
+        "Confirm delivery: enter the order no.:\n00 Back"
+    );
+    let s = format!("{s}*1");
+    bridge.hop("AT-1", PHONE, &s).await;
+    let wrong = bridge.hop("AT-1", PHONE, &format!("{s}*00000000")).await;
+    assert_eq!(
+        wrong.screen,
+        "Wrong code for order #1; 4 tries left\nOrder #1: 1120 sat.\nEnter the buyer's 8-digit code:\n00 Back"
+    );
+    let escrow = soko.daemon().escrow().clone();
+    assert_eq!(
+        escrow.order(&merchant, 1).unwrap().unwrap().state,
+        EscrowState::Paid
+    );
+    let done = bridge
+        .hop("AT-1", PHONE, &format!("{s}*00000000*{code}"))
+        .await;
+    assert!(done.end);
+    assert_eq!(
+        done.screen,
+        "Order #1 delivered: 1120 sat released to you. Balance: 1120 sat."
+    );
+    assert_eq!(
+        escrow.order(&merchant, 1).unwrap().unwrap().state,
+        EscrowState::PaidOut
+    );
+    assert_eq!(escrow.balance(&merchant).unwrap(), Sats(1120));
+    let told = buyer
+        .next_dm(REPLY_TIMEOUT)
+        .await
+        .expect("buyer told")
+        .json();
+    assert_eq!(told["shipped"], true, "{told}");
+
+    // Menu 5, in a new session: withdraw to a Lightning address typed in, confirmed.
+    let mama_dir = tempfile::tempdir().unwrap();
+    let (lnurlp, mama_wallet) =
+        lnurl_service(soko.daemon().mint_url().to_owned(), mama_dir.path()).await;
+    let lnurl = lnurl::lnurl::LnUrl::from_url(lnurlp).encode();
+    let login = bridge.hop("AT-2", PHONE, "").await;
+    assert_eq!(login.screen, "soko: Mama Duka\nEnter your PIN:");
+    bridge.hop("AT-2", PHONE, "4821").await;
+    let balance = bridge.hop("AT-2", PHONE, "4821*5").await;
+    assert_eq!(
+        balance.screen,
+        "Balance: 1120 sat\n2 Withdraw to another address\n00 Back"
+    );
+    let to = bridge.hop("AT-2", PHONE, "4821*5*2").await;
+    assert_eq!(
+        to.screen,
+        "Type the Lightning address (name@domain):\n00 Back"
+    );
+    let confirm = bridge
+        .hop("AT-2", PHONE, &format!("4821*5*2*{lnurl}"))
+        .await;
+    assert!(
+        confirm.screen.starts_with("Withdraw 1120 sat to lnurl1")
+            && confirm.screen.ends_with("1 Yes, send\n2 No"),
+        "{}",
+        confirm.screen
+    );
+    let sent = bridge
+        .hop("AT-2", PHONE, &format!("4821*5*2*{lnurl}*1"))
+        .await;
+    assert!(sent.end);
+    // The mint's 1% fee reserve (11) is kept back from the invoice.
+    assert_eq!(sent.screen, "Sent 1109 sat (fee 0 sat). Balance: 11 sat.");
+    let quotes = mama_wallet.check_all_mint_quotes().await.unwrap();
+    let quote = quotes
+        .into_iter()
+        .find(|q| q.state == cdk::nuts::MintQuoteState::Paid)
+        .expect("mama's invoice paid");
+    mama_wallet
+        .mint(&quote.id, cdk::amount::SplitTarget::default(), None)
+        .await
+        .unwrap();
+    assert_eq!(u64::from(mama_wallet.total_balance().await.unwrap()), 1109);
+    let (held, owed) = escrow.books().unwrap();
+    let wallet = Sats::from(soko.daemon().wallet().total_balance().await.unwrap());
+    assert_eq!((held, owed, wallet), (Sats::ZERO, Sats(11), Sats(11)));
+    let mint = soko.daemon().dev_mint().unwrap().mint().clone();
+    assert_eq!(
+        outstanding_at(&mint).await,
+        11 + 1109,
+        "the mint's outstanding ecash is soko's 11 and mama's 1109"
+    );
+
+    // Menu 3: a new price is republished; hiding withdraws the product from sale.
+    bridge.hop("AT-3", PHONE, "").await;
+    bridge.hop("AT-3", PHONE, "4821").await;
+    let products = bridge.hop("AT-3", PHONE, "4821*3").await;
+    assert_eq!(
+        products.screen,
+        "Products:\n1 Mango 500 sat x1\nReply with a product no.\n00 Back"
+    );
+    bridge.hop("AT-3", PHONE, "4821*3*1").await;
+    bridge.hop("AT-3", PHONE, "4821*3*1*1").await;
+    let priced = bridge.hop("AT-3", PHONE, "4821*3*1*1*450").await;
+    assert!(
+        priced
+            .screen
+            .starts_with("Saved and published.\nMango\nPrice: 450 sat"),
+        "{}",
+        priced.screen
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let listed = events_of(&soko, merchant, 30018).await;
+    let product: Value = serde_json::from_str(&listed.first().unwrap().content).unwrap();
+    assert_eq!(product["price"], 450.0);
+    let hidden = bridge.hop("AT-3", PHONE, "4821*3*1*1*450*3").await;
+    assert!(
+        hidden.screen.starts_with("Hidden from buyers.\nMango"),
+        "{}",
+        hidden.screen
+    );
+    let deletions = events_of(&soko, merchant, 5).await;
+    let coordinate = format!("30018:{}:mango", merchant.to_hex());
+    assert!(
+        deletions.iter().any(|e| e
+            .tags
+            .iter()
+            .any(|t| t.as_slice() == ["a", coordinate.as_str()])),
+        "a NIP-09 deletion of the product"
+    );
+    let refused = buyer.ask_nip04(merchant, &order("o-2", 1)).await.json();
+    assert!(
+        refused["message"].as_str().unwrap().contains("mango"),
+        "a hidden product cannot be ordered: {refused}"
+    );
+    let shown_again = bridge.hop("AT-3", PHONE, "4821*3*1*1*450*3*3").await;
+    assert!(shown_again.screen.starts_with("Back on sale."));
+
+    // Menu 4: the (empty) approvals store.
+    bridge.hop("AT-4", PHONE, "").await;
+    bridge.hop("AT-4", PHONE, "4821").await;
+    let approvals = bridge.hop("AT-4", PHONE, "4821*4").await;
+    assert_eq!(approvals.screen, "No pending approvals.\n00 Back");
+    soko.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_pins_lock_and_strangers_get_nothing() {
+    let bridge_keys = Keys::generate();
+    let mut soko = soko_with_bridge(&bridge_keys, |_| {}).await;
+    let mut bridge = Bridge::connect(bridge_keys, &soko).await;
+    add_merchant(&soko, PHONE).await;
+    onboard(&mut bridge, "AT-1", "4821").await;
+
+    bridge.hop("AT-2", PHONE, "").await;
+    let first = bridge.hop("AT-2", PHONE, "1111").await;
+    assert_eq!(
+        first.screen,
+        "Wrong PIN. 2 tries left.\nsoko: Mama Duka\nEnter your PIN:"
+    );
+    let second = bridge.hop("AT-2", PHONE, "1111*2222").await;
+    assert!(second.screen.starts_with("Wrong PIN. 1 try left."));
+    let locked = bridge.hop("AT-2", PHONE, "1111*2222*3333").await;
+    assert!(locked.end);
+    assert!(
+        locked.screen.starts_with("Too many wrong PINs.")
+            && locked.screen.contains("UTC (in 15 min)"),
+        "{}",
+        locked.screen
+    );
+    // Locked: a new dial is turned away at once, even before a PIN.
+    let again = bridge.hop("AT-3", PHONE, "").await;
+    assert!(again.end && again.screen.starts_with("Too many wrong PINs."));
+
+    // A number nobody registered.
+    let unknown = bridge.hop("AT-4", "+254799999999", "").await;
+    assert!(unknown.end);
+    assert_eq!(
+        unknown.screen,
+        "This number is not registered. Ask your agent or soko's operator."
+    );
+    // A hop of a session soko never saw.
+    let lost = bridge.hop("AT-5", PHONE, "1*2").await;
+    assert!(lost.end);
+    assert_eq!(lost.screen, "Your session expired. Please dial again.");
+
+    // Anyone but a configured bridge is refused.
+    let mut stranger = User::connect(&[soko.relay_url()]).await;
+    let request = json!({"id":"x1","cmd":"ussd_hop","args":{"session":"AT-6","phone":PHONE,
+        "service_code":"*384*7#","text":"","deadline_ms": in_8s()}});
+    let reply = stranger
+        .ask_nip17(soko.bot(), &request.to_string())
+        .await
+        .json();
+    assert_eq!(reply["error"]["code"], "forbidden", "{reply}");
+    soko.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_retried_and_expired_hops_change_nothing() {
+    let bridge_keys = Keys::generate();
+    let mut soko = soko_with_bridge(&bridge_keys, |c| c.ussd.session_secs = 3).await;
+    let mut bridge = Bridge::connect(bridge_keys, &soko).await;
+    let (merchant, npub) = add_merchant(&soko, PHONE).await;
+    onboard(&mut bridge, "AT-1", "4821").await;
+    put_listings(&soko, &npub).await;
+    let (_buyer, code) = paid_order(&soko, merchant, "o-1").await;
+    let escrow = soko.daemon().escrow().clone();
+
+    for text in ["", "4821", "4821*2", "4821*2*1"] {
+        bridge.hop("AT-2", PHONE, text).await;
+    }
+    let deliver = format!("4821*2*1*{code}");
+
+    // Read after its deadline: soko answers END and does nothing.
+    let id = Bridge::request_id("AT-2", &deliver);
+    let late = bridge
+        .send(&id, "AT-2", PHONE, &deliver, unix_ms() - 1)
+        .await;
+    let late = shown(&late);
+    assert!(late.end);
+    assert_eq!(late.screen, "Sorry, that took too long. Please dial again.");
+    assert_eq!(
+        escrow.order(&merchant, 1).unwrap().unwrap().state,
+        EscrowState::Paid
+    );
+    assert_eq!(escrow.balance(&merchant).unwrap(), Sats::ZERO);
+
+    // The gateway's retry of a hop (same session and text): delivered once, answered alike,
+    // whether soko's request-id replay catches it or, under another id, the session does.
+    let text = format!("4821*2*1*{code}");
+    let id = Bridge::request_id("AT-3", &text);
+    for t in ["", "4821", "4821*2", "4821*2*1"] {
+        bridge.hop("AT-3", PHONE, t).await;
+    }
+    let first = shown(&bridge.send(&id, "AT-3", PHONE, &text, in_8s()).await);
+    let retry = shown(&bridge.send(&id, "AT-3", PHONE, &text, in_8s()).await);
+    let other_id = shown(
+        &bridge
+            .send("another-id", "AT-3", PHONE, &text, in_8s())
+            .await,
+    );
+    assert!(first.end);
+    assert_eq!(
+        first.screen,
+        "Order #1 delivered: 1120 sat released to you. Balance: 1120 sat."
+    );
+    assert_eq!(retry.screen, first.screen);
+    assert_eq!(other_id.screen, first.screen);
+    assert_eq!(
+        escrow.balance(&merchant).unwrap(),
+        Sats(1120),
+        "credited once"
+    );
+    assert_eq!(escrow.books().unwrap(), (Sats::ZERO, Sats(1120)));
+
+    // A session left idle past `session_secs` is gone; its next hop changes nothing.
+    bridge.hop("AT-4", PHONE, "").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let expired = bridge.hop("AT-4", PHONE, "1111").await;
+    assert!(expired.end);
+    assert_eq!(expired.screen, "Your session expired. Please dial again.");
+    // The PIN typed into the dead session was not counted as a wrong try.
+    bridge.hop("AT-5", PHONE, "").await;
+    let wrong = bridge.hop("AT-5", PHONE, "1111").await;
+    assert!(
+        wrong.screen.starts_with("Wrong PIN. 2 tries left."),
+        "{}",
+        wrong.screen
+    );
+    soko.stop().await;
+}
