@@ -64,8 +64,12 @@ async fn post(url: &str, fields: &[(&str, &str)]) -> (StatusCode, String) {
 
 /// One Africa's Talking callback.
 async fn dial(bridge: &BridgeHandle, session: &str, text: &str) -> (StatusCode, String) {
+    dial_url(&bridge.url(), session, text).await
+}
+
+async fn dial_url(url: &str, session: &str, text: &str) -> (StatusCode, String) {
     post(
-        &bridge.url(),
+        url,
         &[
             ("sessionId", session),
             ("serviceCode", SERVICE),
@@ -403,6 +407,34 @@ async fn a_gateway_retry_reuses_the_request_id() {
     assert_eq!(ids[3], request_id("ATUid_retry", "1*2*3"));
     assert_eq!(bridge.pending_hops(), 0);
     bridge.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_the_hops_in_flight_finish() {
+    let soko = TestSoko::start().await;
+    let mut peer = counterpart(
+        &soko.relay_url(),
+        Duration::from_millis(1500),
+        Box::new(|_| Some(Ok(screen("Still here", false)))),
+    )
+    .await;
+    let bridge = start_bridge(
+        &soko.relay_url(),
+        peer.keys.public_key(),
+        DEFAULT_BUDGET,
+        None,
+    )
+    .await;
+    let url = bridge.url();
+    let in_flight = {
+        let url = url.clone();
+        tokio::spawn(async move { dial_url(&url, "ATUid_bye", "").await })
+    };
+    peer.seen.recv().await.unwrap();
+    bridge.shutdown().await.unwrap();
+    assert_eq!(in_flight.await.unwrap().1, "CON Still here");
+    // Stopped: no more callbacks are taken.
+    assert!(reqwest::Client::new().post(&url).send().await.is_err());
 }
 
 /// One call the loopback SMS API received.

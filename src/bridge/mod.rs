@@ -26,8 +26,7 @@ use tokio::task::JoinHandle;
 
 pub use self::gateway::{fit, AfricasTalking, BadHop, Gateway, Hop};
 use self::link::{short, Link};
-pub use self::pending::Reply;
-use self::pending::{Pending, Waiter};
+use self::pending::{Pending, Reply, Waiter};
 use self::sms::SmsSender;
 pub use self::sms::{mask_phone, SmsConfig, AFRICAS_TALKING_SMS_URL};
 use crate::proto::ussd::UssdScreen;
@@ -139,12 +138,15 @@ impl Bridge {
                 source,
             })?;
         let pending = Pending::default();
-        let (stop, stopped) = watch::channel(false);
+        // Two stops: the HTTP side first, so hops in flight can still get their replies, then
+        // the Nostr side.
+        let (stop_http, mut http_stopped) = watch::channel(false);
+        let (stop_link, link_stopped) = watch::channel(false);
 
         let listening = tokio::spawn(link.clone().listen(
             pending.clone(),
             SmsSender::new(config.sms.clone()),
-            stopped.clone(),
+            link_stopped,
         ));
         let shared = Arc::new(Shared {
             gateway: config.gateway.clone(),
@@ -156,12 +158,11 @@ impl Bridge {
             .route(HOP_PATH, post(hop))
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(shared);
-        let mut until_stopped = stopped;
         let serving = tokio::spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move {
                     // An error means the handle is gone: stop too.
-                    let _ = until_stopped.wait_for(|stop| *stop).await;
+                    let _ = http_stopped.wait_for(|stop| *stop).await;
                 })
                 .await
         });
@@ -176,7 +177,8 @@ impl Bridge {
             addr,
             public_key: config.keys.public_key(),
             pending,
-            stop,
+            stop_http,
+            stop_link,
             serving,
             listening,
         })
@@ -189,7 +191,8 @@ pub struct BridgeHandle {
     addr: SocketAddr,
     public_key: PublicKey,
     pending: Pending,
-    stop: watch::Sender<bool>,
+    stop_http: watch::Sender<bool>,
+    stop_link: watch::Sender<bool>,
     serving: JoinHandle<std::io::Result<()>>,
     listening: JoinHandle<()>,
 }
@@ -218,8 +221,9 @@ impl BridgeHandle {
     /// Stops taking callbacks, lets the hops in flight finish (each within the budget),
     /// then disconnects from the relays.
     pub async fn shutdown(self) -> Result<(), BridgeError> {
-        let _ = self.stop.send(true);
+        let _ = self.stop_http.send(true);
         let served = self.serving.await;
+        let _ = self.stop_link.send(true);
         let _ = self.listening.await;
         match served {
             Ok(Ok(())) => Ok(()),
