@@ -74,17 +74,16 @@ impl Link {
             .kind(Kind::GiftWrap)
             .pubkey(keys.public_key())
             .limit(0);
-        let output = client
-            .subscribe(filter, None)
-            .await
-            .map_err(|e| BridgeError::Relay {
-                url: relays.join(" "),
-                reason: e.to_string(),
-            })?;
-        if output.success.is_empty() {
+        let failure = match client.subscribe(filter, None).await {
+            Ok(output) if !output.success.is_empty() => None,
+            Ok(_) => Some("no relay took the subscription".to_owned()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(reason) = failure {
+            client.shutdown().await;
             return Err(BridgeError::Relay {
                 url: relays.join(" "),
-                reason: "no relay took the subscription".to_owned(),
+                reason,
             });
         }
         Ok(Self { client, keys, soko })

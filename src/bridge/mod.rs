@@ -69,6 +69,9 @@ pub enum BridgeError {
         /// The error.
         source: std::io::Error,
     },
+    /// The SMS API client could not be set up.
+    #[error("SMS client: {0}")]
+    Sms(String),
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Server(String),
@@ -124,7 +127,9 @@ pub struct Bridge;
 impl Bridge {
     /// Connects to soko's relays and starts serving gateway callbacks.
     pub async fn start(config: BridgeConfig) -> Result<BridgeHandle, BridgeError> {
-        let link = Link::connect(config.keys.clone(), config.soko, &config.relays).await?;
+        let sms =
+            SmsSender::new(config.sms.clone()).map_err(|e| BridgeError::Sms(e.to_string()))?;
+        // Bound first: a taken port must not leave a relay connection behind.
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| BridgeError::Listen {
@@ -137,17 +142,14 @@ impl Bridge {
                 addr: config.listen,
                 source,
             })?;
+        let link = Link::connect(config.keys.clone(), config.soko, &config.relays).await?;
         let pending = Pending::default();
         // Two stops: the HTTP side first, so hops in flight can still get their replies, then
         // the Nostr side.
         let (stop_http, mut http_stopped) = watch::channel(false);
         let (stop_link, link_stopped) = watch::channel(false);
 
-        let listening = tokio::spawn(link.clone().listen(
-            pending.clone(),
-            SmsSender::new(config.sms.clone()),
-            link_stopped,
-        ));
+        let listening = tokio::spawn(link.clone().listen(pending.clone(), sms, link_stopped));
         let shared = Arc::new(Shared {
             gateway: config.gateway.clone(),
             link,

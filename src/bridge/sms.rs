@@ -64,12 +64,12 @@ pub struct SmsSender {
 
 impl SmsSender {
     /// A sender through `config`, or one that only logs.
-    pub fn new(config: Option<SmsConfig>) -> Self {
+    pub fn new(config: Option<SmsConfig>) -> Result<Self, SmsError> {
         let http = reqwest::Client::builder()
             .timeout(SMS_TIMEOUT)
             .build()
-            .unwrap_or_default();
-        Self { http, config }
+            .map_err(|e| SmsError::Http(e.to_string()))?;
+        Ok(Self { http, config })
     }
 
     /// Logs `sms` (number masked) and sends it when an API is configured.
