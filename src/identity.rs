@@ -15,6 +15,8 @@ pub const BOT_KEY_FILE: &str = "bot.nsec";
 /// File holding the operator's secret key (bech32 `nsec`): the admin identity the
 /// `soko merchant …` commands use to talk to a running soko over Nostr.
 pub const OPERATOR_KEY_FILE: &str = "operator.nsec";
+/// File holding the USSD bridge's secret key (bech32 `nsec`), in the bridge's own data dir.
+pub const BRIDGE_KEY_FILE: &str = "bridge.nsec";
 /// File holding the wallet seed (hex).
 pub const WALLET_SEED_FILE: &str = "wallet.seed";
 /// File holding the dev mint's seed (hex).
@@ -56,6 +58,11 @@ pub fn bot_keys(data_dir: &Path) -> Result<Keys, IdentityError> {
 /// Loads the operator's keys, generating and saving them on first use.
 pub fn operator_keys(data_dir: &Path) -> Result<Keys, IdentityError> {
     nostr_keys(&data_dir.join(OPERATOR_KEY_FILE))
+}
+
+/// Loads the USSD bridge's keys (`soko-ussd`), generating and saving them on first start.
+pub fn bridge_keys(data_dir: &Path) -> Result<Keys, IdentityError> {
+    nostr_keys(&data_dir.join(BRIDGE_KEY_FILE))
 }
 
 fn nostr_keys(path: &Path) -> Result<Keys, IdentityError> {

@@ -2,6 +2,7 @@
 //! ecash for money. See README.md for the architecture and `kinds/` for the protocol.
 
 pub mod bot;
+pub mod bridge;
 pub mod commands;
 pub mod config;
 pub mod daemon;

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde_json::Value;
 use soko::proto::gamma;
 use soko::proto::nip15::{Order, OrderStatus, PaymentRequest};
+use soko::proto::ussd::{Notice, NoticeBody, UssdHopArgs, UssdScreen, SCREEN_LIMIT};
 use soko::proto::{Request, Response};
 
 /// (page, info string, JSON text) for every fenced example under `kinds/`.
@@ -118,12 +119,61 @@ fn every_example_parses_and_round_trips() {
                     other => panic!("{page}: unexpected Gamma rumor {other:?}"),
                 }
             }
+            "ussd-hop" => {
+                let request = Request::parse(json)
+                    .unwrap_or_else(|r| panic!("{page}: hop refused: {r}: {json}"));
+                assert_eq!(request.cmd, "ussd_hop", "{page}: {json}");
+                let args: UssdHopArgs = serde_json::from_value(Value::Object(request.args.clone()))
+                    .unwrap_or_else(|e| panic!("{page}: bad hop args ({e}): {json}"));
+                assert_eq!(
+                    serde_json::to_value(&args).unwrap(),
+                    as_value["args"],
+                    "{page}: hop args round trip"
+                );
+                // The request id rule: sha256(session ‖ "\n" ‖ text), first 32 hex chars.
+                use nostr_sdk::hashes::{sha256, Hash};
+                let digest =
+                    sha256::Hash::hash(format!("{}\n{}", args.session, args.text).as_bytes());
+                assert_eq!(
+                    request.id.as_deref(),
+                    Some(&digest.to_string()[..32]),
+                    "{page}: hop id follows the rule: {json}"
+                );
+            }
+            "ussd-screen" => {
+                let response: Response = serde_json::from_str(json)
+                    .unwrap_or_else(|e| panic!("{page}: not a response ({e}): {json}"));
+                assert!(response.ok, "{page}: {json}");
+                let screen: UssdScreen = serde_json::from_value(response.result.clone().unwrap())
+                    .unwrap_or_else(|e| panic!("{page}: not a screen ({e}): {json}"));
+                assert!(
+                    screen.screen.chars().count() + 4 <= SCREEN_LIMIT,
+                    "{page}: screen fits with its prefix: {json}"
+                );
+                assert_eq!(
+                    serde_json::to_value(&response).unwrap(),
+                    as_value,
+                    "{page}: screen round trip"
+                );
+            }
+            "ussd-notice" => {
+                let notice: Notice = serde_json::from_str(json)
+                    .unwrap_or_else(|e| panic!("{page}: not a notice ({e}): {json}"));
+                assert_eq!(notice.v, 1, "{page}: {json}");
+                let NoticeBody::Sms(sms) = &notice.body;
+                assert!(sms.text.chars().count() <= 160, "{page}: SMS length");
+                assert_eq!(
+                    serde_json::to_value(&notice).unwrap(),
+                    as_value,
+                    "{page}: notice round trip"
+                );
+            }
             other => panic!("{page}: unknown example type `json {other}`"),
         }
         checked += 1;
     }
     assert!(checked >= 8, "the spec has its examples ({checked} found)");
-    for page in ["commands.md", "relay.md", "orders.md", "gamma.md"] {
+    for page in ["commands.md", "relay.md", "orders.md", "gamma.md", "ussd.md"] {
         assert!(
             examples.iter().any(|(p, _, _)| p == page),
             "{page} has examples"

@@ -1,0 +1,158 @@
+//! `soko-ussd`: the USSD bridge. Takes a USSD gateway's HTTP callbacks (Africa's Talking
+//! format) and relays each hop to soko over Nostr; see kinds/ussd.md.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use nostr_sdk::{PublicKey, ToBech32};
+use soko::bridge::{Bridge, BridgeConfig, SmsConfig, AFRICAS_TALKING_SMS_URL};
+use soko::config::LogConfig;
+
+/// The USSD bridge: a gateway's HTTP callbacks in, soko's screens out, over Nostr.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// soko's bot key (npub or hex), as `soko keys show` prints it.
+    #[arg(long, required_unless_present = "print_npub")]
+    soko: Option<String>,
+    /// soko's relay; repeat for several.
+    #[arg(long = "relay", default_value = "ws://127.0.0.1:7447")]
+    relays: Vec<String>,
+    /// Where the gateway's callbacks come in (the path is /ussd).
+    #[arg(long, default_value = soko::bridge::DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Data directory: holds the bridge's key (bridge.nsec, created on first run).
+    #[arg(long, default_value = "soko-ussd-data")]
+    data_dir: PathBuf,
+    /// How long soko gets to answer a hop before the caller is told to dial again (ms).
+    /// Gateways drop a hop after 10 to 20 seconds.
+    #[arg(long, default_value_t = 8000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    budget_ms: u64,
+    /// SMS API endpoint for soko's notices (Africa's Talking's; the sandbox is
+    /// https://api.sandbox.africastalking.com/version1/messaging).
+    #[arg(long, default_value = AFRICAS_TALKING_SMS_URL)]
+    sms_url: String,
+    /// SMS API username; with --sms-api-key-file, notices are sent as SMS (else only logged).
+    #[arg(long, requires = "sms_api_key_file")]
+    sms_username: Option<String>,
+    /// File holding the SMS API key (kept out of the command line, where `ps` shows it).
+    #[arg(long, requires = "sms_username")]
+    sms_api_key_file: Option<PathBuf>,
+    /// Registered sender id or short code for SMS (`from`); the account's default otherwise.
+    #[arg(long)]
+    sms_from: Option<String>,
+    /// Log filter, e.g. `info` or `soko=debug,warn`.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+    /// Log JSON lines.
+    #[arg(long)]
+    log_json: bool,
+    /// Print the bridge's npub (creating its key on first use) and exit.
+    #[arg(long)]
+    print_npub: bool,
+}
+
+/// Exit code for bad usage or configuration, as `soko`'s.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log = LogConfig {
+        level: cli.log_level.clone(),
+        json: cli.log_json,
+    };
+    if let Err(e) = soko::logging::init(&log) {
+        eprintln!("soko-ussd: --log-level: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let config = match configure(&cli) {
+        Ok(Some(config)) => config,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("soko-ussd: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let result = tokio::runtime::Runtime::new()
+        .context("starting the async runtime")
+        .and_then(|runtime| runtime.block_on(run(config)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("soko-ussd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The bridge's config from the command line; `None` when there is nothing to run.
+fn configure(cli: &Cli) -> anyhow::Result<Option<BridgeConfig>> {
+    let keys = soko::identity::bridge_keys(&cli.data_dir)?;
+    if cli.print_npub {
+        println!("{}", keys.public_key().to_bech32()?);
+        return Ok(None);
+    }
+    let soko_key = cli.soko.as_deref().context("--soko is required")?;
+    let soko = PublicKey::parse(soko_key)
+        .with_context(|| format!("--soko {soko_key:?} is not a Nostr public key"))?;
+    let mut config = BridgeConfig::new(keys, soko, cli.relays.clone());
+    config.listen = cli.listen;
+    config.budget = Duration::from_millis(cli.budget_ms);
+    if let (Some(username), Some(key_file)) = (&cli.sms_username, &cli.sms_api_key_file) {
+        config.sms = Some(SmsConfig {
+            url: cli.sms_url.clone(),
+            username: username.clone(),
+            api_key: read_api_key(key_file)?,
+            from: cli.sms_from.clone(),
+        });
+    }
+    Ok(Some(config))
+}
+
+fn read_api_key(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--sms-api-key-file {}", path.display()))?;
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(file = %path.display(), "the SMS API key file is readable by others; chmod 600 it");
+    }
+    let key = text.trim();
+    anyhow::ensure!(!key.is_empty(), "{} is empty", path.display());
+    Ok(key.to_owned())
+}
+
+async fn run(config: BridgeConfig) -> anyhow::Result<()> {
+    let relays = config.relays.join(" ");
+    let sms = config.sms.is_some();
+    let bridge = Bridge::start(config).await?;
+    println!("soko-ussd is running");
+    println!("  bridge    {}", bridge.public_key().to_bech32()?);
+    println!("  callback  {}", bridge.url());
+    println!("  relays    {relays}");
+    if sms {
+        println!("  sms       notices are sent as SMS");
+    } else {
+        println!("  sms       notices are only logged (no --sms-username)");
+    }
+    println!("Add the bridge key to soko's config: [ussd] bridges = [\"<bridge npub>\"].");
+    println!("Ctrl-C to stop.");
+    wait_for_signal().await?;
+    println!("stopping…");
+    bridge.shutdown().await?;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
