@@ -45,7 +45,13 @@ pub struct Config {
 pub struct MarketConfig {
     /// Seconds a buyer has to pay an invoice before the order expires.
     pub payment_window_secs: u64,
+    /// Most stalls and products (of any merchant, deletions included) the catalog keeps;
+    /// past it the oldest by `created_at` are dropped.
+    pub catalog_max_entries: usize,
 }
+
+/// Default bound of the catalog of stalls and products soko has seen.
+pub const DEFAULT_CATALOG_MAX_ENTRIES: usize = 10_000;
 
 /// `[relay]`
 #[derive(Debug, Clone, PartialEq)]
@@ -133,6 +139,7 @@ impl Default for Config {
             rates: Default::default(),
             market: MarketConfig {
                 payment_window_secs: 600,
+                catalog_max_entries: DEFAULT_CATALOG_MAX_ENTRIES,
             },
         }
     }
@@ -296,12 +303,22 @@ impl Config {
         }
         let json = check.field(log, "log", "json", defaults.log.json);
 
-        let market = check.section(&root, "market", &["payment_window_secs"]);
+        let market = check.section(
+            &root,
+            "market",
+            &["payment_window_secs", "catalog_max_entries"],
+        );
         let payment_window_secs = check.positive(
             market,
             "market",
             "payment_window_secs",
             defaults.market.payment_window_secs,
+        );
+        let catalog_max_entries = check.positive(
+            market,
+            "market",
+            "catalog_max_entries",
+            defaults.market.catalog_max_entries,
         );
 
         let mut rates = std::collections::BTreeMap::new();
@@ -339,6 +356,7 @@ impl Config {
                 rates,
                 market: MarketConfig {
                     payment_window_secs,
+                    catalog_max_entries,
                 },
             })
         } else {
@@ -467,6 +485,8 @@ mod tests {
             [log]
             level = "loud=="
             json = "yes"
+            [market]
+            catalog_max_entries = -5
             [rates]
             KES = 70
             usd = 1
@@ -480,6 +500,7 @@ mod tests {
                 "colour",
                 "log.json",
                 "log.level",
+                "market.catalog_max_entries",
                 "mint.url",
                 "rates.EUR",
                 "rates.usd",
@@ -489,6 +510,16 @@ mod tests {
                 "relay.port",
                 "relays.urls[0]",
             ]
+        );
+    }
+
+    #[test]
+    fn the_catalog_bound_is_set_and_checked() {
+        let cfg = Config::parse("[market]\ncatalog_max_entries = 3").map(|c| c.market);
+        assert_eq!(cfg.map(|m| m.catalog_max_entries), Ok(3));
+        assert_eq!(
+            keys("[market]\ncatalog_max_entries = 0"),
+            ["market.catalog_max_entries"]
         );
     }
 

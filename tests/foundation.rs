@@ -259,6 +259,7 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
         merchants,
         publisher,
         escrow,
+        catalog: soko::market::Catalog::open(&store, 10).unwrap(),
     };
     let handler = Handler::new(&store, keyring, outbox, context).unwrap();
 

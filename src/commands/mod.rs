@@ -1,5 +1,6 @@
 //! Command handlers: one file per command, dispatched from one `match` on [`Command`].
 
+mod catalog;
 mod listing;
 mod merchant;
 mod order;
@@ -13,7 +14,7 @@ use serde_json::Value;
 
 use crate::bot::Publisher;
 use crate::escrow::EscrowService;
-use crate::market::{MerchantError, Merchants};
+use crate::market::{Catalog, MerchantError, Merchants};
 use crate::proto::{Command, ErrorCode, Refusal};
 
 /// Why a command did not succeed. Refusals go back to the sender as they are; internal
@@ -51,6 +52,8 @@ pub struct Context {
     pub publisher: Publisher,
     /// Orders and their escrow.
     pub escrow: EscrowService,
+    /// Every merchant's listings seen on the relays.
+    pub catalog: Catalog,
 }
 
 /// Runs one command for `sender`.
@@ -59,7 +62,7 @@ pub async fn execute(
     sender: PublicKey,
     command: Command,
 ) -> Result<Value, CommandError> {
-    let admin_only = !matches!(command, Command::Ping(_));
+    let admin_only = !matches!(command, Command::Ping(_) | Command::Catalog(_));
     if admin_only && !ctx.admins.contains(&sender) {
         return Err(Refusal::new(
             ErrorCode::Forbidden,
@@ -69,6 +72,7 @@ pub async fn execute(
     }
     match command {
         Command::Ping(args) => to_value(ping::run(args)),
+        Command::Catalog(args) => catalog::run(ctx, args),
         Command::MerchantAdd(args) => to_value(merchant::add(ctx, args).await?),
         Command::MerchantList(_) => {
             let merchants: Vec<_> = ctx.merchants.all()?.into_iter().map(|(m, _)| m).collect();
