@@ -74,7 +74,13 @@ pub struct MarketConfig {
     /// Seconds after payment by which the merchant should have delivered; past it the order
     /// may be refunded without the buyer asking.
     pub delivery_window_secs: u64,
+    /// Most stalls and products (of any merchant, deletions included) the catalog keeps;
+    /// past it the oldest by `created_at` are dropped.
+    pub catalog_max_entries: usize,
 }
+
+/// Default bound of the catalog of stalls and products soko has seen.
+pub const DEFAULT_CATALOG_MAX_ENTRIES: usize = 10_000;
 
 /// `[relay]`
 #[derive(Debug, Clone, PartialEq)]
@@ -163,6 +169,7 @@ impl Default for Config {
             market: MarketConfig {
                 payment_window_secs: 600,
                 delivery_window_secs: 14 * 24 * 3600,
+                catalog_max_entries: DEFAULT_CATALOG_MAX_ENTRIES,
             },
             ussd: UssdConfig::default(),
         }
@@ -330,7 +337,11 @@ impl Config {
         let market = check.section(
             &root,
             "market",
-            &["payment_window_secs", "delivery_window_secs"],
+            &[
+                "payment_window_secs",
+                "delivery_window_secs",
+                "catalog_max_entries",
+            ],
         );
         let payment_window_secs = check.positive(
             market,
@@ -368,6 +379,12 @@ impl Config {
             pin_tries: check.positive(ussd, "ussd", "pin_tries", d.pin_tries),
             lockout_secs: check.positive(ussd, "ussd", "lockout_secs", d.lockout_secs),
         };
+        let catalog_max_entries = check.positive(
+            market,
+            "market",
+            "catalog_max_entries",
+            defaults.market.catalog_max_entries,
+        );
 
         let mut rates = std::collections::BTreeMap::new();
         match root.get("rates") {
@@ -405,6 +422,7 @@ impl Config {
                 market: MarketConfig {
                     payment_window_secs,
                     delivery_window_secs,
+                    catalog_max_entries,
                 },
                 ussd,
             })
@@ -534,6 +552,8 @@ mod tests {
             [log]
             level = "loud=="
             json = "yes"
+            [market]
+            catalog_max_entries = -5
             [rates]
             KES = 70
             usd = 1
@@ -550,6 +570,7 @@ mod tests {
                 "colour",
                 "log.json",
                 "log.level",
+                "market.catalog_max_entries",
                 "mint.url",
                 "rates.EUR",
                 "rates.usd",
@@ -577,6 +598,16 @@ mod tests {
             Ok((key, key))
         );
         assert_eq!(ussd.map(|u| (u.session_secs, u.pin_tries)), Ok((60, 3)));
+    }
+
+    #[test]
+    fn the_catalog_bound_is_set_and_checked() {
+        let cfg = Config::parse("[market]\ncatalog_max_entries = 3").map(|c| c.market);
+        assert_eq!(cfg.map(|m| m.catalog_max_entries), Ok(3));
+        assert_eq!(
+            keys("[market]\ncatalog_max_entries = 0"),
+            ["market.catalog_max_entries"]
+        );
     }
 
     #[test]

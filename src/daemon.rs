@@ -9,7 +9,7 @@ use crate::config::{Config, MintConfig};
 use crate::devmint::{DevMint, DevMintError};
 use crate::escrow::{EscrowService, Rules};
 use crate::identity::{self, IdentityError};
-use crate::market::{Merchants, Rates};
+use crate::market::{Catalog, Merchants, Rates};
 use crate::relay::{EmbeddedRelay, Exempt, RelayError};
 use crate::store::{Store, StoreError};
 use crate::vault::{Vault, VaultError};
@@ -63,6 +63,7 @@ pub struct Daemon {
     dev_mint: Option<DevMint>,
     mint_url: String,
     wallet: Wallet,
+    catalog: Catalog,
     bot: Bot,
     store: Store,
 }
@@ -114,6 +115,7 @@ impl Daemon {
         {
             keyring.add(keys);
         }
+        let catalog = Catalog::open(&store, config.market.catalog_max_entries)?;
         let operator = identity::operator_keys(&data_dir)?;
         let services = Services {
             admins: [operator.public_key()].into_iter().collect(),
@@ -126,6 +128,7 @@ impl Daemon {
                 delivery_window_secs: config.market.delivery_window_secs,
             },
             ussd: config.ussd.clone(),
+            catalog: catalog.clone(),
         };
         let bot = Bot::start(&store, keyring, &relays, services).await?;
         let daemon = Self {
@@ -134,6 +137,7 @@ impl Daemon {
             dev_mint,
             mint_url,
             wallet,
+            catalog,
             bot,
             store,
         };
@@ -181,6 +185,11 @@ impl Daemon {
     /// The wallet holding escrowed funds and merchants' balances.
     pub fn wallet(&self) -> &Wallet {
         &self.wallet
+    }
+
+    /// The catalog of every merchant's listings seen on the relays.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
     /// The escrow service.

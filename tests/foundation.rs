@@ -269,6 +269,7 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
         publisher,
         escrow,
         ussd,
+        catalog: soko::market::Catalog::open(&store, 10).unwrap(),
     };
     let handler = Handler::new(&store, keyring, outbox, context).unwrap();
 

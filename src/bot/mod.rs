@@ -24,7 +24,8 @@ pub use self::outbox::Outbox;
 pub use self::publisher::{wrap_tagged, Note, PublishError, Publisher};
 use crate::commands;
 use crate::escrow::{EscrowService, Rules};
-use crate::market::Merchants;
+use crate::market::catalog::Ingested;
+use crate::market::{Catalog, Merchants};
 use crate::store::{Store, StoreError};
 use crate::util::unix_now;
 use crate::vault::Vault;
@@ -61,6 +62,8 @@ pub struct Services {
     pub rules: Rules,
     /// USSD menus: trusted bridges, sessions, PIN rules.
     pub ussd: crate::config::UssdConfig,
+    /// The index of every merchant's listings, fed with what the relays send.
+    pub catalog: Catalog,
 }
 
 /// Failures starting the bot.
@@ -128,6 +131,7 @@ impl Bot {
             publisher,
             escrow: escrow.clone(),
             ussd,
+            catalog: services.catalog.clone(),
         };
         let handler = Handler::new(store, keyring.clone(), outbox.clone(), context)?;
         let released = handler.recover()?;
@@ -153,6 +157,7 @@ impl Bot {
         let event_loop = tokio::spawn(run(
             client.clone(),
             handler,
+            services.catalog,
             keyring,
             since,
             stopped.clone(),
@@ -239,6 +244,14 @@ fn subscriptions(identities: &[PublicKey], since: u64) -> Vec<(SubscriptionId, F
             SubscriptionId::new("soko-listings"),
             Filter::new().kinds(LISTING_KINDS),
         ),
+        // Deletions of listings for the catalog. Bounded by the checkpoint: those applied
+        // before it are remembered in the catalog as tombstones.
+        (
+            SubscriptionId::new("soko-deletions"),
+            Filter::new()
+                .kind(Kind::EventDeletion)
+                .since(Timestamp::from(since)),
+        ),
     ]
 }
 
@@ -254,6 +267,7 @@ async fn subscribe(client: &Client, filters: &[(SubscriptionId, Filter)]) -> Res
 async fn run(
     client: Client,
     handler: Handler,
+    catalog: Catalog,
     keyring: Keyring,
     since: u64,
     mut stopped: watch::Receiver<bool>,
@@ -277,10 +291,10 @@ async fn run(
         };
         match notification {
             Ok(RelayPoolNotification::Event { event, .. }) => {
-                if LISTING_KINDS.contains(&event.kind) {
-                    // The market index arrives with NIP-15 commerce; until then listings are
-                    // only observed.
-                    tracing::trace!(event_id = %event.id, kind = %event.kind, "listing observed");
+                if LISTING_KINDS.contains(&event.kind) || event.kind == Kind::EventDeletion {
+                    // In order, in the loop: a few sled reads and writes, and a deletion must
+                    // not overtake the listing it deletes.
+                    index(&catalog, &event);
                     continue;
                 }
                 let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -311,6 +325,17 @@ async fn run(
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// Offers a listing or deletion to the catalog; what it does not keep is only logged.
+fn index(catalog: &Catalog, event: &Event) {
+    match catalog.ingest(event) {
+        Ok(Ingested::Invalid(why)) => {
+            tracing::debug!(event_id = %event.id, kind = %event.kind, reason = %why, "listing not indexed");
+        }
+        Ok(outcome) => tracing::trace!(event_id = %event.id, ?outcome, "catalog"),
+        Err(e) => tracing::warn!(event_id = %event.id, error = %e, "catalog write failed"),
+    }
 }
 
 async fn retry_outbox(outbox: Outbox, mut stopped: watch::Receiver<bool>) {

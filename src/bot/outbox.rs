@@ -58,7 +58,19 @@ impl Outbox {
     }
 
     /// Sends a queued event; it leaves the outbox once any relay accepted it.
+    ///
+    /// sled first makes everything written so far durable: sled buffers writes for up to
+    /// half a second, and an event must not leave the process before the state it reports
+    /// (an order, a delivery code's MAC, a credited balance) and its own outbox entry are on
+    /// disk. A crash right after sending would otherwise roll that state back, and a buyer
+    /// could hold a code soko no longer knows.
     pub async fn deliver(&self, event: &Event) -> Result<(), StoreError> {
+        let tree = self.pending.raw().clone();
+        // Blocking flush on a blocking thread (sled 0.34's `flush_async` can deadlock when
+        // flushes overlap, sled issue #1308); one flush covers every tree of the database.
+        tokio::task::spawn_blocking(move || tree.flush())
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
         match self.client.send_event(event).await {
             Ok(output) if !output.success.is_empty() => {
                 self.pending.remove(event.id.as_bytes())?;

@@ -1,5 +1,6 @@
 //! Command handlers: one file per command, dispatched from one `match` on [`Command`].
 
+mod catalog;
 mod listing;
 mod merchant;
 mod order;
@@ -14,7 +15,7 @@ use serde_json::Value;
 
 use crate::bot::Publisher;
 use crate::escrow::EscrowService;
-use crate::market::{MerchantError, Merchants};
+use crate::market::{Catalog, MerchantError, Merchants};
 use crate::proto::{Command, ErrorCode, Refusal};
 use crate::ussd::UssdService;
 
@@ -55,6 +56,8 @@ pub struct Context {
     pub escrow: EscrowService,
     /// USSD menus (`ussd_hop`, from configured bridges only).
     pub ussd: UssdService,
+    /// Every merchant's listings seen on the relays.
+    pub catalog: Catalog,
 }
 
 /// Runs one command for `sender`.
@@ -63,11 +66,11 @@ pub async fn execute(
     sender: PublicKey,
     command: Command,
 ) -> Result<Value, CommandError> {
-    // Bridges are checked by the USSD handler, buyers own their orders: the rest is the
-    // operator's.
+    // Bridges are checked by the USSD handler, buyers own their orders, the catalog is
+    // public: the rest is the operator's.
     let admin_only = !matches!(
         command,
-        Command::Ping(_) | Command::OrderCancel(_) | Command::UssdHop(_)
+        Command::Ping(_) | Command::Catalog(_) | Command::OrderCancel(_) | Command::UssdHop(_)
     );
     if admin_only && !ctx.admins.contains(&sender) {
         return Err(Refusal::new(
@@ -78,6 +81,7 @@ pub async fn execute(
     }
     match command {
         Command::Ping(args) => to_value(ping::run(args)),
+        Command::Catalog(args) => catalog::run(ctx, args),
         Command::MerchantAdd(args) => to_value(merchant::add(ctx, args).await?),
         Command::MerchantList(_) => {
             let merchants: Vec<_> = ctx.merchants.all()?.into_iter().map(|(m, _)| m).collect();

@@ -542,15 +542,19 @@ fn check_id(what: &str, id: &str) -> Result<(), MerchantError> {
     Ok(())
 }
 
+/// `sat` or a three-letter code.
+pub(crate) fn known_currency(currency: &str) -> bool {
+    currency.eq_ignore_ascii_case("sat")
+        || (currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_alphabetic()))
+}
+
 fn check_stall(stall: &Stall) -> Result<(), MerchantError> {
     check_id("stall", &stall.id)?;
     if stall.name.trim().is_empty() {
         return Err(MerchantError::Invalid("a stall needs a name".to_owned()));
     }
     let currency = &stall.currency;
-    let known = currency.eq_ignore_ascii_case("sat")
-        || (currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_alphabetic()));
-    if !known {
+    if !known_currency(currency) {
         return Err(MerchantError::Invalid(format!(
             "currency {currency:?} is neither \"sat\" nor a three-letter code"
         )));

@@ -1,8 +1,11 @@
-//! NIP-15 commerce: managed merchants, their listings, and order validation and pricing.
+//! NIP-15 commerce: managed merchants, their listings, order validation and pricing, and a
+//! catalog of every merchant's listings seen on the relays.
 
+pub mod catalog;
 pub mod merchants;
 pub mod pricing;
 pub mod proposals;
 
+pub use self::catalog::Catalog;
 pub use self::merchants::{Merchant, MerchantError, MerchantStatus, Merchants};
 pub use self::pricing::{price, OrderRefusal, Priced, Rates};

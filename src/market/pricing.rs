@@ -97,9 +97,8 @@ pub fn price(
     if order.items.is_empty() {
         return Err(OrderRefusal::NoItems);
     }
-    let is_sat =
-        stall.currency.eq_ignore_ascii_case("sat") || stall.currency.eq_ignore_ascii_case("sats");
-    let decimals = if is_sat { 0 } else { 2 };
+    let in_sats = is_sat(&stall.currency);
+    let decimals = decimals(&stall.currency);
     let zone = stall
         .shipping
         .iter()
@@ -171,7 +170,7 @@ pub fn price(
     let total = items_total
         .checked_add(shipping)
         .ok_or(OrderRefusal::TooLarge)?;
-    let total_sats = if is_sat {
+    let total_sats = if in_sats {
         Sats(total)
     } else {
         let code = stall.currency.to_ascii_uppercase();
@@ -190,9 +189,22 @@ pub fn price(
     })
 }
 
+fn is_sat(currency: &str) -> bool {
+    currency.eq_ignore_ascii_case("sat") || currency.eq_ignore_ascii_case("sats")
+}
+
+/// Decimals of a currency's minor unit: none for sats, cents for fiat.
+pub(crate) fn decimals(currency: &str) -> i32 {
+    if is_sat(currency) {
+        0
+    } else {
+        2
+    }
+}
+
 /// `value` in minor units with `decimals` decimals, if it is a non-negative number with
 /// no more precision than that (within float noise) and small enough to be exact.
-fn to_minor(value: f64, decimals: i32) -> Option<u64> {
+pub(crate) fn to_minor(value: f64, decimals: i32) -> Option<u64> {
     const EXACT_LIMIT: f64 = 9_007_199_254_740_992.0; // 2^53
     let scaled = value * 10f64.powi(decimals);
     if !scaled.is_finite() || !(0.0..EXACT_LIMIT).contains(&scaled) {

@@ -191,6 +191,8 @@ impl Response {
 pub enum Command {
     /// Liveness check: `{"cmd":"ping"}` → `{"pong":true,"time":<unix seconds>}`.
     Ping(PingArgs),
+    /// Anyone: browse the stalls and products soko has seen, from any merchant.
+    Catalog(CatalogArgs),
     /// Admin: create a merchant with a managed identity.
     MerchantAdd(MerchantAddArgs),
     /// Admin: list merchants.
@@ -217,6 +219,7 @@ pub enum Command {
 /// Names accepted in `cmd`, for the unknown-command message.
 pub const COMMAND_NAMES: &[&str] = &[
     "ping",
+    "catalog",
     "merchant_add",
     "merchant_list",
     "stall_put",
@@ -228,6 +231,26 @@ pub const COMMAND_NAMES: &[&str] = &[
     "merchant_payout",
     "ussd_hop",
 ];
+
+/// Most entries of each list one `catalog` answer carries.
+pub const CATALOG_MAX_LIMIT: u32 = 200;
+/// Entries of each list when `limit` is not given.
+pub const CATALOG_DEFAULT_LIMIT: u32 = 50;
+
+/// `catalog` arguments; all optional.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogArgs {
+    /// Only this merchant's listings (npub or hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant: Option<String>,
+    /// Only stalls with this id and products of a stall with this id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall: Option<String>,
+    /// Entries of each list, 1 to [`CATALOG_MAX_LIMIT`]; [`CATALOG_DEFAULT_LIMIT`] if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
 
 /// Arguments naming one order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

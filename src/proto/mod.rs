@@ -1,12 +1,13 @@
 //! soko's public protocol types (serde only, no behaviour). `kinds/` specifies them.
 
+pub mod catalog;
 pub mod command;
 pub mod gamma;
 pub mod nip15;
 pub mod ussd;
 
 pub use self::command::{
-    Command, ErrorBody, ErrorCode, MerchantAddArgs, MerchantPayoutArgs, OrderCancelArgs,
-    OrderDeliverArgs, OrderRefArgs, PingArgs, PingResult, ProductPutArgs, Refusal, Request,
-    Response, StallPutArgs, PROTOCOL_VERSION,
+    CatalogArgs, Command, ErrorBody, ErrorCode, MerchantAddArgs, MerchantPayoutArgs,
+    OrderCancelArgs, OrderDeliverArgs, OrderRefArgs, PingArgs, PingResult, ProductPutArgs,
+    Refusal, Request, Response, StallPutArgs, PROTOCOL_VERSION,
 };

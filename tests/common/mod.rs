@@ -334,3 +334,79 @@ pub async fn external_dev_mint(
         .expect("external dev mint starts");
     (mint, dir)
 }
+
+/// A free loopback port: bound, then released, for a server that must come back on the same
+/// port (an LNURL service down at first, a restarted binary).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The LNURL-pay URL [`lnurl_service_on`] serves on `port`.
+pub fn lnurlp_url_on(port: u16) -> String {
+    format!("http://127.0.0.1:{port}/.well-known/lnurlp/mama")
+}
+
+/// A loopback LNURL-pay service for "mama" on `port` (0 picks one): its invoices are mint
+/// quotes of mama's own wallet (kept in `store_dir`) at `mint_url`, so what soko pays out
+/// shows up as ecash mama can mint. Returns the LNURL-pay URL, mama's wallet and the server
+/// task (abort it to take the service down).
+pub async fn lnurl_service_on(
+    port: u16,
+    mint_url: &str,
+    store_dir: &Path,
+) -> (String, soko::wallet::Wallet, tokio::task::JoinHandle<()>) {
+    use axum::extract::{Query, State};
+    use axum::routing::get;
+    let store = soko::store::Store::open(store_dir).expect("mama's store");
+    let wallet = soko::wallet::open(&store, "mama", mint_url, &[5; 64]).expect("mama's wallet");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("LNURL service listens");
+    let port = listener.local_addr().expect("bound").port();
+    let base = format!("http://127.0.0.1:{port}");
+    let pay_request = serde_json::json!({
+        "callback": format!("{base}/lnurlp/mama/callback"),
+        "minSendable": 1_000, "maxSendable": 100_000_000, "tag": "payRequest",
+        "metadata": "[[\"text/plain\",\"Mama Duka payouts\"]]",
+    });
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/lnurlp/mama",
+            get(move || {
+                let body = pay_request.clone();
+                async move { axum::Json(body) }
+            }),
+        )
+        .route(
+            "/lnurlp/mama/callback",
+            get(
+                |State(wallet): State<soko::wallet::Wallet>,
+                 Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                    let msat: u64 = q
+                        .get("amount")
+                        .and_then(|a| a.parse().ok())
+                        .expect("amount in msat");
+                    let quote = wallet
+                        .mint_quote(
+                            cdk::nuts::PaymentMethod::BOLT11,
+                            Some((msat / 1000).into()),
+                            None,
+                            None,
+                        )
+                        .await
+                        .expect("mama's invoice");
+                    axum::Json(serde_json::json!({"pr": quote.request, "routes": []}))
+                },
+            ),
+        )
+        .with_state(wallet.clone());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .await
+            .expect("LNURL service runs");
+    });
+    (lnurlp_url_on(port), wallet, server)
+}

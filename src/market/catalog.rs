@@ -1,0 +1,849 @@
+//! A bounded index of the NIP-15 stalls and products soko sees on its relays, from any
+//! merchant, for buyers browsing with the `catalog` command. Orders to soko's own merchants
+//! are checked against [`super::Merchants`], never against this index: it only helps people
+//! find things, so it may forget.
+//!
+//! Rules (NIP-01, NIP-09): one entry per kind ‖ author ‖ `d` tag; a newer `created_at`
+//! replaces, an older one is ignored, an equal one keeps the lower event id. A kind-5
+//! deletion by the author (an `a` tag naming the listing, or an `e` tag naming the indexed
+//! event) leaves a tombstone, so that an older copy arriving later from another relay (or
+//! again after a restart) does not bring the listing back. The index is bounded: when it is
+//! full, the entry with the oldest `created_at` (tombstones included) makes room for a newer
+//! one, and an event older than everything kept is not admitted.
+//!
+//! Trees:
+//! - `catalog/entries`: kind (u16 BE) ‖ author (32) ‖ `d` → [`Entry`].
+//! - `catalog/ids`: event id (32) → entry key, for live entries (what `e` deletions name).
+//! - `catalog/age`: created_at (u64 BE) ‖ entry key → empty: oldest first, for eviction and
+//!   newest-first browsing.
+
+use std::cmp::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use nostr_sdk::{Event, EventId, Kind, PublicKey};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use super::merchants::known_currency;
+use super::pricing::{decimals, to_minor};
+use crate::proto::catalog::{
+    CatalogProduct, CatalogResult, CatalogStall, Origin, ProductCard, StallCard, ZoneCost,
+};
+use crate::proto::nip15::{Product, Stall};
+use crate::store::{Store, StoreError, Typed};
+
+const ENTRIES: &str = "catalog/entries";
+const IDS: &str = "catalog/ids";
+const AGE: &str = "catalog/age";
+
+const KIND_STALL: u16 = 30017;
+const KIND_PRODUCT: u16 = 30018;
+/// Longest id (listing, stall, zone) kept, as soko's own listings allow.
+const MAX_ID_BYTES: usize = 64;
+/// Names are cut to this many characters: enough to browse, bounded to keep entries small.
+const MAX_NAME_CHARS: usize = 128;
+/// More zones than this is not a real stall.
+const MAX_ZONES: usize = 32;
+/// Categories kept per product, and their longest length.
+const MAX_CATEGORIES: usize = 16;
+const MAX_CATEGORY_CHARS: usize = 64;
+
+/// One version of a listing, as far as choosing between versions goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version {
+    /// The event's `created_at`.
+    pub created_at: u64,
+    /// The event's id (for a tombstone from an `a` tag: the deletion's).
+    pub id: [u8; 32],
+    /// A deletion tombstone rather than a listing.
+    pub deleted: bool,
+}
+
+/// True when `new` replaces `old` (two versions of one listing).
+pub fn supersedes(new: &Version, old: &Version) -> bool {
+    match new.created_at.cmp(&old.created_at) {
+        Ordering::Greater => true,
+        Ordering::Less => false,
+        // A deletion covers everything up to its own time, ties included (NIP-09); between
+        // two listings the lower id wins (NIP-01).
+        Ordering::Equal => match (old.deleted, new.deleted) {
+            (true, _) => false,
+            (false, true) => true,
+            (false, false) => new.id < old.id,
+        },
+    }
+}
+
+/// What to do with a listing the catalog does not have yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// There is room.
+    Insert,
+    /// Full: the oldest entry goes to make room.
+    EvictOldest,
+    /// Full of newer entries: this one is not kept.
+    Refuse,
+}
+
+/// Admission of a new listing created at `created_at` into a catalog of `len` entries bounded
+/// by `max`, whose oldest entry was created at `oldest`.
+pub fn admit(len: usize, max: usize, oldest: Option<u64>, created_at: u64) -> Admission {
+    if len < max {
+        return Admission::Insert;
+    }
+    match oldest {
+        Some(oldest) if created_at > oldest => Admission::EvictOldest,
+        _ => Admission::Refuse,
+    }
+}
+
+/// What the catalog keeps of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Card {
+    /// A stall.
+    Stall(StallCard),
+    /// A product.
+    Product(ProductCard),
+}
+
+/// One listing (or its tombstone), as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The event's `created_at` (a tombstone's: the time the deletion covers up to).
+    pub created_at: u64,
+    /// The event's id.
+    pub event_id: EventId,
+    /// The listing; `None` once deleted.
+    pub card: Option<Card>,
+}
+
+impl Entry {
+    fn version(&self) -> Version {
+        Version {
+            created_at: self.created_at,
+            id: self.event_id.to_bytes(),
+            deleted: self.card.is_none(),
+        }
+    }
+}
+
+/// What happened to an event offered to the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ingested {
+    /// A listing new to the catalog.
+    Added,
+    /// A newer version of a listing it had.
+    Replaced,
+    /// Not newer than what the catalog has.
+    Stale,
+    /// The catalog is full of newer listings.
+    Full,
+    /// A deletion; this many listings were removed (or marked deleted before they arrived).
+    Deleted(usize),
+    /// Not a stall, product or deletion.
+    NotAListing,
+    /// Unusable, and why (bad signature, content that is not NIP-15, …).
+    Invalid(String),
+}
+
+/// Filters of a catalog query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    /// Only this author's listings.
+    pub merchant: Option<PublicKey>,
+    /// Only stalls with this id and products of stalls with this id.
+    pub stall: Option<String>,
+    /// Entries of each list.
+    pub limit: usize,
+}
+
+/// The catalog; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    entries: Typed<Entry>,
+    ids: sled::Tree,
+    age: sled::Tree,
+    max: usize,
+    /// Entries held; every write happens under this lock, so check-then-write is safe.
+    len: Mutex<usize>,
+}
+
+/// Sled writes of one change, applied in one transaction in this order.
+#[derive(Default)]
+struct Batch {
+    entries: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ids: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    age: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    fn remove(&mut self, key: &[u8], entry: &Entry) {
+        self.entries.push((key.to_vec(), None));
+        if entry.card.is_some() {
+            self.ids.push((entry.event_id.as_bytes().to_vec(), None));
+        }
+        self.age.push((age_key(entry.created_at, key), None));
+    }
+
+    fn put(&mut self, key: &[u8], encoded: Vec<u8>, entry: &Entry) {
+        self.entries.push((key.to_vec(), Some(encoded)));
+        if entry.card.is_some() {
+            self.ids
+                .push((entry.event_id.as_bytes().to_vec(), Some(key.to_vec())));
+        }
+        self.age
+            .push((age_key(entry.created_at, key), Some(Vec::new())));
+    }
+}
+
+impl Catalog {
+    /// Opens the trees, keeping at most `max` entries (trimming if the bound was lowered).
+    pub fn open(store: &Store, max: usize) -> Result<Self, StoreError> {
+        let entries: Typed<Entry> = store.tree(ENTRIES)?;
+        let len = entries.len();
+        let catalog = Self {
+            inner: Arc::new(Inner {
+                entries,
+                ids: store.db().open_tree(IDS)?,
+                age: store.db().open_tree(AGE)?,
+                max,
+                len: Mutex::new(len),
+            }),
+        };
+        let mut len = catalog.lock();
+        while *len > max {
+            if !catalog.evict_oldest()? {
+                break;
+            }
+            *len -= 1;
+        }
+        drop(len);
+        Ok(catalog)
+    }
+
+    /// Entries held, tombstones included.
+    pub fn len(&self) -> usize {
+        *self.lock()
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Offers an event from a relay: a stall, a product or a deletion from any author.
+    pub fn ingest(&self, event: &Event) -> Result<Ingested, StoreError> {
+        let is_listing =
+            event.kind == Kind::Custom(KIND_STALL) || event.kind == Kind::Custom(KIND_PRODUCT);
+        if !is_listing && event.kind != Kind::EventDeletion {
+            return Ok(Ingested::NotAListing);
+        }
+        // The relay pool checks signatures too; checking here keeps forged listings out
+        // whatever the pool does, at the cost of one verification per listing.
+        if event.verify().is_err() {
+            return Ok(Ingested::Invalid("bad id or signature".to_owned()));
+        }
+        if event.kind == Kind::EventDeletion {
+            return self.delete(event);
+        }
+        let (d, card) = match read_listing(event) {
+            Ok(found) => found,
+            Err(why) => return Ok(Ingested::Invalid(why)),
+        };
+        let entry = Entry {
+            created_at: event.created_at.as_secs(),
+            event_id: event.id,
+            card: Some(card),
+        };
+        self.upsert(&entry_key(event.kind.as_u16(), &event.pubkey, &d), entry)
+    }
+
+    /// Listings matching `query`, newest first.
+    pub fn query(&self, query: &Query) -> Result<CatalogResult, StoreError> {
+        let mut result = CatalogResult::default();
+        if query.limit == 0 {
+            return Ok(result);
+        }
+        let mut take = |key: &[u8], entry: Entry| -> Result<bool, StoreError> {
+            collect(&mut result, query, key, entry);
+            Ok(result.stalls.len() >= query.limit && result.products.len() >= query.limit)
+        };
+        match &query.merchant {
+            // One merchant's listings are contiguous in `entries`.
+            Some(merchant) => {
+                let mut found = Vec::new();
+                for kind in [KIND_STALL, KIND_PRODUCT] {
+                    let prefix = entry_key(kind, merchant, "");
+                    for item in self.inner.entries.raw().scan_prefix(&prefix) {
+                        let (key, bytes) = item?;
+                        found.push((key, self.inner.entries.decode(&bytes)?));
+                    }
+                }
+                found.sort_by(|(_, a), (_, b)| {
+                    b.created_at
+                        .cmp(&a.created_at)
+                        .then(a.event_id.cmp(&b.event_id))
+                });
+                for (key, entry) in found {
+                    if take(&key, entry)? {
+                        break;
+                    }
+                }
+            }
+            // Everyone's: walk the age index from the newest and stop once both lists are full.
+            None => {
+                for item in self.inner.age.iter().rev() {
+                    let (age, _) = item?;
+                    let Some(key) = age.get(8..) else { continue };
+                    let Some(entry) = self.inner.entries.get(key)? else {
+                        continue;
+                    };
+                    if take(key, entry)? {
+                        break;
+                    }
+                }
+            }
+        }
+        result.stalls.truncate(query.limit);
+        result.products.truncate(query.limit);
+        Ok(result)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, usize> {
+        // The counter stays right even if a writer panicked: it changes only after a commit.
+        self.inner.len.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies a kind-5 deletion: `a` tags name listings by coordinate, `e` tags by event id;
+    /// only the author's own listings are touched.
+    fn delete(&self, event: &Event) -> Result<Ingested, StoreError> {
+        let mut removed = 0;
+        for coordinate in event.tags.coordinates() {
+            let kind = coordinate.kind.as_u16();
+            if (kind != KIND_STALL && kind != KIND_PRODUCT) || coordinate.public_key != event.pubkey
+            {
+                continue;
+            }
+            let tombstone = Entry {
+                created_at: event.created_at.as_secs(),
+                event_id: event.id,
+                card: None,
+            };
+            let key = entry_key(kind, &event.pubkey, &coordinate.identifier);
+            if matches!(
+                self.upsert(&key, tombstone)?,
+                Ingested::Added | Ingested::Replaced
+            ) {
+                removed += 1;
+            }
+        }
+        for id in event.tags.event_ids() {
+            let Some(key) = self.inner.ids.get(id.as_bytes())? else {
+                continue;
+            };
+            if author_of(&key) != Some(event.pubkey) {
+                continue;
+            }
+            let Some(entry) = self.inner.entries.get(&key)? else {
+                continue;
+            };
+            if entry.event_id != *id || entry.card.is_none() {
+                continue;
+            }
+            let tombstone = Entry {
+                card: None,
+                ..entry
+            };
+            if matches!(self.upsert(&key, tombstone)?, Ingested::Replaced) {
+                removed += 1;
+            }
+        }
+        Ok(Ingested::Deleted(removed))
+    }
+
+    /// Writes `entry` under `key` if it supersedes what is there and the bound lets it in.
+    fn upsert(&self, key: &[u8], entry: Entry) -> Result<Ingested, StoreError> {
+        let mut len = self.lock();
+        let mut batch = Batch::default();
+        let mut grows = false;
+        let outcome = match self.inner.entries.get(key)? {
+            Some(old) => {
+                if !supersedes(&entry.version(), &old.version()) {
+                    return Ok(Ingested::Stale);
+                }
+                batch.remove(key, &old);
+                Ingested::Replaced
+            }
+            None => {
+                let oldest = self.oldest()?;
+                match admit(
+                    *len,
+                    self.inner.max,
+                    oldest.as_ref().map(|(created_at, _, _)| *created_at),
+                    entry.created_at,
+                ) {
+                    Admission::Insert => grows = true,
+                    Admission::EvictOldest => {
+                        if let Some((_, old_key, old)) = &oldest {
+                            batch.remove(old_key, old);
+                        }
+                    }
+                    Admission::Refuse => return Ok(Ingested::Full),
+                }
+                Ingested::Added
+            }
+        };
+        batch.put(key, self.inner.entries.encode(&entry)?, &entry);
+        self.apply(batch)?;
+        if grows {
+            *len += 1;
+        }
+        Ok(outcome)
+    }
+
+    /// The oldest entry: (created_at, key, entry).
+    fn oldest(&self) -> Result<Option<(u64, Vec<u8>, Entry)>, StoreError> {
+        for item in self.inner.age.iter() {
+            let (age, _) = item?;
+            let Some(key) = age.get(8..) else { continue };
+            if let Some(entry) = self.inner.entries.get(key)? {
+                return Ok(Some((entry.created_at, key.to_vec(), entry)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes the oldest entry; false when there is none. The caller holds the lock.
+    fn evict_oldest(&self) -> Result<bool, StoreError> {
+        let Some((_, key, entry)) = self.oldest()? else {
+            return Ok(false);
+        };
+        let mut batch = Batch::default();
+        batch.remove(&key, &entry);
+        self.apply(batch)?;
+        Ok(true)
+    }
+
+    fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        (inner.entries.raw(), &inner.ids, &inner.age)
+            .transaction(|(entries, ids, age)| {
+                for (tree, writes) in [
+                    (entries, &batch.entries),
+                    (ids, &batch.ids),
+                    (age, &batch.age),
+                ] {
+                    for (key, value) in writes {
+                        match value {
+                            Some(value) => tree.insert(key.as_slice(), value.as_slice())?,
+                            None => tree.remove(key.as_slice())?,
+                        };
+                    }
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e: TransactionError<()>| match e {
+                TransactionError::Storage(e) => StoreError::from(e),
+                TransactionError::Abort(()) => StoreError::Codec {
+                    tree: ENTRIES.to_owned(),
+                    reason: "transaction aborted".to_owned(),
+                },
+            })
+    }
+}
+
+/// Adds a live entry matching the query's filters to the result.
+fn collect(result: &mut CatalogResult, query: &Query, key: &[u8], entry: Entry) {
+    let Some(author) = author_of(key) else {
+        return;
+    };
+    if query.merchant.is_some_and(|m| m != author) {
+        return;
+    }
+    let origin = Origin {
+        merchant: author.to_hex(),
+        created_at: entry.created_at,
+        event_id: entry.event_id.to_hex(),
+    };
+    let stall_filter = query.stall.as_deref();
+    match entry.card {
+        Some(Card::Stall(stall))
+            if stall_filter.is_none_or(|s| s == stall.id) && result.stalls.len() < query.limit =>
+        {
+            result.stalls.push(CatalogStall { origin, stall });
+        }
+        Some(Card::Product(product))
+            if stall_filter.is_none_or(|s| s == product.stall_id)
+                && result.products.len() < query.limit =>
+        {
+            result.products.push(CatalogProduct { origin, product });
+        }
+        _ => {}
+    }
+}
+
+/// The `d` tag and the compact card of a stall or product event, or why it is unusable.
+fn read_listing(event: &Event) -> Result<(String, Card), String> {
+    let d = event
+        .tags
+        .identifier()
+        .ok_or_else(|| "no d tag".to_owned())?
+        .to_owned();
+    let (id, card) = if event.kind == Kind::Custom(KIND_STALL) {
+        let stall: Stall =
+            serde_json::from_str(&event.content).map_err(|e| format!("not a NIP-15 stall: {e}"))?;
+        (stall.id.clone(), Card::Stall(stall_card(stall)?))
+    } else {
+        let product: Product = serde_json::from_str(&event.content)
+            .map_err(|e| format!("not a NIP-15 product: {e}"))?;
+        let categories = categories(event.tags.hashtags());
+        (
+            product.id.clone(),
+            Card::Product(product_card(product, categories)?),
+        )
+    };
+    if id != d {
+        return Err(format!("d tag {d:?} differs from the content's id {id:?}"));
+    }
+    Ok((d, card))
+}
+
+fn stall_card(stall: Stall) -> Result<StallCard, String> {
+    check_id("stall", &stall.id)?;
+    check_currency(&stall.currency)?;
+    if stall.shipping.len() > MAX_ZONES {
+        return Err(format!("more than {MAX_ZONES} shipping zones"));
+    }
+    let places = decimals(&stall.currency);
+    let shipping = stall
+        .shipping
+        .into_iter()
+        .map(|zone| {
+            check_id("shipping zone", &zone.id)?;
+            let cost = to_minor(zone.cost, places)
+                .ok_or_else(|| format!("shipping zone {:?} has an invalid cost", zone.id))?;
+            Ok(ZoneCost { id: zone.id, cost })
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(StallCard {
+        name: name(&stall.name)?,
+        id: stall.id,
+        currency: stall.currency,
+        shipping,
+    })
+}
+
+fn product_card(product: Product, categories: Vec<String>) -> Result<ProductCard, String> {
+    check_id("product", &product.id)?;
+    check_id("stall", &product.stall_id)?;
+    check_currency(&product.currency)?;
+    let price = to_minor(product.price, decimals(&product.currency))
+        .ok_or_else(|| "invalid price".to_owned())?;
+    Ok(ProductCard {
+        name: name(&product.name)?,
+        id: product.id,
+        stall_id: product.stall_id,
+        price,
+        currency: product.currency,
+        quantity: product.quantity,
+        categories,
+    })
+}
+
+fn check_id(what: &str, id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_ID_BYTES {
+        return Err(format!("{what} id must be 1 to {MAX_ID_BYTES} bytes"));
+    }
+    Ok(())
+}
+
+fn check_currency(currency: &str) -> Result<(), String> {
+    if known_currency(currency) {
+        Ok(())
+    } else {
+        Err(format!(
+            "currency {currency:?} is neither \"sat\" nor a three-letter code"
+        ))
+    }
+}
+
+fn name(name: &str) -> Result<String, String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("no name".to_owned());
+    }
+    Ok(name.chars().take(MAX_NAME_CHARS).collect())
+}
+
+fn categories<'a>(tags: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut kept: Vec<String> = Vec::new();
+    for tag in tags {
+        let tag = tag.trim();
+        if tag.is_empty()
+            || tag.chars().count() > MAX_CATEGORY_CHARS
+            || kept.iter().any(|k| k == tag)
+        {
+            continue;
+        }
+        kept.push(tag.to_owned());
+        if kept.len() == MAX_CATEGORIES {
+            break;
+        }
+    }
+    kept
+}
+
+fn entry_key(kind: u16, author: &PublicKey, d: &str) -> Vec<u8> {
+    [
+        kind.to_be_bytes().as_slice(),
+        author.as_bytes(),
+        d.as_bytes(),
+    ]
+    .concat()
+}
+
+fn author_of(key: &[u8]) -> Option<PublicKey> {
+    key.get(2..34)
+        .and_then(|bytes| PublicKey::from_slice(bytes).ok())
+}
+
+fn age_key(created_at: u64, key: &[u8]) -> Vec<u8> {
+    [created_at.to_be_bytes().as_slice(), key].concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use nostr_sdk::{EventBuilder, Keys, Tag, Timestamp};
+
+    use super::*;
+
+    fn version(created_at: u64, id: u8, deleted: bool) -> Version {
+        Version {
+            created_at,
+            id: [id; 32],
+            deleted,
+        }
+    }
+
+    #[test]
+    fn newer_replaces_older_is_ignored_ties_keep_the_lower_id() {
+        let old = version(100, 5, false);
+        assert!(supersedes(&version(101, 9, false), &old));
+        assert!(!supersedes(&version(99, 1, false), &old));
+        assert!(supersedes(&version(100, 4, false), &old));
+        assert!(!supersedes(&version(100, 6, false), &old));
+        assert!(
+            !supersedes(&old, &old),
+            "the same event again changes nothing"
+        );
+    }
+
+    #[test]
+    fn a_deletion_covers_its_own_time_and_only_a_newer_listing_comes_back() {
+        let listing = version(100, 5, false);
+        let deleted = version(100, 9, true);
+        assert!(supersedes(&deleted, &listing), "a tie goes to the deletion");
+        assert!(!supersedes(&listing, &deleted));
+        assert!(!supersedes(&version(100, 1, false), &deleted));
+        assert!(!supersedes(&version(50, 1, false), &deleted));
+        assert!(supersedes(&version(101, 9, false), &deleted));
+        assert!(
+            !supersedes(&version(99, 1, true), &listing),
+            "an older deletion misses a newer listing"
+        );
+        assert!(!supersedes(&deleted, &deleted));
+    }
+
+    #[test]
+    fn a_full_catalog_admits_only_what_is_newer_than_its_oldest() {
+        assert_eq!(admit(0, 3, None, 1), Admission::Insert);
+        assert_eq!(admit(2, 3, Some(50), 1), Admission::Insert);
+        assert_eq!(admit(3, 3, Some(50), 51), Admission::EvictOldest);
+        assert_eq!(admit(3, 3, Some(50), 50), Admission::Refuse);
+        assert_eq!(admit(3, 3, Some(50), 10), Admission::Refuse);
+        assert_eq!(admit(0, 0, None, 10), Admission::Refuse);
+    }
+
+    type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+    fn stall(keys: &Keys, id: &str, name: &str, at: u64) -> Res<Event> {
+        let content = serde_json::json!({"id": id, "name": name, "currency": "sat",
+            "shipping": [{"id": "world", "cost": 21}]});
+        Ok(
+            EventBuilder::new(Kind::Custom(KIND_STALL), content.to_string())
+                .tag(Tag::identifier(id))
+                .custom_created_at(Timestamp::from(at))
+                .sign_with_keys(keys)?,
+        )
+    }
+
+    fn product(keys: &Keys, id: &str, stall: &str, at: u64) -> Res<Event> {
+        let content = serde_json::json!({"id": id, "stall_id": stall, "name": id,
+            "currency": "USD", "price": 12.5, "quantity": 4});
+        Ok(
+            EventBuilder::new(Kind::Custom(KIND_PRODUCT), content.to_string())
+                .tag(Tag::identifier(id))
+                .tag(Tag::hashtag("fruit"))
+                .custom_created_at(Timestamp::from(at))
+                .sign_with_keys(keys)?,
+        )
+    }
+
+    fn all() -> Query {
+        Query {
+            merchant: None,
+            stall: None,
+            limit: 50,
+        }
+    }
+
+    #[test]
+    fn listings_replace_delete_and_evict_in_sled() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let catalog = Catalog::open(&store, 3)?;
+        let alice = Keys::generate();
+        let bob = Keys::generate();
+
+        assert_eq!(
+            catalog.ingest(&stall(&alice, "s", "v1", 100)?)?,
+            Ingested::Added
+        );
+        assert_eq!(
+            catalog.ingest(&stall(&alice, "s", "v2", 200)?)?,
+            Ingested::Replaced
+        );
+        assert_eq!(
+            catalog.ingest(&stall(&alice, "s", "v0", 150)?)?,
+            Ingested::Stale
+        );
+        assert_eq!(
+            catalog.ingest(&product(&alice, "p", "s", 120)?)?,
+            Ingested::Added
+        );
+        let found = catalog.query(&all())?;
+        assert_eq!(found.stalls.len(), 1);
+        assert_eq!(found.stalls[0].stall.name, "v2");
+        assert_eq!(found.stalls[0].stall.shipping[0].cost, 21);
+        assert_eq!(found.products[0].product.price, 1250, "cents");
+        assert_eq!(found.products[0].product.categories, ["fruit"]);
+
+        // Someone else's deletion touches nothing; the author's removes by `e` tag.
+        let p_id = EventId::parse(&found.products[0].origin.event_id)?;
+        let forged =
+            EventBuilder::delete(nostr_sdk::nips::nip09::EventDeletionRequest::new().id(p_id))
+                .sign_with_keys(&bob)?;
+        assert_eq!(catalog.ingest(&forged)?, Ingested::Deleted(0));
+        let real =
+            EventBuilder::delete(nostr_sdk::nips::nip09::EventDeletionRequest::new().id(p_id))
+                .sign_with_keys(&alice)?;
+        assert_eq!(catalog.ingest(&real)?, Ingested::Deleted(1));
+        assert!(catalog.query(&all())?.products.is_empty());
+        // The deleted version again (another relay's copy) stays deleted.
+        assert_eq!(
+            catalog.ingest(&product(&alice, "p", "s", 120)?)?,
+            Ingested::Stale
+        );
+        assert_eq!(catalog.len(), 2, "the tombstone counts");
+
+        // Full at 3: a newer listing evicts the oldest (the tombstone at 120), an older one
+        // is not admitted.
+        assert_eq!(
+            catalog.ingest(&stall(&bob, "b1", "B1", 300)?)?,
+            Ingested::Added
+        );
+        assert_eq!(
+            catalog.ingest(&stall(&bob, "b2", "B2", 400)?)?,
+            Ingested::Added
+        );
+        assert_eq!(catalog.len(), 3);
+        assert_eq!(
+            catalog.ingest(&stall(&bob, "b0", "B0", 50)?)?,
+            Ingested::Full
+        );
+        assert_eq!(
+            catalog.ingest(&stall(&bob, "b3", "B3", 500)?)?,
+            Ingested::Added
+        );
+        let names: Vec<String> = catalog
+            .query(&all())?
+            .stalls
+            .into_iter()
+            .map(|s| s.stall.name)
+            .collect();
+        assert_eq!(
+            names,
+            ["B3", "B2", "B1"],
+            "newest first; alice's v2 at 200 evicted"
+        );
+        assert_eq!(catalog.len(), 3);
+
+        // Filters.
+        let bobs = catalog.query(&Query {
+            merchant: Some(bob.public_key()),
+            stall: Some("b2".into()),
+            limit: 50,
+        })?;
+        assert_eq!(bobs.stalls.len(), 1);
+        assert_eq!(bobs.stalls[0].origin.merchant, bob.public_key().to_hex());
+        let one = catalog.query(&Query {
+            merchant: None,
+            stall: None,
+            limit: 1,
+        })?;
+        assert_eq!(one.stalls.len(), 1);
+
+        // Reopened with a lower bound, the oldest go.
+        drop(catalog);
+        let catalog = Catalog::open(&store, 1)?;
+        assert_eq!(catalog.len(), 1);
+        assert_eq!(catalog.query(&all())?.stalls[0].stall.name, "B3");
+        Ok(())
+    }
+
+    #[test]
+    fn unusable_listings_are_explained_not_kept() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let catalog = Catalog::open(&store, 10)?;
+        let keys = Keys::generate();
+        let cases = [
+            ("not json", "s"),
+            (r#"{"id":"s","name":"S"}"#, "s"),
+            (r#"{"id":"s","name":"S","currency":"sat"}"#, "other"),
+            (r#"{"id":"s","name":" ","currency":"sat"}"#, "s"),
+            (r#"{"id":"s","name":"S","currency":"dollars"}"#, "s"),
+            (
+                r#"{"id":"s","name":"S","currency":"sat","shipping":[{"id":"z","cost":-1}]}"#,
+                "s",
+            ),
+        ];
+        for (content, d) in cases {
+            let event = EventBuilder::new(Kind::Custom(KIND_STALL), content)
+                .tag(Tag::identifier(d))
+                .sign_with_keys(&keys)?;
+            assert!(
+                matches!(catalog.ingest(&event)?, Ingested::Invalid(_)),
+                "{content}"
+            );
+        }
+        let no_d = EventBuilder::new(
+            Kind::Custom(KIND_STALL),
+            r#"{"id":"s","name":"S","currency":"sat"}"#,
+        )
+        .sign_with_keys(&keys)?;
+        assert!(matches!(catalog.ingest(&no_d)?, Ingested::Invalid(_)));
+        let mut forged = stall(&keys, "s", "S", 100)?;
+        forged.content = r#"{"id":"s","name":"Forged","currency":"sat"}"#.to_owned();
+        assert!(matches!(catalog.ingest(&forged)?, Ingested::Invalid(_)));
+        assert!(catalog.is_empty());
+        Ok(())
+    }
+}

@@ -1,0 +1,597 @@
+//! Restarting soko in the middle of each escrow state resumes correctly: soko is stopped
+//! between steps and started again on the same data dir (and, in the crash test, the real
+//! binary is killed with SIGKILL). Every test checks conservation: what soko holds for orders
+//! plus what it owes merchants is its escrow wallet's balance, and the mint's outstanding
+//! ecash is that balance plus what left soko (payouts, refunds).
+//!
+//! A payment landing while soko is down is in `checkout.rs`.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use nostr_sdk::prelude::*;
+use serde_json::{json, Value};
+use soko::config::MintConfig;
+use soko::escrow::{EscrowState, OrderRecord};
+use soko::money::Sats;
+use soko::Config;
+
+/// A user whose DMs are read once: copies re-sent after a reconnect are skipped.
+struct Person {
+    user: User,
+    seen: HashSet<EventId>,
+}
+
+impl Person {
+    async fn connect(keys: Keys, relays: &[RelayUrl]) -> Self {
+        Self {
+            user: User::with_keys(keys, relays).await,
+            seen: HashSet::new(),
+        }
+    }
+
+    /// The same keys on a new connection (after a restart), remembering what was read.
+    async fn reconnect(self, relays: &[RelayUrl]) -> Self {
+        self.user.client.shutdown().await;
+        Self {
+            user: User::with_keys(self.user.keys.clone(), relays).await,
+            seen: self.seen,
+        }
+    }
+
+    /// The next DM not read before.
+    async fn next_new(&mut self, timeout: Duration) -> Option<Received> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let dm = self
+                .user
+                .next_dm(deadline - tokio::time::Instant::now())
+                .await?;
+            if self.seen.insert(dm.event_id) {
+                return Some(dm);
+            }
+        }
+    }
+
+    /// The first new DM containing `needle`; other new DMs are passed over.
+    async fn until(&mut self, needle: &str) -> Received {
+        loop {
+            let dm = self
+                .next_new(REPLY_TIMEOUT)
+                .await
+                .unwrap_or_else(|| panic!("a DM containing {needle:?}"));
+            if dm.content.contains(needle) {
+                return dm;
+            }
+        }
+    }
+
+    /// Every new DM within the quiet period.
+    async fn drain(&mut self) -> Vec<Received> {
+        let mut all = Vec::new();
+        while let Some(dm) = self.next_new(QUIET_PERIOD).await {
+            all.push(dm);
+        }
+        all
+    }
+
+    /// Sends a command as NIP-17 and returns the answer to its request id.
+    async fn command(&mut self, bot: PublicKey, request: Value) -> Value {
+        let id = request["id"].as_str().expect("request id").to_owned();
+        self.user.send_nip17(bot, &request.to_string()).await;
+        loop {
+            let reply = self
+                .next_new(REPLY_TIMEOUT)
+                .await
+                .expect("an answer")
+                .json();
+            if reply["re"] == id {
+                return reply;
+            }
+        }
+    }
+}
+
+/// The 8-digit code in a code DM.
+fn code_in(dm: &Received) -> String {
+    dm.content
+        .split_whitespace()
+        .find(|w| w.len() == 8 && w.bytes().all(|b| b.is_ascii_digit()))
+        .expect("8 digits in the code DM")
+        .to_owned()
+}
+
+/// Waits for the paid status and the code DM (a relay may send stored DMs in any order)
+/// and returns the code.
+async fn paid_code(buyer: &mut Person) -> String {
+    let (mut paid, mut code) = (false, None);
+    while !paid || code.is_none() {
+        let dm = buyer
+            .next_new(REPLY_TIMEOUT)
+            .await
+            .expect("the paid status and the code");
+        paid |= dm.content.contains("\"paid\":true");
+        if dm.content.contains("Delivery code") {
+            assert!(code.is_none(), "one code only: {}", dm.content);
+            code = Some(code_in(&dm));
+        }
+    }
+    code.unwrap()
+}
+
+fn order(id: &str, quantity: i64) -> String {
+    json!({"id": id, "type": 0, "name": "Amina", "address": "Moi Avenue 12",
+           "contact": {"nostr": "npub1x"}, "items": [{"product_id": "mango", "quantity": quantity}],
+           "shipping_id": "nairobi"})
+    .to_string()
+}
+
+/// Mama Duka, managed by the soko `config` names: one `sat` stall (zone `nairobi`, 100 sat)
+/// and mangoes (500 sat, 3 in stock, +10 sat shipping each). One mango costs 610 sat.
+async fn shop(config: &Config, lightning_address: Option<String>) -> (PublicKey, String) {
+    let call = |cmd: &'static str, args: Value| async move {
+        let answer = soko::operator::call(config, cmd, args)
+            .await
+            .expect("soko answers");
+        assert!(answer.ok, "{cmd}: {answer:?}");
+        answer.result.unwrap()
+    };
+    let added = call(
+        "merchant_add",
+        json!({"name": "Mama Duka", "lightning_address": lightning_address}),
+    )
+    .await;
+    let npub = added["npub"].as_str().unwrap().to_owned();
+    let stall = json!({"id":"duka","name":"Mama Duka","currency":"sat",
+                       "shipping":[{"id":"nairobi","cost":100}]});
+    call("stall_put", json!({"merchant": npub, "stall": stall})).await;
+    let mango = json!({"id":"mango","stall_id":"duka","name":"Mango","currency":"sat","price":500,
+                       "quantity":3,"shipping":[{"id":"nairobi","cost":10}]});
+    call("product_put", json!({"merchant": npub, "product": mango})).await;
+    (PublicKey::parse(&npub).unwrap(), npub)
+}
+
+fn order_of(soko: &TestSoko, merchant: &PublicKey, number: u64) -> Option<OrderRecord> {
+    soko.daemon().escrow().order(merchant, number).unwrap()
+}
+
+/// held + owed = the escrow wallet's balance, and the mint's outstanding ecash is that
+/// balance plus `outside` (ecash that left soko: refund tokens, payouts minted by mama).
+async fn assert_conserved(soko: &TestSoko, mint: &cdk::Mint, outside: u64) -> (Sats, Sats) {
+    let (held, owed) = soko.daemon().escrow().books().unwrap();
+    let wallet = Sats::from(soko.daemon().wallet().total_balance().await.unwrap());
+    assert_eq!(
+        held.checked_add(owed).unwrap(),
+        wallet,
+        "held {held} + owed {owed} = wallet"
+    );
+    assert_eq!(
+        outstanding_at(mint).await,
+        wallet.0 + outside,
+        "the mint's outstanding ecash is soko's plus what left it"
+    );
+    (held, owed)
+}
+
+fn embedded_mint(soko: &TestSoko) -> std::sync::Arc<cdk::Mint> {
+    soko.daemon().dev_mint().unwrap().mint().clone()
+}
+
+fn deliver(npub: &str, number: u64, code: &str) -> Value {
+    json!({"merchant": npub, "order": number, "code": code})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_expiring_while_soko_is_down_releases_its_stock_on_start() {
+    // Invoices that are never paid in time, and a 2-second payment window.
+    let (mint, _mint_dir) = external_dev_mint(3_600).await;
+    let url = mint.url().to_owned();
+    let mut soko = TestSoko::start_with(|c| {
+        c.mint = MintConfig::External {
+            url,
+            requests_per_minute: 600,
+        };
+        c.market.payment_window_secs = 2;
+    })
+    .await;
+    let (merchant, _) = shop(&soko.config, None).await;
+    let mut buyer = Person::connect(Keys::generate(), &[soko.relay_url()]).await;
+    buyer.user.send_nip17(merchant, &order("all-3", 3)).await;
+    assert_eq!(buyer.until("\"type\":1").await.json()["id"], "all-3");
+    buyer.user.send_nip04(merchant, &order("one-more", 1)).await;
+    assert!(buyer.until("one-more").await.content.contains("only 0"));
+
+    // Down while the window passes.
+    soko.stop().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    soko.restart().await;
+    let mut buyer = buyer.reconnect(&[soko.relay_url()]).await;
+    let expired = buyer.until("expired").await;
+    assert!(expired.nip17, "told in the order's scheme");
+    assert_eq!(expired.json()["id"], "all-3");
+    assert_eq!(
+        order_of(&soko, &merchant, 1).unwrap().state,
+        EscrowState::Expired
+    );
+    // The three mangoes are back: a late order gets them all.
+    buyer.user.send_nip04(merchant, &order("late", 3)).await;
+    let late = buyer.until("late").await.json();
+    assert_eq!(late["type"], 1, "{late}");
+    assert_eq!(
+        assert_conserved(&soko, mint.mint(), 0).await,
+        (Sats::ZERO, Sats::ZERO)
+    );
+    soko.stop().await;
+    mint.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_order_survives_restarts_ignores_replays_and_is_credited_once() {
+    let mut soko = TestSoko::start().await;
+    let (merchant, npub) = shop(&soko.config, None).await;
+    let mut buyer = Person::connect(Keys::generate(), &[soko.relay_url()]).await;
+    let order_dm = buyer.user.send_nip04(merchant, &order("o-1", 1)).await;
+    buyer.until("\"type\":1").await;
+    let code = paid_code(&mut buyer).await;
+
+    // Paid → restart: still paid, the money still held.
+    soko.restart().await;
+    let mint = embedded_mint(&soko);
+    assert_eq!(
+        order_of(&soko, &merchant, 1).unwrap().state,
+        EscrowState::Paid
+    );
+    assert_eq!(
+        assert_conserved(&soko, &mint, 0).await,
+        (Sats(610), Sats::ZERO)
+    );
+
+    // The relay sends the order DM to the restarted bot again (it resubscribes from before
+    // its checkpoint), and the buyer's client sends it once more: handled once, ever.
+    let mut buyer = buyer.reconnect(&[soko.relay_url()]).await;
+    buyer.user.publish(&order_dm).await;
+    let news = buyer.drain().await;
+    assert!(
+        news.is_empty(),
+        "nothing new for a replayed event: {news:?}"
+    );
+    // The same order in a new event is the same order: its status, no new invoice.
+    buyer.user.send_nip17(merchant, &order("o-1", 1)).await;
+    let again = buyer.until("o-1").await.json();
+    assert_eq!(
+        (again["type"].as_u64(), again["paid"].as_bool()),
+        (Some(2), Some(true)),
+        "{again}"
+    );
+    assert!(order_of(&soko, &merchant, 2).is_none(), "one order only");
+    assert_eq!(
+        assert_conserved(&soko, &mint, 0).await,
+        (Sats(610), Sats::ZERO)
+    );
+
+    // Deliver with the code from before the restart, with a request id the operator
+    // will replay.
+    let operator_keys = soko::identity::operator_keys(&soko.data_dir()).unwrap();
+    let mut admin = Person::connect(operator_keys, &[soko.relay_url()]).await;
+    let request =
+        json!({"id": "deliver-1", "cmd": "order_deliver", "args": deliver(&npub, 1, &code)});
+    let delivered = admin.command(soko.bot(), request.clone()).await;
+    assert_eq!(delivered["ok"], true, "{delivered}");
+    assert_eq!(delivered["result"]["released_sat"], 610);
+    assert_eq!(delivered["result"]["balance_sat"], 610);
+    buyer.until("\"shipped\":true").await;
+
+    // Paid out → restart: the replayed request gets the first answer without running
+    // again, and the same delivery in a new request is refused. Nothing is credited twice.
+    soko.restart().await;
+    let mint = embedded_mint(&soko);
+    assert_eq!(
+        order_of(&soko, &merchant, 1).unwrap().state,
+        EscrowState::PaidOut
+    );
+    let mut admin = admin.reconnect(&[soko.relay_url()]).await;
+    let replayed = admin.command(soko.bot(), request).await;
+    assert_eq!(replayed, delivered, "the stored answer");
+    let again = operator(&soko, "order_deliver", deliver(&npub, 1, &code)).await;
+    assert!(
+        again.error.unwrap().message.contains("cannot be delivered"),
+        "a second delivery is refused"
+    );
+    assert_eq!(
+        soko.daemon().escrow().balance(&merchant).unwrap(),
+        Sats(610)
+    );
+    assert_eq!(
+        assert_conserved(&soko, &mint, 0).await,
+        (Sats::ZERO, Sats(610))
+    );
+    let mut buyer = buyer.reconnect(&[soko.relay_url()]).await;
+    let news = buyer.drain().await;
+    assert!(news.is_empty(), "no second completion notice: {news:?}");
+    soko.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_order_stays_locked_across_a_restart_and_is_refunded() {
+    let mut soko = TestSoko::start().await;
+    let (merchant, npub) = shop(&soko.config, None).await;
+    let mut buyer = Person::connect(Keys::generate(), &[soko.relay_url()]).await;
+    buyer.user.send_nip17(merchant, &order("o-l", 1)).await;
+    let code = paid_code(&mut buyer).await;
+    for _ in 0..5 {
+        let wrong = operator(&soko, "order_deliver", deliver(&npub, 1, "11111111")).await;
+        assert!(wrong.error.is_some());
+    }
+    assert_eq!(
+        order_of(&soko, &merchant, 1).unwrap().state,
+        EscrowState::Disputed
+    );
+
+    soko.restart().await;
+    let mint = embedded_mint(&soko);
+    assert_eq!(
+        order_of(&soko, &merchant, 1).unwrap().state,
+        EscrowState::Disputed,
+        "still locked"
+    );
+    let right = operator(&soko, "order_deliver", deliver(&npub, 1, &code)).await;
+    assert!(
+        right.error.is_some(),
+        "the right code no longer releases it"
+    );
+    assert_eq!(
+        assert_conserved(&soko, &mint, 0).await,
+        (Sats(610), Sats::ZERO)
+    );
+
+    let refund = operator(&soko, "order_refund", json!({"merchant": npub, "order": 1})).await;
+    assert_eq!(refund.result.unwrap()["refunded_sat"], 610);
+    let mut buyer = buyer.reconnect(&[soko.relay_url()]).await;
+    let token_dm = buyer.until("Refund for order").await;
+    let token = token_dm.content.lines().last().unwrap().trim().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let store = soko::store::Store::open(dir.path()).unwrap();
+    let wallet = soko::wallet::open(&store, "buyer", soko.daemon().mint_url(), &[4; 64]).unwrap();
+    let received = wallet
+        .receive(&token, cdk::wallet::ReceiveOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(u64::from(received), 610);
+    assert_eq!(
+        order_of(&soko, &merchant, 1).unwrap().state,
+        EscrowState::Refunded
+    );
+    assert_eq!(
+        assert_conserved(&soko, &mint, 610).await,
+        (Sats::ZERO, Sats::ZERO)
+    );
+    soko.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payout_failed_while_the_lnurl_server_was_down_succeeds_after_a_restart() {
+    let mut soko = TestSoko::start().await;
+    let mint_url = soko.daemon().mint_url().to_owned();
+    // Mama's Lightning address points at a port where nothing listens yet.
+    let lnurl_port = free_port();
+    let lnurl = lnurl::lnurl::LnUrl::from_url(lnurlp_url_on(lnurl_port)).encode();
+    let (merchant, npub) = shop(&soko.config, Some(lnurl)).await;
+    let mut buyer = Person::connect(Keys::generate(), &[soko.relay_url()]).await;
+    buyer.user.send_nip04(merchant, &order("p-1", 1)).await;
+    let code = paid_code(&mut buyer).await;
+    let delivered = operator(&soko, "order_deliver", deliver(&npub, 1, &code)).await;
+    let result = delivered.result.expect("released");
+    assert!(result["payout"]["error"].is_string(), "{result}");
+    assert_eq!(result["balance_sat"], 610, "the balance stays in soko");
+    let mint = embedded_mint(&soko);
+    assert_eq!(
+        assert_conserved(&soko, &mint, 0).await,
+        (Sats::ZERO, Sats(610))
+    );
+
+    // Restart with the service up; the next delivery pays the whole balance out.
+    soko.stop().await;
+    let mama_dir = tempfile::tempdir().unwrap();
+    let (_, mama, server) = lnurl_service_on(lnurl_port, &mint_url, mama_dir.path()).await;
+    soko.restart().await;
+    let mint = embedded_mint(&soko);
+    let mut buyer = buyer.reconnect(&[soko.relay_url()]).await;
+    buyer.user.send_nip04(merchant, &order("p-2", 1)).await;
+    let code = paid_code(&mut buyer).await;
+    let delivered = operator(&soko, "order_deliver", deliver(&npub, 2, &code)).await;
+    let result = delivered.result.expect("released");
+    let paid = result["payout"]["paid_sat"].as_u64().expect("paid out");
+    let fee = result["payout"]["fee_sat"].as_u64().unwrap();
+    let left = result["balance_sat"].as_u64().unwrap();
+    // Both orders' 610 sat: what was paid, the fee and what is left add up.
+    assert_eq!(paid + fee + left, 1220, "{result}");
+    assert!(paid > 1200, "all but the fee reserve went out: {result}");
+    assert_eq!(
+        soko.daemon().escrow().balance(&merchant).unwrap(),
+        Sats(left)
+    );
+
+    // Mama mints what her invoice was paid.
+    let quote = mama
+        .check_all_mint_quotes()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|q| q.state == cdk::nuts::MintQuoteState::Paid)
+        .expect("mama's invoice paid");
+    mama.mint(&quote.id, cdk::amount::SplitTarget::default(), None)
+        .await
+        .unwrap();
+    assert_eq!(u64::from(mama.total_balance().await.unwrap()), paid);
+    assert_eq!(
+        assert_conserved(&soko, &mint, paid).await,
+        (Sats::ZERO, Sats(left))
+    );
+    server.abort();
+    soko.stop().await;
+}
+
+/// `soko run` as a child process with its output in files of `dir`.
+struct Binary {
+    config_file: PathBuf,
+    dir: PathBuf,
+    starts: u32,
+    child: Option<Child>,
+}
+
+impl Binary {
+    fn new(dir: &Path, config: &Config, mint_url: &str) -> Self {
+        let toml = format!(
+            "[relay]\nport = {}\n[mint]\nurl = \"{mint_url}\"\n[storage]\ndata_dir = \"{}\"\n[log]\nlevel = \"info,soko=debug\"\n",
+            config.relay.port,
+            config.storage.data_dir.display()
+        );
+        let config_file = dir.join("soko.toml");
+        std::fs::write(&config_file, toml).unwrap();
+        Self {
+            config_file,
+            dir: dir.to_path_buf(),
+            starts: 0,
+            child: None,
+        }
+    }
+
+    fn config(&self) -> Config {
+        Config::load(&self.config_file).unwrap()
+    }
+
+    /// Starts `soko run` and waits until it says it runs.
+    async fn start(&mut self) {
+        self.starts += 1;
+        let out = self.dir.join(format!("run-{}.out", self.starts));
+        let err = self.dir.join(format!("run-{}.err", self.starts));
+        // `SOKO_BIN` runs another build of the binary (e.g. a copy kept for a stress loop
+        // while the shared target dir is rebuilt).
+        let binary =
+            std::env::var("SOKO_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_soko").to_owned());
+        let mut child = Command::new(binary)
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config_file)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if std::fs::read_to_string(&out)
+                .unwrap_or_default()
+                .contains("soko is running")
+            {
+                break;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "soko exited ({status}): {}",
+                    std::fs::read_to_string(&err).unwrap_or_default()
+                );
+            }
+            assert!(tokio::time::Instant::now() < deadline, "soko did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            // The daemon's own account of each run, to tell what it did before the kill.
+            for run in 1..=self.starts {
+                for ext in ["out", "err"] {
+                    let path = self.dir.join(format!("run-{run}.{ext}"));
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    eprintln!("--- {} ---\n{text}", path.display());
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_killed_between_steps_pays_the_merchant_exactly_once() {
+    // The mint lives in the test, so it outlives every kill and its books can be read.
+    // Its invoices settle 3 s after they are issued: the payment lands while soko is dead.
+    let (mint, _mint_dir) = external_dev_mint(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dir.path().join("data"));
+    config.relay.port = free_port();
+    let mut soko = Binary::new(dir.path(), &config, mint.url());
+    let config = soko.config();
+    let relay = RelayUrl::parse(&format!("ws://127.0.0.1:{}", config.relay.port)).unwrap();
+    soko.start().await;
+    let (merchant, npub) = shop(&config, None).await;
+    let mut buyer = Person::connect(Keys::generate(), std::slice::from_ref(&relay)).await;
+    buyer.user.send_nip04(merchant, &order("k-1", 2)).await;
+    let request = buyer.until("\"type\":1").await.json();
+    assert!(
+        request["message"].as_str().unwrap().contains("1120 sat"),
+        "{request}"
+    );
+
+    // Killed while the order awaits payment; the payment lands meanwhile.
+    soko.kill();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    soko.start().await;
+    let mut buyer = buyer.reconnect(std::slice::from_ref(&relay)).await;
+    let code = paid_code(&mut buyer).await;
+
+    // Killed right after the buyer got the code.
+    soko.kill();
+    soko.start().await;
+    let delivered = soko::operator::call(&config, "order_deliver", deliver(&npub, 1, &code))
+        .await
+        .unwrap();
+    assert!(delivered.ok, "{delivered:?}");
+    let result = delivered.result.unwrap();
+    assert_eq!(
+        (&result["released_sat"], &result["balance_sat"]),
+        (&json!(1120), &json!(1120))
+    );
+    let again = soko::operator::call(&config, "order_deliver", deliver(&npub, 1, &code))
+        .await
+        .unwrap();
+    assert!(!again.ok, "the code works once: {again:?}");
+
+    // Killed once more; what is on disk is one paid-out order and a balance of its total.
+    soko.kill();
+    let data = config.storage.data_dir.clone();
+    let store = soko::store::Store::open(&data).unwrap();
+    let orders: soko::store::Typed<OrderRecord> = store.tree("orders").unwrap();
+    let all: Vec<OrderRecord> = orders.iter().map(|e| e.unwrap().1).collect();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].state, EscrowState::PaidOut);
+    let balances: soko::store::Typed<Sats> = store.tree("balances").unwrap();
+    assert_eq!(
+        balances.get(&merchant.to_bytes()).unwrap(),
+        Some(Sats(1120))
+    );
+    let seed = soko::identity::wallet_seed(&data).unwrap();
+    let wallet = soko::wallet::open(&store, "escrow", mint.url(), &seed).unwrap();
+    assert_eq!(u64::from(wallet.total_balance().await.unwrap()), 1120);
+    assert_eq!(outstanding_at(mint.mint()).await, 1120, "minted once");
+    drop(wallet);
+    drop(store);
+    mint.shutdown().await;
+}
