@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use nostr_sdk::RelayUrl;
+use nostr_sdk::{PublicKey, RelayUrl};
 use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
@@ -38,6 +38,9 @@ pub struct Config {
     pub rates: std::collections::BTreeMap<String, u64>,
     /// `[market]`: checkout rules.
     pub market: MarketConfig,
+    /// `[admins] npubs`: keys with the admin role (operator commands, invites), besides the
+    /// operator key in the data dir.
+    pub admins: Vec<PublicKey>,
 }
 
 /// `[market]`
@@ -138,6 +141,7 @@ impl Default for Config {
                 payment_window_secs: 600,
                 delivery_window_secs: 14 * 24 * 3600,
             },
+            admins: Vec::new(),
         }
     }
 }
@@ -201,7 +205,7 @@ impl Config {
             &root,
             "",
             &[
-                "relay", "relays", "mint", "storage", "log", "rates", "market",
+                "relay", "relays", "mint", "storage", "log", "rates", "market", "admins",
             ],
         );
 
@@ -318,6 +322,19 @@ impl Config {
             defaults.market.delivery_window_secs,
         );
 
+        let admins_section = check.section(&root, "admins", &["npubs"]);
+        let npubs: Vec<String> = check.field(admins_section, "admins", "npubs", Vec::new());
+        let mut admins = Vec::new();
+        for (i, npub) in npubs.iter().enumerate() {
+            match PublicKey::parse(npub) {
+                Ok(key) => admins.push(key),
+                Err(_) => check.problem(
+                    &format!("admins.npubs[{i}]"),
+                    format!("{npub:?} is not an npub or hex public key"),
+                ),
+            }
+        }
+
         let mut rates = std::collections::BTreeMap::new();
         match root.get("rates") {
             None => {}
@@ -355,6 +372,7 @@ impl Config {
                     payment_window_secs,
                     delivery_window_secs,
                 },
+                admins,
             })
         } else {
             Err(check.problems)
@@ -486,12 +504,15 @@ mod tests {
             KES = 70
             usd = 1
             EUR = -3
+            [admins]
+            npubs = ["npub1nope"]
         "#;
         let mut found = keys(text);
         found.sort();
         assert_eq!(
             found,
             [
+                "admins.npubs[0]",
                 "colour",
                 "log.json",
                 "log.level",
@@ -505,6 +526,15 @@ mod tests {
                 "relays.urls[0]",
             ]
         );
+    }
+
+    #[test]
+    fn admins_are_npubs_or_hex() {
+        let key = nostr_sdk::Keys::generate().public_key();
+        let npub = nostr_sdk::ToBech32::to_bech32(&key).unwrap_or_default();
+        let text = format!("[admins]\nnpubs = [\"{npub}\", \"{}\"]", key.to_hex());
+        assert_eq!(Config::parse(&text).map(|c| c.admins), Ok(vec![key, key]));
+        assert_eq!(keys("[admins]\nnpubs = [\"bob\"]"), ["admins.npubs[0]"]);
     }
 
     #[test]

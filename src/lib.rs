@@ -4,6 +4,7 @@
 // computing its future's layout needs more query depth than rustc's default of 128.
 #![recursion_limit = "256"]
 
+pub mod agents;
 pub mod bot;
 pub mod commands;
 pub mod config;

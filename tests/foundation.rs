@@ -255,11 +255,14 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
         soko::escrow::Rules::default(),
     )
     .unwrap();
+    let agents =
+        soko::agents::Agents::open(&store, &vault, Default::default(), bot.public_key()).unwrap();
     let context = soko::commands::Context {
         admins: Default::default(),
         merchants,
         publisher,
         escrow,
+        agents,
     };
     let handler = Handler::new(&store, keyring, outbox, context).unwrap();
 

@@ -22,6 +22,7 @@ pub use self::keyring::Keyring;
 use self::nodb::NoDatabase;
 pub use self::outbox::Outbox;
 pub use self::publisher::{PublishError, Publisher};
+use crate::agents::Agents;
 use crate::commands;
 use crate::escrow::{EscrowService, Rules};
 use crate::market::Merchants;
@@ -111,11 +112,19 @@ impl Bot {
             &services.vault,
             services.rules,
         )?;
+        let admins = Arc::new(services.admins);
+        let agents = Agents::open(
+            store,
+            &services.vault,
+            admins.clone(),
+            keyring.bot().public_key(),
+        )?;
         let context = commands::Context {
-            admins: Arc::new(services.admins),
+            admins,
             merchants: services.merchants,
             publisher,
             escrow: escrow.clone(),
+            agents,
         };
         let handler = Handler::new(store, keyring.clone(), outbox.clone(), context)?;
         let released = handler.recover()?;

@@ -1,5 +1,6 @@
 //! Command handlers: one file per command, dispatched from one `match` on [`Command`].
 
+mod agents;
 mod listing;
 mod merchant;
 mod order;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use nostr_sdk::PublicKey;
 use serde_json::Value;
 
+use crate::agents::Agents;
 use crate::bot::Publisher;
 use crate::escrow::EscrowService;
 use crate::market::{MerchantError, Merchants};
@@ -51,6 +53,8 @@ pub struct Context {
     pub publisher: Publisher,
     /// Orders and their escrow.
     pub escrow: EscrowService,
+    /// Invites, registration and roles.
+    pub agents: Agents,
 }
 
 /// Runs one command for `sender`.
@@ -59,7 +63,10 @@ pub async fn execute(
     sender: PublicKey,
     command: Command,
 ) -> Result<Value, CommandError> {
-    let admin_only = !matches!(command, Command::Ping(_) | Command::OrderCancel(_));
+    let admin_only = !matches!(
+        command,
+        Command::Ping(_) | Command::OrderCancel(_) | Command::Register(_) | Command::Whoami(_)
+    );
     if admin_only && !ctx.admins.contains(&sender) {
         return Err(Refusal::new(
             ErrorCode::Forbidden,
@@ -84,6 +91,9 @@ pub async fn execute(
             let merchant = merchant_key(&args.merchant)?;
             to_value(ctx.merchants.set_payout(&merchant, &args.to)?)
         }
+        Command::InviteCreate(args) => to_value(agents::invite_create(ctx, sender, args)?),
+        Command::Register(args) => to_value(agents::register(ctx, sender, args)?),
+        Command::Whoami(_) => to_value(agents::whoami(ctx, sender)?),
     }
 }
 
