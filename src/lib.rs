@@ -1,8 +1,5 @@
 //! soko: a marketplace and P2P exchange bot that talks only Nostr, with Lightning and Cashu
 //! ecash for money. See README.md for the architecture and `kinds/` for the protocol.
-// The bot's event handler is one deep chain of async fns (ingest → command → escrow → wallet);
-// computing its future's layout needs more query depth than rustc's default of 128.
-#![recursion_limit = "256"]
 
 pub mod agents;
 pub mod bot;

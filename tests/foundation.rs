@@ -1,6 +1,5 @@
 //! The foundation end to end: embedded relay, bot, DMs in both schemes, dedupe, restarts,
 //! and every kind of bad input. Real relays, real clients, real sled on temp dirs.
-#![recursion_limit = "256"]
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;

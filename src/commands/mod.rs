@@ -63,6 +63,16 @@ pub async fn execute(
     sender: PublicKey,
     command: Command,
 ) -> Result<Value, CommandError> {
+    // Boxed: the command futures (escrow, wallet, mint) nest so deep that rustc 1.95
+    // overflows its query depth computing the bot handler's future layout otherwise.
+    Box::pin(dispatch(ctx, sender, command)).await
+}
+
+async fn dispatch(
+    ctx: &Context,
+    sender: PublicKey,
+    command: Command,
+) -> Result<Value, CommandError> {
     let admin_only = !matches!(
         command,
         Command::Ping(_) | Command::OrderCancel(_) | Command::Register(_) | Command::Whoami(_)
