@@ -499,3 +499,62 @@ async fn ask_by_id(user: &mut User, bot: PublicKey, request: Value) -> Value {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_creates_invites_on_a_running_soko() {
+    let soko = TestSoko::start().await;
+    let config_file = soko.data_dir().join("test.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "[relay]\nport = {}\n[storage]\ndata_dir = {:?}\n",
+            soko.config.relay.port,
+            soko.data_dir()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_soko"));
+        command.args(args).arg("--config").arg(&config_file);
+        async move {
+            tokio::task::spawn_blocking(move || command.output().unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    let out = run(&[
+        "invite",
+        "create",
+        "--role",
+        "agent",
+        "--uses",
+        "2",
+        "--expires",
+        "600",
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (created["role"].clone(), created["uses"].clone()),
+        (json!("agent"), json!(2))
+    );
+    let code = created["code"].as_str().unwrap();
+    let mut alice = User::connect(&[soko.relay_url()]).await;
+    let reply = alice
+        .ask_nip17(
+            soko.bot(),
+            &register(registration(&alice.keys, soko.bot(), code)),
+        )
+        .await
+        .json();
+    assert_eq!(reply["result"]["role"], "agent", "{reply}");
+
+    let out = run(&["invite", "create", "--role", "merchant"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("USSD"));
+}
