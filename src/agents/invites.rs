@@ -103,6 +103,17 @@ pub struct Invite {
 #[error("{0}")]
 pub struct InviteSpecError(pub String);
 
+/// Why an invite was not created.
+#[derive(Debug, thiserror::Error)]
+pub enum InviteError {
+    /// The admin asked for something invites cannot be.
+    #[error(transparent)]
+    Invalid(#[from] InviteSpecError),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Why a code does not admit a registration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InviteRefusal {
@@ -228,16 +239,13 @@ impl Invites {
         expires_in_secs: Option<u64>,
         created_by: &PublicKey,
         now: u64,
-    ) -> Result<Result<(InviteCode, Invite), InviteSpecError>, StoreError> {
-        let invite = match new_invite(role, uses, expires_in_secs, created_by, now) {
-            Ok(invite) => invite,
-            Err(e) => return Ok(Err(e)),
-        };
+    ) -> Result<(InviteCode, Invite), InviteError> {
+        let invite = new_invite(role, uses, expires_in_secs, created_by, now)?;
         loop {
             let code = InviteCode::generate();
             // A collision at 80 bits will not happen, but it must not overwrite an invite.
             if self.tree.insert_if_absent(&self.key_of(&code), &invite)? {
-                return Ok(Ok((code, invite)));
+                return Ok((code, invite));
             }
         }
     }
@@ -391,7 +399,7 @@ mod tests {
         let store = Store::open(dir.path())?;
         let vault = Vault::from_root([7; 32])?;
         let invites = Invites::open(&store, &vault)?;
-        let (code, invite) = invites.create("agent", Some(3), None, &admin(), 10)??;
+        let (code, invite) = invites.create("agent", Some(3), None, &admin(), 10)?;
         assert_eq!(invites.get(&code)?, Some(invite));
         let other = Invites::open(&store, &Vault::from_root([8; 32])?)?;
         assert_eq!(other.get(&code)?, None, "another vault key finds nothing");

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use nostr_sdk::PublicKey;
 
-pub use self::invites::{Invite, InviteCode, InviteRefusal, Invites};
+pub use self::invites::{Invite, InviteCode, InviteError, InviteRefusal, Invites};
 pub use self::registration::{RegisterError, Registration, RegistrationRefusal};
 pub use self::users::{UserRecord, Users};
 use crate::store::{Store, StoreError};

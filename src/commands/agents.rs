@@ -5,7 +5,7 @@
 use nostr_sdk::{PublicKey, ToBech32};
 
 use super::{CommandError, Context};
-use crate::agents::{InviteRefusal, RegisterError, RegistrationRefusal};
+use crate::agents::{InviteError, InviteRefusal, RegisterError, RegistrationRefusal};
 use crate::proto::agents::{InviteCreateArgs, InviteCreated, Membership, RegisterArgs, Role};
 use crate::proto::{ErrorCode, Refusal};
 use crate::store::StoreError;
@@ -27,8 +27,10 @@ pub fn invite_create(
             &sender,
             unix_now(),
         )
-        .map_err(internal)?
-        .map_err(|e| Refusal::new(ErrorCode::Invalid, e.0))?;
+        .map_err(|e| match e {
+            InviteError::Invalid(why) => Refusal::new(ErrorCode::Invalid, why.0).into(),
+            InviteError::Store(e) => internal(e),
+        })?;
     tracing::info!(role = %invite.role, uses = invite.uses, "invite created");
     Ok(InviteCreated {
         code: code.reveal(),
