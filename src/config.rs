@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use nostr_sdk::RelayUrl;
+use nostr_sdk::{PublicKey, RelayUrl};
 use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
@@ -38,6 +38,9 @@ pub struct Config {
     pub rates: std::collections::BTreeMap<String, u64>,
     /// `[market]`: checkout rules.
     pub market: MarketConfig,
+    /// `[admins] npubs`: keys with the admin role (operator commands, invites), besides the
+    /// operator key in the data dir.
+    pub admins: Vec<PublicKey>,
     /// `[ussd]`: the USSD menus for merchants on feature phones.
     pub ussd: UssdConfig,
 }
@@ -46,7 +49,7 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct UssdConfig {
     /// Public keys of the USSD bridges soko trusts with `ussd_hop` (and sends SMS notices to).
-    pub bridges: Vec<nostr_sdk::PublicKey>,
+    pub bridges: Vec<PublicKey>,
     /// Seconds a USSD session lives after its last hop.
     pub session_secs: u64,
     /// Wrong PINs in a row before the merchant's USSD access locks.
@@ -171,6 +174,7 @@ impl Default for Config {
                 delivery_window_secs: 14 * 24 * 3600,
                 catalog_max_entries: DEFAULT_CATALOG_MAX_ENTRIES,
             },
+            admins: Vec::new(),
             ussd: UssdConfig::default(),
         }
     }
@@ -235,7 +239,7 @@ impl Config {
             &root,
             "",
             &[
-                "relay", "relays", "mint", "storage", "log", "rates", "market", "ussd",
+                "relay", "relays", "mint", "storage", "log", "rates", "market", "ussd", "admins",
             ],
         );
 
@@ -365,7 +369,7 @@ impl Config {
         let bridge_keys: Vec<String> = check.field(ussd, "ussd", "bridges", Vec::new());
         let mut bridges = Vec::new();
         for (i, key) in bridge_keys.iter().enumerate() {
-            match nostr_sdk::PublicKey::parse(key) {
+            match PublicKey::parse(key) {
                 Ok(pubkey) => bridges.push(pubkey),
                 Err(_) => check.problem(
                     &format!("ussd.bridges[{i}]"),
@@ -385,6 +389,18 @@ impl Config {
             "catalog_max_entries",
             defaults.market.catalog_max_entries,
         );
+        let admins_section = check.section(&root, "admins", &["npubs"]);
+        let npubs: Vec<String> = check.field(admins_section, "admins", "npubs", Vec::new());
+        let mut admins = Vec::new();
+        for (i, npub) in npubs.iter().enumerate() {
+            match PublicKey::parse(npub) {
+                Ok(key) => admins.push(key),
+                Err(_) => check.problem(
+                    &format!("admins.npubs[{i}]"),
+                    format!("{npub:?} is not an npub or hex public key"),
+                ),
+            }
+        }
 
         let mut rates = std::collections::BTreeMap::new();
         match root.get("rates") {
@@ -424,6 +440,7 @@ impl Config {
                     delivery_window_secs,
                     catalog_max_entries,
                 },
+                admins,
                 ussd,
             })
         } else {
@@ -561,12 +578,15 @@ mod tests {
             [ussd]
             bridges = ["npub1nope"]
             pin_tries = 0
+            [admins]
+            npubs = ["npub1nope"]
         "#;
         let mut found = keys(text);
         found.sort();
         assert_eq!(
             found,
             [
+                "admins.npubs[0]",
                 "colour",
                 "log.json",
                 "log.level",
@@ -608,6 +628,15 @@ mod tests {
             keys("[market]\ncatalog_max_entries = 0"),
             ["market.catalog_max_entries"]
         );
+}
+
+    #[test]
+    fn admins_are_npubs_or_hex() {
+        let key = nostr_sdk::Keys::generate().public_key();
+        let npub = nostr_sdk::ToBech32::to_bech32(&key).unwrap_or_default();
+        let text = format!("[admins]\nnpubs = [\"{npub}\", \"{}\"]", key.to_hex());
+        assert_eq!(Config::parse(&text).map(|c| c.admins), Ok(vec![key, key]));
+        assert_eq!(keys("[admins]\nnpubs = [\"bob\"]"), ["admins.npubs[0]"]);
     }
 
     #[test]

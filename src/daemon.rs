@@ -118,7 +118,10 @@ impl Daemon {
         let catalog = Catalog::open(&store, config.market.catalog_max_entries)?;
         let operator = identity::operator_keys(&data_dir)?;
         let services = Services {
-            admins: [operator.public_key()].into_iter().collect(),
+            admins: [operator.public_key()]
+                .into_iter()
+                .chain(config.admins.iter().copied())
+                .collect(),
             merchants,
             wallet: wallet.clone(),
             vault,

@@ -1,6 +1,7 @@
 //! soko: a marketplace and P2P exchange bot that talks only Nostr, with Lightning and Cashu
 //! ecash for money. See README.md for the architecture and `kinds/` for the protocol.
 
+pub mod agents;
 pub mod bot;
 pub mod bridge;
 pub mod commands;

@@ -35,6 +35,30 @@ enum Command {
         #[command(subcommand)]
         action: MerchantAction,
     },
+    /// Invite codes of a running soko (sent to it as operator DMs over its relay).
+    Invite {
+        #[command(subcommand)]
+        action: InviteAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum InviteAction {
+    /// Create an invite code for a role; prints the code (shown only this once).
+    Create {
+        #[command(flatten)]
+        paths: Paths,
+        /// The role it grants: `agent` (admins are listed in the config, merchants are
+        /// onboarded by phone).
+        #[arg(long)]
+        role: String,
+        /// How many registrations it allows.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// Seconds from now after which it no longer works (default: never).
+        #[arg(long, value_name = "SECS")]
+        expires: Option<u64>,
+    },
 }
 
 /// One order of one merchant.
@@ -248,6 +272,19 @@ fn main() -> ExitCode {
                 }
             })
         }
+        Command::Invite {
+            action:
+                InviteAction::Create {
+                    paths,
+                    role,
+                    uses,
+                    expires,
+                },
+        } => operator_command(
+            &paths,
+            "invite_create",
+            serde_json::json!({ "role": role, "uses": uses, "expires_in_secs": expires }),
+        ),
         Command::Run(paths) => with_config(&paths, |config| {
             soko::logging::init(&config.log).map_err(anyhow::Error::msg)?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -267,6 +304,22 @@ fn read_listing(
     let listing: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
     Ok(serde_json::json!({ "merchant": merchant, field: listing }))
+}
+
+/// Sends one operator command to the running soko and prints its result.
+fn operator_command(paths: &Paths, cmd: &str, args: serde_json::Value) -> ExitCode {
+    with_config(paths, |config| {
+        let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+        let response = runtime.block_on(soko::operator::call(&config, cmd, args))?;
+        match (response.result, response.error) {
+            (Some(result), _) if response.ok => {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+                Ok(())
+            }
+            (_, Some(error)) => anyhow::bail!("{:?}: {}", error.code, error.message),
+            _ => anyhow::bail!("soko sent a malformed answer"),
+        }
+    })
 }
 
 fn with_config(paths: &Paths, f: impl FnOnce(Config) -> anyhow::Result<()>) -> ExitCode {

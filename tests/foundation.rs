@@ -263,6 +263,8 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
         Default::default(),
     )
     .unwrap();
+    let agents =
+        soko::agents::Agents::open(&store, &vault, Default::default(), bot.public_key()).unwrap();
     let context = soko::commands::Context {
         admins: Default::default(),
         merchants,
@@ -270,6 +272,7 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
         escrow,
         ussd,
         catalog: soko::market::Catalog::open(&store, 10).unwrap(),
+        agents,
     };
     let handler = Handler::new(&store, keyring, outbox, context).unwrap();
 

@@ -47,6 +47,10 @@ fn every_example_parses_and_round_trips() {
                 request
                     .command()
                     .unwrap_or_else(|r| panic!("{page}: command refused: {r}: {json}"));
+                if let Some(event) = request.args.get("event") {
+                    // A register example carries a real signed registration event.
+                    check_registration_event(page, event);
+                }
                 if let Some(merchant) = request.args.get("merchant").and_then(Value::as_str) {
                     nostr_sdk::PublicKey::parse(merchant)
                         .unwrap_or_else(|e| panic!("{page}: bad merchant key ({e}): {json}"));
@@ -168,15 +172,46 @@ fn every_example_parses_and_round_trips() {
                     "{page}: notice round trip"
                 );
             }
+            "registration-event" => check_registration_event(page, &as_value),
             other => panic!("{page}: unknown example type `json {other}`"),
         }
         checked += 1;
     }
     assert!(checked >= 8, "the spec has its examples ({checked} found)");
-    for page in ["commands.md", "relay.md", "orders.md", "gamma.md", "ussd.md"] {
+    for page in [
+        "commands.md",
+        "relay.md",
+        "orders.md",
+        "gamma.md",
+        "ussd.md",
+        "agents.md",
+    ] {
         assert!(
             examples.iter().any(|(p, _, _)| p == page),
             "{page} has examples"
         );
     }
+}
+
+/// A registration event example is signed for real and passes soko's stateless checks at
+/// its own `created_at`, addressed to the key in its `p` tag.
+fn check_registration_event(page: &str, value: &Value) {
+    let event: nostr_sdk::Event = serde_json::from_value(value.clone())
+        .unwrap_or_else(|e| panic!("{page}: not an event ({e}): {value}"));
+    event
+        .verify()
+        .unwrap_or_else(|e| panic!("{page}: registration event does not verify ({e})"));
+    assert_eq!(serde_json::to_value(&event).unwrap(), *value, "{page}");
+    let soko = event
+        .tags
+        .public_keys()
+        .next()
+        .copied()
+        .unwrap_or_else(|| panic!("{page}: registration event has no p tag"));
+    let at = event.created_at.as_secs();
+    soko::agents::registration::check_event(&event, &event.pubkey, &soko, at)
+        .unwrap_or_else(|r| panic!("{page}: registration event refused: {r}"));
+    let claim = soko::agents::registration::claim(&event)
+        .unwrap_or_else(|r| panic!("{page}: registration event refused: {r}"));
+    assert!(claim.code.is_some(), "{page}: the invite tag holds a code");
 }

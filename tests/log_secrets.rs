@@ -1,5 +1,5 @@
-//! A full run logged at TRACE level never shows a secret: the bot's key, the wallet seed or
-//! an ecash token. (Its own test binary: the log capture is process-global.)
+//! A full run logged at TRACE level never shows a secret: the bot's key, the wallet seed, an
+//! ecash token or an invite code. (Its own test binary: the log capture is process-global.)
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
@@ -53,6 +53,30 @@ async fn secrets_never_reach_the_log() {
         .ask_nip17(soko.bot(), r#"{"id":"b","cmd":"ping"}"#)
         .await;
 
+    // An invite code, created and then used to register.
+    let invite =
+        common::operator(&soko, "invite_create", serde_json::json!({"role":"agent"})).await;
+    let invite_code = invite.result.unwrap()["code"].as_str().unwrap().to_owned();
+    let registration = nostr_sdk::EventBuilder::new(nostr_sdk::Kind::Custom(29470), "")
+        .tags([
+            nostr_sdk::Tag::parse(["invite", invite_code.as_str()]).unwrap(),
+            nostr_sdk::Tag::parse(["role", "agent"]).unwrap(),
+            nostr_sdk::Tag::public_key(soko.bot()),
+        ])
+        .sign_with_keys(&alice.keys)
+        .unwrap();
+    let registered = alice
+        .ask_nip17(
+            soko.bot(),
+            &serde_json::json!({"cmd":"register","args":{"event": registration}}).to_string(),
+        )
+        .await;
+    assert!(
+        registered.content.contains("\"agent\""),
+        "{}",
+        registered.content
+    );
+
     // Move ecash through the bot's wallet: mint, then send a token to another wallet.
     let wallet = soko.daemon().wallet();
     let quote = wallet
@@ -97,6 +121,8 @@ async fn secrets_never_reach_the_log() {
         ("bot secret hex", keys.secret_key().to_secret_hex()),
         ("wallet seed", seed.trim().to_owned()),
         ("ecash token", token.clone()),
+        ("invite code", invite_code.clone()),
+        ("invite code without dashes", invite_code.replace('-', "")),
         // The token's body without its `cashuB` prefix, in case something logs it raw.
         ("token body", token.chars().skip(6).take(40).collect()),
     ];

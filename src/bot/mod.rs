@@ -22,6 +22,7 @@ pub use self::keyring::Keyring;
 use self::nodb::NoDatabase;
 pub use self::outbox::Outbox;
 pub use self::publisher::{wrap_tagged, Note, PublishError, Publisher};
+use crate::agents::Agents;
 use crate::commands;
 use crate::escrow::{EscrowService, Rules};
 use crate::market::catalog::Ingested;
@@ -125,13 +126,21 @@ impl Bot {
             publisher.clone(),
             services.ussd,
         )?;
+        let admins = Arc::new(services.admins);
+        let agents = Agents::open(
+            store,
+            &services.vault,
+            admins.clone(),
+            keyring.bot().public_key(),
+        )?;
         let context = commands::Context {
-            admins: Arc::new(services.admins),
+            admins,
             merchants: services.merchants,
             publisher,
             escrow: escrow.clone(),
             ussd,
             catalog: services.catalog.clone(),
+            agents,
         };
         let handler = Handler::new(store, keyring.clone(), outbox.clone(), context)?;
         let released = handler.recover()?;

@@ -1,5 +1,6 @@
 //! Command handlers: one file per command, dispatched from one `match` on [`Command`].
 
+mod agents;
 mod catalog;
 mod listing;
 mod merchant;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use nostr_sdk::PublicKey;
 use serde_json::Value;
 
+use crate::agents::Agents;
 use crate::bot::Publisher;
 use crate::escrow::EscrowService;
 use crate::market::{Catalog, MerchantError, Merchants};
@@ -58,6 +60,8 @@ pub struct Context {
     pub ussd: UssdService,
     /// Every merchant's listings seen on the relays.
     pub catalog: Catalog,
+    /// Invites, registration and roles.
+    pub agents: Agents,
 }
 
 /// Runs one command for `sender`.
@@ -66,11 +70,26 @@ pub async fn execute(
     sender: PublicKey,
     command: Command,
 ) -> Result<Value, CommandError> {
-    // Bridges are checked by the USSD handler, buyers own their orders, the catalog is
-    // public: the rest is the operator's.
+    // Boxed: the command futures (escrow, wallet, mint) nest so deep that rustc 1.95
+    // overflows its query depth computing the bot handler's future layout otherwise.
+    Box::pin(dispatch(ctx, sender, command)).await
+}
+
+async fn dispatch(
+    ctx: &Context,
+    sender: PublicKey,
+    command: Command,
+) -> Result<Value, CommandError> {
+    // Bridges are checked by the USSD handler, buyers own their orders, the catalog,
+    // registration and whoami are public: the rest is the operator's.
     let admin_only = !matches!(
         command,
-        Command::Ping(_) | Command::Catalog(_) | Command::OrderCancel(_) | Command::UssdHop(_)
+        Command::Ping(_)
+            | Command::Catalog(_)
+            | Command::OrderCancel(_)
+            | Command::UssdHop(_)
+            | Command::Register(_)
+            | Command::Whoami(_)
     );
     if admin_only && !ctx.admins.contains(&sender) {
         return Err(Refusal::new(
@@ -98,6 +117,9 @@ pub async fn execute(
             to_value(ctx.merchants.set_payout(&merchant, &args.to)?)
         }
         Command::UssdHop(args) => ussd::hop(ctx, sender, args).await,
+        Command::InviteCreate(args) => to_value(agents::invite_create(ctx, sender, args)?),
+        Command::Register(args) => to_value(agents::register(ctx, sender, args)?),
+        Command::Whoami(_) => to_value(agents::whoami(ctx, sender)?),
     }
 }
 

@@ -82,6 +82,28 @@ pub enum ErrorCode {
     NotFound,
     /// Well-formed, but not acceptable (e.g. a product without a name).
     Invalid,
+    /// Registration: the event's id or signature does not verify.
+    BadSignature,
+    /// Registration: the event is signed by another key than the DM's sender.
+    SignerMismatch,
+    /// Registration: the event is not addressed (`p` tag) to this soko.
+    WrongRecipient,
+    /// Registration: the event is not of the registration kind.
+    WrongKind,
+    /// Registration: `created_at` is more than 60 seconds from soko's clock.
+    Stale,
+    /// Registration: this event was already presented.
+    Replayed,
+    /// Registration: no invite has this code.
+    InviteUnknown,
+    /// Registration: the invite has no uses left.
+    InviteUsed,
+    /// Registration: the invite has expired.
+    InviteExpired,
+    /// Registration: the invite is for another role than the one asked.
+    InviteWrongRole,
+    /// Registration: the sender already has a role.
+    AlreadyRegistered,
     /// Something failed inside soko; details are in its log, not here.
     Internal,
 }
@@ -214,6 +236,12 @@ pub enum Command {
     MerchantPayout(MerchantPayoutArgs),
     /// Bridge: one USSD gateway callback (kinds/ussd.md); only configured bridges.
     UssdHop(super::ussd::UssdHopArgs),
+    /// Admin: create an invite code for a role.
+    InviteCreate(super::agents::InviteCreateArgs),
+    /// Anyone: register with a signed registration event carrying an invite code.
+    Register(super::agents::RegisterArgs),
+    /// Anyone: the sender's role.
+    Whoami(PingArgs),
 }
 
 /// Names accepted in `cmd`, for the unknown-command message.
@@ -230,6 +258,9 @@ pub const COMMAND_NAMES: &[&str] = &[
     "order_cancel",
     "merchant_payout",
     "ussd_hop",
+    "invite_create",
+    "register",
+    "whoami",
 ];
 
 /// Most entries of each list one `catalog` answer carries.

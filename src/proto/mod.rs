@@ -1,5 +1,6 @@
 //! soko's public protocol types (serde only, no behaviour). `kinds/` specifies them.
 
+pub mod agents;
 pub mod catalog;
 pub mod command;
 pub mod gamma;

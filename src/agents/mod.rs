@@ -1,0 +1,54 @@
+//! Agents: invite codes, registration with a signed event, and the role of every sender.
+//!
+//! Trees:
+//! - `invites`: HMAC-SHA256 of the invite code under a vault subkey (32 bytes) →
+//!   [`invites::Invite`]; the code itself is never stored.
+//! - `users`: pubkey (32 bytes) → [`users::UserRecord`] (role, registration time, name).
+//! - `registration/nonces`: registration event id (32 bytes) → its `created_at`, kept while
+//!   the event is inside the time window (older ones are refused by the window anyway).
+
+pub mod invites;
+pub mod registration;
+pub mod users;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use nostr_sdk::PublicKey;
+
+pub use self::invites::{Invite, InviteCode, InviteError, InviteRefusal, Invites};
+pub use self::registration::{RegisterError, Registration, RegistrationRefusal};
+pub use self::users::{UserRecord, Users};
+use crate::store::{Store, StoreError};
+use crate::vault::Vault;
+
+/// The agents domain, opened once and shared (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct Agents {
+    /// Invite codes.
+    pub invites: Invites,
+    /// Registered users and roles.
+    pub users: Users,
+    /// Registration.
+    pub registration: Registration,
+}
+
+impl Agents {
+    /// Opens the trees. `admins` get [`crate::proto::agents::Role::Admin`]; registrations
+    /// must be addressed to `soko` (the bot's key).
+    pub fn open(
+        store: &Store,
+        vault: &Vault,
+        admins: Arc<HashSet<PublicKey>>,
+        soko: PublicKey,
+    ) -> Result<Self, StoreError> {
+        let invites = Invites::open(store, vault)?;
+        let users = Users::open(store, admins)?;
+        let registration = Registration::open(store, soko, invites.clone(), users.clone())?;
+        Ok(Self {
+            invites,
+            users,
+            registration,
+        })
+    }
+}
