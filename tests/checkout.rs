@@ -455,61 +455,12 @@ async fn an_unpaid_order_expires_and_releases_its_stock() {
     mint.shutdown().await;
 }
 
-/// A loopback LNURL-pay service for "mama": its invoices are mint quotes of mama's own
-/// wallet at the same mint, so what soko pays out shows up as ecash mama can mint.
-async fn lnurl_service(
-    mint_url: String,
-    store_dir: &std::path::Path,
-) -> (String, soko::wallet::Wallet) {
-    use axum::extract::{Query, State};
-    use axum::routing::get;
-    let store = soko::store::Store::open(store_dir).unwrap();
-    let wallet = soko::wallet::open(&store, "mama", &mint_url, &[5; 64]).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let pay_request = json!({
-        "callback": format!("{base}/lnurlp/mama/callback"),
-        "minSendable": 1_000, "maxSendable": 100_000_000, "tag": "payRequest",
-        "metadata": "[[\"text/plain\",\"Mama Duka payouts\"]]",
-    });
-    let app = axum::Router::new()
-        .route(
-            "/.well-known/lnurlp/mama",
-            get(move || {
-                let body = pay_request.clone();
-                async move { axum::Json(body) }
-            }),
-        )
-        .route(
-            "/lnurlp/mama/callback",
-            get(
-                |State(wallet): State<soko::wallet::Wallet>,
-                 Query(q): Query<std::collections::HashMap<String, String>>| async move {
-                    let msat: u64 = q["amount"].parse().unwrap();
-                    let quote = wallet
-                        .mint_quote(
-                            cdk::nuts::PaymentMethod::BOLT11,
-                            Some((msat / 1000).into()),
-                            None,
-                            None,
-                        )
-                        .await
-                        .unwrap();
-                    axum::Json(json!({"pr": quote.request, "routes": []}))
-                },
-            ),
-        )
-        .with_state(wallet.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("{base}/.well-known/lnurlp/mama"), wallet)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_pays_the_merchant_out_to_its_lightning_address() {
     let mut soko = TestSoko::start().await;
     let mama_dir = tempfile::tempdir().unwrap();
-    let (lnurlp, mama_wallet) =
-        lnurl_service(soko.daemon().mint_url().to_owned(), mama_dir.path()).await;
+    let (lnurlp, mama_wallet, _server) =
+        lnurl_service_on(0, soko.daemon().mint_url(), mama_dir.path()).await;
     let lnurl = lnurl::lnurl::LnUrl::from_url(lnurlp).encode();
     let added = operator(
         &soko,
@@ -566,16 +517,7 @@ async fn delivery_pays_the_merchant_out_to_its_lightning_address() {
     assert_eq!(result["balance_sat"].as_u64().unwrap(), 1120 - paid - fee);
 
     // Mama's own wallet can mint what was paid to her invoice.
-    let quotes = mama_wallet.check_all_mint_quotes().await.unwrap();
-    let quote = quotes
-        .into_iter()
-        .find(|q| q.state == cdk::nuts::MintQuoteState::Paid)
-        .expect("mama's invoice paid");
-    mama_wallet
-        .mint(&quote.id, cdk::amount::SplitTarget::default(), None)
-        .await
-        .unwrap();
-    assert_eq!(u64::from(mama_wallet.total_balance().await.unwrap()), paid);
+    assert_eq!(mint_paid_invoice(&mama_wallet, paid).await, paid);
 
     let (held, owed) = soko.daemon().escrow().books().unwrap();
     let wallet = Sats::from(soko.daemon().wallet().total_balance().await.unwrap());
@@ -702,8 +644,8 @@ async fn a_cancel_with_a_lightning_address_is_refunded_over_lightning() {
     let mut soko = TestSoko::start().await;
     let shop = shop(&soko).await;
     let amina_dir = tempfile::tempdir().unwrap();
-    let (amina_lnurl, amina_wallet) =
-        lnurl_service(soko.daemon().mint_url().to_owned(), amina_dir.path()).await;
+    let (amina_lnurl, amina_wallet, _server) =
+        lnurl_service_on(0, soko.daemon().mint_url(), amina_dir.path()).await;
     let amina_lnurl = lnurl::lnurl::LnUrl::from_url(amina_lnurl).encode();
     let mut buyer = User::connect(&[soko.relay_url()]).await;
     buyer

@@ -168,48 +168,6 @@ async fn onboard(bridge: &mut Bridge, session: &str, pin: &str) {
     );
 }
 
-async fn put_listings(soko: &TestSoko, npub: &str) {
-    let stall = json!({"id":"duka","name":"Mama Duka","currency":"sat",
-                       "shipping":[{"id":"nairobi","cost":100,"regions":["KE"]}]});
-    let put = operator(soko, "stall_put", json!({"merchant": npub, "stall": stall})).await;
-    assert!(put.ok, "{put:?}");
-    let mango = json!({"id":"mango","stall_id":"duka","name":"Mango","currency":"sat","price":500,
-                       "quantity":3,"shipping":[{"id":"nairobi","cost":10}]});
-    let put = operator(
-        soko,
-        "product_put",
-        json!({"merchant": npub, "product": mango}),
-    )
-    .await;
-    assert!(put.ok, "{put:?}");
-}
-
-fn order(id: &str, quantity: i64) -> String {
-    json!({"id": id, "type": 0, "name": "Amina", "address": "Moi Avenue 12",
-           "message": "Leave it at the gate",
-           "contact": {"nostr": "npub1x", "phone": "+254722000333"},
-           "items": [{"product_id": "mango", "quantity": quantity}],
-           "shipping_id": "nairobi"})
-    .to_string()
-}
-
-/// A buyer orders and the dev mint settles the invoice; returns the buyer and the code.
-async fn paid_order(soko: &TestSoko, merchant: PublicKey, id: &str) -> (User, String) {
-    let mut buyer = User::connect(&[soko.relay_url()]).await;
-    let request = buyer.ask_nip04(merchant, &order(id, 2)).await.json();
-    assert_eq!(request["type"], 1, "{request}");
-    let paid = buyer.next_dm(REPLY_TIMEOUT).await.expect("paid").json();
-    assert_eq!(paid["paid"], true, "{paid}");
-    let dm = buyer.next_dm(REPLY_TIMEOUT).await.expect("the code DM");
-    let code = dm
-        .content
-        .split_whitespace()
-        .find(|w| w.len() == 8 && w.bytes().all(|b| b.is_ascii_digit()))
-        .expect("8 digits")
-        .to_owned();
-    (buyer, code)
-}
-
 async fn events_of(soko: &TestSoko, merchant: PublicKey, kind: u16) -> Vec<Event> {
     let reader = User::connect(&[soko.relay_url()]).await;
     reader
@@ -222,55 +180,6 @@ async fn events_of(soko: &TestSoko, merchant: PublicKey, kind: u16) -> Vec<Event
         .unwrap()
         .into_iter()
         .collect()
-}
-
-/// A loopback LNURL-pay service for "mama" whose invoices are mint quotes of mama's own
-/// wallet at the same mint (as in tests/checkout.rs).
-async fn lnurl_service(
-    mint_url: String,
-    store_dir: &std::path::Path,
-) -> (String, soko::wallet::Wallet) {
-    use axum::extract::{Query, State};
-    use axum::routing::get;
-    let store = soko::store::Store::open(store_dir).unwrap();
-    let wallet = soko::wallet::open(&store, "mama", &mint_url, &[5; 64]).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let pay_request = json!({
-        "callback": format!("{base}/lnurlp/mama/callback"),
-        "minSendable": 1_000, "maxSendable": 100_000_000, "tag": "payRequest",
-        "metadata": "[[\"text/plain\",\"Mama Duka payouts\"]]",
-    });
-    let app = axum::Router::new()
-        .route(
-            "/.well-known/lnurlp/mama",
-            get(move || {
-                let body = pay_request.clone();
-                async move { axum::Json(body) }
-            }),
-        )
-        .route(
-            "/lnurlp/mama/callback",
-            get(
-                |State(wallet): State<soko::wallet::Wallet>,
-                 Query(q): Query<std::collections::HashMap<String, String>>| async move {
-                    let msat: u64 = q["amount"].parse().unwrap();
-                    let quote = wallet
-                        .mint_quote(
-                            cdk::nuts::PaymentMethod::BOLT11,
-                            Some((msat / 1000).into()),
-                            None,
-                            None,
-                        )
-                        .await
-                        .unwrap();
-                    axum::Json(json!({"pr": quote.request, "routes": []}))
-                },
-            ),
-        )
-        .with_state(wallet.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("{base}/.well-known/lnurlp/mama"), wallet)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,8 +284,8 @@ async fn a_merchant_runs_its_shop_from_a_feature_phone() {
 
     // Menu 5, in a new session: withdraw to a Lightning address typed in, confirmed.
     let mama_dir = tempfile::tempdir().unwrap();
-    let (lnurlp, mama_wallet) =
-        lnurl_service(soko.daemon().mint_url().to_owned(), mama_dir.path()).await;
+    let (lnurlp, mama_wallet, _server) =
+        lnurl_service_on(0, soko.daemon().mint_url(), mama_dir.path()).await;
     let lnurl = lnurl::lnurl::LnUrl::from_url(lnurlp).encode();
     let login = bridge.hop("AT-2", PHONE, "").await;
     assert_eq!(login.screen, "soko: Mama Duka\nEnter your PIN:");
@@ -406,16 +315,7 @@ async fn a_merchant_runs_its_shop_from_a_feature_phone() {
     assert!(sent.end);
     // The mint's 1% fee reserve (11) is kept back from the invoice.
     assert_eq!(sent.screen, "Sent 1109 sat (fee 0 sat). Balance: 11 sat.");
-    let quotes = mama_wallet.check_all_mint_quotes().await.unwrap();
-    let quote = quotes
-        .into_iter()
-        .find(|q| q.state == cdk::nuts::MintQuoteState::Paid)
-        .expect("mama's invoice paid");
-    mama_wallet
-        .mint(&quote.id, cdk::amount::SplitTarget::default(), None)
-        .await
-        .unwrap();
-    assert_eq!(u64::from(mama_wallet.total_balance().await.unwrap()), 1109);
+    assert_eq!(mint_paid_invoice(&mama_wallet, 1109).await, 1109);
     let (held, owed) = escrow.books().unwrap();
     let wallet = Sats::from(soko.daemon().wallet().total_balance().await.unwrap());
     assert_eq!((held, owed, wallet), (Sats::ZERO, Sats(11), Sats(11)));
@@ -463,7 +363,10 @@ async fn a_merchant_runs_its_shop_from_a_feature_phone() {
             .any(|t| t.as_slice() == ["a", coordinate.as_str()])),
         "a NIP-09 deletion of the product"
     );
-    let refused = buyer.ask_nip04(merchant, &order("o-2", 1)).await.json();
+    let refused = buyer
+        .ask_nip04(merchant, &mango_order("o-2", 1))
+        .await
+        .json();
     assert!(
         refused["message"].as_str().unwrap().contains("mango"),
         "a hidden product cannot be ordered: {refused}"

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use nostr_relay_builder::{LocalRelay, RelayBuilder};
 use nostr_sdk::prelude::*;
+use serde_json::json;
 use soko::config::MintConfig;
 use soko::{Config, Daemon};
 
@@ -358,6 +359,17 @@ pub async fn lnurl_service_on(
     mint_url: &str,
     store_dir: &Path,
 ) -> (String, soko::wallet::Wallet, tokio::task::JoinHandle<()>) {
+    lnurl_service_slow(port, mint_url, store_dir, Duration::ZERO).await
+}
+
+/// [`lnurl_service_on`] whose invoice callback answers only after `delay`: a payee that
+/// makes soko slow.
+pub async fn lnurl_service_slow(
+    port: u16,
+    mint_url: &str,
+    store_dir: &Path,
+    delay: Duration,
+) -> (String, soko::wallet::Wallet, tokio::task::JoinHandle<()>) {
     use axum::extract::{Query, State};
     use axum::routing::get;
     let store = soko::store::Store::open(store_dir).expect("mama's store");
@@ -383,8 +395,9 @@ pub async fn lnurl_service_on(
         .route(
             "/lnurlp/mama/callback",
             get(
-                |State(wallet): State<soko::wallet::Wallet>,
-                 Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                move |State(wallet): State<soko::wallet::Wallet>,
+                      Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                    tokio::time::sleep(delay).await;
                     let msat: u64 = q
                         .get("amount")
                         .and_then(|a| a.parse().ok())
@@ -409,4 +422,65 @@ pub async fn lnurl_service_on(
             .expect("LNURL service runs");
     });
     (lnurlp_url_on(port), wallet, server)
+}
+
+/// Mama Duka's stall (sat, zone "nairobi" at 100) and 3 mangoes at 500 sat (+10 shipping).
+pub async fn put_listings(soko: &TestSoko, npub: &str) {
+    let stall = json!({"id":"duka","name":"Mama Duka","currency":"sat",
+                       "shipping":[{"id":"nairobi","cost":100,"regions":["KE"]}]});
+    let put = operator(soko, "stall_put", json!({"merchant": npub, "stall": stall})).await;
+    assert!(put.ok, "{put:?}");
+    let mango = json!({"id":"mango","stall_id":"duka","name":"Mango","currency":"sat","price":500,
+                       "quantity":3,"shipping":[{"id":"nairobi","cost":10}]});
+    let put = operator(
+        soko,
+        "product_put",
+        json!({"merchant": npub, "product": mango}),
+    )
+    .await;
+    assert!(put.ok, "{put:?}");
+}
+
+/// A NIP-15 type-0 order for `quantity` mangoes, with the buyer's name, address and phone.
+pub fn mango_order(id: &str, quantity: i64) -> String {
+    json!({"id": id, "type": 0, "name": "Amina", "address": "Moi Avenue 12",
+           "message": "Leave it at the gate",
+           "contact": {"nostr": "npub1x", "phone": "+254722000333"},
+           "items": [{"product_id": "mango", "quantity": quantity}],
+           "shipping_id": "nairobi"})
+    .to_string()
+}
+
+/// A buyer orders 2 mangoes (1120 sat) over NIP-04 and the dev mint settles the invoice;
+/// returns the buyer and the 8-digit delivery code.
+pub async fn paid_order(soko: &TestSoko, merchant: PublicKey, id: &str) -> (User, String) {
+    let mut buyer = User::connect(&[soko.relay_url()]).await;
+    let request = buyer.ask_nip04(merchant, &mango_order(id, 2)).await.json();
+    assert_eq!(request["type"], 1, "{request}");
+    let paid = buyer.next_dm(REPLY_TIMEOUT).await.expect("paid").json();
+    assert_eq!(paid["paid"], true, "{paid}");
+    let dm = buyer.next_dm(REPLY_TIMEOUT).await.expect("the code DM");
+    let code = dm
+        .content
+        .split_whitespace()
+        .find(|w| w.len() == 8 && w.bytes().all(|b| b.is_ascii_digit()))
+        .expect("8 digits")
+        .to_owned();
+    (buyer, code)
+}
+
+/// Mints the payee's paid invoice of `amount` sat, if there is one; returns its balance.
+/// Only that invoice: soko asks for an invoice of the whole balance first and, when the fee
+/// reserve does not fit, for a smaller one, and the dev mint's fake Lightning settles every
+/// invoice by itself after a second, the unused one too.
+pub async fn mint_paid_invoice(payee: &soko::wallet::Wallet, amount: u64) -> u64 {
+    for quote in payee.check_all_mint_quotes().await.expect("payee wallet") {
+        if quote.state == cdk::nuts::MintQuoteState::Paid && quote.amount == Some(amount.into()) {
+            payee
+                .mint(&quote.id, cdk::amount::SplitTarget::default(), None)
+                .await
+                .expect("payee wallet");
+        }
+    }
+    u64::from(payee.total_balance().await.expect("payee wallet"))
 }
