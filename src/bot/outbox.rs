@@ -25,6 +25,7 @@ pub struct Pending {
 #[derive(Debug, Clone)]
 pub struct Outbox {
     pending: Typed<Pending>,
+    store: Store,
     client: Client,
 }
 
@@ -33,6 +34,7 @@ impl Outbox {
     pub fn open(store: &Store, client: Client) -> Result<Self, StoreError> {
         Ok(Self {
             pending: store.tree(trees::OUTBOX)?,
+            store: store.clone(),
             client,
         })
     }
@@ -65,12 +67,7 @@ impl Outbox {
     /// disk. A crash right after sending would otherwise roll that state back, and a buyer
     /// could hold a code soko no longer knows.
     pub async fn deliver(&self, event: &Event) -> Result<(), StoreError> {
-        let tree = self.pending.raw().clone();
-        // Blocking flush on a blocking thread (sled 0.34's `flush_async` can deadlock when
-        // flushes overlap, sled issue #1308); one flush covers every tree of the database.
-        tokio::task::spawn_blocking(move || tree.flush())
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))??;
+        self.store.sync().await?;
         match self.client.send_event(event).await {
             Ok(output) if !output.success.is_empty() => {
                 self.pending.remove(event.id.as_bytes())?;

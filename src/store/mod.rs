@@ -14,6 +14,8 @@
 
 use std::marker::PhantomData;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -64,6 +66,18 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: sled::Db,
+    syncs: Arc<GroupCommit>,
+}
+
+/// Tickets for [`Store::sync`]: a caller takes one after its writes, and any flush that
+/// starts after the ticket was issued covers them, so callers arriving while a flush runs
+/// share the next one instead of queueing an fsync each.
+#[derive(Debug, Default)]
+struct GroupCommit {
+    issued: AtomicU64,
+    covered: AtomicU64,
+    flushes: AtomicU64,
+    flushing: tokio::sync::Mutex<()>,
 }
 
 impl Store {
@@ -80,7 +94,12 @@ impl Store {
                 .mode(sled::Mode::HighThroughput)
                 .open();
             match opened {
-                Ok(db) => return Ok(Self { db }),
+                Ok(db) => {
+                    return Ok(Self {
+                        db,
+                        syncs: Arc::default(),
+                    })
+                }
                 Err(sled::Error::Io(e))
                     if e.kind() == std::io::ErrorKind::WouldBlock
                         || e.to_string().contains("could not acquire lock") =>
@@ -117,6 +136,28 @@ impl Store {
             .await
             .map_err(|e| StoreError::Task(e.to_string()))??;
         Ok(())
+    }
+
+    /// Returns once everything this task wrote before the call is on disk. Concurrent
+    /// callers share flushes (group commit): under load one fsync serves many replies.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        let syncs = &self.syncs;
+        let ticket = syncs.issued.fetch_add(1, Ordering::SeqCst) + 1;
+        let _turn = syncs.flushing.lock().await;
+        if syncs.covered.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        // Every ticket issued up to now belongs to writes made before this flush starts.
+        let covers = syncs.issued.load(Ordering::SeqCst);
+        self.flush().await?;
+        syncs.flushes.fetch_add(1, Ordering::Relaxed);
+        syncs.covered.store(covers, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// How many flushes [`Store::sync`] has made: fewer than its callers under load.
+    pub fn sync_flushes(&self) -> u64 {
+        self.syncs.flushes.load(Ordering::Relaxed)
     }
 }
 
@@ -237,6 +278,37 @@ mod tests {
         let second = Store::open(dir.path());
         releaser.join().map_err(|_| "releaser panicked")?;
         assert!(second.is_ok());
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_syncs_share_flushes() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let tree: Typed<u32> = store.tree("t")?;
+        let mut writers = tokio::task::JoinSet::new();
+        let start = Arc::new(tokio::sync::Barrier::new(64));
+        for i in 0..64u32 {
+            let (store, tree, start) = (store.clone(), tree.clone(), start.clone());
+            writers.spawn(async move {
+                start.wait().await;
+                tree.insert(&i.to_be_bytes(), &i)?;
+                store.sync().await
+            });
+        }
+        while let Some(done) = writers.join_next().await {
+            done??;
+        }
+        let flushes = store.sync_flushes();
+        assert!((1..64).contains(&flushes), "{flushes} flushes for 64 syncs");
+        // A sync after the others still flushes: nothing of it was covered yet.
+        tree.insert(b"late", &1)?;
+        store.sync().await?;
+        assert_eq!(store.sync_flushes(), flushes + 1);
+        drop((tree, store));
+        let reopened = Store::open(dir.path())?;
+        let tree: Typed<u32> = reopened.tree("t")?;
+        assert_eq!(tree.get(&7u32.to_be_bytes())?, Some(7));
         Ok(())
     }
 
