@@ -137,8 +137,17 @@ async fn benchmark(
 ) -> Result<Vec<SchemeRun>> {
     let mut runs = Vec::new();
     for scheme in [Scheme::Nip04, Scheme::Nip17] {
+        let flushes_before = target.sync_flushes();
         let run = SchemeRun::execute(scheme, args, target).await?;
         run.print(crypto.for_scheme(scheme), target.is_in_process(), cores);
+        if let (Some(before), Some(after)) = (flushes_before, target.sync_flushes()) {
+            println!(
+                "  sled syncs   {} flushes for {} replies (each reply waits until sled is on \
+                 disk; concurrent ones share a flush)",
+                after - before,
+                run.tally.latencies.len()
+            );
+        }
         runs.push(run);
     }
     Ok(runs)
@@ -187,6 +196,13 @@ impl Target {
 
     fn is_in_process(&self) -> bool {
         self.local.is_some()
+    }
+
+    /// Flushes soko's outbox has made so far, when soko runs in this process.
+    fn sync_flushes(&self) -> Option<u64> {
+        self.local
+            .as_ref()
+            .map(|(daemon, _)| daemon.store().sync_flushes())
     }
 
     fn describe(&self, args: &Args, cores: usize) {

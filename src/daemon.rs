@@ -195,6 +195,11 @@ impl Daemon {
         &self.catalog
     }
 
+    /// The sled database.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// The escrow service.
     pub fn escrow(&self) -> &EscrowService {
         self.bot.escrow()
