@@ -628,7 +628,7 @@ mod tests {
             keys("[market]\ncatalog_max_entries = 0"),
             ["market.catalog_max_entries"]
         );
-}
+    }
 
     #[test]
     fn admins_are_npubs_or_hex() {

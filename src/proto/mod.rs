@@ -9,6 +9,6 @@ pub mod ussd;
 
 pub use self::command::{
     CatalogArgs, Command, ErrorBody, ErrorCode, MerchantAddArgs, MerchantPayoutArgs,
-    OrderCancelArgs, OrderDeliverArgs, OrderRefArgs, PingArgs, PingResult, ProductPutArgs,
-    Refusal, Request, Response, StallPutArgs, PROTOCOL_VERSION,
+    OrderCancelArgs, OrderDeliverArgs, OrderRefArgs, PingArgs, PingResult, ProductPutArgs, Refusal,
+    Request, Response, StallPutArgs, PROTOCOL_VERSION,
 };
