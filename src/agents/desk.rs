@@ -22,7 +22,7 @@ use super::proposals::{self, Decision, Proposal, Proposals, Proposed, Transition
 use super::users::Users;
 use crate::bot::{Publisher, Scheme};
 use crate::market::listing::{self, ListingError};
-use crate::market::merchants::{KIND_PRODUCT, KIND_STALL};
+use crate::market::merchants::KIND_STALL;
 use crate::market::{MerchantError, MerchantStatus, Merchants};
 use crate::proto::agents::{
     AgentMerchants, AgentNotice, AgentNoticeBody, LinkState, LinkedMerchant, Onboarded,
@@ -500,36 +500,7 @@ impl Desk {
                 .validate_product(merchant, product)
                 .map(|_| ())
                 .map_err(Into::into),
-            Proposed::Delete { kind, id } => {
-                let exists = match *kind {
-                    KIND_STALL => merchants.stall(merchant, id)?.is_some(),
-                    KIND_PRODUCT => {
-                        merchants.product(merchant, id)?.is_some()
-                            || merchants
-                                .hidden_products(merchant)?
-                                .iter()
-                                .any(|p| &p.id == id)
-                    }
-                    other => {
-                        return Err(Refusal::new(
-                            ErrorCode::Invalid,
-                            format!(
-                                "kind {other} is not a listing: 30017 (stall) or 30018 (product)"
-                            ),
-                        )
-                        .into())
-                    }
-                };
-                if exists {
-                    Ok(())
-                } else {
-                    Err(Refusal::new(
-                        ErrorCode::Invalid,
-                        format!("this merchant has no {} {id:?}", listing_word(*kind)),
-                    )
-                    .into())
-                }
-            }
+            Proposed::Delete { kind, id } => Ok(merchants.validate_deletion(merchant, *kind, id)?),
         }
     }
 

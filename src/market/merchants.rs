@@ -369,10 +369,9 @@ impl Merchants {
         Ok(stall)
     }
 
-    /// Deletes a stall (30017) or product (30018, listed or hidden) from soko's records;
-    /// the caller publishes the NIP-09 deletion. A stall that still has products is kept:
-    /// they would be left without a stall.
-    pub fn delete_listing(
+    /// The checks [`Self::delete_listing`] makes, without deleting: the listing exists, and
+    /// a stall has no products left (they would be left without a stall).
+    pub fn validate_deletion(
         &self,
         merchant: &PublicKey,
         kind: u16,
@@ -385,29 +384,17 @@ impl Merchants {
                 }
                 let listed = self.products(merchant)?;
                 let hidden = self.hidden_products(merchant)?;
-                if let Some(product) = listed.iter().chain(&hidden).find(|p| p.stall_id == id) {
-                    return Err(MerchantError::Invalid(format!(
+                match listed.iter().chain(&hidden).find(|p| p.stall_id == id) {
+                    Some(product) => Err(MerchantError::Invalid(format!(
                         "stall {id:?} still has products (e.g. {:?}); delete them first",
                         product.id
-                    )));
+                    ))),
+                    None => Ok(()),
                 }
-                self.listings
-                    .remove(&listing_key(merchant, KIND_STALL, id))?;
-                Ok(())
             }
             KIND_PRODUCT => {
-                let key = listing_key(merchant, KIND_PRODUCT, id);
-                let hidden_key = hidden_key(merchant, id);
-                let existed = (self.listings.raw(), self.hidden.raw())
-                    .transaction(|(listings, hidden)| {
-                        let listed = listings.remove(key.as_slice())?.is_some();
-                        let was_hidden = hidden.remove(hidden_key.as_slice())?.is_some();
-                        Ok::<_, sled::transaction::ConflictableTransactionError<()>>(
-                            listed || was_hidden,
-                        )
-                    })
-                    .map_err(listing_tx_error)?;
-                if existed {
+                let listed = self.product(merchant, id)?.is_some();
+                if listed || self.hidden_products(merchant)?.iter().any(|p| p.id == id) {
                     Ok(())
                 } else {
                     Err(MerchantError::Invalid(format!("no product {id:?}")))
@@ -417,6 +404,32 @@ impl Merchants {
                 "kind {other} is not a listing: 30017 (stall) or 30018 (product)"
             ))),
         }
+    }
+
+    /// Deletes a stall (30017) or product (30018, listed or hidden) from soko's records,
+    /// after [`Self::validate_deletion`]; the caller publishes the NIP-09 deletion.
+    pub fn delete_listing(
+        &self,
+        merchant: &PublicKey,
+        kind: u16,
+        id: &str,
+    ) -> Result<(), MerchantError> {
+        self.validate_deletion(merchant, kind, id)?;
+        if kind == KIND_STALL {
+            self.listings
+                .remove(&listing_key(merchant, KIND_STALL, id))?;
+            return Ok(());
+        }
+        let key = listing_key(merchant, KIND_PRODUCT, id);
+        let hidden_key = hidden_key(merchant, id);
+        (self.listings.raw(), self.hidden.raw())
+            .transaction(|(listings, hidden)| {
+                listings.remove(key.as_slice())?;
+                hidden.remove(hidden_key.as_slice())?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(listing_tx_error)?;
+        Ok(())
     }
 
     /// Saves a stall after checking it.
