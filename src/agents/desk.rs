@@ -303,18 +303,41 @@ impl Desk {
         })
     }
 
-    /// The proposals waiting for `merchant`, oldest first.
+    /// The proposals waiting for `merchant`, oldest first: link requests, and the others
+    /// while their agent is linked (one recorded as its agent was being unlinked is left
+    /// out, and withdrawn if anyone tries to approve it).
     pub fn pending_for(&self, merchant: &PublicKey) -> Result<Vec<Proposal>, DeskError> {
-        Ok(self.inner.proposals.pending_for(merchant)?)
+        let mut pending = Vec::new();
+        for proposal in self.inner.proposals.pending_for(merchant)? {
+            if self.open(merchant, &proposal)? {
+                pending.push(proposal);
+            }
+        }
+        Ok(pending)
     }
 
-    /// A pending proposal to `merchant`.
+    /// A pending proposal to `merchant`, as [`Self::pending_for`] lists them.
     pub fn pending(&self, merchant: &PublicKey, id: u64) -> Result<Option<Proposal>, DeskError> {
-        Ok(self
+        let Some(proposal) = self
             .inner
             .proposals
             .get(id)?
-            .filter(|p| p.merchant == merchant.to_hex() && p.status == ProposalStatus::Pending))
+            .filter(|p| p.merchant == merchant.to_hex() && p.status == ProposalStatus::Pending)
+        else {
+            return Ok(None);
+        };
+        Ok(self.open(merchant, &proposal)?.then_some(proposal))
+    }
+
+    /// True when the merchant may still decide this pending proposal.
+    fn open(&self, merchant: &PublicKey, proposal: &Proposal) -> Result<bool, DeskError> {
+        if proposal.proposed == Proposed::Link {
+            return Ok(true);
+        }
+        let Ok(agent) = PublicKey::from_hex(&proposal.agent) else {
+            return Ok(false);
+        };
+        Ok(self.inner.links.is_linked(&agent, merchant)?)
     }
 
     /// How merchants see an agent: its registration name, or a short npub.
@@ -682,4 +705,190 @@ pub fn short_npub(key: &PublicKey) -> String {
         .rev()
         .collect();
     format!("{head}…{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use nostr_sdk::{Client, Keys};
+
+    use super::*;
+    use crate::agents::users::UserRecord;
+    use crate::bot::{Keyring, Outbox};
+    use crate::proto::nip15::{Product, ShippingZone, Stall};
+    use crate::store::Store;
+    use crate::vault::Vault;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        desk: Desk,
+        outbox: Outbox,
+        agent: PublicKey,
+        merchant: PublicKey,
+    }
+
+    /// A desk whose outbox has no relay: every event published stays queued, so the
+    /// queue counts what was published.
+    fn fixture() -> Result<Fixture, Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let vault = Vault::from_root([7; 32])?;
+        let merchants = Merchants::open(&store, vault)?;
+        let keyring = Keyring::new(Keys::generate(), Default::default());
+        let outbox = Outbox::open(&store, Client::default())?;
+        let publisher = Publisher::new(keyring.clone(), outbox.clone());
+        let users = Users::open(&store, std::sync::Arc::new(HashSet::new()))?;
+        let agent = Keys::generate().public_key();
+        users.tree().insert(
+            &agent.to_bytes(),
+            &UserRecord {
+                role: Role::Agent,
+                registered_at: 1,
+                name: Some("Juma".into()),
+            },
+        )?;
+        let (_, keys) = merchants.add("Mama Duka", None, None)?;
+        keyring.add(keys.clone());
+        let links = Links::open(&store)?;
+        links.link(&agent, &keys.public_key(), 1)?;
+        let desk = Desk::new(users, links, Proposals::open(&store)?, merchants, publisher);
+        Ok(Fixture {
+            _dir: dir,
+            desk,
+            outbox,
+            agent,
+            merchant: keys.public_key(),
+        })
+    }
+
+    fn stall() -> Stall {
+        Stall {
+            id: "duka".into(),
+            name: "Mama Duka".into(),
+            description: None,
+            currency: "sat".into(),
+            shipping: vec![ShippingZone {
+                id: "nairobi".into(),
+                name: None,
+                cost: 100.0,
+                regions: Vec::new(),
+            }],
+        }
+    }
+
+    fn mango() -> Product {
+        Product {
+            id: "mango".into(),
+            stall_id: "duka".into(),
+            name: "Mango".into(),
+            description: None,
+            images: Vec::new(),
+            currency: "sat".into(),
+            price: 500.0,
+            quantity: Some(3),
+            specs: Vec::new(),
+            shipping: Vec::new(),
+        }
+    }
+
+    fn code(e: DeskError) -> Option<ErrorCode> {
+        match e {
+            DeskError::Refused(refusal) => Some(refusal.code),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_approval_publishes_once_and_an_unlink_withdraws(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let f = fixture()?;
+        let (desk, agent, merchant) = (&f.desk, f.agent, f.merchant);
+        let proposed = desk.propose(&agent, &merchant, Proposed::Stall(stall()))?;
+        assert_eq!(proposed.status, ProposalStatus::Pending);
+        assert_eq!(
+            desk.summary(&desk.pending_for(&merchant)?[0]),
+            "Stall Mama Duka (sat), Juma"
+        );
+        assert_eq!(f.outbox.len(), 0);
+
+        // The stall event and the agent's notice; approving again publishes nothing.
+        let id = proposed.proposal;
+        assert_eq!(
+            desk.approve(&merchant, id).await?,
+            Decided::Done(ProposalKind::Stall)
+        );
+        assert_eq!(f.outbox.len(), 2);
+        assert_eq!(
+            desk.approve(&merchant, id).await?,
+            Decided::Done(ProposalKind::Stall)
+        );
+        assert_eq!(f.outbox.len(), 2);
+        assert!(matches!(
+            desk.reject(&merchant, id).await?,
+            Decided::Refused(_)
+        ));
+        assert!(desk.pending_for(&merchant)?.is_empty());
+
+        // Another merchant cannot decide it, nor anything that is not its own.
+        let stranger = Keys::generate().public_key();
+        assert!(matches!(
+            desk.approve(&stranger, id).await?,
+            Decided::Refused(_)
+        ));
+
+        // Unlinked with a pending product: withdrawn, and no longer proposable.
+        let pending = desk.propose(&agent, &merchant, Proposed::Product(mango()))?;
+        assert!(desk.unlink(&merchant, &agent).await?);
+        assert!(desk.pending_for(&merchant)?.is_empty());
+        assert!(matches!(
+            desk.approve(&merchant, pending.proposal).await?,
+            Decided::Refused(_)
+        ));
+        let stored = desk.proposals().get(pending.proposal)?.ok_or("stored")?;
+        assert_eq!(stored.status, ProposalStatus::Withdrawn);
+        assert_eq!(f.outbox.len(), 2);
+        let refused = desk.propose(&agent, &merchant, Proposed::Product(mango()));
+        assert_eq!(refused.err().and_then(code), Some(ErrorCode::NotLinked));
+        Ok(())
+    }
+
+    #[test]
+    fn only_linked_agents_propose_and_content_is_checked() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let f = fixture()?;
+        let (desk, agent, merchant) = (&f.desk, f.agent, f.merchant);
+        let nobody = Keys::generate().public_key();
+        let refused = desk.propose(&nobody, &merchant, Proposed::Stall(stall()));
+        assert_eq!(refused.err().and_then(code), Some(ErrorCode::NotAnAgent));
+        let other = Keys::generate().public_key();
+        let refused = desk.propose(&agent, &other, Proposed::Stall(stall()));
+        assert_eq!(refused.err().and_then(code), Some(ErrorCode::NotLinked));
+        // A product whose stall is not published, a negative price, a foreign zone.
+        let refused = desk.propose(&agent, &merchant, Proposed::Product(mango()));
+        assert_eq!(refused.err().and_then(code), Some(ErrorCode::Invalid));
+        let mut free = stall();
+        free.currency = "bitcoin".into();
+        let refused = desk.propose(&agent, &merchant, Proposed::Stall(free));
+        assert_eq!(refused.err().and_then(code), Some(ErrorCode::Invalid));
+        let refused = desk.propose(
+            &agent,
+            &merchant,
+            Proposed::Delete {
+                kind: 1,
+                id: "duka".into(),
+            },
+        );
+        assert_eq!(refused.err().and_then(code), Some(ErrorCode::Invalid));
+        assert!(
+            desk.proposals().of_merchant(&merchant)?.is_empty(),
+            "nothing stored"
+        );
+        let refused = desk.withdraw(&agent, 42);
+        assert_eq!(
+            refused.err().and_then(code),
+            Some(ErrorCode::UnknownProposal)
+        );
+        Ok(())
+    }
 }
