@@ -256,7 +256,7 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
     .unwrap();
     let agents =
         soko::agents::Agents::open(&store, &vault, Default::default(), bot.public_key()).unwrap();
-    let desk = agents.desk(merchants.clone(), publisher.clone());
+    let desk = agents.desk(merchants.clone(), publisher.clone(), Default::default());
     let ussd = soko::ussd::UssdService::open(
         &store,
         &vault,

@@ -23,7 +23,7 @@ use super::users::Users;
 use crate::bot::{Publisher, Scheme};
 use crate::market::listing::{self, ListingError};
 use crate::market::merchants::KIND_STALL;
-use crate::market::{MerchantError, MerchantStatus, Merchants};
+use crate::market::{MerchantError, MerchantStatus, Merchants, Rates};
 use crate::proto::agents::{
     AgentMerchants, AgentNotice, AgentNoticeBody, LinkState, LinkedMerchant, Onboarded,
     ProposalDecided, ProposalKind, ProposalStatus, ProposalView, Role,
@@ -89,17 +89,20 @@ struct Inner {
     proposals: Proposals,
     merchants: Merchants,
     publisher: Publisher,
+    rates: Rates,
     decisions: tokio::sync::Mutex<()>,
 }
 
 impl Desk {
-    /// A desk over the agents' stores and the merchant registry.
+    /// A desk over the agents' stores and the merchant registry; `rates` are the fiat
+    /// currencies soko can price (a proposed stall must use `sat` or one of them).
     pub fn new(
         users: Users,
         links: Links,
         proposals: Proposals,
         merchants: Merchants,
         publisher: Publisher,
+        rates: Rates,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -108,6 +111,7 @@ impl Desk {
                 proposals,
                 merchants,
                 publisher,
+                rates,
                 decisions: tokio::sync::Mutex::new(()),
             }),
         }
@@ -518,7 +522,27 @@ impl Desk {
                 "links are asked for with merchant_onboard",
             )
             .into()),
-            Proposed::Stall(stall) => Ok(merchants.validate_stall(stall)?),
+            Proposed::Stall(stall) => {
+                merchants.validate_stall(stall)?;
+                // Beyond the operator's rule (any three-letter code): a stall an agent sets
+                // up must be one soko can price, or none of its products could be ordered.
+                let currency = stall.currency.to_ascii_uppercase();
+                if currency == "SAT" || self.inner.rates.0.contains_key(&currency) {
+                    return Ok(());
+                }
+                let mut known: Vec<&str> = self.inner.rates.0.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                known.insert(0, "sat");
+                Err(Refusal::new(
+                    ErrorCode::Invalid,
+                    format!(
+                        "soko has no exchange rate for {:?}; use one of: {}",
+                        stall.currency,
+                        known.join(", ")
+                    ),
+                )
+                .into())
+            }
             Proposed::Product(product) => merchants
                 .validate_product(merchant, product)
                 .map(|_| ())
@@ -752,7 +776,15 @@ mod tests {
         keyring.add(keys.clone());
         let links = Links::open(&store)?;
         links.link(&agent, &keys.public_key(), 1)?;
-        let desk = Desk::new(users, links, Proposals::open(&store)?, merchants, publisher);
+        let rates = Rates([("KES".to_owned(), 700)].into_iter().collect());
+        let desk = Desk::new(
+            users,
+            links,
+            Proposals::open(&store)?,
+            merchants,
+            publisher,
+            rates,
+        );
         Ok(Fixture {
             _dir: dir,
             desk,
@@ -871,6 +903,14 @@ mod tests {
         free.currency = "bitcoin".into();
         let refused = desk.propose(&agent, &merchant, Proposed::Stall(free));
         assert_eq!(refused.err().and_then(code), Some(ErrorCode::Invalid));
+        // A currency soko has no rate for: refused; one in [rates] is fine.
+        let mut dollars = stall();
+        dollars.currency = "USD".into();
+        let refused = desk.propose(&agent, &merchant, Proposed::Stall(dollars));
+        let Some(DeskError::Refused(refusal)) = refused.err() else {
+            return Err("USD refused".into());
+        };
+        assert!(refusal.message.contains("sat, KES"), "{}", refusal.message);
         let refused = desk.propose(
             &agent,
             &merchant,
@@ -884,6 +924,9 @@ mod tests {
             desk.proposals().of_merchant(&merchant)?.is_empty(),
             "nothing stored"
         );
+        let mut shillings = stall();
+        shillings.currency = "kes".into();
+        desk.propose(&agent, &merchant, Proposed::Stall(shillings))?;
         let refused = desk.withdraw(&agent, 42);
         assert_eq!(
             refused.err().and_then(code),

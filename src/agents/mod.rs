@@ -29,7 +29,7 @@ pub use self::proposals::Proposals;
 pub use self::registration::{RegisterError, Registration, RegistrationRefusal};
 pub use self::users::{UserRecord, Users};
 use crate::bot::Publisher;
-use crate::market::Merchants;
+use crate::market::{Merchants, Rates};
 use crate::store::{Store, StoreError};
 use crate::vault::Vault;
 
@@ -69,14 +69,16 @@ impl Agents {
         })
     }
 
-    /// The desk over these stores, acting on `merchants` and publishing with `publisher`.
-    pub fn desk(&self, merchants: Merchants, publisher: Publisher) -> Desk {
+    /// The desk over these stores, acting on `merchants`, publishing with `publisher`,
+    /// taking stalls priced in `sat` or one of `rates`.
+    pub fn desk(&self, merchants: Merchants, publisher: Publisher, rates: Rates) -> Desk {
         Desk::new(
             self.users.clone(),
             self.links.clone(),
             self.proposals.clone(),
             merchants,
             publisher,
+            rates,
         )
     }
 }

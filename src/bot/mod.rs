@@ -108,6 +108,7 @@ impl Bot {
 
         let outbox = Outbox::open(store, client.clone())?;
         let publisher = Publisher::new(keyring.clone(), outbox.clone());
+        let rates = services.rules.rates.clone();
         let escrow = EscrowService::open(
             store,
             services.wallet,
@@ -125,7 +126,7 @@ impl Bot {
             admins.clone(),
             keyring.bot().public_key(),
         )?;
-        let desk = agents.desk(services.merchants.clone(), publisher.clone());
+        let desk = agents.desk(services.merchants.clone(), publisher.clone(), rates);
         escrow.set_agent_links(agents.links.clone());
         let ussd = crate::ussd::UssdService::open(
             store,
