@@ -16,10 +16,18 @@
 //!    answer is unwrapped by the bunker too);
 //! 3. it has the bunker sign the kind-29470 registration event carrying the invite code and
 //!    sends it with `register` (`kinds/agents.md`);
-//! 4. it asks `whoami` again.
+//! 4. it asks `whoami` again;
+//! 5. it onboards a merchant by phone (`merchant_onboard`): a new number gives a pending
+//!    merchant linked to the agent; a number that is a merchant's already gives a link
+//!    request, which the merchant approves in USSD menu 4;
+//! 6. it proposes a stall (`propose_stall`) and waits (`--wait` seconds) for the merchant to
+//!    approve it over USSD — e.g. with `cargo run --example ussd_phone -- --phone <phone>`
+//!    through a running `soko-ussd`: choose a PIN, repeat it, 1 to open the shop, then 4
+//!    (pending approvals), 1 (the proposal), 1 (approve);
+//! 7. once the stall is published, it proposes a product of that stall the same way;
+//! 8. it lists its merchants and proposals (`agent_merchants`).
 //!
-//! Onboarding a merchant and proposing a product are the next steps of an agent's work; they
-//! come with the next part of this feature and are not shown here.
+//! Every approval or rejection reaches the agent as a `proposal` notice (`kinds/agents.md`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,9 +61,21 @@ struct Args {
     #[arg(long)]
     invite: Option<String>,
 
-    /// A name to register with.
+    /// A name to register with (merchants see it in their USSD menus).
     #[arg(long, default_value = "Walkthrough agent")]
     name: String,
+
+    /// The phone number of the merchant to onboard (`+` and 7 to 15 digits).
+    #[arg(long, default_value = "+254711000111")]
+    phone: String,
+
+    /// The shop name its owner confirms over USSD.
+    #[arg(long, default_value = "Mama Duka")]
+    shop: String,
+
+    /// Seconds to wait for the merchant's approval of each proposal (0: do not wait).
+    #[arg(long, default_value_t = 300)]
+    wait: u64,
 
     /// Config file of the running soko (TOML); without it the defaults apply.
     #[arg(long)]
@@ -202,12 +222,131 @@ async fn walkthrough(args: Args) -> Result<()> {
     let answer = agent.ask(bot, "w2", "whoami", json!({}), timeout).await?;
     println!("   ← {answer}");
 
+    let wait = Duration::from_secs(args.wait);
+    println!("\n5. Onboarding the merchant with phone {}", args.phone);
+    let answer = agent
+        .ask(
+            bot,
+            "o1",
+            "merchant_onboard",
+            json!({"phone": args.phone, "name": args.shop}),
+            timeout,
+        )
+        .await?;
+    println!("   ← {answer}");
+    let result = ok_result(&answer, "merchant_onboard")?;
+    let merchant = match result["merchant"]["npub"].as_str() {
+        Some(npub) => {
+            println!(
+                "   Linked. The owner of {} finishes onboarding by dialling soko's USSD code: \
+                 a PIN, twice, then 1 to confirm the shop name.",
+                args.phone
+            );
+            npub.to_owned()
+        }
+        None => {
+            println!(
+                "   This number is a merchant's already: soko asked its owner to approve the \
+                 link (USSD menu 4: choose it, 1 Approve)."
+            );
+            let proposal = result["proposal"].as_u64().unwrap_or_default();
+            match agent.decision(proposal, wait).await? {
+                Some(notice) if notice["args"]["status"] == "approved" => notice["args"]
+                    ["merchant"]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("no merchant in {notice}"))?
+                    .to_owned(),
+                Some(notice) => bail!("the merchant did not link: {notice}"),
+                None => {
+                    println!("   Not approved within {} s; stopping here.", args.wait);
+                    return finish(agent, bot, timeout).await;
+                }
+            }
+        }
+    };
+
+    println!("\n6. Proposing a stall to {merchant}");
+    let stall = json!({"id": "duka", "name": args.shop, "currency": "sat",
+        "shipping": [{"id": "local", "name": "Local delivery", "cost": 100}]});
+    let answer = agent
+        .ask(
+            bot,
+            "s1",
+            "propose_stall",
+            json!({"merchant": merchant, "stall": stall}),
+            timeout,
+        )
+        .await?;
+    println!("   ← {answer}");
+    let proposal = ok_result(&answer, "propose_stall")?["proposal"]
+        .as_u64()
+        .unwrap_or_default();
     println!(
-        "\nNext for an agent: onboarding a merchant and proposing a stall and products. \
-         Those commands come with the next part of this feature; this walkthrough stops here."
+        "   Waiting up to {} s for the merchant: USSD menu 4 → 1 → 1 Approve (the owner dials \
+         in first if the shop is new).",
+        args.wait
     );
+    match agent.decision(proposal, wait).await? {
+        Some(notice) if notice["args"]["status"] == "approved" => {
+            println!("   ← {notice}\n   The stall is published under the merchant's key.");
+        }
+        Some(notice) => {
+            println!("   ← {notice}\n   Rejected: the product needs a published stall.");
+            return finish(agent, bot, timeout).await;
+        }
+        None => {
+            println!(
+                "   Not approved within {} s. A product needs its stall published first, so \
+                 the walkthrough stops here; approve the stall and propose the product later.",
+                args.wait
+            );
+            return finish(agent, bot, timeout).await;
+        }
+    }
+
+    println!("\n7. Proposing a product of that stall");
+    let product = json!({"id": "mango", "stall_id": "duka", "name": "Mango", "currency": "sat",
+        "price": 500, "quantity": 10, "shipping": [{"id": "local", "cost": 10}]});
+    let answer = agent
+        .ask(
+            bot,
+            "p1",
+            "propose_product",
+            json!({"merchant": merchant, "product": product}),
+            timeout,
+        )
+        .await?;
+    println!("   ← {answer}");
+    let proposal = ok_result(&answer, "propose_product")?["proposal"]
+        .as_u64()
+        .unwrap_or_default();
+    println!(
+        "   Waiting up to {} s for the merchant's decision (menu 4).",
+        args.wait
+    );
+    match agent.decision(proposal, wait).await? {
+        Some(notice) => println!("   ← {notice}"),
+        None => println!("   Still pending; it stays in the merchant's menu 4."),
+    }
+    finish(agent, bot, timeout).await
+}
+
+/// Step 8: the agent's merchants and proposals, then disconnect.
+async fn finish(mut agent: Agent, bot: PublicKey, timeout: Duration) -> Result<()> {
+    println!("\n8. agent_merchants");
+    let answer = agent
+        .ask(bot, "a1", "agent_merchants", json!({}), timeout)
+        .await?;
+    println!("   ← {answer}");
     agent.client.shutdown().await;
     Ok(())
+}
+
+fn ok_result<'a>(answer: &'a Value, cmd: &str) -> Result<&'a Value> {
+    if answer["ok"] != true {
+        bail!("soko refused {cmd}: {}", answer["error"]);
+    }
+    Ok(&answer["result"])
 }
 
 /// A throwaway bunker on `relay` that approves everything; returns once it answers.
@@ -246,7 +385,10 @@ async fn local_bunker(relay: &RelayUrl) -> Result<(NostrConnectURI, tokio::task:
 /// The agent's relay client: its only signer is the bunker.
 struct Agent {
     client: Client,
+    bot: Option<PublicKey>,
     inbox: tokio::sync::broadcast::Receiver<RelayPoolNotification>,
+    /// Notices soko sent while the agent waited for something else.
+    notices: Vec<Value>,
 }
 
 impl Agent {
@@ -261,7 +403,53 @@ impl Agent {
         client
             .subscribe(Filter::new().kind(Kind::GiftWrap).pubkey(me).limit(0), None)
             .await?;
-        Ok(Self { client, inbox })
+        Ok(Self {
+            client,
+            bot: None,
+            inbox,
+            notices: Vec::new(),
+        })
+    }
+
+    /// The `proposal` notice deciding `proposal`, if it comes within `wait`.
+    async fn decision(&mut self, proposal: u64, wait: Duration) -> Result<Option<Value>> {
+        let about = |n: &Value| n["notice"] == "proposal" && n["args"]["proposal"] == proposal;
+        if let Some(at) = self.notices.iter().position(about) {
+            return Ok(Some(self.notices.remove(at)));
+        }
+        let Some(bot) = self.bot else {
+            return Ok(None);
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let Ok(message) = tokio::time::timeout_at(deadline, self.next_from(bot)).await else {
+                return Ok(None);
+            };
+            let message = message?;
+            if about(&message) {
+                return Ok(Some(message));
+            }
+            if message.get("notice").is_some() {
+                self.notices.push(message);
+            }
+        }
+    }
+
+    /// The next message from soko, unwrapped by the bunker.
+    async fn next_from(&mut self, bot: PublicKey) -> Result<Value> {
+        loop {
+            let notification = self.inbox.recv().await?;
+            let RelayPoolNotification::Event { event, .. } = notification else {
+                continue;
+            };
+            if event.kind != Kind::GiftWrap {
+                continue;
+            }
+            let gift = self.client.unwrap_gift_wrap(&event).await?;
+            if gift.sender == bot {
+                return Ok(serde_json::from_str(&gift.rumor.content)?);
+            }
+        }
     }
 
     /// Sends one command by NIP-17 (sealed by the bunker) and returns soko's answer to it.
@@ -283,22 +471,15 @@ impl Agent {
         if sent.success.is_empty() {
             bail!("the relay refused the DM: {:?}", sent.failed);
         }
+        self.bot = Some(bot);
         let answer = tokio::time::timeout(timeout, async {
             loop {
-                let notification = self.inbox.recv().await?;
-                let RelayPoolNotification::Event { event, .. } = notification else {
-                    continue;
-                };
-                if event.kind != Kind::GiftWrap {
-                    continue;
-                }
-                let gift = self.client.unwrap_gift_wrap(&event).await?;
-                if gift.sender != bot {
-                    continue;
-                }
-                let answer: Value = serde_json::from_str(&gift.rumor.content)?;
+                let answer = self.next_from(bot).await?;
                 if answer["re"] == id {
                     return anyhow::Ok(answer);
+                }
+                if answer.get("notice").is_some() {
+                    self.notices.push(answer);
                 }
             }
         })

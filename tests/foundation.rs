@@ -254,17 +254,19 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
         soko::escrow::Rules::default(),
     )
     .unwrap();
+    let agents =
+        soko::agents::Agents::open(&store, &vault, Default::default(), bot.public_key()).unwrap();
+    let desk = agents.desk(merchants.clone(), publisher.clone(), Default::default());
     let ussd = soko::ussd::UssdService::open(
         &store,
         &vault,
         merchants.clone(),
         escrow.clone(),
         publisher.clone(),
+        desk.clone(),
         Default::default(),
     )
     .unwrap();
-    let agents =
-        soko::agents::Agents::open(&store, &vault, Default::default(), bot.public_key()).unwrap();
     let context = soko::commands::Context {
         admins: Default::default(),
         merchants,
@@ -273,6 +275,7 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
         ussd,
         catalog: soko::market::Catalog::open(&store, 10).unwrap(),
         agents,
+        desk,
     };
     let handler = Handler::new(&store, keyring, outbox, context).unwrap();
 

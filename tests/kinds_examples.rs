@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use serde_json::Value;
+use soko::proto::agents::{AgentNotice, AgentNoticeBody};
 use soko::proto::gamma;
 use soko::proto::nip15::{Order, OrderStatus, PaymentRequest};
 use soko::proto::ussd::{Notice, NoticeBody, UssdHopArgs, UssdScreen, SCREEN_LIMIT};
@@ -173,6 +174,22 @@ fn every_example_parses_and_round_trips() {
                 );
             }
             "registration-event" => check_registration_event(page, &as_value),
+            "agent-notice" => {
+                let notice: AgentNotice = serde_json::from_str(json)
+                    .unwrap_or_else(|e| panic!("{page}: not an agent notice ({e}): {json}"));
+                assert_eq!(notice.v, 1, "{page}: {json}");
+                let merchant = match &notice.body {
+                    AgentNoticeBody::Proposal(p) => &p.merchant,
+                    AgentNoticeBody::OrderPaid(o) => &o.merchant,
+                };
+                nostr_sdk::PublicKey::parse(merchant)
+                    .unwrap_or_else(|e| panic!("{page}: bad merchant key ({e}): {json}"));
+                assert_eq!(
+                    serde_json::to_value(&notice).unwrap(),
+                    as_value,
+                    "{page}: agent notice round trip"
+                );
+            }
             other => panic!("{page}: unknown example type `json {other}`"),
         }
         checked += 1;

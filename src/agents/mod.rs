@@ -6,8 +6,14 @@
 //! - `users`: pubkey (32 bytes) → [`users::UserRecord`] (role, registration time, name).
 //! - `registration/nonces`: registration event id (32 bytes) → its `created_at`, kept while
 //!   the event is inside the time window (older ones are refused by the window anyway).
+//! - links between agents and merchants: see [`links`]; proposals: see [`proposals`].
+//!
+//! [`desk`] is what agents do for merchants and what merchants answer over USSD.
 
+pub mod desk;
 pub mod invites;
+pub mod links;
+pub mod proposals;
 pub mod registration;
 pub mod users;
 
@@ -16,9 +22,14 @@ use std::sync::Arc;
 
 use nostr_sdk::PublicKey;
 
+pub use self::desk::{Decided, Desk, DeskError};
 pub use self::invites::{Invite, InviteCode, InviteError, InviteRefusal, Invites};
+pub use self::links::Links;
+pub use self::proposals::Proposals;
 pub use self::registration::{RegisterError, Registration, RegistrationRefusal};
 pub use self::users::{UserRecord, Users};
+use crate::bot::Publisher;
+use crate::market::{Merchants, Rates};
 use crate::store::{Store, StoreError};
 use crate::vault::Vault;
 
@@ -31,6 +42,10 @@ pub struct Agents {
     pub users: Users,
     /// Registration.
     pub registration: Registration,
+    /// Links between agents and merchants.
+    pub links: Links,
+    /// Agents' proposals to merchants.
+    pub proposals: Proposals,
 }
 
 impl Agents {
@@ -49,6 +64,21 @@ impl Agents {
             invites,
             users,
             registration,
+            links: Links::open(store)?,
+            proposals: Proposals::open(store)?,
         })
+    }
+
+    /// The desk over these stores, acting on `merchants`, publishing with `publisher`,
+    /// taking stalls priced in `sat` or one of `rates`.
+    pub fn desk(&self, merchants: Merchants, publisher: Publisher, rates: Rates) -> Desk {
+        Desk::new(
+            self.users.clone(),
+            self.links.clone(),
+            self.proposals.clone(),
+            merchants,
+            publisher,
+            rates,
+        )
     }
 }

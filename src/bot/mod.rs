@@ -108,6 +108,7 @@ impl Bot {
 
         let outbox = Outbox::open(store, client.clone())?;
         let publisher = Publisher::new(keyring.clone(), outbox.clone());
+        let rates = services.rules.rates.clone();
         let escrow = EscrowService::open(
             store,
             services.wallet,
@@ -118,20 +119,23 @@ impl Bot {
             services.rules,
         )?;
         escrow.set_sms_bridges(services.ussd.bridges.clone());
-        let ussd = crate::ussd::UssdService::open(
-            store,
-            &services.vault,
-            services.merchants.clone(),
-            escrow.clone(),
-            publisher.clone(),
-            services.ussd,
-        )?;
         let admins = Arc::new(services.admins);
         let agents = Agents::open(
             store,
             &services.vault,
             admins.clone(),
             keyring.bot().public_key(),
+        )?;
+        let desk = agents.desk(services.merchants.clone(), publisher.clone(), rates);
+        escrow.set_agent_links(agents.links.clone());
+        let ussd = crate::ussd::UssdService::open(
+            store,
+            &services.vault,
+            services.merchants.clone(),
+            escrow.clone(),
+            publisher.clone(),
+            desk.clone(),
+            services.ussd,
         )?;
         let context = commands::Context {
             admins,
@@ -141,6 +145,7 @@ impl Bot {
             ussd,
             catalog: services.catalog.clone(),
             agents,
+            desk,
         };
         let handler = Handler::new(store, keyring.clone(), outbox.clone(), context)?;
         let released = handler.recover()?;

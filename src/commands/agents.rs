@@ -1,12 +1,20 @@
 //! `invite_create`: an admin creates an invite code for a role.
 //! `register`: a user registers with a signed registration event carrying an invite code.
 //! `whoami`: anyone asks for its role.
+//! `merchant_onboard`, `agent_merchants`, `propose_*`, `proposal_withdraw`: agents only
+//! (the role is checked by the desk, `not_an_agent` for anyone else).
 
 use nostr_sdk::{PublicKey, ToBech32};
 
+use super::merchant_key;
 use super::{CommandError, Context};
-use crate::agents::{InviteError, InviteRefusal, RegisterError, RegistrationRefusal};
-use crate::proto::agents::{InviteCreateArgs, InviteCreated, Membership, RegisterArgs, Role};
+use crate::agents::proposals::Proposed;
+use crate::agents::{DeskError, InviteError, InviteRefusal, RegisterError, RegistrationRefusal};
+use crate::proto::agents::{
+    AgentMerchants, InviteCreateArgs, InviteCreated, Membership, OnboardArgs, Onboarded,
+    ProposalView, ProposalWithdrawArgs, ProposeDeleteArgs, ProposeProductArgs, ProposeStallArgs,
+    RegisterArgs, Role,
+};
 use crate::proto::{ErrorCode, Refusal};
 use crate::store::StoreError;
 use crate::util::unix_now;
@@ -76,6 +84,89 @@ pub fn whoami(ctx: &Context, sender: PublicKey) -> Result<Membership, CommandErr
         Some(user) => membership(sender, role, user.name, Some(user.registered_at)),
         None => membership(sender, role, None, None),
     })
+}
+
+/// Onboards a merchant by phone, or asks its owner for a link.
+pub fn onboard(
+    ctx: &Context,
+    sender: PublicKey,
+    args: OnboardArgs,
+) -> Result<Onboarded, CommandError> {
+    ctx.desk
+        .onboard(&sender, &args.phone, &args.name)
+        .map_err(desk_error)
+}
+
+/// The agent's merchants and proposals.
+pub fn merchants(ctx: &Context, sender: PublicKey) -> Result<AgentMerchants, CommandError> {
+    ctx.desk.overview(&sender).map_err(desk_error)
+}
+
+/// Proposes a stall.
+pub fn propose_stall(
+    ctx: &Context,
+    sender: PublicKey,
+    args: ProposeStallArgs,
+) -> Result<ProposalView, CommandError> {
+    propose(ctx, sender, &args.merchant, Proposed::Stall(args.stall))
+}
+
+/// Proposes a product.
+pub fn propose_product(
+    ctx: &Context,
+    sender: PublicKey,
+    args: ProposeProductArgs,
+) -> Result<ProposalView, CommandError> {
+    propose(ctx, sender, &args.merchant, Proposed::Product(args.product))
+}
+
+/// Proposes a deletion.
+pub fn propose_delete(
+    ctx: &Context,
+    sender: PublicKey,
+    args: ProposeDeleteArgs,
+) -> Result<ProposalView, CommandError> {
+    propose(
+        ctx,
+        sender,
+        &args.merchant,
+        Proposed::Delete {
+            kind: args.kind,
+            id: args.id,
+        },
+    )
+}
+
+/// Withdraws one of the agent's pending proposals.
+pub fn withdraw(
+    ctx: &Context,
+    sender: PublicKey,
+    args: ProposalWithdrawArgs,
+) -> Result<ProposalView, CommandError> {
+    ctx.desk
+        .withdraw(&sender, args.proposal)
+        .map_err(desk_error)
+}
+
+fn propose(
+    ctx: &Context,
+    sender: PublicKey,
+    merchant: &str,
+    proposed: Proposed,
+) -> Result<ProposalView, CommandError> {
+    // The role first: a non-agent learns nothing about the merchant it named.
+    ctx.desk.require_agent(&sender).map_err(desk_error)?;
+    let merchant = merchant_key(merchant)?;
+    ctx.desk
+        .propose(&sender, &merchant, proposed)
+        .map_err(desk_error)
+}
+
+fn desk_error(e: DeskError) -> CommandError {
+    match e {
+        DeskError::Refused(refusal) => refusal.into(),
+        other => CommandError::Internal(other.to_string()),
+    }
 }
 
 fn membership(

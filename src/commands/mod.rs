@@ -14,7 +14,7 @@ use std::sync::Arc;
 use nostr_sdk::PublicKey;
 use serde_json::Value;
 
-use crate::agents::Agents;
+use crate::agents::{Agents, Desk};
 use crate::bot::Publisher;
 use crate::escrow::EscrowService;
 use crate::market::{Catalog, MerchantError, Merchants};
@@ -62,6 +62,8 @@ pub struct Context {
     pub catalog: Catalog,
     /// Invites, registration and roles.
     pub agents: Agents,
+    /// What agents do for merchants.
+    pub desk: Desk,
 }
 
 /// Runs one command for `sender`.
@@ -81,7 +83,8 @@ async fn dispatch(
     command: Command,
 ) -> Result<Value, CommandError> {
     // Bridges are checked by the USSD handler, buyers own their orders, the catalog,
-    // registration and whoami are public: the rest is the operator's.
+    // registration and whoami are public, agents' commands check the role themselves: the
+    // rest is the operator's.
     let admin_only = !matches!(
         command,
         Command::Ping(_)
@@ -90,6 +93,12 @@ async fn dispatch(
             | Command::UssdHop(_)
             | Command::Register(_)
             | Command::Whoami(_)
+            | Command::MerchantOnboard(_)
+            | Command::AgentMerchants(_)
+            | Command::ProposeStall(_)
+            | Command::ProposeProduct(_)
+            | Command::ProposeDelete(_)
+            | Command::ProposalWithdraw(_)
     );
     if admin_only && !ctx.admins.contains(&sender) {
         return Err(Refusal::new(
@@ -120,6 +129,12 @@ async fn dispatch(
         Command::InviteCreate(args) => to_value(agents::invite_create(ctx, sender, args)?),
         Command::Register(args) => to_value(agents::register(ctx, sender, args)?),
         Command::Whoami(_) => to_value(agents::whoami(ctx, sender)?),
+        Command::MerchantOnboard(args) => to_value(agents::onboard(ctx, sender, args)?),
+        Command::AgentMerchants(_) => to_value(agents::merchants(ctx, sender)?),
+        Command::ProposeStall(args) => to_value(agents::propose_stall(ctx, sender, args)?),
+        Command::ProposeProduct(args) => to_value(agents::propose_product(ctx, sender, args)?),
+        Command::ProposeDelete(args) => to_value(agents::propose_delete(ctx, sender, args)?),
+        Command::ProposalWithdraw(args) => to_value(agents::withdraw(ctx, sender, args)?),
     }
 }
 

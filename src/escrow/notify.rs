@@ -1,13 +1,20 @@
-//! SMS notices of paid orders (issue 5): when a merchant with a phone number gets a paid
+//! Notices of paid orders. SMS (issue 5): when a merchant with a phone number gets a paid
 //! order, every configured USSD bridge receives a [`Notice`] (NIP-17 DM from the bot key)
-//! asking it to text the merchant. The notices are queued in the same transaction as the
-//! paid state (see `receive_payment`), so a crash cannot lose or duplicate them.
+//! asking it to text the merchant. Agents (issue 6): every agent linked to the merchant
+//! gets an [`AgentNotice`] with the order's number, amount and items, and the buyer's
+//! details only when the merchant shares them. The notices are queued in the same
+//! transaction as the paid state (see `receive_payment`), so a crash cannot lose or
+//! duplicate them.
 
-use nostr_sdk::{Event, PublicKey};
+use nostr_sdk::{Event, PublicKey, ToBech32};
 
 use super::service::{EscrowError, EscrowService, OrderRecord};
+use crate::agents::Links;
 use crate::bot::Scheme;
 use crate::money::Sats;
+use crate::proto::agents::{
+    AgentNotice, AgentNoticeBody, BuyerDetails, NoticeItem, OrderPaidNotice,
+};
 use crate::proto::ussd::{Notice, NoticeBody, SmsNotice};
 
 /// The longest SMS text soko sends (one GSM-7 message).
@@ -19,6 +26,78 @@ impl EscrowService {
         if let Ok(mut current) = self.inner.sms_bridges.write() {
             *current = bridges;
         }
+    }
+
+    /// The links whose agents hear of paid orders.
+    pub fn set_agent_links(&self, links: Links) {
+        if let Ok(mut current) = self.inner.agent_links.write() {
+            *current = Some(links);
+        }
+    }
+
+    /// The notices to the agents linked to `merchant` for a newly paid order: signed, not
+    /// yet queued. Buyer details only if the merchant shares them.
+    pub(super) async fn agent_notices(
+        &self,
+        merchant: &PublicKey,
+        record: &OrderRecord,
+    ) -> Result<Vec<Event>, EscrowError> {
+        let links = self.inner.agent_links.read().ok().and_then(|l| l.clone());
+        let Some(links) = links else {
+            return Ok(Vec::new());
+        };
+        let agents = links.agents_of(merchant)?;
+        if agents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let merchants = &self.inner.merchants;
+        let mut items = Vec::with_capacity(record.lines.len());
+        for line in &record.lines {
+            items.push(NoticeItem {
+                product_id: line.product_id.clone(),
+                name: merchants
+                    .product(merchant, &line.product_id)?
+                    .map(|p| p.name),
+                quantity: line.quantity,
+            });
+        }
+        let buyer = if links.shares_buyer(merchant)? {
+            self.shipping(record)?.map(|s| BuyerDetails {
+                name: s.name,
+                address: s.address,
+                phone: s.phone,
+                email: s.email,
+                message: s.message,
+                zone: s.zone,
+            })
+        } else {
+            None
+        };
+        let notice = AgentNotice {
+            v: 1,
+            body: AgentNoticeBody::OrderPaid(OrderPaidNotice {
+                merchant: merchant.to_bech32().unwrap_or_else(|_| merchant.to_hex()),
+                shop: merchants.get(merchant)?.name,
+                order: record.number,
+                amount_sat: record.total.0,
+                items,
+                buyer,
+            }),
+        };
+        let content =
+            serde_json::to_string(&notice).map_err(|e| EscrowError::Publish(e.to_string()))?;
+        let bot = self.inner.publisher.keyring().bot().public_key();
+        let mut events = Vec::with_capacity(agents.len());
+        for (agent, _) in agents {
+            events.push(
+                self.inner
+                    .publisher
+                    .seal_dm(&bot, agent, Scheme::Nip17, &content)
+                    .await
+                    .map_err(|e| EscrowError::Publish(e.to_string()))?,
+            );
+        }
+        Ok(events)
     }
 
     /// The notices for a newly paid order: one per bridge, none for a merchant without a

@@ -241,6 +241,8 @@ pub(super) struct Inner {
     // USSD (issue 5): seals buyers' shipping details; bridges told of paid orders by SMS.
     pub(super) vault: Vault,
     pub(super) sms_bridges: std::sync::RwLock<Vec<PublicKey>>,
+    // Agents (issue 6): the agents linked to a merchant hear of its paid orders.
+    pub(super) agent_links: std::sync::RwLock<Option<crate::agents::Links>>,
 }
 
 impl EscrowService {
@@ -278,6 +280,7 @@ impl EscrowService {
                 lock: Mutex::new(()),
                 vault: vault.clone(),
                 sms_bridges: Default::default(),
+                agent_links: Default::default(),
             }),
         })
     }
@@ -571,9 +574,11 @@ impl EscrowService {
             )),
             balance: None,
         };
-        // USSD (issue 5): SMS notices to the bridges join the buyer's DMs in the same commit.
+        // USSD (issue 5): SMS notices to the bridges join the buyer's DMs in the same commit,
+        // and so do the linked agents' notices (issue 6).
         let mut dms = vec![status_dm, code_dm];
         dms.extend(self.paid_notices(merchant, &paid).await?);
+        dms.extend(self.agent_notices(merchant, &paid).await?);
         self.commit(key, &paid, change, &dms).await?;
         tracing::info!(
             order = paid.number,

@@ -26,8 +26,10 @@ use crate::vault::{Vault, VaultError};
 
 /// Longest shop name.
 pub const MAX_NAME_LEN: usize = 64;
-const KIND_STALL: u16 = 30017;
-const KIND_PRODUCT: u16 = 30018;
+/// Kind of a NIP-15 stall.
+pub const KIND_STALL: u16 = 30017;
+/// Kind of a NIP-15 product.
+pub const KIND_PRODUCT: u16 = 30018;
 
 /// A merchant as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -344,6 +346,92 @@ impl Merchants {
         Ok(public(merchant, &stored))
     }
 
+    /// The checks [`Self::put_stall`] makes of the stall itself, without saving it (an
+    /// agent's proposal is checked by the same rules when made and again when approved).
+    pub fn validate_stall(&self, stall: &Stall) -> Result<(), MerchantError> {
+        check_stall(stall)
+    }
+
+    /// The checks [`Self::put_product`] makes, without saving: its stall must be saved
+    /// (published) under this merchant.
+    pub fn validate_product(
+        &self,
+        merchant: &PublicKey,
+        product: &Product,
+    ) -> Result<Stall, MerchantError> {
+        let stall = self.stall(merchant, &product.stall_id)?.ok_or_else(|| {
+            MerchantError::Invalid(format!(
+                "stall {:?} does not exist; add it first",
+                product.stall_id
+            ))
+        })?;
+        check_product(product, &stall)?;
+        Ok(stall)
+    }
+
+    /// The checks [`Self::delete_listing`] makes, without deleting: the listing exists, and
+    /// a stall has no products left (they would be left without a stall).
+    pub fn validate_deletion(
+        &self,
+        merchant: &PublicKey,
+        kind: u16,
+        id: &str,
+    ) -> Result<(), MerchantError> {
+        match kind {
+            KIND_STALL => {
+                if self.stall(merchant, id)?.is_none() {
+                    return Err(MerchantError::Invalid(format!("no stall {id:?}")));
+                }
+                let listed = self.products(merchant)?;
+                let hidden = self.hidden_products(merchant)?;
+                match listed.iter().chain(&hidden).find(|p| p.stall_id == id) {
+                    Some(product) => Err(MerchantError::Invalid(format!(
+                        "stall {id:?} still has products (e.g. {:?}); delete them first",
+                        product.id
+                    ))),
+                    None => Ok(()),
+                }
+            }
+            KIND_PRODUCT => {
+                let listed = self.product(merchant, id)?.is_some();
+                if listed || self.hidden_products(merchant)?.iter().any(|p| p.id == id) {
+                    Ok(())
+                } else {
+                    Err(MerchantError::Invalid(format!("no product {id:?}")))
+                }
+            }
+            other => Err(MerchantError::Invalid(format!(
+                "kind {other} is not a listing: 30017 (stall) or 30018 (product)"
+            ))),
+        }
+    }
+
+    /// Deletes a stall (30017) or product (30018, listed or hidden) from soko's records,
+    /// after [`Self::validate_deletion`]; the caller publishes the NIP-09 deletion.
+    pub fn delete_listing(
+        &self,
+        merchant: &PublicKey,
+        kind: u16,
+        id: &str,
+    ) -> Result<(), MerchantError> {
+        self.validate_deletion(merchant, kind, id)?;
+        if kind == KIND_STALL {
+            self.listings
+                .remove(&listing_key(merchant, KIND_STALL, id))?;
+            return Ok(());
+        }
+        let key = listing_key(merchant, KIND_PRODUCT, id);
+        let hidden_key = hidden_key(merchant, id);
+        (self.listings.raw(), self.hidden.raw())
+            .transaction(|(listings, hidden)| {
+                listings.remove(key.as_slice())?;
+                hidden.remove(hidden_key.as_slice())?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(listing_tx_error)?;
+        Ok(())
+    }
+
     /// Saves a stall after checking it.
     pub fn put_stall(&self, merchant: &PublicKey, stall: &Stall) -> Result<(), MerchantError> {
         refuse_pending(&self.get(merchant)?)?;
@@ -362,13 +450,7 @@ impl Merchants {
         product: &Product,
     ) -> Result<(), MerchantError> {
         refuse_pending(&self.get(merchant)?)?;
-        let stall = self.stall(merchant, &product.stall_id)?.ok_or_else(|| {
-            MerchantError::Invalid(format!(
-                "stall {:?} does not exist; add it first",
-                product.stall_id
-            ))
-        })?;
-        check_product(product, &stall)?;
+        self.validate_product(merchant, product)?;
         let value =
             serde_json::to_value(product).map_err(|e| MerchantError::Invalid(e.to_string()))?;
         let listed = self.listings.encode(&value)?;

@@ -2,9 +2,9 @@
 //! catalog of every merchant's listings seen on the relays.
 
 pub mod catalog;
+pub mod listing;
 pub mod merchants;
 pub mod pricing;
-pub mod proposals;
 
 pub use self::catalog::Catalog;
 pub use self::merchants::{Merchant, MerchantError, MerchantStatus, Merchants};

@@ -98,6 +98,268 @@ pub struct Membership {
     pub registered_at: Option<u64>,
 }
 
+/// `merchant_onboard` arguments (agent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnboardArgs {
+    /// The merchant's phone: `+` and 7 to 15 digits; the owner completes onboarding by
+    /// dialling soko's USSD code from it.
+    pub phone: String,
+    /// The shop name the owner confirms over USSD.
+    pub name: String,
+}
+
+/// What `merchant_onboard` did about the link between the agent and the merchant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    /// Linked: a new merchant, or one the agent was linked to already.
+    Linked,
+    /// The phone belongs to a merchant already: a link request waits for its approval
+    /// over USSD (menu 4).
+    Requested,
+}
+
+/// `merchant_onboard` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Onboarded {
+    /// `linked` or `requested`.
+    pub link: LinkState,
+    /// The merchant, when linked (a request does not reveal whose phone it is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant: Option<LinkedMerchant>,
+    /// The link request's proposal id, when requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal: Option<u64>,
+}
+
+/// A merchant an agent is linked to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkedMerchant {
+    /// `npub`.
+    pub npub: String,
+    /// Public key (hex).
+    pub pubkey: String,
+    /// Shop name.
+    pub name: String,
+    /// `pending` until its owner onboards over USSD, then `active`.
+    pub status: String,
+    /// Unix seconds the link was made.
+    pub linked_at: u64,
+}
+
+/// `propose_stall` arguments (agent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProposeStallArgs {
+    /// A merchant the agent is linked to (npub or hex).
+    pub merchant: String,
+    /// NIP-15 stall content (kind 30017).
+    pub stall: super::nip15::Stall,
+}
+
+/// `propose_product` arguments (agent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProposeProductArgs {
+    /// A merchant the agent is linked to (npub or hex).
+    pub merchant: String,
+    /// NIP-15 product content (kind 30018).
+    pub product: super::nip15::Product,
+}
+
+/// `propose_delete` arguments (agent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProposeDeleteArgs {
+    /// A merchant the agent is linked to (npub or hex).
+    pub merchant: String,
+    /// 30017 (stall) or 30018 (product).
+    pub kind: u16,
+    /// The listing's id (its `d` tag).
+    pub id: String,
+}
+
+/// `proposal_withdraw` arguments (agent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProposalWithdrawArgs {
+    /// The proposal id.
+    pub proposal: u64,
+}
+
+/// What a proposal asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProposalKind {
+    /// Link the agent to the merchant.
+    Link,
+    /// Create or replace a stall.
+    Stall,
+    /// Create or replace a product.
+    Product,
+    /// Delete a stall or product.
+    Delete,
+}
+
+/// Where a proposal is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProposalStatus {
+    /// Waiting for the merchant.
+    Pending,
+    /// Approved by the merchant (and published).
+    Approved,
+    /// Rejected by the merchant.
+    Rejected,
+    /// Withdrawn by the agent, or because the merchant unlinked the agent.
+    Withdrawn,
+}
+
+impl ProposalStatus {
+    /// The status's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Rejected => "rejected",
+            Self::Withdrawn => "withdrawn",
+        }
+    }
+}
+
+/// A proposal as its agent sees it (`propose_*` results and `agent_merchants`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalView {
+    /// Its id.
+    pub proposal: u64,
+    /// What it asks.
+    pub kind: ProposalKind,
+    /// The merchant (npub); absent on a link request the merchant has not approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant: Option<String>,
+    /// The listing it is about (stall, product or deleted id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Where it is.
+    pub status: ProposalStatus,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Unix seconds of the decision, once decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<u64>,
+    /// The event published on approval (30017, 30018 or 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+}
+
+/// `agent_merchants` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentMerchants {
+    /// Merchants linked to the sender.
+    pub merchants: Vec<LinkedMerchant>,
+    /// The sender's proposals to those merchants, and its link requests, newest first.
+    pub proposals: Vec<ProposalView>,
+}
+
+/// A message soko sends an agent unasked (NIP-17, from the bot key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentNotice {
+    /// Protocol version, 1.
+    pub v: u32,
+    /// The notice.
+    #[serde(flatten)]
+    pub body: AgentNoticeBody,
+}
+
+/// The notices an agent gets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "notice", content = "args", rename_all = "snake_case")]
+pub enum AgentNoticeBody {
+    /// The merchant approved or rejected one of the agent's proposals.
+    Proposal(ProposalDecided),
+    /// A linked merchant's order was paid.
+    OrderPaid(OrderPaidNotice),
+}
+
+/// A decided proposal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalDecided {
+    /// Proposal id.
+    pub proposal: u64,
+    /// What it asked.
+    pub kind: ProposalKind,
+    /// The merchant (npub).
+    pub merchant: String,
+    /// The listing it was about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `approved` or `rejected`.
+    pub status: ProposalStatus,
+    /// The event published on approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+}
+
+/// A paid order of a linked merchant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPaidNotice {
+    /// The merchant (npub).
+    pub merchant: String,
+    /// Shop name.
+    pub shop: String,
+    /// soko's order number for the merchant.
+    pub order: u64,
+    /// Total paid, sats.
+    pub amount_sat: u64,
+    /// What was ordered.
+    pub items: Vec<NoticeItem>,
+    /// The buyer's shipping details: only when the merchant shares them with its agents
+    /// (USSD settings; off by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buyer: Option<BuyerDetails>,
+}
+
+/// One line of a paid order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoticeItem {
+    /// Product id.
+    pub product_id: String,
+    /// Product name, when still listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Units.
+    pub quantity: u64,
+}
+
+/// The buyer's details as the order gave them (personal data: `Debug` hides them).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuyerDetails {
+    /// Name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Phone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// Email.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Note to the merchant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Shipping zone.
+    pub zone: String,
+}
+
+impl std::fmt::Debug for BuyerDetails {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BuyerDetails(..)")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -104,6 +104,12 @@ pub enum ErrorCode {
     InviteWrongRole,
     /// Registration: the sender already has a role.
     AlreadyRegistered,
+    /// An agent command from a sender that is not a registered agent.
+    NotAnAgent,
+    /// The agent is not linked to the merchant it names (never was, or was unlinked).
+    NotLinked,
+    /// The agent has no proposal with this id.
+    UnknownProposal,
     /// Something failed inside soko; details are in its log, not here.
     Internal,
 }
@@ -242,6 +248,18 @@ pub enum Command {
     Register(super::agents::RegisterArgs),
     /// Anyone: the sender's role.
     Whoami(PingArgs),
+    /// Agent: onboard a merchant by phone (or ask to be linked to it).
+    MerchantOnboard(super::agents::OnboardArgs),
+    /// Agent: its linked merchants and its proposals.
+    AgentMerchants(PingArgs),
+    /// Agent: propose a stall to a linked merchant.
+    ProposeStall(super::agents::ProposeStallArgs),
+    /// Agent: propose a product to a linked merchant.
+    ProposeProduct(super::agents::ProposeProductArgs),
+    /// Agent: propose deleting a stall or product of a linked merchant.
+    ProposeDelete(super::agents::ProposeDeleteArgs),
+    /// Agent: withdraw one of its pending proposals.
+    ProposalWithdraw(super::agents::ProposalWithdrawArgs),
 }
 
 /// Names accepted in `cmd`, for the unknown-command message.
@@ -261,6 +279,12 @@ pub const COMMAND_NAMES: &[&str] = &[
     "invite_create",
     "register",
     "whoami",
+    "merchant_onboard",
+    "agent_merchants",
+    "propose_stall",
+    "propose_product",
+    "propose_delete",
+    "proposal_withdraw",
 ];
 
 /// Most entries of each list one `catalog` answer carries.

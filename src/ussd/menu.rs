@@ -7,11 +7,13 @@
 //! ```text
 //! first dial ─▶ NewPin ─▶ RepeatPin ─(pending)▶ ConfirmName ─▶ Main
 //!           └─▶ Login ──────────────(pending)──────────────────┘
-//! Main: 1 Orders ─▶ Order detail          4 Pending approvals
+//! Main: 1 Orders ─▶ Order detail
 //!       2 Confirm delivery: order no. ─▶ buyer's code
 //!       3 Products ─▶ product ─▶ price | stock | hide/show
+//!       4 Pending approvals ─▶ proposal ─▶ approve | reject
 //!       5 Balance ─▶ to my address | another address ─▶ confirm
 //!       6 Settings ─▶ Lightning address | change PIN (old, new, again)
+//!                  | agents ─▶ agent ─▶ unlink | buyer details to agents on/off
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -96,6 +98,13 @@ pub enum Menu {
         /// Page shown.
         page: usize,
     },
+    /// 4 → one proposal: approve or reject.
+    Approval {
+        /// Proposal id.
+        id: u64,
+        /// Page shown.
+        page: usize,
+    },
     /// 5: balance and withdraw.
     Balance,
     /// 5 → type a Lightning address to withdraw to.
@@ -122,6 +131,16 @@ pub enum Menu {
         old: Secret,
         /// The new PIN.
         new: Secret,
+    },
+    /// 6 → the agents linked to the shop.
+    Agents {
+        /// Page shown.
+        page: usize,
+    },
+    /// 6 → agents → confirm unlinking one.
+    AgentUnlink {
+        /// The agent (hex).
+        agent: String,
     },
 }
 
@@ -179,6 +198,23 @@ pub enum Action {
         /// New PIN.
         new: Secret,
     },
+    /// Approve an agent's proposal (published through the listing domain API).
+    Approve {
+        /// Proposal id.
+        id: u64,
+    },
+    /// Reject an agent's proposal.
+    Reject {
+        /// Proposal id.
+        id: u64,
+    },
+    /// Unlink an agent (its pending proposals are withdrawn).
+    Unlink {
+        /// The agent (hex).
+        agent: String,
+    },
+    /// Whether linked agents get buyers' details with paid-order notices.
+    ShareBuyer(bool),
 }
 
 /// What applying an [`Action`] came to.
@@ -245,6 +281,26 @@ pub struct Shop {
     pub lightning_address: Option<String>,
     /// Balance held by soko for the merchant.
     pub balance: Sats,
+    /// Linked agents get buyers' details with paid-order notices.
+    pub share_buyer: bool,
+}
+
+/// A pending proposal in menu 4's list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalLine {
+    /// Proposal id.
+    pub id: u64,
+    /// One line, e.g. `Product Mango 500 sat, Juma`.
+    pub summary: String,
+}
+
+/// A linked agent in the settings' list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentLine {
+    /// The agent (hex).
+    pub agent: String,
+    /// Its registration name, or a short npub.
+    pub label: String,
 }
 
 /// An order in a list.
@@ -298,8 +354,12 @@ pub trait View {
     fn order(&self, number: u64) -> Result<Option<OrderDetail>, Self::Error>;
     /// Products: listed ones, then hidden ones.
     fn products(&self) -> Result<Vec<ProductLine>, Self::Error>;
-    /// Pending approvals, one line each.
-    fn approvals(&self) -> Result<Vec<String>, Self::Error>;
+    /// Pending approvals, oldest first.
+    fn approvals(&self) -> Result<Vec<ApprovalLine>, Self::Error>;
+    /// A pending approval's detail lines; `None` once it is decided or gone.
+    fn approval(&self, id: u64) -> Result<Option<Vec<String>>, Self::Error>;
+    /// The agents linked to the shop.
+    fn agents(&self) -> Result<Vec<AgentLine>, Self::Error>;
     /// Unix seconds now.
     fn now(&self) -> u64;
 }
@@ -474,10 +534,34 @@ pub fn step<V: View>(menu: &Menu, input: &str, view: &V) -> Result<Step, V::Erro
                 None => again("Enter a whole number."),
             }
         }
-        Menu::Approvals { page } => match paging(menu, *page, input, view, Menu::Main)? {
-            Some(next) => Ok(next),
-            None => again("Invalid choice."),
-        },
+        Menu::Approvals { page } => {
+            if let Some(next) = paging(menu, *page, input, view, Menu::Main)? {
+                return Ok(next);
+            }
+            match chosen(input, &view.approvals()?) {
+                Some(line) => show(Menu::Approval {
+                    id: line.id,
+                    page: 0,
+                }),
+                None => again("Invalid choice."),
+            }
+        }
+        Menu::Approval { id, page } => {
+            if view.approval(*id)?.is_none() {
+                return Ok(Step::Show {
+                    menu: Menu::Approvals { page: 0 },
+                    notice: Some("That proposal was decided or withdrawn.".to_owned()),
+                });
+            }
+            match paging(menu, *page, input, view, Menu::Approvals { page: 0 })? {
+                Some(next) => Ok(next),
+                None => match input {
+                    "1" => Ok(Step::Act(Action::Approve { id: *id })),
+                    "2" => Ok(Step::Act(Action::Reject { id: *id })),
+                    _ => again("Invalid choice."),
+                },
+            }
+        }
         Menu::Balance => {
             let shop = view.shop()?;
             match input {
@@ -510,9 +594,37 @@ pub fn step<V: View>(menu: &Menu, input: &str, view: &V) -> Result<Step, V::Erro
         Menu::Settings => match input {
             "1" => show(Menu::LightningAddress),
             "2" => show(Menu::OldPin),
+            "3" => show(Menu::Agents { page: 0 }),
+            "4" => Ok(Step::Act(Action::ShareBuyer(!view.shop()?.share_buyer))),
             "00" => show(Menu::Main),
             _ => again("Invalid choice."),
         },
+        Menu::Agents { page } => {
+            if let Some(next) = paging(menu, *page, input, view, Menu::Settings)? {
+                return Ok(next);
+            }
+            match chosen(input, &view.agents()?) {
+                Some(line) => show(Menu::AgentUnlink {
+                    agent: line.agent.clone(),
+                }),
+                None => again("Invalid choice."),
+            }
+        }
+        Menu::AgentUnlink { agent } => {
+            if !view.agents()?.iter().any(|a| &a.agent == agent) {
+                return Ok(Step::Show {
+                    menu: Menu::Agents { page: 0 },
+                    notice: Some("That agent is not linked any more.".to_owned()),
+                });
+            }
+            match input {
+                "1" => Ok(Step::Act(Action::Unlink {
+                    agent: agent.clone(),
+                })),
+                "2" | "00" => show(Menu::Agents { page: 0 }),
+                _ => again("Invalid choice."),
+            }
+        }
         Menu::LightningAddress => {
             if back {
                 return show(Menu::Settings);
@@ -603,7 +715,15 @@ pub fn after<V: View>(
                 Action::Activate | Action::SetPin(_) | Action::CheckPin(_) => {
                     return Ok(Step::End(why))
                 }
-                Action::ChangePin { .. } => Menu::Settings,
+                Action::ChangePin { .. } | Action::ShareBuyer(_) => Menu::Settings,
+                Action::Approve { id } | Action::Reject { id } => {
+                    if view.approval(*id)?.is_some() {
+                        Menu::Approval { id: *id, page: 0 }
+                    } else {
+                        Menu::Approvals { page: 0 }
+                    }
+                }
+                Action::Unlink { .. } => Menu::Agents { page: 0 },
             };
             show(menu, &capitalise(&why))
         }
@@ -653,6 +773,16 @@ pub fn after<V: View>(
             Action::Show { id } => show(Menu::Product { id: id.clone() }, "Back on sale."),
             Action::SetLightningAddress(_) => show(Menu::Settings, "Lightning address saved."),
             Action::ChangePin { .. } => show(Menu::Settings, "PIN changed."),
+            Action::Approve { .. } => show(Menu::Approvals { page: 0 }, "Approved."),
+            Action::Reject { .. } => show(Menu::Approvals { page: 0 }, "Rejected."),
+            Action::Unlink { .. } => show(Menu::Agents { page: 0 }, "Agent unlinked."),
+            Action::ShareBuyer(true) => show(
+                Menu::Settings,
+                "Your agents now get buyers' details with paid orders.",
+            ),
+            Action::ShareBuyer(false) => {
+                show(Menu::Settings, "Your agents no longer get buyers' details.")
+            }
             Action::Deliver { .. } | Action::Withdraw { .. } => show(Menu::Main, ""),
         },
     }
@@ -662,7 +792,7 @@ pub fn after<V: View>(
 pub fn render<V: View>(menu: &Menu, notice: Option<&str>, view: &V) -> Result<Screen, V::Error> {
     let page = match menu {
         Menu::Orders { page } | Menu::Order { page, .. } | Menu::Products { page } => *page,
-        Menu::Approvals { page } => *page,
+        Menu::Approvals { page } | Menu::Approval { page, .. } | Menu::Agents { page } => *page,
         _ => 0,
     };
     let text = layout(menu, notice, view)?.render(page).text;
@@ -836,9 +966,25 @@ pub fn layout<V: View>(menu: &Menu, notice: Option<&str>, view: &V) -> Result<La
                 out.head.push("No pending approvals.".to_owned());
             } else {
                 out.head.push("Pending approvals:".to_owned());
-                out.items = approvals;
+                out.items = approvals
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| format!("{} {}", i + 1, a.summary))
+                    .collect();
+                out.foot = lines(&["Reply with a no."]);
             }
             out.back = true;
+        }
+        Menu::Approval { id, .. } => {
+            out.back = true;
+            let Some(detail) = view.approval(*id)? else {
+                out.head
+                    .push("That proposal was decided or withdrawn.".to_owned());
+                return Ok(out);
+            };
+            out.wrap = true;
+            out.items = detail;
+            out.foot = lines(&["1 Approve", "2 Reject"]);
         }
         Menu::Balance => {
             let shop = view.shop()?;
@@ -870,8 +1016,47 @@ pub fn layout<V: View>(menu: &Menu, notice: Option<&str>, view: &V) -> Result<La
         }
         Menu::Settings => {
             out.head.push("Settings".to_owned());
-            out.foot = lines(&["1 Lightning address", "2 Change PIN"]);
+            out.foot = vec![
+                "1 Lightning address".to_owned(),
+                "2 Change PIN".to_owned(),
+                "3 Agents".to_owned(),
+                format!(
+                    "4 Buyer details to agents: {}",
+                    if view.shop()?.share_buyer {
+                        "on"
+                    } else {
+                        "off"
+                    }
+                ),
+            ];
             out.back = true;
+        }
+        Menu::Agents { .. } => {
+            let agents = view.agents()?;
+            if agents.is_empty() {
+                out.head
+                    .push("No agents are linked to your shop.".to_owned());
+            } else {
+                out.head.push("Your agents:".to_owned());
+                out.items = agents
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| format!("{} {}", i + 1, a.label))
+                    .collect();
+                out.foot = lines(&["Reply with a no. to unlink"]);
+            }
+            out.back = true;
+        }
+        Menu::AgentUnlink { agent } => {
+            let label = view
+                .agents()?
+                .into_iter()
+                .find(|a| &a.agent == agent)
+                .map_or_else(|| "this agent".to_owned(), |a| a.label);
+            out.head.push(format!("Unlink {}?", cut(&label, 64)));
+            out.head
+                .push("They can no longer propose for your shop or hear of its orders.".to_owned());
+            out.foot = lines(&["1 Yes, unlink", "2 No"]);
         }
         Menu::LightningAddress => {
             let now = view.shop()?.lightning_address;
@@ -924,6 +1109,8 @@ fn paging<V: View>(
             page,
         },
         Menu::Products { .. } => Menu::Products { page },
+        Menu::Approval { id, .. } => Menu::Approval { id: *id, page },
+        Menu::Agents { .. } => Menu::Agents { page },
         _ => Menu::Approvals { page },
     };
     let show = |menu: Menu, notice: Option<&str>| {
@@ -944,6 +1131,14 @@ fn paging<V: View>(
         "00" => show(with_page(page - 1), None),
         _ => None,
     })
+}
+
+/// The entry a 1-based number picks from a list.
+fn chosen<'a, T>(input: &str, list: &'a [T]) -> Option<&'a T> {
+    number(input)
+        .and_then(|i| usize::try_from(i).ok())
+        .and_then(|i| i.checked_sub(1))
+        .and_then(|i| list.get(i))
 }
 
 fn gone() -> Step {

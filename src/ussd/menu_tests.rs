@@ -15,7 +15,9 @@ struct Fake {
     shop: Shop,
     orders: Vec<OrderDetail>,
     products: Vec<ProductLine>,
-    approvals: Vec<String>,
+    /// (id, summary, detail lines).
+    approvals: Vec<(u64, String, Vec<String>)>,
+    agents: Vec<AgentLine>,
 }
 
 impl View for Fake {
@@ -43,8 +45,25 @@ impl View for Fake {
     fn products(&self) -> Result<Vec<ProductLine>, Infallible> {
         Ok(self.products.clone())
     }
-    fn approvals(&self) -> Result<Vec<String>, Infallible> {
-        Ok(self.approvals.clone())
+    fn approvals(&self) -> Result<Vec<ApprovalLine>, Infallible> {
+        Ok(self
+            .approvals
+            .iter()
+            .map(|(id, summary, _)| ApprovalLine {
+                id: *id,
+                summary: summary.clone(),
+            })
+            .collect())
+    }
+    fn approval(&self, id: u64) -> Result<Option<Vec<String>>, Infallible> {
+        Ok(self
+            .approvals
+            .iter()
+            .find(|(i, _, _)| *i == id)
+            .map(|(_, _, lines)| lines.clone()))
+    }
+    fn agents(&self) -> Result<Vec<AgentLine>, Infallible> {
+        Ok(self.agents.clone())
     }
     fn now(&self) -> u64 {
         1_763_900_000
@@ -88,6 +107,7 @@ fn shop() -> Fake {
             pending: false,
             lightning_address: None,
             balance: Sats::ZERO,
+            share_buyer: false,
         },
         orders: vec![
             order(1, EscrowState::PaidOut),
@@ -96,6 +116,7 @@ fn shop() -> Fake {
         ],
         products: vec![mango(false)],
         approvals: Vec::new(),
+        agents: Vec::new(),
     }
 }
 
@@ -413,10 +434,124 @@ fn approvals_list_what_the_store_holds() {
     let mut view = shop();
     let menu = Menu::Approvals { page: 0 };
     assert_eq!(text(&menu, &view), "No pending approvals.\n00 Back");
-    view.approvals = vec!["Product: Pawpaw 300 sat, by agent Juma".into()];
+    view.approvals = vec![
+        (
+            7,
+            "Product Pawpaw 300 sat, Juma".into(),
+            vec!["From agent Juma".into(), "New product: Pawpaw".into()],
+        ),
+        (
+            9,
+            "Link agent Wanjiru".into(),
+            vec!["From agent Wanjiru".into()],
+        ),
+    ];
     assert_eq!(
         text(&menu, &view),
-        "Pending approvals:\nProduct: Pawpaw 300 sat, by agent Juma\n00 Back"
+        "Pending approvals:\n1 Product Pawpaw 300 sat, Juma\n2 Link agent Wanjiru\nReply with a no.\n00 Back"
+    );
+    // A number opens the proposal; 1 approves, 2 rejects, 00 goes back.
+    let detail = Menu::Approval { id: 7, page: 0 };
+    assert_eq!(go(&menu, "1", &view), shows(detail.clone()));
+    assert_eq!(
+        go(&menu, "2", &view),
+        shows(Menu::Approval { id: 9, page: 0 })
+    );
+    assert_eq!(
+        go(&menu, "3", &view),
+        notice(menu.clone(), "Invalid choice.")
+    );
+    assert_eq!(
+        text(&detail, &view),
+        "From agent Juma\nNew product: Pawpaw\n1 Approve\n2 Reject\n00 Back"
+    );
+    assert_eq!(
+        go(&detail, "1", &view),
+        Step::Act(Action::Approve { id: 7 })
+    );
+    assert_eq!(go(&detail, "2", &view), Step::Act(Action::Reject { id: 7 }));
+    assert_eq!(go(&detail, "00", &view), shows(menu.clone()));
+    let approve = Action::Approve { id: 7 };
+    assert_eq!(
+        ok(after(&detail, &approve, Outcome::Done, &view)),
+        notice(menu.clone(), "Approved.")
+    );
+    assert_eq!(
+        ok(after(
+            &detail,
+            &Action::Reject { id: 7 },
+            Outcome::Done,
+            &view
+        )),
+        notice(menu.clone(), "Rejected.")
+    );
+    // Refused while still pending: back to the proposal with the reason.
+    assert_eq!(
+        ok(after(
+            &detail,
+            &approve,
+            Outcome::Refused("stall \"duka\" does not exist; add it first".into()),
+            &view
+        )),
+        notice(
+            detail.clone(),
+            "Stall \"duka\" does not exist; add it first"
+        )
+    );
+    // Decided meanwhile (another session, or the agent withdrew it): back to the list.
+    let mut decided = view.clone();
+    decided.approvals.remove(0);
+    assert_eq!(
+        go(&detail, "1", &decided),
+        notice(menu.clone(), "That proposal was decided or withdrawn.")
+    );
+}
+
+#[test]
+fn settings_list_agents_to_unlink_and_toggle_buyer_details() {
+    let mut view = shop();
+    let agents = Menu::Agents { page: 0 };
+    assert_eq!(go(&Menu::Settings, "3", &view), shows(agents.clone()));
+    assert_eq!(
+        text(&agents, &view),
+        "No agents are linked to your shop.\n00 Back"
+    );
+    let juma = "ab".repeat(32);
+    view.agents = vec![AgentLine {
+        agent: juma.clone(),
+        label: "Juma".into(),
+    }];
+    assert_eq!(
+        text(&agents, &view),
+        "Your agents:\n1 Juma\nReply with a no. to unlink\n00 Back"
+    );
+    let confirm = Menu::AgentUnlink {
+        agent: juma.clone(),
+    };
+    assert_eq!(go(&agents, "1", &view), shows(confirm.clone()));
+    assert_eq!(
+        text(&confirm, &view),
+        "Unlink Juma?\nThey can no longer propose for your shop or hear of its orders.\n1 Yes, unlink\n2 No"
+    );
+    let unlink = Action::Unlink {
+        agent: juma.clone(),
+    };
+    assert_eq!(go(&confirm, "1", &view), Step::Act(unlink.clone()));
+    assert_eq!(go(&confirm, "2", &view), shows(agents.clone()));
+    assert_eq!(
+        ok(after(&confirm, &unlink, Outcome::Done, &view)),
+        notice(agents.clone(), "Agent unlinked.")
+    );
+    // Buyer details: off by default; 4 turns them on, and again off.
+    assert_eq!(
+        go(&Menu::Settings, "4", &view),
+        Step::Act(Action::ShareBuyer(true))
+    );
+    view.shop.share_buyer = true;
+    assert!(text(&Menu::Settings, &view).contains("4 Buyer details to agents: on"));
+    assert_eq!(
+        go(&Menu::Settings, "4", &view),
+        Step::Act(Action::ShareBuyer(false))
     );
 }
 
@@ -494,7 +629,7 @@ fn settings_change_the_address_and_the_pin() {
     let view = shop();
     assert_eq!(
         text(&Menu::Settings, &view),
-        "Settings\n1 Lightning address\n2 Change PIN\n00 Back"
+        "Settings\n1 Lightning address\n2 Change PIN\n3 Agents\n4 Buyer details to agents: off\n00 Back"
     );
     assert_eq!(
         go(&Menu::Settings, "1", &view),
@@ -632,19 +767,43 @@ fn fake() -> impl Strategy<Value = Fake> {
         any::<u64>(),
         proptest::collection::vec(detail(), 0..40),
         proptest::collection::vec(product_line(), 0..30),
-        proptest::collection::vec(long_text(200), 0..10),
+        proptest::collection::vec(
+            (
+                any::<u64>(),
+                long_text(200),
+                proptest::collection::vec(long_text(300), 0..12),
+            ),
+            0..10,
+        ),
+        proptest::collection::vec(
+            ("[0-9a-f]{64}", long_text(100)).prop_map(|(agent, label)| AgentLine { agent, label }),
+            0..12,
+        ),
+        any::<bool>(),
     )
         .prop_map(
-            |(name, pending, lightning_address, balance, orders, products, approvals)| Fake {
+            |(
+                name,
+                pending,
+                lightning_address,
+                balance,
+                orders,
+                products,
+                approvals,
+                agents,
+                share_buyer,
+            )| Fake {
                 shop: Shop {
                     name,
                     pending,
                     lightning_address,
                     balance: Sats(balance),
+                    share_buyer,
                 },
                 orders,
                 products,
                 approvals,
+                agents,
             },
         )
 }
@@ -677,6 +836,17 @@ fn positions(view: &Fake, destination: &str) -> Vec<Menu> {
         menus.push(Menu::Orders { page });
         menus.push(Menu::Products { page });
         menus.push(Menu::Approvals { page });
+        menus.push(Menu::Agents { page });
+    }
+    for (id, _, _) in &view.approvals {
+        for page in 0..4 {
+            menus.push(Menu::Approval { id: *id, page });
+        }
+    }
+    for a in &view.agents {
+        menus.push(Menu::AgentUnlink {
+            agent: a.agent.clone(),
+        });
     }
     for o in &view.orders {
         for page in 0..4 {

@@ -15,22 +15,21 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use nostr_sdk::nips::nip01::Coordinate;
-use nostr_sdk::nips::nip09::EventDeletionRequest;
 use nostr_sdk::{EventBuilder, Kind, PublicKey, Tag};
 use serde::{Deserialize, Serialize};
 
 use super::menu::{
-    self, Action, OrderDetail, OrderLine, Outcome, ProductLine, Secret, Shop, Step, View,
+    self, Action, AgentLine, ApprovalLine, OrderDetail, OrderLine, Outcome, ProductLine, Secret,
+    Shop, Step, View,
 };
 use super::pin::{self, Account, Lockout, PinVerdict};
 use super::screen::{Screen, BODY_LIMIT};
 use super::session::{latest_input, Hop, Session};
+use crate::agents::{Decided, Desk, DeskError};
 use crate::bot::Publisher;
 use crate::config::UssdConfig;
 use crate::escrow::{Delivery, EscrowError, EscrowService, Payout};
-use crate::market::proposals::Proposals;
-use crate::market::{merchants, MerchantError, MerchantStatus, Merchants};
+use crate::market::{listing, merchants, MerchantError, MerchantStatus, Merchants};
 use crate::proto::nip15::Product;
 use crate::proto::ussd::{UssdHopArgs, UssdScreen};
 use crate::proto::{ErrorCode, Refusal};
@@ -67,6 +66,9 @@ pub enum UssdError {
     /// Escrow.
     #[error(transparent)]
     Escrow(#[from] EscrowError),
+    /// Agents' desk.
+    #[error(transparent)]
+    Desk(#[from] DeskError),
     /// Anything else inside soko.
     #[error("{0}")]
     Internal(String),
@@ -95,7 +97,7 @@ struct Inner {
     merchants: Merchants,
     escrow: EscrowService,
     publisher: Publisher,
-    proposals: Proposals,
+    desk: Desk,
     vault: Vault,
     locks: std::sync::Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -108,6 +110,7 @@ impl UssdService {
         merchants: Merchants,
         escrow: EscrowService,
         publisher: Publisher,
+        desk: Desk,
         config: UssdConfig,
     ) -> Result<Self, StoreError> {
         Ok(Self {
@@ -118,7 +121,7 @@ impl UssdService {
                 merchants,
                 escrow,
                 publisher,
-                proposals: Proposals::open(store)?,
+                desk,
                 vault: vault.clone(),
                 locks: Default::default(),
             }),
@@ -130,9 +133,9 @@ impl UssdService {
         self.inner.config.bridges.contains(sender)
     }
 
-    /// The proposals store (menu 4).
-    pub fn proposals(&self) -> &Proposals {
-        &self.inner.proposals
+    /// The agents' desk (menu 4, agents in settings).
+    pub fn desk(&self) -> &Desk {
+        &self.inner.desk
     }
 
     /// One hop from `bridge`: the next screen.
@@ -350,14 +353,15 @@ impl UssdService {
             Action::Hide { id } => match inner.merchants.hide_product(&merchant, id) {
                 Err(e) => refused(e),
                 Ok(_) => {
-                    let request = EventDeletionRequest::new()
-                        .coordinate(
-                            Coordinate::new(Kind::Custom(30018), merchant).identifier(id.clone()),
-                        )
-                        .reason("taken off sale by the merchant");
+                    let request = listing::deletion(
+                        &merchant,
+                        merchants::KIND_PRODUCT,
+                        id,
+                        "taken off sale by the merchant",
+                    );
                     inner
                         .publisher
-                        .publish_as(&merchant, EventBuilder::delete(request))
+                        .publish_as(&merchant, request)
                         .await
                         .map_err(|e| UssdError::Internal(e.to_string()))?;
                     Ok(Outcome::Done)
@@ -399,6 +403,18 @@ impl UssdService {
                     Ok(_) => Ok(Outcome::Done),
                     Err(e) => refused(e),
                 }
+            }
+            Action::Approve { id } => Ok(decided(inner.desk.approve(&merchant, *id).await?)),
+            Action::Reject { id } => Ok(decided(inner.desk.reject(&merchant, *id).await?)),
+            Action::Unlink { agent } => {
+                let agent = PublicKey::from_hex(agent)
+                    .map_err(|e| UssdError::Internal(format!("stored agent key: {e}")))?;
+                inner.desk.unlink(&merchant, &agent).await?;
+                Ok(Outcome::Done)
+            }
+            Action::ShareBuyer(share) => {
+                inner.desk.links().set_shares_buyer(&merchant, *share)?;
+                Ok(Outcome::Done)
             }
             Action::ChangePin { old, new } => Ok(match self.check_pin(&merchant, old).await? {
                 PinVerdict::Right => {
@@ -578,6 +594,7 @@ impl View for Data<'_> {
             pending: merchant.status == MerchantStatus::Pending,
             lightning_address: merchant.lightning_address,
             balance: self.inner.escrow.balance(&self.merchant)?,
+            share_buyer: self.inner.desk.links().shares_buyer(&self.merchant)?,
         })
     }
 
@@ -650,13 +667,33 @@ impl View for Data<'_> {
             .collect())
     }
 
-    fn approvals(&self) -> Result<Vec<String>, UssdError> {
+    fn approvals(&self) -> Result<Vec<ApprovalLine>, UssdError> {
+        let desk = &self.inner.desk;
+        Ok(desk
+            .pending_for(&self.merchant)?
+            .iter()
+            .map(|p| ApprovalLine {
+                id: p.id,
+                summary: desk.summary(p),
+            })
+            .collect())
+    }
+
+    fn approval(&self, id: u64) -> Result<Option<Vec<String>>, UssdError> {
+        let desk = &self.inner.desk;
+        Ok(desk.pending(&self.merchant, id)?.map(|p| desk.details(&p)))
+    }
+
+    fn agents(&self) -> Result<Vec<AgentLine>, UssdError> {
         Ok(self
             .inner
-            .proposals
-            .pending_for(&self.merchant)?
+            .desk
+            .agents_of(&self.merchant)?
             .into_iter()
-            .map(|p| p.summary)
+            .map(|(agent, label)| AgentLine {
+                agent: agent.to_hex(),
+                label,
+            })
             .collect())
     }
 
@@ -665,8 +702,15 @@ impl View for Data<'_> {
     }
 }
 
+fn decided(decided: Decided) -> Outcome {
+    match decided {
+        Decided::Done(_) => Outcome::Done,
+        Decided::Refused(why) => Outcome::Refused(why),
+    }
+}
+
 /// A NIP-15 price for display: whole numbers without decimals.
-fn price_text(price: f64, currency: &str) -> String {
+pub fn price_text(price: f64, currency: &str) -> String {
     let whole = price.fract() == 0.0 && (0.0..1e15).contains(&price);
     if whole {
         format!("{price:.0} {currency}")

@@ -1,0 +1,937 @@
+//! The agents' desk: what agents do for merchants (onboard, propose, withdraw, list) and
+//! what merchants answer over USSD (approve, reject, unlink). Every change to a merchant
+//! goes through the domain APIs the operator's commands use ([`Merchants`] and
+//! [`crate::market::listing`]); this module only decides who may do what.
+//!
+//! Rules:
+//! - Only registered agents act here (`not_an_agent`).
+//! - An agent proposes only to merchants it is linked to (`not_linked`); nothing is stored
+//!   otherwise. Linking happens when the agent onboards a new phone, or, for a phone that
+//!   is a merchant's already, when that merchant approves the agent's link request: knowing
+//!   a phone number must not hand anyone a shop.
+//! - Decisions are serialised (one lock) and go through the pure
+//!   [`proposals::transition`]: a proposal is approved once, and the approval re-checks the
+//!   link, so a proposal of an agent unlinked meanwhile is withdrawn, never applied.
+
+use std::sync::Arc;
+
+use nostr_sdk::{PublicKey, ToBech32};
+
+use super::links::Links;
+use super::proposals::{self, Decision, Proposal, Proposals, Proposed, Transition};
+use super::users::Users;
+use crate::bot::{Publisher, Scheme};
+use crate::market::listing::{self, ListingError};
+use crate::market::merchants::KIND_STALL;
+use crate::market::{MerchantError, MerchantStatus, Merchants, Rates};
+use crate::proto::agents::{
+    AgentMerchants, AgentNotice, AgentNoticeBody, LinkState, LinkedMerchant, Onboarded,
+    ProposalDecided, ProposalKind, ProposalStatus, ProposalView, Role,
+};
+use crate::proto::{ErrorCode, Refusal};
+use crate::store::StoreError;
+use crate::util::unix_now;
+
+/// Why the desk did not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum DeskError {
+    /// Refused, with the code and reason to send back.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The registry failed (not a refusal).
+    #[error(transparent)]
+    Merchant(MerchantError),
+    /// Publishing failed.
+    #[error("publishing: {0}")]
+    Publish(String),
+}
+
+impl From<MerchantError> for DeskError {
+    fn from(e: MerchantError) -> Self {
+        match e {
+            MerchantError::Invalid(why) => Refusal::new(ErrorCode::Invalid, why).into(),
+            other => Self::Merchant(other),
+        }
+    }
+}
+
+impl From<ListingError> for DeskError {
+    fn from(e: ListingError) -> Self {
+        match e {
+            ListingError::Merchant(e) => e.into(),
+            ListingError::Publish(why) => Self::Publish(why),
+        }
+    }
+}
+
+/// What a merchant's decision came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decided {
+    /// Done (or done already: the same decision again).
+    Done(ProposalKind),
+    /// Not done, for this reason (safe to show the merchant).
+    Refused(String),
+}
+
+/// The desk; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Desk {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    users: Users,
+    links: Links,
+    proposals: Proposals,
+    merchants: Merchants,
+    publisher: Publisher,
+    rates: Rates,
+    decisions: tokio::sync::Mutex<()>,
+}
+
+impl Desk {
+    /// A desk over the agents' stores and the merchant registry; `rates` are the fiat
+    /// currencies soko can price (a proposed stall must use `sat` or one of them).
+    pub fn new(
+        users: Users,
+        links: Links,
+        proposals: Proposals,
+        merchants: Merchants,
+        publisher: Publisher,
+        rates: Rates,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                users,
+                links,
+                proposals,
+                merchants,
+                publisher,
+                rates,
+                decisions: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// The links.
+    pub fn links(&self) -> &Links {
+        &self.inner.links
+    }
+
+    /// The proposals.
+    pub fn proposals(&self) -> &Proposals {
+        &self.inner.proposals
+    }
+
+    /// Refuses anyone but a registered agent.
+    pub fn require_agent(&self, sender: &PublicKey) -> Result<(), DeskError> {
+        match self.inner.users.role(sender)? {
+            Role::Agent => Ok(()),
+            role => Err(Refusal::new(
+                ErrorCode::NotAnAgent,
+                format!("only registered agents may do this; you are {role}"),
+            )
+            .into()),
+        }
+    }
+
+    /// Onboards the merchant with this phone: a new pending merchant linked to `agent`, or,
+    /// for a phone that is a merchant's already, a link request for that merchant.
+    pub fn onboard(
+        &self,
+        agent: &PublicKey,
+        phone: &str,
+        name: &str,
+    ) -> Result<Onboarded, DeskError> {
+        self.require_agent(agent)?;
+        let inner = &self.inner;
+        if let Some(merchant) = inner.merchants.by_phone(phone)? {
+            return self.request_link(agent, &merchant);
+        }
+        let (merchant, keys) = match inner.merchants.add(name, None, Some(phone)) {
+            Ok(added) => added,
+            Err(MerchantError::Invalid(why)) => {
+                // Another onboarding took the phone between the lookup and the add.
+                if let Some(merchant) = inner.merchants.by_phone(phone)? {
+                    return self.request_link(agent, &merchant);
+                }
+                return Err(Refusal::new(ErrorCode::Invalid, why).into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // A crash here leaves the merchant unlinked; onboarding again asks for the link.
+        inner.publisher.keyring().add(keys.clone());
+        let link = inner.links.link(agent, &keys.public_key(), unix_now())?;
+        tracing::info!(merchant = %merchant.npub, "agent onboarded a merchant (pending USSD)");
+        Ok(Onboarded {
+            link: LinkState::Linked,
+            merchant: Some(LinkedMerchant {
+                npub: merchant.npub,
+                pubkey: merchant.pubkey,
+                name: merchant.name,
+                status: status_name(merchant.status).to_owned(),
+                linked_at: link.linked_at,
+            }),
+            proposal: None,
+        })
+    }
+
+    fn request_link(
+        &self,
+        agent: &PublicKey,
+        merchant: &PublicKey,
+    ) -> Result<Onboarded, DeskError> {
+        let inner = &self.inner;
+        if let Some(link) = inner.links.get(agent, merchant)? {
+            let shop = inner.merchants.get(merchant)?;
+            return Ok(Onboarded {
+                link: LinkState::Linked,
+                merchant: Some(LinkedMerchant {
+                    npub: shop.npub,
+                    pubkey: shop.pubkey,
+                    name: shop.name,
+                    status: status_name(shop.status).to_owned(),
+                    linked_at: link.linked_at,
+                }),
+                proposal: None,
+            });
+        }
+        let waiting = inner
+            .proposals
+            .pending_for(merchant)?
+            .into_iter()
+            .find(|p| p.agent == agent.to_hex() && p.proposed == Proposed::Link);
+        let proposal = match waiting {
+            Some(proposal) => proposal,
+            None => inner
+                .proposals
+                .add(merchant, agent, Proposed::Link, unix_now())?,
+        };
+        tracing::info!(
+            proposal = proposal.id,
+            "link requested for a registered phone"
+        );
+        Ok(Onboarded {
+            link: LinkState::Requested,
+            merchant: None,
+            proposal: Some(proposal.id),
+        })
+    }
+
+    /// Records a stall, product or deletion proposal after the checks the operator's
+    /// commands make; `merchant` must be linked to `agent`.
+    pub fn propose(
+        &self,
+        agent: &PublicKey,
+        merchant: &PublicKey,
+        proposed: Proposed,
+    ) -> Result<ProposalView, DeskError> {
+        self.require_agent(agent)?;
+        self.require_link(agent, merchant)?;
+        self.check(merchant, &proposed)?;
+        let proposal = self
+            .inner
+            .proposals
+            .add(merchant, agent, proposed, unix_now())?;
+        tracing::info!(proposal = proposal.id, kind = ?proposal.proposed.kind(), "proposal recorded");
+        Ok(self.view(&proposal, true))
+    }
+
+    /// The agent withdraws one of its pending proposals.
+    pub fn withdraw(&self, agent: &PublicKey, id: u64) -> Result<ProposalView, DeskError> {
+        self.require_agent(agent)?;
+        let unknown = || {
+            Refusal::new(
+                ErrorCode::UnknownProposal,
+                format!("you have no proposal {id}"),
+            )
+        };
+        let proposal = self.inner.proposals.get(id)?.ok_or_else(unknown)?;
+        if proposal.agent != agent.to_hex() {
+            return Err(unknown().into());
+        }
+        let (step, proposal) = self
+            .inner
+            .proposals
+            .decide(id, Decision::Withdraw, unix_now(), None)?
+            .ok_or_else(unknown)?;
+        if let Transition::Decided(status) = step {
+            return Err(Refusal::new(
+                ErrorCode::Invalid,
+                format!("proposal {id} is {} already", status.as_str()),
+            )
+            .into());
+        }
+        Ok(self.view(&proposal, self.linked_hex(agent, &proposal.merchant)?))
+    }
+
+    /// The agent's linked merchants and its proposals to them (and its link requests),
+    /// newest first. Nothing about merchants it is not linked to.
+    pub fn overview(&self, agent: &PublicKey) -> Result<AgentMerchants, DeskError> {
+        self.require_agent(agent)?;
+        let inner = &self.inner;
+        let mut merchants = Vec::new();
+        let mut linked = Vec::new();
+        for (merchant, link) in inner.links.merchants_of(agent)? {
+            let Ok(shop) = inner.merchants.get(&merchant) else {
+                continue;
+            };
+            linked.push(merchant.to_hex());
+            merchants.push(LinkedMerchant {
+                npub: shop.npub,
+                pubkey: shop.pubkey,
+                name: shop.name,
+                status: status_name(shop.status).to_owned(),
+                linked_at: link.linked_at,
+            });
+        }
+        let mut proposals: Vec<ProposalView> = inner
+            .proposals
+            .of_agent(agent)?
+            .iter()
+            .filter_map(|p| {
+                let is_linked = linked.contains(&p.merchant);
+                // A link request shows without its merchant until approved; other
+                // proposals only while the agent is linked.
+                (is_linked || p.proposed == Proposed::Link).then(|| self.view(p, is_linked))
+            })
+            .collect();
+        proposals.reverse();
+        Ok(AgentMerchants {
+            merchants,
+            proposals,
+        })
+    }
+
+    /// The proposals waiting for `merchant`, oldest first: link requests, and the others
+    /// while their agent is linked (one recorded as its agent was being unlinked is left
+    /// out, and withdrawn if anyone tries to approve it).
+    pub fn pending_for(&self, merchant: &PublicKey) -> Result<Vec<Proposal>, DeskError> {
+        let mut pending = Vec::new();
+        for proposal in self.inner.proposals.pending_for(merchant)? {
+            if self.open(merchant, &proposal)? {
+                pending.push(proposal);
+            }
+        }
+        Ok(pending)
+    }
+
+    /// A pending proposal to `merchant`, as [`Self::pending_for`] lists them.
+    pub fn pending(&self, merchant: &PublicKey, id: u64) -> Result<Option<Proposal>, DeskError> {
+        let Some(proposal) = self
+            .inner
+            .proposals
+            .get(id)?
+            .filter(|p| p.merchant == merchant.to_hex() && p.status == ProposalStatus::Pending)
+        else {
+            return Ok(None);
+        };
+        Ok(self.open(merchant, &proposal)?.then_some(proposal))
+    }
+
+    /// True when the merchant may still decide this pending proposal.
+    fn open(&self, merchant: &PublicKey, proposal: &Proposal) -> Result<bool, DeskError> {
+        if proposal.proposed == Proposed::Link {
+            return Ok(true);
+        }
+        let Ok(agent) = PublicKey::from_hex(&proposal.agent) else {
+            return Ok(false);
+        };
+        Ok(self.inner.links.is_linked(&agent, merchant)?)
+    }
+
+    /// How merchants see an agent: its registration name, or a short npub.
+    pub fn agent_label(&self, agent_hex: &str) -> String {
+        let Ok(agent) = PublicKey::from_hex(agent_hex) else {
+            return "an agent".to_owned();
+        };
+        match self.inner.users.get(&agent) {
+            Ok(Some(user)) => user.name.unwrap_or_else(|| short_npub(&agent)),
+            _ => short_npub(&agent),
+        }
+    }
+
+    /// The merchant approves proposal `id`: applied through the listing domain API,
+    /// recorded, and the agent told.
+    pub async fn approve(&self, merchant: &PublicKey, id: u64) -> Result<Decided, DeskError> {
+        let inner = &self.inner;
+        let _one_at_a_time = inner.decisions.lock().await;
+        let Some(proposal) = self.own(merchant, id)? else {
+            return Ok(Decided::Refused("that proposal is gone".to_owned()));
+        };
+        match proposals::transition(proposal.status, Decision::Approve) {
+            Transition::Already => return Ok(Decided::Done(proposal.proposed.kind())),
+            Transition::Decided(status) => {
+                return Ok(Decided::Refused(format!(
+                    "that proposal was {} already",
+                    status.as_str()
+                )))
+            }
+            Transition::To(_) => {}
+        }
+        let agent = PublicKey::from_hex(&proposal.agent)
+            .map_err(|e| DeskError::Publish(format!("stored proposal agent: {e}")))?;
+        let now = unix_now();
+        if proposal.proposed != Proposed::Link && !inner.links.is_linked(&agent, merchant)? {
+            inner.proposals.decide(id, Decision::Withdraw, now, None)?;
+            return Ok(Decided::Refused(
+                "that agent is no longer linked to your shop".to_owned(),
+            ));
+        }
+        let applied = match &proposal.proposed {
+            Proposed::Link => inner
+                .links
+                .link(&agent, merchant, now)
+                .map(|_| None)
+                .map_err(DeskError::from),
+            Proposed::Stall(stall) => {
+                listing::put_stall(&inner.merchants, &inner.publisher, merchant, stall)
+                    .await
+                    .map(Some)
+                    .map_err(DeskError::from)
+            }
+            Proposed::Product(product) => {
+                listing::put_product(&inner.merchants, &inner.publisher, merchant, product)
+                    .await
+                    .map(Some)
+                    .map_err(DeskError::from)
+            }
+            Proposed::Delete { kind, id } => listing::delete(
+                &inner.merchants,
+                &inner.publisher,
+                merchant,
+                *kind,
+                id,
+                "deleted by the merchant",
+            )
+            .await
+            .map(Some)
+            .map_err(DeskError::from),
+        };
+        let event_id = match applied {
+            Ok(event_id) => event_id.map(|e| e.to_hex()),
+            Err(DeskError::Refused(refusal)) => return Ok(Decided::Refused(refusal.message)),
+            Err(e) => return Err(e),
+        };
+        let decided = inner
+            .proposals
+            .decide(id, Decision::Approve, now, event_id)?;
+        if let Some((Transition::To(_), proposal)) = decided {
+            tracing::info!(proposal = id, kind = ?proposal.proposed.kind(), "proposal approved");
+            self.tell(&agent, merchant, &proposal).await;
+        }
+        Ok(Decided::Done(proposal.proposed.kind()))
+    }
+
+    /// The merchant rejects proposal `id`; the agent is told.
+    pub async fn reject(&self, merchant: &PublicKey, id: u64) -> Result<Decided, DeskError> {
+        let _one_at_a_time = self.inner.decisions.lock().await;
+        if self.own(merchant, id)?.is_none() {
+            return Ok(Decided::Refused("that proposal is gone".to_owned()));
+        }
+        let Some((step, proposal)) =
+            self.inner
+                .proposals
+                .decide(id, Decision::Reject, unix_now(), None)?
+        else {
+            return Ok(Decided::Refused("that proposal is gone".to_owned()));
+        };
+        match step {
+            Transition::To(_) => {
+                if let Ok(agent) = PublicKey::from_hex(&proposal.agent) {
+                    self.tell(&agent, merchant, &proposal).await;
+                }
+                Ok(Decided::Done(proposal.proposed.kind()))
+            }
+            Transition::Already => Ok(Decided::Done(proposal.proposed.kind())),
+            Transition::Decided(status) => Ok(Decided::Refused(format!(
+                "that proposal was {} already",
+                status.as_str()
+            ))),
+        }
+    }
+
+    /// The agents linked to `merchant`, oldest link first, with their labels.
+    pub fn agents_of(&self, merchant: &PublicKey) -> Result<Vec<(PublicKey, String)>, DeskError> {
+        Ok(self
+            .inner
+            .links
+            .agents_of(merchant)?
+            .into_iter()
+            .map(|(agent, _)| (agent, self.agent_label(&agent.to_hex())))
+            .collect())
+    }
+
+    /// The merchant unlinks `agent`: the link goes, and the agent's pending proposals to
+    /// the merchant are withdrawn. True when there was a link.
+    pub async fn unlink(&self, merchant: &PublicKey, agent: &PublicKey) -> Result<bool, DeskError> {
+        let inner = &self.inner;
+        let _one_at_a_time = inner.decisions.lock().await;
+        let had = inner.links.unlink(agent, merchant)?;
+        let now = unix_now();
+        for proposal in inner.proposals.pending_for(merchant)? {
+            if proposal.agent == agent.to_hex() {
+                inner
+                    .proposals
+                    .decide(proposal.id, Decision::Withdraw, now, None)?;
+            }
+        }
+        if had {
+            tracing::info!(merchant = %merchant, "merchant unlinked an agent");
+        }
+        Ok(had)
+    }
+
+    /// A pending proposal of this merchant.
+    fn own(&self, merchant: &PublicKey, id: u64) -> Result<Option<Proposal>, DeskError> {
+        Ok(self
+            .inner
+            .proposals
+            .get(id)?
+            .filter(|p| p.merchant == merchant.to_hex()))
+    }
+
+    fn require_link(&self, agent: &PublicKey, merchant: &PublicKey) -> Result<(), DeskError> {
+        if self.inner.links.is_linked(agent, merchant)? {
+            return Ok(());
+        }
+        Err(Refusal::new(
+            ErrorCode::NotLinked,
+            "you are not linked to this merchant: onboard it with merchant_onboard (its owner approves the link over USSD if the phone is registered already)",
+        )
+        .into())
+    }
+
+    fn linked_hex(&self, agent: &PublicKey, merchant_hex: &str) -> Result<bool, DeskError> {
+        let Ok(merchant) = PublicKey::from_hex(merchant_hex) else {
+            return Ok(false);
+        };
+        Ok(self.inner.links.is_linked(agent, &merchant)?)
+    }
+
+    /// The operator's rules for the content, checked now (and again on approval).
+    fn check(&self, merchant: &PublicKey, proposed: &Proposed) -> Result<(), DeskError> {
+        let merchants = &self.inner.merchants;
+        match proposed {
+            Proposed::Link => Err(Refusal::new(
+                ErrorCode::Invalid,
+                "links are asked for with merchant_onboard",
+            )
+            .into()),
+            Proposed::Stall(stall) => {
+                merchants.validate_stall(stall)?;
+                // Beyond the operator's rule (any three-letter code): a stall an agent sets
+                // up must be one soko can price, or none of its products could be ordered.
+                let currency = stall.currency.to_ascii_uppercase();
+                if currency == "SAT" || self.inner.rates.0.contains_key(&currency) {
+                    return Ok(());
+                }
+                let mut known: Vec<&str> = self.inner.rates.0.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                known.insert(0, "sat");
+                Err(Refusal::new(
+                    ErrorCode::Invalid,
+                    format!(
+                        "soko has no exchange rate for {:?}; use one of: {}",
+                        stall.currency,
+                        known.join(", ")
+                    ),
+                )
+                .into())
+            }
+            Proposed::Product(product) => merchants
+                .validate_product(merchant, product)
+                .map(|_| ())
+                .map_err(Into::into),
+            Proposed::Delete { kind, id } => Ok(merchants.validate_deletion(merchant, *kind, id)?),
+        }
+    }
+
+    fn view(&self, proposal: &Proposal, show_merchant: bool) -> ProposalView {
+        ProposalView {
+            proposal: proposal.id,
+            kind: proposal.proposed.kind(),
+            merchant: show_merchant.then(|| npub_of(&proposal.merchant)),
+            id: proposal.proposed.listing_id().map(str::to_owned),
+            status: proposal.status,
+            created_at: proposal.created_at,
+            decided_at: proposal.decided_at,
+            event_id: proposal.event_id.clone(),
+        }
+    }
+
+    /// Tells the agent about a decision (NIP-17 from the bot key, through the outbox). A
+    /// failure to queue it is logged: the decision stands.
+    async fn tell(&self, agent: &PublicKey, merchant: &PublicKey, proposal: &Proposal) {
+        let notice = AgentNotice {
+            v: 1,
+            body: AgentNoticeBody::Proposal(ProposalDecided {
+                proposal: proposal.id,
+                kind: proposal.proposed.kind(),
+                merchant: merchant.to_bech32().unwrap_or_else(|_| merchant.to_hex()),
+                id: proposal.proposed.listing_id().map(str::to_owned),
+                status: proposal.status,
+                event_id: proposal.event_id.clone(),
+            }),
+        };
+        let Ok(content) = serde_json::to_string(&notice) else {
+            return;
+        };
+        let publisher = &self.inner.publisher;
+        let bot = publisher.keyring().bot().public_key();
+        if let Err(e) = publisher
+            .send_dm(&bot, *agent, Scheme::Nip17, &content)
+            .await
+        {
+            tracing::warn!(proposal = proposal.id, error = %e, "could not tell the agent of a decision");
+        }
+    }
+}
+
+// What merchants read about proposals on their handsets (USSD menu 4).
+impl Desk {
+    /// The line menu 4 lists a pending proposal with.
+    pub fn summary(&self, proposal: &Proposal) -> String {
+        let by = self.agent_label(&proposal.agent);
+        match &proposal.proposed {
+            Proposed::Link => format!("Link agent {by}"),
+            Proposed::Stall(stall) => format!("Stall {} ({}), {by}", stall.name, stall.currency),
+            Proposed::Product(product) => format!(
+                "Product {} {}, {by}",
+                product.name,
+                crate::ussd::service::price_text(product.price, &product.currency)
+            ),
+            Proposed::Delete { kind, id } => {
+                format!(
+                    "Delete {} {}, {by}",
+                    listing_word(*kind),
+                    self.listing_name(&proposal.merchant, *kind, id)
+                )
+            }
+        }
+    }
+
+    /// The detail screen's lines for a proposal: who asks, and what exactly.
+    pub fn details(&self, proposal: &Proposal) -> Vec<String> {
+        let mut lines = vec![format!("From agent {}", self.agent_label(&proposal.agent))];
+        let merchant = PublicKey::from_hex(&proposal.merchant).ok();
+        let merchants = &self.inner.merchants;
+        match &proposal.proposed {
+            Proposed::Link => lines.push(
+                "Wants to be your agent: to propose stalls and products for you and hear of your paid orders.".to_owned(),
+            ),
+            Proposed::Stall(stall) => {
+                let exists = merchant
+                    .and_then(|m| merchants.stall(&m, &stall.id).ok().flatten())
+                    .is_some();
+                lines.push(format!("{} stall: {}", if exists { "Change" } else { "New" }, stall.name));
+                lines.push(format!("Currency: {}", stall.currency));
+                for zone in &stall.shipping {
+                    lines.push(format!(
+                        "Ships to {}: {}",
+                        zone.name.as_deref().unwrap_or(&zone.id),
+                        crate::ussd::service::price_text(zone.cost, &stall.currency)
+                    ));
+                }
+                if let Some(about) = &stall.description {
+                    lines.push(format!("About: {about}"));
+                }
+            }
+            Proposed::Product(product) => {
+                let exists = merchant
+                    .and_then(|m| merchants.product(&m, &product.id).ok().flatten())
+                    .is_some();
+                lines.push(format!("{} product: {}", if exists { "Change" } else { "New" }, product.name));
+                lines.push(format!(
+                    "Price: {}",
+                    crate::ussd::service::price_text(product.price, &product.currency)
+                ));
+                lines.push(format!(
+                    "Stock: {}",
+                    product.quantity.map_or_else(|| "unlimited".to_owned(), |q| q.to_string())
+                ));
+                lines.push(format!("Stall: {}", product.stall_id));
+                if let Some(about) = &product.description {
+                    lines.push(format!("About: {about}"));
+                }
+            }
+            Proposed::Delete { kind, id } => {
+                lines.push(format!(
+                    "Delete {} {}: buyers no longer see it.",
+                    listing_word(*kind),
+                    self.listing_name(&proposal.merchant, *kind, id)
+                ));
+            }
+        }
+        lines
+    }
+
+    fn listing_name(&self, merchant_hex: &str, kind: u16, id: &str) -> String {
+        let merchants = &self.inner.merchants;
+        let name = PublicKey::from_hex(merchant_hex).ok().and_then(|m| {
+            if kind == KIND_STALL {
+                merchants.stall(&m, id).ok().flatten().map(|s| s.name)
+            } else {
+                merchants
+                    .product(&m, id)
+                    .ok()
+                    .flatten()
+                    .map(|p| p.name)
+                    .or_else(|| {
+                        merchants
+                            .hidden_products(&m)
+                            .ok()
+                            .and_then(|all| all.into_iter().find(|p| p.id == id).map(|p| p.name))
+                    })
+            }
+        });
+        name.unwrap_or_else(|| id.to_owned())
+    }
+}
+
+/// `stall` or `product`, for messages.
+pub fn listing_word(kind: u16) -> &'static str {
+    if kind == KIND_STALL {
+        "stall"
+    } else {
+        "product"
+    }
+}
+
+fn status_name(status: MerchantStatus) -> &'static str {
+    match status {
+        MerchantStatus::Active => "active",
+        MerchantStatus::Pending => "pending",
+    }
+}
+
+fn npub_of(hex: &str) -> String {
+    PublicKey::from_hex(hex)
+        .ok()
+        .and_then(|pk| pk.to_bech32().ok())
+        .unwrap_or_else(|| hex.to_owned())
+}
+
+/// `npub1abcd…wxyz`: enough to tell agents apart on a small screen.
+pub fn short_npub(key: &PublicKey) -> String {
+    let npub = key.to_bech32().unwrap_or_else(|_| key.to_hex());
+    let head: String = npub.chars().take(9).collect();
+    let tail: String = npub
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("{head}…{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use nostr_sdk::{Client, Keys};
+
+    use super::*;
+    use crate::agents::users::UserRecord;
+    use crate::bot::{Keyring, Outbox};
+    use crate::proto::nip15::{Product, ShippingZone, Stall};
+    use crate::store::Store;
+    use crate::vault::Vault;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        desk: Desk,
+        outbox: Outbox,
+        agent: PublicKey,
+        merchant: PublicKey,
+    }
+
+    /// A desk whose outbox has no relay: every event published stays queued, so the
+    /// queue counts what was published.
+    fn fixture() -> Result<Fixture, Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let vault = Vault::from_root([7; 32])?;
+        let merchants = Merchants::open(&store, vault)?;
+        let keyring = Keyring::new(Keys::generate(), Default::default());
+        let outbox = Outbox::open(&store, Client::default())?;
+        let publisher = Publisher::new(keyring.clone(), outbox.clone());
+        let users = Users::open(&store, std::sync::Arc::new(HashSet::new()))?;
+        let agent = Keys::generate().public_key();
+        users.tree().insert(
+            &agent.to_bytes(),
+            &UserRecord {
+                role: Role::Agent,
+                registered_at: 1,
+                name: Some("Juma".into()),
+            },
+        )?;
+        let (_, keys) = merchants.add("Mama Duka", None, None)?;
+        keyring.add(keys.clone());
+        let links = Links::open(&store)?;
+        links.link(&agent, &keys.public_key(), 1)?;
+        let rates = Rates([("KES".to_owned(), 700)].into_iter().collect());
+        let desk = Desk::new(
+            users,
+            links,
+            Proposals::open(&store)?,
+            merchants,
+            publisher,
+            rates,
+        );
+        Ok(Fixture {
+            _dir: dir,
+            desk,
+            outbox,
+            agent,
+            merchant: keys.public_key(),
+        })
+    }
+
+    fn stall() -> Stall {
+        Stall {
+            id: "duka".into(),
+            name: "Mama Duka".into(),
+            description: None,
+            currency: "sat".into(),
+            shipping: vec![ShippingZone {
+                id: "nairobi".into(),
+                name: None,
+                cost: 100.0,
+                regions: Vec::new(),
+            }],
+        }
+    }
+
+    fn mango() -> Product {
+        Product {
+            id: "mango".into(),
+            stall_id: "duka".into(),
+            name: "Mango".into(),
+            description: None,
+            images: Vec::new(),
+            currency: "sat".into(),
+            price: 500.0,
+            quantity: Some(3),
+            specs: Vec::new(),
+            shipping: Vec::new(),
+        }
+    }
+
+    fn code(e: DeskError) -> Option<ErrorCode> {
+        match e {
+            DeskError::Refused(refusal) => Some(refusal.code),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_approval_publishes_once_and_an_unlink_withdraws(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let f = fixture()?;
+        let (desk, agent, merchant) = (&f.desk, f.agent, f.merchant);
+        let proposed = desk.propose(&agent, &merchant, Proposed::Stall(stall()))?;
+        assert_eq!(proposed.status, ProposalStatus::Pending);
+        assert_eq!(
+            desk.summary(&desk.pending_for(&merchant)?[0]),
+            "Stall Mama Duka (sat), Juma"
+        );
+        assert_eq!(f.outbox.len(), 0);
+
+        // The stall event and the agent's notice; approving again publishes nothing.
+        let id = proposed.proposal;
+        assert_eq!(
+            desk.approve(&merchant, id).await?,
+            Decided::Done(ProposalKind::Stall)
+        );
+        assert_eq!(f.outbox.len(), 2);
+        assert_eq!(
+            desk.approve(&merchant, id).await?,
+            Decided::Done(ProposalKind::Stall)
+        );
+        assert_eq!(f.outbox.len(), 2);
+        assert!(matches!(
+            desk.reject(&merchant, id).await?,
+            Decided::Refused(_)
+        ));
+        assert!(desk.pending_for(&merchant)?.is_empty());
+
+        // Another merchant cannot decide it, nor anything that is not its own.
+        let stranger = Keys::generate().public_key();
+        assert!(matches!(
+            desk.approve(&stranger, id).await?,
+            Decided::Refused(_)
+        ));
+
+        // Unlinked with a pending product: withdrawn, and no longer proposable.
+        let pending = desk.propose(&agent, &merchant, Proposed::Product(mango()))?;
+        assert!(desk.unlink(&merchant, &agent).await?);
+        assert!(desk.pending_for(&merchant)?.is_empty());
+        assert!(matches!(
+            desk.approve(&merchant, pending.proposal).await?,
+            Decided::Refused(_)
+        ));
+        let stored = desk.proposals().get(pending.proposal)?.ok_or("stored")?;
+        assert_eq!(stored.status, ProposalStatus::Withdrawn);
+        assert_eq!(f.outbox.len(), 2);
+        let refused = desk.propose(&agent, &merchant, Proposed::Product(mango()));
+        assert_eq!(refused.err().and_then(code), Some(ErrorCode::NotLinked));
+        Ok(())
+    }
+
+    #[test]
+    fn only_linked_agents_propose_and_content_is_checked() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let f = fixture()?;
+        let (desk, agent, merchant) = (&f.desk, f.agent, f.merchant);
+        let nobody = Keys::generate().public_key();
+        let refused = desk.propose(&nobody, &merchant, Proposed::Stall(stall()));
+        assert_eq!(refused.err().and_then(code), Some(ErrorCode::NotAnAgent));
+        let other = Keys::generate().public_key();
+        let refused = desk.propose(&agent, &other, Proposed::Stall(stall()));
+        assert_eq!(refused.err().and_then(code), Some(ErrorCode::NotLinked));
+        // A product whose stall is not published, a negative price, a foreign zone.
+        let refused = desk.propose(&agent, &merchant, Proposed::Product(mango()));
+        assert_eq!(refused.err().and_then(code), Some(ErrorCode::Invalid));
+        let mut free = stall();
+        free.currency = "bitcoin".into();
+        let refused = desk.propose(&agent, &merchant, Proposed::Stall(free));
+        assert_eq!(refused.err().and_then(code), Some(ErrorCode::Invalid));
+        // A currency soko has no rate for: refused; one in [rates] is fine.
+        let mut dollars = stall();
+        dollars.currency = "USD".into();
+        let refused = desk.propose(&agent, &merchant, Proposed::Stall(dollars));
+        let Some(DeskError::Refused(refusal)) = refused.err() else {
+            return Err("USD refused".into());
+        };
+        assert!(refusal.message.contains("sat, KES"), "{}", refusal.message);
+        let refused = desk.propose(
+            &agent,
+            &merchant,
+            Proposed::Delete {
+                kind: 1,
+                id: "duka".into(),
+            },
+        );
+        assert_eq!(refused.err().and_then(code), Some(ErrorCode::Invalid));
+        assert!(
+            desk.proposals().of_merchant(&merchant)?.is_empty(),
+            "nothing stored"
+        );
+        let mut shillings = stall();
+        shillings.currency = "kes".into();
+        desk.propose(&agent, &merchant, Proposed::Stall(shillings))?;
+        let refused = desk.withdraw(&agent, 42);
+        assert_eq!(
+            refused.err().and_then(code),
+            Some(ErrorCode::UnknownProposal)
+        );
+        Ok(())
+    }
+}
