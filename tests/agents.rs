@@ -7,17 +7,14 @@
 //! agents, rejections and deletions.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod bunker;
 mod common;
 
 use std::time::Duration;
 
+use bunker::*;
 use common::*;
-use nostr_connect::client::NostrConnect;
-use nostr_connect::signer::{
-    NostrConnectKeys, NostrConnectRemoteSigner, NostrConnectSignerActions,
-};
 use nostr_sdk::hashes::{sha256, Hash};
-use nostr_sdk::nips::nip46::{NostrConnectRequest, NostrConnectURI};
 use nostr_sdk::prelude::*;
 use serde_json::{json, Value};
 use soko::proto::agents::REGISTRATION_KIND;
@@ -26,63 +23,6 @@ use soko::proto::nip15::{Product, Stall};
 const PHONE: &str = "+254711000111";
 const OTHER_PHONE: &str = "+254711000222";
 const PIN: &str = "4821";
-/// How long one NIP-46 request may take once the bunker is known to listen.
-const SIGNER_TIMEOUT: Duration = Duration::from_secs(30);
-
-// --- The agent's side: a NIP-46 bunker (as in tests/registration.rs) -----------------------
-
-struct ApproveAll;
-
-impl NostrConnectSignerActions for ApproveAll {
-    fn approve(&self, _client: &PublicKey, _request: &NostrConnectRequest) -> bool {
-        true
-    }
-}
-
-/// A NIP-46 remote signer holding the agent's key, serving on `relay`.
-struct Bunker {
-    uri: NostrConnectURI,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Bunker {
-    async fn start(relay: &RelayUrl) -> Self {
-        let keys = NostrConnectKeys {
-            signer: Keys::generate(),
-            user: Keys::generate(),
-        };
-        let secret = Keys::generate().public_key().to_hex()[..16].to_owned();
-        let signer =
-            NostrConnectRemoteSigner::new(keys, [relay.clone()], Some(secret), None).unwrap();
-        let uri = signer.bunker_uri();
-        let task = tokio::spawn(async move {
-            signer.serve(ApproveAll).await.expect("bunker serves");
-        });
-        // NIP-46 messages are ephemeral: probe until the bunker listens.
-        for _ in 0..50 {
-            let probe =
-                NostrConnect::new(uri.clone(), Keys::generate(), Duration::from_secs(1), None)
-                    .unwrap();
-            let answered = probe.get_public_key().await.is_ok();
-            probe.shutdown().await;
-            if answered {
-                return Self { uri, task };
-            }
-        }
-        panic!("the bunker never answered");
-    }
-
-    fn connect(&self) -> NostrConnect {
-        NostrConnect::new(self.uri.clone(), Keys::generate(), SIGNER_TIMEOUT, None).unwrap()
-    }
-}
-
-impl Drop for Bunker {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// An agent talking to soko over NIP-17: with a bunker, or with local keys.
 struct Agent {
     client: Client,

@@ -3,82 +3,18 @@
 //! relay) and sent, as NIP-17 DMs, through that signer, and every refusal with its code.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod bunker;
 mod common;
 
 use std::time::Duration;
 
+use bunker::*;
 use common::*;
 use nostr_connect::client::NostrConnect;
-use nostr_connect::signer::{
-    NostrConnectKeys, NostrConnectRemoteSigner, NostrConnectSignerActions,
-};
-use nostr_sdk::nips::nip46::{NostrConnectRequest, NostrConnectURI};
 use nostr_sdk::prelude::*;
 use serde_json::{json, Value};
 use soko::proto::agents::REGISTRATION_KIND;
 use soko::proto::Response;
-
-/// How long one NIP-46 request may take once the bunker is known to listen.
-const SIGNER_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The bunker's owner approves every request (a test has nobody to ask).
-struct ApproveAll;
-
-impl NostrConnectSignerActions for ApproveAll {
-    fn approve(&self, _client: &PublicKey, _request: &NostrConnectRequest) -> bool {
-        true
-    }
-}
-
-/// A NIP-46 remote signer holding the agent's key, serving on `relay`.
-struct Bunker {
-    uri: NostrConnectURI,
-    /// The agent's public key, for the test's own assertions only: the agent side learns it
-    /// from the bunker (`get_public_key`).
-    user: PublicKey,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Bunker {
-    async fn start(relay: &RelayUrl) -> Self {
-        let keys = NostrConnectKeys {
-            signer: Keys::generate(),
-            user: Keys::generate(),
-        };
-        let user = keys.user.public_key();
-        let secret = Keys::generate().public_key().to_hex()[..16].to_owned();
-        let signer =
-            NostrConnectRemoteSigner::new(keys, [relay.clone()], Some(secret), None).unwrap();
-        let uri = signer.bunker_uri();
-        let task = tokio::spawn(async move {
-            signer.serve(ApproveAll).await.expect("bunker serves");
-        });
-        // NIP-46 messages are ephemeral: one sent before the bunker subscribed is lost. Probe
-        // with short-lived clients until it answers, then connect for real.
-        for _ in 0..50 {
-            let probe =
-                NostrConnect::new(uri.clone(), Keys::generate(), Duration::from_secs(1), None)
-                    .unwrap();
-            let answered = probe.get_public_key().await.is_ok();
-            probe.shutdown().await;
-            if answered {
-                return Self { uri, user, task };
-            }
-        }
-        panic!("the bunker never answered");
-    }
-
-    /// A NIP-46 client session on the bunker: the only signer the agent has.
-    fn connect(&self) -> NostrConnect {
-        NostrConnect::new(self.uri.clone(), Keys::generate(), SIGNER_TIMEOUT, None).unwrap()
-    }
-}
-
-impl Drop for Bunker {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 /// An agent whose client signs, encrypts and decrypts only through a NIP-46 signer.
 struct RemoteAgent {
