@@ -12,9 +12,7 @@ use super::service::{EscrowError, EscrowService, OrderRecord};
 use crate::agents::Links;
 use crate::bot::Scheme;
 use crate::money::Sats;
-use crate::proto::agents::{
-    AgentNotice, AgentNoticeBody, BuyerDetails, NoticeItem, OrderPaidNotice,
-};
+use crate::proto::agents::{AgentNotice, AgentNoticeBody, NoticeItem, OrderPaidNotice};
 use crate::proto::ussd::{Notice, NoticeBody, SmsNotice};
 
 /// The longest SMS text soko sends (one GSM-7 message).
@@ -62,14 +60,7 @@ impl EscrowService {
             });
         }
         let buyer = if links.shares_buyer(merchant)? {
-            self.shipping(record)?.map(|s| BuyerDetails {
-                name: s.name,
-                address: s.address,
-                phone: s.phone,
-                email: s.email,
-                message: s.message,
-                zone: s.zone,
-            })
+            self.shipping(record)?
         } else {
             None
         };

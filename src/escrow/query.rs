@@ -2,56 +2,11 @@
 //! first, and the buyer's shipping details, which are stored sealed.
 
 use nostr_sdk::PublicKey;
-use serde::{Deserialize, Serialize};
 
 use super::service::{EscrowError, EscrowService, OrderRecord};
 use super::state::EscrowState;
 use crate::proto::nip15::Order;
-
-/// What the buyer gave for shipping in the NIP-15 order. Personal data: stored sealed,
-/// shown only to the order's merchant, never logged.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Shipping {
-    /// The buyer's name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Where to deliver.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub address: Option<String>,
-    /// The buyer's phone.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phone: Option<String>,
-    /// The buyer's email.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
-    /// The buyer's note to the merchant.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// The stall's shipping zone the buyer chose.
-    #[serde(default)]
-    pub zone: String,
-}
-
-impl std::fmt::Debug for Shipping {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Shipping(..)")
-    }
-}
-
-impl Shipping {
-    /// The shipping details of an order.
-    pub fn of(order: &Order) -> Self {
-        let given = |v: &Option<String>| v.as_ref().filter(|s| !s.trim().is_empty()).cloned();
-        Self {
-            name: given(&order.name),
-            address: given(&order.address),
-            phone: given(&order.contact.phone),
-            email: given(&order.contact.email),
-            message: given(&order.message),
-            zone: order.shipping_id.clone(),
-        }
-    }
-}
+pub use crate::proto::nip15::Shipping;
 
 impl EscrowService {
     /// A merchant's orders, newest first, those whose state `keep` accepts, at most `limit`.

@@ -317,7 +317,7 @@ pub struct OrderPaidNotice {
     /// The buyer's shipping details: only when the merchant shares them with its agents
     /// (USSD settings; off by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub buyer: Option<BuyerDetails>,
+    pub buyer: Option<super::nip15::Shipping>,
 }
 
 /// One line of a paid order.
@@ -330,34 +330,6 @@ pub struct NoticeItem {
     pub name: Option<String>,
     /// Units.
     pub quantity: u64,
-}
-
-/// The buyer's details as the order gave them (personal data: `Debug` hides them).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BuyerDetails {
-    /// Name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Address.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub address: Option<String>,
-    /// Phone.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phone: Option<String>,
-    /// Email.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
-    /// Note to the merchant.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// Shipping zone.
-    pub zone: String,
-}
-
-impl std::fmt::Debug for BuyerDetails {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BuyerDetails(..)")
-    }
 }
 
 #[cfg(test)]
