@@ -121,6 +121,8 @@ enum MerchantAction {
     Refund(OrderRef),
     /// Hold a paid order for review: the delivery code no longer releases it.
     Dispute(OrderRef),
+    /// Decide a disputed order for the merchant: the escrow is released to it.
+    Release(OrderRef),
     /// Where the merchant's payouts go: a Lightning address, an LNURL-pay link, or an npub
     /// that receives Cashu tokens by DM.
     Payout {
@@ -231,6 +233,11 @@ fn main() -> ExitCode {
                 MerchantAction::Dispute(r) => (
                     r.paths,
                     "order_dispute",
+                    Ok(serde_json::json!({ "merchant": r.merchant, "order": r.order })),
+                ),
+                MerchantAction::Release(r) => (
+                    r.paths,
+                    "order_release",
                     Ok(serde_json::json!({ "merchant": r.merchant, "order": r.order })),
                 ),
                 MerchantAction::Payout {

@@ -323,6 +323,33 @@ async fn repeated_wrong_codes_lock_the_order_and_a_resent_order_is_not_a_new_one
     )
     .await;
     assert!(unknown.error.unwrap().message.contains("no order #77"));
+
+    // The operator reviews the lock and decides for the merchant: the escrow is released
+    // once, the buyer is told the order is complete.
+    let held = order.total;
+    let release = json!({"merchant": shop.npub, "order": 1});
+    let released = operator(&soko, "order_release", release.clone()).await;
+    let result = released.result.expect("released");
+    assert_eq!(result["released_sat"], held.0, "{result}");
+    assert_eq!(result["balance_sat"], held.0, "{result}");
+    let escrow = soko.daemon().escrow().clone();
+    assert_eq!(
+        escrow.order(&shop.merchant, 1).unwrap().unwrap().state,
+        EscrowState::PaidOut
+    );
+    let completed = next_json(&mut buyer).await;
+    assert_eq!(completed["shipped"], true, "{completed}");
+    let twice = operator(&soko, "order_release", release).await;
+    assert!(
+        twice
+            .error
+            .unwrap()
+            .message
+            .contains("only a disputed order"),
+        "released once"
+    );
+    assert_eq!(escrow.balance(&shop.merchant).unwrap(), held);
+    assert_books_balance(&soko).await;
     soko.stop().await;
 }
 

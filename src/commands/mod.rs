@@ -120,6 +120,7 @@ async fn dispatch(
         Command::OrderDeliver(args) => order::deliver(ctx, args).await,
         Command::OrderRefund(args) => order::refund(ctx, args).await,
         Command::OrderDispute(args) => order::dispute(ctx, args).await,
+        Command::OrderRelease(args) => order::release(ctx, args).await,
         Command::OrderCancel(args) => order::cancel(ctx, sender, args).await,
         Command::MerchantPayout(args) => {
             let merchant = merchant_key(&args.merchant)?;

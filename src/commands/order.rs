@@ -1,6 +1,7 @@
 //! `order_deliver`: the merchant presents the buyer's delivery code; the escrow releases.
 //! `order_refund`: the operator sends an order's money back to the buyer.
 //! `order_dispute`: the operator holds an order for review.
+//! `order_release`: the operator decides a disputed order for the merchant.
 //! `order_cancel`: the buyer asks to cancel a paid order before delivery.
 
 use nostr_sdk::PublicKey;
@@ -8,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::{merchant_key, CommandError, Context};
 use crate::escrow::{Cancel, Delivery, EscrowError, Payout, RefundPlan};
+use crate::money::Sats;
 use crate::proto::{ErrorCode, OrderCancelArgs, OrderDeliverArgs, OrderRefArgs, Refusal};
 
 /// Checks the code and, if right, credits the merchant.
@@ -20,24 +22,46 @@ pub async fn deliver(ctx: &Context, args: OrderDeliverArgs) -> Result<Value, Com
         .await
         .map_err(internal)?
     {
-        Delivery::Released(sats) => {
-            // Released to the balance; then straight on to the merchant's Lightning address,
-            // if it has one. A failed payout leaves the balance in soko, and says why.
-            let payout = match ctx.escrow.pay_out(merchant).await.map_err(internal)? {
-                Payout::NotConfigured | Payout::Nothing => json!(null),
-                Payout::Sent { amount, fee } => json!({"paid_sat": amount.0, "fee_sat": fee.0}),
-                Payout::Token(amount) => json!({"token_sat": amount.0}),
-                Payout::Failed(why) => json!({"error": why}),
-            };
-            Ok(json!({
-                "order": args.order,
-                "released_sat": sats.0,
-                "payout": payout,
-                "balance_sat": ctx.escrow.balance(&merchant).map_err(internal)?.0,
-            }))
-        }
+        Delivery::Released(sats) => released(ctx, merchant, args.order, sats).await,
         Delivery::Refused(why) => Err(Refusal::new(ErrorCode::Invalid, why).into()),
     }
+}
+
+/// Releases a disputed order to the merchant, then pays out as a delivery does.
+pub async fn release(ctx: &Context, args: OrderRefArgs) -> Result<Value, CommandError> {
+    let merchant = merchant_key(&args.merchant)?;
+    ctx.merchants.get(&merchant)?;
+    match ctx
+        .escrow
+        .release(merchant, args.order)
+        .await
+        .map_err(internal)?
+    {
+        Delivery::Released(sats) => released(ctx, merchant, args.order, sats).await,
+        Delivery::Refused(why) => Err(Refusal::new(ErrorCode::Invalid, why).into()),
+    }
+}
+
+/// Released to the balance; then straight on to the merchant's payout destination, if it
+/// has one. A failed payout leaves the balance in soko, and says why.
+async fn released(
+    ctx: &Context,
+    merchant: PublicKey,
+    order: u64,
+    sats: Sats,
+) -> Result<Value, CommandError> {
+    let payout = match ctx.escrow.pay_out(merchant).await.map_err(internal)? {
+        Payout::NotConfigured | Payout::Nothing => json!(null),
+        Payout::Sent { amount, fee } => json!({"paid_sat": amount.0, "fee_sat": fee.0}),
+        Payout::Token(amount) => json!({"token_sat": amount.0}),
+        Payout::Failed(why) => json!({"error": why}),
+    };
+    Ok(json!({
+        "order": order,
+        "released_sat": sats.0,
+        "payout": payout,
+        "balance_sat": ctx.escrow.balance(&merchant).map_err(internal)?.0,
+    }))
 }
 
 /// Refunds the order to its buyer: over Lightning when the buyer's cancel named an address,

@@ -4,7 +4,9 @@ use nostr_sdk::PublicKey;
 
 use super::code::Verdict;
 use super::messages::{describe, status};
-use super::service::{code_scope, order_key, Change, Delivery, EscrowError, EscrowService};
+use super::service::{
+    code_scope, order_key, Change, Delivery, EscrowError, EscrowService, OrderRecord,
+};
 use super::state::{transition, EscrowEvent, EscrowState};
 use crate::money::Sats;
 
@@ -55,18 +57,67 @@ impl EscrowService {
             inner.orders.insert(&key, &next)?;
             return Ok(Delivery::Refused(why));
         }
-        // Delivered, and the payout is a credit to the merchant's balance held in soko's
-        // escrow wallet: both steps complete here, in one transaction.
         let delivered = transition(record.state, EscrowEvent::CodeAccepted).unwrap_or(record.state);
-        next.state = transition(delivered, EscrowEvent::PayoutSettled).unwrap_or(delivered);
+        next.state = delivered;
+        self.credit_merchant(merchant, number, &key, &record, next)
+            .await?;
+        tracing::info!(
+            order = number,
+            sats = record.total.0,
+            "delivered; escrow released to the merchant's balance"
+        );
+        Ok(Delivery::Released(record.total))
+    }
+
+    /// An admin's decision for the merchant on a disputed order (five wrong codes, or a
+    /// dispute the review found groundless): the escrow goes to the merchant as if the code
+    /// had been presented.
+    pub async fn release(&self, merchant: PublicKey, number: u64) -> Result<Delivery, EscrowError> {
+        let inner = &self.inner;
+        let _guard = inner.lock.lock().await;
+        let key = order_key(&merchant, number);
+        let Some(record) = inner.orders.get(&key)? else {
+            return Ok(Delivery::Refused(format!("there is no order #{number}")));
+        };
+        let Ok(delivered) = transition(record.state, EscrowEvent::ResolvedForMerchant) else {
+            return Ok(Delivery::Refused(format!(
+                "only a disputed order is released by an admin; {}",
+                describe(record.state, number)
+            )));
+        };
+        let mut next = record.clone();
+        next.state = delivered;
+        self.credit_merchant(merchant, number, &key, &record, next)
+            .await?;
+        tracing::info!(
+            order = number,
+            sats = record.total.0,
+            "disputed order released to the merchant's balance by an admin"
+        );
+        Ok(Delivery::Released(record.total))
+    }
+
+    /// Settles a `Delivered` order: the payout is a credit to the merchant's balance held
+    /// in soko's escrow wallet, so delivery and payout complete in one transaction, with the
+    /// buyer's completion notice. Call with the escrow lock held.
+    async fn credit_merchant(
+        &self,
+        merchant: PublicKey,
+        number: u64,
+        key: &[u8],
+        record: &OrderRecord,
+        mut next: OrderRecord,
+    ) -> Result<(), EscrowError> {
+        next.state = transition(next.state, EscrowEvent::PayoutSettled).unwrap_or(next.state);
         let dm = self
             .seal_to_buyer(
                 &merchant,
-                &record,
+                record,
                 status(&next, &describe(next.state, number)),
             )
             .await?;
-        let balance = inner
+        let balance = self
+            .inner
             .balances
             .get(&merchant.to_bytes())?
             .unwrap_or(Sats::ZERO);
@@ -77,13 +128,7 @@ impl EscrowService {
             balance: Some((merchant.to_bytes().to_vec(), credited)),
             ..Change::default()
         };
-        self.commit(&key, &next, change, &[dm]).await?;
-        tracing::info!(
-            order = number,
-            sats = record.total.0,
-            "delivered; escrow released to the merchant's balance"
-        );
-        Ok(Delivery::Released(record.total))
+        self.commit(key, &next, change, &[dm]).await
     }
 
     /// Holds order `number` for the operator's decision: the code no longer releases it, and

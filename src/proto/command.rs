@@ -236,6 +236,8 @@ pub enum Command {
     OrderRefund(OrderRefArgs),
     /// Admin: hold a paid order for review (the code no longer releases it).
     OrderDispute(OrderRefArgs),
+    /// Admin: decide a disputed order for the merchant (the escrow is released to it).
+    OrderRelease(OrderRefArgs),
     /// The buyer: ask to cancel a paid, undelivered order (optionally refunded over Lightning).
     OrderCancel(OrderCancelArgs),
     /// Admin: where a merchant's payouts go (Lightning address, LNURL, or an npub for tokens).
@@ -273,6 +275,7 @@ pub const COMMAND_NAMES: &[&str] = &[
     "order_deliver",
     "order_refund",
     "order_dispute",
+    "order_release",
     "order_cancel",
     "merchant_payout",
     "ussd_hop",
