@@ -462,6 +462,9 @@ async fn an_agent_onboards_a_merchant_whose_approved_listings_sell() {
         screens[3],
         "Agent unlinked.\nNo agents are linked to your shop.\n00 Back"
     );
+    let told = agent.notice("unlinked").await;
+    assert_eq!(told["args"]["merchant"], npub, "{told}");
+    assert_eq!(told["args"]["withdrawn"], json!([]), "{told}");
     let (code, _) = agent
         .refused(
             "propose_product",
@@ -787,6 +790,12 @@ async fn refusals_rejections_deletions_and_unlinking() {
     assert_eq!(
         screens[6], "No pending approvals.\n00 Back",
         "withdrawn on unlink"
+    );
+    let told = juma.notice("unlinked").await;
+    assert_eq!(
+        told["args"]["withdrawn"],
+        json!([pending["proposal"]]),
+        "{told}"
     );
     assert_eq!(
         juma.refused("propose_stall", json!({"merchant": npub, "stall": stall()}))

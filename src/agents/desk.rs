@@ -23,10 +23,10 @@ use super::users::Users;
 use crate::bot::{Publisher, Scheme};
 use crate::market::listing::{self, ListingError};
 use crate::market::merchants::KIND_STALL;
-use crate::market::{MerchantError, MerchantStatus, Merchants, Rates};
+use crate::market::{Merchant, MerchantError, MerchantStatus, Merchants, Rates};
 use crate::proto::agents::{
     AgentMerchants, AgentNotice, AgentNoticeBody, LinkState, LinkedMerchant, Onboarded,
-    ProposalDecided, ProposalKind, ProposalStatus, ProposalView, Role,
+    ProposalDecided, ProposalKind, ProposalStatus, ProposalView, Role, UnlinkedNotice,
 };
 use crate::proto::{ErrorCode, Refusal};
 use crate::store::StoreError;
@@ -152,7 +152,7 @@ impl Desk {
         if let Some(merchant) = inner.merchants.by_phone(phone)? {
             return self.request_link(agent, &merchant);
         }
-        let (merchant, keys) = match inner.merchants.add(name, None, Some(phone)) {
+        let (merchant, keys) = match inner.merchants.add_for_agent(name, phone, agent) {
             Ok(added) => added,
             Err(MerchantError::Invalid(why)) => {
                 // Another onboarding took the phone between the lookup and the add.
@@ -163,21 +163,12 @@ impl Desk {
             }
             Err(e) => return Err(e.into()),
         };
-        // A crash here leaves the merchant unlinked; onboarding again asks for the link.
+        // A crash here leaves the merchant unlinked; onboarding again restores the link
+        // (see `request_link`).
         inner.publisher.keyring().add(keys.clone());
         let link = inner.links.link(agent, &keys.public_key(), unix_now())?;
         tracing::info!(merchant = %merchant.npub, "agent onboarded a merchant (pending USSD)");
-        Ok(Onboarded {
-            link: LinkState::Linked,
-            merchant: Some(LinkedMerchant {
-                npub: merchant.npub,
-                pubkey: merchant.pubkey,
-                name: merchant.name,
-                status: status_name(merchant.status).to_owned(),
-                linked_at: link.linked_at,
-            }),
-            proposal: None,
-        })
+        Ok(linked(merchant, link.linked_at))
     }
 
     fn request_link(
@@ -186,19 +177,19 @@ impl Desk {
         merchant: &PublicKey,
     ) -> Result<Onboarded, DeskError> {
         let inner = &self.inner;
+        let shop = inner.merchants.get(merchant)?;
         if let Some(link) = inner.links.get(agent, merchant)? {
-            let shop = inner.merchants.get(merchant)?;
-            return Ok(Onboarded {
-                link: LinkState::Linked,
-                merchant: Some(LinkedMerchant {
-                    npub: shop.npub,
-                    pubkey: shop.pubkey,
-                    name: shop.name,
-                    status: status_name(shop.status).to_owned(),
-                    linked_at: link.linked_at,
-                }),
-                proposal: None,
-            });
+            return Ok(linked(shop, link.linked_at));
+        }
+        // This agent created the merchant and a crash came before the link was written: the
+        // link is its own. Only while the merchant is pending, since an active merchant may
+        // have unlinked the agent on purpose (unlinking needs the USSD menus).
+        if shop.status == MerchantStatus::Pending
+            && inner.merchants.onboarded_by(merchant)? == Some(*agent)
+        {
+            let link = inner.links.link(agent, merchant, unix_now())?;
+            tracing::info!(merchant = %shop.npub, "an interrupted onboarding's link restored");
+            return Ok(linked(shop, link.linked_at));
         }
         let waiting = inner
             .proposals
@@ -473,15 +464,22 @@ impl Desk {
         let _one_at_a_time = inner.decisions.lock().await;
         let had = inner.links.unlink(agent, merchant)?;
         let now = unix_now();
+        let mut withdrawn = Vec::new();
         for proposal in inner.proposals.pending_for(merchant)? {
             if proposal.agent == agent.to_hex() {
                 inner
                     .proposals
                     .decide(proposal.id, Decision::Withdraw, now, None)?;
+                withdrawn.push(proposal.id);
             }
         }
         if had {
             tracing::info!(merchant = %merchant, "merchant unlinked an agent");
+            let body = AgentNoticeBody::Unlinked(UnlinkedNotice {
+                merchant: merchant.to_bech32().unwrap_or_else(|_| merchant.to_hex()),
+                withdrawn,
+            });
+            self.notify(agent, body).await;
         }
         Ok(had)
     }
@@ -567,18 +565,21 @@ impl Desk {
     /// Tells the agent about a decision (NIP-17 from the bot key, through the outbox). A
     /// failure to queue it is logged: the decision stands.
     async fn tell(&self, agent: &PublicKey, merchant: &PublicKey, proposal: &Proposal) {
-        let notice = AgentNotice {
-            v: 1,
-            body: AgentNoticeBody::Proposal(ProposalDecided {
-                proposal: proposal.id,
-                kind: proposal.proposed.kind(),
-                merchant: merchant.to_bech32().unwrap_or_else(|_| merchant.to_hex()),
-                id: proposal.proposed.listing_id().map(str::to_owned),
-                status: proposal.status,
-                event_id: proposal.event_id.clone(),
-            }),
-        };
-        let Ok(content) = serde_json::to_string(&notice) else {
+        let body = AgentNoticeBody::Proposal(ProposalDecided {
+            proposal: proposal.id,
+            kind: proposal.proposed.kind(),
+            merchant: merchant.to_bech32().unwrap_or_else(|_| merchant.to_hex()),
+            id: proposal.proposed.listing_id().map(str::to_owned),
+            status: proposal.status,
+            event_id: proposal.event_id.clone(),
+        });
+        self.notify(agent, body).await;
+    }
+
+    /// DMs the agent a notice. Best effort: the decision it reports is recorded already,
+    /// and `agent_merchants` shows it to an agent that missed the notice.
+    async fn notify(&self, agent: &PublicKey, body: AgentNoticeBody) {
+        let Ok(content) = serde_json::to_string(&AgentNotice { v: 1, body }) else {
             return;
         };
         let publisher = &self.inner.publisher;
@@ -587,7 +588,7 @@ impl Desk {
             .send_dm(&bot, *agent, Scheme::Nip17, &content)
             .await
         {
-            tracing::warn!(proposal = proposal.id, error = %e, "could not tell the agent of a decision");
+            tracing::warn!(error = %e, "could not send an agent its notice");
         }
     }
 }
@@ -731,6 +732,21 @@ pub fn short_npub(key: &PublicKey) -> String {
     format!("{head}…{tail}")
 }
 
+/// The answer to an onboarding that ended with the agent linked to `shop`.
+fn linked(shop: Merchant, linked_at: u64) -> Onboarded {
+    Onboarded {
+        link: LinkState::Linked,
+        merchant: Some(LinkedMerchant {
+            npub: shop.npub,
+            pubkey: shop.pubkey,
+            name: shop.name,
+            status: status_name(shop.status).to_owned(),
+            linked_at,
+        }),
+        proposal: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -831,6 +847,44 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_onboarding_cut_short_gets_its_link_back_for_its_own_agent_only(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let f = fixture()?;
+        let inner = &f.desk.inner;
+        let other = Keys::generate().public_key();
+        inner.users.tree().insert(
+            &other.to_bytes(),
+            &UserRecord {
+                role: Role::Agent,
+                registered_at: 1,
+                name: None,
+            },
+        )?;
+        // The crash: the merchant was created for the agent, the link never written.
+        let phone = "+254700000001";
+        let (shop, keys) = inner
+            .merchants
+            .add_for_agent("Duka Mpya", phone, &f.agent)?;
+        assert!(!inner.links.is_linked(&f.agent, &keys.public_key())?);
+
+        // Another agent knowing the number only asks; the creator gets its link back.
+        let asked = f.desk.onboard(&other, phone, "Duka Mpya")?;
+        assert_eq!((asked.link, asked.merchant), (LinkState::Requested, None));
+        let again = f.desk.onboard(&f.agent, phone, "Duka Mpya")?;
+        assert_eq!(again.link, LinkState::Linked);
+        assert_eq!(again.merchant.map(|m| m.npub), Some(shop.npub));
+        assert!(inner.links.is_linked(&f.agent, &keys.public_key())?);
+        assert!(!inner.links.is_linked(&other, &keys.public_key())?);
+
+        // Once the owner has taken the shop over (active), an unlinked creator only asks.
+        inner.links.unlink(&f.agent, &keys.public_key())?;
+        inner.merchants.activate(&keys.public_key())?;
+        let after = f.desk.onboard(&f.agent, phone, "Duka Mpya")?;
+        assert_eq!(after.link, LinkState::Requested);
+        Ok(())
+    }
+
     #[tokio::test]
     async fn an_approval_publishes_once_and_an_unlink_withdraws(
     ) -> Result<(), Box<dyn std::error::Error>> {
@@ -879,7 +933,11 @@ mod tests {
         ));
         let stored = desk.proposals().get(pending.proposal)?.ok_or("stored")?;
         assert_eq!(stored.status, ProposalStatus::Withdrawn);
-        assert_eq!(f.outbox.len(), 2);
+        assert_eq!(
+            f.outbox.len(),
+            3,
+            "nothing published, the agent told of the unlink"
+        );
         let refused = desk.propose(&agent, &merchant, Proposed::Product(mango()));
         assert_eq!(refused.err().and_then(code), Some(ErrorCode::NotLinked));
         Ok(())

@@ -51,6 +51,10 @@ pub struct StoredMerchant {
     /// Pending until its owner onboards over USSD (merchants added with a phone).
     #[serde(default)]
     pub status: MerchantStatus,
+    /// The agent (hex key) who registered the merchant, if one did: it gets its link back
+    /// when a crash came between creating the merchant and linking it.
+    #[serde(default)]
+    pub onboarded_by: Option<String>,
 }
 
 /// Whether a merchant trades yet.
@@ -165,6 +169,37 @@ impl Merchants {
         lightning_address: Option<&str>,
         phone: Option<&str>,
     ) -> Result<(Merchant, Keys), MerchantError> {
+        self.create(name, lightning_address, phone, None)
+    }
+
+    /// Creates a pending merchant for `phone` on behalf of `agent`.
+    pub fn add_for_agent(
+        &self,
+        name: &str,
+        phone: &str,
+        agent: &PublicKey,
+    ) -> Result<(Merchant, Keys), MerchantError> {
+        self.create(name, None, Some(phone), Some(agent.to_hex()))
+    }
+
+    /// The agent who registered `merchant`, if one did.
+    pub fn onboarded_by(&self, merchant: &PublicKey) -> Result<Option<PublicKey>, MerchantError> {
+        let stored = self
+            .records
+            .get(&merchant.to_bytes())?
+            .ok_or_else(|| MerchantError::Unknown(merchant.to_hex()))?;
+        Ok(stored
+            .onboarded_by
+            .and_then(|hex| PublicKey::from_hex(&hex).ok()))
+    }
+
+    fn create(
+        &self,
+        name: &str,
+        lightning_address: Option<&str>,
+        phone: Option<&str>,
+        onboarded_by: Option<String>,
+    ) -> Result<(Merchant, Keys), MerchantError> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > MAX_NAME_LEN {
             return Err(MerchantError::Invalid(format!(
@@ -198,6 +233,7 @@ impl Merchants {
             } else {
                 MerchantStatus::Active
             },
+            onboarded_by,
         };
         let key = keys.public_key().to_bytes();
         let record = self.records.encode(&stored)?;

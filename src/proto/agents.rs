@@ -280,6 +280,17 @@ pub enum AgentNoticeBody {
     Proposal(ProposalDecided),
     /// A linked merchant's order was paid.
     OrderPaid(OrderPaidNotice),
+    /// The merchant unlinked the agent over USSD.
+    Unlinked(UnlinkedNotice),
+}
+
+/// The merchant ended the link: the agent can no longer act for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnlinkedNotice {
+    /// The merchant (npub).
+    pub merchant: String,
+    /// The agent's proposals that were pending and are now withdrawn.
+    pub withdrawn: Vec<u64>,
 }
 
 /// A decided proposal.
