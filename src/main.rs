@@ -369,18 +369,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         println!("  mint   {}", daemon.mint_url());
     }
     println!("Ctrl-C to stop.");
-    wait_for_signal().await?;
+    soko::util::wait_for_signal()
+        .await
+        .context("waiting for Ctrl-C or SIGTERM")?;
     println!("stopping…");
     daemon.shutdown().await?;
-    Ok(())
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
-        _ = term.recv() => {}
-    }
     Ok(())
 }

@@ -141,18 +141,10 @@ async fn run(config: BridgeConfig) -> anyhow::Result<()> {
     }
     println!("Add the bridge key to soko's config: [ussd] bridges = [\"<bridge npub>\"].");
     println!("Ctrl-C to stop.");
-    wait_for_signal().await?;
+    soko::util::wait_for_signal()
+        .await
+        .context("waiting for Ctrl-C or SIGTERM")?;
     println!("stopping…");
     bridge.shutdown().await?;
-    Ok(())
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
-        _ = term.recv() => {}
-    }
     Ok(())
 }
