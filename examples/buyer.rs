@@ -93,20 +93,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// The config the running soko uses: the same file and data-dir override as `soko run`.
-fn load_config(args: &Args) -> Result<Config> {
-    let mut config = match &args.config {
-        Some(path) => Config::load(path).with_context(|| format!("config {}", path.display()))?,
-        None => Config::default(),
-    };
-    if let Some(dir) = &args.data_dir {
-        config.storage.data_dir = dir.clone();
-    }
-    Ok(config)
-}
-
 async fn walkthrough(args: Args) -> Result<()> {
-    let config = load_config(&args)?;
+    let config = Config::resolve(args.config.as_deref(), args.data_dir.as_deref())
+        .context("the config soko runs with")?;
     if !config.relay.enabled {
         bail!("this walkthrough talks to soko's embedded relay, but [relay] enabled = false");
     }

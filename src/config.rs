@@ -225,6 +225,20 @@ impl Config {
         Self::parse(&text).map_err(ConfigError::Invalid)
     }
 
+    /// The config `soko run [--config FILE] [--data-dir DIR]` runs with: the file (or the
+    /// defaults) with the data dir overridden. The CLI and the walkthroughs that talk to a
+    /// running soko find it the same way.
+    pub fn resolve(file: Option<&Path>, data_dir: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => Self::load(path)?,
+            None => Self::default(),
+        };
+        if let Some(dir) = data_dir {
+            config.storage.data_dir = dir.to_path_buf();
+        }
+        Ok(config)
+    }
+
     /// Validates config text, returning every problem found.
     pub fn parse(text: &str) -> Result<Self, Vec<ConfigProblem>> {
         let root: Table = text.parse().map_err(|e: toml::de::Error| {

@@ -330,19 +330,14 @@ fn operator_command(paths: &Paths, cmd: &str, args: serde_json::Value) -> ExitCo
 }
 
 fn with_config(paths: &Paths, f: impl FnOnce(Config) -> anyhow::Result<()>) -> ExitCode {
-    let mut config = match &paths.config {
-        Some(path) => match Config::load(path) {
-            Ok(config) => config,
-            Err(e) => {
-                eprintln!("{}: {e}", path.display());
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        },
-        None => Config::default(),
+    let config = match Config::resolve(paths.config.as_deref(), paths.data_dir.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            let file = paths.config.as_deref().unwrap_or(std::path::Path::new(""));
+            eprintln!("{}: {e}", file.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
     };
-    if let Some(dir) = &paths.data_dir {
-        config.storage.data_dir = dir.clone();
-    }
     match f(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
