@@ -25,6 +25,72 @@ pub enum VaultError {
     /// A sealed value did not open: wrong vault, or tampered.
     #[error("sealed value does not open: {0}")]
     Open(String),
+    /// The system's random source failed.
+    #[error("no randomness for a nonce")]
+    Random,
+}
+
+/// A symmetric key for sealing stored records of any size (NIP-44 caps its plaintext at
+/// 64 KiB, and a wallet saga holding many proofs can exceed that): ChaCha20-Poly1305 from
+/// `ring` (already in the tree through rustls), a random 96-bit nonce per record. Random
+/// nonces stay safe far beyond the number of records one soko ever writes (2^32 per key).
+/// Its `Debug` shows nothing.
+pub struct RecordKey(ring::aead::LessSafeKey);
+
+impl std::fmt::Debug for RecordKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecordKey(..)")
+    }
+}
+
+impl RecordKey {
+    /// A record key from 32 secret bytes (derive them for one purpose only).
+    pub fn new(key: [u8; 32]) -> Result<Self, VaultError> {
+        let unbound = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &key)
+            .map_err(|_| VaultError::Key("record key".to_owned()))?;
+        Ok(Self(ring::aead::LessSafeKey::new(unbound)))
+    }
+
+    /// `nonce ‖ ciphertext ‖ tag` of `plaintext`, bound to `context` (e.g. the record kind),
+    /// so a sealed record moved to another kind does not open.
+    pub fn seal(&self, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
+        use ring::rand::SecureRandom;
+        let mut nonce = [0u8; ring::aead::NONCE_LEN];
+        ring::rand::SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| VaultError::Random)?;
+        let mut out = Vec::with_capacity(nonce.len() + plaintext.len() + 16);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plaintext);
+        let (_, body) = out.split_at_mut(nonce.len());
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(context),
+                body,
+            )
+            .map_err(|_| VaultError::Key("sealing a record".to_owned()))?;
+        out.extend_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
+    /// Opens a value made by [`RecordKey::seal`] under the same `context`.
+    pub fn open(&self, context: &[u8], sealed: &[u8]) -> Result<Vec<u8>, VaultError> {
+        let (nonce, body) = sealed
+            .split_at_checked(ring::aead::NONCE_LEN)
+            .ok_or_else(|| VaultError::Open("record too short".to_owned()))?;
+        let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce)
+            .map_err(|_| VaultError::Open("bad nonce".to_owned()))?;
+        let mut body = body.to_vec();
+        let plain_len = self
+            .0
+            .open_in_place(nonce, ring::aead::Aad::from(context), &mut body)
+            .map_err(|_| VaultError::Open("wrong key, or tampered".to_owned()))?
+            .len();
+        body.truncate(plain_len);
+        Ok(body)
+    }
 }
 
 /// The vault. Its `Debug` shows nothing.
@@ -106,6 +172,23 @@ mod tests {
         assert!(vault.unseal(&String::from_utf8_lossy(&tampered)).is_err());
         assert_ne!(vault.subkey("a"), vault.subkey("b"));
         assert!(!format!("{vault:?}").contains('1'));
+        Ok(())
+    }
+
+    #[test]
+    fn sealed_records_open_only_with_their_key_and_context() -> Result<(), VaultError> {
+        let key = RecordKey::new([3; 32])?;
+        let big = vec![b'x'; 200_000];
+        let sealed = key.seal(b"proof", &big)?;
+        assert!(!sealed.windows(64).any(|w| w == &big[..64]));
+        assert_eq!(key.open(b"proof", &sealed)?, big);
+        assert_ne!(key.seal(b"proof", b"")?, key.seal(b"proof", b"")?);
+        assert!(key.open(b"saga", &sealed).is_err());
+        assert!(RecordKey::new([4; 32])?.open(b"proof", &sealed).is_err());
+        let mut tampered = sealed;
+        tampered[20] ^= 1;
+        assert!(key.open(b"proof", &tampered).is_err());
+        assert!(key.open(b"proof", &[1, 2, 3]).is_err());
         Ok(())
     }
 }

@@ -12,6 +12,7 @@ use cdk_common::nuts::{CurrencyUnit, Id, Proof, SecretKey, State};
 use cdk_common::secret::Secret;
 use cdk_common::wallet::ProofInfo;
 use cdk_common::{wallet_db_test, Amount};
+use soko::vault::RecordKey;
 use soko::wallet::SledWalletDatabase;
 
 /// Opens a sled database that deletes its directory when the last handle drops.
@@ -34,7 +35,7 @@ async fn provide_db(_test_name: String) -> SledWalletDatabase {
         .expect("tempdir")
         .keep();
     let db = open_sled(&dir);
-    SledWalletDatabase::open(&db, "main").expect("open wallet")
+    SledWalletDatabase::open(&db, "main", key()).expect("open wallet")
 }
 
 // The full default list of the suite.
@@ -52,6 +53,12 @@ mod p2pk {
         latest_p2pk_empty,
         latest_p2pk_with_keys,
     );
+}
+
+/// The record key every wallet here is sealed with: one fixed key, so a wallet reopened
+/// in a test opens what it wrote.
+fn key() -> RecordKey {
+    RecordKey::new([42; 32]).unwrap()
 }
 
 fn proof_info(amount: u64) -> ProofInfo {
@@ -72,8 +79,8 @@ fn proof_info(amount: u64) -> ProofInfo {
 async fn namespaces_in_one_db_are_isolated() {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path()).unwrap();
-    let alice = SledWalletDatabase::open(&db, "alice").unwrap();
-    let bob = SledWalletDatabase::open(&db, "bob").unwrap();
+    let alice = SledWalletDatabase::open(&db, "alice", key()).unwrap();
+    let bob = SledWalletDatabase::open(&db, "bob", key()).unwrap();
 
     let proof = proof_info(64);
     alice
@@ -126,11 +133,11 @@ async fn invalid_namespaces_are_rejected() {
     let db = sled::open(dir.path()).unwrap();
     for bad in ["", "a/b", "white space", &"x".repeat(129)] {
         assert!(
-            SledWalletDatabase::open(&db, bad).is_err(),
+            SledWalletDatabase::open(&db, bad, key()).is_err(),
             "{bad:?} accepted"
         );
     }
-    assert!(SledWalletDatabase::open(&db, "npub1abc:session-2.x_y").is_ok());
+    assert!(SledWalletDatabase::open(&db, "npub1abc:session-2.x_y", key()).is_ok());
 }
 
 #[tokio::test]
@@ -139,7 +146,7 @@ async fn data_survives_reopen() {
     let proof = proof_info(8);
     {
         let db = sled::open(dir.path()).unwrap();
-        let wallet = SledWalletDatabase::open(&db, "main").unwrap();
+        let wallet = SledWalletDatabase::open(&db, "main", key()).unwrap();
         wallet
             .update_proofs(vec![proof.clone()], vec![])
             .await
@@ -150,7 +157,7 @@ async fn data_survives_reopen() {
             .unwrap();
     }
     let db = sled::open(dir.path()).unwrap();
-    let wallet = SledWalletDatabase::open(&db, "main").unwrap();
+    let wallet = SledWalletDatabase::open(&db, "main", key()).unwrap();
     let stored = wallet.get_proofs_by_ys(vec![proof.y]).await.unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].proof.secret, proof.proof.secret);
@@ -167,7 +174,7 @@ async fn data_survives_reopen() {
 async fn counters_are_atomic_across_threads() {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path()).unwrap();
-    let wallet = SledWalletDatabase::open(&db, "main").unwrap();
+    let wallet = SledWalletDatabase::open(&db, "main", key()).unwrap();
     let keyset_id = Id::from_str("00916bbf7ef91a36").unwrap();
 
     let tasks: Vec<_> = (0..32)
@@ -188,7 +195,7 @@ async fn counters_are_atomic_across_threads() {
 async fn concurrent_reservations_never_share_a_proof() {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path()).unwrap();
-    let wallet = SledWalletDatabase::open(&db, "main").unwrap();
+    let wallet = SledWalletDatabase::open(&db, "main", key()).unwrap();
     let proofs: Vec<ProofInfo> = (0..4).map(|_| proof_info(1)).collect();
     let ys: Vec<_> = proofs.iter().map(|p| p.y).collect();
     wallet.update_proofs(proofs, vec![]).await.unwrap();
@@ -224,7 +231,7 @@ async fn concurrent_reservations_never_share_a_proof() {
 async fn mixed_concurrent_workload_completes() {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path()).unwrap();
-    let wallet = SledWalletDatabase::open(&db, "main").unwrap();
+    let wallet = SledWalletDatabase::open(&db, "main", key()).unwrap();
 
     let tasks: Vec<_> = (0..16u32)
         .map(|i| {
@@ -279,7 +286,7 @@ async fn mixed_concurrent_workload_completes() {
 async fn unknown_encoding_version_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path()).unwrap();
-    let wallet = SledWalletDatabase::open(&db, "main").unwrap();
+    let wallet = SledWalletDatabase::open(&db, "main", key()).unwrap();
     let proof = proof_info(2);
     wallet
         .update_proofs(vec![proof.clone()], vec![])
@@ -289,12 +296,12 @@ async fn unknown_encoding_version_is_a_clear_error() {
     // Simulate a record written by a future build with a new encoding.
     let tree = db.open_tree("wallet/main/proofs").unwrap();
     let mut future = tree.get(proof.y.to_bytes()).unwrap().unwrap().to_vec();
-    future[0] = 2;
+    future[0] = 9;
     tree.insert(proof.y.to_bytes(), future).unwrap();
 
     let err = wallet.get_proofs(None, None, None, None).await.unwrap_err();
     let message = err.to_string();
-    assert!(message.contains("unknown encoding version 2"), "{message}");
+    assert!(message.contains("unknown encoding version 9"), "{message}");
     assert!(!message.contains(&proof.proof.secret.to_string()));
 }
 
@@ -302,7 +309,7 @@ async fn unknown_encoding_version_is_a_clear_error() {
 async fn debug_output_shows_no_wallet_contents() {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path()).unwrap();
-    let wallet = SledWalletDatabase::open(&db, "main").unwrap();
+    let wallet = SledWalletDatabase::open(&db, "main", key()).unwrap();
     let proof = proof_info(4);
     wallet
         .update_proofs(vec![proof.clone()], vec![])
@@ -310,4 +317,48 @@ async fn debug_output_shows_no_wallet_contents() {
         .unwrap();
     let debug = format!("{wallet:?}");
     assert_eq!(debug, r#"SledWalletDatabase { namespace: "main", .. }"#);
+}
+
+/// Proof secrets never reach sled in clear: the raw tree holds no secret, the record opens
+/// only with its key, and a clear record an older build wrote is read and sealed on open.
+#[tokio::test]
+async fn proofs_are_sealed_at_rest_and_clear_ones_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let wallet = SledWalletDatabase::open(&db, "main", key()).unwrap();
+    let proof = proof_info(16);
+    let secret = proof.proof.secret.to_string();
+    wallet
+        .update_proofs(vec![proof.clone()], vec![])
+        .await
+        .unwrap();
+    let tree = db.open_tree("wallet/main/proofs").unwrap();
+    let raw = tree.get(proof.y.to_bytes()).unwrap().unwrap();
+    assert_eq!(raw[0], 2, "sealed encoding");
+    assert!(!raw.windows(secret.len()).any(|w| w == secret.as_bytes()));
+    drop(wallet);
+    assert!(
+        SledWalletDatabase::open(&db, "main", RecordKey::new([1; 32]).unwrap())
+            .unwrap()
+            .get_proofs(None, None, None, None)
+            .await
+            .is_err(),
+        "another key opens nothing"
+    );
+
+    // A record as the build before sealing wrote it: version 1, clear JSON.
+    let old = proof_info(32);
+    let mut clear = vec![1u8];
+    clear.extend(serde_json::to_vec(&old).unwrap());
+    tree.insert(old.y.to_bytes(), clear).unwrap();
+    let wallet = SledWalletDatabase::open(&db, "main", key()).unwrap();
+    let raw = tree.get(old.y.to_bytes()).unwrap().unwrap();
+    assert_eq!(raw[0], 2, "migrated on open");
+    let old_secret = old.proof.secret.to_string();
+    assert!(!raw
+        .windows(old_secret.len())
+        .any(|w| w == old_secret.as_bytes()));
+    let stored = wallet.get_proofs_by_ys(vec![old.y]).await.unwrap();
+    assert_eq!(stored[0].proof.secret, old.proof.secret);
+    assert_eq!(wallet.get_balance(None, None, None).await.unwrap(), 48);
 }

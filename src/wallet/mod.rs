@@ -14,6 +14,7 @@ use nostr_sdk::hashes::{Hash, HashEngine};
 
 pub use self::sled_db::SledWalletDatabase;
 use crate::store::Store;
+use crate::vault::RecordKey;
 
 /// cdk's wallet.
 pub type Wallet = cdk::Wallet;
@@ -27,6 +28,9 @@ pub enum WalletError {
     /// cdk refused.
     #[error("wallet: {0}")]
     Cdk(#[from] cdk::Error),
+    /// Its record key could not be made.
+    #[error("wallet record key: {0}")]
+    Seal(String),
     /// The mint URL is malformed.
     #[error("mint url {url:?}: {reason}")]
     MintUrl {
@@ -59,7 +63,7 @@ pub fn open_paced(
     requests_per_minute: Option<u32>,
 ) -> Result<Wallet, WalletError> {
     let seed = namespace_seed(master_seed, namespace);
-    let db = SledWalletDatabase::open(store.db(), namespace)?;
+    let db = SledWalletDatabase::open(store.db(), namespace, record_key(master_seed, namespace)?)?;
     let mint_url = mint_url
         .parse()
         .map_err(|e: cdk::mint_url::Error| WalletError::MintUrl {
@@ -78,6 +82,20 @@ pub fn open_paced(
         None => builder.without_rate_limiting(),
     };
     Ok(builder.build()?)
+}
+
+/// The key sealing this wallet's records in sled. It derives from the wallet's seed file
+/// (0600, beside `vault.key`, never in sled) rather than from the vault: whoever reads the
+/// seed can already restore every proof from the mint (NUT-13), so a second secret would
+/// guard nothing more, while a copy of sled alone opens no record.
+fn record_key(master_seed: &[u8; 64], namespace: &str) -> Result<RecordKey, WalletError> {
+    let mut engine = HmacEngine::<sha512::Hash>::new(master_seed);
+    engine.input(b"soko/wallet-records/");
+    engine.input(namespace.as_bytes());
+    let derived = Hmac::<sha512::Hash>::from_engine(engine).to_byte_array();
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&derived[..32]);
+    RecordKey::new(key).map_err(|e| WalletError::Seal(e.to_string()))
 }
 
 /// HMAC-SHA512 of the namespace under the master seed.

@@ -1,6 +1,8 @@
 //! Value encoding, storage errors and the sled access patterns the wallet
 //! store is built from.
 
+use std::sync::Arc;
+
 use cdk_common::database::Error;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -9,8 +11,51 @@ use sled::transaction::{
 };
 use sled::{IVec, Tree};
 
-/// The only value encoding this build writes and understands.
+use crate::vault::RecordKey;
+
+/// Clear JSON: what builds before sealing wrote, still read (and migrated on open); kv
+/// values keep it (they are the caller's opaque bytes).
 pub(super) const ENCODING_V1: u8 = 1;
+/// The JSON sealed with the wallet's [`RecordKey`]: what every JSON record is written as.
+pub(super) const ENCODING_SEALED: u8 = 2;
+
+/// How this wallet's records are written: sealed under its record key.
+#[derive(Clone)]
+pub(super) struct Codec {
+    key: Arc<RecordKey>,
+}
+
+impl Codec {
+    pub(super) fn new(key: RecordKey) -> Self {
+        Self { key: Arc::new(key) }
+    }
+
+    /// Seals an already-encoded clear (v1) value; `None` when it is not one.
+    pub(super) fn seal_clear(
+        &self,
+        bytes: &[u8],
+        what: &'static str,
+    ) -> Option<Result<Vec<u8>, Error>> {
+        match bytes.split_first() {
+            Some((&ENCODING_V1, body)) => Some(self.seal_body(body, what)),
+            _ => None,
+        }
+    }
+
+    fn seal_body(&self, body: &[u8], what: &'static str) -> Result<Vec<u8>, Error> {
+        let sealed = self
+            .key
+            .seal(what.as_bytes(), body)
+            .map_err(|e| StoreError::Encode {
+                what,
+                reason: e.to_string(),
+            })?;
+        let mut out = Vec::with_capacity(sealed.len() + 1);
+        out.push(ENCODING_SEALED);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+}
 
 /// Storage-level failures, boxed into [`Error::Database`] so callers keep the context.
 #[derive(Debug, thiserror::Error)]
@@ -22,10 +67,13 @@ pub(super) enum StoreError {
         source: sled::Error,
     },
     #[error(
-        "sled wallet store: {what} value has unknown encoding version {version} (supported: {})",
-        ENCODING_V1
+        "sled wallet store: {what} value has unknown encoding version {version} (supported: {}, {})",
+        ENCODING_V1,
+        ENCODING_SEALED
     )]
     UnknownEncoding { what: &'static str, version: u8 },
+    #[error("sled wallet store: {what} value does not open (wrong key, or tampered)")]
+    Sealed { what: &'static str },
     #[error("sled wallet store: {what} value is empty")]
     Empty { what: &'static str },
     #[error("sled wallet store: cannot decode {what}: {reason}")]
@@ -59,13 +107,18 @@ fn json_reason(err: &serde_json::Error) -> String {
     )
 }
 
-pub(super) fn encode<T: Serialize>(value: &T, what: &'static str) -> Result<Vec<u8>, Error> {
-    let mut out = vec![ENCODING_V1];
-    serde_json::to_writer(&mut out, value).map_err(|e| StoreError::Encode {
+/// Encodes a record sealed: proofs, quotes and sagas carry bearer secrets, and sealing
+/// every record keeps one rule with no list of exceptions to get wrong.
+pub(super) fn encode<T: Serialize>(
+    c: &Codec,
+    value: &T,
+    what: &'static str,
+) -> Result<Vec<u8>, Error> {
+    let body = serde_json::to_vec(value).map_err(|e| StoreError::Encode {
         what,
         reason: json_reason(&e),
     })?;
-    Ok(out)
+    c.seal_body(&body, what)
 }
 
 pub(super) fn payload<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a [u8], Error> {
@@ -76,8 +129,24 @@ pub(super) fn payload<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a [u8
     }
 }
 
-pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, Error> {
-    serde_json::from_slice(payload(bytes, what)?).map_err(|e| {
+/// Decodes a sealed record, or a clear one left by an older build.
+pub(super) fn decode<T: DeserializeOwned>(
+    c: &Codec,
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<T, Error> {
+    let opened;
+    let body = match bytes.split_first() {
+        Some((&ENCODING_SEALED, sealed)) => {
+            opened = c
+                .key
+                .open(what.as_bytes(), sealed)
+                .map_err(|_| StoreError::Sealed { what })?;
+            opened.as_slice()
+        }
+        _ => payload(bytes, what)?,
+    };
+    serde_json::from_slice(body).map_err(|e| {
         StoreError::Decode {
             what,
             reason: json_reason(&e),
@@ -103,44 +172,48 @@ pub(super) fn tx_result<A>(
 
 /// Reads and decodes one key inside a transaction.
 pub(super) fn tx_get<T: DeserializeOwned>(
+    c: &Codec,
     tree: &TransactionalTree,
     key: &[u8],
     what: &'static str,
 ) -> Result<Option<T>, ConflictableTransactionError<Error>> {
     match tree.get(key)? {
-        Some(bytes) => decode(&bytes, what).map(Some).map_err(abort),
+        Some(bytes) => decode(c, &bytes, what).map(Some).map_err(abort),
         None => Ok(None),
     }
 }
 
 pub(super) fn tx_put<T: Serialize>(
+    c: &Codec,
     tree: &TransactionalTree,
     key: &[u8],
     value: &T,
     what: &'static str,
 ) -> Result<(), ConflictableTransactionError<Error>> {
-    tree.insert(key, encode(value, what).map_err(abort)?)?;
+    tree.insert(key, encode(c, value, what).map_err(abort)?)?;
     Ok(())
 }
 
 pub(super) fn get_value<T: DeserializeOwned>(
+    c: &Codec,
     tree: &Tree,
     key: &[u8],
     what: &'static str,
 ) -> Result<Option<T>, Error> {
     match tree.get(key).map_err(sled_err(what))? {
-        Some(bytes) => decode(&bytes, what).map(Some),
+        Some(bytes) => decode(c, &bytes, what).map(Some),
         None => Ok(None),
     }
 }
 
 pub(super) fn put<T: Serialize>(
+    c: &Codec,
     tree: &Tree,
     key: &[u8],
     value: &T,
     what: &'static str,
 ) -> Result<(), Error> {
-    tree.insert(key, encode(value, what)?)
+    tree.insert(key, encode(c, value, what)?)
         .map(|_| ())
         .map_err(sled_err(what))
 }
@@ -152,28 +225,31 @@ pub(super) fn remove(tree: &Tree, key: &[u8], what: &'static str) -> Result<(), 
 /// Full scan; a wallet holds at most thousands of records, so secondary
 /// indexes would cost more in consistency risk than they save in time.
 pub(super) fn scan<T: DeserializeOwned>(
+    c: &Codec,
     tree: &Tree,
     what: &'static str,
 ) -> Result<Vec<(IVec, T)>, Error> {
     tree.iter()
         .map(|entry| {
             let (key, value) = entry.map_err(sled_err(what))?;
-            Ok((key, decode(&value, what)?))
+            Ok((key, decode(c, &value, what)?))
         })
         .collect()
 }
 
 pub(super) fn scan_values<T: DeserializeOwned>(
+    c: &Codec,
     tree: &Tree,
     what: &'static str,
 ) -> Result<Vec<T>, Error> {
-    Ok(scan(tree, what)?.into_iter().map(|(_, v)| v).collect())
+    Ok(scan(c, tree, what)?.into_iter().map(|(_, v)| v).collect())
 }
 
 /// Rewrites every record matching `pred` in one transaction. Candidates are
 /// found by a scan outside the transaction (sled transactions cannot iterate)
 /// and re-checked inside it, so a record changed in between is left alone.
 pub(super) fn rewrite_matching<T, P, C>(
+    c: &Codec,
     tree: &Tree,
     what: &'static str,
     pred: P,
@@ -184,7 +260,7 @@ where
     P: Fn(&T) -> bool,
     C: Fn(&mut T),
 {
-    let candidates: Vec<IVec> = scan::<T>(tree, what)?
+    let candidates: Vec<IVec> = scan::<T>(c, tree, what)?
         .into_iter()
         .filter(|(_, v)| pred(v))
         .map(|(k, _)| k)
@@ -195,10 +271,10 @@ where
     tx_result(
         tree.transaction(|tx| {
             for key in &candidates {
-                if let Some(mut value) = tx_get::<T>(tx, key, what)? {
+                if let Some(mut value) = tx_get::<T>(c, tx, key, what)? {
                     if pred(&value) {
                         change(&mut value);
-                        tx_put(tx, key, &value, what)?;
+                        tx_put(c, tx, key, &value, what)?;
                     }
                 }
             }
@@ -209,6 +285,7 @@ where
 }
 
 pub(super) fn bump_counter(
+    c: &Codec,
     tree: &Tree,
     key: &[u8],
     count: u32,
@@ -218,11 +295,11 @@ pub(super) fn bump_counter(
     // failure has to reach the caller instead of being swallowed in a closure.
     tx_result(
         tree.transaction(|tx| {
-            let current = tx_get::<u32>(tx, key, what)?.unwrap_or(0);
+            let current = tx_get::<u32>(c, tx, key, what)?.unwrap_or(0);
             let next = current
                 .checked_add(count)
                 .ok_or_else(|| abort(Error::AmountOverflow))?;
-            tx_put(tx, key, &next, what)?;
+            tx_put(c, tx, key, &next, what)?;
             Ok(next)
         }),
         what,

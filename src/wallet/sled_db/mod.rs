@@ -19,9 +19,12 @@
 //! - `wallet/ns/kv`: `primary 0x00 secondary 0x00 key` → caller's opaque bytes
 //! - `wallet/ns/p2pk_keys`: public key (33 bytes) → `P2PKSigningKey`
 //!
-//! Every value starts with one encoding-version byte (currently `1`). For all
-//! trees but `kv` the rest is serde_json; `kv` values are the caller's bytes,
-//! stored verbatim because they are already opaque. A value with an unknown
+//! Every value starts with one encoding-version byte. For all trees but `kv`
+//! it is `2`: serde_json sealed under the wallet's record key
+//! ([`crate::vault::RecordKey`], ChaCha20-Poly1305 bound to the record kind),
+//! because proofs, quotes and sagas hold bearer secrets; a clear `1` record
+//! from an older build is read and sealed on open. `kv` values are the
+//! caller's bytes behind a `1`, stored verbatim because they are opaque. A value with an unknown
 //! version byte is reported as an error rather than guessed at, so a future
 //! format change cannot be silently misread by an older binary.
 //!
@@ -58,9 +61,10 @@ use sled::transaction::TransactionError;
 use sled::{IVec, Transactional, Tree};
 use uuid::Uuid;
 
+use crate::vault::RecordKey;
 use codec::{
     abort, bump_counter, decode, encode, get_value, payload, put, remove, rewrite_matching, scan,
-    scan_values, sled_err, tx_get, tx_put, tx_result, StoreError, ENCODING_V1,
+    scan_values, sled_err, tx_get, tx_put, tx_result, Codec, StoreError, ENCODING_V1,
 };
 use records::{claim_keyset_u32, kv_key, kv_prefix, validate_namespace, QuoteRecord, StoredKeyset};
 
@@ -84,6 +88,7 @@ pub struct SledWalletDatabase {
     sagas: Tree,
     kv: Tree,
     p2pk_keys: Tree,
+    codec: Codec,
 }
 
 impl fmt::Debug for SledWalletDatabase {
@@ -95,16 +100,17 @@ impl fmt::Debug for SledWalletDatabase {
 }
 
 impl SledWalletDatabase {
-    /// Opens (creating if needed) the wallet stored under `namespace` in `db`.
+    /// Opens (creating if needed) the wallet stored under `namespace` in `db`, its records
+    /// sealed under `key`. Clear records left by an older build are sealed here, once.
     ///
     /// `namespace` must be 1–128 characters of `[A-Za-z0-9._:-]`.
-    pub fn open(db: &sled::Db, namespace: &str) -> Result<Self, Error> {
+    pub fn open(db: &sled::Db, namespace: &str, key: RecordKey) -> Result<Self, Error> {
         validate_namespace(namespace)?;
         let tree = |concern: &str| {
             db.open_tree(format!("wallet/{namespace}/{concern}"))
                 .map_err(sled_err("opening tree"))
         };
-        Ok(Self {
+        let wallet = Self {
             namespace: Arc::from(namespace),
             mints: tree("mints")?,
             keysets: tree("keysets")?,
@@ -119,7 +125,51 @@ impl SledWalletDatabase {
             sagas: tree("sagas")?,
             kv: tree("kv")?,
             p2pk_keys: tree("p2pk_keys")?,
-        })
+            codec: Codec::new(key),
+        };
+        wallet.seal_clear_records()?;
+        Ok(wallet)
+    }
+
+    /// Seals every clear (v1) record, each by compare-and-swap so a concurrent writer's
+    /// newer value is never overwritten. Both encodings are read, so a crash halfway
+    /// leaves a wallet that works and finishes sealing on the next open. sled keeps old
+    /// log segments until it reclaims them, so clear bytes can linger on disk for a while
+    /// after migration; the data dir's 0700 mode is what guards them meanwhile.
+    fn seal_clear_records(&self) -> Result<(), Error> {
+        let trees: [(&Tree, &'static str); 11] = [
+            (&self.mints, "mint"),
+            (&self.keysets, "keyset"),
+            (&self.keys, "keys"),
+            (&self.mint_quotes, MintQuote::WHAT),
+            (&self.melt_quotes, MeltQuote::WHAT),
+            (&self.proofs, "proof"),
+            (&self.transactions, "transaction"),
+            (&self.keyset_counters, "keyset counter"),
+            (&self.derivation_counters, "derivation counter"),
+            (&self.sagas, "saga"),
+            (&self.p2pk_keys, "p2pk key"),
+        ];
+        let mut sealed = 0usize;
+        for (tree, what) in trees {
+            for entry in tree.iter() {
+                let (key, value) = entry.map_err(sled_err("sealing clear records"))?;
+                let Some(new) = self.codec.seal_clear(&value, what) else {
+                    continue;
+                };
+                let swapped = tree
+                    .compare_and_swap(&key, Some(value), Some(new?))
+                    .map_err(sled_err("sealing clear records"))?;
+                sealed += usize::from(swapped.is_ok());
+            }
+        }
+        if sealed > 0 {
+            self.proofs
+                .flush()
+                .map_err(sled_err("flushing sealed records"))?;
+            tracing::info!(namespace = %self.namespace, sealed, "sealed wallet records an older build stored in clear");
+        }
+        Ok(())
     }
 
     /// The namespace this wallet was opened under.
@@ -145,8 +195,8 @@ impl SledWalletDatabase {
     /// stored version and is saved with version + 1; a new quote keeps its own.
     fn upsert_quote<Q: QuoteRecord>(&self, tree: &Tree, quote: Q) -> Result<(), Error> {
         let key = quote.id().as_bytes().to_vec();
-        let res = tree.transaction(|tx| match tx_get::<Q>(tx, &key, Q::WHAT)? {
-            None => tx_put(tx, &key, &quote, Q::WHAT),
+        let res = tree.transaction(|tx| match tx_get::<Q>(&self.codec, tx, &key, Q::WHAT)? {
+            None => tx_put(&self.codec, tx, &key, &quote, Q::WHAT),
             Some(stored) if stored.version() != quote.version() => {
                 Err(abort(Error::ConcurrentUpdate))
             }
@@ -154,7 +204,7 @@ impl SledWalletDatabase {
                 let mut updated = quote.clone();
                 updated.keep_from(&stored);
                 updated.set_version(quote.version().wrapping_add(1));
-                tx_put(tx, &key, &updated, Q::WHAT)
+                tx_put(&self.codec, tx, &key, &updated, Q::WHAT)
             }
         });
         if matches!(res, Err(TransactionError::Abort(Error::ConcurrentUpdate))) {
@@ -173,15 +223,15 @@ impl SledWalletDatabase {
         let operation = operation_id.to_string();
         tx_result(
             tree.transaction(|tx| {
-                let mut quote =
-                    tx_get::<Q>(tx, key, Q::WHAT)?.ok_or_else(|| abort(Error::UnknownQuote))?;
+                let mut quote = tx_get::<Q>(&self.codec, tx, key, Q::WHAT)?
+                    .ok_or_else(|| abort(Error::UnknownQuote))?;
                 // Reservation deliberately leaves the version alone: cdk reads
                 // a quote, reserves it and later saves that same copy.
                 if quote.used_by().is_some() {
                     return Err(abort(Error::QuoteAlreadyInUse));
                 }
                 quote.set_used_by(Some(operation.clone()));
-                tx_put(tx, key, &quote, Q::WHAT)
+                tx_put(&self.codec, tx, key, &quote, Q::WHAT)
             }),
             Q::WHAT,
         )
@@ -194,6 +244,7 @@ impl SledWalletDatabase {
     ) -> Result<(), Error> {
         let operation = operation_id.to_string();
         rewrite_matching::<Q, _, _>(
+            &self.codec,
             tree,
             Q::WHAT,
             |q| q.used_by() == Some(operation.as_str()),
@@ -206,11 +257,14 @@ impl SledWalletDatabase {
 impl WalletDatabase<Error> for SledWalletDatabase {
     async fn get_mint(&self, mint_url: MintUrl) -> Result<Option<MintInfo>, Error> {
         let key = mint_url.to_string();
-        Ok(get_value::<Option<MintInfo>>(&self.mints, key.as_bytes(), "mint")?.flatten())
+        Ok(
+            get_value::<Option<MintInfo>>(&self.codec, &self.mints, key.as_bytes(), "mint")?
+                .flatten(),
+        )
     }
 
     async fn get_mints(&self) -> Result<HashMap<MintUrl, Option<MintInfo>>, Error> {
-        scan::<Option<MintInfo>>(&self.mints, "mint")?
+        scan::<Option<MintInfo>>(&self.codec, &self.mints, "mint")?
             .into_iter()
             .map(|(key, info)| {
                 let url = std::str::from_utf8(&key)
@@ -223,33 +277,39 @@ impl WalletDatabase<Error> for SledWalletDatabase {
     }
 
     async fn get_mint_keysets(&self, mint_url: MintUrl) -> Result<Option<Vec<KeySetInfo>>, Error> {
-        let keysets: Vec<KeySetInfo> = scan_values::<StoredKeyset>(&self.keysets, "keyset")?
-            .into_iter()
-            .filter(|k| k.mint_url == mint_url)
-            .map(|k| k.info)
-            .collect();
+        let keysets: Vec<KeySetInfo> =
+            scan_values::<StoredKeyset>(&self.codec, &self.keysets, "keyset")?
+                .into_iter()
+                .filter(|k| k.mint_url == mint_url)
+                .map(|k| k.info)
+                .collect();
         Ok((!keysets.is_empty()).then_some(keysets))
     }
 
     async fn get_keyset_by_id(&self, keyset_id: &Id) -> Result<Option<KeySetInfo>, Error> {
         Ok(
-            get_value::<StoredKeyset>(&self.keysets, &keyset_id.to_bytes(), "keyset")?
+            get_value::<StoredKeyset>(&self.codec, &self.keysets, &keyset_id.to_bytes(), "keyset")?
                 .map(|k| k.info),
         )
     }
 
     async fn get_mint_quote(&self, quote_id: &str) -> Result<Option<MintQuote>, Error> {
-        get_value(&self.mint_quotes, quote_id.as_bytes(), MintQuote::WHAT)
+        get_value(
+            &self.codec,
+            &self.mint_quotes,
+            quote_id.as_bytes(),
+            MintQuote::WHAT,
+        )
     }
 
     async fn get_mint_quotes(&self) -> Result<Vec<MintQuote>, Error> {
-        scan_values(&self.mint_quotes, MintQuote::WHAT)
+        scan_values(&self.codec, &self.mint_quotes, MintQuote::WHAT)
     }
 
     async fn get_unissued_mint_quotes(&self) -> Result<Vec<MintQuote>, Error> {
         let bolt12 = PaymentMethod::Known(KnownMethod::Bolt12);
         Ok(
-            scan_values::<MintQuote>(&self.mint_quotes, MintQuote::WHAT)?
+            scan_values::<MintQuote>(&self.codec, &self.mint_quotes, MintQuote::WHAT)?
                 .into_iter()
                 .filter(|q| q.amount_issued == Amount::ZERO || q.payment_method == bolt12)
                 .collect(),
@@ -257,15 +317,20 @@ impl WalletDatabase<Error> for SledWalletDatabase {
     }
 
     async fn get_melt_quote(&self, quote_id: &str) -> Result<Option<MeltQuote>, Error> {
-        get_value(&self.melt_quotes, quote_id.as_bytes(), MeltQuote::WHAT)
+        get_value(
+            &self.codec,
+            &self.melt_quotes,
+            quote_id.as_bytes(),
+            MeltQuote::WHAT,
+        )
     }
 
     async fn get_melt_quotes(&self) -> Result<Vec<MeltQuote>, Error> {
-        scan_values(&self.melt_quotes, MeltQuote::WHAT)
+        scan_values(&self.codec, &self.melt_quotes, MeltQuote::WHAT)
     }
 
     async fn get_keys(&self, id: &Id) -> Result<Option<Keys>, Error> {
-        get_value(&self.keys, &id.to_bytes(), "keys")
+        get_value(&self.codec, &self.keys, &id.to_bytes(), "keys")
     }
 
     async fn get_proofs(
@@ -275,16 +340,18 @@ impl WalletDatabase<Error> for SledWalletDatabase {
         state: Option<Vec<State>>,
         spending_conditions: Option<Vec<SpendingConditions>>,
     ) -> Result<Vec<ProofInfo>, Error> {
-        Ok(scan_values::<ProofInfo>(&self.proofs, "proof")?
-            .into_iter()
-            .filter(|p| p.matches_conditions(&mint_url, &unit, &state, &spending_conditions))
-            .collect())
+        Ok(
+            scan_values::<ProofInfo>(&self.codec, &self.proofs, "proof")?
+                .into_iter()
+                .filter(|p| p.matches_conditions(&mint_url, &unit, &state, &spending_conditions))
+                .collect(),
+        )
     }
 
     async fn get_proofs_by_ys(&self, ys: Vec<PublicKey>) -> Result<Vec<ProofInfo>, Error> {
         let mut found = Vec::with_capacity(ys.len());
         for y in ys {
-            if let Some(proof) = get_value(&self.proofs, &y.to_bytes(), "proof")? {
+            if let Some(proof) = get_value(&self.codec, &self.proofs, &y.to_bytes(), "proof")? {
                 found.push(proof);
             }
         }
@@ -308,7 +375,12 @@ impl WalletDatabase<Error> for SledWalletDatabase {
         &self,
         transaction_id: TransactionId,
     ) -> Result<Option<Transaction>, Error> {
-        get_value(&self.transactions, transaction_id.as_slice(), "transaction")
+        get_value(
+            &self.codec,
+            &self.transactions,
+            transaction_id.as_slice(),
+            "transaction",
+        )
     }
 
     async fn list_transactions(
@@ -318,7 +390,7 @@ impl WalletDatabase<Error> for SledWalletDatabase {
         unit: Option<CurrencyUnit>,
     ) -> Result<Vec<Transaction>, Error> {
         let mut txs: Vec<Transaction> =
-            scan_values::<Transaction>(&self.transactions, "transaction")?
+            scan_values::<Transaction>(&self.codec, &self.transactions, "transaction")?
                 .into_iter()
                 .filter(|t| t.matches_conditions(&mint_url, &direction, &unit))
                 .collect();
@@ -339,16 +411,16 @@ impl WalletDatabase<Error> for SledWalletDatabase {
                     // The derivation index is fixed when the proof is minted;
                     // re-saving a copy rebuilt without it must not erase it.
                     if proof.derivation_index.is_none() {
-                        if let Some(stored) = tx_get::<ProofInfo>(tx, &key, "proof")? {
+                        if let Some(stored) = tx_get::<ProofInfo>(&self.codec, tx, &key, "proof")? {
                             if stored.derivation_index.is_some() {
                                 let mut merged = proof.clone();
                                 merged.derivation_index = stored.derivation_index;
-                                tx_put(tx, &key, &merged, "proof")?;
+                                tx_put(&self.codec, tx, &key, &merged, "proof")?;
                                 continue;
                             }
                         }
                     }
-                    tx_put(tx, &key, proof, "proof")?;
+                    tx_put(&self.codec, tx, &key, proof, "proof")?;
                 }
                 for y in &removed_ys {
                     tx.remove(&y.to_bytes()[..])?;
@@ -366,9 +438,9 @@ impl WalletDatabase<Error> for SledWalletDatabase {
             self.proofs.transaction(|tx| {
                 for y in &ys {
                     let key = y.to_bytes();
-                    if let Some(mut proof) = tx_get::<ProofInfo>(tx, &key, "proof")? {
+                    if let Some(mut proof) = tx_get::<ProofInfo>(&self.codec, tx, &key, "proof")? {
                         proof.state = state;
-                        tx_put(tx, &key, &proof, "proof")?;
+                        tx_put(&self.codec, tx, &key, &proof, "proof")?;
                     }
                 }
                 Ok(())
@@ -381,6 +453,7 @@ impl WalletDatabase<Error> for SledWalletDatabase {
     async fn add_transaction(&self, transaction: Transaction) -> Result<(), Error> {
         let id = transaction.id();
         put(
+            &self.codec,
             &self.transactions,
             id.as_slice(),
             &transaction,
@@ -394,47 +467,53 @@ impl WalletDatabase<Error> for SledWalletDatabase {
         old_mint_url: MintUrl,
         new_mint_url: MintUrl,
     ) -> Result<(), Error> {
-        let proof_keys: Vec<IVec> = scan::<ProofInfo>(&self.proofs, "proof")?
+        let proof_keys: Vec<IVec> = scan::<ProofInfo>(&self.codec, &self.proofs, "proof")?
             .into_iter()
             .filter(|(_, p)| p.mint_url == old_mint_url)
             .map(|(k, _)| k)
             .collect();
-        let mint_quote_keys: Vec<IVec> = scan::<MintQuote>(&self.mint_quotes, MintQuote::WHAT)?
-            .into_iter()
-            .filter(|(_, q)| q.mint_url == old_mint_url)
-            .map(|(k, _)| k)
-            .collect();
-        let melt_quote_keys: Vec<IVec> = scan::<MeltQuote>(&self.melt_quotes, MeltQuote::WHAT)?
-            .into_iter()
-            .filter(|(_, q)| q.mint_url.as_ref() == Some(&old_mint_url))
-            .map(|(k, _)| k)
-            .collect();
+        let mint_quote_keys: Vec<IVec> =
+            scan::<MintQuote>(&self.codec, &self.mint_quotes, MintQuote::WHAT)?
+                .into_iter()
+                .filter(|(_, q)| q.mint_url == old_mint_url)
+                .map(|(k, _)| k)
+                .collect();
+        let melt_quote_keys: Vec<IVec> =
+            scan::<MeltQuote>(&self.codec, &self.melt_quotes, MeltQuote::WHAT)?
+                .into_iter()
+                .filter(|(_, q)| q.mint_url.as_ref() == Some(&old_mint_url))
+                .map(|(k, _)| k)
+                .collect();
         // One transaction so a crash cannot leave proofs and quotes pointing
         // at different URLs for the same mint.
         let trees = (&self.proofs, &self.mint_quotes, &self.melt_quotes);
         tx_result(
             trees.transaction(|(proofs, mint_quotes, melt_quotes)| {
                 for key in &proof_keys {
-                    if let Some(mut p) = tx_get::<ProofInfo>(proofs, key, "proof")? {
+                    if let Some(mut p) = tx_get::<ProofInfo>(&self.codec, proofs, key, "proof")? {
                         if p.mint_url == old_mint_url {
                             p.mint_url = new_mint_url.clone();
-                            tx_put(proofs, key, &p, "proof")?;
+                            tx_put(&self.codec, proofs, key, &p, "proof")?;
                         }
                     }
                 }
                 for key in &mint_quote_keys {
-                    if let Some(mut q) = tx_get::<MintQuote>(mint_quotes, key, MintQuote::WHAT)? {
+                    if let Some(mut q) =
+                        tx_get::<MintQuote>(&self.codec, mint_quotes, key, MintQuote::WHAT)?
+                    {
                         if q.mint_url == old_mint_url {
                             q.mint_url = new_mint_url.clone();
-                            tx_put(mint_quotes, key, &q, MintQuote::WHAT)?;
+                            tx_put(&self.codec, mint_quotes, key, &q, MintQuote::WHAT)?;
                         }
                     }
                 }
                 for key in &melt_quote_keys {
-                    if let Some(mut q) = tx_get::<MeltQuote>(melt_quotes, key, MeltQuote::WHAT)? {
+                    if let Some(mut q) =
+                        tx_get::<MeltQuote>(&self.codec, melt_quotes, key, MeltQuote::WHAT)?
+                    {
                         if q.mint_url.as_ref() == Some(&old_mint_url) {
                             q.mint_url = Some(new_mint_url.clone());
-                            tx_put(melt_quotes, key, &q, MeltQuote::WHAT)?;
+                            tx_put(&self.codec, melt_quotes, key, &q, MeltQuote::WHAT)?;
                         }
                     }
                 }
@@ -447,6 +526,7 @@ impl WalletDatabase<Error> for SledWalletDatabase {
 
     async fn increment_keyset_counter(&self, keyset_id: &Id, count: u32) -> Result<u32, Error> {
         let next = bump_counter(
+            &self.codec,
             &self.keyset_counters,
             &keyset_id.to_bytes(),
             count,
@@ -462,6 +542,7 @@ impl WalletDatabase<Error> for SledWalletDatabase {
         count: u32,
     ) -> Result<u32, Error> {
         let next = bump_counter(
+            &self.codec,
             &self.derivation_counters,
             namespace.as_bytes(),
             count,
@@ -473,7 +554,7 @@ impl WalletDatabase<Error> for SledWalletDatabase {
 
     async fn add_mint(&self, mint_url: MintUrl, mint_info: Option<MintInfo>) -> Result<(), Error> {
         let key = mint_url.to_string();
-        put(&self.mints, key.as_bytes(), &mint_info, "mint")?;
+        put(&self.codec, &self.mints, key.as_bytes(), &mint_info, "mint")?;
         self.persist().await
     }
 
@@ -497,18 +578,19 @@ impl WalletDatabase<Error> for SledWalletDatabase {
                     let key = keyset.id.to_bytes();
                     // Existing keysets keep their mint and unit; only what a
                     // mint may change later (activity, fee) is refreshed.
-                    let record = match tx_get::<StoredKeyset>(keysets_tx, &key, "keyset")? {
-                        Some(mut stored) => {
-                            stored.info.active = keyset.active;
-                            stored.info.input_fee_ppk = keyset.input_fee_ppk;
-                            stored
-                        }
-                        None => StoredKeyset {
-                            mint_url: mint_url.clone(),
-                            info: keyset.clone(),
-                        },
-                    };
-                    tx_put(keysets_tx, &key, &record, "keyset")?;
+                    let record =
+                        match tx_get::<StoredKeyset>(&self.codec, keysets_tx, &key, "keyset")? {
+                            Some(mut stored) => {
+                                stored.info.active = keyset.active;
+                                stored.info.input_fee_ppk = keyset.input_fee_ppk;
+                                stored
+                            }
+                            None => StoredKeyset {
+                                mint_url: mint_url.clone(),
+                                info: keyset.clone(),
+                            },
+                        };
+                    tx_put(&self.codec, keysets_tx, &key, &record, "keyset")?;
                 }
                 Ok(())
             }),
@@ -546,7 +628,7 @@ impl WalletDatabase<Error> for SledWalletDatabase {
                     return Err(abort(Error::Duplicate));
                 }
                 claim_keyset_u32(u32_tx, &keyset.id)?;
-                tx_put(keys_tx, &key, &keyset.keys, "keys")
+                tx_put(&self.codec, keys_tx, &key, &keyset.keys, "keys")
             }),
             "adding keys",
         )?;
@@ -564,7 +646,7 @@ impl WalletDatabase<Error> for SledWalletDatabase {
     }
 
     async fn add_saga(&self, saga: WalletSaga) -> Result<(), Error> {
-        let value = encode(&saga, "saga")?;
+        let value = encode(&self.codec, &saga, "saga")?;
         self.sagas
             .compare_and_swap(saga.id.as_bytes(), None::<&[u8]>, Some(value))
             .map_err(sled_err("adding saga"))?
@@ -573,7 +655,7 @@ impl WalletDatabase<Error> for SledWalletDatabase {
     }
 
     async fn get_saga(&self, id: &Uuid) -> Result<Option<WalletSaga>, Error> {
-        get_value(&self.sagas, id.as_bytes(), "saga")
+        get_value(&self.codec, &self.sagas, id.as_bytes(), "saga")
     }
 
     async fn update_saga(&self, saga: WalletSaga) -> Result<bool, Error> {
@@ -583,14 +665,18 @@ impl WalletDatabase<Error> for SledWalletDatabase {
         let Some(current) = self.sagas.get(key).map_err(sled_err("reading saga"))? else {
             return Ok(false);
         };
-        let stored: WalletSaga = decode(&current, "saga")?;
+        let stored: WalletSaga = decode(&self.codec, &current, "saga")?;
         if stored.version != saga.version.saturating_sub(1) {
             tracing::debug!(namespace = %self.namespace, saga_id = %saga.id, "stale saga version rejected");
             return Ok(false);
         }
         let swapped = self
             .sagas
-            .compare_and_swap(key, Some(current), Some(encode(&saga, "saga")?))
+            .compare_and_swap(
+                key,
+                Some(current),
+                Some(encode(&self.codec, &saga, "saga")?),
+            )
             .map_err(sled_err("updating saga"))?
             .is_ok();
         if swapped {
@@ -605,7 +691,7 @@ impl WalletDatabase<Error> for SledWalletDatabase {
     }
 
     async fn get_incomplete_sagas(&self) -> Result<Vec<WalletSaga>, Error> {
-        let mut sagas: Vec<WalletSaga> = scan_values(&self.sagas, "saga")?;
+        let mut sagas: Vec<WalletSaga> = scan_values(&self.codec, &self.sagas, "saga")?;
         sagas.sort_by_key(|s| s.created_at);
         Ok(sagas)
     }
@@ -617,12 +703,12 @@ impl WalletDatabase<Error> for SledWalletDatabase {
             self.proofs.transaction(|tx| {
                 for y in &ys {
                     let key = y.to_bytes();
-                    let mut proof = tx_get::<ProofInfo>(tx, &key, "proof")?
+                    let mut proof = tx_get::<ProofInfo>(&self.codec, tx, &key, "proof")?
                         .filter(|p| p.state == State::Unspent)
                         .ok_or_else(|| abort(Error::ProofNotUnspent))?;
                     proof.state = State::Reserved;
                     proof.used_by_operation = Some(*operation_id);
-                    tx_put(tx, &key, &proof, "proof")?;
+                    tx_put(&self.codec, tx, &key, &proof, "proof")?;
                 }
                 Ok(())
             }),
@@ -634,6 +720,7 @@ impl WalletDatabase<Error> for SledWalletDatabase {
     async fn release_proofs(&self, operation_id: &Uuid) -> Result<(), Error> {
         // Spent proofs keep their owner so the history of who spent them stays.
         rewrite_matching::<ProofInfo, _, _>(
+            &self.codec,
             &self.proofs,
             "proof",
             |p| {
@@ -649,10 +736,12 @@ impl WalletDatabase<Error> for SledWalletDatabase {
     }
 
     async fn get_reserved_proofs(&self, operation_id: &Uuid) -> Result<Vec<ProofInfo>, Error> {
-        Ok(scan_values::<ProofInfo>(&self.proofs, "proof")?
-            .into_iter()
-            .filter(|p| p.used_by_operation.as_ref() == Some(operation_id))
-            .collect())
+        Ok(
+            scan_values::<ProofInfo>(&self.codec, &self.proofs, "proof")?
+                .into_iter()
+                .filter(|p| p.used_by_operation.as_ref() == Some(operation_id))
+                .collect(),
+        )
     }
 
     async fn reserve_melt_quote(&self, quote_id: &str, operation_id: &Uuid) -> Result<(), Error> {
@@ -755,7 +844,7 @@ impl WalletDatabase<Error> for SledWalletDatabase {
             .compare_and_swap(
                 pubkey.to_bytes(),
                 None::<&[u8]>,
-                Some(encode(&record, "p2pk key")?),
+                Some(encode(&self.codec, &record, "p2pk key")?),
             )
             .map_err(sled_err("adding p2pk key"))?
             .map_err(|_| Error::Duplicate)?;
@@ -763,11 +852,11 @@ impl WalletDatabase<Error> for SledWalletDatabase {
     }
 
     async fn get_p2pk_key(&self, pubkey: &PublicKey) -> Result<Option<P2PKSigningKey>, Error> {
-        get_value(&self.p2pk_keys, &pubkey.to_bytes(), "p2pk key")
+        get_value(&self.codec, &self.p2pk_keys, &pubkey.to_bytes(), "p2pk key")
     }
 
     async fn list_p2pk_keys(&self) -> Result<Vec<P2PKSigningKey>, Error> {
-        let mut keys: Vec<P2PKSigningKey> = scan_values(&self.p2pk_keys, "p2pk key")?;
+        let mut keys: Vec<P2PKSigningKey> = scan_values(&self.codec, &self.p2pk_keys, "p2pk key")?;
         keys.sort_by_key(|k| std::cmp::Reverse(k.derivation_index));
         Ok(keys)
     }
@@ -775,8 +864,10 @@ impl WalletDatabase<Error> for SledWalletDatabase {
     async fn latest_p2pk(&self) -> Result<Option<P2PKSigningKey>, Error> {
         // "Latest" is the highest derivation index (as cdk-sqlite orders it):
         // the wallet derives the next key from it, and clocks can go backwards.
-        Ok(scan_values::<P2PKSigningKey>(&self.p2pk_keys, "p2pk key")?
-            .into_iter()
-            .max_by_key(|k| (k.derivation_index, k.created_time)))
+        Ok(
+            scan_values::<P2PKSigningKey>(&self.codec, &self.p2pk_keys, "p2pk key")?
+                .into_iter()
+                .max_by_key(|k| (k.derivation_index, k.created_time)),
+        )
     }
 }
