@@ -43,6 +43,45 @@ pub struct Config {
     pub admins: Vec<PublicKey>,
     /// `[ussd]`: the USSD menus for merchants on feature phones.
     pub ussd: UssdConfig,
+    /// `[mint] dev_public`: let the embedded dev mint run although soko is reachable beyond
+    /// loopback (a public demo). Without it such a config is refused: see
+    /// [`Config::dev_mint_refusal`].
+    pub dev_mint_public: bool,
+}
+
+impl Config {
+    /// Why this config may not run the embedded dev mint, if it may not. The dev mint's
+    /// fake Lightning pays its own invoices: wherever real users can reach soko, buyers
+    /// would "pay" with nothing and merchants be credited worthless sats. So it runs only
+    /// when everything soko talks to is on loopback (the embedded relay bound to a
+    /// loopback address, every `[relays]` URL a loopback host), or when `[mint]
+    /// dev_public = true` says, in the file, that this is wanted.
+    pub fn dev_mint_refusal(&self) -> Option<String> {
+        if !matches!(self.mint, MintConfig::EmbeddedDev { .. }) || self.dev_mint_public {
+            return None;
+        }
+        let mut reachable = Vec::new();
+        if self.relay.enabled && !self.relay.bind.is_loopback() {
+            reachable.push(format!("the embedded relay listens on {}", self.relay.bind));
+        }
+        for url in &self.relays.urls {
+            let loopback = url.host().is_some_and(|host| {
+                let host = host.to_string();
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            });
+            if !loopback {
+                reachable.push(format!("[relays] has {url}"));
+            }
+        }
+        if reachable.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "refusing the embedded DEV mint (fake Lightning: its invoices pay themselves, its sats are worthless) where others can reach soko: {}. Set [mint] url to a real mint; for a public demo with worthless sats only, set [mint] dev_public = true",
+            reachable.join("; ")
+        ))
+    }
 }
 
 /// `[ussd]`
@@ -176,6 +215,7 @@ impl Default for Config {
             },
             admins: Vec::new(),
             ussd: UssdConfig::default(),
+            dev_mint_public: false,
         }
     }
 }
@@ -298,8 +338,15 @@ impl Config {
         let mint = check.section(
             &root,
             "mint",
-            &["embedded_dev", "url", "dev_port", "requests_per_minute"],
+            &[
+                "embedded_dev",
+                "url",
+                "dev_port",
+                "requests_per_minute",
+                "dev_public",
+            ],
         );
+        let dev_mint_public: bool = check.field(mint, "mint", "dev_public", false);
         let embedded: Option<bool> = check.field(mint, "mint", "embedded_dev", None);
         let url: Option<String> = check.field(mint, "mint", "url", None);
         let dev_port: u16 = check.field(mint, "mint", "dev_port", DEFAULT_DEV_MINT_PORT);
@@ -442,7 +489,7 @@ impl Config {
         }
 
         if check.problems.is_empty() {
-            Ok(Config {
+            let config = Config {
                 relay,
                 relays: ExternalRelays { urls: relay_urls },
                 mint,
@@ -456,7 +503,15 @@ impl Config {
                 },
                 admins,
                 ussd,
-            })
+                dev_mint_public,
+            };
+            match config.dev_mint_refusal() {
+                Some(why) => Err(vec![ConfigProblem {
+                    key: "mint.dev_public".to_owned(),
+                    message: why,
+                }]),
+                None => Ok(config),
+            }
         } else {
             Err(check.problems)
         }
@@ -564,6 +619,28 @@ mod tests {
     fn shipped_default_config_parses_to_the_defaults() {
         let text = include_str!("../relay-config/soko.toml");
         assert_eq!(Config::parse(text), Ok(Config::default()));
+    }
+
+    #[test]
+    fn the_dev_mint_runs_only_on_loopback_or_when_the_file_says_so() {
+        assert_eq!(keys("[relay]\nbind = \"::1\"\n[relays]\nurls = [\"ws://localhost:7001\", \"ws://127.0.0.2:7002\"]"), Vec::<String>::new());
+        assert_eq!(keys("[relay]\nbind = \"0.0.0.0\""), ["mint.dev_public"]);
+        assert_eq!(
+            keys("[mint]\nembedded_dev = true\n[relays]\nurls = [\"wss://relay.example\"]"),
+            ["mint.dev_public"]
+        );
+        assert_eq!(
+            keys("[relay]\nbind = \"0.0.0.0\"\n[mint]\ndev_public = true"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            keys("[relay]\nbind = \"0.0.0.0\"\n[mint]\nurl = \"https://mint.example\""),
+            Vec::<String>::new()
+        );
+        let why = Config::parse("[relay]\nbind = \"0.0.0.0\"")
+            .err()
+            .map(|p| p[0].message.clone());
+        assert!(why.is_some_and(|w| w.contains("0.0.0.0") && w.contains("[mint] url")));
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub enum DaemonError {
     /// Nothing to connect to.
     #[error("no relay: enable [relay] or list [relays] urls")]
     NoRelay,
+    /// The embedded dev mint where others can reach soko (see `Config::dev_mint_refusal`).
+    #[error("{0}")]
+    DevMintExposed(String),
 }
 
 /// A running soko.
@@ -71,11 +74,21 @@ pub struct Daemon {
 impl Daemon {
     /// Starts everything the config asks for.
     pub async fn start(config: Config) -> Result<Self, DaemonError> {
+        // Checked here too, not only when a file is parsed: a config built in code gets
+        // the same refusal.
+        if let Some(why) = config.dev_mint_refusal() {
+            return Err(DaemonError::DevMintExposed(why));
+        }
         let data_dir = config.storage.data_dir.clone();
-        std::fs::create_dir_all(&data_dir).map_err(|source| DaemonError::DataDir {
-            path: data_dir.clone(),
-            source,
-        })?;
+        // Before anything writes to it: it holds keys, seeds and the escrow's ecash.
+        let tightened =
+            crate::store::make_private_dir(&data_dir).map_err(|source| DaemonError::DataDir {
+                path: data_dir.clone(),
+                source,
+            })?;
+        if tightened > 0 {
+            tracing::warn!(data_dir = %data_dir.display(), tightened, "data dir was readable by others; set it to 0700 and its files to 0600");
+        }
         let store = Store::open(&data_dir)?;
         let bot_keys = identity::bot_keys(&data_dir)?;
         let exempt = Exempt::default();

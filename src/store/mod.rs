@@ -161,6 +161,43 @@ impl Store {
     }
 }
 
+/// Makes `dir` soko's private data dir: created if missing, mode 0700, and every file and
+/// directory already in it no more open than 0600 / 0700 (a data dir made by an older
+/// build, or copied with looser modes, is tightened; the count is returned to be logged).
+/// The process umask becomes 0077 as well, since sled, SQLite (`-wal`, `-shm`) and sled's
+/// later segment and snapshot files are created by libraries that take the umask as it is:
+/// their files then start private whatever the umask soko was started with. The umask is
+/// process-wide; a daemon holding ecash has no file that others should read.
+pub fn make_private_dir(dir: &Path) -> std::io::Result<usize> {
+    use rustix::fs::Mode;
+    rustix::process::umask(Mode::from_raw_mode(0o077));
+    std::fs::create_dir_all(dir)?;
+    tighten(dir, true)
+}
+
+fn tighten(path: &Path, is_dir: bool) -> std::io::Result<usize> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(path)?;
+    let mode = meta.permissions().mode() & 0o7777;
+    let allowed = if is_dir { 0o700 } else { 0o600 };
+    let mut changed = 0;
+    if mode & !allowed != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & allowed))?;
+        changed += 1;
+    }
+    if is_dir {
+        for entry in std::fs::read_dir(path)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            // Links are left alone: following one could change a file outside the data dir.
+            if kind.is_dir() || kind.is_file() {
+                changed += tighten(&entry.path(), kind.is_dir())?;
+            }
+        }
+    }
+    Ok(changed)
+}
+
 /// A tree whose values are all of type `V`.
 #[derive(Debug)]
 pub struct Typed<V> {
@@ -309,6 +346,32 @@ mod tests {
         let reopened = Store::open(dir.path())?;
         let tree: Typed<u32> = reopened.tree("t")?;
         assert_eq!(tree.get(&7u32.to_be_bytes())?, Some(7));
+        Ok(())
+    }
+
+    #[test]
+    fn a_loose_data_dir_is_tightened() -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir()?;
+        let dir = root.path().join("data");
+        std::fs::create_dir_all(dir.join("sled"))?;
+        std::fs::write(dir.join("sled/db"), b"x")?;
+        std::fs::write(dir.join("dev-mint.sqlite"), b"x")?;
+        for (path, mode) in [
+            ("", 0o755),
+            ("sled", 0o755),
+            ("sled/db", 0o644),
+            ("dev-mint.sqlite", 0o640),
+        ] {
+            std::fs::set_permissions(dir.join(path), std::fs::Permissions::from_mode(mode))?;
+        }
+        assert_eq!(make_private_dir(&dir)?, 4);
+        let mode = |p: &str| std::fs::metadata(dir.join(p)).map(|m| m.permissions().mode() & 0o777);
+        assert_eq!(mode("")?, 0o700);
+        assert_eq!(mode("sled")?, 0o700);
+        assert_eq!(mode("sled/db")?, 0o600);
+        assert_eq!(mode("dev-mint.sqlite")?, 0o600);
+        assert_eq!(make_private_dir(&dir)?, 0, "nothing left to tighten");
         Ok(())
     }
 
