@@ -9,6 +9,7 @@ use crate::config::{Config, MintConfig};
 use crate::devmint::{DevMint, DevMintError};
 use crate::escrow::{EscrowService, Rules};
 use crate::identity::{self, IdentityError};
+use crate::market::catalog::Own;
 use crate::market::{Catalog, Merchants, Rates};
 use crate::relay::{EmbeddedRelay, Exempt, RelayError};
 use crate::store::{Store, StoreError};
@@ -128,7 +129,12 @@ impl Daemon {
         {
             keyring.add(keys);
         }
-        let catalog = Catalog::open(&store, config.market.catalog_max_entries)?;
+        let own = merchants.clone();
+        let catalog = Catalog::open_protecting(
+            &store,
+            config.market.catalog_max_entries,
+            Own::new(move |key| own.get(key).is_ok()),
+        )?;
         let operator = identity::operator_keys(&data_dir)?;
         let services = Services {
             admins: [operator.public_key()]

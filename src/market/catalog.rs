@@ -11,6 +11,13 @@
 //! full, the entry with the oldest `created_at` (tombstones included) makes room for a newer
 //! one, and an event older than everything kept is not admitted.
 //!
+//! Anyone can make keys and sign listings, so neither the bound nor the age order may be a
+//! weapon against soko's own shops: an event dated more than [`MAX_FUTURE_SECS`] ahead is
+//! refused (a flood dated 2076 would otherwise outrank every honest listing for decades),
+//! and the listings of soko's own merchants are kept apart from the bound: they are never
+//! evicted and do not count toward `catalog_max_entries` (their number is bounded by what
+//! the operator lets merchants list).
+//!
 //! Trees:
 //! - `catalog/entries`: kind (u16 BE) ‖ author (32) ‖ `d` → [`Entry`].
 //! - `catalog/ids`: event id (32) → entry key, for live entries (what `e` deletions name).
@@ -36,6 +43,11 @@ use crate::store::{Store, StoreError, Typed};
 const ENTRIES: &str = "catalog/entries";
 const IDS: &str = "catalog/ids";
 const AGE: &str = "catalog/age";
+
+/// How far ahead of soko's clock a `created_at` may be: clocks drift, a quarter of an hour
+/// is plenty for that, and more would let a listing outrank honest ones for as long as it
+/// likes.
+pub const MAX_FUTURE_SECS: u64 = 15 * 60;
 
 const KIND_STALL: u16 = 30017;
 const KIND_PRODUCT: u16 = 30018;
@@ -165,13 +177,41 @@ pub struct Catalog {
     inner: Arc<Inner>,
 }
 
+/// Tells soko's own merchants (protected from eviction) from everyone else.
+#[derive(Clone)]
+pub struct Own(Arc<dyn Fn(&PublicKey) -> bool + Send + Sync>);
+
+impl Own {
+    /// `is_own` answers whether a key is one of soko's merchants.
+    pub fn new(is_own: impl Fn(&PublicKey) -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(is_own))
+    }
+
+    /// Nobody is protected.
+    pub fn none() -> Self {
+        Self::new(|_| false)
+    }
+
+    fn holds(&self, key: &[u8]) -> bool {
+        author_of(key).is_some_and(|author| (self.0)(&author))
+    }
+}
+
+impl std::fmt::Debug for Own {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Own(..)")
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     entries: Typed<Entry>,
     ids: sled::Tree,
     age: sled::Tree,
     max: usize,
-    /// Entries held; every write happens under this lock, so check-then-write is safe.
+    own: Own,
+    /// Entries held of authors that are not soko's merchants (what the bound counts);
+    /// every write happens under this lock, so check-then-write is safe.
     len: Mutex<usize>,
 }
 
@@ -204,16 +244,27 @@ impl Batch {
 }
 
 impl Catalog {
-    /// Opens the trees, keeping at most `max` entries (trimming if the bound was lowered).
+    /// Opens the trees, keeping at most `max` entries (trimming if the bound was lowered),
+    /// protecting nobody's listings.
     pub fn open(store: &Store, max: usize) -> Result<Self, StoreError> {
+        Self::open_protecting(store, max, Own::none())
+    }
+
+    /// Opens the trees, keeping at most `max` entries of authors other than `own`
+    /// (trimming if the bound was lowered); `own`'s listings are kept whatever the bound.
+    pub fn open_protecting(store: &Store, max: usize, own: Own) -> Result<Self, StoreError> {
         let entries: Typed<Entry> = store.tree(ENTRIES)?;
-        let len = entries.len();
+        let mut len = 0;
+        for key in entries.raw().iter().keys() {
+            len += usize::from(!own.holds(&key?));
+        }
         let catalog = Self {
             inner: Arc::new(Inner {
                 entries,
                 ids: store.db().open_tree(IDS)?,
                 age: store.db().open_tree(AGE)?,
                 max,
+                own,
                 len: Mutex::new(len),
             }),
         };
@@ -228,7 +279,8 @@ impl Catalog {
         Ok(catalog)
     }
 
-    /// Entries held, tombstones included.
+    /// Entries held of authors other than soko's merchants (what the bound counts),
+    /// tombstones included.
     pub fn len(&self) -> usize {
         *self.lock()
     }
@@ -249,6 +301,12 @@ impl Catalog {
         // whatever the pool does, at the cost of one verification per listing.
         if event.verify().is_err() {
             return Ok(Ingested::Invalid("bad id or signature".to_owned()));
+        }
+        let now = nostr_sdk::Timestamp::now().as_secs();
+        if event.created_at.as_secs() > now.saturating_add(MAX_FUTURE_SECS) {
+            return Ok(Ingested::Invalid(format!(
+                "created_at more than {MAX_FUTURE_SECS} s in the future"
+            )));
         }
         if event.kind == Kind::EventDeletion {
             return self.delete(event);
@@ -381,6 +439,8 @@ impl Catalog {
                 batch.remove(key, &old);
                 Ingested::Replaced
             }
+            // soko's own shops neither count nor compete for room.
+            None if self.inner.own.holds(key) => Ingested::Added,
             None => {
                 let oldest = self.oldest()?;
                 match admit(
@@ -408,11 +468,14 @@ impl Catalog {
         Ok(outcome)
     }
 
-    /// The oldest entry: (created_at, key, entry).
+    /// The oldest entry that may be evicted (not soko's own): (created_at, key, entry).
     fn oldest(&self) -> Result<Option<(u64, Vec<u8>, Entry)>, StoreError> {
         for item in self.inner.age.iter() {
             let (age, _) = item?;
             let Some(key) = age.get(8..) else { continue };
+            if self.inner.own.holds(key) {
+                continue;
+            }
             if let Some(entry) = self.inner.entries.get(key)? {
                 return Ok(Some((entry.created_at, key.to_vec(), entry)));
             }
@@ -805,6 +868,56 @@ mod tests {
         let catalog = Catalog::open(&store, 1)?;
         assert_eq!(catalog.len(), 1);
         assert_eq!(catalog.query(&all())?.stalls[0].stall.name, "B3");
+        Ok(())
+    }
+
+    #[test]
+    fn own_listings_are_never_evicted_and_the_far_future_is_refused(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let shop = Keys::generate();
+        let own = shop.public_key();
+        let catalog = Catalog::open_protecting(&store, 2, Own::new(move |k| *k == own))?;
+        assert_eq!(
+            catalog.ingest(&stall(&shop, "s", "Shop", 100)?)?,
+            Ingested::Added
+        );
+        assert_eq!(catalog.len(), 0, "own listings are not counted");
+        let now = Timestamp::now().as_secs();
+        let future = stall(&Keys::generate(), "x", "X", now + MAX_FUTURE_SECS + 60)?;
+        assert!(matches!(catalog.ingest(&future)?, Ingested::Invalid(_)));
+        assert_eq!(
+            catalog.ingest(&stall(&Keys::generate(), "y", "Y", now + 60)?)?,
+            Ingested::Added,
+            "a little clock drift is fine"
+        );
+        for at in [200, 300, 400] {
+            catalog.ingest(&stall(&Keys::generate(), "z", "Z", at)?)?;
+        }
+        assert_eq!(catalog.len(), 2);
+        let found = catalog.query(&Query {
+            merchant: Some(own),
+            ..all()
+        })?;
+        assert_eq!(
+            found.stalls.len(),
+            1,
+            "the oldest entry, but soko's own, stays"
+        );
+        drop(catalog);
+        let catalog = Catalog::open_protecting(&store, 1, Own::new(move |k| *k == own))?;
+        assert_eq!(catalog.len(), 1);
+        assert_eq!(
+            catalog
+                .query(&Query {
+                    merchant: Some(own),
+                    ..all()
+                })?
+                .stalls
+                .len(),
+            1
+        );
         Ok(())
     }
 
