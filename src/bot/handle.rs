@@ -65,6 +65,54 @@ pub struct Handler {
     meta: Typed<u64>,
     outbox: Outbox,
     commands: commands::Context,
+    claims: Claims,
+}
+
+/// How long a request waits for a twin with the same (sender, request id) still running
+/// before it is told to ask again.
+const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Requests being handled, by `replies` key. Claiming is insert-if-absent under one lock,
+/// so of two events carrying one request id exactly one runs its command; the other waits
+/// for it and replays the stored reply. In memory only: twins can race only within one
+/// process, and a crash ends every claim together.
+#[derive(Debug, Clone, Default)]
+struct Claims(
+    std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<Vec<u8>, tokio::sync::watch::Receiver<()>>>,
+    >,
+);
+
+/// A held claim; dropping it (after the reply is committed, or on failure) wakes the waiters.
+#[derive(Debug)]
+struct Claim {
+    claims: Claims,
+    key: Vec<u8>,
+    _done: tokio::sync::watch::Sender<()>,
+}
+
+impl Claims {
+    /// The claim, or what to wait on while a twin holds it.
+    fn try_claim(&self, key: &[u8]) -> Result<Claim, tokio::sync::watch::Receiver<()>> {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(running) = held.get(key) {
+            return Err(running.clone());
+        }
+        let (done, running) = tokio::sync::watch::channel(());
+        held.insert(key.to_vec(), running);
+        Ok(Claim {
+            claims: self.clone(),
+            key: key.to_vec(),
+            _done: done,
+        })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut held = self.claims.0.lock().unwrap_or_else(|p| p.into_inner());
+        held.remove(&self.key);
+    }
 }
 
 /// What happened to one event, for tests and logs.
@@ -96,6 +144,7 @@ impl Handler {
             meta: store.tree(trees::META)?,
             outbox,
             commands,
+            claims: Claims::default(),
         })
     }
 
@@ -168,7 +217,9 @@ impl Handler {
                 ToMerchant::NotAnOrderMessage => {}
             }
         }
-        let Some((response, remember_as)) = self.respond(&inbound).await? else {
+        // Held until the reply is committed, so a twin request replays it.
+        let mut claim = None;
+        let Some((response, remember_as)) = self.respond(&inbound, &mut claim).await? else {
             self.seen.insert(event.id.as_bytes(), &SeenState::Done)?;
             return Ok(Outcome::Ignored("a reply, not a request".to_owned()));
         };
@@ -184,6 +235,7 @@ impl Handler {
     async fn respond(
         &self,
         inbound: &Inbound,
+        claim: &mut Option<Claim>,
     ) -> Result<Option<(String, Option<(String, String)>)>, StoreError> {
         let fallback_re = inbound.refers_to.to_hex();
         let body = match &inbound.body {
@@ -219,7 +271,31 @@ impl Handler {
             }
         };
         if let Some(id) = &request.id {
-            if let Some(stored) = self.replies.get(&reply_key(&inbound.sender, id))? {
+            let key = reply_key(&inbound.sender, id);
+            // Claim before looking: a twin that finished has stored its reply by then, and
+            // one still running is waited for.
+            loop {
+                match self.claims.try_claim(&key) {
+                    Ok(held) => break *claim = Some(held),
+                    Err(mut running) => {
+                        // Resolves (with an error) once the twin's claim is dropped.
+                        if tokio::time::timeout(CLAIM_WAIT, running.changed())
+                            .await
+                            .is_err()
+                        {
+                            let refusal = Refusal::new(
+                                ErrorCode::Internal,
+                                format!("request id {id:?} is still being handled; ask again later with the same id for its reply"),
+                            );
+                            return Ok(Some((
+                                Response::refused(id.clone(), refusal).to_json(),
+                                None,
+                            )));
+                        }
+                    }
+                }
+            }
+            if let Some(stored) = self.replies.get(&key)? {
                 if stored.cmd == request.cmd {
                     return Ok(Some((stored.response, None)));
                 }
