@@ -362,24 +362,29 @@ impl Merchants {
 
     /// Sets where the merchant's payouts go: a Lightning address or LNURL-pay link, or an
     /// npub that receives them as Cashu tokens by DM. One replaces the other.
+    /// Compare-and-swap like every other change of the record: a plain read-then-insert
+    /// would undo a concurrent change of another field (an activation, a PIN reset).
     pub fn set_payout(&self, merchant: &PublicKey, to: &str) -> Result<Merchant, MerchantError> {
         let to = to.trim();
-        let mut stored = self
-            .records
-            .get(&merchant.to_bytes())?
-            .ok_or_else(|| MerchantError::Unknown(merchant.to_hex()))?;
-        if let Ok(npub) = PublicKey::parse(to) {
-            stored.tokens_to = Some(npub.to_bech32().unwrap_or_else(|_| npub.to_hex()));
-            stored.lightning_address = None;
-        } else {
-            crate::escrow::payout::lnurlp_url(to).map_err(|e| {
-                MerchantError::Invalid(format!("{e}; or give an npub to be paid in Cashu tokens"))
-            })?;
-            stored.lightning_address = Some(to.to_owned());
-            stored.tokens_to = None;
-        }
-        self.records.insert(&merchant.to_bytes(), &stored)?;
-        Ok(public(merchant, &stored))
+        let (tokens_to, lightning_address) = match PublicKey::parse(to) {
+            Ok(npub) => (
+                Some(npub.to_bech32().unwrap_or_else(|_| npub.to_hex())),
+                None,
+            ),
+            Err(_) => {
+                crate::escrow::payout::lnurlp_url(to).map_err(|e| {
+                    MerchantError::Invalid(format!(
+                        "{e}; or give an npub to be paid in Cashu tokens"
+                    ))
+                })?;
+                (None, Some(to.to_owned()))
+            }
+        };
+        self.update(merchant, |stored| {
+            stored.tokens_to.clone_from(&tokens_to);
+            stored.lightning_address.clone_from(&lightning_address);
+            Ok(())
+        })
     }
 
     /// The checks [`Self::put_stall`] makes of the stall itself, without saving it (an
