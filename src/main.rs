@@ -112,9 +112,11 @@ enum MerchantAction {
         /// soko's order number (as in the buyer's messages, without `#`).
         #[arg(long)]
         order: u64,
-        /// The code the buyer gave.
+        /// The code the buyer gave. Leave it out (or give `-`) to type it at a prompt or pipe
+        /// it on stdin: a code on the command line can be read by every local user (`ps`,
+        /// /proc) while the command runs.
         #[arg(long)]
-        code: String,
+        code: Option<String>,
     },
     /// Refund an order to its buyer (after the buyer asked to cancel, past the delivery
     /// window, or when disputed).
@@ -223,7 +225,9 @@ fn main() -> ExitCode {
                 } => (
                     paths,
                     "order_deliver",
-                    Ok(serde_json::json!({ "merchant": merchant, "order": order, "code": code })),
+                    read_secret(code, "delivery code").map(|code| {
+                        serde_json::json!({ "merchant": merchant, "order": order, "code": code })
+                    }),
                 ),
                 MerchantAction::Refund(r) => (
                     r.paths,
@@ -298,6 +302,27 @@ fn main() -> ExitCode {
             runtime.block_on(run(config))
         }),
     }
+}
+
+/// A secret given on the command line, or else (absent or `-`) the first line of stdin,
+/// after a prompt on stderr when stdin is a terminal.
+fn read_secret(given: Option<String>, what: &str) -> anyhow::Result<String> {
+    use std::io::{IsTerminal, Write};
+    if let Some(given) = given.filter(|g| g != "-") {
+        return Ok(given);
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("{what}: ");
+        std::io::stderr().flush().ok();
+    }
+    let mut line = String::new();
+    stdin
+        .read_line(&mut line)
+        .with_context(|| format!("reading the {what} from stdin"))?;
+    let secret = line.trim();
+    anyhow::ensure!(!secret.is_empty(), "no {what} on stdin");
+    Ok(secret.to_owned())
 }
 
 /// `{"merchant": …, "<field>": <the file's JSON>}`.
