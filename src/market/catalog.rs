@@ -179,12 +179,22 @@ pub struct Catalog {
 
 /// Tells soko's own merchants (protected from eviction) from everyone else.
 #[derive(Clone)]
-pub struct Own(Arc<dyn Fn(&PublicKey) -> bool + Send + Sync>);
+pub struct Own {
+    is_own: Arc<dyn Fn(&PublicKey) -> bool + Send + Sync>,
+    /// Keys found to be own: eviction walks past every own listing each time, and a
+    /// flood must not cost a registry lookup per own listing per stranger's listing.
+    /// Only positives are kept (merchants are few; strangers are unbounded).
+    known: Arc<Mutex<std::collections::HashSet<PublicKey>>>,
+}
 
 impl Own {
-    /// `is_own` answers whether a key is one of soko's merchants.
+    /// `is_own` answers whether a key is one of soko's merchants; a key it once called
+    /// own stays own.
     pub fn new(is_own: impl Fn(&PublicKey) -> bool + Send + Sync + 'static) -> Self {
-        Self(Arc::new(is_own))
+        Self {
+            is_own: Arc::new(is_own),
+            known: Arc::default(),
+        }
     }
 
     /// Nobody is protected.
@@ -193,7 +203,18 @@ impl Own {
     }
 
     fn holds(&self, key: &[u8]) -> bool {
-        author_of(key).is_some_and(|author| (self.0)(&author))
+        let Some(author) = author_of(key) else {
+            return false;
+        };
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if known.contains(&author) {
+            return true;
+        }
+        let own = (self.is_own)(&author);
+        if own {
+            known.insert(author);
+        }
+        own
     }
 }
 
