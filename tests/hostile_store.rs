@@ -17,15 +17,18 @@ fn modes(dir: &Path) -> Vec<(PathBuf, u32, bool)> {
     let mut out = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(path) = todo.pop() {
-        let meta = std::fs::symlink_metadata(&path).unwrap();
+        // Files can go while this walks (SQLite's -wal and -shm after the mint closes).
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
         out.push((
             path.clone(),
             meta.permissions().mode() & 0o777,
             meta.is_dir(),
         ));
         if meta.is_dir() {
-            for entry in std::fs::read_dir(&path).unwrap() {
-                todo.push(entry.unwrap().path());
+            for entry in std::fs::read_dir(&path).unwrap().flatten() {
+                todo.push(entry.path());
             }
         }
     }
