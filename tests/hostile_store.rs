@@ -77,7 +77,14 @@ async fn the_data_dir_is_private_whatever_the_umask() {
     let merchant = shop(&soko).await;
     paid_order(&soko, merchant, "perm-1").await;
     let data = soko.data_dir();
-    for name in ["sled", "dev-mint.sqlite", "vault.key", "notes.txt"] {
+    for name in [
+        "sled",
+        "dev-mint.sqlite",
+        "dev-mint.sqlite-wal",
+        "dev-mint.sqlite-shm",
+        "vault.key",
+        "notes.txt",
+    ] {
         assert!(data.join(name).exists(), "{name} missing");
     }
     // While running: SQLite's -wal and -shm exist now.
