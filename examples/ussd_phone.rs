@@ -5,6 +5,9 @@
 //! cargo run --example ussd_phone -- --phone +254711000111
 //! ```
 //!
+//! The bridge takes callbacks only at `/ussd/<gateway secret>`: by default the secret is read
+//! from `soko-ussd-data/gateway.secret`, the bridge's own file (or pass `--url` whole).
+//!
 //! Type the digits of your choice and Enter; an empty line is the handset's Cancel.
 use std::io::{BufRead, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -21,9 +24,13 @@ const GATEWAY_TIMEOUT: Duration = Duration::from_secs(20);
 /// A terminal feature phone that dials soko's USSD bridge.
 #[derive(Parser)]
 struct Args {
-    /// The bridge's callback URL.
+    /// The bridge's callback URL, without the secret when --secret-file is read.
     #[arg(long, default_value = "http://127.0.0.1:8090/ussd")]
     url: String,
+    /// The bridge's gateway secret file, appended to --url as the gateway does; a missing
+    /// file means --url is used as it is (a bridge run with --no-gateway-secret).
+    #[arg(long, default_value = "soko-ussd-data/gateway.secret")]
+    secret_file: std::path::PathBuf,
     /// The phone number calling (E.164).
     #[arg(long, default_value = "+254711000111")]
     phone: String,
@@ -37,7 +44,14 @@ struct Args {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    match std::fs::read_to_string(&args.secret_file) {
+        Ok(secret) => args.url = format!("{}/{}", args.url.trim_end_matches('/'), secret.trim()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("--secret-file {}", args.secret_file.display()))
+        }
+    }
     let http = reqwest::Client::builder()
         .timeout(GATEWAY_TIMEOUT)
         .build()?;

@@ -93,8 +93,11 @@ pub struct UssdConfig {
     pub session_secs: u64,
     /// Wrong PINs in a row before the merchant's USSD access locks.
     pub pin_tries: u32,
-    /// Seconds the USSD access stays locked after too many wrong PINs.
+    /// Seconds the USSD access stays locked after too many wrong PINs, the first time; each
+    /// later lock lasts four times longer.
     pub lockout_secs: u64,
+    /// Timed locks before one that lasts until the operator's `ussd_reset`.
+    pub timed_lockouts: u32,
 }
 
 impl Default for UssdConfig {
@@ -104,6 +107,7 @@ impl Default for UssdConfig {
             session_secs: 180,
             pin_tries: 3,
             lockout_secs: 900,
+            timed_lockouts: 3,
         }
     }
 }
@@ -424,7 +428,13 @@ impl Config {
         let ussd = check.section(
             &root,
             "ussd",
-            &["bridges", "session_secs", "pin_tries", "lockout_secs"],
+            &[
+                "bridges",
+                "session_secs",
+                "pin_tries",
+                "lockout_secs",
+                "timed_lockouts",
+            ],
         );
         let d = &defaults.ussd;
         let bridge_keys: Vec<String> = check.field(ussd, "ussd", "bridges", Vec::new());
@@ -443,6 +453,7 @@ impl Config {
             session_secs: check.positive(ussd, "ussd", "session_secs", d.session_secs),
             pin_tries: check.positive(ussd, "ussd", "pin_tries", d.pin_tries),
             lockout_secs: check.positive(ussd, "ussd", "lockout_secs", d.lockout_secs),
+            timed_lockouts: check.positive(ussd, "ussd", "timed_lockouts", d.timed_lockouts),
         };
         let catalog_max_entries = check.positive(
             market,

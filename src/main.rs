@@ -76,7 +76,8 @@ struct OrderRef {
 
 #[derive(Subcommand)]
 enum MerchantAction {
-    /// Create a merchant with a Nostr identity soko manages; prints its npub.
+    /// Create a merchant with a Nostr identity soko manages; prints its npub, and for one
+    /// with --phone its one-time USSD activation code (shown only here: hand it to the owner).
     Add {
         #[command(flatten)]
         paths: Paths,
@@ -146,6 +147,18 @@ enum MerchantAction {
         merchant: String,
         /// JSON file with the product (kind 30018 content).
         file: PathBuf,
+    },
+    /// Lift a merchant's USSD PIN lock; with --new-code also forget its PIN and print a new
+    /// one-time activation code.
+    UssdReset {
+        #[command(flatten)]
+        paths: Paths,
+        /// The merchant's npub.
+        #[arg(long)]
+        merchant: String,
+        /// Forget the PIN and issue a new activation code.
+        #[arg(long)]
+        new_code: bool,
     },
 }
 
@@ -266,6 +279,15 @@ fn main() -> ExitCode {
                     paths,
                     "product_put",
                     read_listing(&file, "product", merchant),
+                ),
+                MerchantAction::UssdReset {
+                    paths,
+                    merchant,
+                    new_code,
+                } => (
+                    paths,
+                    "ussd_reset",
+                    Ok(serde_json::json!({ "merchant": merchant, "new_code": new_code })),
                 ),
             };
             with_config(&paths, |config| {

@@ -197,7 +197,14 @@ impl Bridge {
 
     /// One hop as the gateway sends it; the screen must fit the handset.
     async fn hop(&mut self, session: &str, phone: &str, text: &str) -> String {
-        let id = sha256::Hash::hash(format!("{session}\n{text}").as_bytes()).to_string()[..32]
+        // kinds/ussd.md: the hop's position in the session, never its text (the PIN).
+        let position = if text.is_empty() {
+            0
+        } else {
+            text.split('*').count()
+        };
+        let id = sha256::Hash::hash(format!("soko-ussd-hop\n{session}\n{position}").as_bytes())
+            .to_string()[..32]
             .to_owned();
         let deadline = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -221,17 +228,24 @@ impl Bridge {
         }
     }
 
-    /// First dial from a pending merchant's phone: PIN twice, name confirmed.
-    async fn onboard(&mut self, session: &str, phone: &str, name: &str) {
+    /// First dial from a pending merchant's phone: the activation code the agent got, PIN
+    /// twice, name confirmed.
+    async fn onboard(&mut self, session: &str, phone: &str, name: &str, code: &str) {
+        let code = code.replace(' ', "");
         let welcome = self.hop(session, phone, "").await;
         assert_eq!(
             welcome,
-            format!("Welcome to soko, {name}!\nChoose a PIN of 4 to 6 digits:")
+            format!("Welcome to soko, {name}!\nEnter the 12-digit activation code from your agent or soko's operator:")
         );
-        self.hop(session, phone, PIN).await;
-        let confirm = self.hop(session, phone, &format!("{PIN}*{PIN}")).await;
+        self.hop(session, phone, &code).await;
+        self.hop(session, phone, &format!("{code}*{PIN}")).await;
+        let confirm = self
+            .hop(session, phone, &format!("{code}*{PIN}*{PIN}"))
+            .await;
         assert!(confirm.contains(name), "{confirm}");
-        let open = self.hop(session, phone, &format!("{PIN}*{PIN}*1")).await;
+        let open = self
+            .hop(session, phone, &format!("{code}*{PIN}*{PIN}*1"))
+            .await;
         assert!(open.starts_with("Your shop is open!"), "{open}");
     }
 
@@ -338,7 +352,10 @@ async fn an_agent_onboards_a_merchant_whose_approved_listings_sell() {
         .await;
     assert_eq!(stall_proposal["status"], "pending", "{stall_proposal}");
     assert_eq!(stall_proposal["kind"], "stall");
-    bridge.onboard("AT-1", PHONE, "Mama Duka").await;
+    let code = onboarded["activation_code"]
+        .as_str()
+        .expect("the code, once");
+    bridge.onboard("AT-1", PHONE, "Mama Duka", code).await;
     let listed = agent.ok("agent_merchants", json!({})).await;
     assert_eq!(listed["merchants"][0]["status"], "active", "{listed}");
 
@@ -518,7 +535,10 @@ async fn refusals_rejections_deletions_and_unlinking() {
         .await;
     let npub = onboarded["merchant"]["npub"].as_str().unwrap().to_owned();
     let merchant = PublicKey::parse(&npub).unwrap();
-    bridge.onboard("B-1", PHONE, "Mama Duka").await;
+    let code = onboarded["activation_code"]
+        .as_str()
+        .expect("the code, once");
+    bridge.onboard("B-1", PHONE, "Mama Duka", code).await;
 
     // A merchant Juma is not linked to (the operator's): refused, nothing stored.
     let added = operator(

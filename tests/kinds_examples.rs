@@ -135,10 +135,17 @@ fn every_example_parses_and_round_trips() {
                     as_value["args"],
                     "{page}: hop args round trip"
                 );
-                // The request id rule: sha256(session ‖ "\n" ‖ text), first 32 hex chars.
+                // The request id rule: sha256("soko-ussd-hop\n" ‖ session ‖ "\n" ‖ position),
+                // first 32 hex chars; position = inputs in text (never the text: the PIN).
                 use nostr_sdk::hashes::{sha256, Hash};
-                let digest =
-                    sha256::Hash::hash(format!("{}\n{}", args.session, args.text).as_bytes());
+                let position = if args.text.is_empty() {
+                    0
+                } else {
+                    args.text.split('*').count()
+                };
+                let digest = sha256::Hash::hash(
+                    format!("soko-ussd-hop\n{}\n{position}", args.session).as_bytes(),
+                );
                 assert_eq!(
                     request.id.as_deref(),
                     Some(&digest.to_string()[..32]),

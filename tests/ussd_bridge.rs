@@ -83,9 +83,16 @@ async fn dial_url(url: &str, session: &str, text: &str) -> (StatusCode, String) 
     .await
 }
 
-/// The request id rule of kinds/ussd.md, computed independently of the bridge.
+/// The request id rule of kinds/ussd.md, computed independently of the bridge: the hop's
+/// position (inputs so far), never its text.
 fn request_id(session: &str, text: &str) -> String {
-    sha256::Hash::hash(format!("{session}\n{text}").as_bytes()).to_string()[..32].to_owned()
+    let position = if text.is_empty() {
+        0
+    } else {
+        text.split('*').count()
+    };
+    sha256::Hash::hash(format!("soko-ussd-hop\n{session}\n{position}").as_bytes()).to_string()[..32]
+        .to_owned()
 }
 
 /// What a counterpart saw: the request envelope and who sent it.
@@ -644,7 +651,10 @@ fn unix_ms() -> u64 {
 }
 
 /// A merchant added with `phone` (and a payout address): returns its key and npub.
-async fn pending_merchant(soko: &TestSoko, lightning_address: Option<&str>) -> (PublicKey, String) {
+async fn pending_merchant(
+    soko: &TestSoko,
+    lightning_address: Option<&str>,
+) -> (PublicKey, String, String) {
     let added = operator(
         soko,
         "merchant_add",
@@ -654,7 +664,8 @@ async fn pending_merchant(soko: &TestSoko, lightning_address: Option<&str>) -> (
     let result = added.result.expect("merchant added");
     assert_eq!(result["status"], "pending", "{result}");
     let npub = result["npub"].as_str().unwrap().to_owned();
-    (PublicKey::parse(&npub).unwrap(), npub)
+    let code = result["activation_code"].as_str().unwrap().replace(' ', "");
+    (PublicKey::parse(&npub).unwrap(), npub, code)
 }
 
 /// Dials the same session hop after hop; returns the last body.
@@ -692,22 +703,26 @@ async fn a_merchant_runs_a_shop_through_the_bridge() {
     let relay = soko.relay_url();
     let bridge =
         start_bridge_with_keys(bridge_keys, &relay, soko.bot(), DEFAULT_BUDGET, Some(sms)).await;
-    let (merchant, npub) = pending_merchant(&soko, None).await;
+    let (merchant, npub, activation) = pending_merchant(&soko, None).await;
 
-    // Onboarding: a PIN twice, the shop's name confirmed.
+    // Onboarding: the activation code, a PIN twice, the shop's name confirmed.
     assert_eq!(
         walk(&bridge, "ATUid_1", &[""]).await,
-        "CON Welcome to soko, Mama Duka!\nChoose a PIN of 4 to 6 digits:"
+        "CON Welcome to soko, Mama Duka!\nEnter the 12-digit activation code from your agent or soko's operator:"
     );
     assert_eq!(
-        walk(&bridge, "ATUid_1", &["4821"]).await,
+        walk(&bridge, "ATUid_1", &[&activation]).await,
+        "CON Choose a PIN of 4 to 6 digits:"
+    );
+    assert_eq!(
+        walk(&bridge, "ATUid_1", &[&format!("{activation}*4821")]).await,
         "CON Enter the same PIN again:"
     );
     assert_eq!(
-        walk(&bridge, "ATUid_1", &["4821*4821"]).await,
+        walk(&bridge, "ATUid_1", &[&format!("{activation}*4821*4821")]).await,
         "CON Is this your shop's name?\nMama Duka\n1 Yes, open my shop\n2 No"
     );
-    let open = walk(&bridge, "ATUid_1", &["4821*4821*1"]).await;
+    let open = walk(&bridge, "ATUid_1", &[&format!("{activation}*4821*4821*1")]).await;
     assert!(
         open.starts_with("CON Your shop is open!\nMama Duka\n1 Orders"),
         "{open}"
@@ -795,11 +810,21 @@ async fn a_merchant_runs_a_shop_through_the_bridge() {
     .await;
     assert!(
         confirm.starts_with("CON Withdraw 1120 sat to lnurl1")
-            && confirm.ends_with("1 Yes, send\n2 No"),
+            && confirm.ends_with("Enter your PIN to send:\n00 Back"),
         "{confirm}"
     );
+    let wrong_pin = walk(&bridge, "ATUid_4", &[&format!("{to_address}*1111")]).await;
+    assert!(
+        wrong_pin.starts_with("CON Wrong PIN. 2 tries left."),
+        "{wrong_pin}"
+    );
     assert_eq!(
-        walk(&bridge, "ATUid_4", &[&format!("{to_address}*1")]).await,
+        escrow.balance(&merchant).unwrap(),
+        Sats(1120),
+        "nothing sent"
+    );
+    assert_eq!(
+        walk(&bridge, "ATUid_4", &[&format!("{to_address}*1111*4821")]).await,
         "END Sent 1109 sat (fee 0 sat). Balance: 11 sat."
     );
     assert_eq!(mint_paid_invoice(&mama, 1109).await, 1109);
@@ -830,7 +855,7 @@ async fn soko_slower_than_the_gateway_leaves_nothing_half_done() {
     )
     .await;
     let lnurl = lnurl::lnurl::LnUrl::from_url(lnurlp).encode();
-    let (merchant, npub) = pending_merchant(&soko, Some(&lnurl)).await;
+    let (merchant, npub, activation) = pending_merchant(&soko, Some(&lnurl)).await;
 
     // Onboarding and the way to the code prompt, through a bridge with the usual budget.
     let bridge = start_bridge_with_keys(
@@ -844,7 +869,13 @@ async fn soko_slower_than_the_gateway_leaves_nothing_half_done() {
     walk(
         &bridge,
         "ATUid_1",
-        &["", "4821", "4821*4821", "4821*4821*1"],
+        &[
+            "",
+            &activation,
+            &format!("{activation}*4821"),
+            &format!("{activation}*4821*4821"),
+            &format!("{activation}*4821*4821*1"),
+        ],
     )
     .await;
     put_listings(&soko, &npub).await;

@@ -130,7 +130,8 @@ async fn soko_with_bridge(bridge: &Keys, adjust: impl FnOnce(&mut soko::Config))
     .await
 }
 
-async fn add_merchant(soko: &TestSoko, phone: &str) -> (PublicKey, String) {
+/// A pending merchant: its key, npub and one-time activation code (digits only).
+async fn add_merchant(soko: &TestSoko, phone: &str) -> (PublicKey, String, String) {
     let added = operator(
         soko,
         "merchant_add",
@@ -141,31 +142,39 @@ async fn add_merchant(soko: &TestSoko, phone: &str) -> (PublicKey, String) {
     let result = added.result.unwrap();
     assert_eq!(result["status"], "pending", "{result}");
     let npub = result["npub"].as_str().unwrap().to_owned();
-    (PublicKey::parse(&npub).unwrap(), npub)
+    let code = result["activation_code"].as_str().unwrap().replace(' ', "");
+    (PublicKey::parse(&npub).unwrap(), npub, code)
 }
 
-/// Dials in for the first time: PIN twice, shop name confirmed.
-async fn onboard(bridge: &mut Bridge, session: &str, pin: &str) {
+/// Dials in for the first time: the activation code, PIN twice, shop name confirmed;
+/// returns the session's text so far.
+async fn onboard(bridge: &mut Bridge, session: &str, code: &str, pin: &str) -> String {
     let welcome = bridge.hop(session, PHONE, "").await;
     assert_eq!(
         welcome.screen,
-        "Welcome to soko, Mama Duka!\nChoose a PIN of 4 to 6 digits:"
+        "Welcome to soko, Mama Duka!\nEnter the 12-digit activation code from your agent or soko's operator:"
     );
     assert!(!welcome.end);
-    let again = bridge.hop(session, PHONE, pin).await;
+    let choose = bridge.hop(session, PHONE, code).await;
+    assert_eq!(choose.screen, "Choose a PIN of 4 to 6 digits:");
+    let again = bridge.hop(session, PHONE, &format!("{code}*{pin}")).await;
     assert_eq!(again.screen, "Enter the same PIN again:");
-    let name = bridge.hop(session, PHONE, &format!("{pin}*{pin}")).await;
+    let name = bridge
+        .hop(session, PHONE, &format!("{code}*{pin}*{pin}"))
+        .await;
     assert_eq!(
         name.screen,
         "Is this your shop's name?\nMama Duka\n1 Yes, open my shop\n2 No"
     );
-    let open = bridge.hop(session, PHONE, &format!("{pin}*{pin}*1")).await;
+    let text = format!("{code}*{pin}*{pin}*1");
+    let open = bridge.hop(session, PHONE, &text).await;
     assert!(
         open.screen
             .starts_with("Your shop is open!\nMama Duka\n1 Orders\n2 Confirm delivery"),
         "{}",
         open.screen
     );
+    text
 }
 
 async fn events_of(soko: &TestSoko, merchant: PublicKey, kind: u16) -> Vec<Event> {
@@ -187,7 +196,7 @@ async fn a_merchant_runs_its_shop_from_a_feature_phone() {
     let bridge_keys = Keys::generate();
     let mut soko = soko_with_bridge(&bridge_keys, |_| {}).await;
     let mut bridge = Bridge::connect(bridge_keys, &soko).await;
-    let (merchant, npub) = add_merchant(&soko, PHONE).await;
+    let (merchant, npub, activation) = add_merchant(&soko, PHONE).await;
 
     // Pending until onboarding: no listings, no profile yet.
     let stall = json!({"id":"duka","name":"Mama Duka","currency":"sat"});
@@ -201,7 +210,7 @@ async fn a_merchant_runs_its_shop_from_a_feature_phone() {
     assert!(error.message.contains("pending"), "{}", error.message);
     assert!(events_of(&soko, merchant, 0).await.is_empty());
 
-    onboard(&mut bridge, "AT-1", "4821").await;
+    let onboarded = onboard(&mut bridge, "AT-1", &activation, "4821").await;
     let profile = events_of(&soko, merchant, 0).await;
     let profile = profile.first().expect("profile published on activation");
     assert!(profile.content.contains("Mama Duka"));
@@ -224,7 +233,7 @@ async fn a_merchant_runs_its_shop_from_a_feature_phone() {
     );
 
     // Menu 1: the paid order, then its detail with the buyer's shipping details.
-    let s = "4821*4821*1";
+    let s = onboarded.as_str();
     let list = bridge.hop("AT-1", PHONE, &format!("{s}*1")).await;
     assert_eq!(
         list.screen,
@@ -305,12 +314,12 @@ async fn a_merchant_runs_its_shop_from_a_feature_phone() {
         .await;
     assert!(
         confirm.screen.starts_with("Withdraw 1120 sat to lnurl1")
-            && confirm.screen.ends_with("1 Yes, send\n2 No"),
+            && confirm.screen.ends_with("Enter your PIN to send:\n00 Back"),
         "{}",
         confirm.screen
     );
     let sent = bridge
-        .hop("AT-2", PHONE, &format!("4821*5*2*{lnurl}*1"))
+        .hop("AT-2", PHONE, &format!("4821*5*2*{lnurl}*4821"))
         .await;
     assert!(sent.end);
     // The mint's 1% fee reserve (11) is kept back from the invoice.
@@ -387,8 +396,8 @@ async fn wrong_pins_lock_and_strangers_get_nothing() {
     let bridge_keys = Keys::generate();
     let mut soko = soko_with_bridge(&bridge_keys, |_| {}).await;
     let mut bridge = Bridge::connect(bridge_keys, &soko).await;
-    add_merchant(&soko, PHONE).await;
-    onboard(&mut bridge, "AT-1", "4821").await;
+    let (_, _, activation) = add_merchant(&soko, PHONE).await;
+    onboard(&mut bridge, "AT-1", &activation, "4821").await;
 
     bridge.hop("AT-2", PHONE, "").await;
     let first = bridge.hop("AT-2", PHONE, "1111").await;
@@ -439,8 +448,8 @@ async fn late_retried_and_expired_hops_change_nothing() {
     let bridge_keys = Keys::generate();
     let mut soko = soko_with_bridge(&bridge_keys, |c| c.ussd.session_secs = 3).await;
     let mut bridge = Bridge::connect(bridge_keys, &soko).await;
-    let (merchant, npub) = add_merchant(&soko, PHONE).await;
-    onboard(&mut bridge, "AT-1", "4821").await;
+    let (merchant, npub, activation) = add_merchant(&soko, PHONE).await;
+    onboard(&mut bridge, "AT-1", &activation, "4821").await;
     put_listings(&soko, &npub).await;
     let (_buyer, code) = paid_order(&soko, merchant, "o-1").await;
     let escrow = soko.daemon().escrow().clone();

@@ -167,8 +167,33 @@ impl Desk {
         // (see `request_link`).
         inner.publisher.keyring().add(keys.clone());
         let link = inner.links.link(agent, &keys.public_key(), unix_now())?;
+        let code = inner.merchants.issue_activation(&keys.public_key())?;
         tracing::info!(merchant = %merchant.npub, "agent onboarded a merchant (pending USSD)");
-        Ok(linked(merchant, link.linked_at))
+        let mut onboarded = linked(merchant, link.linked_at);
+        onboarded.activation_code = Some(code.reveal());
+        Ok(onboarded)
+    }
+
+    /// The agent's own pending merchant, onboarded again: a crash or a lost message may have
+    /// kept the activation code from it, so a new one replaces the old.
+    fn reissued(
+        &self,
+        agent: &PublicKey,
+        merchant: &PublicKey,
+        shop: Merchant,
+        linked_at: u64,
+    ) -> Result<Onboarded, DeskError> {
+        let merchants = &self.inner.merchants;
+        let mut onboarded = linked(shop, linked_at);
+        let own_pending = onboarded
+            .merchant
+            .as_ref()
+            .is_some_and(|m| m.status == status_name(MerchantStatus::Pending))
+            && merchants.onboarded_by(merchant)? == Some(*agent);
+        if own_pending {
+            onboarded.activation_code = Some(merchants.issue_activation(merchant)?.reveal());
+        }
+        Ok(onboarded)
     }
 
     fn request_link(
@@ -179,7 +204,7 @@ impl Desk {
         let inner = &self.inner;
         let shop = inner.merchants.get(merchant)?;
         if let Some(link) = inner.links.get(agent, merchant)? {
-            return Ok(linked(shop, link.linked_at));
+            return self.reissued(agent, merchant, shop, link.linked_at);
         }
         // This agent created the merchant and a crash came before the link was written: the
         // link is its own. Only while the merchant is pending, since an active merchant may
@@ -189,7 +214,7 @@ impl Desk {
         {
             let link = inner.links.link(agent, merchant, unix_now())?;
             tracing::info!(merchant = %shop.npub, "an interrupted onboarding's link restored");
-            return Ok(linked(shop, link.linked_at));
+            return self.reissued(agent, merchant, shop, link.linked_at);
         }
         let waiting = inner
             .proposals
@@ -210,6 +235,7 @@ impl Desk {
             link: LinkState::Requested,
             merchant: None,
             proposal: Some(proposal.id),
+            activation_code: None,
         })
     }
 
@@ -744,6 +770,7 @@ fn linked(shop: Merchant, linked_at: u64) -> Onboarded {
             linked_at,
         }),
         proposal: None,
+        activation_code: None,
     }
 }
 
@@ -870,9 +897,15 @@ mod tests {
 
         // Another agent knowing the number only asks; the creator gets its link back.
         let asked = f.desk.onboard(&other, phone, "Duka Mpya")?;
+        assert_eq!(asked.activation_code, None, "no code for a mere request");
         assert_eq!((asked.link, asked.merchant), (LinkState::Requested, None));
         let again = f.desk.onboard(&f.agent, phone, "Duka Mpya")?;
         assert_eq!(again.link, LinkState::Linked);
+        // The crash also kept the code from the agent: it gets a (new) one.
+        let code = again.activation_code.clone().unwrap_or_default();
+        assert!(inner
+            .merchants
+            .check_activation(&keys.public_key(), &code)?);
         assert_eq!(again.merchant.map(|m| m.npub), Some(shop.npub));
         assert!(inner.links.is_linked(&f.agent, &keys.public_key())?);
         assert!(!inner.links.is_linked(&other, &keys.public_key())?);

@@ -10,7 +10,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use nostr_sdk::{PublicKey, ToBech32};
-use soko::bridge::{Bridge, BridgeConfig, SmsConfig, AFRICAS_TALKING_SMS_URL};
+use soko::bridge::{
+    Bridge, BridgeConfig, GatewayAuth, GatewaySecret, SmsConfig, AFRICAS_TALKING_SMS_URL,
+};
 use soko::config::LogConfig;
 
 /// The USSD bridge: a gateway's HTTP callbacks in, soko's screens out, over Nostr.
@@ -55,7 +57,23 @@ struct Cli {
     /// Print the bridge's npub (creating its key on first use) and exit.
     #[arg(long)]
     print_npub: bool,
+    /// File holding the gateway secret, the last part of the callback URL
+    /// (`/ussd/<secret>`) or the `X-Soko-Gateway-Secret` header; created with a random
+    /// secret on first run. Default: gateway.secret in the data directory.
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// Take callbacks without a gateway secret: local development only, refused unless
+    /// --listen is a loopback address.
+    #[arg(long, conflicts_with = "secret_file")]
+    no_gateway_secret: bool,
+    /// Take callbacks only from this address or network (e.g. 196.201.214.0/24, your
+    /// gateway's published range); repeat for several. Default: any address.
+    #[arg(long = "allow-from")]
+    allow_from: Vec<String>,
 }
+
+/// The gateway secret's file in the data directory.
+const SECRET_FILE: &str = "gateway.secret";
 
 /// Exit code for bad usage or configuration, as `soko`'s.
 const EXIT_CONFIG: u8 = 2;
@@ -103,6 +121,27 @@ fn configure(cli: &Cli) -> anyhow::Result<Option<BridgeConfig>> {
     let mut config = BridgeConfig::new(keys, soko, cli.relays.clone());
     config.listen = cli.listen;
     config.budget = Duration::from_millis(cli.budget_ms);
+    config.auth = GatewayAuth {
+        secret: if cli.no_gateway_secret {
+            anyhow::ensure!(
+                cli.listen.ip().is_loopback(),
+                "--no-gateway-secret is for local development: it is refused on {} (anyone who reaches the bridge could act as any merchant)",
+                cli.listen
+            );
+            None
+        } else {
+            let path = cli
+                .secret_file
+                .clone()
+                .unwrap_or_else(|| cli.data_dir.join(SECRET_FILE));
+            Some(gateway_secret(&path)?)
+        },
+        allow_from: cli
+            .allow_from
+            .iter()
+            .map(|net| parse_net(net))
+            .collect::<anyhow::Result<_>>()?,
+    };
     if let (Some(username), Some(key_file)) = (&cli.sms_username, &cli.sms_api_key_file) {
         config.sms = Some(SmsConfig {
             url: cli.sms_url.clone(),
@@ -112,6 +151,48 @@ fn configure(cli: &Cli) -> anyhow::Result<Option<BridgeConfig>> {
         });
     }
     Ok(Some(config))
+}
+
+/// Reads the gateway secret, creating the file (mode 0600) with a random one on first run.
+fn gateway_secret(path: &Path) -> anyhow::Result<GatewaySecret> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let mode = std::fs::metadata(path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(file = %path.display(), "the gateway secret file is readable by others; chmod 600 it");
+            }
+            GatewaySecret::parse(&text).with_context(|| format!("--secret-file {}", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = GatewaySecret::generate();
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            writeln!(file, "{}", secret.reveal())?;
+            file.sync_all()?;
+            Ok(secret)
+        }
+        Err(e) => Err(e).with_context(|| format!("--secret-file {}", path.display())),
+    }
+}
+
+/// An address or a network, for --allow-from.
+fn parse_net(text: &str) -> anyhow::Result<ipnet::IpNet> {
+    if let Ok(net) = text.parse::<ipnet::IpNet>() {
+        return Ok(net);
+    }
+    let addr: std::net::IpAddr = text
+        .parse()
+        .with_context(|| format!("--allow-from {text:?} is not an address or a network"))?;
+    Ok(addr.into())
 }
 
 fn read_api_key(path: &Path) -> anyhow::Result<String> {
@@ -129,10 +210,19 @@ fn read_api_key(path: &Path) -> anyhow::Result<String> {
 async fn run(config: BridgeConfig) -> anyhow::Result<()> {
     let relays = config.relays.join(" ");
     let sms = config.sms.is_some();
+    let secret = config.auth.secret.is_some();
     let bridge = Bridge::start(config).await?;
     println!("soko-ussd is running");
     println!("  bridge    {}", bridge.public_key().to_bech32()?);
+    // The full URL (secret included) goes to the terminal once, for the gateway's
+    // dashboard; never to the log.
     println!("  callback  {}", bridge.url());
+    if !secret {
+        println!(
+            "  WARNING   no gateway secret: anyone who reaches {} can act as any merchant",
+            bridge.bare_url()
+        );
+    }
     println!("  relays    {relays}");
     if sms {
         println!("  sms       notices are sent as SMS");

@@ -39,10 +39,30 @@ pub struct StoredReply {
     /// The command it answered: the same id with another command is refused, not replayed.
     #[serde(default)]
     pub cmd: String,
-    /// The response JSON that was sent.
+    /// The response JSON that was sent, sealed by the vault ([`StoredReply::seal`]): it may
+    /// hold an invite or activation code, or a USSD screen with a buyer's address.
     pub response: String,
     /// Unix seconds.
     pub at: u64,
+}
+
+impl StoredReply {
+    /// `response` sealed for storage.
+    pub fn seal(vault: &crate::vault::Vault, response: &str) -> Result<String, HandleError> {
+        vault
+            .seal(response)
+            .map_err(|e| HandleError::Reply(format!("sealing a stored reply: {e}")))
+    }
+
+    /// The response JSON, opened. A reply stored in clear before sealing existed (a JSON
+    /// object) is still replayed.
+    pub fn open(&self, vault: &crate::vault::Vault) -> Option<String> {
+        match vault.unseal(&self.response) {
+            Ok(json) => Some(json),
+            Err(_) if self.response.starts_with('{') => Some(self.response.clone()),
+            Err(_) => None,
+        }
+    }
 }
 
 /// Failures handling an event (all internal: senders get their answers as replies).
@@ -297,7 +317,16 @@ impl Handler {
             }
             if let Some(stored) = self.replies.get(&key)? {
                 if stored.cmd == request.cmd {
-                    return Ok(Some((stored.response, None)));
+                    // Never run the command again: it may not be idempotent.
+                    let Some(response) = stored.open(self.commands.merchants.vault()) else {
+                        tracing::error!("a stored reply does not open (another vault?)");
+                        let refusal = Refusal::new(ErrorCode::Internal, "internal error");
+                        return Ok(Some((
+                            Response::refused(id.clone(), refusal).to_json(),
+                            None,
+                        )));
+                    };
+                    return Ok(Some((response, None)));
                 }
                 let refusal = Refusal::new(
                     ErrorCode::BadRequest,
@@ -554,14 +583,24 @@ impl Handler {
         let done = self.seen.encode(&SeenState::Done)?;
         let queued = self.outbox.tree().encode(&Outbox::entry(reply))?;
         let stored = match remember {
-            Some((key, cmd, response)) => Some((
-                key,
-                self.replies.encode(&StoredReply {
-                    cmd,
-                    response,
-                    at: unix_now(),
-                })?,
-            )),
+            Some((key, cmd, response)) => {
+                match StoredReply::seal(self.commands.merchants.vault(), &response) {
+                    Ok(sealed) => Some((
+                        key,
+                        self.replies.encode(&StoredReply {
+                            cmd,
+                            response: sealed,
+                            at: unix_now(),
+                        })?,
+                    )),
+                    // Only a reply past NIP-44's 64 KiB (a long listing, a read) cannot be
+                    // sealed: it is answered, not remembered, rather than kept in clear.
+                    Err(e) => {
+                        tracing::warn!(%cmd, error = %e, "reply not kept for replay");
+                        None
+                    }
+                }
+            }
             None => None,
         };
         let checkpoint = self.meta.encode(&unix_now())?;

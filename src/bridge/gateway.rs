@@ -35,11 +35,25 @@ pub struct Hop {
 
 impl Hop {
     /// The request id of this hop: the first 32 hex characters of
-    /// sha256(session ‖ "\n" ‖ text). A gateway retry of the same hop gets the same id, so
-    /// soko's request-id replay answers it again instead of acting twice.
+    /// sha256("soko-ussd-hop\n" ‖ session ‖ "\n" ‖ position), where position is the number
+    /// of inputs in `text` (0 on the first hop). A gateway retry repeats the same text, so it
+    /// gets the same id and soko's request-id replay answers it again instead of acting
+    /// twice; each new hop adds one input, so it gets a new id. The text itself is left out
+    /// on purpose: it holds the PIN, and a hash of a 4-digit PIN is no secret.
     pub fn request_id(&self) -> String {
-        let digest = sha256::Hash::hash(format!("{}\n{}", self.session, self.text).as_bytes());
+        let digest = sha256::Hash::hash(
+            format!("soko-ussd-hop\n{}\n{}", self.session, self.position()).as_bytes(),
+        );
         digest.to_string()[..32].to_owned()
+    }
+
+    /// How many inputs `text` holds: 0 for `""`, else one more than its `*` separators.
+    pub fn position(&self) -> usize {
+        if self.text.is_empty() {
+            0
+        } else {
+            self.text.matches('*').count() + 1
+        }
     }
 
     /// The `ussd_hop` arguments for this hop, to be acted on before `deadline_ms`.
@@ -247,13 +261,26 @@ mod tests {
             network: None,
             text: text.into(),
         };
-        // `printf 'ATUid_1\n1*2' | sha256sum`, cut to 32 characters.
+        // `printf 'soko-ussd-hop\nATUid_1\n2' | sha256sum`, cut to 32 characters.
         assert_eq!(
             hop("ATUid_1", "1*2").request_id(),
-            "a99dd86408a3fca608a40857eab40820"
+            "1dc041d27cd0b3368334b3a304b9c259"
         );
         assert_eq!(hop("a", "").request_id().len(), 32);
-        assert_ne!(hop("a", "1").request_id(), hop("a", "2").request_id());
+        // The PIN is not in it: the same hop of the session, whatever was typed.
+        assert_eq!(hop("a", "4821").request_id(), hop("a", "0000").request_id());
+        assert_eq!(
+            hop("a", "4821*5*1").request_id(),
+            hop("a", "9999*5*1").request_id()
+        );
+        // Each hop adds an input (possibly empty), so each hop has its own id.
+        let ids: Vec<String> = ["", "4821", "4821*", "4821**", "4821***1"]
+            .iter()
+            .map(|t| hop("a", t).request_id())
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            assert!(!ids[i + 1..].contains(id), "{i}");
+        }
         assert_ne!(hop("a", "1").request_id(), hop("b", "1").request_id());
         // The separator keeps ("a1", "") and ("a", "1") apart.
         assert_ne!(hop("a1", "").request_id(), hop("a", "1").request_id());

@@ -5,6 +5,7 @@
 //! gateway drops a hop after 10–20 s. soko keeps the session state, so a restarted bridge
 //! loses nothing but the hops in flight.
 
+mod auth;
 mod gateway;
 mod link;
 mod pending;
@@ -15,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -24,6 +25,8 @@ use nostr_sdk::{Keys, PublicKey};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use self::auth::Denied;
+pub use self::auth::{GatewayAuth, GatewaySecret, SecretError, SECRET_HEADER};
 pub use self::gateway::{fit, AfricasTalking, BadHop, Gateway, Hop};
 use self::link::{short, Link};
 use self::pending::{Pending, Reply, Waiter};
@@ -32,7 +35,9 @@ pub use self::sms::{mask_phone, SmsConfig, AFRICAS_TALKING_SMS_URL};
 use crate::proto::ussd::UssdScreen;
 use crate::proto::PROTOCOL_VERSION;
 
-/// The path gateways POST their callbacks to.
+/// The path gateways POST their callbacks to: `/ussd/<secret>`, or `/ussd` with the secret
+/// in the [`SECRET_HEADER`] header (or with no secret when that is turned off for local
+/// development).
 pub const HOP_PATH: &str = "/ussd";
 /// The default time the bridge gives soko to answer a hop.
 pub const DEFAULT_BUDGET: Duration = Duration::from_millis(8000);
@@ -94,11 +99,14 @@ pub struct BridgeConfig {
     pub gateway: Arc<dyn Gateway>,
     /// The SMS API for notices; `None` logs them only.
     pub sms: Option<SmsConfig>,
+    /// How gateway callbacks are authenticated.
+    pub auth: GatewayAuth,
 }
 
 impl BridgeConfig {
     /// A bridge with the defaults: Africa's Talking format on [`DEFAULT_LISTEN`], the
-    /// [`DEFAULT_BUDGET`], notices logged only.
+    /// [`DEFAULT_BUDGET`], notices logged only, and a fresh random gateway secret (see
+    /// [`BridgeHandle::url`]).
     pub fn new(keys: Keys, soko: PublicKey, relays: Vec<String>) -> Self {
         Self {
             keys,
@@ -108,6 +116,10 @@ impl BridgeConfig {
             budget: DEFAULT_BUDGET,
             gateway: Arc::new(AfricasTalking),
             sms: None,
+            auth: GatewayAuth {
+                secret: Some(GatewaySecret::generate()),
+                allow_from: Vec::new(),
+            },
         }
     }
 }
@@ -118,6 +130,7 @@ struct Shared {
     link: Link,
     pending: Pending,
     budget: Duration,
+    auth: GatewayAuth,
 }
 
 /// The bridge.
@@ -155,28 +168,36 @@ impl Bridge {
             link,
             pending: pending.clone(),
             budget: config.budget,
+            auth: config.auth.clone(),
         });
         let router = Router::new()
             .route(HOP_PATH, post(hop))
+            .route(&format!("{HOP_PATH}/{{secret}}"), post(hop_with_secret))
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(shared);
         let serving = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    // An error means the handle is gone: stop too.
-                    let _ = http_stopped.wait_for(|stop| *stop).await;
-                })
-                .await
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                // An error means the handle is gone: stop too.
+                let _ = http_stopped.wait_for(|stop| *stop).await;
+            })
+            .await
         });
         tracing::info!(
             %addr,
             gateway = config.gateway.name(),
             budget_ms = config.budget.as_millis() as u64,
             sms = config.sms.is_some(),
+            gateway_secret = config.auth.secret.is_some(),
+            allow_from = config.auth.allow_from.len(),
             "USSD bridge listening"
         );
         Ok(BridgeHandle {
             addr,
+            secret: config.auth.secret.clone(),
             public_key: config.keys.public_key(),
             pending,
             stop_http,
@@ -191,6 +212,7 @@ impl Bridge {
 #[derive(Debug)]
 pub struct BridgeHandle {
     addr: SocketAddr,
+    secret: Option<GatewaySecret>,
     public_key: PublicKey,
     pending: Pending,
     stop_http: watch::Sender<bool>,
@@ -200,8 +222,17 @@ pub struct BridgeHandle {
 }
 
 impl BridgeHandle {
-    /// The callback URL to give the gateway, e.g. `http://127.0.0.1:8090/ussd`.
+    /// The callback URL to give the gateway, secret included, e.g.
+    /// `http://127.0.0.1:8090/ussd/<secret>` (`…/ussd` when the secret is turned off).
     pub fn url(&self) -> String {
+        match &self.secret {
+            Some(secret) => format!("http://{}{HOP_PATH}/{}", self.addr, secret.reveal()),
+            None => self.bare_url(),
+        }
+    }
+
+    /// The callback URL without the secret.
+    pub fn bare_url(&self) -> String {
         format!("http://{}{HOP_PATH}", self.addr)
     }
 
@@ -235,8 +266,52 @@ impl BridgeHandle {
     }
 }
 
-/// `POST /ussd`: one gateway callback.
-async fn hop(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+/// `POST /ussd`: one gateway callback, the secret (if any) in the header.
+async fn hop(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    serve_hop(&shared, peer, None, &headers, body).await
+}
+
+/// `POST /ussd/<secret>`: one gateway callback, the secret in the path.
+async fn hop_with_secret(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(secret): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    serve_hop(&shared, peer, Some(&secret), &headers, body).await
+}
+
+async fn serve_hop(
+    shared: &Shared,
+    peer: SocketAddr,
+    path_secret: Option<&str>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header_secret = headers
+        .get(SECRET_HEADER)
+        .and_then(|value| value.to_str().ok());
+    // Before the body is even parsed: an unauthenticated request must cost nothing and
+    // reach nothing. The peer address is logged, never the secret tried.
+    if let Err(denied) = shared.auth.check(peer.ip(), path_secret, header_secret) {
+        let (status, why) = match denied {
+            Denied::Secret => (StatusCode::UNAUTHORIZED, "gateway secret missing or wrong"),
+            Denied::Address => (StatusCode::FORBIDDEN, "address not allowed"),
+        };
+        tracing::warn!(peer = %peer.ip(), reason = why, "refused a gateway callback");
+        return (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{why}\n"),
+        )
+            .into_response();
+    }
     let hop = match shared.gateway.parse(&body) {
         Ok(hop) => hop,
         Err(e) => {

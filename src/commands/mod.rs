@@ -127,6 +127,10 @@ async fn dispatch(
             to_value(ctx.merchants.set_payout(&merchant, &args.to)?)
         }
         Command::UssdHop(args) => ussd::hop(ctx, sender, args).await,
+        Command::UssdReset(args) => {
+            let merchant = merchant_key(&args.merchant)?;
+            to_value(ussd::reset(ctx, merchant, args.new_code).await?)
+        }
         Command::InviteCreate(args) => to_value(agents::invite_create(ctx, sender, args)?),
         Command::Register(args) => to_value(agents::register(ctx, sender, args)?),
         Command::Whoami(_) => to_value(agents::whoami(ctx, sender)?),

@@ -5,7 +5,7 @@ use nostr_sdk::PublicKey;
 use serde_json::Value;
 
 use super::{to_value, CommandError, Context};
-use crate::proto::ussd::UssdHopArgs;
+use crate::proto::ussd::{UssdHopArgs, UssdReset};
 use crate::proto::{ErrorCode, Refusal};
 use crate::ussd::UssdError;
 
@@ -28,4 +28,25 @@ pub async fn hop(
         // Details go to the log only; they never carry the phone number.
         Err(e) => Err(CommandError::Internal(format!("ussd: {e}"))),
     }
+}
+
+/// `ussd_reset` (operator): lifts the merchant's PIN lock; with `new_code`, forgets its PIN
+/// and issues a new activation code.
+pub async fn reset(
+    ctx: &Context,
+    merchant: PublicKey,
+    new_code: bool,
+) -> Result<UssdReset, CommandError> {
+    let merchant_npub = ctx.merchants.get(&merchant)?.npub;
+    let activation_code = match ctx.ussd.reset(&merchant, new_code).await {
+        Ok(code) => code.map(|c| c.reveal()),
+        Err(UssdError::Merchant(e)) => return Err(e.into()),
+        Err(e) => return Err(CommandError::Internal(format!("ussd: {e}"))),
+    };
+    tracing::info!(merchant = %merchant_npub, new_code, "USSD access reset by the operator");
+    Ok(UssdReset {
+        merchant: merchant_npub,
+        unlocked: true,
+        activation_code,
+    })
 }

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use sled::Transactional;
 
+use super::activation::{self, ActivationCode};
 use crate::proto::nip15::{Product, Stall};
 use crate::store::{Store, StoreError, Typed};
 use crate::util::unix_now;
@@ -55,6 +56,10 @@ pub struct StoredMerchant {
     /// when a crash came between creating the merchant and linking it.
     #[serde(default)]
     pub onboarded_by: Option<String>,
+    /// HMAC of the one-time activation code its owner types before choosing a first PIN
+    /// ([`ActivationCode`]); `None` once used, or before one was issued.
+    #[serde(default)]
+    pub activation: Option<String>,
 }
 
 /// Whether a merchant trades yet.
@@ -119,6 +124,7 @@ pub struct Merchants {
     phones: Typed<String>,
     hidden: Typed<serde_json::Value>,
     phone_key: [u8; 32],
+    activation_key: [u8; 32],
     vault: Vault,
 }
 
@@ -131,10 +137,17 @@ impl Merchants {
             phones: store.tree("merchant_phones")?,
             hidden: store.tree("hidden_listings")?,
             phone_key: vault.subkey("phone-index"),
+            activation_key: vault.subkey(activation::VAULT_PURPOSE),
             vault,
         };
         merchants.index_phones()?;
         Ok(merchants)
+    }
+
+    /// The vault the registry seals with (the command handler seals stored replies with it
+    /// too: one vault per daemon).
+    pub fn vault(&self) -> &Vault {
+        &self.vault
     }
 
     /// Merchants stored before the phone index existed get their entry.
@@ -234,6 +247,7 @@ impl Merchants {
                 MerchantStatus::Active
             },
             onboarded_by,
+            activation: None,
         };
         let key = keys.public_key().to_bytes();
         let record = self.records.encode(&stored)?;
@@ -283,6 +297,71 @@ impl Merchants {
             .phone_sealed
             .map(|sealed| self.vault.unseal(&sealed))
             .transpose()?)
+    }
+
+    /// A new one-time activation code for a merchant with a phone, replacing any earlier
+    /// one. Only its HMAC is kept: the caller shows the code once, to whoever created the
+    /// merchant.
+    pub fn issue_activation(&self, pubkey: &PublicKey) -> Result<ActivationCode, MerchantError> {
+        let code = ActivationCode::generate();
+        let tag = code.tag(&self.activation_key);
+        self.update(pubkey, |stored| {
+            if stored.phone_sealed.is_none() {
+                return Err(MerchantError::Invalid(
+                    "this merchant has no phone: it does not use USSD".to_owned(),
+                ));
+            }
+            stored.activation = Some(tag.clone());
+            Ok(())
+        })?;
+        Ok(code)
+    }
+
+    /// Whether the merchant has an unused activation code.
+    pub fn has_activation(&self, pubkey: &PublicKey) -> Result<bool, MerchantError> {
+        Ok(self
+            .records
+            .get(&pubkey.to_bytes())?
+            .ok_or_else(|| MerchantError::Unknown(pubkey.to_hex()))?
+            .activation
+            .is_some())
+    }
+
+    /// True when `typed` is the merchant's unused activation code (nothing changes).
+    pub fn check_activation(&self, pubkey: &PublicKey, typed: &str) -> Result<bool, MerchantError> {
+        let Some(code) = ActivationCode::parse(typed) else {
+            return Ok(false);
+        };
+        let stored = self
+            .records
+            .get(&pubkey.to_bytes())?
+            .ok_or_else(|| MerchantError::Unknown(pubkey.to_hex()))?;
+        Ok(stored.activation == Some(code.tag(&self.activation_key)))
+    }
+
+    /// Uses up the activation code if `typed` is it; false (and nothing changes) otherwise.
+    /// A compare-and-swap: of two sessions presenting the same code, one wins.
+    pub fn redeem_activation(
+        &self,
+        pubkey: &PublicKey,
+        typed: &str,
+    ) -> Result<bool, MerchantError> {
+        let Some(code) = ActivationCode::parse(typed) else {
+            return Ok(false);
+        };
+        let tag = code.tag(&self.activation_key);
+        let used = self.update(pubkey, |stored| {
+            if stored.activation.as_deref() != Some(tag.as_str()) {
+                return Err(MerchantError::Invalid("activation code".to_owned()));
+            }
+            stored.activation = None;
+            Ok(())
+        });
+        match used {
+            Ok(_) => Ok(true),
+            Err(MerchantError::Invalid(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Activates a pending merchant (after onboarding); returns it.

@@ -131,6 +131,11 @@ pub struct Onboarded {
     /// The link request's proposal id, when requested.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proposal: Option<u64>,
+    /// The pending merchant's one-time activation code (12 digits), for its owner to type on
+    /// the first USSD dial. Shown once: soko keeps only a hash. Onboarding the same pending
+    /// merchant again (same agent) issues a new one and the old one stops working.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_code: Option<String>,
 }
 
 /// A merchant an agent is linked to.

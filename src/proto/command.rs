@@ -244,6 +244,9 @@ pub enum Command {
     MerchantPayout(MerchantPayoutArgs),
     /// Bridge: one USSD gateway callback (kinds/ussd.md); only configured bridges.
     UssdHop(super::ussd::UssdHopArgs),
+    /// Admin: lift a merchant's USSD PIN lock (and optionally start over with a new
+    /// activation code).
+    UssdReset(super::ussd::UssdResetArgs),
     /// Admin: create an invite code for a role.
     InviteCreate(super::agents::InviteCreateArgs),
     /// Anyone: register with a signed registration event carrying an invite code.
@@ -279,6 +282,7 @@ pub const COMMAND_NAMES: &[&str] = &[
     "order_cancel",
     "merchant_payout",
     "ussd_hop",
+    "ussd_reset",
     "invite_create",
     "register",
     "whoami",

@@ -30,6 +30,31 @@ pub struct UssdHopArgs {
     pub deadline_ms: u64,
 }
 
+/// `ussd_reset` arguments (operator only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UssdResetArgs {
+    /// The merchant (npub or hex).
+    pub merchant: String,
+    /// Also forget the PIN and issue a new activation code (a merchant who forgot its PIN,
+    /// lost its phone, or never got its code).
+    #[serde(default)]
+    pub new_code: bool,
+}
+
+/// `ussd_reset` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UssdReset {
+    /// The merchant (npub).
+    pub merchant: String,
+    /// Always true: the lock and the wrong-PIN counts are cleared.
+    pub unlocked: bool,
+    /// The new one-time activation code, with `new_code`: shown once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_code: Option<String>,
+}
+
 /// `ussd_hop` result: the next screen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -5,14 +5,14 @@
 //! is unit-testable.
 //!
 //! ```text
-//! first dial ─▶ NewPin ─▶ RepeatPin ─(pending)▶ ConfirmName ─▶ Main
-//!           └─▶ Login ──────────────(pending)──────────────────┘
+//! first dial ─▶ Activation code ─▶ NewPin ─▶ RepeatPin ─(pending)▶ ConfirmName ─▶ Main
+//!           └─▶ Login ─────────────────────────────(pending)───────────────────┘
 //! Main: 1 Orders ─▶ Order detail
 //!       2 Confirm delivery: order no. ─▶ buyer's code
 //!       3 Products ─▶ product ─▶ price | stock | hide/show
 //!       4 Pending approvals ─▶ proposal ─▶ approve | reject
-//!       5 Balance ─▶ to my address | another address ─▶ confirm
-//!       6 Settings ─▶ Lightning address | change PIN (old, new, again)
+//!       5 Balance ─▶ to my address | another address ─▶ confirm with the PIN
+//!       6 Settings ─▶ Lightning address ─▶ confirm with the PIN | change PIN (old, new, again)
 //!                  | agents ─▶ agent ─▶ unlink | buyer details to agents on/off
 //! ```
 
@@ -23,6 +23,8 @@ use crate::escrow::code::normalize;
 use crate::escrow::{EscrowState, Shipping};
 use crate::money::Sats;
 
+/// Digits of an activation code.
+const ACTIVATION_DIGITS: usize = crate::market::activation::CODE_DIGITS;
 /// Largest price or stock accepted from a keypad.
 const MAX_NUMBER: u64 = 1_000_000_000_000;
 
@@ -41,10 +43,17 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "at", rename_all = "snake_case")]
 pub enum Menu {
-    /// First use: choose a PIN.
-    NewPin,
+    /// First use: the one-time activation code handed to whoever registered the shop.
+    Activation,
+    /// First use, after the right activation code: choose a PIN.
+    NewPin {
+        /// The activation code, used up when the PIN is set.
+        code: Secret,
+    },
     /// First use: the same PIN again.
     RepeatPin {
+        /// The activation code.
+        code: Secret,
         /// The first entry.
         first: Secret,
     },
@@ -109,10 +118,15 @@ pub enum Menu {
     Balance,
     /// 5 → type a Lightning address to withdraw to.
     WithdrawTo,
-    /// 5 → confirm the withdrawal.
+    /// 5 → confirm the withdrawal with the PIN.
     WithdrawConfirm {
         /// Lightning address or LNURL.
         destination: String,
+    },
+    /// 6 → confirm a new Lightning address with the PIN.
+    AddressConfirm {
+        /// The address typed.
+        address: String,
     },
     /// 6: settings.
     Settings,
@@ -149,8 +163,15 @@ pub enum Menu {
 pub enum Action {
     /// Check the PIN (counts wrong tries, may lock).
     CheckPin(Secret),
-    /// Set the first PIN.
-    SetPin(Secret),
+    /// Check the activation code without using it up (counts as a PIN try).
+    CheckActivation(Secret),
+    /// Use up the activation code and set the first PIN.
+    SetPin {
+        /// The activation code.
+        code: Secret,
+        /// The PIN.
+        pin: Secret,
+    },
     /// Activate the pending merchant and publish its profile.
     Activate,
     /// Present the buyer's code: releases the escrow, then pays out like `order_deliver`.
@@ -184,13 +205,20 @@ pub enum Action {
         /// Product id.
         id: String,
     },
-    /// Pay the whole balance out to a Lightning address or LNURL.
+    /// Pay the whole balance out to a Lightning address or LNURL, once the PIN is checked.
     Withdraw {
         /// Where to.
         destination: String,
+        /// The PIN typed to confirm.
+        pin: Secret,
     },
-    /// Save the payout Lightning address.
-    SetLightningAddress(String),
+    /// Save the payout Lightning address, once the PIN is checked.
+    SetLightningAddress {
+        /// The address.
+        address: String,
+        /// The PIN typed to confirm.
+        pin: Secret,
+    },
     /// Change the PIN (checks the old one like a login).
     ChangePin {
         /// Current PIN.
@@ -374,7 +402,7 @@ pub fn first(has_pin: bool) -> Menu {
     if has_pin {
         Menu::Login
     } else {
-        Menu::NewPin
+        Menu::Activation
     }
 }
 
@@ -390,16 +418,30 @@ pub fn step<V: View>(menu: &Menu, input: &str, view: &V) -> Result<Step, V::Erro
     };
     let back = input == "00";
     match menu {
-        Menu::NewPin => match pin(input) {
-            Some(first) => show(Menu::RepeatPin { first }),
+        Menu::Activation => {
+            let digits = input.len() == ACTIVATION_DIGITS && input.bytes().all(|b| b.is_ascii_digit());
+            if digits {
+                Ok(Step::Act(Action::CheckActivation(Secret(input.to_owned()))))
+            } else {
+                again("An activation code has 12 digits.")
+            }
+        }
+        Menu::NewPin { code } => match pin(input) {
+            Some(first) => show(Menu::RepeatPin {
+                code: code.clone(),
+                first,
+            }),
             None => again("A PIN is 4 to 6 digits."),
         },
-        Menu::RepeatPin { first } => {
+        Menu::RepeatPin { code, first } => {
             if input == first.0 {
-                Ok(Step::Act(Action::SetPin(first.clone())))
+                Ok(Step::Act(Action::SetPin {
+                    code: code.clone(),
+                    pin: first.clone(),
+                }))
             } else {
                 Ok(Step::Show {
-                    menu: Menu::NewPin,
+                    menu: Menu::NewPin { code: code.clone() },
                     notice: Some("The PINs did not match.".to_owned()),
                 })
             }
@@ -584,13 +626,30 @@ pub fn step<V: View>(menu: &Menu, input: &str, view: &V) -> Result<Step, V::Erro
                 Err(why) => again(&why),
             }
         }
-        Menu::WithdrawConfirm { destination } => match input {
-            "1" => Ok(Step::Act(Action::Withdraw {
-                destination: destination.clone(),
-            })),
-            "2" | "00" => show(Menu::Balance),
-            _ => again("Invalid choice."),
-        },
+        Menu::WithdrawConfirm { destination } => {
+            if back {
+                return show(Menu::Balance);
+            }
+            match pin(input) {
+                Some(pin) => Ok(Step::Act(Action::Withdraw {
+                    destination: destination.clone(),
+                    pin,
+                })),
+                None => again("A PIN is 4 to 6 digits."),
+            }
+        }
+        Menu::AddressConfirm { address } => {
+            if back {
+                return show(Menu::Settings);
+            }
+            match pin(input) {
+                Some(pin) => Ok(Step::Act(Action::SetLightningAddress {
+                    address: address.clone(),
+                    pin,
+                })),
+                None => again("A PIN is 4 to 6 digits."),
+            }
+        }
         Menu::Settings => match input {
             "1" => show(Menu::LightningAddress),
             "2" => show(Menu::OldPin),
@@ -630,7 +689,7 @@ pub fn step<V: View>(menu: &Menu, input: &str, view: &V) -> Result<Step, V::Erro
                 return show(Menu::Settings);
             }
             match address(input) {
-                Ok(address) => Ok(Step::Act(Action::SetLightningAddress(address))),
+                Ok(address) => show(Menu::AddressConfirm { address }),
                 Err(why) => again(&why),
             }
         }
@@ -690,12 +749,23 @@ pub fn after<V: View>(
     match outcome {
         Outcome::Locked { until } => Ok(Step::End(locked(until, view.now()))),
         Outcome::WrongPin { tries_left } => {
+            let what = match action {
+                Action::CheckActivation(_) => "code",
+                _ => "PIN",
+            };
             let notice = format!(
-                "Wrong PIN. {tries_left} {} left.",
+                "Wrong {what}. {tries_left} {} left.",
                 if tries_left == 1 { "try" } else { "tries" }
             );
             let menu = match action {
                 Action::ChangePin { .. } => Menu::OldPin,
+                Action::CheckActivation(_) => Menu::Activation,
+                Action::Withdraw { destination, .. } => Menu::WithdrawConfirm {
+                    destination: destination.clone(),
+                },
+                Action::SetLightningAddress { address, .. } => Menu::AddressConfirm {
+                    address: address.clone(),
+                },
                 _ => Menu::Login,
             };
             show(menu, &notice)
@@ -710,11 +780,12 @@ pub fn after<V: View>(
                 | Action::SetStock { id, .. }
                 | Action::Hide { id }
                 | Action::Show { id } => Menu::Product { id: id.clone() },
-                Action::SetLightningAddress(_) => Menu::LightningAddress,
+                Action::SetLightningAddress { .. } => Menu::LightningAddress,
                 Action::Withdraw { .. } => Menu::Balance,
-                Action::Activate | Action::SetPin(_) | Action::CheckPin(_) => {
-                    return Ok(Step::End(why))
-                }
+                Action::Activate
+                | Action::SetPin { .. }
+                | Action::CheckPin(_)
+                | Action::CheckActivation(_) => return Ok(Step::End(why)),
                 Action::ChangePin { .. } | Action::ShareBuyer(_) => Menu::Settings,
                 Action::Approve { id } | Action::Reject { id } => {
                     if view.approval(*id)?.is_some() {
@@ -756,10 +827,11 @@ pub fn after<V: View>(
             amount.0, fee.0, balance.0
         ))),
         Outcome::Done => match action {
-            Action::CheckPin(_) | Action::SetPin(_) => {
+            Action::CheckActivation(code) => show(Menu::NewPin { code: code.clone() }, ""),
+            Action::CheckPin(_) | Action::SetPin { .. } => {
                 if view.shop()?.pending {
                     show(Menu::ConfirmName, "")
-                } else if matches!(action, Action::SetPin(_)) {
+                } else if matches!(action, Action::SetPin { .. }) {
                     show(Menu::Main, "PIN saved.")
                 } else {
                     show(Menu::Main, "")
@@ -771,7 +843,7 @@ pub fn after<V: View>(
             }
             Action::Hide { id } => show(Menu::Product { id: id.clone() }, "Hidden from buyers."),
             Action::Show { id } => show(Menu::Product { id: id.clone() }, "Back on sale."),
-            Action::SetLightningAddress(_) => show(Menu::Settings, "Lightning address saved."),
+            Action::SetLightningAddress { .. } => show(Menu::Settings, "Lightning address saved."),
             Action::ChangePin { .. } => show(Menu::Settings, "PIN changed."),
             Action::Approve { .. } => show(Menu::Approvals { page: 0 }, "Approved."),
             Action::Reject { .. } => show(Menu::Approvals { page: 0 }, "Rejected."),
@@ -805,15 +877,17 @@ pub fn layout<V: View>(menu: &Menu, notice: Option<&str>, view: &V) -> Result<La
     out.head.extend(notice.map(str::to_owned));
     let lines = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     match menu {
-        Menu::NewPin => {
+        Menu::Activation => {
             let shop = view.shop()?;
             out.head.push(if shop.pending {
                 format!("Welcome to soko, {}!", shop.name)
             } else {
                 format!("soko: {}", shop.name)
             });
-            out.foot = lines(&["Choose a PIN of 4 to 6 digits:"]);
+            out.foot =
+                lines(&["Enter the 12-digit activation code from your agent or soko's operator:"]);
         }
+        Menu::NewPin { .. } => out.foot = lines(&["Choose a PIN of 4 to 6 digits:"]),
         Menu::RepeatPin { .. } => out.foot = lines(&["Enter the same PIN again:"]),
         Menu::ConfirmName => {
             out.head.push("Is this your shop's name?".to_owned());
@@ -1012,7 +1086,14 @@ pub fn layout<V: View>(menu: &Menu, notice: Option<&str>, view: &V) -> Result<La
             ));
             out.head
                 .push("Lightning fees come off the amount.".to_owned());
-            out.foot = lines(&["1 Yes, send", "2 No"]);
+            out.foot = lines(&["Enter your PIN to send:"]);
+            out.back = true;
+        }
+        Menu::AddressConfirm { address } => {
+            out.head
+                .push(format!("Save {} for your payouts?", cut(address, 60)));
+            out.foot = lines(&["Enter your PIN to save:"]);
+            out.back = true;
         }
         Menu::Settings => {
             out.head.push("Settings".to_owned());
@@ -1085,6 +1166,9 @@ pub fn layout<V: View>(menu: &Menu, notice: Option<&str>, view: &V) -> Result<La
 
 /// The lockout screen: until when, in UTC, and how long that is.
 pub fn locked(until: u64, now: u64) -> String {
+    if until == super::pin::UNTIL_RESET {
+        return "Too many wrong PINs. Your shop's USSD access is locked until soko's operator unlocks it. Please call them.".to_owned();
+    }
     let minutes = until.saturating_sub(now).div_ceil(60);
     let day = until % 86_400;
     format!(

@@ -148,27 +148,56 @@ fn text(menu: &Menu, view: &Fake) -> String {
 }
 
 #[test]
-fn onboarding_sets_a_pin_twice_then_confirms_the_name() {
+fn onboarding_takes_the_code_sets_a_pin_twice_then_confirms_the_name() {
     let mut view = shop();
     view.shop.pending = true;
-    assert_eq!(first(false), Menu::NewPin);
+    assert_eq!(first(false), Menu::Activation);
     assert_eq!(
-        text(&Menu::NewPin, &view),
-        "Welcome to soko, Mama Duka!\nChoose a PIN of 4 to 6 digits:"
+        text(&Menu::Activation, &view),
+        "Welcome to soko, Mama Duka!\nEnter the 12-digit activation code from your agent or soko's operator:"
     );
     assert_eq!(
-        go(&Menu::NewPin, "12", &view),
-        notice(Menu::NewPin, "A PIN is 4 to 6 digits.")
+        go(&Menu::Activation, "4821", &view),
+        notice(Menu::Activation, "An activation code has 12 digits.")
+    );
+    let code = Secret("123456789012".into());
+    let check = Action::CheckActivation(code.clone());
+    assert_eq!(
+        go(&Menu::Activation, "123456789012", &view),
+        Step::Act(check.clone())
+    );
+    assert_eq!(
+        ok(after(
+            &Menu::Activation,
+            &check,
+            Outcome::WrongPin { tries_left: 2 },
+            &view
+        )),
+        notice(Menu::Activation, "Wrong code. 2 tries left.")
+    );
+    let new_pin = Menu::NewPin { code: code.clone() };
+    assert_eq!(
+        ok(after(&Menu::Activation, &check, Outcome::Done, &view)),
+        shows(new_pin.clone())
+    );
+    assert_eq!(text(&new_pin, &view), "Choose a PIN of 4 to 6 digits:");
+    assert_eq!(
+        go(&new_pin, "12", &view),
+        notice(new_pin.clone(), "A PIN is 4 to 6 digits.")
     );
     let repeat = Menu::RepeatPin {
+        code: code.clone(),
         first: Secret("4821".into()),
     };
-    assert_eq!(go(&Menu::NewPin, "4821", &view), shows(repeat.clone()));
+    assert_eq!(go(&new_pin, "4821", &view), shows(repeat.clone()));
     assert_eq!(
         go(&repeat, "4822", &view),
-        notice(Menu::NewPin, "The PINs did not match.")
+        notice(new_pin.clone(), "The PINs did not match.")
     );
-    let set = Action::SetPin(Secret("4821".into()));
+    let set = Action::SetPin {
+        code,
+        pin: Secret("4821".into()),
+    };
     assert_eq!(go(&repeat, "4821", &view), Step::Act(set.clone()));
     assert_eq!(
         ok(after(&repeat, &set, Outcome::Done, &view)),
@@ -593,13 +622,27 @@ fn withdrawing_asks_where_and_confirms() {
     );
     assert_eq!(
         text(&other, &view),
-        "Withdraw 1120 sat to baba@pay.example?\nLightning fees come off the amount.\n1 Yes, send\n2 No"
+        "Withdraw 1120 sat to baba@pay.example?\nLightning fees come off the amount.\nEnter your PIN to send:\n00 Back"
     );
-    assert_eq!(go(&other, "2", &view), shows(Menu::Balance));
+    assert_eq!(go(&other, "00", &view), shows(Menu::Balance));
+    assert_eq!(
+        go(&other, "1", &view),
+        notice(other.clone(), "A PIN is 4 to 6 digits.")
+    );
     let withdraw = Action::Withdraw {
         destination: "baba@pay.example".into(),
+        pin: Secret("4821".into()),
     };
-    assert_eq!(go(&other, "1", &view), Step::Act(withdraw.clone()));
+    assert_eq!(go(&other, "4821", &view), Step::Act(withdraw.clone()));
+    assert_eq!(
+        ok(after(
+            &other,
+            &withdraw,
+            Outcome::WrongPin { tries_left: 1 },
+            &view
+        )),
+        notice(other.clone(), "Wrong PIN. 1 try left.")
+    );
     assert_eq!(
         ok(after(
             &other,
@@ -639,9 +682,35 @@ fn settings_change_the_address_and_the_pin() {
         text(&Menu::LightningAddress, &view),
         "Lightning address: none\nType a new one:\n00 Back"
     );
+    let confirm = Menu::AddressConfirm {
+        address: "mama@duka.example".into(),
+    };
     assert_eq!(
         go(&Menu::LightningAddress, "mama@duka.example", &view),
-        Step::Act(Action::SetLightningAddress("mama@duka.example".into()))
+        shows(confirm.clone())
+    );
+    assert_eq!(
+        text(&confirm, &view),
+        "Save mama@duka.example for your payouts?\nEnter your PIN to save:\n00 Back"
+    );
+    assert_eq!(go(&confirm, "00", &view), shows(Menu::Settings));
+    let set = Action::SetLightningAddress {
+        address: "mama@duka.example".into(),
+        pin: Secret("4821".into()),
+    };
+    assert_eq!(go(&confirm, "4821", &view), Step::Act(set.clone()));
+    assert_eq!(
+        ok(after(
+            &confirm,
+            &set,
+            Outcome::WrongPin { tries_left: 2 },
+            &view
+        )),
+        notice(confirm.clone(), "Wrong PIN. 2 tries left.")
+    );
+    assert_eq!(
+        ok(after(&confirm, &set, Outcome::Done, &view)),
+        notice(Menu::Settings, "Lightning address saved.")
     );
     assert_eq!(go(&Menu::Settings, "2", &view), shows(Menu::OldPin));
     let old = Secret("4821".into());
@@ -812,8 +881,12 @@ fn fake() -> impl Strategy<Value = Fake> {
 fn positions(view: &Fake, destination: &str) -> Vec<Menu> {
     let secret = || Secret("1234".into());
     let mut menus = vec![
-        Menu::NewPin,
-        Menu::RepeatPin { first: secret() },
+        Menu::Activation,
+        Menu::NewPin { code: secret() },
+        Menu::RepeatPin {
+            code: secret(),
+            first: secret(),
+        },
         Menu::ConfirmName,
         Menu::Login,
         Menu::Main,
@@ -825,6 +898,9 @@ fn positions(view: &Fake, destination: &str) -> Vec<Menu> {
         },
         Menu::Settings,
         Menu::LightningAddress,
+        Menu::AddressConfirm {
+            address: destination.to_owned(),
+        },
         Menu::OldPin,
         Menu::NewPinChange { old: secret() },
         Menu::RepeatPinChange {

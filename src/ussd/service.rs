@@ -29,7 +29,7 @@ use crate::agents::{Decided, Desk, DeskError};
 use crate::bot::Publisher;
 use crate::config::UssdConfig;
 use crate::escrow::{Delivery, EscrowError, EscrowService, Payout};
-use crate::market::{listing, merchants, MerchantError, MerchantStatus, Merchants};
+use crate::market::{listing, merchants, ActivationCode, MerchantError, MerchantStatus, Merchants};
 use crate::proto::nip15::Product;
 use crate::proto::ussd::{UssdHopArgs, UssdScreen};
 use crate::proto::{ErrorCode, Refusal};
@@ -50,6 +50,11 @@ pub const TIMED_OUT: &str = "Sorry, that took too long. Please dial again.";
 pub const EXPIRED: &str = "Your session expired. Please dial again.";
 /// The screen for a number no merchant has.
 pub const UNREGISTERED: &str = "This number is not registered. Ask your agent or soko's operator.";
+/// The screen for a merchant without a PIN and without an activation code to set one.
+pub const NO_CODE: &str =
+    "Your shop needs an activation code to start. Ask your agent or soko's operator for one.";
+/// The screen that ends a session after `pin_tries` wrong PINs in it.
+pub const SESSION_TRIES: &str = "Too many wrong PINs in this call. Please dial again later.";
 
 /// USSD failures that are not screens.
 #[derive(Debug, thiserror::Error)]
@@ -201,7 +206,19 @@ impl UssdService {
                     return Ok(Screen::end(TIMED_OUT));
                 }
                 let outcome = self.apply(merchant, &action).await?;
-                menu::after(&session.menu, &action, outcome, &view)?
+                // Wrong tries count for the merchant (the escalating lock) and for the call:
+                // one call gets `pin_tries` at most, so a flood from one session cannot go
+                // on guessing after a right PIN from another session cleared the count.
+                if matches!(outcome, Outcome::WrongPin { .. }) {
+                    session.wrong = session.wrong.saturating_add(1);
+                    if session.wrong >= inner.config.pin_tries {
+                        Step::End(SESSION_TRIES.to_owned())
+                    } else {
+                        menu::after(&session.menu, &action, outcome, &view)?
+                    }
+                } else {
+                    menu::after(&session.menu, &action, outcome, &view)?
+                }
             }
             step => step,
         };
@@ -238,6 +255,9 @@ impl UssdService {
         if let Some(until) = account.locked(now) {
             return Ok(Screen::end(&menu::locked(until, now)));
         }
+        if account.pin_hash.is_none() && !inner.merchants.has_activation(&merchant)? {
+            return Ok(Screen::end(NO_CODE));
+        }
         let view = Data {
             inner,
             merchant,
@@ -251,6 +271,7 @@ impl UssdService {
             consumed: String::new(),
             last: screen.clone(),
             expires_at: now.saturating_add(inner.config.session_secs),
+            wrong: 0,
         };
         self.save(key, &session)?;
         tracing::info!(merchant = %merchant, "USSD session started");
@@ -264,22 +285,37 @@ impl UssdService {
             MerchantError::Invalid(why) => Ok(Outcome::Refused(why)),
             other => Err(UssdError::from(other)),
         };
+        // Withdrawals and address changes are confirmed with the PIN: a session left open on
+        // a borrowed phone must not move the money.
         match action {
-            Action::CheckPin(pin) => Ok(match self.check_pin(&merchant, pin).await? {
+            Action::Withdraw { pin, .. } | Action::SetLightningAddress { pin, .. } => {
+                match self.check(&merchant, Entered::Pin(pin)).await? {
+                    PinVerdict::Right => {}
+                    PinVerdict::Wrong { tries_left } => {
+                        return Ok(Outcome::WrongPin { tries_left })
+                    }
+                    PinVerdict::Locked { until } => return Ok(Outcome::Locked { until }),
+                }
+            }
+            _ => {}
+        }
+        match action {
+            Action::CheckPin(pin) => Ok(match self.check(&merchant, Entered::Pin(pin)).await? {
                 PinVerdict::Right => Outcome::Done,
                 PinVerdict::Wrong { tries_left } => Outcome::WrongPin { tries_left },
                 PinVerdict::Locked { until } => Outcome::Locked { until },
             }),
-            Action::SetPin(pin) => {
+            Action::CheckActivation(code) => Ok(
+                match self.check(&merchant, Entered::Activation(code)).await? {
+                    PinVerdict::Right => Outcome::Done,
+                    PinVerdict::Wrong { tries_left } => Outcome::WrongPin { tries_left },
+                    PinVerdict::Locked { until } => Outcome::Locked { until },
+                },
+            ),
+            Action::SetPin { code, pin } => {
                 let key = account_key(&merchant);
                 let guard = self.lock(&key).await;
-                let outcome = match self.account(&merchant) {
-                    Ok(account) if account.pin_hash.is_some() => Ok(Outcome::Refused(
-                        "A PIN is set already. Please dial again.".to_owned(),
-                    )),
-                    Ok(_) => self.set_pin(&merchant, pin).await.map(|()| Outcome::Done),
-                    Err(e) => Err(e),
-                };
+                let outcome = self.first_pin(&merchant, code, pin).await;
                 drop(guard);
                 self.unlock(&key);
                 outcome
@@ -374,7 +410,7 @@ impl UssdService {
                     Ok(Outcome::Done)
                 }
             },
-            Action::Withdraw { destination } => {
+            Action::Withdraw { destination, .. } => {
                 match inner.escrow.pay_out_to(merchant, destination).await? {
                     Payout::Sent { amount, fee } => Ok(Outcome::Withdrawn {
                         amount,
@@ -395,7 +431,7 @@ impl UssdService {
                     }
                 }
             }
-            Action::SetLightningAddress(address) => {
+            Action::SetLightningAddress { address, .. } => {
                 match inner
                     .merchants
                     .set_lightning_address(&merchant, Some(address))
@@ -416,19 +452,77 @@ impl UssdService {
                 inner.desk.links().set_shares_buyer(&merchant, *share)?;
                 Ok(Outcome::Done)
             }
-            Action::ChangePin { old, new } => Ok(match self.check_pin(&merchant, old).await? {
-                PinVerdict::Right => {
-                    self.set_pin(&merchant, new).await?;
-                    Outcome::Done
-                }
-                PinVerdict::Wrong { tries_left } => Outcome::WrongPin { tries_left },
-                PinVerdict::Locked { until } => Outcome::Locked { until },
-            }),
+            Action::ChangePin { old, new } => {
+                Ok(match self.check(&merchant, Entered::Pin(old)).await? {
+                    PinVerdict::Right => {
+                        self.set_pin(&merchant, new).await?;
+                        Outcome::Done
+                    }
+                    PinVerdict::Wrong { tries_left } => Outcome::WrongPin { tries_left },
+                    PinVerdict::Locked { until } => Outcome::Locked { until },
+                })
+            }
         }
     }
 
-    /// Checks a PIN under the merchant's lock and records the verdict.
-    async fn check_pin(&self, merchant: &PublicKey, pin: &Secret) -> Result<PinVerdict, UssdError> {
+    /// Sets the first PIN, under the merchant's lock: only with its unused activation code,
+    /// which is then used up. The PIN is saved before the code is used up, so a crash in
+    /// between leaves a PIN (and a stale code that no screen asks for any more), never a
+    /// used code and no PIN.
+    async fn first_pin(
+        &self,
+        merchant: &PublicKey,
+        code: &Secret,
+        pin: &Secret,
+    ) -> Result<Outcome, UssdError> {
+        let merchants = &self.inner.merchants;
+        if self.account(merchant)?.pin_hash.is_some() {
+            return Ok(Outcome::Refused(
+                "A PIN is set already. Please dial again.".to_owned(),
+            ));
+        }
+        if !merchants.check_activation(merchant, &code.0)? {
+            return Ok(Outcome::Refused(
+                "That activation code was used or replaced. Ask for a new one.".to_owned(),
+            ));
+        }
+        self.set_pin(merchant, pin).await?;
+        merchants.redeem_activation(merchant, &code.0)?;
+        tracing::info!(merchant = %merchant, "activation code used; first USSD PIN set");
+        Ok(Outcome::Done)
+    }
+
+    /// Lifts the merchant's lock (the operator's `ussd_reset`); with `new_code`, forgets its
+    /// PIN and issues a new activation code.
+    pub async fn reset(
+        &self,
+        merchant: &PublicKey,
+        new_code: bool,
+    ) -> Result<Option<ActivationCode>, UssdError> {
+        let key = account_key(merchant);
+        let guard = self.lock(&key).await;
+        let result = (|| -> Result<Option<ActivationCode>, UssdError> {
+            let account = self.account(merchant)?.reset(new_code);
+            let code = if new_code {
+                Some(self.inner.merchants.issue_activation(merchant)?)
+            } else {
+                None
+            };
+            self.inner.accounts.insert(&merchant.to_bytes(), &account)?;
+            Ok(code)
+        })();
+        drop(guard);
+        self.unlock(&key);
+        result
+    }
+
+    /// Checks a PIN or an activation code under the merchant's lock and records the
+    /// verdict: both count towards the same lock.
+    async fn check(
+        &self,
+        merchant: &PublicKey,
+        typed: Entered<'_>,
+    ) -> Result<PinVerdict, UssdError> {
         let key = account_key(merchant);
         let guard = self.lock(&key).await;
         let result = async {
@@ -437,17 +531,25 @@ impl UssdService {
             if let Some(until) = account.locked(now) {
                 return Ok(PinVerdict::Locked { until });
             }
-            let Some(stored) = account.pin_hash.clone() else {
-                return Ok(PinVerdict::Wrong { tries_left: 0 });
+            let right = match typed {
+                Entered::Activation(code) => {
+                    self.inner.merchants.check_activation(merchant, &code.0)?
+                }
+                Entered::Pin(pin) => {
+                    let Some(stored) = account.pin_hash.clone() else {
+                        return Ok(PinVerdict::Wrong { tries_left: 0 });
+                    };
+                    let typed = pin.0.clone();
+                    // argon2 is slow on purpose: off the async threads.
+                    tokio::task::spawn_blocking(move || pin::verify(&stored, &typed))
+                        .await
+                        .map_err(|e| UssdError::Internal(e.to_string()))?
+                }
             };
-            let typed = pin.0.clone();
-            // argon2 is slow on purpose: off the async threads.
-            let right = tokio::task::spawn_blocking(move || pin::verify(&stored, &typed))
-                .await
-                .map_err(|e| UssdError::Internal(e.to_string()))?;
             let rule = Lockout {
                 tries: self.inner.config.pin_tries,
                 secs: self.inner.config.lockout_secs,
+                timed: self.inner.config.timed_lockouts,
             };
             let (next, verdict) = account.record(right, unix_now(), rule);
             self.inner.accounts.insert(&merchant.to_bytes(), &next)?;
@@ -575,6 +677,12 @@ impl UssdService {
             }
         }
     }
+}
+
+/// What a caller typed to prove who it is.
+enum Entered<'a> {
+    Pin(&'a Secret),
+    Activation(&'a Secret),
 }
 
 /// The merchant's data, read for one hop.

@@ -22,6 +22,9 @@ pub struct Session {
     pub last: Screen,
     /// Unix seconds after which the session is gone.
     pub expires_at: u64,
+    /// Wrong PINs and activation codes typed in this session: at `pin_tries` it ends.
+    #[serde(default)]
+    pub wrong: u32,
 }
 
 /// What a hop's `text` means for a session.
