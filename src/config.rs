@@ -43,6 +43,16 @@ pub struct Config {
     pub admins: Vec<PublicKey>,
     /// `[ussd]`: the USSD menus for merchants on feature phones.
     pub ussd: UssdConfig,
+    /// `[lnurl]`: requests to Lightning addresses (payouts, refunds).
+    pub lnurl: LnurlConfig,
+}
+
+/// `[lnurl]`
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LnurlConfig {
+    /// Development only: Lightning addresses and LNURLs served on loopback may be called,
+    /// over plain http too. Off, soko calls only https services on public addresses.
+    pub allow_loopback_http: bool,
 }
 
 /// `[ussd]`
@@ -176,6 +186,7 @@ impl Default for Config {
             },
             admins: Vec::new(),
             ussd: UssdConfig::default(),
+            lnurl: LnurlConfig::default(),
         }
     }
 }
@@ -254,6 +265,7 @@ impl Config {
             "",
             &[
                 "relay", "relays", "mint", "storage", "log", "rates", "market", "ussd", "admins",
+                "lnurl",
             ],
         );
 
@@ -416,6 +428,16 @@ impl Config {
             }
         }
 
+        let lnurl_section = check.section(&root, "lnurl", &["allow_loopback_http"]);
+        let lnurl = LnurlConfig {
+            allow_loopback_http: check.field(
+                lnurl_section,
+                "lnurl",
+                "allow_loopback_http",
+                defaults.lnurl.allow_loopback_http,
+            ),
+        };
+
         let mut rates = std::collections::BTreeMap::new();
         match root.get("rates") {
             None => {}
@@ -456,6 +478,7 @@ impl Config {
                 },
                 admins,
                 ussd,
+                lnurl,
             })
         } else {
             Err(check.problems)
@@ -651,6 +674,17 @@ mod tests {
         let text = format!("[admins]\nnpubs = [\"{npub}\", \"{}\"]", key.to_hex());
         assert_eq!(Config::parse(&text).map(|c| c.admins), Ok(vec![key, key]));
         assert_eq!(keys("[admins]\nnpubs = [\"bob\"]"), ["admins.npubs[0]"]);
+    }
+
+    #[test]
+    fn loopback_lnurl_is_off_unless_asked() {
+        assert!(!Config::default().lnurl.allow_loopback_http);
+        let cfg = Config::parse("[lnurl]\nallow_loopback_http = true").map(|c| c.lnurl);
+        assert_eq!(cfg.map(|l| l.allow_loopback_http), Ok(true));
+        assert_eq!(
+            keys("[lnurl]\nallow_loopback_http = \"yes\""),
+            ["lnurl.allow_loopback_http"]
+        );
     }
 
     #[test]

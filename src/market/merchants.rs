@@ -207,8 +207,7 @@ impl Merchants {
             )));
         }
         if let Some(address) = lightning_address {
-            crate::escrow::payout::lnurlp_url(address)
-                .map_err(|e| MerchantError::Invalid(e.to_string()))?;
+            crate::lnurl::lnurlp_url(address).map_err(|e| MerchantError::Invalid(e.to_string()))?;
         }
         let tag = match phone {
             None => None,
@@ -301,8 +300,7 @@ impl Merchants {
     ) -> Result<Merchant, MerchantError> {
         let address = address.map(str::trim);
         if let Some(address) = address {
-            crate::escrow::payout::lnurlp_url(address)
-                .map_err(|e| MerchantError::Invalid(e.to_string()))?;
+            crate::lnurl::lnurlp_url(address).map_err(|e| MerchantError::Invalid(e.to_string()))?;
         }
         self.update(pubkey, |stored| {
             stored.lightning_address = address.map(str::to_owned);
@@ -372,7 +370,7 @@ impl Merchants {
             stored.tokens_to = Some(npub.to_bech32().unwrap_or_else(|_| npub.to_hex()));
             stored.lightning_address = None;
         } else {
-            crate::escrow::payout::lnurlp_url(to).map_err(|e| {
+            crate::lnurl::lnurlp_url(to).map_err(|e| {
                 MerchantError::Invalid(format!("{e}; or give an npub to be paid in Cashu tokens"))
             })?;
             stored.lightning_address = Some(to.to_owned());
