@@ -232,8 +232,10 @@ impl Policy {
         }
         let host = url.host_str().unwrap_or_default().to_owned();
         let port = url.port_or_known_default().unwrap_or(443);
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        let lookup = tokio::net::lookup_host((host.as_str(), port));
+        let addrs: Vec<SocketAddr> = tokio::time::timeout(REQUEST_TIMEOUT, lookup)
             .await
+            .map_err(|_| format!("looking up {host} timed out"))?
             .map_err(|e| format!("{host} does not resolve: {e}"))?
             .collect();
         if addrs.is_empty() {
