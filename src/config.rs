@@ -47,6 +47,8 @@ pub struct Config {
     /// loopback (a public demo). Without it such a config is refused: see
     /// [`Config::dev_mint_refusal`].
     pub dev_mint_public: bool,
+    /// `[lnurl]`: requests to Lightning addresses (payouts, refunds).
+    pub lnurl: LnurlConfig,
 }
 
 impl Config {
@@ -82,6 +84,14 @@ impl Config {
             reachable.join("; ")
         ))
     }
+}
+
+/// `[lnurl]`
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LnurlConfig {
+    /// Development only: Lightning addresses and LNURLs served on loopback may be called,
+    /// over plain http too. Off, soko calls only https services on public addresses.
+    pub allow_loopback_http: bool,
 }
 
 /// `[ussd]`
@@ -220,6 +230,7 @@ impl Default for Config {
             admins: Vec::new(),
             ussd: UssdConfig::default(),
             dev_mint_public: false,
+            lnurl: LnurlConfig::default(),
         }
     }
 }
@@ -298,6 +309,7 @@ impl Config {
             "",
             &[
                 "relay", "relays", "mint", "storage", "log", "rates", "market", "ussd", "admins",
+                "lnurl",
             ],
         );
 
@@ -474,6 +486,16 @@ impl Config {
             }
         }
 
+        let lnurl_section = check.section(&root, "lnurl", &["allow_loopback_http"]);
+        let lnurl = LnurlConfig {
+            allow_loopback_http: check.field(
+                lnurl_section,
+                "lnurl",
+                "allow_loopback_http",
+                defaults.lnurl.allow_loopback_http,
+            ),
+        };
+
         let mut rates = std::collections::BTreeMap::new();
         match root.get("rates") {
             None => {}
@@ -515,6 +537,7 @@ impl Config {
                 admins,
                 ussd,
                 dev_mint_public,
+                lnurl,
             };
             match config.dev_mint_refusal() {
                 Some(why) => Err(vec![ConfigProblem {
@@ -739,6 +762,17 @@ mod tests {
         let text = format!("[admins]\nnpubs = [\"{npub}\", \"{}\"]", key.to_hex());
         assert_eq!(Config::parse(&text).map(|c| c.admins), Ok(vec![key, key]));
         assert_eq!(keys("[admins]\nnpubs = [\"bob\"]"), ["admins.npubs[0]"]);
+    }
+
+    #[test]
+    fn loopback_lnurl_is_off_unless_asked() {
+        assert!(!Config::default().lnurl.allow_loopback_http);
+        let cfg = Config::parse("[lnurl]\nallow_loopback_http = true").map(|c| c.lnurl);
+        assert_eq!(cfg.map(|l| l.allow_loopback_http), Ok(true));
+        assert_eq!(
+            keys("[lnurl]\nallow_loopback_http = \"yes\""),
+            ["lnurl.allow_loopback_http"]
+        );
     }
 
     #[test]

@@ -438,7 +438,7 @@ struct Binary {
 impl Binary {
     fn new(dir: &Path, config: &Config, mint_url: &str) -> Self {
         let toml = format!(
-            "[relay]\nport = {}\n[mint]\nurl = \"{mint_url}\"\n[storage]\ndata_dir = \"{}\"\n[log]\nlevel = \"info,soko=debug\"\n",
+            "[relay]\nport = {}\n[mint]\nurl = \"{mint_url}\"\n[storage]\ndata_dir = \"{}\"\n[log]\nlevel = \"info,soko=debug\"\n[lnurl]\nallow_loopback_http = true\n",
             config.relay.port,
             config.storage.data_dir.display()
         );

@@ -68,6 +68,8 @@ pub struct Rules {
     pub payment_window_secs: u64,
     /// Seconds a merchant has to deliver a paid order.
     pub delivery_window_secs: u64,
+    /// Where payouts and refunds may send LNURL requests.
+    pub lnurl: crate::lnurl::Policy,
 }
 
 /// One order and its escrow.
@@ -235,6 +237,7 @@ pub(super) struct Inner {
     pub(super) rates: Rates,
     pub(super) payment_window_secs: u64,
     pub(super) delivery_window_secs: u64,
+    pub(super) lnurl: crate::lnurl::Policy,
     pub(super) refunds: Mutex<()>,
     pub(super) payouts_lock: Mutex<()>,
     pub(super) lock: Mutex<()>,
@@ -275,6 +278,7 @@ impl EscrowService {
                 rates: rules.rates,
                 payment_window_secs: rules.payment_window_secs,
                 delivery_window_secs: rules.delivery_window_secs,
+                lnurl: rules.lnurl,
                 refunds: Mutex::new(()),
                 payouts_lock: Mutex::new(()),
                 lock: Mutex::new(()),

@@ -220,8 +220,7 @@ impl Merchants {
             )));
         }
         if let Some(address) = lightning_address {
-            crate::escrow::payout::lnurlp_url(address)
-                .map_err(|e| MerchantError::Invalid(e.to_string()))?;
+            crate::lnurl::lnurlp_url(address).map_err(|e| MerchantError::Invalid(e.to_string()))?;
         }
         let tag = match phone {
             None => None,
@@ -380,8 +379,7 @@ impl Merchants {
     ) -> Result<Merchant, MerchantError> {
         let address = address.map(str::trim);
         if let Some(address) = address {
-            crate::escrow::payout::lnurlp_url(address)
-                .map_err(|e| MerchantError::Invalid(e.to_string()))?;
+            crate::lnurl::lnurlp_url(address).map_err(|e| MerchantError::Invalid(e.to_string()))?;
         }
         self.update(pubkey, |stored| {
             stored.lightning_address = address.map(str::to_owned);
@@ -451,7 +449,7 @@ impl Merchants {
                 None,
             ),
             Err(_) => {
-                crate::escrow::payout::lnurlp_url(to).map_err(|e| {
+                crate::lnurl::lnurlp_url(to).map_err(|e| {
                     MerchantError::Invalid(format!(
                         "{e}; or give an npub to be paid in Cashu tokens"
                     ))

@@ -1253,7 +1253,7 @@ fn address(input: &str) -> Result<String, String> {
     if input.is_empty() {
         return Err("Type an address like name@domain.".to_owned());
     }
-    crate::escrow::payout::lnurlp_url(input)
+    crate::lnurl::lnurlp_url(input)
         .map(|_| input.to_owned())
         .map_err(|_| "That is not a Lightning address (name@domain).".to_owned())
 }

@@ -1006,3 +1006,40 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Whatever a handset sends, at every position (issue 11): a next step, never a panic,
+    /// and the screen it leads to fits. The address screens read the text as a Lightning
+    /// address, where a multi-byte character once panicked.
+    #[test]
+    fn any_input_anywhere_is_a_step(
+        view in fake(),
+        inputs in proptest::collection::vec(
+            prop_oneof![
+                any::<String>(),
+                "[0-9*#]{0,40}",
+                Just("a€€@x.y".to_owned()),
+                Just("lnurlé@x".to_owned()),
+            ],
+            1..5,
+        ),
+    ) {
+        for menu in positions(&view, "mama@duka.example") {
+            for input in &inputs {
+                let next = match ok(step(&menu, input, &view)) {
+                    Step::Act(action) => ok(after(&menu, &action, Outcome::Done, &view)),
+                    next => next,
+                };
+                match next {
+                    Step::Show { menu: to, notice } => {
+                        assert_fits(&ok(render(&to, notice.as_deref(), &view)), &to);
+                    }
+                    Step::End(text) => assert_fits(&Screen::end(&text), &menu),
+                    Step::Act(_) => prop_assert!(false, "after() never asks for another action"),
+                }
+            }
+        }
+    }
+}

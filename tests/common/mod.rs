@@ -106,6 +106,8 @@ pub fn test_config(dir: &Path) -> Config {
     config.relay.port = 0;
     config.mint = MintConfig::EmbeddedDev { port: 0 };
     config.storage.data_dir = dir.to_path_buf();
+    // The LNURL payees of the tests live on loopback, over http.
+    config.lnurl.allow_loopback_http = true;
     config
 }
 
