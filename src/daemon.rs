@@ -129,6 +129,17 @@ impl Daemon {
                 rates: Rates(config.rates.clone().into_iter().collect()),
                 payment_window_secs: config.market.payment_window_secs,
                 delivery_window_secs: config.market.delivery_window_secs,
+                poll: crate::escrow::watch::PollRules {
+                    max_interval: std::time::Duration::from_secs(
+                        config.market.quote_poll_max_secs,
+                    ),
+                    checks_per_minute: config.market.quote_checks_per_minute,
+                },
+                caps: crate::escrow::Caps {
+                    per_buyer: config.market.max_unpaid_per_buyer,
+                    total: config.market.max_unpaid_total,
+                    held_percent: config.market.max_held_percent,
+                },
             },
             ussd: config.ussd.clone(),
             catalog: catalog.clone(),

@@ -231,7 +231,14 @@ impl EscrowService {
             .prepare_melt(&quote.id, Default::default())
             .await
         {
-            Ok(prepared) => prepared.confirm().await,
+            Ok(prepared) => {
+                let input_fee = Sats::from(prepared.total_fee());
+                let melted = prepared.confirm().await;
+                if melted.is_ok() {
+                    self.book_input_fee(input_fee);
+                }
+                melted
+            }
             Err(e) => Err(e),
         };
         match melted {
