@@ -426,8 +426,12 @@ impl Config {
             defaults.market.catalog_max_entries,
         );
         let dm = &defaults.market;
-        let max_unpaid_per_buyer =
-            check.positive(market, "market", "max_unpaid_per_buyer", dm.max_unpaid_per_buyer);
+        let max_unpaid_per_buyer = check.positive(
+            market,
+            "market",
+            "max_unpaid_per_buyer",
+            dm.max_unpaid_per_buyer,
+        );
         let max_unpaid_total =
             check.positive(market, "market", "max_unpaid_total", dm.max_unpaid_total);
         let max_held_percent =
@@ -435,8 +439,12 @@ impl Config {
         if max_held_percent > 100 {
             check.problem("market.max_held_percent", "must be at most 100".to_owned());
         }
-        let quote_poll_max_secs =
-            check.positive(market, "market", "quote_poll_max_secs", dm.quote_poll_max_secs);
+        let quote_poll_max_secs = check.positive(
+            market,
+            "market",
+            "quote_poll_max_secs",
+            dm.quote_poll_max_secs,
+        );
         let quote_checks_per_minute = check.positive(
             market,
             "market",

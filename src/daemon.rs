@@ -130,9 +130,7 @@ impl Daemon {
                 payment_window_secs: config.market.payment_window_secs,
                 delivery_window_secs: config.market.delivery_window_secs,
                 poll: crate::escrow::watch::PollRules {
-                    max_interval: std::time::Duration::from_secs(
-                        config.market.quote_poll_max_secs,
-                    ),
+                    max_interval: std::time::Duration::from_secs(config.market.quote_poll_max_secs),
                     checks_per_minute: config.market.quote_checks_per_minute,
                 },
                 caps: crate::escrow::Caps {

@@ -76,7 +76,11 @@ async fn wait_state(
 ) -> bool {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let now = soko.daemon().escrow().order(&shop.merchant, number).unwrap();
+        let now = soko
+            .daemon()
+            .escrow()
+            .order(&shop.merchant, number)
+            .unwrap();
         if now.is_some_and(|r| r.state == state) {
             return true;
         }
@@ -127,11 +131,7 @@ async fn a_huge_order_id_is_refused_and_does_not_stop_other_orders() {
         "{}",
         refused.content
     );
-    assert!(
-        refused.content.contains("too_large"),
-        "{}",
-        refused.content
-    );
+    assert!(refused.content.contains("too_large"), "{}", refused.content);
     // The refusal does not echo the whole id back.
     assert!(refused.tag("order").is_some_and(|id| id.len() <= 200));
 
@@ -147,7 +147,11 @@ async fn a_huge_order_id_is_refused_and_does_not_stop_other_orders() {
         .order(&shop.merchant, 1)
         .unwrap()
         .map(|r| r.buyer_order_id);
-    assert_eq!(number.as_deref(), Some("fine-1"), "the huge order was not recorded");
+    assert_eq!(
+        number.as_deref(),
+        Some("fine-1"),
+        "the huge order was not recorded"
+    );
     let paid = buyer.next_dm(REPLY_TIMEOUT).await.expect("paid status");
     assert_eq!(paid.json()["paid"], true, "{}", paid.content);
     let code = buyer.next_dm(REPLY_TIMEOUT).await.expect("code DM");
@@ -273,10 +277,7 @@ async fn fresh_keys_cannot_hold_the_whole_stock() {
     let held = held_units(&soko, &shop, 30);
     println!("stock 50: units held by unpaid orders of 12 fresh keys = {held}");
     assert!(held <= 25, "unpaid orders hold {held} of 50 units");
-    assert!(
-        refusals.iter().any(|r| r.contains("busy")),
-        "{refusals:?}"
-    );
+    assert!(refusals.iter().any(|r| r.contains("busy")), "{refusals:?}");
 
     // One key, many small orders: the fourth waits.
     let mut greedy = User::connect(&[soko.relay_url()]).await;
@@ -285,9 +286,13 @@ async fn fresh_keys_cannot_hold_the_whole_stock() {
         let pear = json!({"id":"pear","stall_id":"duka","name":"Pear","currency":"sat",
                           "price":100,"quantity":null});
         assert!(
-            operator(&soko, "product_put", json!({"merchant": shop.npub, "product": pear}))
-                .await
-                .ok
+            operator(
+                &soko,
+                "product_put",
+                json!({"merchant": shop.npub, "product": pear})
+            )
+            .await
+            .ok
         );
         &shop
     };
@@ -453,7 +458,10 @@ async fn stock_leaves_the_listing_with_the_paid_commit() {
             .1
             .map(|bytes| soko::store::decode::<serde_json::Value>(&bytes).unwrap())
             .and_then(|v| v["quantity"].as_u64());
-        if record.as_ref().is_some_and(|r| r.state == EscrowState::Paid) {
+        if record
+            .as_ref()
+            .is_some_and(|r| r.state == EscrowState::Paid)
+        {
             break (EscrowState::Paid, stock);
         }
         assert!(tokio::time::Instant::now() < deadline, "never paid");
@@ -471,9 +479,13 @@ async fn a_total_above_the_mint_maximum_is_refused_clearly() {
     let gold = json!({"id":"gold","stall_id":"duka","name":"Gold bar","currency":"sat",
                       "price":6_000_000,"quantity":10});
     assert!(
-        operator(&soko, "product_put", json!({"merchant": shop.npub, "product": gold}))
-            .await
-            .ok
+        operator(
+            &soko,
+            "product_put",
+            json!({"merchant": shop.npub, "product": gold})
+        )
+        .await
+        .ok
     );
     let mut buyer = User::connect(&[soko.relay_url()]).await;
     let order = json!({"id": "rich-1", "type": 0,
@@ -486,7 +498,9 @@ async fn a_total_above_the_mint_maximum_is_refused_clearly() {
     assert!(message.contains("too_large"), "{message}");
     assert!(!message.contains("internal"), "{message}");
     // One bar is within the mint's limit.
-    let order = order.replace("rich-1", "rich-2").replace("\"quantity\":2", "\"quantity\":1");
+    let order = order
+        .replace("rich-1", "rich-2")
+        .replace("\"quantity\":2", "\"quantity\":1");
     let answer = buyer.ask_nip04(shop.merchant, &order).await.json();
     assert_eq!(answer["type"], 1, "{answer}");
 }
@@ -516,4 +530,106 @@ async fn the_books_reconcile_with_the_wallet() {
     assert_eq!(books.drift(), 0, "{books:?}");
     assert_eq!(books.held, Sats(600 + 1_100));
     assert_eq!(books.wallet, Sats(1_700));
+}
+
+/// Issue 11 item 1 (replies): a command name of 45,000 characters used to be echoed in the
+/// `unknown_command` refusal, a reply larger than relays take, retried every 10 s for a day
+/// and never received. Now the name is refused (`too_large`) without the echo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_command_name_gets_a_short_refusal() {
+    let soko = TestSoko::start().await;
+    let mut user = User::connect(&[soko.relay_url()]).await;
+    let request = json!({"cmd": "z".repeat(45_000)}).to_string();
+    let reply = user.ask_nip04(soko.bot(), &request).await;
+    assert!(reply.content.len() < 1_000, "{} bytes", reply.content.len());
+    let reply = reply.json();
+    assert_eq!(reply["ok"], false);
+    assert_eq!(reply["error"]["code"], "too_large", "{reply}");
+    // The bot still answers.
+    let pong = user.ask_nip04(soko.bot(), r#"{"cmd":"ping"}"#).await.json();
+    assert_eq!(pong["ok"], true);
+    assert_eq!(soko.daemon().escrow().watch_failures(), 0);
+}
+
+/// Issue 11 item 12: NUT-02 input fees the escrow wallet pays are booked, so the books still
+/// balance against the wallet after a payout from a mint that charges them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_books_balance_after_input_fees() {
+    let mint_dir = tempfile::tempdir().unwrap();
+    let mint = soko::devmint::DevMint::start_with_input_fee(mint_dir.path(), 0, 1, 400)
+        .await
+        .unwrap();
+    let url = mint.url().to_owned();
+    let mint_url = url.clone();
+    let soko = TestSoko::start_with(|c| {
+        c.mint = soko::config::MintConfig::External {
+            url: mint_url,
+            requests_per_minute: 600,
+        };
+    })
+    .await;
+    let mama_dir = tempfile::tempdir().unwrap();
+    let (lnurlp, _mama_wallet, _server) = lnurl_service_on(0, &url, mama_dir.path()).await;
+    let lnurl = lnurl::lnurl::LnUrl::from_url(lnurlp).encode();
+    let added = operator(
+        &soko,
+        "merchant_add",
+        json!({"name":"Mama Duka","lightning_address": lnurl}),
+    )
+    .await;
+    let npub = added.result.unwrap()["npub"].as_str().unwrap().to_owned();
+    let merchant = PublicKey::parse(&npub).unwrap();
+    let stall = json!({"id":"duka","name":"Mama Duka","currency":"sat",
+                       "shipping":[{"id":"nairobi","cost":100}]});
+    assert!(
+        operator(
+            &soko,
+            "stall_put",
+            json!({"merchant": npub, "stall": stall})
+        )
+        .await
+        .ok
+    );
+    let mango = json!({"id":"mango","stall_id":"duka","name":"Mango","currency":"sat",
+                       "price":500,"quantity":10});
+    assert!(
+        operator(
+            &soko,
+            "product_put",
+            json!({"merchant": npub, "product": mango})
+        )
+        .await
+        .ok
+    );
+    let mut buyer = User::connect(&[soko.relay_url()]).await;
+    let mut code = None;
+    for (id, units) in [("f-1", 2), ("f-2", 1)] {
+        buyer.send_nip04(merchant, &nip15_order(id, units)).await;
+        for _ in 0..3 {
+            let dm = buyer.next_dm(REPLY_TIMEOUT).await.expect("a DM");
+            if code.is_none() {
+                code = code_in(&dm);
+            }
+        }
+    }
+    let delivered = operator(
+        &soko,
+        "order_deliver",
+        json!({"merchant": npub, "order": 1, "code": code.expect("the first code")}),
+    )
+    .await;
+    assert!(delivered.ok, "{delivered:?}");
+    let result = delivered.result.unwrap();
+    assert!(result["payout"]["paid_sat"].as_u64().is_some(), "{result}");
+    let escrow = soko.daemon().escrow();
+    let books = loop {
+        if let Some(books) = escrow.reconcile().await.unwrap() {
+            break books;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!("{books:?}");
+    assert!(books.input_fees > Sats::ZERO, "{books:?}");
+    assert_eq!(books.drift(), 0, "{books:?}");
+    assert_eq!(books.held, Sats(600));
 }

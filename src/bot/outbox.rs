@@ -121,7 +121,10 @@ impl Outbox {
             // A relay that already has the event counts as one that took it.
             Ok(output)
                 if !output.success.is_empty()
-                    || output.failed.values().any(|why| why.starts_with("duplicate:")) =>
+                    || output
+                        .failed
+                        .values()
+                        .any(|why| why.starts_with("duplicate:")) =>
             {
                 self.pending.remove(event.id.as_bytes())?;
             }
@@ -131,7 +134,9 @@ impl Outbox {
                     .iter()
                     .map(|(relay, why)| format!("{relay}: {why}"))
                     .collect();
-                if !output.failed.is_empty() && output.failed.values().all(|why| refused_for_good(why)) {
+                if !output.failed.is_empty()
+                    && output.failed.values().all(|why| refused_for_good(why))
+                {
                     tracing::error!(event_id = %event.id, kind = %event.kind, ?reasons, "every relay refused the event for good; dropped");
                     self.pending.remove(event.id.as_bytes())?;
                 } else {
@@ -180,7 +185,10 @@ impl Outbox {
                 continue;
             }
             if pending.attempts > 0
-                && now < pending.last_try.saturating_add(retry_delay(pending.attempts))
+                && now
+                    < pending
+                        .last_try
+                        .saturating_add(retry_delay(pending.attempts))
             {
                 continue;
             }
@@ -207,12 +215,20 @@ mod tests {
 
     #[test]
     fn permanent_refusals_are_told_from_passing_ones() {
-        assert!(refused_for_good("invalid: event too large (70000 bytes, limit 65536)"));
+        assert!(refused_for_good(
+            "invalid: event too large (70000 bytes, limit 65536)"
+        ));
         assert!(refused_for_good("blocked: you are banned"));
-        assert!(refused_for_good("event too large (70000 bytes, limit 65536)"));
+        assert!(refused_for_good(
+            "event too large (70000 bytes, limit 65536)"
+        ));
         assert!(!refused_for_good("rate-limited: slow down"));
-        assert!(!refused_for_good("blocked: rate limited: too many events from this pubkey"));
-        assert!(!refused_for_good("error: could not connect to the database"));
+        assert!(!refused_for_good(
+            "blocked: rate limited: too many events from this pubkey"
+        ));
+        assert!(!refused_for_good(
+            "error: could not connect to the database"
+        ));
     }
 
     #[test]

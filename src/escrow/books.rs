@@ -185,7 +185,10 @@ mod tests {
         assert_eq!(books(997, 600, 400, 0, 0).drift(), -3);
         // A mint finished before a crash and not yet booked: surplus.
         assert_eq!(books(1_500, 600, 400, 0, 0).drift(), 500);
-        assert_eq!(books(0, u64::MAX, u64::MAX, 0, 0).drift(), -2 * i128::from(u64::MAX));
+        assert_eq!(
+            books(0, u64::MAX, u64::MAX, 0, 0).drift(),
+            -2 * i128::from(u64::MAX)
+        );
     }
 
     #[test]

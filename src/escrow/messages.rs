@@ -7,7 +7,9 @@ use super::service::{Dialect, OrderRecord};
 use super::state::EscrowState;
 use crate::bot::Note;
 use crate::proto::gamma::{self, Status};
-use crate::proto::nip15::{clip_echo, OrderStatus, PaymentOption, PaymentRequest, MAX_ORDER_ID_BYTES};
+use crate::proto::nip15::{
+    clip_echo, OrderStatus, PaymentOption, PaymentRequest, MAX_ORDER_ID_BYTES,
+};
 
 pub(super) fn payment_request(record: &OrderRecord) -> Note {
     let message = format!(
@@ -49,11 +51,7 @@ pub(super) fn status(record: &OrderRecord, message: &str) -> Note {
         })),
         Dialect::Gamma => Note::Tagged {
             kind: gamma::KIND_ORDER,
-            tags: gamma::status_tags(
-                &record.buyer,
-                &shown_id(record),
-                gamma_status(record.state),
-            ),
+            tags: gamma::status_tags(&record.buyer, &shown_id(record), gamma_status(record.state)),
             content: message.to_owned(),
         },
     }

@@ -19,6 +19,7 @@ pub use self::payout::Payout;
 pub use self::query::Shipping;
 pub use self::refund::{refundable, Cancel};
 pub use self::service::{
-    held_cap, CancelRequest, Caps, Delivery, Dialect, EscrowError, EscrowService, OrderRecord, RefundPlan, Rules,
+    held_cap, CancelRequest, Caps, Delivery, Dialect, EscrowError, EscrowService, OrderRecord,
+    RefundPlan, Rules,
 };
 pub use self::state::{transition, EscrowEvent, EscrowState, InvalidTransition};

@@ -255,7 +255,9 @@ impl EscrowService {
                             let melted =
                                 match inner.wallet.prepare_melt(&quote, Default::default()).await {
                                     Ok(prepared) => {
-                                        let input_fee = Sats::from(prepared.total_fee());
+                                        // The melt's own input fee is in `fee_paid` (borne like the Lightning fee);
+                                        // the swap before it, when the proofs do not fit, is soko's to book.
+                                        let input_fee = Sats::from(prepared.swap_fee());
                                         let melted = prepared.confirm().await;
                                         if melted.is_ok() {
                                             self.book_input_fee(input_fee);

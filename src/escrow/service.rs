@@ -603,7 +603,8 @@ impl EscrowService {
         let watch = &inner.watch;
         watch.retain(&awaiting.iter().map(|(k, _)| k.clone()).collect());
         let unix = unix_now();
-        awaiting.sort_by_key(|(_, expires_at)| (*expires_at > unix, std::cmp::Reverse(*expires_at)));
+        awaiting
+            .sort_by_key(|(_, expires_at)| (*expires_at > unix, std::cmp::Reverse(*expires_at)));
         let now = std::time::Instant::now();
         for (key, _) in awaiting {
             if !watch.due(&key, now) {
@@ -906,7 +907,16 @@ impl EscrowService {
             inner.merchants.listings_tree(),
         )
             .transaction(
-                |(orders, reserved, ledger_tree, balances, outbox, awaiting, refunding, listings)| {
+                |(
+                    orders,
+                    reserved,
+                    ledger_tree,
+                    balances,
+                    outbox,
+                    awaiting,
+                    refunding,
+                    listings,
+                )| {
                     for (listing, units) in &change.sold {
                         take_units(listings, listing, *units)?;
                     }

@@ -93,9 +93,9 @@ impl Schedule {
         let per_minute = f64::from(self.rules.checks_per_minute.max(1));
         let capacity = (per_minute / 6.0).max(1.0);
         let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
-        let refill = bucket
-            .at
-            .map_or(capacity, |at| now.duration_since(at).as_secs_f64() * per_minute / 60.0);
+        let refill = bucket.at.map_or(capacity, |at| {
+            now.duration_since(at).as_secs_f64() * per_minute / 60.0
+        });
         bucket.tokens = (bucket.tokens + refill).min(capacity);
         bucket.at = Some(now);
         if bucket.tokens >= 1.0 {

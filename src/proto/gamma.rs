@@ -96,15 +96,12 @@ pub fn parse_order(
     };
     let amount = match value(tags, "amount") {
         None => None,
-        Some(a) => Some(
-            a.parse::<u64>()
-                .map_err(|_| {
-                    format!(
-                        "amount {:?} is not a whole number of sats",
-                        clip_echo(a, ECHO_BYTES)
-                    )
-                })?,
-        ),
+        Some(a) => Some(a.parse::<u64>().map_err(|_| {
+            format!(
+                "amount {:?} is not a whole number of sats",
+                clip_echo(a, ECHO_BYTES)
+            )
+        })?),
     };
     let text = |name| value(tags, name).map(str::to_owned);
     Ok(GammaOrder {

@@ -269,7 +269,11 @@ impl Order {
         check("name", self.name.as_deref(), MAX_CONTACT_BYTES)?;
         check("address", self.address.as_deref(), MAX_ADDRESS_BYTES)?;
         check("message", self.message.as_deref(), MAX_MESSAGE_BYTES)?;
-        check("nostr contact", self.contact.nostr.as_deref(), MAX_CONTACT_BYTES)?;
+        check(
+            "nostr contact",
+            self.contact.nostr.as_deref(),
+            MAX_CONTACT_BYTES,
+        )?;
         check("phone", self.contact.phone.as_deref(), MAX_CONTACT_BYTES)?;
         check("email", self.contact.email.as_deref(), MAX_CONTACT_BYTES)?;
         for item in &self.items {
@@ -324,18 +328,28 @@ mod bounds_tests {
             (Box::new(|o| o.message = Some(long(1025))), "message"),
             (Box::new(|o| o.contact.phone = Some(long(129))), "phone"),
             (Box::new(|o| o.contact.email = Some(long(129))), "email"),
-            (Box::new(|o| o.contact.nostr = Some(long(129))), "nostr contact"),
+            (
+                Box::new(|o| o.contact.nostr = Some(long(129))),
+                "nostr contact",
+            ),
             (Box::new(|o| o.items[0].product_id = long(65)), "product id"),
         ];
         for (spoil, field) in cases {
             let mut o = order();
             spoil(&mut o);
-            let err = o.check_bounds().err().map(|e| e.to_string()).unwrap_or_default();
+            let err = o
+                .check_bounds()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(err.contains(field), "{err:?} names {field}");
         }
         let mut many = order();
         many.items = vec![many.items[0].clone(); MAX_ORDER_ITEMS + 1];
-        assert_eq!(many.check_bounds(), Err(Oversize::Items(MAX_ORDER_ITEMS + 1)));
+        assert_eq!(
+            many.check_bounds(),
+            Err(Oversize::Items(MAX_ORDER_ITEMS + 1))
+        );
     }
 
     #[test]
