@@ -319,8 +319,11 @@ mod bounds_tests {
     #[test]
     fn every_field_has_a_bound() {
         assert_eq!(order().check_bounds(), Ok(()));
-        let long = |n: usize| "é".repeat(n);
-        let cases: Vec<(Box<dyn Fn(&mut Order)>, &str)> = vec![
+        fn long(n: usize) -> String {
+            "é".repeat(n)
+        }
+        type Spoil = Box<dyn Fn(&mut Order)>;
+        let cases: Vec<(Spoil, &str)> = vec![
             (Box::new(|o| o.id = long(65)), "order id"),
             (Box::new(|o| o.shipping_id = long(65)), "shipping id"),
             (Box::new(|o| o.name = Some(long(129))), "name"),
