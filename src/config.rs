@@ -133,6 +133,18 @@ pub struct MarketConfig {
     /// Most stalls and products (of any merchant, deletions included) the catalog keeps;
     /// past it the oldest by `created_at` are dropped.
     pub catalog_max_entries: usize,
+    /// Issue 11: the most orders one buyer key may have waiting for payment at once.
+    pub max_unpaid_per_buyer: u32,
+    /// Issue 11: the most orders waiting for payment at once, all buyers together.
+    pub max_unpaid_total: u32,
+    /// Issue 11: the largest share (percent) of a product's listed stock that unpaid orders
+    /// may hold together.
+    pub max_held_percent: u8,
+    /// Issue 11: longest interval, in seconds, between two mint checks of one unpaid order
+    /// (the first checks come after 1, 2, 4… seconds).
+    pub quote_poll_max_secs: u64,
+    /// Issue 11: most mint checks of unpaid orders per minute, all together.
+    pub quote_checks_per_minute: u32,
 }
 
 /// Default bound of the catalog of stalls and products soko has seen.
@@ -223,9 +235,14 @@ impl Default for Config {
             },
             rates: Default::default(),
             market: MarketConfig {
-                payment_window_secs: 600,
+                payment_window_secs: 300,
                 delivery_window_secs: 14 * 24 * 3600,
                 catalog_max_entries: DEFAULT_CATALOG_MAX_ENTRIES,
+                max_unpaid_per_buyer: 3,
+                max_unpaid_total: 500,
+                max_held_percent: 50,
+                quote_poll_max_secs: 15,
+                quote_checks_per_minute: 120,
             },
             admins: Vec::new(),
             ussd: UssdConfig::default(),
@@ -422,6 +439,11 @@ impl Config {
                 "payment_window_secs",
                 "delivery_window_secs",
                 "catalog_max_entries",
+                "max_unpaid_per_buyer",
+                "max_unpaid_total",
+                "max_held_percent",
+                "quote_poll_max_secs",
+                "quote_checks_per_minute",
             ],
         );
         let payment_window_secs = check.positive(
@@ -472,6 +494,32 @@ impl Config {
             "market",
             "catalog_max_entries",
             defaults.market.catalog_max_entries,
+        );
+        let dm = &defaults.market;
+        let max_unpaid_per_buyer = check.positive(
+            market,
+            "market",
+            "max_unpaid_per_buyer",
+            dm.max_unpaid_per_buyer,
+        );
+        let max_unpaid_total =
+            check.positive(market, "market", "max_unpaid_total", dm.max_unpaid_total);
+        let max_held_percent =
+            check.positive(market, "market", "max_held_percent", dm.max_held_percent);
+        if max_held_percent > 100 {
+            check.problem("market.max_held_percent", "must be at most 100".to_owned());
+        }
+        let quote_poll_max_secs = check.positive(
+            market,
+            "market",
+            "quote_poll_max_secs",
+            dm.quote_poll_max_secs,
+        );
+        let quote_checks_per_minute = check.positive(
+            market,
+            "market",
+            "quote_checks_per_minute",
+            dm.quote_checks_per_minute,
         );
         let admins_section = check.section(&root, "admins", &["npubs"]);
         let npubs: Vec<String> = check.field(admins_section, "admins", "npubs", Vec::new());
@@ -533,6 +581,11 @@ impl Config {
                     payment_window_secs,
                     delivery_window_secs,
                     catalog_max_entries,
+                    max_unpaid_per_buyer,
+                    max_unpaid_total,
+                    max_held_percent,
+                    quote_poll_max_secs,
+                    quote_checks_per_minute,
                 },
                 admins,
                 ussd,
@@ -747,6 +800,10 @@ mod tests {
 
     #[test]
     fn the_catalog_bound_is_set_and_checked() {
+        assert_eq!(
+            keys("[market]\nmax_held_percent = 101\nmax_unpaid_per_buyer = 0"),
+            ["market.max_unpaid_per_buyer", "market.max_held_percent"]
+        );
         let cfg = Config::parse("[market]\ncatalog_max_entries = 3").map(|c| c.market);
         assert_eq!(cfg.map(|m| m.catalog_max_entries), Ok(3));
         assert_eq!(

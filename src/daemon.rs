@@ -151,6 +151,15 @@ impl Daemon {
                 lnurl: crate::lnurl::Policy {
                     allow_loopback_http: config.lnurl.allow_loopback_http,
                 },
+                poll: crate::escrow::watch::PollRules {
+                    max_interval: std::time::Duration::from_secs(config.market.quote_poll_max_secs),
+                    checks_per_minute: config.market.quote_checks_per_minute,
+                },
+                caps: crate::escrow::Caps {
+                    per_buyer: config.market.max_unpaid_per_buyer,
+                    total: config.market.max_unpaid_total,
+                    held_percent: config.market.max_held_percent,
+                },
             },
             ussd: config.ussd.clone(),
             catalog: catalog.clone(),

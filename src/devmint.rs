@@ -72,6 +72,17 @@ impl DevMint {
         port: u16,
         settle_after_secs: u64,
     ) -> Result<Self, DevMintError> {
+        Self::start_with_input_fee(data_dir, port, settle_after_secs, 0).await
+    }
+
+    /// Same, charging NUT-02 input fees of `input_fee_ppk` parts per thousand sat per proof
+    /// spent (tests of the escrow's fee books; real mints often charge them).
+    pub async fn start_with_input_fee(
+        data_dir: &Path,
+        port: u16,
+        settle_after_secs: u64,
+        input_fee_ppk: u64,
+    ) -> Result<Self, DevMintError> {
         let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .map_err(|source| DevMintError::Listen { port, source })?;
@@ -100,6 +111,9 @@ impl DevMint {
                 Arc::new(backend),
             )
             .await?;
+        if input_fee_ppk > 0 {
+            builder.set_unit_fee(&CurrencyUnit::Sat, input_fee_ppk)?;
+        }
         let seed = identity::dev_mint_seed(data_dir)?;
         let mint = builder
             .with_name("soko dev mint".to_owned())

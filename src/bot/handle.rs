@@ -3,7 +3,7 @@
 //! one sled transaction before anything is sent.
 
 use nostr_sdk::nips::nip04;
-use nostr_sdk::{Event, EventBuilder, EventId, Keys, Kind, PublicKey, Tag, ToBech32};
+use nostr_sdk::{Event, EventBuilder, EventId, JsonUtil, Keys, Kind, PublicKey, Tag, ToBech32};
 use serde::{Deserialize, Serialize};
 use sled::transaction::TransactionError;
 use sled::Transactional;
@@ -15,7 +15,7 @@ use super::publisher::{wrap_tagged, Note};
 use crate::commands::{self, CommandError};
 use crate::escrow::{Cancel, Dialect};
 use crate::proto::gamma;
-use crate::proto::nip15::{Order, OrderStatus};
+use crate::proto::nip15::{clip_echo, Order, OrderStatus, MAX_ORDER_ID_BYTES};
 use crate::proto::{ErrorCode, Refusal, Request, Response};
 use crate::store::{trees, Store, StoreError, Typed};
 use crate::util::unix_now;
@@ -224,7 +224,16 @@ impl Handler {
         if inbound.recipient != self.keyring.bot().public_key() {
             match self.to_merchant(&inbound).await {
                 ToMerchant::Reply(note) => {
-                    let reply = self.seal_note(&inbound, &note).await?;
+                    let reply = match self.seal_note(&inbound, &note).await.and_then(fits) {
+                        Ok(reply) => reply,
+                        // Too large for NIP-44 (or the relay): a short note rather than a
+                        // reply that fails on every redelivery.
+                        Err(e) => {
+                            tracing::warn!(event_id = %event.id, error = %e, "reply cannot be sealed; sending a short one");
+                            self.seal_note(&inbound, &Note::Text(REPLY_TOO_LARGE.to_owned()))
+                                .await?
+                        }
+                    };
                     self.commit(event.id, &reply, None)?;
                     self.outbox.deliver(&reply).await?;
                     return Ok(Outcome::Replied(reply.id));
@@ -243,7 +252,14 @@ impl Handler {
             self.seen.insert(event.id.as_bytes(), &SeenState::Done)?;
             return Ok(Outcome::Ignored("a reply, not a request".to_owned()));
         };
-        let reply = self.seal_reply(&inbound, &response).await?;
+        let (reply, response) = match self.seal_reply(&inbound, &response).await.and_then(fits) {
+            Ok(reply) => (reply, response),
+            Err(e) => {
+                tracing::warn!(event_id = %event.id, error = %e, "reply cannot be sealed; sending a short refusal");
+                let short = too_large_response(&response);
+                (self.seal_reply(&inbound, &short).await?, short)
+            }
+        };
         let remember =
             remember_as.map(|(id, cmd)| (reply_key(&inbound.sender, &id), cmd, response));
         self.commit(event.id, &reply, remember)?;
@@ -386,9 +402,11 @@ impl Handler {
     /// one, a type-3 `cancelled` asks to cancel; anything else is not for the merchant side.
     async fn gamma(&self, inbound: &Inbound, body: &str) -> ToMerchant {
         let buyer = inbound.sender.to_hex();
-        let order_id = gamma::order_id(&inbound.tags)
-            .unwrap_or_default()
-            .to_owned();
+        // Echoed in every answer: clipped, so an oversized id cannot make them unsendable.
+        let order_id = clip_echo(
+            gamma::order_id(&inbound.tags).unwrap_or_default(),
+            MAX_ORDER_ID_BYTES,
+        );
         let chat = |text: String| Note::Tagged {
             kind: 14,
             tags: gamma::chat_tags(&buyer, &order_id),
@@ -437,6 +455,10 @@ impl Handler {
             }
         };
         let buyer_npub = inbound.sender.to_bech32().unwrap_or_else(|_| buyer.clone());
+        let order = order.to_nip15(&buyer_npub, zone.as_deref());
+        if let Err(oversize) = order.check_bounds() {
+            return refuse(format!("too_large: {oversize}"));
+        }
         match self
             .commands
             .escrow
@@ -445,7 +467,7 @@ impl Handler {
                 inbound.sender,
                 inbound.scheme,
                 Dialect::Gamma,
-                order.to_nip15(&buyer_npub, zone.as_deref()),
+                order,
             )
             .await
         {
@@ -487,11 +509,10 @@ impl Handler {
     async fn nip15(&self, inbound: &Inbound, body: &str) -> Option<String> {
         let value: serde_json::Value = serde_json::from_str(body).ok()?;
         let kind = value.get("type")?.as_u64();
-        let order_id = value
-            .get("id")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_owned();
+        let order_id = clip_echo(
+            value.get("id").and_then(|v| v.as_str()).unwrap_or_default(),
+            MAX_ORDER_ID_BYTES,
+        );
         let status = |message: String| {
             serde_json::to_string(&OrderStatus {
                 id: order_id.clone(),
@@ -512,6 +533,9 @@ impl Handler {
             Ok(order) => order,
             Err(e) => return Some(status(format!("Order not accepted: cannot read it ({e})"))),
         };
+        if let Err(oversize) = order.check_bounds() {
+            return Some(status(format!("Order not accepted: too_large: {oversize}")));
+        }
         match self
             .commands
             .escrow
@@ -624,6 +648,36 @@ impl Handler {
                 TransactionError::Abort(()) => HandleError::Reply("transaction aborted".into()),
             })
     }
+}
+
+/// What a buyer gets when soko's answer cannot be sealed (NIP-44 carries at most 65,535
+/// bytes).
+const REPLY_TOO_LARGE: &str =
+    "too_large: soko's answer to your message is too large to send; send a shorter message";
+
+/// The event, if relays will take it (see [`super::outbox::MAX_EVENT_BYTES`]).
+fn fits(event: Event) -> Result<Event, HandleError> {
+    let size = event.as_json().len();
+    if size > super::outbox::MAX_EVENT_BYTES {
+        return Err(HandleError::Reply(format!("the reply is {size} bytes")));
+    }
+    Ok(event)
+}
+
+/// A short refusal in place of a command response that cannot be sealed, answering the same
+/// request id.
+fn too_large_response(response: &str) -> String {
+    let re = serde_json::from_str::<Response>(response)
+        .map(|r| r.re)
+        .unwrap_or_default();
+    Response::refused(
+        crate::proto::nip15::clip_echo(&re, 128),
+        Refusal::new(
+            ErrorCode::TooLarge,
+            "the answer is too large to send; ask for less (e.g. a smaller \"limit\")",
+        ),
+    )
+    .to_json()
 }
 
 /// What order traffic to a merchant gets.

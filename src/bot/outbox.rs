@@ -1,5 +1,10 @@
 //! The durable outbox: every outgoing event is written to sled before it is sent and removed
 //! once a relay acknowledged it; whatever is left is resent periodically and on start.
+//!
+//! Retries are bounded (issue 11): an event is tried again after a delay doubling from
+//! [`FIRST_RETRY`] to [`MAX_RETRY`], at most [`MAX_ATTEMPTS`] times and for at most
+//! [`GIVE_UP_AFTER`]; one every relay refuses for good (`invalid:`, `blocked:`, too large…)
+//! or larger than [`MAX_EVENT_BYTES`] is dropped at once, with an error in the log.
 
 use std::time::Duration;
 
@@ -12,6 +17,15 @@ use crate::util::unix_now;
 /// How long an event is retried before it is given up (and logged as an error).
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 
+/// Most sends of one event before it is given up.
+pub const MAX_ATTEMPTS: u32 = 20;
+/// Delay before the second send of an event.
+pub const FIRST_RETRY: Duration = Duration::from_secs(10);
+/// Longest delay between two sends of an event.
+pub const MAX_RETRY: Duration = Duration::from_secs(3600);
+/// Largest event sent, as JSON: what soko's own relay and most public relays accept.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+
 /// One event waiting for a relay's `OK`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Pending {
@@ -19,6 +33,33 @@ pub struct Pending {
     pub event: String,
     /// Unix seconds when it was queued.
     pub queued_at: u64,
+    /// Sends that failed so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Unix seconds of the last failed send.
+    #[serde(default)]
+    pub last_try: u64,
+}
+
+/// True for a relay's refusal that a resend cannot change (NIP-01 `OK` prefixes).
+fn refused_for_good(reason: &str) -> bool {
+    let lower = reason.to_ascii_lowercase();
+    // Relays (soko's own included) report rate limits under `blocked:` too.
+    if lower.contains("rate limit") || lower.contains("rate-limit") {
+        return false;
+    }
+    ["invalid:", "blocked:", "pow:", "restricted:"]
+        .iter()
+        .any(|prefix| lower.starts_with(prefix))
+        || lower.contains("too large")
+}
+
+/// Seconds to wait after `attempts` failed sends.
+fn retry_delay(attempts: u32) -> u64 {
+    FIRST_RETRY
+        .saturating_mul(1 << attempts.saturating_sub(1).min(16))
+        .min(MAX_RETRY)
+        .as_secs()
 }
 
 /// The outbox.
@@ -49,6 +90,8 @@ impl Outbox {
         Pending {
             event: event.as_json(),
             queued_at: unix_now(),
+            attempts: 0,
+            last_try: 0,
         }
     }
 
@@ -67,9 +110,22 @@ impl Outbox {
     /// disk. A crash right after sending would otherwise roll that state back, and a buyer
     /// could hold a code soko no longer knows.
     pub async fn deliver(&self, event: &Event) -> Result<(), StoreError> {
+        let size = event.as_json().len();
+        if size > MAX_EVENT_BYTES {
+            tracing::error!(event_id = %event.id, kind = %event.kind, size, "event too large for any relay; dropped");
+            self.pending.remove(event.id.as_bytes())?;
+            return Ok(());
+        }
         self.store.sync().await?;
         match self.client.send_event(event).await {
-            Ok(output) if !output.success.is_empty() => {
+            // A relay that already has the event counts as one that took it.
+            Ok(output)
+                if !output.success.is_empty()
+                    || output
+                        .failed
+                        .values()
+                        .any(|why| why.starts_with("duplicate:")) =>
+            {
                 self.pending.remove(event.id.as_bytes())?;
             }
             Ok(output) => {
@@ -78,16 +134,36 @@ impl Outbox {
                     .iter()
                     .map(|(relay, why)| format!("{relay}: {why}"))
                     .collect();
-                tracing::warn!(event_id = %event.id, ?reasons, "no relay accepted the event; kept in the outbox");
+                if !output.failed.is_empty()
+                    && output.failed.values().all(|why| refused_for_good(why))
+                {
+                    tracing::error!(event_id = %event.id, kind = %event.kind, ?reasons, "every relay refused the event for good; dropped");
+                    self.pending.remove(event.id.as_bytes())?;
+                } else {
+                    tracing::warn!(event_id = %event.id, ?reasons, "no relay accepted the event; kept in the outbox");
+                    self.count_failure(event)?;
+                }
             }
             Err(e) => {
                 tracing::warn!(event_id = %event.id, error = %e, "sending failed; kept in the outbox");
+                self.count_failure(event)?;
             }
         }
         Ok(())
     }
 
-    /// Resends everything queued, dropping events older than [`GIVE_UP_AFTER`].
+    fn count_failure(&self, event: &Event) -> Result<(), StoreError> {
+        let key = event.id.as_bytes();
+        if let Some(mut pending) = self.pending.get(key)? {
+            pending.attempts = pending.attempts.saturating_add(1);
+            pending.last_try = unix_now();
+            self.pending.insert(key, &pending)?;
+        }
+        Ok(())
+    }
+
+    /// Resends what is due, dropping events tried [`MAX_ATTEMPTS`] times or older than
+    /// [`GIVE_UP_AFTER`].
     pub async fn flush(&self) -> Result<usize, StoreError> {
         let entries: Vec<_> = self.pending.iter().collect::<Result<_, _>>()?;
         let now = unix_now();
@@ -101,9 +177,19 @@ impl Outbox {
                     continue;
                 }
             };
-            if now.saturating_sub(pending.queued_at) > GIVE_UP_AFTER.as_secs() {
-                tracing::error!(event_id = %event.id, kind = %event.kind, "no relay accepted this event for 24 h; giving up");
+            if now.saturating_sub(pending.queued_at) > GIVE_UP_AFTER.as_secs()
+                || pending.attempts >= MAX_ATTEMPTS
+            {
+                tracing::error!(event_id = %event.id, kind = %event.kind, attempts = pending.attempts, "no relay accepted this event; giving up");
                 self.pending.remove(&key)?;
+                continue;
+            }
+            if pending.attempts > 0
+                && now
+                    < pending
+                        .last_try
+                        .saturating_add(retry_delay(pending.attempts))
+            {
                 continue;
             }
             self.deliver(&event).await?;
@@ -120,5 +206,38 @@ impl Outbox {
     /// True when nothing waits.
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permanent_refusals_are_told_from_passing_ones() {
+        assert!(refused_for_good(
+            "invalid: event too large (70000 bytes, limit 65536)"
+        ));
+        assert!(refused_for_good("blocked: you are banned"));
+        assert!(refused_for_good(
+            "event too large (70000 bytes, limit 65536)"
+        ));
+        assert!(!refused_for_good("rate-limited: slow down"));
+        assert!(!refused_for_good(
+            "blocked: rate limited: too many events from this pubkey"
+        ));
+        assert!(!refused_for_good(
+            "error: could not connect to the database"
+        ));
+    }
+
+    #[test]
+    fn retries_back_off_and_end() {
+        assert_eq!(retry_delay(1), 10);
+        assert_eq!(retry_delay(2), 20);
+        assert_eq!(retry_delay(30), 3600);
+        let total: u64 = (1..MAX_ATTEMPTS).map(retry_delay).sum();
+        // Twenty tries spread over about half a day, not 8,640 over a day.
+        assert!(total < GIVE_UP_AFTER.as_secs(), "{total}");
     }
 }

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use super::{merchant_key, to_value, CommandError, Context};
 use crate::market::catalog::Query;
-use crate::proto::command::{CATALOG_DEFAULT_LIMIT, CATALOG_MAX_LIMIT};
+use crate::proto::command::{CATALOG_DEFAULT_LIMIT, CATALOG_MAX_LIMIT, MAX_RESULT_BYTES};
 use crate::proto::{CatalogArgs, ErrorCode, Refusal};
 
 /// Listings matching the filters, newest first.
@@ -23,9 +23,29 @@ pub fn run(ctx: &Context, args: CatalogArgs) -> Result<Value, CommandError> {
         stall: args.stall,
         limit: usize::try_from(limit).unwrap_or(usize::MAX),
     };
-    let result = ctx
+    let mut result = ctx
         .catalog
         .query(&query)
         .map_err(|e| CommandError::Internal(format!("catalog: {e}")))?;
-    to_value(result)
+    // The answer must fit one sealed DM: entries are dropped from the end of the longer
+    // list until it does, and `truncated` says so (issue 11).
+    let mut truncated = false;
+    while serde_json::to_vec(&result).map_or(0, |v| v.len()) > MAX_RESULT_BYTES {
+        let list_cut = if result.products.len() >= result.stalls.len() {
+            result.products.pop().is_some()
+        } else {
+            result.stalls.pop().is_some()
+        };
+        if !list_cut {
+            break;
+        }
+        truncated = true;
+    }
+    let mut value = to_value(result)?;
+    if truncated {
+        if let Value::Object(fields) = &mut value {
+            fields.insert("truncated".to_owned(), Value::Bool(true));
+        }
+    }
+    Ok(value)
 }

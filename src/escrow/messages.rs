@@ -7,7 +7,9 @@ use super::service::{Dialect, OrderRecord};
 use super::state::EscrowState;
 use crate::bot::Note;
 use crate::proto::gamma::{self, Status};
-use crate::proto::nip15::{OrderStatus, PaymentOption, PaymentRequest};
+use crate::proto::nip15::{
+    clip_echo, OrderStatus, PaymentOption, PaymentRequest, MAX_ORDER_ID_BYTES,
+};
 
 pub(super) fn payment_request(record: &OrderRecord) -> Note {
     let message = format!(
@@ -16,7 +18,7 @@ pub(super) fn payment_request(record: &OrderRecord) -> Note {
     );
     match record.dialect {
         Dialect::Nip15 => Note::Text(to_json(&PaymentRequest {
-            id: record.buyer_order_id.clone(),
+            id: shown_id(record),
             kind: 1,
             message: Some(message),
             payment_options: vec![PaymentOption {
@@ -28,7 +30,7 @@ pub(super) fn payment_request(record: &OrderRecord) -> Note {
             kind: gamma::KIND_ORDER,
             tags: gamma::payment_request_tags(
                 &record.buyer,
-                &record.buyer_order_id,
+                &shown_id(record),
                 record.total.0,
                 &record.invoice,
                 record.expires_at,
@@ -41,7 +43,7 @@ pub(super) fn payment_request(record: &OrderRecord) -> Note {
 pub(super) fn status(record: &OrderRecord, message: &str) -> Note {
     match record.dialect {
         Dialect::Nip15 => Note::Text(to_json(&OrderStatus {
-            id: record.buyer_order_id.clone(),
+            id: shown_id(record),
             kind: 2,
             message: message.to_owned(),
             paid: record.state.holds_funds() || record.state == EscrowState::PaidOut,
@@ -49,11 +51,7 @@ pub(super) fn status(record: &OrderRecord, message: &str) -> Note {
         })),
         Dialect::Gamma => Note::Tagged {
             kind: gamma::KIND_ORDER,
-            tags: gamma::status_tags(
-                &record.buyer,
-                &record.buyer_order_id,
-                gamma_status(record.state),
-            ),
+            tags: gamma::status_tags(&record.buyer, &shown_id(record), gamma_status(record.state)),
             content: message.to_owned(),
         },
     }
@@ -85,10 +83,16 @@ pub(super) fn text(record: &OrderRecord, text: String) -> Note {
         Dialect::Nip15 => Note::Text(text),
         Dialect::Gamma => Note::Tagged {
             kind: 14,
-            tags: gamma::chat_tags(&record.buyer, &record.buyer_order_id),
+            tags: gamma::chat_tags(&record.buyer, &shown_id(record)),
             content: text,
         },
     }
+}
+
+/// The buyer's order id as repeated in messages. Bounded at intake, but orders stored by an
+/// older soko may carry any length: clipped, so their messages can still be sealed.
+pub(super) fn shown_id(record: &OrderRecord) -> String {
+    clip_echo(&record.buyer_order_id, MAX_ORDER_ID_BYTES)
 }
 
 fn gamma_status(state: EscrowState) -> Status {

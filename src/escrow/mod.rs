@@ -1,6 +1,7 @@
 //! Order escrow: the state machine and delivery codes (pure), and the service that applies
 //! them to sled, the mint and the buyer's DMs.
 
+pub mod books;
 pub mod code;
 mod messages;
 mod notify;
@@ -11,12 +12,14 @@ pub mod service;
 mod settle;
 pub mod state;
 mod tokens;
+pub mod watch;
 
 pub use self::code::{CodeHasher, DeliveryCode, StoredCode, Verdict};
 pub use self::payout::Payout;
 pub use self::query::Shipping;
 pub use self::refund::{refundable, Cancel};
 pub use self::service::{
-    CancelRequest, Delivery, Dialect, EscrowError, EscrowService, OrderRecord, RefundPlan, Rules,
+    held_cap, CancelRequest, Caps, Delivery, Dialect, EscrowError, EscrowService, OrderRecord,
+    RefundPlan, Rules,
 };
 pub use self::state::{transition, EscrowEvent, EscrowState, InvalidTransition};

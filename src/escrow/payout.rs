@@ -159,7 +159,16 @@ impl EscrowService {
             .prepare_melt(&quote.id, Default::default())
             .await
         {
-            Ok(prepared) => prepared.confirm().await,
+            Ok(prepared) => {
+                // The melt's own input fee is in `fee_paid` (borne like the Lightning fee);
+                // the swap before it, when the proofs do not fit, is soko's to book.
+                let input_fee = Sats::from(prepared.swap_fee());
+                let melted = prepared.confirm().await;
+                if melted.is_ok() {
+                    self.book_input_fee(input_fee);
+                }
+                melted
+            }
             Err(e) => Err(e),
         };
         match melted {

@@ -226,7 +226,7 @@ impl EscrowService {
                         "{}Refund for order #{} ({}): {} sat as Cashu ecash. Redeem it in any Cashu wallet:\n{token}",
                         note.map(|n| format!("{n}\n")).unwrap_or_default(),
                         record.number,
-                        record.buyer_order_id,
+                        super::messages::shown_id(&record),
                         record.total.0
                     );
                     return self.finish_refund(key, &record, text, Sats::ZERO).await;
@@ -257,7 +257,16 @@ impl EscrowService {
                         MeltQuoteState::Unpaid => {
                             let melted =
                                 match inner.wallet.prepare_melt(&quote, Default::default()).await {
-                                    Ok(prepared) => prepared.confirm().await,
+                                    Ok(prepared) => {
+                                        // The melt's own input fee is in `fee_paid` (borne like the Lightning fee);
+                                        // the swap before it, when the proofs do not fit, is soko's to book.
+                                        let input_fee = Sats::from(prepared.swap_fee());
+                                        let melted = prepared.confirm().await;
+                                        if melted.is_ok() {
+                                            self.book_input_fee(input_fee);
+                                        }
+                                        melted
+                                    }
                                     Err(e) => Err(e),
                                 };
                             match melted {
@@ -300,7 +309,7 @@ impl EscrowService {
                         .unwrap_or_else(|| record.total.checked_sub(amount).unwrap_or(Sats::ZERO));
                     let text = format!(
                         "Refund for order #{} ({}): {} sat paid to {destination} over Lightning (Lightning fee {} sat).",
-                        record.number, record.buyer_order_id, amount.0, spent_fee.0
+                        record.number, super::messages::shown_id(&record), amount.0, spent_fee.0
                     );
                     let unused = record
                         .total

@@ -32,14 +32,14 @@ use sled::Transactional;
 use tokio::sync::Mutex;
 
 use super::code::{CodeHasher, DeliveryCode, StoredCode};
-use super::messages::{describe, payment_request, refusal, status, text};
+use super::messages::{describe, payment_request, refusal, shown_id, status, text};
 use super::payout::PayoutRecord;
 use super::state::{transition, EscrowEvent, EscrowState};
 use crate::bot::{Note, Outbox, Publisher, Scheme};
 use crate::market::pricing::{self, Line, Rates};
 use crate::market::{MerchantError, Merchants};
 use crate::money::Sats;
-use crate::proto::nip15::Order;
+use crate::proto::nip15::{clip_echo, Order};
 use crate::store::{Store, StoreError, Typed};
 use crate::util::unix_now;
 use crate::vault::Vault;
@@ -57,6 +57,9 @@ pub(super) struct Change {
     pub(super) ledger: Option<(Vec<u8>, LedgerEntry)>,
     /// An account's new balance (a merchant's key, or [`super::refund::FEES_ACCOUNT`]).
     pub(super) balance: Option<(Vec<u8>, Sats)>,
+    /// Units sold: (listing key, units) taken off the listed stock in the same transaction,
+    /// so a crash after the paid commit cannot leave them on sale (oversold).
+    pub(super) sold: Vec<(Vec<u8>, u64)>,
 }
 
 /// Checkout rules from the config.
@@ -70,6 +73,42 @@ pub struct Rules {
     pub delivery_window_secs: u64,
     /// Where payouts and refunds may send LNURL requests.
     pub lnurl: crate::lnurl::Policy,
+    /// How often unpaid orders are checked at the mint.
+    pub poll: super::watch::PollRules,
+    /// Caps on unpaid orders.
+    pub caps: Caps,
+}
+
+/// Caps on orders waiting for payment (`[market]` `max_unpaid_*`, `max_held_percent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// Unpaid orders one buyer key may have.
+    pub per_buyer: u32,
+    /// Unpaid orders in all.
+    pub total: u32,
+    /// Share (percent) of a product's stock unpaid orders may hold together.
+    pub held_percent: u8,
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        Self {
+            per_buyer: 3,
+            total: 500,
+            held_percent: 50,
+        }
+    }
+}
+
+/// Below this many units a product's whole stock may wait for payment.
+pub const MIN_HELD_CAP: u64 = 5;
+
+/// Units of a product with `stock` listed that unpaid orders may hold together.
+pub fn held_cap(stock: u64, percent: u8) -> u64 {
+    let share = u128::from(stock) * u128::from(percent.min(100)) / 100;
+    u64::try_from(share)
+        .unwrap_or(u64::MAX)
+        .max(MIN_HELD_CAP.min(stock))
 }
 
 /// One order and its escrow.
@@ -246,6 +285,10 @@ pub(super) struct Inner {
     pub(super) sms_bridges: std::sync::RwLock<Vec<PublicKey>>,
     // Agents (issue 6): the agents linked to a merchant hear of its paid orders.
     pub(super) agent_links: std::sync::RwLock<Option<crate::agents::Links>>,
+    // Issue 11: when each unpaid order is checked again.
+    pub(super) watch: super::watch::Schedule,
+    pub(super) caps: Caps,
+    pub(super) reconciled: super::books::Clock,
 }
 
 impl EscrowService {
@@ -285,6 +328,9 @@ impl EscrowService {
                 vault: vault.clone(),
                 sms_bridges: Default::default(),
                 agent_links: Default::default(),
+                watch: super::watch::Schedule::new(rules.poll),
+                caps: rules.caps,
+                reconciled: Default::default(),
             }),
         })
     }
@@ -320,8 +366,12 @@ impl EscrowService {
             Ok(priced) => priced,
             Err(why) => return Ok(refuse(why)),
         };
+        // Checked before the mint is asked, so a refused order costs it nothing.
+        if let Some(why) = self.over_caps(&merchant, &buyer_hex, &priced.lines)? {
+            return Ok(refuse(why));
+        }
         let shop = inner.merchants.get(&merchant)?.name;
-        let quote = inner
+        let quote = match inner
             .wallet
             .mint_quote(
                 PaymentMethod::BOLT11,
@@ -329,7 +379,22 @@ impl EscrowService {
                 Some(format!("{shop}: order {}", clip(&order.id, 40))),
                 None,
             )
-            .await?;
+            .await
+        {
+            Ok(quote) => quote,
+            Err(cdk::Error::AmountOutofLimitRange(_, max, _)) => {
+                let most = if u64::from(max) > 0 {
+                    format!(" (at most {max} sat)")
+                } else {
+                    String::new()
+                };
+                return Ok(refuse(format!(
+                    "too_large: the total of {} sat is more than the mint takes in one invoice{most}; order fewer items",
+                    priced.total_sats.0
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
 
         let _guard = inner.lock.lock().await;
         // Another copy of the same order may have been recorded while the mint answered.
@@ -341,6 +406,9 @@ impl EscrowService {
             Ok(_) => return Ok(refuse("the prices changed; please order again".to_owned())),
             Err(why) => return Ok(refuse(why)),
         };
+        if let Some(why) = self.over_caps(&merchant, &buyer_hex, &priced.lines)? {
+            return Ok(refuse(why));
+        }
         let number = inner
             .seq
             .raw()
@@ -418,6 +486,64 @@ impl EscrowService {
             }))
     }
 
+    /// Why a new order would go over a cap on unpaid orders (`[market]`
+    /// `max_unpaid_total`, `max_unpaid_per_buyer`, `max_held_percent`), if it would.
+    ///
+    /// The caps bound what costs nothing to do: an unpaid order holds stock and is checked
+    /// at the mint until it expires. A small stock (up to [`MIN_HELD_CAP`] units) can always
+    /// be ordered whole.
+    fn over_caps(
+        &self,
+        merchant: &PublicKey,
+        buyer_hex: &str,
+        lines: &[Line],
+    ) -> Result<Option<String>, EscrowError> {
+        let inner = &self.inner;
+        let caps = &inner.caps;
+        let open = inner.awaiting.len();
+        if open >= usize::try_from(caps.total).unwrap_or(usize::MAX) {
+            return Ok(Some(format!(
+                "busy: soko has {open} orders waiting for payment, its limit; please order again in a few minutes"
+            )));
+        }
+        let mut mine = 0u32;
+        for entry in inner.awaiting.raw().iter().keys() {
+            let key = entry.map_err(StoreError::from)?;
+            if inner
+                .orders
+                .get(&key)?
+                .is_some_and(|r| r.buyer == buyer_hex && r.state == EscrowState::AwaitingPayment)
+            {
+                mine += 1;
+            }
+        }
+        if mine >= caps.per_buyer {
+            return Ok(Some(format!(
+                "busy: you have {mine} orders waiting for payment, the most one buyer may have; pay or let them expire first"
+            )));
+        }
+        for line in lines {
+            let Some(product) = inner.merchants.product(merchant, &line.product_id)? else {
+                continue;
+            };
+            let Some(stock) = product.quantity else {
+                continue;
+            };
+            let cap = held_cap(stock, caps.held_percent);
+            let held = inner
+                .reserved
+                .get(&reserved_key(merchant, &line.product_id))?
+                .unwrap_or(0);
+            if held.saturating_add(line.quantity) > cap {
+                return Ok(Some(format!(
+                    "busy: at most {cap} of {:?} may wait for payment at once and {held} already do; order fewer or try again in a few minutes",
+                    clip_echo(&line.product_id, 64)
+                )));
+            }
+        }
+        Ok(None)
+    }
+
     /// Prices the order against the merchant's listings and the stock not held by unpaid
     /// orders: (stall id, priced lines), or why it is refused.
     fn price(
@@ -459,50 +585,100 @@ impl EscrowService {
 
     /// One pass over unpaid orders: mint paid ones into escrow, expire overdue ones.
     /// Also finishes what a crash interrupted (the ledger says what).
+    ///
+    /// Each order is handled on its own: one that fails (a message that cannot be sent, a
+    /// mint error) is logged with its number, counted and retried later with a growing
+    /// delay, and never stops the orders after it. Orders past their expiry come first (they
+    /// release stock), then the newest (their buyers are the likeliest to be paying now);
+    /// mint checks stay within the [`super::watch`] budget.
     pub async fn tick(&self) -> Result<(), EscrowError> {
         let inner = &self.inner;
-        self.settle_payouts().await?;
-        self.resume_refunds().await?;
-        let awaiting: Vec<sled::IVec> = inner
-            .awaiting
-            .raw()
-            .iter()
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(StoreError::from)?;
-        for key in awaiting {
-            let Some(record) = inner.orders.get(&key)? else {
+        if let Err(e) = self.settle_payouts().await {
+            tracing::error!(error = %e, "settling payouts failed; retrying next pass");
+        }
+        if let Err(e) = self.resume_refunds().await {
+            tracing::error!(error = %e, "resuming refunds failed; retrying next pass");
+        }
+        let mut awaiting: Vec<(Vec<u8>, u64)> = Vec::new();
+        for entry in inner.awaiting.iter() {
+            let (key, expires_at) = entry?;
+            awaiting.push((key.to_vec(), expires_at));
+        }
+        let watch = &inner.watch;
+        watch.retain(&awaiting.iter().map(|(k, _)| k.clone()).collect());
+        let unix = unix_now();
+        awaiting
+            .sort_by_key(|(_, expires_at)| (*expires_at > unix, std::cmp::Reverse(*expires_at)));
+        let now = std::time::Instant::now();
+        for (key, _) in awaiting {
+            if !watch.due(&key, now) {
                 continue;
-            };
-            // Asking the mint happens outside the lock: orders keep flowing while it answers.
-            let quote = match inner.wallet.check_mint_quote_status(&record.quote_id).await {
-                Ok(quote) => quote,
+            }
+            if !watch.take_check(now) {
+                tracing::debug!("mint check budget spent for now; the other orders wait");
+                break;
+            }
+            match self.watch_one(&key).await {
+                Ok(true) => watch.forget(&key),
+                Ok(false) => watch.unpaid(&key, now),
                 Err(e) => {
-                    tracing::warn!(order = record.number, error = %e, "cannot check the invoice yet");
-                    continue;
+                    let (failures, retry) = watch.failed(&key, now);
+                    tracing::error!(
+                        order = number_of(&key),
+                        failures,
+                        retry_in_secs = retry.as_secs(),
+                        error = %e,
+                        "an unpaid order could not be processed; the others go on"
+                    );
                 }
-            };
-            let expired = quote.state == MintQuoteState::Unpaid && unix_now() > record.expires_at;
-            if quote.state == MintQuoteState::Unpaid && !expired {
-                continue;
-            }
-            let _guard = inner.lock.lock().await;
-            // Re-read under the lock: another pass may have moved the order meanwhile.
-            let Some(record) = inner.orders.get(&key)? else {
-                continue;
-            };
-            if record.state != EscrowState::AwaitingPayment {
-                continue;
-            }
-            let merchant = merchant_of(&key)?;
-            if expired {
-                self.expire(&merchant, &key, record).await?;
-            } else {
-                self.receive_payment(&merchant, &key, record, quote.state)
-                    .await?;
             }
         }
+        self.reconcile_if_due().await;
         Ok(())
+    }
+
+    /// Checks one unpaid order at the mint and moves it if paid or overdue: true when it
+    /// left the watch.
+    async fn watch_one(&self, key: &[u8]) -> Result<bool, EscrowError> {
+        let inner = &self.inner;
+        let Some(record) = inner.orders.get(key)? else {
+            return Ok(true);
+        };
+        // Asking the mint happens outside the lock: orders keep flowing while it answers.
+        let quote = inner
+            .wallet
+            .check_mint_quote_status(&record.quote_id)
+            .await?;
+        let expired = quote.state == MintQuoteState::Unpaid && unix_now() > record.expires_at;
+        if quote.state == MintQuoteState::Unpaid && !expired {
+            return Ok(false);
+        }
+        let _guard = inner.lock.lock().await;
+        // Re-read under the lock: another pass may have moved the order meanwhile.
+        let Some(record) = inner.orders.get(key)? else {
+            return Ok(true);
+        };
+        if record.state != EscrowState::AwaitingPayment {
+            return Ok(true);
+        }
+        let merchant = merchant_of(key)?;
+        if expired {
+            self.expire(&merchant, key, record).await?;
+        } else {
+            self.receive_payment(&merchant, key, record, quote.state)
+                .await?;
+        }
+        Ok(true)
+    }
+
+    /// Failures handling unpaid orders since start (each logged with its order number).
+    pub fn watch_failures(&self) -> u64 {
+        self.inner.watch.failures()
+    }
+
+    /// Mint checks of unpaid orders since start.
+    pub fn quote_checks(&self) -> u64 {
+        self.inner.watch.checks()
     }
 
     async fn receive_payment(
@@ -560,9 +736,9 @@ impl EscrowService {
                     format!(
                         "Delivery code for order #{} ({}): {}\nQR: {}\nGive it to the merchant only when you have your goods: it releases your payment to them.",
                         paid.number,
-                        record.buyer_order_id,
+                        shown_id(&record),
                         code.reveal(),
-                        code.qr_string(&record.buyer_order_id)
+                        code.qr_string(&shown_id(&record))
                     ),
                 ),
             )
@@ -577,6 +753,11 @@ impl EscrowService {
                 },
             )),
             balance: None,
+            sold: record
+                .lines
+                .iter()
+                .map(|l| (Merchants::product_key(merchant, &l.product_id), l.quantity))
+                .collect(),
         };
         // USSD (issue 5): SMS notices to the bridges join the buyer's DMs in the same commit,
         // and so do the linked agents' notices (issue 6).
@@ -589,26 +770,23 @@ impl EscrowService {
             sats = paid.total.0,
             "order paid; funds held in escrow"
         );
-        self.take_from_stock(merchant, &record).await
+        self.republish_stock(merchant, &record).await
     }
 
-    /// The paid units leave the listing: the product is saved and republished with its new
-    /// stock. A failure here is logged, not fatal: the money side is already consistent.
-    async fn take_from_stock(
+    /// The paid units left the listing in the paid commit: the product is republished with
+    /// its new stock. A failure here is logged, not fatal: the stock is already right.
+    async fn republish_stock(
         &self,
         merchant: &PublicKey,
         record: &OrderRecord,
     ) -> Result<(), EscrowError> {
         for line in &record.lines {
-            let Some(mut product) = self.inner.merchants.product(merchant, &line.product_id)?
-            else {
+            let Some(product) = self.inner.merchants.product(merchant, &line.product_id)? else {
                 continue;
             };
-            let Some(stock) = product.quantity else {
+            if product.quantity.is_none() {
                 continue;
-            };
-            product.quantity = Some(stock.saturating_sub(line.quantity));
-            self.inner.merchants.put_product(merchant, &product)?;
+            }
             let content =
                 serde_json::to_string(&product).map_err(|e| EscrowError::Publish(e.to_string()))?;
             let builder = nostr_sdk::EventBuilder::new(nostr_sdk::Kind::Custom(30018), content)
@@ -640,8 +818,7 @@ impl EscrowService {
             .await?;
         let change = Change {
             reserved: self.reservation_changes(merchant, &lines(&record), false)?,
-            ledger: None,
-            balance: None,
+            ..Change::default()
         };
         self.commit(key, &expired, change, &[dm]).await?;
         tracing::info!(
@@ -731,9 +908,22 @@ impl EscrowService {
             inner.outbox.tree().raw(),
             inner.awaiting.raw(),
             inner.refunding.raw(),
+            inner.merchants.listings_tree(),
         )
             .transaction(
-                |(orders, reserved, ledger_tree, balances, outbox, awaiting, refunding)| {
+                |(
+                    orders,
+                    reserved,
+                    ledger_tree,
+                    balances,
+                    outbox,
+                    awaiting,
+                    refunding,
+                    listings,
+                )| {
+                    for (listing, units) in &change.sold {
+                        take_units(listings, listing, *units)?;
+                    }
                     orders.insert(key, encoded.clone())?;
                     if !still_awaiting {
                         awaiting.remove(key)?;
@@ -775,11 +965,34 @@ impl EscrowService {
     ) -> Result<Event, EscrowError> {
         let buyer = PublicKey::from_hex(&record.buyer)
             .map_err(|e| EscrowError::Publish(format!("stored buyer key: {e}")))?;
-        self.inner
-            .publisher
+        let publisher = &self.inner.publisher;
+        let sealed = publisher
             .seal_note(merchant, buyer, record.scheme, &note)
             .await
-            .map_err(|e| EscrowError::Publish(e.to_string()))
+            .map_err(|e| e.to_string())
+            .and_then(|event| {
+                let size = nostr_sdk::JsonUtil::as_json(&event).len();
+                if size > crate::bot::outbox::MAX_EVENT_BYTES {
+                    return Err(format!("the message is {size} bytes"));
+                }
+                Ok(event)
+            });
+        match sealed {
+            Ok(event) => Ok(event),
+            // NIP-44 seals at most 65,535 bytes: a message that cannot be sealed is sent
+            // shortened rather than failing on every pass.
+            Err(e) => {
+                let short = shorten(&note);
+                if short == note {
+                    return Err(EscrowError::Publish(e));
+                }
+                tracing::warn!(order = record.number, error = %e, "message cannot be sealed; sending a shortened one");
+                publisher
+                    .seal_note(merchant, buyer, record.scheme, &short)
+                    .await
+                    .map_err(|e| EscrowError::Publish(e.to_string()))
+            }
+        }
     }
 
     /// New `reserved` values after holding (or releasing) the lines' units.
@@ -848,6 +1061,60 @@ pub(super) fn tx_error(e: TransactionError<()>) -> EscrowError {
     match e {
         TransactionError::Storage(e) => EscrowError::Store(e.into()),
         TransactionError::Abort(()) => EscrowError::Publish("transaction aborted".to_owned()),
+    }
+}
+
+/// Takes `units` off the stock of the listing at `key`, inside a transaction. A listing that
+/// is gone, unreadable or unlimited is left as it is.
+fn take_units(
+    listings: &sled::transaction::TransactionalTree,
+    key: &[u8],
+    units: u64,
+) -> Result<(), ConflictableTransactionError<()>> {
+    let Some(bytes) = listings.get(key)? else {
+        return Ok(());
+    };
+    let Ok(mut listing) = crate::store::decode::<serde_json::Value>(&bytes) else {
+        return Ok(());
+    };
+    let Some(stock) = listing.get("quantity").and_then(serde_json::Value::as_u64) else {
+        return Ok(());
+    };
+    listing["quantity"] = stock.saturating_sub(units).into();
+    if let Ok(encoded) = crate::store::encode(&listing) {
+        listings.insert(key, encoded)?;
+    }
+    Ok(())
+}
+
+/// The order number in an order key.
+fn number_of(key: &[u8]) -> u64 {
+    key.get(32..40)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+/// Longest text of a shortened message, in bytes.
+const SHORT_TEXT_BYTES: usize = 4096;
+/// Longest tag value of a shortened message, in bytes.
+const SHORT_TAG_BYTES: usize = 256;
+
+/// `note` cut to sizes that always seal.
+fn shorten(note: &Note) -> Note {
+    match note {
+        Note::Text(text) => Note::Text(clip_echo(text, SHORT_TEXT_BYTES)),
+        Note::Tagged {
+            kind,
+            tags,
+            content,
+        } => Note::Tagged {
+            kind: *kind,
+            tags: tags
+                .iter()
+                .map(|t| t.iter().map(|v| clip_echo(v, SHORT_TAG_BYTES)).collect())
+                .collect(),
+            content: clip_echo(content, SHORT_TEXT_BYTES),
+        },
     }
 }
 

@@ -18,12 +18,16 @@ pub(super) struct Prepared<'a> {
     /// The wallet's operation id, to record.
     pub(super) operation: String,
     send: cdk::wallet::PreparedSend<'a>,
+    service: EscrowService,
 }
 
 impl Prepared<'_> {
-    /// Makes the token.
+    /// Makes the token, booking the NUT-02 input fee its swap paid.
     pub(super) async fn confirm(self) -> Result<String, EscrowError> {
-        Ok(self.send.confirm(None).await?.to_string())
+        let fee = Sats::from(self.send.swap_fee());
+        let token = self.send.confirm(None).await?.to_string();
+        self.service.book_input_fee(fee);
+        Ok(token)
     }
 
     /// Gives the reserved proofs back; a failure is logged, the wallet's recovery at the
@@ -46,6 +50,7 @@ impl EscrowService {
         Ok(Prepared {
             operation: send.operation_id().to_string(),
             send,
+            service: self.clone(),
         })
     }
 

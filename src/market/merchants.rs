@@ -644,6 +644,17 @@ impl Merchants {
         self.listing(merchant, KIND_PRODUCT, id)
     }
 
+    /// The listings tree, for the escrow's paid commit: it takes the sold units off the
+    /// stock in the same transaction as the paid state (issue 11).
+    pub fn listings_tree(&self) -> &sled::Tree {
+        self.listings.raw()
+    }
+
+    /// The key of a product's listing in [`Merchants::listings_tree`].
+    pub fn product_key(merchant: &PublicKey, id: &str) -> Vec<u8> {
+        listing_key(merchant, KIND_PRODUCT, id)
+    }
+
     /// Every product of this merchant.
     pub fn products(&self, merchant: &PublicKey) -> Result<Vec<Product>, MerchantError> {
         let mut prefix = merchant.to_bytes().to_vec();

@@ -13,6 +13,14 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Longest accepted request id; ids are echoed and stored, so they must stay small.
 pub const MAX_REQUEST_ID_LEN: usize = 64;
 
+/// Largest `result` soko sends, as JSON bytes: a reply must fit one NIP-17 gift wrap under
+/// the relays' 64 KiB event limit (the JSON is escaped and sealed twice on the way). Longer
+/// lists are cut (`catalog` says `truncated`).
+pub const MAX_RESULT_BYTES: usize = 16 * 1024;
+
+/// Longest accepted command name, in bytes: a longer one is refused without being echoed.
+pub const MAX_COMMAND_NAME_LEN: usize = 64;
+
 /// A parsed command request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -110,6 +118,11 @@ pub enum ErrorCode {
     NotLinked,
     /// The agent has no proposal with this id.
     UnknownProposal,
+    /// A field, list or message is larger than soko accepts (limits in `kinds/`).
+    TooLarge,
+    /// A limit on open unpaid orders is reached (per buyer, per product or in total); try
+    /// again once some have been paid or expired.
+    Busy,
     /// Something failed inside soko; details are in its log, not here.
     Internal,
 }
@@ -164,6 +177,12 @@ impl Request {
                     "envelope version {} is not supported; use {PROTOCOL_VERSION}",
                     request.v
                 ),
+            ));
+        }
+        if request.cmd.len() > MAX_COMMAND_NAME_LEN {
+            return Err(Refusal::new(
+                ErrorCode::TooLarge,
+                format!("\"cmd\" is longer than {MAX_COMMAND_NAME_LEN} bytes; send {{\"cmd\":\"ping\"}} to test"),
             ));
         }
         if let Some(id) = &request.id {

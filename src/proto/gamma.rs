@@ -3,7 +3,10 @@
 //! (`kinds/gamma.md`). Pure conversions between those tags and soko's types; a tag is a
 //! `Vec<String>` here so this module needs no Nostr machinery.
 
-use super::nip15::{Contact, Order, OrderItem};
+use super::nip15::{clip_echo, Contact, Order, OrderItem};
+
+/// Longest piece of a buyer's tag repeated in an explanation.
+const ECHO_BYTES: usize = 80;
 
 /// Kind of order-processing messages.
 pub const KIND_ORDER: u16 = 16;
@@ -93,10 +96,12 @@ pub fn parse_order(
     };
     let amount = match value(tags, "amount") {
         None => None,
-        Some(a) => Some(
-            a.parse::<u64>()
-                .map_err(|_| format!("amount {a:?} is not a whole number of sats"))?,
-        ),
+        Some(a) => Some(a.parse::<u64>().map_err(|_| {
+            format!(
+                "amount {:?} is not a whole number of sats",
+                clip_echo(a, ECHO_BYTES)
+            )
+        })?),
     };
     let text = |name| value(tags, name).map(str::to_owned);
     Ok(GammaOrder {
@@ -113,8 +118,9 @@ pub fn parse_order(
 }
 
 /// The `d` tag of a `<kind>:<pubkey>:<d>` reference to one of `merchant`'s listings.
-fn listing_d(reference: &str, merchant: &str, kinds: &[u16]) -> Result<String, String> {
-    let mut parts = reference.splitn(3, ':');
+fn listing_d(full: &str, merchant: &str, kinds: &[u16]) -> Result<String, String> {
+    let reference = clip_echo(full, ECHO_BYTES);
+    let mut parts = full.splitn(3, ':');
     let (Some(kind), Some(pubkey), Some(d)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(format!(
             "{reference:?} is not a <kind>:<pubkey>:<d> reference"

@@ -213,3 +213,152 @@ impl Shipping {
         }
     }
 }
+
+/// Longest buyer order id soko takes, in bytes. Ids are stored, indexed and repeated in
+/// every message about the order (twice in the delivery code's), so they must stay small;
+/// clients use UUIDs or shorter.
+pub const MAX_ORDER_ID_BYTES: usize = 128;
+/// Longest product id or shipping zone id in an order, in bytes.
+pub const MAX_REF_BYTES: usize = 128;
+/// Longest buyer name, phone, email or Nostr contact, in bytes.
+pub const MAX_CONTACT_BYTES: usize = 256;
+/// Longest shipping address, in bytes.
+pub const MAX_ADDRESS_BYTES: usize = 1024;
+/// Longest note to the merchant, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 2048;
+/// Most lines in one order.
+pub const MAX_ORDER_ITEMS: usize = 50;
+
+/// A buyer-supplied order field beyond soko's limits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Oversize {
+    /// A text field is longer than its limit.
+    #[error("the {field} is too long ({len} bytes; at most {max})")]
+    Field {
+        /// Which field.
+        field: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Too many order lines.
+    #[error("the order has {0} items; at most {MAX_ORDER_ITEMS}")]
+    Items(usize),
+}
+
+impl Order {
+    /// Checks every buyer-supplied field against soko's limits, before anything is stored
+    /// or echoed.
+    pub fn check_bounds(&self) -> Result<(), Oversize> {
+        fn check(field: &'static str, value: Option<&str>, max: usize) -> Result<(), Oversize> {
+            match value {
+                Some(v) if v.len() > max => Err(Oversize::Field {
+                    field,
+                    len: v.len(),
+                    max,
+                }),
+                _ => Ok(()),
+            }
+        }
+        if self.items.len() > MAX_ORDER_ITEMS {
+            return Err(Oversize::Items(self.items.len()));
+        }
+        check("order id", Some(&self.id), MAX_ORDER_ID_BYTES)?;
+        check("shipping id", Some(&self.shipping_id), MAX_REF_BYTES)?;
+        check("name", self.name.as_deref(), MAX_CONTACT_BYTES)?;
+        check("address", self.address.as_deref(), MAX_ADDRESS_BYTES)?;
+        check("message", self.message.as_deref(), MAX_MESSAGE_BYTES)?;
+        check(
+            "nostr contact",
+            self.contact.nostr.as_deref(),
+            MAX_CONTACT_BYTES,
+        )?;
+        check("phone", self.contact.phone.as_deref(), MAX_CONTACT_BYTES)?;
+        check("email", self.contact.email.as_deref(), MAX_CONTACT_BYTES)?;
+        for item in &self.items {
+            check("product id", Some(&item.product_id), MAX_REF_BYTES)?;
+        }
+        Ok(())
+    }
+}
+
+/// At most `max` bytes of `text`, cut on a character boundary, with `…` when cut: for
+/// echoing a buyer-supplied value that may be oversized.
+pub fn clip_echo(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod bounds_tests {
+    use super::*;
+
+    fn order() -> Order {
+        Order {
+            id: "o-1".into(),
+            kind: 0,
+            name: Some("Amina".into()),
+            address: None,
+            message: None,
+            contact: Contact::default(),
+            items: vec![OrderItem {
+                product_id: "mango".into(),
+                quantity: 1,
+            }],
+            shipping_id: "nairobi".into(),
+        }
+    }
+
+    #[test]
+    fn every_field_has_a_bound() {
+        assert_eq!(order().check_bounds(), Ok(()));
+        fn long(n: usize) -> String {
+            "é".repeat(n)
+        }
+        type Spoil = Box<dyn Fn(&mut Order)>;
+        let cases: Vec<(Spoil, &str)> = vec![
+            (Box::new(|o| o.id = long(65)), "order id"),
+            (Box::new(|o| o.shipping_id = long(65)), "shipping id"),
+            (Box::new(|o| o.name = Some(long(129))), "name"),
+            (Box::new(|o| o.address = Some(long(513))), "address"),
+            (Box::new(|o| o.message = Some(long(1025))), "message"),
+            (Box::new(|o| o.contact.phone = Some(long(129))), "phone"),
+            (Box::new(|o| o.contact.email = Some(long(129))), "email"),
+            (
+                Box::new(|o| o.contact.nostr = Some(long(129))),
+                "nostr contact",
+            ),
+            (Box::new(|o| o.items[0].product_id = long(65)), "product id"),
+        ];
+        for (spoil, field) in cases {
+            let mut o = order();
+            spoil(&mut o);
+            let err = o
+                .check_bounds()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(field), "{err:?} names {field}");
+        }
+        let mut many = order();
+        many.items = vec![many.items[0].clone(); MAX_ORDER_ITEMS + 1];
+        assert_eq!(
+            many.check_bounds(),
+            Err(Oversize::Items(MAX_ORDER_ITEMS + 1))
+        );
+    }
+
+    #[test]
+    fn echoes_are_clipped_on_a_character_boundary() {
+        assert_eq!(clip_echo("short", 10), "short");
+        let clipped = clip_echo(&"é".repeat(100), 11);
+        assert!(clipped.len() <= 11 && clipped.ends_with('…'), "{clipped}");
+    }
+}
