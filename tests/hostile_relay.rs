@@ -1,5 +1,6 @@
 //! Attacks on soko's embedded relay from outside: oversized websocket frames, floods of junk
 //! gift wraps from fresh keys, and redelivery pushed out of the subscription window.
+#![allow(clippy::expect_used)]
 
 mod common;
 
@@ -256,7 +257,7 @@ async fn an_interrupted_event_is_answered_after_a_flood_and_a_restart() {
     })
     .await;
     let url = soko.relay_url();
-    let mut buyer = User::connect(&[url.clone()]).await;
+    let mut buyer = User::connect(std::slice::from_ref(&url)).await;
     let asked = buyer
         .nip17(soko.bot(), r#"{"v":1,"id":"interrupted-1","cmd":"ping"}"#)
         .await;

@@ -99,6 +99,11 @@ impl SledEventStore {
         self.index.count(Filter::new()).await
     }
 
+    /// True when no event is held.
+    pub async fn is_empty(&self) -> bool {
+        self.len().await == 0
+    }
+
     /// Deletes the events of `kinds` created at or before `until`; returns how many.
     pub async fn expire(&self, kinds: &[Kind], until: Timestamp) -> Result<usize, DatabaseError> {
         if kinds.is_empty() {
