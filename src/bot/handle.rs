@@ -166,7 +166,6 @@ impl Handler {
         {
             return Ok(Outcome::Duplicate);
         }
-        self.pending.insert(event.id.as_bytes(), &event.as_json())?;
         self.seen_at.insert(&seen_at_key(event), &())?;
         // Boxed: every path (commands, escrow, Gamma) nested inline overflows the
         // compiler's layout depth for this future.
@@ -185,7 +184,13 @@ impl Handler {
 
     async fn handle_claimed(&self, event: &Event) -> Result<Outcome, HandleError> {
         let inbound = match ingest::open(&self.keyring, event).await {
-            Ok(inbound) => inbound,
+            Ok(inbound) => {
+                // Kept whole until done, to be handled again after a crash (`interrupted`).
+                // Only events that open: junk is finished at once and not worth a copy. A
+                // crash before this line falls back to the relays' redelivery.
+                self.pending.insert(event.id.as_bytes(), &event.as_json())?;
+                inbound
+            }
             Err(ignored) => {
                 tracing::debug!(event_id = %event.id, kind = %event.kind, reason = %ignored, "ignored");
                 self.seen.insert(event.id.as_bytes(), &SeenState::Done)?;
