@@ -165,6 +165,27 @@ pub struct RelayConfig {
     pub allowed_kinds: Vec<u16>,
     /// Events one pubkey may write per minute (the bot and its managed keys are exempt).
     pub rate_limit_per_minute: u32,
+    /// Events one connection may write per minute (connections soko itself writes through
+    /// are exempt): gift wraps come from a fresh key each, which the per-pubkey limit cannot see.
+    pub connection_write_per_minute: u32,
+    /// Events all other writers together may write per minute.
+    pub write_budget_per_minute: u32,
+    /// Open connections at most (HTTP and websocket); more are closed on accept.
+    pub max_connections: usize,
+    /// Events the relay holds at most, on disk and in its in-memory index; past it the
+    /// oldest by `created_at` are dropped.
+    pub max_stored_events: usize,
+    /// Seconds a regular (not replaceable) event is kept, by its `created_at`; gift wraps two
+    /// days more, as NIP-59 backdates them. Older ones are deleted and refused.
+    pub retention_secs: u64,
+    /// DMs and gift wraps addressed to soko's own keys are deleted once soko handled them
+    /// and their `created_at` is this many seconds old.
+    pub handled_keep_secs: u64,
+    /// Seconds between retention passes.
+    pub janitor_secs: u64,
+    /// NIP-13 proof of work (leading zero bits of the id) required of events from keys other
+    /// than soko's own; 0 turns it off.
+    pub min_pow_unknown: u8,
 }
 
 /// `[relays]`
@@ -221,6 +242,14 @@ impl Default for Config {
                 max_event_bytes: 64 * 1024,
                 allowed_kinds: DEFAULT_ALLOWED_KINDS.to_vec(),
                 rate_limit_per_minute: 120,
+                connection_write_per_minute: 600,
+                write_budget_per_minute: 1_200,
+                max_connections: 512,
+                max_stored_events: 20_000,
+                retention_secs: 7 * 24 * 3600,
+                handled_keep_secs: 600,
+                janitor_secs: 60,
+                min_pow_unknown: 0,
             },
             relays: ExternalRelays::default(),
             mint: MintConfig::EmbeddedDev {
@@ -337,6 +366,14 @@ impl Config {
             "max_event_bytes",
             "allowed_kinds",
             "rate_limit_per_minute",
+            "connection_write_per_minute",
+            "write_budget_per_minute",
+            "max_connections",
+            "max_stored_events",
+            "retention_secs",
+            "handled_keep_secs",
+            "janitor_secs",
+            "min_pow_unknown",
         ];
         let relay = check.section(&root, "relay", &relay_keys);
         let d = &defaults.relay;
@@ -356,6 +393,34 @@ impl Config {
                 "rate_limit_per_minute",
                 d.rate_limit_per_minute,
             ),
+            connection_write_per_minute: check.positive(
+                relay,
+                "relay",
+                "connection_write_per_minute",
+                d.connection_write_per_minute,
+            ),
+            write_budget_per_minute: check.positive(
+                relay,
+                "relay",
+                "write_budget_per_minute",
+                d.write_budget_per_minute,
+            ),
+            max_connections: check.positive(relay, "relay", "max_connections", d.max_connections),
+            max_stored_events: check.positive(
+                relay,
+                "relay",
+                "max_stored_events",
+                d.max_stored_events,
+            ),
+            retention_secs: check.positive(relay, "relay", "retention_secs", d.retention_secs),
+            handled_keep_secs: check.field(
+                relay,
+                "relay",
+                "handled_keep_secs",
+                d.handled_keep_secs,
+            ),
+            janitor_secs: check.positive(relay, "relay", "janitor_secs", d.janitor_secs),
+            min_pow_unknown: check.field(relay, "relay", "min_pow_unknown", d.min_pow_unknown),
         };
 
         let relays = check.section(&root, "relays", &["urls"]);

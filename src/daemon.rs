@@ -96,7 +96,8 @@ impl Daemon {
         let keyring = Keyring::new(bot_keys.clone(), exempt.clone());
 
         let relay = if config.relay.enabled {
-            Some(EmbeddedRelay::start(&config.relay, &store, exempt).await?)
+            let handled = crate::bot::handled(&store)?;
+            Some(EmbeddedRelay::start(&config.relay, &store, exempt, handled).await?)
         } else {
             None
         };
@@ -163,6 +164,7 @@ impl Daemon {
             },
             ussd: config.ussd.clone(),
             catalog: catalog.clone(),
+            replay_window_secs: config.relay.retention_secs,
         };
         let bot = Bot::start(&store, keyring, &relays, services).await?;
         let daemon = Self {

@@ -81,6 +81,8 @@ pub enum HandleError {
 pub struct Handler {
     keyring: Keyring,
     seen: Typed<SeenState>,
+    seen_at: Typed<()>,
+    pending: Typed<String>,
     replies: Typed<StoredReply>,
     meta: Typed<u64>,
     outbox: Outbox,
@@ -160,6 +162,8 @@ impl Handler {
         Ok(Self {
             keyring,
             seen: store.tree(trees::SEEN)?,
+            seen_at: store.tree(trees::SEEN_AT)?,
+            pending: store.tree(trees::PENDING)?,
             replies: store.tree(trees::REPLIES)?,
             meta: store.tree(trees::META)?,
             outbox,
@@ -181,6 +185,37 @@ impl Handler {
         Ok(released)
     }
 
+    /// Events a crash (or an internal error) interrupted: claimed, kept whole, not done.
+    /// Call before [`Self::recover`]; handle them again after it. They need no relay to
+    /// deliver them again, so no flood of newer events can push them out of reach.
+    pub fn interrupted(&self) -> Result<Vec<Event>, StoreError> {
+        let mut events = Vec::new();
+        for entry in self.pending.iter() {
+            let (id, json) = entry?;
+            if self.seen.get(&id)? == Some(SeenState::Done) {
+                self.pending.remove(&id)?;
+                continue;
+            }
+            match Event::from_json(&json) {
+                Ok(event) => events.push(event),
+                Err(e) => {
+                    tracing::warn!(error = %e, "dropping an unreadable interrupted event");
+                    self.pending.remove(&id)?;
+                }
+            }
+        }
+        Ok(events)
+    }
+
+    /// Forgets what can no longer matter at unix time `now`, given that no inbound event
+    /// created before `floor` is handled (the bot drops them before [`Self::handle`]):
+    /// `seen` entries of events created before `floor` (a redelivered copy is dropped by
+    /// age, so the entry is not needed to stop it) and replies stored before `floor`.
+    /// Claims still in progress stay. Returns (seen, replies) removed.
+    pub fn prune(&self, floor: u64) -> Result<(usize, usize), StoreError> {
+        prune(&self.seen, &self.seen_at, &self.replies, floor)
+    }
+
     /// The unix time of the newest DM handled, if any.
     pub fn checkpoint(&self) -> Result<Option<u64>, StoreError> {
         self.meta.get(CHECKPOINT_KEY)
@@ -200,10 +235,14 @@ impl Handler {
         {
             return Ok(Outcome::Duplicate);
         }
+        self.seen_at.insert(&seen_at_key(event), &())?;
         // Boxed: every path (commands, escrow, Gamma) nested inline overflows the
         // compiler's layout depth for this future.
         match Box::pin(self.handle_claimed(event)).await {
-            Ok(outcome) => Ok(outcome),
+            Ok(outcome) => {
+                self.pending.remove(event.id.as_bytes())?;
+                Ok(outcome)
+            }
             Err(e) => {
                 // Let a redelivery retry instead of losing the message.
                 self.seen.remove(event.id.as_bytes())?;
@@ -214,7 +253,13 @@ impl Handler {
 
     async fn handle_claimed(&self, event: &Event) -> Result<Outcome, HandleError> {
         let inbound = match ingest::open(&self.keyring, event).await {
-            Ok(inbound) => inbound,
+            Ok(inbound) => {
+                // Kept whole until done, to be handled again after a crash (`interrupted`).
+                // Only events that open: junk is finished at once and not worth a copy. A
+                // crash before this line falls back to the relays' redelivery.
+                self.pending.insert(event.id.as_bytes(), &event.as_json())?;
+                inbound
+            }
             Err(ignored) => {
                 tracing::debug!(event_id = %event.id, kind = %event.kind, reason = %ignored, "ignored");
                 self.seen.insert(event.id.as_bytes(), &SeenState::Done)?;
@@ -722,6 +767,52 @@ pub async fn seal_dm(
     }
 }
 
+/// See [`Handler::prune`].
+fn prune(
+    seen: &Typed<SeenState>,
+    seen_at: &Typed<()>,
+    replies: &Typed<StoredReply>,
+    floor: u64,
+) -> Result<(usize, usize), StoreError> {
+    let mut forgotten = 0;
+    for entry in seen_at.raw().range(..floor.to_be_bytes().to_vec()) {
+        let (key, _) = entry.map_err(StoreError::from)?;
+        let id = key.get(8..).unwrap_or_default();
+        if seen.get(id)? == Some(SeenState::Processing) {
+            continue;
+        }
+        seen.remove(id)?;
+        seen_at.remove(&key)?;
+        forgotten += 1;
+    }
+    let mut dropped = 0;
+    for entry in replies.raw().iter() {
+        let (key, bytes) = entry.map_err(StoreError::from)?;
+        // An unreadable reply is kept: pruning is no place to judge formats.
+        if replies.decode(&bytes).is_ok_and(|r| r.at < floor) {
+            replies.remove(&key)?;
+            dropped += 1;
+        }
+    }
+    Ok((forgotten, dropped))
+}
+
+/// `seen/at` key: `created_at` (big-endian, so keys sort by time) ‖ event id.
+fn seen_at_key(event: &Event) -> Vec<u8> {
+    let mut key = event.created_at.as_secs().to_be_bytes().to_vec();
+    key.extend_from_slice(event.id.as_bytes());
+    key
+}
+
+/// Whether soko is done with an inbound event, read from `store`: the embedded relay's
+/// retention drops such events addressed to soko's keys.
+pub fn handled(store: &Store) -> Result<crate::relay::Handled, StoreError> {
+    let seen: Typed<SeenState> = store.tree(trees::SEEN)?;
+    Ok(std::sync::Arc::new(move |id: &EventId| {
+        matches!(seen.get(id.as_bytes()), Ok(Some(SeenState::Done)))
+    }))
+}
+
 /// `replies` key: sender ‖ request id.
 fn reply_key(sender: &PublicKey, request_id: &str) -> Vec<u8> {
     let mut key = sender.to_bytes().to_vec();
@@ -738,4 +829,58 @@ fn is_response(body: &str) -> bool {
                 .map(|o| o.contains_key("re") && o.contains_key("ok"))
         })
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use nostr_sdk::Timestamp;
+
+    use super::*;
+
+    #[test]
+    fn prune_forgets_old_ids_and_replies_but_not_claims() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let seen: Typed<SeenState> = store.tree(trees::SEEN)?;
+        let seen_at: Typed<()> = store.tree(trees::SEEN_AT)?;
+        let replies: Typed<StoredReply> = store.tree(trees::REPLIES)?;
+        let keys = Keys::generate();
+        let at = |t: u64| {
+            EventBuilder::new(Kind::EncryptedDirectMessage, "x")
+                .custom_created_at(Timestamp::from(t))
+                .sign_with_keys(&keys)
+        };
+        let (old, claimed, recent) = (at(100)?, at(150)?, at(300)?);
+        for (event, state) in [
+            (&old, SeenState::Done),
+            (&claimed, SeenState::Processing),
+            (&recent, SeenState::Done),
+        ] {
+            seen.insert(event.id.as_bytes(), &state)?;
+            seen_at.insert(&seen_at_key(event), &())?;
+        }
+        let reply = |at: u64| StoredReply {
+            cmd: "ping".to_owned(),
+            response: "{}".to_owned(),
+            at,
+        };
+        replies.insert(b"old", &reply(100))?;
+        replies.insert(b"new", &reply(300))?;
+
+        assert_eq!(prune(&seen, &seen_at, &replies, 200)?, (1, 1));
+        assert_eq!(seen.get(old.id.as_bytes())?, None);
+        assert_eq!(
+            seen.get(claimed.id.as_bytes())?,
+            Some(SeenState::Processing)
+        );
+        assert_eq!(seen.get(recent.id.as_bytes())?, Some(SeenState::Done));
+        assert!(replies.get(b"old")?.is_none());
+        assert!(replies.get(b"new")?.is_some());
+        // Once the claim is finished, its entry goes at the next pass.
+        seen.insert(claimed.id.as_bytes(), &SeenState::Done)?;
+        assert_eq!(prune(&seen, &seen_at, &replies, 200)?, (1, 0));
+        assert_eq!(seen_at.len(), 1);
+        Ok(())
+    }
 }

@@ -16,7 +16,7 @@ use nostr_sdk::prelude::*;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-pub use self::handle::{seal_dm, Handler, Outcome, SeenState};
+pub use self::handle::{handled, seal_dm, Handler, Outcome, SeenState};
 pub use self::ingest::Scheme;
 pub use self::keyring::Keyring;
 use self::nodb::NoDatabase;
@@ -40,7 +40,11 @@ const OUTBOX_RETRY: Duration = Duration::from_secs(10);
 /// Slack below the checkpoint when resubscribing, for senders' clock skew and late relays.
 const RESUBSCRIBE_SLACK: u64 = 3600;
 /// NIP-59 wraps are backdated by up to two days.
-const GIFT_WRAP_BACKDATE: u64 = 2 * 24 * 3600;
+const GIFT_WRAP_BACKDATE: u64 = crate::relay::GIFT_WRAP_BACKDATE;
+/// How often `seen` and `replies` are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// `seen` keeps this much more than the replay window (see `prune`).
+const PRUNE_MARGIN_SECS: u64 = 3600;
 
 /// NIP-15 stall and product kinds.
 pub const LISTING_KINDS: [Kind; 2] = [Kind::Custom(30017), Kind::Custom(30018)];
@@ -65,6 +69,9 @@ pub struct Services {
     pub ussd: crate::config::UssdConfig,
     /// The index of every merchant's listings, fed with what the relays send.
     pub catalog: Catalog,
+    /// Inbound events older than this (by `created_at`; gift wraps two days more) are not
+    /// handled, which lets `seen` and `replies` forget them (`[relay] retention_secs`).
+    pub replay_window_secs: u64,
 }
 
 /// Failures starting the bot.
@@ -109,6 +116,7 @@ impl Bot {
         let outbox = Outbox::open(store, client.clone())?;
         let publisher = Publisher::new(keyring.clone(), outbox.clone());
         let rates = services.rules.rates.clone();
+        let window = services.replay_window_secs;
         let escrow = EscrowService::open(
             store,
             services.wallet,
@@ -148,6 +156,7 @@ impl Bot {
             desk,
         };
         let handler = Handler::new(store, keyring.clone(), outbox.clone(), context)?;
+        let interrupted = handler.interrupted()?;
         let released = handler.recover()?;
         if released > 0 {
             tracing::warn!(
@@ -168,12 +177,17 @@ impl Bot {
         subscribe(&client, &subscriptions(&keyring.public_keys(), since)).await?;
 
         let (stop, stopped) = watch::channel(false);
+        let resume = tokio::spawn(resume(handler.clone(), interrupted, window));
+        let prune = tokio::spawn(prune(handler.clone(), window, stopped.clone()));
         let event_loop = tokio::spawn(run(
             client.clone(),
             handler,
             services.catalog,
             keyring,
-            since,
+            Window {
+                since,
+                replay: window,
+            },
             stopped.clone(),
         ));
         let retry = tokio::spawn(retry_outbox(outbox.clone(), stopped.clone()));
@@ -183,7 +197,7 @@ impl Bot {
             outbox,
             escrow,
             stop,
-            tasks: vec![event_loop, retry, payments],
+            tasks: vec![event_loop, retry, payments, resume, prune],
         })
     }
 
@@ -278,14 +292,80 @@ async fn subscribe(client: &Client, filters: &[(SubscriptionId, Filter)]) -> Res
     Ok(())
 }
 
+/// The subscriptions' start and the replay window (seconds).
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    since: u64,
+    replay: u64,
+}
+
+/// The oldest `created_at` of an inbound event of `kind` handled at `now`. `seen` remembers
+/// events back to [`oldest_handled_any`] only, so anything older must be dropped unhandled:
+/// it could be one whose `seen` entry is gone.
+fn oldest_handled(kind: Kind, window: u64, now: u64) -> u64 {
+    crate::relay::oldest_kept(kind, window, now)
+}
+
+/// The oldest `created_at` handled of any kind: where `seen` may be pruned.
+fn oldest_handled_any(window: u64, now: u64) -> u64 {
+    oldest_handled(Kind::GiftWrap, window, now)
+}
+
+/// True for an inbound event too old to handle (see [`oldest_handled`]).
+fn too_old(event: &Event, window: u64) -> bool {
+    event.created_at.as_secs() < oldest_handled(event.kind, window, unix_now())
+}
+
+/// Handles again the events a crash interrupted (kept whole when claimed).
+async fn resume(handler: Handler, interrupted: Vec<Event>, window: u64) {
+    for event in interrupted {
+        if too_old(&event, window) {
+            tracing::info!(event_id = %event.id, "an interrupted event is past the replay window; dropped");
+            continue;
+        }
+        match handler.handle(&event).await {
+            Ok(outcome) => {
+                tracing::info!(event_id = %event.id, ?outcome, "interrupted event handled again")
+            }
+            Err(e) => {
+                tracing::error!(event_id = %event.id, error = %e, "interrupted event failed again; kept for the next start")
+            }
+        }
+    }
+}
+
+/// Prunes `seen` and `replies` now and then (see [`Handler::prune`]).
+async fn prune(handler: Handler, window: u64, mut stopped: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            _ = tick.tick() => {}
+        }
+        // The margin covers events that passed the age check just before this pass and are
+        // still waiting for a handler.
+        let floor = oldest_handled_any(window, unix_now()).saturating_sub(PRUNE_MARGIN_SECS);
+        let handler = handler.clone();
+        match tokio::task::spawn_blocking(move || handler.prune(floor)).await {
+            Ok(Ok((seen, replies))) if seen + replies > 0 => {
+                tracing::debug!(seen, replies, "pruned seen events and stored replies");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "pruning seen events failed"),
+            Err(e) => tracing::warn!(error = %e, "pruning task failed"),
+        }
+    }
+}
+
 async fn run(
     client: Client,
     handler: Handler,
     catalog: Catalog,
     keyring: Keyring,
-    since: u64,
+    window: Window,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let since = window.since;
     let mut notifications = client.notifications();
     let mut identities = keyring.watch();
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
@@ -309,6 +389,10 @@ async fn run(
                     // In order, in the loop: a few sled reads and writes, and a deletion must
                     // not overtake the listing it deletes.
                     index(&catalog, &event);
+                    continue;
+                }
+                if too_old(&event, window.replay) {
+                    tracing::debug!(event_id = %event.id, "older than the replay window; dropped");
                     continue;
                 }
                 let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -389,6 +473,27 @@ async fn watch_payments(escrow: EscrowService, mut stopped: watch::Receiver<bool
             result = escrow.tick() => if let Err(e) = result {
                 tracing::error!(error = %e, "payment check failed; retrying");
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `seen` is pruned below `oldest_handled_any`; every kind's handling floor must lie at
+    /// or above it, or a pruned event could be handled twice.
+    #[test]
+    fn no_kind_is_handled_below_the_pruning_floor() {
+        let (window, now) = (7 * 24 * 3600, 1_800_000_000);
+        let prune_floor = oldest_handled_any(window, now);
+        for kind in [
+            Kind::EncryptedDirectMessage,
+            Kind::GiftWrap,
+            Kind::Custom(16),
+            Kind::Custom(14),
+        ] {
+            assert!(oldest_handled(kind, window, now) >= prune_floor, "{kind}");
         }
     }
 }

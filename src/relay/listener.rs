@@ -9,6 +9,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use base64::prelude::*;
 use hyper::body::Incoming;
@@ -17,18 +18,37 @@ use hyper::header::{
 };
 use hyper::server::conn::http1;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use nostr_relay_builder::LocalRelay;
 use nostr_sdk::hashes::sha1::Hash as Sha1;
 use nostr_sdk::hashes::{Hash, HashEngine};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+use super::frames::FrameGuard;
+use super::policy::SokoWritePolicy;
+
+/// How long a client may take to send its request headers.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What one connection may use.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Incoming websocket messages over this many bytes end their connection (see
+    /// [`FrameGuard`]).
+    pub max_message: u64,
+    /// One permit per open connection; none left, new ones are closed at once.
+    pub connections: Arc<Semaphore>,
+    /// Told when a websocket session ends.
+    pub policy: Arc<SokoWritePolicy>,
+}
 
 /// Serves `listener` until `stopped` turns true.
 pub async fn serve(
     listener: TcpListener,
     relay: LocalRelay,
     info: String,
+    limits: Limits,
     mut stopped: watch::Receiver<bool>,
 ) {
     loop {
@@ -42,19 +62,39 @@ pub async fn serve(
                 }
             },
         };
+        let Ok(permit) = limits.connections.clone().try_acquire_owned() else {
+            tracing::debug!(%addr, "embedded relay at its connection cap; closing a new one");
+            drop(stream);
+            continue;
+        };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
         let relay = relay.clone();
         let info = info.clone();
+        let limits = limits.clone();
+        // Shared with the websocket session, which outlives the HTTP connection's task.
+        let permit = Arc::new(permit);
+        let held = permit.clone();
         let mut connection_stopped = stopped.clone();
         let session_stopped = stopped.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                let response = respond(&relay, addr, &info, request, session_stopped.clone());
+                let response = respond(
+                    &relay,
+                    addr,
+                    &info,
+                    &limits,
+                    held.clone(),
+                    request,
+                    session_stopped.clone(),
+                );
                 async move { Ok::<_, Infallible>(response) }
             });
+            // A connection holds a permit: one that never sends its request must not keep it.
             let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             // Every task holding the relay (and so its sled trees) must end on shutdown, or
@@ -65,6 +105,7 @@ pub async fn serve(
                 },
                 _ = connection_stopped.changed() => {}
             }
+            drop(permit);
         });
     }
 }
@@ -73,6 +114,8 @@ fn respond(
     relay: &LocalRelay,
     addr: SocketAddr,
     info: &str,
+    limits: &Limits,
+    permit: Arc<OwnedSemaphorePermit>,
     request: Request<Incoming>,
     mut stopped: watch::Receiver<bool>,
 ) -> Response<String> {
@@ -91,11 +134,18 @@ fn respond(
         .map(|k| accept_key(k.as_bytes()));
     if let (true, Some(accept)) = (wants_upgrade, key) {
         let relay = relay.clone();
+        let (max_message, policy) = (limits.max_message, limits.policy.clone());
         tokio::spawn(async move {
             let session = async {
                 match hyper::upgrade::on(request).await {
                     Ok(upgraded) => {
-                        if let Err(e) = relay.take_connection(TokioIo::new(upgraded), addr).await {
+                        if let Err(e) = relay
+                            .take_connection(
+                                FrameGuard::new(TokioIo::new(upgraded), max_message),
+                                addr,
+                            )
+                            .await
+                        {
                             tracing::debug!(error = %e, "relay session ended");
                         }
                     }
@@ -106,6 +156,8 @@ fn respond(
                 _ = session => {}
                 _ = stopped.changed() => {}
             }
+            policy.forget_connection(&addr);
+            drop(permit);
         });
         return response(StatusCode::SWITCHING_PROTOCOLS, String::new(), |r| {
             r.header(CONNECTION, "upgrade")

@@ -1,6 +1,7 @@
 //! The embedded Nostr relay (nostr-relay-builder), persisted in sled.
 
 mod events_db;
+mod frames;
 mod listener;
 mod policy;
 
@@ -9,10 +10,10 @@ use std::sync::Arc;
 use nostr_relay_builder::builder::{PolicyResult, RateLimit, WritePolicy};
 use nostr_relay_builder::{LocalRelay, RelayBuilder};
 use nostr_sdk::prelude::BoxedFuture;
-use nostr_sdk::{Event, RelayUrl};
+use nostr_sdk::{Event, EventId, Kind, PublicKey, RelayUrl, Timestamp};
 
 pub use self::events_db::SledEventStore;
-pub use self::policy::{Exempt, SokoWritePolicy};
+pub use self::policy::{expires, oldest_kept, Exempt, SokoWritePolicy, GIFT_WRAP_BACKDATE};
 use crate::config::RelayConfig;
 use crate::store::{Store, StoreError};
 
@@ -32,6 +33,18 @@ pub enum RelayError {
     },
 }
 
+/// Tells whether soko has handled (answered or dropped for good) an inbound event: the bot
+/// knows, the relay asks. Handled DMs to soko's keys need not be kept.
+pub type Handled = Arc<dyn Fn(&EventId) -> bool + Send + Sync>;
+
+/// Regular kinds the retention pass expires when `[relay] allowed_kinds` is empty (any kind
+/// accepted): other regular kinds are then bounded by `max_stored_events` alone.
+const KNOWN_REGULAR_KINDS: [u16; 8] = [1, 4, 5, 7, 14, 16, 17, 1059];
+
+/// Retention removals after which the index is rebuilt (see `SledEventStore::compact_after`):
+/// about 10 MB of remembered ids.
+const COMPACT_AFTER: usize = 200_000;
+
 /// A running embedded relay; it stops when dropped or shut down.
 #[derive(Debug)]
 pub struct EmbeddedRelay {
@@ -42,15 +55,22 @@ pub struct EmbeddedRelay {
 }
 
 impl EmbeddedRelay {
-    /// Opens the store and starts listening.
+    /// Opens the store and starts listening. `exempt` holds soko's own keys; `handled` says
+    /// which inbound events the bot is done with.
     pub async fn start(
         config: &RelayConfig,
         store: &Store,
         exempt: Exempt,
+        handled: Handled,
     ) -> Result<Self, RelayError> {
-        let policy = Arc::new(SokoWritePolicy::new(config, exempt));
+        let events = SledEventStore::open(store, config.max_stored_events).await?;
+        let policy = Arc::new(SokoWritePolicy::new(
+            config,
+            exempt.clone(),
+            Some(events.clone()),
+        ));
         let builder = RelayBuilder::default()
-            .database(SledEventStore::open(store).await?)
+            .database(events.clone())
             .write_policy(Shared(policy.clone()))
             // Rate limits are per pubkey (in the policy): the per-connection limit would
             // throttle the bot, which publishes every reply over one connection.
@@ -73,19 +93,30 @@ impl EmbeddedRelay {
             RelayUrl::parse(&format!("ws://{addr}")).map_err(|e| listen_error(e.to_string()))?;
         let info = relay_information(config);
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let limits = listener::Limits {
+            max_message: max_message_bytes(config),
+            connections: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
+            policy: policy.clone(),
+        };
         let server = tokio::spawn(listener::serve(
             listener,
             relay.clone(),
             info,
+            limits,
             stopped.clone(),
         ));
+        let retention = Retention::new(config, events, exempt, handled);
+        let period = std::time::Duration::from_secs(config.janitor_secs.max(1));
         let janitor = tokio::spawn(async move {
             let mut stopped = stopped;
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            let mut tick = tokio::time::interval(period);
             loop {
                 tokio::select! {
                     _ = stopped.changed() => break,
-                    _ = tick.tick() => policy.forget_idle(),
+                    _ = tick.tick() => {
+                        policy.forget_idle();
+                        retention.apply(Timestamp::now().as_secs()).await;
+                    }
                 }
             }
         });
@@ -118,6 +149,87 @@ impl Drop for EmbeddedRelay {
     }
 }
 
+/// The retention rules of `kinds/relay.md`, applied by the janitor.
+struct Retention {
+    events: SledEventStore,
+    ours: Exempt,
+    handled: Handled,
+    retention_secs: u64,
+    handled_keep_secs: u64,
+    /// Regular kinds other than gift wraps (those keep two more days).
+    regular: Vec<Kind>,
+}
+
+impl Retention {
+    fn new(config: &RelayConfig, events: SledEventStore, ours: Exempt, handled: Handled) -> Self {
+        let kinds: Vec<u16> = if config.allowed_kinds.is_empty() {
+            KNOWN_REGULAR_KINDS.to_vec()
+        } else {
+            config.allowed_kinds.clone()
+        };
+        let regular = kinds
+            .into_iter()
+            .map(Kind::from)
+            .filter(|k| expires(*k) && *k != Kind::GiftWrap)
+            .collect();
+        Self {
+            events,
+            ours,
+            handled,
+            retention_secs: config.retention_secs,
+            handled_keep_secs: config.handled_keep_secs,
+            regular,
+        }
+    }
+
+    /// One pass at unix time `now`; failures are logged and the next pass tries again.
+    async fn apply(&self, now: u64) {
+        let expired = async {
+            let mut n = self
+                .events
+                .expire(
+                    &self.regular,
+                    Timestamp::from(oldest_kept(Kind::TextNote, self.retention_secs, now)),
+                )
+                .await?;
+            n += self
+                .events
+                .expire(
+                    &[Kind::GiftWrap],
+                    Timestamp::from(oldest_kept(Kind::GiftWrap, self.retention_secs, now)),
+                )
+                .await?;
+            Ok::<_, nostr_database::DatabaseError>(n)
+        };
+        let ours: Vec<PublicKey> = self
+            .ours
+            .read()
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default();
+        let handled = self.events.forget(
+            &[Kind::EncryptedDirectMessage, Kind::GiftWrap],
+            &ours,
+            Timestamp::from(now.saturating_sub(self.handled_keep_secs)),
+            |id| (self.handled)(id),
+        );
+        match (expired.await, handled.await) {
+            (Ok(expired), Ok(handled)) => {
+                if expired + handled > 0 {
+                    tracing::debug!(expired, handled, "embedded relay retention pass");
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "embedded relay retention pass failed")
+            }
+        }
+        match self.events.compact_after(COMPACT_AFTER).await {
+            Ok(true) => tracing::debug!("embedded relay index rebuilt"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "embedded relay index rebuild failed"),
+        }
+    }
+}
+
 /// The relay builder owns its policies; this lets the janitor share ours.
 #[derive(Debug)]
 struct Shared(Arc<SokoWritePolicy>);
@@ -132,6 +244,16 @@ impl WritePolicy for Shared {
     }
 }
 
+/// Room for the `["EVENT",…]` envelope around the largest event, and for `REQ` messages
+/// whose filters list many keys (the bot's DM filters name every identity it holds, 67
+/// bytes each: 64 KiB fits about a thousand).
+const ENVELOPE_SLACK: usize = 64 * 1024;
+
+/// The largest websocket message the relay reads; anything bigger closes the connection.
+fn max_message_bytes(config: &RelayConfig) -> u64 {
+    config.max_event_bytes.saturating_add(ENVELOPE_SLACK) as u64
+}
+
 /// The NIP-11 relay information document.
 fn relay_information(config: &RelayConfig) -> String {
     serde_json::json!({
@@ -141,7 +263,8 @@ fn relay_information(config: &RelayConfig) -> String {
         "version": env!("CARGO_PKG_VERSION"),
         "supported_nips": [1, 4, 9, 11, 15, 17, 44, 59],
         "limitation": {
-            "max_message_length": config.max_event_bytes,
+            "max_message_length": max_message_bytes(config),
+            "max_content_length": config.max_event_bytes,
         },
     })
     .to_string()

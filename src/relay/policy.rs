@@ -1,14 +1,16 @@
-//! The embedded relay's write policy: size, kind and per-pubkey rate limits.
+//! The embedded relay's write policy: size, kind, age, proof of work, and write budgets per
+//! pubkey, per connection and overall.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use nostr_relay_builder::builder::{PolicyResult, WritePolicy};
 use nostr_sdk::prelude::BoxedFuture;
-use nostr_sdk::{Event, JsonUtil, PublicKey};
+use nostr_sdk::{Event, JsonUtil, Kind, PublicKey, Timestamp};
 
+use super::events_db::SledEventStore;
 use crate::config::RelayConfig;
 use crate::ratelimit::KeyedLimiter;
 
@@ -16,30 +18,78 @@ use crate::ratelimit::KeyedLimiter;
 /// on behalf of many users and must not be throttled as one.
 pub type Exempt = Arc<RwLock<HashSet<PublicKey>>>;
 
+/// How far ahead of the relay's clock an event may be dated. Further ahead, it would
+/// outlive everything in the bounded store (the oldest go first) and cheat the retention.
+const MAX_FUTURE_SECS: u64 = 15 * 60;
+
+/// How recent an event of soko's own must be for its connection to be trusted.
+const FRESH_SECS: u64 = 120;
+
+/// NIP-59 backdates gift wraps by up to two days.
+pub const GIFT_WRAP_BACKDATE: u64 = 2 * 24 * 3600;
+
 /// Rejections carry these reasons after the relay's `blocked: ` prefix.
 #[derive(Debug)]
 pub struct SokoWritePolicy {
     max_event_bytes: usize,
     allowed_kinds: HashSet<u16>,
+    retention_secs: u64,
+    min_pow: u8,
     limiter: KeyedLimiter<PublicKey>,
+    per_connection: KeyedLimiter<SocketAddr>,
+    overall: KeyedLimiter<()>,
     exempt: Exempt,
+    /// Connections that published a new event signed by one of soko's keys: soko's own,
+    /// whose gift wraps (fresh keys) must not count against the budgets meant for outsiders.
+    trusted: Mutex<HashSet<SocketAddr>>,
+    /// The store, to tell a new event from a copy of one already published.
+    store: Option<SledEventStore>,
+}
+
+/// `n` as a governor quota (at least 1).
+fn quota(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}
+
+/// The oldest `created_at` a regular event of `kind` may have at `now` and still be kept.
+pub fn oldest_kept(kind: Kind, retention_secs: u64, now: u64) -> u64 {
+    let backdate = if kind == Kind::GiftWrap {
+        GIFT_WRAP_BACKDATE
+    } else {
+        0
+    };
+    now.saturating_sub(retention_secs.saturating_add(backdate))
+}
+
+/// Regular events expire by age; replaceable and addressable ones are one per author (and
+/// `d` tag) and stay, ephemeral ones are never stored.
+pub fn expires(kind: Kind) -> bool {
+    !(kind.is_replaceable() || kind.is_addressable() || kind.is_ephemeral())
 }
 
 impl SokoWritePolicy {
-    /// Builds the policy from `[relay]`.
-    pub fn new(config: &RelayConfig, exempt: Exempt) -> Self {
+    /// Builds the policy from `[relay]`; `store` tells new events from copies (see `judge`).
+    pub fn new(config: &RelayConfig, exempt: Exempt, store: Option<SledEventStore>) -> Self {
         Self {
             max_event_bytes: config.max_event_bytes,
             allowed_kinds: config.allowed_kinds.iter().copied().collect(),
-            limiter: KeyedLimiter::per_minute(
-                NonZeroU32::new(config.rate_limit_per_minute).unwrap_or(NonZeroU32::MIN),
-            ),
+            retention_secs: config.retention_secs,
+            min_pow: config.min_pow_unknown,
+            limiter: KeyedLimiter::per_minute(quota(config.rate_limit_per_minute)),
+            per_connection: KeyedLimiter::per_minute(quota(config.connection_write_per_minute)),
+            overall: KeyedLimiter::per_minute(quota(config.write_budget_per_minute)),
             exempt,
+            trusted: Mutex::default(),
+            store,
         }
     }
 
-    /// The verdict on one event, without the relay around it.
-    pub fn judge(&self, event: &Event) -> Result<(), String> {
+    /// The verdict on one event from the connection at `from`, without the relay around it.
+    ///
+    /// A connection becomes soko's own when it publishes a fresh event signed by one of
+    /// soko's keys that the relay does not hold yet (`stored` false). Anyone can copy one of
+    /// soko's public events, but only after the relay has it: a copy does not count.
+    pub fn judge(&self, event: &Event, from: &SocketAddr, stored: bool) -> Result<(), String> {
         let size = event.as_json().len();
         if size > self.max_event_bytes {
             return Err(format!(
@@ -51,20 +101,61 @@ impl SokoWritePolicy {
         if !self.allowed_kinds.is_empty() && !self.allowed_kinds.contains(&kind) {
             return Err(format!("kind {kind} is not accepted by this relay"));
         }
-        let exempt = self
+        let ours = self
             .exempt
             .read()
             .map(|set| set.contains(&event.pubkey))
             .unwrap_or(false);
-        if !exempt && !self.limiter.allow(&event.pubkey) {
+        let now = Timestamp::now().as_secs();
+        let created_at = event.created_at.as_secs();
+        let fresh = now.abs_diff(created_at) <= FRESH_SECS;
+        let trusted = match self.trusted.lock() {
+            Ok(mut trusted) if ours && fresh && !stored => {
+                trusted.insert(*from);
+                true
+            }
+            Ok(trusted) => trusted.contains(from),
+            Err(_) => false,
+        };
+        if ours || trusted {
+            return Ok(());
+        }
+        if created_at > now.saturating_add(MAX_FUTURE_SECS) {
+            return Err("created_at is in the future".to_owned());
+        }
+        if expires(event.kind) && created_at < oldest_kept(event.kind, self.retention_secs, now) {
+            return Err("created_at is older than this relay keeps events".to_owned());
+        }
+        if self.min_pow > 0 && !event.id.check_pow(self.min_pow) {
+            return Err(format!(
+                "proof of work of {} bits required (NIP-13)",
+                self.min_pow
+            ));
+        }
+        // Narrowest budget first: a sender over its own budget must not spend the others'.
+        if !self.limiter.allow(&event.pubkey) {
             return Err("rate limited: too many events from this pubkey, slow down".to_owned());
         }
+        if !self.per_connection.allow(from) {
+            return Err("rate limited: too many events on this connection, slow down".to_owned());
+        }
+        if !self.overall.allow(&()) {
+            return Err("rate limited: the relay is busy, try again in a minute".to_owned());
+        }
         Ok(())
+    }
+
+    /// The connection at `addr` closed: its address may come back as someone else.
+    pub fn forget_connection(&self, addr: &SocketAddr) {
+        if let Ok(mut trusted) = self.trusted.lock() {
+            trusted.remove(addr);
+        }
     }
 
     /// See [`KeyedLimiter::forget_idle`].
     pub fn forget_idle(&self) {
         self.limiter.forget_idle();
+        self.per_connection.forget_idle();
     }
 }
 
@@ -72,10 +163,14 @@ impl WritePolicy for SokoWritePolicy {
     fn admit_event<'a>(
         &'a self,
         event: &'a Event,
-        _addr: &'a SocketAddr,
+        addr: &'a SocketAddr,
     ) -> BoxedFuture<'a, PolicyResult> {
         Box::pin(async move {
-            match self.judge(event) {
+            let stored = match &self.store {
+                Some(store) => store.holds(&event.id).await,
+                None => false,
+            };
+            match self.judge(event, addr, stored) {
                 Ok(()) => PolicyResult::Accept,
                 Err(reason) => PolicyResult::Reject(reason),
             }
@@ -85,7 +180,7 @@ impl WritePolicy for SokoWritePolicy {
 
 #[cfg(test)]
 mod tests {
-    use nostr_sdk::{EventBuilder, Keys, Kind};
+    use nostr_sdk::{EventBuilder, Keys};
 
     use super::*;
     use crate::config::Config;
@@ -94,7 +189,13 @@ mod tests {
         let mut config = Config::default().relay;
         config.max_event_bytes = 1_000;
         config.rate_limit_per_minute = 2;
-        SokoWritePolicy::new(&config, exempt)
+        config.connection_write_per_minute = 3;
+        config.write_budget_per_minute = 5;
+        SokoWritePolicy::new(&config, exempt, None)
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
     }
 
     fn note(
@@ -110,18 +211,43 @@ mod tests {
         let policy = policy(Exempt::default());
         let keys = Keys::generate();
         let big = note(&keys, 4, &"x".repeat(2_000))?;
-        assert!(policy.judge(&big).is_err_and(|r| r.contains("too large")));
+        assert!(policy
+            .judge(&big, &addr(1), false)
+            .is_err_and(|r| r.contains("too large")));
         let odd = note(&keys, 1, "hi")?;
-        assert!(policy.judge(&odd).is_err_and(|r| r.contains("kind 1")));
+        assert!(policy
+            .judge(&odd, &addr(1), false)
+            .is_err_and(|r| r.contains("kind 1")));
         let dm = note(&keys, 4, "hi")?;
-        assert!(policy.judge(&dm).is_ok());
-        assert!(policy.judge(&dm).is_ok());
-        assert!(policy.judge(&dm).is_err_and(|r| r.contains("rate limited")));
+        assert!(policy.judge(&dm, &addr(1), false).is_ok());
+        assert!(policy.judge(&dm, &addr(2), false).is_ok());
+        assert!(policy
+            .judge(&dm, &addr(3), false)
+            .is_err_and(|r| r.contains("this pubkey")));
         Ok(())
     }
 
     #[test]
-    fn exempt_keys_are_not_rate_limited() -> Result<(), Box<dyn std::error::Error>> {
+    fn fresh_keys_meet_the_connection_and_overall_budgets() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let policy = policy(Exempt::default());
+        let fresh = || note(&Keys::generate(), 4, "hi");
+        for _ in 0..3 {
+            assert!(policy.judge(&fresh()?, &addr(1), false).is_ok());
+        }
+        assert!(policy
+            .judge(&fresh()?, &addr(1), false)
+            .is_err_and(|r| r.contains("this connection")));
+        assert!(policy.judge(&fresh()?, &addr(2), false).is_ok());
+        assert!(policy.judge(&fresh()?, &addr(3), false).is_ok());
+        assert!(policy
+            .judge(&fresh()?, &addr(4), false)
+            .is_err_and(|r| r.contains("busy")));
+        Ok(())
+    }
+
+    #[test]
+    fn soko_connections_and_keys_are_exempt() -> Result<(), Box<dyn std::error::Error>> {
         let keys = Keys::generate();
         let exempt = Exempt::default();
         exempt
@@ -131,8 +257,58 @@ mod tests {
         let policy = policy(exempt);
         let dm = note(&keys, 4, "hi")?;
         for _ in 0..10 {
-            assert!(policy.judge(&dm).is_ok());
+            assert!(policy.judge(&dm, &addr(1), false).is_ok());
         }
+        // A copy of one of soko's events the relay already holds vouches for nobody.
+        assert!(policy.judge(&dm, &addr(9), true).is_ok());
+        assert!(policy
+            .judge(&note(&Keys::generate(), 1059, "w")?, &addr(9), false)
+            .is_ok());
+        // Its connection's wraps (fresh keys) pass too, until the connection closes.
+        for _ in 0..10 {
+            assert!(policy
+                .judge(&note(&Keys::generate(), 1059, "w")?, &addr(1), false)
+                .is_ok());
+        }
+        policy.forget_connection(&addr(1));
+        for _ in 0..3 {
+            assert!(policy
+                .judge(&note(&Keys::generate(), 1059, "w")?, &addr(1), false)
+                .is_ok());
+        }
+        assert!(policy
+            .judge(&note(&Keys::generate(), 1059, "w")?, &addr(1), false)
+            .is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn far_future_stale_and_unmined_events_are_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let mut config = Config::default().relay;
+        config.retention_secs = 3_600;
+        config.min_pow_unknown = 8;
+        let policy = SokoWritePolicy::new(&config, Exempt::default(), None);
+        let keys = Keys::generate();
+        let now = Timestamp::now().as_secs();
+        let at = |kind: u16, t: u64| {
+            EventBuilder::new(Kind::Custom(kind), "x")
+                .custom_created_at(Timestamp::from(t))
+                .sign_with_keys(&keys)
+        };
+        assert!(policy
+            .judge(&at(4, now + 3_600)?, &addr(1), false)
+            .is_err_and(|r| r.contains("future")));
+        assert!(policy
+            .judge(&at(4, now - 7_200)?, &addr(1), false)
+            .is_err_and(|r| r.contains("older")));
+        // A wrap may be two days older: NIP-59 backdates them.
+        assert!(policy
+            .judge(&at(1059, now - 7_200)?, &addr(1), false)
+            .is_err_and(|r| r.contains("proof of work")));
+        let mined = EventBuilder::new(Kind::Custom(4), "x")
+            .pow(8)
+            .sign_with_keys(&keys)?;
+        assert!(policy.judge(&mined, &addr(1), false).is_ok());
         Ok(())
     }
 }

@@ -6,6 +6,9 @@
 //! - `outbox`: event id (32 bytes) → signed event JSON waiting for a relay's `OK`.
 //! - `replies`: sender pubkey (32 bytes) ‖ request id → the reply sent, so a replayed
 //!   command gets the same answer instead of running twice.
+//! - `seen/at`: `created_at` (8 bytes, big-endian) ‖ event id → `()`: `seen` in time order,
+//!   for pruning.
+//! - `seen/pending`: event id → event JSON of an event claimed and not yet finished.
 //! - `relay/events`: event id (32 bytes) → event JSON, the embedded relay's store.
 //! - `wallet/{namespace}/{concern}`: one cdk wallet per namespace (see `wallet::SledWalletDatabase`).
 //!
@@ -38,6 +41,10 @@ pub mod trees {
     pub const REPLIES: &str = "replies";
     /// The embedded relay's events.
     pub const RELAY_EVENTS: &str = "relay/events";
+    /// Inbound event ids by `created_at`, to prune `seen`.
+    pub const SEEN_AT: &str = "seen/at";
+    /// Inbound events claimed and not finished, kept whole to be handled again on start.
+    pub const PENDING: &str = "seen/pending";
 }
 
 /// Storage failures.

@@ -1,0 +1,301 @@
+//! Attacks on soko's embedded relay from outside: oversized websocket frames, floods of junk
+//! gift wraps from fresh keys, and redelivery pushed out of the subscription window.
+#![allow(clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestSoko, User, REPLY_TIMEOUT};
+use nostr_sdk::prelude::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Opens a raw websocket to `url` by hand, as any outsider can: no client library between
+/// the attacker and the relay's limits.
+async fn raw_websocket(url: &RelayUrl) -> TcpStream {
+    let authority = url
+        .as_str()
+        .trim_start_matches("ws://")
+        .trim_end_matches('/');
+    let mut stream = TcpStream::connect(authority).await.expect("connect");
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("upgrade");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.expect("response");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    stream
+}
+
+/// One masked client text frame (mask 0, so the payload goes as is).
+fn text_frame(payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x81, 0x80 | 127];
+    frame.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(payload);
+    frame
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_16_mib_frame_closes_the_connection_unread_and_soko_keeps_serving() {
+    let soko = TestSoko::start().await;
+    let attacker = Keys::generate();
+    // A genuine, signed event just under tungstenite's default 16 MiB frame limit: today it
+    // is buffered, parsed and its signature checked before the relay's 64 KiB rule refuses it.
+    let huge = EventBuilder::new(Kind::EncryptedDirectMessage, "x".repeat((16 << 20) - 4096))
+        .tag(Tag::public_key(soko.bot()))
+        .sign_with_keys(&attacker)
+        .expect("sign");
+    let message = ClientMessage::event(huge).as_json();
+    let frame = text_frame(message.as_bytes());
+
+    let stream = raw_websocket(&soko.relay_url()).await;
+    let (mut read, mut write) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        // The relay may hang up before all of it is written: that is the point.
+        let _ = write.write_all(&frame).await;
+        let _ = write.flush().await;
+        write
+    });
+    let mut answer = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match read.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        closed.is_ok(),
+        "the relay kept the connection open after a 16 MiB frame (it answered {answer:?})"
+    );
+    assert!(
+        !answer.contains("OK"),
+        "the oversized event was read and judged: {answer:?}"
+    );
+    drop(writer.await);
+
+    let mut buyer = User::connect(&[soko.relay_url()]).await;
+    let reply = tokio::time::timeout(
+        REPLY_TIMEOUT * 2,
+        buyer.ask_nip04(soko.bot(), r#"{"v":1,"id":"p1","cmd":"ping"}"#),
+    )
+    .await
+    .expect("soko still answers");
+    assert!(reply.content.contains("\"ok\":true"), "{}", reply.content);
+}
+
+/// A junk gift wrap to `to` from a fresh key: nothing anyone can open.
+fn junk_wrap(to: PublicKey, bytes: usize, at: Timestamp) -> Event {
+    EventBuilder::new(Kind::GiftWrap, "j".repeat(bytes))
+        .tag(Tag::public_key(to))
+        .custom_created_at(at)
+        .sign_with_keys(&Keys::generate())
+        .expect("sign")
+}
+
+/// Publishes `events` over one connection; returns how many the relay accepted.
+async fn flood(url: &RelayUrl, events: &[Event]) -> usize {
+    let client = Client::default();
+    client.add_relay(url.clone()).await.expect("add relay");
+    client.connect().await;
+    client.wait_for_connection(Duration::from_secs(5)).await;
+    let mut accepted = 0;
+    for event in events {
+        if let Ok(out) = client.send_event(event).await {
+            accepted += usize::from(!out.success.is_empty());
+        }
+    }
+    client.shutdown().await;
+    accepted
+}
+
+/// Gift wraps to `to` the relay holds, as any client sees them.
+async fn wraps_held(url: &RelayUrl, to: PublicKey) -> usize {
+    let client = Client::default();
+    client.add_relay(url.clone()).await.expect("add relay");
+    client.connect().await;
+    client.wait_for_connection(Duration::from_secs(5)).await;
+    let events = client
+        .fetch_events(
+            Filter::new().kind(Kind::GiftWrap).pubkey(to).limit(10_000),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("fetch");
+    client.shutdown().await;
+    events.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_wraps_to_soko_are_not_kept_once_handled() {
+    let mut soko = TestSoko::start_with(|c| {
+        c.relay.janitor_secs = 1;
+        c.relay.handled_keep_secs = 0;
+    })
+    .await;
+    let url = soko.relay_url();
+    let junk: Vec<Event> = (0..60)
+        .map(|_| junk_wrap(soko.bot(), 2_000, Timestamp::now()))
+        .collect();
+    assert_eq!(
+        flood(&url, &junk).await,
+        60,
+        "the flood is within every budget"
+    );
+    // Handled (dropped: nothing in them opens), then removed by the next retention pass.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut held = wraps_held(&url, soko.bot()).await;
+    while held > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        held = wraps_held(&url, soko.bot()).await;
+    }
+    assert_eq!(held, 0, "junk wraps soko has handled are still stored");
+    soko.restart().await;
+    assert_eq!(wraps_held(&soko.relay_url(), soko.bot()).await, 0);
+    // Soko still answers, over NIP-17 too.
+    let mut buyer = User::connect(&[soko.relay_url()]).await;
+    let reply = buyer.ask_nip17(soko.bot(), r#"{"cmd":"ping"}"#).await;
+    assert!(reply.content.contains("\"ok\":true"), "{}", reply.content);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_keys_do_not_escape_the_connection_and_overall_write_budgets() {
+    let soko = TestSoko::start_with(|c| {
+        c.relay.connection_write_per_minute = 20;
+        c.relay.write_budget_per_minute = 30;
+    })
+    .await;
+    let url = soko.relay_url();
+    let to = Keys::generate().public_key();
+    let wraps = |n: usize| -> Vec<Event> {
+        (0..n)
+            .map(|_| junk_wrap(to, 100, Timestamp::now()))
+            .collect()
+    };
+    // Buckets refill (one token per 3 s and per 2 s): a slow machine may see one more.
+    let first = flood(&url, &wraps(40)).await;
+    assert!(
+        (20..=22).contains(&first),
+        "one connection wrote {first} of 40 past a budget of 20"
+    );
+    let second = flood(&url, &wraps(40)).await;
+    assert!(
+        first + second <= 33,
+        "writers together wrote {} past an overall budget of 30",
+        first + second
+    );
+    // The budget refills; soko's own replies (gift wraps from fresh keys too) get through.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mut buyer = User::connect(&[url]).await;
+    let reply = buyer.ask_nip04(soko.bot(), r#"{"cmd":"ping"}"#).await;
+    assert!(reply.content.contains("\"ok\":true"), "{}", reply.content);
+    let reply = buyer.ask_nip17(soko.bot(), r#"{"cmd":"ping"}"#).await;
+    assert!(reply.content.contains("\"ok\":true"), "{}", reply.content);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_are_closed() {
+    let soko = TestSoko::start_with(|c| c.relay.max_connections = 4).await;
+    let url = soko.relay_url();
+    let authority = url
+        .as_str()
+        .trim_start_matches("ws://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for _ in 0..8 {
+        let mut stream = TcpStream::connect(&authority).await.expect("connect");
+        let request = format!(
+            "GET / HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        );
+        let _ = stream.write_all(request.as_bytes()).await;
+        let mut head = [0u8; 12];
+        match tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut head)).await {
+            Ok(Ok(_)) if head.starts_with(b"HTTP/1.1 101") => open.push(stream),
+            _ => refused += 1,
+        }
+    }
+    // The bot holds one connection of the four.
+    assert!(
+        open.len() <= 3,
+        "{} connections open past a cap of 4",
+        open.len()
+    );
+    assert!(refused >= 5, "only {refused} of 8 refused");
+    drop(open);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut buyer = User::connect(&[url]).await;
+    let reply = buyer.ask_nip04(soko.bot(), r#"{"cmd":"ping"}"#).await;
+    assert!(reply.content.contains("\"ok\":true"), "{}", reply.content);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_event_is_answered_after_a_flood_and_a_restart() {
+    let mut soko = TestSoko::start_with(|c| {
+        c.relay.connection_write_per_minute = 10_000;
+        c.relay.write_budget_per_minute = 10_000;
+        // Keep the flood in the relay, as an external relay would.
+        c.relay.handled_keep_secs = 30 * 24 * 3600;
+    })
+    .await;
+    let url = soko.relay_url();
+    let mut buyer = User::connect(std::slice::from_ref(&url)).await;
+    let asked = buyer
+        .nip17(soko.bot(), r#"{"v":1,"id":"interrupted-1","cmd":"ping"}"#)
+        .await;
+    buyer.publish(&asked).await;
+    let first = buyer.next_dm(REPLY_TIMEOUT).await.expect("first answer");
+    assert!(first.content.contains("interrupted-1"), "{}", first.content);
+
+    // More than the 500 events a relay answers a resubscription with, all newer than the
+    // buyer's wrap (which NIP-59 dated up to two days back).
+    let later = Timestamp::from(Timestamp::now().as_secs() + 300);
+    let junk: Vec<Event> = (0..600)
+        .map(|_| junk_wrap(soko.bot(), 100, later))
+        .collect();
+    assert_eq!(flood(&url, &junk).await, 600);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    soko.stop().await;
+
+    // What a crash in the middle of handling the buyer's wrap leaves: the claim, and the
+    // event kept with it.
+    {
+        let store = soko::store::Store::open(&soko.data_dir()).expect("store");
+        let seen: soko::store::Typed<soko::bot::SeenState> =
+            store.tree(soko::store::trees::SEEN).expect("seen");
+        seen.insert(asked.id.as_bytes(), &soko::bot::SeenState::Processing)
+            .expect("claim");
+        let pending: soko::store::Typed<String> = store.tree("seen/pending").expect("pending");
+        pending
+            .insert(asked.id.as_bytes(), &asked.as_json())
+            .expect("keep");
+        store.db().flush().expect("flush");
+    }
+    soko.restart().await;
+    let mut buyer = User::with_keys(buyer.keys.clone(), &[soko.relay_url()]).await;
+    let answers = buyer.all_dms(REPLY_TIMEOUT).await;
+    assert!(
+        answers
+            .iter()
+            .any(|dm| dm.content.contains("interrupted-1") && dm.event_id != first.event_id),
+        "the interrupted request was not handled again: {answers:?}"
+    );
+}
