@@ -1,6 +1,7 @@
 //! The bot: one nostr-sdk client on the embedded and external relays, subscribed to DMs for
 //! every identity soko holds and to NIP-15 listings, handing each event to a [`Handler`].
 
+pub mod failpoint;
 mod handle;
 pub mod ingest;
 mod keyring;
@@ -165,11 +166,17 @@ impl Bot {
             .checkpoint()?
             .unwrap_or_else(unix_now)
             .saturating_sub(RESUBSCRIBE_SLACK);
+        // Listen before subscribing: the relays answer the REQs at once with the stored
+        // events (those a crash left unanswered among them), and the pool drops what it
+        // notifies while nobody listens. A receiver taken later, in the spawned loop, lost
+        // them whenever the loop started late, and only another start would see them.
+        let notifications = client.notifications();
         subscribe(&client, &subscriptions(&keyring.public_keys(), since)).await?;
 
         let (stop, stopped) = watch::channel(false);
         let event_loop = tokio::spawn(run(
             client.clone(),
+            notifications,
             handler,
             services.catalog,
             keyring,
@@ -280,13 +287,14 @@ async fn subscribe(client: &Client, filters: &[(SubscriptionId, Filter)]) -> Res
 
 async fn run(
     client: Client,
+    mut notifications: tokio::sync::broadcast::Receiver<RelayPoolNotification>,
     handler: Handler,
     catalog: Catalog,
     keyring: Keyring,
     since: u64,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let mut notifications = client.notifications();
+    failpoint::slow_event_loop().await;
     let mut identities = keyring.watch();
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut tasks = JoinSet::new();

@@ -1,7 +1,8 @@
 //! The embedded relay's event store: sled for durability, nostr-database's in-memory
 //! index for queries.
 //!
-//! Every event the index accepts is written to sled before the relay acknowledges it; events
+//! Every event the index accepts is written to sled and synced to disk before the relay
+//! acknowledges it (or hands it to the bot); events
 //! the index discards (replaced, deleted) are removed from sled in the same call. On open, sled is
 //! replayed into the index, which re-applies replacement and deletion rules, and anything it
 //! discards is dropped, so the two never disagree for long. The index holds every event in
@@ -24,6 +25,7 @@ use crate::store::{trees, Store, StoreError, Typed};
 pub struct SledEventStore {
     events: Typed<String>,
     index: DatabaseHelper,
+    store: Store,
 }
 
 impl SledEventStore {
@@ -56,7 +58,11 @@ impl SledEventStore {
             loaded = count - discarded.len(),
             "embedded relay events loaded"
         );
-        Ok(Self { events, index })
+        Ok(Self {
+            events,
+            index,
+            store: store.clone(),
+        })
     }
 
     fn remove_all(&self, ids: &HashSet<EventId>) -> Result<(), DatabaseError> {
@@ -86,8 +92,11 @@ impl NostrDatabase for SledEventStore {
                     nostr_database::RejectedReason::Ephemeral,
                 ));
             }
-            // The relay sends OK only after this returns, so persisting right after indexing
-            // still means an acknowledged event survives a crash.
+            // The relay sends OK (and hands the event to subscribers, the bot among them)
+            // only after this returns. sled buffers writes for up to half a second, so the
+            // event is synced to disk first: an acknowledgement tells the sender it may stop
+            // resending, and a kill -9 must not take back an acknowledged order. Concurrent
+            // senders share one fsync (Store::sync is a group commit).
             let DatabaseEventResult { status, to_discard } = self.index.index_event(event).await;
             if status.is_success() {
                 self.events
@@ -95,6 +104,9 @@ impl NostrDatabase for SledEventStore {
                     .map_err(backend)?;
             }
             self.remove_all(&to_discard)?;
+            if status.is_success() || !to_discard.is_empty() {
+                self.store.sync().await.map_err(backend)?;
+            }
             Ok(status)
         })
     }
