@@ -116,7 +116,10 @@ impl DevMint {
             .await?;
         mint.start().await?;
         let mint = Arc::new(mint);
-        let settler = tokio::spawn(settle_interrupted(mint.clone(), settle_after_secs));
+        // Before the mint serves anyone: the settlements due by now are made without
+        // contending with soko's first requests for the SQLite write lock.
+        let later = settle_interrupted(&mint, settle_after_secs).await;
+        let settler = tokio::spawn(settle_later(mint.clone(), later));
 
         let router = cdk_axum::create_mint_router(mint.clone(), vec!["bolt11".to_owned()])
             .await
@@ -171,16 +174,19 @@ impl DevMint {
     }
 }
 
-/// Settles the bolt11 invoices a previous run issued and its fake backend had not settled,
-/// each `settle_after_secs` after it was issued (at once when that time has passed). The
-/// payment id is the one the fake backend uses, so a settlement the backend did make is not
-/// counted twice.
-async fn settle_interrupted(mint: Arc<Mint>, settle_after_secs: u64) {
+/// Settles the bolt11 invoices a previous run issued and its fake backend had not settled
+/// whose settle time (`settle_after_secs` after issue) has passed; returns the others with
+/// their settle times. The payment id is the one the fake backend uses, so a settlement the
+/// backend did make is not counted twice.
+async fn settle_interrupted(
+    mint: &Mint,
+    settle_after_secs: u64,
+) -> Vec<(u64, WaitPaymentResponse)> {
     let quotes = match mint.mint_quotes().await {
         Ok(quotes) => quotes,
         Err(e) => {
             tracing::warn!(error = %e, "dev mint: cannot list invoices left unsettled by a stop");
-            return;
+            return Vec::new();
         }
     };
     let now = crate::util::unix_now();
@@ -191,29 +197,48 @@ async fn settle_interrupted(mint: Arc<Mint>, settle_after_secs: u64) {
                 && quote.state() == MintQuoteState::Unpaid
                 && quote.expiry > now
         })
-        .filter_map(|quote| quote.amount.clone().map(|amount| (quote, amount)))
+        .filter_map(|quote| {
+            let amount = quote.amount.clone()?;
+            let due = quote.created_time.saturating_add(settle_after_secs);
+            Some((
+                due,
+                WaitPaymentResponse {
+                    payment_id: quote.request_lookup_id.to_string(),
+                    payment_identifier: quote.request_lookup_id,
+                    payment_amount: amount,
+                },
+            ))
+        })
         .collect();
     if unsettled.is_empty() {
-        return;
+        return unsettled;
     }
     tracing::info!(
         invoices = unsettled.len(),
         "dev mint: settling invoices a stop interrupted"
     );
-    unsettled.sort_by_key(|(quote, _)| quote.created_time);
-    for (quote, amount) in unsettled {
-        let due = quote.created_time.saturating_add(settle_after_secs);
+    unsettled.sort_by_key(|(due, _)| *due);
+    let later = unsettled.split_off(unsettled.partition_point(|(due, _)| *due <= now));
+    for (_, payment) in unsettled {
+        settle(mint, payment).await;
+    }
+    later
+}
+
+/// Settles each payment at its time.
+async fn settle_later(mint: Arc<Mint>, payments: Vec<(u64, WaitPaymentResponse)>) {
+    for (due, payment) in payments {
         let wait = due.saturating_sub(crate::util::unix_now());
         if wait > 0 {
             tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
         }
-        let payment = WaitPaymentResponse {
-            payment_id: quote.request_lookup_id.to_string(),
-            payment_identifier: quote.request_lookup_id.clone(),
-            payment_amount: amount,
-        };
-        if let Err(e) = mint.pay_mint_quote_for_request_id(payment).await {
-            tracing::warn!(quote = %quote.id, error = %e, "dev mint: settling an interrupted invoice failed");
-        }
+        settle(&mint, payment).await;
+    }
+}
+
+async fn settle(mint: &Mint, payment: WaitPaymentResponse) {
+    let id = payment.payment_id.clone();
+    if let Err(e) = mint.pay_mint_quote_for_request_id(payment).await {
+        tracing::warn!(payment = %id, error = %e, "dev mint: settling an interrupted invoice failed");
     }
 }

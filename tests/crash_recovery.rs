@@ -82,10 +82,12 @@ impl Binary {
 
     /// Waits for the process to abort at its failpoint.
     async fn crashed(&mut self) {
-        let mut child = self.child.take().expect("running");
         let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
         loop {
+            // Left in `self.child` until it exits, so that a failed wait still kills it.
+            let child = self.child.as_mut().expect("running");
             if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
                 assert!(!status.success(), "soko stopped by itself: {status}");
                 let err = self.dir.join(format!("run-{}.err", self.starts));
                 let text = std::fs::read_to_string(err).unwrap_or_default();
