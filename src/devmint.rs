@@ -3,13 +3,19 @@
 //!
 //! Its database (SQLite, cdk's own backend) and seed live in the data dir, so ecash the
 //! daemon holds stays valid across restarts.
+//!
+//! The fake backend settles each invoice from a timer in memory, which dies with the process.
+//! On start, invoices it issued and had not settled are settled as it would have: at their
+//! settle time, or at once if that passed while the mint was down. A crash of soko then looks
+//! to a buyer like any other Lightning payment landing while soko was stopped.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
+use cdk::cdk_payment::WaitPaymentResponse;
 use cdk::mint::{MintBuilder, MintMeltLimits};
-use cdk::nuts::{CurrencyUnit, PaymentMethod};
+use cdk::nuts::{CurrencyUnit, MintQuoteState, PaymentMethod};
 use cdk::types::FeeReserve;
 use cdk::Mint;
 use cdk_fake_wallet::FakeWallet;
@@ -57,6 +63,7 @@ pub struct DevMint {
     mint: Arc<Mint>,
     stop: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
+    settler: tokio::task::JoinHandle<()>,
 }
 
 impl DevMint {
@@ -123,6 +130,10 @@ impl DevMint {
             .await?;
         mint.start().await?;
         let mint = Arc::new(mint);
+        // Before the mint serves anyone: the settlements due by now are made without
+        // contending with soko's first requests for the SQLite write lock.
+        let later = settle_interrupted(&mint, settle_after_secs).await;
+        let settler = tokio::spawn(settle_later(mint.clone(), later));
 
         let router = cdk_axum::create_mint_router(mint.clone(), vec!["bolt11".to_owned()])
             .await
@@ -145,6 +156,7 @@ impl DevMint {
             mint,
             stop: Some(stop),
             server,
+            settler,
         })
     }
 
@@ -160,6 +172,7 @@ impl DevMint {
 
     /// Stops serving and the mint's background tasks.
     pub async fn shutdown(mut self) {
+        self.settler.abort();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -172,5 +185,74 @@ impl DevMint {
         if let Err(e) = self.mint.stop().await {
             tracing::warn!(error = %e, "dev mint did not stop cleanly");
         }
+    }
+}
+
+/// Settles the bolt11 invoices a previous run issued and its fake backend had not settled
+/// whose settle time (`settle_after_secs` after issue) has passed; returns the others with
+/// their settle times. The payment id is the one the fake backend uses, so a settlement the
+/// backend did make is not counted twice.
+async fn settle_interrupted(
+    mint: &Mint,
+    settle_after_secs: u64,
+) -> Vec<(u64, WaitPaymentResponse)> {
+    let quotes = match mint.mint_quotes().await {
+        Ok(quotes) => quotes,
+        Err(e) => {
+            tracing::warn!(error = %e, "dev mint: cannot list invoices left unsettled by a stop");
+            return Vec::new();
+        }
+    };
+    let now = crate::util::unix_now();
+    let mut unsettled: Vec<_> = quotes
+        .into_iter()
+        .filter(|quote| {
+            quote.payment_method.is_bolt11()
+                && quote.state() == MintQuoteState::Unpaid
+                && quote.expiry > now
+        })
+        .filter_map(|quote| {
+            let amount = quote.amount.clone()?;
+            let due = quote.created_time.saturating_add(settle_after_secs);
+            Some((
+                due,
+                WaitPaymentResponse {
+                    payment_id: quote.request_lookup_id.to_string(),
+                    payment_identifier: quote.request_lookup_id,
+                    payment_amount: amount,
+                },
+            ))
+        })
+        .collect();
+    if unsettled.is_empty() {
+        return unsettled;
+    }
+    tracing::info!(
+        invoices = unsettled.len(),
+        "dev mint: settling invoices a stop interrupted"
+    );
+    unsettled.sort_by_key(|(due, _)| *due);
+    let later = unsettled.split_off(unsettled.partition_point(|(due, _)| *due <= now));
+    for (_, payment) in unsettled {
+        settle(mint, payment).await;
+    }
+    later
+}
+
+/// Settles each payment at its time.
+async fn settle_later(mint: Arc<Mint>, payments: Vec<(u64, WaitPaymentResponse)>) {
+    for (due, payment) in payments {
+        let wait = due.saturating_sub(crate::util::unix_now());
+        if wait > 0 {
+            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+        }
+        settle(&mint, payment).await;
+    }
+}
+
+async fn settle(mint: &Mint, payment: WaitPaymentResponse) {
+    let id = payment.payment_id.clone();
+    if let Err(e) = mint.pay_mint_quote_for_request_id(payment).await {
+        tracing::warn!(payment = %id, error = %e, "dev mint: settling an interrupted invoice failed");
     }
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::TransactionError;
 use sled::Transactional;
 
+use super::failpoint;
 use super::ingest::{self, Inbound, Scheme};
 use super::keyring::Keyring;
 use super::outbox::Outbox;
@@ -229,6 +230,9 @@ impl Handler {
             tracing::debug!(event_id = %event.id, "dropping event with a bad id or signature");
             return Ok(Outcome::Forged);
         }
+        if failpoint::is_active("before-claim") && self.seen.get(event.id.as_bytes())?.is_none() {
+            failpoint::crash("before-claim", self.seen.raw());
+        }
         if !self
             .seen
             .insert_if_absent(event.id.as_bytes(), &SeenState::Processing)?
@@ -236,6 +240,7 @@ impl Handler {
             return Ok(Outcome::Duplicate);
         }
         self.seen_at.insert(&seen_at_key(event), &())?;
+        failpoint::crash("claimed", self.seen.raw());
         // Boxed: every path (commands, escrow, Gamma) nested inline overflows the
         // compiler's layout depth for this future.
         match Box::pin(self.handle_claimed(event)).await {
@@ -280,6 +285,7 @@ impl Handler {
                         }
                     };
                     self.commit(event.id, &reply, None)?;
+                    failpoint::crash("committed", self.seen.raw());
                     self.outbox.deliver(&reply).await?;
                     return Ok(Outcome::Replied(reply.id));
                 }
@@ -308,6 +314,7 @@ impl Handler {
         let remember =
             remember_as.map(|(id, cmd)| (reply_key(&inbound.sender, &id), cmd, response));
         self.commit(event.id, &reply, remember)?;
+        failpoint::crash("committed", self.seen.raw());
         self.outbox.deliver(&reply).await?;
         Ok(Outcome::Replied(reply.id))
     }

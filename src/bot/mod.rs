@@ -1,6 +1,7 @@
 //! The bot: one nostr-sdk client on the embedded and external relays, subscribed to DMs for
 //! every identity soko holds and to NIP-15 listings, handing each event to a [`Handler`].
 
+mod failpoint;
 mod handle;
 pub mod ingest;
 mod keyring;
@@ -174,6 +175,11 @@ impl Bot {
             .checkpoint()?
             .unwrap_or_else(unix_now)
             .saturating_sub(RESUBSCRIBE_SLACK);
+        // Listen before subscribing: the relays answer the REQs at once with the stored
+        // events (those a crash left unanswered among them), and the pool drops what it
+        // notifies while nobody listens. A receiver taken later, in the spawned loop, lost
+        // them whenever the loop started late, and only another start would see them.
+        let notifications = client.notifications();
         subscribe(&client, &subscriptions(&keyring.public_keys(), since)).await?;
 
         let (stop, stopped) = watch::channel(false);
@@ -181,6 +187,7 @@ impl Bot {
         let prune = tokio::spawn(prune(handler.clone(), window, stopped.clone()));
         let event_loop = tokio::spawn(run(
             client.clone(),
+            notifications,
             handler,
             services.catalog,
             keyring,
@@ -359,14 +366,15 @@ async fn prune(handler: Handler, window: u64, mut stopped: watch::Receiver<bool>
 
 async fn run(
     client: Client,
+    mut notifications: tokio::sync::broadcast::Receiver<RelayPoolNotification>,
     handler: Handler,
     catalog: Catalog,
     keyring: Keyring,
     window: Window,
     mut stopped: watch::Receiver<bool>,
 ) {
+    failpoint::slow_event_loop().await;
     let since = window.since;
-    let mut notifications = client.notifications();
     let mut identities = keyring.watch();
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut tasks = JoinSet::new();

@@ -1,7 +1,8 @@
 //! The embedded relay's event store: sled for durability, nostr-database's in-memory
 //! index for queries.
 //!
-//! Every event the index accepts is written to sled before the relay acknowledges it; events
+//! Every event the index accepts is written to sled and synced to disk before the relay
+//! acknowledges it (or hands it to the bot); events
 //! the index discards (replaced, deleted) are removed from sled in the same call. On open, sled is
 //! replayed into the index, which re-applies replacement and deletion rules, and anything it
 //! discards is dropped, so the two never disagree for long. The index holds every event in
@@ -30,6 +31,8 @@ pub struct SledEventStore {
     index: DatabaseHelper,
     /// Events removed since the index was last rebuilt (see [`Self::compact_after`]).
     removed: Arc<AtomicUsize>,
+    /// For the group-commit sync before an acknowledgement.
+    store: Store,
 }
 
 impl SledEventStore {
@@ -40,6 +43,7 @@ impl SledEventStore {
             events,
             index: DatabaseHelper::bounded(max_events),
             removed: Arc::default(),
+            store: store.clone(),
         };
         this.load().await?;
         Ok(this)
@@ -186,8 +190,11 @@ impl NostrDatabase for SledEventStore {
                     nostr_database::RejectedReason::Ephemeral,
                 ));
             }
-            // The relay sends OK only after this returns, so persisting right after indexing
-            // still means an acknowledged event survives a crash.
+            // The relay sends OK (and hands the event to subscribers, the bot among them)
+            // only after this returns. sled buffers writes for up to half a second, so the
+            // event is synced to disk first: an acknowledgement tells the sender it may stop
+            // resending, and a kill -9 must not take back an acknowledged order. Concurrent
+            // senders share one fsync (Store::sync is a group commit).
             let DatabaseEventResult { status, to_discard } = self.index.index_event(event).await;
             if status.is_success() {
                 self.events
@@ -195,6 +202,9 @@ impl NostrDatabase for SledEventStore {
                     .map_err(backend)?;
             }
             self.remove_all(&to_discard)?;
+            if status.is_success() || !to_discard.is_empty() {
+                self.store.sync().await.map_err(backend)?;
+            }
             Ok(status)
         })
     }

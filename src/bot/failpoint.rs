@@ -1,0 +1,68 @@
+//! Crash points for tests, never for production use.
+//!
+//! `SOKO_FAILPOINT=<name>[,<name>…]` in soko's environment makes it stop at the named points
+//! of an inbound event's path the way `kill -9` would, but at a chosen moment: everything
+//! written so far is flushed (the worst case for recovery: that moment's state is on disk),
+//! then the process aborts without any shutdown. The crash tests (`tests/crash_*.rs`) start
+//! the real binary with one of them and check what the next start does.
+//!
+//! - `before-claim`: the bot got a new event (the relay has stored and acknowledged it) and
+//!   has not claimed it yet;
+//! - `claimed`: the event is claimed (`seen` = processing) and not yet handled;
+//! - `committed`: its reply, the claim's completion and the order's state are committed, and
+//!   the reply has not been sent.
+//!
+//! One point delays instead of crashing: `slow-event-loop` starts the bot's event loop two
+//! seconds late, as a loaded machine may, so that a test can see whether events the relay
+//! sends meanwhile are kept.
+//!
+//! The variable is read once; with it unset every point costs one load of a `OnceLock`.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The environment variable naming the active points.
+pub const ENV: &str = "SOKO_FAILPOINT";
+
+/// How late `slow-event-loop` starts the event loop.
+const SLOW_EVENT_LOOP: Duration = Duration::from_secs(2);
+
+fn active() -> &'static [String] {
+    static ACTIVE: OnceLock<Vec<String>> = OnceLock::new();
+    ACTIVE.get_or_init(|| {
+        std::env::var(ENV)
+            .map(|names| {
+                names
+                    .split(',')
+                    .map(|name| name.trim().to_owned())
+                    .filter(|name| !name.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+}
+
+/// True when the point `name` is active.
+pub fn is_active(name: &str) -> bool {
+    let points = active();
+    !points.is_empty() && points.iter().any(|point| point == name)
+}
+
+/// At an active point `name`: flushes `db` and aborts the process.
+pub fn crash(name: &str, db: &sled::Tree) {
+    if !is_active(name) {
+        return;
+    }
+    // A failed flush still aborts: the test then sees an older state, which soko must
+    // handle as well.
+    let _ = db.flush();
+    eprintln!("{ENV}: crashing at {name}");
+    std::process::abort();
+}
+
+/// At an active `slow-event-loop`: waits before the event loop starts.
+pub async fn slow_event_loop() {
+    if is_active("slow-event-loop") {
+        tokio::time::sleep(SLOW_EVENT_LOOP).await;
+    }
+}

@@ -1,0 +1,296 @@
+//! The real binary crashed at chosen moments of an event's path (`SOKO_FAILPOINT`, see
+//! `src/bot/failpoint.rs`) or killed right after its relay acknowledged events: whatever the
+//! moment, an event the relay acknowledged is answered by the next start, once, without
+//! waiting for yet another start.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use nostr_sdk::prelude::*;
+use serde_json::{json, Value};
+use soko::Config;
+
+/// `soko run` as a child process, its output in files of `dir`.
+struct Binary {
+    config_file: PathBuf,
+    dir: PathBuf,
+    starts: u32,
+    child: Option<Child>,
+}
+
+impl Binary {
+    fn new(dir: &Path, mint_url: &str) -> Self {
+        let toml = format!(
+            "[relay]\nport = {}\n[mint]\nurl = \"{mint_url}\"\n[storage]\ndata_dir = \"{}\"\n[log]\nlevel = \"info,soko=debug\"\n",
+            free_port(),
+            dir.join("data").display()
+        );
+        let config_file = dir.join("soko.toml");
+        std::fs::write(&config_file, toml).unwrap();
+        Self {
+            config_file,
+            dir: dir.to_path_buf(),
+            starts: 0,
+            child: None,
+        }
+    }
+
+    fn config(&self) -> Config {
+        Config::load(&self.config_file).unwrap()
+    }
+
+    fn relay(&self) -> RelayUrl {
+        RelayUrl::parse(&format!("ws://127.0.0.1:{}", self.config().relay.port)).unwrap()
+    }
+
+    /// Starts `soko run` with `failpoints` active and waits until it says it runs.
+    async fn start(&mut self, failpoints: &str) {
+        self.starts += 1;
+        let out = self.dir.join(format!("run-{}.out", self.starts));
+        let err = self.dir.join(format!("run-{}.err", self.starts));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_soko"))
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config_file)
+            .env("SOKO_FAILPOINT", failpoints)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .contains("soko is running")
+        {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "soko exited ({status}): {}",
+                    std::fs::read_to_string(&err).unwrap_or_default()
+                );
+            }
+            assert!(tokio::time::Instant::now() < deadline, "soko did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.child = Some(child);
+    }
+
+    /// Waits for the process to abort at its failpoint.
+    async fn crashed(&mut self) {
+        let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+        loop {
+            // Left in `self.child` until it exits, so that a failed wait still kills it.
+            let child = self.child.as_mut().expect("running");
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                assert!(!status.success(), "soko stopped by itself: {status}");
+                let err = self.dir.join(format!("run-{}.err", self.starts));
+                let text = std::fs::read_to_string(err).unwrap_or_default();
+                assert!(text.contains("SOKO_FAILPOINT: crashing at"), "{text}");
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "soko did not reach its failpoint"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            for run in 1..=self.starts {
+                for ext in ["out", "err"] {
+                    let path = self.dir.join(format!("run-{run}.{ext}"));
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    eprintln!("--- {} ---\n{text}", path.display());
+                }
+            }
+        }
+    }
+}
+
+/// One merchant with mangoes (500 sat, plenty in stock, zone `nairobi` at 100 sat).
+async fn shop(config: &Config) -> PublicKey {
+    let call = |cmd: &'static str, args: Value| async move {
+        let answer = soko::operator::call(config, cmd, args)
+            .await
+            .expect("soko answers");
+        assert!(answer.ok, "{cmd}: {answer:?}");
+        answer.result.unwrap()
+    };
+    let added = call("merchant_add", json!({"name": "Mama Duka"})).await;
+    let npub = added["npub"].as_str().unwrap().to_owned();
+    let stall = json!({"id":"duka","name":"Mama Duka","currency":"sat",
+                       "shipping":[{"id":"nairobi","cost":100}]});
+    call("stall_put", json!({"merchant": npub, "stall": stall})).await;
+    let mango = json!({"id":"mango","stall_id":"duka","name":"Mango","currency":"sat","price":500,
+                       "quantity":100,"shipping":[{"id":"nairobi","cost":10}]});
+    call("product_put", json!({"merchant": npub, "product": mango})).await;
+    PublicKey::parse(&npub).unwrap()
+}
+
+fn order(id: &str) -> String {
+    json!({"id": id, "type": 0, "name": "Amina", "address": "Moi Avenue 12",
+           "contact": {"nostr": "npub1x"}, "items": [{"product_id": "mango", "quantity": 1}],
+           "shipping_id": "nairobi"})
+    .to_string()
+}
+
+/// The payment requests (NIP-15 type 1) about `order_id` among `dms`.
+fn invoices(dms: &[Received], order_id: &str) -> usize {
+    dms.iter()
+        .filter(|dm| {
+            let reply = dm.json();
+            reply["id"] == order_id && reply["type"] == 1
+        })
+        .count()
+}
+
+/// soko crashes at `point` while handling an order; the next start (whose event loop starts
+/// late, as on a loaded machine) must answer it with exactly one payment request.
+async fn order_answered_after_a_crash_at(point: &str, nip17: bool) {
+    let (mint, _mint_dir) = external_dev_mint(3_600).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut soko = Binary::new(dir.path(), mint.url());
+    let config = soko.config();
+    soko.start("").await;
+    let merchant = shop(&config).await;
+    soko.kill();
+
+    soko.start(point).await;
+    let keys = Keys::generate();
+    let buyer = User::with_keys(keys.clone(), &[soko.relay()]).await;
+    let order_id = format!("crash-{point}");
+    if nip17 {
+        buyer.send_nip17(merchant, &order(&order_id)).await;
+    } else {
+        buyer.send_nip04(merchant, &order(&order_id)).await;
+    }
+    soko.crashed().await;
+    buyer.client.shutdown().await;
+
+    soko.start("slow-event-loop").await;
+    let mut buyer = User::with_keys(keys, &[soko.relay()]).await;
+    let dms = buyer.all_dms(REPLY_TIMEOUT).await;
+    assert_eq!(
+        invoices(&dms, &order_id),
+        1,
+        "one payment request after a crash at {point}: {:?}",
+        dms.iter().map(|dm| &dm.content).collect::<Vec<_>>()
+    );
+    soko.kill();
+    mint.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_acknowledged_but_not_yet_claimed_is_answered_after_the_crash() {
+    order_answered_after_a_crash_at("before-claim", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_claimed_but_not_handled_is_answered_after_the_crash() {
+    order_answered_after_a_crash_at("claimed", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_whose_reply_was_committed_but_not_sent_is_answered_once() {
+    order_answered_after_a_crash_at("committed", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_the_relay_acknowledged_survive_a_kill_right_after() {
+    let (mint, _mint_dir) = external_dev_mint(3_600).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut soko = Binary::new(dir.path(), mint.url());
+    soko.start("").await;
+    let sender = User::connect(&[soko.relay()]).await;
+    // Addressed to nobody soko knows: stored by its relay, left alone by its bot.
+    let stranger = Keys::generate().public_key();
+    let mut acknowledged = Vec::new();
+    for i in 0..20 {
+        let event = sender.nip04(stranger, &format!("note {i}"));
+        let out = sender.publish(&event).await;
+        assert!(!out.success.is_empty(), "accepted: {:?}", out.failed);
+        acknowledged.push(event.id);
+    }
+    soko.kill();
+    sender.client.shutdown().await;
+
+    soko.start("").await;
+    let reader = User::connect(&[soko.relay()]).await;
+    let stored = reader
+        .client
+        .fetch_events(
+            Filter::new().ids(acknowledged.iter().copied()),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    let missing: Vec<_> = acknowledged
+        .iter()
+        .filter(|id| !stored.iter().any(|e| e.id == **id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of 20 acknowledged events gone after the kill: {missing:?}",
+        missing.len()
+    );
+    soko.kill();
+    mint.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_mint_invoices_left_unsettled_by_a_stop_settle_after_the_restart() {
+    use cdk::mint::MintQuoteRequest;
+    use cdk::nuts::{CurrencyUnit, MintQuoteBolt11Request, MintQuoteState};
+
+    let dir = tempfile::tempdir().unwrap();
+    // The first run's backend would settle after an hour: the stop comes first.
+    let mint = soko::devmint::DevMint::start_settling_after(dir.path(), 0, 3_600)
+        .await
+        .unwrap();
+    let request = MintQuoteRequest::Bolt11(MintQuoteBolt11Request {
+        amount: 21.into(),
+        unit: CurrencyUnit::Sat,
+        description: None,
+        pubkey: None,
+    });
+    let quote = mint.mint().get_mint_quote(request).await.unwrap();
+    let id = quote.quote().clone();
+    mint.shutdown().await;
+
+    let mint = soko::devmint::DevMint::start_settling_after(dir.path(), 0, 1)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+    loop {
+        let quotes = mint.mint().mint_quotes().await.unwrap();
+        let state = quotes.iter().find(|q| q.id == id).unwrap().state();
+        if state == MintQuoteState::Paid {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the invoice is still {state:?} after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    mint.shutdown().await;
+}
