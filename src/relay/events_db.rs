@@ -30,7 +30,9 @@ use super::policy::Exempt;
 use crate::store::{trees, Store, StoreError, Typed};
 
 /// The events held of authors other than soko's own keys, oldest first: what the bound
-/// counts and evicts. A few dozen bytes an event, next to the event itself in the index.
+/// counts and evicts. About 150 bytes an event, next to the event itself in the index. An
+/// event discarded by another writer between its indexing and its tracking here stays
+/// counted until it is the oldest; eviction then finds it gone and only forgets it.
 #[derive(Debug, Default)]
 struct Others {
     by_age: BTreeSet<(Timestamp, EventId)>,
