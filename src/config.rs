@@ -172,8 +172,9 @@ pub struct RelayConfig {
     pub write_budget_per_minute: u32,
     /// Open connections at most (HTTP and websocket); more are closed on accept.
     pub max_connections: usize,
-    /// Events the relay holds at most, on disk and in its in-memory index; past it the
-    /// oldest by `created_at` are dropped.
+    /// Events of other authors than soko's own keys the relay holds at most, on disk and in
+    /// its in-memory index; past it their oldest by `created_at` are dropped. soko's own
+    /// events are exempt (never dropped, not counted).
     pub max_stored_events: usize,
     /// Seconds a regular (not replaceable) event is kept, by its `created_at`; gift wraps two
     /// days more, as NIP-59 backdates them. Older ones are deleted and refused.

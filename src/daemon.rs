@@ -94,6 +94,15 @@ impl Daemon {
         let bot_keys = identity::bot_keys(&data_dir)?;
         let exempt = Exempt::default();
         let keyring = Keyring::new(bot_keys.clone(), exempt.clone());
+        // Before the relay opens its store: the events of these keys are exempt from its bound.
+        let vault = Vault::open(&data_dir)?;
+        let merchants = Merchants::open(&store, vault.clone())?;
+        for (_, keys) in merchants
+            .all()
+            .map_err(|e| DaemonError::Merchants(e.to_string()))?
+        {
+            keyring.add(keys);
+        }
 
         let relay = if config.relay.enabled {
             let handled = crate::bot::handled(&store)?;
@@ -122,14 +131,6 @@ impl Daemon {
         let seed = identity::wallet_seed(&data_dir)?;
         let wallet = wallet::open_paced(&store, "escrow", &mint_url, &seed, pace)?;
 
-        let vault = Vault::open(&data_dir)?;
-        let merchants = Merchants::open(&store, vault.clone())?;
-        for (_, keys) in merchants
-            .all()
-            .map_err(|e| DaemonError::Merchants(e.to_string()))?
-        {
-            keyring.add(keys);
-        }
         let own = merchants.clone();
         let catalog = Catalog::open_protecting(
             &store,

@@ -1,13 +1,15 @@
 //! Attacks on soko's embedded relay from outside: oversized websocket frames, floods of junk
-//! gift wraps from fresh keys, and redelivery pushed out of the subscription window.
+//! gift wraps from fresh keys, redelivery pushed out of the subscription window, and junk
+//! written to push soko's own shops out of the bounded store.
 #![allow(clippy::expect_used)]
 
 mod common;
 
 use std::time::Duration;
 
-use common::{TestSoko, User, REPLY_TIMEOUT};
+use common::{operator, put_listings, TestSoko, User, REPLY_TIMEOUT};
 use nostr_sdk::prelude::*;
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -298,4 +300,96 @@ async fn an_interrupted_event_is_answered_after_a_flood_and_a_restart() {
             .any(|dm| dm.content.contains("interrupted-1") && dm.event_id != first.event_id),
         "the interrupted request was not handled again: {answers:?}"
     );
+}
+
+/// Every event the relay at `url` holds, as a plain client sees them.
+async fn everything_held(url: &RelayUrl) -> Events {
+    let client = Client::default();
+    client.add_relay(url.clone()).await.expect("add relay");
+    client.connect().await;
+    client.wait_for_connection(Duration::from_secs(5)).await;
+    let events = client
+        .fetch_events(Filter::new().limit(10_000), Duration::from_secs(10))
+        .await
+        .expect("fetch");
+    client.shutdown().await;
+    events
+}
+
+/// The stall (30017) and product (30018) `merchant` has on the relay at `url`.
+async fn shop_held(url: &RelayUrl, merchant: PublicKey) -> (usize, usize) {
+    let held = everything_held(url).await;
+    let of = |kind: u16| {
+        held.iter()
+            .filter(|e| e.pubkey == merchant && e.kind == Kind::Custom(kind))
+            .count()
+    };
+    (of(30017), of(30018))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_past_the_store_bound_does_not_evict_sokos_own_shops() {
+    const BOUND: usize = 50;
+    let mut soko = TestSoko::start_with(|c| {
+        c.relay.max_stored_events = BOUND;
+        c.relay.connection_write_per_minute = 10_000;
+        c.relay.write_budget_per_minute = 10_000;
+    })
+    .await;
+    let url = soko.relay_url();
+    let added = operator(&soko, "merchant_add", json!({"name":"Mama Duka"})).await;
+    let npub = added.result.expect("merchant added")["npub"]
+        .as_str()
+        .expect("npub")
+        .to_owned();
+    let merchant = PublicKey::parse(&npub).expect("npub");
+    put_listings(&soko, &npub).await;
+    let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+    while shop_held(&url, merchant).await != (1, 1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the shop never reached the relay"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let bot = soko.bot();
+    let bot_events = |held: &Events| held.iter().filter(|e| e.pubkey == bot).count();
+    let bot_before = bot_events(&everything_held(&url).await);
+
+    // Junk nobody handles (addressed to no one soko knows), all newer than the shop, from a
+    // fresh key each: within every budget here, as 20,000 are in 17 minutes by default.
+    let nobody = Keys::generate().public_key();
+    let later = Timestamp::from(Timestamp::now().as_secs() + 60);
+    let junk: Vec<Event> = (0..BOUND * 3)
+        .map(|_| junk_wrap(nobody, 100, later))
+        .collect();
+    assert_eq!(flood(&url, &junk).await, BOUND * 3);
+
+    for round in ["after the flood", "after a restart"] {
+        let url = soko.relay_url();
+        assert_eq!(
+            shop_held(&url, merchant).await,
+            (1, 1),
+            "{round}: the merchant's stall and product were evicted by junk"
+        );
+        let held = everything_held(&url).await;
+        assert!(
+            bot_events(&held) >= bot_before,
+            "{round}: the bot's own events were evicted ({} of {bot_before} left)",
+            bot_events(&held)
+        );
+        let outsiders = held
+            .iter()
+            .filter(|e| e.pubkey != merchant && e.pubkey != bot)
+            .count();
+        assert!(
+            outsiders <= BOUND,
+            "{round}: the relay holds {outsiders} outsider events past a bound of {BOUND}"
+        );
+        assert!(
+            outsiders >= BOUND * 9 / 10,
+            "{round}: only {outsiders} outsider events kept under a bound of {BOUND}"
+        );
+        soko.restart().await;
+    }
 }

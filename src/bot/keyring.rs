@@ -20,7 +20,8 @@ pub struct Keyring {
 }
 
 impl Keyring {
-    /// A ring holding the bot's keys; `exempt` mirrors its members for the relay's rate limit.
+    /// A ring holding the bot's keys; `exempt` mirrors its members for the relay's rate
+    /// limit and store bound.
     pub fn new(bot: Keys, exempt: Exempt) -> Self {
         let ring = Self {
             bot: bot.clone(),

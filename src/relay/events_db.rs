@@ -6,14 +6,18 @@
 //! the index discards (replaced, deleted) are removed from sled in the same call. On open, sled is
 //! replayed into the index, which re-applies replacement and deletion rules, and anything it
 //! discards is dropped, so the two never disagree for long. The index holds every event in
-//! memory, so it is bounded (`[relay] max_stored_events`): past the bound nostr-database drops
-//! the oldest by `created_at`, from the index and (through `to_discard`) from sled. The
-//! retention pass ([`SledEventStore::expire`], [`SledEventStore::forget`]) keeps the store
-//! well under that bound in normal use; see `kinds/relay.md`.
+//! memory, so the events of other authors than soko's own keys (the bot and the merchants it
+//! manages, [`Exempt`]) are bounded (`[relay] max_stored_events`): past the bound the oldest of
+//! them by `created_at` are evicted, from the index and from sled. soko's own events (stalls,
+//! products, announcements) are neither evicted nor counted: they are usually the oldest on
+//! the relay, and a bound that dropped the oldest of all would let anyone who writes enough
+//! junk take the shops off soko's own relay. The retention pass ([`SledEventStore::expire`],
+//! [`SledEventStore::forget`]) keeps the store well under that bound in normal use; see
+//! `kinds/relay.md`.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use nostr_database::{
     Backend, DatabaseError, DatabaseEventResult, DatabaseEventStatus, DatabaseHelper, Events,
@@ -22,13 +26,66 @@ use nostr_database::{
 use nostr_sdk::prelude::BoxedFuture;
 use nostr_sdk::{Event, EventId, Filter, JsonUtil, Kind, PublicKey, Timestamp};
 
+use super::policy::Exempt;
 use crate::store::{trees, Store, StoreError, Typed};
+
+/// The events held of authors other than soko's own keys, oldest first: what the bound
+/// counts and evicts. About 150 bytes an event, next to the event itself in the index. An
+/// event discarded by another writer between its indexing and its tracking here stays
+/// counted until it is the oldest; eviction then finds it gone and only forgets it.
+#[derive(Debug, Default)]
+struct Others {
+    by_age: BTreeSet<(Timestamp, EventId)>,
+    by_id: HashMap<EventId, (Timestamp, PublicKey)>,
+}
+
+impl Others {
+    fn track(&mut self, id: EventId, at: Timestamp, author: PublicKey) {
+        if self.by_id.insert(id, (at, author)).is_none() {
+            self.by_age.insert((at, id));
+        }
+    }
+
+    fn untrack(&mut self, id: &EventId) {
+        if let Some((at, _)) = self.by_id.remove(id) {
+            self.by_age.remove(&(at, *id));
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Takes out the oldest tracked events until `keep` are left, and returns those to evict:
+    /// an author that has become one of soko's own since (a merchant's key registered after
+    /// its events were loaded) is left alone, only no longer counted.
+    fn over(&mut self, keep: usize, ours: &HashSet<PublicKey>) -> Vec<EventId> {
+        let mut evict = Vec::new();
+        while self.len() > keep {
+            let Some((_, id)) = self.by_age.pop_first() else {
+                break;
+            };
+            if let Some((_, author)) = self.by_id.remove(&id) {
+                if !ours.contains(&author) {
+                    evict.push(id);
+                }
+            }
+        }
+        evict
+    }
+}
 
 /// sled-backed [`NostrDatabase`].
 #[derive(Debug, Clone)]
 pub struct SledEventStore {
     events: Typed<String>,
+    /// Unbounded: the bound is ours (see [`Others`]), since nostr-database's would evict
+    /// soko's own events first.
     index: DatabaseHelper,
+    /// soko's own keys: their events are exempt from the bound.
+    ours: Exempt,
+    others: Arc<Mutex<Others>>,
+    max_others: usize,
     /// Events removed since the index was last rebuilt (see [`Self::compact_after`]).
     removed: Arc<AtomicUsize>,
     /// For the group-commit sync before an acknowledgement.
@@ -36,12 +93,17 @@ pub struct SledEventStore {
 }
 
 impl SledEventStore {
-    /// Opens the store and loads the stored events into an index of at most `max_events`.
-    pub async fn open(store: &Store, max_events: usize) -> Result<Self, StoreError> {
+    /// Opens the store and loads the stored events, keeping at most `max_events` of authors
+    /// outside `ours` (soko's own keys, which must be complete before opening: the events of
+    /// a key missing from it count as an outsider's and may be evicted).
+    pub async fn open(store: &Store, max_events: usize, ours: Exempt) -> Result<Self, StoreError> {
         let events: Typed<String> = store.tree(trees::RELAY_EVENTS)?;
         let this = Self {
             events,
-            index: DatabaseHelper::bounded(max_events),
+            index: DatabaseHelper::unbounded(),
+            ours,
+            others: Arc::default(),
+            max_others: max_events,
             removed: Arc::default(),
             store: store.clone(),
         };
@@ -68,15 +130,71 @@ impl SledEventStore {
             }
         }
         let count = loaded.len();
+        let candidates: Vec<(EventId, Timestamp, PublicKey)> = {
+            let ours = self.ours();
+            loaded
+                .iter()
+                .filter(|event| !ours.contains(&event.pubkey))
+                .map(|event| (event.id, event.created_at, event.pubkey))
+                .collect()
+        };
         let discarded = self.index.bulk_load(loaded).await;
         for id in &discarded {
             self.events.remove(id.as_bytes())?;
         }
+        {
+            let mut others = self.others();
+            *others = Others::default();
+            for (id, at, author) in candidates {
+                if !discarded.contains(&id) {
+                    others.track(id, at, author);
+                }
+            }
+        }
+        let evicted = self.evict().await?;
         tracing::debug!(
-            loaded = count - discarded.len(),
+            loaded = count - discarded.len() - evicted,
+            evicted,
             "embedded relay events loaded"
         );
         Ok(())
+    }
+
+    fn ours(&self) -> std::sync::RwLockReadGuard<'_, HashSet<PublicKey>> {
+        // The set is only ever inserted into: a panic while holding it leaves it usable.
+        self.ours.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn others(&self) -> MutexGuard<'_, Others> {
+        self.others.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Evicts the oldest events of other authors past the bound; returns how many. Each
+    /// delete scans the whole index (nostr-database has no index by id for deletion), so
+    /// past the bound a batch of 1/64 of it goes at once: a flood costs one scan per
+    /// `max_events / 64` writes, not one per write.
+    async fn evict(&self) -> Result<usize, StoreError> {
+        let ids = {
+            let mut others = self.others();
+            if others.len() <= self.max_others {
+                return Ok(0);
+            }
+            let keep = self.max_others - self.max_others / 64;
+            let ours = self.ours();
+            others.over(keep, &ours)
+        };
+        let mut evicted = 0;
+        for batch in ids.chunks(500) {
+            if let Some(ids) = self
+                .index
+                .delete(Filter::new().ids(batch.iter().copied()))
+                .await
+            {
+                self.remove_stored(&ids)?;
+                evicted += ids.len();
+            }
+        }
+        Ok(evicted)
     }
 
     /// nostr-database remembers the id of every event it discards (so that a deleted event
@@ -163,8 +281,19 @@ impl SledEventStore {
     }
 
     fn remove_all(&self, ids: &HashSet<EventId>) -> Result<(), DatabaseError> {
+        self.remove_stored(ids).map_err(backend)
+    }
+
+    /// Removes from sled (and from the bound's count) what the index has discarded.
+    fn remove_stored(&self, ids: &HashSet<EventId>) -> Result<(), StoreError> {
+        {
+            let mut others = self.others();
+            for id in ids {
+                others.untrack(id);
+            }
+        }
         for id in ids {
-            self.events.remove(id.as_bytes()).map_err(backend)?;
+            self.events.remove(id.as_bytes())?;
         }
         self.removed.fetch_add(ids.len(), Ordering::Relaxed);
         Ok(())
@@ -200,9 +329,14 @@ impl NostrDatabase for SledEventStore {
                 self.events
                     .insert(event.id.as_bytes(), &event.as_json())
                     .map_err(backend)?;
+                if !self.ours().contains(&event.pubkey) {
+                    self.others()
+                        .track(event.id, event.created_at, event.pubkey);
+                }
             }
             self.remove_all(&to_discard)?;
-            if status.is_success() || !to_discard.is_empty() {
+            let evicted = self.evict().await.map_err(backend)?;
+            if status.is_success() || !to_discard.is_empty() || evicted > 0 {
                 self.store.sync().await.map_err(backend)?;
             }
             Ok(status)
@@ -258,6 +392,7 @@ impl NostrDatabase for SledEventStore {
     fn wipe(&self) -> BoxedFuture<'_, Result<(), DatabaseError>> {
         Box::pin(async move {
             self.index.clear().await;
+            *self.others() = Others::default();
             self.events.raw().clear().map_err(|e| backend(e.into()))?;
             Ok(())
         })
@@ -285,13 +420,13 @@ mod tests {
         let new = product("2", 2_000)?;
         {
             let store = Store::open(dir.path())?;
-            let db = SledEventStore::open(&store, 100).await?;
+            let db = SledEventStore::open(&store, 100, Exempt::default()).await?;
             assert!(db.save_event(&old).await?.is_success());
             assert!(db.save_event(&new).await?.is_success());
             assert_eq!(db.events.len(), 1, "the replaced product is gone from sled");
         }
         let store = Store::open(dir.path())?;
-        let db = SledEventStore::open(&store, 100).await?;
+        let db = SledEventStore::open(&store, 100, Exempt::default()).await?;
         assert_eq!(db.check_id(&new.id).await?, DatabaseEventStatus::Saved);
         assert_eq!(
             db.check_id(&old.id).await?,
@@ -313,7 +448,7 @@ mod tests {
     ) -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let store = Store::open(dir.path())?;
-        let db = SledEventStore::open(&store, 100).await?;
+        let db = SledEventStore::open(&store, 100, Exempt::default()).await?;
         let (soko, other, sender) = (Keys::generate(), Keys::generate(), Keys::generate());
         let old = dm(&sender, other.public_key(), 1_000)?;
         let recent = dm(&sender, other.public_key(), 5_000)?;
@@ -347,7 +482,7 @@ mod tests {
     async fn the_index_is_bounded_and_sled_follows() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let store = Store::open(dir.path())?;
-        let db = SledEventStore::open(&store, 3).await?;
+        let db = SledEventStore::open(&store, 3, Exempt::default()).await?;
         let to = Keys::generate().public_key();
         for at in 1..=5 {
             db.save_event(&dm(&Keys::generate(), to, at * 100)?).await?;
@@ -355,7 +490,7 @@ mod tests {
         assert_eq!(db.len().await, 3);
         assert_eq!(db.events.len(), 3);
         drop(db);
-        let db = SledEventStore::open(&store, 2).await?;
+        let db = SledEventStore::open(&store, 2, Exempt::default()).await?;
         assert_eq!(db.len().await, 2);
         assert_eq!(
             db.events.len(),
@@ -363,5 +498,93 @@ mod tests {
             "reopening with a smaller bound trims sled too"
         );
         Ok(())
+    }
+
+    #[tokio::test]
+    async fn own_events_are_neither_evicted_nor_counted() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let soko = Keys::generate();
+        let ours = Exempt::default();
+        ours.write()
+            .map_err(|e| e.to_string())?
+            .insert(soko.public_key());
+        let db = SledEventStore::open(&store, 3, ours.clone()).await?;
+        let stall = EventBuilder::new(Kind::Custom(30017), "{}")
+            .tag(Tag::identifier("duka"))
+            .custom_created_at(Timestamp::from(1))
+            .sign_with_keys(&soko)?;
+        let profile = EventBuilder::new(Kind::Metadata, "{}")
+            .custom_created_at(Timestamp::from(2))
+            .sign_with_keys(&soko)?;
+        assert!(db.save_event(&stall).await?.is_success());
+        assert!(db.save_event(&profile).await?.is_success());
+        let to = Keys::generate().public_key();
+        let mut junk = Vec::new();
+        for at in 1..=6 {
+            let event = dm(&Keys::generate(), to, at * 100)?;
+            assert!(db.save_event(&event).await?.is_success());
+            junk.push(event);
+        }
+        // An outsider's replaceable event, replaced: the old version leaves the count too.
+        let squatter = Keys::generate();
+        for at in [700, 800] {
+            let product = EventBuilder::new(Kind::Custom(30018), "{}")
+                .tag(Tag::identifier("p"))
+                .custom_created_at(Timestamp::from(at))
+                .sign_with_keys(&squatter)?;
+            assert!(db.save_event(&product).await?.is_success());
+        }
+        // A deletion of soko's stall by someone else is refused (NIP-09: same author only).
+        let deletion =
+            EventBuilder::delete(nostr_sdk::nips::nip09::EventDeletionRequest::new().id(stall.id))
+                .custom_created_at(Timestamp::from(900))
+                .sign_with_keys(&Keys::generate())?;
+        assert_eq!(
+            db.save_event(&deletion).await?,
+            SaveEventStatus::Rejected(nostr_database::RejectedReason::InvalidDelete)
+        );
+
+        let own = [&stall, &profile];
+        check(&db, 3, &own, &junk[4..], squatter.public_key()).await?;
+        assert!(!db_holds_any(&store, &junk[..4]).await?);
+        // Reopening applies the same rule, here to a smaller bound.
+        let db = SledEventStore::open(&store, 2, ours).await?;
+        assert!(!db.holds(&junk[4].id).await);
+        check(&db, 2, &own, &junk[5..], squatter.public_key()).await?;
+        Ok(())
+    }
+
+    /// soko's `own` events all held, and the `bound` newest of the others: the squatter's
+    /// product and the `newest` junk.
+    async fn check(
+        db: &SledEventStore,
+        bound: usize,
+        own: &[&Event],
+        newest: &[Event],
+        squatter: PublicKey,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        for event in own {
+            assert!(db.holds(&event.id).await);
+        }
+        assert_eq!(db.len().await, own.len() + bound);
+        assert_eq!(db.events.len(), own.len() + bound, "sled follows the index");
+        assert_eq!(db.others().len(), bound);
+        for event in newest {
+            assert!(db.holds(&event.id).await);
+        }
+        assert_eq!(db.count(Filter::new().author(squatter)).await?, 1);
+        Ok(())
+    }
+
+    async fn db_holds_any(store: &Store, events: &[Event]) -> Result<bool, StoreError> {
+        let sled: Typed<String> = store.tree(trees::RELAY_EVENTS)?;
+        for event in events {
+            if sled.get(event.id.as_bytes())?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }

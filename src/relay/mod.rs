@@ -63,7 +63,7 @@ impl EmbeddedRelay {
         exempt: Exempt,
         handled: Handled,
     ) -> Result<Self, RelayError> {
-        let events = SledEventStore::open(store, config.max_stored_events).await?;
+        let events = SledEventStore::open(store, config.max_stored_events, exempt.clone()).await?;
         let policy = Arc::new(SokoWritePolicy::new(
             config,
             exempt.clone(),

@@ -14,8 +14,9 @@ use super::events_db::SledEventStore;
 use crate::config::RelayConfig;
 use crate::ratelimit::KeyedLimiter;
 
-/// Keys whose events skip the rate limit: the bot and the identities it manages publish
-/// on behalf of many users and must not be throttled as one.
+/// soko's own keys, the bot and the identities it manages. Their events skip the rate limit
+/// (they publish on behalf of many users and must not be throttled as one) and the store's
+/// bound (see `SledEventStore`).
 pub type Exempt = Arc<RwLock<HashSet<PublicKey>>>;
 
 /// How far ahead of the relay's clock an event may be dated. Further ahead, it would
