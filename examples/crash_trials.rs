@@ -266,11 +266,17 @@ struct Soko {
 impl Soko {
     fn new(binary: &Path, dir: &Path, payment_window: u64) -> Result<Self> {
         let toml = format!(
+            // A load test of crash safety, not of the limits on outsiders: the write budgets
+            // and the caps on unpaid orders would refuse most of the buyers' orders, and the
+            // dev mint needs no pacing of invoice checks.
             "[relay]\nport = {}\nrate_limit_per_minute = 1000000\n\
+             connection_write_per_minute = 1000000\nwrite_budget_per_minute = 1000000\n\
              [mint]\nembedded_dev = true\ndev_port = {}\n\
              [storage]\ndata_dir = \"{}\"\n\
              [log]\nlevel = \"info\"\n\
-             [market]\npayment_window_secs = {payment_window}\n",
+             [market]\npayment_window_secs = {payment_window}\n\
+             max_unpaid_per_buyer = 1000000\nmax_unpaid_total = 1000000\nmax_held_percent = 100\n\
+             quote_poll_max_secs = 1\nquote_checks_per_minute = 1000000\n",
             free_port()?,
             free_port()?,
             dir.join("data").display()
