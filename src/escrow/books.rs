@@ -82,6 +82,24 @@ impl EscrowService {
         }
     }
 
+    /// Pays a melt quote from the escrow wallet. The melt's own input fee is in the result's
+    /// `fee_paid` (borne like the Lightning fee); the swap before it, when the proofs do not
+    /// fit the amount, is soko's and is booked here.
+    pub(super) async fn melt_booking_swap_fee(
+        &self,
+        quote_id: &str,
+    ) -> Result<cdk_common::FinalizedMelt, cdk::Error> {
+        let prepared = self
+            .inner
+            .wallet
+            .prepare_melt(quote_id, Default::default())
+            .await?;
+        let swap_fee = Sats::from(prepared.swap_fee());
+        let melted = prepared.confirm().await?;
+        self.book_input_fee(swap_fee);
+        Ok(melted)
+    }
+
     /// NUT-02 input fees paid in all.
     pub fn input_fees_paid(&self) -> Result<Sats, EscrowError> {
         Ok(self

@@ -154,24 +154,7 @@ impl EscrowService {
             "paying a merchant's balance out over Lightning"
         );
 
-        let melted = match inner
-            .wallet
-            .prepare_melt(&quote.id, Default::default())
-            .await
-        {
-            Ok(prepared) => {
-                // The melt's own input fee is in `fee_paid` (borne like the Lightning fee);
-                // the swap before it, when the proofs do not fit, is soko's to book.
-                let input_fee = Sats::from(prepared.swap_fee());
-                let melted = prepared.confirm().await;
-                if melted.is_ok() {
-                    self.book_input_fee(input_fee);
-                }
-                melted
-            }
-            Err(e) => Err(e),
-        };
-        match melted {
+        match self.melt_booking_swap_fee(&quote.id).await {
             Ok(finalized) => {
                 let fee = Sats::from(finalized.fee_paid());
                 self.finish_payout(&merchant, &quote.id, record, fee)

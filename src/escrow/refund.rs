@@ -254,43 +254,23 @@ impl EscrowService {
                     let state = inner.wallet.check_melt_quote_status(&quote).await?.state;
                     let fee = match state {
                         MeltQuoteState::Paid => None,
-                        MeltQuoteState::Unpaid => {
-                            let melted =
-                                match inner.wallet.prepare_melt(&quote, Default::default()).await {
-                                    Ok(prepared) => {
-                                        // The melt's own input fee is in `fee_paid` (borne like the Lightning fee);
-                                        // the swap before it, when the proofs do not fit, is soko's to book.
-                                        let input_fee = Sats::from(prepared.swap_fee());
-                                        let melted = prepared.confirm().await;
-                                        if melted.is_ok() {
-                                            self.book_input_fee(input_fee);
-                                        }
-                                        melted
-                                    }
-                                    Err(e) => Err(e),
-                                };
-                            match melted {
-                                Ok(finalized) => Some(Sats::from(finalized.fee_paid())),
-                                Err(e) => {
-                                    let now =
-                                        inner.wallet.check_melt_quote_status(&quote).await?.state;
-                                    if matches!(
-                                        now,
-                                        MeltQuoteState::Unpaid | MeltQuoteState::Failed
-                                    ) {
-                                        self.record_plan(
-                                            key,
-                                            &plan_of(&record),
-                                            fallback(&e.to_string()),
-                                        )
-                                        .await?;
-                                        continue;
-                                    }
-                                    tracing::warn!(order = record.number, error = %e, "refund payment unclear; settling from the mint later");
-                                    return Ok(());
+                        MeltQuoteState::Unpaid => match self.melt_booking_swap_fee(&quote).await {
+                            Ok(finalized) => Some(Sats::from(finalized.fee_paid())),
+                            Err(e) => {
+                                let now = inner.wallet.check_melt_quote_status(&quote).await?.state;
+                                if matches!(now, MeltQuoteState::Unpaid | MeltQuoteState::Failed) {
+                                    self.record_plan(
+                                        key,
+                                        &plan_of(&record),
+                                        fallback(&e.to_string()),
+                                    )
+                                    .await?;
+                                    continue;
                                 }
+                                tracing::warn!(order = record.number, error = %e, "refund payment unclear; settling from the mint later");
+                                return Ok(());
                             }
-                        }
+                        },
                         MeltQuoteState::Failed => {
                             self.record_plan(
                                 key,
