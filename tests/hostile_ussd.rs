@@ -8,8 +8,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -24,26 +23,6 @@ use soko::market::MerchantStatus;
 const PHONE: &str = "+254711000111";
 const SERVICE: &str = "*384*7#";
 const PIN: &str = "739164";
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 /// The one log capture of this test binary, at TRACE level.
 fn capture() -> Capture {
@@ -450,7 +429,7 @@ async fn the_logs_hold_no_pin_and_nothing_derived_from_it() {
     )
     .await;
     bridge.shutdown().await.unwrap();
-    let text = String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
+    let text = log.text();
     assert!(text.contains("hop answered"), "the capture works");
     assert!(!text.contains(PIN), "the PIN is in the log");
     let code_digits = code.replace(' ', "");

@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use common::Capture;
 
 use cdk::amount::{Amount, SplitTarget};
 use cdk::nuts::PaymentMethod;
@@ -14,26 +13,6 @@ use cdk::StreamExt;
 use common::{TestSoko, User};
 use nostr_sdk::{Keys, ToBech32};
 use soko::config::LogConfig;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_reach_the_log() {
@@ -109,7 +88,7 @@ async fn secrets_never_reach_the_log() {
     let seed = std::fs::read_to_string(soko.data_dir().join("wallet.seed")).unwrap();
     soko.stop().await;
 
-    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let log = capture.text();
     assert!(log.contains("soko started"), "the capture works");
     assert!(
         log.len() > 10_000,

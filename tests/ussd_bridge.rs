@@ -545,33 +545,6 @@ async fn notices_from_soko_are_texted_and_others_are_not() {
     bridge.shutdown().await.unwrap();
 }
 
-/// Log lines, captured process-wide.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Capture {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 /// Phone numbers, inputs (a PIN travels in `text`) and the bridge's key never reach the log,
 /// even at TRACE level; the masked number does. The capture is process-wide, so every other
 /// test of this file running meanwhile is held to the same rule.
