@@ -285,10 +285,10 @@ impl Scheme {
     /// The DM a client publishes: what `soko` must open.
     async fn seal(self, from: &Keys, to: PublicKey, content: &str) -> Result<Event> {
         let scheme = match self {
-            Scheme::Nip04 => soko::bot::Scheme::Nip04,
-            Scheme::Nip17 => soko::bot::Scheme::Nip17,
+            Scheme::Nip04 => soko::outbound::Scheme::Nip04,
+            Scheme::Nip17 => soko::outbound::Scheme::Nip17,
         };
-        soko::bot::seal_dm(from, to, scheme, content, None)
+        soko::outbound::seal_dm(from, to, scheme, content, None)
             .await
             .map_err(anyhow::Error::msg)
     }

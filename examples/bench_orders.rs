@@ -553,10 +553,10 @@ impl Scheme {
         refers_to: Option<EventId>,
     ) -> Result<Event> {
         let scheme = match self {
-            Scheme::Nip04 => soko::bot::Scheme::Nip04,
-            Scheme::Nip17 => soko::bot::Scheme::Nip17,
+            Scheme::Nip04 => soko::outbound::Scheme::Nip04,
+            Scheme::Nip17 => soko::outbound::Scheme::Nip17,
         };
-        soko::bot::seal_dm(from, to, scheme, content, refers_to)
+        soko::outbound::seal_dm(from, to, scheme, content, refers_to)
             .await
             .map_err(anyhow::Error::msg)
     }

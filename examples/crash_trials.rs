@@ -596,18 +596,19 @@ impl Buyer {
 
     async fn send(&self, body: &str) -> Send {
         let scheme = match self.scheme {
-            Scheme::Nip04 => soko::bot::Scheme::Nip04,
-            Scheme::Nip17 => soko::bot::Scheme::Nip17,
+            Scheme::Nip04 => soko::outbound::Scheme::Nip04,
+            Scheme::Nip17 => soko::outbound::Scheme::Nip17,
         };
-        let event = match soko::bot::seal_dm(&self.keys, self.merchant, scheme, body, None).await {
-            Ok(event) => event,
-            Err(e) => {
-                return Send {
-                    acked: false,
-                    error: Some(format!("sealing: {e}")),
+        let event =
+            match soko::outbound::seal_dm(&self.keys, self.merchant, scheme, body, None).await {
+                Ok(event) => event,
+                Err(e) => {
+                    return Send {
+                        acked: false,
+                        error: Some(format!("sealing: {e}")),
+                    }
                 }
-            }
-        };
+            };
         match tokio::time::timeout(SEND_TIMEOUT, self.client.send_event(&event)).await {
             Ok(Ok(output)) if !output.success.is_empty() => Send {
                 acked: true,

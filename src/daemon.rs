@@ -4,13 +4,14 @@ use std::path::PathBuf;
 
 use nostr_sdk::{PublicKey, RelayUrl, ToBech32};
 
-use crate::bot::{Bot, BotError, Keyring, Services};
+use crate::bot::{Bot, BotError, Services};
 use crate::config::{Config, MintConfig};
 use crate::devmint::{DevMint, DevMintError};
 use crate::escrow::{EscrowService, Rules};
 use crate::identity::{self, IdentityError};
 use crate::market::catalog::Own;
 use crate::market::{Catalog, Merchants, Rates};
+use crate::outbound::Keyring;
 use crate::relay::{EmbeddedRelay, Exempt, RelayError};
 use crate::store::{Store, StoreError};
 use crate::vault::{Vault, VaultError};

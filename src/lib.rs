@@ -15,6 +15,7 @@ pub mod logging;
 pub mod market;
 pub mod money;
 pub mod operator;
+pub mod outbound;
 pub mod proto;
 pub mod ratelimit;
 pub mod relay;

@@ -1022,7 +1022,7 @@ async fn send_gamma(buyer: &User, shop: &Shop, tags: &[&[&str]], content: &str) 
         tags.iter()
             .map(|t| t.iter().map(|p| (*p).to_owned()).collect()),
     );
-    let wrap = soko::bot::wrap_tagged(&buyer.keys, shop.merchant, 16, &all, content)
+    let wrap = soko::outbound::wrap_tagged(&buyer.keys, shop.merchant, 16, &all, content)
         .await
         .unwrap();
     assert!(!buyer.publish(&wrap).await.success.is_empty());
@@ -1126,7 +1126,7 @@ async fn a_gamma_order_runs_the_whole_way_in_kind_16_messages() {
     send_gamma(&buyer, &shop, &[&["type", "1"]], "").await; // no order tag
     let no_order = buyer.next_dm(REPLY_TIMEOUT).await.expect("a refusal");
     assert!(no_order.content.contains("no `order` tag"));
-    let receipt = soko::bot::wrap_tagged(
+    let receipt = soko::outbound::wrap_tagged(
         &buyer.keys,
         shop.merchant,
         17,

@@ -233,7 +233,8 @@ async fn bad_input_gets_clear_answers_and_soko_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
-    use soko::bot::{Handler, Keyring, Outbox, Outcome};
+    use soko::bot::{Handler, Outcome};
+    use soko::outbound::{Keyring, Outbox};
     let dir = tempfile::tempdir().unwrap();
     let store = soko::store::Store::open(dir.path()).unwrap();
     let bot = Keys::generate();
@@ -241,7 +242,7 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
     let outbox = Outbox::open(&store, Client::default()).unwrap();
     let vault = soko::vault::Vault::from_root([0; 32]).unwrap();
     let merchants = soko::market::Merchants::open(&store, vault.clone()).unwrap();
-    let publisher = soko::bot::Publisher::new(keyring.clone(), outbox.clone());
+    let publisher = soko::outbound::Publisher::new(keyring.clone(), outbox.clone());
     // Never contacted: this test only sends a ping.
     let wallet = soko::wallet::open(&store, "t", "http://127.0.0.1:9", &[0; 64]).unwrap();
     let escrow = soko::escrow::EscrowService::open(

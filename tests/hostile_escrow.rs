@@ -59,7 +59,7 @@ async fn send_gamma(buyer: &User, shop: &Shop, tags: &[&[&str]], content: &str) 
         tags.iter()
             .map(|t| t.iter().map(|p| (*p).to_owned()).collect()),
     );
-    let wrap = soko::bot::wrap_tagged(&buyer.keys, shop.merchant, 16, &all, content)
+    let wrap = soko::outbound::wrap_tagged(&buyer.keys, shop.merchant, 16, &all, content)
         .await
         .unwrap();
     let out = buyer.publish(&wrap).await;
@@ -187,7 +187,7 @@ async fn an_order_stored_with_a_huge_id_does_not_stop_the_watcher() {
         .place(
             shop.merchant,
             attacker.pubkey(),
-            soko::bot::Scheme::Nip17,
+            soko::outbound::Scheme::Nip17,
             Dialect::Gamma,
             huge,
         )

@@ -20,10 +20,10 @@ use nostr_sdk::{PublicKey, ToBech32};
 use super::links::Links;
 use super::proposals::{self, Decision, Proposal, Proposals, Proposed, Transition};
 use super::users::Users;
-use crate::bot::{Publisher, Scheme};
 use crate::market::listing::{self, ListingError};
 use crate::market::merchants::KIND_STALL;
 use crate::market::{Merchant, MerchantError, MerchantStatus, Merchants, Rates};
+use crate::outbound::{Publisher, Scheme};
 use crate::proto::agents::{
     AgentMerchants, AgentNotice, AgentNoticeBody, LinkState, LinkedMerchant, Onboarded,
     ProposalDecided, ProposalKind, ProposalStatus, ProposalView, Role, UnlinkedNotice,
@@ -782,7 +782,7 @@ mod tests {
 
     use super::*;
     use crate::agents::users::UserRecord;
-    use crate::bot::{Keyring, Outbox};
+    use crate::outbound::{Keyring, Outbox};
     use crate::proto::nip15::{Product, ShippingZone, Stall};
     use crate::store::Store;
     use crate::vault::Vault;

@@ -28,8 +28,8 @@ pub use self::links::Links;
 pub use self::proposals::Proposals;
 pub use self::registration::{RegisterError, Registration, RegistrationRefusal};
 pub use self::users::{UserRecord, Users};
-use crate::bot::Publisher;
 use crate::market::{Merchants, Rates};
+use crate::outbound::Publisher;
 use crate::store::{Store, StoreError};
 use crate::vault::Vault;
 

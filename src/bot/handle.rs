@@ -2,19 +2,16 @@
 //! reply, with the claim's completion, the stored reply and the outgoing event committed in
 //! one sled transaction before anything is sent.
 
-use nostr_sdk::nips::nip04;
-use nostr_sdk::{Event, EventBuilder, EventId, JsonUtil, Keys, Kind, PublicKey, Tag, ToBech32};
+use nostr_sdk::{Event, EventId, JsonUtil, Keys, PublicKey, ToBech32};
 use serde::{Deserialize, Serialize};
 use sled::transaction::TransactionError;
 use sled::Transactional;
 
 use super::failpoint;
-use super::ingest::{self, Inbound, Scheme};
-use super::keyring::Keyring;
-use super::outbox::Outbox;
-use super::publisher::{wrap_tagged, Note};
+use super::ingest::{self, Inbound};
 use crate::commands::{self, CommandError};
 use crate::escrow::{Cancel, Dialect};
+use crate::outbound::{seal_dm, wrap_tagged, Keyring, Note, Outbox, MAX_EVENT_BYTES};
 use crate::proto::gamma;
 use crate::proto::nip15::{clip_echo, Order, OrderStatus, MAX_ORDER_ID_BYTES};
 use crate::proto::{ErrorCode, Refusal, Request, Response};
@@ -657,7 +654,7 @@ impl Handler {
         remember: Option<(Vec<u8>, String, String)>,
     ) -> Result<(), HandleError> {
         let done = self.seen.encode(&SeenState::Done)?;
-        let queued = self.outbox.tree().encode(&Outbox::entry(reply))?;
+        let queued = self.outbox.stage(reply)?;
         let stored = match remember {
             Some((key, cmd, response)) => {
                 match StoredReply::seal(self.commands.merchants.vault(), &response) {
@@ -682,13 +679,13 @@ impl Handler {
         let checkpoint = self.meta.encode(&unix_now())?;
         (
             self.seen.raw(),
-            self.outbox.tree().raw(),
+            self.outbox.raw(),
             self.replies.raw(),
             self.meta.raw(),
         )
             .transaction(|(seen, outbox, replies, meta)| {
                 seen.insert(handled.as_bytes(), done.clone())?;
-                outbox.insert(reply.id.as_bytes(), queued.clone())?;
+                queued.insert(outbox)?;
                 if let Some((key, value)) = &stored {
                     replies.insert(key.clone(), value.clone())?;
                 }
@@ -707,10 +704,10 @@ impl Handler {
 const REPLY_TOO_LARGE: &str =
     "too_large: soko's answer to your message is too large to send; send a shorter message";
 
-/// The event, if relays will take it (see [`super::outbox::MAX_EVENT_BYTES`]).
+/// The event, if relays will take it (see [`MAX_EVENT_BYTES`]).
 fn fits(event: Event) -> Result<Event, HandleError> {
     let size = event.as_json().len();
-    if size > super::outbox::MAX_EVENT_BYTES {
+    if size > MAX_EVENT_BYTES {
         return Err(HandleError::Reply(format!("the reply is {size} bytes")));
     }
     Ok(event)
@@ -747,31 +744,6 @@ fn looks_like_nip15(body: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| {
         v.get("type").is_some_and(serde_json::Value::is_u64) && v.get("cmd").is_none()
     })
-}
-
-/// A DM from `keys` to `to` in `scheme`, optionally referring (`e` tag) to a message.
-pub async fn seal_dm(
-    keys: &Keys,
-    to: PublicKey,
-    scheme: Scheme,
-    content: &str,
-    refers_to: Option<EventId>,
-) -> Result<Event, String> {
-    let refers: Vec<Tag> = refers_to.map(Tag::event).into_iter().collect();
-    match scheme {
-        Scheme::Nip04 => {
-            let ciphertext =
-                nip04::encrypt(keys.secret_key(), &to, content).map_err(|e| e.to_string())?;
-            EventBuilder::new(Kind::EncryptedDirectMessage, ciphertext)
-                .tag(Tag::public_key(to))
-                .tags(refers)
-                .sign_with_keys(keys)
-                .map_err(|e| e.to_string())
-        }
-        Scheme::Nip17 => EventBuilder::private_msg(keys, to, content, refers)
-            .await
-            .map_err(|e| e.to_string()),
-    }
 }
 
 /// See [`Handler::prune`].
@@ -843,6 +815,7 @@ mod tests {
     use nostr_sdk::Timestamp;
 
     use super::*;
+    use nostr_sdk::{EventBuilder, Kind};
 
     #[test]
     fn prune_forgets_old_ids_and_replies_but_not_claims() -> Result<(), Box<dyn std::error::Error>>

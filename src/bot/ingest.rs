@@ -3,18 +3,8 @@
 use nostr_sdk::nips::{nip04, nip59::UnwrappedGift};
 use nostr_sdk::{Event, EventId, Kind, PublicKey, TagKind};
 
-use super::keyring::Keyring;
+use crate::outbound::{Keyring, Scheme};
 use crate::proto::{ErrorCode, Refusal};
-
-/// How a DM was encrypted; replies use the same one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scheme {
-    /// Kind 4, NIP-04 encryption.
-    Nip04,
-    /// Kind 1059 gift wrap around a kind 14 message (NIP-17, NIP-44, NIP-59).
-    Nip17,
-}
 
 /// A DM opened for one of soko's identities.
 #[derive(Debug, Clone)]

@@ -4,10 +4,7 @@
 mod failpoint;
 mod handle;
 pub mod ingest;
-mod keyring;
 mod nodb;
-pub mod outbox;
-mod publisher;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,17 +14,14 @@ use nostr_sdk::prelude::*;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-pub use self::handle::{handled, seal_dm, Handler, Outcome, SeenState};
-pub use self::ingest::Scheme;
-pub use self::keyring::Keyring;
+pub use self::handle::{handled, Handler, Outcome, SeenState};
 use self::nodb::NoDatabase;
-pub use self::outbox::Outbox;
-pub use self::publisher::{wrap_tagged, Note, PublishError, Publisher};
 use crate::agents::Agents;
 use crate::commands;
 use crate::escrow::{EscrowService, Rules};
 use crate::market::catalog::Ingested;
 use crate::market::{Catalog, Merchants};
+use crate::outbound::{Keyring, Outbox, Publisher};
 use crate::store::{Store, StoreError};
 use crate::util::unix_now;
 use crate::vault::Vault;

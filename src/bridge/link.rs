@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use super::pending::{Pending, Reply};
 use super::sms::SmsSender;
 use super::BridgeError;
-use crate::bot::{seal_dm, Scheme};
+use crate::outbound::{seal_dm, Scheme};
 use crate::proto::ussd::{Notice, NoticeBody, UssdScreen};
 use crate::proto::PROTOCOL_VERSION;
 

@@ -15,9 +15,9 @@ use nostr_sdk::PublicKey;
 use serde_json::Value;
 
 use crate::agents::{Agents, Desk};
-use crate::bot::Publisher;
 use crate::escrow::EscrowService;
 use crate::market::{Catalog, MerchantError, Merchants};
+use crate::outbound::Publisher;
 use crate::proto::{Command, ErrorCode, Refusal};
 use crate::ussd::UssdService;
 

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::service::{Dialect, OrderRecord};
 use super::state::EscrowState;
-use crate::bot::Note;
+use crate::outbound::Note;
 use crate::proto::gamma::{self, Status};
 use crate::proto::nip15::{
     clip_echo, OrderStatus, PaymentOption, PaymentRequest, MAX_ORDER_ID_BYTES,

@@ -10,8 +10,8 @@ use nostr_sdk::{Event, PublicKey, ToBech32};
 
 use super::service::{EscrowError, EscrowService, OrderRecord};
 use crate::agents::Links;
-use crate::bot::Scheme;
 use crate::money::Sats;
+use crate::outbound::Scheme;
 use crate::proto::agents::{AgentNotice, AgentNoticeBody, NoticeItem, OrderPaidNotice};
 use crate::proto::ussd::{Notice, NoticeBody, SmsNotice};
 

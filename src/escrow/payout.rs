@@ -330,20 +330,16 @@ impl EscrowService {
         );
         let dm = inner
             .publisher
-            .seal_dm(merchant, to, crate::bot::Scheme::Nip17, &text)
+            .seal_dm(merchant, to, crate::outbound::Scheme::Nip17, &text)
             .await
             .map_err(|e| EscrowError::Publish(e.to_string()))?;
         record.done = true;
         let encoded = inner.payouts.encode(&record)?;
-        let queued = inner
-            .outbox
-            .tree()
-            .encode(&crate::bot::Outbox::entry(&dm))?;
-        let dm_id = dm.id.as_bytes().to_vec();
-        (inner.payouts.raw(), inner.outbox.tree().raw())
+        let queued = inner.outbox.stage(&dm)?;
+        (inner.payouts.raw(), inner.outbox.raw())
             .transaction(|(payouts, outbox)| {
                 payouts.insert(operation.as_bytes(), encoded.clone())?;
-                outbox.insert(dm_id.as_slice(), queued.clone())?;
+                queued.insert(outbox)?;
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
             .map_err(tx_error)?;

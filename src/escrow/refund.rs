@@ -441,7 +441,7 @@ fn refund_ledger_key(order_key: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bot::Scheme;
+    use crate::outbound::Scheme;
 
     fn order(state: EscrowState, paid_at: u64, cancel: bool) -> OrderRecord {
         OrderRecord {

@@ -35,10 +35,10 @@ use super::code::{CodeHasher, DeliveryCode, StoredCode};
 use super::messages::{describe, payment_request, refusal, shown_id, status, text};
 use super::payout::PayoutRecord;
 use super::state::{transition, EscrowEvent, EscrowState};
-use crate::bot::{Note, Outbox, Publisher, Scheme};
 use crate::market::pricing::{self, Line, Rates};
 use crate::market::{MerchantError, Merchants};
 use crate::money::Sats;
+use crate::outbound::{Note, Outbox, Publisher, Scheme, Staged};
 use crate::proto::nip15::{clip_echo, Order};
 use crate::store::{Store, StoreError, Typed};
 use crate::util::unix_now;
@@ -888,14 +888,9 @@ impl EscrowService {
             Some((account, sats)) => Some((account.clone(), inner.balances.encode(sats)?)),
             None => None,
         };
-        let queued: Vec<KeyValue> = dms
+        let queued: Vec<Staged> = dms
             .iter()
-            .map(|dm| {
-                Ok((
-                    dm.id.as_bytes().to_vec(),
-                    inner.outbox.tree().encode(&Outbox::entry(dm))?,
-                ))
-            })
+            .map(|dm| inner.outbox.stage(dm))
             .collect::<Result<_, StoreError>>()?;
         let still_awaiting = record.state == EscrowState::AwaitingPayment;
         let is_refunding = record.state == EscrowState::Refunding;
@@ -905,7 +900,7 @@ impl EscrowService {
             inner.reserved.raw(),
             inner.ledger.raw(),
             inner.balances.raw(),
-            inner.outbox.tree().raw(),
+            inner.outbox.raw(),
             inner.awaiting.raw(),
             inner.refunding.raw(),
             inner.merchants.listings_tree(),
@@ -942,8 +937,8 @@ impl EscrowService {
                     if let Some((k, v)) = &balance {
                         balances.insert(k.as_slice(), v.clone())?;
                     }
-                    for (id, entry) in &queued {
-                        outbox.insert(id.as_slice(), entry.clone())?;
+                    for staged in &queued {
+                        staged.insert(outbox)?;
                     }
                     Ok::<_, ConflictableTransactionError<()>>(())
                 },
@@ -972,7 +967,7 @@ impl EscrowService {
             .map_err(|e| e.to_string())
             .and_then(|event| {
                 let size = nostr_sdk::JsonUtil::as_json(&event).len();
-                if size > crate::bot::outbox::MAX_EVENT_BYTES {
+                if size > crate::outbound::MAX_EVENT_BYTES {
                     return Err(format!("the message is {size} bytes"));
                 }
                 Ok(event)

@@ -9,7 +9,7 @@ use nostr_sdk::{EventBuilder, EventId, Kind, PublicKey, Tag};
 
 use super::merchants::{KIND_PRODUCT, KIND_STALL};
 use super::{MerchantError, Merchants};
-use crate::bot::Publisher;
+use crate::outbound::Publisher;
 use crate::proto::nip15::{Product, Stall};
 
 /// Why a listing was not saved or published.

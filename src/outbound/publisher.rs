@@ -1,11 +1,10 @@
 //! Publishing as any identity in the keyring, through the durable outbox.
 
-use nostr_sdk::{EventBuilder, EventId, Kind, PublicKey, Tag};
+use nostr_sdk::{EventBuilder, EventId, PublicKey};
 
-use super::handle::seal_dm;
-use super::ingest::Scheme;
 use super::keyring::Keyring;
 use super::outbox::Outbox;
+use super::seal::{seal_dm, wrap_tagged, Note, Scheme};
 use crate::store::StoreError;
 
 /// Failures publishing.
@@ -20,49 +19,6 @@ pub enum PublishError {
     /// The outbox failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// A message to send privately.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Note {
-    /// Content alone: a kind-4 DM or a kind-14 message, as the scheme says.
-    Text(String),
-    /// A rumor of `kind` with its own tags (Gamma order messages), always gift-wrapped
-    /// (NIP-17); the tags carry its `p`.
-    Tagged {
-        /// Rumor kind.
-        kind: u16,
-        /// Rumor tags.
-        tags: Vec<Vec<String>>,
-        /// Human-readable content.
-        content: String,
-    },
-}
-
-impl From<String> for Note {
-    fn from(text: String) -> Self {
-        Self::Text(text)
-    }
-}
-
-/// Gift-wraps a tagged rumor from `keys` to `to` (NIP-59 seal and wrap, as NIP-17 does).
-pub async fn wrap_tagged(
-    keys: &nostr_sdk::Keys,
-    to: PublicKey,
-    kind: u16,
-    tags: &[Vec<String>],
-    content: &str,
-) -> Result<nostr_sdk::Event, String> {
-    let tags = tags
-        .iter()
-        .map(|t| Tag::parse(t.iter().map(String::as_str)).map_err(|e| e.to_string()))
-        .collect::<Result<Vec<Tag>, String>>()?;
-    let rumor = EventBuilder::new(Kind::Custom(kind), content)
-        .tags(tags)
-        .build(keys.public_key());
-    EventBuilder::gift_wrap(keys, &to, rumor, [])
-        .await
-        .map_err(|e| e.to_string())
 }
 
 /// Signs with keyring keys and sends through the outbox.

@@ -62,6 +62,24 @@ fn retry_delay(attempts: u32) -> u64 {
         .as_secs()
 }
 
+/// An event encoded for the outbox, not yet queued (see [`Outbox::stage`]).
+#[derive(Debug, Clone)]
+pub struct Staged {
+    id: Vec<u8>,
+    entry: Vec<u8>,
+}
+
+impl Staged {
+    /// Queues the event inside a transaction over [`Outbox::raw`].
+    pub fn insert<E>(
+        &self,
+        outbox: &sled::transaction::TransactionalTree,
+    ) -> Result<(), sled::transaction::ConflictableTransactionError<E>> {
+        outbox.insert(self.id.as_slice(), self.entry.as_slice())?;
+        Ok(())
+    }
+}
+
 /// The outbox.
 #[derive(Debug, Clone)]
 pub struct Outbox {
@@ -80,13 +98,23 @@ impl Outbox {
         })
     }
 
-    /// The tree, for callers that queue an event inside their own transaction.
-    pub fn tree(&self) -> &Typed<Pending> {
-        &self.pending
+    /// The tree to join in a transaction that stages events ([`Staged::insert`]).
+    pub fn raw(&self) -> &sled::Tree {
+        self.pending.raw()
+    }
+
+    /// An event encoded for the outbox, for a caller that queues it inside its own
+    /// transaction together with the state the event reports; [`Self::deliver`] sends it
+    /// once that transaction is committed.
+    pub fn stage(&self, event: &Event) -> Result<Staged, StoreError> {
+        Ok(Staged {
+            id: event.id.as_bytes().to_vec(),
+            entry: self.pending.encode(&Self::entry(event))?,
+        })
     }
 
     /// The stored form of an event about to be queued.
-    pub fn entry(event: &Event) -> Pending {
+    fn entry(event: &Event) -> Pending {
         Pending {
             event: event.as_json(),
             queued_at: unix_now(),
