@@ -21,7 +21,6 @@ use super::links::Links;
 use super::proposals::{self, Decision, Proposal, Proposals, Proposed, Transition};
 use super::users::Users;
 use crate::market::listing::{self, ListingError};
-use crate::market::merchants::KIND_STALL;
 use crate::market::{Merchant, MerchantError, MerchantStatus, Merchants, Rates};
 use crate::outbound::{Publisher, Scheme};
 use crate::proto::agents::{
@@ -619,116 +618,6 @@ impl Desk {
     }
 }
 
-// What merchants read about proposals on their handsets (USSD menu 4).
-impl Desk {
-    /// The line menu 4 lists a pending proposal with.
-    pub fn summary(&self, proposal: &Proposal) -> String {
-        let by = self.agent_label(&proposal.agent);
-        match &proposal.proposed {
-            Proposed::Link => format!("Link agent {by}"),
-            Proposed::Stall(stall) => format!("Stall {} ({}), {by}", stall.name, stall.currency),
-            Proposed::Product(product) => format!(
-                "Product {} {}, {by}",
-                product.name,
-                crate::ussd::service::price_text(product.price, &product.currency)
-            ),
-            Proposed::Delete { kind, id } => {
-                format!(
-                    "Delete {} {}, {by}",
-                    listing_word(*kind),
-                    self.listing_name(&proposal.merchant, *kind, id)
-                )
-            }
-        }
-    }
-
-    /// The detail screen's lines for a proposal: who asks, and what exactly.
-    pub fn details(&self, proposal: &Proposal) -> Vec<String> {
-        let mut lines = vec![format!("From agent {}", self.agent_label(&proposal.agent))];
-        let merchant = PublicKey::from_hex(&proposal.merchant).ok();
-        let merchants = &self.inner.merchants;
-        match &proposal.proposed {
-            Proposed::Link => lines.push(
-                "Wants to be your agent: to propose stalls and products for you and hear of your paid orders.".to_owned(),
-            ),
-            Proposed::Stall(stall) => {
-                let exists = merchant
-                    .and_then(|m| merchants.stall(&m, &stall.id).ok().flatten())
-                    .is_some();
-                lines.push(format!("{} stall: {}", if exists { "Change" } else { "New" }, stall.name));
-                lines.push(format!("Currency: {}", stall.currency));
-                for zone in &stall.shipping {
-                    lines.push(format!(
-                        "Ships to {}: {}",
-                        zone.name.as_deref().unwrap_or(&zone.id),
-                        crate::ussd::service::price_text(zone.cost, &stall.currency)
-                    ));
-                }
-                if let Some(about) = &stall.description {
-                    lines.push(format!("About: {about}"));
-                }
-            }
-            Proposed::Product(product) => {
-                let exists = merchant
-                    .and_then(|m| merchants.product(&m, &product.id).ok().flatten())
-                    .is_some();
-                lines.push(format!("{} product: {}", if exists { "Change" } else { "New" }, product.name));
-                lines.push(format!(
-                    "Price: {}",
-                    crate::ussd::service::price_text(product.price, &product.currency)
-                ));
-                lines.push(format!(
-                    "Stock: {}",
-                    product.quantity.map_or_else(|| "unlimited".to_owned(), |q| q.to_string())
-                ));
-                lines.push(format!("Stall: {}", product.stall_id));
-                if let Some(about) = &product.description {
-                    lines.push(format!("About: {about}"));
-                }
-            }
-            Proposed::Delete { kind, id } => {
-                lines.push(format!(
-                    "Delete {} {}: buyers no longer see it.",
-                    listing_word(*kind),
-                    self.listing_name(&proposal.merchant, *kind, id)
-                ));
-            }
-        }
-        lines
-    }
-
-    fn listing_name(&self, merchant_hex: &str, kind: u16, id: &str) -> String {
-        let merchants = &self.inner.merchants;
-        let name = PublicKey::from_hex(merchant_hex).ok().and_then(|m| {
-            if kind == KIND_STALL {
-                merchants.stall(&m, id).ok().flatten().map(|s| s.name)
-            } else {
-                merchants
-                    .product(&m, id)
-                    .ok()
-                    .flatten()
-                    .map(|p| p.name)
-                    .or_else(|| {
-                        merchants
-                            .hidden_products(&m)
-                            .ok()
-                            .and_then(|all| all.into_iter().find(|p| p.id == id).map(|p| p.name))
-                    })
-            }
-        });
-        name.unwrap_or_else(|| id.to_owned())
-    }
-}
-
-/// `stall` or `product`, for messages.
-pub fn listing_word(kind: u16) -> &'static str {
-    if kind == KIND_STALL {
-        "stall"
-    } else {
-        "product"
-    }
-}
-
 fn status_name(status: MerchantStatus) -> &'static str {
     match status {
         MerchantStatus::Active => "active",
@@ -775,7 +664,7 @@ fn linked(shop: Merchant, linked_at: u64) -> Onboarded {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::HashSet;
 
     use nostr_sdk::{Client, Keys};
@@ -787,17 +676,18 @@ mod tests {
     use crate::store::Store;
     use crate::vault::Vault;
 
-    struct Fixture {
+    pub(crate) struct Fixture {
         _dir: tempfile::TempDir,
-        desk: Desk,
+        pub(crate) desk: Desk,
+        pub(crate) merchants: Merchants,
         outbox: Outbox,
-        agent: PublicKey,
-        merchant: PublicKey,
+        pub(crate) agent: PublicKey,
+        pub(crate) merchant: PublicKey,
     }
 
     /// A desk whose outbox has no relay: every event published stays queued, so the
     /// queue counts what was published.
-    fn fixture() -> Result<Fixture, Box<dyn std::error::Error>> {
+    pub(crate) fn fixture() -> Result<Fixture, Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let store = Store::open(dir.path())?;
         let vault = Vault::from_root([7; 32])?;
@@ -824,20 +714,21 @@ mod tests {
             users,
             links,
             Proposals::open(&store)?,
-            merchants,
+            merchants.clone(),
             publisher,
             rates,
         );
         Ok(Fixture {
             _dir: dir,
             desk,
+            merchants,
             outbox,
             agent,
             merchant: keys.public_key(),
         })
     }
 
-    fn stall() -> Stall {
+    pub(crate) fn stall() -> Stall {
         Stall {
             id: "duka".into(),
             name: "Mama Duka".into(),
@@ -852,7 +743,7 @@ mod tests {
         }
     }
 
-    fn mango() -> Product {
+    pub(crate) fn mango() -> Product {
         Product {
             id: "mango".into(),
             stall_id: "duka".into(),
@@ -926,8 +817,8 @@ mod tests {
         let proposed = desk.propose(&agent, &merchant, Proposed::Stall(stall()))?;
         assert_eq!(proposed.status, ProposalStatus::Pending);
         assert_eq!(
-            desk.summary(&desk.pending_for(&merchant)?[0]),
-            "Stall Mama Duka (sat), Juma"
+            desk.pending_for(&merchant)?[0].proposed,
+            Proposed::Stall(stall())
         );
         assert_eq!(f.outbox.len(), 0);
 

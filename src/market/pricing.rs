@@ -214,9 +214,25 @@ pub(crate) fn to_minor(value: f64, decimals: i32) -> Option<u64> {
     ((scaled - rounded).abs() < 1e-6).then_some(rounded as u64)
 }
 
+/// A NIP-15 price for display: whole numbers without decimals.
+pub fn price_text(price: f64, currency: &str) -> String {
+    let whole = price.fract() == 0.0 && (0.0..1e15).contains(&price);
+    if whole {
+        format!("{price:.0} {currency}")
+    } else {
+        format!("{price:.2} {currency}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prices_show_without_float_noise() {
+        assert_eq!(price_text(500.0, "sat"), "500 sat");
+        assert_eq!(price_text(1.5, "USD"), "1.50 USD");
+    }
     use crate::proto::nip15::{Contact, OrderItem, ShippingExtra, ShippingZone};
 
     fn stall(currency: &str) -> Stall {

@@ -9,6 +9,7 @@
 //! - [`service`]: loads the merchant's data, applies actions through the domain APIs,
 //!   keeps sessions in sled.
 
+pub mod approvals;
 pub mod menu;
 pub mod pin;
 pub mod screen;

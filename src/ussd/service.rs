@@ -18,6 +18,7 @@ use std::sync::Arc;
 use nostr_sdk::{EventBuilder, Kind, PublicKey, Tag};
 use serde::{Deserialize, Serialize};
 
+use super::approvals;
 use super::menu::{
     self, Action, AgentLine, ApprovalLine, OrderDetail, OrderLine, Outcome, ProductLine, Secret,
     Shop, Step, View,
@@ -28,6 +29,7 @@ use super::session::{latest_input, Hop, Session};
 use crate::agents::{Decided, Desk, DeskError};
 use crate::config::UssdConfig;
 use crate::escrow::{Delivery, EscrowError, EscrowService, Payout};
+use crate::market::pricing::price_text;
 use crate::market::{listing, merchants, ActivationCode, MerchantError, MerchantStatus, Merchants};
 use crate::outbound::Publisher;
 use crate::proto::nip15::Product;
@@ -782,14 +784,16 @@ impl View for Data<'_> {
             .iter()
             .map(|p| ApprovalLine {
                 id: p.id,
-                summary: desk.summary(p),
+                summary: approvals::summary(desk, &self.inner.merchants, p),
             })
             .collect())
     }
 
     fn approval(&self, id: u64) -> Result<Option<Vec<String>>, UssdError> {
         let desk = &self.inner.desk;
-        Ok(desk.pending(&self.merchant, id)?.map(|p| desk.details(&p)))
+        Ok(desk
+            .pending(&self.merchant, id)?
+            .map(|p| approvals::details(desk, &self.inner.merchants, &p)))
     }
 
     fn agents(&self) -> Result<Vec<AgentLine>, UssdError> {
@@ -814,16 +818,6 @@ fn decided(decided: Decided) -> Outcome {
     match decided {
         Decided::Done(_) => Outcome::Done,
         Decided::Refused(why) => Outcome::Refused(why),
-    }
-}
-
-/// A NIP-15 price for display: whole numbers without decimals.
-pub fn price_text(price: f64, currency: &str) -> String {
-    let whole = price.fract() == 0.0 && (0.0..1e15).contains(&price);
-    if whole {
-        format!("{price:.0} {currency}")
-    } else {
-        format!("{price:.2} {currency}")
     }
 }
 
@@ -859,15 +853,4 @@ fn unix_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prices_show_without_float_noise() {
-        assert_eq!(price_text(500.0, "sat"), "500 sat");
-        assert_eq!(price_text(1.5, "USD"), "1.50 USD");
-    }
 }
