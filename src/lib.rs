@@ -14,6 +14,7 @@ pub mod lnurl;
 pub mod logging;
 pub mod market;
 pub mod money;
+pub mod notices;
 pub mod operator;
 pub mod outbound;
 pub mod proto;

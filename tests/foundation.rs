@@ -250,9 +250,9 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
         wallet,
         merchants.clone(),
         publisher.clone(),
-        outbox.clone(),
         &vault,
         soko::escrow::Rules::default(),
+        std::sync::Arc::new(soko::escrow::NoNotices),
     )
     .unwrap();
     let agents =

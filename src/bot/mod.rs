@@ -21,6 +21,7 @@ use crate::commands;
 use crate::escrow::{EscrowService, Rules};
 use crate::market::catalog::Ingested;
 use crate::market::{Catalog, Merchants};
+use crate::notices::PaidNotices;
 use crate::outbound::{Keyring, Outbox, Publisher};
 use crate::store::{Store, StoreError};
 use crate::util::unix_now;
@@ -112,16 +113,6 @@ impl Bot {
         let publisher = Publisher::new(keyring.clone(), outbox.clone());
         let rates = services.rules.rates.clone();
         let window = services.replay_window_secs;
-        let escrow = EscrowService::open(
-            store,
-            services.wallet,
-            services.merchants.clone(),
-            publisher.clone(),
-            outbox.clone(),
-            &services.vault,
-            services.rules,
-        )?;
-        escrow.set_sms_bridges(services.ussd.bridges.clone());
         let admins = Arc::new(services.admins);
         let agents = Agents::open(
             store,
@@ -129,8 +120,22 @@ impl Bot {
             admins.clone(),
             keyring.bot().public_key(),
         )?;
+        let notices = PaidNotices::new(
+            services.ussd.bridges.clone(),
+            agents.links.clone(),
+            services.merchants.clone(),
+            publisher.clone(),
+        );
+        let escrow = EscrowService::open(
+            store,
+            services.wallet,
+            services.merchants.clone(),
+            publisher.clone(),
+            &services.vault,
+            services.rules,
+            Arc::new(notices),
+        )?;
         let desk = agents.desk(services.merchants.clone(), publisher.clone(), rates);
-        escrow.set_agent_links(agents.links.clone());
         let ussd = crate::ussd::UssdService::open(
             store,
             &services.vault,

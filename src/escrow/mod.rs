@@ -15,6 +15,7 @@ mod tokens;
 pub mod watch;
 
 pub use self::code::{CodeHasher, DeliveryCode, StoredCode, Verdict};
+pub use self::notify::{NoNotices, NoticeError, PaidOrder, PaidOrderListener};
 pub use self::payout::Payout;
 pub use self::query::Shipping;
 pub use self::refund::{refundable, Cancel};

@@ -33,6 +33,7 @@ use tokio::sync::Mutex;
 
 use super::code::{CodeHasher, DeliveryCode, StoredCode};
 use super::messages::{describe, payment_request, refusal, shown_id, status, text};
+use super::notify::{PaidOrder, PaidOrderListener};
 use super::payout::PayoutRecord;
 use super::state::{transition, EscrowEvent, EscrowState};
 use crate::market::pricing::{self, Line, Rates};
@@ -240,6 +241,9 @@ pub enum EscrowError {
     /// soko's own records disagree with themselves or the wallet.
     #[error("books: {0}")]
     Books(String),
+    /// The notices of a paid order to bridges and agents.
+    #[error("paid-order notices: {0}")]
+    Notice(#[from] super::notify::NoticeError),
 }
 
 /// What happened to a delivery attempt, told to the merchant.
@@ -280,11 +284,10 @@ pub(super) struct Inner {
     pub(super) refunds: Mutex<()>,
     pub(super) payouts_lock: Mutex<()>,
     pub(super) lock: Mutex<()>,
-    // USSD (issue 5): seals buyers' shipping details; bridges told of paid orders by SMS.
+    /// Seals buyers' shipping details.
     pub(super) vault: Vault,
-    pub(super) sms_bridges: std::sync::RwLock<Vec<PublicKey>>,
-    // Agents (issue 6): the agents linked to a merchant hear of its paid orders.
-    pub(super) agent_links: std::sync::RwLock<Option<crate::agents::Links>>,
+    /// Who else hears of paid orders (SMS bridges, agents).
+    pub(super) listener: Arc<dyn PaidOrderListener>,
     // Issue 11: when each unpaid order is checked again.
     pub(super) watch: super::watch::Schedule,
     pub(super) caps: Caps,
@@ -298,9 +301,9 @@ impl EscrowService {
         wallet: Wallet,
         merchants: Merchants,
         publisher: Publisher,
-        outbox: Outbox,
         vault: &Vault,
         rules: Rules,
+        listener: Arc<dyn PaidOrderListener>,
     ) -> Result<Self, StoreError> {
         Ok(Self {
             inner: Arc::new(Inner {
@@ -315,8 +318,8 @@ impl EscrowService {
                 payouts: store.tree("payouts")?,
                 wallet,
                 merchants,
+                outbox: publisher.outbox().clone(),
                 publisher,
-                outbox,
                 codes: CodeHasher::new(vault.subkey("delivery-code")),
                 rates: rules.rates,
                 payment_window_secs: rules.payment_window_secs,
@@ -326,8 +329,7 @@ impl EscrowService {
                 payouts_lock: Mutex::new(()),
                 lock: Mutex::new(()),
                 vault: vault.clone(),
-                sms_bridges: Default::default(),
-                agent_links: Default::default(),
+                listener,
                 watch: super::watch::Schedule::new(rules.poll),
                 caps: rules.caps,
                 reconciled: Default::default(),
@@ -759,11 +761,14 @@ impl EscrowService {
                 .map(|l| (Merchants::product_key(merchant, &l.product_id), l.quantity))
                 .collect(),
         };
-        // USSD (issue 5): SMS notices to the bridges join the buyer's DMs in the same commit,
-        // and so do the linked agents' notices (issue 6).
+        // The notices to bridges and agents join the buyer's DMs in the same commit.
         let mut dms = vec![status_dm, code_dm];
-        dms.extend(self.paid_notices(merchant, &paid).await?);
-        dms.extend(self.agent_notices(merchant, &paid).await?);
+        dms.extend(
+            self.inner
+                .listener
+                .notices(&PaidOrder::new(*merchant, &paid, self))
+                .await?,
+        );
         self.commit(key, &paid, change, &dms).await?;
         tracing::info!(
             order = paid.number,

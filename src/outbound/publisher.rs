@@ -39,6 +39,11 @@ impl Publisher {
         &self.keyring
     }
 
+    /// The outbox, for callers that stage what they seal in their own transaction.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
     /// Signs `builder` as `author` and publishes it durably.
     pub async fn publish_as(
         &self,
