@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod devmint;
 pub mod escrow;
 pub mod identity;
+pub mod inbox;
 pub mod lnurl;
 pub mod logging;
 pub mod market;

@@ -2,7 +2,7 @@
 //! reply, with the claim's completion, the stored reply and the outgoing event committed in
 //! one sled transaction before anything is sent.
 
-use nostr_sdk::{Event, EventId, JsonUtil, Keys, PublicKey, ToBech32};
+use nostr_sdk::{Event, EventId, JsonUtil, Keys, PublicKey};
 use serde::{Deserialize, Serialize};
 use sled::transaction::TransactionError;
 use sled::Transactional;
@@ -10,10 +10,8 @@ use sled::Transactional;
 use super::failpoint;
 use super::ingest::{self, Inbound};
 use crate::commands::{self, CommandError};
-use crate::escrow::{Cancel, Dialect};
+use crate::inbox::{MerchantInbox, OrderMessage, ToMerchant};
 use crate::outbound::{seal_dm, wrap_tagged, Keyring, Note, Outbox, MAX_EVENT_BYTES};
-use crate::proto::gamma;
-use crate::proto::nip15::{clip_echo, Order, OrderStatus, MAX_ORDER_ID_BYTES};
 use crate::proto::{ErrorCode, Refusal, Request, Response};
 use crate::store::{trees, Store, StoreError, Typed};
 use crate::util::unix_now;
@@ -85,6 +83,7 @@ pub struct Handler {
     meta: Typed<u64>,
     outbox: Outbox,
     commands: commands::Context,
+    inbox: MerchantInbox,
     claims: Claims,
 }
 
@@ -165,6 +164,7 @@ impl Handler {
             replies: store.tree(trees::REPLIES)?,
             meta: store.tree(trees::META)?,
             outbox,
+            inbox: MerchantInbox::new(commands.escrow.clone(), commands.merchants.clone()),
             commands,
             claims: Claims::default(),
         })
@@ -268,8 +268,19 @@ impl Handler {
                 return Ok(Outcome::Ignored(ignored.to_string()));
             }
         };
-        if inbound.recipient != self.keyring.bot().public_key() {
-            match self.to_merchant(&inbound).await {
+        if let (false, Ok(body)) = (
+            inbound.recipient == self.keyring.bot().public_key(),
+            &inbound.body,
+        ) {
+            let message = OrderMessage {
+                sender: inbound.sender,
+                recipient: inbound.recipient,
+                scheme: inbound.scheme,
+                kind: inbound.kind,
+                tags: &inbound.tags,
+                body,
+            };
+            match self.inbox.receive(&message).await {
                 ToMerchant::Reply(note) => {
                     let reply = match self.seal_note(&inbound, &note).await.and_then(fits) {
                         Ok(reply) => reply,
@@ -430,185 +441,6 @@ impl Handler {
         Ok(Some((response.to_json(), remember)))
     }
 
-    /// Order traffic to a merchant: NIP-15 JSON messages and Gamma kind-16/17 rumors.
-    async fn to_merchant(&self, inbound: &Inbound) -> ToMerchant {
-        let Ok(body) = &inbound.body else {
-            return ToMerchant::NotAnOrderMessage;
-        };
-        match inbound.kind {
-            gamma::KIND_ORDER => self.gamma(inbound, body).await,
-            gamma::KIND_RECEIPT => {
-                ToMerchant::Silent("a Gamma payment receipt: soko sees payments at the mint")
-            }
-            _ => match self.nip15(inbound, body).await {
-                Some(reply) => ToMerchant::Reply(Note::Text(reply)),
-                None => ToMerchant::NotAnOrderMessage,
-            },
-        }
-    }
-
-    /// A Gamma kind-16 message from a buyer: a type-1 order goes to the escrow like a NIP-15
-    /// one, a type-3 `cancelled` asks to cancel; anything else is not for the merchant side.
-    async fn gamma(&self, inbound: &Inbound, body: &str) -> ToMerchant {
-        let buyer = inbound.sender.to_hex();
-        // Echoed in every answer: clipped, so an oversized id cannot make them unsendable.
-        let order_id = clip_echo(
-            gamma::order_id(&inbound.tags).unwrap_or_default(),
-            MAX_ORDER_ID_BYTES,
-        );
-        let chat = |text: String| Note::Tagged {
-            kind: 14,
-            tags: gamma::chat_tags(&buyer, &order_id),
-            content: text,
-        };
-        match gamma::message_type(&inbound.tags) {
-            Some(1) => {}
-            Some(3) if matches!(gamma::status(&inbound.tags), Some("cancelled" | "canceled")) => {
-                return ToMerchant::Reply(match self
-                    .commands
-                    .escrow
-                    .request_cancel(inbound.recipient, inbound.sender, &order_id, None)
-                    .await
-                {
-                    Ok(Cancel::Recorded { number }) => chat(format!(
-                        "Cancel request for order #{number} recorded: the merchant or soko's operator will refund it as Cashu ecash."
-                    )),
-                    Ok(Cancel::Refused(why)) => chat(format!("Cannot cancel: {why}")),
-                    Err(e) => {
-                        tracing::error!(error = %e, "recording a cancel failed");
-                        chat("soko could not record the cancel right now; please send it again in a minute".to_owned())
-                    }
-                });
-            }
-            _ => return ToMerchant::Silent("a Gamma message a merchant does not act on"),
-        }
-        let refuse = |why: String| {
-            ToMerchant::Reply(Note::Tagged {
-                kind: gamma::KIND_ORDER,
-                tags: gamma::status_tags(&buyer, &order_id, gamma::Status::Cancelled),
-                content: format!("Order not accepted: {why}"),
-            })
-        };
-        let order = match gamma::parse_order(&inbound.tags, body, &inbound.recipient.to_hex()) {
-            Ok(order) => order,
-            Err(why) => return refuse(why),
-        };
-        let zone = match self.only_zone(inbound, &order) {
-            Ok(zone) => zone,
-            Err(e) => {
-                tracing::error!(error = %e, "reading the merchant's listings failed");
-                return refuse(
-                    "soko could not read the shop right now; please order again in a minute"
-                        .to_owned(),
-                );
-            }
-        };
-        let buyer_npub = inbound.sender.to_bech32().unwrap_or_else(|_| buyer.clone());
-        let order = order.to_nip15(&buyer_npub, zone.as_deref());
-        if let Err(oversize) = order.check_bounds() {
-            return refuse(format!("too_large: {oversize}"));
-        }
-        match self
-            .commands
-            .escrow
-            .place(
-                inbound.recipient,
-                inbound.sender,
-                inbound.scheme,
-                Dialect::Gamma,
-                order,
-            )
-            .await
-        {
-            Ok(note) => ToMerchant::Reply(note),
-            Err(e) => {
-                tracing::error!(error = %e, "placing an order failed");
-                refuse("soko could not take the order right now (internal error); please send it again in a minute".to_owned())
-            }
-        }
-    }
-
-    /// When a Gamma order names no shipping option: the stall's zone, if it has just one.
-    fn only_zone(
-        &self,
-        inbound: &Inbound,
-        order: &gamma::GammaOrder,
-    ) -> Result<Option<String>, crate::market::MerchantError> {
-        if order.shipping.is_some() {
-            return Ok(None);
-        }
-        let merchants = &self.commands.merchants;
-        let Some((first, _)) = order.items.first() else {
-            return Ok(None);
-        };
-        let Some(product) = merchants.product(&inbound.recipient, first)? else {
-            return Ok(None);
-        };
-        let Some(stall) = merchants.stall(&inbound.recipient, &product.stall_id)? else {
-            return Ok(None);
-        };
-        Ok(match stall.shipping.as_slice() {
-            [only] => Some(only.id.clone()),
-            _ => None,
-        })
-    }
-
-    /// A NIP-15 message (JSON with a `type`) to a merchant: orders go to the escrow. `None`
-    /// for anything else, which then goes through the command path.
-    async fn nip15(&self, inbound: &Inbound, body: &str) -> Option<String> {
-        let value: serde_json::Value = serde_json::from_str(body).ok()?;
-        let kind = value.get("type")?.as_u64();
-        let order_id = clip_echo(
-            value.get("id").and_then(|v| v.as_str()).unwrap_or_default(),
-            MAX_ORDER_ID_BYTES,
-        );
-        let status = |message: String| {
-            serde_json::to_string(&OrderStatus {
-                id: order_id.clone(),
-                kind: 2,
-                message,
-                paid: false,
-                shipped: false,
-            })
-            .unwrap_or_default()
-        };
-        if kind != Some(0) {
-            return Some(status(
-                "this merchant takes NIP-15 orders (type 0); other message types are not accepted"
-                    .to_owned(),
-            ));
-        }
-        let order: Order = match serde_json::from_value(value) {
-            Ok(order) => order,
-            Err(e) => return Some(status(format!("Order not accepted: cannot read it ({e})"))),
-        };
-        if let Err(oversize) = order.check_bounds() {
-            return Some(status(format!("Order not accepted: too_large: {oversize}")));
-        }
-        match self
-            .commands
-            .escrow
-            .place(
-                inbound.recipient,
-                inbound.sender,
-                inbound.scheme,
-                Dialect::Nip15,
-                order,
-            )
-            .await
-        {
-            Ok(Note::Text(reply)) => Some(reply),
-            Ok(Note::Tagged { content, .. }) => Some(content),
-            Err(e) => {
-                tracing::error!(error = %e, "placing an order failed");
-                Some(status(
-                    "soko could not take the order right now (internal error); please send it again in a minute"
-                        .to_owned(),
-                ))
-            }
-        }
-    }
-
     async fn seal_note(&self, inbound: &Inbound, note: &Note) -> Result<Event, HandleError> {
         match note {
             Note::Text(text) => self.seal_reply(inbound, text).await,
@@ -727,16 +559,6 @@ fn too_large_response(response: &str) -> String {
         ),
     )
     .to_json()
-}
-
-/// What order traffic to a merchant gets.
-enum ToMerchant {
-    /// This reply.
-    Reply(Note),
-    /// Nothing, for this reason.
-    Silent(&'static str),
-    /// Not order traffic: the command path answers it.
-    NotAnOrderMessage,
 }
 
 /// A NIP-15 message: a JSON object with a numeric `type` and no `cmd`.

@@ -1,0 +1,228 @@
+//! The merchant inbox: order traffic a buyer's client sends to a merchant's npub. NIP-15
+//! JSON orders (type 0) and Gamma (NIP-17 kind 16) orders go to the escrow, a Gamma cancel
+//! asks the escrow to cancel; anything else is not order traffic and goes on to the command
+//! path. The bot opens the message and commits and sends what this returns.
+
+use nostr_sdk::{PublicKey, ToBech32};
+
+use crate::escrow::{Cancel, Dialect, EscrowService};
+use crate::market::Merchants;
+use crate::outbound::{Note, Scheme};
+use crate::proto::gamma;
+use crate::proto::nip15::{clip_echo, Order, OrderStatus, MAX_ORDER_ID_BYTES};
+
+/// A decrypted message to one of the merchants soko keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderMessage<'a> {
+    /// Its author (the buyer).
+    pub sender: PublicKey,
+    /// The merchant it is addressed to.
+    pub recipient: PublicKey,
+    /// How it was encrypted; replies use the same scheme.
+    pub scheme: Scheme,
+    /// 4 for NIP-04, or the rumor's kind (14, or 16/17 for Gamma order messages).
+    pub kind: u16,
+    /// Its tags (the rumor's, for NIP-17): Gamma order messages carry their data there.
+    pub tags: &'a [Vec<String>],
+    /// The plaintext.
+    pub body: &'a str,
+}
+
+/// What order traffic to a merchant gets.
+#[derive(Debug)]
+pub enum ToMerchant {
+    /// This reply.
+    Reply(Note),
+    /// Nothing, for this reason.
+    Silent(&'static str),
+    /// Not order traffic: the command path answers it.
+    NotAnOrderMessage,
+}
+
+/// Where order traffic to merchants goes.
+#[derive(Debug, Clone)]
+pub struct MerchantInbox {
+    escrow: EscrowService,
+    merchants: Merchants,
+}
+
+impl MerchantInbox {
+    /// An inbox handing orders to `escrow`, reading shops from `merchants`.
+    pub fn new(escrow: EscrowService, merchants: Merchants) -> Self {
+        Self { escrow, merchants }
+    }
+
+    /// Order traffic to a merchant: NIP-15 JSON messages and Gamma kind-16/17 rumors.
+    pub async fn receive(&self, message: &OrderMessage<'_>) -> ToMerchant {
+        let body = message.body;
+        match message.kind {
+            gamma::KIND_ORDER => self.gamma(message, body).await,
+            gamma::KIND_RECEIPT => {
+                ToMerchant::Silent("a Gamma payment receipt: soko sees payments at the mint")
+            }
+            _ => match self.nip15(message, body).await {
+                Some(reply) => ToMerchant::Reply(Note::Text(reply)),
+                None => ToMerchant::NotAnOrderMessage,
+            },
+        }
+    }
+
+    /// A Gamma kind-16 message from a buyer: a type-1 order goes to the escrow like a NIP-15
+    /// one, a type-3 `cancelled` asks to cancel; anything else is not for the merchant side.
+    async fn gamma(&self, message: &OrderMessage<'_>, body: &str) -> ToMerchant {
+        let buyer = message.sender.to_hex();
+        // Echoed in every answer: clipped, so an oversized id cannot make them unsendable.
+        let order_id = clip_echo(
+            gamma::order_id(message.tags).unwrap_or_default(),
+            MAX_ORDER_ID_BYTES,
+        );
+        let chat = |text: String| Note::Tagged {
+            kind: 14,
+            tags: gamma::chat_tags(&buyer, &order_id),
+            content: text,
+        };
+        match gamma::message_type(message.tags) {
+            Some(1) => {}
+            Some(3) if matches!(gamma::status(message.tags), Some("cancelled" | "canceled")) => {
+                return ToMerchant::Reply(match self
+                    .escrow
+                    .request_cancel(message.recipient, message.sender, &order_id, None)
+                    .await
+                {
+                    Ok(Cancel::Recorded { number }) => chat(format!(
+                        "Cancel request for order #{number} recorded: the merchant or soko's operator will refund it as Cashu ecash."
+                    )),
+                    Ok(Cancel::Refused(why)) => chat(format!("Cannot cancel: {why}")),
+                    Err(e) => {
+                        tracing::error!(error = %e, "recording a cancel failed");
+                        chat("soko could not record the cancel right now; please send it again in a minute".to_owned())
+                    }
+                });
+            }
+            _ => return ToMerchant::Silent("a Gamma message a merchant does not act on"),
+        }
+        let refuse = |why: String| {
+            ToMerchant::Reply(Note::Tagged {
+                kind: gamma::KIND_ORDER,
+                tags: gamma::status_tags(&buyer, &order_id, gamma::Status::Cancelled),
+                content: format!("Order not accepted: {why}"),
+            })
+        };
+        let order = match gamma::parse_order(message.tags, body, &message.recipient.to_hex()) {
+            Ok(order) => order,
+            Err(why) => return refuse(why),
+        };
+        let zone = match self.only_zone(message, &order) {
+            Ok(zone) => zone,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the merchant's listings failed");
+                return refuse(
+                    "soko could not read the shop right now; please order again in a minute"
+                        .to_owned(),
+                );
+            }
+        };
+        let buyer_npub = message.sender.to_bech32().unwrap_or_else(|_| buyer.clone());
+        let order = order.to_nip15(&buyer_npub, zone.as_deref());
+        if let Err(oversize) = order.check_bounds() {
+            return refuse(format!("too_large: {oversize}"));
+        }
+        match self
+            .escrow
+            .place(
+                message.recipient,
+                message.sender,
+                message.scheme,
+                Dialect::Gamma,
+                order,
+            )
+            .await
+        {
+            Ok(note) => ToMerchant::Reply(note),
+            Err(e) => {
+                tracing::error!(error = %e, "placing an order failed");
+                refuse("soko could not take the order right now (internal error); please send it again in a minute".to_owned())
+            }
+        }
+    }
+
+    /// When a Gamma order names no shipping option: the stall's zone, if it has just one.
+    fn only_zone(
+        &self,
+        message: &OrderMessage<'_>,
+        order: &gamma::GammaOrder,
+    ) -> Result<Option<String>, crate::market::MerchantError> {
+        if order.shipping.is_some() {
+            return Ok(None);
+        }
+        let merchants = &self.merchants;
+        let Some((first, _)) = order.items.first() else {
+            return Ok(None);
+        };
+        let Some(product) = merchants.product(&message.recipient, first)? else {
+            return Ok(None);
+        };
+        let Some(stall) = merchants.stall(&message.recipient, &product.stall_id)? else {
+            return Ok(None);
+        };
+        Ok(match stall.shipping.as_slice() {
+            [only] => Some(only.id.clone()),
+            _ => None,
+        })
+    }
+
+    /// A NIP-15 message (JSON with a `type`) to a merchant: orders go to the escrow. `None`
+    /// for anything else, which then goes through the command path.
+    async fn nip15(&self, message: &OrderMessage<'_>, body: &str) -> Option<String> {
+        let value: serde_json::Value = serde_json::from_str(body).ok()?;
+        let kind = value.get("type")?.as_u64();
+        let order_id = clip_echo(
+            value.get("id").and_then(|v| v.as_str()).unwrap_or_default(),
+            MAX_ORDER_ID_BYTES,
+        );
+        let status = |message: String| {
+            serde_json::to_string(&OrderStatus {
+                id: order_id.clone(),
+                kind: 2,
+                message,
+                paid: false,
+                shipped: false,
+            })
+            .unwrap_or_default()
+        };
+        if kind != Some(0) {
+            return Some(status(
+                "this merchant takes NIP-15 orders (type 0); other message types are not accepted"
+                    .to_owned(),
+            ));
+        }
+        let order: Order = match serde_json::from_value(value) {
+            Ok(order) => order,
+            Err(e) => return Some(status(format!("Order not accepted: cannot read it ({e})"))),
+        };
+        if let Err(oversize) = order.check_bounds() {
+            return Some(status(format!("Order not accepted: too_large: {oversize}")));
+        }
+        match self
+            .escrow
+            .place(
+                message.recipient,
+                message.sender,
+                message.scheme,
+                Dialect::Nip15,
+                order,
+            )
+            .await
+        {
+            Ok(Note::Text(reply)) => Some(reply),
+            Ok(Note::Tagged { content, .. }) => Some(content),
+            Err(e) => {
+                tracing::error!(error = %e, "placing an order failed");
+                Some(status(
+                    "soko could not take the order right now (internal error); please send it again in a minute"
+                        .to_owned(),
+                ))
+            }
+        }
+    }
+}
