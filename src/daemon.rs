@@ -1,19 +1,31 @@
-//! Wires the parts together: store, keys, embedded relay, dev mint, wallet, bot.
+//! Wires the parts together, lowest layer first: store, keys, embedded relay, dev mint,
+//! wallet; the outbound path; the domains (agents, escrow with its paid-order notices, USSD);
+//! the commands and the merchant inbox; and last the bot that feeds them what the relays
+//! send.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use nostr_sdk::{PublicKey, RelayUrl, ToBech32};
+use tokio::sync::watch;
 
-use crate::bot::{Bot, BotError, Services};
+use crate::agents::Agents;
+use crate::bot::{Bot, BotError, Handler};
+use crate::commands;
 use crate::config::{Config, MintConfig};
 use crate::devmint::{DevMint, DevMintError};
 use crate::escrow::{EscrowService, Rules};
 use crate::identity::{self, IdentityError};
+use crate::inbox::MerchantInbox;
 use crate::market::catalog::Own;
 use crate::market::{Catalog, Merchants, Rates};
-use crate::outbound::Keyring;
+use crate::notices::PaidNotices;
+use crate::outbound::{Keyring, Outbox, Publisher};
 use crate::relay::{EmbeddedRelay, Exempt, RelayError};
 use crate::store::{Store, StoreError};
+use crate::ussd::UssdService;
 use crate::vault::{Vault, VaultError};
 use crate::wallet::{self, Wallet, WalletError};
 
@@ -69,7 +81,11 @@ pub struct Daemon {
     mint_url: String,
     wallet: Wallet,
     catalog: Catalog,
+    escrow: EscrowService,
     bot: Bot,
+    /// Stops the payment watch.
+    stop: watch::Sender<bool>,
+    payments: tokio::task::JoinHandle<()>,
     store: Store,
 }
 
@@ -139,36 +155,81 @@ impl Daemon {
             Own::new(move |key| own.get(key).is_ok()),
         )?;
         let operator = identity::operator_keys(&data_dir)?;
-        let services = Services {
-            admins: [operator.public_key()]
+        let admins: Arc<HashSet<PublicKey>> = Arc::new(
+            [operator.public_key()]
                 .into_iter()
                 .chain(config.admins.iter().copied())
                 .collect(),
-            merchants,
-            wallet: wallet.clone(),
-            vault,
-            rules: Rules {
-                rates: Rates(config.rates.clone().into_iter().collect()),
-                payment_window_secs: config.market.payment_window_secs,
-                delivery_window_secs: config.market.delivery_window_secs,
-                lnurl: crate::lnurl::Policy {
-                    allow_loopback_http: config.lnurl.allow_loopback_http,
-                },
-                poll: crate::escrow::watch::PollRules {
-                    max_interval: std::time::Duration::from_secs(config.market.quote_poll_max_secs),
-                    checks_per_minute: config.market.quote_checks_per_minute,
-                },
-                caps: crate::escrow::Caps {
-                    per_buyer: config.market.max_unpaid_per_buyer,
-                    total: config.market.max_unpaid_total,
-                    held_percent: config.market.max_held_percent,
-                },
+        );
+        let rules = Rules {
+            rates: Rates(config.rates.clone().into_iter().collect()),
+            payment_window_secs: config.market.payment_window_secs,
+            delivery_window_secs: config.market.delivery_window_secs,
+            lnurl: crate::lnurl::Policy {
+                allow_loopback_http: config.lnurl.allow_loopback_http,
             },
-            ussd: config.ussd.clone(),
-            catalog: catalog.clone(),
-            replay_window_secs: config.relay.retention_secs,
+            poll: crate::escrow::watch::PollRules {
+                max_interval: Duration::from_secs(config.market.quote_poll_max_secs),
+                checks_per_minute: config.market.quote_checks_per_minute,
+            },
+            caps: crate::escrow::Caps {
+                per_buyer: config.market.max_unpaid_per_buyer,
+                total: config.market.max_unpaid_total,
+                held_percent: config.market.max_held_percent,
+            },
         };
-        let bot = Bot::start(&store, keyring, &relays, services).await?;
+        let rates = rules.rates.clone();
+
+        let client = Bot::connect(&keyring, &relays).await?;
+        let outbox = Outbox::open(&store, client)?;
+        let publisher = Publisher::new(keyring.clone(), outbox.clone());
+        let agents = Agents::open(&store, &vault, admins.clone(), bot_keys.public_key())?;
+        let notices = PaidNotices::new(
+            config.ussd.bridges.clone(),
+            agents.links.clone(),
+            merchants.clone(),
+            publisher.clone(),
+        );
+        let escrow = EscrowService::open(
+            &store,
+            wallet.clone(),
+            merchants.clone(),
+            publisher.clone(),
+            &vault,
+            rules,
+            Arc::new(notices),
+        )?;
+        let desk = agents.desk(merchants.clone(), publisher.clone(), rates);
+        let ussd = UssdService::open(
+            &store,
+            &vault,
+            merchants.clone(),
+            escrow.clone(),
+            publisher.clone(),
+            desk.clone(),
+            config.ussd.clone(),
+        )?;
+        let inbox = MerchantInbox::new(escrow.clone(), merchants.clone());
+        let context = commands::Context {
+            admins,
+            merchants,
+            publisher,
+            escrow: escrow.clone(),
+            ussd,
+            catalog: catalog.clone(),
+            agents,
+            desk,
+        };
+        let handler = Handler::new(&store, keyring, outbox, context, inbox)?;
+        let bot = Bot::start(
+            handler,
+            catalog.clone(),
+            &relays,
+            config.relay.retention_secs,
+        )
+        .await?;
+        let (stop, stopped) = watch::channel(false);
+        let payments = tokio::spawn(watch_payments(escrow.clone(), stopped));
         let daemon = Self {
             bot_key: bot_keys.public_key(),
             relay,
@@ -176,7 +237,10 @@ impl Daemon {
             mint_url,
             wallet,
             catalog,
+            escrow,
             bot,
+            stop,
+            payments,
             store,
         };
         tracing::info!(
@@ -237,12 +301,14 @@ impl Daemon {
 
     /// The escrow service.
     pub fn escrow(&self) -> &EscrowService {
-        self.bot.escrow()
+        &self.escrow
     }
 
     /// Stops in order: stop taking events, finish in-flight ones, close relays, stop the
     /// mint, flush sled.
     pub async fn shutdown(self) -> Result<(), DaemonError> {
+        let _ = self.stop.send(true);
+        let _ = self.payments.await;
         self.bot.shutdown().await;
         if let Some(relay) = &self.relay {
             relay.shutdown();
@@ -255,5 +321,32 @@ impl Daemon {
         self.store.flush().await?;
         tracing::info!("soko stopped");
         Ok(())
+    }
+}
+
+/// How often unpaid orders are checked against the mint.
+const PAYMENT_POLL: Duration = Duration::from_secs(1);
+
+/// Payment detection and expiry: polls the mint for unpaid orders. Polling (not a websocket
+/// subscription) also catches payments that completed while soko was down.
+async fn watch_payments(escrow: EscrowService, mut stopped: watch::Receiver<bool>) {
+    // Before any order moves: the wallet finishes (or rolls back) what a stop interrupted.
+    if let Err(e) = escrow.recover().await {
+        tracing::error!(error = %e, "the escrow wallet could not recover interrupted operations");
+    }
+    let mut tick = tokio::time::interval(PAYMENT_POLL);
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            _ = tick.tick() => {}
+        }
+        // A pass may be cut short by shutdown: every step of it is crash-safe (ledger first,
+        // one transaction per order), so stopping mid-way is like a crash, resumed on start.
+        tokio::select! {
+            _ = stopped.changed() => break,
+            result = escrow.tick() => if let Err(e) = result {
+                tracing::error!(error = %e, "payment check failed; retrying");
+            },
+        }
     }
 }

@@ -268,6 +268,7 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
         Default::default(),
     )
     .unwrap();
+    let inbox = soko::inbox::MerchantInbox::new(escrow.clone(), merchants.clone());
     let context = soko::commands::Context {
         admins: Default::default(),
         merchants,
@@ -278,7 +279,7 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
         agents,
         desk,
     };
-    let handler = Handler::new(&store, keyring, outbox, context).unwrap();
+    let handler = Handler::new(&store, keyring, outbox, context, inbox).unwrap();
 
     let alice = Keys::generate();
     let ciphertext =

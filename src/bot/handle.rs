@@ -155,6 +155,7 @@ impl Handler {
         keyring: Keyring,
         outbox: Outbox,
         commands: commands::Context,
+        inbox: MerchantInbox,
     ) -> Result<Self, StoreError> {
         Ok(Self {
             keyring,
@@ -164,10 +165,20 @@ impl Handler {
             replies: store.tree(trees::REPLIES)?,
             meta: store.tree(trees::META)?,
             outbox,
-            inbox: MerchantInbox::new(commands.escrow.clone(), commands.merchants.clone()),
+            inbox,
             commands,
             claims: Claims::default(),
         })
+    }
+
+    /// The identities it opens messages for.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// The outbox its replies go through.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     /// Releases claims left by a crash, so their events are handled when redelivered.

@@ -6,7 +6,6 @@ mod handle;
 pub mod ingest;
 mod nodb;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,17 +15,11 @@ use tokio::task::JoinSet;
 
 pub use self::handle::{handled, Handler, Outcome, SeenState};
 use self::nodb::NoDatabase;
-use crate::agents::Agents;
-use crate::commands;
-use crate::escrow::{EscrowService, Rules};
 use crate::market::catalog::Ingested;
-use crate::market::{Catalog, Merchants};
-use crate::notices::PaidNotices;
-use crate::outbound::{Keyring, Outbox, Publisher};
-use crate::store::{Store, StoreError};
+use crate::market::Catalog;
+use crate::outbound::{Keyring, Outbox};
+use crate::store::StoreError;
 use crate::util::unix_now;
-use crate::vault::Vault;
-use crate::wallet::Wallet;
 
 /// Events handled at once; enough to keep both cores busy with crypto, few enough to bound
 /// memory when a relay floods us.
@@ -45,31 +38,6 @@ const PRUNE_MARGIN_SECS: u64 = 3600;
 /// NIP-15 stall and product kinds.
 pub const LISTING_KINDS: [Kind; 2] = [Kind::Custom(30017), Kind::Custom(30018)];
 
-/// How often unpaid orders are checked against the mint.
-const PAYMENT_POLL: Duration = Duration::from_secs(1);
-
-/// What the bot's commands and the escrow need from the daemon.
-#[derive(Debug)]
-pub struct Services {
-    /// Keys allowed to run operator commands.
-    pub admins: HashSet<PublicKey>,
-    /// The merchant registry.
-    pub merchants: Merchants,
-    /// The wallet holding escrowed funds and merchants' balances.
-    pub wallet: Wallet,
-    /// At-rest secrets.
-    pub vault: Vault,
-    /// Checkout rules.
-    pub rules: Rules,
-    /// USSD menus: trusted bridges, sessions, PIN rules.
-    pub ussd: crate::config::UssdConfig,
-    /// The index of every merchant's listings, fed with what the relays send.
-    pub catalog: Catalog,
-    /// Inbound events older than this (by `created_at`; gift wraps two days more) are not
-    /// handled, which lets `seen` and `replies` forget them (`[relay] retention_secs`).
-    pub replay_window_secs: u64,
-}
-
 /// Failures starting the bot.
 #[derive(Debug, thiserror::Error)]
 pub enum BotError {
@@ -86,19 +54,14 @@ pub enum BotError {
 pub struct Bot {
     client: Client,
     outbox: Outbox,
-    escrow: EscrowService,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Bot {
-    /// Connects, recovers what a previous run left, announces the bot and starts handling.
-    pub async fn start(
-        store: &Store,
-        keyring: Keyring,
-        relays: &[RelayUrl],
-        services: Services,
-    ) -> Result<Self, BotError> {
+    /// The relay client soko publishes and listens through, connected to `relays`. It
+    /// keeps no events: the handler's sled trees are what soko remembers.
+    pub async fn connect(keyring: &Keyring, relays: &[RelayUrl]) -> Result<Client, BotError> {
         let client = Client::builder()
             .signer(keyring.bot().clone())
             .database(NoDatabase)
@@ -108,54 +71,23 @@ impl Bot {
         }
         client.connect().await;
         client.wait_for_connection(Duration::from_secs(5)).await;
+        Ok(client)
+    }
 
-        let outbox = Outbox::open(store, client.clone())?;
-        let publisher = Publisher::new(keyring.clone(), outbox.clone());
-        let rates = services.rules.rates.clone();
-        let window = services.replay_window_secs;
-        let admins = Arc::new(services.admins);
-        let agents = Agents::open(
-            store,
-            &services.vault,
-            admins.clone(),
-            keyring.bot().public_key(),
-        )?;
-        let notices = PaidNotices::new(
-            services.ussd.bridges.clone(),
-            agents.links.clone(),
-            services.merchants.clone(),
-            publisher.clone(),
-        );
-        let escrow = EscrowService::open(
-            store,
-            services.wallet,
-            services.merchants.clone(),
-            publisher.clone(),
-            &services.vault,
-            services.rules,
-            Arc::new(notices),
-        )?;
-        let desk = agents.desk(services.merchants.clone(), publisher.clone(), rates);
-        let ussd = crate::ussd::UssdService::open(
-            store,
-            &services.vault,
-            services.merchants.clone(),
-            escrow.clone(),
-            publisher.clone(),
-            desk.clone(),
-            services.ussd,
-        )?;
-        let context = commands::Context {
-            admins,
-            merchants: services.merchants,
-            publisher,
-            escrow: escrow.clone(),
-            ussd,
-            catalog: services.catalog.clone(),
-            agents,
-            desk,
-        };
-        let handler = Handler::new(store, keyring.clone(), outbox.clone(), context)?;
+    /// Recovers what a previous run left, announces the bot and starts handling what the
+    /// relays send: DMs to soko's identities through `handler`, listings into `catalog`.
+    /// Inbound events older than `replay_window_secs` are not handled (gift wraps two days
+    /// more), which lets `seen` and `replies` forget them.
+    pub async fn start(
+        handler: Handler,
+        catalog: Catalog,
+        relays: &[RelayUrl],
+        replay_window_secs: u64,
+    ) -> Result<Self, BotError> {
+        let keyring = handler.keyring().clone();
+        let outbox = handler.outbox().clone();
+        let client = outbox.client().clone();
+        let window = replay_window_secs;
         let interrupted = handler.interrupted()?;
         let released = handler.recover()?;
         if released > 0 {
@@ -188,7 +120,7 @@ impl Bot {
             client.clone(),
             notifications,
             handler,
-            services.catalog,
+            catalog,
             keyring,
             Window {
                 since,
@@ -196,25 +128,18 @@ impl Bot {
             },
             stopped.clone(),
         ));
-        let retry = tokio::spawn(retry_outbox(outbox.clone(), stopped.clone()));
-        let payments = tokio::spawn(watch_payments(escrow.clone(), stopped));
+        let retry = tokio::spawn(retry_outbox(outbox.clone(), stopped));
         Ok(Self {
             client,
             outbox,
-            escrow,
             stop,
-            tasks: vec![event_loop, retry, payments, resume, prune],
+            tasks: vec![event_loop, retry, resume, prune],
         })
     }
 
     /// The relay client.
     pub fn client(&self) -> &Client {
         &self.client
-    }
-
-    /// The escrow service.
-    pub fn escrow(&self) -> &EscrowService {
-        &self.escrow
     }
 
     /// Stops taking events, finishes those in flight, and disconnects.
@@ -456,30 +381,6 @@ async fn retry_outbox(outbox: Outbox, mut stopped: watch::Receiver<bool>) {
         }
         if let Err(e) = outbox.flush().await {
             tracing::error!(error = %e, "outbox retry failed");
-        }
-    }
-}
-
-/// Payment detection and expiry: polls the mint for unpaid orders. Polling (not a websocket
-/// subscription) also catches payments that completed while soko was down.
-async fn watch_payments(escrow: EscrowService, mut stopped: watch::Receiver<bool>) {
-    // Before any order moves: the wallet finishes (or rolls back) what a stop interrupted.
-    if let Err(e) = escrow.recover().await {
-        tracing::error!(error = %e, "the escrow wallet could not recover interrupted operations");
-    }
-    let mut tick = tokio::time::interval(PAYMENT_POLL);
-    loop {
-        tokio::select! {
-            _ = stopped.changed() => break,
-            _ = tick.tick() => {}
-        }
-        // A pass may be cut short by shutdown: every step of it is crash-safe (ledger first,
-        // one transaction per order), so stopping mid-way is like a crash, resumed on start.
-        tokio::select! {
-            _ = stopped.changed() => break,
-            result = escrow.tick() => if let Err(e) = result {
-                tracing::error!(error = %e, "payment check failed; retrying");
-            },
         }
     }
 }

@@ -98,6 +98,11 @@ impl Outbox {
         })
     }
 
+    /// The relay client it sends through.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// The tree to join in a transaction that stages events ([`Staged::insert`]).
     pub fn raw(&self) -> &sled::Tree {
         self.pending.raw()
