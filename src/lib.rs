@@ -1,5 +1,26 @@
 //! soko: a marketplace and P2P exchange bot that talks only Nostr, with Lightning and Cashu
 //! ecash for money. See README.md for the architecture and `kinds/` for the protocol.
+//!
+//! # Layers
+//!
+//! A module names only modules of lower layers; the domains of one layer never name each
+//! other (`tests/layers.rs` reads `src/` and holds the code to it):
+//!
+//! | layer | modules |
+//! |---|---|
+//! | wiring | `daemon`, `operator`, `main`, `bin/soko-ussd` |
+//! | transport | `bot` (verify, dedupe, open, hand over, commit and reply), `bridge` |
+//! | requests | `commands` (the one refusal-to-wire-code mapping), `inbox` (orders to merchants) |
+//! | menus, fan-out | `ussd`, `notices` |
+//! | domains | `escrow`, `agents` (and the coming `sessions`, `exchange`) |
+//! | shops | `market` |
+//! | sending | `outbound` (sealing, keyring, outbox, publisher) |
+//! | edges | `relay`, `wallet`, `lnurl`, `devmint` |
+//! | foundation | `proto`, `store`, `vault`, `identity`, `money`, `config`, `util`, ... |
+//!
+//! So domain code never reaches up to the bot, the commands or the menus: what must cross
+//! (a paid order told to bridges and agents) goes through a trait given at construction
+//! ([`escrow::PaidOrderListener`]).
 
 pub mod agents;
 pub mod bot;
