@@ -5,7 +5,7 @@
 
 use nostr_sdk::{PublicKey, ToBech32};
 
-use crate::escrow::{Cancel, Dialect, EscrowService};
+use crate::escrow::{Dialect, EscrowError, EscrowService};
 use crate::market::Merchants;
 use crate::outbound::{Note, Scheme};
 use crate::proto::gamma;
@@ -89,10 +89,10 @@ impl MerchantInbox {
                     .request_cancel(message.recipient, message.sender, &order_id, None)
                     .await
                 {
-                    Ok(Cancel::Recorded { number }) => chat(format!(
+                    Ok(number) => chat(format!(
                         "Cancel request for order #{number} recorded: the merchant or soko's operator will refund it as Cashu ecash."
                     )),
-                    Ok(Cancel::Refused(why)) => chat(format!("Cannot cancel: {why}")),
+                    Err(EscrowError::Refused(why)) => chat(format!("Cannot cancel: {why}")),
                     Err(e) => {
                         tracing::error!(error = %e, "recording a cancel failed");
                         chat("soko could not record the cancel right now; please send it again in a minute".to_owned())

@@ -322,7 +322,10 @@ async fn repeated_wrong_codes_lock_the_order_and_a_resent_order_is_not_a_new_one
         json!({"merchant": shop.npub, "order": 77, "code": code}),
     )
     .await;
-    assert!(unknown.error.unwrap().message.contains("no order #77"));
+    let unknown = unknown.error.unwrap();
+    assert!(unknown.message.contains("no order #77"));
+    // One code for an order that does not exist (it was `invalid` before kinds/commands.md 1.1).
+    assert_eq!(unknown.code, soko::proto::ErrorCode::NotFound);
 
     // The operator reviews the lock and decides for the merchant: the escrow is released
     // once, the buyer is told the order is complete.
@@ -572,7 +575,9 @@ async fn a_cancelled_order_is_refunded_to_the_buyer_as_ecash() {
         json!({"merchant": shop.npub, "order": 9}),
     )
     .await;
-    assert!(unpaid_refund.error.unwrap().message.contains("no order #9"));
+    let unpaid_refund = unpaid_refund.error.unwrap();
+    assert!(unpaid_refund.message.contains("no order #9"));
+    assert_eq!(unpaid_refund.code, soko::proto::ErrorCode::NotFound);
     // Within the delivery window, and the buyer has not asked: no refund.
     let early = operator(
         &soko,

@@ -517,3 +517,122 @@ async fn late_retried_and_expired_hops_change_nothing() {
     );
     soko.stop().await;
 }
+
+/// A payee whose invoices the dev mint's fake Lightning never settles (it reports them
+/// pending, paying and checking): an unclear payout, as a hold invoice makes one.
+async fn pending_payee() -> (String, tokio::task::JoinHandle<()>) {
+    use axum::extract::Query;
+    use axum::routing::get;
+    use cdk::nuts::MeltQuoteState;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let pay_request = json!({
+        "callback": format!("{base}/lnurlp/hold/callback"),
+        "minSendable": 1_000, "maxSendable": 100_000_000, "tag": "payRequest",
+        "metadata": "[[\"text/plain\",\"never settles\"]]",
+    });
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/lnurlp/hold",
+            get(move || {
+                let body = pay_request.clone();
+                async move { axum::Json(body) }
+            }),
+        )
+        .route(
+            "/lnurlp/hold/callback",
+            get(
+                |Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                    let msat: u64 = q["amount"].parse().unwrap();
+                    let hold = cdk_fake_wallet::FakeInvoiceDescription {
+                        pay_invoice_state: MeltQuoteState::Pending,
+                        check_payment_state: MeltQuoteState::Pending,
+                        pay_err: false,
+                        check_err: false,
+                    };
+                    let invoice = cdk_fake_wallet::create_fake_invoice(
+                        msat,
+                        serde_json::to_string(&hold).unwrap(),
+                    );
+                    axum::Json(json!({"pr": invoice.to_string(), "routes": []}))
+                },
+            ),
+        );
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    let url = format!("{base}/.well-known/lnurlp/hold");
+    (lnurl::lnurl::LnUrl::from_url(url).encode(), server)
+}
+
+/// A payout the mint has taken but not settled is already out of the balance: the command
+/// reply says `pending_sat`, and the handset says it is on its way, not that it stayed in
+/// the balance. Before, the command said `{"error": "…pending…"}` and the screen "Not paid
+/// out (…); it stays in your balance." (false: the balance was already debited), and a
+/// payee that never settled held every later payout waiting for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unclear_payout_reads_as_pending_on_the_screen_and_in_the_reply() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+    let bridge_keys = Keys::generate();
+    let mut soko = soko_with_bridge(&bridge_keys, |_| {}).await;
+    let mut bridge = Bridge::connect(bridge_keys, &soko).await;
+    let (merchant, npub, activation) = add_merchant(&soko, PHONE).await;
+    let onboarded = onboard(&mut bridge, "AT-1", &activation, "4821").await;
+    put_listings(&soko, &npub).await;
+    let mango = json!({"id":"mango","stall_id":"duka","name":"Mango","currency":"sat","price":500,
+                       "quantity":10,"shipping":[{"id":"nairobi","cost":10}]});
+    let put = operator(
+        &soko,
+        "product_put",
+        json!({"merchant": npub, "product": mango}),
+    )
+    .await;
+    assert!(put.ok, "{put:?}");
+    let (hold, _server) = pending_payee().await;
+    let set = operator(
+        &soko,
+        "merchant_payout",
+        json!({"merchant": npub, "to": hold}),
+    )
+    .await;
+    assert!(set.ok, "{set:?}");
+    let escrow = soko.daemon().escrow().clone();
+
+    // The operator's delivery: released, then a payout the mint leaves pending.
+    let (_first, code) = paid_order(&soko, merchant, "p-1").await;
+    let delivered = operator(
+        &soko,
+        "order_deliver",
+        json!({"merchant": npub, "order": 1, "code": code}),
+    )
+    .await;
+    assert!(delivered.ok, "{delivered:?}");
+    let result = delivered.result.unwrap();
+    // 1120 released; the 1% fee reserve (11) is kept back from the invoice.
+    assert_eq!(result["payout"], json!({"pending_sat": 1109}), "{result}");
+    assert_eq!(result["balance_sat"], 0, "{result}");
+    assert_eq!(escrow.balance(&merchant).unwrap(), Sats::ZERO);
+
+    // The merchant's own delivery over USSD: the screen tells the truth too.
+    let (_second, code) = paid_order(&soko, merchant, "p-2").await;
+    let s = format!("{onboarded}*2");
+    let ask = bridge.hop("AT-1", PHONE, &s).await;
+    assert_eq!(
+        ask.screen,
+        "Confirm delivery: enter the order no.:\n00 Back"
+    );
+    let s = format!("{s}*2");
+    bridge.hop("AT-1", PHONE, &s).await;
+    let done = bridge.hop("AT-1", PHONE, &format!("{s}*{code}")).await;
+    assert!(done.end);
+    assert_eq!(
+        done.screen,
+        "Order #2 delivered: 1120 sat released to you. 1109 sat is on its way to your Lightning address; the mint has not confirmed it yet. Balance: 0 sat."
+    );
+    assert!(!done.screen.contains("stays in your balance"));
+    soko.stop().await;
+}

@@ -15,7 +15,7 @@ use nostr_sdk::PublicKey;
 use serde_json::Value;
 
 use crate::agents::{Agents, Desk};
-use crate::escrow::EscrowService;
+use crate::escrow::{EscrowError, EscrowRefusal, EscrowService};
 use crate::market::{Catalog, MerchantError, Merchants};
 use crate::outbound::Publisher;
 use crate::proto::{Command, ErrorCode, Refusal};
@@ -40,6 +40,34 @@ impl From<MerchantError> for CommandError {
             MerchantError::Unknown(who) => {
                 Refusal::new(ErrorCode::NotFound, format!("no merchant {who}")).into()
             }
+            other => CommandError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<EscrowError> for CommandError {
+    fn from(e: EscrowError) -> Self {
+        match e {
+            EscrowError::Refused(refusal) => {
+                let code = match refusal {
+                    EscrowRefusal::NoSuchOrder(_) | EscrowRefusal::NoSuchBuyerOrder(_) => {
+                        ErrorCode::NotFound
+                    }
+                    EscrowRefusal::NotDeliverable { .. }
+                    | EscrowRefusal::NoCodeYet(_)
+                    | EscrowRefusal::WrongCode { .. }
+                    | EscrowRefusal::CodeLocked(_)
+                    | EscrowRefusal::NotDisputed { .. }
+                    | EscrowRefusal::NotDisputable { .. }
+                    | EscrowRefusal::InDeliveryWindow { .. }
+                    | EscrowRefusal::NotRefundable { .. }
+                    | EscrowRefusal::NotPaidYet(_)
+                    | EscrowRefusal::NotCancellable { .. }
+                    | EscrowRefusal::RefundAddress(_) => ErrorCode::Invalid,
+                };
+                Refusal::new(code, refusal.to_string()).into()
+            }
+            EscrowError::Merchant(e) => e.into(),
             other => CommandError::Internal(other.to_string()),
         }
     }

@@ -8,59 +8,47 @@ use nostr_sdk::PublicKey;
 use serde_json::{json, Value};
 
 use super::{merchant_key, CommandError, Context};
-use crate::escrow::{Cancel, Delivery, EscrowError, Payout, RefundPlan};
+use crate::escrow::{Payout, RefundPlan};
 use crate::money::Sats;
-use crate::proto::{ErrorCode, OrderCancelArgs, OrderDeliverArgs, OrderRefArgs, Refusal};
+use crate::proto::{OrderCancelArgs, OrderDeliverArgs, OrderRefArgs};
 
 /// Checks the code and, if right, credits the merchant.
 pub async fn deliver(ctx: &Context, args: OrderDeliverArgs) -> Result<Value, CommandError> {
     let merchant = merchant_key(&args.merchant)?;
     ctx.merchants.get(&merchant)?;
-    match ctx
-        .escrow
-        .deliver(merchant, args.order, &args.code)
-        .await
-        .map_err(internal)?
-    {
-        Delivery::Released(sats) => released(ctx, merchant, args.order, sats).await,
-        Delivery::Refused(why) => Err(Refusal::new(ErrorCode::Invalid, why).into()),
-    }
+    let credited = ctx.escrow.deliver(merchant, args.order, &args.code).await?;
+    released(ctx, merchant, args.order, credited).await
 }
 
 /// Releases a disputed order to the merchant, then pays out as a delivery does.
 pub async fn release(ctx: &Context, args: OrderRefArgs) -> Result<Value, CommandError> {
     let merchant = merchant_key(&args.merchant)?;
     ctx.merchants.get(&merchant)?;
-    match ctx
-        .escrow
-        .release(merchant, args.order)
-        .await
-        .map_err(internal)?
-    {
-        Delivery::Released(sats) => released(ctx, merchant, args.order, sats).await,
-        Delivery::Refused(why) => Err(Refusal::new(ErrorCode::Invalid, why).into()),
-    }
+    let credited = ctx.escrow.release(merchant, args.order).await?;
+    released(ctx, merchant, args.order, credited).await
 }
 
 /// Released to the balance; then straight on to the merchant's payout destination, if it
-/// has one. A failed payout leaves the balance in soko, and says why.
+/// has one. A failed payout leaves the balance in soko, and says why; an unclear one is
+/// pending (already taken from the balance) until the mint's answer settles it.
 async fn released(
     ctx: &Context,
     merchant: PublicKey,
     order: u64,
     sats: Sats,
 ) -> Result<Value, CommandError> {
-    let payout = match ctx.escrow.pay_out(merchant).await.map_err(internal)? {
+    let payout = match ctx.escrow.pay_out(merchant).await? {
         Payout::NotConfigured | Payout::Nothing => json!(null),
         Payout::Sent { amount, fee } => json!({"paid_sat": amount.0, "fee_sat": fee.0}),
         Payout::Token(amount) => json!({"token_sat": amount.0}),
-        Payout::Failed(why) => json!({"error": why}),
+        Payout::Pending(amount) => json!({"pending_sat": amount.0}),
+        Payout::Failed(why) => json!({"error": why.to_string()}),
     };
     Ok(json!({
         "order": order,
         "released_sat": sats.0,
         "payout": payout,
-        "balance_sat": ctx.escrow.balance(&merchant).map_err(internal)?.0,
+        "balance_sat": ctx.escrow.balance(&merchant)?.0,
     }))
 }
 
@@ -69,46 +57,29 @@ async fn released(
 pub async fn refund(ctx: &Context, args: OrderRefArgs) -> Result<Value, CommandError> {
     let merchant = merchant_key(&args.merchant)?;
     ctx.merchants.get(&merchant)?;
-    match ctx
+    let refunded = ctx.escrow.refund(merchant, args.order).await?;
+    let record = ctx
         .escrow
-        .refund(merchant, args.order)
-        .await
-        .map_err(internal)?
-    {
-        Delivery::Released(sats) => {
-            let record = ctx
-                .escrow
-                .order(&merchant, args.order)
-                .map_err(internal)?
-                .ok_or_else(|| CommandError::Internal("a refunded order vanished".to_owned()))?;
-            let via = match record.refund {
-                Some(RefundPlan::Lightning { .. }) => "lightning",
-                _ => "token",
-            };
-            Ok(json!({
-                "order": args.order,
-                "refund_sat": sats.0,
-                "state": record.state,
-                "via": via,
-            }))
-        }
-        Delivery::Refused(why) => Err(Refusal::new(ErrorCode::Invalid, why).into()),
-    }
+        .order(&merchant, args.order)?
+        .ok_or_else(|| CommandError::Internal("a refunded order vanished".to_owned()))?;
+    let via = match record.refund {
+        Some(RefundPlan::Lightning { .. }) => "lightning",
+        _ => "token",
+    };
+    Ok(json!({
+        "order": args.order,
+        "refund_sat": refunded.0,
+        "state": record.state,
+        "via": via,
+    }))
 }
 
 /// Holds the order for review.
 pub async fn dispute(ctx: &Context, args: OrderRefArgs) -> Result<Value, CommandError> {
     let merchant = merchant_key(&args.merchant)?;
     ctx.merchants.get(&merchant)?;
-    match ctx
-        .escrow
-        .dispute(merchant, args.order)
-        .await
-        .map_err(internal)?
-    {
-        Delivery::Released(_) => Ok(json!({ "order": args.order, "state": "disputed" })),
-        Delivery::Refused(why) => Err(Refusal::new(ErrorCode::Invalid, why).into()),
-    }
+    ctx.escrow.dispute(merchant, args.order).await?;
+    Ok(json!({ "order": args.order, "state": "disputed" }))
 }
 
 /// The buyer (the sender) asks to cancel their order.
@@ -119,22 +90,14 @@ pub async fn cancel(
 ) -> Result<Value, CommandError> {
     let merchant = merchant_key(&args.merchant)?;
     ctx.merchants.get(&merchant)?;
-    match ctx
+    let number = ctx
         .escrow
         .request_cancel(merchant, buyer, &args.order_id, args.refund_to.clone())
-        .await
-        .map_err(internal)?
-    {
-        Cancel::Recorded { number } => Ok(json!({
-            "order": number,
-            "order_id": args.order_id,
-            "cancel_requested": true,
-            "refund_via": if args.refund_to.is_some() { "lightning" } else { "token" },
-        })),
-        Cancel::Refused(why) => Err(Refusal::new(ErrorCode::Invalid, why).into()),
-    }
-}
-
-fn internal(e: EscrowError) -> CommandError {
-    CommandError::Internal(e.to_string())
+        .await?;
+    Ok(json!({
+        "order": number,
+        "order_id": args.order_id,
+        "cancel_requested": true,
+        "refund_via": if args.refund_to.is_some() { "lightning" } else { "token" },
+    }))
 }

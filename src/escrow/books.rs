@@ -6,6 +6,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use cdk::nuts::MeltQuoteState;
+
 use super::service::{EscrowError, EscrowService, LedgerEntry};
 use crate::money::Sats;
 
@@ -58,6 +60,15 @@ impl Clock {
     }
 }
 
+/// What paying a melt quote came to.
+#[derive(Debug)]
+pub(super) enum Melt {
+    /// Paid; the fee is in it.
+    Paid(cdk_common::FinalizedMelt),
+    /// Handed to the mint, not settled yet.
+    Pending,
+}
+
 impl EscrowService {
     /// Books a NUT-02 input fee the wallet just paid. A failure is logged: it shows as a
     /// drift at the next reconciliation.
@@ -82,20 +93,46 @@ impl EscrowService {
         }
     }
 
+    /// The state of a melt quote as the mint holds it, once the wallet has settled what it
+    /// can of its own record (a paid melt's proofs and change).
+    ///
+    /// While a melt is in progress, cdk's `check_melt_quote_status` answers from the wallet's
+    /// record, which still says unpaid although the mint holds the payment pending: giving a
+    /// payout back on that answer would pay it twice once the payment goes through, and a
+    /// refund would be melted again. Only the mint's own answer decides.
+    pub(super) async fn melt_state(&self, quote_id: &str) -> Result<MeltQuoteState, cdk::Error> {
+        let wallet = &self.inner.wallet;
+        let recorded = wallet.check_melt_quote_status(quote_id).await?;
+        if recorded.state == MeltQuoteState::Paid {
+            return Ok(MeltQuoteState::Paid);
+        }
+        let at_mint = wallet
+            .mint_connector()
+            .get_melt_quote_status(recorded.payment_method.clone(), quote_id)
+            .await?;
+        Ok(at_mint.state())
+    }
+
     /// Pays a melt quote from the escrow wallet. The melt's own input fee is in the result's
     /// `fee_paid` (borne like the Lightning fee); the swap before it, when the proofs do not
     /// fit the amount, is soko's and is booked here.
-    pub(super) async fn melt_booking_swap_fee(
-        &self,
-        quote_id: &str,
-    ) -> Result<cdk_common::FinalizedMelt, cdk::Error> {
+    ///
+    /// A payment the mint has not settled when it answers is left to it ([`Melt::Pending`]):
+    /// waiting for it would hold the payout or refund lock for as long as the payee likes
+    /// (a hold invoice never settles), and stop every other payout or refund meanwhile. The
+    /// wallet keeps the melt's record; the payout and refund passes settle it from the mint's
+    /// later answer.
+    pub(super) async fn melt_booking_swap_fee(&self, quote_id: &str) -> Result<Melt, cdk::Error> {
         let prepared = self
             .inner
             .wallet
             .prepare_melt(quote_id, Default::default())
             .await?;
         let swap_fee = Sats::from(prepared.swap_fee());
-        let melted = prepared.confirm().await?;
+        let melted = match prepared.confirm_prefer_async().await? {
+            cdk::wallet::MeltOutcome::Paid(finalized) => Melt::Paid(finalized),
+            cdk::wallet::MeltOutcome::Pending(_) => Melt::Pending,
+        };
         self.book_input_fee(swap_fee);
         Ok(melted)
     }

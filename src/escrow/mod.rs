@@ -8,6 +8,7 @@ mod notify;
 pub mod payout;
 pub mod query;
 pub mod refund;
+mod refusal;
 pub mod service;
 mod settle;
 pub mod state;
@@ -18,9 +19,10 @@ pub use self::code::{CodeHasher, DeliveryCode, StoredCode, Verdict};
 pub use self::notify::{NoNotices, NoticeError, PaidOrder, PaidOrderListener};
 pub use self::payout::Payout;
 pub use self::query::Shipping;
-pub use self::refund::{refundable, Cancel};
+pub use self::refund::refundable;
+pub use self::refusal::{EscrowRefusal, PayoutFailure};
 pub use self::service::{
-    held_cap, CancelRequest, Caps, Delivery, Dialect, EscrowError, EscrowService, OrderRecord,
-    RefundPlan, Rules,
+    held_cap, CancelRequest, Caps, Dialect, EscrowError, EscrowService, OrderRecord, RefundPlan,
+    Rules,
 };
 pub use self::state::{transition, EscrowEvent, EscrowState, InvalidTransition};

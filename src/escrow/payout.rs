@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::ConflictableTransactionError;
 use sled::Transactional;
 
+use super::books::Melt;
+use super::refusal::PayoutFailure;
 use super::service::{tx_error, EscrowError, EscrowService};
 use crate::money::Sats;
 
@@ -50,8 +52,12 @@ pub enum Payout {
     },
     /// Sent as a Cashu token DM to the merchant's npub.
     Token(Sats),
-    /// Not paid; the balance is intact. The reason is safe to show the merchant.
-    Failed(String),
+    /// Taken from the balance and handed to the mint (or the wallet), whose answer was
+    /// unclear: soko settles it from the mint's later answer, paid or given back to the
+    /// balance. Not in the balance meanwhile.
+    Pending(Sats),
+    /// Not paid; the balance is intact.
+    Failed(PayoutFailure),
 }
 
 impl EscrowService {
@@ -108,7 +114,7 @@ impl EscrowService {
             attempt += 1;
             let invoice = match inner.lnurl.invoice_for(destination, amount).await {
                 Ok(invoice) => invoice,
-                Err(e) => return Ok(Payout::Failed(e.to_string())),
+                Err(e) => return Ok(Payout::Failed(PayoutFailure::Destination(e.to_string()))),
             };
             let quote = match inner
                 .wallet
@@ -116,11 +122,7 @@ impl EscrowService {
                 .await
             {
                 Ok(quote) => quote,
-                Err(e) => {
-                    return Ok(Payout::Failed(format!(
-                        "the mint cannot pay that invoice: {e}"
-                    )))
-                }
+                Err(e) => return Ok(Payout::Failed(PayoutFailure::MintRefused(e.to_string()))),
             };
             let reserve = Sats::from(quote.fee_reserve);
             if amount
@@ -131,11 +133,7 @@ impl EscrowService {
             }
             match balance.checked_sub(reserve) {
                 Some(smaller) if smaller > Sats::ZERO && attempt < 2 => amount = smaller,
-                _ => {
-                    return Ok(Payout::Failed(format!(
-                        "a balance of {balance} does not cover the Lightning fee reserve"
-                    )))
-                }
+                _ => return Ok(Payout::Failed(PayoutFailure::BelowFeeReserve(balance))),
             }
         };
         let debited = amount
@@ -155,28 +153,29 @@ impl EscrowService {
         );
 
         match self.melt_booking_swap_fee(&quote.id).await {
-            Ok(finalized) => {
+            Ok(Melt::Paid(finalized)) => {
                 let fee = Sats::from(finalized.fee_paid());
                 self.finish_payout(&merchant, &quote.id, record, fee)
                     .await?;
                 Ok(Payout::Sent { amount, fee })
             }
+            Ok(Melt::Pending) => {
+                tracing::warn!(
+                    sats = amount.0,
+                    "payout not settled by the mint yet; will settle from its later answer"
+                );
+                Ok(Payout::Pending(amount))
+            }
             Err(e) => {
                 // Only a payment the mint reports unpaid is given back; anything unclear
                 // stays pending for `tick` to settle from the mint's later answer.
-                let state = inner
-                    .wallet
-                    .check_melt_quote_status(&quote.id)
-                    .await
-                    .map(|q| q.state);
+                let state = self.melt_state(&quote.id).await;
                 if matches!(state, Ok(MeltQuoteState::Unpaid | MeltQuoteState::Failed)) {
                     self.undo_payout(&merchant, &quote.id, &record).await?;
-                    Ok(Payout::Failed(format!("the payment failed: {e}")))
+                    Ok(Payout::Failed(PayoutFailure::PaymentFailed(e.to_string())))
                 } else {
                     tracing::warn!(error = %e, "payout outcome unclear; will settle from the mint's state");
-                    Ok(Payout::Failed(
-                        "the payment is pending; soko will settle it".to_owned(),
-                    ))
+                    Ok(Payout::Pending(amount))
                 }
             }
         }
@@ -274,11 +273,7 @@ impl EscrowService {
             .map_err(|e| EscrowError::Books(format!("stored payout npub: {e}")))?;
         let prepared = match self.prepare_token(balance).await {
             Ok(prepared) => prepared,
-            Err(e) => {
-                return Ok(Payout::Failed(format!(
-                    "the wallet cannot make the token: {e}"
-                )))
-            }
+            Err(e) => return Ok(Payout::Failed(PayoutFailure::Token(e.to_string()))),
         };
         let operation = prepared.operation.clone();
         let record = PayoutRecord {
@@ -303,9 +298,7 @@ impl EscrowService {
             // pass (given back if it was never made).
             Err(e) => {
                 tracing::warn!(error = %e, "token payout unclear; will settle from the wallet's record");
-                Ok(Payout::Failed(
-                    "the payout is pending; soko will settle it".to_owned(),
-                ))
+                Ok(Payout::Pending(balance))
             }
         }
     }
@@ -331,8 +324,7 @@ impl EscrowService {
         let dm = inner
             .publisher
             .seal_dm(merchant, to, crate::outbound::Scheme::Nip17, &text)
-            .await
-            .map_err(|e| EscrowError::Publish(e.to_string()))?;
+            .await?;
         record.done = true;
         let encoded = inner.payouts.encode(&record)?;
         let queued = inner.outbox.stage(&dm)?;
@@ -372,16 +364,16 @@ impl EscrowService {
                 }
                 continue;
             }
-            match inner.wallet.check_melt_quote_status(&key).await {
+            match self.melt_state(&key).await {
                 // The fee actually paid is unknown here: the reserve counts as spent.
-                Ok(q) if q.state == MeltQuoteState::Paid => {
+                Ok(MeltQuoteState::Paid) => {
                     let fee = record
                         .debited
                         .checked_sub(record.amount)
                         .unwrap_or(Sats::ZERO);
                     self.finish_payout(&merchant, &key, record, fee).await?;
                 }
-                Ok(q) if matches!(q.state, MeltQuoteState::Unpaid | MeltQuoteState::Failed) => {
+                Ok(MeltQuoteState::Unpaid | MeltQuoteState::Failed) => {
                     self.undo_payout(&merchant, &key, &record).await?;
                 }
                 Ok(_) => {}

@@ -37,23 +37,12 @@ impl EscrowService {
         let Some(sealed) = &record.shipping_sealed else {
             return Ok(None);
         };
-        let json = self
-            .inner
-            .vault
-            .unseal(sealed)
-            .map_err(|e| EscrowError::Publish(format!("opening shipping details: {e}")))?;
-        serde_json::from_str(&json)
-            .map(Some)
-            .map_err(|e| EscrowError::Publish(format!("reading shipping details: {e}")))
+        let json = self.inner.vault.unseal(sealed)?;
+        Ok(Some(serde_json::from_str(&json)?))
     }
 
     pub(super) fn seal_shipping(&self, order: &Order) -> Result<Option<String>, EscrowError> {
-        let json = serde_json::to_string(&Shipping::of(order))
-            .map_err(|e| EscrowError::Publish(e.to_string()))?;
-        self.inner
-            .vault
-            .seal(&json)
-            .map(Some)
-            .map_err(|e| EscrowError::Publish(format!("sealing shipping details: {e}")))
+        let json = serde_json::to_string(&Shipping::of(order))?;
+        Ok(Some(self.inner.vault.seal(&json)?))
     }
 }

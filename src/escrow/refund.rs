@@ -10,10 +10,12 @@
 use cdk::nuts::{MeltQuoteState, PaymentMethod};
 use nostr_sdk::PublicKey;
 
+use super::books::Melt;
 use super::messages::{describe, status};
+use super::refusal::EscrowRefusal;
 use super::service::{
-    merchant_of, order_key, CancelRequest, Change, Delivery, EscrowError, EscrowService,
-    LedgerEntry, OrderRecord, RefundPlan,
+    merchant_of, order_key, CancelRequest, Change, EscrowError, EscrowService, LedgerEntry,
+    OrderRecord, RefundPlan,
 };
 use super::state::{transition, EscrowEvent, EscrowState};
 use crate::money::Sats;
@@ -24,20 +26,12 @@ use crate::util::unix_now;
 /// account in `balances`, next to the merchants').
 pub const FEES_ACCOUNT: &[u8] = b"fees";
 
-/// The answer to a buyer's cancel request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cancel {
-    /// Recorded; the operator or merchant can now refund order `number`.
-    Recorded {
-        /// soko's order number.
-        number: u64,
-    },
-    /// Refused, with the reason.
-    Refused(String),
-}
-
 /// Why an order may be refunded now, or why not (pure, for the tests).
-pub fn refundable(record: &OrderRecord, delivery_window_secs: u64, now: u64) -> Result<(), String> {
+pub fn refundable(
+    record: &OrderRecord,
+    delivery_window_secs: u64,
+    now: u64,
+) -> Result<(), EscrowRefusal> {
     let number = record.number;
     match record.state {
         EscrowState::Disputed => Ok(()),
@@ -50,27 +44,23 @@ pub fn refundable(record: &OrderRecord, delivery_window_secs: u64, now: u64) -> 
             if now >= due {
                 Ok(())
             } else {
-                Err(format!(
-                    "order #{number} is within its delivery window (until unix time {due}) and the buyer has not asked to cancel; open a dispute if something is wrong"
-                ))
+                Err(EscrowRefusal::InDeliveryWindow { number, due })
             }
         }
-        state => Err(format!(
-            "order #{number} cannot be refunded: {}",
-            describe(state, number)
-        )),
+        state => Err(EscrowRefusal::NotRefundable { number, state }),
     }
 }
 
 impl EscrowService {
     /// The buyer asks to cancel their order `order_id` with `merchant`, before delivery.
+    /// Returns soko's number of the order, which the operator or merchant can now refund.
     pub async fn request_cancel(
         &self,
         merchant: PublicKey,
         buyer: PublicKey,
         order_id: &str,
         refund_to: Option<String>,
-    ) -> Result<Cancel, EscrowError> {
+    ) -> Result<u64, EscrowError> {
         let inner = &self.inner;
         let _guard = inner.lock.lock().await;
         let index_key = [
@@ -79,25 +69,18 @@ impl EscrowService {
             order_id.as_bytes(),
         ]
         .concat();
+        let no_such_order = || EscrowRefusal::NoSuchBuyerOrder(order_id.to_owned());
         let Some(number) = inner.index.get(&index_key)? else {
-            return Ok(Cancel::Refused(format!(
-                "you have no order {order_id:?} with this merchant"
-            )));
+            return Err(no_such_order().into());
         };
         let key = order_key(&merchant, number);
         let Some(mut record) = inner.orders.get(&key)? else {
-            return Ok(Cancel::Refused(format!(
-                "you have no order {order_id:?} with this merchant"
-            )));
+            return Err(no_such_order().into());
         };
         match record.state {
             EscrowState::Paid | EscrowState::Disputed => {}
-            EscrowState::AwaitingPayment => {
-                return Ok(Cancel::Refused(format!(
-                    "order #{number} is not paid: leave the invoice unpaid and the order expires by itself"
-                )))
-            }
-            state => return Ok(Cancel::Refused(describe(state, number))),
+            EscrowState::AwaitingPayment => return Err(EscrowRefusal::NotPaidYet(number).into()),
+            state => return Err(EscrowRefusal::NotCancellable { number, state }.into()),
         }
         // Only the order's own buyer gets this far: a stranger learns nothing about how soko
         // reads addresses, and the address is judged before anything is recorded for it.
@@ -105,7 +88,7 @@ impl EscrowService {
             if let Err(e) =
                 crate::lnurl::lnurlp_url(destination).and_then(|url| inner.lnurl.check(&url))
             {
-                return Ok(Cancel::Refused(format!("refund_to: {e}")));
+                return Err(EscrowRefusal::RefundAddress(e.to_string()).into());
             }
         }
         record.cancel = Some(CancelRequest {
@@ -114,25 +97,23 @@ impl EscrowService {
         });
         inner.orders.insert(&key, &record)?;
         tracing::info!(order = number, "the buyer asked to cancel");
-        Ok(Cancel::Recorded { number })
+        Ok(number)
     }
 
     /// Refunds order `number` if [`refundable`] allows it, and drives the refund as far as it
-    /// goes now (a Lightning payment may stay pending; `tick` finishes it).
-    pub async fn refund(&self, merchant: PublicKey, number: u64) -> Result<Delivery, EscrowError> {
+    /// goes now (a Lightning payment may stay pending; `tick` finishes it). Returns the
+    /// order's total.
+    pub async fn refund(&self, merchant: PublicKey, number: u64) -> Result<Sats, EscrowError> {
         let key = order_key(&merchant, number);
         {
             let inner = &self.inner;
             let _guard = inner.lock.lock().await;
             let Some(record) = inner.orders.get(&key)? else {
-                return Ok(Delivery::Refused(format!("there is no order #{number}")));
+                return Err(EscrowRefusal::NoSuchOrder(number).into());
             };
             if record.state != EscrowState::Refunding {
-                if let Err(why) = refundable(&record, inner.delivery_window_secs, unix_now()) {
-                    return Ok(Delivery::Refused(why));
-                }
-                let next = transition(record.state, EscrowEvent::RefundStarted)
-                    .map_err(|e| EscrowError::Books(e.to_string()))?;
+                refundable(&record, inner.delivery_window_secs, unix_now())?;
+                let next = transition(record.state, EscrowEvent::RefundStarted)?;
                 let mut refunding = record.clone();
                 refunding.state = next;
                 refunding.refund = Some(
@@ -164,7 +145,7 @@ impl EscrowService {
         }
         self.advance_refund(&key).await?;
         let total = self.order(&merchant, number)?.map(|r| r.total);
-        Ok(Delivery::Released(total.unwrap_or(Sats::ZERO)))
+        Ok(total.unwrap_or(Sats::ZERO))
     }
 
     /// Moves every refund in progress on (after a crash, or a pending Lightning payment).
@@ -251,13 +232,17 @@ impl EscrowService {
                     quote: Some(quote),
                     amount,
                 } => {
-                    let state = inner.wallet.check_melt_quote_status(&quote).await?.state;
+                    let state = self.melt_state(&quote).await?;
                     let fee = match state {
                         MeltQuoteState::Paid => None,
                         MeltQuoteState::Unpaid => match self.melt_booking_swap_fee(&quote).await {
-                            Ok(finalized) => Some(Sats::from(finalized.fee_paid())),
+                            Ok(Melt::Paid(finalized)) => Some(Sats::from(finalized.fee_paid())),
+                            Ok(Melt::Pending) => {
+                                tracing::warn!(order = record.number, "refund payment not settled by the mint yet; settling from its later answer");
+                                return Ok(());
+                            }
                             Err(e) => {
-                                let now = inner.wallet.check_melt_quote_status(&quote).await?.state;
+                                let now = self.melt_state(&quote).await?;
                                 if matches!(now, MeltQuoteState::Unpaid | MeltQuoteState::Failed) {
                                     self.record_plan(
                                         key,
@@ -377,8 +362,7 @@ impl EscrowService {
         }
         let merchant = merchant_of(key)?;
         let mut refunded = record.clone();
-        refunded.state = transition(record.state, EscrowEvent::RefundSettled)
-            .map_err(|e| EscrowError::Books(e.to_string()))?;
+        refunded.state = transition(record.state, EscrowEvent::RefundSettled)?;
         let status_dm = self
             .seal_to_buyer(
                 &merchant,

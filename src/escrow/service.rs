@@ -35,15 +35,16 @@ use super::code::{CodeHasher, DeliveryCode, StoredCode};
 use super::messages::{describe, payment_request, refusal, shown_id, status, text};
 use super::notify::{PaidOrder, PaidOrderListener};
 use super::payout::PayoutRecord;
-use super::state::{transition, EscrowEvent, EscrowState};
+use super::refusal::EscrowRefusal;
+use super::state::{transition, EscrowEvent, EscrowState, InvalidTransition};
 use crate::market::pricing::{self, Line, Rates};
 use crate::market::{MerchantError, Merchants};
 use crate::money::Sats;
-use crate::outbound::{Note, Outbox, Publisher, Scheme, Staged};
+use crate::outbound::{Note, Outbox, PublishError, Publisher, Scheme, Staged};
 use crate::proto::nip15::{clip_echo, Order};
 use crate::store::{Store, StoreError, Typed};
 use crate::util::unix_now;
-use crate::vault::Vault;
+use crate::vault::{Vault, VaultError};
 use crate::wallet::Wallet;
 
 /// An encoded sled entry, prepared outside a transaction.
@@ -226,6 +227,9 @@ pub struct LedgerEntry {
 /// Escrow failures that are not refusals.
 #[derive(Debug, thiserror::Error)]
 pub enum EscrowError {
+    /// Not done, for a reason the asker may read.
+    #[error(transparent)]
+    Refused(#[from] EscrowRefusal),
     /// Storage.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -235,24 +239,28 @@ pub enum EscrowError {
     /// Merchant registry.
     #[error(transparent)]
     Merchant(#[from] MerchantError),
-    /// Publishing.
-    #[error("publishing: {0}")]
-    Publish(String),
-    /// soko's own records disagree with themselves or the wallet.
+    /// Signing a message to a buyer or a merchant.
+    #[error("signing: {0}")]
+    Sign(#[from] PublishError),
+    /// A message that cannot be sent even shortened (over NIP-44's or the relays' limit).
+    #[error("a message cannot be sent: {0}")]
+    Unsendable(String),
+    /// Encoding a message or a listing.
+    #[error("encoding: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// Sealing or opening a buyer's shipping details.
+    #[error("shipping details: {0}")]
+    Vault(#[from] VaultError),
+    /// An order moved in a way its state machine does not allow: a bug, never ignored.
+    #[error(transparent)]
+    IllegalMove(#[from] InvalidTransition),
+    /// soko's own records disagree with themselves or the wallet (a sum out of range, a
+    /// stored key that does not read back, a record that vanished).
     #[error("books: {0}")]
     Books(String),
     /// The notices of a paid order to bridges and agents.
     #[error("paid-order notices: {0}")]
     Notice(#[from] super::notify::NoticeError),
-}
-
-/// What happened to a delivery attempt, told to the merchant.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Delivery {
-    /// Released: the merchant's balance grew by this much.
-    Released(Sats),
-    /// Refused, with the reason.
-    Refused(String),
 }
 
 /// The escrow service; cheap to clone.
@@ -691,6 +699,8 @@ impl EscrowService {
         quote_state: MintQuoteState,
     ) -> Result<(), EscrowError> {
         let inner = &self.inner;
+        // Only an order still awaiting payment moves; any other was moved by an earlier
+        // sighting of the same payment (a poll and a push, or a pass before a crash).
         let Ok(next) = transition(record.state, EscrowEvent::PaymentReceived) else {
             return Ok(());
         };
@@ -792,8 +802,7 @@ impl EscrowService {
             if product.quantity.is_none() {
                 continue;
             }
-            let content =
-                serde_json::to_string(&product).map_err(|e| EscrowError::Publish(e.to_string()))?;
+            let content = serde_json::to_string(&product)?;
             let builder = nostr_sdk::EventBuilder::new(nostr_sdk::Kind::Custom(30018), content)
                 .tag(nostr_sdk::Tag::identifier(&product.id));
             if let Err(e) = self.inner.publisher.publish_as(merchant, builder).await {
@@ -809,6 +818,7 @@ impl EscrowService {
         key: &[u8],
         record: OrderRecord,
     ) -> Result<(), EscrowError> {
+        // Paid in the meantime: a payment beats the clock.
         let Ok(next) = transition(record.state, EscrowEvent::InvoiceExpired) else {
             return Ok(());
         };
@@ -860,7 +870,7 @@ impl EscrowService {
             if record.state.holds_funds() {
                 held = held
                     .checked_add(record.total)
-                    .map_err(|e| EscrowError::Publish(e.to_string()))?;
+                    .map_err(|e| EscrowError::Books(e.to_string()))?;
             }
         }
         let mut owed = Sats::ZERO;
@@ -868,7 +878,7 @@ impl EscrowService {
             let (_, sats) = entry?;
             owed = owed
                 .checked_add(sats)
-                .map_err(|e| EscrowError::Publish(e.to_string()))?;
+                .map_err(|e| EscrowError::Books(e.to_string()))?;
         }
         Ok((held, owed))
     }
@@ -964,7 +974,7 @@ impl EscrowService {
         note: Note,
     ) -> Result<Event, EscrowError> {
         let buyer = PublicKey::from_hex(&record.buyer)
-            .map_err(|e| EscrowError::Publish(format!("stored buyer key: {e}")))?;
+            .map_err(|e| EscrowError::Books(format!("stored buyer key: {e}")))?;
         let publisher = &self.inner.publisher;
         let sealed = publisher
             .seal_note(merchant, buyer, record.scheme, &note)
@@ -984,13 +994,12 @@ impl EscrowService {
             Err(e) => {
                 let short = shorten(&note);
                 if short == note {
-                    return Err(EscrowError::Publish(e));
+                    return Err(EscrowError::Unsendable(e));
                 }
                 tracing::warn!(order = record.number, error = %e, "message cannot be sealed; sending a shortened one");
-                publisher
+                Ok(publisher
                     .seal_note(merchant, buyer, record.scheme, &short)
-                    .await
-                    .map_err(|e| EscrowError::Publish(e.to_string()))
+                    .await?)
             }
         }
     }
@@ -1049,7 +1058,7 @@ pub(super) fn merchant_of(order_key: &[u8]) -> Result<PublicKey, EscrowError> {
     order_key
         .get(..32)
         .and_then(|bytes| PublicKey::from_slice(bytes).ok())
-        .ok_or_else(|| EscrowError::Publish("malformed order key".to_owned()))
+        .ok_or_else(|| EscrowError::Books("malformed order key".to_owned()))
 }
 
 /// What the delivery code's MAC binds to.
@@ -1060,7 +1069,8 @@ pub(super) fn code_scope(merchant: &PublicKey, number: u64) -> String {
 pub(super) fn tx_error(e: TransactionError<()>) -> EscrowError {
     match e {
         TransactionError::Storage(e) => EscrowError::Store(e.into()),
-        TransactionError::Abort(()) => EscrowError::Publish("transaction aborted".to_owned()),
+        // Nothing here aborts on purpose.
+        TransactionError::Abort(()) => EscrowError::Books("a transaction was aborted".to_owned()),
     }
 }
 

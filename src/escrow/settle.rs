@@ -4,36 +4,35 @@ use nostr_sdk::PublicKey;
 
 use super::code::Verdict;
 use super::messages::{describe, status};
-use super::service::{
-    code_scope, order_key, Change, Delivery, EscrowError, EscrowService, OrderRecord,
-};
+use super::refusal::EscrowRefusal;
+use super::service::{code_scope, order_key, Change, EscrowError, EscrowService, OrderRecord};
 use super::state::{transition, EscrowEvent, EscrowState};
 use crate::money::Sats;
 
 impl EscrowService {
-    /// The merchant presents the buyer's code for order `number`.
+    /// The merchant presents the buyer's code for order `number`; the right one credits the
+    /// order's total to the merchant's balance, which is returned.
     pub async fn deliver(
         &self,
         merchant: PublicKey,
         number: u64,
         code: &str,
-    ) -> Result<Delivery, EscrowError> {
+    ) -> Result<Sats, EscrowError> {
         let inner = &self.inner;
         let _guard = inner.lock.lock().await;
         let key = order_key(&merchant, number);
         let Some(record) = inner.orders.get(&key)? else {
-            return Ok(Delivery::Refused(format!("there is no order #{number}")));
+            return Err(EscrowRefusal::NoSuchOrder(number).into());
         };
         if record.state != EscrowState::Paid {
-            return Ok(Delivery::Refused(format!(
-                "order #{number} cannot be delivered: {}",
-                describe(record.state, number)
-            )));
+            return Err(EscrowRefusal::NotDeliverable {
+                number,
+                state: record.state,
+            }
+            .into());
         }
         let Some(stored) = &record.code else {
-            return Ok(Delivery::Refused(format!(
-                "order #{number} has no code yet"
-            )));
+            return Err(EscrowRefusal::NoCodeYet(number).into());
         };
         let (verdict, updated) = inner
             .codes
@@ -42,22 +41,20 @@ impl EscrowService {
         next.code = Some(updated);
         let refusal = match verdict {
             Verdict::Accepted => None,
-            Verdict::Wrong { attempts_left } => Some(format!(
-                "wrong code for order #{number}; {attempts_left} tries left"
-            )),
+            Verdict::Wrong { attempts_left } => Some(EscrowRefusal::WrongCode {
+                number,
+                attempts_left,
+            }),
             Verdict::Locked | Verdict::AlreadyLocked => {
-                next.state = transition(record.state, EscrowEvent::CodeAttemptsExhausted)
-                    .unwrap_or(record.state);
-                Some(format!(
-                    "too many wrong codes: order #{number} is locked for review by soko's operator"
-                ))
+                next.state = transition(record.state, EscrowEvent::CodeAttemptsExhausted)?;
+                Some(EscrowRefusal::CodeLocked(number))
             }
         };
-        if let Some(why) = refusal {
+        if let Some(refusal) = refusal {
             inner.orders.insert(&key, &next)?;
-            return Ok(Delivery::Refused(why));
+            return Err(refusal.into());
         }
-        let delivered = transition(record.state, EscrowEvent::CodeAccepted).unwrap_or(record.state);
+        let delivered = transition(record.state, EscrowEvent::CodeAccepted)?;
         next.state = delivered;
         self.credit_merchant(merchant, number, &key, &record, next)
             .await?;
@@ -66,24 +63,26 @@ impl EscrowService {
             sats = record.total.0,
             "delivered; escrow released to the merchant's balance"
         );
-        Ok(Delivery::Released(record.total))
+        Ok(record.total)
     }
 
     /// An admin's decision for the merchant on a disputed order (five wrong codes, or a
     /// dispute the review found groundless): the escrow goes to the merchant as if the code
     /// had been presented.
-    pub async fn release(&self, merchant: PublicKey, number: u64) -> Result<Delivery, EscrowError> {
+    /// Returns what was credited.
+    pub async fn release(&self, merchant: PublicKey, number: u64) -> Result<Sats, EscrowError> {
         let inner = &self.inner;
         let _guard = inner.lock.lock().await;
         let key = order_key(&merchant, number);
         let Some(record) = inner.orders.get(&key)? else {
-            return Ok(Delivery::Refused(format!("there is no order #{number}")));
+            return Err(EscrowRefusal::NoSuchOrder(number).into());
         };
         let Ok(delivered) = transition(record.state, EscrowEvent::ResolvedForMerchant) else {
-            return Ok(Delivery::Refused(format!(
-                "only a disputed order is released by an admin; {}",
-                describe(record.state, number)
-            )));
+            return Err(EscrowRefusal::NotDisputed {
+                number,
+                state: record.state,
+            }
+            .into());
         };
         let mut next = record.clone();
         next.state = delivered;
@@ -94,7 +93,7 @@ impl EscrowService {
             sats = record.total.0,
             "disputed order released to the merchant's balance by an admin"
         );
-        Ok(Delivery::Released(record.total))
+        Ok(record.total)
     }
 
     /// Settles a `Delivered` order: the payout is a credit to the merchant's balance held
@@ -108,7 +107,7 @@ impl EscrowService {
         record: &OrderRecord,
         mut next: OrderRecord,
     ) -> Result<(), EscrowError> {
-        next.state = transition(next.state, EscrowEvent::PayoutSettled).unwrap_or(next.state);
+        next.state = transition(next.state, EscrowEvent::PayoutSettled)?;
         let dm = self
             .seal_to_buyer(
                 &merchant,
@@ -123,7 +122,7 @@ impl EscrowService {
             .unwrap_or(Sats::ZERO);
         let credited = balance
             .checked_add(record.total)
-            .map_err(|e| EscrowError::Publish(e.to_string()))?;
+            .map_err(|e| EscrowError::Books(e.to_string()))?;
         let change = Change {
             balance: Some((merchant.to_bytes().to_vec(), credited)),
             ..Change::default()
@@ -133,18 +132,19 @@ impl EscrowService {
 
     /// Holds order `number` for the operator's decision: the code no longer releases it, and
     /// it can be refunded (or released to the merchant by an admin later).
-    pub async fn dispute(&self, merchant: PublicKey, number: u64) -> Result<Delivery, EscrowError> {
+    pub async fn dispute(&self, merchant: PublicKey, number: u64) -> Result<(), EscrowError> {
         let inner = &self.inner;
         let _guard = inner.lock.lock().await;
         let key = order_key(&merchant, number);
         let Some(record) = inner.orders.get(&key)? else {
-            return Ok(Delivery::Refused(format!("there is no order #{number}")));
+            return Err(EscrowRefusal::NoSuchOrder(number).into());
         };
         let Ok(next) = transition(record.state, EscrowEvent::DisputeOpened) else {
-            return Ok(Delivery::Refused(format!(
-                "order #{number} cannot be disputed: {}",
-                describe(record.state, number)
-            )));
+            return Err(EscrowRefusal::NotDisputable {
+                number,
+                state: record.state,
+            }
+            .into());
         };
         let mut disputed = record.clone();
         disputed.state = next;
@@ -158,6 +158,6 @@ impl EscrowService {
         self.commit(&key, &disputed, Change::default(), &[dm])
             .await?;
         tracing::info!(order = number, "order disputed");
-        Ok(Delivery::Released(record.total))
+        Ok(())
     }
 }

@@ -280,6 +280,14 @@ pub enum Outcome {
         /// Balance left.
         balance: Sats,
     },
+    /// Taken from the balance and sent, but the mint has not confirmed it yet: soko
+    /// settles it later (paid, or given back to the balance).
+    WithdrawalPending {
+        /// On its way.
+        amount: Sats,
+        /// Balance left.
+        balance: Sats,
+    },
 }
 
 /// What one input leads to.
@@ -825,6 +833,10 @@ pub fn after<V: View>(
         } => Ok(Step::End(format!(
             "Sent {} sat (fee {} sat). Balance: {} sat.",
             amount.0, fee.0, balance.0
+        ))),
+        Outcome::WithdrawalPending { amount, balance } => Ok(Step::End(format!(
+            "{} sat is on its way; the mint has not confirmed it yet. If it fails, it comes back to your balance. Balance: {} sat.",
+            amount.0, balance.0
         ))),
         Outcome::Done => match action {
             Action::CheckActivation(code) => show(Menu::NewPin { code: code.clone() }, ""),

@@ -983,6 +983,7 @@ proptest! {
             Outcome::Refused(notice.clone().unwrap_or_default()),
             Outcome::Delivered { released: Sats(u64::MAX), payout: notice.clone(), balance: Sats(u64::MAX) },
             Outcome::Withdrawn { amount: Sats(u64::MAX), fee: Sats(u64::MAX), balance: Sats(u64::MAX) },
+            Outcome::WithdrawalPending { amount: Sats(u64::MAX), balance: Sats(u64::MAX) },
             Outcome::Locked { until: u64::MAX / 2 },
         ];
         let mut menu = Menu::Main;

@@ -28,7 +28,7 @@ use super::screen::{Screen, BODY_LIMIT};
 use super::session::{latest_input, Hop, Session};
 use crate::agents::{Decided, Desk, DeskError};
 use crate::config::UssdConfig;
-use crate::escrow::{Delivery, EscrowError, EscrowService, Payout};
+use crate::escrow::{EscrowError, EscrowService, Payout};
 use crate::market::pricing::price_text;
 use crate::market::{listing, merchants, ActivationCode, MerchantError, MerchantStatus, Merchants};
 use crate::outbound::Publisher;
@@ -338,9 +338,10 @@ impl UssdService {
                 Ok(Outcome::Done)
             }
             Action::Deliver { number, code } => {
-                match inner.escrow.deliver(merchant, *number, &code.0).await? {
-                    Delivery::Refused(why) => Ok(Outcome::Refused(why)),
-                    Delivery::Released(released) => {
+                match inner.escrow.deliver(merchant, *number, &code.0).await {
+                    Err(EscrowError::Refused(why)) => Ok(Outcome::Refused(why.to_string())),
+                    Err(e) => Err(e.into()),
+                    Ok(released) => {
                         // As `order_deliver` does: straight on to the saved Lightning address.
                         let payout = match inner.escrow.pay_out(merchant).await? {
                             Payout::NotConfigured | Payout::Nothing => None,
@@ -349,6 +350,10 @@ impl UssdService {
                             }
                             Payout::Token(amount) => Some(format!(
                                 "{} sat sent to your Nostr inbox as ecash.",
+                                amount.0
+                            )),
+                            Payout::Pending(amount) => Some(format!(
+                                "{} sat is on its way to your Lightning address; the mint has not confirmed it yet.",
                                 amount.0
                             )),
                             Payout::Failed(why) => {
@@ -423,6 +428,10 @@ impl UssdService {
                     Payout::Token(amount) => Ok(Outcome::Withdrawn {
                         amount,
                         fee: crate::money::Sats::ZERO,
+                        balance: inner.escrow.balance(&merchant)?,
+                    }),
+                    Payout::Pending(amount) => Ok(Outcome::WithdrawalPending {
+                        amount,
                         balance: inner.escrow.balance(&merchant)?,
                     }),
                     Payout::Failed(why) => Ok(Outcome::Refused(format!(
