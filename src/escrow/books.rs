@@ -60,6 +60,10 @@ impl Clock {
     }
 }
 
+/// How long a melt is waited for before it is left pending. Most Lightning payments settle
+/// well within it; a merchant on a USSD call waits this long at most for the answer.
+const MELT_WAIT: Duration = Duration::from_secs(4);
+
 /// What paying a melt quote came to.
 #[derive(Debug)]
 pub(super) enum Melt {
@@ -131,7 +135,13 @@ impl EscrowService {
         let swap_fee = Sats::from(prepared.swap_fee());
         let melted = match prepared.confirm_prefer_async().await? {
             cdk::wallet::MeltOutcome::Paid(finalized) => Melt::Paid(finalized),
-            cdk::wallet::MeltOutcome::Pending(_) => Melt::Pending,
+            // Dropping the wait leaves the melt to the wallet's record and the mint.
+            cdk::wallet::MeltOutcome::Pending(pending) => {
+                match tokio::time::timeout(MELT_WAIT, pending).await {
+                    Ok(finalized) => Melt::Paid(finalized?),
+                    Err(_) => Melt::Pending,
+                }
+            }
         };
         self.book_input_fee(swap_fee);
         Ok(melted)

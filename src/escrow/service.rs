@@ -38,7 +38,7 @@ use super::payout::PayoutRecord;
 use super::refusal::EscrowRefusal;
 use super::state::{transition, EscrowEvent, EscrowState, InvalidTransition};
 use crate::market::pricing::{self, Line, Rates};
-use crate::market::{MerchantError, Merchants};
+use crate::market::{listing, MerchantError, Merchants};
 use crate::money::Sats;
 use crate::outbound::{Note, Outbox, PublishError, Publisher, Scheme, Staged};
 use crate::proto::nip15::{clip_echo, Order};
@@ -802,10 +802,9 @@ impl EscrowService {
             if product.quantity.is_none() {
                 continue;
             }
-            let content = serde_json::to_string(&product)?;
-            let builder = nostr_sdk::EventBuilder::new(nostr_sdk::Kind::Custom(30018), content)
-                .tag(nostr_sdk::Tag::identifier(&product.id));
-            if let Err(e) = self.inner.publisher.publish_as(merchant, builder).await {
+            if let Err(e) =
+                listing::republish_product(&self.inner.publisher, merchant, &product).await
+            {
                 tracing::error!(product = %product.id, error = %e, "republishing the product failed");
             }
         }

@@ -45,6 +45,16 @@ pub async fn put_product(
     publish(publisher, merchant, KIND_PRODUCT, &product.id, product).await
 }
 
+/// Publishes a product as soko holds it, when its record changed on another path: its
+/// stock in an order's paid commit, or its return to sale.
+pub async fn republish_product(
+    publisher: &Publisher,
+    merchant: &PublicKey,
+    product: &Product,
+) -> Result<EventId, ListingError> {
+    publish(publisher, merchant, KIND_PRODUCT, &product.id, product).await
+}
+
 /// Deletes a stall or product from soko's records and publishes its deletion.
 pub async fn delete(
     merchants: &Merchants,

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use nostr_sdk::{EventBuilder, Kind, PublicKey, Tag};
+use nostr_sdk::{EventBuilder, PublicKey};
 use serde::{Deserialize, Serialize};
 
 use super::approvals;
@@ -70,6 +70,9 @@ pub enum UssdError {
     /// Merchant registry.
     #[error(transparent)]
     Merchant(#[from] MerchantError),
+    /// Publishing a listing.
+    #[error("publishing: {0}")]
+    Publish(String),
     /// Escrow.
     #[error(transparent)]
     Escrow(#[from] EscrowError),
@@ -79,6 +82,15 @@ pub enum UssdError {
     /// Anything else inside soko.
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<listing::ListingError> for UssdError {
+    fn from(e: listing::ListingError) -> Self {
+        match e {
+            listing::ListingError::Merchant(e) => Self::Merchant(e),
+            listing::ListingError::Publish(e) => Self::Publish(e),
+        }
+    }
 }
 
 /// A session as stored.
@@ -590,8 +602,9 @@ impl UssdService {
 
     /// Saves a product and republishes it, like `product_put`.
     async fn put_product(&self, merchant: &PublicKey, product: &Product) -> Result<(), UssdError> {
-        self.inner.merchants.put_product(merchant, product)?;
-        self.publish_product(merchant, product).await
+        let inner = &self.inner;
+        listing::put_product(&inner.merchants, &inner.publisher, merchant, product).await?;
+        Ok(())
     }
 
     async fn publish_product(
@@ -599,15 +612,7 @@ impl UssdService {
         merchant: &PublicKey,
         product: &Product,
     ) -> Result<(), UssdError> {
-        let content =
-            serde_json::to_string(product).map_err(|e| UssdError::Internal(e.to_string()))?;
-        let builder =
-            EventBuilder::new(Kind::Custom(30018), content).tag(Tag::identifier(&product.id));
-        self.inner
-            .publisher
-            .publish_as(merchant, builder)
-            .await
-            .map_err(|e| UssdError::Internal(e.to_string()))?;
+        listing::republish_product(&self.inner.publisher, merchant, product).await?;
         Ok(())
     }
 
