@@ -3,7 +3,7 @@
 //! sled 0.34 does not give back the space of deleted values, and the relay deletes an event
 //! for nearly every one it stores (retention, the bound). So the events have a sled Db of
 //! their own, apart from soko's state, and that Db is rewritten into a fresh one when its
-//! files grow well past the data they hold ([`should_compact`]).
+//! files grow well past the data they hold ([`CompactRule`]).
 //!
 //! Layout under `<data_dir>/relay-events/`:
 //! - `gen-<n>/`: one sled Db (a [`crate::store::Store`] directory) per generation;
@@ -57,10 +57,6 @@ impl CompactRule {
     }
 }
 
-/// [`CompactRule::DEFAULT`]'s verdict.
-pub fn should_compact(disk: u64, live: u64) -> bool {
-    CompactRule::DEFAULT.due(disk, live)
-}
 
 /// The directory of generation `n`.
 pub fn gen_dir(root: &Path, n: u64) -> PathBuf {
@@ -164,6 +160,7 @@ mod tests {
     #[test]
     fn compaction_waits_for_the_floor_and_the_factor() {
         let mib = 1 << 20;
+        let should_compact = |disk, live| CompactRule::DEFAULT.due(disk, live);
         assert!(!should_compact(60 * mib, 1), "under the floor");
         assert!(!should_compact(200 * mib, 100 * mib), "under 3 × live");
         assert!(!should_compact(300 * mib, 100 * mib), "at 3 × live");
