@@ -148,7 +148,8 @@ async fn main() -> Result<()> {
         let mut writers = JoinSet::new();
         for c in 0..args.connections {
             let url = url.clone();
-            let share = args.wraps / args.connections + usize::from(c < args.wraps % args.connections);
+            let share =
+                args.wraps / args.connections + usize::from(c < args.wraps % args.connections);
             let bytes = args.bytes;
             writers.spawn(async move {
                 let client = Client::default();
@@ -204,7 +205,8 @@ async fn compaction_bench(events: usize, bytes: usize) -> Result<()> {
     let db = SledEventStore::open(dir.path(), &legacy, events + 10_000, Exempt::default()).await?;
     let to = Keys::generate().public_key();
     let wrap = move |i: usize| {
-        let content: String = std::iter::repeat_n(char::from(b'a' + (i % 26) as u8), bytes).collect();
+        let content: String =
+            std::iter::repeat_n(char::from(b'a' + (i % 26) as u8), bytes).collect();
         EventBuilder::new(Kind::GiftWrap, content)
             .tag(Tag::public_key(to))
             .sign_with_keys(&Keys::generate())

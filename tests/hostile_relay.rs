@@ -510,7 +510,10 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 
 /// Leaves `cut` on disk; returns the generation the next start must use.
 fn leave(root: &std::path::Path, gen: u64, cut: Cut) -> u64 {
-    let (old, new) = (root.join(format!("gen-{gen}")), root.join(format!("gen-{}", gen + 1)));
+    let (old, new) = (
+        root.join(format!("gen-{gen}")),
+        root.join(format!("gen-{}", gen + 1)),
+    );
     match cut {
         Cut::HalfCopied => {
             copy_dir(&old, &new);

@@ -771,10 +771,7 @@ impl NostrDatabase for SledEventStore {
             let current = self.current.read().await;
             let DatabaseEventResult { status, to_discard } = self.index.index_event(event).await;
             if status.is_success() {
-                let value = current
-                    .events
-                    .encode(&event.as_json())
-                    .map_err(backend)?;
+                let value = current.events.encode(&event.as_json()).map_err(backend)?;
                 self.put(&current, event.id.as_bytes(), value)
                     .map_err(backend)?;
                 if !self.ours().contains(&event.pubkey) {
@@ -880,7 +877,11 @@ mod tests {
             let db = SledEventStore::open(dir.path(), &store, 100, Exempt::default()).await?;
             assert!(db.save_event(&old).await?.is_success());
             assert!(db.save_event(&new).await?.is_success());
-            assert_eq!(db.stored_len().await, 1, "the replaced product is gone from sled");
+            assert_eq!(
+                db.stored_len().await,
+                1,
+                "the replaced product is gone from sled"
+            );
         }
         let store = Store::open(dir.path())?;
         let db = SledEventStore::open(dir.path(), &store, 100, Exempt::default()).await?;
@@ -1029,7 +1030,11 @@ mod tests {
             assert!(db.holds(&event.id).await);
         }
         assert_eq!(db.len().await, own.len() + bound);
-        assert_eq!(db.stored_len().await, own.len() + bound, "sled follows the index");
+        assert_eq!(
+            db.stored_len().await,
+            own.len() + bound,
+            "sled follows the index"
+        );
         assert_eq!(db.others().len(), bound);
         for event in newest {
             assert!(db.holds(&event.id).await);
@@ -1186,7 +1191,10 @@ mod tests {
         let db = open().await?;
         assert_eq!(db.gen().await, 2, "compacted at open");
         let (disk, live) = (db.disk_bytes().await, db.live_bytes());
-        assert!(!rule.due(disk, live), "{disk} bytes on disk for {live} live");
+        assert!(
+            !rule.due(disk, live),
+            "{disk} bytes on disk for {live} live"
+        );
         assert_eq!(db.len().await, 20);
         assert_eq!(db.stored_len().await, 20);
         Ok(())

@@ -57,7 +57,6 @@ impl CompactRule {
     }
 }
 
-
 /// The directory of generation `n`.
 pub fn gen_dir(root: &Path, n: u64) -> PathBuf {
     root.join(format!("gen-{n}"))

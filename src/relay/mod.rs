@@ -70,8 +70,7 @@ impl EmbeddedRelay {
         handled: Handled,
     ) -> Result<Self, RelayError> {
         let events =
-            SledEventStore::open(data_dir, store, config.max_stored_events, exempt.clone())
-                .await?;
+            SledEventStore::open(data_dir, store, config.max_stored_events, exempt.clone()).await?;
         let policy = Arc::new(SokoWritePolicy::new(
             config,
             exempt.clone(),
