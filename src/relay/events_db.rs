@@ -576,10 +576,13 @@ impl SledEventStore {
                     std::fs::remove_dir_all(&building).map_err(io_at(&building))?;
                 }
                 let new = Current::open(&in_root, new_gen)?;
-                match copy_tree(old_events.raw(), new.events.raw(), &cancel)? {
-                    Some(copied) => Ok((new, copied)),
-                    None => Err(EventsError::Cancelled),
-                }
+                let Some(copied) = copy_tree(old_events.raw(), new.events.raw(), &cancel)? else {
+                    return Err(EventsError::Cancelled);
+                };
+                // Most of the copy on disk now, while writers run: the flush under the lock
+                // then has only the replay left to write.
+                new.store.db().flush().map_err(StoreError::from)?;
+                Ok((new, copied))
             })();
             if built.is_err() {
                 let _ = std::fs::remove_dir_all(&building);
