@@ -623,3 +623,64 @@ async fn a_compaction_cut_short_at_any_step_opens_to_a_complete_store() {
         assert!(reply.content.contains("\"ok\":true"), "{}", reply.content);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_from_before_keeps_its_relay_events() {
+    let mut soko = TestSoko::start().await;
+    let url = soko.relay_url();
+    let added = operator(&soko, "merchant_add", json!({"name":"Mama Duka"})).await;
+    let npub = added.result.expect("merchant added")["npub"]
+        .as_str()
+        .expect("npub")
+        .to_owned();
+    let merchant = PublicKey::parse(&npub).expect("npub");
+    put_listings(&soko, &npub).await;
+    let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+    while shop_held(&url, merchant).await != (1, 1) {
+        assert!(tokio::time::Instant::now() < deadline, "no shop");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let nobody = Keys::generate().public_key();
+    let theirs: Vec<Event> = (0..20)
+        .map(|_| junk_wrap(nobody, 500, Timestamp::now()))
+        .collect();
+    assert_eq!(flood(&url, &theirs).await, 20);
+    soko.stop().await;
+
+    // What an older soko left: the relay's events in a tree of its main Db, nothing else.
+    let dir = soko.data_dir();
+    let root = dir.join("relay-events");
+    {
+        let gen = root.join(format!("gen-{}", pointer(&root)));
+        let events = soko::store::Store::open(&gen).expect("events Db");
+        let main = soko::store::Store::open(&dir).expect("main Db");
+        let old = main
+            .db()
+            .open_tree(soko::store::trees::RELAY_EVENTS)
+            .expect("old tree");
+        for entry in events.db().open_tree("events").expect("events").iter() {
+            let (key, value) = entry.expect("entry");
+            old.insert(key, value).expect("insert");
+        }
+        main.db().flush().expect("flush");
+    }
+    std::fs::remove_dir_all(&root).expect("remove");
+
+    soko.restart().await;
+    let url = soko.relay_url();
+    let held = everything_held(&url).await;
+    let lost = theirs.iter().filter(|e| !held.contains(e)).count();
+    assert_eq!(lost, 0, "acknowledged events lost in the move");
+    assert_eq!(shop_held(&url, merchant).await, (1, 1));
+    soko.stop().await;
+    assert_eq!(pointer(&root), 1);
+    let main = soko::store::Store::open(&dir).expect("main Db");
+    assert!(
+        !main
+            .db()
+            .tree_names()
+            .iter()
+            .any(|name| name == soko::store::trees::RELAY_EVENTS.as_bytes()),
+        "the old tree is still in the main Db"
+    );
+}
