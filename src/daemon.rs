@@ -123,7 +123,7 @@ impl Daemon {
 
         let relay = if config.relay.enabled {
             let handled = crate::bot::handled(&store)?;
-            Some(EmbeddedRelay::start(&config.relay, &store, exempt, handled).await?)
+            Some(EmbeddedRelay::start(&config.relay, &data_dir, &store, exempt, handled).await?)
         } else {
             None
         };

@@ -393,3 +393,294 @@ async fn junk_past_the_store_bound_does_not_evict_sokos_own_shops() {
         soko.restart().await;
     }
 }
+
+/// Allocated bytes (as `du`) of everything under `path`.
+fn size_on_disk(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => size_on_disk(&e.path()),
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// What soko's relay events take on disk, wherever they are kept: their own Db
+/// (`relay-events/`) and soko's main one (`sled/`, where they used to be).
+fn events_on_disk(soko: &TestSoko) -> u64 {
+    let dir = soko.data_dir();
+    size_on_disk(&dir.join("relay-events")) + size_on_disk(&dir.join("sled"))
+}
+
+/// Floods `url` with `events` over `connections` connections at once.
+async fn flood_on(url: &RelayUrl, events: Vec<Event>, connections: usize) -> usize {
+    let share = events.len().div_ceil(connections);
+    let mut writers = tokio::task::JoinSet::new();
+    for chunk in events.chunks(share) {
+        let (url, chunk) = (url.clone(), chunk.to_vec());
+        writers.spawn(async move { flood(&url, &chunk).await });
+    }
+    let mut accepted = 0;
+    while let Some(done) = writers.join_next().await {
+        accepted += done.expect("writer");
+    }
+    accepted
+}
+
+const MIB: u64 = 1 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_floods_do_not_grow_the_relays_files_flood_after_flood() {
+    // At most BOUND junk wraps live (about 12 MB): soko rewrites its events' Db once its
+    // files pass 3 × that and 64 MiB, so once a flood is over and a janitor pass has run
+    // they take at most 64 MiB, plus soko's own state (under 1 MiB here) and rounding.
+    // Each flood writes 72 MB; before the events had a Db of their own that compacts, the
+    // files grew by about 20 MiB a flood (37, 58, 75, 102 MiB after the first four).
+    const BOUND: usize = 200;
+    const WRAPS: usize = 1_200;
+    const ALLOWED: u64 = 64 * MIB + 8 * MIB;
+    let soko = TestSoko::start_with(|c| {
+        c.relay.max_stored_events = BOUND;
+        c.relay.janitor_secs = 1;
+        c.relay.connection_write_per_minute = 100_000;
+        c.relay.write_budget_per_minute = 100_000;
+    })
+    .await;
+    let url = soko.relay_url();
+    let nobody = Keys::generate().public_key();
+    let mut sizes = Vec::new();
+    for round in 1..=6 {
+        let junk: Vec<Event> = (0..WRAPS)
+            .map(|_| junk_wrap(nobody, 60_000, Timestamp::now()))
+            .collect();
+        assert_eq!(flood_on(&url, junk, 4).await, WRAPS, "flood {round}");
+        // A few janitor passes: the one that compacts may start late on a loaded machine.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut size = events_on_disk(&soko);
+        while size > ALLOWED && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            size = events_on_disk(&soko);
+        }
+        sizes.push(size / MIB);
+        assert!(
+            size <= ALLOWED,
+            "after flood {round} of {WRAPS} junk wraps of 60 KB the relay's events take {} MiB \
+             on disk (bound {} MiB; after each flood: {sizes:?} MiB)",
+            size / MIB,
+            ALLOWED / MIB
+        );
+    }
+    let held = everything_held(&url).await;
+    assert!(
+        held.iter().filter(|e| e.pubkey != soko.bot()).count() <= BOUND,
+        "the bound still holds"
+    );
+    eprintln!("relay events on disk after each flood: {sizes:?} MiB");
+}
+
+/// What a compaction cut short at some step leaves on disk, made from a stopped soko's
+/// complete generation `gen` under `root`.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    /// The new generation half written, the pointer untouched.
+    HalfCopied,
+    /// The new generation complete and its pointer written, not yet renamed.
+    PointerNotRenamed,
+    /// The pointer renamed to the new generation, the old one not yet removed.
+    OldNotRemoved,
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// Leaves `cut` on disk; returns the generation the next start must use.
+fn leave(root: &std::path::Path, gen: u64, cut: Cut) -> u64 {
+    let (old, new) = (
+        root.join(format!("gen-{gen}")),
+        root.join(format!("gen-{}", gen + 1)),
+    );
+    match cut {
+        Cut::HalfCopied => {
+            copy_dir(&old, &new);
+            // Every file cut to half, as a copy stopped midway would leave it.
+            fn halve(dir: &std::path::Path) {
+                for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+                    let path = entry.path();
+                    if path.is_dir() {
+                        halve(&path);
+                    } else {
+                        let len = std::fs::metadata(&path).expect("meta").len();
+                        std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(&path)
+                            .and_then(|f| f.set_len(len / 2))
+                            .expect("truncate");
+                    }
+                }
+            }
+            halve(&new);
+            gen
+        }
+        Cut::PointerNotRenamed => {
+            copy_dir(&old, &new);
+            std::fs::write(root.join("CURRENT.tmp"), format!("{}\n", gen + 1)).expect("tmp");
+            gen
+        }
+        Cut::OldNotRemoved => {
+            copy_dir(&old, &new);
+            std::fs::write(root.join("CURRENT"), format!("{}\n", gen + 1)).expect("pointer");
+            gen + 1
+        }
+    }
+}
+
+fn pointer(root: &std::path::Path) -> u64 {
+    std::fs::read_to_string(root.join("CURRENT"))
+        .expect("CURRENT")
+        .trim()
+        .parse()
+        .expect("a generation number")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compaction_cut_short_at_any_step_opens_to_a_complete_store() {
+    let mut soko = TestSoko::start_with(|c| {
+        c.relay.connection_write_per_minute = 10_000;
+        c.relay.write_budget_per_minute = 10_000;
+    })
+    .await;
+    let url = soko.relay_url();
+    let added = operator(&soko, "merchant_add", json!({"name":"Mama Duka"})).await;
+    let npub = added.result.expect("merchant added")["npub"]
+        .as_str()
+        .expect("npub")
+        .to_owned();
+    let merchant = PublicKey::parse(&npub).expect("npub");
+    put_listings(&soko, &npub).await;
+    let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+    while shop_held(&url, merchant).await != (1, 1) {
+        assert!(tokio::time::Instant::now() < deadline, "no shop");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Others' events the relay acknowledged, addressed to nobody soko knows (kept).
+    let nobody = Keys::generate().public_key();
+    let theirs: Vec<Event> = (0..50)
+        .map(|_| junk_wrap(nobody, 1_000, Timestamp::now()))
+        .collect();
+    assert_eq!(flood(&url, &theirs).await, 50);
+    let bot = soko.bot();
+    let ours = |held: &Events| {
+        held.iter()
+            .filter(|e| e.pubkey == bot || e.pubkey == merchant)
+            .count()
+    };
+    let ours_before = ours(&everything_held(&url).await);
+    assert!(ours_before >= 2, "soko's own events: {ours_before}");
+
+    let root = soko.data_dir().join("relay-events");
+    for cut in [Cut::HalfCopied, Cut::PointerNotRenamed, Cut::OldNotRemoved] {
+        soko.stop().await;
+        let gen = pointer(&root);
+        let expected = leave(&root, gen, cut);
+        soko.restart().await;
+        let url = soko.relay_url();
+        let held = everything_held(&url).await;
+        // soko's own replaceable events are published again on start (new ids): they are
+        // counted; the others' are checked one by one.
+        let lost = theirs.iter().filter(|e| !held.contains(e)).count();
+        assert_eq!(lost, 0, "{cut:?}: acknowledged events lost");
+        assert_eq!(shop_held(&url, merchant).await, (1, 1), "{cut:?}");
+        assert!(ours(&held) >= ours_before, "{cut:?}");
+        assert_eq!(pointer(&root), expected, "{cut:?}");
+        let mut left: Vec<String> = std::fs::read_dir(&root)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["CURRENT".to_owned(), format!("gen-{expected}")],
+            "{cut:?}: leftovers kept"
+        );
+        // Soko still answers, and what it writes now survives a restart.
+        let mut buyer = User::connect(&[url]).await;
+        let reply = buyer.ask_nip04(soko.bot(), r#"{"cmd":"ping"}"#).await;
+        assert!(reply.content.contains("\"ok\":true"), "{}", reply.content);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_from_before_keeps_its_relay_events() {
+    let mut soko = TestSoko::start().await;
+    let url = soko.relay_url();
+    let added = operator(&soko, "merchant_add", json!({"name":"Mama Duka"})).await;
+    let npub = added.result.expect("merchant added")["npub"]
+        .as_str()
+        .expect("npub")
+        .to_owned();
+    let merchant = PublicKey::parse(&npub).expect("npub");
+    put_listings(&soko, &npub).await;
+    let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+    while shop_held(&url, merchant).await != (1, 1) {
+        assert!(tokio::time::Instant::now() < deadline, "no shop");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let nobody = Keys::generate().public_key();
+    let theirs: Vec<Event> = (0..20)
+        .map(|_| junk_wrap(nobody, 500, Timestamp::now()))
+        .collect();
+    assert_eq!(flood(&url, &theirs).await, 20);
+    soko.stop().await;
+
+    // What an older soko left: the relay's events in a tree of its main Db, nothing else.
+    let dir = soko.data_dir();
+    let root = dir.join("relay-events");
+    {
+        let gen = root.join(format!("gen-{}", pointer(&root)));
+        let events = soko::store::Store::open(&gen).expect("events Db");
+        let main = soko::store::Store::open(&dir).expect("main Db");
+        let old = main
+            .db()
+            .open_tree(soko::store::trees::RELAY_EVENTS)
+            .expect("old tree");
+        for entry in events.db().open_tree("events").expect("events").iter() {
+            let (key, value) = entry.expect("entry");
+            old.insert(key, value).expect("insert");
+        }
+        main.db().flush().expect("flush");
+    }
+    std::fs::remove_dir_all(&root).expect("remove");
+
+    soko.restart().await;
+    let url = soko.relay_url();
+    let held = everything_held(&url).await;
+    let lost = theirs.iter().filter(|e| !held.contains(e)).count();
+    assert_eq!(lost, 0, "acknowledged events lost in the move");
+    assert_eq!(shop_held(&url, merchant).await, (1, 1));
+    soko.stop().await;
+    assert_eq!(pointer(&root), 1);
+    let main = soko::store::Store::open(&dir).expect("main Db");
+    assert!(
+        !main
+            .db()
+            .tree_names()
+            .iter()
+            .any(|name| name == soko::store::trees::RELAY_EVENTS.as_bytes()),
+        "the old tree is still in the main Db"
+    );
+}

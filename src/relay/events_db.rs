@@ -14,10 +14,18 @@
 //! junk take the shops off soko's own relay. The retention pass ([`SledEventStore::expire`],
 //! [`SledEventStore::forget`]) keeps the store well under that bound in normal use; see
 //! `kinds/relay.md`.
+//!
+//! The events are in a sled Db of their own (`<data_dir>/relay-events/`, see
+//! [`super::generations`]), because sled 0.34 never gives back the space of deleted values:
+//! each flood of junk, however well bounded in events, left its full size in the file. That
+//! Db is rewritten into a fresh one ([`SledEventStore::compact`]) at start and by the
+//! janitor once its files pass `generations::COMPACT_FACTOR` times the bytes it holds.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use nostr_database::{
     Backend, DatabaseError, DatabaseEventResult, DatabaseEventStatus, DatabaseHelper, Events,
@@ -25,9 +33,60 @@ use nostr_database::{
 };
 use nostr_sdk::prelude::BoxedFuture;
 use nostr_sdk::{Event, EventId, Filter, JsonUtil, Kind, PublicKey, Timestamp};
+use tokio::sync::RwLock;
 
+use super::generations::{self, gen_dir, CompactRule};
 use super::policy::Exempt;
 use crate::store::{trees, Store, StoreError, Typed};
+
+/// The events' own directory, under the data dir.
+pub const EVENTS_DIR: &str = "relay-events";
+
+/// The tree holding the events in a generation's Db: event id (32 bytes) → event JSON.
+const EVENTS_TREE: &str = "events";
+
+/// A compaction copies in batches of about this many bytes: big enough for few sled
+/// batches, small enough that a cancelled one stops soon.
+const COPY_BATCH_BYTES: usize = 4 << 20;
+
+/// Failures opening or compacting the events' store.
+#[derive(Debug, thiserror::Error)]
+pub enum EventsError {
+    /// sled failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A file or directory of the events' store.
+    #[error("{path}: {source}")]
+    Io {
+        /// What was being read or written.
+        path: PathBuf,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// `CURRENT` names a generation whose directory is gone: refusing to start empty.
+    #[error("{0} is missing: the relay's events are lost or were moved (restore it, or delete CURRENT next to it to start the relay empty)")]
+    MissingGeneration(PathBuf),
+    /// Another soko kept moving the pointer while this one opened the store.
+    #[error("{0}: the pointer kept changing while opening")]
+    Unstable(PathBuf),
+    /// The compaction was abandoned (the relay is stopping).
+    #[error("compaction cancelled")]
+    Cancelled,
+    /// A blocking task did not finish.
+    #[error("events store task: {0}")]
+    Task(String),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> EventsError + '_ {
+    move |source| EventsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn task(e: tokio::task::JoinError) -> EventsError {
+    EventsError::Task(e.to_string())
+}
 
 /// The events held of authors other than soko's own keys, oldest first: what the bound
 /// counts and evicts. About 150 bytes an event, next to the event itself in the index. An
@@ -75,10 +134,51 @@ impl Others {
     }
 }
 
+/// The generation in use.
+#[derive(Debug)]
+struct Current {
+    gen: u64,
+    /// For the group-commit sync before an acknowledgement.
+    store: Store,
+    events: Typed<String>,
+}
+
+impl Current {
+    fn open(root: &Path, gen: u64) -> Result<Self, StoreError> {
+        let store = Store::open(&gen_dir(root, gen))?;
+        let events = store.tree(EVENTS_TREE)?;
+        Ok(Self { gen, store, events })
+    }
+}
+
+/// Keys written while a compaction copies: `Some` while one runs.
+type Dirty = Arc<Mutex<Option<HashSet<Vec<u8>>>>>;
+
+/// What one compaction did.
+#[derive(Debug, Clone)]
+pub struct Compaction {
+    /// Bytes on disk before.
+    pub before: u64,
+    /// Bytes on disk after (the new generation).
+    pub after: u64,
+    /// Events copied.
+    pub copied: usize,
+    /// Keys written during the copy and replayed into the copy while writers waited.
+    pub replayed: usize,
+    /// Time spent copying, writers running.
+    pub copy: Duration,
+    /// Time writers waited: from asking for the write lock until the new Db was in use.
+    pub paused: Duration,
+}
+
 /// sled-backed [`NostrDatabase`].
 #[derive(Debug, Clone)]
 pub struct SledEventStore {
-    events: Typed<String>,
+    /// Writers hold it shared from their write to its sync; a compaction takes it
+    /// exclusively only to replay what arrived during its copy and switch Dbs.
+    current: Arc<RwLock<Current>>,
+    /// `<data_dir>/relay-events`.
+    root: Arc<PathBuf>,
     /// Unbounded: the bound is ours (see [`Others`]), since nostr-database's would evict
     /// soko's own events first.
     index: DatabaseHelper,
@@ -88,47 +188,222 @@ pub struct SledEventStore {
     max_others: usize,
     /// Events removed since the index was last rebuilt (see [`Self::compact_after`]).
     removed: Arc<AtomicUsize>,
-    /// For the group-commit sync before an acknowledgement.
-    store: Store,
+    /// Bytes of the keys and values held: what a compaction would copy.
+    live: Arc<AtomicU64>,
+    dirty: Dirty,
+    /// One compaction at a time (and no wipe during one).
+    compacting: Arc<tokio::sync::Mutex<()>>,
+    rule: CompactRule,
+}
+
+/// Records the keys written during a compaction's copy; dropped (the compaction finished,
+/// failed or was cancelled with its task) it stops recording and stops the copy.
+struct Tracking {
+    dirty: Dirty,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Tracking {
+    fn start(dirty: &Dirty) -> Self {
+        *lock(dirty) = Some(HashSet::new());
+        Self {
+            dirty: dirty.clone(),
+            cancel: Arc::default(),
+        }
+    }
+
+    fn take(&self) -> HashSet<Vec<u8>> {
+        lock(&self.dirty).take().unwrap_or_default()
+    }
+}
+
+impl Drop for Tracking {
+    fn drop(&mut self) {
+        *lock(&self.dirty) = None;
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Plain data behind these locks stays consistent through a panic elsewhere.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn entry_bytes(key: &[u8], value: &[u8]) -> u64 {
+    (key.len() + value.len()) as u64
+}
+
+/// Opens the generation `CURRENT` names under `root` (creating the first one), then
+/// deletes every other: see [`generations`].
+///
+/// The sled lock on the named generation is what orders two sokos in one process (a
+/// restart while the old instance's compaction finishes): the old one holds its generation
+/// until the compaction has switched the pointer, so the pointer is read again once the
+/// lock is held, and only a pointer that did not move is trusted.
+fn open_current(root: &Path) -> Result<Current, EventsError> {
+    std::fs::create_dir_all(root).map_err(io_at(root))?;
+    for _ in 0..10 {
+        let Some(gen) = generations::read_pointer(root).map_err(io_at(root))? else {
+            // Never committed: anything here is a first creation cut short.
+            generations::discard_others(root, None).map_err(io_at(root))?;
+            let current = Current::open(root, 1)?;
+            current.store.db().flush().map_err(StoreError::from)?;
+            let dir = gen_dir(root, 1);
+            generations::sync_dirs(&dir).map_err(io_at(&dir))?;
+            generations::commit(root, 1).map_err(io_at(root))?;
+            return Ok(current);
+        };
+        let dir = gen_dir(root, gen);
+        if !dir.is_dir() {
+            return Err(EventsError::MissingGeneration(dir));
+        }
+        let current = Current::open(root, gen)?;
+        if generations::read_pointer(root).map_err(io_at(root))? == Some(gen) {
+            let discarded = generations::discard_others(root, Some(gen)).map_err(io_at(root))?;
+            if discarded > 0 {
+                tracing::info!(
+                    discarded,
+                    gen,
+                    "embedded relay store: removed what an earlier compaction left"
+                );
+            }
+            return Ok(current);
+        }
+    }
+    Err(EventsError::Unstable(root.to_path_buf()))
+}
+
+/// Moves the events an older soko kept in its main Db (tree `relay/events`) into `current`,
+/// then drops that tree. Copying is idempotent (keys are event ids), and the tree is dropped
+/// only once the copy is on disk, so a crash anywhere repeats it on the next start.
+async fn migrate(legacy: &Store, current: &Current) -> Result<usize, StoreError> {
+    let db = legacy.db();
+    if !db
+        .tree_names()
+        .iter()
+        .any(|name| name == trees::RELAY_EVENTS.as_bytes())
+    {
+        return Ok(0);
+    }
+    let old = db.open_tree(trees::RELAY_EVENTS)?;
+    let copied = copy_tree(&old, current.events.raw(), &AtomicBool::new(false))?
+        .ok_or_else(|| StoreError::Task("migration cancelled".to_owned()))?;
+    current.store.flush().await?;
+    db.drop_tree(trees::RELAY_EVENTS)?;
+    legacy.flush().await?;
+    Ok(copied)
+}
+
+/// Copies every entry of `from` into `to` in batches; `None` when `cancel` was set.
+fn copy_tree(
+    from: &sled::Tree,
+    to: &sled::Tree,
+    cancel: &AtomicBool,
+) -> Result<Option<usize>, StoreError> {
+    let (mut batch, mut bytes, mut copied) = (sled::Batch::default(), 0, 0);
+    for entry in from.iter() {
+        let (key, value) = entry?;
+        bytes += key.len() + value.len();
+        batch.insert(key, value);
+        copied += 1;
+        if bytes >= COPY_BATCH_BYTES {
+            if cancel.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
+            to.apply_batch(std::mem::take(&mut batch))?;
+            bytes = 0;
+        }
+    }
+    to.apply_batch(batch)?;
+    Ok(Some(copied))
 }
 
 impl SledEventStore {
-    /// Opens the store and loads the stored events, keeping at most `max_events` of authors
-    /// outside `ours` (soko's own keys, which must be complete before opening: the events of
-    /// a key missing from it count as an outsider's and may be evicted).
-    pub async fn open(store: &Store, max_events: usize, ours: Exempt) -> Result<Self, StoreError> {
-        let events: Typed<String> = store.tree(trees::RELAY_EVENTS)?;
+    /// Opens the store under `data_dir` and loads the stored events, keeping at most
+    /// `max_events` of authors outside `ours` (soko's own keys, which must be complete
+    /// before opening: the events of a key missing from it count as an outsider's and may
+    /// be evicted). Events an older soko kept in `legacy` (its main Db) are moved over
+    /// first; a store whose files have grown well past its events is compacted.
+    pub async fn open(
+        data_dir: &Path,
+        legacy: &Store,
+        max_events: usize,
+        ours: Exempt,
+    ) -> Result<Self, EventsError> {
+        Self::open_with(data_dir, legacy, max_events, ours, CompactRule::DEFAULT).await
+    }
+
+    async fn open_with(
+        data_dir: &Path,
+        legacy: &Store,
+        max_events: usize,
+        ours: Exempt,
+        rule: CompactRule,
+    ) -> Result<Self, EventsError> {
+        let root = data_dir.join(EVENTS_DIR);
+        let opening = root.clone();
+        let current = tokio::task::spawn_blocking(move || open_current(&opening))
+            .await
+            .map_err(task)??;
+        let migrated = migrate(legacy, &current).await?;
+        if migrated > 0 {
+            tracing::info!(
+                migrated,
+                "embedded relay events moved to their own store ({EVENTS_DIR}/)"
+            );
+        }
         let this = Self {
-            events,
+            current: Arc::new(RwLock::new(current)),
+            root: Arc::new(root),
             index: DatabaseHelper::unbounded(),
             ours,
             others: Arc::default(),
             max_others: max_events,
             removed: Arc::default(),
-            store: store.clone(),
+            live: Arc::default(),
+            dirty: Arc::default(),
+            compacting: Arc::default(),
+            rule,
         };
         this.load().await?;
+        // A failed compaction leaves the store as it was: start anyway, the janitor retries.
+        match this.compact_if_needed().await {
+            Ok(Some(done)) => log_compaction(&done),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "embedded relay store compaction failed"),
+        }
         Ok(this)
     }
 
     /// Replays sled into the index, dropping from sled what the index refuses.
     async fn load(&self) -> Result<(), StoreError> {
+        let current = self.current.read().await;
         // nostr-database takes a BTreeSet; Event's interior mutability is a lazy tag cache
         // that takes no part in its ordering (created_at, id).
         #[allow(clippy::mutable_key_type)]
         let mut loaded = BTreeSet::new();
-        for entry in self.events.iter() {
-            let (key, json) = entry?;
-            match Event::from_json(&json) {
+        let mut live = 0;
+        for entry in current.events.raw().iter() {
+            let (key, bytes) = entry?;
+            live += entry_bytes(&key, &bytes);
+            match current
+                .events
+                .decode(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|json| Event::from_json(&json).map_err(|e| e.to_string()))
+            {
                 Ok(event) => {
                     loaded.insert(event);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "dropping unreadable stored relay event");
-                    self.events.remove(&key)?;
+                    live -= entry_bytes(&key, &bytes);
+                    self.delete(&current, &key)?;
                 }
             }
         }
+        // Set, not added: deletions below subtract from it.
+        self.live.store(live, Ordering::Relaxed);
         let count = loaded.len();
         let candidates: Vec<(EventId, Timestamp, PublicKey)> = {
             let ours = self.ours();
@@ -140,7 +415,7 @@ impl SledEventStore {
         };
         let discarded = self.index.bulk_load(loaded).await;
         for id in &discarded {
-            self.events.remove(id.as_bytes())?;
+            self.delete(&current, id.as_bytes())?;
         }
         {
             let mut others = self.others();
@@ -151,7 +426,7 @@ impl SledEventStore {
                 }
             }
         }
-        let evicted = self.evict().await?;
+        let evicted = self.evict(&current).await?;
         tracing::debug!(
             loaded = count - discarded.len() - evicted,
             evicted,
@@ -166,14 +441,50 @@ impl SledEventStore {
     }
 
     fn others(&self) -> MutexGuard<'_, Others> {
-        self.others.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.others)
+    }
+
+    /// Writes one entry to the Db in use, keeping the live count and telling a running
+    /// compaction.
+    fn put(&self, current: &Current, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
+        let added = entry_bytes(key, &value);
+        let old = current.events.raw().insert(key, value)?;
+        self.live.fetch_add(added, Ordering::Relaxed);
+        if let Some(old) = old {
+            self.unlive(entry_bytes(key, &old));
+        }
+        self.mark(key);
+        Ok(())
+    }
+
+    /// Removes one entry, like [`Self::put`].
+    fn delete(&self, current: &Current, key: &[u8]) -> Result<(), StoreError> {
+        if let Some(old) = current.events.raw().remove(key)? {
+            self.unlive(entry_bytes(key, &old));
+        }
+        self.mark(key);
+        Ok(())
+    }
+
+    fn unlive(&self, bytes: u64) {
+        let _ = self
+            .live
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |live| {
+                Some(live.saturating_sub(bytes))
+            });
+    }
+
+    fn mark(&self, key: &[u8]) {
+        if let Some(dirty) = lock(&self.dirty).as_mut() {
+            dirty.insert(key.to_vec());
+        }
     }
 
     /// Evicts the oldest events of other authors past the bound; returns how many. Each
     /// delete scans the whole index (nostr-database has no index by id for deletion), so
     /// past the bound a batch of 1/64 of it goes at once: a flood costs one scan per
     /// `max_events / 64` writes, not one per write.
-    async fn evict(&self) -> Result<usize, StoreError> {
+    async fn evict(&self, current: &Current) -> Result<usize, StoreError> {
         let ids = {
             let mut others = self.others();
             if others.len() <= self.max_others {
@@ -190,7 +501,7 @@ impl SledEventStore {
                 .delete(Filter::new().ids(batch.iter().copied()))
                 .await
             {
-                self.remove_stored(&ids)?;
+                self.remove_stored(current, &ids)?;
                 evicted += ids.len();
             }
         }
@@ -209,6 +520,126 @@ impl SledEventStore {
         self.index.clear().await;
         self.load().await?;
         Ok(true)
+    }
+
+    /// Bytes of the events held (keys and values as stored).
+    pub fn live_bytes(&self) -> u64 {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the Db in use takes on disk.
+    pub async fn disk_bytes(&self) -> u64 {
+        let dir = gen_dir(&self.root, self.current.read().await.gen);
+        tokio::task::spawn_blocking(move || generations::size_on_disk(&dir))
+            .await
+            .unwrap_or(0)
+    }
+
+    /// Compacts when the files have grown past `generations::COMPACT_FACTOR` times the events held (and
+    /// past the floor); returns what it did, if anything.
+    pub async fn compact_if_needed(&self) -> Result<Option<Compaction>, EventsError> {
+        let disk = self.disk_bytes().await;
+        if !self.rule.due(disk, self.live_bytes()) {
+            return Ok(None);
+        }
+        self.compact().await.map(Some)
+    }
+
+    /// Rewrites the events into a fresh generation and switches to it.
+    ///
+    /// Writers are not stopped for the copy, which takes seconds for a full store: the keys
+    /// they write meanwhile are recorded ([`Tracking`]), and only to replay those, flush the
+    /// copy and move the pointer does the compaction hold the write lock. Holding it for the
+    /// whole copy would have been simpler, but would have stalled every acknowledgement (the
+    /// bot's replies among them) for as long as a gigabyte takes to rewrite.
+    ///
+    /// The part under the lock runs to its end on a blocking thread even if this future is
+    /// dropped (the relay stopping), so the pointer and the Db in use cannot disagree.
+    pub async fn compact(&self) -> Result<Compaction, EventsError> {
+        let _one = self.compacting.lock().await;
+        let (old_gen, old_events) = {
+            let current = self.current.read().await;
+            (current.gen, current.events.clone())
+        };
+        let before = self.disk_bytes().await;
+        let new_gen = old_gen + 1;
+        let new_dir = gen_dir(&self.root, new_gen);
+        // Started before the copy reads anything: a write the copy may miss is recorded.
+        let tracking = Tracking::start(&self.dirty);
+        let started = Instant::now();
+        let cancel = tracking.cancel.clone();
+        let building = new_dir.clone();
+        let in_root = self.root.clone();
+        let (new_current, copied) = tokio::task::spawn_blocking(move || {
+            let built = (|| {
+                if building.exists() {
+                    std::fs::remove_dir_all(&building).map_err(io_at(&building))?;
+                }
+                let new = Current::open(&in_root, new_gen)?;
+                let Some(copied) = copy_tree(old_events.raw(), new.events.raw(), &cancel)? else {
+                    return Err(EventsError::Cancelled);
+                };
+                // Most of the copy on disk now, while writers run: the flush under the lock
+                // then has only the replay left to write.
+                new.store.db().flush().map_err(StoreError::from)?;
+                Ok((new, copied))
+            })();
+            if built.is_err() {
+                let _ = std::fs::remove_dir_all(&building);
+            }
+            built
+        })
+        .await
+        .map_err(task)??;
+        let copy = started.elapsed();
+
+        let asked = Instant::now();
+        let mut current = self.current.clone().write_owned().await;
+        let dirty = tracking.take();
+        let replayed = dirty.len();
+        let root = self.root.clone();
+        let (paused, after) = tokio::task::spawn_blocking(move || {
+            let switched = (|| {
+                for key in &dirty {
+                    match current.events.raw().get(key).map_err(StoreError::from)? {
+                        Some(value) => new_current.events.raw().insert(key.as_slice(), value),
+                        None => new_current.events.raw().remove(key.as_slice()),
+                    }
+                    .map_err(StoreError::from)?;
+                }
+                new_current.store.db().flush().map_err(StoreError::from)?;
+                generations::sync_dirs(&new_dir).map_err(io_at(&new_dir))?;
+                if !generations::commit(&root, new_gen).map_err(io_at(&root))? {
+                    tracing::warn!(dir = %root.display(), "could not sync the directory after switching the relay store; a power loss may bring back the previous (complete) one");
+                }
+                Ok::<_, EventsError>(())
+            })();
+            if let Err(e) = switched {
+                drop(new_current);
+                let _ = std::fs::remove_dir_all(&new_dir);
+                return Err(e);
+            }
+            let old = std::mem::replace(&mut *current, new_current);
+            drop(current);
+            let paused = asked.elapsed();
+            // Closed before its files go: sled writes its last state on drop.
+            drop(old);
+            let old_dir = gen_dir(&root, old_gen);
+            if let Err(e) = std::fs::remove_dir_all(&old_dir) {
+                tracing::warn!(dir = %old_dir.display(), error = %e, "old relay store left on disk; it is removed at the next start");
+            }
+            Ok((paused, generations::size_on_disk(&new_dir)))
+        })
+        .await
+        .map_err(task)??;
+        Ok(Compaction {
+            before,
+            after,
+            copied,
+            replayed,
+            copy,
+            paused,
+        })
     }
 
     /// True when the index holds the event.
@@ -232,9 +663,10 @@ impl SledEventStore {
             return Ok(0);
         }
         let filter = Filter::new().kinds(kinds.iter().copied()).until(until);
+        let current = self.current.read().await;
         match self.index.delete(filter).await {
             Some(ids) => {
-                self.remove_all(&ids)?;
+                self.remove_all(&current, &ids)?;
                 Ok(ids.len())
             }
             None => Ok(0),
@@ -268,24 +700,25 @@ impl SledEventStore {
             .collect();
         let mut forgotten = 0;
         for batch in ids.chunks(500) {
+            let current = self.current.read().await;
             if let Some(ids) = self
                 .index
                 .delete(Filter::new().ids(batch.iter().copied()))
                 .await
             {
-                self.remove_all(&ids)?;
+                self.remove_all(&current, &ids)?;
                 forgotten += ids.len();
             }
         }
         Ok(forgotten)
     }
 
-    fn remove_all(&self, ids: &HashSet<EventId>) -> Result<(), DatabaseError> {
-        self.remove_stored(ids).map_err(backend)
+    fn remove_all(&self, current: &Current, ids: &HashSet<EventId>) -> Result<(), DatabaseError> {
+        self.remove_stored(current, ids).map_err(backend)
     }
 
     /// Removes from sled (and from the bound's count) what the index has discarded.
-    fn remove_stored(&self, ids: &HashSet<EventId>) -> Result<(), StoreError> {
+    fn remove_stored(&self, current: &Current, ids: &HashSet<EventId>) -> Result<(), StoreError> {
         {
             let mut others = self.others();
             for id in ids {
@@ -293,11 +726,24 @@ impl SledEventStore {
             }
         }
         for id in ids {
-            self.events.remove(id.as_bytes())?;
+            self.delete(current, id.as_bytes())?;
         }
         self.removed.fetch_add(ids.len(), Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// Logs a finished compaction.
+pub fn log_compaction(done: &Compaction) {
+    tracing::info!(
+        before_mb = done.before >> 20,
+        after_mb = done.after >> 20,
+        events = done.copied,
+        replayed = done.replayed,
+        copy_ms = done.copy.as_millis() as u64,
+        paused_ms = done.paused.as_millis() as u64,
+        "embedded relay store compacted"
+    );
 }
 
 fn backend(e: StoreError) -> DatabaseError {
@@ -323,21 +769,23 @@ impl NostrDatabase for SledEventStore {
             // only after this returns. sled buffers writes for up to half a second, so the
             // event is synced to disk first: an acknowledgement tells the sender it may stop
             // resending, and a kill -9 must not take back an acknowledged order. Concurrent
-            // senders share one fsync (Store::sync is a group commit).
+            // senders share one fsync (Store::sync is a group commit). The Db is held from
+            // the write to the sync, so that a compaction cannot switch Dbs in between.
+            let current = self.current.read().await;
             let DatabaseEventResult { status, to_discard } = self.index.index_event(event).await;
             if status.is_success() {
-                self.events
-                    .insert(event.id.as_bytes(), &event.as_json())
+                let value = current.events.encode(&event.as_json()).map_err(backend)?;
+                self.put(&current, event.id.as_bytes(), value)
                     .map_err(backend)?;
                 if !self.ours().contains(&event.pubkey) {
                     self.others()
                         .track(event.id, event.created_at, event.pubkey);
                 }
             }
-            self.remove_all(&to_discard)?;
-            let evicted = self.evict().await.map_err(backend)?;
+            self.remove_all(&current, &to_discard)?;
+            let evicted = self.evict(&current).await.map_err(backend)?;
             if status.is_success() || !to_discard.is_empty() || evicted > 0 {
-                self.store.sync().await.map_err(backend)?;
+                current.store.sync().await.map_err(backend)?;
             }
             Ok(status)
         })
@@ -382,8 +830,9 @@ impl NostrDatabase for SledEventStore {
 
     fn delete(&self, filter: Filter) -> BoxedFuture<'_, Result<(), DatabaseError>> {
         Box::pin(async move {
+            let current = self.current.read().await;
             if let Some(ids) = self.index.delete(filter).await {
-                self.remove_all(&ids)?;
+                self.remove_all(&current, &ids)?;
             }
             Ok(())
         })
@@ -391,9 +840,17 @@ impl NostrDatabase for SledEventStore {
 
     fn wipe(&self) -> BoxedFuture<'_, Result<(), DatabaseError>> {
         Box::pin(async move {
+            // Not during a compaction: its copy would bring the events back.
+            let _one = self.compacting.lock().await;
+            let current = self.current.read().await;
             self.index.clear().await;
             *self.others() = Others::default();
-            self.events.raw().clear().map_err(|e| backend(e.into()))?;
+            current
+                .events
+                .raw()
+                .clear()
+                .map_err(|e| backend(e.into()))?;
+            self.live.store(0, Ordering::Relaxed);
             Ok(())
         })
     }
@@ -420,13 +877,17 @@ mod tests {
         let new = product("2", 2_000)?;
         {
             let store = Store::open(dir.path())?;
-            let db = SledEventStore::open(&store, 100, Exempt::default()).await?;
+            let db = SledEventStore::open(dir.path(), &store, 100, Exempt::default()).await?;
             assert!(db.save_event(&old).await?.is_success());
             assert!(db.save_event(&new).await?.is_success());
-            assert_eq!(db.events.len(), 1, "the replaced product is gone from sled");
+            assert_eq!(
+                db.stored_len().await,
+                1,
+                "the replaced product is gone from sled"
+            );
         }
         let store = Store::open(dir.path())?;
-        let db = SledEventStore::open(&store, 100, Exempt::default()).await?;
+        let db = SledEventStore::open(dir.path(), &store, 100, Exempt::default()).await?;
         assert_eq!(db.check_id(&new.id).await?, DatabaseEventStatus::Saved);
         assert_eq!(
             db.check_id(&old.id).await?,
@@ -448,7 +909,7 @@ mod tests {
     ) -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let store = Store::open(dir.path())?;
-        let db = SledEventStore::open(&store, 100, Exempt::default()).await?;
+        let db = SledEventStore::open(dir.path(), &store, 100, Exempt::default()).await?;
         let (soko, other, sender) = (Keys::generate(), Keys::generate(), Keys::generate());
         let old = dm(&sender, other.public_key(), 1_000)?;
         let recent = dm(&sender, other.public_key(), 5_000)?;
@@ -473,7 +934,7 @@ mod tests {
             (&unhandled, true),
         ] {
             assert_eq!(db.holds(&event.id).await, kept);
-            assert_eq!(db.events.get(event.id.as_bytes())?.is_some(), kept);
+            assert_eq!(db.stored(&event.id).await, kept);
         }
         Ok(())
     }
@@ -482,18 +943,18 @@ mod tests {
     async fn the_index_is_bounded_and_sled_follows() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let store = Store::open(dir.path())?;
-        let db = SledEventStore::open(&store, 3, Exempt::default()).await?;
+        let db = SledEventStore::open(dir.path(), &store, 3, Exempt::default()).await?;
         let to = Keys::generate().public_key();
         for at in 1..=5 {
             db.save_event(&dm(&Keys::generate(), to, at * 100)?).await?;
         }
         assert_eq!(db.len().await, 3);
-        assert_eq!(db.events.len(), 3);
+        assert_eq!(db.stored_len().await, 3);
         drop(db);
-        let db = SledEventStore::open(&store, 2, Exempt::default()).await?;
+        let db = SledEventStore::open(dir.path(), &store, 2, Exempt::default()).await?;
         assert_eq!(db.len().await, 2);
         assert_eq!(
-            db.events.len(),
+            db.stored_len().await,
             2,
             "reopening with a smaller bound trims sled too"
         );
@@ -510,7 +971,7 @@ mod tests {
         ours.write()
             .map_err(|e| e.to_string())?
             .insert(soko.public_key());
-        let db = SledEventStore::open(&store, 3, ours.clone()).await?;
+        let db = SledEventStore::open(dir.path(), &store, 3, ours.clone()).await?;
         let stall = EventBuilder::new(Kind::Custom(30017), "{}")
             .tag(Tag::identifier("duka"))
             .custom_created_at(Timestamp::from(1))
@@ -548,9 +1009,12 @@ mod tests {
 
         let own = [&stall, &profile];
         check(&db, 3, &own, &junk[4..], squatter.public_key()).await?;
-        assert!(!db_holds_any(&store, &junk[..4]).await?);
+        for event in &junk[..4] {
+            assert!(!db.stored(&event.id).await);
+        }
         // Reopening applies the same rule, here to a smaller bound.
-        let db = SledEventStore::open(&store, 2, ours).await?;
+        drop(db);
+        let db = SledEventStore::open(dir.path(), &store, 2, ours).await?;
         assert!(!db.holds(&junk[4].id).await);
         check(&db, 2, &own, &junk[5..], squatter.public_key()).await?;
         Ok(())
@@ -569,7 +1033,11 @@ mod tests {
             assert!(db.holds(&event.id).await);
         }
         assert_eq!(db.len().await, own.len() + bound);
-        assert_eq!(db.events.len(), own.len() + bound, "sled follows the index");
+        assert_eq!(
+            db.stored_len().await,
+            own.len() + bound,
+            "sled follows the index"
+        );
         assert_eq!(db.others().len(), bound);
         for event in newest {
             assert!(db.holds(&event.id).await);
@@ -578,13 +1046,160 @@ mod tests {
         Ok(())
     }
 
-    async fn db_holds_any(store: &Store, events: &[Event]) -> Result<bool, StoreError> {
-        let sled: Typed<String> = store.tree(trees::RELAY_EVENTS)?;
-        for event in events {
-            if sled.get(event.id.as_bytes())?.is_some() {
-                return Ok(true);
-            }
+    #[cfg(test)]
+    impl SledEventStore {
+        async fn stored_len(&self) -> usize {
+            self.current.read().await.events.len()
         }
-        Ok(false)
+
+        async fn stored(&self, id: &EventId) -> bool {
+            matches!(
+                self.current.read().await.events.get(id.as_bytes()),
+                Ok(Some(_))
+            )
+        }
+
+        async fn gen(&self) -> u64 {
+            self.current.read().await.gen
+        }
+    }
+
+    #[tokio::test]
+    async fn events_of_an_older_soko_move_to_their_own_store_once(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let to = Keys::generate().public_key();
+        let events: Vec<Event> = (1..=5)
+            .map(|at| dm(&Keys::generate(), to, at * 100))
+            .collect::<Result<_, _>>()?;
+        {
+            // What an older soko left: the events in its main Db, next to its other trees.
+            let store = Store::open(dir.path())?;
+            let old: Typed<String> = store.tree(trees::RELAY_EVENTS)?;
+            for event in &events {
+                old.insert(event.id.as_bytes(), &event.as_json())?;
+            }
+            store.tree::<u32>(trees::META)?.insert(b"k", &7)?;
+            store.flush().await?;
+        }
+        for round in 0..2 {
+            let store = Store::open(dir.path())?;
+            let db = SledEventStore::open(dir.path(), &store, 100, Exempt::default()).await?;
+            for event in &events {
+                assert!(db.holds(&event.id).await, "round {round}");
+                assert!(db.stored(&event.id).await, "round {round}");
+            }
+            assert_eq!(db.stored_len().await, events.len());
+            assert!(
+                !store
+                    .db()
+                    .tree_names()
+                    .iter()
+                    .any(|n| n == trees::RELAY_EVENTS.as_bytes()),
+                "the old tree is dropped"
+            );
+            assert_eq!(store.tree::<u32>(trees::META)?.get(b"k")?, Some(7));
+            assert!(dir.path().join(EVENTS_DIR).join("gen-1/sled").is_dir());
+        }
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_compaction_keeps_the_writes_that_arrive_during_its_copy(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let db = SledEventStore::open(dir.path(), &store, 10_000, Exempt::default()).await?;
+        let to = Keys::generate().public_key();
+        let big = |at: u64| {
+            EventBuilder::new(Kind::EncryptedDirectMessage, "x".repeat(20_000))
+                .tag(Tag::public_key(to))
+                .custom_created_at(Timestamp::from(at))
+                .sign_with_keys(&Keys::generate())
+        };
+        let mut kept = Vec::new();
+        for at in 1..=300 {
+            kept.push(big(at)?);
+        }
+        for event in &kept {
+            db.save_event(event).await?;
+        }
+        // Half of them deleted: these must stay deleted through the copy.
+        let gone: Vec<EventId> = kept.drain(..150).map(|e| e.id).collect();
+        db.expire(&[Kind::EncryptedDirectMessage], Timestamp::from(150))
+            .await?;
+        let live = db.live_bytes();
+        assert!(live > 150 * 20_000 && live < 150 * 21_000, "{live}");
+
+        let writer = {
+            let db = db.clone();
+            let late: Vec<Event> = (1_000..1_200).map(big).collect::<Result<_, _>>()?;
+            tokio::spawn(async move {
+                for event in &late {
+                    db.save_event(event).await?;
+                }
+                Ok::<_, DatabaseError>(late)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let done = db.compact().await?;
+        let late = writer.await??;
+        assert_eq!(db.gen().await, 2);
+        assert!(done.copied >= 150, "{done:?}");
+        kept.extend(late);
+        let check = |db: SledEventStore, kept: Vec<EventId>, gone: Vec<EventId>| async move {
+            for id in &kept {
+                assert!(db.stored(id).await);
+                assert!(db.holds(id).await);
+            }
+            for id in &gone {
+                assert!(!db.stored(id).await);
+            }
+            assert_eq!(db.stored_len().await, kept.len());
+        };
+        let kept: Vec<EventId> = kept.iter().map(|e| e.id).collect();
+        check(db, kept.clone(), gone.clone()).await;
+        let db = SledEventStore::open(dir.path(), &store, 10_000, Exempt::default()).await?;
+        check(db, kept, gone).await;
+        let root = dir.path().join(EVENTS_DIR);
+        assert!(!gen_dir(&root, 1).exists(), "the old generation is removed");
+        assert_eq!(generations::read_pointer(&root)?, Some(2));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_store_grown_past_its_events_is_compacted_at_open(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let to = Keys::generate().public_key();
+        let rule = CompactRule {
+            floor: 4 << 20,
+            factor: 3,
+        };
+        let open = || SledEventStore::open_with(dir.path(), &store, 20, Exempt::default(), rule);
+        {
+            let db = open().await?;
+            // Junk past the floor, nearly all of it evicted by the bound of 20.
+            for at in 0..300u64 {
+                let junk = EventBuilder::new(Kind::EncryptedDirectMessage, "j".repeat(60_000))
+                    .tag(Tag::public_key(to))
+                    .custom_created_at(Timestamp::from(1_000 + at))
+                    .sign_with_keys(&Keys::generate())?;
+                db.save_event(&junk).await?;
+            }
+            let (disk, live) = (db.disk_bytes().await, db.live_bytes());
+            assert!(rule.due(disk, live), "{disk} bytes on disk for {live} live");
+        }
+        let db = open().await?;
+        assert_eq!(db.gen().await, 2, "compacted at open");
+        let (disk, live) = (db.disk_bytes().await, db.live_bytes());
+        assert!(
+            !rule.due(disk, live),
+            "{disk} bytes on disk for {live} live"
+        );
+        assert_eq!(db.len().await, 20);
+        assert_eq!(db.stored_len().await, 20);
+        Ok(())
     }
 }

@@ -2,6 +2,7 @@
 
 mod events_db;
 mod frames;
+mod generations;
 mod listener;
 mod policy;
 
@@ -12,7 +13,7 @@ use nostr_relay_builder::{LocalRelay, RelayBuilder};
 use nostr_sdk::prelude::BoxedFuture;
 use nostr_sdk::{Event, EventId, Kind, PublicKey, RelayUrl, Timestamp};
 
-pub use self::events_db::SledEventStore;
+pub use self::events_db::{Compaction, EventsError, SledEventStore, EVENTS_DIR};
 pub use self::policy::{expires, oldest_kept, Exempt, SokoWritePolicy, GIFT_WRAP_BACKDATE};
 use crate::config::RelayConfig;
 use crate::store::{Store, StoreError};
@@ -23,6 +24,9 @@ pub enum RelayError {
     /// Its store could not be opened.
     #[error("embedded relay store: {0}")]
     Store(#[from] StoreError),
+    /// Its events' own store could not be opened.
+    #[error("embedded relay store: {0}")]
+    Events(#[from] EventsError),
     /// It could not listen.
     #[error("embedded relay cannot listen on {addr}: {reason} (change [relay] port)")]
     Listen {
@@ -55,15 +59,18 @@ pub struct EmbeddedRelay {
 }
 
 impl EmbeddedRelay {
-    /// Opens the store and starts listening. `exempt` holds soko's own keys; `handled` says
-    /// which inbound events the bot is done with.
+    /// Opens the store (its own Db under `data_dir`; events an older soko kept in `store`,
+    /// the main Db, are moved there) and starts listening. `exempt` holds soko's own keys;
+    /// `handled` says which inbound events the bot is done with.
     pub async fn start(
         config: &RelayConfig,
+        data_dir: &std::path::Path,
         store: &Store,
         exempt: Exempt,
         handled: Handled,
     ) -> Result<Self, RelayError> {
-        let events = SledEventStore::open(store, config.max_stored_events, exempt.clone()).await?;
+        let events =
+            SledEventStore::open(data_dir, store, config.max_stored_events, exempt.clone()).await?;
         let policy = Arc::new(SokoWritePolicy::new(
             config,
             exempt.clone(),
@@ -226,6 +233,12 @@ impl Retention {
             Ok(true) => tracing::debug!("embedded relay index rebuilt"),
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "embedded relay index rebuild failed"),
+        }
+        // After the retention pass, which is what leaves sled's files larger than their data.
+        match self.events.compact_if_needed().await {
+            Ok(Some(done)) => events_db::log_compaction(&done),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "embedded relay store compaction failed"),
         }
     }
 }

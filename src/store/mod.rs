@@ -9,7 +9,9 @@
 //! - `seen/at`: `created_at` (8 bytes, big-endian) ‖ event id → `()`: `seen` in time order,
 //!   for pruning.
 //! - `seen/pending`: event id → event JSON of an event claimed and not yet finished.
-//! - `relay/events`: event id (32 bytes) → event JSON, the embedded relay's store.
+//! - `relay/events`: event id (32 bytes) → event JSON, the embedded relay's store in older
+//!   builds; now moved on the first start to a Db of its own (`relay-events/`, see
+//!   `relay::SledEventStore`) and dropped from here.
 //! - `wallet/{namespace}/{concern}`: one cdk wallet per namespace (see `wallet::SledWalletDatabase`).
 //!
 //! Values start with [`ENCODING_VERSION`] so that a later format can be told apart and
@@ -39,7 +41,7 @@ pub mod trees {
     pub const OUTBOX: &str = "outbox";
     /// Replies by sender and request id.
     pub const REPLIES: &str = "replies";
-    /// The embedded relay's events.
+    /// The embedded relay's events, before they had a Db of their own (read only to move them).
     pub const RELAY_EVENTS: &str = "relay/events";
     /// Inbound event ids by `created_at`, to prune `seen`.
     pub const SEEN_AT: &str = "seen/at";
