@@ -156,7 +156,9 @@ impl Daemon {
                 poll: crate::escrow::watch::PollRules {
                     max_interval: std::time::Duration::from_secs(config.market.quote_poll_max_secs),
                     checks_per_minute: config.market.quote_checks_per_minute,
-                    pushed_interval: std::time::Duration::from_secs(config.market.quote_push_check_secs),
+                    pushed_interval: std::time::Duration::from_secs(
+                        config.market.quote_push_check_secs,
+                    ),
                 },
                 caps: crate::escrow::Caps {
                     per_buyer: config.market.max_unpaid_per_buyer,

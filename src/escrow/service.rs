@@ -741,7 +741,16 @@ impl EscrowService {
             push.feed.is_none() && push.next_look.is_none_or(|at| now >= at)
         };
         if look {
-            let again = match inner.wallet.load_mint_info().await {
+            // Asked of the mint itself: the wallet's stored copy may predate an upgrade.
+            let info = match inner.wallet.fetch_mint_info().await {
+                Ok(Some(info)) => Ok(info),
+                Ok(None) => inner.wallet.load_mint_info().await,
+                Err(e) => {
+                    tracing::debug!(error = %e, "the mint's info could not be fetched; using the stored copy");
+                    inner.wallet.load_mint_info().await
+                }
+            };
+            let again = match info {
                 Ok(info) if crate::wallet::nut17::pushes_bolt11_mint_quotes(&info) => {
                     match crate::wallet::nut17::QuoteFeed::start(&inner.wallet.mint_url) {
                         Ok(feed) => {
@@ -766,7 +775,11 @@ impl EscrowService {
                 }
             };
             if let Some(after) = again {
-                inner.push.lock().unwrap_or_else(|p| p.into_inner()).next_look = Some(now + after);
+                inner
+                    .push
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .next_look = Some(now + after);
             }
         }
         let feed = inner

@@ -225,7 +225,10 @@ impl Schedule {
 
     /// True when order `key` should be looked at now (one not in the schedule always is).
     pub fn due(&self, key: &[u8], now: Instant) -> bool {
-        self.book().slots.get(key).is_none_or(|slot| now >= slot.next)
+        self.book()
+            .slots
+            .get(key)
+            .is_none_or(|slot| now >= slot.next)
     }
 
     /// True when the mint pushed a change of order `key`'s invoice not yet checked.
@@ -488,7 +491,10 @@ mod tests {
         assert_eq!(pushed, 20 * 9);
         // 7 checks each in the first minute (the budget trims that burst a little), then 4 a
         // minute each.
-        assert!((20 * (4 + 9 * 4)..=20 * (7 + 9 * 4)).contains(&polled), "{polled}");
+        assert!(
+            (20 * (4 + 9 * 4)..=20 * (7 + 9 * 4)).contains(&polled),
+            "{polled}"
+        );
     }
 
     #[test]
@@ -497,7 +503,10 @@ mod tests {
         let now = Instant::now();
         schedule.connected();
         schedule.sync(&[(b"o".to_vec(), now + 300 * S)], now);
-        assert!(!schedule.due(b"o", now), "while pushed, a new order waits a second");
+        assert!(
+            !schedule.due(b"o", now),
+            "while pushed, a new order waits a second"
+        );
         schedule.set_quote(b"o", "q");
         schedule.pushed("q", false, now);
         assert!(!schedule.due(b"o", now + 30 * S));
@@ -546,7 +555,10 @@ mod tests {
         assert!(schedule.due(b"o", now + 35 * S));
         // New orders are due at once while nothing is pushed.
         schedule.sync(
-            &[(b"o".to_vec(), now + 3600 * S), (b"n".to_vec(), now + 3600 * S)],
+            &[
+                (b"o".to_vec(), now + 3600 * S),
+                (b"n".to_vec(), now + 3600 * S),
+            ],
             now + 40 * S,
         );
         assert!(schedule.due(b"n", now + 40 * S));
@@ -560,7 +572,10 @@ mod tests {
         schedule.set_quote(b"o", "q");
         schedule.failed(b"o", now);
         schedule.pushed("q", false, now);
-        assert!(schedule.due(b"o", now + FIRST_RETRY), "the retry is not postponed");
+        assert!(
+            schedule.due(b"o", now + FIRST_RETRY),
+            "the retry is not postponed"
+        );
         schedule.unpaid(b"o", now + FIRST_RETRY);
         assert!(!schedule.due(b"o", now + FIRST_RETRY + 59 * S));
     }

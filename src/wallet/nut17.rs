@@ -22,8 +22,7 @@ use cdk_common::nut17::ws::{
     RawWsMessageOrResponse, WsMethodRequest, WsRequest, WsUnsubscribeRequest,
 };
 use cdk_common::nut17::{
-    deserialize_payload_for_kind, Kind, NotificationPayload, Params, WsCommand,
-    MAX_FILTER_LEN,
+    deserialize_payload_for_kind, Kind, NotificationPayload, Params, WsCommand, MAX_FILTER_LEN,
 };
 use cdk_common::ws_client::{WsReceiver, WsSender};
 use tokio::sync::mpsc;
