@@ -461,8 +461,9 @@ async fn retry_outbox(outbox: Outbox, mut stopped: watch::Receiver<bool>) {
     }
 }
 
-/// Payment detection and expiry: polls the mint for unpaid orders. Polling (not a websocket
-/// subscription) also catches payments that completed while soko was down.
+/// Payment detection and expiry: the escrow's pass over unpaid orders, every second. It
+/// follows the mint's NUT-17 push where the mint offers one and polls otherwise; a check of
+/// each order at start also catches payments that completed while soko was down.
 async fn watch_payments(escrow: EscrowService, mut stopped: watch::Receiver<bool>) {
     // Before any order moves: the wallet finishes (or rolls back) what a stop interrupted.
     if let Err(e) = escrow.recover().await {

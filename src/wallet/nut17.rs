@@ -422,6 +422,79 @@ mod tests {
     use cdk::nuts::nut17::SupportedMethods;
     use cdk::nuts::CurrencyUnit;
 
+    fn notification(sub: &str, quote: &str, state: &str) -> String {
+        serde_json::json!({"jsonrpc": "2.0", "method": "subscribe", "params": {"subId": sub,
+            "payload": {"quote": quote, "request": "lnbc1", "state": state, "expiry": 1}}})
+        .to_string()
+    }
+
+    #[test]
+    fn only_states_of_subscribed_quotes_reach_the_watcher() {
+        let (sender, mut events) = mpsc::channel(8);
+        let stats = FeedStats::default();
+        let mut connection = Connection::default();
+        connection
+            .subs
+            .insert("soko-1".into(), HashSet::from(["q1".to_owned()]));
+        connection.sub_of.insert("q1".into(), "soko-1".into());
+        for text in [
+            notification("soko-1", "q1", "UNPAID"),
+            notification("soko-1", "q2", "PAID"),
+            notification("soko-9", "q1", "PAID"),
+            "{not json".to_owned(),
+            notification("soko-1", "q1", "PAID"),
+        ] {
+            connection.handle(&text, &sender, &stats);
+        }
+        let mut told = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            told.push(event);
+        }
+        let state = |state| FeedEvent::State {
+            quote: "q1".into(),
+            state,
+        };
+        assert_eq!(
+            told,
+            vec![state(MintQuoteState::Unpaid), state(MintQuoteState::Paid)]
+        );
+    }
+
+    #[test]
+    fn a_refused_subscription_leaves_the_others() {
+        let (sender, _events) = mpsc::channel(8);
+        let stats = FeedStats::default();
+        let mut connection = Connection::default();
+        for (sub, quote, request) in [("soko-1", "q1", 1), ("soko-2", "q2", 2)] {
+            connection
+                .subs
+                .insert(sub.into(), HashSet::from([quote.to_owned()]));
+            connection.sub_of.insert(quote.into(), sub.into());
+            connection.pending.insert(request, sub.into());
+        }
+        let refusal = serde_json::json!({"jsonrpc": "2.0", "id": 2,
+            "error": {"code": -32602, "message": "Invalid params"}});
+        connection.handle(&refusal.to_string(), &sender, &stats);
+        assert!(connection.subs.contains_key("soko-1"));
+        assert!(!connection.subs.contains_key("soko-2"));
+        assert!(!connection.sub_of.contains_key("q2"));
+        assert_eq!(stats.refused.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn states_past_the_buffer_are_dropped_and_counted() {
+        let (sender, _events) = mpsc::channel(1);
+        let stats = FeedStats::default();
+        let mut connection = Connection::default();
+        connection
+            .subs
+            .insert("soko-1".into(), HashSet::from(["q1".to_owned()]));
+        for _ in 0..3 {
+            connection.handle(&notification("soko-1", "q1", "UNPAID"), &sender, &stats);
+        }
+        assert_eq!(stats.dropped.load(Ordering::Relaxed), 2);
+    }
+
     #[test]
     fn only_a_mint_pushing_bolt11_mint_quotes_in_sat_counts() {
         let mut info = MintInfo::default();
