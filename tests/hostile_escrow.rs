@@ -407,6 +407,8 @@ async fn counting_proxy(
 
 /// Issue 11 item 5, measured: invoice-status requests to the mint in one minute with ten
 /// open unpaid orders. Printed, not asserted on timing (run with `--ignored --nocapture`).
+/// The dev mint now pushes invoice states (NUT-17), so this measures the push; the
+/// twenty-order measurement below runs both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a one-minute measurement"]
 async fn measure_mint_requests_with_ten_unpaid_orders() {

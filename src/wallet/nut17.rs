@@ -417,6 +417,7 @@ impl Connection {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use cdk::nuts::nut17::SupportedMethods;
@@ -493,6 +494,107 @@ mod tests {
             connection.handle(&notification("soko-1", "q1", "UNPAID"), &sender, &stats);
         }
         assert_eq!(stats.dropped.load(Ordering::Relaxed), 2);
+    }
+
+    /// The feed against a real mint (the dev mint: cdk behind cdk-axum): more quotes than
+    /// one connection may subscribe one by one, so the feed reopens its connection once
+    /// with them batched; every quote's state is told, a payment is pushed, and an
+    /// unwatched quote's is not.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_feed_follows_more_quotes_than_one_connection_takes() {
+        use cdk::nuts::{MintQuoteBolt11Request, MintQuoteState};
+        use cdk_common::mint_quote::{MintQuoteRequest, MintQuoteResponse};
+
+        let dir = tempfile::tempdir().unwrap();
+        let mint = crate::devmint::DevMint::start_settling_after(dir.path(), 0, 3_600)
+            .await
+            .unwrap();
+        let mut quotes = Vec::new();
+        for _ in 0..MAX_SUBSCRIPTIONS + 20 {
+            let request = MintQuoteRequest::Bolt11(MintQuoteBolt11Request {
+                amount: 10.into(),
+                unit: CurrencyUnit::Sat,
+                description: None,
+                pubkey: None,
+            });
+            let Ok(MintQuoteResponse::Bolt11(quote)) = mint.mint().get_mint_quote(request).await
+            else {
+                panic!("a bolt11 quote");
+            };
+            quotes.push(quote.quote.to_string());
+        }
+        let feed = QuoteFeed::start(&mint.url().parse().unwrap()).unwrap();
+        let mut told: HashMap<String, MintQuoteState> = HashMap::new();
+        let mut connected = false;
+        let mut follow = |feed: &QuoteFeed| {
+            for event in feed.events() {
+                match event {
+                    FeedEvent::Connected => connected = true,
+                    FeedEvent::Lost => told.clear(),
+                    FeedEvent::State { quote, state } => {
+                        told.insert(quote, state);
+                    }
+                }
+            }
+            (connected, told.clone())
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !follow(&feed).0 {
+            assert!(Instant::now() < deadline, "never connected");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for quote in &quotes {
+            feed.watch(quote.clone());
+        }
+        loop {
+            let (_, told) = follow(&feed);
+            if quotes
+                .iter()
+                .all(|q| told.get(q) == Some(&MintQuoteState::Unpaid))
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {} quotes told",
+                told.len(),
+                quotes.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(feed.stats().connects.load(Ordering::Relaxed), 2);
+
+        feed.unwatch(quotes[1].clone());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for quote in &quotes[..2] {
+            let stored = mint
+                .mint()
+                .mint_quotes()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|q| q.id.to_string() == *quote)
+                .unwrap();
+            mint.mint()
+                .pay_mint_quote_for_request_id(cdk::cdk_payment::WaitPaymentResponse {
+                    payment_id: stored.request_lookup_id.to_string(),
+                    payment_identifier: stored.request_lookup_id.clone(),
+                    payment_amount: stored.amount.clone().unwrap(),
+                })
+                .await
+                .unwrap();
+        }
+        loop {
+            let (_, told) = follow(&feed);
+            if told.get(&quotes[0]) == Some(&MintQuoteState::Paid) {
+                assert_eq!(told.get(&quotes[1]), Some(&MintQuoteState::Unpaid));
+                break;
+            }
+            assert!(Instant::now() < deadline, "the payment was not pushed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(feed);
+        mint.shutdown().await;
     }
 
     #[test]
