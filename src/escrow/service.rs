@@ -656,8 +656,8 @@ impl EscrowService {
             }
             let quiet = watch.quiet(&key);
             match self.watch_one(&key).await {
-                Ok(left) => {
-                    if left == Some(MintQuoteState::Paid) && quiet {
+                Ok(checked) => {
+                    if checked == Checked::Paid && quiet {
                         watch.missed();
                         tracing::warn!(
                             order = number_of(&key),
@@ -667,12 +667,10 @@ impl EscrowService {
                             feed.reconnect();
                         }
                     }
-                    if left.is_some() {
-                        if let (Some(quote), Some(feed)) = (watch.forget(&key), &feed) {
-                            feed.unwatch(quote);
-                        }
-                    } else {
+                    if checked == Checked::Unpaid {
                         watch.unpaid(&key, now);
+                    } else if let (Some(quote), Some(feed)) = (watch.forget(&key), &feed) {
+                        feed.unwatch(quote);
                     }
                 }
                 Err(e) => {
@@ -691,13 +689,11 @@ impl EscrowService {
         Ok(())
     }
 
-    /// Checks one unpaid order at the mint and moves it if paid or overdue. When it left the
-    /// watch: the state it left in (`Paid` when this check found it paid, `Unpaid` when it
-    /// expired, `Issued` when it had already moved).
-    async fn watch_one(&self, key: &[u8]) -> Result<Option<MintQuoteState>, EscrowError> {
+    /// Checks one unpaid order at the mint and moves it if paid or overdue.
+    async fn watch_one(&self, key: &[u8]) -> Result<Checked, EscrowError> {
         let inner = &self.inner;
         let Some(record) = inner.orders.get(key)? else {
-            return Ok(Some(MintQuoteState::Issued));
+            return Ok(Checked::Moved);
         };
         // Asking the mint happens outside the lock: orders keep flowing while it answers.
         let quote = inner
@@ -706,24 +702,24 @@ impl EscrowService {
             .await?;
         let expired = quote.state == MintQuoteState::Unpaid && unix_now() > record.expires_at;
         if quote.state == MintQuoteState::Unpaid && !expired {
-            return Ok(None);
+            return Ok(Checked::Unpaid);
         }
         let _guard = inner.lock.lock().await;
         // Re-read under the lock: another pass may have moved the order meanwhile.
         let Some(record) = inner.orders.get(key)? else {
-            return Ok(Some(MintQuoteState::Issued));
+            return Ok(Checked::Moved);
         };
         if record.state != EscrowState::AwaitingPayment {
-            return Ok(Some(MintQuoteState::Issued));
+            return Ok(Checked::Moved);
         }
         let merchant = merchant_of(key)?;
         if expired {
             self.expire(&merchant, key, record).await?;
-            Ok(Some(MintQuoteState::Unpaid))
+            Ok(Checked::Expired)
         } else {
             self.receive_payment(&merchant, key, record, quote.state)
                 .await?;
-            Ok(Some(MintQuoteState::Paid))
+            Ok(Checked::Paid)
         }
     }
 
@@ -1166,6 +1162,19 @@ impl EscrowService {
         }
         Ok(changes)
     }
+}
+
+/// What a check of an unpaid order found; all but `Unpaid` take it off the watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checked {
+    /// Still unpaid, not yet expired.
+    Unpaid,
+    /// Paid: this check moved it into escrow.
+    Paid,
+    /// Unpaid past its expiry: this check expired it.
+    Expired,
+    /// Gone or moved by someone else meanwhile.
+    Moved,
 }
 
 pub(super) fn stored_line(line: &Line) -> StoredLine {
