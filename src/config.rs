@@ -145,6 +145,9 @@ pub struct MarketConfig {
     pub quote_poll_max_secs: u64,
     /// Issue 11: most mint checks of unpaid orders per minute, all together.
     pub quote_checks_per_minute: u32,
+    /// Issue 11: with a mint that pushes invoice states (NUT-17), seconds between two
+    /// checks of one unpaid order whose state it pushes (a safety net for a lost push).
+    pub quote_push_check_secs: u64,
 }
 
 /// Default bound of the catalog of stalls and products soko has seen.
@@ -273,6 +276,7 @@ impl Default for Config {
                 max_held_percent: 50,
                 quote_poll_max_secs: 15,
                 quote_checks_per_minute: 120,
+                quote_push_check_secs: 60,
             },
             admins: Vec::new(),
             ussd: UssdConfig::default(),
@@ -510,6 +514,7 @@ impl Config {
                 "max_held_percent",
                 "quote_poll_max_secs",
                 "quote_checks_per_minute",
+                "quote_push_check_secs",
             ],
         );
         let payment_window_secs = check.positive(
@@ -587,6 +592,12 @@ impl Config {
             "quote_checks_per_minute",
             dm.quote_checks_per_minute,
         );
+        let quote_push_check_secs = check.positive(
+            market,
+            "market",
+            "quote_push_check_secs",
+            dm.quote_push_check_secs,
+        );
         let admins_section = check.section(&root, "admins", &["npubs"]);
         let npubs: Vec<String> = check.field(admins_section, "admins", "npubs", Vec::new());
         let mut admins = Vec::new();
@@ -652,6 +663,7 @@ impl Config {
                     max_held_percent,
                     quote_poll_max_secs,
                     quote_checks_per_minute,
+                    quote_push_check_secs,
                 },
                 admins,
                 ussd,

@@ -171,6 +171,7 @@ impl Daemon {
             poll: crate::escrow::watch::PollRules {
                 max_interval: Duration::from_secs(config.market.quote_poll_max_secs),
                 checks_per_minute: config.market.quote_checks_per_minute,
+                pushed_interval: Duration::from_secs(config.market.quote_push_check_secs),
             },
             caps: crate::escrow::Caps {
                 per_buyer: config.market.max_unpaid_per_buyer,
@@ -327,8 +328,9 @@ impl Daemon {
 /// How often unpaid orders are checked against the mint.
 const PAYMENT_POLL: Duration = Duration::from_secs(1);
 
-/// Payment detection and expiry: polls the mint for unpaid orders. Polling (not a websocket
-/// subscription) also catches payments that completed while soko was down.
+/// Payment detection and expiry: the escrow's pass over unpaid orders, every second. It
+/// follows the mint's NUT-17 push where the mint offers one and polls otherwise; a check of
+/// each order at start also catches payments that completed while soko was down.
 async fn watch_payments(escrow: EscrowService, mut stopped: watch::Receiver<bool>) {
     // Before any order moves: the wallet finishes (or rolls back) what a stop interrupted.
     if let Err(e) = escrow.recover().await {

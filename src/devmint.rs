@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use cdk::cdk_payment::WaitPaymentResponse;
 use cdk::mint::{MintBuilder, MintMeltLimits};
+use cdk::nuts::nut17::SupportedMethods;
 use cdk::nuts::{CurrencyUnit, MintQuoteState, PaymentMethod};
 use cdk::types::FeeReserve;
 use cdk::Mint;
@@ -91,6 +92,26 @@ impl DevMint {
         settle_after_secs: u64,
         input_fee_ppk: u64,
     ) -> Result<Self, DevMintError> {
+        Self::start_inner(data_dir, port, settle_after_secs, input_fee_ppk, true).await
+    }
+
+    /// Same as [`DevMint::start_settling_after`], but its info does not advertise NUT-17
+    /// websockets, like a mint without them (tests of soko's polling).
+    pub async fn start_without_push(
+        data_dir: &Path,
+        port: u16,
+        settle_after_secs: u64,
+    ) -> Result<Self, DevMintError> {
+        Self::start_inner(data_dir, port, settle_after_secs, 0, false).await
+    }
+
+    async fn start_inner(
+        data_dir: &Path,
+        port: u16,
+        settle_after_secs: u64,
+        input_fee_ppk: u64,
+        push: bool,
+    ) -> Result<Self, DevMintError> {
         let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .map_err(|source| DevMintError::Listen { port, source })?;
@@ -123,6 +144,11 @@ impl DevMint {
             builder.set_unit_fee(&CurrencyUnit::Sat, input_fee_ppk)?;
         }
         let seed = identity::dev_mint_seed(data_dir)?;
+        // cdk-axum serves NUT-17's `/v1/ws` either way; wallets go by the info.
+        if push {
+            builder = builder
+                .with_supported_websockets(SupportedMethods::default_bolt11(CurrencyUnit::Sat));
+        }
         let mint = builder
             .with_name("soko dev mint".to_owned())
             .with_description("Development mint: fake Lightning, worthless sats".to_owned())

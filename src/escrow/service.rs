@@ -298,6 +298,8 @@ pub(super) struct Inner {
     pub(super) listener: Arc<dyn PaidOrderListener>,
     // Issue 11: when each unpaid order is checked again.
     pub(super) watch: super::watch::Schedule,
+    // The mint's NUT-17 push of invoice states, when it offers one.
+    pub(super) push: std::sync::Mutex<super::watch::Push>,
     pub(super) caps: Caps,
     pub(super) reconciled: super::books::Clock,
 }
@@ -339,6 +341,7 @@ impl EscrowService {
                 vault: vault.clone(),
                 listener,
                 watch: super::watch::Schedule::new(rules.poll),
+                push: Default::default(),
                 caps: rules.caps,
                 reconciled: Default::default(),
             }),
@@ -615,11 +618,44 @@ impl EscrowService {
             awaiting.push((key.to_vec(), expires_at));
         }
         let watch = &inner.watch;
-        watch.retain(&awaiting.iter().map(|(k, _)| k.clone()).collect());
         let unix = unix_now();
-        awaiting
-            .sort_by_key(|(_, expires_at)| (*expires_at > unix, std::cmp::Reverse(*expires_at)));
         let now = std::time::Instant::now();
+        let feed = self.follow_pushes(now).await;
+        // An order is past its expiry once `unix_now() > expires_at`.
+        let past_expiry: Vec<(Vec<u8>, std::time::Instant)> = awaiting
+            .iter()
+            .map(|(key, expires_at)| {
+                let secs = expires_at.saturating_add(1).saturating_sub(unix);
+                (key.clone(), now + std::time::Duration::from_secs(secs))
+            })
+            .collect();
+        let gone = watch.sync(&past_expiry, now);
+        if let Some(feed) = &feed {
+            for quote in gone {
+                feed.unwatch(quote);
+            }
+            for key in watch.unquoted() {
+                match inner.orders.get(&key) {
+                    Ok(Some(record)) => {
+                        watch.set_quote(&key, &record.quote_id);
+                        feed.watch(record.quote_id);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(order = number_of(&key), error = %e, "unreadable order; it is polled");
+                    }
+                }
+            }
+        }
+        // Pushed changes first (a payment the mint announced), then orders past their expiry
+        // (they release stock), then the newest.
+        awaiting.sort_by_key(|(key, expires_at)| {
+            (
+                !watch.urgent(key),
+                *expires_at > unix,
+                std::cmp::Reverse(*expires_at),
+            )
+        });
         for (key, _) in awaiting {
             if !watch.due(&key, now) {
                 continue;
@@ -628,9 +664,25 @@ impl EscrowService {
                 tracing::debug!("mint check budget spent for now; the other orders wait");
                 break;
             }
+            let quiet = watch.quiet(&key);
             match self.watch_one(&key).await {
-                Ok(true) => watch.forget(&key),
-                Ok(false) => watch.unpaid(&key, now),
+                Ok(checked) => {
+                    if checked == Checked::Paid && quiet {
+                        watch.missed();
+                        tracing::warn!(
+                            order = number_of(&key),
+                            "a payment the mint did not push was found by a check; reconnecting its websocket"
+                        );
+                        if let Some(feed) = &feed {
+                            feed.reconnect();
+                        }
+                    }
+                    if checked == Checked::Unpaid {
+                        watch.unpaid(&key, now);
+                    } else if let (Some(quote), Some(feed)) = (watch.forget(&key), &feed) {
+                        feed.unwatch(quote);
+                    }
+                }
                 Err(e) => {
                     let (failures, retry) = watch.failed(&key, now);
                     tracing::error!(
@@ -647,12 +699,11 @@ impl EscrowService {
         Ok(())
     }
 
-    /// Checks one unpaid order at the mint and moves it if paid or overdue: true when it
-    /// left the watch.
-    async fn watch_one(&self, key: &[u8]) -> Result<bool, EscrowError> {
+    /// Checks one unpaid order at the mint and moves it if paid or overdue.
+    async fn watch_one(&self, key: &[u8]) -> Result<Checked, EscrowError> {
         let inner = &self.inner;
         let Some(record) = inner.orders.get(key)? else {
-            return Ok(true);
+            return Ok(Checked::Moved);
         };
         // Asking the mint happens outside the lock: orders keep flowing while it answers.
         let quote = inner
@@ -661,24 +712,120 @@ impl EscrowService {
             .await?;
         let expired = quote.state == MintQuoteState::Unpaid && unix_now() > record.expires_at;
         if quote.state == MintQuoteState::Unpaid && !expired {
-            return Ok(false);
+            return Ok(Checked::Unpaid);
         }
         let _guard = inner.lock.lock().await;
         // Re-read under the lock: another pass may have moved the order meanwhile.
         let Some(record) = inner.orders.get(key)? else {
-            return Ok(true);
+            return Ok(Checked::Moved);
         };
         if record.state != EscrowState::AwaitingPayment {
-            return Ok(true);
+            return Ok(Checked::Moved);
         }
         let merchant = merchant_of(key)?;
         if expired {
             self.expire(&merchant, key, record).await?;
+            Ok(Checked::Expired)
         } else {
             self.receive_payment(&merchant, key, record, quote.state)
                 .await?;
+            Ok(Checked::Paid)
         }
-        Ok(true)
+    }
+
+    /// Starts following the mint's NUT-17 push once its info says it offers one (looked up
+    /// again a minute after a failure, an hour after a "no"), and applies what it told
+    /// since the last pass to the schedule. The push only makes orders due sooner or later:
+    /// the check that moves an order is the same as without it.
+    async fn follow_pushes(
+        &self,
+        now: std::time::Instant,
+    ) -> Option<std::sync::Arc<crate::wallet::nut17::QuoteFeed>> {
+        let inner = &self.inner;
+        let look = {
+            let push = inner.push.lock().unwrap_or_else(|p| p.into_inner());
+            push.feed.is_none() && push.next_look.is_none_or(|at| now >= at)
+        };
+        if look {
+            // Asked of the mint itself: the wallet's stored copy may predate an upgrade.
+            let info = match inner.wallet.fetch_mint_info().await {
+                Ok(Some(info)) => Ok(info),
+                Ok(None) => inner.wallet.load_mint_info().await,
+                Err(e) => {
+                    tracing::debug!(error = %e, "the mint's info could not be fetched; using the stored copy");
+                    inner.wallet.load_mint_info().await
+                }
+            };
+            let again = match info {
+                Ok(info) if crate::wallet::nut17::pushes_bolt11_mint_quotes(&info) => {
+                    match crate::wallet::nut17::QuoteFeed::start(&inner.wallet.mint_url) {
+                        Ok(feed) => {
+                            tracing::info!("the mint pushes invoice states (NUT-17): following them on its websocket");
+                            inner.push.lock().unwrap_or_else(|p| p.into_inner()).feed =
+                                Some(std::sync::Arc::new(feed));
+                            None
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot follow the mint's websocket; invoices are polled");
+                            Some(super::watch::NO_PUSH_LOOK_AGAIN)
+                        }
+                    }
+                }
+                Ok(_) => {
+                    tracing::info!("the mint does not push invoice states (no NUT-17 for bolt11 mint quotes): invoices are polled");
+                    Some(super::watch::NO_PUSH_LOOK_AGAIN)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the mint's info; invoices are polled meanwhile");
+                    Some(super::watch::INFO_RETRY)
+                }
+            };
+            if let Some(after) = again {
+                inner
+                    .push
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .next_look = Some(now + after);
+            }
+        }
+        let feed = inner
+            .push
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .feed
+            .clone()?;
+        let watch = &inner.watch;
+        for event in feed.events() {
+            match event {
+                crate::wallet::nut17::FeedEvent::Connected => watch.connected(),
+                crate::wallet::nut17::FeedEvent::Lost => watch.lost(now),
+                crate::wallet::nut17::FeedEvent::State { quote, state } => {
+                    watch.pushed(&quote, state != MintQuoteState::Unpaid, now);
+                }
+            }
+        }
+        Some(feed)
+    }
+
+    /// Payments found by a check although the mint was pushing their invoice's state.
+    pub fn missed_pushes(&self) -> u64 {
+        self.inner.watch.missed_pushes()
+    }
+
+    /// Unpaid orders whose invoice state the mint pushes now (the others are polled).
+    pub fn pushed_orders(&self) -> usize {
+        self.inner.watch.pushed_count()
+    }
+
+    /// Connections opened to the mint's NUT-17 websocket since start (0 when the mint
+    /// offers none).
+    pub fn push_connections(&self) -> u64 {
+        let push = self.inner.push.lock().unwrap_or_else(|p| p.into_inner());
+        push.feed.as_ref().map_or(0, |feed| {
+            feed.stats()
+                .connects
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
     }
 
     /// Failures handling unpaid orders since start (each logged with its order number).
@@ -1023,6 +1170,19 @@ impl EscrowService {
         }
         Ok(changes)
     }
+}
+
+/// What a check of an unpaid order found; all but `Unpaid` take it off the watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checked {
+    /// Still unpaid, not yet expired.
+    Unpaid,
+    /// Paid: this check moved it into escrow.
+    Paid,
+    /// Unpaid past its expiry: this check expired it.
+    Expired,
+    /// Gone or moved by someone else meanwhile.
+    Moved,
 }
 
 pub(super) fn stored_line(line: &Line) -> StoredLine {

@@ -1,6 +1,7 @@
 //! soko's ecash: cdk wallets whose storage is sled, one namespace per wallet (the bot's now;
 //! one per exchange session later), so all state lives in one database.
 
+pub mod nut17;
 mod sled_db;
 
 use std::sync::Arc;
