@@ -13,40 +13,6 @@ use serde_json::{json, Value};
 use soko::escrow::EscrowState;
 use soko::money::Sats;
 
-struct Shop {
-    merchant: PublicKey,
-    npub: String,
-}
-
-/// A merchant with one `sat` stall (zone `nairobi`, 100 sat) and mangoes (500 sat, 3 in
-/// stock, +10 sat shipping each).
-async fn shop(soko: &TestSoko) -> Shop {
-    let added = operator(soko, "merchant_add", json!({"name":"Mama Duka"})).await;
-    let npub = added.result.unwrap()["npub"].as_str().unwrap().to_owned();
-    let stall = json!({"id":"duka","name":"Mama Duka","currency":"sat",
-                       "shipping":[{"id":"nairobi","cost":100,"regions":["KE"]}]});
-    assert!(
-        operator(soko, "stall_put", json!({"merchant": npub, "stall": stall}))
-            .await
-            .ok
-    );
-    let mango = json!({"id":"mango","stall_id":"duka","name":"Mango","currency":"sat","price":500,
-                       "quantity":3,"shipping":[{"id":"nairobi","cost":10}]});
-    assert!(
-        operator(
-            soko,
-            "product_put",
-            json!({"merchant": npub, "product": mango})
-        )
-        .await
-        .ok
-    );
-    Shop {
-        merchant: PublicKey::parse(&npub).unwrap(),
-        npub,
-    }
-}
-
 fn order(id: &str, quantity: i64, shipping: &str) -> String {
     json!({"id": id, "type": 0, "name": "Amina", "address": "Moi Avenue 12",
            "contact": {"nostr": "npub1x"}, "items": [{"product_id": "mango", "quantity": quantity}],
@@ -70,25 +36,9 @@ async fn delivery_code(buyer: &mut User) -> String {
     digits
 }
 
-async fn assert_books_balance(soko: &TestSoko) {
-    let (held, owed) = soko.daemon().escrow().books().unwrap();
-    let wallet = Sats::from(soko.daemon().wallet().total_balance().await.unwrap());
-    assert_eq!(
-        held.checked_add(owed).unwrap(),
-        wallet,
-        "held {held} + owed {owed} = wallet"
-    );
-    let mint = soko.daemon().dev_mint().unwrap().mint().clone();
-    assert_eq!(
-        outstanding_at(&mint).await,
-        wallet.0,
-        "the mint's outstanding ecash is what soko holds"
-    );
-}
-
 async fn full_cycle(nip17: bool) {
     let mut soko = TestSoko::start().await;
-    let shop = shop(&soko).await;
+    let shop = mango_shop(&soko).await;
     let mut buyer = User::connect(&[soko.relay_url()]).await;
 
     let content = order("o-1", 2, "nairobi");
@@ -206,7 +156,7 @@ async fn full_order_over_nip17() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_orders_are_explained_and_reserve_nothing() {
     let mut soko = TestSoko::start().await;
-    let shop = shop(&soko).await;
+    let shop = mango_shop(&soko).await;
     let mut buyer = User::connect(&[soko.relay_url()]).await;
     let cases = [
         (order("a", 0, "nairobi"), "at least 1"),
@@ -262,7 +212,7 @@ async fn invalid_orders_are_explained_and_reserve_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_wrong_codes_lock_the_order_and_a_resent_order_is_not_a_new_one() {
     let mut soko = TestSoko::start().await;
-    let shop = shop(&soko).await;
+    let shop = mango_shop(&soko).await;
     let mut buyer = User::connect(&[soko.relay_url()]).await;
     let first = buyer
         .ask_nip04(shop.merchant, &order("o-9", 1, "nairobi"))
@@ -366,7 +316,7 @@ async fn a_payment_made_while_soko_was_down_is_picked_up_on_restart() {
         }
     })
     .await;
-    let shop = shop(&soko).await;
+    let shop = mango_shop(&soko).await;
     let mut buyer = User::connect(&[soko.relay_url()]).await;
     let request = buyer
         .ask_nip04(shop.merchant, &order("o-r", 1, "nairobi"))
@@ -425,7 +375,7 @@ async fn an_unpaid_order_expires_and_releases_its_stock() {
         c.market.payment_window_secs = 2;
     })
     .await;
-    let shop = shop(&soko).await;
+    let shop = mango_shop(&soko).await;
     let mut buyer = User::connect(&[soko.relay_url()]).await;
     let request = buyer
         .ask_nip17(shop.merchant, &order("x-1", 3, "nairobi"))
@@ -559,7 +509,7 @@ async fn delivery_pays_the_merchant_out_to_its_lightning_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_order_is_refunded_to_the_buyer_as_ecash() {
     let mut soko = TestSoko::start().await;
-    let shop = shop(&soko).await;
+    let shop = mango_shop(&soko).await;
     let mut buyer = User::connect(&[soko.relay_url()]).await;
     buyer
         .ask_nip17(shop.merchant, &order("r-1", 1, "nairobi"))
@@ -669,7 +619,7 @@ fn cancel_request(shop: &Shop, order_id: &str, refund_to: Option<&str>) -> Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_with_a_lightning_address_is_refunded_over_lightning() {
     let mut soko = TestSoko::start().await;
-    let shop = shop(&soko).await;
+    let shop = mango_shop(&soko).await;
     let amina_dir = tempfile::tempdir().unwrap();
     let (amina_lnurl, amina_wallet, _server) =
         lnurl_service_on(0, soko.daemon().mint_url(), amina_dir.path()).await;
@@ -750,7 +700,7 @@ async fn a_cancel_with_a_lightning_address_is_refunded_over_lightning() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disputed_and_overdue_orders_are_refundable_without_a_cancel() {
     let mut soko = TestSoko::start_with(|c| c.market.delivery_window_secs = 3).await;
-    let shop = shop(&soko).await;
+    let shop = mango_shop(&soko).await;
     let mut buyer = User::connect(&[soko.relay_url()]).await;
     buyer
         .ask_nip17(shop.merchant, &order("d-1", 1, "nairobi"))
@@ -821,7 +771,7 @@ async fn disputed_and_overdue_orders_are_refundable_without_a_cancel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merchant_that_takes_tokens_is_paid_by_token_dm() {
     let mut soko = TestSoko::start().await;
-    let shop = shop(&soko).await;
+    let shop = mango_shop(&soko).await;
     // The merchant's own phone wallet, a Nostr client with its own key.
     let mut mama = User::connect(&[soko.relay_url()]).await;
     let mama_npub = mama.pubkey().to_bech32().unwrap();
@@ -886,7 +836,7 @@ async fn a_refund_token_made_just_before_a_crash_is_the_one_sent_after_restart()
         }
     })
     .await;
-    let shop = shop(&soko).await;
+    let shop = mango_shop(&soko).await;
     let mut buyer = User::connect(&[soko.relay_url()]).await;
     buyer
         .ask_nip17(shop.merchant, &order("c-1", 1, "nairobi"))
@@ -969,7 +919,7 @@ async fn a_refund_token_made_just_before_a_crash_is_the_one_sent_after_restart()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_counts_once_and_an_order_to_the_bot_is_explained() {
     let mut soko = TestSoko::start().await;
-    let shop = shop(&soko).await;
+    let shop = mango_shop(&soko).await;
     let mut buyer = User::connect(&[soko.relay_url()]).await;
 
     // An order sent to soko's own npub instead of the merchant's.
@@ -1031,7 +981,7 @@ async fn send_gamma(buyer: &User, shop: &Shop, tags: &[&[&str]], content: &str) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gamma_order_runs_the_whole_way_in_kind_16_messages() {
     let mut soko = TestSoko::start().await;
-    let shop = shop(&soko).await;
+    let shop = mango_shop(&soko).await;
     let mut buyer = User::connect(&[soko.relay_url()]).await;
     let mango = format!("30402:{}:mango", shop.merchant.to_hex());
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use nostr_sdk::prelude::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use soko::Config;
 
 /// `soko run` as a child process, its output in files of `dir`.
@@ -126,26 +126,6 @@ impl Drop for Binary {
     }
 }
 
-/// One merchant with mangoes (500 sat, plenty in stock, zone `nairobi` at 100 sat).
-async fn shop(config: &Config) -> PublicKey {
-    let call = |cmd: &'static str, args: Value| async move {
-        let answer = soko::operator::call(config, cmd, args)
-            .await
-            .expect("soko answers");
-        assert!(answer.ok, "{cmd}: {answer:?}");
-        answer.result.unwrap()
-    };
-    let added = call("merchant_add", json!({"name": "Mama Duka"})).await;
-    let npub = added["npub"].as_str().unwrap().to_owned();
-    let stall = json!({"id":"duka","name":"Mama Duka","currency":"sat",
-                       "shipping":[{"id":"nairobi","cost":100}]});
-    call("stall_put", json!({"merchant": npub, "stall": stall})).await;
-    let mango = json!({"id":"mango","stall_id":"duka","name":"Mango","currency":"sat","price":500,
-                       "quantity":100,"shipping":[{"id":"nairobi","cost":10}]});
-    call("product_put", json!({"merchant": npub, "product": mango})).await;
-    PublicKey::parse(&npub).unwrap()
-}
-
 fn order(id: &str) -> String {
     json!({"id": id, "type": 0, "name": "Amina", "address": "Moi Avenue 12",
            "contact": {"nostr": "npub1x"}, "items": [{"product_id": "mango", "quantity": 1}],
@@ -171,7 +151,7 @@ async fn order_answered_after_a_crash_at(point: &str, nip17: bool) {
     let mut soko = Binary::new(dir.path(), mint.url());
     let config = soko.config();
     soko.start("").await;
-    let merchant = shop(&config).await;
+    let merchant = Mangoes::stock(100).open(&config).await.merchant;
     soko.kill();
 
     soko.start(point).await;

@@ -13,37 +13,15 @@ use serde_json::json;
 use soko::escrow::{Dialect, EscrowState};
 use soko::money::Sats;
 
-struct Shop {
-    merchant: PublicKey,
-    npub: String,
-}
-
-/// A merchant with a `sat` stall (zone `nairobi`, 100 sat) and `quantity` mangoes at 500 sat.
+/// Mama Duka with `quantity` mangoes at 500 sat, no shipping per mango.
 async fn shop(soko: &TestSoko, quantity: u64) -> Shop {
-    let added = operator(soko, "merchant_add", json!({"name":"Mama Duka"})).await;
-    let npub = added.result.unwrap()["npub"].as_str().unwrap().to_owned();
-    let stall = json!({"id":"duka","name":"Mama Duka","currency":"sat",
-                       "shipping":[{"id":"nairobi","cost":100,"regions":["KE"]}]});
-    assert!(
-        operator(soko, "stall_put", json!({"merchant": npub, "stall": stall}))
-            .await
-            .ok
-    );
-    let mango = json!({"id":"mango","stall_id":"duka","name":"Mango","currency":"sat","price":500,
-                       "quantity":quantity});
-    assert!(
-        operator(
-            soko,
-            "product_put",
-            json!({"merchant": npub, "product": mango})
-        )
-        .await
-        .ok
-    );
-    Shop {
-        merchant: PublicKey::parse(&npub).unwrap(),
-        npub,
+    Mangoes {
+        quantity,
+        shipping_each: None,
+        ..Mangoes::default()
     }
+    .open(&soko.config)
+    .await
 }
 
 fn nip15_order(id: &str, quantity: i64) -> String {

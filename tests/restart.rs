@@ -132,55 +132,8 @@ fn order(id: &str, quantity: i64) -> String {
     .to_string()
 }
 
-/// Mama Duka, managed by the soko `config` names: one `sat` stall (zone `nairobi`, 100 sat)
-/// and mangoes (500 sat, 3 in stock, +10 sat shipping each). One mango costs 610 sat.
-async fn shop(config: &Config, lightning_address: Option<String>) -> (PublicKey, String) {
-    let call = |cmd: &'static str, args: Value| async move {
-        let answer = soko::operator::call(config, cmd, args)
-            .await
-            .expect("soko answers");
-        assert!(answer.ok, "{cmd}: {answer:?}");
-        answer.result.unwrap()
-    };
-    let added = call(
-        "merchant_add",
-        json!({"name": "Mama Duka", "lightning_address": lightning_address}),
-    )
-    .await;
-    let npub = added["npub"].as_str().unwrap().to_owned();
-    let stall = json!({"id":"duka","name":"Mama Duka","currency":"sat",
-                       "shipping":[{"id":"nairobi","cost":100}]});
-    call("stall_put", json!({"merchant": npub, "stall": stall})).await;
-    let mango = json!({"id":"mango","stall_id":"duka","name":"Mango","currency":"sat","price":500,
-                       "quantity":3,"shipping":[{"id":"nairobi","cost":10}]});
-    call("product_put", json!({"merchant": npub, "product": mango})).await;
-    (PublicKey::parse(&npub).unwrap(), npub)
-}
-
 fn order_of(soko: &TestSoko, merchant: &PublicKey, number: u64) -> Option<OrderRecord> {
     soko.daemon().escrow().order(merchant, number).unwrap()
-}
-
-/// held + owed = the escrow wallet's balance, and the mint's outstanding ecash is that
-/// balance plus `outside` (ecash that left soko: refund tokens, payouts minted by mama).
-async fn assert_conserved(soko: &TestSoko, mint: &cdk::Mint, outside: u64) -> (Sats, Sats) {
-    let (held, owed) = soko.daemon().escrow().books().unwrap();
-    let wallet = Sats::from(soko.daemon().wallet().total_balance().await.unwrap());
-    assert_eq!(
-        held.checked_add(owed).unwrap(),
-        wallet,
-        "held {held} + owed {owed} = wallet"
-    );
-    assert_eq!(
-        outstanding_at(mint).await,
-        wallet.0 + outside,
-        "the mint's outstanding ecash is soko's plus what left it"
-    );
-    (held, owed)
-}
-
-fn embedded_mint(soko: &TestSoko) -> std::sync::Arc<cdk::Mint> {
-    soko.daemon().dev_mint().unwrap().mint().clone()
 }
 
 fn deliver(npub: &str, number: u64, code: &str) -> Value {
@@ -200,7 +153,7 @@ async fn an_order_expiring_while_soko_is_down_releases_its_stock_on_start() {
         c.market.payment_window_secs = 2;
     })
     .await;
-    let (merchant, _) = shop(&soko.config, None).await;
+    let merchant = mango_shop(&soko).await.merchant;
     let mut buyer = Person::connect(Keys::generate(), &[soko.relay_url()]).await;
     buyer.user.send_nip17(merchant, &order("all-3", 3)).await;
     assert_eq!(buyer.until("\"type\":1").await.json()["id"], "all-3");
@@ -234,7 +187,7 @@ async fn an_order_expiring_while_soko_is_down_releases_its_stock_on_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paid_order_survives_restarts_ignores_replays_and_is_credited_once() {
     let mut soko = TestSoko::start().await;
-    let (merchant, npub) = shop(&soko.config, None).await;
+    let Shop { merchant, npub } = mango_shop(&soko).await;
     let mut buyer = Person::connect(Keys::generate(), &[soko.relay_url()]).await;
     let order_dm = buyer.user.send_nip04(merchant, &order("o-1", 1)).await;
     buyer.until("\"type\":1").await;
@@ -320,7 +273,7 @@ async fn a_paid_order_survives_restarts_ignores_replays_and_is_credited_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_order_stays_locked_across_a_restart_and_is_refunded() {
     let mut soko = TestSoko::start().await;
-    let (merchant, npub) = shop(&soko.config, None).await;
+    let Shop { merchant, npub } = mango_shop(&soko).await;
     let mut buyer = Person::connect(Keys::generate(), &[soko.relay_url()]).await;
     buyer.user.send_nip17(merchant, &order("o-l", 1)).await;
     let code = paid_code(&mut buyer).await;
@@ -381,7 +334,12 @@ async fn a_payout_failed_while_the_lnurl_server_was_down_succeeds_after_a_restar
     // Mama's Lightning address points at a port where nothing listens yet.
     let lnurl_port = free_port();
     let lnurl = lnurl::lnurl::LnUrl::from_url(lnurlp_url_on(lnurl_port)).encode();
-    let (merchant, npub) = shop(&soko.config, Some(lnurl)).await;
+    let Shop { merchant, npub } = Mangoes {
+        lightning_address: Some(lnurl),
+        ..Mangoes::default()
+    }
+    .open(&soko.config)
+    .await;
     let mut buyer = Person::connect(Keys::generate(), &[soko.relay_url()]).await;
     buyer.user.send_nip04(merchant, &order("p-1", 1)).await;
     let code = paid_code(&mut buyer).await;
@@ -531,7 +489,7 @@ async fn the_binary_killed_between_steps_pays_the_merchant_exactly_once() {
     let config = soko.config();
     let relay = RelayUrl::parse(&format!("ws://127.0.0.1:{}", config.relay.port)).unwrap();
     soko.start().await;
-    let (merchant, npub) = shop(&config, None).await;
+    let Shop { merchant, npub } = Mangoes::default().open(&config).await;
     let mut buyer = Person::connect(Keys::generate(), std::slice::from_ref(&relay)).await;
     buyer.user.send_nip04(merchant, &order("k-1", 2)).await;
     let request = buyer.until("\"type\":1").await.json();

@@ -11,6 +11,15 @@ use serde_json::json;
 use soko::config::MintConfig;
 use soko::{Config, Daemon};
 
+pub mod books;
+pub mod shop;
+
+// Not every test binary uses every fixture.
+#[allow(unused_imports)]
+pub use books::*;
+#[allow(unused_imports)]
+pub use shop::*;
+
 /// How long a test waits for a reply that should come.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a test listens to be sure that nothing (more) comes.
@@ -428,19 +437,7 @@ pub async fn lnurl_service_slow(
 
 /// Mama Duka's stall (sat, zone "nairobi" at 100) and 3 mangoes at 500 sat (+10 shipping).
 pub async fn put_listings(soko: &TestSoko, npub: &str) {
-    let stall = json!({"id":"duka","name":"Mama Duka","currency":"sat",
-                       "shipping":[{"id":"nairobi","cost":100,"regions":["KE"]}]});
-    let put = operator(soko, "stall_put", json!({"merchant": npub, "stall": stall})).await;
-    assert!(put.ok, "{put:?}");
-    let mango = json!({"id":"mango","stall_id":"duka","name":"Mango","currency":"sat","price":500,
-                       "quantity":3,"shipping":[{"id":"nairobi","cost":10}]});
-    let put = operator(
-        soko,
-        "product_put",
-        json!({"merchant": npub, "product": mango}),
-    )
-    .await;
-    assert!(put.ok, "{put:?}");
+    Mangoes::default().list(&soko.config, npub).await;
 }
 
 /// A NIP-15 type-0 order for `quantity` mangoes, with the buyer's name, address and phone.

@@ -1,0 +1,103 @@
+//! Mama Duka's mango shop: the merchant most tests sell from.
+
+use nostr_sdk::prelude::*;
+use serde_json::{json, Value};
+use soko::Config;
+
+use super::TestSoko;
+
+/// A managed merchant, by key and by npub.
+pub struct Shop {
+    pub merchant: PublicKey,
+    pub npub: String,
+}
+
+/// What to stock Mama Duka's shop with. The default is what most tests sell: 3 mangoes at
+/// 500 sat, +10 sat shipping each on top of the `nairobi` zone's 100, paid out to soko's
+/// balance. One mango then costs 610 sat, two 1120.
+pub struct Mangoes {
+    /// Mangoes in stock.
+    pub quantity: u64,
+    /// Shipping per mango on top of the zone's cost; `None` lists the product without it.
+    pub shipping_each: Option<u64>,
+    /// The merchant's payout address, if it has one.
+    pub lightning_address: Option<String>,
+}
+
+impl Default for Mangoes {
+    fn default() -> Self {
+        Self {
+            quantity: 3,
+            shipping_each: Some(10),
+            lightning_address: None,
+        }
+    }
+}
+
+impl Mangoes {
+    /// `quantity` mangoes, the rest as by default.
+    pub fn stock(quantity: u64) -> Self {
+        Self {
+            quantity,
+            ..Self::default()
+        }
+    }
+
+    /// Adds Mama Duka to the soko `config` names and lists the stall and the mangoes, the way
+    /// `soko merchant …` does (so it works on a soko run as a child process too).
+    pub async fn open(self, config: &Config) -> Shop {
+        let added = call(
+            config,
+            "merchant_add",
+            json!({"name": "Mama Duka", "lightning_address": self.lightning_address}),
+        )
+        .await;
+        let npub = added["npub"].as_str().expect("npub").to_owned();
+        self.list(config, &npub).await;
+        Shop {
+            merchant: PublicKey::parse(&npub).expect("npub"),
+            npub,
+        }
+    }
+
+    /// Lists the stall and the mangoes for the merchant `npub`.
+    pub async fn list(self, config: &Config, npub: &str) {
+        call(
+            config,
+            "stall_put",
+            json!({"merchant": npub, "stall": stall()}),
+        )
+        .await;
+        let mut mango = json!({"id":"mango","stall_id":"duka","name":"Mango","currency":"sat",
+                               "price":500,"quantity":self.quantity});
+        if let Some(cost) = self.shipping_each {
+            mango["shipping"] = json!([{"id":"nairobi","cost":cost}]);
+        }
+        call(
+            config,
+            "product_put",
+            json!({"merchant": npub, "product": mango}),
+        )
+        .await;
+    }
+}
+
+/// Mama Duka's stall: `sat`, one zone `nairobi` at 100 sat.
+pub fn stall() -> Value {
+    json!({"id":"duka","name":"Mama Duka","currency":"sat",
+           "shipping":[{"id":"nairobi","cost":100,"regions":["KE"]}]})
+}
+
+/// Mama Duka with the default mangoes on `soko`.
+pub async fn mango_shop(soko: &TestSoko) -> Shop {
+    Mangoes::default().open(&soko.config).await
+}
+
+/// Runs an operator command, asserting that soko accepts it; returns its result.
+async fn call(config: &Config, cmd: &str, args: Value) -> Value {
+    let answer = soko::operator::call(config, cmd, args)
+        .await
+        .expect("soko answers");
+    assert!(answer.ok, "{cmd}: {answer:?}");
+    answer.result.unwrap_or_default()
+}
