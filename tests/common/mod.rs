@@ -12,6 +12,7 @@ use soko::config::MintConfig;
 use soko::{Config, Daemon};
 
 pub mod books;
+pub mod bridge;
 pub mod shop;
 
 // Not every test binary uses every fixture.
@@ -312,6 +313,21 @@ impl User {
             _ => None,
         }
     }
+}
+
+/// The events of `kind` by `author` on soko's relay.
+pub async fn events_of(soko: &TestSoko, author: PublicKey, kind: u16) -> Vec<Event> {
+    let reader = User::connect(&[soko.relay_url()]).await;
+    reader
+        .client
+        .fetch_events(
+            Filter::new().author(author).kind(Kind::Custom(kind)),
+            Duration::from_secs(3),
+        )
+        .await
+        .expect("fetch events")
+        .into_iter()
+        .collect()
 }
 
 /// Sends an operator command to `soko` the way `soko merchant …` does.
