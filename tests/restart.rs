@@ -10,17 +10,15 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::binary::Binary;
 use common::*;
 use nostr_sdk::prelude::*;
 use serde_json::{json, Value};
 use soko::config::MintConfig;
 use soko::escrow::{EscrowState, OrderRecord};
 use soko::money::Sats;
-use soko::Config;
 
 /// A user whose DMs are read once: copies re-sent after a reconnect are skipped.
 struct Person {
@@ -385,98 +383,6 @@ async fn a_payout_failed_while_the_lnurl_server_was_down_succeeds_after_a_restar
     soko.stop().await;
 }
 
-/// `soko run` as a child process with its output in files of `dir`.
-struct Binary {
-    config_file: PathBuf,
-    dir: PathBuf,
-    starts: u32,
-    child: Option<Child>,
-}
-
-impl Binary {
-    fn new(dir: &Path, config: &Config, mint_url: &str) -> Self {
-        let toml = format!(
-            "[relay]\nport = {}\n[mint]\nurl = \"{mint_url}\"\n[storage]\ndata_dir = \"{}\"\n[log]\nlevel = \"info,soko=debug\"\n[lnurl]\nallow_loopback_http = true\n",
-            config.relay.port,
-            config.storage.data_dir.display()
-        );
-        let config_file = dir.join("soko.toml");
-        std::fs::write(&config_file, toml).unwrap();
-        Self {
-            config_file,
-            dir: dir.to_path_buf(),
-            starts: 0,
-            child: None,
-        }
-    }
-
-    fn config(&self) -> Config {
-        Config::load(&self.config_file).unwrap()
-    }
-
-    /// Starts `soko run` and waits until it says it runs.
-    async fn start(&mut self) {
-        self.starts += 1;
-        let out = self.dir.join(format!("run-{}.out", self.starts));
-        let err = self.dir.join(format!("run-{}.err", self.starts));
-        // `SOKO_BIN` runs another build of the binary (e.g. a copy kept for a stress loop
-        // while the shared target dir is rebuilt).
-        let binary =
-            std::env::var("SOKO_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_soko").to_owned());
-        let mut child = Command::new(binary)
-            .arg("run")
-            .arg("--config")
-            .arg(&self.config_file)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if std::fs::read_to_string(&out)
-                .unwrap_or_default()
-                .contains("soko is running")
-            {
-                break;
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "soko exited ({status}): {}",
-                    std::fs::read_to_string(&err).unwrap_or_default()
-                );
-            }
-            assert!(tokio::time::Instant::now() < deadline, "soko did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        self.child = Some(child);
-    }
-
-    /// SIGKILL: no shutdown, no flush.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            // The daemon's own account of each run, to tell what it did before the kill.
-            for run in 1..=self.starts {
-                for ext in ["out", "err"] {
-                    let path = self.dir.join(format!("run-{run}.{ext}"));
-                    let text = std::fs::read_to_string(&path).unwrap_or_default();
-                    eprintln!("--- {} ---\n{text}", path.display());
-                }
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_killed_between_steps_pays_the_merchant_exactly_once() {
     // The mint lives in the test, so it outlives every kill and its books can be read.
@@ -485,7 +391,13 @@ async fn the_binary_killed_between_steps_pays_the_merchant_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(&dir.path().join("data"));
     config.relay.port = free_port();
-    let mut soko = Binary::new(dir.path(), &config, mint.url());
+    let mut soko = Binary::new(
+        dir.path(),
+        config.relay.port,
+        &config.storage.data_dir,
+        mint.url(),
+        "[lnurl]\nallow_loopback_http = true\n",
+    );
     let config = soko.config();
     let relay = RelayUrl::parse(&format!("ws://127.0.0.1:{}", config.relay.port)).unwrap();
     soko.start().await;
