@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
+use common::bridge::unix_ms;
+use common::gateway::*;
 use common::*;
 use nostr_sdk::hashes::{sha256, Hash};
 use nostr_sdk::prelude::*;
@@ -24,9 +26,6 @@ use soko::money::Sats;
 use soko::proto::ussd::{UssdHopArgs, SCREEN_LIMIT};
 use soko::proto::Request;
 use tokio::sync::mpsc;
-
-const PHONE: &str = "+254711000111";
-const SERVICE: &str = "*384*7#";
 
 /// Starts a bridge on a free port, talking to `soko` over `relay`.
 async fn start_bridge(
@@ -50,37 +49,6 @@ async fn start_bridge_with_keys(
     config.budget = budget;
     config.sms = sms;
     Bridge::start(config).await.expect("bridge starts")
-}
-
-/// POSTs a form to the bridge as the gateway does; returns status and body.
-async fn post(url: &str, fields: &[(&str, &str)]) -> (StatusCode, String) {
-    let response = reqwest::Client::new()
-        .post(url)
-        .form(fields)
-        .send()
-        .await
-        .expect("bridge answers HTTP");
-    let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
-    (status, response.text().await.unwrap())
-}
-
-/// One Africa's Talking callback.
-async fn dial(bridge: &BridgeHandle, session: &str, text: &str) -> (StatusCode, String) {
-    dial_url(&bridge.url(), session, text).await
-}
-
-async fn dial_url(url: &str, session: &str, text: &str) -> (StatusCode, String) {
-    post(
-        url,
-        &[
-            ("sessionId", session),
-            ("serviceCode", SERVICE),
-            ("phoneNumber", PHONE),
-            ("networkCode", "63902"),
-            ("text", text),
-        ],
-    )
-    .await
 }
 
 /// The request id rule of kinds/ussd.md, computed independently of the bridge: the hop's
@@ -157,8 +125,9 @@ async fn malformed_callbacks_get_400_with_the_reason() {
     let bridge = start_bridge(&soko.relay_url(), soko.bot(), DEFAULT_BUDGET, None).await;
     let url = bridge.url();
 
-    let (status, body) = post(
+    let (status, body) = post_form(
         &url,
+        &[],
         &[
             ("serviceCode", SERVICE),
             ("phoneNumber", PHONE),
@@ -169,11 +138,12 @@ async fn malformed_callbacks_get_400_with_the_reason() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("sessionId"), "{body}");
 
-    let (status, body) = post(&url, &[]).await;
+    let (status, body) = post_form(&url, &[], &[]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 
-    let (status, body) = post(
+    let (status, body) = post_form(
         &url,
+        &[],
         &[
             ("sessionId", "s1"),
             ("serviceCode", SERVICE),
@@ -576,8 +546,9 @@ async fn phones_inputs_and_keys_stay_out_of_the_log() {
     .await;
     let phone = "+254799123456";
     let pin_input = "1*987654321";
-    let (_, body) = post(
+    let (_, body) = post_form(
         &bridge.url(),
+        &[],
         &[
             ("sessionId", "ATUid_logs"),
             ("serviceCode", SERVICE),
@@ -616,47 +587,6 @@ async fn phones_inputs_and_keys_stay_out_of_the_log() {
     }
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-/// A merchant added with `phone` (and a payout address): returns its key and npub.
-async fn pending_merchant(
-    soko: &TestSoko,
-    lightning_address: Option<&str>,
-) -> (PublicKey, String, String) {
-    let added = operator(
-        soko,
-        "merchant_add",
-        json!({"name":"Mama Duka","phone":PHONE,"lightning_address":lightning_address}),
-    )
-    .await;
-    let result = added.result.expect("merchant added");
-    assert_eq!(result["status"], "pending", "{result}");
-    let npub = result["npub"].as_str().unwrap().to_owned();
-    let code = result["activation_code"].as_str().unwrap().replace(' ', "");
-    (PublicKey::parse(&npub).unwrap(), npub, code)
-}
-
-/// Dials the same session hop after hop; returns the last body.
-async fn walk(bridge: &BridgeHandle, session: &str, texts: &[&str]) -> String {
-    let mut last = String::new();
-    for text in texts {
-        let (status, body) = dial(bridge, session, text).await;
-        assert_eq!(status, StatusCode::OK);
-        assert!(
-            body.starts_with("CON ") || body.starts_with("END "),
-            "{body}"
-        );
-        assert!(body.chars().count() <= SCREEN_LIMIT, "{body}");
-        last = body;
-    }
-    last
-}
-
 /// Issue 5's walk on real parts only: Africa's Talking callbacks over HTTP → the bridge →
 /// soko's menus over the embedded relay and back; the paid order's SMS through a loopback
 /// SMS API; delivery with the buyer's code; a withdrawal to a loopback LNURL payee, checked
@@ -676,7 +606,7 @@ async fn a_merchant_runs_a_shop_through_the_bridge() {
     let relay = soko.relay_url();
     let bridge =
         start_bridge_with_keys(bridge_keys, &relay, soko.bot(), DEFAULT_BUDGET, Some(sms)).await;
-    let (merchant, npub, activation) = pending_merchant(&soko, None).await;
+    let (merchant, npub, activation) = pending_merchant(&soko, PHONE, None).await.typed();
 
     // Onboarding: the activation code, a PIN twice, the shop's name confirmed.
     assert_eq!(
@@ -828,7 +758,7 @@ async fn soko_slower_than_the_gateway_leaves_nothing_half_done() {
     )
     .await;
     let lnurl = lnurl::lnurl::LnUrl::from_url(lnurlp).encode();
-    let (merchant, npub, activation) = pending_merchant(&soko, Some(&lnurl)).await;
+    let (merchant, npub, activation) = pending_merchant(&soko, PHONE, Some(&lnurl)).await.typed();
 
     // Onboarding and the way to the code prompt, through a bridge with the usual budget.
     let bridge = start_bridge_with_keys(

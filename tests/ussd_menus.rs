@@ -17,22 +17,6 @@ use soko::money::Sats;
 
 const PHONE: &str = "+254711000111";
 
-/// A pending merchant: its key, npub and one-time activation code (digits only).
-async fn add_merchant(soko: &TestSoko, phone: &str) -> (PublicKey, String, String) {
-    let added = operator(
-        soko,
-        "merchant_add",
-        json!({"name":"Mama Duka","phone":phone}),
-    )
-    .await;
-    assert!(added.ok, "{added:?}");
-    let result = added.result.unwrap();
-    assert_eq!(result["status"], "pending", "{result}");
-    let npub = result["npub"].as_str().unwrap().to_owned();
-    let code = result["activation_code"].as_str().unwrap().replace(' ', "");
-    (PublicKey::parse(&npub).unwrap(), npub, code)
-}
-
 /// Dials in for the first time: the activation code, PIN twice, shop name confirmed;
 /// returns the session's text so far.
 async fn onboard(bridge: &mut Bridge, session: &str, code: &str, pin: &str) -> String {
@@ -69,7 +53,7 @@ async fn a_merchant_runs_its_shop_from_a_feature_phone() {
     let bridge_keys = Keys::generate();
     let mut soko = soko_with_bridge(&bridge_keys, |_| {}).await;
     let mut bridge = Bridge::connect(bridge_keys, &soko).await;
-    let (merchant, npub, activation) = add_merchant(&soko, PHONE).await;
+    let (merchant, npub, activation) = pending_merchant(&soko, PHONE, None).await.typed();
 
     // Pending until onboarding: no listings, no profile yet.
     let stall = json!({"id":"duka","name":"Mama Duka","currency":"sat"});
@@ -269,7 +253,7 @@ async fn wrong_pins_lock_and_strangers_get_nothing() {
     let bridge_keys = Keys::generate();
     let mut soko = soko_with_bridge(&bridge_keys, |_| {}).await;
     let mut bridge = Bridge::connect(bridge_keys, &soko).await;
-    let (_, _, activation) = add_merchant(&soko, PHONE).await;
+    let (_, _, activation) = pending_merchant(&soko, PHONE, None).await.typed();
     onboard(&mut bridge, "AT-1", &activation, "4821").await;
 
     bridge.hop("AT-2", PHONE, "").await;
@@ -321,7 +305,7 @@ async fn late_retried_and_expired_hops_change_nothing() {
     let bridge_keys = Keys::generate();
     let mut soko = soko_with_bridge(&bridge_keys, |c| c.ussd.session_secs = 3).await;
     let mut bridge = Bridge::connect(bridge_keys, &soko).await;
-    let (merchant, npub, activation) = add_merchant(&soko, PHONE).await;
+    let (merchant, npub, activation) = pending_merchant(&soko, PHONE, None).await.typed();
     onboard(&mut bridge, "AT-1", &activation, "4821").await;
     put_listings(&soko, &npub).await;
     let (_buyer, code) = paid_order(&soko, merchant, "o-1").await;

@@ -14,6 +14,7 @@ use soko::{Config, Daemon};
 pub mod binary;
 pub mod books;
 pub mod bridge;
+pub mod gateway;
 pub mod shop;
 
 // Not every test binary uses every fixture.

@@ -101,3 +101,47 @@ async fn call(config: &Config, cmd: &str, args: Value) -> Value {
     assert!(answer.ok, "{cmd}: {answer:?}");
     answer.result.unwrap_or_default()
 }
+
+/// A merchant added with a phone, waiting for its first dial.
+pub struct Pending {
+    pub merchant: PublicKey,
+    pub npub: String,
+    /// The one-time activation code as `merchant_add` shows it (in groups).
+    pub code: String,
+}
+
+impl Pending {
+    /// Key, npub and the activation code as typed on a keypad (digits only).
+    pub fn typed(self) -> (PublicKey, String, String) {
+        let digits = self.code.replace(' ', "");
+        (self.merchant, self.npub, digits)
+    }
+}
+
+/// `merchant_add` of Mama Duka with `phone` (and a payout address): a pending merchant with
+/// the activation code shown once.
+pub async fn pending_merchant(
+    soko: &TestSoko,
+    phone: &str,
+    lightning_address: Option<&str>,
+) -> Pending {
+    let added = super::operator(
+        soko,
+        "merchant_add",
+        json!({"name":"Mama Duka","phone":phone,"lightning_address":lightning_address}),
+    )
+    .await;
+    assert!(added.ok, "{added:?}");
+    let result = added.result.expect("merchant added");
+    assert_eq!(result["status"], "pending", "{result}");
+    let npub = result["npub"].as_str().expect("npub").to_owned();
+    let code = result["activation_code"]
+        .as_str()
+        .expect("an activation code for a merchant with a phone")
+        .to_owned();
+    Pending {
+        merchant: PublicKey::parse(&npub).expect("npub"),
+        npub,
+        code,
+    }
+}
