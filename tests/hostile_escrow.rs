@@ -31,19 +31,6 @@ fn nip15_order(id: &str, quantity: i64) -> String {
     .to_string()
 }
 
-async fn send_gamma(buyer: &User, shop: &Shop, tags: &[&[&str]], content: &str) {
-    let mut all: Vec<Vec<String>> = vec![vec!["p".into(), shop.merchant.to_hex()]];
-    all.extend(
-        tags.iter()
-            .map(|t| t.iter().map(|p| (*p).to_owned()).collect()),
-    );
-    let wrap = soko::bot::wrap_tagged(&buyer.keys, shop.merchant, 16, &all, content)
-        .await
-        .unwrap();
-    let out = buyer.publish(&wrap).await;
-    assert!(!out.success.is_empty(), "wrap accepted: {:?}", out.failed);
-}
-
 /// Waits until order `number` of `shop` reaches `state`, or gives up after `within`.
 async fn wait_state(
     soko: &TestSoko,
@@ -67,14 +54,6 @@ async fn wait_state(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// The 8-digit delivery code in a DM, if there is one.
-fn code_in(dm: &Received) -> Option<String> {
-    dm.content
-        .split_whitespace()
-        .find(|w| w.len() == 8 && w.bytes().all(|b| b.is_ascii_digit()))
-        .map(str::to_owned)
 }
 
 /// Issue 11 item 1, as observed: a Gamma order with a ~28,000-character id, then an ordinary

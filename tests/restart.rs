@@ -96,15 +96,6 @@ impl Person {
     }
 }
 
-/// The 8-digit code in a code DM.
-fn code_in(dm: &Received) -> String {
-    dm.content
-        .split_whitespace()
-        .find(|w| w.len() == 8 && w.bytes().all(|b| b.is_ascii_digit()))
-        .expect("8 digits in the code DM")
-        .to_owned()
-}
-
 /// Waits for the paid status and the code DM (a relay may send stored DMs in any order)
 /// and returns the code.
 async fn paid_code(buyer: &mut Person) -> String {
@@ -117,7 +108,7 @@ async fn paid_code(buyer: &mut Person) -> String {
         paid |= dm.content.contains("\"paid\":true");
         if dm.content.contains("Delivery code") {
             assert!(code.is_none(), "one code only: {}", dm.content);
-            code = Some(code_in(&dm));
+            code = Some(code_in(&dm).expect("8 digits in the code DM"));
         }
     }
     code.unwrap()

@@ -477,12 +477,7 @@ pub async fn paid_order(soko: &TestSoko, merchant: PublicKey, id: &str) -> (User
     let paid = buyer.next_dm(REPLY_TIMEOUT).await.expect("paid").json();
     assert_eq!(paid["paid"], true, "{paid}");
     let dm = buyer.next_dm(REPLY_TIMEOUT).await.expect("the code DM");
-    let code = dm
-        .content
-        .split_whitespace()
-        .find(|w| w.len() == 8 && w.bytes().all(|b| b.is_ascii_digit()))
-        .expect("8 digits")
-        .to_owned();
+    let code = code_in(&dm).expect("8 digits");
     (buyer, code)
 }
 

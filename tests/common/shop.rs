@@ -145,3 +145,25 @@ pub async fn pending_merchant(
         code,
     }
 }
+
+/// A Gamma kind-16 message from `buyer` to the shop, gift-wrapped as Plebeian Market does.
+pub async fn send_gamma(buyer: &super::User, shop: &Shop, tags: &[&[&str]], content: &str) {
+    let mut all: Vec<Vec<String>> = vec![vec!["p".into(), shop.merchant.to_hex()]];
+    all.extend(
+        tags.iter()
+            .map(|t| t.iter().map(|p| (*p).to_owned()).collect()),
+    );
+    let wrap = soko::bot::wrap_tagged(&buyer.keys, shop.merchant, 16, &all, content)
+        .await
+        .expect("wrapped");
+    let out = buyer.publish(&wrap).await;
+    assert!(!out.success.is_empty(), "wrap accepted: {:?}", out.failed);
+}
+
+/// The 8-digit delivery code in a DM, if there is one.
+pub fn code_in(dm: &super::Received) -> Option<String> {
+    dm.content
+        .split_whitespace()
+        .find(|w| w.len() == 8 && w.bytes().all(|b| b.is_ascii_digit()))
+        .map(str::to_owned)
+}
