@@ -57,8 +57,7 @@ async fn start_bridge_with_keys(
 }
 
 /// The request id rule of kinds/ussd.md, computed independently of soko's bridge (by the fake
-/// bridge of tests/common): the hop's
-/// position (inputs so far), never its text.
+/// bridge of tests/common): the hop's position (inputs so far), never its text.
 fn request_id(session: &str, text: &str) -> String {
     common::bridge::Bridge::position_id(session, text)
 }
