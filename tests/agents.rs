@@ -35,22 +35,8 @@ struct Agent {
 
 impl Agent {
     async fn with_signer<S: IntoNostrSigner>(signer: S, soko: &TestSoko) -> Self {
-        let client = Client::builder().signer(signer).build();
-        client.add_relay(soko.relay_url()).await.unwrap();
-        client.connect().await;
-        client.wait_for_connection(Duration::from_secs(5)).await;
-        let me: PublicKey = client
-            .signer()
-            .await
-            .unwrap()
-            .get_public_key()
-            .await
-            .unwrap();
-        let inbox = client.notifications();
-        client
-            .subscribe(Filter::new().kind(Kind::GiftWrap).pubkey(me), None)
-            .await
-            .unwrap();
+        let client = connect_client(signer, &[soko.relay_url()]).await;
+        let (_, inbox) = listen_to_wraps(&client).await;
         Self {
             client,
             bot: soko.bot(),

@@ -316,16 +316,7 @@ async fn the_cli_takes_the_delivery_code_on_stdin() {
     let mut soko = TestSoko::start().await;
     let merchant = mango_shop(&soko).await.merchant;
     let (_buyer, code) = paid_order(&soko, merchant, "stdin-1").await;
-    let config_file = soko.data_dir().join("cli.toml");
-    std::fs::write(
-        &config_file,
-        format!(
-            "[relay]\nport = {}\n[storage]\ndata_dir = {:?}\n",
-            soko.config.relay.port,
-            soko.data_dir()
-        ),
-    )
-    .unwrap();
+    let config_file = soko.cli_config("cli.toml");
     let npub = merchant.to_bech32().unwrap();
     let out = tokio::task::spawn_blocking(move || {
         use std::io::Write;

@@ -260,32 +260,8 @@ async fn bad_merchant_commands_are_refused_with_reasons() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_drives_a_running_soko() {
     let mut soko = TestSoko::start().await;
-    let config_file = soko.data_dir().join("test.toml");
-    std::fs::write(
-        &config_file,
-        format!(
-            "[relay]\nport = {}\n[storage]\ndata_dir = {:?}\n",
-            soko.config.relay.port,
-            soko.data_dir()
-        ),
-    )
-    .unwrap();
-    let run = |args: &[&str]| {
-        let config = config_file.clone();
-        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        async move {
-            tokio::task::spawn_blocking(move || {
-                std::process::Command::new(env!("CARGO_BIN_EXE_soko"))
-                    .args(&args)
-                    .arg("--config")
-                    .arg(&config)
-                    .output()
-                    .unwrap()
-            })
-            .await
-            .unwrap()
-        }
-    };
+    let config_file = soko.cli_config("test.toml");
+    let run = |args: &[&str]| run_cli(&config_file, args);
     let out = run(&["merchant", "add", "--name", "Duka CLI"]).await;
     assert!(
         out.status.success(),

@@ -25,22 +25,8 @@ struct RemoteAgent {
 
 impl RemoteAgent {
     async fn connect(signer: NostrConnect, relay: &RelayUrl) -> Self {
-        let client = Client::builder().signer(signer).build();
-        client.add_relay(relay.clone()).await.unwrap();
-        client.connect().await;
-        client.wait_for_connection(Duration::from_secs(5)).await;
-        let me = client
-            .signer()
-            .await
-            .unwrap()
-            .get_public_key()
-            .await
-            .unwrap();
-        let inbox = client.notifications();
-        client
-            .subscribe(Filter::new().kind(Kind::GiftWrap).pubkey(me), None)
-            .await
-            .unwrap();
+        let client = connect_client(signer, std::slice::from_ref(relay)).await;
+        let (me, inbox) = listen_to_wraps(&client).await;
         Self { client, me, inbox }
     }
 
@@ -439,25 +425,8 @@ async fn ask_by_id(user: &mut User, bot: PublicKey, request: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_creates_invites_on_a_running_soko() {
     let soko = TestSoko::start().await;
-    let config_file = soko.data_dir().join("test.toml");
-    std::fs::write(
-        &config_file,
-        format!(
-            "[relay]\nport = {}\n[storage]\ndata_dir = {:?}\n",
-            soko.config.relay.port,
-            soko.data_dir()
-        ),
-    )
-    .unwrap();
-    let run = |args: &[&str]| {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_soko"));
-        command.args(args).arg("--config").arg(&config_file);
-        async move {
-            tokio::task::spawn_blocking(move || command.output().unwrap())
-                .await
-                .unwrap()
-        }
-    };
+    let config_file = soko.cli_config("test.toml");
+    let run = |args: &[&str]| run_cli(&config_file, args);
     let out = run(&[
         "invite",
         "create",

@@ -89,6 +89,21 @@ impl TestSoko {
         self.config.storage.data_dir.clone()
     }
 
+    /// Writes a config file `name` in the data dir that points soko's CLI at this soko.
+    pub fn cli_config(&self, name: &str) -> PathBuf {
+        let config_file = self.data_dir().join(name);
+        std::fs::write(
+            &config_file,
+            format!(
+                "[relay]\nport = {}\n[storage]\ndata_dir = {:?}\n",
+                self.config.relay.port,
+                self.data_dir()
+            ),
+        )
+        .expect("CLI config written");
+        config_file
+    }
+
     /// Clean shutdown.
     pub async fn stop(&mut self) {
         if let Some(daemon) = self.daemon.take() {
@@ -100,6 +115,20 @@ impl TestSoko {
     pub async fn restart(&mut self) {
         self.stop().await;
         self.boot().await;
+    }
+}
+
+/// Runs `soko ARGS --config CONFIG_FILE` off the async threads; its output.
+pub fn run_cli(
+    config_file: &Path,
+    args: &[&str],
+) -> impl std::future::Future<Output = std::process::Output> {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_soko"));
+    command.args(args).arg("--config").arg(config_file);
+    async move {
+        tokio::task::spawn_blocking(move || command.output().expect("soko runs"))
+            .await
+            .expect("the CLI's thread")
     }
 }
 
@@ -129,6 +158,40 @@ pub async fn extra_relay() -> (LocalRelay, RelayUrl) {
     relay.run().await.expect("extra relay runs");
     let url = relay.url().await;
     (relay, url)
+}
+
+/// A client signing with `signer`, connected to `relays` (it waits up to 5 s for them).
+pub async fn connect_client(signer: impl IntoNostrSigner, relays: &[RelayUrl]) -> Client {
+    let client = Client::builder().signer(signer).build();
+    for url in relays {
+        client.add_relay(url.clone()).await.expect("add relay");
+    }
+    client.connect().await;
+    client.wait_for_connection(Duration::from_secs(5)).await;
+    client
+}
+
+/// Subscribes `client` to the gift wraps addressed to its signer's key; returns that key and
+/// the notifications, opened before the subscription so that none slips past.
+pub async fn listen_to_wraps(
+    client: &Client,
+) -> (
+    PublicKey,
+    tokio::sync::broadcast::Receiver<RelayPoolNotification>,
+) {
+    let me = client
+        .signer()
+        .await
+        .expect("a signer")
+        .get_public_key()
+        .await
+        .expect("the signer's key");
+    let inbox = client.notifications();
+    client
+        .subscribe(Filter::new().kind(Kind::GiftWrap).pubkey(me), None)
+        .await
+        .expect("subscribe");
+    (me, inbox)
 }
 
 /// A decrypted DM a user received.
@@ -176,12 +239,7 @@ impl User {
 
     /// Same with given keys.
     pub async fn with_keys(keys: Keys, relays: &[RelayUrl]) -> Self {
-        let client = Client::builder().signer(keys.clone()).build();
-        for url in relays {
-            client.add_relay(url.clone()).await.expect("add relay");
-        }
-        client.connect().await;
-        client.wait_for_connection(Duration::from_secs(5)).await;
+        let client = connect_client(keys.clone(), relays).await;
         let inbox = client.notifications();
         let me = keys.public_key();
         client
