@@ -531,36 +531,13 @@ async fn the_books_balance_after_input_fees() {
     let mama_dir = tempfile::tempdir().unwrap();
     let (lnurlp, _mama_wallet, _server) = lnurl_service_on(0, &url, mama_dir.path()).await;
     let lnurl = lnurl::lnurl::LnUrl::from_url(lnurlp).encode();
-    let added = operator(
-        &soko,
-        "merchant_add",
-        json!({"name":"Mama Duka","lightning_address": lnurl}),
-    )
+    let Shop { merchant, npub } = Mangoes {
+        quantity: 10,
+        shipping_each: None,
+        lightning_address: Some(lnurl),
+    }
+    .open(&soko.config)
     .await;
-    let npub = added.result.unwrap()["npub"].as_str().unwrap().to_owned();
-    let merchant = PublicKey::parse(&npub).unwrap();
-    let stall = json!({"id":"duka","name":"Mama Duka","currency":"sat",
-                       "shipping":[{"id":"nairobi","cost":100}]});
-    assert!(
-        operator(
-            &soko,
-            "stall_put",
-            json!({"merchant": npub, "stall": stall})
-        )
-        .await
-        .ok
-    );
-    let mango = json!({"id":"mango","stall_id":"duka","name":"Mango","currency":"sat",
-                       "price":500,"quantity":10});
-    assert!(
-        operator(
-            &soko,
-            "product_put",
-            json!({"merchant": npub, "product": mango})
-        )
-        .await
-        .ok
-    );
     let mut buyer = User::connect(&[soko.relay_url()]).await;
     let mut code = None;
     for (id, units) in [("f-1", 2), ("f-2", 1)] {

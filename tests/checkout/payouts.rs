@@ -9,36 +9,12 @@ async fn delivery_pays_the_merchant_out_to_its_lightning_address() {
     let (lnurlp, mama_wallet, _server) =
         lnurl_service_on(0, soko.daemon().mint_url(), mama_dir.path()).await;
     let lnurl = lnurl::lnurl::LnUrl::from_url(lnurlp).encode();
-    let added = operator(
-        &soko,
-        "merchant_add",
-        json!({"name":"Mama Duka","lightning_address": lnurl}),
-    )
+    let Shop { merchant, npub } = Mangoes {
+        lightning_address: Some(lnurl),
+        ..Mangoes::default()
+    }
+    .open(&soko.config)
     .await;
-    assert!(added.ok, "{added:?}");
-    let npub = added.result.unwrap()["npub"].as_str().unwrap().to_owned();
-    let merchant = PublicKey::parse(&npub).unwrap();
-    let stall = json!({"id":"duka","name":"Mama Duka","currency":"sat","shipping":[{"id":"nairobi","cost":100}]});
-    assert!(
-        operator(
-            &soko,
-            "stall_put",
-            json!({"merchant": npub, "stall": stall})
-        )
-        .await
-        .ok
-    );
-    let mango = json!({"id":"mango","stall_id":"duka","name":"Mango","currency":"sat","price":500,"quantity":3,
-                       "shipping":[{"id":"nairobi","cost":10}]});
-    assert!(
-        operator(
-            &soko,
-            "product_put",
-            json!({"merchant": npub, "product": mango})
-        )
-        .await
-        .ok
-    );
 
     let mut buyer = User::connect(&[soko.relay_url()]).await;
     let request = buyer
