@@ -401,6 +401,16 @@ pub async fn operator(
         .expect("soko answers")
 }
 
+/// The error code of a refused operator command.
+pub fn refusal_code(response: &soko::proto::Response) -> String {
+    assert!(!response.ok, "{response:?}");
+    serde_json::to_value(response.error.as_ref().expect("an error").code)
+        .expect("a code")
+        .as_str()
+        .expect("a string")
+        .to_owned()
+}
+
 /// Ecash the mint has issued and not yet redeemed: what all wallets together hold.
 pub async fn outstanding_at(mint: &cdk::Mint) -> u64 {
     let sum = |amounts: std::collections::HashMap<_, cdk::Amount>| -> u64 {
