@@ -259,37 +259,6 @@ impl BenchClient {
         })
     }
 
-    /// Disconnects; a client that does not close in time is simply dropped.
-    async fn close(self) {
-        let _ = tokio::time::timeout(CONNECT_TIMEOUT, self.client.shutdown()).await;
-    }
-
-    /// Connects `count` clients at once; on any failure the ones connected are closed again.
-    async fn connect_all(count: u32, relay: &RelayUrl) -> Result<Vec<Self>> {
-        let mut connecting = JoinSet::new();
-        for index in 0..count {
-            connecting.spawn(Self::connect(index, relay.clone()));
-        }
-        let mut clients = Vec::new();
-        let mut first_error = None;
-        while let Some(joined) = connecting.join_next().await {
-            match joined.map_err(anyhow::Error::from).and_then(|r| r) {
-                Ok(client) => clients.push(client),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        if let Some(e) = first_error {
-            for client in clients {
-                client.close().await;
-            }
-            return Err(e);
-        }
-        clients.sort_by_key(|c| c.index);
-        Ok(clients)
-    }
-
     /// Sends `pings` pings one after another, each waiting for its reply, and hands itself
     /// back so the caller can close the connection after the clock has stopped.
     async fn ping_loop(
@@ -384,6 +353,17 @@ impl BenchClient {
     }
 }
 
+impl Participant for BenchClient {
+    fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Disconnects; a client that does not close in time is simply dropped.
+    async fn close(self) {
+        let _ = tokio::time::timeout(CONNECT_TIMEOUT, self.client.shutdown()).await;
+    }
+}
+
 /// A decrypted reply from the bot.
 struct Reply {
     scheme: Scheme,
@@ -473,7 +453,10 @@ struct SchemeRun {
 impl SchemeRun {
     /// Connects fresh clients (not timed), lets them all ping at once, and times the lot.
     async fn execute(scheme: Scheme, args: &Args, target: &Target) -> Result<Self> {
-        let clients = BenchClient::connect_all(args.clients, &target.relay).await?;
+        let clients = connect_all(args.clients, |index| {
+            BenchClient::connect(index, target.relay.clone())
+        })
+        .await?;
         let reply_timeout = Duration::from_secs(args.reply_timeout);
 
         let started = Instant::now();

@@ -207,7 +207,10 @@ async fn benchmark(
 ) -> Result<(IntakeRun, CycleRun)> {
     let relay = soko.relay_url()?;
     let operator = Operator::connect(&relay, soko).await?;
-    let buyers = Buyer::connect_all(args.buyers, &relay, shop.merchant).await?;
+    let buyers = connect_all(args.buyers, |index| {
+        Buyer::connect(index, relay.clone(), shop.merchant)
+    })
+    .await?;
     let context = Arc::new(RunContext {
         operator,
         merchant_npub: shop.npub.clone(),
@@ -531,36 +534,6 @@ impl Buyer {
         })
     }
 
-    /// Connects `count` buyers at once; on any failure the connected ones are closed again.
-    async fn connect_all(count: u32, relay: &RelayUrl, merchant: PublicKey) -> Result<Vec<Self>> {
-        let mut connecting = JoinSet::new();
-        for index in 0..count {
-            connecting.spawn(Self::connect(index, relay.clone(), merchant));
-        }
-        let mut buyers = Vec::new();
-        let mut first_error = None;
-        while let Some(joined) = connecting.join_next().await {
-            match joined.map_err(anyhow::Error::from).and_then(|r| r) {
-                Ok(buyer) => buyers.push(buyer),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        if let Some(e) = first_error {
-            for buyer in buyers {
-                buyer.close().await;
-            }
-            return Err(e);
-        }
-        buyers.sort_by_key(|b| b.index);
-        Ok(buyers)
-    }
-
-    async fn close(self) {
-        let _ = tokio::time::timeout(CONNECT_TIMEOUT, self.client.shutdown()).await;
-    }
-
     /// Sends order `order_id` (one unit) and waits for its payment request. Returns when it
     /// was sent and when the type 1 arrived.
     async fn place(&mut self, order_id: &str, timeout: Duration) -> Result<Instant, Problem> {
@@ -708,6 +681,17 @@ impl Buyer {
     /// late answer to an order already counted lost.
     fn take_stray(&mut self) -> Vec<Mail> {
         std::mem::take(&mut self.unread)
+    }
+}
+
+impl Participant for Buyer {
+    fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Disconnects; a client that does not close in time is simply dropped.
+    async fn close(self) {
+        let _ = tokio::time::timeout(CONNECT_TIMEOUT, self.client.shutdown()).await;
     }
 }
 

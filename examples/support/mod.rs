@@ -175,6 +175,45 @@ pub async fn publish(client: &Client, event: &Event, timeout: Duration) -> Resul
     Ok(())
 }
 
+/// A benchmark's client: numbered, and closed again when the run ends.
+pub trait Participant: Sized + Send + 'static {
+    /// Its number, from 0.
+    fn index(&self) -> u32;
+    /// Disconnects it.
+    fn close(self) -> impl Future<Output = ()>;
+}
+
+/// Connects `count` participants at once with `connect(index)`, in index order; on any
+/// failure the connected ones are closed again and the first error is returned.
+pub async fn connect_all<T, F>(count: u32, connect: impl Fn(u32) -> F) -> Result<Vec<T>>
+where
+    T: Participant,
+    F: Future<Output = Result<T>> + Send + 'static,
+{
+    let mut connecting = tokio::task::JoinSet::new();
+    for index in 0..count {
+        connecting.spawn(connect(index));
+    }
+    let mut connected = Vec::new();
+    let mut first_error = None;
+    while let Some(joined) = connecting.join_next().await {
+        match joined.map_err(anyhow::Error::from).and_then(|r| r) {
+            Ok(participant) => connected.push(participant),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        for participant in connected {
+            participant.close().await;
+        }
+        return Err(e);
+    }
+    connected.sort_by_key(Participant::index);
+    Ok(connected)
+}
+
 /// Locks a mutex whose data stays valid even if a holder panicked (a map of senders).
 pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
