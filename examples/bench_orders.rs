@@ -455,14 +455,15 @@ impl MailKind {
     }
 
     fn read_code(text: &str) -> Option<Self> {
-        let line = text.lines().next()?;
-        let rest = line.strip_prefix("Delivery code for order #")?;
-        let (number, rest) = rest.split_once(" (")?;
-        let (order_id, code) = rest.rsplit_once("): ")?;
+        let DeliveryCode {
+            order_id,
+            number,
+            code,
+        } = DeliveryCode::read(text)?;
         Some(MailKind::Code {
-            order_id: order_id.to_owned(),
-            number: number.parse().ok()?,
-            code: code.trim().to_owned(),
+            order_id,
+            number,
+            code,
         })
     }
 }

@@ -57,7 +57,7 @@ use tokio::task::JoinSet;
 #[allow(dead_code)] // each example uses its own part of it
 mod support;
 
-use support::{lock, Scheme};
+use support::{lock, DeliveryCode, Scheme};
 
 /// How long soko may take to start.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -475,18 +475,18 @@ impl Mail {
                 };
             }
         }
-        let code = || {
-            let line = text.lines().next()?;
-            let rest = line.strip_prefix("Delivery code for order #")?;
-            let (number, rest) = rest.split_once(" (")?;
-            let (order_id, code) = rest.rsplit_once("): ")?;
-            Some(Mail::Code {
-                order_id: order_id.to_owned(),
-                number: number.parse().ok()?,
-                code: code.trim().to_owned(),
-            })
-        };
-        code().unwrap_or_else(|| Mail::Other(text.chars().take(120).collect()))
+        match DeliveryCode::read(text) {
+            Some(DeliveryCode {
+                order_id,
+                number,
+                code,
+            }) => Mail::Code {
+                order_id,
+                number,
+                code,
+            },
+            None => Mail::Other(text.chars().take(120).collect()),
+        }
     }
 
     fn order_id(&self) -> Option<&str> {

@@ -265,6 +265,32 @@ impl Scheme {
     }
 }
 
+/// soko's delivery-code DM to a buyer: `Delivery code for order #N (ORDER ID): CODE` on its
+/// first line (kinds/orders.md).
+pub struct DeliveryCode {
+    /// The buyer's order id.
+    pub order_id: String,
+    /// The order's number at the merchant.
+    pub number: u64,
+    /// The 8 digits.
+    pub code: String,
+}
+
+impl DeliveryCode {
+    /// The code in `text`, if `text` is a delivery-code DM.
+    pub fn read(text: &str) -> Option<Self> {
+        let line = text.lines().next()?;
+        let rest = line.strip_prefix("Delivery code for order #")?;
+        let (number, rest) = rest.split_once(" (")?;
+        let (order_id, code) = rest.rsplit_once("): ")?;
+        Some(Self {
+            order_id: order_id.to_owned(),
+            number: number.parse().ok()?,
+            code: code.trim().to_owned(),
+        })
+    }
+}
+
 /// The `pct` percentile (nearest rank) of sorted durations.
 pub fn percentile(sorted: &[Duration], pct: usize) -> Option<Duration> {
     let rank = (sorted.len() * pct).div_ceil(100);
