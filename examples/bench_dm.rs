@@ -19,7 +19,7 @@ use std::hint::black_box;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use clap::Parser;
 use nostr_sdk::nips::nip04;
 use nostr_sdk::nips::nip59::UnwrappedGift;
@@ -27,23 +27,15 @@ use nostr_sdk::{
     Client, Event, EventBuilder, Filter, Keys, Kind, PublicKey, RelayPoolNotification, RelayUrl,
     Tag, ToBech32,
 };
-use soko::config::MintConfig;
-use soko::{Config, Daemon};
+use soko::Config;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::task::JoinSet;
 
-/// How long a client may take to connect and subscribe before the run is abandoned.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the in-process soko may take to start (it also starts its dev mint).
-const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a clean shutdown may take: soko finishes in-flight events and flushes sled.
-const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+#[path = "support/mod.rs"]
+#[allow(dead_code)] // each example uses its own part of it
+mod support;
 
-/// The in-process relay's per-pubkey write limit (events per minute). The default (120, with
-/// a burst of as many) already lets each client send up to 120 NIP-04 pings per run (NIP-17
-/// wraps are signed by one-time keys and never hit it); the benchmark raises it so that larger
-/// `--pings` measure soko rather than the policy.
-const IN_PROCESS_RATE_LIMIT: u32 = 1_000_000;
+use support::*;
 
 /// A reply as the bot sends it for a ping: `{"v":1,"re":…,"ok":true,"result":{…}}`, used for
 /// the crypto measurement so that it works on messages of the real size.
@@ -91,19 +83,10 @@ fn main() -> Result<ExitCode> {
     // No tracing subscriber: soko's log would drown the figures. Its errors surface here as
     // lost or refused pings.
 
-    // The crypto cost is measured first, on this thread alone and before soko or any client
-    // exists, so that nothing competes with it for the core.
-    let crypto = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .context("building the single-threaded runtime")?
-        .block_on(CryptoCost::measure(args.crypto_iterations))?;
-
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("building the runtime")?
-        .block_on(run(args, crypto, cores))
+    let iterations = args.crypto_iterations;
+    support::measure_then_run(CryptoCost::measure(iterations), |crypto, cores| {
+        run(args, crypto, cores)
+    })
 }
 
 async fn run(args: Args, crypto: CryptoCost, cores: usize) -> Result<ExitCode> {
@@ -158,7 +141,7 @@ struct Target {
     relay: RelayUrl,
     bot: PublicKey,
     /// The in-process soko with the temp dir holding its data; `None` for a running soko.
-    local: Option<(Daemon, tempfile::TempDir)>,
+    local: Option<(Soko, tempfile::TempDir)>,
 }
 
 impl Target {
@@ -174,23 +157,14 @@ impl Target {
     /// ports, data in a temp dir.
     async fn in_process() -> Result<Self> {
         let dir = tempfile::tempdir().context("creating a temp data dir")?;
-        let mut config = Config::default();
-        config.relay.port = 0;
-        config.relay.rate_limit_per_minute = IN_PROCESS_RATE_LIMIT;
-        config.mint = MintConfig::EmbeddedDev { port: 0 };
-        config.storage.data_dir = dir.path().to_path_buf();
-        let daemon = tokio::time::timeout(START_TIMEOUT, Daemon::start(config))
-            .await
-            .context("soko did not start in time")?
-            .context("starting soko")?;
-        let relay = daemon
-            .relay_url()
-            .cloned()
-            .ok_or_else(|| anyhow!("soko started without its embedded relay"))?;
+        let mut soko = Soko::new(in_process_config(dir.path()));
+        soko.start().await?;
+        let relay = soko.relay_url()?;
+        let bot = soko.daemon()?.bot_public_key();
         Ok(Self {
             relay,
-            bot: daemon.bot_public_key(),
-            local: Some((daemon, dir)),
+            bot,
+            local: Some((soko, dir)),
         })
     }
 
@@ -202,7 +176,8 @@ impl Target {
     fn sync_flushes(&self) -> Option<u64> {
         self.local
             .as_ref()
-            .map(|(daemon, _)| daemon.store().sync_flushes())
+            .and_then(|(soko, _)| soko.daemon().ok())
+            .map(|daemon| daemon.store().sync_flushes())
     }
 
     fn describe(&self, args: &Args, cores: usize) {
@@ -246,51 +221,11 @@ impl Target {
     }
 
     async fn shutdown(self) -> Result<()> {
-        if let Some((daemon, dir)) = self.local {
-            tokio::time::timeout(SHUTDOWN_TIMEOUT, daemon.shutdown())
-                .await
-                .context("soko did not shut down in time")?
-                .context("shutting soko down")?;
+        if let Some((mut soko, dir)) = self.local {
+            soko.stop().await?;
             dir.close().context("removing the temp data dir")?;
         }
         Ok(())
-    }
-}
-
-/// How the DMs are encrypted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scheme {
-    /// Kind 4.
-    Nip04,
-    /// Kind 1059 gift wrap around a kind 14 message.
-    Nip17,
-}
-
-impl Scheme {
-    fn name(self) -> &'static str {
-        match self {
-            Scheme::Nip04 => "NIP-04",
-            Scheme::Nip17 => "NIP-17",
-        }
-    }
-
-    /// Prefix of request ids, so that a stray reply from the other scheme can never match.
-    fn id_prefix(self) -> &'static str {
-        match self {
-            Scheme::Nip04 => "nip04",
-            Scheme::Nip17 => "nip17",
-        }
-    }
-
-    /// The DM a client publishes: what `soko` must open.
-    async fn seal(self, from: &Keys, to: PublicKey, content: &str) -> Result<Event> {
-        let scheme = match self {
-            Scheme::Nip04 => soko::outbound::Scheme::Nip04,
-            Scheme::Nip17 => soko::outbound::Scheme::Nip17,
-        };
-        soko::outbound::seal_dm(from, to, scheme, content, None)
-            .await
-            .map_err(anyhow::Error::msg)
     }
 }
 
@@ -305,70 +240,23 @@ struct BenchClient {
 impl BenchClient {
     async fn connect(index: u32, relay: RelayUrl) -> Result<Self> {
         let keys = Keys::generate();
-        let client = Client::builder().signer(keys.clone()).build();
-        client
-            .add_relay(relay.clone())
+        let client = connect_client(&keys, &relay)
             .await
-            .with_context(|| format!("client {index}: adding {relay}"))?;
-        let connected = client.try_connect(CONNECT_TIMEOUT).await;
-        if connected.success.is_empty() {
-            bail!(
-                "client {index} could not connect to {relay}: {:?}",
-                connected.failed
-            );
-        }
+            .with_context(|| format!("client {index}"))?;
         // Listen before subscribing, so that nothing the relay sends can slip past.
         let inbox = client.notifications();
         let to_me = Filter::new()
             .kinds([Kind::EncryptedDirectMessage, Kind::GiftWrap])
             .pubkey(keys.public_key());
-        let subscribed = tokio::time::timeout(CONNECT_TIMEOUT, client.subscribe(to_me, None))
+        subscribe(&client, to_me)
             .await
-            .with_context(|| format!("client {index}: subscribing timed out"))?
-            .with_context(|| format!("client {index}: subscribing"))?;
-        if subscribed.success.is_empty() {
-            bail!(
-                "client {index}: the relay refused the subscription: {:?}",
-                subscribed.failed
-            );
-        }
+            .with_context(|| format!("client {index}"))?;
         Ok(Self {
             index,
             keys,
             client,
             inbox,
         })
-    }
-
-    /// Disconnects; a client that does not close in time is simply dropped.
-    async fn close(self) {
-        let _ = tokio::time::timeout(CONNECT_TIMEOUT, self.client.shutdown()).await;
-    }
-
-    /// Connects `count` clients at once; on any failure the ones connected are closed again.
-    async fn connect_all(count: u32, relay: &RelayUrl) -> Result<Vec<Self>> {
-        let mut connecting = JoinSet::new();
-        for index in 0..count {
-            connecting.spawn(Self::connect(index, relay.clone()));
-        }
-        let mut clients = Vec::new();
-        let mut first_error = None;
-        while let Some(joined) = connecting.join_next().await {
-            match joined.map_err(anyhow::Error::from).and_then(|r| r) {
-                Ok(client) => clients.push(client),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        if let Some(e) = first_error {
-            for client in clients {
-                client.close().await;
-            }
-            return Err(e);
-        }
-        clients.sort_by_key(|c| c.index);
-        Ok(clients)
     }
 
     /// Sends `pings` pings one after another, each waiting for its reply, and hands itself
@@ -384,7 +272,7 @@ impl BenchClient {
         for n in 0..pings {
             let id = format!("{}-c{}-p{n}", scheme.id_prefix(), self.index);
             let request = serde_json::json!({ "id": id, "cmd": "ping" }).to_string();
-            let dm = scheme.seal(&self.keys, bot, &request).await?;
+            let dm = scheme.seal(&self.keys, bot, &request, None).await?;
 
             let started = Instant::now();
             let deadline = tokio::time::Instant::from_std(started + reply_timeout);
@@ -462,6 +350,17 @@ impl BenchClient {
             // A late answer to an earlier ping that was already counted lost.
             tally.stray += 1;
         }
+    }
+}
+
+impl Participant for BenchClient {
+    fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Disconnects; a client that does not close in time is simply dropped.
+    async fn close(self) {
+        let _ = tokio::time::timeout(CONNECT_TIMEOUT, self.client.shutdown()).await;
     }
 }
 
@@ -554,7 +453,10 @@ struct SchemeRun {
 impl SchemeRun {
     /// Connects fresh clients (not timed), lets them all ping at once, and times the lot.
     async fn execute(scheme: Scheme, args: &Args, target: &Target) -> Result<Self> {
-        let clients = BenchClient::connect_all(args.clients, &target.relay).await?;
+        let clients = connect_all(args.clients, |index| {
+            BenchClient::connect(index, target.relay.clone())
+        })
+        .await?;
         let reply_timeout = Duration::from_secs(args.reply_timeout);
 
         let started = Instant::now();
@@ -654,12 +556,6 @@ impl SchemeRun {
     }
 }
 
-/// The `pct` percentile (nearest rank) of sorted durations.
-fn percentile(sorted: &[Duration], pct: usize) -> Option<Duration> {
-    let rank = (sorted.len() * pct).div_ceil(100);
-    sorted.get(rank.saturating_sub(1)).copied()
-}
-
 /// The bot's crypto per message in one scheme: each operation's µs, in the order it runs.
 struct SchemeCost {
     scheme: Scheme,
@@ -698,7 +594,7 @@ impl CryptoCost {
 
         // NIP-04: verify the kind 4, decrypt it, encrypt the reply, sign the reply event.
         let dm = Scheme::Nip04
-            .seal(&client, bot.public_key(), request)
+            .seal(&client, bot.public_key(), request, None)
             .await?;
         let reply_ciphertext =
             nip04::encrypt(bot.secret_key(), &client.public_key(), SAMPLE_REPLY)?;
@@ -755,7 +651,7 @@ impl CryptoCost {
         // NIP-17: verify the wrap, unwrap it (two NIP-44 decryptions and the seal's signature
         // check), gift wrap the reply (a throwaway key, two NIP-44 encryptions, two signatures).
         let wrap = Scheme::Nip17
-            .seal(&client, bot.public_key(), request)
+            .seal(&client, bot.public_key(), request, None)
             .await?;
         let rumor_id = UnwrappedGift::from_gift_wrap(&bot, &wrap).await?.rumor.id();
         let nip17 = SchemeCost {
@@ -822,16 +718,4 @@ impl CryptoCost {
             );
         }
     }
-}
-
-/// Mean µs of `op` over `iterations` runs, after a short warm-up (lazy contexts, caches).
-async fn per_op_micros(iterations: u32, mut op: impl AsyncFnMut() -> Result<()>) -> Result<f64> {
-    for _ in 0..(iterations / 10).max(1) {
-        op().await?;
-    }
-    let started = Instant::now();
-    for _ in 0..iterations {
-        op().await?;
-    }
-    Ok(started.elapsed().as_secs_f64() * 1e6 / f64::from(iterations))
 }

@@ -40,7 +40,7 @@ use std::hint::black_box;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -48,29 +48,24 @@ use clap::Parser;
 use nostr_sdk::nips::nip04;
 use nostr_sdk::nips::nip59::UnwrappedGift;
 use nostr_sdk::{
-    Client, Event, EventBuilder, EventId, Filter, Keys, Kind, PublicKey, RelayPoolNotification,
-    RelayUrl, ToBech32,
+    Client, Event, EventBuilder, Filter, Keys, Kind, PublicKey, RelayPoolNotification, RelayUrl,
+    ToBech32,
 };
 use serde_json::{json, Value};
-use soko::config::MintConfig;
 use soko::escrow::EscrowState;
 use soko::money::Sats;
 use soko::proto::Response;
-use soko::{Config, Daemon};
+use soko::Daemon;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
-/// How long a client may take to connect and subscribe.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long soko may take to start (it also starts its dev mint).
-const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a clean shutdown may take: soko finishes in-flight events and flushes sled.
-const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
-/// Per-pubkey write limit of the in-process relay (events per minute). Each NIP-04 buyer
-/// writes 2 × M orders under its own key, which the default (120) allows up to M = 60;
-/// raised so that larger runs measure soko, not the policy. Gift wraps use one-time keys.
-const IN_PROCESS_RATE_LIMIT: u32 = 1_000_000;
+#[path = "support/mod.rs"]
+#[allow(dead_code)] // each example uses its own part of it
+mod support;
+
+use support::*;
+
 /// The dev mint's fake Lightning backend reports an invoice paid this long after issuing it
 /// (`SETTLE_AFTER_SECS` in src/devmint.rs).
 const FAKE_SETTLEMENT: Duration = Duration::from_secs(1);
@@ -124,29 +119,15 @@ fn main() -> Result<ExitCode> {
         soko::logging::init(&log).map_err(|e| anyhow!("--log {level:?}: {e}"))?;
     }
 
-    // The crypto cost is measured first, on this thread alone and before soko or any client
-    // exists, so that nothing competes with it for the core.
-    let crypto = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .context("building the single-threaded runtime")?
-        .block_on(CryptoCost::measure(args.crypto_iterations))?;
-
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("building the runtime")?
-        .block_on(run(args, crypto, cores))
+    let iterations = args.crypto_iterations;
+    support::measure_then_run(CryptoCost::measure(iterations), |crypto, cores| {
+        run(args, crypto, cores)
+    })
 }
 
 async fn run(args: Args, crypto: CryptoCost, cores: usize) -> Result<ExitCode> {
     let dir = tempfile::tempdir().context("creating a temp data dir")?;
-    let mut config = Config::default();
-    config.relay.port = 0;
-    config.relay.rate_limit_per_minute = IN_PROCESS_RATE_LIMIT;
-    config.mint = MintConfig::EmbeddedDev { port: 0 };
-    config.storage.data_dir = dir.path().to_path_buf();
-    let mut soko = Soko::new(config);
+    let mut soko = Soko::new(in_process_config(dir.path()));
     let timeout = Duration::from_secs(args.reply_timeout);
 
     println!("soko order benchmark");
@@ -226,7 +207,10 @@ async fn benchmark(
 ) -> Result<(IntakeRun, CycleRun)> {
     let relay = soko.relay_url()?;
     let operator = Operator::connect(&relay, soko).await?;
-    let buyers = Buyer::connect_all(args.buyers, &relay, shop.merchant).await?;
+    let buyers = connect_all(args.buyers, |index| {
+        Buyer::connect(index, relay.clone(), shop.merchant)
+    })
+    .await?;
     let context = Arc::new(RunContext {
         operator,
         merchant_npub: shop.npub.clone(),
@@ -249,71 +233,6 @@ async fn benchmark(
         context.operator.close().await;
     }
     Ok((intake, cycles))
-}
-
-/// The in-process soko, restartable on the same data dir and ports.
-struct Soko {
-    config: Config,
-    daemon: Option<Daemon>,
-}
-
-impl Soko {
-    fn new(config: Config) -> Self {
-        Self {
-            config,
-            daemon: None,
-        }
-    }
-
-    async fn start(&mut self) -> Result<()> {
-        let daemon = tokio::time::timeout(START_TIMEOUT, Daemon::start(self.config.clone()))
-            .await
-            .context("soko did not start in time")?
-            .context("starting soko")?;
-        // Pin the ports the first start picked, so that a restart comes back at the same URLs.
-        self.config.relay.port = port_of(self.relay_url_of(&daemon)?.as_str())?;
-        if let MintConfig::EmbeddedDev { port } = &mut self.config.mint {
-            *port = port_of(daemon.mint_url())?;
-        }
-        self.daemon = Some(daemon);
-        Ok(())
-    }
-
-    async fn stop(&mut self) -> Result<()> {
-        if let Some(daemon) = self.daemon.take() {
-            tokio::time::timeout(SHUTDOWN_TIMEOUT, daemon.shutdown())
-                .await
-                .context("soko did not shut down in time")?
-                .context("shutting soko down")?;
-        }
-        Ok(())
-    }
-
-    fn daemon(&self) -> Result<&Daemon> {
-        self.daemon
-            .as_ref()
-            .ok_or_else(|| anyhow!("soko is not running"))
-    }
-
-    fn relay_url(&self) -> Result<RelayUrl> {
-        self.relay_url_of(self.daemon()?)
-    }
-
-    fn relay_url_of(&self, daemon: &Daemon) -> Result<RelayUrl> {
-        daemon
-            .relay_url()
-            .cloned()
-            .ok_or_else(|| anyhow!("soko started without its embedded relay"))
-    }
-}
-
-/// The port in `scheme://host:port[/]`.
-fn port_of(url: &str) -> Result<u16> {
-    url.trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .and_then(|port| port.parse().ok())
-        .ok_or_else(|| anyhow!("no port in {url}"))
 }
 
 /// The benchmark's merchant.
@@ -380,7 +299,7 @@ struct Operator {
 impl Operator {
     async fn connect(relay: &RelayUrl, soko: &Soko) -> Result<Self> {
         let daemon = soko.daemon()?;
-        let keys = soko::identity::operator_keys(&soko.config.storage.data_dir)
+        let keys = soko::identity::operator_keys(&soko.config().storage.data_dir)
             .context("reading the operator key")?;
         let client = connect_client(&keys, relay).await?;
         let notifications = client.notifications();
@@ -481,87 +400,6 @@ async fn route_answers(
     }
 }
 
-/// Locks a mutex whose data stays valid even if a holder panicked (a map of senders).
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A client with `keys` connected to `relay`.
-async fn connect_client(keys: &Keys, relay: &RelayUrl) -> Result<Client> {
-    let client = Client::builder().signer(keys.clone()).build();
-    client
-        .add_relay(relay.clone())
-        .await
-        .with_context(|| format!("adding {relay}"))?;
-    let connected = client.try_connect(CONNECT_TIMEOUT).await;
-    if connected.success.is_empty() {
-        bail!("could not connect to {relay}: {:?}", connected.failed);
-    }
-    Ok(client)
-}
-
-async fn subscribe(client: &Client, filter: Filter) -> Result<()> {
-    let subscribed = tokio::time::timeout(CONNECT_TIMEOUT, client.subscribe(filter, None))
-        .await
-        .context("subscribing timed out")?
-        .context("subscribing")?;
-    if subscribed.success.is_empty() {
-        bail!(
-            "the relay refused the subscription: {:?}",
-            subscribed.failed
-        );
-    }
-    Ok(())
-}
-
-/// Publishes `event`, failing unless the relay accepts it within `timeout`.
-async fn publish(client: &Client, event: &Event, timeout: Duration) -> Result<()> {
-    let output = tokio::time::timeout(timeout, client.send_event(event))
-        .await
-        .map_err(|_| anyhow!("publishing timed out"))?
-        .context("publishing")?;
-    if output.success.is_empty() {
-        bail!("the relay refused the event: {:?}", output.failed);
-    }
-    Ok(())
-}
-
-/// How the DMs are encrypted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scheme {
-    /// Kind 4.
-    Nip04,
-    /// Kind 1059 gift wrap around a kind 14 message.
-    Nip17,
-}
-
-impl Scheme {
-    fn name(self) -> &'static str {
-        match self {
-            Scheme::Nip04 => "NIP-04",
-            Scheme::Nip17 => "NIP-17",
-        }
-    }
-
-    /// A DM from `from` to `to`, optionally referring (`e` tag) to the message it answers,
-    /// built by soko's own `seal_dm`, exactly as soko builds its replies.
-    async fn seal(
-        self,
-        from: &Keys,
-        to: PublicKey,
-        content: &str,
-        refers_to: Option<EventId>,
-    ) -> Result<Event> {
-        let scheme = match self {
-            Scheme::Nip04 => soko::outbound::Scheme::Nip04,
-            Scheme::Nip17 => soko::outbound::Scheme::Nip17,
-        };
-        soko::outbound::seal_dm(from, to, scheme, content, refers_to)
-            .await
-            .map_err(anyhow::Error::msg)
-    }
-}
-
 /// A message the merchant sent a buyer, decrypted and read.
 #[derive(Debug)]
 struct Mail {
@@ -617,14 +455,15 @@ impl MailKind {
     }
 
     fn read_code(text: &str) -> Option<Self> {
-        let line = text.lines().next()?;
-        let rest = line.strip_prefix("Delivery code for order #")?;
-        let (number, rest) = rest.split_once(" (")?;
-        let (order_id, code) = rest.rsplit_once("): ")?;
+        let DeliveryCode {
+            order_id,
+            number,
+            code,
+        } = DeliveryCode::read(text)?;
         Some(MailKind::Code {
-            order_id: order_id.to_owned(),
-            number: number.parse().ok()?,
-            code: code.trim().to_owned(),
+            order_id,
+            number,
+            code,
         })
     }
 }
@@ -694,36 +533,6 @@ impl Buyer {
             inbox,
             unread: Vec::new(),
         })
-    }
-
-    /// Connects `count` buyers at once; on any failure the connected ones are closed again.
-    async fn connect_all(count: u32, relay: &RelayUrl, merchant: PublicKey) -> Result<Vec<Self>> {
-        let mut connecting = JoinSet::new();
-        for index in 0..count {
-            connecting.spawn(Self::connect(index, relay.clone(), merchant));
-        }
-        let mut buyers = Vec::new();
-        let mut first_error = None;
-        while let Some(joined) = connecting.join_next().await {
-            match joined.map_err(anyhow::Error::from).and_then(|r| r) {
-                Ok(buyer) => buyers.push(buyer),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        if let Some(e) = first_error {
-            for buyer in buyers {
-                buyer.close().await;
-            }
-            return Err(e);
-        }
-        buyers.sort_by_key(|b| b.index);
-        Ok(buyers)
-    }
-
-    async fn close(self) {
-        let _ = tokio::time::timeout(CONNECT_TIMEOUT, self.client.shutdown()).await;
     }
 
     /// Sends order `order_id` (one unit) and waits for its payment request. Returns when it
@@ -873,6 +682,17 @@ impl Buyer {
     /// late answer to an order already counted lost.
     fn take_stray(&mut self) -> Vec<Mail> {
         std::mem::take(&mut self.unread)
+    }
+}
+
+impl Participant for Buyer {
+    fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Disconnects; a client that does not close in time is simply dropped.
+    async fn close(self) {
+        let _ = tokio::time::timeout(CONNECT_TIMEOUT, self.client.shutdown()).await;
     }
 }
 
@@ -1332,12 +1152,6 @@ fn spread(sorted: &[Duration]) -> String {
     }
 }
 
-/// The `pct` percentile (nearest rank) of sorted durations.
-fn percentile(sorted: &[Duration], pct: usize) -> Option<Duration> {
-    let rank = (sorted.len() * pct).div_ceil(100);
-    sorted.get(rank.saturating_sub(1)).copied()
-}
-
 fn mean_of(samples: &[Duration]) -> Duration {
     let count = u32::try_from(samples.len()).unwrap_or(u32::MAX).max(1);
     samples.iter().sum::<Duration>() / count
@@ -1793,16 +1607,4 @@ impl CryptoCost {
             RELAY_VERIFIES_PER_ORDER * self.verify
         );
     }
-}
-
-/// Mean µs of `op` over `iterations` runs, after a short warm-up (lazy contexts, caches).
-async fn per_op_micros(iterations: u32, mut op: impl AsyncFnMut() -> Result<()>) -> Result<f64> {
-    for _ in 0..(iterations / 10).max(1) {
-        op().await?;
-    }
-    let started = Instant::now();
-    for _ in 0..iterations {
-        op().await?;
-    }
-    Ok(started.elapsed().as_secs_f64() * 1e6 / f64::from(iterations))
 }

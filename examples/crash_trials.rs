@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -52,6 +52,12 @@ use soko::proto::Response;
 use soko::Config;
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinSet;
+
+#[path = "support/mod.rs"]
+#[allow(dead_code)] // each example uses its own part of it
+mod support;
+
+use support::{lock, DeliveryCode, Scheme};
 
 /// How long soko may take to start.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -379,10 +385,6 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// A client that reconnects quickly after soko comes back.
 async fn client(keys: &Keys, relay: &RelayUrl) -> Result<Client> {
     let client = Client::builder().signer(keys.clone()).build();
@@ -407,13 +409,6 @@ async fn connected(client: &Client, relay: &RelayUrl, within: Duration) -> bool 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
-}
-
-/// How an order was sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scheme {
-    Nip04,
-    Nip17,
 }
 
 /// One attempt to send an order.
@@ -480,18 +475,18 @@ impl Mail {
                 };
             }
         }
-        let code = || {
-            let line = text.lines().next()?;
-            let rest = line.strip_prefix("Delivery code for order #")?;
-            let (number, rest) = rest.split_once(" (")?;
-            let (order_id, code) = rest.rsplit_once("): ")?;
-            Some(Mail::Code {
-                order_id: order_id.to_owned(),
-                number: number.parse().ok()?,
-                code: code.trim().to_owned(),
-            })
-        };
-        code().unwrap_or_else(|| Mail::Other(text.chars().take(120).collect()))
+        match DeliveryCode::read(text) {
+            Some(DeliveryCode {
+                order_id,
+                number,
+                code,
+            }) => Mail::Code {
+                order_id,
+                number,
+                code,
+            },
+            None => Mail::Other(text.chars().take(120).collect()),
+        }
     }
 
     fn order_id(&self) -> Option<&str> {
@@ -595,20 +590,19 @@ impl Buyer {
     }
 
     async fn send(&self, body: &str) -> Send {
-        let scheme = match self.scheme {
-            Scheme::Nip04 => soko::outbound::Scheme::Nip04,
-            Scheme::Nip17 => soko::outbound::Scheme::Nip17,
-        };
-        let event =
-            match soko::outbound::seal_dm(&self.keys, self.merchant, scheme, body, None).await {
-                Ok(event) => event,
-                Err(e) => {
-                    return Send {
-                        acked: false,
-                        error: Some(format!("sealing: {e}")),
-                    }
+        let event = match self
+            .scheme
+            .seal(&self.keys, self.merchant, body, None)
+            .await
+        {
+            Ok(event) => event,
+            Err(e) => {
+                return Send {
+                    acked: false,
+                    error: Some(format!("sealing: {e}")),
                 }
-            };
+            }
+        };
         match tokio::time::timeout(SEND_TIMEOUT, self.client.send_event(&event)).await {
             Ok(Ok(output)) if !output.success.is_empty() => Send {
                 acked: true,

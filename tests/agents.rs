@@ -13,8 +13,8 @@ mod common;
 use std::time::Duration;
 
 use bunker::*;
+use common::bridge::*;
 use common::*;
-use nostr_sdk::hashes::{sha256, Hash};
 use nostr_sdk::prelude::*;
 use serde_json::{json, Value};
 use soko::proto::agents::REGISTRATION_KIND;
@@ -35,22 +35,8 @@ struct Agent {
 
 impl Agent {
     async fn with_signer<S: IntoNostrSigner>(signer: S, soko: &TestSoko) -> Self {
-        let client = Client::builder().signer(signer).build();
-        client.add_relay(soko.relay_url()).await.unwrap();
-        client.connect().await;
-        client.wait_for_connection(Duration::from_secs(5)).await;
-        let me: PublicKey = client
-            .signer()
-            .await
-            .unwrap()
-            .get_public_key()
-            .await
-            .unwrap();
-        let inbox = client.notifications();
-        client
-            .subscribe(Filter::new().kind(Kind::GiftWrap).pubkey(me), None)
-            .await
-            .unwrap();
+        let client = connect_client(signer, &[soko.relay_url()]).await;
+        let (_, inbox) = listen_to_wraps(&client).await;
         Self {
             client,
             bot: soko.bot(),
@@ -182,84 +168,45 @@ impl Agent {
 
 // --- The merchant's side: a USSD bridge ----------------------------------------------------
 
-struct Bridge {
-    user: User,
-    bot: PublicKey,
-}
-
+/// Walks the merchant's side of the tests on the fake bridge of `tests/common`.
 impl Bridge {
-    async fn connect(keys: Keys, soko: &TestSoko) -> Self {
-        Self {
-            user: User::with_keys(keys, &[soko.relay_url()]).await,
-            bot: soko.bot(),
-        }
-    }
-
-    /// One hop as the gateway sends it; the screen must fit the handset.
-    async fn hop(&mut self, session: &str, phone: &str, text: &str) -> String {
-        // kinds/ussd.md: the hop's position in the session, never its text (the PIN).
-        let position = if text.is_empty() {
-            0
-        } else {
-            text.split('*').count()
-        };
-        let id = sha256::Hash::hash(format!("soko-ussd-hop\n{session}\n{position}").as_bytes())
-            .to_string()[..32]
-            .to_owned();
-        let deadline = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64
-            + 8_000;
-        let request = json!({"v":1,"id":id,"cmd":"ussd_hop","args":{
-            "session":session,"phone":phone,"service_code":"*384*7#","network":"63902",
-            "text":text,"deadline_ms":deadline}});
-        self.user.send_nip17(self.bot, &request.to_string()).await;
-        loop {
-            let dm = self.user.next_dm(REPLY_TIMEOUT).await.expect("a screen");
-            let value = dm.json();
-            if value["re"] != id.as_str() {
-                continue; // SMS notices
-            }
-            assert_eq!(value["ok"], true, "{value}");
-            let screen = value["result"]["screen"].as_str().unwrap().to_owned();
-            assert!(screen.chars().count() + 4 <= 182, "fits: {screen}");
-            return screen;
-        }
+    /// One hop as `soko-ussd` sends it (ids by position); its screen.
+    async fn screen(&mut self, session: &str, phone: &str, text: &str) -> String {
+        self.hop(session, phone, text).await.screen
     }
 
     /// First dial from a pending merchant's phone: the activation code the agent got, PIN
     /// twice, name confirmed.
     async fn onboard(&mut self, session: &str, phone: &str, name: &str, code: &str) {
         let code = code.replace(' ', "");
-        let welcome = self.hop(session, phone, "").await;
+        let welcome = self.screen(session, phone, "").await;
         assert_eq!(
             welcome,
             format!("Welcome to soko, {name}!\nEnter the 12-digit activation code from your agent or soko's operator:")
         );
-        self.hop(session, phone, &code).await;
-        self.hop(session, phone, &format!("{code}*{PIN}")).await;
+        self.screen(session, phone, &code).await;
+        self.screen(session, phone, &format!("{code}*{PIN}")).await;
         let confirm = self
-            .hop(session, phone, &format!("{code}*{PIN}*{PIN}"))
+            .screen(session, phone, &format!("{code}*{PIN}*{PIN}"))
             .await;
         assert!(confirm.contains(name), "{confirm}");
         let open = self
-            .hop(session, phone, &format!("{code}*{PIN}*{PIN}*1"))
+            .screen(session, phone, &format!("{code}*{PIN}*{PIN}*1"))
             .await;
         assert!(open.starts_with("Your shop is open!"), "{open}");
     }
 
     /// A new session, logged in, then `inputs` one by one; returns every screen after login.
     async fn session(&mut self, session: &str, phone: &str, inputs: &[&str]) -> Vec<String> {
-        let login = self.hop(session, phone, "").await;
+        let login = self.screen(session, phone, "").await;
         assert!(login.ends_with("Enter your PIN:"), "{login}");
         let mut text = PIN.to_owned();
-        let main = self.hop(session, phone, &text).await;
+        let main = self.screen(session, phone, &text).await;
         assert!(main.contains("4 Pending approvals"), "{main}");
         let mut screens = Vec::new();
         for input in inputs {
             text = format!("{text}*{input}");
-            screens.push(self.hop(session, phone, &text).await);
+            screens.push(self.screen(session, phone, &text).await);
         }
         screens
     }
@@ -295,24 +242,6 @@ async fn paid_order(soko: &TestSoko, merchant: PublicKey, id: &str) {
     assert_eq!(paid["paid"], true, "{paid}");
 }
 
-async fn events_of(soko: &TestSoko, author: PublicKey, kind: u16) -> Vec<Event> {
-    let reader = User::connect(&[soko.relay_url()]).await;
-    let events = reader
-        .client
-        .fetch_events(
-            Filter::new().author(author).kind(Kind::Custom(kind)),
-            Duration::from_secs(3),
-        )
-        .await
-        .unwrap();
-    events.into_iter().collect()
-}
-
-async fn soko_with_bridge(bridge: &Keys) -> TestSoko {
-    let key = bridge.public_key();
-    TestSoko::start_with(|c| c.ussd.bridges = vec![key]).await
-}
-
 /// An agent with local keys, registered.
 async fn local_agent(soko: &TestSoko, name: &str) -> Agent {
     let mut agent = Agent::with_signer(Keys::generate(), soko).await;
@@ -325,8 +254,10 @@ async fn local_agent(soko: &TestSoko, name: &str) -> Agent {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_onboards_a_merchant_whose_approved_listings_sell() {
     let bridge_keys = Keys::generate();
-    let soko = soko_with_bridge(&bridge_keys).await;
-    let mut bridge = Bridge::connect(bridge_keys, &soko).await;
+    let soko = soko_with_bridge(&bridge_keys, |_| {}).await;
+    let mut bridge = Bridge::connect(bridge_keys, &soko)
+        .await
+        .naming(HopIds::ByPosition);
     let bunker = Bunker::start(&soko.relay_url()).await;
     let mut agent = Agent::with_signer(bunker.connect(), &soko).await;
     agent.register(&soko, "Juma").await;
@@ -501,8 +432,10 @@ async fn an_agent_onboards_a_merchant_whose_approved_listings_sell() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_rejections_deletions_and_unlinking() {
     let bridge_keys = Keys::generate();
-    let soko = soko_with_bridge(&bridge_keys).await;
-    let mut bridge = Bridge::connect(bridge_keys, &soko).await;
+    let soko = soko_with_bridge(&bridge_keys, |_| {}).await;
+    let mut bridge = Bridge::connect(bridge_keys, &soko)
+        .await
+        .naming(HopIds::ByPosition);
     let mut juma = local_agent(&soko, "Juma").await;
     let mut wanjiru = local_agent(&soko, "Wanjiru").await;
 

@@ -24,12 +24,7 @@ struct Outsider {
 impl Outsider {
     async fn connect(relays: &[RelayUrl]) -> Self {
         let keys = Keys::generate();
-        let client = Client::builder().signer(keys.clone()).build();
-        for url in relays {
-            client.add_relay(url.clone()).await.unwrap();
-        }
-        client.connect().await;
-        client.wait_for_connection(Duration::from_secs(5)).await;
+        let client = connect_client(keys.clone(), relays).await;
         Self { keys, client }
     }
 

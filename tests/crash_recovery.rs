@@ -6,145 +6,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::binary::Binary;
 use common::*;
 use nostr_sdk::prelude::*;
-use serde_json::{json, Value};
-use soko::Config;
-
-/// `soko run` as a child process, its output in files of `dir`.
-struct Binary {
-    config_file: PathBuf,
-    dir: PathBuf,
-    starts: u32,
-    child: Option<Child>,
-}
-
-impl Binary {
-    fn new(dir: &Path, mint_url: &str) -> Self {
-        let toml = format!(
-            "[relay]\nport = {}\n[mint]\nurl = \"{mint_url}\"\n[storage]\ndata_dir = \"{}\"\n[log]\nlevel = \"info,soko=debug\"\n",
-            free_port(),
-            dir.join("data").display()
-        );
-        let config_file = dir.join("soko.toml");
-        std::fs::write(&config_file, toml).unwrap();
-        Self {
-            config_file,
-            dir: dir.to_path_buf(),
-            starts: 0,
-            child: None,
-        }
-    }
-
-    fn config(&self) -> Config {
-        Config::load(&self.config_file).unwrap()
-    }
-
-    fn relay(&self) -> RelayUrl {
-        RelayUrl::parse(&format!("ws://127.0.0.1:{}", self.config().relay.port)).unwrap()
-    }
-
-    /// Starts `soko run` with `failpoints` active and waits until it says it runs.
-    async fn start(&mut self, failpoints: &str) {
-        self.starts += 1;
-        let out = self.dir.join(format!("run-{}.out", self.starts));
-        let err = self.dir.join(format!("run-{}.err", self.starts));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_soko"))
-            .arg("run")
-            .arg("--config")
-            .arg(&self.config_file)
-            .env("SOKO_FAILPOINT", failpoints)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while !std::fs::read_to_string(&out)
-            .unwrap_or_default()
-            .contains("soko is running")
-        {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "soko exited ({status}): {}",
-                    std::fs::read_to_string(&err).unwrap_or_default()
-                );
-            }
-            assert!(tokio::time::Instant::now() < deadline, "soko did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        self.child = Some(child);
-    }
-
-    /// Waits for the process to abort at its failpoint.
-    async fn crashed(&mut self) {
-        let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
-        loop {
-            // Left in `self.child` until it exits, so that a failed wait still kills it.
-            let child = self.child.as_mut().expect("running");
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                assert!(!status.success(), "soko stopped by itself: {status}");
-                let err = self.dir.join(format!("run-{}.err", self.starts));
-                let text = std::fs::read_to_string(err).unwrap_or_default();
-                assert!(text.contains("SOKO_FAILPOINT: crashing at"), "{text}");
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "soko did not reach its failpoint"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// SIGKILL: no shutdown, no flush.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            for run in 1..=self.starts {
-                for ext in ["out", "err"] {
-                    let path = self.dir.join(format!("run-{run}.{ext}"));
-                    let text = std::fs::read_to_string(&path).unwrap_or_default();
-                    eprintln!("--- {} ---\n{text}", path.display());
-                }
-            }
-        }
-    }
-}
-
-/// One merchant with mangoes (500 sat, plenty in stock, zone `nairobi` at 100 sat).
-async fn shop(config: &Config) -> PublicKey {
-    let call = |cmd: &'static str, args: Value| async move {
-        let answer = soko::operator::call(config, cmd, args)
-            .await
-            .expect("soko answers");
-        assert!(answer.ok, "{cmd}: {answer:?}");
-        answer.result.unwrap()
-    };
-    let added = call("merchant_add", json!({"name": "Mama Duka"})).await;
-    let npub = added["npub"].as_str().unwrap().to_owned();
-    let stall = json!({"id":"duka","name":"Mama Duka","currency":"sat",
-                       "shipping":[{"id":"nairobi","cost":100}]});
-    call("stall_put", json!({"merchant": npub, "stall": stall})).await;
-    let mango = json!({"id":"mango","stall_id":"duka","name":"Mango","currency":"sat","price":500,
-                       "quantity":100,"shipping":[{"id":"nairobi","cost":10}]});
-    call("product_put", json!({"merchant": npub, "product": mango})).await;
-    PublicKey::parse(&npub).unwrap()
-}
+use serde_json::json;
 
 fn order(id: &str) -> String {
     json!({"id": id, "type": 0, "name": "Amina", "address": "Moi Avenue 12",
@@ -168,13 +35,19 @@ fn invoices(dms: &[Received], order_id: &str) -> usize {
 async fn order_answered_after_a_crash_at(point: &str, nip17: bool) {
     let (mint, _mint_dir) = external_dev_mint(3_600).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut soko = Binary::new(dir.path(), mint.url());
+    let mut soko = Binary::new(
+        dir.path(),
+        free_port(),
+        &dir.path().join("data"),
+        mint.url(),
+        "",
+    );
     let config = soko.config();
-    soko.start("").await;
-    let merchant = shop(&config).await;
+    soko.start().await;
+    let merchant = Mangoes::stock(100).open(&config).await.merchant;
     soko.kill();
 
-    soko.start(point).await;
+    soko.start_failing_at(point).await;
     let keys = Keys::generate();
     let buyer = User::with_keys(keys.clone(), &[soko.relay()]).await;
     let order_id = format!("crash-{point}");
@@ -186,7 +59,7 @@ async fn order_answered_after_a_crash_at(point: &str, nip17: bool) {
     soko.crashed().await;
     buyer.client.shutdown().await;
 
-    soko.start("slow-event-loop").await;
+    soko.start_failing_at("slow-event-loop").await;
     let mut buyer = User::with_keys(keys, &[soko.relay()]).await;
     let dms = buyer.all_dms(REPLY_TIMEOUT).await;
     assert_eq!(
@@ -218,8 +91,14 @@ async fn an_order_whose_reply_was_committed_but_not_sent_is_answered_once() {
 async fn events_the_relay_acknowledged_survive_a_kill_right_after() {
     let (mint, _mint_dir) = external_dev_mint(3_600).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut soko = Binary::new(dir.path(), mint.url());
-    soko.start("").await;
+    let mut soko = Binary::new(
+        dir.path(),
+        free_port(),
+        &dir.path().join("data"),
+        mint.url(),
+        "",
+    );
+    soko.start().await;
     let sender = User::connect(&[soko.relay()]).await;
     // Addressed to nobody soko knows: stored by its relay, left alone by its bot.
     let stranger = Keys::generate().public_key();
@@ -233,7 +112,7 @@ async fn events_the_relay_acknowledged_survive_a_kill_right_after() {
     soko.kill();
     sender.client.shutdown().await;
 
-    soko.start("").await;
+    soko.start().await;
     let reader = User::connect(&[soko.relay()]).await;
     let stored = reader
         .client

@@ -13,37 +13,15 @@ use serde_json::json;
 use soko::escrow::{Dialect, EscrowState};
 use soko::money::Sats;
 
-struct Shop {
-    merchant: PublicKey,
-    npub: String,
-}
-
-/// A merchant with a `sat` stall (zone `nairobi`, 100 sat) and `quantity` mangoes at 500 sat.
+/// Mama Duka with `quantity` mangoes at 500 sat, no shipping per mango.
 async fn shop(soko: &TestSoko, quantity: u64) -> Shop {
-    let added = operator(soko, "merchant_add", json!({"name":"Mama Duka"})).await;
-    let npub = added.result.unwrap()["npub"].as_str().unwrap().to_owned();
-    let stall = json!({"id":"duka","name":"Mama Duka","currency":"sat",
-                       "shipping":[{"id":"nairobi","cost":100,"regions":["KE"]}]});
-    assert!(
-        operator(soko, "stall_put", json!({"merchant": npub, "stall": stall}))
-            .await
-            .ok
-    );
-    let mango = json!({"id":"mango","stall_id":"duka","name":"Mango","currency":"sat","price":500,
-                       "quantity":quantity});
-    assert!(
-        operator(
-            soko,
-            "product_put",
-            json!({"merchant": npub, "product": mango})
-        )
-        .await
-        .ok
-    );
-    Shop {
-        merchant: PublicKey::parse(&npub).unwrap(),
-        npub,
+    Mangoes {
+        quantity,
+        shipping_each: None,
+        ..Mangoes::default()
     }
+    .open(&soko.config)
+    .await
 }
 
 fn nip15_order(id: &str, quantity: i64) -> String {
@@ -51,19 +29,6 @@ fn nip15_order(id: &str, quantity: i64) -> String {
            "items": [{"product_id": "mango", "quantity": quantity}],
            "shipping_id": "nairobi"})
     .to_string()
-}
-
-async fn send_gamma(buyer: &User, shop: &Shop, tags: &[&[&str]], content: &str) {
-    let mut all: Vec<Vec<String>> = vec![vec!["p".into(), shop.merchant.to_hex()]];
-    all.extend(
-        tags.iter()
-            .map(|t| t.iter().map(|p| (*p).to_owned()).collect()),
-    );
-    let wrap = soko::outbound::wrap_tagged(&buyer.keys, shop.merchant, 16, &all, content)
-        .await
-        .unwrap();
-    let out = buyer.publish(&wrap).await;
-    assert!(!out.success.is_empty(), "wrap accepted: {:?}", out.failed);
 }
 
 /// Waits until order `number` of `shop` reaches `state`, or gives up after `within`.
@@ -89,14 +54,6 @@ async fn wait_state(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// The 8-digit delivery code in a DM, if there is one.
-fn code_in(dm: &Received) -> Option<String> {
-    dm.content
-        .split_whitespace()
-        .find(|w| w.len() == 8 && w.bytes().all(|b| b.is_ascii_digit()))
-        .map(str::to_owned)
 }
 
 /// Issue 11 item 1, as observed: a Gamma order with a ~28,000-character id, then an ordinary
@@ -593,36 +550,13 @@ async fn the_books_balance_after_input_fees() {
     let mama_dir = tempfile::tempdir().unwrap();
     let (lnurlp, _mama_wallet, _server) = lnurl_service_on(0, &url, mama_dir.path()).await;
     let lnurl = lnurl::lnurl::LnUrl::from_url(lnurlp).encode();
-    let added = operator(
-        &soko,
-        "merchant_add",
-        json!({"name":"Mama Duka","lightning_address": lnurl}),
-    )
+    let Shop { merchant, npub } = Mangoes {
+        quantity: 10,
+        shipping_each: None,
+        lightning_address: Some(lnurl),
+    }
+    .open(&soko.config)
     .await;
-    let npub = added.result.unwrap()["npub"].as_str().unwrap().to_owned();
-    let merchant = PublicKey::parse(&npub).unwrap();
-    let stall = json!({"id":"duka","name":"Mama Duka","currency":"sat",
-                       "shipping":[{"id":"nairobi","cost":100}]});
-    assert!(
-        operator(
-            &soko,
-            "stall_put",
-            json!({"merchant": npub, "stall": stall})
-        )
-        .await
-        .ok
-    );
-    let mango = json!({"id":"mango","stall_id":"duka","name":"Mango","currency":"sat",
-                       "price":500,"quantity":10});
-    assert!(
-        operator(
-            &soko,
-            "product_put",
-            json!({"merchant": npub, "product": mango})
-        )
-        .await
-        .ok
-    );
     let mut buyer = User::connect(&[soko.relay_url()]).await;
     let mut code = None;
     for (id, units) in [("f-1", 2), ("f-2", 1)] {

@@ -14,17 +14,6 @@ use nostr_sdk::prelude::*;
 use proptest::prelude::*;
 use serde_json::json;
 
-/// A managed merchant with mama's mango stall; returns its key and npub.
-async fn shop(soko: &TestSoko) -> (PublicKey, String) {
-    let added = operator(soko, "merchant_add", json!({"name": "Mama Duka"})).await;
-    let npub = added.result.expect("merchant added")["npub"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    put_listings(soko, &npub).await;
-    (PublicKey::parse(&npub).unwrap(), npub)
-}
-
 /// An `order_cancel` with a fresh request id (a reused one would get the stored reply).
 fn cancel(npub: &str, order_id: &str, refund_to: Option<&str>) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -58,7 +47,7 @@ async fn counting_port() -> (u16, Arc<AtomicUsize>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multibyte_refund_to_is_refused_and_soko_keeps_serving() {
     let mut soko = TestSoko::start().await;
-    let (merchant, npub) = shop(&soko).await;
+    let Shop { merchant, npub } = mango_shop(&soko).await;
     // "a€€@x.y": byte 6 is inside the second "€".
     let hostile = "a€€@x.y";
 
@@ -109,7 +98,7 @@ async fn a_multibyte_refund_to_is_refused_and_soko_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refund_to_loopback_is_refused_without_the_dev_setting() {
     let mut soko = TestSoko::start_with(|c| c.lnurl.allow_loopback_http = false).await;
-    let (merchant, npub) = shop(&soko).await;
+    let Shop { merchant, npub } = mango_shop(&soko).await;
     let (port, connections) = counting_port().await;
     let (mut buyer, _code) = paid_order(&soko, merchant, "lo-1").await;
 
@@ -265,7 +254,7 @@ async fn refund_to(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redirecting_payee_is_not_followed() {
     let mut soko = TestSoko::start().await;
-    let (merchant, npub) = shop(&soko).await;
+    let Shop { merchant, npub } = mango_shop(&soko).await;
     let honest_dir = tempfile::tempdir().unwrap();
     let (honest_url, honest_calls) = hostile_payee(&soko, honest_dir.path(), None, 0).await;
     let hostile_dir = tempfile::tempdir().unwrap();
@@ -292,7 +281,7 @@ async fn a_redirecting_payee_is_not_followed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invoice_for_the_wrong_amount_is_not_paid() {
     let mut soko = TestSoko::start().await;
-    let (merchant, npub) = shop(&soko).await;
+    let Shop { merchant, npub } = mango_shop(&soko).await;
     let payee_dir = tempfile::tempdir().unwrap();
     let (payee_url, calls) = hostile_payee(&soko, payee_dir.path(), None, 1).await;
     let (mut buyer, _code) = paid_order(&soko, merchant, "amt-1").await;
@@ -571,7 +560,7 @@ fn gateway_body() -> impl Strategy<Value = Vec<u8>> {
 async fn arbitrary_commands_to_a_real_soko_are_each_answered() {
     use proptest::strategy::ValueTree;
     let mut soko = TestSoko::start().await;
-    let (merchant, npub) = shop(&soko).await;
+    let Shop { merchant, npub } = mango_shop(&soko).await;
     let (mut buyer, _code) = paid_order(&soko, merchant, "fz-1").await;
     let cancels = (
         prop_oneof![Just("fz-1".to_owned()), text()],

@@ -46,13 +46,6 @@ fn assert_private(dir: &Path) {
     assert!(open.is_empty(), "readable by others: {open:#?}");
 }
 
-async fn shop(soko: &TestSoko) -> PublicKey {
-    let added = operator(soko, "merchant_add", json!({"name":"Mama Duka"})).await;
-    let npub = added.result.unwrap()["npub"].as_str().unwrap().to_owned();
-    put_listings(soko, &npub).await;
-    PublicKey::parse(&npub).unwrap()
-}
-
 /// Item 3: under umask 022 a fresh soko used to leave its data dir 0755 and sled's and the
 /// dev mint's SQLite files 0644. Now the dir is 0700 and every file in it 0600, the ones
 /// made while it runs (SQLite's -wal and -shm, sled's segments) included, and a data dir
@@ -74,7 +67,7 @@ async fn the_data_dir_is_private_whatever_the_umask() {
         config.storage.data_dir = dir;
     })
     .await;
-    let merchant = shop(&soko).await;
+    let merchant = mango_shop(&soko).await.merchant;
     paid_order(&soko, merchant, "perm-1").await;
     let data = soko.data_dir();
     for name in [
@@ -99,7 +92,7 @@ async fn the_data_dir_is_private_whatever_the_umask() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_proof_secret_is_readable_on_disk() {
     let mut soko = TestSoko::start().await;
-    let merchant = shop(&soko).await;
+    let merchant = mango_shop(&soko).await.merchant;
     paid_order(&soko, merchant, "sealed-1").await;
     let proofs = soko.daemon().wallet().get_unspent_proofs().await.unwrap();
     assert!(!proofs.is_empty(), "the escrow holds the payment");
@@ -163,7 +156,7 @@ fn everything() -> soko::market::catalog::Query {
 async fn a_listing_flood_from_fresh_keys_does_not_evict_the_real_shop() {
     const MAX: usize = 20;
     let mut soko = TestSoko::start_with(|c| c.market.catalog_max_entries = MAX).await;
-    let merchant = shop(&soko).await;
+    let merchant = mango_shop(&soko).await.merchant;
     let own = soko::market::catalog::Query {
         merchant: Some(merchant),
         ..everything()
@@ -321,18 +314,9 @@ async fn one_request_id_sent_many_times_at_once_runs_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_takes_the_delivery_code_on_stdin() {
     let mut soko = TestSoko::start().await;
-    let merchant = shop(&soko).await;
+    let merchant = mango_shop(&soko).await.merchant;
     let (_buyer, code) = paid_order(&soko, merchant, "stdin-1").await;
-    let config_file = soko.data_dir().join("cli.toml");
-    std::fs::write(
-        &config_file,
-        format!(
-            "[relay]\nport = {}\n[storage]\ndata_dir = {:?}\n",
-            soko.config.relay.port,
-            soko.data_dir()
-        ),
-    )
-    .unwrap();
+    let config_file = soko.cli_config("cli.toml");
     let npub = merchant.to_bech32().unwrap();
     let out = tokio::task::spawn_blocking(move || {
         use std::io::Write;

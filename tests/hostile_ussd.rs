@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use common::gateway::*;
 use common::*;
 use nostr_sdk::hashes::{sha256, Hash};
 use nostr_sdk::prelude::*;
@@ -20,8 +21,6 @@ use soko::bridge::{Bridge, BridgeConfig, BridgeHandle, GatewayAuth, SECRET_HEADE
 use soko::config::LogConfig;
 use soko::market::MerchantStatus;
 
-const PHONE: &str = "+254711000111";
-const SERVICE: &str = "*384*7#";
 const PIN: &str = "739164";
 
 /// The one log capture of this test binary, at TRACE level.
@@ -62,57 +61,6 @@ async fn soko_and_bridge(
     (soko, bridge)
 }
 
-/// An Africa's Talking callback, as `curl -d` sends it, with optional extra headers.
-async fn post(
-    url: &str,
-    headers: &[(&str, &str)],
-    session: &str,
-    text: &str,
-) -> (StatusCode, String) {
-    let mut request = reqwest::Client::new().post(url).form(&[
-        ("sessionId", session),
-        ("serviceCode", SERVICE),
-        ("phoneNumber", PHONE),
-        ("networkCode", "63902"),
-        ("text", text),
-    ]);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = request.send().await.expect("the bridge answers HTTP");
-    let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
-    (status, response.text().await.unwrap())
-}
-
-/// Dials through the gateway's real callback URL, one hop per text; the last screen.
-async fn walk(bridge: &BridgeHandle, session: &str, texts: &[&str]) -> String {
-    let mut last = String::new();
-    for text in texts {
-        let (status, body) = post(&bridge.url(), &[], session, text).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        last = body;
-    }
-    last
-}
-
-/// `merchant_add` with the phone: the merchant, and the activation code shown once.
-async fn pending_merchant(soko: &TestSoko) -> (PublicKey, String) {
-    let added = operator(
-        soko,
-        "merchant_add",
-        json!({"name":"Mama Duka","phone":PHONE}),
-    )
-    .await;
-    let result = added.result.expect("merchant added");
-    assert_eq!(result["status"], "pending", "{result}");
-    let code = result["activation_code"]
-        .as_str()
-        .expect("an activation code for a merchant with a phone")
-        .to_owned();
-    let npub = result["npub"].as_str().unwrap();
-    (PublicKey::parse(npub).unwrap(), code)
-}
-
 /// The merchant as `merchant_list` shows it to the operator.
 async fn shop(soko: &TestSoko, merchant: &PublicKey) -> serde_json::Value {
     let list = operator(soko, "merchant_list", json!({})).await;
@@ -150,7 +98,7 @@ async fn onboard(bridge: &BridgeHandle, session: &str, code: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_with_curl_cannot_reach_soko_through_the_bridge() {
     let (soko, bridge) = soko_and_bridge(|_| {}, None).await;
-    let (merchant, _code) = pending_merchant(&soko).await;
+    let merchant = pending_merchant(&soko, PHONE, None).await.merchant;
     let bare = bridge.bare_url();
     let wrong_path = format!("{bare}/0123456789abcdef0123456789abcdef");
     let texts = ["", PIN, &format!("{PIN}*{PIN}"), &format!("{PIN}*{PIN}*1")];
@@ -163,7 +111,7 @@ async fn a_stranger_with_curl_cannot_reach_soko_through_the_bridge() {
                 vec![(SECRET_HEADER, "not-the-secret-at-all")],
             ),
         ] {
-            let (status, body) = post(url, &headers, "ATUid_evil", text).await;
+            let (status, body) = dial_as(url, &headers, "ATUid_evil", text).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{url} {text:?}: {body}");
             assert!(!body.contains("CON") && !body.contains("END"), "{body}");
         }
@@ -173,7 +121,7 @@ async fn a_stranger_with_curl_cannot_reach_soko_through_the_bridge() {
 
     // The gateway's own URL, or the secret in the header, does reach soko.
     let secret = bridge.url().rsplit('/').next().unwrap().to_owned();
-    let (status_code, body) = post(&bare, &[(SECRET_HEADER, &secret)], "ATUid_gw", "").await;
+    let (status_code, body) = dial_as(&bare, &[(SECRET_HEADER, &secret)], "ATUid_gw", "").await;
     assert_eq!(status_code, StatusCode::OK);
     assert!(
         body.starts_with("CON Welcome to soko, Mama Duka!"),
@@ -187,7 +135,7 @@ async fn a_stranger_with_curl_cannot_reach_soko_through_the_bridge() {
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.auth.allow_from = vec!["196.201.214.0/23".parse().unwrap()];
     let fenced = Bridge::start(config).await.unwrap();
-    let (status_code, _) = post(&fenced.url(), &[], "ATUid_fenced", "").await;
+    let (status_code, _) = dial_as(&fenced.url(), &[], "ATUid_fenced", "").await;
     assert_eq!(status_code, StatusCode::FORBIDDEN);
     assert_eq!(fenced.pending_hops(), 0);
     fenced.shutdown().await.unwrap();
@@ -198,7 +146,7 @@ async fn a_stranger_with_curl_cannot_reach_soko_through_the_bridge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_shop_opens_only_with_its_one_time_code() {
     let (soko, bridge) = soko_and_bridge(|_| {}, None).await;
-    let (merchant, code) = pending_merchant(&soko).await;
+    let Pending { merchant, code, .. } = pending_merchant(&soko, PHONE, None).await;
 
     // The first caller is asked for the code, not a PIN.
     let first = walk(&bridge, "ATUid_first", &[""]).await;
@@ -260,7 +208,7 @@ async fn wrong_pins_are_bounded_per_call_escalate_and_need_the_operator_at_last(
         None,
     )
     .await;
-    let (merchant, code) = pending_merchant(&soko).await;
+    let Pending { merchant, code, .. } = pending_merchant(&soko, PHONE, None).await;
     onboard(&bridge, "ATUid_owner", &code).await;
 
     // The attacker's call: two wrong; the merchant logs in from another call (count
@@ -322,7 +270,7 @@ async fn wrong_pins_are_bounded_per_call_escalate_and_need_the_operator_at_last(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_change_asks_for_the_pin_again() {
     let (soko, bridge) = soko_and_bridge(|_| {}, None).await;
-    let (merchant, code) = pending_merchant(&soko).await;
+    let Pending { merchant, code, .. } = pending_merchant(&soko, PHONE, None).await;
     onboard(&bridge, "ATUid_owner", &code).await;
     let to = "thief@pay.example";
     let typed = format!("{PIN}*6*1*{to}");
@@ -355,7 +303,7 @@ async fn stored_replies_keep_no_codes_or_buyer_details_in_clear() {
     let (mut soko, bridge) = soko_and_bridge(|_| {}, None).await;
     let invite = operator(&soko, "invite_create", json!({"role":"agent"})).await;
     let invite_code = invite.result.unwrap()["code"].as_str().unwrap().to_owned();
-    let (merchant, code) = pending_merchant(&soko).await;
+    let Pending { merchant, code, .. } = pending_merchant(&soko, PHONE, None).await;
     onboard(&bridge, "ATUid_owner", &code).await;
     let npub = merchant.to_bech32().unwrap();
     put_listings(&soko, &npub).await;
@@ -412,7 +360,7 @@ async fn stored_replies_keep_no_codes_or_buyer_details_in_clear() {
 async fn the_logs_hold_no_pin_and_nothing_derived_from_it() {
     let log = capture();
     let (soko, bridge) = soko_and_bridge(|_| {}, None).await;
-    let (_merchant, code) = pending_merchant(&soko).await;
+    let Pending { code, .. } = pending_merchant(&soko, PHONE, None).await;
     onboard(&bridge, "ATUid_owner", &code).await;
     let session = "ATUid_logs";
     let texts = [

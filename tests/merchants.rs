@@ -9,16 +9,6 @@ use std::time::Duration;
 use common::*;
 use nostr_sdk::prelude::*;
 use serde_json::{json, Value};
-use soko::proto::Response;
-
-fn code(response: &Response) -> String {
-    assert!(!response.ok, "{response:?}");
-    serde_json::to_value(response.error.as_ref().unwrap().code)
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
 
 fn stall() -> Value {
     json!({"id":"duka","name":"Mama Duka","currency":"sat",
@@ -59,7 +49,7 @@ async fn operator_creates_a_merchant_whose_listings_are_published_under_its_key(
         json!({"merchant": pending_npub, "stall": stall()}),
     )
     .await;
-    assert_eq!(code(&refused), "invalid");
+    assert_eq!(refusal_code(&refused), "invalid");
     assert!(refused.error.unwrap().message.contains("pending"));
     // The same phone cannot belong to two merchants.
     let twice = operator(
@@ -68,7 +58,7 @@ async fn operator_creates_a_merchant_whose_listings_are_published_under_its_key(
         json!({"name":"Other","phone":"+254700000001"}),
     )
     .await;
-    assert_eq!(code(&twice), "invalid");
+    assert_eq!(refusal_code(&twice), "invalid");
 
     assert!(
         operator(
@@ -185,7 +175,7 @@ async fn bad_merchant_commands_are_refused_with_reasons() {
     assert_eq!(reply.json()["error"]["code"], "forbidden");
 
     assert_eq!(
-        code(&operator(&soko, "merchant_add", json!({"name":""})).await),
+        refusal_code(&operator(&soko, "merchant_add", json!({"name":""})).await),
         "invalid"
     );
     let bad_ln = operator(
@@ -194,7 +184,7 @@ async fn bad_merchant_commands_are_refused_with_reasons() {
         json!({"name":"A","lightning_address":"nope"}),
     )
     .await;
-    assert_eq!(code(&bad_ln), "invalid");
+    assert_eq!(refusal_code(&bad_ln), "invalid");
     let added = operator(&soko, "merchant_add", json!({"name":"A"})).await;
     let npub = added.result.unwrap()["npub"].as_str().unwrap().to_owned();
 
@@ -205,14 +195,14 @@ async fn bad_merchant_commands_are_refused_with_reasons() {
         json!({"merchant": stranger, "stall": stall()}),
     )
     .await;
-    assert_eq!(code(&unknown), "not_found");
+    assert_eq!(refusal_code(&unknown), "not_found");
     let no_stall = operator(
         &soko,
         "product_put",
         json!({"merchant": npub, "product": product("p", "sat")}),
     )
     .await;
-    assert_eq!(code(&no_stall), "invalid");
+    assert_eq!(refusal_code(&no_stall), "invalid");
     assert!(no_stall.error.unwrap().message.contains("stall"));
     assert!(
         operator(
@@ -242,7 +232,7 @@ async fn bad_merchant_commands_are_refused_with_reasons() {
     let mut negative = product("p", "sat");
     negative["price"] = json!(-1);
     assert_eq!(
-        code(
+        refusal_code(
             &operator(
                 &soko,
                 "product_put",
@@ -253,39 +243,15 @@ async fn bad_merchant_commands_are_refused_with_reasons() {
         "invalid"
     );
     let bad_args = operator(&soko, "product_put", json!({"merchant": npub})).await;
-    assert_eq!(code(&bad_args), "bad_request");
+    assert_eq!(refusal_code(&bad_args), "bad_request");
     soko.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_drives_a_running_soko() {
     let mut soko = TestSoko::start().await;
-    let config_file = soko.data_dir().join("test.toml");
-    std::fs::write(
-        &config_file,
-        format!(
-            "[relay]\nport = {}\n[storage]\ndata_dir = {:?}\n",
-            soko.config.relay.port,
-            soko.data_dir()
-        ),
-    )
-    .unwrap();
-    let run = |args: &[&str]| {
-        let config = config_file.clone();
-        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        async move {
-            tokio::task::spawn_blocking(move || {
-                std::process::Command::new(env!("CARGO_BIN_EXE_soko"))
-                    .args(&args)
-                    .arg("--config")
-                    .arg(&config)
-                    .output()
-                    .unwrap()
-            })
-            .await
-            .unwrap()
-        }
-    };
+    let config_file = soko.cli_config("test.toml");
+    let run = |args: &[&str]| run_cli(&config_file, args);
     let out = run(&["merchant", "add", "--name", "Duka CLI"]).await;
     assert!(
         out.status.success(),

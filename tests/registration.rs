@@ -14,7 +14,6 @@ use nostr_connect::client::NostrConnect;
 use nostr_sdk::prelude::*;
 use serde_json::{json, Value};
 use soko::proto::agents::REGISTRATION_KIND;
-use soko::proto::Response;
 
 /// An agent whose client signs, encrypts and decrypts only through a NIP-46 signer.
 struct RemoteAgent {
@@ -25,22 +24,8 @@ struct RemoteAgent {
 
 impl RemoteAgent {
     async fn connect(signer: NostrConnect, relay: &RelayUrl) -> Self {
-        let client = Client::builder().signer(signer).build();
-        client.add_relay(relay.clone()).await.unwrap();
-        client.connect().await;
-        client.wait_for_connection(Duration::from_secs(5)).await;
-        let me = client
-            .signer()
-            .await
-            .unwrap()
-            .get_public_key()
-            .await
-            .unwrap();
-        let inbox = client.notifications();
-        client
-            .subscribe(Filter::new().kind(Kind::GiftWrap).pubkey(me), None)
-            .await
-            .unwrap();
+        let client = connect_client(signer, std::slice::from_ref(relay)).await;
+        let (me, inbox) = listen_to_wraps(&client).await;
         Self { client, me, inbox }
     }
 
@@ -139,15 +124,6 @@ async fn invite(soko: &TestSoko, extra: Value) -> String {
 fn error_code(reply: &Value) -> &str {
     assert_eq!(reply["ok"], json!(false), "{reply}");
     reply["error"]["code"].as_str().unwrap()
-}
-
-fn response_code(response: &Response) -> String {
-    assert!(!response.ok, "{response:?}");
-    serde_json::to_value(response.error.as_ref().unwrap().code)
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,11 +303,11 @@ async fn only_admins_create_invites_and_only_for_agents() {
 
     for (role, why) in [("merchant", "USSD"), ("admin", "config"), ("king", "agent")] {
         let refused = operator(&soko, "invite_create", json!({ "role": role })).await;
-        assert_eq!(response_code(&refused), "invalid");
+        assert_eq!(refusal_code(&refused), "invalid");
         assert!(refused.error.unwrap().message.contains(why));
     }
     let refused = operator(&soko, "invite_create", json!({"role":"agent","uses":0})).await;
-    assert_eq!(response_code(&refused), "invalid");
+    assert_eq!(refusal_code(&refused), "invalid");
 
     let created = operator(
         &soko,
@@ -360,7 +336,7 @@ async fn only_admins_create_invites_and_only_for_agents() {
         json!({"event": registration(&operator_keys, bot, code)}),
     )
     .await;
-    assert_eq!(response_code(&by_admin), "already_registered");
+    assert_eq!(refusal_code(&by_admin), "already_registered");
 
     // An admin from the config is an admin too.
     let mut dave = User::with_keys(dave, &[soko.relay_url()]).await;
@@ -439,25 +415,8 @@ async fn ask_by_id(user: &mut User, bot: PublicKey, request: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_creates_invites_on_a_running_soko() {
     let soko = TestSoko::start().await;
-    let config_file = soko.data_dir().join("test.toml");
-    std::fs::write(
-        &config_file,
-        format!(
-            "[relay]\nport = {}\n[storage]\ndata_dir = {:?}\n",
-            soko.config.relay.port,
-            soko.data_dir()
-        ),
-    )
-    .unwrap();
-    let run = |args: &[&str]| {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_soko"));
-        command.args(args).arg("--config").arg(&config_file);
-        async move {
-            tokio::task::spawn_blocking(move || command.output().unwrap())
-                .await
-                .unwrap()
-        }
-    };
+    let config_file = soko.cli_config("test.toml");
+    let run = |args: &[&str]| run_cli(&config_file, args);
     let out = run(&[
         "invite",
         "create",

@@ -10,17 +10,15 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::binary::Binary;
 use common::*;
 use nostr_sdk::prelude::*;
 use serde_json::{json, Value};
 use soko::config::MintConfig;
 use soko::escrow::{EscrowState, OrderRecord};
 use soko::money::Sats;
-use soko::Config;
 
 /// A user whose DMs are read once: copies re-sent after a reconnect are skipped.
 struct Person {
@@ -98,15 +96,6 @@ impl Person {
     }
 }
 
-/// The 8-digit code in a code DM.
-fn code_in(dm: &Received) -> String {
-    dm.content
-        .split_whitespace()
-        .find(|w| w.len() == 8 && w.bytes().all(|b| b.is_ascii_digit()))
-        .expect("8 digits in the code DM")
-        .to_owned()
-}
-
 /// Waits for the paid status and the code DM (a relay may send stored DMs in any order)
 /// and returns the code.
 async fn paid_code(buyer: &mut Person) -> String {
@@ -119,7 +108,7 @@ async fn paid_code(buyer: &mut Person) -> String {
         paid |= dm.content.contains("\"paid\":true");
         if dm.content.contains("Delivery code") {
             assert!(code.is_none(), "one code only: {}", dm.content);
-            code = Some(code_in(&dm));
+            code = Some(code_in(&dm).expect("8 digits in the code DM"));
         }
     }
     code.unwrap()
@@ -132,55 +121,8 @@ fn order(id: &str, quantity: i64) -> String {
     .to_string()
 }
 
-/// Mama Duka, managed by the soko `config` names: one `sat` stall (zone `nairobi`, 100 sat)
-/// and mangoes (500 sat, 3 in stock, +10 sat shipping each). One mango costs 610 sat.
-async fn shop(config: &Config, lightning_address: Option<String>) -> (PublicKey, String) {
-    let call = |cmd: &'static str, args: Value| async move {
-        let answer = soko::operator::call(config, cmd, args)
-            .await
-            .expect("soko answers");
-        assert!(answer.ok, "{cmd}: {answer:?}");
-        answer.result.unwrap()
-    };
-    let added = call(
-        "merchant_add",
-        json!({"name": "Mama Duka", "lightning_address": lightning_address}),
-    )
-    .await;
-    let npub = added["npub"].as_str().unwrap().to_owned();
-    let stall = json!({"id":"duka","name":"Mama Duka","currency":"sat",
-                       "shipping":[{"id":"nairobi","cost":100}]});
-    call("stall_put", json!({"merchant": npub, "stall": stall})).await;
-    let mango = json!({"id":"mango","stall_id":"duka","name":"Mango","currency":"sat","price":500,
-                       "quantity":3,"shipping":[{"id":"nairobi","cost":10}]});
-    call("product_put", json!({"merchant": npub, "product": mango})).await;
-    (PublicKey::parse(&npub).unwrap(), npub)
-}
-
 fn order_of(soko: &TestSoko, merchant: &PublicKey, number: u64) -> Option<OrderRecord> {
     soko.daemon().escrow().order(merchant, number).unwrap()
-}
-
-/// held + owed = the escrow wallet's balance, and the mint's outstanding ecash is that
-/// balance plus `outside` (ecash that left soko: refund tokens, payouts minted by mama).
-async fn assert_conserved(soko: &TestSoko, mint: &cdk::Mint, outside: u64) -> (Sats, Sats) {
-    let (held, owed) = soko.daemon().escrow().books().unwrap();
-    let wallet = Sats::from(soko.daemon().wallet().total_balance().await.unwrap());
-    assert_eq!(
-        held.checked_add(owed).unwrap(),
-        wallet,
-        "held {held} + owed {owed} = wallet"
-    );
-    assert_eq!(
-        outstanding_at(mint).await,
-        wallet.0 + outside,
-        "the mint's outstanding ecash is soko's plus what left it"
-    );
-    (held, owed)
-}
-
-fn embedded_mint(soko: &TestSoko) -> std::sync::Arc<cdk::Mint> {
-    soko.daemon().dev_mint().unwrap().mint().clone()
 }
 
 fn deliver(npub: &str, number: u64, code: &str) -> Value {
@@ -200,7 +142,7 @@ async fn an_order_expiring_while_soko_is_down_releases_its_stock_on_start() {
         c.market.payment_window_secs = 2;
     })
     .await;
-    let (merchant, _) = shop(&soko.config, None).await;
+    let merchant = mango_shop(&soko).await.merchant;
     let mut buyer = Person::connect(Keys::generate(), &[soko.relay_url()]).await;
     buyer.user.send_nip17(merchant, &order("all-3", 3)).await;
     assert_eq!(buyer.until("\"type\":1").await.json()["id"], "all-3");
@@ -234,7 +176,7 @@ async fn an_order_expiring_while_soko_is_down_releases_its_stock_on_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paid_order_survives_restarts_ignores_replays_and_is_credited_once() {
     let mut soko = TestSoko::start().await;
-    let (merchant, npub) = shop(&soko.config, None).await;
+    let Shop { merchant, npub } = mango_shop(&soko).await;
     let mut buyer = Person::connect(Keys::generate(), &[soko.relay_url()]).await;
     let order_dm = buyer.user.send_nip04(merchant, &order("o-1", 1)).await;
     buyer.until("\"type\":1").await;
@@ -320,7 +262,7 @@ async fn a_paid_order_survives_restarts_ignores_replays_and_is_credited_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_order_stays_locked_across_a_restart_and_is_refunded() {
     let mut soko = TestSoko::start().await;
-    let (merchant, npub) = shop(&soko.config, None).await;
+    let Shop { merchant, npub } = mango_shop(&soko).await;
     let mut buyer = Person::connect(Keys::generate(), &[soko.relay_url()]).await;
     buyer.user.send_nip17(merchant, &order("o-l", 1)).await;
     let code = paid_code(&mut buyer).await;
@@ -381,7 +323,12 @@ async fn a_payout_failed_while_the_lnurl_server_was_down_succeeds_after_a_restar
     // Mama's Lightning address points at a port where nothing listens yet.
     let lnurl_port = free_port();
     let lnurl = lnurl::lnurl::LnUrl::from_url(lnurlp_url_on(lnurl_port)).encode();
-    let (merchant, npub) = shop(&soko.config, Some(lnurl)).await;
+    let Shop { merchant, npub } = Mangoes {
+        lightning_address: Some(lnurl),
+        ..Mangoes::default()
+    }
+    .open(&soko.config)
+    .await;
     let mut buyer = Person::connect(Keys::generate(), &[soko.relay_url()]).await;
     buyer.user.send_nip04(merchant, &order("p-1", 1)).await;
     let code = paid_code(&mut buyer).await;
@@ -427,98 +374,6 @@ async fn a_payout_failed_while_the_lnurl_server_was_down_succeeds_after_a_restar
     soko.stop().await;
 }
 
-/// `soko run` as a child process with its output in files of `dir`.
-struct Binary {
-    config_file: PathBuf,
-    dir: PathBuf,
-    starts: u32,
-    child: Option<Child>,
-}
-
-impl Binary {
-    fn new(dir: &Path, config: &Config, mint_url: &str) -> Self {
-        let toml = format!(
-            "[relay]\nport = {}\n[mint]\nurl = \"{mint_url}\"\n[storage]\ndata_dir = \"{}\"\n[log]\nlevel = \"info,soko=debug\"\n[lnurl]\nallow_loopback_http = true\n",
-            config.relay.port,
-            config.storage.data_dir.display()
-        );
-        let config_file = dir.join("soko.toml");
-        std::fs::write(&config_file, toml).unwrap();
-        Self {
-            config_file,
-            dir: dir.to_path_buf(),
-            starts: 0,
-            child: None,
-        }
-    }
-
-    fn config(&self) -> Config {
-        Config::load(&self.config_file).unwrap()
-    }
-
-    /// Starts `soko run` and waits until it says it runs.
-    async fn start(&mut self) {
-        self.starts += 1;
-        let out = self.dir.join(format!("run-{}.out", self.starts));
-        let err = self.dir.join(format!("run-{}.err", self.starts));
-        // `SOKO_BIN` runs another build of the binary (e.g. a copy kept for a stress loop
-        // while the shared target dir is rebuilt).
-        let binary =
-            std::env::var("SOKO_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_soko").to_owned());
-        let mut child = Command::new(binary)
-            .arg("run")
-            .arg("--config")
-            .arg(&self.config_file)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if std::fs::read_to_string(&out)
-                .unwrap_or_default()
-                .contains("soko is running")
-            {
-                break;
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "soko exited ({status}): {}",
-                    std::fs::read_to_string(&err).unwrap_or_default()
-                );
-            }
-            assert!(tokio::time::Instant::now() < deadline, "soko did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        self.child = Some(child);
-    }
-
-    /// SIGKILL: no shutdown, no flush.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            // The daemon's own account of each run, to tell what it did before the kill.
-            for run in 1..=self.starts {
-                for ext in ["out", "err"] {
-                    let path = self.dir.join(format!("run-{run}.{ext}"));
-                    let text = std::fs::read_to_string(&path).unwrap_or_default();
-                    eprintln!("--- {} ---\n{text}", path.display());
-                }
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_killed_between_steps_pays_the_merchant_exactly_once() {
     // The mint lives in the test, so it outlives every kill and its books can be read.
@@ -527,11 +382,17 @@ async fn the_binary_killed_between_steps_pays_the_merchant_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(&dir.path().join("data"));
     config.relay.port = free_port();
-    let mut soko = Binary::new(dir.path(), &config, mint.url());
+    let mut soko = Binary::new(
+        dir.path(),
+        config.relay.port,
+        &config.storage.data_dir,
+        mint.url(),
+        "[lnurl]\nallow_loopback_http = true\n",
+    );
     let config = soko.config();
     let relay = RelayUrl::parse(&format!("ws://127.0.0.1:{}", config.relay.port)).unwrap();
     soko.start().await;
-    let (merchant, npub) = shop(&config, None).await;
+    let Shop { merchant, npub } = Mangoes::default().open(&config).await;
     let mut buyer = Person::connect(Keys::generate(), std::slice::from_ref(&relay)).await;
     buyer.user.send_nip04(merchant, &order("k-1", 2)).await;
     let request = buyer.until("\"type\":1").await.json();

@@ -8,143 +8,14 @@ mod common;
 
 use std::time::Duration;
 
+use common::bridge::*;
 use common::*;
-use nostr_sdk::hashes::{sha256, Hash};
 use nostr_sdk::prelude::*;
 use serde_json::{json, Value};
 use soko::escrow::EscrowState;
 use soko::money::Sats;
 
 const PHONE: &str = "+254711000111";
-
-/// A USSD bridge: its own key, listed in soko's `[ussd] bridges`.
-struct Bridge {
-    user: User,
-    bot: PublicKey,
-    /// Notices soko pushed unasked (SMS requests).
-    notices: Vec<Value>,
-}
-
-/// What a hop came back with.
-#[derive(Debug)]
-struct Shown {
-    screen: String,
-    end: bool,
-}
-
-impl Bridge {
-    async fn connect(keys: Keys, soko: &TestSoko) -> Self {
-        Self {
-            user: User::with_keys(keys, &[soko.relay_url()]).await,
-            bot: soko.bot(),
-            notices: Vec::new(),
-        }
-    }
-
-    /// The request id the bridge uses: a retry of the same hop has the same one.
-    fn request_id(session: &str, text: &str) -> String {
-        let hash = sha256::Hash::hash(format!("{session}\n{text}").as_bytes());
-        hash.to_string()[..32].to_owned()
-    }
-
-    /// Sends one hop with an explicit request id and deadline; returns the response.
-    async fn send(
-        &mut self,
-        id: &str,
-        session: &str,
-        phone: &str,
-        text: &str,
-        deadline_ms: u64,
-    ) -> Value {
-        let request = json!({"v":1,"id":id,"cmd":"ussd_hop","args":{
-            "session":session,"phone":phone,"service_code":"*384*7#","network":"63902",
-            "text":text,"deadline_ms":deadline_ms}});
-        self.user.send_nip17(self.bot, &request.to_string()).await;
-        loop {
-            let dm = self
-                .user
-                .next_dm(REPLY_TIMEOUT)
-                .await
-                .expect("soko answers the hop");
-            assert!(dm.nip17, "answered as a gift wrap");
-            let value = dm.json();
-            if value.get("notice").is_some() {
-                self.notices.push(value);
-            } else if value["re"] == id {
-                return value;
-            }
-        }
-    }
-
-    /// One hop as the gateway sends it, within its deadline.
-    async fn hop(&mut self, session: &str, phone: &str, text: &str) -> Shown {
-        let id = Self::request_id(session, text);
-        let response = self.send(&id, session, phone, text, in_8s()).await;
-        shown(&response)
-    }
-
-    /// Waits for an SMS notice.
-    async fn notice(&mut self) -> Value {
-        if let Some(notice) = self.notices.pop() {
-            return notice;
-        }
-        let dm = self
-            .user
-            .next_dm(REPLY_TIMEOUT)
-            .await
-            .expect("an SMS notice");
-        dm.json()
-    }
-}
-
-fn shown(response: &Value) -> Shown {
-    assert_eq!(response["ok"], true, "{response}");
-    let screen = response["result"]["screen"].as_str().unwrap().to_owned();
-    let end = response["result"]["end"].as_bool().unwrap();
-    let prefixed = format!("{}{screen}", if end { "END " } else { "CON " });
-    assert!(
-        prefixed.chars().count() <= 182,
-        "within the handset's limit: {prefixed}"
-    );
-    Shown { screen, end }
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-fn in_8s() -> u64 {
-    unix_ms() + 8_000
-}
-
-/// soko with `bridge` trusted and `adjust` applied.
-async fn soko_with_bridge(bridge: &Keys, adjust: impl FnOnce(&mut soko::Config)) -> TestSoko {
-    let key = bridge.public_key();
-    TestSoko::start_with(|c| {
-        c.ussd.bridges = vec![key];
-        adjust(c);
-    })
-    .await
-}
-
-/// A pending merchant: its key, npub and one-time activation code (digits only).
-async fn add_merchant(soko: &TestSoko, phone: &str) -> (PublicKey, String, String) {
-    let added = operator(
-        soko,
-        "merchant_add",
-        json!({"name":"Mama Duka","phone":phone}),
-    )
-    .await;
-    assert!(added.ok, "{added:?}");
-    let result = added.result.unwrap();
-    assert_eq!(result["status"], "pending", "{result}");
-    let npub = result["npub"].as_str().unwrap().to_owned();
-    let code = result["activation_code"].as_str().unwrap().replace(' ', "");
-    (PublicKey::parse(&npub).unwrap(), npub, code)
-}
 
 /// Dials in for the first time: the activation code, PIN twice, shop name confirmed;
 /// returns the session's text so far.
@@ -177,26 +48,12 @@ async fn onboard(bridge: &mut Bridge, session: &str, code: &str, pin: &str) -> S
     text
 }
 
-async fn events_of(soko: &TestSoko, merchant: PublicKey, kind: u16) -> Vec<Event> {
-    let reader = User::connect(&[soko.relay_url()]).await;
-    reader
-        .client
-        .fetch_events(
-            Filter::new().author(merchant).kind(Kind::Custom(kind)),
-            Duration::from_secs(3),
-        )
-        .await
-        .unwrap()
-        .into_iter()
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merchant_runs_its_shop_from_a_feature_phone() {
     let bridge_keys = Keys::generate();
     let mut soko = soko_with_bridge(&bridge_keys, |_| {}).await;
     let mut bridge = Bridge::connect(bridge_keys, &soko).await;
-    let (merchant, npub, activation) = add_merchant(&soko, PHONE).await;
+    let (merchant, npub, activation) = pending_merchant(&soko, PHONE, None).await.typed();
 
     // Pending until onboarding: no listings, no profile yet.
     let stall = json!({"id":"duka","name":"Mama Duka","currency":"sat"});
@@ -396,7 +253,7 @@ async fn wrong_pins_lock_and_strangers_get_nothing() {
     let bridge_keys = Keys::generate();
     let mut soko = soko_with_bridge(&bridge_keys, |_| {}).await;
     let mut bridge = Bridge::connect(bridge_keys, &soko).await;
-    let (_, _, activation) = add_merchant(&soko, PHONE).await;
+    let (_, _, activation) = pending_merchant(&soko, PHONE, None).await.typed();
     onboard(&mut bridge, "AT-1", &activation, "4821").await;
 
     bridge.hop("AT-2", PHONE, "").await;
@@ -448,7 +305,7 @@ async fn late_retried_and_expired_hops_change_nothing() {
     let bridge_keys = Keys::generate();
     let mut soko = soko_with_bridge(&bridge_keys, |c| c.ussd.session_secs = 3).await;
     let mut bridge = Bridge::connect(bridge_keys, &soko).await;
-    let (merchant, npub, activation) = add_merchant(&soko, PHONE).await;
+    let (merchant, npub, activation) = pending_merchant(&soko, PHONE, None).await.typed();
     onboard(&mut bridge, "AT-1", &activation, "4821").await;
     put_listings(&soko, &npub).await;
     let (_buyer, code) = paid_order(&soko, merchant, "o-1").await;
@@ -580,7 +437,7 @@ async fn an_unclear_payout_reads_as_pending_on_the_screen_and_in_the_reply() {
     let bridge_keys = Keys::generate();
     let mut soko = soko_with_bridge(&bridge_keys, |_| {}).await;
     let mut bridge = Bridge::connect(bridge_keys, &soko).await;
-    let (merchant, npub, activation) = add_merchant(&soko, PHONE).await;
+    let (merchant, npub, activation) = pending_merchant(&soko, PHONE, None).await.typed();
     let onboarded = onboard(&mut bridge, "AT-1", &activation, "4821").await;
     put_listings(&soko, &npub).await;
     let mango = json!({"id":"mango","stall_id":"duka","name":"Mango","currency":"sat","price":500,

@@ -11,6 +11,18 @@ use serde_json::json;
 use soko::config::MintConfig;
 use soko::{Config, Daemon};
 
+pub mod binary;
+pub mod books;
+pub mod bridge;
+pub mod gateway;
+pub mod shop;
+
+// Not every test binary uses every fixture.
+#[allow(unused_imports)]
+pub use books::*;
+#[allow(unused_imports)]
+pub use shop::*;
+
 /// How long a test waits for a reply that should come.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a test listens to be sure that nothing (more) comes.
@@ -77,6 +89,21 @@ impl TestSoko {
         self.config.storage.data_dir.clone()
     }
 
+    /// Writes a config file `name` in the data dir that points soko's CLI at this soko.
+    pub fn cli_config(&self, name: &str) -> PathBuf {
+        let config_file = self.data_dir().join(name);
+        std::fs::write(
+            &config_file,
+            format!(
+                "[relay]\nport = {}\n[storage]\ndata_dir = {:?}\n",
+                self.config.relay.port,
+                self.data_dir()
+            ),
+        )
+        .expect("CLI config written");
+        config_file
+    }
+
     /// Clean shutdown.
     pub async fn stop(&mut self) {
         if let Some(daemon) = self.daemon.take() {
@@ -88,6 +115,20 @@ impl TestSoko {
     pub async fn restart(&mut self) {
         self.stop().await;
         self.boot().await;
+    }
+}
+
+/// Runs `soko ARGS --config CONFIG_FILE` off the async threads; its output.
+pub fn run_cli(
+    config_file: &Path,
+    args: &[&str],
+) -> impl std::future::Future<Output = std::process::Output> {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_soko"));
+    command.args(args).arg("--config").arg(config_file);
+    async move {
+        tokio::task::spawn_blocking(move || command.output().expect("soko runs"))
+            .await
+            .expect("the CLI's thread")
     }
 }
 
@@ -117,6 +158,40 @@ pub async fn extra_relay() -> (LocalRelay, RelayUrl) {
     relay.run().await.expect("extra relay runs");
     let url = relay.url().await;
     (relay, url)
+}
+
+/// A client signing with `signer`, connected to `relays` (it waits up to 5 s for them).
+pub async fn connect_client(signer: impl IntoNostrSigner, relays: &[RelayUrl]) -> Client {
+    let client = Client::builder().signer(signer).build();
+    for url in relays {
+        client.add_relay(url.clone()).await.expect("add relay");
+    }
+    client.connect().await;
+    client.wait_for_connection(Duration::from_secs(5)).await;
+    client
+}
+
+/// Subscribes `client` to the gift wraps addressed to its signer's key; returns that key and
+/// the notifications, opened before the subscription so that none slips past.
+pub async fn listen_to_wraps(
+    client: &Client,
+) -> (
+    PublicKey,
+    tokio::sync::broadcast::Receiver<RelayPoolNotification>,
+) {
+    let me = client
+        .signer()
+        .await
+        .expect("a signer")
+        .get_public_key()
+        .await
+        .expect("the signer's key");
+    let inbox = client.notifications();
+    client
+        .subscribe(Filter::new().kind(Kind::GiftWrap).pubkey(me), None)
+        .await
+        .expect("subscribe");
+    (me, inbox)
 }
 
 /// A decrypted DM a user received.
@@ -164,12 +239,7 @@ impl User {
 
     /// Same with given keys.
     pub async fn with_keys(keys: Keys, relays: &[RelayUrl]) -> Self {
-        let client = Client::builder().signer(keys.clone()).build();
-        for url in relays {
-            client.add_relay(url.clone()).await.expect("add relay");
-        }
-        client.connect().await;
-        client.wait_for_connection(Duration::from_secs(5)).await;
+        let client = connect_client(keys.clone(), relays).await;
         let inbox = client.notifications();
         let me = keys.public_key();
         client
@@ -305,6 +375,21 @@ impl User {
     }
 }
 
+/// The events of `kind` by `author` on soko's relay.
+pub async fn events_of(soko: &TestSoko, author: PublicKey, kind: u16) -> Vec<Event> {
+    let reader = User::connect(&[soko.relay_url()]).await;
+    reader
+        .client
+        .fetch_events(
+            Filter::new().author(author).kind(Kind::Custom(kind)),
+            Duration::from_secs(3),
+        )
+        .await
+        .expect("fetch events")
+        .into_iter()
+        .collect()
+}
+
 /// Sends an operator command to `soko` the way `soko merchant …` does.
 pub async fn operator(
     soko: &TestSoko,
@@ -314,6 +399,16 @@ pub async fn operator(
     soko::operator::call(&soko.config, cmd, args)
         .await
         .expect("soko answers")
+}
+
+/// The error code of a refused operator command.
+pub fn refusal_code(response: &soko::proto::Response) -> String {
+    assert!(!response.ok, "{response:?}");
+    serde_json::to_value(response.error.as_ref().expect("an error").code)
+        .expect("a code")
+        .as_str()
+        .expect("a string")
+        .to_owned()
 }
 
 /// Ecash the mint has issued and not yet redeemed: what all wallets together hold.
@@ -428,19 +523,7 @@ pub async fn lnurl_service_slow(
 
 /// Mama Duka's stall (sat, zone "nairobi" at 100) and 3 mangoes at 500 sat (+10 shipping).
 pub async fn put_listings(soko: &TestSoko, npub: &str) {
-    let stall = json!({"id":"duka","name":"Mama Duka","currency":"sat",
-                       "shipping":[{"id":"nairobi","cost":100,"regions":["KE"]}]});
-    let put = operator(soko, "stall_put", json!({"merchant": npub, "stall": stall})).await;
-    assert!(put.ok, "{put:?}");
-    let mango = json!({"id":"mango","stall_id":"duka","name":"Mango","currency":"sat","price":500,
-                       "quantity":3,"shipping":[{"id":"nairobi","cost":10}]});
-    let put = operator(
-        soko,
-        "product_put",
-        json!({"merchant": npub, "product": mango}),
-    )
-    .await;
-    assert!(put.ok, "{put:?}");
+    Mangoes::default().list(&soko.config, npub).await;
 }
 
 /// A NIP-15 type-0 order for `quantity` mangoes, with the buyer's name, address and phone.
@@ -462,12 +545,7 @@ pub async fn paid_order(soko: &TestSoko, merchant: PublicKey, id: &str) -> (User
     let paid = buyer.next_dm(REPLY_TIMEOUT).await.expect("paid").json();
     assert_eq!(paid["paid"], true, "{paid}");
     let dm = buyer.next_dm(REPLY_TIMEOUT).await.expect("the code DM");
-    let code = dm
-        .content
-        .split_whitespace()
-        .find(|w| w.len() == 8 && w.bytes().all(|b| b.is_ascii_digit()))
-        .expect("8 digits")
-        .to_owned();
+    let code = code_in(&dm).expect("8 digits");
     (buyer, code)
 }
 

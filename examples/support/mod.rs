@@ -1,0 +1,313 @@
+//! What the benchmarks share: an in-process soko, relay clients, the two DM schemes, and
+//! the timing helpers. Every example is a crate of its own, so each includes this module with
+//! `#[path = "support/mod.rs"] mod support;`; Cargo takes only `examples/*.rs` and
+//! `examples/*/main.rs` for examples, so this directory is not one.
+
+use std::future::Future;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use nostr_sdk::{Client, Event, EventId, Filter, Keys, PublicKey, RelayUrl};
+use soko::config::MintConfig;
+use soko::{Config, Daemon};
+
+/// How long a client may take to connect and subscribe before the run is abandoned.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the in-process soko may take to start (it also starts its dev mint).
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a clean shutdown may take: soko finishes in-flight events and flushes sled.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The in-process relay's per-pubkey write limit (events per minute). The default (120, with
+/// a burst of as many) caps what one client may send under its own key in a run (gift wraps
+/// are signed by one-time keys and never hit it); raised so that larger runs measure soko
+/// rather than the policy.
+pub const IN_PROCESS_RATE_LIMIT: u32 = 1_000_000;
+
+/// Measures `crypto` first, on this thread alone and before soko or any client exists, so
+/// that nothing competes with it for the core; then runs `run` with the result and the
+/// number of cores on a multi-threaded runtime.
+pub fn measure_then_run<C, R>(
+    crypto: impl Future<Output = Result<C>>,
+    run: impl FnOnce(C, usize) -> R,
+) -> Result<ExitCode>
+where
+    R: Future<Output = Result<ExitCode>>,
+{
+    let crypto = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .context("building the single-threaded runtime")?
+        .block_on(crypto)?;
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the runtime")?
+        .block_on(run(crypto, cores))
+}
+
+/// soko as the test harness runs it: embedded relay and dev mint on free loopback ports, the
+/// relay's write limit raised to [`IN_PROCESS_RATE_LIMIT`], data in `dir`.
+pub fn in_process_config(dir: &Path) -> Config {
+    let mut config = Config::default();
+    config.relay.port = 0;
+    config.relay.rate_limit_per_minute = IN_PROCESS_RATE_LIMIT;
+    config.mint = MintConfig::EmbeddedDev { port: 0 };
+    config.storage.data_dir = dir.to_path_buf();
+    config
+}
+
+/// The in-process soko, restartable on the same data dir and ports.
+pub struct Soko {
+    config: Config,
+    daemon: Option<Daemon>,
+}
+
+impl Soko {
+    /// A soko to run with `config` (not started yet).
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            daemon: None,
+        }
+    }
+
+    /// Starts it, within [`START_TIMEOUT`].
+    pub async fn start(&mut self) -> Result<()> {
+        let daemon = tokio::time::timeout(START_TIMEOUT, Daemon::start(self.config.clone()))
+            .await
+            .context("soko did not start in time")?
+            .context("starting soko")?;
+        // Pin the ports the first start picked, so that a restart comes back at the same URLs.
+        self.config.relay.port = port_of(relay_url_of(&daemon)?.as_str())?;
+        if let MintConfig::EmbeddedDev { port } = &mut self.config.mint {
+            *port = port_of(daemon.mint_url())?;
+        }
+        self.daemon = Some(daemon);
+        Ok(())
+    }
+
+    /// Shuts it down cleanly, within [`SHUTDOWN_TIMEOUT`]; nothing if it is not running.
+    pub async fn stop(&mut self) -> Result<()> {
+        if let Some(daemon) = self.daemon.take() {
+            tokio::time::timeout(SHUTDOWN_TIMEOUT, daemon.shutdown())
+                .await
+                .context("soko did not shut down in time")?
+                .context("shutting soko down")?;
+        }
+        Ok(())
+    }
+
+    /// Its config, with the ports pinned once it has started.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The running daemon.
+    pub fn daemon(&self) -> Result<&Daemon> {
+        self.daemon
+            .as_ref()
+            .ok_or_else(|| anyhow!("soko is not running"))
+    }
+
+    /// The embedded relay's URL.
+    pub fn relay_url(&self) -> Result<RelayUrl> {
+        relay_url_of(self.daemon()?)
+    }
+}
+
+fn relay_url_of(daemon: &Daemon) -> Result<RelayUrl> {
+    daemon
+        .relay_url()
+        .cloned()
+        .ok_or_else(|| anyhow!("soko started without its embedded relay"))
+}
+
+/// The port in `scheme://host:port[/]`.
+pub fn port_of(url: &str) -> Result<u16> {
+    url.trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .ok_or_else(|| anyhow!("no port in {url}"))
+}
+
+/// A client with `keys` connected to `relay` within [`CONNECT_TIMEOUT`].
+pub async fn connect_client(keys: &Keys, relay: &RelayUrl) -> Result<Client> {
+    let client = Client::builder().signer(keys.clone()).build();
+    client
+        .add_relay(relay.clone())
+        .await
+        .with_context(|| format!("adding {relay}"))?;
+    let connected = client.try_connect(CONNECT_TIMEOUT).await;
+    if connected.success.is_empty() {
+        bail!("could not connect to {relay}: {:?}", connected.failed);
+    }
+    Ok(client)
+}
+
+/// Subscribes to `filter`, failing unless the relay takes it within [`CONNECT_TIMEOUT`].
+pub async fn subscribe(client: &Client, filter: Filter) -> Result<()> {
+    let subscribed = tokio::time::timeout(CONNECT_TIMEOUT, client.subscribe(filter, None))
+        .await
+        .context("subscribing timed out")?
+        .context("subscribing")?;
+    if subscribed.success.is_empty() {
+        bail!(
+            "the relay refused the subscription: {:?}",
+            subscribed.failed
+        );
+    }
+    Ok(())
+}
+
+/// Publishes `event`, failing unless the relay accepts it within `timeout`.
+pub async fn publish(client: &Client, event: &Event, timeout: Duration) -> Result<()> {
+    let output = tokio::time::timeout(timeout, client.send_event(event))
+        .await
+        .map_err(|_| anyhow!("publishing timed out"))?
+        .context("publishing")?;
+    if output.success.is_empty() {
+        bail!("the relay refused the event: {:?}", output.failed);
+    }
+    Ok(())
+}
+
+/// A benchmark's client: numbered, and closed again when the run ends.
+pub trait Participant: Sized + Send + 'static {
+    /// Its number, from 0.
+    fn index(&self) -> u32;
+    /// Disconnects it.
+    fn close(self) -> impl Future<Output = ()>;
+}
+
+/// Connects `count` participants at once with `connect(index)`, in index order; on any
+/// failure the connected ones are closed again and the first error is returned.
+pub async fn connect_all<T, F>(count: u32, connect: impl Fn(u32) -> F) -> Result<Vec<T>>
+where
+    T: Participant,
+    F: Future<Output = Result<T>> + Send + 'static,
+{
+    let mut connecting = tokio::task::JoinSet::new();
+    for index in 0..count {
+        connecting.spawn(connect(index));
+    }
+    let mut connected = Vec::new();
+    let mut first_error = None;
+    while let Some(joined) = connecting.join_next().await {
+        match joined.map_err(anyhow::Error::from).and_then(|r| r) {
+            Ok(participant) => connected.push(participant),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        for participant in connected {
+            participant.close().await;
+        }
+        return Err(e);
+    }
+    connected.sort_by_key(Participant::index);
+    Ok(connected)
+}
+
+/// Locks a mutex whose data stays valid even if a holder panicked (a map of senders).
+pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How the DMs are encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Kind 4.
+    Nip04,
+    /// Kind 1059 gift wrap around a kind 14 message.
+    Nip17,
+}
+
+impl Scheme {
+    /// How the NIPs name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Nip04 => "NIP-04",
+            Scheme::Nip17 => "NIP-17",
+        }
+    }
+
+    /// Prefix of request ids, so that a stray reply from the other scheme can never match.
+    pub fn id_prefix(self) -> &'static str {
+        match self {
+            Scheme::Nip04 => "nip04",
+            Scheme::Nip17 => "nip17",
+        }
+    }
+
+    /// A DM from `from` to `to`, optionally referring (`e` tag) to the message it answers,
+    /// built by soko's own `seal_dm`, exactly as soko builds its replies (and what soko must
+    /// open when a client sends it).
+    pub async fn seal(
+        self,
+        from: &Keys,
+        to: PublicKey,
+        content: &str,
+        refers_to: Option<EventId>,
+    ) -> Result<Event> {
+        let scheme = match self {
+            Scheme::Nip04 => soko::outbound::Scheme::Nip04,
+            Scheme::Nip17 => soko::outbound::Scheme::Nip17,
+        };
+        soko::outbound::seal_dm(from, to, scheme, content, refers_to)
+            .await
+            .map_err(anyhow::Error::msg)
+    }
+}
+
+/// soko's delivery-code DM to a buyer: `Delivery code for order #N (ORDER ID): CODE` on its
+/// first line (kinds/orders.md).
+pub struct DeliveryCode {
+    /// The buyer's order id.
+    pub order_id: String,
+    /// The order's number at the merchant.
+    pub number: u64,
+    /// The 8 digits.
+    pub code: String,
+}
+
+impl DeliveryCode {
+    /// The code in `text`, if `text` is a delivery-code DM.
+    pub fn read(text: &str) -> Option<Self> {
+        let line = text.lines().next()?;
+        let rest = line.strip_prefix("Delivery code for order #")?;
+        let (number, rest) = rest.split_once(" (")?;
+        let (order_id, code) = rest.rsplit_once("): ")?;
+        Some(Self {
+            order_id: order_id.to_owned(),
+            number: number.parse().ok()?,
+            code: code.trim().to_owned(),
+        })
+    }
+}
+
+/// The `pct` percentile (nearest rank) of sorted durations.
+pub fn percentile(sorted: &[Duration], pct: usize) -> Option<Duration> {
+    let rank = (sorted.len() * pct).div_ceil(100);
+    sorted.get(rank.saturating_sub(1)).copied()
+}
+
+/// Mean µs of `op` over `iterations` runs, after a short warm-up (lazy contexts, caches).
+pub async fn per_op_micros(
+    iterations: u32,
+    mut op: impl AsyncFnMut() -> Result<()>,
+) -> Result<f64> {
+    for _ in 0..(iterations / 10).max(1) {
+        op().await?;
+    }
+    let started = Instant::now();
+    for _ in 0..iterations {
+        op().await?;
+    }
+    Ok(started.elapsed().as_secs_f64() * 1e6 / f64::from(iterations))
+}
