@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::agents::Agents;
 use crate::bot::{Bot, BotError, Handler};
+use crate::clock::Clock;
 use crate::commands;
 use crate::config::{Config, MintConfig};
 use crate::devmint::{DevMint, DevMintError};
@@ -92,6 +93,11 @@ pub struct Daemon {
 impl Daemon {
     /// Starts everything the config asks for.
     pub async fn start(config: Config) -> Result<Self, DaemonError> {
+        Self::start_with_clock(config, Clock::system()).await
+    }
+
+    /// Starts with the services keeping their windows on `clock` (tests move it ahead).
+    pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Self, DaemonError> {
         // Checked here too, not only when a file is parsed: a config built in code gets
         // the same refusal.
         if let Some(why) = config.dev_mint_refusal() {
@@ -178,13 +184,20 @@ impl Daemon {
                 total: config.market.max_unpaid_total,
                 held_percent: config.market.max_held_percent,
             },
+            clock: clock.clone(),
         };
         let rates = rules.rates.clone();
 
         let client = Bot::connect(&keyring, &relays).await?;
         let outbox = Outbox::open(&store, client)?;
         let publisher = Publisher::new(keyring.clone(), outbox.clone());
-        let agents = Agents::open(&store, &vault, admins.clone(), bot_keys.public_key())?;
+        let agents = Agents::open(
+            &store,
+            &vault,
+            admins.clone(),
+            bot_keys.public_key(),
+            clock.clone(),
+        )?;
         let notices = PaidNotices::new(
             config.ussd.bridges.clone(),
             agents.links.clone(),
@@ -220,6 +233,7 @@ impl Daemon {
             catalog: catalog.clone(),
             agents,
             desk,
+            clock,
         };
         let handler = Handler::new(&store, keyring, outbox, context, inbox)?;
         let bot = Bot::start(

@@ -25,6 +25,7 @@
 pub mod agents;
 pub mod bot;
 pub mod bridge;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod daemon;

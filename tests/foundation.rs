@@ -255,8 +255,14 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
         std::sync::Arc::new(soko::escrow::NoNotices),
     )
     .unwrap();
-    let agents =
-        soko::agents::Agents::open(&store, &vault, Default::default(), bot.public_key()).unwrap();
+    let agents = soko::agents::Agents::open(
+        &store,
+        &vault,
+        Default::default(),
+        bot.public_key(),
+        soko::clock::Clock::system(),
+    )
+    .unwrap();
     let desk = agents.desk(merchants.clone(), publisher.clone(), Default::default());
     let ussd = soko::ussd::UssdService::open(
         &store,
@@ -278,6 +284,7 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
         catalog: soko::market::Catalog::open(&store, 10).unwrap(),
         agents,
         desk,
+        clock: soko::clock::Clock::system(),
     };
     let handler = Handler::new(&store, keyring, outbox, context, inbox).unwrap();
 

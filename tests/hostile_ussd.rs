@@ -9,7 +9,6 @@
 mod common;
 
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::gateway::*;
@@ -236,7 +235,7 @@ async fn wrong_pins_are_bounded_per_call_escalate_and_need_the_operator_at_last(
     assert!(locked.starts_with("END Too many wrong PINs"), "{locked}");
     let during = walk(&bridge, "ATUid_b", &[""]).await;
     assert!(during.contains("locked until"), "{during}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    soko.advance(2);
     // The next three: locked until the operator resets it; time does not help.
     walk(
         &bridge,
@@ -244,7 +243,7 @@ async fn wrong_pins_are_bounded_per_call_escalate_and_need_the_operator_at_last(
         &["", "111111", "111111*222222", "111111*222222*333333"],
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    soko.advance(3);
     let hard = walk(&bridge, "ATUid_d", &[""]).await;
     assert!(hard.contains("until soko's operator unlocks it"), "{hard}");
 

@@ -6,8 +6,6 @@
 mod bunker;
 mod common;
 
-use std::time::Duration;
-
 use bunker::*;
 use common::*;
 use nostr_connect::client::NostrConnect;
@@ -276,7 +274,7 @@ async fn invite_codes_are_checked_and_used_once() {
     assert_eq!(reply["result"]["role"], "agent", "{reply}");
 
     let short = invite(&soko, json!({"expires_in_secs": 1})).await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    soko.advance(2);
     let mut carol = User::connect(&[soko.relay_url()]).await;
     let reply = carol
         .ask_nip17(bot, &register(registration(&carol.keys, bot, &short)))

@@ -360,7 +360,7 @@ async fn late_retried_and_expired_hops_change_nothing() {
 
     // A session left idle past `session_secs` is gone; its next hop changes nothing.
     bridge.hop("AT-4", PHONE, "").await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    soko.advance(4);
     let expired = bridge.hop("AT-4", PHONE, "1111").await;
     assert!(expired.end);
     assert_eq!(expired.screen, "Your session expired. Please dial again.");

@@ -20,6 +20,7 @@ use nostr_sdk::{PublicKey, ToBech32};
 use super::links::Links;
 use super::proposals::{self, Decision, Proposal, Proposals, Proposed, Transition};
 use super::users::Users;
+use crate::clock::Clock;
 use crate::market::listing::{self, ListingError};
 use crate::market::{Merchant, MerchantError, MerchantStatus, Merchants, Rates};
 use crate::outbound::{Publisher, Scheme};
@@ -29,7 +30,6 @@ use crate::proto::agents::{
 };
 use crate::proto::{ErrorCode, Refusal};
 use crate::store::StoreError;
-use crate::util::unix_now;
 
 /// Why the desk did not do something.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +89,7 @@ struct Inner {
     merchants: Merchants,
     publisher: Publisher,
     rates: Rates,
+    clock: Clock,
     decisions: tokio::sync::Mutex<()>,
 }
 
@@ -102,6 +103,7 @@ impl Desk {
         merchants: Merchants,
         publisher: Publisher,
         rates: Rates,
+        clock: Clock,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -111,6 +113,7 @@ impl Desk {
                 merchants,
                 publisher,
                 rates,
+                clock,
                 decisions: tokio::sync::Mutex::new(()),
             }),
         }
@@ -165,7 +168,9 @@ impl Desk {
         // A crash here leaves the merchant unlinked; onboarding again restores the link
         // (see `request_link`).
         inner.publisher.keyring().add(keys.clone());
-        let link = inner.links.link(agent, &keys.public_key(), unix_now())?;
+        let link = inner
+            .links
+            .link(agent, &keys.public_key(), self.inner.clock.now())?;
         let code = inner.merchants.issue_activation(&keys.public_key())?;
         tracing::info!(merchant = %merchant.npub, "agent onboarded a merchant (pending USSD)");
         let mut onboarded = linked(merchant, link.linked_at);
@@ -211,7 +216,7 @@ impl Desk {
         if shop.status == MerchantStatus::Pending
             && inner.merchants.onboarded_by(merchant)? == Some(*agent)
         {
-            let link = inner.links.link(agent, merchant, unix_now())?;
+            let link = inner.links.link(agent, merchant, self.inner.clock.now())?;
             tracing::info!(merchant = %shop.npub, "an interrupted onboarding's link restored");
             return self.reissued(agent, merchant, shop, link.linked_at);
         }
@@ -224,7 +229,7 @@ impl Desk {
             Some(proposal) => proposal,
             None => inner
                 .proposals
-                .add(merchant, agent, Proposed::Link, unix_now())?,
+                .add(merchant, agent, Proposed::Link, self.inner.clock.now())?,
         };
         tracing::info!(
             proposal = proposal.id,
@@ -249,10 +254,10 @@ impl Desk {
         self.require_agent(agent)?;
         self.require_link(agent, merchant)?;
         self.check(merchant, &proposed)?;
-        let proposal = self
-            .inner
-            .proposals
-            .add(merchant, agent, proposed, unix_now())?;
+        let proposal =
+            self.inner
+                .proposals
+                .add(merchant, agent, proposed, self.inner.clock.now())?;
         tracing::info!(proposal = proposal.id, kind = ?proposal.proposed.kind(), "proposal recorded");
         Ok(self.view(&proposal, true))
     }
@@ -273,7 +278,7 @@ impl Desk {
         let (step, proposal) = self
             .inner
             .proposals
-            .decide(id, Decision::Withdraw, unix_now(), None)?
+            .decide(id, Decision::Withdraw, self.inner.clock.now(), None)?
             .ok_or_else(unknown)?;
         if let Transition::Decided(status) = step {
             return Err(Refusal::new(
@@ -391,7 +396,7 @@ impl Desk {
         }
         let agent = PublicKey::from_hex(&proposal.agent)
             .map_err(|e| DeskError::Publish(format!("stored proposal agent: {e}")))?;
-        let now = unix_now();
+        let now = self.inner.clock.now();
         if proposal.proposed != Proposed::Link && !inner.links.is_linked(&agent, merchant)? {
             inner.proposals.decide(id, Decision::Withdraw, now, None)?;
             return Ok(Decided::Refused(
@@ -452,7 +457,7 @@ impl Desk {
         let Some((step, proposal)) =
             self.inner
                 .proposals
-                .decide(id, Decision::Reject, unix_now(), None)?
+                .decide(id, Decision::Reject, self.inner.clock.now(), None)?
         else {
             return Ok(Decided::Refused("that proposal is gone".to_owned()));
         };
@@ -488,7 +493,7 @@ impl Desk {
         let inner = &self.inner;
         let _one_at_a_time = inner.decisions.lock().await;
         let had = inner.links.unlink(agent, merchant)?;
-        let now = unix_now();
+        let now = self.inner.clock.now();
         let mut withdrawn = Vec::new();
         for proposal in inner.proposals.pending_for(merchant)? {
             if proposal.agent == agent.to_hex() {
@@ -717,6 +722,7 @@ pub(crate) mod tests {
             merchants.clone(),
             publisher,
             rates,
+            Clock::system(),
         );
         Ok(Fixture {
             _dir: dir,

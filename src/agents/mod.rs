@@ -28,6 +28,7 @@ pub use self::links::Links;
 pub use self::proposals::Proposals;
 pub use self::registration::{RegisterError, Registration, RegistrationRefusal};
 pub use self::users::{UserRecord, Users};
+use crate::clock::Clock;
 use crate::market::{Merchants, Rates};
 use crate::outbound::Publisher;
 use crate::store::{Store, StoreError};
@@ -46,6 +47,8 @@ pub struct Agents {
     pub links: Links,
     /// Agents' proposals to merchants.
     pub proposals: Proposals,
+    /// The time links, proposals and registrations are dated and judged by.
+    pub clock: Clock,
 }
 
 impl Agents {
@@ -56,6 +59,7 @@ impl Agents {
         vault: &Vault,
         admins: Arc<HashSet<PublicKey>>,
         soko: PublicKey,
+        clock: Clock,
     ) -> Result<Self, StoreError> {
         let invites = Invites::open(store, vault)?;
         let users = Users::open(store, admins)?;
@@ -66,6 +70,7 @@ impl Agents {
             registration,
             links: Links::open(store)?,
             proposals: Proposals::open(store)?,
+            clock,
         })
     }
 
@@ -79,6 +84,7 @@ impl Agents {
             merchants,
             publisher,
             rates,
+            self.clock.clone(),
         )
     }
 }

@@ -17,7 +17,6 @@ use crate::proto::agents::{
 };
 use crate::proto::{ErrorCode, Refusal};
 use crate::store::StoreError;
-use crate::util::unix_now;
 
 /// Creates the invite; the code is in this reply only.
 pub fn invite_create(
@@ -33,7 +32,7 @@ pub fn invite_create(
             args.uses,
             args.expires_in_secs,
             &sender,
-            unix_now(),
+            ctx.clock.now(),
         )
         .map_err(|e| match e {
             InviteError::Invalid(why) => Refusal::new(ErrorCode::Invalid, why.0).into(),
@@ -57,7 +56,7 @@ pub fn register(
     match ctx
         .agents
         .registration
-        .register(sender, &args.event, unix_now())
+        .register(sender, &args.event, ctx.clock.now())
     {
         Ok(user) => {
             tracing::info!(role = %user.role, "user registered");

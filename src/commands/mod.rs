@@ -15,6 +15,7 @@ use nostr_sdk::PublicKey;
 use serde_json::Value;
 
 use crate::agents::{Agents, Desk};
+use crate::clock::Clock;
 use crate::escrow::{EscrowError, EscrowRefusal, EscrowService};
 use crate::market::{Catalog, MerchantError, Merchants};
 use crate::outbound::Publisher;
@@ -92,6 +93,8 @@ pub struct Context {
     pub agents: Agents,
     /// What agents do for merchants.
     pub desk: Desk,
+    /// The time registrations and replies are judged and dated by.
+    pub clock: Clock,
 }
 
 /// Runs one command for `sender`.

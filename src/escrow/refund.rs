@@ -20,7 +20,6 @@ use super::service::{
 use super::state::{transition, EscrowEvent, EscrowState};
 use crate::money::Sats;
 use crate::store::StoreError;
-use crate::util::unix_now;
 
 /// Where the unused part of Lightning fee reserves on refunds is booked (soko's own
 /// account in `balances`, next to the merchants').
@@ -92,7 +91,7 @@ impl EscrowService {
             }
         }
         record.cancel = Some(CancelRequest {
-            at: unix_now(),
+            at: inner.clock.now(),
             refund_to,
         });
         inner.orders.insert(&key, &record)?;
@@ -112,7 +111,7 @@ impl EscrowService {
                 return Err(EscrowRefusal::NoSuchOrder(number).into());
             };
             if record.state != EscrowState::Refunding {
-                refundable(&record, inner.delivery_window_secs, unix_now())?;
+                refundable(&record, inner.delivery_window_secs, inner.clock.now())?;
                 let next = transition(record.state, EscrowEvent::RefundStarted)?;
                 let mut refunding = record.clone();
                 refunding.state = next;

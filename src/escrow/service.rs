@@ -37,13 +37,13 @@ use super::notify::{PaidOrder, PaidOrderListener};
 use super::payout::PayoutRecord;
 use super::refusal::EscrowRefusal;
 use super::state::{transition, EscrowEvent, EscrowState, InvalidTransition};
+use crate::clock::Clock;
 use crate::market::pricing::{self, Line, Rates};
 use crate::market::{listing, MerchantError, Merchants};
 use crate::money::Sats;
 use crate::outbound::{Note, Outbox, PublishError, Publisher, Scheme, Staged};
 use crate::proto::nip15::{clip_echo, Order};
 use crate::store::{Store, StoreError, Typed};
-use crate::util::unix_now;
 use crate::vault::{Vault, VaultError};
 use crate::wallet::Wallet;
 
@@ -79,6 +79,8 @@ pub struct Rules {
     pub poll: super::watch::PollRules,
     /// Caps on unpaid orders.
     pub caps: Caps,
+    /// The time the windows are kept on.
+    pub clock: Clock,
 }
 
 /// Caps on orders waiting for payment (`[market]` `max_unpaid_*`, `max_held_percent`).
@@ -301,6 +303,7 @@ pub(super) struct Inner {
     // The mint's NUT-17 push of invoice states, when it offers one.
     pub(super) push: std::sync::Mutex<super::watch::Push>,
     pub(super) caps: Caps,
+    pub(super) clock: Clock,
     pub(super) reconciled: super::books::Clock,
 }
 
@@ -343,9 +346,15 @@ impl EscrowService {
                 watch: super::watch::Schedule::new(rules.poll),
                 push: Default::default(),
                 caps: rules.caps,
+                clock: rules.clock,
                 reconciled: Default::default(),
             }),
         })
+    }
+
+    /// The time its windows are kept on (the menus keep the same).
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
     }
 
     /// Handles a type-0 order DM'd to `merchant`; returns the NIP-15 reply (type 1 with an
@@ -434,7 +443,7 @@ impl EscrowService {
             .map_err(StoreError::from)?
             .and_then(|b| crate::store::decode::<u64>(&b).ok())
             .unwrap_or(1);
-        let now = unix_now();
+        let now = inner.clock.now();
         let record = OrderRecord {
             number,
             buyer_order_id: order.id.clone(),
@@ -618,10 +627,10 @@ impl EscrowService {
             awaiting.push((key.to_vec(), expires_at));
         }
         let watch = &inner.watch;
-        let unix = unix_now();
+        let unix = inner.clock.now();
         let now = std::time::Instant::now();
         let feed = self.follow_pushes(now).await;
-        // An order is past its expiry once `unix_now() > expires_at`.
+        // An order is past its expiry once the clock is past `expires_at`.
         let past_expiry: Vec<(Vec<u8>, std::time::Instant)> = awaiting
             .iter()
             .map(|(key, expires_at)| {
@@ -710,7 +719,8 @@ impl EscrowService {
             .wallet
             .check_mint_quote_status(&record.quote_id)
             .await?;
-        let expired = quote.state == MintQuoteState::Unpaid && unix_now() > record.expires_at;
+        let expired =
+            quote.state == MintQuoteState::Unpaid && inner.clock.now() > record.expires_at;
         if quote.state == MintQuoteState::Unpaid && !expired {
             return Ok(Checked::Unpaid);
         }
@@ -873,7 +883,7 @@ impl EscrowService {
         let code = DeliveryCode::generate();
         let mut paid = record.clone();
         paid.state = next;
-        paid.paid_at = Some(unix_now());
+        paid.paid_at = Some(self.inner.clock.now());
         paid.code = Some(
             inner
                 .codes
@@ -1055,7 +1065,7 @@ impl EscrowService {
             .collect::<Result<_, StoreError>>()?;
         let still_awaiting = record.state == EscrowState::AwaitingPayment;
         let is_refunding = record.state == EscrowState::Refunding;
-        let since = inner.refunding.encode(&unix_now())?;
+        let since = inner.refunding.encode(&inner.clock.now())?;
         (
             inner.orders.raw(),
             inner.reserved.raw(),

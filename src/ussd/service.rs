@@ -36,7 +36,6 @@ use crate::proto::nip15::Product;
 use crate::proto::ussd::{UssdHopArgs, UssdScreen};
 use crate::proto::{ErrorCode, Refusal};
 use crate::store::{Store, StoreError, Typed};
-use crate::util::unix_now;
 use crate::vault::Vault;
 
 /// Longest gateway session id accepted.
@@ -186,7 +185,7 @@ impl UssdService {
 
     async fn hop_locked(&self, key: &[u8], args: &UssdHopArgs) -> Result<Screen, UssdError> {
         let inner = &self.inner;
-        let now = unix_now();
+        let now = self.inner.escrow.clock().now();
         let owner = inner.merchants.by_phone(&args.phone)?;
         let Some(mut session) = self.session(key, now)? else {
             if !args.text.is_empty() {
@@ -550,7 +549,7 @@ impl UssdService {
         let guard = self.lock(&key).await;
         let result = async {
             let account = self.account(merchant)?;
-            let now = unix_now();
+            let now = self.inner.escrow.clock().now();
             if let Some(until) = account.locked(now) {
                 return Ok(PinVerdict::Locked { until });
             }
@@ -574,7 +573,7 @@ impl UssdService {
                 secs: self.inner.config.lockout_secs,
                 timed: self.inner.config.timed_lockouts,
             };
-            let (next, verdict) = account.record(right, unix_now(), rule);
+            let (next, verdict) = account.record(right, self.inner.escrow.clock().now(), rule);
             self.inner.accounts.insert(&merchant.to_bytes(), &next)?;
             if let PinVerdict::Locked { .. } = verdict {
                 tracing::warn!(merchant = %merchant, "too many wrong USSD PINs; access locked");

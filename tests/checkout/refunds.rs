@@ -244,7 +244,7 @@ async fn disputed_and_overdue_orders_are_refundable_without_a_cancel() {
     )
     .await;
     assert!(early.error.unwrap().message.contains("delivery window"));
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    soko.advance(3);
     let late = operator(
         &soko,
         "order_refund",

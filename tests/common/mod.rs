@@ -32,6 +32,8 @@ pub const QUIET_PERIOD: Duration = Duration::from_secs(2);
 pub struct TestSoko {
     pub daemon: Option<Daemon>,
     pub config: Config,
+    /// The services' clock: [`TestSoko::advance`] moves it past a window.
+    pub clock: soko::clock::Clock,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -49,6 +51,7 @@ impl TestSoko {
         let mut soko = Self {
             daemon: None,
             config,
+            clock: soko::clock::Clock::system(),
             _dir: Some(dir),
         };
         soko.boot().await;
@@ -56,7 +59,7 @@ impl TestSoko {
     }
 
     async fn boot(&mut self) {
-        let daemon = Daemon::start(self.config.clone())
+        let daemon = Daemon::start_with_clock(self.config.clone(), self.clock.clone())
             .await
             .expect("soko starts");
         // Pin the ports the first start picked, so a restart comes back at the same URLs.
@@ -67,6 +70,12 @@ impl TestSoko {
             *port = port_of(daemon.mint_url());
         }
         self.daemon = Some(daemon);
+    }
+
+    /// Moves soko's clock `secs` ahead: a payment window, a delivery window or a PIN
+    /// lockout passes without waiting for it. It stays moved across restarts.
+    pub fn advance(&self, secs: u64) {
+        self.clock.advance(secs);
     }
 
     /// The running daemon.
