@@ -28,33 +28,68 @@ use crate::proto::agents::{
     AgentMerchants, AgentNotice, AgentNoticeBody, LinkState, LinkedMerchant, Onboarded,
     ProposalDecided, ProposalKind, ProposalStatus, ProposalView, Role, UnlinkedNotice,
 };
-use crate::proto::{ErrorCode, Refusal};
 use crate::store::StoreError;
 
 /// Why the desk did not do something.
 #[derive(Debug, thiserror::Error)]
 pub enum DeskError {
-    /// Refused, with the code and reason to send back.
+    /// Not done, for a reason the agent or merchant may read.
     #[error(transparent)]
-    Refused(#[from] Refusal),
+    Refused(#[from] DeskRefusal),
     /// Storage.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The registry failed (not a refusal).
+    /// The registry refused the content (`Invalid`, explained) or failed.
     #[error(transparent)]
-    Merchant(MerchantError),
+    Merchant(#[from] MerchantError),
     /// Publishing failed.
     #[error("publishing: {0}")]
     Publish(String),
+    /// A stored proposal names a key that does not read back.
+    #[error("stored proposal: {0}")]
+    Corrupt(String),
 }
 
-impl From<MerchantError> for DeskError {
-    fn from(e: MerchantError) -> Self {
-        match e {
-            MerchantError::Invalid(why) => Refusal::new(ErrorCode::Invalid, why).into(),
-            other => Self::Merchant(other),
-        }
-    }
+/// What the desk turns down.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeskRefusal {
+    /// An agent command from someone who is not a registered agent.
+    #[error("only registered agents may do this; you are {0}")]
+    NotAnAgent(Role),
+    /// The agent is not linked to the merchant it names.
+    #[error("you are not linked to this merchant: onboard it with merchant_onboard (its owner approves the link over USSD if the phone is registered already)")]
+    NotLinked,
+    /// The agent has no proposal with this id.
+    #[error("you have no proposal {0}")]
+    UnknownProposal(u64),
+    /// Withdrawing a proposal the merchant decided already.
+    #[error("proposal {id} is {} already", status.as_str())]
+    AlreadyDecided {
+        /// The proposal.
+        id: u64,
+        /// What the merchant decided.
+        status: ProposalStatus,
+    },
+    /// The merchant decides a proposal that is not there (any more).
+    #[error("that proposal is gone")]
+    ProposalGone,
+    /// The merchant decides a proposal decided otherwise before.
+    #[error("that proposal was {} already", .0.as_str())]
+    DecidedOtherwise(ProposalStatus),
+    /// Approving a proposal of an agent that has been unlinked since.
+    #[error("that agent is no longer linked to your shop")]
+    AgentUnlinked,
+    /// A link proposed as content.
+    #[error("links are asked for with merchant_onboard")]
+    LinkByOnboarding,
+    /// A stall in a currency soko cannot price.
+    #[error("soko has no exchange rate for {currency:?}; use one of: {known}")]
+    NoRate {
+        /// The stall's currency.
+        currency: String,
+        /// The currencies soko prices, comma-separated.
+        known: String,
+    },
 }
 
 impl From<ListingError> for DeskError {
@@ -64,15 +99,6 @@ impl From<ListingError> for DeskError {
             ListingError::Publish(why) => Self::Publish(why),
         }
     }
-}
-
-/// What a merchant's decision came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decided {
-    /// Done (or done already: the same decision again).
-    Done(ProposalKind),
-    /// Not done, for this reason (safe to show the merchant).
-    Refused(String),
 }
 
 /// The desk; cheap to clone.
@@ -133,11 +159,7 @@ impl Desk {
     pub fn require_agent(&self, sender: &PublicKey) -> Result<(), DeskError> {
         match self.inner.users.role(sender)? {
             Role::Agent => Ok(()),
-            role => Err(Refusal::new(
-                ErrorCode::NotAnAgent,
-                format!("only registered agents may do this; you are {role}"),
-            )
-            .into()),
+            role => Err(DeskRefusal::NotAnAgent(role).into()),
         }
     }
 
@@ -161,7 +183,7 @@ impl Desk {
                 if let Some(merchant) = inner.merchants.by_phone(phone)? {
                     return self.request_link(agent, &merchant);
                 }
-                return Err(Refusal::new(ErrorCode::Invalid, why).into());
+                return Err(MerchantError::Invalid(why).into());
             }
             Err(e) => return Err(e.into()),
         };
@@ -265,12 +287,7 @@ impl Desk {
     /// The agent withdraws one of its pending proposals.
     pub fn withdraw(&self, agent: &PublicKey, id: u64) -> Result<ProposalView, DeskError> {
         self.require_agent(agent)?;
-        let unknown = || {
-            Refusal::new(
-                ErrorCode::UnknownProposal,
-                format!("you have no proposal {id}"),
-            )
-        };
+        let unknown = || DeskRefusal::UnknownProposal(id);
         let proposal = self.inner.proposals.get(id)?.ok_or_else(unknown)?;
         if proposal.agent != agent.to_hex() {
             return Err(unknown().into());
@@ -281,11 +298,7 @@ impl Desk {
             .decide(id, Decision::Withdraw, self.inner.clock.now(), None)?
             .ok_or_else(unknown)?;
         if let Transition::Decided(status) = step {
-            return Err(Refusal::new(
-                ErrorCode::Invalid,
-                format!("proposal {id} is {} already", status.as_str()),
-            )
-            .into());
+            return Err(DeskRefusal::AlreadyDecided { id, status }.into());
         }
         Ok(self.view(&proposal, self.linked_hex(agent, &proposal.merchant)?))
     }
@@ -378,30 +391,24 @@ impl Desk {
 
     /// The merchant approves proposal `id`: applied through the listing domain API,
     /// recorded, and the agent told.
-    pub async fn approve(&self, merchant: &PublicKey, id: u64) -> Result<Decided, DeskError> {
+    /// Returns what kind of proposal it was; approving it again changes nothing.
+    pub async fn approve(&self, merchant: &PublicKey, id: u64) -> Result<ProposalKind, DeskError> {
         let inner = &self.inner;
         let _one_at_a_time = inner.decisions.lock().await;
         let Some(proposal) = self.own(merchant, id)? else {
-            return Ok(Decided::Refused("that proposal is gone".to_owned()));
+            return Err(DeskRefusal::ProposalGone.into());
         };
         match proposals::transition(proposal.status, Decision::Approve) {
-            Transition::Already => return Ok(Decided::Done(proposal.proposed.kind())),
-            Transition::Decided(status) => {
-                return Ok(Decided::Refused(format!(
-                    "that proposal was {} already",
-                    status.as_str()
-                )))
-            }
+            Transition::Already => return Ok(proposal.proposed.kind()),
+            Transition::Decided(status) => return Err(DeskRefusal::DecidedOtherwise(status).into()),
             Transition::To(_) => {}
         }
         let agent = PublicKey::from_hex(&proposal.agent)
-            .map_err(|e| DeskError::Publish(format!("stored proposal agent: {e}")))?;
+            .map_err(|e| DeskError::Corrupt(format!("agent key: {e}")))?;
         let now = self.inner.clock.now();
         if proposal.proposed != Proposed::Link && !inner.links.is_linked(&agent, merchant)? {
             inner.proposals.decide(id, Decision::Withdraw, now, None)?;
-            return Ok(Decided::Refused(
-                "that agent is no longer linked to your shop".to_owned(),
-            ));
+            return Err(DeskRefusal::AgentUnlinked.into());
         }
         let applied = match &proposal.proposed {
             Proposed::Link => inner
@@ -433,11 +440,9 @@ impl Desk {
             .map(Some)
             .map_err(DeskError::from),
         };
-        let event_id = match applied {
-            Ok(event_id) => event_id.map(|e| e.to_hex()),
-            Err(DeskError::Refused(refusal)) => return Ok(Decided::Refused(refusal.message)),
-            Err(e) => return Err(e),
-        };
+        // A refusal (the content no longer passes the registry's rules) leaves the
+        // proposal pending: the merchant can reject it.
+        let event_id = applied?.map(|e| e.to_hex());
         let decided = inner
             .proposals
             .decide(id, Decision::Approve, now, event_id)?;
@@ -445,34 +450,32 @@ impl Desk {
             tracing::info!(proposal = id, kind = ?proposal.proposed.kind(), "proposal approved");
             self.tell(&agent, merchant, &proposal).await;
         }
-        Ok(Decided::Done(proposal.proposed.kind()))
+        Ok(proposal.proposed.kind())
     }
 
     /// The merchant rejects proposal `id`; the agent is told.
-    pub async fn reject(&self, merchant: &PublicKey, id: u64) -> Result<Decided, DeskError> {
+    /// Returns what kind of proposal it was; rejecting it again changes nothing.
+    pub async fn reject(&self, merchant: &PublicKey, id: u64) -> Result<ProposalKind, DeskError> {
         let _one_at_a_time = self.inner.decisions.lock().await;
         if self.own(merchant, id)?.is_none() {
-            return Ok(Decided::Refused("that proposal is gone".to_owned()));
+            return Err(DeskRefusal::ProposalGone.into());
         }
         let Some((step, proposal)) =
             self.inner
                 .proposals
                 .decide(id, Decision::Reject, self.inner.clock.now(), None)?
         else {
-            return Ok(Decided::Refused("that proposal is gone".to_owned()));
+            return Err(DeskRefusal::ProposalGone.into());
         };
         match step {
             Transition::To(_) => {
                 if let Ok(agent) = PublicKey::from_hex(&proposal.agent) {
                     self.tell(&agent, merchant, &proposal).await;
                 }
-                Ok(Decided::Done(proposal.proposed.kind()))
+                Ok(proposal.proposed.kind())
             }
-            Transition::Already => Ok(Decided::Done(proposal.proposed.kind())),
-            Transition::Decided(status) => Ok(Decided::Refused(format!(
-                "that proposal was {} already",
-                status.as_str()
-            ))),
+            Transition::Already => Ok(proposal.proposed.kind()),
+            Transition::Decided(status) => Err(DeskRefusal::DecidedOtherwise(status).into()),
         }
     }
 
@@ -527,11 +530,7 @@ impl Desk {
         if self.inner.links.is_linked(agent, merchant)? {
             return Ok(());
         }
-        Err(Refusal::new(
-            ErrorCode::NotLinked,
-            "you are not linked to this merchant: onboard it with merchant_onboard (its owner approves the link over USSD if the phone is registered already)",
-        )
-        .into())
+        Err(DeskRefusal::NotLinked.into())
     }
 
     fn linked_hex(&self, agent: &PublicKey, merchant_hex: &str) -> Result<bool, DeskError> {
@@ -545,11 +544,7 @@ impl Desk {
     fn check(&self, merchant: &PublicKey, proposed: &Proposed) -> Result<(), DeskError> {
         let merchants = &self.inner.merchants;
         match proposed {
-            Proposed::Link => Err(Refusal::new(
-                ErrorCode::Invalid,
-                "links are asked for with merchant_onboard",
-            )
-            .into()),
+            Proposed::Link => Err(DeskRefusal::LinkByOnboarding.into()),
             Proposed::Stall(stall) => {
                 merchants.validate_stall(stall)?;
                 // Beyond the operator's rule (any three-letter code): a stall an agent sets
@@ -561,14 +556,10 @@ impl Desk {
                 let mut known: Vec<&str> = self.inner.rates.0.keys().map(String::as_str).collect();
                 known.sort_unstable();
                 known.insert(0, "sat");
-                Err(Refusal::new(
-                    ErrorCode::Invalid,
-                    format!(
-                        "soko has no exchange rate for {:?}; use one of: {}",
-                        stall.currency,
-                        known.join(", ")
-                    ),
-                )
+                Err(DeskRefusal::NoRate {
+                    currency: stall.currency.clone(),
+                    known: known.join(", "),
+                }
                 .into())
             }
             Proposed::Product(product) => merchants
@@ -764,11 +755,16 @@ pub(crate) mod tests {
         }
     }
 
-    fn code(e: DeskError) -> Option<ErrorCode> {
-        match e {
-            DeskError::Refused(refusal) => Some(refusal.code),
+    fn refusal<T>(result: Result<T, DeskError>) -> Option<DeskRefusal> {
+        match result {
+            Err(DeskError::Refused(refusal)) => Some(refusal),
             _ => None,
         }
+    }
+
+    /// Refused by the registry's rules for the content.
+    fn invalid<T>(result: Result<T, DeskError>) -> bool {
+        matches!(result, Err(DeskError::Merchant(MerchantError::Invalid(_))))
     }
 
     #[test]
@@ -830,37 +826,31 @@ pub(crate) mod tests {
 
         // The stall event and the agent's notice; approving again publishes nothing.
         let id = proposed.proposal;
-        assert_eq!(
-            desk.approve(&merchant, id).await?,
-            Decided::Done(ProposalKind::Stall)
-        );
+        assert_eq!(desk.approve(&merchant, id).await?, ProposalKind::Stall);
+        assert_eq!(f.outbox.len(), 2);
+        assert_eq!(desk.approve(&merchant, id).await?, ProposalKind::Stall);
         assert_eq!(f.outbox.len(), 2);
         assert_eq!(
-            desk.approve(&merchant, id).await?,
-            Decided::Done(ProposalKind::Stall)
+            refusal(desk.reject(&merchant, id).await),
+            Some(DeskRefusal::DecidedOtherwise(ProposalStatus::Approved))
         );
-        assert_eq!(f.outbox.len(), 2);
-        assert!(matches!(
-            desk.reject(&merchant, id).await?,
-            Decided::Refused(_)
-        ));
         assert!(desk.pending_for(&merchant)?.is_empty());
 
         // Another merchant cannot decide it, nor anything that is not its own.
         let stranger = Keys::generate().public_key();
-        assert!(matches!(
-            desk.approve(&stranger, id).await?,
-            Decided::Refused(_)
-        ));
+        assert_eq!(
+            refusal(desk.approve(&stranger, id).await),
+            Some(DeskRefusal::ProposalGone)
+        );
 
         // Unlinked with a pending product: withdrawn, and no longer proposable.
         let pending = desk.propose(&agent, &merchant, Proposed::Product(mango()))?;
         assert!(desk.unlink(&merchant, &agent).await?);
         assert!(desk.pending_for(&merchant)?.is_empty());
-        assert!(matches!(
-            desk.approve(&merchant, pending.proposal).await?,
-            Decided::Refused(_)
-        ));
+        assert_eq!(
+            refusal(desk.approve(&merchant, pending.proposal).await),
+            Some(DeskRefusal::DecidedOtherwise(ProposalStatus::Withdrawn))
+        );
         let stored = desk.proposals().get(pending.proposal)?.ok_or("stored")?;
         assert_eq!(stored.status, ProposalStatus::Withdrawn);
         assert_eq!(
@@ -869,7 +859,7 @@ pub(crate) mod tests {
             "nothing published, the agent told of the unlink"
         );
         let refused = desk.propose(&agent, &merchant, Proposed::Product(mango()));
-        assert_eq!(refused.err().and_then(code), Some(ErrorCode::NotLinked));
+        assert_eq!(refusal(refused), Some(DeskRefusal::NotLinked));
         Ok(())
     }
 
@@ -880,25 +870,29 @@ pub(crate) mod tests {
         let (desk, agent, merchant) = (&f.desk, f.agent, f.merchant);
         let nobody = Keys::generate().public_key();
         let refused = desk.propose(&nobody, &merchant, Proposed::Stall(stall()));
-        assert_eq!(refused.err().and_then(code), Some(ErrorCode::NotAnAgent));
+        assert_eq!(
+            refusal(refused),
+            Some(DeskRefusal::NotAnAgent(Role::Anonymous))
+        );
         let other = Keys::generate().public_key();
         let refused = desk.propose(&agent, &other, Proposed::Stall(stall()));
-        assert_eq!(refused.err().and_then(code), Some(ErrorCode::NotLinked));
+        assert_eq!(refusal(refused), Some(DeskRefusal::NotLinked));
         // A product whose stall is not published, a negative price, a foreign zone.
         let refused = desk.propose(&agent, &merchant, Proposed::Product(mango()));
-        assert_eq!(refused.err().and_then(code), Some(ErrorCode::Invalid));
+        assert!(invalid(refused));
         let mut free = stall();
         free.currency = "bitcoin".into();
         let refused = desk.propose(&agent, &merchant, Proposed::Stall(free));
-        assert_eq!(refused.err().and_then(code), Some(ErrorCode::Invalid));
+        assert!(invalid(refused));
         // A currency soko has no rate for: refused; one in [rates] is fine.
         let mut dollars = stall();
         dollars.currency = "USD".into();
         let refused = desk.propose(&agent, &merchant, Proposed::Stall(dollars));
-        let Some(DeskError::Refused(refusal)) = refused.err() else {
+        let Some(no_rate) = refusal(refused) else {
             return Err("USD refused".into());
         };
-        assert!(refusal.message.contains("sat, KES"), "{}", refusal.message);
+        let message = no_rate.to_string();
+        assert!(message.contains("sat, KES"), "{message}");
         let refused = desk.propose(
             &agent,
             &merchant,
@@ -907,7 +901,7 @@ pub(crate) mod tests {
                 id: "duka".into(),
             },
         );
-        assert_eq!(refused.err().and_then(code), Some(ErrorCode::Invalid));
+        assert!(invalid(refused));
         assert!(
             desk.proposals().of_merchant(&merchant)?.is_empty(),
             "nothing stored"
@@ -916,10 +910,7 @@ pub(crate) mod tests {
         shillings.currency = "kes".into();
         desk.propose(&agent, &merchant, Proposed::Stall(shillings))?;
         let refused = desk.withdraw(&agent, 42);
-        assert_eq!(
-            refused.err().and_then(code),
-            Some(ErrorCode::UnknownProposal)
-        );
+        assert_eq!(refusal(refused), Some(DeskRefusal::UnknownProposal(42)));
         Ok(())
     }
 }

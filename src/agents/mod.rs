@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use nostr_sdk::PublicKey;
 
-pub use self::desk::{Decided, Desk, DeskError};
+pub use self::desk::{Desk, DeskError, DeskRefusal};
 pub use self::invites::{Invite, InviteCode, InviteError, InviteRefusal, Invites};
 pub use self::links::Links;
 pub use self::proposals::Proposals;

@@ -9,7 +9,9 @@ use nostr_sdk::{PublicKey, ToBech32};
 use super::merchant_key;
 use super::{CommandError, Context};
 use crate::agents::proposals::Proposed;
-use crate::agents::{DeskError, InviteError, InviteRefusal, RegisterError, RegistrationRefusal};
+use crate::agents::{
+    DeskError, DeskRefusal, InviteError, InviteRefusal, RegisterError, RegistrationRefusal,
+};
 use crate::proto::agents::{
     AgentMerchants, InviteCreateArgs, InviteCreated, Membership, OnboardArgs, Onboarded,
     ProposalView, ProposalWithdrawArgs, ProposeDeleteArgs, ProposeProductArgs, ProposeStallArgs,
@@ -163,7 +165,21 @@ fn propose(
 
 fn desk_error(e: DeskError) -> CommandError {
     match e {
-        DeskError::Refused(refusal) => refusal.into(),
+        DeskError::Refused(refusal) => {
+            let code = match refusal {
+                DeskRefusal::NotAnAgent(_) => ErrorCode::NotAnAgent,
+                DeskRefusal::NotLinked => ErrorCode::NotLinked,
+                DeskRefusal::UnknownProposal(_) => ErrorCode::UnknownProposal,
+                DeskRefusal::AlreadyDecided { .. }
+                | DeskRefusal::ProposalGone
+                | DeskRefusal::DecidedOtherwise(_)
+                | DeskRefusal::AgentUnlinked
+                | DeskRefusal::LinkByOnboarding
+                | DeskRefusal::NoRate { .. } => ErrorCode::Invalid,
+            };
+            Refusal::new(code, refusal.to_string()).into()
+        }
+        DeskError::Merchant(e) => e.into(),
         other => CommandError::Internal(other.to_string()),
     }
 }

@@ -26,12 +26,13 @@ use super::menu::{
 use super::pin::{self, Account, Lockout, PinVerdict};
 use super::screen::{Screen, BODY_LIMIT};
 use super::session::{latest_input, Hop, Session};
-use crate::agents::{Decided, Desk, DeskError};
+use crate::agents::{Desk, DeskError};
 use crate::config::UssdConfig;
 use crate::escrow::{EscrowError, EscrowService, Payout};
 use crate::market::pricing::price_text;
 use crate::market::{listing, merchants, ActivationCode, MerchantError, MerchantStatus, Merchants};
 use crate::outbound::Publisher;
+use crate::proto::agents::ProposalKind;
 use crate::proto::nip15::Product;
 use crate::proto::ussd::{UssdHopArgs, UssdScreen};
 use crate::proto::{ErrorCode, Refusal};
@@ -462,8 +463,8 @@ impl UssdService {
                     Err(e) => refused(e),
                 }
             }
-            Action::Approve { id } => Ok(decided(inner.desk.approve(&merchant, *id).await?)),
-            Action::Reject { id } => Ok(decided(inner.desk.reject(&merchant, *id).await?)),
+            Action::Approve { id } => decided(inner.desk.approve(&merchant, *id).await),
+            Action::Reject { id } => decided(inner.desk.reject(&merchant, *id).await),
             Action::Unlink { agent } => {
                 let agent = PublicKey::from_hex(agent)
                     .map_err(|e| UssdError::Internal(format!("stored agent key: {e}")))?;
@@ -827,10 +828,14 @@ impl View for Data<'_> {
     }
 }
 
-fn decided(decided: Decided) -> Outcome {
+/// A merchant's decision on a proposal, as the menu shows it: refusals (the proposal is
+/// gone, decided otherwise, its content no longer passes) are read out; failures are not.
+fn decided(decided: Result<ProposalKind, DeskError>) -> Result<Outcome, UssdError> {
     match decided {
-        Decided::Done(_) => Outcome::Done,
-        Decided::Refused(why) => Outcome::Refused(why),
+        Ok(_) => Ok(Outcome::Done),
+        Err(DeskError::Refused(why)) => Ok(Outcome::Refused(why.to_string())),
+        Err(DeskError::Merchant(MerchantError::Invalid(why))) => Ok(Outcome::Refused(why)),
+        Err(e) => Err(e.into()),
     }
 }
 
