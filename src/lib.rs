@@ -15,7 +15,8 @@
 //! | domains | `escrow`, `agents` (and the coming `sessions`, `exchange`) |
 //! | shops | `market` |
 //! | sending | `outbound` (sealing, keyring, outbox, publisher) |
-//! | edges | `relay`, `wallet`, `lnurl`, `devmint` |
+//! | edges | `relay`, `wallet`, `lnurl` |
+//! | dev mint | `devmint` (in-process cdk mint for development and tests) |
 //! | foundation | `proto`, `store`, `vault`, `identity`, `money`, `config`, `util`, ... |
 //!
 //! So domain code never reaches up to the bot, the commands or the menus: what must cross
