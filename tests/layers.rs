@@ -12,6 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &[
         "util",
         "money",
+        "clock",
         "config",
         "logging",
         "ratelimit",
