@@ -45,9 +45,6 @@ pub enum DeskError {
     /// Publishing failed.
     #[error("publishing: {0}")]
     Publish(String),
-    /// A stored proposal names a key that does not read back.
-    #[error("stored proposal: {0}")]
-    Corrupt(String),
 }
 
 /// What the desk turns down.
@@ -246,7 +243,7 @@ impl Desk {
             .proposals
             .pending_for(merchant)?
             .into_iter()
-            .find(|p| p.agent == agent.to_hex() && p.proposed == Proposed::Link);
+            .find(|p| p.agent == *agent && p.proposed == Proposed::Link);
         let proposal = match waiting {
             Some(proposal) => proposal,
             None => inner
@@ -289,7 +286,7 @@ impl Desk {
         self.require_agent(agent)?;
         let unknown = || DeskRefusal::UnknownProposal(id);
         let proposal = self.inner.proposals.get(id)?.ok_or_else(unknown)?;
-        if proposal.agent != agent.to_hex() {
+        if proposal.agent != *agent {
             return Err(unknown().into());
         }
         let (step, proposal) = self
@@ -300,7 +297,8 @@ impl Desk {
         if let Transition::Decided(status) = step {
             return Err(DeskRefusal::AlreadyDecided { id, status }.into());
         }
-        Ok(self.view(&proposal, self.linked_hex(agent, &proposal.merchant)?))
+        let linked = self.inner.links.is_linked(agent, &proposal.merchant)?;
+        Ok(self.view(&proposal, linked))
     }
 
     /// The agent's linked merchants and its proposals to them (and its link requests),
@@ -314,7 +312,7 @@ impl Desk {
             let Ok(shop) = inner.merchants.get(&merchant) else {
                 continue;
             };
-            linked.push(merchant.to_hex());
+            linked.push(merchant);
             merchants.push(LinkedMerchant {
                 npub: shop.npub,
                 pubkey: shop.pubkey,
@@ -360,7 +358,7 @@ impl Desk {
             .inner
             .proposals
             .get(id)?
-            .filter(|p| p.merchant == merchant.to_hex() && p.status == ProposalStatus::Pending)
+            .filter(|p| p.merchant == *merchant && p.status == ProposalStatus::Pending)
         else {
             return Ok(None);
         };
@@ -372,20 +370,14 @@ impl Desk {
         if proposal.proposed == Proposed::Link {
             return Ok(true);
         }
-        let Ok(agent) = PublicKey::from_hex(&proposal.agent) else {
-            return Ok(false);
-        };
-        Ok(self.inner.links.is_linked(&agent, merchant)?)
+        Ok(self.inner.links.is_linked(&proposal.agent, merchant)?)
     }
 
     /// How merchants see an agent: its registration name, or a short npub.
-    pub fn agent_label(&self, agent_hex: &str) -> String {
-        let Ok(agent) = PublicKey::from_hex(agent_hex) else {
-            return "an agent".to_owned();
-        };
-        match self.inner.users.get(&agent) {
-            Ok(Some(user)) => user.name.unwrap_or_else(|| short_npub(&agent)),
-            _ => short_npub(&agent),
+    pub fn agent_label(&self, agent: &PublicKey) -> String {
+        match self.inner.users.get(agent) {
+            Ok(Some(user)) => user.name.unwrap_or_else(|| short_npub(agent)),
+            _ => short_npub(agent),
         }
     }
 
@@ -403,8 +395,7 @@ impl Desk {
             Transition::Decided(status) => return Err(DeskRefusal::DecidedOtherwise(status).into()),
             Transition::To(_) => {}
         }
-        let agent = PublicKey::from_hex(&proposal.agent)
-            .map_err(|e| DeskError::Corrupt(format!("agent key: {e}")))?;
+        let agent = proposal.agent;
         let now = self.inner.clock.now();
         if proposal.proposed != Proposed::Link && !inner.links.is_linked(&agent, merchant)? {
             inner.proposals.decide(id, Decision::Withdraw, now, None)?;
@@ -469,9 +460,7 @@ impl Desk {
         };
         match step {
             Transition::To(_) => {
-                if let Ok(agent) = PublicKey::from_hex(&proposal.agent) {
-                    self.tell(&agent, merchant, &proposal).await;
-                }
+                self.tell(&proposal.agent, merchant, &proposal).await;
                 Ok(proposal.proposed.kind())
             }
             Transition::Already => Ok(proposal.proposed.kind()),
@@ -486,7 +475,7 @@ impl Desk {
             .links
             .agents_of(merchant)?
             .into_iter()
-            .map(|(agent, _)| (agent, self.agent_label(&agent.to_hex())))
+            .map(|(agent, _)| (agent, self.agent_label(&agent)))
             .collect())
     }
 
@@ -499,7 +488,7 @@ impl Desk {
         let now = self.inner.clock.now();
         let mut withdrawn = Vec::new();
         for proposal in inner.proposals.pending_for(merchant)? {
-            if proposal.agent == agent.to_hex() {
+            if proposal.agent == *agent {
                 inner
                     .proposals
                     .decide(proposal.id, Decision::Withdraw, now, None)?;
@@ -523,7 +512,7 @@ impl Desk {
             .inner
             .proposals
             .get(id)?
-            .filter(|p| p.merchant == merchant.to_hex()))
+            .filter(|p| p.merchant == *merchant))
     }
 
     fn require_link(&self, agent: &PublicKey, merchant: &PublicKey) -> Result<(), DeskError> {
@@ -531,13 +520,6 @@ impl Desk {
             return Ok(());
         }
         Err(DeskRefusal::NotLinked.into())
-    }
-
-    fn linked_hex(&self, agent: &PublicKey, merchant_hex: &str) -> Result<bool, DeskError> {
-        let Ok(merchant) = PublicKey::from_hex(merchant_hex) else {
-            return Ok(false);
-        };
-        Ok(self.inner.links.is_linked(agent, &merchant)?)
     }
 
     /// The operator's rules for the content, checked now (and again on approval).
@@ -621,11 +603,8 @@ fn status_name(status: MerchantStatus) -> &'static str {
     }
 }
 
-fn npub_of(hex: &str) -> String {
-    PublicKey::from_hex(hex)
-        .ok()
-        .and_then(|pk| pk.to_bech32().ok())
-        .unwrap_or_else(|| hex.to_owned())
+fn npub_of(key: &PublicKey) -> String {
+    key.to_bech32().unwrap_or_else(|_| key.to_hex())
 }
 
 /// `npub1abcd…wxyz`: enough to tell agents apart on a small screen.

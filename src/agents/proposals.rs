@@ -65,10 +65,10 @@ impl Proposed {
 pub struct Proposal {
     /// Its id.
     pub id: u64,
-    /// The merchant (hex).
-    pub merchant: String,
-    /// The proposing agent (hex).
-    pub agent: String,
+    /// The merchant (hex on disk).
+    pub merchant: PublicKey,
+    /// The proposing agent (hex on disk).
+    pub agent: PublicKey,
     /// What it asks.
     pub proposed: Proposed,
     /// Where it is.
@@ -150,8 +150,8 @@ impl Proposals {
         let id = self.db.generate_id()?.saturating_add(1);
         let proposal = Proposal {
             id,
-            merchant: merchant.to_hex(),
-            agent: agent.to_hex(),
+            merchant: *merchant,
+            agent: *agent,
             proposed,
             status: ProposalStatus::Pending,
             created_at: now,

@@ -29,7 +29,7 @@ pub(super) fn payment_request(record: &OrderRecord) -> Note {
         Dialect::Gamma => Note::Tagged {
             kind: gamma::KIND_ORDER,
             tags: gamma::payment_request_tags(
-                &record.buyer,
+                &record.buyer.to_hex(),
                 &shown_id(record),
                 record.total.0,
                 &record.invoice,
@@ -51,7 +51,11 @@ pub(super) fn status(record: &OrderRecord, message: &str) -> Note {
         })),
         Dialect::Gamma => Note::Tagged {
             kind: gamma::KIND_ORDER,
-            tags: gamma::status_tags(&record.buyer, &shown_id(record), gamma_status(record.state)),
+            tags: gamma::status_tags(
+                &record.buyer.to_hex(),
+                &shown_id(record),
+                gamma_status(record.state),
+            ),
             content: message.to_owned(),
         },
     }
@@ -83,7 +87,7 @@ pub(super) fn text(record: &OrderRecord, text: String) -> Note {
         Dialect::Nip15 => Note::Text(text),
         Dialect::Gamma => Note::Tagged {
             kind: 14,
-            tags: gamma::chat_tags(&record.buyer, &shown_id(record)),
+            tags: gamma::chat_tags(&record.buyer.to_hex(), &shown_id(record)),
             content: text,
         },
     }

@@ -430,7 +430,7 @@ mod tests {
         OrderRecord {
             number: 7,
             buyer_order_id: "o".into(),
-            buyer: String::new(),
+            buyer: nostr_sdk::Keys::generate().public_key(),
             scheme: Scheme::Nip04,
             stall_id: "s".into(),
             lines: Vec::new(),

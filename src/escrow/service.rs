@@ -122,8 +122,8 @@ pub struct OrderRecord {
     pub number: u64,
     /// The buyer's own order id.
     pub buyer_order_id: String,
-    /// Buyer pubkey (hex).
-    pub buyer: String,
+    /// The buyer's key (hex on disk, as it always was).
+    pub buyer: PublicKey,
     /// How the buyer talks to us; every message to them uses it.
     pub scheme: Scheme,
     /// The stall.
@@ -389,7 +389,7 @@ impl EscrowService {
             Err(why) => return Ok(refuse(why)),
         };
         // Checked before the mint is asked, so a refused order costs it nothing.
-        if let Some(why) = self.over_caps(&merchant, &buyer_hex, &priced.lines)? {
+        if let Some(why) = self.over_caps(&merchant, &buyer, &priced.lines)? {
             return Ok(refuse(why));
         }
         let shop = inner.merchants.get(&merchant)?.name;
@@ -428,7 +428,7 @@ impl EscrowService {
             Ok(_) => return Ok(refuse("the prices changed; please order again".to_owned())),
             Err(why) => return Ok(refuse(why)),
         };
-        if let Some(why) = self.over_caps(&merchant, &buyer_hex, &priced.lines)? {
+        if let Some(why) = self.over_caps(&merchant, &buyer, &priced.lines)? {
             return Ok(refuse(why));
         }
         let number = inner
@@ -447,7 +447,7 @@ impl EscrowService {
         let record = OrderRecord {
             number,
             buyer_order_id: order.id.clone(),
-            buyer: buyer.to_hex(),
+            buyer,
             scheme,
             stall_id,
             lines: priced.lines.iter().map(stored_line).collect(),
@@ -517,7 +517,7 @@ impl EscrowService {
     fn over_caps(
         &self,
         merchant: &PublicKey,
-        buyer_hex: &str,
+        buyer: &PublicKey,
         lines: &[Line],
     ) -> Result<Option<String>, EscrowError> {
         let inner = &self.inner;
@@ -534,7 +534,7 @@ impl EscrowService {
             if inner
                 .orders
                 .get(&key)?
-                .is_some_and(|r| r.buyer == buyer_hex && r.state == EscrowState::AwaitingPayment)
+                .is_some_and(|r| r.buyer == *buyer && r.state == EscrowState::AwaitingPayment)
             {
                 mine += 1;
             }
@@ -1129,8 +1129,7 @@ impl EscrowService {
         record: &OrderRecord,
         note: Note,
     ) -> Result<Event, EscrowError> {
-        let buyer = PublicKey::from_hex(&record.buyer)
-            .map_err(|e| EscrowError::Books(format!("stored buyer key: {e}")))?;
+        let buyer = record.buyer;
         let publisher = &self.inner.publisher;
         let sealed = publisher
             .seal_note(merchant, buyer, record.scheme, &note)

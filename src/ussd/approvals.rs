@@ -34,7 +34,7 @@ pub fn summary(desk: &Desk, merchants: &Merchants, proposal: &Proposal) -> Strin
 /// The detail screen's lines for a proposal: who asks, and what exactly.
 pub fn details(desk: &Desk, merchants: &Merchants, proposal: &Proposal) -> Vec<String> {
     let mut lines = vec![format!("From agent {}", desk.agent_label(&proposal.agent))];
-    let merchant = PublicKey::from_hex(&proposal.merchant).ok();
+    let merchant = Some(proposal.merchant);
     match &proposal.proposed {
         Proposed::Link => lines.push(
             "Wants to be your agent: to propose stalls and products for you and hear of your paid orders.".to_owned(),
@@ -85,8 +85,8 @@ pub fn details(desk: &Desk, merchants: &Merchants, proposal: &Proposal) -> Vec<S
     lines
 }
 
-fn listing_name(merchants: &Merchants, merchant_hex: &str, kind: u16, id: &str) -> String {
-    let name = PublicKey::from_hex(merchant_hex).ok().and_then(|m| {
+fn listing_name(merchants: &Merchants, merchant: &PublicKey, kind: u16, id: &str) -> String {
+    let name = Some(*merchant).and_then(|m| {
         if kind == KIND_STALL {
             merchants.stall(&m, id).ok().flatten().map(|s| s.name)
         } else {
