@@ -171,7 +171,7 @@ impl EscrowService {
         let mut in_flight = Sats::ZERO;
         for entry in inner.payouts.iter() {
             let (_, payout) = entry?;
-            if !payout.done {
+            if payout.state.in_flight() {
                 in_flight = Sats(in_flight.0.saturating_add(payout.debited.0));
             }
         }

@@ -13,6 +13,7 @@ use nostr_sdk::PublicKey;
 use super::books::Melt;
 use super::messages::{describe, status};
 use super::refusal::EscrowRefusal;
+use super::saga::{check_plan_move, refund_transition, RefundEvent, RefundState};
 use super::service::{
     merchant_of, order_key, CancelRequest, Change, EscrowError, EscrowService, LedgerEntry,
     OrderRecord, RefundPlan,
@@ -194,6 +195,7 @@ impl EscrowService {
                             self.record_plan(
                                 key,
                                 &plan_of(&record),
+                                RefundEvent::TokenPrepared,
                                 RefundPlan::Token {
                                     operation: Some(prepared.operation.clone()),
                                     note: note.clone(),
@@ -210,22 +212,28 @@ impl EscrowService {
                         super::messages::shown_id(&record),
                         record.total.0
                     );
-                    return self.finish_refund(key, &record, text, Sats::ZERO).await;
+                    return self
+                        .finish_refund(key, &record, RefundEvent::TokenSent, text, Sats::ZERO)
+                        .await;
                 }
                 RefundPlan::Lightning {
                     destination,
                     quote: None,
                     ..
                 } => {
-                    let next = match self.refund_quote(&destination, record.total).await {
-                        Ok((quote, amount)) => RefundPlan::Lightning {
-                            destination,
-                            quote: Some(quote),
-                            amount,
-                        },
-                        Err(why) => fallback(&why),
+                    let (event, next) = match self.refund_quote(&destination, record.total).await {
+                        Ok((quote, amount)) => (
+                            RefundEvent::Quoted,
+                            RefundPlan::Lightning {
+                                destination,
+                                quote: Some(quote),
+                                amount,
+                            },
+                        ),
+                        Err(why) => (RefundEvent::LightningFailed, fallback(&why)),
                     };
-                    self.record_plan(key, &plan_of(&record), next).await?;
+                    self.record_plan(key, &plan_of(&record), event, next)
+                        .await?;
                 }
                 RefundPlan::Lightning {
                     destination,
@@ -247,6 +255,7 @@ impl EscrowService {
                                     self.record_plan(
                                         key,
                                         &plan_of(&record),
+                                        RefundEvent::LightningFailed,
                                         fallback(&e.to_string()),
                                     )
                                     .await?;
@@ -260,6 +269,7 @@ impl EscrowService {
                             self.record_plan(
                                 key,
                                 &plan_of(&record),
+                                RefundEvent::LightningFailed,
                                 fallback("the Lightning payment failed"),
                             )
                             .await?;
@@ -268,8 +278,12 @@ impl EscrowService {
                         // Pending or unknown: the mint decides later.
                         _ => return Ok(()),
                     };
-                    // Paid before a crash: the fee actually paid is unknown, the whole
-                    // reserve counts as spent.
+                    // Paid before a crash: the fee from the wallet's record of the payment,
+                    // or, without one, the whole reserve counts as spent.
+                    let fee = match fee {
+                        Some(fee) => Some(fee),
+                        None => self.paid_melt_fee(&quote).await,
+                    };
                     let spent_fee = fee
                         .unwrap_or_else(|| record.total.checked_sub(amount).unwrap_or(Sats::ZERO));
                     let text = format!(
@@ -281,7 +295,9 @@ impl EscrowService {
                         .checked_sub(amount)
                         .and_then(|rest| rest.checked_sub(spent_fee))
                         .unwrap_or(Sats::ZERO);
-                    return self.finish_refund(key, &record, text, unused).await;
+                    return self
+                        .finish_refund(key, &record, RefundEvent::LightningPaid, text, unused)
+                        .await;
                 }
             }
         }
@@ -319,11 +335,13 @@ impl EscrowService {
         Err(format!("{total} does not cover the Lightning fee reserve"))
     }
 
-    /// Replaces the plan of a refund still at `expected`, under the lock.
+    /// Replaces the plan of a refund still at `expected` by `next`, the move `event` makes
+    /// (an illegal move is an error), under the lock.
     async fn record_plan(
         &self,
         key: &[u8],
         expected: &Option<RefundPlan>,
+        event: RefundEvent,
         next: RefundPlan,
     ) -> Result<(), EscrowError> {
         let inner = &self.inner;
@@ -336,6 +354,9 @@ impl EscrowService {
                 "a refund moved on elsewhere; leaving it".to_owned(),
             ));
         }
+        if let Some(from) = expected {
+            check_plan_move(from, event, &next)?;
+        }
         record.refund = Some(next);
         inner.orders.insert(key, &record)?;
         Ok(())
@@ -347,6 +368,7 @@ impl EscrowService {
         &self,
         key: &[u8],
         seen: &OrderRecord,
+        event: RefundEvent,
         text: String,
         unused: Sats,
     ) -> Result<(), EscrowError> {
@@ -360,6 +382,13 @@ impl EscrowService {
             tracing::warn!(order = seen.number, state = ?record.state, "a refund found its order moved on");
             return Ok(());
         }
+        // The stored plan, not `seen`'s: a token's send was recorded after `seen` was read.
+        let from = record
+            .refund
+            .as_ref()
+            .map(RefundState::of)
+            .ok_or_else(|| EscrowError::Books("a refunding order without a plan".to_owned()))?;
+        refund_transition(from, event)?;
         let merchant = merchant_of(key)?;
         let mut refunded = record.clone();
         refunded.state = transition(record.state, EscrowEvent::RefundSettled)?;
