@@ -434,6 +434,12 @@ impl EscrowService {
             .map(|t| Sats::from(t.fee))
     }
 
+    /// The payout recorded under `key` (its melt quote id, or its send operation id for a
+    /// token), in whatever state it is.
+    pub fn payout(&self, key: &str) -> Result<Option<PayoutRecord>, EscrowError> {
+        Ok(self.inner.payouts.get(key.as_bytes())?)
+    }
+
     /// Settles payouts a crash or an unclear answer left pending.
     pub(super) async fn settle_payouts(&self) -> Result<(), EscrowError> {
         let inner = &self.inner;

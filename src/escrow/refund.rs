@@ -192,16 +192,23 @@ impl EscrowService {
                         Some(token) => token,
                         None => {
                             let prepared = self.prepare_token(record.total).await?;
-                            self.record_plan(
-                                key,
-                                &plan_of(&record),
-                                RefundEvent::TokenPrepared,
-                                RefundPlan::Token {
-                                    operation: Some(prepared.operation.clone()),
-                                    note: note.clone(),
-                                },
-                            )
-                            .await?;
+                            let recorded = self
+                                .record_plan(
+                                    key,
+                                    &plan_of(&record),
+                                    RefundEvent::TokenPrepared,
+                                    RefundPlan::Token {
+                                        operation: Some(prepared.operation.clone()),
+                                        note: note.clone(),
+                                    },
+                                )
+                                .await;
+                            if let Err(e) = recorded {
+                                // Not recorded, so never to be made: the proofs go back now
+                                // rather than at the next start.
+                                prepared.cancel().await;
+                                return Err(e);
+                            }
                             prepared.confirm().await?
                         }
                     };
