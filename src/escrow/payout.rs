@@ -7,6 +7,8 @@
 //! sled transaction that records the payout as pending in the ledger; the melt follows.
 //! A melt that fails gives the debit back (compensation); change from an unused fee reserve
 //! is credited back. On start, a payout still pending is settled from the mint's answer.
+//! The states a payout record goes through and the events that move it are
+//! [`super::saga`]'s; every settlement asks its transition function.
 
 use cdk::nuts::{MeltQuoteState, PaymentMethod};
 use nostr_sdk::PublicKey;

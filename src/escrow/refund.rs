@@ -5,7 +5,9 @@
 //!
 //! The order first moves to `Refunding` with its [`RefundPlan`] and a pending ledger entry;
 //! from then on every step records how far it got before the next side effect, and `tick`
-//! picks up a refund a crash or an unclear Lightning payment left half-way.
+//! picks up a refund a crash or an unclear Lightning payment left half-way. The plan's states
+//! and the moves between them are [`super::saga`]'s; every recorded step asks its transition
+//! function.
 
 use cdk::nuts::{MeltQuoteState, PaymentMethod};
 use nostr_sdk::PublicKey;
