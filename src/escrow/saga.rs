@@ -11,7 +11,7 @@
 //!  GivenBack                                GivenBack
 //! ```
 //! `MeltDebited` and `TokenDebited` are written, with the debit from the merchant's balance,
-//! before the mint or the wallet is asked anything; every later state is written with its
+//! before the melt is paid or the token made; every later state is written with its
 //! booking (fee reserve credited back, the DM staged, the debit given back) in one
 //! transaction. A melt the mint holds pending moves nothing: the record stays `MeltDebited`
 //! until the mint answers paid or unpaid.
