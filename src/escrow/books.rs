@@ -20,7 +20,7 @@ pub const RECONCILE_EVERY: Duration = Duration::from_secs(60);
 /// The books and the wallet at one moment, in sats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reconciliation {
-    /// The escrow wallet's balance.
+    /// The escrow wallet's balance, with the proofs a melt holds pending at the mint.
     pub wallet: Sats,
     /// Held for paid orders not yet settled.
     pub held: Sats,
@@ -171,11 +171,16 @@ impl EscrowService {
         let mut in_flight = Sats::ZERO;
         for entry in inner.payouts.iter() {
             let (_, payout) = entry?;
-            if !payout.done {
+            if payout.state.in_flight() {
                 in_flight = Sats(in_flight.0.saturating_add(payout.debited.0));
             }
         }
-        let wallet = Sats::from(inner.wallet.total_balance().await?);
+        // Proofs a melt holds pending at the mint are still the wallet's until the mint
+        // settles it (a payout or refund in flight); without them a payout to a hold invoice
+        // read as money missing.
+        let wallet = Sats::from(inner.wallet.total_balance().await?)
+            .checked_add(Sats::from(inner.wallet.total_pending_balance().await?))
+            .map_err(|e| EscrowError::Books(e.to_string()))?;
         Ok(Some(Reconciliation {
             wallet,
             held,

@@ -9,6 +9,7 @@ pub mod payout;
 pub mod query;
 pub mod refund;
 mod refusal;
+pub mod saga;
 pub mod service;
 mod settle;
 pub mod state;

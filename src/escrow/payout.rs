@@ -7,6 +7,8 @@
 //! sled transaction that records the payout as pending in the ledger; the melt follows.
 //! A melt that fails gives the debit back (compensation); change from an unused fee reserve
 //! is credited back. On start, a payout still pending is settled from the mint's answer.
+//! The states a payout record goes through and the events that move it are
+//! [`super::saga`]'s; every settlement asks its transition function.
 
 use cdk::nuts::{MeltQuoteState, PaymentMethod};
 use nostr_sdk::PublicKey;
@@ -16,11 +18,17 @@ use sled::Transactional;
 
 use super::books::Melt;
 use super::refusal::PayoutFailure;
+use super::saga::{payout_transition, InvalidMove, PayoutEvent, PayoutState};
 use super::service::{tx_error, EscrowError, EscrowService};
 use crate::money::Sats;
 
-/// A payout in flight or done.
+/// A payout in flight or settled.
+///
+/// Stored as JSON with its `state` (see [`super::saga`]) and, for records written before the
+/// state existed and for an older soko reading this one, `done`: a record without `state`
+/// reads as settled when `done`, as debited otherwise (melt or token by `token_to`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredPayout", into = "StoredPayout")]
 pub struct PayoutRecord {
     /// Merchant pubkey (hex).
     pub merchant: String,
@@ -28,12 +36,65 @@ pub struct PayoutRecord {
     pub debited: Sats,
     /// Amount the invoice pays.
     pub amount: Sats,
-    /// False until the mint reports the invoice paid (or the token DM is queued).
-    pub done: bool,
+    /// How far the payout got.
+    pub state: PayoutState,
     /// For a token payout: the npub (hex) the token is DM'd to. The record's key is then the
     /// wallet's send operation id instead of a melt quote id.
-    #[serde(default)]
     pub token_to: Option<String>,
+}
+
+/// [`PayoutRecord`] as it is on disk, in either form.
+#[derive(Serialize, Deserialize)]
+struct StoredPayout {
+    merchant: String,
+    debited: Sats,
+    amount: Sats,
+    #[serde(default)]
+    done: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state: Option<PayoutState>,
+}
+
+impl From<StoredPayout> for PayoutRecord {
+    fn from(stored: StoredPayout) -> Self {
+        let token = stored.token_to.is_some();
+        let state = stored.state.unwrap_or(match (stored.done, token) {
+            (true, true) => PayoutState::Sent,
+            (true, false) => PayoutState::Paid,
+            (false, true) => PayoutState::TokenDebited,
+            (false, false) => PayoutState::MeltDebited,
+        });
+        Self {
+            merchant: stored.merchant,
+            debited: stored.debited,
+            amount: stored.amount,
+            state,
+            token_to: stored.token_to,
+        }
+    }
+}
+
+impl From<PayoutRecord> for StoredPayout {
+    fn from(record: PayoutRecord) -> Self {
+        Self {
+            merchant: record.merchant,
+            debited: record.debited,
+            amount: record.amount,
+            done: !record.state.in_flight(),
+            token_to: record.token_to,
+            state: Some(record.state),
+        }
+    }
+}
+
+impl PayoutRecord {
+    /// The record moved by `event`, if the saga allows it.
+    fn moved(mut self, event: PayoutEvent) -> Result<Self, InvalidMove> {
+        self.state = payout_transition(self.state, event)?;
+        Ok(self)
+    }
 }
 
 /// The outcome of a payout attempt.
@@ -143,7 +204,7 @@ impl EscrowService {
             merchant: merchant.to_hex(),
             debited,
             amount,
-            done: false,
+            state: PayoutState::MeltDebited,
             token_to: None,
         };
         self.debit_payout(&merchant, &quote.id, &record).await?;
@@ -155,8 +216,7 @@ impl EscrowService {
         match self.melt_booking_swap_fee(&quote.id).await {
             Ok(Melt::Paid(finalized)) => {
                 let fee = Sats::from(finalized.fee_paid());
-                self.finish_payout(&merchant, &quote.id, record, fee)
-                    .await?;
+                self.finish_payout(&merchant, &quote.id, fee).await?;
                 Ok(Payout::Sent { amount, fee })
             }
             Ok(Melt::Pending) => {
@@ -171,7 +231,8 @@ impl EscrowService {
                 // stays pending for `tick` to settle from the mint's later answer.
                 let state = self.melt_state(&quote.id).await;
                 if matches!(state, Ok(MeltQuoteState::Unpaid | MeltQuoteState::Failed)) {
-                    self.undo_payout(&merchant, &quote.id, &record).await?;
+                    self.undo_payout(&merchant, &quote.id, PayoutEvent::MintRefused)
+                        .await?;
                     Ok(Payout::Failed(PayoutFailure::PaymentFailed(e.to_string())))
                 } else {
                     tracing::warn!(error = %e, "payout outcome unclear; will settle from the mint's state");
@@ -197,42 +258,48 @@ impl EscrowService {
                 record.debited
             ))
         })?;
-        self.write_payout(merchant, key, Some(record), remaining)
+        self.write_payout(merchant, key, record, remaining)
     }
 
-    /// The payout record (or its removal) and the merchant's balance, in one transaction.
+    /// The payout record and the merchant's balance, in one transaction.
     fn write_payout(
         &self,
         merchant: &PublicKey,
         key: &str,
-        record: Option<&PayoutRecord>,
+        record: &PayoutRecord,
         balance: Sats,
     ) -> Result<(), EscrowError> {
         let inner = &self.inner;
-        let encoded = record.map(|r| inner.payouts.encode(r)).transpose()?;
+        let encoded = inner.payouts.encode(record)?;
         let balance = inner.balances.encode(&balance)?;
         let merchant_bytes = merchant.to_bytes();
         (inner.payouts.raw(), inner.balances.raw())
             .transaction(|(payouts, balances)| {
-                match &encoded {
-                    Some(encoded) => payouts.insert(key.as_bytes(), encoded.clone())?,
-                    None => payouts.remove(key.as_bytes())?,
-                };
+                payouts.insert(key.as_bytes(), encoded.clone())?;
                 balances.insert(merchant_bytes.as_slice(), balance.clone())?;
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
             .map_err(tx_error)
     }
 
-    /// Marks a payout done and credits back the unused fee reserve.
+    /// The stored payout `key`, which must be there.
+    fn stored_payout(&self, key: &str) -> Result<PayoutRecord, EscrowError> {
+        self.inner
+            .payouts
+            .get(key.as_bytes())?
+            .ok_or_else(|| EscrowError::Books(format!("payout {key} vanished")))
+    }
+
+    /// `Paid`: the unused fee reserve back to the balance. The stored record is read under
+    /// the lock, so a payout settled elsewhere is an illegal move, not a second credit.
     async fn finish_payout(
         &self,
         merchant: &PublicKey,
         quote_id: &str,
-        mut record: PayoutRecord,
         fee: Sats,
     ) -> Result<(), EscrowError> {
         let _guard = self.inner.lock.lock().await;
+        let record = self.stored_payout(quote_id)?.moved(PayoutEvent::MintPaid)?;
         let spent = record
             .amount
             .checked_add(fee)
@@ -242,23 +309,24 @@ impl EscrowService {
             .balance(merchant)?
             .checked_add(unused)
             .map_err(|e| EscrowError::Books(e.to_string()))?;
-        record.done = true;
-        self.write_payout(merchant, quote_id, Some(&record), balance)
+        self.write_payout(merchant, quote_id, &record, balance)
     }
 
-    /// Gives a failed payout's debit back.
+    /// `GivenBack` (by `event`: the mint refused the melt, or the send made no token): the
+    /// whole debit back to the balance.
     async fn undo_payout(
         &self,
         merchant: &PublicKey,
         key: &str,
-        record: &PayoutRecord,
+        event: PayoutEvent,
     ) -> Result<(), EscrowError> {
         let _guard = self.inner.lock.lock().await;
+        let record = self.stored_payout(key)?.moved(event)?;
         let balance = self
             .balance(merchant)?
             .checked_add(record.debited)
             .map_err(|e| EscrowError::Books(e.to_string()))?;
-        self.write_payout(merchant, key, None, balance)
+        self.write_payout(merchant, key, &record, balance)
     }
 
     /// The whole balance as a Cashu token DM'd (NIP-17, from the merchant's managed key) to
@@ -280,7 +348,7 @@ impl EscrowService {
             merchant: merchant.to_hex(),
             debited: balance,
             amount: balance,
-            done: false,
+            state: PayoutState::TokenDebited,
             token_to: Some(to.to_hex()),
         };
         if let Err(e) = self.debit_payout(&merchant, &operation, &record).await {
@@ -289,7 +357,7 @@ impl EscrowService {
         }
         match prepared.confirm().await {
             Ok(token) => {
-                self.send_token_payout(&merchant, &operation, record, &token)
+                self.send_token_payout(&merchant, &operation, &token)
                     .await?;
                 tracing::info!(sats = balance.0, "paid a merchant's balance out as a token");
                 Ok(Payout::Token(balance))
@@ -303,15 +371,17 @@ impl EscrowService {
         }
     }
 
-    /// Marks a token payout done and queues its DM, in one transaction; then sends it.
+    /// `Sent`: the token's DM queued, in one transaction with the move; then sent.
     async fn send_token_payout(
         &self,
         merchant: &PublicKey,
         operation: &str,
-        mut record: PayoutRecord,
         token: &str,
     ) -> Result<(), EscrowError> {
         let inner = &self.inner;
+        let record = self
+            .stored_payout(operation)?
+            .moved(PayoutEvent::TokenMade)?;
         let to = record
             .token_to
             .as_deref()
@@ -325,7 +395,6 @@ impl EscrowService {
             .publisher
             .seal_dm(merchant, to, crate::outbound::Scheme::Nip17, &text)
             .await?;
-        record.done = true;
         let encoded = inner.payouts.encode(&record)?;
         let queued = inner.outbox.stage(&dm)?;
         (inner.payouts.raw(), inner.outbox.raw())
@@ -339,6 +408,40 @@ impl EscrowService {
         Ok(())
     }
 
+    /// The fee a melt paid, from the wallet's record of the completed payment; `None` when
+    /// the wallet has none (the melt finished elsewhere than in this wallet's own flow).
+    ///
+    /// A melt finished before a crash (or by the wallet's recovery at start) got its change
+    /// back into the wallet: counting the whole fee reserve as spent would leave that change
+    /// in the wallet and in nobody's books.
+    pub(super) async fn paid_melt_fee(&self, quote_id: &str) -> Option<Sats> {
+        use cdk_common::wallet::{TransactionDirection, TransactionStatus};
+        let transactions = match self
+            .inner
+            .wallet
+            .list_transactions(Some(TransactionDirection::Outgoing))
+            .await
+        {
+            Ok(transactions) => transactions,
+            Err(e) => {
+                tracing::warn!(error = %e, "the wallet's payments cannot be read; the fee reserve counts as spent");
+                return None;
+            }
+        };
+        transactions
+            .into_iter()
+            .find(|t| {
+                t.quote_id.as_deref() == Some(quote_id) && t.status == TransactionStatus::Completed
+            })
+            .map(|t| Sats::from(t.fee))
+    }
+
+    /// The payout recorded under `key` (its melt quote id, or its send operation id for a
+    /// token), in whatever state it is.
+    pub fn payout(&self, key: &str) -> Result<Option<PayoutRecord>, EscrowError> {
+        Ok(self.inner.payouts.get(key.as_bytes())?)
+    }
+
     /// Settles payouts a crash or an unclear answer left pending.
     pub(super) async fn settle_payouts(&self) -> Result<(), EscrowError> {
         let inner = &self.inner;
@@ -347,7 +450,7 @@ impl EscrowService {
             .payouts
             .iter()
             .filter_map(Result::ok)
-            .filter(|(_, p)| !p.done)
+            .filter(|(_, p)| p.state.in_flight())
             .collect();
         for (key, record) in pending {
             let key = String::from_utf8_lossy(&key).into_owned();
@@ -356,30 +459,79 @@ impl EscrowService {
             if record.token_to.is_some() {
                 match self.recorded_token(&key).await {
                     Ok(Some(token)) => {
-                        self.send_token_payout(&merchant, &key, record, &token)
-                            .await?;
+                        self.send_token_payout(&merchant, &key, &token).await?;
                     }
-                    Ok(None) => self.undo_payout(&merchant, &key, &record).await?,
+                    Ok(None) => {
+                        self.undo_payout(&merchant, &key, PayoutEvent::NoToken)
+                            .await?
+                    }
                     Err(e) => tracing::warn!(error = %e, "cannot settle a token payout yet"),
                 }
                 continue;
             }
             match self.melt_state(&key).await {
-                // The fee actually paid is unknown here: the reserve counts as spent.
                 Ok(MeltQuoteState::Paid) => {
-                    let fee = record
+                    let reserve = record
                         .debited
                         .checked_sub(record.amount)
                         .unwrap_or(Sats::ZERO);
-                    self.finish_payout(&merchant, &key, record, fee).await?;
+                    let fee = self.paid_melt_fee(&key).await.unwrap_or(reserve);
+                    self.finish_payout(&merchant, &key, fee).await?;
                 }
                 Ok(MeltQuoteState::Unpaid | MeltQuoteState::Failed) => {
-                    self.undo_payout(&merchant, &key, &record).await?;
+                    self.undo_payout(&merchant, &key, PayoutEvent::MintRefused)
+                        .await?;
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot check a pending payout yet"),
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(json: &str) -> PayoutRecord {
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("{json}: {e}"))
+    }
+
+    #[test]
+    fn a_record_written_before_the_saga_reads_as_its_state() {
+        let melt = r#"{"merchant":"ab","debited":105,"amount":100,"done":false}"#;
+        assert_eq!(read(melt).state, PayoutState::MeltDebited);
+        let paid = r#"{"merchant":"ab","debited":105,"amount":100,"done":true}"#;
+        assert_eq!(read(paid).state, PayoutState::Paid);
+        let token = r#"{"merchant":"ab","debited":100,"amount":100,"done":false,"token_to":"cd"}"#;
+        assert_eq!(read(token).state, PayoutState::TokenDebited);
+        assert_eq!(read(token).token_to.as_deref(), Some("cd"));
+        let sent = r#"{"merchant":"ab","debited":100,"amount":100,"done":true,"token_to":"cd"}"#;
+        assert_eq!(read(sent).state, PayoutState::Sent);
+    }
+
+    #[test]
+    fn a_record_keeps_its_state_and_says_done_for_an_older_reader() {
+        for state in [
+            PayoutState::MeltDebited,
+            PayoutState::Paid,
+            PayoutState::GivenBack,
+        ] {
+            let record = PayoutRecord {
+                merchant: "ab".into(),
+                debited: Sats(105),
+                amount: Sats(100),
+                state,
+                token_to: None,
+            };
+            let json = serde_json::to_value(&record).unwrap_or_default();
+            assert_eq!(
+                json["done"],
+                serde_json::json!(!state.in_flight()),
+                "{state:?}"
+            );
+            assert_eq!(read(&json.to_string()), record);
+        }
     }
 }

@@ -5,7 +5,9 @@
 //!
 //! The order first moves to `Refunding` with its [`RefundPlan`] and a pending ledger entry;
 //! from then on every step records how far it got before the next side effect, and `tick`
-//! picks up a refund a crash or an unclear Lightning payment left half-way.
+//! picks up a refund a crash or an unclear Lightning payment left half-way. The plan's states
+//! and the moves between them are [`super::saga`]'s; every recorded step asks its transition
+//! function.
 
 use cdk::nuts::{MeltQuoteState, PaymentMethod};
 use nostr_sdk::PublicKey;
@@ -13,6 +15,7 @@ use nostr_sdk::PublicKey;
 use super::books::Melt;
 use super::messages::{describe, status};
 use super::refusal::EscrowRefusal;
+use super::saga::{check_plan_move, refund_transition, RefundEvent, RefundState};
 use super::service::{
     merchant_of, order_key, CancelRequest, Change, EscrowError, EscrowService, LedgerEntry,
     OrderRecord, RefundPlan,
@@ -190,15 +193,23 @@ impl EscrowService {
                         Some(token) => token,
                         None => {
                             let prepared = self.prepare_token(record.total).await?;
-                            self.record_plan(
-                                key,
-                                &plan_of(&record),
-                                RefundPlan::Token {
-                                    operation: Some(prepared.operation.clone()),
-                                    note: note.clone(),
-                                },
-                            )
-                            .await?;
+                            let recorded = self
+                                .record_plan(
+                                    key,
+                                    &plan_of(&record),
+                                    RefundEvent::TokenPrepared,
+                                    RefundPlan::Token {
+                                        operation: Some(prepared.operation.clone()),
+                                        note: note.clone(),
+                                    },
+                                )
+                                .await;
+                            if let Err(e) = recorded {
+                                // Not recorded, so never to be made: the proofs go back now
+                                // rather than at the next start.
+                                prepared.cancel().await;
+                                return Err(e);
+                            }
                             prepared.confirm().await?
                         }
                     };
@@ -209,22 +220,28 @@ impl EscrowService {
                         super::messages::shown_id(&record),
                         record.total.0
                     );
-                    return self.finish_refund(key, &record, text, Sats::ZERO).await;
+                    return self
+                        .finish_refund(key, &record, RefundEvent::TokenSent, text, Sats::ZERO)
+                        .await;
                 }
                 RefundPlan::Lightning {
                     destination,
                     quote: None,
                     ..
                 } => {
-                    let next = match self.refund_quote(&destination, record.total).await {
-                        Ok((quote, amount)) => RefundPlan::Lightning {
-                            destination,
-                            quote: Some(quote),
-                            amount,
-                        },
-                        Err(why) => fallback(&why),
+                    let (event, next) = match self.refund_quote(&destination, record.total).await {
+                        Ok((quote, amount)) => (
+                            RefundEvent::Quoted,
+                            RefundPlan::Lightning {
+                                destination,
+                                quote: Some(quote),
+                                amount,
+                            },
+                        ),
+                        Err(why) => (RefundEvent::LightningFailed, fallback(&why)),
                     };
-                    self.record_plan(key, &plan_of(&record), next).await?;
+                    self.record_plan(key, &plan_of(&record), event, next)
+                        .await?;
                 }
                 RefundPlan::Lightning {
                     destination,
@@ -246,6 +263,7 @@ impl EscrowService {
                                     self.record_plan(
                                         key,
                                         &plan_of(&record),
+                                        RefundEvent::LightningFailed,
                                         fallback(&e.to_string()),
                                     )
                                     .await?;
@@ -259,6 +277,7 @@ impl EscrowService {
                             self.record_plan(
                                 key,
                                 &plan_of(&record),
+                                RefundEvent::LightningFailed,
                                 fallback("the Lightning payment failed"),
                             )
                             .await?;
@@ -267,8 +286,12 @@ impl EscrowService {
                         // Pending or unknown: the mint decides later.
                         _ => return Ok(()),
                     };
-                    // Paid before a crash: the fee actually paid is unknown, the whole
-                    // reserve counts as spent.
+                    // Paid before a crash: the fee from the wallet's record of the payment,
+                    // or, without one, the whole reserve counts as spent.
+                    let fee = match fee {
+                        Some(fee) => Some(fee),
+                        None => self.paid_melt_fee(&quote).await,
+                    };
                     let spent_fee = fee
                         .unwrap_or_else(|| record.total.checked_sub(amount).unwrap_or(Sats::ZERO));
                     let text = format!(
@@ -280,7 +303,9 @@ impl EscrowService {
                         .checked_sub(amount)
                         .and_then(|rest| rest.checked_sub(spent_fee))
                         .unwrap_or(Sats::ZERO);
-                    return self.finish_refund(key, &record, text, unused).await;
+                    return self
+                        .finish_refund(key, &record, RefundEvent::LightningPaid, text, unused)
+                        .await;
                 }
             }
         }
@@ -318,11 +343,13 @@ impl EscrowService {
         Err(format!("{total} does not cover the Lightning fee reserve"))
     }
 
-    /// Replaces the plan of a refund still at `expected`, under the lock.
+    /// Replaces the plan of a refund still at `expected` by `next`, the move `event` makes
+    /// (an illegal move is an error), under the lock.
     async fn record_plan(
         &self,
         key: &[u8],
         expected: &Option<RefundPlan>,
+        event: RefundEvent,
         next: RefundPlan,
     ) -> Result<(), EscrowError> {
         let inner = &self.inner;
@@ -335,6 +362,9 @@ impl EscrowService {
                 "a refund moved on elsewhere; leaving it".to_owned(),
             ));
         }
+        if let Some(from) = expected {
+            check_plan_move(from, event, &next)?;
+        }
         record.refund = Some(next);
         inner.orders.insert(key, &record)?;
         Ok(())
@@ -346,6 +376,7 @@ impl EscrowService {
         &self,
         key: &[u8],
         seen: &OrderRecord,
+        event: RefundEvent,
         text: String,
         unused: Sats,
     ) -> Result<(), EscrowError> {
@@ -359,6 +390,13 @@ impl EscrowService {
             tracing::warn!(order = seen.number, state = ?record.state, "a refund found its order moved on");
             return Ok(());
         }
+        // The stored plan, not `seen`'s: a token's send was recorded after `seen` was read.
+        let from = record
+            .refund
+            .as_ref()
+            .map(RefundState::of)
+            .ok_or_else(|| EscrowError::Books("a refunding order without a plan".to_owned()))?;
+        refund_transition(from, event)?;
         let merchant = merchant_of(key)?;
         let mut refunded = record.clone();
         refunded.state = transition(record.state, EscrowEvent::RefundSettled)?;

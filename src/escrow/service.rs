@@ -15,8 +15,9 @@
 //! - `ledger`: `"mint:"`/`"refund:" ‖ order key` → [`LedgerEntry`], written before the
 //!   mint call and marked done after, so a crash in between is resumed instead of minting
 //!   (or refunding) twice.
-//! - `payouts`: melt quote id → [`PayoutRecord`]: a payout to a merchant's Lightning
-//!   address, debited from the balance before the melt (see [`super::payout`]).
+//! - `payouts`: melt quote id (or the wallet's send operation id, for a token) →
+//!   [`PayoutRecord`]: a payout to a merchant, debited from the balance before the melt or the
+//!   send; kept once settled, in its final state (see [`super::saga`]).
 //!
 //! Every state change happens under one lock: orders are few per second, and one writer
 //! at a time makes "check then change" safe without per-order locking.
@@ -256,6 +257,9 @@ pub enum EscrowError {
     /// An order moved in a way its state machine does not allow: a bug, never ignored.
     #[error(transparent)]
     IllegalMove(#[from] InvalidTransition),
+    /// A payout or refund moved in a way its saga does not allow: a bug, never ignored.
+    #[error(transparent)]
+    IllegalSagaMove(#[from] super::saga::InvalidMove),
     /// soko's own records disagree with themselves or the wallet (a sum out of range, a
     /// stored key that does not read back, a record that vanished).
     #[error("books: {0}")]
