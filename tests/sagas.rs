@@ -597,55 +597,6 @@ async fn a_token_refund_whose_send_never_ran_makes_one_token() {
     w.stop().await;
 }
 
-/// A payee whose invoices the dev mint's fake Lightning never settles (it reports them
-/// pending, paying and checking), as a hold invoice does. Copied from tests/ussd_menus.rs.
-async fn pending_payee() -> (String, tokio::task::JoinHandle<()>) {
-    use axum::extract::Query;
-    use axum::routing::get;
-    use cdk::nuts::MeltQuoteState;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let pay_request = json!({
-        "callback": format!("{base}/lnurlp/hold/callback"),
-        "minSendable": 1_000, "maxSendable": 100_000_000, "tag": "payRequest",
-        "metadata": "[[\"text/plain\",\"never settles\"]]",
-    });
-    let app = axum::Router::new()
-        .route(
-            "/.well-known/lnurlp/hold",
-            get(move || {
-                let body = pay_request.clone();
-                async move { axum::Json(body) }
-            }),
-        )
-        .route(
-            "/lnurlp/hold/callback",
-            get(
-                |Query(q): Query<std::collections::HashMap<String, String>>| async move {
-                    let msat: u64 = q["amount"].parse().unwrap();
-                    let hold = cdk_fake_wallet::FakeInvoiceDescription {
-                        pay_invoice_state: MeltQuoteState::Pending,
-                        check_payment_state: MeltQuoteState::Pending,
-                        pay_err: false,
-                        check_err: false,
-                    };
-                    let invoice = cdk_fake_wallet::create_fake_invoice(
-                        msat,
-                        serde_json::to_string(&hold).unwrap(),
-                    );
-                    axum::Json(json!({"pr": invoice.to_string(), "routes": []}))
-                },
-            ),
-        );
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    let url = format!("{base}/.well-known/lnurlp/hold");
-    (lnurl::lnurl::LnUrl::from_url(url).encode(), server)
-}
-
 /// `MeltDebited` while the mint holds the payment pending (a hold invoice): the escrow's
 /// passes neither give it back nor pay it twice; the debit stays in flight and the books
 /// balance with it. Before, the reconciliation left out the proofs the pending melt holds and

@@ -375,55 +375,6 @@ async fn late_retried_and_expired_hops_change_nothing() {
     soko.stop().await;
 }
 
-/// A payee whose invoices the dev mint's fake Lightning never settles (it reports them
-/// pending, paying and checking): an unclear payout, as a hold invoice makes one.
-async fn pending_payee() -> (String, tokio::task::JoinHandle<()>) {
-    use axum::extract::Query;
-    use axum::routing::get;
-    use cdk::nuts::MeltQuoteState;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let pay_request = json!({
-        "callback": format!("{base}/lnurlp/hold/callback"),
-        "minSendable": 1_000, "maxSendable": 100_000_000, "tag": "payRequest",
-        "metadata": "[[\"text/plain\",\"never settles\"]]",
-    });
-    let app = axum::Router::new()
-        .route(
-            "/.well-known/lnurlp/hold",
-            get(move || {
-                let body = pay_request.clone();
-                async move { axum::Json(body) }
-            }),
-        )
-        .route(
-            "/lnurlp/hold/callback",
-            get(
-                |Query(q): Query<std::collections::HashMap<String, String>>| async move {
-                    let msat: u64 = q["amount"].parse().unwrap();
-                    let hold = cdk_fake_wallet::FakeInvoiceDescription {
-                        pay_invoice_state: MeltQuoteState::Pending,
-                        check_payment_state: MeltQuoteState::Pending,
-                        pay_err: false,
-                        check_err: false,
-                    };
-                    let invoice = cdk_fake_wallet::create_fake_invoice(
-                        msat,
-                        serde_json::to_string(&hold).unwrap(),
-                    );
-                    axum::Json(json!({"pr": invoice.to_string(), "routes": []}))
-                },
-            ),
-        );
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    let url = format!("{base}/.well-known/lnurlp/hold");
-    (lnurl::lnurl::LnUrl::from_url(url).encode(), server)
-}
-
 /// A payout the mint has taken but not settled is already out of the balance: the command
 /// reply says `pending_sat`, and the handset says it is on its way, not that it stayed in
 /// the balance. Before, the command said `{"error": "…pending…"}` and the screen "Not paid

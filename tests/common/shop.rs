@@ -167,3 +167,55 @@ pub fn code_in(dm: &super::Received) -> Option<String> {
         .find(|w| w.len() == 8 && w.bytes().all(|b| b.is_ascii_digit()))
         .map(str::to_owned)
 }
+
+/// A payee whose invoices the dev mint's fake Lightning never settles (it reports them
+/// pending, paying and checking): an unclear payout, as a hold invoice makes one.
+pub async fn pending_payee() -> (String, tokio::task::JoinHandle<()>) {
+    use axum::extract::Query;
+    use axum::routing::get;
+    use cdk::nuts::MeltQuoteState;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .expect("the payee listens");
+    let base = format!(
+        "http://127.0.0.1:{}",
+        listener.local_addr().expect("bound").port()
+    );
+    let pay_request = json!({
+        "callback": format!("{base}/lnurlp/hold/callback"),
+        "minSendable": 1_000, "maxSendable": 100_000_000, "tag": "payRequest",
+        "metadata": "[[\"text/plain\",\"never settles\"]]",
+    });
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/lnurlp/hold",
+            get(move || {
+                let body = pay_request.clone();
+                async move { axum::Json(body) }
+            }),
+        )
+        .route(
+            "/lnurlp/hold/callback",
+            get(
+                |Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                    let msat: u64 = q["amount"].parse().expect("amount in msat");
+                    let hold = cdk_fake_wallet::FakeInvoiceDescription {
+                        pay_invoice_state: MeltQuoteState::Pending,
+                        check_payment_state: MeltQuoteState::Pending,
+                        pay_err: false,
+                        check_err: false,
+                    };
+                    let invoice = cdk_fake_wallet::create_fake_invoice(
+                        msat,
+                        serde_json::to_string(&hold).expect("json"),
+                    );
+                    axum::Json(json!({"pr": invoice.to_string(), "routes": []}))
+                },
+            ),
+        );
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("the payee serves");
+    });
+    let url = format!("{base}/.well-known/lnurlp/hold");
+    (lnurl::lnurl::LnUrl::from_url(url).encode(), server)
+}
