@@ -8,48 +8,44 @@ use nostr_sdk::PublicKey;
 use serde_json::{json, Value};
 
 use super::{merchant_key, CommandError, Context};
-use crate::escrow::{Payout, RefundPlan};
-use crate::money::Sats;
+use crate::escrow::{Payout, RefundPlan, Settled};
 use crate::proto::{OrderCancelArgs, OrderDeliverArgs, OrderRefArgs};
 
 /// Checks the code and, if right, credits the merchant.
 pub async fn deliver(ctx: &Context, args: OrderDeliverArgs) -> Result<Value, CommandError> {
     let merchant = merchant_key(&args.merchant)?;
     ctx.merchants.get(&merchant)?;
-    let credited = ctx.escrow.deliver(merchant, args.order, &args.code).await?;
-    released(ctx, merchant, args.order, credited).await
+    let settled = ctx
+        .escrow
+        .deliver_and_pay_out(merchant, args.order, &args.code)
+        .await?;
+    Ok(released(args.order, &settled))
 }
 
 /// Releases a disputed order to the merchant, then pays out as a delivery does.
 pub async fn release(ctx: &Context, args: OrderRefArgs) -> Result<Value, CommandError> {
     let merchant = merchant_key(&args.merchant)?;
     ctx.merchants.get(&merchant)?;
-    let credited = ctx.escrow.release(merchant, args.order).await?;
-    released(ctx, merchant, args.order, credited).await
+    let settled = ctx.escrow.release_and_pay_out(merchant, args.order).await?;
+    Ok(released(args.order, &settled))
 }
 
-/// Released to the balance; then straight on to the merchant's payout destination, if it
-/// has one. A failed payout leaves the balance in soko, and says why; an unclear one is
-/// pending (already taken from the balance) until the mint's answer settles it.
-async fn released(
-    ctx: &Context,
-    merchant: PublicKey,
-    order: u64,
-    sats: Sats,
-) -> Result<Value, CommandError> {
-    let payout = match ctx.escrow.pay_out(merchant).await? {
+/// The reply to a delivery or release: the credit, the payout that followed (`null` without
+/// a destination; pending when the mint took it but has not settled it), the balance left.
+fn released(order: u64, settled: &Settled) -> Value {
+    let payout = match &settled.payout {
         Payout::NotConfigured | Payout::Nothing => json!(null),
         Payout::Sent { amount, fee } => json!({"paid_sat": amount.0, "fee_sat": fee.0}),
         Payout::Token(amount) => json!({"token_sat": amount.0}),
         Payout::Pending(amount) => json!({"pending_sat": amount.0}),
         Payout::Failed(why) => json!({"error": why.to_string()}),
     };
-    Ok(json!({
+    json!({
         "order": order,
-        "released_sat": sats.0,
+        "released_sat": settled.credited.0,
         "payout": payout,
-        "balance_sat": ctx.escrow.balance(&merchant)?.0,
-    }))
+        "balance_sat": settled.balance.0,
+    })
 }
 
 /// Refunds the order to its buyer: over Lightning when the buyer's cancel named an address,

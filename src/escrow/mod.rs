@@ -11,7 +11,7 @@ pub mod refund;
 mod refusal;
 pub mod saga;
 pub mod service;
-mod settle;
+pub mod settle;
 pub mod state;
 mod tokens;
 pub mod watch;
@@ -26,4 +26,5 @@ pub use self::service::{
     held_cap, CancelRequest, Caps, Dialect, EscrowError, EscrowService, OrderRecord, RefundPlan,
     Rules,
 };
+pub use self::settle::Settled;
 pub use self::state::{transition, EscrowEvent, EscrowState, InvalidTransition};

@@ -4,12 +4,61 @@ use nostr_sdk::PublicKey;
 
 use super::code::Verdict;
 use super::messages::{describe, status};
+use super::payout::Payout;
 use super::refusal::EscrowRefusal;
 use super::service::{code_scope, order_key, Change, EscrowError, EscrowService, OrderRecord};
 use super::state::{transition, EscrowEvent, EscrowState};
 use crate::money::Sats;
 
+/// What a delivery (or an admin's release) came to: the order's total credited to the
+/// merchant's balance, then what became of the payout to its destination, and the balance
+/// left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    /// Credited to the merchant's balance.
+    pub credited: Sats,
+    /// The payout that followed at once.
+    pub payout: Payout,
+    /// The balance after it.
+    pub balance: Sats,
+}
+
 impl EscrowService {
+    /// [`Self::deliver`], then straight on to the merchant's payout destination, if it has
+    /// one: what `order_deliver` and USSD menu 2 do.
+    pub async fn deliver_and_pay_out(
+        &self,
+        merchant: PublicKey,
+        number: u64,
+        code: &str,
+    ) -> Result<Settled, EscrowError> {
+        let credited = self.deliver(merchant, number, code).await?;
+        self.then_pay_out(merchant, credited).await
+    }
+
+    /// [`Self::release`], then the payout as a delivery does.
+    pub async fn release_and_pay_out(
+        &self,
+        merchant: PublicKey,
+        number: u64,
+    ) -> Result<Settled, EscrowError> {
+        let credited = self.release(merchant, number).await?;
+        self.then_pay_out(merchant, credited).await
+    }
+
+    async fn then_pay_out(
+        &self,
+        merchant: PublicKey,
+        credited: Sats,
+    ) -> Result<Settled, EscrowError> {
+        let payout = self.pay_out(merchant).await?;
+        Ok(Settled {
+            credited,
+            payout,
+            balance: self.balance(&merchant)?,
+        })
+    }
+
     /// The merchant presents the buyer's code for order `number`; the right one credits the
     /// order's total to the merchant's balance, which is returned.
     pub async fn deliver(
