@@ -18,8 +18,18 @@ pub const DEFAULT_DEV_MINT_PORT: u16 = 3338;
 
 /// Kinds the embedded relay accepts by default: profiles, NIP-04 DMs, deletions, gift wraps,
 /// relay lists, NIP-46 signer traffic and NIP-15 / NIP-99 listings.
-pub const DEFAULT_ALLOWED_KINDS: &[u16] =
-    &[0, 4, 5, 1059, 10002, 10050, 24133, 30017, 30018, 30402];
+pub const DEFAULT_ALLOWED_KINDS: &[u16] = &[
+    0,
+    4,
+    5,
+    1059,
+    10002,
+    10050,
+    24133,
+    crate::proto::nip15::KIND_STALL,
+    crate::proto::nip15::KIND_PRODUCT,
+    30402,
+];
 
 /// The whole configuration, validated.
 #[derive(Debug, Clone, PartialEq)]

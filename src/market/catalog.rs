@@ -37,7 +37,7 @@ use super::pricing::{decimals, to_minor};
 use crate::proto::catalog::{
     CatalogProduct, CatalogResult, CatalogStall, Origin, ProductCard, StallCard, ZoneCost,
 };
-use crate::proto::nip15::{Product, Stall};
+use crate::proto::nip15::{Product, Stall, KIND_PRODUCT, KIND_STALL};
 use crate::store::{Store, StoreError, Typed};
 
 const ENTRIES: &str = "catalog/entries";
@@ -49,8 +49,6 @@ const AGE: &str = "catalog/age";
 /// likes.
 pub const MAX_FUTURE_SECS: u64 = 15 * 60;
 
-const KIND_STALL: u16 = 30017;
-const KIND_PRODUCT: u16 = 30018;
 /// Longest id (listing, stall, zone) kept, as soko's own listings allow.
 const MAX_ID_BYTES: usize = 64;
 /// Names are cut to this many characters: enough to browse, bounded to keep entries small.
@@ -313,8 +311,7 @@ impl Catalog {
 
     /// Offers an event from a relay: a stall, a product or a deletion from any author.
     pub fn ingest(&self, event: &Event) -> Result<Ingested, StoreError> {
-        let is_listing =
-            event.kind == Kind::Custom(KIND_STALL) || event.kind == Kind::Custom(KIND_PRODUCT);
+        let is_listing = event.kind == Kind::SetStall || event.kind == Kind::SetProduct;
         if !is_listing && event.kind != Kind::EventDeletion {
             return Ok(Ingested::NotAListing);
         }
@@ -587,7 +584,7 @@ fn read_listing(event: &Event) -> Result<(String, Card), String> {
         .identifier()
         .ok_or_else(|| "no d tag".to_owned())?
         .to_owned();
-    let (id, card) = if event.kind == Kind::Custom(KIND_STALL) {
+    let (id, card) = if event.kind == Kind::SetStall {
         let stall: Stall =
             serde_json::from_str(&event.content).map_err(|e| format!("not a NIP-15 stall: {e}"))?;
         (stall.id.clone(), Card::Stall(stall_card(stall)?))
@@ -767,24 +764,20 @@ mod tests {
     fn stall(keys: &Keys, id: &str, name: &str, at: u64) -> Res<Event> {
         let content = serde_json::json!({"id": id, "name": name, "currency": "sat",
             "shipping": [{"id": "world", "cost": 21}]});
-        Ok(
-            EventBuilder::new(Kind::Custom(KIND_STALL), content.to_string())
-                .tag(Tag::identifier(id))
-                .custom_created_at(Timestamp::from(at))
-                .sign_with_keys(keys)?,
-        )
+        Ok(EventBuilder::new(Kind::SetStall, content.to_string())
+            .tag(Tag::identifier(id))
+            .custom_created_at(Timestamp::from(at))
+            .sign_with_keys(keys)?)
     }
 
     fn product(keys: &Keys, id: &str, stall: &str, at: u64) -> Res<Event> {
         let content = serde_json::json!({"id": id, "stall_id": stall, "name": id,
             "currency": "USD", "price": 12.5, "quantity": 4});
-        Ok(
-            EventBuilder::new(Kind::Custom(KIND_PRODUCT), content.to_string())
-                .tag(Tag::identifier(id))
-                .tag(Tag::hashtag("fruit"))
-                .custom_created_at(Timestamp::from(at))
-                .sign_with_keys(keys)?,
-        )
+        Ok(EventBuilder::new(Kind::SetProduct, content.to_string())
+            .tag(Tag::identifier(id))
+            .tag(Tag::hashtag("fruit"))
+            .custom_created_at(Timestamp::from(at))
+            .sign_with_keys(keys)?)
     }
 
     fn all() -> Query {
@@ -967,7 +960,7 @@ mod tests {
             ),
         ];
         for (content, d) in cases {
-            let event = EventBuilder::new(Kind::Custom(KIND_STALL), content)
+            let event = EventBuilder::new(Kind::SetStall, content)
                 .tag(Tag::identifier(d))
                 .sign_with_keys(&keys)?;
             assert!(
@@ -975,11 +968,8 @@ mod tests {
                 "{content}"
             );
         }
-        let no_d = EventBuilder::new(
-            Kind::Custom(KIND_STALL),
-            r#"{"id":"s","name":"S","currency":"sat"}"#,
-        )
-        .sign_with_keys(&keys)?;
+        let no_d = EventBuilder::new(Kind::SetStall, r#"{"id":"s","name":"S","currency":"sat"}"#)
+            .sign_with_keys(&keys)?;
         assert!(matches!(catalog.ingest(&no_d)?, Ingested::Invalid(_)));
         let mut forged = stall(&keys, "s", "S", 100)?;
         forged.content = r#"{"id":"s","name":"Forged","currency":"sat"}"#.to_owned();

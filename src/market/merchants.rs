@@ -27,10 +27,7 @@ use crate::vault::{Vault, VaultError};
 
 /// Longest shop name.
 pub const MAX_NAME_LEN: usize = 64;
-/// Kind of a NIP-15 stall.
-pub const KIND_STALL: u16 = 30017;
-/// Kind of a NIP-15 product.
-pub const KIND_PRODUCT: u16 = 30018;
+pub use crate::proto::nip15::{KIND_PRODUCT, KIND_STALL};
 
 /// A merchant as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -410,7 +410,7 @@ impl UssdService {
                 Ok(_) => {
                     let request = listing::deletion(
                         &merchant,
-                        merchants::KIND_PRODUCT,
+                        crate::proto::nip15::KIND_PRODUCT,
                         id,
                         "taken off sale by the merchant",
                     );
