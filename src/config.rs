@@ -18,8 +18,18 @@ pub const DEFAULT_DEV_MINT_PORT: u16 = 3338;
 
 /// Kinds the embedded relay accepts by default: profiles, NIP-04 DMs, deletions, gift wraps,
 /// relay lists, NIP-46 signer traffic and NIP-15 / NIP-99 listings.
-pub const DEFAULT_ALLOWED_KINDS: &[u16] =
-    &[0, 4, 5, 1059, 10002, 10050, 24133, 30017, 30018, 30402];
+pub const DEFAULT_ALLOWED_KINDS: &[u16] = &[
+    0,
+    4,
+    5,
+    1059,
+    10002,
+    10050,
+    24133,
+    crate::proto::nip15::KIND_STALL,
+    crate::proto::nip15::KIND_PRODUCT,
+    30402,
+];
 
 /// The whole configuration, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -364,307 +374,26 @@ impl Config {
             ],
         );
 
-        let relay_keys = [
-            "enabled",
-            "bind",
-            "port",
-            "max_event_bytes",
-            "allowed_kinds",
-            "rate_limit_per_minute",
-            "connection_write_per_minute",
-            "write_budget_per_minute",
-            "max_connections",
-            "max_stored_events",
-            "retention_secs",
-            "handled_keep_secs",
-            "janitor_secs",
-            "min_pow_unknown",
-        ];
-        let relay = check.section(&root, "relay", &relay_keys);
-        let d = &defaults.relay;
-        let bind: String = check.field(relay, "relay", "bind", d.bind.to_string());
-        let relay = RelayConfig {
-            enabled: check.field(relay, "relay", "enabled", d.enabled),
-            bind: bind.parse().unwrap_or_else(|_| {
-                check.problem("relay.bind", format!("{bind:?} is not an IP address"));
-                d.bind
-            }),
-            port: check.field(relay, "relay", "port", d.port),
-            max_event_bytes: check.positive(relay, "relay", "max_event_bytes", d.max_event_bytes),
-            allowed_kinds: check.field(relay, "relay", "allowed_kinds", d.allowed_kinds.clone()),
-            rate_limit_per_minute: check.positive(
-                relay,
-                "relay",
-                "rate_limit_per_minute",
-                d.rate_limit_per_minute,
-            ),
-            connection_write_per_minute: check.positive(
-                relay,
-                "relay",
-                "connection_write_per_minute",
-                d.connection_write_per_minute,
-            ),
-            write_budget_per_minute: check.positive(
-                relay,
-                "relay",
-                "write_budget_per_minute",
-                d.write_budget_per_minute,
-            ),
-            max_connections: check.positive(relay, "relay", "max_connections", d.max_connections),
-            max_stored_events: check.positive(
-                relay,
-                "relay",
-                "max_stored_events",
-                d.max_stored_events,
-            ),
-            retention_secs: check.positive(relay, "relay", "retention_secs", d.retention_secs),
-            handled_keep_secs: check.field(
-                relay,
-                "relay",
-                "handled_keep_secs",
-                d.handled_keep_secs,
-            ),
-            janitor_secs: check.positive(relay, "relay", "janitor_secs", d.janitor_secs),
-            min_pow_unknown: check.field(relay, "relay", "min_pow_unknown", d.min_pow_unknown),
-        };
-
-        let relays = check.section(&root, "relays", &["urls"]);
-        let urls: Vec<String> = check.field(relays, "relays", "urls", Vec::new());
-        let mut relay_urls = Vec::new();
-        for (i, url) in urls.iter().enumerate() {
-            match RelayUrl::parse(url) {
-                Ok(u) => relay_urls.push(u),
-                Err(e) => check.problem(&format!("relays.urls[{i}]"), format!("{url:?}: {e}")),
-            }
-        }
-
-        let mint = check.section(
-            &root,
-            "mint",
-            &[
-                "embedded_dev",
-                "url",
-                "dev_port",
-                "requests_per_minute",
-                "dev_public",
-            ],
-        );
-        let dev_mint_public: bool = check.field(mint, "mint", "dev_public", false);
-        let embedded: Option<bool> = check.field(mint, "mint", "embedded_dev", None);
-        let url: Option<String> = check.field(mint, "mint", "url", None);
-        let dev_port: u16 = check.field(mint, "mint", "dev_port", DEFAULT_DEV_MINT_PORT);
-        let requests_per_minute = check.positive(
-            mint,
-            "mint",
-            "requests_per_minute",
-            DEFAULT_MINT_REQUESTS_PER_MINUTE,
-        );
-        let mint = match (embedded, url) {
-            (Some(true), Some(_)) => {
-                check.problem(
-                    "mint.url",
-                    "set either `embedded_dev = true` or `url`, not both".to_owned(),
-                );
-                defaults.mint.clone()
-            }
-            (Some(false), None) => {
-                check.problem(
-                    "mint.url",
-                    "`embedded_dev = false` needs the URL of a mint".to_owned(),
-                );
-                defaults.mint.clone()
-            }
-            (_, Some(url)) => {
-                let valid = url.starts_with("http://") || url.starts_with("https://");
-                if !valid {
-                    check.problem("mint.url", format!("{url:?} is not an http(s) URL"));
-                }
-                MintConfig::External {
-                    url,
-                    requests_per_minute,
-                }
-            }
-            (_, None) => MintConfig::EmbeddedDev { port: dev_port },
-        };
-
-        let storage = check.section(&root, "storage", &["data_dir"]);
-        let data_dir: PathBuf = check.field(
-            storage,
-            "storage",
-            "data_dir",
-            defaults.storage.data_dir.clone(),
-        );
-
-        let log = check.section(&root, "log", &["level", "json"]);
-        let level: String = check.field(log, "log", "level", defaults.log.level.clone());
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
-            check.problem("log.level", format!("{level:?} is not a log filter: {e}"));
-        }
-        let json = check.field(log, "log", "json", defaults.log.json);
-
-        let market = check.section(
-            &root,
-            "market",
-            &[
-                "payment_window_secs",
-                "delivery_window_secs",
-                "catalog_max_entries",
-                "max_unpaid_per_buyer",
-                "max_unpaid_total",
-                "max_held_percent",
-                "quote_poll_max_secs",
-                "quote_checks_per_minute",
-                "quote_push_check_secs",
-            ],
-        );
-        let payment_window_secs = check.positive(
-            market,
-            "market",
-            "payment_window_secs",
-            defaults.market.payment_window_secs,
-        );
-        let delivery_window_secs = check.positive(
-            market,
-            "market",
-            "delivery_window_secs",
-            defaults.market.delivery_window_secs,
-        );
-
-        let ussd = check.section(
-            &root,
-            "ussd",
-            &[
-                "bridges",
-                "session_secs",
-                "pin_tries",
-                "lockout_secs",
-                "timed_lockouts",
-            ],
-        );
-        let d = &defaults.ussd;
-        let bridge_keys: Vec<String> = check.field(ussd, "ussd", "bridges", Vec::new());
-        let mut bridges = Vec::new();
-        for (i, key) in bridge_keys.iter().enumerate() {
-            match PublicKey::parse(key) {
-                Ok(pubkey) => bridges.push(pubkey),
-                Err(_) => check.problem(
-                    &format!("ussd.bridges[{i}]"),
-                    format!("{key:?} is not an npub or hex public key"),
-                ),
-            }
-        }
-        let ussd = UssdConfig {
-            bridges,
-            session_secs: check.positive(ussd, "ussd", "session_secs", d.session_secs),
-            pin_tries: check.positive(ussd, "ussd", "pin_tries", d.pin_tries),
-            lockout_secs: check.positive(ussd, "ussd", "lockout_secs", d.lockout_secs),
-            timed_lockouts: check.positive(ussd, "ussd", "timed_lockouts", d.timed_lockouts),
-        };
-        let catalog_max_entries = check.positive(
-            market,
-            "market",
-            "catalog_max_entries",
-            defaults.market.catalog_max_entries,
-        );
-        let dm = &defaults.market;
-        let max_unpaid_per_buyer = check.positive(
-            market,
-            "market",
-            "max_unpaid_per_buyer",
-            dm.max_unpaid_per_buyer,
-        );
-        let max_unpaid_total =
-            check.positive(market, "market", "max_unpaid_total", dm.max_unpaid_total);
-        let max_held_percent =
-            check.positive(market, "market", "max_held_percent", dm.max_held_percent);
-        if max_held_percent > 100 {
-            check.problem("market.max_held_percent", "must be at most 100".to_owned());
-        }
-        let quote_poll_max_secs = check.positive(
-            market,
-            "market",
-            "quote_poll_max_secs",
-            dm.quote_poll_max_secs,
-        );
-        let quote_checks_per_minute = check.positive(
-            market,
-            "market",
-            "quote_checks_per_minute",
-            dm.quote_checks_per_minute,
-        );
-        let quote_push_check_secs = check.positive(
-            market,
-            "market",
-            "quote_push_check_secs",
-            dm.quote_push_check_secs,
-        );
-        let admins_section = check.section(&root, "admins", &["npubs"]);
-        let npubs: Vec<String> = check.field(admins_section, "admins", "npubs", Vec::new());
-        let mut admins = Vec::new();
-        for (i, npub) in npubs.iter().enumerate() {
-            match PublicKey::parse(npub) {
-                Ok(key) => admins.push(key),
-                Err(_) => check.problem(
-                    &format!("admins.npubs[{i}]"),
-                    format!("{npub:?} is not an npub or hex public key"),
-                ),
-            }
-        }
-
-        let lnurl_section = check.section(&root, "lnurl", &["allow_loopback_http"]);
-        let lnurl = LnurlConfig {
-            allow_loopback_http: check.field(
-                lnurl_section,
-                "lnurl",
-                "allow_loopback_http",
-                defaults.lnurl.allow_loopback_http,
-            ),
-        };
-
-        let mut rates = std::collections::BTreeMap::new();
-        match root.get("rates") {
-            None => {}
-            Some(Value::Table(table)) => {
-                for (code, value) in table {
-                    let valid_code =
-                        code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase());
-                    match value.as_integer().and_then(|v| u64::try_from(v).ok()) {
-                        Some(rate) if rate > 0 && valid_code => {
-                            rates.insert(code.clone(), rate);
-                        }
-                        _ => check.problem(
-                            &format!("rates.{code}"),
-                            "expected an upper-case ISO 4217 code = millisats per cent (integer > 0)"
-                                .to_owned(),
-                        ),
-                    }
-                }
-            }
-            Some(other) => check.problem(
-                "rates",
-                format!("expected a section, found {}", other.type_str()),
-            ),
-        }
+        let relay = relay(&mut check, &root, &defaults.relay);
+        let relays = relays(&mut check, &root);
+        let (mint, dev_mint_public) = mint(&mut check, &root, &defaults.mint);
+        let storage = storage(&mut check, &root, &defaults.storage);
+        let log = log(&mut check, &root, &defaults.log);
+        let market = market(&mut check, &root, &defaults.market);
+        let ussd = ussd(&mut check, &root, &defaults.ussd);
+        let admins = admins(&mut check, &root);
+        let lnurl = lnurl(&mut check, &root, &defaults.lnurl);
+        let rates = rates(&mut check, &root);
 
         if check.problems.is_empty() {
             let config = Config {
                 relay,
-                relays: ExternalRelays { urls: relay_urls },
+                relays,
                 mint,
-                storage: StorageConfig { data_dir },
-                log: LogConfig { level, json },
+                storage,
+                log,
                 rates,
-                market: MarketConfig {
-                    payment_window_secs,
-                    delivery_window_secs,
-                    catalog_max_entries,
-                    max_unpaid_per_buyer,
-                    max_unpaid_total,
-                    max_held_percent,
-                    quote_poll_max_secs,
-                    quote_checks_per_minute,
-                    quote_push_check_secs,
-                },
+                market,
                 admins,
                 ussd,
                 dev_mint_public,
@@ -681,6 +410,318 @@ impl Config {
             Err(check.problems)
         }
     }
+}
+
+/// `[relay]`: the embedded relay.
+fn relay(check: &mut Checker, root: &Table, d: &RelayConfig) -> RelayConfig {
+    let relay_keys = [
+        "enabled",
+        "bind",
+        "port",
+        "max_event_bytes",
+        "allowed_kinds",
+        "rate_limit_per_minute",
+        "connection_write_per_minute",
+        "write_budget_per_minute",
+        "max_connections",
+        "max_stored_events",
+        "retention_secs",
+        "handled_keep_secs",
+        "janitor_secs",
+        "min_pow_unknown",
+    ];
+    let relay = check.section(root, "relay", &relay_keys);
+    let bind: String = check.field(relay, "relay", "bind", d.bind.to_string());
+    RelayConfig {
+        enabled: check.field(relay, "relay", "enabled", d.enabled),
+        bind: bind.parse().unwrap_or_else(|_| {
+            check.problem("relay.bind", format!("{bind:?} is not an IP address"));
+            d.bind
+        }),
+        port: check.field(relay, "relay", "port", d.port),
+        max_event_bytes: check.positive(relay, "relay", "max_event_bytes", d.max_event_bytes),
+        allowed_kinds: check.field(relay, "relay", "allowed_kinds", d.allowed_kinds.clone()),
+        rate_limit_per_minute: check.positive(
+            relay,
+            "relay",
+            "rate_limit_per_minute",
+            d.rate_limit_per_minute,
+        ),
+        connection_write_per_minute: check.positive(
+            relay,
+            "relay",
+            "connection_write_per_minute",
+            d.connection_write_per_minute,
+        ),
+        write_budget_per_minute: check.positive(
+            relay,
+            "relay",
+            "write_budget_per_minute",
+            d.write_budget_per_minute,
+        ),
+        max_connections: check.positive(relay, "relay", "max_connections", d.max_connections),
+        max_stored_events: check.positive(relay, "relay", "max_stored_events", d.max_stored_events),
+        retention_secs: check.positive(relay, "relay", "retention_secs", d.retention_secs),
+        handled_keep_secs: check.field(relay, "relay", "handled_keep_secs", d.handled_keep_secs),
+        janitor_secs: check.positive(relay, "relay", "janitor_secs", d.janitor_secs),
+        min_pow_unknown: check.field(relay, "relay", "min_pow_unknown", d.min_pow_unknown),
+    }
+}
+
+/// `[relays]`: the external relays soko also uses.
+fn relays(check: &mut Checker, root: &Table) -> ExternalRelays {
+    let relays = check.section(root, "relays", &["urls"]);
+    let urls: Vec<String> = check.field(relays, "relays", "urls", Vec::new());
+    let mut relay_urls = Vec::new();
+    for (i, url) in urls.iter().enumerate() {
+        match RelayUrl::parse(url) {
+            Ok(u) => relay_urls.push(u),
+            Err(e) => check.problem(&format!("relays.urls[{i}]"), format!("{url:?}: {e}")),
+        }
+    }
+    ExternalRelays { urls: relay_urls }
+}
+
+/// `[mint]`: which mint, and whether the embedded dev mint may face the network (the
+/// second value, `dev_public`).
+fn mint(check: &mut Checker, root: &Table, default: &MintConfig) -> (MintConfig, bool) {
+    let mint = check.section(
+        root,
+        "mint",
+        &[
+            "embedded_dev",
+            "url",
+            "dev_port",
+            "requests_per_minute",
+            "dev_public",
+        ],
+    );
+    let dev_mint_public: bool = check.field(mint, "mint", "dev_public", false);
+    let embedded: Option<bool> = check.field(mint, "mint", "embedded_dev", None);
+    let url: Option<String> = check.field(mint, "mint", "url", None);
+    let dev_port: u16 = check.field(mint, "mint", "dev_port", DEFAULT_DEV_MINT_PORT);
+    let requests_per_minute = check.positive(
+        mint,
+        "mint",
+        "requests_per_minute",
+        DEFAULT_MINT_REQUESTS_PER_MINUTE,
+    );
+    let mint = match (embedded, url) {
+        (Some(true), Some(_)) => {
+            check.problem(
+                "mint.url",
+                "set either `embedded_dev = true` or `url`, not both".to_owned(),
+            );
+            default.clone()
+        }
+        (Some(false), None) => {
+            check.problem(
+                "mint.url",
+                "`embedded_dev = false` needs the URL of a mint".to_owned(),
+            );
+            default.clone()
+        }
+        (_, Some(url)) => {
+            let valid = url.starts_with("http://") || url.starts_with("https://");
+            if !valid {
+                check.problem("mint.url", format!("{url:?} is not an http(s) URL"));
+            }
+            MintConfig::External {
+                url,
+                requests_per_minute,
+            }
+        }
+        (_, None) => MintConfig::EmbeddedDev { port: dev_port },
+    };
+    (mint, dev_mint_public)
+}
+
+/// `[storage]`.
+fn storage(check: &mut Checker, root: &Table, d: &StorageConfig) -> StorageConfig {
+    let storage = check.section(root, "storage", &["data_dir"]);
+    let data_dir: PathBuf = check.field(storage, "storage", "data_dir", d.data_dir.clone());
+    StorageConfig { data_dir }
+}
+
+/// `[log]`.
+fn log(check: &mut Checker, root: &Table, d: &LogConfig) -> LogConfig {
+    let log = check.section(root, "log", &["level", "json"]);
+    let level: String = check.field(log, "log", "level", d.level.clone());
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
+        check.problem("log.level", format!("{level:?} is not a log filter: {e}"));
+    }
+    let json = check.field(log, "log", "json", d.json);
+    LogConfig { level, json }
+}
+
+/// `[market]`: windows, bounds and quote polling.
+fn market(check: &mut Checker, root: &Table, dm: &MarketConfig) -> MarketConfig {
+    let market = check.section(
+        root,
+        "market",
+        &[
+            "payment_window_secs",
+            "delivery_window_secs",
+            "catalog_max_entries",
+            "max_unpaid_per_buyer",
+            "max_unpaid_total",
+            "max_held_percent",
+            "quote_poll_max_secs",
+            "quote_checks_per_minute",
+            "quote_push_check_secs",
+        ],
+    );
+    let payment_window_secs = check.positive(
+        market,
+        "market",
+        "payment_window_secs",
+        dm.payment_window_secs,
+    );
+    let delivery_window_secs = check.positive(
+        market,
+        "market",
+        "delivery_window_secs",
+        dm.delivery_window_secs,
+    );
+    let catalog_max_entries = check.positive(
+        market,
+        "market",
+        "catalog_max_entries",
+        dm.catalog_max_entries,
+    );
+    let max_unpaid_per_buyer = check.positive(
+        market,
+        "market",
+        "max_unpaid_per_buyer",
+        dm.max_unpaid_per_buyer,
+    );
+    let max_unpaid_total =
+        check.positive(market, "market", "max_unpaid_total", dm.max_unpaid_total);
+    let max_held_percent =
+        check.positive(market, "market", "max_held_percent", dm.max_held_percent);
+    if max_held_percent > 100 {
+        check.problem("market.max_held_percent", "must be at most 100".to_owned());
+    }
+    let quote_poll_max_secs = check.positive(
+        market,
+        "market",
+        "quote_poll_max_secs",
+        dm.quote_poll_max_secs,
+    );
+    let quote_checks_per_minute = check.positive(
+        market,
+        "market",
+        "quote_checks_per_minute",
+        dm.quote_checks_per_minute,
+    );
+    let quote_push_check_secs = check.positive(
+        market,
+        "market",
+        "quote_push_check_secs",
+        dm.quote_push_check_secs,
+    );
+    MarketConfig {
+        payment_window_secs,
+        delivery_window_secs,
+        catalog_max_entries,
+        max_unpaid_per_buyer,
+        max_unpaid_total,
+        max_held_percent,
+        quote_poll_max_secs,
+        quote_checks_per_minute,
+        quote_push_check_secs,
+    }
+}
+
+/// `[ussd]`: the bridges soko trusts and the session and PIN limits.
+fn ussd(check: &mut Checker, root: &Table, d: &UssdConfig) -> UssdConfig {
+    let ussd = check.section(
+        root,
+        "ussd",
+        &[
+            "bridges",
+            "session_secs",
+            "pin_tries",
+            "lockout_secs",
+            "timed_lockouts",
+        ],
+    );
+    let bridge_keys: Vec<String> = check.field(ussd, "ussd", "bridges", Vec::new());
+    let mut bridges = Vec::new();
+    for (i, key) in bridge_keys.iter().enumerate() {
+        match PublicKey::parse(key) {
+            Ok(pubkey) => bridges.push(pubkey),
+            Err(_) => check.problem(
+                &format!("ussd.bridges[{i}]"),
+                format!("{key:?} is not an npub or hex public key"),
+            ),
+        }
+    }
+    UssdConfig {
+        bridges,
+        session_secs: check.positive(ussd, "ussd", "session_secs", d.session_secs),
+        pin_tries: check.positive(ussd, "ussd", "pin_tries", d.pin_tries),
+        lockout_secs: check.positive(ussd, "ussd", "lockout_secs", d.lockout_secs),
+        timed_lockouts: check.positive(ussd, "ussd", "timed_lockouts", d.timed_lockouts),
+    }
+}
+
+/// `[admins]`: the operators' public keys.
+fn admins(check: &mut Checker, root: &Table) -> Vec<PublicKey> {
+    let admins_section = check.section(root, "admins", &["npubs"]);
+    let npubs: Vec<String> = check.field(admins_section, "admins", "npubs", Vec::new());
+    let mut admins = Vec::new();
+    for (i, npub) in npubs.iter().enumerate() {
+        match PublicKey::parse(npub) {
+            Ok(key) => admins.push(key),
+            Err(_) => check.problem(
+                &format!("admins.npubs[{i}]"),
+                format!("{npub:?} is not an npub or hex public key"),
+            ),
+        }
+    }
+    admins
+}
+
+/// `[lnurl]`.
+fn lnurl(check: &mut Checker, root: &Table, d: &LnurlConfig) -> LnurlConfig {
+    let lnurl_section = check.section(root, "lnurl", &["allow_loopback_http"]);
+    LnurlConfig {
+        allow_loopback_http: check.field(
+            lnurl_section,
+            "lnurl",
+            "allow_loopback_http",
+            d.allow_loopback_http,
+        ),
+    }
+}
+
+/// `[rates]`: currency code = millisats per cent.
+fn rates(check: &mut Checker, root: &Table) -> std::collections::BTreeMap<String, u64> {
+    let mut rates = std::collections::BTreeMap::new();
+    match root.get("rates") {
+        None => {}
+        Some(Value::Table(table)) => {
+            for (code, value) in table {
+                let valid_code = code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase());
+                match value.as_integer().and_then(|v| u64::try_from(v).ok()) {
+                    Some(rate) if rate > 0 && valid_code => {
+                        rates.insert(code.clone(), rate);
+                    }
+                    _ => check.problem(
+                        &format!("rates.{code}"),
+                        "expected an upper-case ISO 4217 code = millisats per cent (integer > 0)"
+                            .to_owned(),
+                    ),
+                }
+            }
+        }
+        Some(other) => check.problem(
+            "rates",
+            format!("expected a section, found {}", other.type_str()),
+        ),
+    }
+    rates
 }
 
 /// Collects problems while reading values, so one pass reports them all.

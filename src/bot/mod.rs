@@ -35,8 +35,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// `seen` keeps this much more than the replay window (see `prune`).
 const PRUNE_MARGIN_SECS: u64 = 3600;
 
-/// NIP-15 stall and product kinds.
-pub const LISTING_KINDS: [Kind; 2] = [Kind::Custom(30017), Kind::Custom(30018)];
+pub use crate::proto::nip15::LISTING_KINDS;
 
 /// Failures starting the bot.
 #[derive(Debug, thiserror::Error)]

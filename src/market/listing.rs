@@ -7,10 +7,10 @@ use nostr_sdk::nips::nip01::Coordinate;
 use nostr_sdk::nips::nip09::EventDeletionRequest;
 use nostr_sdk::{EventBuilder, EventId, Kind, PublicKey, Tag};
 
-use super::merchants::{KIND_PRODUCT, KIND_STALL};
 use super::{MerchantError, Merchants};
 use crate::outbound::Publisher;
 use crate::proto::nip15::{Product, Stall};
+use crate::proto::nip15::{KIND_PRODUCT, KIND_STALL};
 
 /// Why a listing was not saved or published.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +75,7 @@ pub async fn delete(
 /// every version of the replaceable event.
 pub fn deletion(merchant: &PublicKey, kind: u16, id: &str, reason: &str) -> EventBuilder {
     let request = EventDeletionRequest::new()
-        .coordinate(Coordinate::new(Kind::Custom(kind), *merchant).identifier(id))
+        .coordinate(Coordinate::new(Kind::from(kind), *merchant).identifier(id))
         .reason(reason);
     EventBuilder::delete(request)
 }
@@ -89,7 +89,7 @@ async fn publish<T: serde::Serialize>(
 ) -> Result<EventId, ListingError> {
     let content =
         serde_json::to_string(content).map_err(|e| ListingError::Publish(e.to_string()))?;
-    let builder = EventBuilder::new(Kind::Custom(kind), content).tag(Tag::identifier(id));
+    let builder = EventBuilder::new(Kind::from(kind), content).tag(Tag::identifier(id));
     publisher
         .publish_as(merchant, builder)
         .await

@@ -14,7 +14,7 @@ pub const KIND_ORDER: u16 = 16;
 pub const KIND_RECEIPT: u16 = 17;
 /// Listing kinds an `item` may point at: NIP-15 products (what soko publishes) and Gamma
 /// listings with the same `d` tag.
-pub const ITEM_KINDS: [u16; 2] = [30018, 30402];
+pub const ITEM_KINDS: [u16; 2] = [super::nip15::KIND_PRODUCT, 30402];
 
 /// The `type` tag of a kind-16 message.
 pub fn message_type(tags: &[Vec<String>]) -> Option<u8> {

@@ -5,7 +5,15 @@
 //! do not accept. Prices arrive as JSON numbers; [`crate::market::pricing`] turns them into
 //! integers at once and never computes with floats.
 
+use nostr_sdk::Kind;
 use serde::{Deserialize, Serialize};
+
+/// Kind of a NIP-15 stall (`Kind::SetStall`), as a number for storage keys and wire types.
+pub const KIND_STALL: u16 = 30017;
+/// Kind of a NIP-15 product (`Kind::SetProduct`), as a number for storage keys and wire types.
+pub const KIND_PRODUCT: u16 = 30018;
+/// NIP-15 stall and product kinds.
+pub const LISTING_KINDS: [Kind; 2] = [Kind::SetStall, Kind::SetProduct];
 
 /// Kind 30017 content.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -352,6 +360,16 @@ mod bounds_tests {
         assert_eq!(
             many.check_bounds(),
             Err(Oversize::Items(MAX_ORDER_ITEMS + 1))
+        );
+    }
+
+    #[test]
+    fn kind_numbers_are_rust_nostrs() {
+        assert_eq!(KIND_STALL, Kind::SetStall.as_u16());
+        assert_eq!(KIND_PRODUCT, Kind::SetProduct.as_u16());
+        assert_eq!(
+            LISTING_KINDS,
+            [Kind::from(KIND_STALL), Kind::from(KIND_PRODUCT)]
         );
     }
 

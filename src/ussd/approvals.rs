@@ -6,9 +6,9 @@ use nostr_sdk::PublicKey;
 
 use crate::agents::proposals::{Proposal, Proposed};
 use crate::agents::Desk;
-use crate::market::merchants::KIND_STALL;
 use crate::market::pricing::price_text;
 use crate::market::Merchants;
+use crate::proto::nip15::KIND_STALL;
 
 /// The line menu 4 lists a pending proposal with.
 pub fn summary(desk: &Desk, merchants: &Merchants, proposal: &Proposal) -> String {

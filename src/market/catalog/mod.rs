@@ -23,8 +23,10 @@
 //! - `catalog/ids`: event id (32) → entry key, for live entries (what `e` deletions name).
 //! - `catalog/age`: created_at (u64 BE) ‖ entry key → empty: oldest first, for eviction and
 //!   newest-first browsing.
+//!
+//! This file is the index in sled; `rules` decides which version of a listing wins and what
+//! a full catalog admits, `cards` what is kept of an event and what makes it unusable.
 
-use std::cmp::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use nostr_sdk::{Event, EventId, Kind, PublicKey};
@@ -32,13 +34,15 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use super::merchants::known_currency;
-use super::pricing::{decimals, to_minor};
-use crate::proto::catalog::{
-    CatalogProduct, CatalogResult, CatalogStall, Origin, ProductCard, StallCard, ZoneCost,
-};
-use crate::proto::nip15::{Product, Stall};
+use self::cards::read_listing;
+pub use self::cards::Card;
+pub use self::rules::{admit, supersedes, Admission, Version};
+use crate::proto::catalog::{CatalogProduct, CatalogResult, CatalogStall, Origin};
+use crate::proto::nip15::{KIND_PRODUCT, KIND_STALL};
 use crate::store::{Store, StoreError, Typed};
+
+mod cards;
+mod rules;
 
 const ENTRIES: &str = "catalog/entries";
 const IDS: &str = "catalog/ids";
@@ -48,77 +52,6 @@ const AGE: &str = "catalog/age";
 /// is plenty for that, and more would let a listing outrank honest ones for as long as it
 /// likes.
 pub const MAX_FUTURE_SECS: u64 = 15 * 60;
-
-const KIND_STALL: u16 = 30017;
-const KIND_PRODUCT: u16 = 30018;
-/// Longest id (listing, stall, zone) kept, as soko's own listings allow.
-const MAX_ID_BYTES: usize = 64;
-/// Names are cut to this many characters: enough to browse, bounded to keep entries small.
-const MAX_NAME_CHARS: usize = 128;
-/// More zones than this is not a real stall.
-const MAX_ZONES: usize = 32;
-/// Categories kept per product, and their longest length.
-const MAX_CATEGORIES: usize = 16;
-const MAX_CATEGORY_CHARS: usize = 64;
-
-/// One version of a listing, as far as choosing between versions goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Version {
-    /// The event's `created_at`.
-    pub created_at: u64,
-    /// The event's id (for a tombstone from an `a` tag: the deletion's).
-    pub id: [u8; 32],
-    /// A deletion tombstone rather than a listing.
-    pub deleted: bool,
-}
-
-/// True when `new` replaces `old` (two versions of one listing).
-pub fn supersedes(new: &Version, old: &Version) -> bool {
-    match new.created_at.cmp(&old.created_at) {
-        Ordering::Greater => true,
-        Ordering::Less => false,
-        // A deletion covers everything up to its own time, ties included (NIP-09); between
-        // two listings the lower id wins (NIP-01).
-        Ordering::Equal => match (old.deleted, new.deleted) {
-            (true, _) => false,
-            (false, true) => true,
-            (false, false) => new.id < old.id,
-        },
-    }
-}
-
-/// What to do with a listing the catalog does not have yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
-    /// There is room.
-    Insert,
-    /// Full: the oldest entry goes to make room.
-    EvictOldest,
-    /// Full of newer entries: this one is not kept.
-    Refuse,
-}
-
-/// Admission of a new listing created at `created_at` into a catalog of `len` entries bounded
-/// by `max`, whose oldest entry was created at `oldest`.
-pub fn admit(len: usize, max: usize, oldest: Option<u64>, created_at: u64) -> Admission {
-    if len < max {
-        return Admission::Insert;
-    }
-    match oldest {
-        Some(oldest) if created_at > oldest => Admission::EvictOldest,
-        _ => Admission::Refuse,
-    }
-}
-
-/// What the catalog keeps of a listing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Card {
-    /// A stall.
-    Stall(StallCard),
-    /// A product.
-    Product(ProductCard),
-}
 
 /// One listing (or its tombstone), as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -313,8 +246,7 @@ impl Catalog {
 
     /// Offers an event from a relay: a stall, a product or a deletion from any author.
     pub fn ingest(&self, event: &Event) -> Result<Ingested, StoreError> {
-        let is_listing =
-            event.kind == Kind::Custom(KIND_STALL) || event.kind == Kind::Custom(KIND_PRODUCT);
+        let is_listing = event.kind == Kind::SetStall || event.kind == Kind::SetProduct;
         if !is_listing && event.kind != Kind::EventDeletion {
             return Ok(Ingested::NotAListing);
         }
@@ -580,117 +512,6 @@ fn collect(result: &mut CatalogResult, query: &Query, key: &[u8], entry: Entry) 
     }
 }
 
-/// The `d` tag and the compact card of a stall or product event, or why it is unusable.
-fn read_listing(event: &Event) -> Result<(String, Card), String> {
-    let d = event
-        .tags
-        .identifier()
-        .ok_or_else(|| "no d tag".to_owned())?
-        .to_owned();
-    let (id, card) = if event.kind == Kind::Custom(KIND_STALL) {
-        let stall: Stall =
-            serde_json::from_str(&event.content).map_err(|e| format!("not a NIP-15 stall: {e}"))?;
-        (stall.id.clone(), Card::Stall(stall_card(stall)?))
-    } else {
-        let product: Product = serde_json::from_str(&event.content)
-            .map_err(|e| format!("not a NIP-15 product: {e}"))?;
-        let categories = categories(event.tags.hashtags());
-        (
-            product.id.clone(),
-            Card::Product(product_card(product, categories)?),
-        )
-    };
-    if id != d {
-        return Err(format!("d tag {d:?} differs from the content's id {id:?}"));
-    }
-    Ok((d, card))
-}
-
-fn stall_card(stall: Stall) -> Result<StallCard, String> {
-    check_id("stall", &stall.id)?;
-    check_currency(&stall.currency)?;
-    if stall.shipping.len() > MAX_ZONES {
-        return Err(format!("more than {MAX_ZONES} shipping zones"));
-    }
-    let places = decimals(&stall.currency);
-    let shipping = stall
-        .shipping
-        .into_iter()
-        .map(|zone| {
-            check_id("shipping zone", &zone.id)?;
-            let cost = to_minor(zone.cost, places)
-                .ok_or_else(|| format!("shipping zone {:?} has an invalid cost", zone.id))?;
-            Ok(ZoneCost { id: zone.id, cost })
-        })
-        .collect::<Result<_, String>>()?;
-    Ok(StallCard {
-        name: name(&stall.name)?,
-        id: stall.id,
-        currency: stall.currency,
-        shipping,
-    })
-}
-
-fn product_card(product: Product, categories: Vec<String>) -> Result<ProductCard, String> {
-    check_id("product", &product.id)?;
-    check_id("stall", &product.stall_id)?;
-    check_currency(&product.currency)?;
-    let price = to_minor(product.price, decimals(&product.currency))
-        .ok_or_else(|| "invalid price".to_owned())?;
-    Ok(ProductCard {
-        name: name(&product.name)?,
-        id: product.id,
-        stall_id: product.stall_id,
-        price,
-        currency: product.currency,
-        quantity: product.quantity,
-        categories,
-    })
-}
-
-fn check_id(what: &str, id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > MAX_ID_BYTES {
-        return Err(format!("{what} id must be 1 to {MAX_ID_BYTES} bytes"));
-    }
-    Ok(())
-}
-
-fn check_currency(currency: &str) -> Result<(), String> {
-    if known_currency(currency) {
-        Ok(())
-    } else {
-        Err(format!(
-            "currency {currency:?} is neither \"sat\" nor a three-letter code"
-        ))
-    }
-}
-
-fn name(name: &str) -> Result<String, String> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Err("no name".to_owned());
-    }
-    Ok(name.chars().take(MAX_NAME_CHARS).collect())
-}
-
-fn categories<'a>(tags: impl Iterator<Item = &'a str>) -> Vec<String> {
-    let mut kept: Vec<String> = Vec::new();
-    for tag in tags {
-        let tag = tag.trim();
-        if tag.is_empty()
-            || tag.chars().count() > MAX_CATEGORY_CHARS
-            || kept.iter().any(|k| k == tag)
-        {
-            continue;
-        }
-        kept.push(tag.to_owned());
-        if kept.len() == MAX_CATEGORIES {
-            break;
-        }
-    }
-    kept
-}
-
 fn entry_key(kind: u16, author: &PublicKey, d: &str) -> Vec<u8> {
     [
         kind.to_be_bytes().as_slice(),
@@ -715,76 +536,25 @@ mod tests {
 
     use super::*;
 
-    fn version(created_at: u64, id: u8, deleted: bool) -> Version {
-        Version {
-            created_at,
-            id: [id; 32],
-            deleted,
-        }
-    }
-
-    #[test]
-    fn newer_replaces_older_is_ignored_ties_keep_the_lower_id() {
-        let old = version(100, 5, false);
-        assert!(supersedes(&version(101, 9, false), &old));
-        assert!(!supersedes(&version(99, 1, false), &old));
-        assert!(supersedes(&version(100, 4, false), &old));
-        assert!(!supersedes(&version(100, 6, false), &old));
-        assert!(
-            !supersedes(&old, &old),
-            "the same event again changes nothing"
-        );
-    }
-
-    #[test]
-    fn a_deletion_covers_its_own_time_and_only_a_newer_listing_comes_back() {
-        let listing = version(100, 5, false);
-        let deleted = version(100, 9, true);
-        assert!(supersedes(&deleted, &listing), "a tie goes to the deletion");
-        assert!(!supersedes(&listing, &deleted));
-        assert!(!supersedes(&version(100, 1, false), &deleted));
-        assert!(!supersedes(&version(50, 1, false), &deleted));
-        assert!(supersedes(&version(101, 9, false), &deleted));
-        assert!(
-            !supersedes(&version(99, 1, true), &listing),
-            "an older deletion misses a newer listing"
-        );
-        assert!(!supersedes(&deleted, &deleted));
-    }
-
-    #[test]
-    fn a_full_catalog_admits_only_what_is_newer_than_its_oldest() {
-        assert_eq!(admit(0, 3, None, 1), Admission::Insert);
-        assert_eq!(admit(2, 3, Some(50), 1), Admission::Insert);
-        assert_eq!(admit(3, 3, Some(50), 51), Admission::EvictOldest);
-        assert_eq!(admit(3, 3, Some(50), 50), Admission::Refuse);
-        assert_eq!(admit(3, 3, Some(50), 10), Admission::Refuse);
-        assert_eq!(admit(0, 0, None, 10), Admission::Refuse);
-    }
-
     type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
     fn stall(keys: &Keys, id: &str, name: &str, at: u64) -> Res<Event> {
         let content = serde_json::json!({"id": id, "name": name, "currency": "sat",
             "shipping": [{"id": "world", "cost": 21}]});
-        Ok(
-            EventBuilder::new(Kind::Custom(KIND_STALL), content.to_string())
-                .tag(Tag::identifier(id))
-                .custom_created_at(Timestamp::from(at))
-                .sign_with_keys(keys)?,
-        )
+        Ok(EventBuilder::new(Kind::SetStall, content.to_string())
+            .tag(Tag::identifier(id))
+            .custom_created_at(Timestamp::from(at))
+            .sign_with_keys(keys)?)
     }
 
     fn product(keys: &Keys, id: &str, stall: &str, at: u64) -> Res<Event> {
         let content = serde_json::json!({"id": id, "stall_id": stall, "name": id,
             "currency": "USD", "price": 12.5, "quantity": 4});
-        Ok(
-            EventBuilder::new(Kind::Custom(KIND_PRODUCT), content.to_string())
-                .tag(Tag::identifier(id))
-                .tag(Tag::hashtag("fruit"))
-                .custom_created_at(Timestamp::from(at))
-                .sign_with_keys(keys)?,
-        )
+        Ok(EventBuilder::new(Kind::SetProduct, content.to_string())
+            .tag(Tag::identifier(id))
+            .tag(Tag::hashtag("fruit"))
+            .custom_created_at(Timestamp::from(at))
+            .sign_with_keys(keys)?)
     }
 
     fn all() -> Query {
@@ -967,7 +737,7 @@ mod tests {
             ),
         ];
         for (content, d) in cases {
-            let event = EventBuilder::new(Kind::Custom(KIND_STALL), content)
+            let event = EventBuilder::new(Kind::SetStall, content)
                 .tag(Tag::identifier(d))
                 .sign_with_keys(&keys)?;
             assert!(
@@ -975,11 +745,8 @@ mod tests {
                 "{content}"
             );
         }
-        let no_d = EventBuilder::new(
-            Kind::Custom(KIND_STALL),
-            r#"{"id":"s","name":"S","currency":"sat"}"#,
-        )
-        .sign_with_keys(&keys)?;
+        let no_d = EventBuilder::new(Kind::SetStall, r#"{"id":"s","name":"S","currency":"sat"}"#)
+            .sign_with_keys(&keys)?;
         assert!(matches!(catalog.ingest(&no_d)?, Ingested::Invalid(_)));
         let mut forged = stall(&keys, "s", "S", 100)?;
         forged.content = r#"{"id":"s","name":"Forged","currency":"sat"}"#.to_owned();

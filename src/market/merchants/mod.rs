@@ -10,6 +10,9 @@
 //!   storing the number in clear.
 //! - `hidden_listings`: merchant pubkey ‖ product id → a product the merchant hid: kept in
 //!   soko, withdrawn from relays (NIP-09 deletion) and from sale, until it is shown again.
+//!
+//! This file holds the merchants themselves (identity, activation, payout settings);
+//! `phones` the phone index, `listings` the listings store and `rules` what a listing must be.
 
 use nostr_sdk::hashes::hmac::{Hmac, HmacEngine};
 use nostr_sdk::hashes::sha256;
@@ -25,12 +28,16 @@ use crate::store::{Store, StoreError, Typed};
 use crate::util::unix_now;
 use crate::vault::{Vault, VaultError};
 
+mod listings;
+mod phones;
+mod rules;
+
+pub use self::phones::phone_digits;
+pub(crate) use self::rules::known_currency;
+
 /// Longest shop name.
 pub const MAX_NAME_LEN: usize = 64;
-/// Kind of a NIP-15 stall.
-pub const KIND_STALL: u16 = 30017;
-/// Kind of a NIP-15 product.
-pub const KIND_PRODUCT: u16 = 30018;
+pub use crate::proto::nip15::{KIND_PRODUCT, KIND_STALL};
 
 /// A merchant as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -150,31 +157,6 @@ impl Merchants {
         &self.vault
     }
 
-    /// Merchants stored before the phone index existed get their entry.
-    fn index_phones(&self) -> Result<(), StoreError> {
-        for entry in self.records.iter() {
-            let (key, stored) = entry?;
-            let Some(sealed) = &stored.phone_sealed else {
-                continue;
-            };
-            let Ok(phone) = self.vault.unseal(sealed) else {
-                continue;
-            };
-            if let Some(digits) = phone_digits(&phone) {
-                let pubkey = hex_of(&key);
-                self.phones
-                    .insert_if_absent(&self.phone_tag(&digits), &pubkey)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn phone_tag(&self, digits: &str) -> [u8; 32] {
-        let mut engine = HmacEngine::<sha256::Hash>::new(&self.phone_key);
-        engine.input(digits.as_bytes());
-        Hmac::<sha256::Hash>::from_engine(engine).to_byte_array()
-    }
-
     /// Creates a merchant with a new managed identity.
     pub fn add(
         &self,
@@ -270,32 +252,6 @@ impl Merchants {
             });
         taken?;
         Ok((public(&keys.public_key(), &stored), keys))
-    }
-
-    /// The merchant registered with this phone number, if any.
-    pub fn by_phone(&self, phone: &str) -> Result<Option<PublicKey>, MerchantError> {
-        let Some(digits) = phone_digits(phone) else {
-            return Ok(None);
-        };
-        self.phones
-            .get(&self.phone_tag(&digits))?
-            .map(|hex| {
-                PublicKey::from_hex(&hex)
-                    .map_err(|e| MerchantError::Invalid(format!("stored phone owner: {e}")))
-            })
-            .transpose()
-    }
-
-    /// The merchant's phone number, unsealed (for SMS notices only; never log it).
-    pub fn phone(&self, pubkey: &PublicKey) -> Result<Option<String>, MerchantError> {
-        let stored = self
-            .records
-            .get(&pubkey.to_bytes())?
-            .ok_or_else(|| MerchantError::Unknown(pubkey.to_hex()))?;
-        Ok(stored
-            .phone_sealed
-            .map(|sealed| self.vault.unseal(&sealed))
-            .transpose()?)
     }
 
     /// A new one-time activation code for a merchant with a phone, replacing any earlier
@@ -463,226 +419,6 @@ impl Merchants {
             Ok(())
         })
     }
-
-    /// The checks [`Self::put_stall`] makes of the stall itself, without saving it (an
-    /// agent's proposal is checked by the same rules when made and again when approved).
-    pub fn validate_stall(&self, stall: &Stall) -> Result<(), MerchantError> {
-        check_stall(stall)
-    }
-
-    /// The checks [`Self::put_product`] makes, without saving: its stall must be saved
-    /// (published) under this merchant.
-    pub fn validate_product(
-        &self,
-        merchant: &PublicKey,
-        product: &Product,
-    ) -> Result<Stall, MerchantError> {
-        let stall = self.stall(merchant, &product.stall_id)?.ok_or_else(|| {
-            MerchantError::Invalid(format!(
-                "stall {:?} does not exist; add it first",
-                product.stall_id
-            ))
-        })?;
-        check_product(product, &stall)?;
-        Ok(stall)
-    }
-
-    /// The checks [`Self::delete_listing`] makes, without deleting: the listing exists, and
-    /// a stall has no products left (they would be left without a stall).
-    pub fn validate_deletion(
-        &self,
-        merchant: &PublicKey,
-        kind: u16,
-        id: &str,
-    ) -> Result<(), MerchantError> {
-        match kind {
-            KIND_STALL => {
-                if self.stall(merchant, id)?.is_none() {
-                    return Err(MerchantError::Invalid(format!("no stall {id:?}")));
-                }
-                let listed = self.products(merchant)?;
-                let hidden = self.hidden_products(merchant)?;
-                match listed.iter().chain(&hidden).find(|p| p.stall_id == id) {
-                    Some(product) => Err(MerchantError::Invalid(format!(
-                        "stall {id:?} still has products (e.g. {:?}); delete them first",
-                        product.id
-                    ))),
-                    None => Ok(()),
-                }
-            }
-            KIND_PRODUCT => {
-                let listed = self.product(merchant, id)?.is_some();
-                if listed || self.hidden_products(merchant)?.iter().any(|p| p.id == id) {
-                    Ok(())
-                } else {
-                    Err(MerchantError::Invalid(format!("no product {id:?}")))
-                }
-            }
-            other => Err(MerchantError::Invalid(format!(
-                "kind {other} is not a listing: 30017 (stall) or 30018 (product)"
-            ))),
-        }
-    }
-
-    /// Deletes a stall (30017) or product (30018, listed or hidden) from soko's records,
-    /// after [`Self::validate_deletion`]; the caller publishes the NIP-09 deletion.
-    pub fn delete_listing(
-        &self,
-        merchant: &PublicKey,
-        kind: u16,
-        id: &str,
-    ) -> Result<(), MerchantError> {
-        self.validate_deletion(merchant, kind, id)?;
-        if kind == KIND_STALL {
-            self.listings
-                .remove(&listing_key(merchant, KIND_STALL, id))?;
-            return Ok(());
-        }
-        let key = listing_key(merchant, KIND_PRODUCT, id);
-        let hidden_key = hidden_key(merchant, id);
-        (self.listings.raw(), self.hidden.raw())
-            .transaction(|(listings, hidden)| {
-                listings.remove(key.as_slice())?;
-                hidden.remove(hidden_key.as_slice())?;
-                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
-            })
-            .map_err(listing_tx_error)?;
-        Ok(())
-    }
-
-    /// Saves a stall after checking it.
-    pub fn put_stall(&self, merchant: &PublicKey, stall: &Stall) -> Result<(), MerchantError> {
-        refuse_pending(&self.get(merchant)?)?;
-        check_stall(stall)?;
-        self.listings.insert(
-            &listing_key(merchant, KIND_STALL, &stall.id),
-            &serde_json::to_value(stall).map_err(|e| MerchantError::Invalid(e.to_string()))?,
-        )?;
-        Ok(())
-    }
-
-    /// Saves a product after checking it against its stall.
-    pub fn put_product(
-        &self,
-        merchant: &PublicKey,
-        product: &Product,
-    ) -> Result<(), MerchantError> {
-        refuse_pending(&self.get(merchant)?)?;
-        self.validate_product(merchant, product)?;
-        let value =
-            serde_json::to_value(product).map_err(|e| MerchantError::Invalid(e.to_string()))?;
-        let listed = self.listings.encode(&value)?;
-        let key = listing_key(merchant, KIND_PRODUCT, &product.id);
-        let hidden_key = hidden_key(merchant, &product.id);
-        // Putting a product lists it: a hidden copy of it is gone.
-        (self.listings.raw(), self.hidden.raw())
-            .transaction(|(listings, hidden)| {
-                listings.insert(key.as_slice(), listed.clone())?;
-                hidden.remove(hidden_key.as_slice())?;
-                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
-            })
-            .map_err(listing_tx_error)?;
-        Ok(())
-    }
-
-    /// Takes a product off sale: it leaves the listings (orders for it are refused as for an
-    /// unknown product) and is kept among the hidden ones. Returns it.
-    pub fn hide_product(&self, merchant: &PublicKey, id: &str) -> Result<Product, MerchantError> {
-        let product = self
-            .product(merchant, id)?
-            .ok_or_else(|| MerchantError::Invalid(format!("no listed product {id:?}")))?;
-        let key = listing_key(merchant, KIND_PRODUCT, id);
-        let hidden_key = hidden_key(merchant, id);
-        let value = self.hidden.encode(
-            &serde_json::to_value(&product).map_err(|e| MerchantError::Invalid(e.to_string()))?,
-        )?;
-        (self.listings.raw(), self.hidden.raw())
-            .transaction(|(listings, hidden)| {
-                listings.remove(key.as_slice())?;
-                hidden.insert(hidden_key.as_slice(), value.clone())?;
-                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
-            })
-            .map_err(listing_tx_error)?;
-        Ok(product)
-    }
-
-    /// Puts a hidden product back on sale (checked again, like any put). Returns it.
-    pub fn show_product(&self, merchant: &PublicKey, id: &str) -> Result<Product, MerchantError> {
-        let product = self
-            .hidden_products(merchant)?
-            .into_iter()
-            .find(|p| p.id == id)
-            .ok_or_else(|| MerchantError::Invalid(format!("no hidden product {id:?}")))?;
-        self.put_product(merchant, &product)?;
-        Ok(product)
-    }
-
-    /// The products this merchant hid.
-    pub fn hidden_products(&self, merchant: &PublicKey) -> Result<Vec<Product>, MerchantError> {
-        let mut products = Vec::new();
-        for entry in self.hidden.raw().scan_prefix(merchant.to_bytes()) {
-            let (_, bytes) = entry.map_err(StoreError::from)?;
-            let value = self.hidden.decode(&bytes)?;
-            products.push(
-                serde_json::from_value(value).map_err(|e| MerchantError::Invalid(e.to_string()))?,
-            );
-        }
-        Ok(products)
-    }
-
-    /// A stall of this merchant.
-    pub fn stall(&self, merchant: &PublicKey, id: &str) -> Result<Option<Stall>, MerchantError> {
-        self.listing(merchant, KIND_STALL, id)
-    }
-
-    /// A product of this merchant.
-    pub fn product(
-        &self,
-        merchant: &PublicKey,
-        id: &str,
-    ) -> Result<Option<Product>, MerchantError> {
-        self.listing(merchant, KIND_PRODUCT, id)
-    }
-
-    /// The listings tree, for the escrow's paid commit: it takes the sold units off the
-    /// stock in the same transaction as the paid state (issue 11).
-    pub fn listings_tree(&self) -> &sled::Tree {
-        self.listings.raw()
-    }
-
-    /// The key of a product's listing in [`Merchants::listings_tree`].
-    pub fn product_key(merchant: &PublicKey, id: &str) -> Vec<u8> {
-        listing_key(merchant, KIND_PRODUCT, id)
-    }
-
-    /// Every product of this merchant.
-    pub fn products(&self, merchant: &PublicKey) -> Result<Vec<Product>, MerchantError> {
-        let mut prefix = merchant.to_bytes().to_vec();
-        prefix.extend_from_slice(&KIND_PRODUCT.to_be_bytes());
-        let mut products = Vec::new();
-        for entry in self.listings.raw().scan_prefix(&prefix) {
-            let (_, bytes) = entry.map_err(StoreError::from)?;
-            let value = self.listings.decode(&bytes)?;
-            products.push(
-                serde_json::from_value(value).map_err(|e| MerchantError::Invalid(e.to_string()))?,
-            );
-        }
-        Ok(products)
-    }
-
-    fn listing<T: serde::de::DeserializeOwned>(
-        &self,
-        merchant: &PublicKey,
-        kind: u16,
-        id: &str,
-    ) -> Result<Option<T>, MerchantError> {
-        self.listings
-            .get(&listing_key(merchant, kind, id))?
-            .map(|value| {
-                serde_json::from_value(value).map_err(|e| MerchantError::Invalid(e.to_string()))
-            })
-            .transpose()
-    }
 }
 
 fn public(pubkey: &PublicKey, stored: &StoredMerchant) -> Merchant {
@@ -704,113 +440,4 @@ fn refuse_pending(merchant: &Merchant) -> Result<(), MerchantError> {
             merchant.name
         ))),
     }
-}
-
-/// The digits of a phone number as the index knows it: an optional `+` and 7 to 15 digits.
-pub fn phone_digits(phone: &str) -> Option<String> {
-    let phone = phone.trim();
-    let digits = phone.strip_prefix('+').unwrap_or(phone);
-    let valid = (7..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
-    valid.then(|| digits.to_owned())
-}
-
-fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn hidden_key(merchant: &PublicKey, id: &str) -> Vec<u8> {
-    let mut key = merchant.to_bytes().to_vec();
-    key.extend_from_slice(id.as_bytes());
-    key
-}
-
-fn listing_tx_error(e: sled::transaction::TransactionError<()>) -> MerchantError {
-    match e {
-        sled::transaction::TransactionError::Storage(e) => StoreError::from(e).into(),
-        sled::transaction::TransactionError::Abort(()) => {
-            MerchantError::Invalid("listing change aborted".to_owned())
-        }
-    }
-}
-
-fn listing_key(merchant: &PublicKey, kind: u16, id: &str) -> Vec<u8> {
-    let mut key = merchant.to_bytes().to_vec();
-    key.extend_from_slice(&kind.to_be_bytes());
-    key.extend_from_slice(id.as_bytes());
-    key
-}
-
-fn valid_price(value: f64) -> bool {
-    value.is_finite() && value >= 0.0
-}
-
-fn check_id(what: &str, id: &str) -> Result<(), MerchantError> {
-    if id.is_empty() || id.len() > 64 {
-        return Err(MerchantError::Invalid(format!(
-            "{what} id must be 1 to 64 characters"
-        )));
-    }
-    Ok(())
-}
-
-/// `sat` or a three-letter code.
-pub(crate) fn known_currency(currency: &str) -> bool {
-    currency.eq_ignore_ascii_case("sat")
-        || (currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_alphabetic()))
-}
-
-fn check_stall(stall: &Stall) -> Result<(), MerchantError> {
-    check_id("stall", &stall.id)?;
-    if stall.name.trim().is_empty() {
-        return Err(MerchantError::Invalid("a stall needs a name".to_owned()));
-    }
-    let currency = &stall.currency;
-    if !known_currency(currency) {
-        return Err(MerchantError::Invalid(format!(
-            "currency {currency:?} is neither \"sat\" nor a three-letter code"
-        )));
-    }
-    for zone in &stall.shipping {
-        check_id("shipping zone", &zone.id)?;
-        if !valid_price(zone.cost) {
-            return Err(MerchantError::Invalid(format!(
-                "shipping zone {:?} has an invalid cost",
-                zone.id
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn check_product(product: &Product, stall: &Stall) -> Result<(), MerchantError> {
-    check_id("product", &product.id)?;
-    if product.name.trim().is_empty() {
-        return Err(MerchantError::Invalid("a product needs a name".to_owned()));
-    }
-    if !product.currency.eq_ignore_ascii_case(&stall.currency) {
-        return Err(MerchantError::Invalid(format!(
-            "product currency {:?} differs from the stall's {:?}",
-            product.currency, stall.currency
-        )));
-    }
-    if !valid_price(product.price) {
-        return Err(MerchantError::Invalid(
-            "price must be a number ≥ 0".to_owned(),
-        ));
-    }
-    for extra in &product.shipping {
-        if !stall.shipping.iter().any(|zone| zone.id == extra.id) {
-            return Err(MerchantError::Invalid(format!(
-                "shipping zone {:?} is not one of the stall's zones",
-                extra.id
-            )));
-        }
-        if !valid_price(extra.cost) {
-            return Err(MerchantError::Invalid(format!(
-                "shipping cost for {:?} is invalid",
-                extra.id
-            )));
-        }
-    }
-    Ok(())
 }

@@ -4,6 +4,10 @@
 //! the service applies through the domain APIs. No I/O here, so every screen and transition
 //! is unit-testable.
 //!
+//! This file holds the engine; each family of screens has its own file with what input does
+//! there and what it shows: `onboarding` (activation, PIN, shop name, login), `orders`
+//! (menus 1 and 2), `products` (3), `approvals` (4), `balance` (5), `settings` (6).
+//!
 //! ```text
 //! first dial ─▶ Activation code ─▶ NewPin ─▶ RepeatPin ─(pending)▶ ConfirmName ─▶ Main
 //!           └─▶ Login ─────────────────────────────(pending)───────────────────┘
@@ -22,6 +26,13 @@ use super::screen::{cut, Layout, Screen, BODY_LIMIT};
 use crate::escrow::code::normalize;
 use crate::escrow::{EscrowState, Shipping};
 use crate::money::Sats;
+
+mod approvals;
+mod balance;
+mod onboarding;
+mod orders;
+mod products;
+mod settings;
 
 /// Digits of an activation code.
 const ACTIVATION_DIGITS: usize = crate::market::activation::CODE_DIGITS;
@@ -417,54 +428,7 @@ pub fn first(has_pin: bool) -> Menu {
 /// What `input` does at `menu`.
 pub fn step<V: View>(menu: &Menu, input: &str, view: &V) -> Result<Step, V::Error> {
     let input = input.trim();
-    let show = |menu: Menu| Ok(Step::Show { menu, notice: None });
-    let again = |notice: &str| {
-        Ok(Step::Show {
-            menu: menu.clone(),
-            notice: Some(notice.to_owned()),
-        })
-    };
-    let back = input == "00";
     match menu {
-        Menu::Activation => {
-            let digits = input.len() == ACTIVATION_DIGITS && input.bytes().all(|b| b.is_ascii_digit());
-            if digits {
-                Ok(Step::Act(Action::CheckActivation(Secret(input.to_owned()))))
-            } else {
-                again("An activation code has 12 digits.")
-            }
-        }
-        Menu::NewPin { code } => match pin(input) {
-            Some(first) => show(Menu::RepeatPin {
-                code: code.clone(),
-                first,
-            }),
-            None => again("A PIN is 4 to 6 digits."),
-        },
-        Menu::RepeatPin { code, first } => {
-            if input == first.0 {
-                Ok(Step::Act(Action::SetPin {
-                    code: code.clone(),
-                    pin: first.clone(),
-                }))
-            } else {
-                Ok(Step::Show {
-                    menu: Menu::NewPin { code: code.clone() },
-                    notice: Some("The PINs did not match.".to_owned()),
-                })
-            }
-        }
-        Menu::ConfirmName => match input {
-            "1" => Ok(Step::Act(Action::Activate)),
-            "2" => Ok(Step::End(
-                "Your shop was not opened. Ask your agent or soko's operator to correct its name, then dial again.".to_owned(),
-            )),
-            _ => again("Invalid choice."),
-        },
-        Menu::Login => match pin(input) {
-            Some(pin) => Ok(Step::Act(Action::CheckPin(pin))),
-            None => again("A PIN is 4 to 6 digits."),
-        },
         Menu::Main => match input {
             "1" => show(Menu::Orders { page: 0 }),
             "2" => show(Menu::DeliverOrder),
@@ -472,272 +436,33 @@ pub fn step<V: View>(menu: &Menu, input: &str, view: &V) -> Result<Step, V::Erro
             "4" => show(Menu::Approvals { page: 0 }),
             "5" => show(Menu::Balance),
             "6" => show(Menu::Settings),
-            _ => again("Invalid choice."),
+            _ => again(menu, "Invalid choice."),
         },
-        Menu::Orders { page } => {
-            if let Some(next) = paging(menu, *page, input, view, Menu::Main)? {
-                return Ok(next);
-            }
-            match number(input) {
-                Some(n) => match view.order(n)? {
-                    Some(order) if listed(order.line.state) => show(Menu::Order {
-                        number: n,
-                        page: 0,
-                    }),
-                    _ => again(&format!("No paid order #{n}.")),
-                },
-                None => again("Invalid choice."),
-            }
+        Menu::Activation
+        | Menu::NewPin { .. }
+        | Menu::RepeatPin { .. }
+        | Menu::ConfirmName
+        | Menu::Login => onboarding::step(menu, input),
+        Menu::Orders { .. }
+        | Menu::Order { .. }
+        | Menu::DeliverOrder
+        | Menu::DeliverCode { .. } => orders::step(menu, input, view),
+        Menu::Products { .. }
+        | Menu::Product { .. }
+        | Menu::ProductPrice { .. }
+        | Menu::ProductStock { .. } => products::step(menu, input, view),
+        Menu::Approvals { .. } | Menu::Approval { .. } => approvals::step(menu, input, view),
+        Menu::Balance | Menu::WithdrawTo | Menu::WithdrawConfirm { .. } => {
+            balance::step(menu, input, view)
         }
-        Menu::Order { number, page } => {
-            let up = Menu::Orders { page: 0 };
-            match paging(menu, *page, input, view, up)? {
-                Some(next) => Ok(next),
-                None if input == "9" => match view.order(*number)? {
-                    Some(order) if order.line.state == EscrowState::Paid => {
-                        show(Menu::DeliverCode { number: *number })
-                    }
-                    _ => again("Invalid choice."),
-                },
-                None => again("Invalid choice."),
-            }
-        }
-        Menu::DeliverOrder => {
-            if back {
-                return show(Menu::Main);
-            }
-            match number(input) {
-                Some(n) => match view.order(n)? {
-                    Some(order) if order.line.state == EscrowState::Paid => {
-                        show(Menu::DeliverCode { number: n })
-                    }
-                    Some(order) => again(&format!(
-                        "Order #{n} is not waiting for delivery: {}.",
-                        status(order.line.state).to_lowercase()
-                    )),
-                    None => again(&format!("There is no order #{n}.")),
-                },
-                None => again("Enter an order number."),
-            }
-        }
-        Menu::DeliverCode { number } => {
-            if back {
-                return show(Menu::DeliverOrder);
-            }
-            match normalize(input) {
-                Some(code) => Ok(Step::Act(Action::Deliver {
-                    number: *number,
-                    code: Secret(code),
-                })),
-                None => again("A code has 8 digits."),
-            }
-        }
-        Menu::Products { page } => {
-            if let Some(next) = paging(menu, *page, input, view, Menu::Main)? {
-                return Ok(next);
-            }
-            let products = view.products()?;
-            match number(input)
-                .and_then(|i| usize::try_from(i).ok())
-                .and_then(|i| i.checked_sub(1))
-                .and_then(|i| products.get(i))
-            {
-                Some(product) => show(Menu::Product {
-                    id: product.id.clone(),
-                }),
-                None => again("Invalid choice."),
-            }
-        }
-        Menu::Product { id } => {
-            if back {
-                return show(Menu::Products { page: 0 });
-            }
-            let Some(product) = product(view, id)? else {
-                return Ok(gone());
-            };
-            match (input, product.hidden) {
-                ("1", false) => show(Menu::ProductPrice { id: id.clone() }),
-                ("2", false) => show(Menu::ProductStock { id: id.clone() }),
-                ("3", false) => Ok(Step::Act(Action::Hide { id: id.clone() })),
-                ("3", true) => Ok(Step::Act(Action::Show { id: id.clone() })),
-                _ => again("Invalid choice."),
-            }
-        }
-        Menu::ProductPrice { id } | Menu::ProductStock { id } => {
-            if back {
-                return show(Menu::Product { id: id.clone() });
-            }
-            if product(view, id)?.is_none() {
-                return Ok(gone());
-            }
-            match number(input).filter(|n| *n <= MAX_NUMBER) {
-                Some(n) if matches!(menu, Menu::ProductPrice { .. }) => {
-                    Ok(Step::Act(Action::SetPrice {
-                        id: id.clone(),
-                        price: n,
-                    }))
-                }
-                Some(n) => Ok(Step::Act(Action::SetStock {
-                    id: id.clone(),
-                    quantity: n,
-                })),
-                None => again("Enter a whole number."),
-            }
-        }
-        Menu::Approvals { page } => {
-            if let Some(next) = paging(menu, *page, input, view, Menu::Main)? {
-                return Ok(next);
-            }
-            match chosen(input, &view.approvals()?) {
-                Some(line) => show(Menu::Approval {
-                    id: line.id,
-                    page: 0,
-                }),
-                None => again("Invalid choice."),
-            }
-        }
-        Menu::Approval { id, page } => {
-            if view.approval(*id)?.is_none() {
-                return Ok(Step::Show {
-                    menu: Menu::Approvals { page: 0 },
-                    notice: Some("That proposal was decided or withdrawn.".to_owned()),
-                });
-            }
-            match paging(menu, *page, input, view, Menu::Approvals { page: 0 })? {
-                Some(next) => Ok(next),
-                None => match input {
-                    "1" => Ok(Step::Act(Action::Approve { id: *id })),
-                    "2" => Ok(Step::Act(Action::Reject { id: *id })),
-                    _ => again("Invalid choice."),
-                },
-            }
-        }
-        Menu::Balance => {
-            let shop = view.shop()?;
-            match input {
-                "00" => show(Menu::Main),
-                _ if shop.balance == Sats::ZERO => again("Nothing to withdraw yet."),
-                "1" => match shop.lightning_address {
-                    Some(destination) => show(Menu::WithdrawConfirm { destination }),
-                    None => again("Invalid choice."),
-                },
-                "2" => show(Menu::WithdrawTo),
-                _ => again("Invalid choice."),
-            }
-        }
-        Menu::WithdrawTo => {
-            if back {
-                return show(Menu::Balance);
-            }
-            match address(input) {
-                Ok(destination) => show(Menu::WithdrawConfirm { destination }),
-                Err(why) => again(&why),
-            }
-        }
-        Menu::WithdrawConfirm { destination } => {
-            if back {
-                return show(Menu::Balance);
-            }
-            match pin(input) {
-                Some(pin) => Ok(Step::Act(Action::Withdraw {
-                    destination: destination.clone(),
-                    pin,
-                })),
-                None => again("A PIN is 4 to 6 digits."),
-            }
-        }
-        Menu::AddressConfirm { address } => {
-            if back {
-                return show(Menu::Settings);
-            }
-            match pin(input) {
-                Some(pin) => Ok(Step::Act(Action::SetLightningAddress {
-                    address: address.clone(),
-                    pin,
-                })),
-                None => again("A PIN is 4 to 6 digits."),
-            }
-        }
-        Menu::Settings => match input {
-            "1" => show(Menu::LightningAddress),
-            "2" => show(Menu::OldPin),
-            "3" => show(Menu::Agents { page: 0 }),
-            "4" => Ok(Step::Act(Action::ShareBuyer(!view.shop()?.share_buyer))),
-            "00" => show(Menu::Main),
-            _ => again("Invalid choice."),
-        },
-        Menu::Agents { page } => {
-            if let Some(next) = paging(menu, *page, input, view, Menu::Settings)? {
-                return Ok(next);
-            }
-            match chosen(input, &view.agents()?) {
-                Some(line) => show(Menu::AgentUnlink {
-                    agent: line.agent.clone(),
-                }),
-                None => again("Invalid choice."),
-            }
-        }
-        Menu::AgentUnlink { agent } => {
-            if !view.agents()?.iter().any(|a| &a.agent == agent) {
-                return Ok(Step::Show {
-                    menu: Menu::Agents { page: 0 },
-                    notice: Some("That agent is not linked any more.".to_owned()),
-                });
-            }
-            match input {
-                "1" => Ok(Step::Act(Action::Unlink {
-                    agent: agent.clone(),
-                })),
-                "2" | "00" => show(Menu::Agents { page: 0 }),
-                _ => again("Invalid choice."),
-            }
-        }
-        Menu::LightningAddress => {
-            if back {
-                return show(Menu::Settings);
-            }
-            match address(input) {
-                Ok(address) => show(Menu::AddressConfirm { address }),
-                Err(why) => again(&why),
-            }
-        }
-        Menu::OldPin => {
-            if back {
-                return show(Menu::Settings);
-            }
-            match pin(input) {
-                Some(old) => show(Menu::NewPinChange { old }),
-                None => again("A PIN is 4 to 6 digits."),
-            }
-        }
-        Menu::NewPinChange { old } => {
-            if back {
-                return show(Menu::Settings);
-            }
-            match pin(input) {
-                Some(new) => show(Menu::RepeatPinChange {
-                    old: old.clone(),
-                    new,
-                }),
-                None => again("A PIN is 4 to 6 digits."),
-            }
-        }
-        Menu::RepeatPinChange { old, new } => {
-            if back {
-                return show(Menu::Settings);
-            }
-            if input == new.0 {
-                Ok(Step::Act(Action::ChangePin {
-                    old: old.clone(),
-                    new: new.clone(),
-                }))
-            } else {
-                Ok(Step::Show {
-                    menu: Menu::NewPinChange { old: old.clone() },
-                    notice: Some("The PINs did not match.".to_owned()),
-                })
-            }
-        }
+        Menu::AddressConfirm { .. }
+        | Menu::Settings
+        | Menu::Agents { .. }
+        | Menu::AgentUnlink { .. }
+        | Menu::LightningAddress
+        | Menu::OldPin
+        | Menu::NewPinChange { .. }
+        | Menu::RepeatPinChange { .. } => settings::step(menu, input, view),
     }
 }
 
@@ -887,29 +612,7 @@ pub fn render<V: View>(menu: &Menu, notice: Option<&str>, view: &V) -> Result<Sc
 pub fn layout<V: View>(menu: &Menu, notice: Option<&str>, view: &V) -> Result<Layout, V::Error> {
     let mut out = Layout::default();
     out.head.extend(notice.map(str::to_owned));
-    let lines = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     match menu {
-        Menu::Activation => {
-            let shop = view.shop()?;
-            out.head.push(if shop.pending {
-                format!("Welcome to soko, {}!", shop.name)
-            } else {
-                format!("soko: {}", shop.name)
-            });
-            out.foot =
-                lines(&["Enter the 12-digit activation code from your agent or soko's operator:"]);
-        }
-        Menu::NewPin { .. } => out.foot = lines(&["Choose a PIN of 4 to 6 digits:"]),
-        Menu::RepeatPin { .. } => out.foot = lines(&["Enter the same PIN again:"]),
-        Menu::ConfirmName => {
-            out.head.push("Is this your shop's name?".to_owned());
-            out.head.push(view.shop()?.name);
-            out.foot = lines(&["1 Yes, open my shop", "2 No"]);
-        }
-        Menu::Login => {
-            out.head.push(format!("soko: {}", view.shop()?.name));
-            out.foot = lines(&["Enter your PIN:"]);
-        }
         Menu::Main => {
             out.head.push(view.shop()?.name);
             out.foot = lines(&[
@@ -921,257 +624,31 @@ pub fn layout<V: View>(menu: &Menu, notice: Option<&str>, view: &V) -> Result<La
                 "6 Settings",
             ]);
         }
-        Menu::Orders { .. } => {
-            let orders = view.orders()?;
-            if orders.is_empty() {
-                out.head.push("No paid orders yet.".to_owned());
-            } else {
-                out.head.push("Paid orders, newest first:".to_owned());
-                out.items = orders
-                    .iter()
-                    .map(|o| format!("#{} {} {} sat", o.number, status(o.state), o.total.0))
-                    .collect();
-                out.foot = lines(&["Reply with an order no."]);
-            }
-            out.back = true;
+        Menu::Activation
+        | Menu::NewPin { .. }
+        | Menu::RepeatPin { .. }
+        | Menu::ConfirmName
+        | Menu::Login => onboarding::layout(menu, &mut out, view)?,
+        Menu::Orders { .. }
+        | Menu::Order { .. }
+        | Menu::DeliverOrder
+        | Menu::DeliverCode { .. } => orders::layout(menu, &mut out, view)?,
+        Menu::Products { .. }
+        | Menu::Product { .. }
+        | Menu::ProductPrice { .. }
+        | Menu::ProductStock { .. } => products::layout(menu, &mut out, view)?,
+        Menu::Approvals { .. } | Menu::Approval { .. } => approvals::layout(menu, &mut out, view)?,
+        Menu::Balance | Menu::WithdrawTo | Menu::WithdrawConfirm { .. } => {
+            balance::layout(menu, &mut out, view)?
         }
-        Menu::Order { number, .. } => {
-            out.back = true;
-            let Some(order) = view.order(*number)? else {
-                out.head.push(format!("There is no order #{number}."));
-                return Ok(out);
-            };
-            out.head.push(format!(
-                "Order #{number}: {} {} sat",
-                status(order.line.state),
-                order.line.total.0
-            ));
-            out.wrap = true;
-            out.items = order
-                .items
-                .iter()
-                .map(|(name, units)| format!("{units} x {name}"))
-                .collect();
-            match &order.shipping {
-                None => out.items.push("No shipping details stored.".to_owned()),
-                Some(s) => {
-                    let fields = [
-                        ("To", &s.name),
-                        ("Address", &s.address),
-                        ("Phone", &s.phone),
-                        ("Email", &s.email),
-                        ("Note", &s.message),
-                    ];
-                    for (label, value) in fields {
-                        if let Some(value) = value {
-                            out.items.push(format!("{label}: {value}"));
-                        }
-                    }
-                    if !s.zone.is_empty() {
-                        out.items.push(format!("Zone: {}", s.zone));
-                    }
-                }
-            }
-            if order.line.state == EscrowState::Paid {
-                out.foot = lines(&["9 Confirm delivery"]);
-            }
-        }
-        Menu::DeliverOrder => {
-            out.foot = lines(&["Confirm delivery: enter the order no.:"]);
-            out.back = true;
-        }
-        Menu::DeliverCode { number } => {
-            if let Some(order) = view.order(*number)? {
-                out.head
-                    .push(format!("Order #{number}: {} sat.", order.line.total.0));
-            }
-            out.foot = lines(&["Enter the buyer's 8-digit code:"]);
-            out.back = true;
-        }
-        Menu::Products { .. } => {
-            let products = view.products()?;
-            if products.is_empty() {
-                out.head
-                    .push("No products yet. Your agent or soko's operator adds them.".to_owned());
-            } else {
-                out.head.push("Products:".to_owned());
-                out.items = products
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| {
-                        let tag = if p.hidden {
-                            " hidden".to_owned()
-                        } else {
-                            stock(p.quantity)
-                        };
-                        format!("{} {} {}{tag}", i + 1, p.name, p.price)
-                    })
-                    .collect();
-                out.foot = lines(&["Reply with a product no."]);
-            }
-            out.back = true;
-        }
-        Menu::Product { id } => {
-            out.back = true;
-            let Some(p) = product(view, id)? else {
-                out.head.push("This product is gone.".to_owned());
-                return Ok(out);
-            };
-            out.head.push(p.name.clone());
-            out.head.push(format!("Price: {}", p.price));
-            out.head.push(format!(
-                "Stock: {}{}",
-                p.quantity
-                    .map_or_else(|| "unlimited".to_owned(), |q| q.to_string()),
-                if p.hidden { " (hidden)" } else { "" }
-            ));
-            out.foot = if p.hidden {
-                lines(&["3 Show to buyers"])
-            } else {
-                lines(&["1 Change price", "2 Change stock", "3 Hide from buyers"])
-            };
-        }
-        Menu::ProductPrice { id } => {
-            if let Some(p) = product(view, id)? {
-                out.head.push(format!("{}: {}", p.name, p.price));
-                out.foot = vec![format!("New price in {}, whole number:", p.currency)];
-            }
-            out.back = true;
-        }
-        Menu::ProductStock { id } => {
-            if let Some(p) = product(view, id)? {
-                out.head
-                    .push(format!("{}: stock {}", p.name, stock_count(p.quantity)));
-            }
-            out.foot = lines(&["New stock, in units:"]);
-            out.back = true;
-        }
-        Menu::Approvals { .. } => {
-            let approvals = view.approvals()?;
-            if approvals.is_empty() {
-                out.head.push("No pending approvals.".to_owned());
-            } else {
-                out.head.push("Pending approvals:".to_owned());
-                out.items = approvals
-                    .iter()
-                    .enumerate()
-                    .map(|(i, a)| format!("{} {}", i + 1, a.summary))
-                    .collect();
-                out.foot = lines(&["Reply with a no."]);
-            }
-            out.back = true;
-        }
-        Menu::Approval { id, .. } => {
-            out.back = true;
-            let Some(detail) = view.approval(*id)? else {
-                out.head
-                    .push("That proposal was decided or withdrawn.".to_owned());
-                return Ok(out);
-            };
-            out.wrap = true;
-            out.items = detail;
-            out.foot = lines(&["1 Approve", "2 Reject"]);
-        }
-        Menu::Balance => {
-            let shop = view.shop()?;
-            out.head.push(format!("Balance: {} sat", shop.balance.0));
-            if shop.balance == Sats::ZERO {
-                out.head.push("Nothing to withdraw yet.".to_owned());
-            } else {
-                if let Some(address) = &shop.lightning_address {
-                    out.foot.push(format!("1 Withdraw to {}", cut(address, 40)));
-                }
-                out.foot.push("2 Withdraw to another address".to_owned());
-            }
-            out.back = true;
-        }
-        Menu::WithdrawTo => {
-            out.foot = lines(&["Type the Lightning address (name@domain):"]);
-            out.back = true;
-        }
-        Menu::WithdrawConfirm { destination } => {
-            let shop = view.shop()?;
-            out.head.push(format!(
-                "Withdraw {} sat to {}?",
-                shop.balance.0,
-                cut(destination, 60)
-            ));
-            out.head
-                .push("Lightning fees come off the amount.".to_owned());
-            out.foot = lines(&["Enter your PIN to send:"]);
-            out.back = true;
-        }
-        Menu::AddressConfirm { address } => {
-            out.head
-                .push(format!("Save {} for your payouts?", cut(address, 60)));
-            out.foot = lines(&["Enter your PIN to save:"]);
-            out.back = true;
-        }
-        Menu::Settings => {
-            out.head.push("Settings".to_owned());
-            out.foot = vec![
-                "1 Lightning address".to_owned(),
-                "2 Change PIN".to_owned(),
-                "3 Agents".to_owned(),
-                format!(
-                    "4 Buyer details to agents: {}",
-                    if view.shop()?.share_buyer {
-                        "on"
-                    } else {
-                        "off"
-                    }
-                ),
-            ];
-            out.back = true;
-        }
-        Menu::Agents { .. } => {
-            let agents = view.agents()?;
-            if agents.is_empty() {
-                out.head
-                    .push("No agents are linked to your shop.".to_owned());
-            } else {
-                out.head.push("Your agents:".to_owned());
-                out.items = agents
-                    .iter()
-                    .enumerate()
-                    .map(|(i, a)| format!("{} {}", i + 1, a.label))
-                    .collect();
-                out.foot = lines(&["Reply with a no. to unlink"]);
-            }
-            out.back = true;
-        }
-        Menu::AgentUnlink { agent } => {
-            let label = view
-                .agents()?
-                .into_iter()
-                .find(|a| &a.agent == agent)
-                .map_or_else(|| "this agent".to_owned(), |a| a.label);
-            out.head.push(format!("Unlink {}?", cut(&label, 64)));
-            out.head
-                .push("They can no longer propose for your shop or hear of its orders.".to_owned());
-            out.foot = lines(&["1 Yes, unlink", "2 No"]);
-        }
-        Menu::LightningAddress => {
-            let now = view.shop()?.lightning_address;
-            out.head.push(format!(
-                "Lightning address: {}",
-                now.as_deref().map_or("none".to_owned(), |a| cut(a, 60))
-            ));
-            out.foot = lines(&["Type a new one:"]);
-            out.back = true;
-        }
-        Menu::OldPin => {
-            out.foot = lines(&["Enter your current PIN:"]);
-            out.back = true;
-        }
-        Menu::NewPinChange { .. } => {
-            out.foot = lines(&["Choose a new PIN of 4 to 6 digits:"]);
-            out.back = true;
-        }
-        Menu::RepeatPinChange { .. } => {
-            out.foot = lines(&["Enter the new PIN again:"]);
-            out.back = true;
-        }
+        Menu::AddressConfirm { .. }
+        | Menu::Settings
+        | Menu::Agents { .. }
+        | Menu::AgentUnlink { .. }
+        | Menu::LightningAddress
+        | Menu::OldPin
+        | Menu::NewPinChange { .. }
+        | Menu::RepeatPinChange { .. } => settings::layout(menu, &mut out, view)?,
     }
     Ok(out)
 }
@@ -1227,6 +704,24 @@ fn paging<V: View>(
         "00" => show(with_page(page - 1), None),
         _ => None,
     })
+}
+
+/// Shows `menu`.
+fn show<E>(menu: Menu) -> Result<Step, E> {
+    Ok(Step::Show { menu, notice: None })
+}
+
+/// Stays on `menu`, with a notice.
+fn again<E>(menu: &Menu, notice: &str) -> Result<Step, E> {
+    Ok(Step::Show {
+        menu: menu.clone(),
+        notice: Some(notice.to_owned()),
+    })
+}
+
+/// Screen lines from text.
+fn lines(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
 }
 
 /// The entry a 1-based number picks from a list.
@@ -1303,5 +798,4 @@ pub fn fits(screen: &Screen) -> bool {
 }
 
 #[cfg(test)]
-#[path = "menu_tests.rs"]
 mod tests;
