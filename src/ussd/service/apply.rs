@@ -67,12 +67,15 @@ impl UssdService {
                 Ok(Outcome::Done)
             }
             Action::Deliver { number, code } => {
-                match inner.escrow.deliver(merchant, *number, &code.0).await {
+                match inner
+                    .escrow
+                    .deliver_and_pay_out(merchant, *number, &code.0)
+                    .await
+                {
                     Err(EscrowError::Refused(why)) => Ok(Outcome::Refused(why.to_string())),
                     Err(e) => Err(e.into()),
-                    Ok(released) => {
-                        // As `order_deliver` does: straight on to the saved Lightning address.
-                        let payout = match inner.escrow.pay_out(merchant).await? {
+                    Ok(settled) => {
+                        let payout = match settled.payout {
                             Payout::NotConfigured | Payout::Nothing => None,
                             Payout::Sent { amount, .. } => {
                                 Some(format!("{} sat paid to your Lightning address.", amount.0))
@@ -90,9 +93,9 @@ impl UssdService {
                             }
                         };
                         Ok(Outcome::Delivered {
-                            released,
+                            released: settled.credited,
                             payout,
-                            balance: inner.escrow.balance(&merchant)?,
+                            balance: settled.balance,
                         })
                     }
                 }
