@@ -3,10 +3,14 @@
 
 pub mod books;
 pub mod code;
+mod error;
+mod intake;
 mod messages;
 mod notify;
+mod payments;
 pub mod payout;
 pub mod query;
+mod records;
 pub mod refund;
 mod refusal;
 pub mod saga;

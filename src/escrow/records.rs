@@ -1,0 +1,122 @@
+//! What the escrow keeps in sled about an order: the record, the buyer's dialect and cancel
+//! request, the refund plan, and the ledger entries written before every mint call. Their
+//! JSON is the stored format: change it only with a default or a conversion on read.
+
+use nostr_sdk::PublicKey;
+use serde::{Deserialize, Serialize};
+
+use super::code::StoredCode;
+use super::state::EscrowState;
+use crate::money::Sats;
+use crate::outbound::Scheme;
+
+/// One order and its escrow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderRecord {
+    /// soko's number for the order, per merchant (short, for phones).
+    pub number: u64,
+    /// The buyer's own order id.
+    pub buyer_order_id: String,
+    /// The buyer's key (hex on disk, as it always was).
+    pub buyer: PublicKey,
+    /// How the buyer talks to us; every message to them uses it.
+    pub scheme: Scheme,
+    /// The stall.
+    pub stall_id: String,
+    /// What was ordered, at what unit price.
+    pub lines: Vec<StoredLine>,
+    /// What the buyer pays.
+    pub total: Sats,
+    /// The mint quote paying for it.
+    pub quote_id: String,
+    /// The BOLT11 invoice.
+    pub invoice: String,
+    /// Unix seconds after which an unpaid order expires.
+    pub expires_at: u64,
+    /// Escrow state.
+    pub state: EscrowState,
+    /// The delivery code's MAC, once paid.
+    pub code: Option<StoredCode>,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// The buyer's shipping details from the NIP-15 order, sealed (personal data); see
+    /// [`super::query::Shipping`]. Absent on orders stored before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping_sealed: Option<String>,
+    /// Unix seconds the payment arrived.
+    #[serde(default)]
+    pub paid_at: Option<u64>,
+    /// The buyer asked to cancel (before delivery).
+    #[serde(default)]
+    pub cancel: Option<CancelRequest>,
+    /// How the money goes back to the buyer, once a refund started.
+    #[serde(default)]
+    pub refund: Option<RefundPlan>,
+    /// The order messages the buyer's client speaks.
+    #[serde(default)]
+    pub dialect: Dialect,
+}
+
+/// Which order messages a buyer's client speaks; every message about the order uses it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dialect {
+    /// NIP-15 JSON messages (type 0/1/2) in kind-4 or kind-14 DMs.
+    #[default]
+    Nip15,
+    /// Gamma Markets kind-16 messages with tags, gift-wrapped.
+    Gamma,
+}
+
+/// A buyer's request to cancel a paid order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelRequest {
+    /// Unix seconds.
+    pub at: u64,
+    /// A Lightning address or LNURL-pay link for the refund; a Cashu token DM otherwise.
+    pub refund_to: Option<String>,
+}
+
+/// A refund's route and how far it got: enough to finish it after a crash without paying
+/// twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "via")]
+pub enum RefundPlan {
+    /// A Cashu token DM'd to the buyer.
+    Token {
+        /// The wallet's send operation, recorded before the token is made.
+        operation: Option<String>,
+        /// Why a Lightning refund fell back to a token, told to the buyer.
+        #[serde(default)]
+        note: Option<String>,
+    },
+    /// A payment to the buyer's Lightning address.
+    Lightning {
+        /// Lightning address or LNURL.
+        destination: String,
+        /// The melt quote, recorded before the melt.
+        quote: Option<String>,
+        /// What the invoice pays (the total minus the mint's fee reserve).
+        amount: Sats,
+    },
+}
+
+/// One stored order line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredLine {
+    /// Product id.
+    pub product_id: String,
+    /// Units.
+    pub quantity: u64,
+    /// Unit price in the stall's minor unit.
+    pub unit_price: u64,
+}
+
+/// A fund movement, recorded before it happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// Amount moved.
+    pub amount: Sats,
+    /// False until the movement is confirmed.
+    pub done: bool,
+}
