@@ -49,11 +49,19 @@ where
 }
 
 /// soko as the test harness runs it: embedded relay and dev mint on free loopback ports, the
-/// relay's write limit raised to [`IN_PROCESS_RATE_LIMIT`], data in `dir`.
+/// relay's write limits raised to [`IN_PROCESS_RATE_LIMIT`], data in `dir`. The caps that
+/// guard a public soko against floods and stock-holding (write budgets per connection and
+/// in all, unpaid orders per buyer and in all) are lifted too: a benchmark's load is the
+/// flood they refuse, and it measures the work, not the refusals.
 pub fn in_process_config(dir: &Path) -> Config {
     let mut config = Config::default();
     config.relay.port = 0;
     config.relay.rate_limit_per_minute = IN_PROCESS_RATE_LIMIT;
+    config.relay.connection_write_per_minute = IN_PROCESS_RATE_LIMIT;
+    config.relay.write_budget_per_minute = IN_PROCESS_RATE_LIMIT;
+    config.market.max_unpaid_per_buyer = u32::MAX;
+    config.market.max_unpaid_total = u32::MAX;
+    config.market.max_held_percent = 100;
     config.mint = MintConfig::EmbeddedDev { port: 0 };
     config.storage.data_dir = dir.to_path_buf();
     config
