@@ -80,9 +80,7 @@ impl UssdService {
                     };
                     let typed = pin.0.clone();
                     // argon2 is slow on purpose: off the async threads.
-                    tokio::task::spawn_blocking(move || pin::verify(&stored, &typed))
-                        .await
-                        .map_err(|e| UssdError::Internal(e.to_string()))?
+                    tokio::task::spawn_blocking(move || pin::verify(&stored, &typed)).await?
                 }
             };
             let rule = Lockout {
@@ -109,10 +107,7 @@ impl UssdService {
         pin: &Secret,
     ) -> Result<(), UssdError> {
         let typed = pin.0.clone();
-        let hash = tokio::task::spawn_blocking(move || pin::hash(&typed))
-            .await
-            .map_err(|e| UssdError::Internal(e.to_string()))?
-            .map_err(|e| UssdError::Internal(e.to_string()))?;
+        let hash = tokio::task::spawn_blocking(move || pin::hash(&typed)).await??;
         let mut account = self.account(merchant)?;
         account.pin_hash = Some(hash);
         account.wrong = 0;

@@ -61,7 +61,7 @@ impl UssdService {
                             EventBuilder::metadata(&merchants::profile(&active)),
                         )
                         .await
-                        .map_err(|e| UssdError::Internal(e.to_string()))?;
+                        .map_err(|e| UssdError::Publish(e.to_string()))?;
                     tracing::info!(merchant = %merchant, "merchant onboarded over USSD; profile published");
                 }
                 Ok(Outcome::Done)
@@ -138,7 +138,7 @@ impl UssdService {
                         .publisher
                         .publish_as(&merchant, request)
                         .await
-                        .map_err(|e| UssdError::Internal(e.to_string()))?;
+                        .map_err(|e| UssdError::Publish(e.to_string()))?;
                     Ok(Outcome::Done)
                 }
             },
@@ -187,7 +187,7 @@ impl UssdService {
             Action::Reject { id } => decided(inner.desk.reject(&merchant, *id).await),
             Action::Unlink { agent } => {
                 let agent = PublicKey::from_hex(agent)
-                    .map_err(|e| UssdError::Internal(format!("stored agent key: {e}")))?;
+                    .map_err(|e| UssdError::StoredKey(format!("agent: {e}")))?;
                 inner.desk.unlink(&merchant, &agent).await?;
                 Ok(Outcome::Done)
             }

@@ -82,18 +82,33 @@ pub enum UssdError {
     /// Merchant registry.
     #[error(transparent)]
     Merchant(#[from] MerchantError),
-    /// Publishing a listing.
+    /// Publishing a listing or a profile.
     #[error("publishing: {0}")]
     Publish(String),
+    /// Sealing or opening a session at rest.
+    #[error("session at rest: {0}")]
+    Vault(#[from] crate::vault::VaultError),
+    /// Encoding or reading a session.
+    #[error("session: {0}")]
+    Session(#[from] serde_json::Error),
+    /// Hashing a PIN.
+    #[error("PIN hash: {0}")]
+    Pin(#[from] super::pin::PinError),
+    /// A blocking task (PIN hashing) did not finish.
+    #[error("blocking task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// A key soko stored does not read back.
+    #[error("stored key: {0}")]
+    StoredKey(String),
+    /// The pure menu engine asked for something it never should (a bug, logged).
+    #[error("menu engine: {0}")]
+    Engine(&'static str),
     /// Escrow.
     #[error(transparent)]
     Escrow(#[from] EscrowError),
     /// Agents' desk.
     #[error(transparent)]
     Desk(#[from] DeskError),
-    /// Anything else inside soko.
-    #[error("{0}")]
-    Internal(String),
 }
 
 impl From<listing::ListingError> for UssdError {
@@ -218,7 +233,7 @@ impl UssdService {
             return Ok(Screen::end(EXPIRED));
         }
         let merchant = PublicKey::from_hex(&session.merchant)
-            .map_err(|e| UssdError::Internal(format!("stored session merchant: {e}")))?;
+            .map_err(|e| UssdError::StoredKey(format!("session merchant: {e}")))?;
         let view = Data {
             inner,
             merchant,
@@ -254,7 +269,7 @@ impl UssdService {
                 (menu, screen)
             }
             Step::End(text) => (session.menu.clone(), Screen::end(&text)),
-            Step::Act(_) => return Err(UssdError::Internal("an action after an action".into())),
+            Step::Act(_) => return Err(UssdError::Engine("an action after an action")),
         };
         let screen = checked(screen);
         session.menu = menu;

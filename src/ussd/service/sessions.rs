@@ -12,24 +12,13 @@ impl UssdService {
             self.inner.sessions.remove(key)?;
             return Ok(None);
         }
-        let json = self
-            .inner
-            .vault
-            .unseal(&stored.sealed)
-            .map_err(|e| UssdError::Internal(format!("opening a session: {e}")))?;
-        serde_json::from_str(&json)
-            .map(Some)
-            .map_err(|e| UssdError::Internal(format!("reading a session: {e}")))
+        let json = self.inner.vault.unseal(&stored.sealed)?;
+        Ok(Some(serde_json::from_str(&json)?))
     }
 
     pub(super) fn save(&self, key: &[u8], session: &Session) -> Result<(), UssdError> {
-        let json =
-            serde_json::to_string(session).map_err(|e| UssdError::Internal(e.to_string()))?;
-        let sealed = self
-            .inner
-            .vault
-            .seal(&json)
-            .map_err(|e| UssdError::Internal(format!("sealing a session: {e}")))?;
+        let json = serde_json::to_string(session)?;
+        let sealed = self.inner.vault.seal(&json)?;
         self.inner.sessions.insert(
             key,
             &StoredSession {
