@@ -200,7 +200,14 @@ fn tighten(path: &Path, is_dir: bool) -> std::io::Result<usize> {
             let kind = entry.file_type()?;
             // Links are left alone: following one could change a file outside the data dir.
             if kind.is_dir() || kind.is_file() {
-                changed += tighten(&entry.path(), kind.is_dir())?;
+                match tighten(&entry.path(), kind.is_dir()) {
+                    Ok(n) => changed += n,
+                    // Gone between the listing and the look: sled's snapshot files, a
+                    // compaction's old generation, removed by a soko still stopping in this
+                    // process. Nothing left to tighten.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
     }
