@@ -217,19 +217,7 @@ mod tests {
 
         #[test]
         fn the_table_is_the_whole_machine() {
-            for from in STATES {
-                for event in EVENTS {
-                    let expected = ALLOWED
-                        .iter()
-                        .find(|(f, e, _)| *f == from && *e == event)
-                        .map(|(_, _, to)| *to);
-                    assert_eq!(
-                        payout_transition(from, event).ok(),
-                        expected,
-                        "{from:?} + {event:?}"
-                    );
-                }
-            }
+            crate::escrow::state::assert_whole_table(&STATES, &EVENTS, &ALLOWED, payout_transition);
         }
 
         #[test]
@@ -286,19 +274,7 @@ mod tests {
 
         #[test]
         fn the_table_is_the_whole_machine() {
-            for from in STATES {
-                for event in EVENTS {
-                    let expected = ALLOWED
-                        .iter()
-                        .find(|(f, e, _)| *f == from && *e == event)
-                        .map(|(_, _, to)| *to);
-                    assert_eq!(
-                        refund_transition(from, event).ok(),
-                        expected,
-                        "{from:?} + {event:?}"
-                    );
-                }
-            }
+            crate::escrow::state::assert_whole_table(&STATES, &EVENTS, &ALLOWED, refund_transition);
         }
 
         #[test]
