@@ -425,11 +425,53 @@ pub fn first(has_pin: bool) -> Menu {
     }
 }
 
+/// The screen family that answers and draws a menu (the main menu is the engine's own): the
+/// routing `step` and `layout` share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Main,
+    Onboarding,
+    Orders,
+    Products,
+    Approvals,
+    Balance,
+    Settings,
+}
+
+fn family(menu: &Menu) -> Family {
+    match menu {
+        Menu::Main => Family::Main,
+        Menu::Activation
+        | Menu::NewPin { .. }
+        | Menu::RepeatPin { .. }
+        | Menu::ConfirmName
+        | Menu::Login => Family::Onboarding,
+        Menu::Orders { .. }
+        | Menu::Order { .. }
+        | Menu::DeliverOrder
+        | Menu::DeliverCode { .. } => Family::Orders,
+        Menu::Products { .. }
+        | Menu::Product { .. }
+        | Menu::ProductPrice { .. }
+        | Menu::ProductStock { .. } => Family::Products,
+        Menu::Approvals { .. } | Menu::Approval { .. } => Family::Approvals,
+        Menu::Balance | Menu::WithdrawTo | Menu::WithdrawConfirm { .. } => Family::Balance,
+        Menu::AddressConfirm { .. }
+        | Menu::Settings
+        | Menu::Agents { .. }
+        | Menu::AgentUnlink { .. }
+        | Menu::LightningAddress
+        | Menu::OldPin
+        | Menu::NewPinChange { .. }
+        | Menu::RepeatPinChange { .. } => Family::Settings,
+    }
+}
+
 /// What `input` does at `menu`.
 pub fn step<V: View>(menu: &Menu, input: &str, view: &V) -> Result<Step, V::Error> {
     let input = input.trim();
-    match menu {
-        Menu::Main => match input {
+    match family(menu) {
+        Family::Main => match input {
             "1" => show(Menu::Orders { page: 0 }),
             "2" => show(Menu::DeliverOrder),
             "3" => show(Menu::Products { page: 0 }),
@@ -438,31 +480,12 @@ pub fn step<V: View>(menu: &Menu, input: &str, view: &V) -> Result<Step, V::Erro
             "6" => show(Menu::Settings),
             _ => again(menu, "Invalid choice."),
         },
-        Menu::Activation
-        | Menu::NewPin { .. }
-        | Menu::RepeatPin { .. }
-        | Menu::ConfirmName
-        | Menu::Login => onboarding::step(menu, input),
-        Menu::Orders { .. }
-        | Menu::Order { .. }
-        | Menu::DeliverOrder
-        | Menu::DeliverCode { .. } => orders::step(menu, input, view),
-        Menu::Products { .. }
-        | Menu::Product { .. }
-        | Menu::ProductPrice { .. }
-        | Menu::ProductStock { .. } => products::step(menu, input, view),
-        Menu::Approvals { .. } | Menu::Approval { .. } => approvals::step(menu, input, view),
-        Menu::Balance | Menu::WithdrawTo | Menu::WithdrawConfirm { .. } => {
-            balance::step(menu, input, view)
-        }
-        Menu::AddressConfirm { .. }
-        | Menu::Settings
-        | Menu::Agents { .. }
-        | Menu::AgentUnlink { .. }
-        | Menu::LightningAddress
-        | Menu::OldPin
-        | Menu::NewPinChange { .. }
-        | Menu::RepeatPinChange { .. } => settings::step(menu, input, view),
+        Family::Onboarding => onboarding::step(menu, input),
+        Family::Orders => orders::step(menu, input, view),
+        Family::Products => products::step(menu, input, view),
+        Family::Approvals => approvals::step(menu, input, view),
+        Family::Balance => balance::step(menu, input, view),
+        Family::Settings => settings::step(menu, input, view),
     }
 }
 
@@ -612,8 +635,8 @@ pub fn render<V: View>(menu: &Menu, notice: Option<&str>, view: &V) -> Result<Sc
 pub fn layout<V: View>(menu: &Menu, notice: Option<&str>, view: &V) -> Result<Layout, V::Error> {
     let mut out = Layout::default();
     out.head.extend(notice.map(str::to_owned));
-    match menu {
-        Menu::Main => {
+    match family(menu) {
+        Family::Main => {
             out.head.push(view.shop()?.name);
             out.foot = lines(&[
                 "1 Orders",
@@ -624,31 +647,12 @@ pub fn layout<V: View>(menu: &Menu, notice: Option<&str>, view: &V) -> Result<La
                 "6 Settings",
             ]);
         }
-        Menu::Activation
-        | Menu::NewPin { .. }
-        | Menu::RepeatPin { .. }
-        | Menu::ConfirmName
-        | Menu::Login => onboarding::layout(menu, &mut out, view)?,
-        Menu::Orders { .. }
-        | Menu::Order { .. }
-        | Menu::DeliverOrder
-        | Menu::DeliverCode { .. } => orders::layout(menu, &mut out, view)?,
-        Menu::Products { .. }
-        | Menu::Product { .. }
-        | Menu::ProductPrice { .. }
-        | Menu::ProductStock { .. } => products::layout(menu, &mut out, view)?,
-        Menu::Approvals { .. } | Menu::Approval { .. } => approvals::layout(menu, &mut out, view)?,
-        Menu::Balance | Menu::WithdrawTo | Menu::WithdrawConfirm { .. } => {
-            balance::layout(menu, &mut out, view)?
-        }
-        Menu::AddressConfirm { .. }
-        | Menu::Settings
-        | Menu::Agents { .. }
-        | Menu::AgentUnlink { .. }
-        | Menu::LightningAddress
-        | Menu::OldPin
-        | Menu::NewPinChange { .. }
-        | Menu::RepeatPinChange { .. } => settings::layout(menu, &mut out, view)?,
+        Family::Onboarding => onboarding::layout(menu, &mut out, view)?,
+        Family::Orders => orders::layout(menu, &mut out, view)?,
+        Family::Products => products::layout(menu, &mut out, view)?,
+        Family::Approvals => approvals::layout(menu, &mut out, view)?,
+        Family::Balance => balance::layout(menu, &mut out, view)?,
+        Family::Settings => settings::layout(menu, &mut out, view)?,
     }
     Ok(out)
 }
