@@ -1,6 +1,7 @@
 //! The command envelope every soko-specific DM uses (`kinds/commands.md`).
 //!
-//! Request: `{"v":1,"id":"<request id>","cmd":"<name>","args":{…}}` — only `cmd` is required.
+//! Request: `{"v":1,"id":"<request id>","cmd":"<name>","session":"<id>","args":{…}}` — only
+//! `cmd` is required.
 //! Reply: `{"v":1,"re":"<request id>","ok":true,"result":{…}}` or
 //! `{"v":1,"re":"…","ok":false,"error":{"code":"…","message":"…"}}`.
 
@@ -12,6 +13,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Longest accepted request id; ids are echoed and stored, so they must stay small.
 pub const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// Longest accepted session id (soko's ids are 64 hex characters).
+pub const MAX_SESSION_ID_LEN: usize = 64;
 
 /// Largest `result` soko sends, as JSON bytes: a reply must fit one NIP-17 gift wrap under
 /// the relays' 64 KiB event limit (the JSON is escaped and sealed twice on the way). Longer
@@ -33,6 +37,10 @@ pub struct Request {
     pub id: Option<String>,
     /// Command name.
     pub cmd: String,
+    /// The private session this command runs in (`kinds/sessions.md`); the sender must be
+    /// the key that opened it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
     /// Command arguments.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub args: Map<String, Value>,
@@ -190,6 +198,14 @@ impl Request {
                 return Err(Refusal::new(
                     ErrorCode::BadRequest,
                     format!("\"id\" must be 1 to {MAX_REQUEST_ID_LEN} characters"),
+                ));
+            }
+        }
+        if let Some(session) = &request.session {
+            if session.is_empty() || session.len() > MAX_SESSION_ID_LEN {
+                return Err(Refusal::new(
+                    ErrorCode::BadRequest,
+                    format!("\"session\" must be 1 to {MAX_SESSION_ID_LEN} characters"),
                 ));
             }
         }
