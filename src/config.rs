@@ -59,6 +59,8 @@ pub struct Config {
     pub dev_mint_public: bool,
     /// `[lnurl]`: requests to Lightning addresses (payouts, refunds).
     pub lnurl: LnurlConfig,
+    /// `[sessions]`: private sessions opened with blind auth tokens.
+    pub sessions: SessionsConfig,
 }
 
 impl Config {
@@ -102,6 +104,30 @@ pub struct LnurlConfig {
     /// Development only: Lightning addresses and LNURLs served on loopback may be called,
     /// over plain http too. Off, soko calls only https services on public addresses.
     pub allow_loopback_http: bool,
+}
+
+/// `[sessions]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionsConfig {
+    /// Seconds a session lasts, at most 3600 (the default).
+    pub ttl_secs: u64,
+    /// Seconds between cleanup passes (expiry, refunds, deleting wallets).
+    pub cleanup_secs: u64,
+    /// Seconds an ended session still answers `session_closed` / `session_expired`.
+    pub tombstone_secs: u64,
+    /// Session wallets kept open in memory (the rest reopen on demand).
+    pub open_wallets: usize,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            ttl_secs: crate::sessions::MAX_SESSION_SECS,
+            cleanup_secs: 3600,
+            tombstone_secs: 24 * 3600,
+            open_wallets: 256,
+        }
+    }
 }
 
 /// `[ussd]`
@@ -292,6 +318,7 @@ impl Default for Config {
             ussd: UssdConfig::default(),
             dev_mint_public: false,
             lnurl: LnurlConfig::default(),
+            sessions: SessionsConfig::default(),
         }
     }
 }
@@ -370,7 +397,7 @@ impl Config {
             "",
             &[
                 "relay", "relays", "mint", "storage", "log", "rates", "market", "ussd", "admins",
-                "lnurl",
+                "lnurl", "sessions",
             ],
         );
 
@@ -383,6 +410,7 @@ impl Config {
         let ussd = ussd(&mut check, &root, &defaults.ussd);
         let admins = admins(&mut check, &root);
         let lnurl = lnurl(&mut check, &root, &defaults.lnurl);
+        let sessions = sessions(&mut check, &root, &defaults.sessions);
         let rates = rates(&mut check, &root);
 
         if check.problems.is_empty() {
@@ -398,6 +426,7 @@ impl Config {
                 ussd,
                 dev_mint_public,
                 lnurl,
+                sessions,
             };
             match config.dev_mint_refusal() {
                 Some(why) => Err(vec![ConfigProblem {
@@ -693,6 +722,31 @@ fn lnurl(check: &mut Checker, root: &Table, d: &LnurlConfig) -> LnurlConfig {
             "allow_loopback_http",
             d.allow_loopback_http,
         ),
+    }
+}
+
+/// `[sessions]`.
+fn sessions(check: &mut Checker, root: &Table, d: &SessionsConfig) -> SessionsConfig {
+    let section = check.section(
+        root,
+        "sessions",
+        &["ttl_secs", "cleanup_secs", "tombstone_secs", "open_wallets"],
+    );
+    let ttl_secs = check.positive(section, "sessions", "ttl_secs", d.ttl_secs);
+    let ttl_secs = if ttl_secs > crate::sessions::MAX_SESSION_SECS {
+        check.problem(
+            "sessions.ttl_secs",
+            format!("at most {} seconds", crate::sessions::MAX_SESSION_SECS),
+        );
+        d.ttl_secs
+    } else {
+        ttl_secs
+    };
+    SessionsConfig {
+        ttl_secs,
+        cleanup_secs: check.positive(section, "sessions", "cleanup_secs", d.cleanup_secs),
+        tombstone_secs: check.field(section, "sessions", "tombstone_secs", d.tombstone_secs),
+        open_wallets: check.positive(section, "sessions", "open_wallets", d.open_wallets),
     }
 }
 

@@ -4,6 +4,7 @@
 //! send.
 
 use std::collections::HashSet;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,9 @@ use crate::market::{Catalog, Merchants, Rates};
 use crate::notices::PaidNotices;
 use crate::outbound::{Keyring, Outbox, Publisher};
 use crate::relay::{EmbeddedRelay, Exempt, RelayError};
+use crate::sessions::{
+    BatVerifier, ExternalMint, InProcessMint, SessionParts, SessionRules, Sessions,
+};
 use crate::store::{Store, StoreError};
 use crate::ussd::UssdService;
 use crate::vault::{Vault, VaultError};
@@ -65,6 +69,9 @@ pub enum DaemonError {
     /// The merchant registry could not be loaded.
     #[error("merchants: {0}")]
     Merchants(String),
+    /// The client that checks blind auth tokens at the mint could not be made.
+    #[error("sessions: {0}")]
+    Sessions(String),
     /// Nothing to connect to.
     #[error("no relay: enable [relay] or list [relays] urls")]
     NoRelay,
@@ -87,6 +94,8 @@ pub struct Daemon {
     /// Stops the payment watch.
     stop: watch::Sender<bool>,
     payments: tokio::task::JoinHandle<()>,
+    sessions: Sessions,
+    cleanup: tokio::task::JoinHandle<()>,
     store: Store,
 }
 
@@ -223,6 +232,33 @@ impl Daemon {
             desk.clone(),
             config.ussd.clone(),
         )?;
+        let verifier: Option<Arc<dyn BatVerifier>> = match &dev_mint {
+            Some(mint) => Some(Arc::new(InProcessMint::new(mint.mint().clone()))),
+            None => Some(Arc::new(
+                ExternalMint::new(&mint_url).map_err(|e| DaemonError::Sessions(e.to_string()))?,
+            )),
+        };
+        let sessions = Sessions::open(
+            &store,
+            SessionParts {
+                verifier,
+                mint_url: mint_url.clone(),
+                seed,
+                publisher: publisher.clone(),
+                bot: bot_keys.public_key(),
+                vault: vault.clone(),
+                clock: clock.clone(),
+            },
+            SessionRules {
+                ttl_secs: config.sessions.ttl_secs,
+                tombstone_secs: config.sessions.tombstone_secs,
+                open_wallets: NonZeroUsize::new(config.sessions.open_wallets)
+                    .unwrap_or(NonZeroUsize::MIN),
+                lnurl: crate::lnurl::Policy {
+                    allow_loopback_http: config.lnurl.allow_loopback_http,
+                },
+            },
+        )?;
         let inbox = MerchantInbox::new(escrow.clone(), merchants.clone());
         let context = commands::Context {
             admins,
@@ -234,6 +270,7 @@ impl Daemon {
             agents,
             desk,
             clock,
+            sessions: sessions.clone(),
         };
         let handler = Handler::new(&store, keyring, outbox, context, inbox)?;
         let bot = Bot::start(
@@ -244,7 +281,12 @@ impl Daemon {
         )
         .await?;
         let (stop, stopped) = watch::channel(false);
-        let payments = tokio::spawn(watch_payments(escrow.clone(), stopped));
+        let payments = tokio::spawn(watch_payments(escrow.clone(), stopped.clone()));
+        let cleanup = tokio::spawn(clean_sessions(
+            sessions.clone(),
+            Duration::from_secs(config.sessions.cleanup_secs),
+            stopped,
+        ));
         let daemon = Self {
             bot_key: bot_keys.public_key(),
             relay,
@@ -256,6 +298,8 @@ impl Daemon {
             bot,
             stop,
             payments,
+            sessions,
+            cleanup,
             store,
         };
         tracing::info!(
@@ -314,6 +358,11 @@ impl Daemon {
         &self.store
     }
 
+    /// Private sessions.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
     /// The escrow service.
     pub fn escrow(&self) -> &EscrowService {
         &self.escrow
@@ -324,6 +373,7 @@ impl Daemon {
     pub async fn shutdown(self) -> Result<(), DaemonError> {
         let _ = self.stop.send(true);
         let _ = self.payments.await;
+        let _ = self.cleanup.await;
         self.bot.shutdown().await;
         if let Some(relay) = &self.relay {
             relay.shutdown();
@@ -362,6 +412,25 @@ async fn watch_payments(escrow: EscrowService, mut stopped: watch::Receiver<bool
             _ = stopped.changed() => break,
             result = escrow.tick() => if let Err(e) = result {
                 tracing::error!(error = %e, "payment check failed; retrying");
+            },
+        }
+    }
+}
+
+/// Session cleanup: a pass at start (it resumes refunds a stop interrupted) and one every
+/// `every`. Each step of a pass is recorded before the next, so shutdown may cut it anywhere.
+async fn clean_sessions(sessions: Sessions, every: Duration, mut stopped: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            _ = tick.tick() => {}
+        }
+        tokio::select! {
+            _ = stopped.changed() => break,
+            result = sessions.cleanup() => match result {
+                Ok(report) => tracing::info!(?report, "session cleanup pass"),
+                Err(e) => tracing::error!(error = %e, "session cleanup failed; retried next pass"),
             },
         }
     }

@@ -12,7 +12,7 @@
 //! | transport | `bot` (verify, dedupe, open, hand over, commit and reply), `bridge` |
 //! | requests | `commands` (the one refusal-to-wire-code mapping), `inbox` (orders to merchants) |
 //! | menus, fan-out | `ussd`, `notices` |
-//! | domains | `escrow`, `agents` (and the coming `sessions`, `exchange`) |
+//! | domains | `escrow`, `agents`, `sessions` (and the coming `exchange`) |
 //! | shops | `market` |
 //! | sending | `outbound` (sealing, keyring, outbox, publisher) |
 //! | edges | `relay`, `wallet`, `lnurl` |
@@ -44,6 +44,7 @@ pub mod outbound;
 pub mod proto;
 pub mod ratelimit;
 pub mod relay;
+pub mod sessions;
 pub mod store;
 pub mod ussd;
 pub mod util;

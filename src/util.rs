@@ -19,3 +19,31 @@ pub async fn wait_for_signal() -> std::io::Result<()> {
         _ = term.recv() => Ok(()),
     }
 }
+
+/// Checks a state machine against its whole table: every allowed move in `allowed`, and
+/// every other (state, event) refused. Every domain's state machine (escrow, its
+/// sagas, sessions) is checked with it.
+#[cfg(test)]
+pub(crate) fn assert_whole_table<S, E, Refused>(
+    states: &[S],
+    events: &[E],
+    allowed: &[(S, E, S)],
+    transition: impl Fn(S, E) -> Result<S, Refused>,
+) where
+    S: Copy + PartialEq + std::fmt::Debug,
+    E: Copy + PartialEq + std::fmt::Debug,
+{
+    for &from in states {
+        for &event in events {
+            let expected = allowed
+                .iter()
+                .find(|(f, e, _)| *f == from && *e == event)
+                .map(|(_, _, to)| *to);
+            assert_eq!(
+                transition(from, event).ok(),
+                expected,
+                "{from:?} + {event:?}"
+            );
+        }
+    }
+}

@@ -69,6 +69,9 @@ fn every_example_parses_and_round_trips() {
                 );
                 assert_eq!(response.ok, response.result.is_some(), "{page}: {json}");
                 assert_eq!(response.ok, response.error.is_none(), "{page}: {json}");
+                if let (true, Some(result)) = (page == "sessions.md", &response.result) {
+                    check_session_result(page, result);
+                }
                 if let Some(npub) = response.result.as_ref().and_then(|r| r.get("npub")) {
                     let from_npub = nostr_sdk::PublicKey::parse(npub.as_str().unwrap()).unwrap();
                     let hex = response.result.as_ref().unwrap()["pubkey"]
@@ -239,4 +242,14 @@ fn check_registration_event(page: &str, value: &Value) {
     let claim = soko::agents::registration::claim(&event)
         .unwrap_or_else(|r| panic!("{page}: registration event refused: {r}"));
     assert!(claim.code.is_some(), "{page}: the invite tag holds a code");
+}
+
+/// A session command's result is one of the session result types, exactly (they deny
+/// unknown fields).
+fn check_session_result(page: &str, result: &Value) {
+    use soko::proto::sessions::{CloseSessionResult, OpenSessionResult, SessionStatusResult};
+    let parses = serde_json::from_value::<OpenSessionResult>(result.clone()).is_ok()
+        || serde_json::from_value::<SessionStatusResult>(result.clone()).is_ok()
+        || serde_json::from_value::<CloseSessionResult>(result.clone()).is_ok();
+    assert!(parses, "{page}: not a session result: {result}");
 }

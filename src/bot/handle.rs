@@ -431,7 +431,14 @@ impl Handler {
         let re = request.id.clone().unwrap_or(fallback_re);
         let response = match request.command() {
             Err(refusal) => Response::refused(re, refusal),
-            Ok(command) => match commands::execute(&self.commands, inbound.sender, command).await {
+            Ok(command) => match commands::execute(
+                &self.commands,
+                inbound.sender,
+                request.session.as_deref(),
+                command,
+            )
+            .await
+            {
                 Ok(result) => Response::ok(re, result),
                 Err(CommandError::Refused(refusal)) => Response::refused(re, refusal),
                 Err(CommandError::Internal(detail)) => {

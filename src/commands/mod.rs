@@ -6,6 +6,7 @@ mod listing;
 mod merchant;
 mod order;
 mod ping;
+mod sessions;
 mod ussd;
 
 use std::collections::HashSet;
@@ -20,6 +21,7 @@ use crate::escrow::{EscrowError, EscrowRefusal, EscrowService};
 use crate::market::{Catalog, MerchantError, Merchants};
 use crate::outbound::Publisher;
 use crate::proto::{Command, ErrorCode, Refusal};
+use crate::sessions::{SessionError, SessionRefusal, Sessions};
 use crate::ussd::UssdService;
 
 /// Why a command did not succeed. Refusals go back to the sender as they are; internal
@@ -74,6 +76,30 @@ impl From<EscrowError> for CommandError {
     }
 }
 
+impl From<SessionError> for CommandError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Refused(refusal) => {
+                let code = match refusal {
+                    SessionRefusal::BadToken(_) => ErrorCode::BatInvalid,
+                    SessionRefusal::TokenSpent => ErrorCode::BatSpent,
+                    SessionRefusal::AuthUnsupported(_) => ErrorCode::AuthUnsupported,
+                    SessionRefusal::MintUnavailable(_) => ErrorCode::MintUnavailable,
+                    SessionRefusal::Unknown => ErrorCode::SessionUnknown,
+                    SessionRefusal::Expired => ErrorCode::SessionExpired,
+                    SessionRefusal::Closed => ErrorCode::SessionClosed,
+                    SessionRefusal::Required => ErrorCode::SessionRequired,
+                    SessionRefusal::RefundAddress(_) | SessionRefusal::Deposit(_) => {
+                        ErrorCode::Invalid
+                    }
+                };
+                Refusal::new(code, refusal.to_string()).into()
+            }
+            other => CommandError::Internal(other.to_string()),
+        }
+    }
+}
+
 /// What commands may use.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -95,24 +121,33 @@ pub struct Context {
     pub desk: Desk,
     /// The time registrations and replies are judged and dated by.
     pub clock: Clock,
+    /// Private sessions.
+    pub sessions: Sessions,
 }
 
-/// Runs one command for `sender`.
+/// Runs one command for `sender`, inside the private session `session` when named.
 pub async fn execute(
     ctx: &Context,
     sender: PublicKey,
+    session: Option<&str>,
     command: Command,
 ) -> Result<Value, CommandError> {
     // Boxed: the command futures (escrow, wallet, mint) nest so deep that rustc 1.95
     // overflows its query depth computing the bot handler's future layout otherwise.
-    Box::pin(dispatch(ctx, sender, command)).await
+    Box::pin(dispatch(ctx, sender, session, command)).await
 }
 
 async fn dispatch(
     ctx: &Context,
     sender: PublicKey,
+    session: Option<&str>,
     command: Command,
 ) -> Result<Value, CommandError> {
+    // A named session is checked whatever the command: it must be the sender's and live.
+    let live = match session {
+        Some(id) => Some(ctx.sessions.live(&sender, id)?),
+        None => None,
+    };
     // Bridges are checked by the USSD handler, buyers own their orders, the catalog,
     // registration and whoami are public, agents' commands check the role themselves: the
     // rest is the operator's.
@@ -130,6 +165,10 @@ async fn dispatch(
             | Command::ProposeProduct(_)
             | Command::ProposeDelete(_)
             | Command::ProposalWithdraw(_)
+            | Command::OpenSession(_)
+            | Command::SessionStatus(_)
+            | Command::SessionDeposit(_)
+            | Command::CloseSession(_)
     );
     if admin_only && !ctx.admins.contains(&sender) {
         return Err(Refusal::new(
@@ -171,11 +210,33 @@ async fn dispatch(
         Command::ProposeProduct(args) => to_value(agents::propose_product(ctx, sender, args)?),
         Command::ProposeDelete(args) => to_value(agents::propose_delete(ctx, sender, args)?),
         Command::ProposalWithdraw(args) => to_value(agents::withdraw(ctx, sender, args)?),
+        Command::OpenSession(args) => to_value(sessions::open(ctx, sender, args).await?),
+        Command::SessionStatus(_) => {
+            to_value(sessions::status(ctx, sessions::required(live)?).await?)
+        }
+        Command::SessionDeposit(args) => {
+            to_value(sessions::deposit(ctx, sessions::required(live)?, args).await?)
+        }
+        Command::CloseSession(_) => {
+            to_value(sessions::close(ctx, sender, sessions::required(live)?).await?)
+        }
     }
 }
 
 fn to_value<T: serde::Serialize>(value: T) -> Result<Value, CommandError> {
     serde_json::to_value(value).map_err(|e| CommandError::Internal(format!("result encoding: {e}")))
+}
+
+/// Refuses an argument longer than `max` bytes, without echoing it.
+fn too_large(field: &str, value: &str, max: usize) -> Result<(), CommandError> {
+    if value.len() > max {
+        return Err(Refusal::new(
+            ErrorCode::TooLarge,
+            format!("\"{field}\" is longer than {max} bytes"),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// A merchant named in arguments, as npub or hex.

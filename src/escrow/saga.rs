@@ -217,7 +217,7 @@ mod tests {
 
         #[test]
         fn the_table_is_the_whole_machine() {
-            crate::escrow::state::assert_whole_table(&STATES, &EVENTS, &ALLOWED, payout_transition);
+            crate::util::assert_whole_table(&STATES, &EVENTS, &ALLOWED, payout_transition);
         }
 
         #[test]
@@ -274,7 +274,7 @@ mod tests {
 
         #[test]
         fn the_table_is_the_whole_machine() {
-            crate::escrow::state::assert_whole_table(&STATES, &EVENTS, &ALLOWED, refund_transition);
+            crate::util::assert_whole_table(&STATES, &EVENTS, &ALLOWED, refund_transition);
         }
 
         #[test]

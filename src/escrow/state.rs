@@ -107,34 +107,6 @@ pub fn transition(from: EscrowState, event: EscrowEvent) -> Result<EscrowState, 
     Ok(to)
 }
 
-/// Checks a state machine against its whole table: every allowed move in `allowed`, and
-/// every other (state, event) refused. The escrow's, the payout saga's and the refund
-/// saga's tables are checked with it.
-#[cfg(test)]
-pub(crate) fn assert_whole_table<S, E, Refused>(
-    states: &[S],
-    events: &[E],
-    allowed: &[(S, E, S)],
-    transition: impl Fn(S, E) -> Result<S, Refused>,
-) where
-    S: Copy + PartialEq + std::fmt::Debug,
-    E: Copy + PartialEq + std::fmt::Debug,
-{
-    for &from in states {
-        for &event in events {
-            let expected = allowed
-                .iter()
-                .find(|(f, e, _)| *f == from && *e == event)
-                .map(|(_, _, to)| *to);
-            assert_eq!(
-                transition(from, event).ok(),
-                expected,
-                "{from:?} + {event:?}"
-            );
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,7 +151,7 @@ mod tests {
 
     #[test]
     fn the_table_is_the_whole_machine() {
-        assert_whole_table(&STATES, &EVENTS, &ALLOWED, transition);
+        crate::util::assert_whole_table(&STATES, &EVENTS, &ALLOWED, transition);
     }
 
     #[test]

@@ -131,6 +131,22 @@ pub enum ErrorCode {
     /// A limit on open unpaid orders is reached (per buyer, per product or in total); try
     /// again once some have been paid or expired.
     Busy,
+    /// Sessions: the blind auth token is malformed, not this mint's, or does not verify.
+    BatInvalid,
+    /// Sessions: the blind auth token was already used.
+    BatSpent,
+    /// Sessions: this soko's mint issues no blind auth tokens, so it opens no sessions.
+    AuthUnsupported,
+    /// Sessions: the mint could not be asked to check the token; nothing was spent.
+    MintUnavailable,
+    /// Sessions: no session has this id for the sender.
+    SessionUnknown,
+    /// Sessions: the session ran out of time.
+    SessionExpired,
+    /// Sessions: the session was closed.
+    SessionClosed,
+    /// Sessions: the command runs only inside a session.
+    SessionRequired,
     /// Something failed inside soko; details are in its log, not here.
     Internal,
 }
@@ -298,6 +314,14 @@ pub enum Command {
     ProposeProduct(super::agents::ProposeProductArgs),
     /// Agent: propose deleting a stall or product of a linked merchant.
     ProposeDelete(super::agents::ProposeDeleteArgs),
+    /// Anyone: open a private session with a blind auth token (`kinds/sessions.md`).
+    OpenSession(super::sessions::OpenSessionArgs),
+    /// In a session: its expiry and balance.
+    SessionStatus(PingArgs),
+    /// In a session: take a Cashu token into its wallet.
+    SessionDeposit(super::sessions::SessionDepositArgs),
+    /// In a session: end it now; its ecash goes back.
+    CloseSession(PingArgs),
     /// Agent: withdraw one of its pending proposals.
     ProposalWithdraw(super::agents::ProposalWithdrawArgs),
 }
@@ -327,6 +351,10 @@ pub const COMMAND_NAMES: &[&str] = &[
     "propose_product",
     "propose_delete",
     "proposal_withdraw",
+    "open_session",
+    "session_status",
+    "session_deposit",
+    "close_session",
 ];
 
 /// Most entries of each list one `catalog` answer carries.

@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod command;
 pub mod gamma;
 pub mod nip15;
+pub mod sessions;
 pub mod ussd;
 
 pub use self::command::{

@@ -1,5 +1,5 @@
-//! soko's ecash: cdk wallets whose storage is sled, one namespace per wallet (the bot's now;
-//! one per exchange session later), so all state lives in one database.
+//! soko's ecash: cdk wallets whose storage is sled, one namespace per wallet (the escrow's,
+//! and one per private session), so all state lives in one database.
 
 pub mod nut17;
 mod sled_db;
@@ -83,6 +83,12 @@ pub fn open_paced(
         None => builder.without_rate_limiting(),
     };
     Ok(builder.build()?)
+}
+
+/// Deletes the wallet `namespace` from sled (a session's, once its ecash went back),
+/// returning how many trees it had.
+pub fn destroy(store: &Store, namespace: &str) -> Result<usize, WalletError> {
+    Ok(SledWalletDatabase::destroy(store.db(), namespace)?)
 }
 
 /// The key sealing this wallet's records in sled. It derives from the wallet's seed file

@@ -172,6 +172,22 @@ impl SledWalletDatabase {
         Ok(())
     }
 
+    /// Deletes every tree of the wallet stored under `namespace`, returning how many there
+    /// were. Its proofs go with them: only for a wallet whose ecash has left.
+    pub fn destroy(db: &sled::Db, namespace: &str) -> Result<usize, Error> {
+        validate_namespace(namespace)?;
+        // The trailing slash keeps namespace `a` from matching `ab`'s trees.
+        let prefix = format!("wallet/{namespace}/");
+        let mut dropped = 0;
+        for name in db.tree_names() {
+            if name.starts_with(prefix.as_bytes()) {
+                db.drop_tree(&name).map_err(sled_err("dropping tree"))?;
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
+    }
+
     /// The namespace this wallet was opened under.
     pub fn namespace(&self) -> &str {
         &self.namespace

@@ -1,0 +1,557 @@
+//! Private sessions: a registered user opens one from any key with one blind authentication
+//! token (Cashu NUT-22), so soko knows the session is *some* registered user's but not whose.
+//!
+//! A session is bound to the key that opened it and runs out at `expires_at` (checked
+//! against sled on every command, never against the mint). Each has its own ecash wallet,
+//! a namespace of the sled wallet database, so no proof of one session can pay for another.
+//! When it is closed or expires, its ecash goes back (a Cashu token by DM to the session
+//! key, or a Lightning address given at open) and its wallet's trees are deleted: the
+//! refund saga of [`state`], resumed by [`Sessions::cleanup`] after a crash.
+//!
+//! What soko keeps about a session: a random id, the session key (fresh, chosen by the
+//! user), the times, the state, the refund address sealed with the vault, and the spent
+//! token's `Y` (so a replay is refused even when the mint is unreachable). Nothing names the
+//! user's registered key or OIDC subject: soko never sees them.
+
+pub mod bat;
+mod error;
+mod refund;
+pub mod state;
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
+use nostr_sdk::secp256k1::rand::{rngs::OsRng, RngCore};
+use nostr_sdk::PublicKey;
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, Transactional};
+
+pub use self::bat::{BatVerifier, ExternalMint, InProcessMint};
+pub use self::error::{SessionError, SessionRefusal};
+pub use self::state::{SessionEvent, SessionState};
+use crate::clock::Clock;
+use crate::money::Sats;
+use crate::outbound::Publisher;
+use crate::store::{Store, StoreError, Typed};
+use crate::vault::Vault;
+use crate::wallet::{self, Wallet};
+
+/// The longest a session may last, and its default length.
+pub const MAX_SESSION_SECS: u64 = 3600;
+
+/// How sessions are run.
+#[derive(Debug, Clone)]
+pub struct SessionRules {
+    /// Seconds a session lasts (at most [`MAX_SESSION_SECS`]).
+    pub ttl_secs: u64,
+    /// Seconds an ended session still answers `session_closed` / `session_expired` before
+    /// its tombstone goes.
+    pub tombstone_secs: u64,
+    /// Session wallets kept open in memory; others reopen on demand.
+    pub open_wallets: NonZeroUsize,
+    /// Which Lightning addresses refunds may go to.
+    pub lnurl: crate::lnurl::Policy,
+}
+
+/// One session as sled keeps it (tree `sessions`, keyed by id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// The key that opened it: the only one its commands are taken from.
+    pub key: PublicKey,
+    /// When it was opened.
+    pub opened_at: u64,
+    /// When it runs out.
+    pub expires_at: u64,
+    /// Where it stands.
+    pub state: SessionState,
+    /// Why it ended, once it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<Ending>,
+    /// The refund Lightning address, sealed with the vault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_to: Option<String>,
+    /// The Lightning refund in flight (`Melting`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub melt: Option<MeltRef>,
+    /// Lightning refunds tried and failed; after [`refund::MAX_MELT_FAILURES`] the ecash
+    /// goes back as a token instead.
+    #[serde(default)]
+    pub melt_failures: u32,
+    /// Sats returned so far.
+    #[serde(default)]
+    pub returned: Sats,
+}
+
+/// A Lightning refund recorded before its melt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeltRef {
+    /// The mint's melt quote id.
+    pub quote: String,
+    /// What it pays to the refund address.
+    pub amount: Sats,
+}
+
+/// Why and when a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ending {
+    /// Closed by its owner, or expired.
+    pub reason: EndReason,
+    /// When.
+    pub at: u64,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// `close_session`.
+    Closed,
+    /// It ran out of time.
+    Expired,
+}
+
+impl SessionRecord {
+    fn moved(mut self, event: SessionEvent) -> Result<Self, state::IllegalMove> {
+        self.state = state::transition(self.state, event)?;
+        Ok(self)
+    }
+}
+
+/// A session the sender may use now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Live {
+    /// Its id.
+    pub id: String,
+    /// Its record.
+    pub record: SessionRecord,
+}
+
+/// A session just opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// Its id, to name in every command of the session.
+    pub id: String,
+    /// When it runs out.
+    pub expires_at: u64,
+}
+
+/// What one cleanup pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanupReport {
+    /// Sessions that ran out in this pass.
+    pub expired: usize,
+    /// Sessions whose ecash went back in this pass.
+    pub refunded: usize,
+    /// Sessions whose wallet was deleted in this pass.
+    pub deleted: usize,
+    /// Sessions whose refund failed (retried next pass).
+    pub failed: usize,
+    /// Expired sessions kept because a trade or dispute holds them.
+    pub held: usize,
+}
+
+/// The sessions domain.
+#[derive(Clone)]
+pub struct Sessions {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    records: Typed<SessionRecord>,
+    /// Spent token `Y` (hex) → when.
+    spent: Typed<u64>,
+    /// Session id → what holds it open past its expiry (a trade, a dispute).
+    holds: Typed<Vec<String>>,
+    verifier: Option<Arc<dyn BatVerifier>>,
+    wallets: Mutex<LruCache<String, Wallet>>,
+    mint_url: String,
+    seed: [u8; 64],
+    publisher: Publisher,
+    bot: PublicKey,
+    vault: Vault,
+    rules: SessionRules,
+    clock: Clock,
+    /// One refund step at a time: steps of one session must not interleave.
+    saga: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("sessions", &self.inner.records.len())
+            .field("verifier", &self.inner.verifier)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Sessions::open`] needs besides the store.
+#[derive(Debug, Clone)]
+pub struct SessionParts {
+    /// Checks and burns tokens at the mint; `None` when the mint issues none.
+    pub verifier: Option<Arc<dyn BatVerifier>>,
+    /// The mint session wallets use.
+    pub mint_url: String,
+    /// The master wallet seed (each session's derives from it and its namespace).
+    pub seed: [u8; 64],
+    /// Sends refund DMs as `bot`.
+    pub publisher: Publisher,
+    /// soko's bot key, the refund DMs' author.
+    pub bot: PublicKey,
+    /// Seals refund addresses.
+    pub vault: Vault,
+    /// The time sessions are judged by.
+    pub clock: Clock,
+}
+
+impl Sessions {
+    /// Opens the sessions stored in `store`.
+    pub fn open(
+        store: &Store,
+        parts: SessionParts,
+        rules: SessionRules,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store: store.clone(),
+                records: store.tree("sessions")?,
+                spent: store.tree("sessions/spent_bats")?,
+                holds: store.tree("sessions/holds")?,
+                verifier: parts.verifier,
+                wallets: Mutex::new(LruCache::new(rules.open_wallets)),
+                mint_url: parts.mint_url,
+                seed: parts.seed,
+                publisher: parts.publisher,
+                bot: parts.bot,
+                vault: parts.vault,
+                rules,
+                clock: parts.clock,
+                saga: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Opens a session for `sender` with the blind auth token `bat` (`authA…`), its ecash
+    /// to go back to `refund_to` (a Lightning address) or else by DM to `sender`.
+    pub async fn open_session(
+        &self,
+        sender: PublicKey,
+        bat: &str,
+        refund_to: Option<&str>,
+    ) -> Result<Opened, SessionError> {
+        let inner = &self.inner;
+        let Some(verifier) = &inner.verifier else {
+            return Err(SessionRefusal::AuthUnsupported(
+                "this soko's mint does not issue blind auth tokens, so it opens no sessions".into(),
+            )
+            .into());
+        };
+        let refund_to = match refund_to {
+            Some(address) => {
+                let url = crate::lnurl::lnurlp_url(address)
+                    .map_err(|e| SessionRefusal::RefundAddress(e.to_string()))?;
+                inner
+                    .rules
+                    .lnurl
+                    .check(&url)
+                    .map_err(|e| SessionRefusal::RefundAddress(e.to_string()))?;
+                Some(inner.vault.seal(address)?)
+            }
+            None => None,
+        };
+        let token = bat::parse(bat)?;
+        let y = token
+            .auth_proof
+            .y()
+            .map_err(|e| SessionRefusal::BadToken(format!("the token's secret: {e}")))?
+            .to_hex();
+        // Before the mint: a replay is refused even when the mint cannot be asked.
+        if inner.spent.get(y.as_bytes())?.is_some() {
+            return Err(SessionRefusal::TokenSpent.into());
+        }
+        match verifier.verify_and_burn(&token).await {
+            bat::Checked::Burned => {}
+            bat::Checked::Refused(refusal) => return Err(refusal.into()),
+            bat::Checked::Unavailable(e) => {
+                tracing::warn!(error = %e, "a blind auth token could not be checked");
+                return Err(SessionRefusal::from(e).into());
+            }
+        }
+        let now = inner.clock.now();
+        let id = new_id();
+        let record = SessionRecord {
+            key: sender,
+            opened_at: now,
+            expires_at: now.saturating_add(inner.rules.ttl_secs),
+            state: SessionState::Open,
+            ended: None,
+            refund_to,
+            melt: None,
+            melt_failures: 0,
+            returned: Sats::ZERO,
+        };
+        let encoded = inner.records.encode(&record)?;
+        let when = inner.spent.encode(&now)?;
+        let fresh = (inner.spent.raw(), inner.records.raw())
+            .transaction(|(spent, records)| {
+                if spent.insert(y.as_bytes(), when.clone())?.is_some() {
+                    return Err(ConflictableTransactionError::Abort(()));
+                }
+                records.insert(id.as_bytes(), encoded.clone())?;
+                Ok(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Abort(()) => None,
+                sled::transaction::TransactionError::Storage(e) => Some(StoreError::from(e)),
+            });
+        match fresh {
+            Ok(()) => {}
+            // The mint burned it for someone else first: a mint that forgot its spent
+            // tokens (a reset dev mint) is still not a second session.
+            Err(None) => return Err(SessionRefusal::TokenSpent.into()),
+            Err(Some(e)) => return Err(e.into()),
+        }
+        tracing::info!(expires_at = record.expires_at, "session opened");
+        Ok(Opened {
+            id,
+            expires_at: record.expires_at,
+        })
+    }
+
+    /// The session `id` if `sender` may run a command in it now.
+    pub fn live(&self, sender: &PublicKey, id: &str) -> Result<Live, SessionError> {
+        let record = self
+            .inner
+            .records
+            .get(id.as_bytes())?
+            .filter(|record| record.key == *sender)
+            .ok_or(SessionRefusal::Unknown)?;
+        match (record.state, record.ended) {
+            (SessionState::Open, _) if self.inner.clock.now() >= record.expires_at => {
+                Err(SessionRefusal::Expired.into())
+            }
+            (SessionState::Open, _) => Ok(Live {
+                id: id.to_owned(),
+                record,
+            }),
+            (
+                _,
+                Some(Ending {
+                    reason: EndReason::Expired,
+                    ..
+                }),
+            ) => Err(SessionRefusal::Expired.into()),
+            _ => Err(SessionRefusal::Closed.into()),
+        }
+    }
+
+    /// True when `sender` may run a command in session `id` now (rate tiers ask this).
+    pub fn is_live(&self, sender: &PublicKey, id: &str) -> bool {
+        self.live(sender, id).is_ok()
+    }
+
+    /// The ecash the session's wallet holds.
+    pub async fn balance(&self, live: &Live) -> Result<Sats, SessionError> {
+        let wallet = self.wallet(&live.id).await?;
+        Ok(Sats::from(wallet.total_balance().await?))
+    }
+
+    /// Takes the Cashu `token` into the session's wallet (swapped, so the sender can no
+    /// longer spend it), returning the new balance.
+    pub async fn deposit(&self, live: &Live, token: &str) -> Result<Sats, SessionError> {
+        let parsed: cdk::nuts::Token = token
+            .trim()
+            .parse()
+            .map_err(|e| SessionRefusal::Deposit(format!("not a Cashu token: {e}")))?;
+        let from = parsed
+            .mint_url()
+            .map_err(|e| SessionRefusal::Deposit(format!("the token names no mint: {e}")))?;
+        if from.to_string().trim_end_matches('/') != self.inner.mint_url.trim_end_matches('/') {
+            return Err(SessionRefusal::Deposit(format!(
+                "the token is from {from}, and sessions hold ecash of {} only",
+                self.inner.mint_url
+            ))
+            .into());
+        }
+        let wallet = self.wallet(&live.id).await?;
+        match wallet.receive(token.trim(), Default::default()).await {
+            Ok(_) => {}
+            Err(e @ (cdk::Error::TokenAlreadySpent | cdk::Error::UnknownKeySet)) => {
+                return Err(SessionRefusal::Deposit(e.to_string()).into())
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(Sats::from(wallet.total_balance().await?))
+    }
+
+    /// Ends `sender`'s session `id` now and returns its ecash; the record says how far the
+    /// refund got (`Ended`, or `Melting` while the mint settles a Lightning refund).
+    pub async fn close(&self, sender: &PublicKey, id: &str) -> Result<SessionRecord, SessionError> {
+        let live = self.live(sender, id)?;
+        let ending = Ending {
+            reason: EndReason::Closed,
+            at: self.inner.clock.now(),
+        };
+        self.end(&live.id, SessionEvent::Close, ending).await?;
+        self.finish(&live.id).await
+    }
+
+    /// Marks the session `id` (a trade or dispute in it is open) so cleanup keeps it past
+    /// its expiry until [`Sessions::release`].
+    pub fn hold(&self, id: &str, what: &str) -> Result<(), SessionError> {
+        let mut holds = self.inner.holds.get(id.as_bytes())?.unwrap_or_default();
+        if !holds.iter().any(|h| h == what) {
+            holds.push(what.to_owned());
+        }
+        Ok(self.inner.holds.insert(id.as_bytes(), &holds)?)
+    }
+
+    /// Lifts the hold `what` on session `id`.
+    pub fn release(&self, id: &str, what: &str) -> Result<(), SessionError> {
+        let mut holds = self.inner.holds.get(id.as_bytes())?.unwrap_or_default();
+        holds.retain(|h| h != what);
+        if holds.is_empty() {
+            Ok(self.inner.holds.remove(id.as_bytes())?)
+        } else {
+            Ok(self.inner.holds.insert(id.as_bytes(), &holds)?)
+        }
+    }
+
+    /// Sessions open now (not expired, not closed).
+    pub fn active(&self) -> Result<usize, SessionError> {
+        let now = self.inner.clock.now();
+        let mut active = 0;
+        for entry in self.inner.records.iter() {
+            let (_, record) = entry?;
+            if record.state.is_open() && record.expires_at > now {
+                active += 1;
+            }
+        }
+        Ok(active)
+    }
+
+    /// One pass over every session: expire those past their time (unless held), carry
+    /// every unfinished refund on, delete the wallets of refunded ones, and forget old
+    /// tombstones. A failing session is logged and retried next pass; the others go on.
+    pub async fn cleanup(&self) -> Result<CleanupReport, SessionError> {
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let mut report = CleanupReport::default();
+        let mut ids = Vec::new();
+        for entry in inner.records.iter() {
+            let (id, record) = entry?;
+            let Ok(id) = String::from_utf8(id.to_vec()) else {
+                continue;
+            };
+            ids.push((id, record));
+        }
+        for (id, record) in ids {
+            match record.state {
+                SessionState::Open if now >= record.expires_at => {
+                    if inner.holds.get(id.as_bytes())?.is_some() {
+                        report.held += 1;
+                        continue;
+                    }
+                    report.expired += 1;
+                    let ending = Ending {
+                        reason: EndReason::Expired,
+                        at: now,
+                    };
+                    if let Err(e) = self.end(&id, SessionEvent::Expire, ending).await {
+                        tracing::warn!(error = %e, "a session could not be expired");
+                        report.failed += 1;
+                        continue;
+                    }
+                }
+                SessionState::Open => continue,
+                SessionState::Ended => {
+                    let ended_at = record.ended.map_or(0, |e| e.at);
+                    if now >= ended_at.saturating_add(inner.rules.tombstone_secs) {
+                        inner.records.remove(id.as_bytes())?;
+                        inner.holds.remove(id.as_bytes())?;
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let before = record.state;
+            match self.finish(&id).await {
+                Ok(done) => {
+                    if before != SessionState::Refunded && done.state == SessionState::Ended {
+                        report.refunded += 1;
+                    }
+                    if done.state == SessionState::Ended {
+                        report.deleted += 1;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a session refund failed; retried next pass");
+                    report.failed += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Records the session's end (the first move of the refund saga).
+    async fn end(&self, id: &str, event: SessionEvent, ending: Ending) -> Result<(), SessionError> {
+        let _saga = self.inner.saga.lock().await;
+        let mut record = self.stored(id)?.moved(event)?;
+        record.ended = Some(ending);
+        self.inner.records.insert(id.as_bytes(), &record)?;
+        tracing::info!(reason = ?ending.reason, "session ended");
+        Ok(())
+    }
+
+    /// The stored session `id`, which must be there.
+    fn stored(&self, id: &str) -> Result<SessionRecord, SessionError> {
+        self.inner
+            .records
+            .get(id.as_bytes())?
+            .ok_or_else(|| SessionError::Refused(SessionRefusal::Unknown))
+    }
+
+    /// The session's wallet, opened (and its interrupted operations finished) on first use.
+    async fn wallet(&self, id: &str) -> Result<Wallet, SessionError> {
+        let cached = self
+            .inner
+            .wallets
+            .lock()
+            .ok()
+            .and_then(|mut wallets| wallets.get(id).cloned());
+        if let Some(wallet) = cached {
+            return Ok(wallet);
+        }
+        let inner = &self.inner;
+        let wallet = wallet::open(&inner.store, &namespace(id), &inner.mint_url, &inner.seed)?;
+        wallet.recover_incomplete_sagas().await?;
+        if let Ok(mut wallets) = inner.wallets.lock() {
+            wallets.put(id.to_owned(), wallet.clone());
+        }
+        Ok(wallet)
+    }
+
+    /// Session wallets open in memory now.
+    pub fn open_wallets(&self) -> usize {
+        self.inner.wallets.lock().map_or(0, |w| w.len())
+    }
+
+    fn forget_wallet(&self, id: &str) {
+        if let Ok(mut wallets) = self.inner.wallets.lock() {
+            wallets.pop(id);
+        }
+    }
+}
+
+/// The wallet namespace of session `id`.
+fn namespace(id: &str) -> String {
+    format!("session:{id}")
+}
+
+/// 32 random bytes, hex: unguessable, and naming nothing.
+fn new_id() -> String {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
