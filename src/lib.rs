@@ -17,7 +17,7 @@
 //! | sending | `outbound` (sealing, keyring, outbox, publisher) |
 //! | edges | `relay`, `wallet`, `lnurl` |
 //! | dev mint | `devmint` (in-process cdk mint for development and tests) |
-//! | foundation | `proto`, `store`, `vault`, `identity`, `money`, `clock`, `config`, `util`, ... |
+//! | foundation | `proto`, `store`, `vault`, `identity`, `money`, `clock`, `config`, `util`, `failpoint`, ... |
 //!
 //! So domain code never reaches up to the bot, the commands or the menus: what must cross
 //! (a paid order told to bridges and agents) goes through a trait given at construction
@@ -32,6 +32,7 @@ pub mod config;
 pub mod daemon;
 pub mod devmint;
 pub mod escrow;
+pub mod failpoint;
 pub mod identity;
 pub mod inbox;
 pub mod lnurl;

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::TransactionError;
 use sled::Transactional;
 
-use super::failpoint;
 use super::ingest::{self, Inbound};
 use crate::commands::{self, CommandError};
+use crate::failpoint;
 use crate::inbox::{MerchantInbox, OrderMessage, ToMerchant};
 use crate::outbound::{seal_dm, wrap_tagged, Keyring, Note, Outbox, MAX_EVENT_BYTES};
 use crate::proto::{ErrorCode, Refusal, Request, Response};

@@ -1,7 +1,7 @@
 //! The bot: one nostr-sdk client on the embedded and external relays, subscribed to DMs for
 //! every identity soko holds and to NIP-15 listings, handing each event to a [`Handler`].
 
-mod failpoint;
+use crate::failpoint;
 mod handle;
 pub mod ingest;
 mod nodb;

@@ -500,6 +500,7 @@ impl Sessions {
         let mut record = self.stored(id)?.moved(event)?;
         record.ended = Some(ending);
         self.inner.records.insert(id.as_bytes(), &record)?;
+        crate::failpoint::crash("session-ending", self.inner.records.raw());
         tracing::info!(reason = ?ending.reason, "session ended");
         Ok(())
     }

@@ -124,6 +124,7 @@ impl Sessions {
                     crate::store::StoreError::Task("refund transaction aborted".to_owned()),
                 ),
             })?;
+        crate::failpoint::crash("session-refund-queued", inner.records.raw());
         tracing::info!(sats = balance.0, "session ecash returned as a token");
         inner.publisher.outbox().deliver(&dm).await?;
         Ok(())

@@ -10,7 +10,10 @@
 //!   has not claimed it yet;
 //! - `claimed`: the event is claimed (`seen` = processing) and not yet handled;
 //! - `committed`: its reply, the claim's completion and the order's state are committed, and
-//!   the reply has not been sent.
+//!   the reply has not been sent;
+//! - `session-ending`: a session's end is recorded and none of its ecash has gone back;
+//! - `session-refund-queued`: a session's refund token DM and `Refunded` are committed, and
+//!   the DM has not been sent nor the session's wallet deleted.
 //!
 //! One point delays instead of crashing: `slow-event-loop` starts the bot's event loop two
 //! seconds late, as a loaded machine may, so that a test can see whether events the relay
