@@ -275,6 +275,20 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
     )
     .unwrap();
     let inbox = soko::inbox::MerchantInbox::new(escrow.clone(), merchants.clone());
+    let sessions = soko::sessions::Sessions::open(
+        &store,
+        soko::sessions::SessionParts {
+            verifier: None,
+            mint_url: "http://127.0.0.1:9".to_owned(),
+            seed: [0; 64],
+            publisher: publisher.clone(),
+            bot: bot.public_key(),
+            vault: vault.clone(),
+            clock: soko::clock::Clock::system(),
+        },
+        Default::default(),
+    )
+    .unwrap();
     let context = soko::commands::Context {
         admins: Default::default(),
         merchants,
@@ -285,6 +299,7 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
         agents,
         desk,
         clock: soko::clock::Clock::system(),
+        sessions,
     };
     let handler = Handler::new(&store, keyring, outbox, context, inbox).unwrap();
 

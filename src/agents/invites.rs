@@ -136,8 +136,8 @@ pub enum InviteRefusal {
     },
 }
 
-/// The invite an admin asks for, checked. Only agents are invited: admins are listed in the
-/// config, and merchants are onboarded by phone.
+/// The invite an admin asks for, checked. Only agents and traders are invited: admins are
+/// listed in the config, and merchants are onboarded by phone.
 pub fn new_invite(
     role: &str,
     uses: Option<u32>,
@@ -146,7 +146,7 @@ pub fn new_invite(
     now: u64,
 ) -> Result<Invite, InviteSpecError> {
     let role = match Role::parse(role) {
-        Some(Role::Agent) => Role::Agent,
+        Some(role @ (Role::Agent | Role::Trader)) => role,
         Some(Role::Admin) => {
             return Err(InviteSpecError(
                 "admins are not invited: they are listed in soko's config ([admins] npubs)".into(),

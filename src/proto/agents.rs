@@ -17,6 +17,9 @@ pub enum Role {
     Agent,
     /// A merchant (the USSD path).
     Merchant,
+    /// Registered with a trader invite: a user of the exchange, who logs in to the mint's
+    /// OIDC issuer for blind auth tokens and trades in private sessions (`kinds/sessions.md`).
+    Trader,
     /// Not registered.
     Anonymous,
 }
@@ -28,15 +31,22 @@ impl Role {
             Role::Admin => "admin",
             Role::Agent => "agent",
             Role::Merchant => "merchant",
+            Role::Trader => "trader",
             Role::Anonymous => "anonymous",
         }
     }
 
     /// A role by name; `None` for anything else.
     pub fn parse(name: &str) -> Option<Self> {
-        [Role::Admin, Role::Agent, Role::Merchant, Role::Anonymous]
-            .into_iter()
-            .find(|role| role.as_str() == name)
+        [
+            Role::Admin,
+            Role::Agent,
+            Role::Merchant,
+            Role::Trader,
+            Role::Anonymous,
+        ]
+        .into_iter()
+        .find(|role| role.as_str() == name)
     }
 }
 
@@ -50,7 +60,7 @@ impl std::fmt::Display for Role {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InviteCreateArgs {
-    /// The role the code grants; only `agent` for now.
+    /// The role the code grants: `agent` or `trader`.
     pub role: String,
     /// How many registrations it allows (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -354,7 +364,13 @@ mod tests {
 
     #[test]
     fn roles_have_one_name_each() {
-        for role in [Role::Admin, Role::Agent, Role::Merchant, Role::Anonymous] {
+        for role in [
+            Role::Admin,
+            Role::Agent,
+            Role::Merchant,
+            Role::Trader,
+            Role::Anonymous,
+        ] {
             assert_eq!(Role::parse(role.as_str()), Some(role));
             assert_eq!(
                 serde_json::to_value(role).ok(),

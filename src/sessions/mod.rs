@@ -54,6 +54,17 @@ pub struct SessionRules {
     pub lnurl: crate::lnurl::Policy,
 }
 
+impl Default for SessionRules {
+    fn default() -> Self {
+        Self {
+            ttl_secs: MAX_SESSION_SECS,
+            tombstone_secs: 24 * 3600,
+            open_wallets: NonZeroUsize::new(256).unwrap_or(NonZeroUsize::MIN),
+            lnurl: crate::lnurl::Policy::default(),
+        }
+    }
+}
+
 /// One session as sled keeps it (tree `sessions`, keyed by id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {
