@@ -39,8 +39,6 @@ use crate::identity;
 pub const DB_FILE: &str = "dev-mint.sqlite";
 /// SQLite file of the dev mint's auth state (spent BATs, protected endpoints), in the data dir.
 pub const AUTH_DB_FILE: &str = "dev-mint-auth.sqlite";
-/// Default most BATs one blind-auth mint request may ask for (`[mint] bat_max_mint`).
-pub const DEFAULT_BAT_MAX_MINT: u64 = 50;
 /// Seconds before the fake backend reports an invoice paid.
 const SETTLE_AFTER_SECS: u64 = 1;
 /// Longest wait at start for interrupted invoices not yet due.
