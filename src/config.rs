@@ -15,6 +15,11 @@ use toml::{Table, Value};
 pub const DEFAULT_RELAY_PORT: u16 = 7447;
 /// Default port of the embedded dev mint (cashu's conventional 3338).
 pub const DEFAULT_DEV_MINT_PORT: u16 = 3338;
+/// Default port of the dev mint's OIDC issuer, when `[mint] auth` is on. Fixed rather than
+/// free: the issuer's URL is the tokens' `iss`, so tokens outlive a restart only on it.
+pub const DEFAULT_DEV_ISSUER_PORT: u16 = 3339;
+/// Default most BATs one blind-auth mint request may ask for.
+pub const DEFAULT_BAT_MAX_MINT: u64 = 50;
 
 /// Kinds the embedded relay accepts by default: profiles, NIP-04 DMs, deletions, gift wraps,
 /// relay lists, NIP-46 signer traffic and NIP-15 / NIP-99 listings.
@@ -61,6 +66,18 @@ pub struct Config {
     pub lnurl: LnurlConfig,
     /// `[sessions]`: private sessions opened with blind auth tokens.
     pub sessions: SessionsConfig,
+    /// `[mint] auth = true`: NUT-21/22 blind auth on the embedded dev mint, with its
+    /// development OIDC issuer. `None`: off (the default; always with an external mint).
+    pub dev_mint_auth: Option<DevMintAuth>,
+}
+
+/// `[mint] auth`, `bat_max_mint`, `dev_issuer_port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevMintAuth {
+    /// Most BATs one `POST /v1/auth/blind/mint` may ask for.
+    pub bat_max_mint: u64,
+    /// Loopback port of the development OIDC issuer; 0 picks a free one.
+    pub issuer_port: u16,
 }
 
 impl Config {
@@ -319,6 +336,7 @@ impl Default for Config {
             dev_mint_public: false,
             lnurl: LnurlConfig::default(),
             sessions: SessionsConfig::default(),
+            dev_mint_auth: None,
         }
     }
 }
@@ -404,6 +422,7 @@ impl Config {
         let relay = relay(&mut check, &root, &defaults.relay);
         let relays = relays(&mut check, &root);
         let (mint, dev_mint_public) = mint(&mut check, &root, &defaults.mint);
+        let dev_mint_auth = mint_auth(&mut check, &root, &mint);
         let storage = storage(&mut check, &root, &defaults.storage);
         let log = log(&mut check, &root, &defaults.log);
         let market = market(&mut check, &root, &defaults.market);
@@ -427,6 +446,7 @@ impl Config {
                 dev_mint_public,
                 lnurl,
                 sessions,
+                dev_mint_auth,
             };
             match config.dev_mint_refusal() {
                 Some(why) => Err(vec![ConfigProblem {
@@ -523,6 +543,9 @@ fn mint(check: &mut Checker, root: &Table, default: &MintConfig) -> (MintConfig,
             "dev_port",
             "requests_per_minute",
             "dev_public",
+            "auth",
+            "bat_max_mint",
+            "dev_issuer_port",
         ],
     );
     let dev_mint_public: bool = check.field(mint, "mint", "dev_public", false);
@@ -563,6 +586,38 @@ fn mint(check: &mut Checker, root: &Table, default: &MintConfig) -> (MintConfig,
         (_, None) => MintConfig::EmbeddedDev { port: dev_port },
     };
     (mint, dev_mint_public)
+}
+
+/// `[mint] auth`, `bat_max_mint`, `dev_issuer_port`: blind auth on the embedded dev mint.
+/// An external mint's auth is the mint's own business, so these keys beside `url` are an
+/// error rather than silently ignored.
+fn mint_auth(check: &mut Checker, root: &Table, mint: &MintConfig) -> Option<DevMintAuth> {
+    let table = root.get("mint").and_then(Value::as_table);
+    let auth: Option<bool> = check.field(table, "mint", "auth", None);
+    let max: Option<u64> = check.field(table, "mint", "bat_max_mint", None);
+    let port: Option<u16> = check.field(table, "mint", "dev_issuer_port", None);
+    if matches!(mint, MintConfig::External { .. }) {
+        for (key, set) in [
+            ("auth", auth.is_some()),
+            ("bat_max_mint", max.is_some()),
+            ("dev_issuer_port", port.is_some()),
+        ] {
+            if set {
+                check.problem(
+                    &format!("mint.{key}"),
+                    "blind auth settings apply to the embedded dev mint only; an external [mint] url has its own (remove this key)".to_owned(),
+                );
+            }
+        }
+        return None;
+    }
+    if max == Some(0) {
+        check.problem("mint.bat_max_mint", "must be at least 1".to_owned());
+    }
+    auth.unwrap_or(false).then(|| DevMintAuth {
+        bat_max_mint: max.unwrap_or(DEFAULT_BAT_MAX_MINT),
+        issuer_port: port.unwrap_or(DEFAULT_DEV_ISSUER_PORT),
+    })
 }
 
 /// `[storage]`.
@@ -1025,5 +1080,35 @@ mod tests {
             keys("[mint]\nurl = \"https://m.example\"\nrequests_per_minute = 0"),
             ["mint.requests_per_minute"]
         );
+    }
+    #[test]
+    fn dev_mint_auth_is_off_by_default_and_only_for_the_embedded_mint() {
+        assert_eq!(Config::default().dev_mint_auth, None);
+        assert_eq!(Config::parse("").map(|c| c.dev_mint_auth), Ok(None));
+        assert_eq!(
+            Config::parse("[mint]\nauth = true").map(|c| c.dev_mint_auth),
+            Ok(Some(DevMintAuth {
+                bat_max_mint: DEFAULT_BAT_MAX_MINT,
+                issuer_port: DEFAULT_DEV_ISSUER_PORT,
+            }))
+        );
+        assert_eq!(
+            Config::parse("[mint]\nauth = true\nbat_max_mint = 5\ndev_issuer_port = 0")
+                .map(|c| c.dev_mint_auth),
+            Ok(Some(DevMintAuth {
+                bat_max_mint: 5,
+                issuer_port: 0,
+            }))
+        );
+        assert_eq!(
+            keys("[mint]\nauth = true\nbat_max_mint = 0"),
+            ["mint.bat_max_mint"]
+        );
+        assert_eq!(
+            keys("[mint]\nurl = \"https://m.example\"\nauth = true\nbat_max_mint = 9"),
+            ["mint.auth", "mint.bat_max_mint"]
+        );
+        let problems = Config::parse("[mint]\nurl = \"https://m.example\"\nauth = false");
+        assert!(problems.is_err_and(|p| p[0].message.contains("embedded dev mint only")));
     }
 }

@@ -80,6 +80,21 @@ pub enum DaemonError {
     DevMintExposed(String),
 }
 
+/// The dev OIDC issuer lets in soko's registered users (those an invite registered).
+struct RegisteredUsers(crate::agents::Users);
+
+impl crate::devmint::oidc::Registry for RegisteredUsers {
+    fn is_registered(&self, key: &PublicKey) -> bool {
+        match self.0.get(key) {
+            Ok(user) => user.is_some(),
+            Err(e) => {
+                tracing::warn!(error = %e, "dev OIDC issuer: cannot read the users; refusing the login");
+                false
+            }
+        }
+    }
+}
+
 /// A running soko.
 #[derive(Debug)]
 pub struct Daemon {
@@ -151,7 +166,21 @@ impl Daemon {
         // The embedded dev mint is ours and on loopback: no reason to pace requests to it.
         let (dev_mint, mint_url, pace) = match &config.mint {
             MintConfig::EmbeddedDev { port } => {
-                let mint = DevMint::start(&data_dir, *port).await?;
+                let mint = match &config.dev_mint_auth {
+                    // The issuer judges login events, other people's timestamps, by the
+                    // world's time, not the services' clock tests move ahead.
+                    Some(auth) => {
+                        let users = crate::agents::Users::open(&store, Arc::default())?;
+                        let settings = crate::devmint::AuthSettings {
+                            registry: Arc::new(RegisteredUsers(users)),
+                            bat_max_mint: auth.bat_max_mint,
+                            issuer_port: auth.issuer_port,
+                            clock: Clock::system(),
+                        };
+                        DevMint::start_with_auth(&data_dir, *port, settings).await?
+                    }
+                    None => DevMint::start(&data_dir, *port).await?,
+                };
                 let url = mint.url().to_owned();
                 (Some(mint), url, None)
             }

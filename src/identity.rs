@@ -23,6 +23,8 @@ pub const WALLET_SEED_FILE: &str = "wallet.seed";
 pub const DEV_MINT_SEED_FILE: &str = "dev-mint.seed";
 /// File holding the vault's root secret (hex), from which at-rest encryption keys derive.
 pub const VAULT_KEY_FILE: &str = "vault.key";
+/// File holding the dev OIDC issuer's P-256 signing key (hex of its PKCS#8 document).
+pub const DEV_OIDC_KEY_FILE: &str = "dev-oidc.key";
 
 /// Failures reading or creating a secret file.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +89,23 @@ pub fn wallet_seed(data_dir: &Path) -> Result<[u8; 64], IdentityError> {
 /// Loads the 64-byte dev mint seed, generating and saving it on first start.
 pub fn dev_mint_seed(data_dir: &Path) -> Result<[u8; 64], IdentityError> {
     seed(&data_dir.join(DEV_MINT_SEED_FILE))
+}
+
+/// Loads the dev OIDC issuer's P-256 signing key (a PKCS#8 document), generating and saving
+/// it on first start, so the tokens it signed stay valid across restarts.
+pub fn dev_oidc_key(data_dir: &Path) -> Result<Vec<u8>, IdentityError> {
+    use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    let path = data_dir.join(DEV_OIDC_KEY_FILE);
+    let text = read_or_create(&path, || {
+        let rng = ring::rand::SystemRandom::new();
+        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .map(|doc| hex_encode(doc.as_ref()))
+            .map_err(|_| "cannot generate a P-256 key".to_owned())
+    })?;
+    hex_decode(text.trim()).ok_or_else(|| IdentityError::Malformed {
+        path,
+        reason: "not hex".to_owned(),
+    })
 }
 
 /// Loads the 32-byte vault root secret, generating and saving it on first start.

@@ -407,6 +407,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
             "  mint   {} (embedded DEV mint: fake Lightning, worthless sats)",
             daemon.mint_url()
         );
+        if let Some(issuer) = daemon.dev_mint().and_then(|m| m.issuer()) {
+            println!(
+                "  oidc   {} (DEV issuer for the mint's blind auth: registered users log in with a signed Nostr event at {})",
+                issuer.discovery_url(),
+                issuer.token_url()
+            );
+        }
     } else {
         println!("  mint   {}", daemon.mint_url());
     }

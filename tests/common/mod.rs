@@ -11,10 +11,12 @@ use serde_json::json;
 use soko::config::MintConfig;
 use soko::{Config, Daemon};
 
+pub mod auth;
 pub mod binary;
 pub mod books;
 pub mod bridge;
 pub mod gateway;
+pub mod sessions;
 pub mod shop;
 
 // Not every test binary uses every fixture.

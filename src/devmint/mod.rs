@@ -8,6 +8,12 @@
 //! On start, before serving, invoices it issued and had not settled are settled as it would
 //! have (waiting for those not due yet, up to a few seconds). A crash of soko then looks to a
 //! buyer like any other Lightning payment landing while soko was stopped.
+//!
+//! With [`AuthSettings`] it also does NUT-21/22 (clear and blind auth), with its own
+//! development OIDC issuer on loopback ([`oidc`]) where registered users log in by a signed
+//! Nostr event.
+
+pub mod oidc;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -16,18 +22,23 @@ use std::sync::Arc;
 use cdk::cdk_payment::WaitPaymentResponse;
 use cdk::mint::{MintBuilder, MintMeltLimits};
 use cdk::nuts::nut17::SupportedMethods;
+use cdk::nuts::nut21::{Method, ProtectedEndpoint, RoutePath};
 use cdk::nuts::{CurrencyUnit, MintQuoteState, PaymentMethod};
 use cdk::types::FeeReserve;
 use cdk::Mint;
 use cdk_fake_wallet::FakeWallet;
+use cdk_sqlite::mint::MintSqliteAuthDatabase;
 use cdk_sqlite::MintSqliteDatabase;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use crate::clock::Clock;
 use crate::identity;
 
 /// SQLite file of the dev mint, in the data dir.
 pub const DB_FILE: &str = "dev-mint.sqlite";
+/// SQLite file of the dev mint's auth state (spent BATs, protected endpoints), in the data dir.
+pub const AUTH_DB_FILE: &str = "dev-mint-auth.sqlite";
 /// Seconds before the fake backend reports an invoice paid.
 const SETTLE_AFTER_SECS: u64 = 1;
 /// Longest wait at start for interrupted invoices not yet due.
@@ -57,6 +68,51 @@ pub enum DevMintError {
     /// cdk refused the setup.
     #[error("dev mint: {0}")]
     Mint(#[from] cdk::Error),
+    /// Its OIDC issuer could not start.
+    #[error(transparent)]
+    Oidc(#[from] oidc::OidcError),
+}
+
+/// NUT-21/22 on the dev mint: who may log in at its issuer, and how many BATs one request
+/// may mint.
+#[derive(Clone)]
+pub struct AuthSettings {
+    /// Who may log in (the daemon: its registered users).
+    pub registry: Arc<dyn oidc::Registry>,
+    /// Most BATs one `POST /v1/auth/blind/mint` may ask for.
+    pub bat_max_mint: u64,
+    /// Loopback port of the issuer; 0 picks a free one.
+    pub issuer_port: u16,
+    /// The clock login events' age is judged by.
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("bat_max_mint", &self.bat_max_mint)
+            .field("issuer_port", &self.issuer_port)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The endpoints the dev mint asks a BAT for: `POST /v1/restore` alone. soko's own escrow
+/// wallet mints, melts, swaps, checks states and subscribes, and none of that may need a BAT
+/// (it has none). Restore is the one endpoint its normal operation never calls, and one a
+/// holder of a BAT can call without side effects (one random output), which is how a
+/// verifier that only speaks HTTP burns a BAT. The cost: cdk's wallet also calls restore
+/// when it recovers an interrupted operation whose outputs the mint signed; against this
+/// mint with auth on, such a recovery is refused and cdk keeps the operation pending.
+pub fn blind_protected_endpoints() -> Vec<ProtectedEndpoint> {
+    vec![ProtectedEndpoint::new(Method::Post, RoutePath::Restore)]
+}
+
+/// The endpoint that asks for a clear-auth token: minting BATs.
+pub fn clear_protected_endpoints() -> Vec<ProtectedEndpoint> {
+    vec![ProtectedEndpoint::new(
+        Method::Post,
+        RoutePath::MintBlindAuth,
+    )]
 }
 
 /// A running dev mint; it stops on [`DevMint::shutdown`].
@@ -64,6 +120,7 @@ pub enum DevMintError {
 pub struct DevMint {
     url: String,
     mint: Arc<Mint>,
+    issuer: Option<oidc::DevIssuer>,
     stop: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -92,7 +149,16 @@ impl DevMint {
         settle_after_secs: u64,
         input_fee_ppk: u64,
     ) -> Result<Self, DevMintError> {
-        Self::start_inner(data_dir, port, settle_after_secs, input_fee_ppk, true).await
+        Self::start_inner(data_dir, port, settle_after_secs, input_fee_ppk, true, None).await
+    }
+
+    /// Starts the mint with NUT-21/22 on, and its OIDC issuer (see [`AuthSettings`]).
+    pub async fn start_with_auth(
+        data_dir: &Path,
+        port: u16,
+        auth: AuthSettings,
+    ) -> Result<Self, DevMintError> {
+        Self::start_inner(data_dir, port, SETTLE_AFTER_SECS, 0, true, Some(auth)).await
     }
 
     /// Same as [`DevMint::start_settling_after`], but its info does not advertise NUT-17
@@ -102,7 +168,7 @@ impl DevMint {
         port: u16,
         settle_after_secs: u64,
     ) -> Result<Self, DevMintError> {
-        Self::start_inner(data_dir, port, settle_after_secs, 0, false).await
+        Self::start_inner(data_dir, port, settle_after_secs, 0, false, None).await
     }
 
     async fn start_inner(
@@ -111,6 +177,7 @@ impl DevMint {
         settle_after_secs: u64,
         input_fee_ppk: u64,
         push: bool,
+        auth: Option<AuthSettings>,
     ) -> Result<Self, DevMintError> {
         let listener = TcpListener::bind(("127.0.0.1", port))
             .await
@@ -149,6 +216,30 @@ impl DevMint {
             builder = builder
                 .with_supported_websockets(SupportedMethods::default_bolt11(CurrencyUnit::Sat));
         }
+        // The issuer first: the mint fetches its discovery document on the first CAT.
+        let issuer = match &auth {
+            Some(auth) => Some(
+                oidc::DevIssuer::start(
+                    data_dir,
+                    auth.issuer_port,
+                    auth.registry.clone(),
+                    auth.clock.clone(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        if let (Some(auth), Some(issuer)) = (&auth, &issuer) {
+            let auth_db = Arc::new(MintSqliteAuthDatabase::new(data_dir.join(AUTH_DB_FILE)).await?);
+            builder = builder
+                .with_auth(
+                    auth_db,
+                    issuer.discovery_url(),
+                    issuer.client_id().to_owned(),
+                    clear_protected_endpoints(),
+                )
+                .with_blind_auth(auth.bat_max_mint, blind_protected_endpoints());
+        }
         let mint = builder
             .with_name("soko dev mint".to_owned())
             .with_description("Development mint: fake Lightning, worthless sats".to_owned())
@@ -178,9 +269,16 @@ impl DevMint {
             %url,
             "DEVELOPMENT MINT running: fake Lightning backend, invoices settle by themselves, its ecash is worthless. Use [mint] url for real money."
         );
+        if let Some(issuer) = &issuer {
+            tracing::warn!(
+                issuer = %issuer.issuer(),
+                "DEVELOPMENT OIDC ISSUER running for the dev mint's blind auth (NUT-21/22): any registered soko user logs in with a signed Nostr event, no password, no second factor. For real use, run a mint with a real OIDC provider and set [mint] url."
+            );
+        }
         Ok(Self {
             url,
             mint,
+            issuer,
             stop: Some(stop),
             server,
         })
@@ -196,6 +294,11 @@ impl DevMint {
         &self.mint
     }
 
+    /// Its OIDC issuer, when auth is on.
+    pub fn issuer(&self) -> Option<&oidc::DevIssuer> {
+        self.issuer.as_ref()
+    }
+
     /// Stops serving and the mint's background tasks.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -209,6 +312,9 @@ impl DevMint {
         }
         if let Err(e) = self.mint.stop().await {
             tracing::warn!(error = %e, "dev mint did not stop cleanly");
+        }
+        if let Some(issuer) = self.issuer.take() {
+            issuer.shutdown().await;
         }
     }
 }

@@ -1,0 +1,325 @@
+//! Private sessions on real parts: soko's embedded dev mint with blind auth on and its OIDC
+//! issuer on loopback (or a separate auth mint for the external path), the embedded relay,
+//! sled on a temp dir, and NIP-17 from fresh keys.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::sessions::{
+    ask, code, embedded_bats, open, redeem, refund_token, register_trader, session_trees,
+    token_from, with_auth,
+};
+use common::{TestSoko, User, QUIET_PERIOD, REPLY_TIMEOUT};
+use serde_json::json;
+
+/// A soko with blind auth on, and a registered trader's BATs.
+async fn soko_with_bats(n: u64) -> (TestSoko, User, Vec<cdk::nuts::BlindAuthToken>) {
+    let soko = TestSoko::start_with(with_auth).await;
+    let mut trader = User::connect(&[soko.relay_url()]).await;
+    register_trader(&soko, &mut trader).await;
+    let bats = embedded_bats(&soko, &trader.keys, n).await;
+    (soko, trader, bats)
+}
+
+#[tokio::test]
+async fn the_whole_path_from_login_to_refund_leaves_nothing_behind() {
+    let (soko, trader, bats) = soko_with_bats(1).await;
+    let mint_url = soko.daemon().mint_url().to_owned();
+
+    // A fresh key, unrelated to the trader's, opens the session over NIP-17.
+    let mut private = User::connect(&[soko.relay_url()]).await;
+    let reply = ask(
+        &soko,
+        &mut private,
+        None,
+        "open_session",
+        json!({"bat": bats[0].to_string()}),
+    )
+    .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let id = reply["result"]["session"].as_str().unwrap().to_owned();
+    let expires_at = reply["result"]["expires_at"].as_u64().unwrap();
+    assert_eq!(id.len(), 64);
+    assert!(expires_at > soko.clock.now() + 3590 && expires_at <= soko.clock.now() + 3600);
+
+    // A command inside it: ecash in, the balance shows it.
+    let token = token_from(&mint_url, 100).await;
+    let deposited = ask(
+        &soko,
+        &mut private,
+        Some(&id),
+        "session_deposit",
+        json!({"token": token}),
+    )
+    .await;
+    assert_eq!(deposited["result"]["balance_sat"], 100, "{deposited}");
+    let status = ask(&soko, &mut private, Some(&id), "session_status", json!({})).await;
+    assert_eq!(status["result"]["balance_sat"], 100, "{status}");
+    assert!(!session_trees(soko.daemon().store().db(), &id).is_empty());
+
+    // Expiry, by moving the clock: the session refuses commands, cleanup refunds it.
+    soko.advance(3601);
+    let late = ask(&soko, &mut private, Some(&id), "session_status", json!({})).await;
+    assert_eq!(code(&late), "session_expired");
+    let report = soko.daemon().sessions().cleanup().await.unwrap();
+    assert_eq!((report.expired, report.refunded, report.deleted), (1, 1, 1));
+    let dm = private.next_dm(REPLY_TIMEOUT).await.expect("the refund DM");
+    assert!(dm.nip17 && dm.from == soko.bot(), "{dm:?}");
+    assert!(dm.content.contains("your session expired"), "{}", dm.content);
+    assert_eq!(redeem(&mint_url, &refund_token(&dm)).await, 100);
+    assert!(
+        private.next_dm(QUIET_PERIOD).await.is_none(),
+        "exactly one refund"
+    );
+
+    // The session's wallet trees are gone; a second pass finds nothing to do.
+    assert!(session_trees(soko.daemon().store().db(), &id).is_empty());
+    let again = soko.daemon().sessions().cleanup().await.unwrap();
+    assert_eq!((again.refunded, again.deleted, again.failed), (0, 0, 0));
+    let gone = ask(&soko, &mut private, Some(&id), "session_status", json!({})).await;
+    assert_eq!(code(&gone), "session_expired");
+
+    // Privacy: nothing soko stores about the session names the trader's registered key.
+    let db = soko.daemon().store().db();
+    let registered_hex = trader.keys.public_key().to_hex();
+    let registered_bytes = trader.keys.public_key().to_bytes();
+    for name in db.tree_names() {
+        let name_text = String::from_utf8_lossy(&name).into_owned();
+        if !(name_text.starts_with("sessions") || name_text.starts_with("wallet/session:")) {
+            continue;
+        }
+        let tree = db.open_tree(&name).unwrap();
+        for entry in tree.iter() {
+            let (key, value) = entry.unwrap();
+            for bytes in [&key[..], &value[..]] {
+                assert!(
+                    !contains(bytes, registered_hex.as_bytes())
+                        && !contains(bytes, &registered_bytes),
+                    "tree {name_text} names the trader's registered key"
+                );
+            }
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn a_token_opens_one_session_only() {
+    let (soko, _trader, bats) = soko_with_bats(1).await;
+    let bat = bats[0].to_string();
+    let mut first = User::connect(&[soko.relay_url()]).await;
+    open(&soko, &mut first, &bats[0]).await;
+
+    let again = ask(&soko, &mut first, None, "open_session", json!({"bat": bat})).await;
+    assert_eq!(code(&again), "bat_spent");
+    let mut other = User::connect(&[soko.relay_url()]).await;
+    let stolen = ask(&soko, &mut other, None, "open_session", json!({"bat": bat})).await;
+    assert_eq!(code(&stolen), "bat_spent");
+}
+
+#[tokio::test]
+async fn forged_foreign_and_junk_tokens_are_refused() {
+    let (soko, _trader, bats) = soko_with_bats(2).await;
+    let mut user = User::connect(&[soko.relay_url()]).await;
+
+    // A DLEQ proof that does not verify (its `s` swapped for another token's).
+    let mut forged = bats[0].clone();
+    let other_dleq = bats[1].auth_proof.dleq.clone().unwrap();
+    forged.auth_proof.dleq.as_mut().unwrap().s = other_dleq.s;
+    let reply = ask(
+        &soko,
+        &mut user,
+        None,
+        "open_session",
+        json!({"bat": forged.to_string()}),
+    )
+    .await;
+    assert_eq!(code(&reply), "bat_invalid");
+    assert!(reply["error"]["message"].as_str().unwrap().contains("DLEQ"));
+
+    // Without its DLEQ proof.
+    let bare = bats[0].without_dleq().to_string();
+    let reply = ask(&soko, &mut user, None, "open_session", json!({"bat": bare})).await;
+    assert_eq!(code(&reply), "bat_invalid");
+
+    // From another mint.
+    let (foreign, _dir) = common::auth::external_auth_mint([user.keys.public_key()]).await;
+    let cat = common::auth::login(&common::auth::token_url(&foreign), &user.keys).await;
+    let foreign_bat = common::auth::bats(foreign.url(), &cat, 1).await.remove(0);
+    let reply = ask(
+        &soko,
+        &mut user,
+        None,
+        "open_session",
+        json!({"bat": foreign_bat.to_string()}),
+    )
+    .await;
+    assert_eq!(code(&reply), "bat_invalid");
+
+    // Not a token at all, and one too long to look at.
+    for junk in ["cashuAeyJ0b2tlbiI6W119", "authA!!!", &"authA".repeat(500)] {
+        let reply = ask(&soko, &mut user, None, "open_session", json!({"bat": junk})).await;
+        assert!(
+            ["bat_invalid", "too_large"].contains(&code(&reply)),
+            "{reply}"
+        );
+    }
+
+    // None of that spent the genuine tokens.
+    open(&soko, &mut user, &bats[0]).await;
+}
+
+#[tokio::test]
+async fn a_session_answers_only_its_key_and_only_while_open() {
+    let (soko, _trader, bats) = soko_with_bats(2).await;
+    let mut owner = User::connect(&[soko.relay_url()]).await;
+    let id = open(&soko, &mut owner, &bats[0]).await;
+
+    // Another key naming it learns nothing: it is not told apart from an unknown id.
+    let mut other = User::connect(&[soko.relay_url()]).await;
+    let theirs = ask(&soko, &mut other, Some(&id), "session_status", json!({})).await;
+    assert_eq!(code(&theirs), "session_unknown");
+    let unknown = ask(&soko, &mut other, Some(&"0".repeat(64)), "ping", json!({})).await;
+    assert_eq!(code(&unknown), "session_unknown");
+    // A session command without a session.
+    let bare = ask(&soko, &mut owner, None, "session_status", json!({})).await;
+    assert_eq!(code(&bare), "session_required");
+    // Any command may run in a session; ping does.
+    let ping = ask(&soko, &mut owner, Some(&id), "ping", json!({})).await;
+    assert_eq!(ping["ok"], true, "{ping}");
+
+    // Closed: the answer comes with the refund state, then the session is closed.
+    let closed = ask(&soko, &mut owner, Some(&id), "close_session", json!({})).await;
+    assert_eq!(closed["result"]["returned_sat"], 0, "{closed}");
+    assert_eq!(closed["result"]["refund"], "done", "{closed}");
+    let after = ask(&soko, &mut owner, Some(&id), "session_status", json!({})).await;
+    assert_eq!(code(&after), "session_closed");
+    let twice = ask(&soko, &mut owner, Some(&id), "close_session", json!({})).await;
+    assert_eq!(code(&twice), "session_closed");
+
+    // Expired, by the clock, checked on the command itself (no cleanup pass yet).
+    let second = open(&soko, &mut owner, &bats[1]).await;
+    soko.advance(3600);
+    let expired = ask(&soko, &mut owner, Some(&second), "ping", json!({})).await;
+    assert_eq!(code(&expired), "session_expired");
+}
+
+#[tokio::test]
+async fn closing_a_session_returns_its_ecash_by_dm() {
+    let (soko, _trader, bats) = soko_with_bats(1).await;
+    let mint_url = soko.daemon().mint_url().to_owned();
+    let mut owner = User::connect(&[soko.relay_url()]).await;
+    let id = open(&soko, &mut owner, &bats[0]).await;
+    for amount in [40, 2] {
+        let token = token_from(&mint_url, amount).await;
+        let reply = ask(
+            &soko,
+            &mut owner,
+            Some(&id),
+            "session_deposit",
+            json!({"token": token}),
+        )
+        .await;
+        assert_eq!(reply["ok"], true, "{reply}");
+    }
+    // A token already taken is refused, not counted twice.
+    let spent = token_from(&mint_url, 5).await;
+    ask(&soko, &mut owner, Some(&id), "session_deposit", json!({"token": spent})).await;
+    let replay = ask(&soko, &mut owner, Some(&id), "session_deposit", json!({"token": spent})).await;
+    assert_eq!(code(&replay), "invalid");
+
+    owner.send_nip17(soko.bot(), &json!({"v":1,"cmd":"close_session","session":id}).to_string()).await;
+    let mut replies = owner.all_dms(Duration::from_secs(5)).await;
+    replies.sort_by_key(|dm| !dm.content.starts_with("Refund"));
+    assert_eq!(replies.len(), 2, "the refund and the answer: {replies:?}");
+    assert_eq!(redeem(&mint_url, &refund_token(&replies[0])).await, 47);
+    assert!(replies[0].content.contains("your session is closed"));
+    let answer = replies[1].json();
+    assert_eq!(answer["result"]["returned_sat"], 47, "{answer}");
+    assert!(session_trees(soko.daemon().store().db(), &id).is_empty());
+}
+
+#[tokio::test]
+async fn a_held_session_outlives_its_expiry_until_released() {
+    let (soko, _trader, bats) = soko_with_bats(1).await;
+    let mut owner = User::connect(&[soko.relay_url()]).await;
+    let id = open(&soko, &mut owner, &bats[0]).await;
+    let sessions = soko.daemon().sessions();
+    sessions.hold(&id, "dispute:42").unwrap();
+
+    soko.advance(4000);
+    let report = sessions.cleanup().await.unwrap();
+    assert_eq!((report.held, report.expired, report.deleted), (1, 0, 0));
+
+    sessions.release(&id, "dispute:42").unwrap();
+    let report = sessions.cleanup().await.unwrap();
+    assert_eq!((report.held, report.expired, report.deleted), (0, 1, 1));
+}
+
+#[tokio::test]
+async fn without_blind_auth_no_session_opens() {
+    // The default dev mint issues no BATs; a token of another mint cannot stand in.
+    let soko = TestSoko::start().await;
+    let mut user = User::connect(&[soko.relay_url()]).await;
+    let (foreign, _dir) = common::auth::external_auth_mint([user.keys.public_key()]).await;
+    let cat = common::auth::login(&common::auth::token_url(&foreign), &user.keys).await;
+    let bat = common::auth::bats(foreign.url(), &cat, 1).await.remove(0);
+    let reply = ask(
+        &soko,
+        &mut user,
+        None,
+        "open_session",
+        json!({"bat": bat.to_string()}),
+    )
+    .await;
+    assert_eq!(code(&reply), "auth_unsupported");
+}
+
+#[tokio::test]
+async fn an_external_auth_mint_checks_and_burns_tokens_over_http() {
+    let trader = nostr_sdk::Keys::generate();
+    let (mint, _dir) = common::auth::external_auth_mint([trader.public_key()]).await;
+    let mint_url = mint.url().to_owned();
+    let soko = TestSoko::start_with(|config| {
+        config.mint = soko::config::MintConfig::External {
+            url: mint_url.clone(),
+            requests_per_minute: 6000,
+        };
+    })
+    .await;
+    let cat = common::auth::login(&common::auth::token_url(&mint), &trader).await;
+    let bats = common::auth::bats(&mint_url, &cat, 3).await;
+
+    let mut user = User::connect(&[soko.relay_url()]).await;
+    let id = open(&soko, &mut user, &bats[0]).await;
+    let status = ask(&soko, &mut user, Some(&id), "session_status", json!({})).await;
+    assert_eq!(status["result"]["balance_sat"], 0, "{status}");
+
+    // Burned at the mint: a replay is refused by the mint too (another soko, same mint).
+    let mut other = User::connect(&[soko.relay_url()]).await;
+    let replay = ask(&soko, &mut other, None, "open_session", json!({"bat": bats[0].to_string()})).await;
+    assert_eq!(code(&replay), "bat_spent");
+    let elsewhere = TestSoko::start_with(|config| {
+        config.mint = soko::config::MintConfig::External {
+            url: mint_url.clone(),
+            requests_per_minute: 6000,
+        };
+    })
+    .await;
+    let mut third = User::connect(&[elsewhere.relay_url()]).await;
+    let at_mint = ask(&elsewhere, &mut third, None, "open_session", json!({"bat": bats[0].to_string()})).await;
+    assert_eq!(code(&at_mint), "bat_spent");
+
+    // With the mint down, a replay is still refused (soko kept its Y), and a fresh token
+    // is not spent: the sender may try again.
+    mint.shutdown().await;
+    let replay = ask(&soko, &mut other, None, "open_session", json!({"bat": bats[0].to_string()})).await;
+    assert_eq!(code(&replay), "bat_spent");
+    let down = ask(&soko, &mut other, None, "open_session", json!({"bat": bats[1].to_string()})).await;
+    assert_eq!(code(&down), "mint_unavailable");
+}
