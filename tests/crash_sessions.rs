@@ -34,20 +34,25 @@ async fn refund_survives_a_crash_at(point: &str) {
         )
         .await
         .json();
-    let id = opened["result"]["session"].as_str().expect("a session").to_owned();
+    let id = opened["result"]["session"]
+        .as_str()
+        .expect("a session")
+        .to_owned();
     let token = token_from(&mint_url, 64).await;
     let deposited = owner
         .ask_nip17(
             bot,
-            &json!({"cmd": "session_deposit", "session": id, "args": {"token": token}})
-                .to_string(),
+            &json!({"cmd": "session_deposit", "session": id, "args": {"token": token}}).to_string(),
         )
         .await
         .json();
     assert_eq!(deposited["result"]["balance_sat"], 64, "{deposited}");
 
     owner
-        .send_nip17(bot, &json!({"cmd": "close_session", "session": id}).to_string())
+        .send_nip17(
+            bot,
+            &json!({"cmd": "close_session", "session": id}).to_string(),
+        )
         .await;
     soko.crashed().await;
     owner.client.shutdown().await;

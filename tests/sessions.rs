@@ -67,7 +67,11 @@ async fn the_whole_path_from_login_to_refund_leaves_nothing_behind() {
     assert_eq!((report.expired, report.refunded, report.deleted), (1, 1, 1));
     let dm = private.next_dm(REPLY_TIMEOUT).await.expect("the refund DM");
     assert!(dm.nip17 && dm.from == soko.bot(), "{dm:?}");
-    assert!(dm.content.contains("your session expired"), "{}", dm.content);
+    assert!(
+        dm.content.contains("your session expired"),
+        "{}",
+        dm.content
+    );
     assert_eq!(redeem(&mint_url, &refund_token(&dm)).await, 100);
     assert!(
         private.next_dm(QUIET_PERIOD).await.is_none(),
@@ -229,11 +233,30 @@ async fn closing_a_session_returns_its_ecash_by_dm() {
     }
     // A token already taken is refused, not counted twice.
     let spent = token_from(&mint_url, 5).await;
-    ask(&soko, &mut owner, Some(&id), "session_deposit", json!({"token": spent})).await;
-    let replay = ask(&soko, &mut owner, Some(&id), "session_deposit", json!({"token": spent})).await;
+    ask(
+        &soko,
+        &mut owner,
+        Some(&id),
+        "session_deposit",
+        json!({"token": spent}),
+    )
+    .await;
+    let replay = ask(
+        &soko,
+        &mut owner,
+        Some(&id),
+        "session_deposit",
+        json!({"token": spent}),
+    )
+    .await;
     assert_eq!(code(&replay), "invalid");
 
-    owner.send_nip17(soko.bot(), &json!({"v":1,"cmd":"close_session","session":id}).to_string()).await;
+    owner
+        .send_nip17(
+            soko.bot(),
+            &json!({"v":1,"cmd":"close_session","session":id}).to_string(),
+        )
+        .await;
     let mut replies = owner.all_dms(Duration::from_secs(5)).await;
     replies.sort_by_key(|dm| !dm.content.starts_with("Refund"));
     assert_eq!(replies.len(), 2, "the refund and the answer: {replies:?}");
@@ -302,7 +325,14 @@ async fn an_external_auth_mint_checks_and_burns_tokens_over_http() {
 
     // Burned at the mint: a replay is refused by the mint too (another soko, same mint).
     let mut other = User::connect(&[soko.relay_url()]).await;
-    let replay = ask(&soko, &mut other, None, "open_session", json!({"bat": bats[0].to_string()})).await;
+    let replay = ask(
+        &soko,
+        &mut other,
+        None,
+        "open_session",
+        json!({"bat": bats[0].to_string()}),
+    )
+    .await;
     assert_eq!(code(&replay), "bat_spent");
     let elsewhere = TestSoko::start_with(|config| {
         config.mint = soko::config::MintConfig::External {
@@ -312,14 +342,35 @@ async fn an_external_auth_mint_checks_and_burns_tokens_over_http() {
     })
     .await;
     let mut third = User::connect(&[elsewhere.relay_url()]).await;
-    let at_mint = ask(&elsewhere, &mut third, None, "open_session", json!({"bat": bats[0].to_string()})).await;
+    let at_mint = ask(
+        &elsewhere,
+        &mut third,
+        None,
+        "open_session",
+        json!({"bat": bats[0].to_string()}),
+    )
+    .await;
     assert_eq!(code(&at_mint), "bat_spent");
 
     // With the mint down, a replay is still refused (soko kept its Y), and a fresh token
     // is not spent: the sender may try again.
     mint.shutdown().await;
-    let replay = ask(&soko, &mut other, None, "open_session", json!({"bat": bats[0].to_string()})).await;
+    let replay = ask(
+        &soko,
+        &mut other,
+        None,
+        "open_session",
+        json!({"bat": bats[0].to_string()}),
+    )
+    .await;
     assert_eq!(code(&replay), "bat_spent");
-    let down = ask(&soko, &mut other, None, "open_session", json!({"bat": bats[1].to_string()})).await;
+    let down = ask(
+        &soko,
+        &mut other,
+        None,
+        "open_session",
+        json!({"bat": bats[1].to_string()}),
+    )
+    .await;
     assert_eq!(code(&down), "mint_unavailable");
 }

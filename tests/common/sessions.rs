@@ -68,12 +68,21 @@ pub async fn ask(
     if let Some(id) = session {
         request["session"] = json!(id);
     }
-    user.ask_nip17(soko.bot(), &request.to_string()).await.json()
+    user.ask_nip17(soko.bot(), &request.to_string())
+        .await
+        .json()
 }
 
 /// Opens a session from `user` with `bat`; its id.
 pub async fn open(soko: &TestSoko, user: &mut User, bat: &BlindAuthToken) -> String {
-    let reply = ask(soko, user, None, "open_session", json!({"bat": bat.to_string()})).await;
+    let reply = ask(
+        soko,
+        user,
+        None,
+        "open_session",
+        json!({"bat": bat.to_string()}),
+    )
+    .await;
     assert_eq!(reply["ok"], true, "{reply}");
     reply["result"]["session"]
         .as_str()
@@ -91,9 +100,14 @@ pub fn code(reply: &Value) -> &str {
 pub async fn token_from(mint_url: &str, amount: u64) -> String {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = soko::store::Store::open(dir.path()).expect("store");
-    let wallet = soko::wallet::open(&store, "payer", mint_url, &[42; 64]).expect("wallet");
+    let wallet = soko::wallet::open(&store, "payer", mint_url, &fresh_seed()).expect("wallet");
     let quote = wallet
-        .mint_quote(PaymentMethod::BOLT11, Some(Amount::from(amount)), None, None)
+        .mint_quote(
+            PaymentMethod::BOLT11,
+            Some(Amount::from(amount)),
+            None,
+            None,
+        )
         .await
         .expect("mint quote");
     wallet
@@ -112,11 +126,21 @@ pub async fn token_from(mint_url: &str, amount: u64) -> String {
         .to_string()
 }
 
+/// A seed of its own for each throwaway wallet: wallets sharing one derive the same
+/// NUT-13 secrets, and the mint refuses the second.
+fn fresh_seed() -> [u8; 64] {
+    let mut seed = [0u8; 64];
+    for chunk in seed.chunks_mut(32) {
+        chunk.copy_from_slice(&Keys::generate().secret_key().to_secret_bytes());
+    }
+    seed
+}
+
 /// Redeems `token` into a fresh wallet at `mint_url`: the sats received.
 pub async fn redeem(mint_url: &str, token: &str) -> u64 {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = soko::store::Store::open(dir.path()).expect("store");
-    let wallet = soko::wallet::open(&store, "payee", mint_url, &[43; 64]).expect("wallet");
+    let wallet = soko::wallet::open(&store, "payee", mint_url, &fresh_seed()).expect("wallet");
     u64::from(
         wallet
             .receive(token, Default::default())
