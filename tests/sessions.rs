@@ -374,3 +374,145 @@ async fn an_external_auth_mint_checks_and_burns_tokens_over_http() {
     .await;
     assert_eq!(code(&down), "mint_unavailable");
 }
+
+#[tokio::test]
+async fn a_refund_address_is_paid_over_lightning_and_the_change_comes_as_a_token() {
+    let soko = TestSoko::start_with(|config| {
+        with_auth(config);
+        config.lnurl.allow_loopback_http = true;
+    })
+    .await;
+    let mint_url = soko.daemon().mint_url().to_owned();
+    let mut trader = User::connect(&[soko.relay_url()]).await;
+    register_trader(&soko, &mut trader).await;
+    let bat = embedded_bats(&soko, &trader.keys, 1).await.remove(0);
+    let mama_dir = tempfile::tempdir().unwrap();
+    let (url, mama, _service) = common::lnurl_service_on(0, &mint_url, mama_dir.path()).await;
+    let address = lnurl::lnurl::LnUrl::from_url(url).encode();
+
+    // A refund address that soko may not pay is refused before the token is spent.
+    let mut owner = User::connect(&[soko.relay_url()]).await;
+    let refused = ask(
+        &soko,
+        &mut owner,
+        None,
+        "open_session",
+        json!({"bat": bat.to_string(), "refund_to": "not an address"}),
+    )
+    .await;
+    assert_eq!(code(&refused), "invalid");
+
+    let opened = ask(
+        &soko,
+        &mut owner,
+        None,
+        "open_session",
+        json!({"bat": bat.to_string(), "refund_to": address}),
+    )
+    .await;
+    assert_eq!(opened["ok"], true, "{opened}");
+    let id = opened["result"]["session"].as_str().unwrap().to_owned();
+    let token = token_from(&mint_url, 200).await;
+    ask(
+        &soko,
+        &mut owner,
+        Some(&id),
+        "session_deposit",
+        json!({"token": token}),
+    )
+    .await;
+
+    owner
+        .send_nip17(
+            soko.bot(),
+            &json!({"v":1,"cmd":"close_session","session":id}).to_string(),
+        )
+        .await;
+    let dms = owner.all_dms(Duration::from_secs(6)).await;
+    let answer = dms
+        .iter()
+        .find(|dm| dm.content.starts_with('{'))
+        .expect("the answer")
+        .json();
+    assert_eq!(answer["result"]["refund"], "done", "{answer}");
+    let returned = answer["result"]["returned_sat"].as_u64().unwrap();
+    let change: u64 = match dms.iter().find(|dm| dm.content.starts_with("Refund")) {
+        Some(dm) => redeem(&mint_url, &refund_token(dm)).await,
+        None => 0,
+    };
+    // The fake backend settles mama's invoice a second after it is issued.
+    let mut paid = 0;
+    for _ in 0..50 {
+        paid = common::mint_paid_invoice(&mama, returned - change).await;
+        if paid > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let quotes: Vec<_> = mama
+        .check_all_mint_quotes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| (q.amount, q.state))
+        .collect();
+    assert!(
+        paid > 0 && paid + change == returned,
+        "{paid} + {change} != {returned}: {quotes:?} {dms:?}"
+    );
+    assert!(
+        returned <= 200 && returned >= 190,
+        "returned {returned} of 200"
+    );
+    assert!(session_trees(soko.daemon().store().db(), &id).is_empty());
+}
+
+#[tokio::test]
+async fn a_refund_address_that_keeps_failing_gets_a_token_instead() {
+    let soko = TestSoko::start_with(|config| {
+        with_auth(config);
+        config.lnurl.allow_loopback_http = true;
+    })
+    .await;
+    let mint_url = soko.daemon().mint_url().to_owned();
+    let mut trader = User::connect(&[soko.relay_url()]).await;
+    register_trader(&soko, &mut trader).await;
+    let bat = embedded_bats(&soko, &trader.keys, 1).await.remove(0);
+    // Nothing listens there.
+    let address =
+        lnurl::lnurl::LnUrl::from_url(common::lnurlp_url_on(common::free_port())).encode();
+
+    let mut owner = User::connect(&[soko.relay_url()]).await;
+    let opened = ask(
+        &soko,
+        &mut owner,
+        None,
+        "open_session",
+        json!({"bat": bat.to_string(), "refund_to": address}),
+    )
+    .await;
+    let id = opened["result"]["session"].as_str().unwrap().to_owned();
+    let token = token_from(&mint_url, 30).await;
+    ask(
+        &soko,
+        &mut owner,
+        Some(&id),
+        "session_deposit",
+        json!({"token": token}),
+    )
+    .await;
+
+    let closed = ask(&soko, &mut owner, Some(&id), "close_session", json!({})).await;
+    assert_eq!(closed["result"]["refund"], "pending", "{closed}");
+    assert_eq!(closed["result"]["returned_sat"], 0, "{closed}");
+    // One try a pass: the second and third fail too, the fourth pass sends a token.
+    for pass in 2..=3 {
+        let report = soko.daemon().sessions().cleanup().await.unwrap();
+        assert_eq!((report.failed, report.refunded), (0, 0), "pass {pass}");
+    }
+    assert!(owner.next_dm(QUIET_PERIOD).await.is_none(), "no token yet");
+    let report = soko.daemon().sessions().cleanup().await.unwrap();
+    assert_eq!((report.refunded, report.deleted), (1, 1));
+    let dm = owner.next_dm(REPLY_TIMEOUT).await.expect("the token");
+    assert_eq!(redeem(&mint_url, &refund_token(&dm)).await, 30);
+}

@@ -34,7 +34,11 @@ impl Sessions {
             let record = self.stored(id)?;
             match record.state {
                 SessionState::Open | SessionState::Ended => return Ok(record),
-                SessionState::Closing => self.return_ecash(id, record).await?,
+                SessionState::Closing => {
+                    if !self.return_ecash(id, record).await? {
+                        return self.stored(id);
+                    }
+                }
                 SessionState::Melting => {
                     if !self.settle_melt(id, record).await? {
                         return self.stored(id);
@@ -52,14 +56,19 @@ impl Sessions {
     }
 
     /// `Closing`: the balance goes back over Lightning (when an address was given and has
-    /// not failed too often) or as a token.
-    async fn return_ecash(&self, id: &str, mut record: SessionRecord) -> Result<(), SessionError> {
+    /// not failed too often) or as a token. False when a Lightning refund could not start:
+    /// the next pass tries again, and after [`MAX_MELT_FAILURES`] sends a token.
+    async fn return_ecash(
+        &self,
+        id: &str,
+        mut record: SessionRecord,
+    ) -> Result<bool, SessionError> {
         let wallet = self.wallet(id).await?;
         let balance = Sats::from(wallet.total_balance().await?);
         if balance == Sats::ZERO {
             let record = record.moved(SessionEvent::Returned)?;
             self.inner.records.insert(id.as_bytes(), &record)?;
-            return Ok(());
+            return Ok(true);
         }
         if let (Some(sealed), true) = (&record.refund_to, record.melt_failures < MAX_MELT_FAILURES)
         {
@@ -69,17 +78,18 @@ impl Sessions {
                     record.melt = Some(super::MeltRef { quote, amount });
                     let record = record.moved(SessionEvent::MeltQuoted)?;
                     self.inner.records.insert(id.as_bytes(), &record)?;
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(why) => {
                     tracing::warn!(reason = %why, "a session's Lightning refund could not start");
                     record.melt_failures += 1;
                     self.inner.records.insert(id.as_bytes(), &record)?;
-                    return Ok(());
+                    return Ok(false);
                 }
             }
         }
-        self.return_token(id, record, &wallet, balance).await
+        self.return_token(id, record, &wallet, balance).await?;
+        Ok(true)
     }
 
     /// The whole balance as one token, its DM queued with the move to `Refunded`.
@@ -169,8 +179,9 @@ impl Sessions {
         ))
     }
 
-    /// `Melting`: pays the recorded quote, or reads how the mint settled it. True when the
-    /// saga moved on; false while the mint still has the payment pending.
+    /// `Melting`: pays the recorded quote, or reads how the mint settled it. True when it
+    /// was paid; false while the mint still has it pending, or when it failed (back to
+    /// `Closing`, tried again next pass).
     async fn settle_melt(&self, id: &str, mut record: SessionRecord) -> Result<bool, SessionError> {
         let wallet = self.wallet(id).await?;
         let Some(super::MeltRef { quote, amount }) = record.melt.clone() else {
@@ -203,6 +214,8 @@ impl Sessions {
                 .returned
                 .checked_add(amount)
                 .unwrap_or(record.returned);
+            // Paid once: the change goes back as a token, and the address is forgotten.
+            record.refund_to = None;
             tracing::info!(sats = amount.0, "session ecash returned over Lightning");
             record.moved(SessionEvent::MeltPaid)?
         } else {
@@ -210,7 +223,8 @@ impl Sessions {
             record.moved(SessionEvent::MeltFailed)?
         };
         self.inner.records.insert(id.as_bytes(), &record)?;
-        Ok(true)
+        // A failed payment is tried again on the next pass, not at once.
+        Ok(paid)
     }
 
     /// Pays `quote` from the wallet; true when the mint settled it within [`MELT_WAIT`].
