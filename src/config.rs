@@ -59,6 +59,8 @@ pub struct Config {
     pub dev_mint_public: bool,
     /// `[lnurl]`: requests to Lightning addresses (payouts, refunds).
     pub lnurl: LnurlConfig,
+    /// `[limits]`: commands per sender and window, by tier.
+    pub limits: LimitsConfig,
 }
 
 impl Config {
@@ -102,6 +104,35 @@ pub struct LnurlConfig {
     /// Development only: Lightning addresses and LNURLs served on loopback may be called,
     /// over plain http too. Off, soko calls only https services on public addresses.
     pub allow_loopback_http: bool,
+}
+
+/// `[limits]`: how many commands one sender may send per window, by tier
+/// ([`crate::ratelimit::Tier`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsConfig {
+    /// Seconds of one sender's window, counted from its first command in it.
+    pub window_secs: u64,
+    /// Commands per window without a session.
+    pub anonymous: u32,
+    /// Commands per window inside a live session.
+    pub session: u32,
+    /// Commands per window for admins (and the configured USSD bridges).
+    pub admin: u32,
+    /// Most (tier, sender) windows kept in memory; past it the least recently seen is
+    /// forgotten (it only gets a fresh window, as a new key would).
+    pub max_tracked_senders: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            window_secs: 15 * 60,
+            anonymous: 100,
+            session: 1_000,
+            admin: 5_000,
+            max_tracked_senders: 100_000,
+        }
+    }
 }
 
 /// `[ussd]`
@@ -292,6 +323,7 @@ impl Default for Config {
             ussd: UssdConfig::default(),
             dev_mint_public: false,
             lnurl: LnurlConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -370,7 +402,7 @@ impl Config {
             "",
             &[
                 "relay", "relays", "mint", "storage", "log", "rates", "market", "ussd", "admins",
-                "lnurl",
+                "lnurl", "limits",
             ],
         );
 
@@ -383,6 +415,7 @@ impl Config {
         let ussd = ussd(&mut check, &root, &defaults.ussd);
         let admins = admins(&mut check, &root);
         let lnurl = lnurl(&mut check, &root, &defaults.lnurl);
+        let limits = limits(&mut check, &root, &defaults.limits);
         let rates = rates(&mut check, &root);
 
         if check.problems.is_empty() {
@@ -398,6 +431,7 @@ impl Config {
                 ussd,
                 dev_mint_public,
                 lnurl,
+                limits,
             };
             match config.dev_mint_refusal() {
                 Some(why) => Err(vec![ConfigProblem {
@@ -696,6 +730,33 @@ fn lnurl(check: &mut Checker, root: &Table, d: &LnurlConfig) -> LnurlConfig {
     }
 }
 
+/// `[limits]`: commands per sender and window.
+fn limits(check: &mut Checker, root: &Table, d: &LimitsConfig) -> LimitsConfig {
+    let section = check.section(
+        root,
+        "limits",
+        &[
+            "window_secs",
+            "anonymous",
+            "session",
+            "admin",
+            "max_tracked_senders",
+        ],
+    );
+    LimitsConfig {
+        window_secs: check.positive(section, "limits", "window_secs", d.window_secs),
+        anonymous: check.positive(section, "limits", "anonymous", d.anonymous),
+        session: check.positive(section, "limits", "session", d.session),
+        admin: check.positive(section, "limits", "admin", d.admin),
+        max_tracked_senders: check.positive(
+            section,
+            "limits",
+            "max_tracked_senders",
+            d.max_tracked_senders,
+        ),
+    }
+}
+
 /// `[rates]`: currency code = millisats per cent.
 fn rates(check: &mut Checker, root: &Table) -> std::collections::BTreeMap<String, u64> {
     let mut rates = std::collections::BTreeMap::new();
@@ -948,6 +1009,24 @@ mod tests {
         assert_eq!(
             keys("[lnurl]\nallow_loopback_http = \"yes\""),
             ["lnurl.allow_loopback_http"]
+        );
+    }
+
+    #[test]
+    fn limits_default_to_the_issue_and_must_be_positive() {
+        let d = Config::default().limits;
+        assert_eq!(
+            (d.window_secs, d.anonymous, d.session, d.admin),
+            (900, 100, 1000, 5000)
+        );
+        let cfg = Config::parse("[limits]\nanonymous = 5\nwindow_secs = 60").map(|c| c.limits);
+        assert_eq!(
+            cfg.map(|l| (l.anonymous, l.window_secs, l.session)),
+            Ok((5, 60, 1000))
+        );
+        assert_eq!(
+            keys("[limits]\nadmin = 0\nmax_tracked_senders = -1\nburst = 3"),
+            ["limits.burst", "limits.admin", "limits.max_tracked_senders"]
         );
     }
 

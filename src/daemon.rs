@@ -24,6 +24,7 @@ use crate::market::catalog::Own;
 use crate::market::{Catalog, Merchants, Rates};
 use crate::notices::PaidNotices;
 use crate::outbound::{Keyring, Outbox, Publisher};
+use crate::ratelimit::{CommandLimits, KeyTiers, Tiers};
 use crate::relay::{EmbeddedRelay, Exempt, RelayError};
 use crate::store::{Store, StoreError};
 use crate::ussd::UssdService;
@@ -98,6 +99,16 @@ impl Daemon {
 
     /// Starts with the services keeping their windows on `clock` (tests move it ahead).
     pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Self, DaemonError> {
+        Self::start_with_tiers(config, clock, None).await
+    }
+
+    /// Starts with the commands' rate tiers decided by `tiers` (tests give their own) instead
+    /// of soko's: admins and USSD bridges in the admin tier, everyone else anonymous.
+    pub async fn start_with_tiers(
+        config: Config,
+        clock: Clock,
+        tiers: Option<Arc<dyn Tiers>>,
+    ) -> Result<Self, DaemonError> {
         // Checked here too, not only when a file is parsed: a config built in code gets
         // the same refusal.
         if let Some(why) = config.dev_mint_refusal() {
@@ -224,6 +235,13 @@ impl Daemon {
             config.ussd.clone(),
         )?;
         let inbox = MerchantInbox::new(escrow.clone(), merchants.clone());
+        let tiers = tiers.unwrap_or_else(|| {
+            // Bridges speak for many phone users at once.
+            Arc::new(KeyTiers::new(
+                admins.iter().chain(&config.ussd.bridges).copied(),
+            ))
+        });
+        let limits = CommandLimits::new(&config.limits, tiers, clock.clone());
         let context = commands::Context {
             admins,
             merchants,
@@ -235,7 +253,7 @@ impl Daemon {
             desk,
             clock,
         };
-        let handler = Handler::new(&store, keyring, outbox, context, inbox)?;
+        let handler = Handler::new(&store, keyring, outbox, context, inbox, limits)?;
         let bot = Bot::start(
             handler,
             catalog.clone(),

@@ -286,7 +286,12 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
         desk,
         clock: soko::clock::Clock::system(),
     };
-    let handler = Handler::new(&store, keyring, outbox, context, inbox).unwrap();
+    let limits = soko::ratelimit::CommandLimits::new(
+        &Default::default(),
+        std::sync::Arc::new(soko::ratelimit::KeyTiers::default()),
+        soko::clock::Clock::system(),
+    );
+    let handler = Handler::new(&store, keyring, outbox, context, inbox, limits).unwrap();
 
     let alice = Keys::generate();
     let ciphertext =

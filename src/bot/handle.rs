@@ -13,6 +13,7 @@ use crate::commands::{self, CommandError};
 use crate::inbox::{MerchantInbox, OrderMessage, ToMerchant};
 use crate::outbound::{seal_dm, wrap_tagged, Keyring, Note, Outbox, MAX_EVENT_BYTES};
 use crate::proto::{ErrorCode, Refusal, Request, Response};
+use crate::ratelimit::CommandLimits;
 use crate::store::{trees, Store, StoreError, Typed};
 use crate::util::unix_now;
 
@@ -85,6 +86,7 @@ pub struct Handler {
     commands: commands::Context,
     inbox: MerchantInbox,
     claims: Claims,
+    limits: std::sync::Arc<CommandLimits>,
 }
 
 /// How long a request waits for a twin with the same (sender, request id) still running
@@ -149,13 +151,14 @@ pub enum Outcome {
 }
 
 impl Handler {
-    /// Opens the trees the handler uses.
+    /// Opens the trees the handler uses. Every command is counted against `limits`.
     pub fn new(
         store: &Store,
         keyring: Keyring,
         outbox: Outbox,
         commands: commands::Context,
         inbox: MerchantInbox,
+        limits: CommandLimits,
     ) -> Result<Self, StoreError> {
         Ok(Self {
             keyring,
@@ -168,6 +171,7 @@ impl Handler {
             inbox,
             commands,
             claims: Claims::default(),
+            limits: std::sync::Arc::new(limits),
         })
     }
 
@@ -377,6 +381,31 @@ impl Handler {
                 )))
             }
         };
+        // Before the replay lookup and the claim: a sender over its rate costs no more than
+        // this. Not remembered under the request id, so the same id runs once the window
+        // has passed.
+        if let Err(limited) = self
+            .limits
+            .check(&inbound.sender, request.session.as_deref())
+        {
+            tracing::debug!(
+                tier = limited.tier.as_str(),
+                retry_after = limited.retry_after_secs,
+                "rate limited"
+            );
+            let message = format!(
+                "too many commands: at most {} per {} s in the {} tier; try again in {} s",
+                limited.limit,
+                limited.window_secs,
+                limited.tier.as_str(),
+                limited.retry_after_secs
+            );
+            let re = request.id.unwrap_or(fallback_re);
+            return Ok(Some((
+                Response::rate_limited(re, message, limited.retry_after_secs).to_json(),
+                None,
+            )));
+        }
         if let Some(id) = &request.id {
             let key = reply_key(&inbound.sender, id);
             // Claim before looking: a twin that finished has stored its reply by then, and

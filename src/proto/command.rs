@@ -74,6 +74,9 @@ pub struct ErrorBody {
     pub code: ErrorCode,
     /// Human explanation.
     pub message: String,
+    /// `rate_limited`: seconds until the sender may send again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 /// Stable error codes. New codes may be added; clients treat unknown ones as failures.
@@ -131,6 +134,9 @@ pub enum ErrorCode {
     /// A limit on open unpaid orders is reached (per buyer, per product or in total); try
     /// again once some have been paid or expired.
     Busy,
+    /// The sender sent more commands than its tier allows in one window; `retry_after`
+    /// says when it may send again.
+    RateLimited,
     /// Something failed inside soko; details are in its log, not here.
     Internal,
 }
@@ -235,8 +241,18 @@ impl Response {
             error: Some(ErrorBody {
                 code: refusal.code,
                 message: refusal.message,
+                retry_after: None,
             }),
         }
+    }
+
+    /// A `rate_limited` refusal: the sender may send again in `retry_after` seconds.
+    pub fn rate_limited(re: String, message: impl Into<String>, retry_after: u64) -> Self {
+        let mut response = Self::refused(re, Refusal::new(ErrorCode::RateLimited, message));
+        if let Some(error) = &mut response.error {
+            error.retry_after = Some(retry_after);
+        }
+        response
     }
 
     /// The JSON text sent in the DM.
