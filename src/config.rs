@@ -61,6 +61,18 @@ pub struct Config {
     pub lnurl: LnurlConfig,
     /// `[limits]`: commands per sender and window, by tier.
     pub limits: LimitsConfig,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MetricsConfig {
+    /// Where to serve the Prometheus text (`GET /metrics`); off when absent.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Let `listen` be an address beyond loopback (the figures say how busy soko is and
+    /// how much ecash it holds; put them behind a firewall or proxy).
+    pub allow_public: bool,
 }
 
 impl Config {
@@ -324,6 +336,7 @@ impl Default for Config {
             dev_mint_public: false,
             lnurl: LnurlConfig::default(),
             limits: LimitsConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -402,7 +415,7 @@ impl Config {
             "",
             &[
                 "relay", "relays", "mint", "storage", "log", "rates", "market", "ussd", "admins",
-                "lnurl", "limits",
+                "lnurl", "limits", "metrics",
             ],
         );
 
@@ -416,6 +429,7 @@ impl Config {
         let admins = admins(&mut check, &root);
         let lnurl = lnurl(&mut check, &root, &defaults.lnurl);
         let limits = limits(&mut check, &root, &defaults.limits);
+        let metrics = metrics(&mut check, &root);
         let rates = rates(&mut check, &root);
 
         if check.problems.is_empty() {
@@ -432,6 +446,7 @@ impl Config {
                 dev_mint_public,
                 lnurl,
                 limits,
+                metrics,
             };
             match config.dev_mint_refusal() {
                 Some(why) => Err(vec![ConfigProblem {
@@ -757,6 +772,34 @@ fn limits(check: &mut Checker, root: &Table, d: &LimitsConfig) -> LimitsConfig {
     }
 }
 
+/// `[metrics]`: an address on loopback unless `allow_public` says otherwise.
+fn metrics(check: &mut Checker, root: &Table) -> MetricsConfig {
+    let section = check.section(root, "metrics", &["listen", "allow_public"]);
+    let allow_public = check.field(section, "metrics", "allow_public", false);
+    let text: Option<String> = check.field(section, "metrics", "listen", None);
+    let listen = text.and_then(|text| match text.parse::<std::net::SocketAddr>() {
+        Ok(addr) if !addr.ip().is_loopback() && !allow_public => {
+            check.problem(
+                "metrics.listen",
+                format!("{addr} is not loopback: the figures would be public; use 127.0.0.1, or set allow_public = true behind a firewall"),
+            );
+            None
+        }
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            check.problem(
+                "metrics.listen",
+                format!("{text:?} is not an address:port such as \"127.0.0.1:9464\""),
+            );
+            None
+        }
+    });
+    MetricsConfig {
+        listen,
+        allow_public,
+    }
+}
+
 /// `[rates]`: currency code = millisats per cent.
 fn rates(check: &mut Checker, root: &Table) -> std::collections::BTreeMap<String, u64> {
     let mut rates = std::collections::BTreeMap::new();
@@ -1027,6 +1070,22 @@ mod tests {
         assert_eq!(
             keys("[limits]\nadmin = 0\nmax_tracked_senders = -1\nburst = 3"),
             ["limits.burst", "limits.admin", "limits.max_tracked_senders"]
+        );
+    }
+
+    #[test]
+    fn the_metrics_endpoint_is_off_and_on_loopback_unless_said() {
+        assert_eq!(Config::default().metrics.listen, None);
+        let on = Config::parse("[metrics]\nlisten = \"127.0.0.1:9464\"").map(|c| c.metrics.listen);
+        assert_eq!(on, Ok(Some(([127, 0, 0, 1], 9464).into())));
+        assert_eq!(
+            keys("[metrics]\nlisten = \"0.0.0.0:9464\""),
+            ["metrics.listen"]
+        );
+        assert_eq!(keys("[metrics]\nlisten = \"9464\""), ["metrics.listen"]);
+        assert_eq!(
+            keys("[metrics]\nlisten = \"0.0.0.0:9464\"\nallow_public = true"),
+            Vec::<String>::new()
         );
     }
 

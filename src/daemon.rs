@@ -22,6 +22,7 @@ use crate::identity::{self, IdentityError};
 use crate::inbox::MerchantInbox;
 use crate::market::catalog::Own;
 use crate::market::{Catalog, Merchants, Rates};
+use crate::metrics::Metrics;
 use crate::notices::PaidNotices;
 use crate::outbound::{Keyring, Outbox, Publisher};
 use crate::ratelimit::{CommandLimits, KeyTiers, Tiers};
@@ -72,6 +73,14 @@ pub enum DaemonError {
     /// The embedded dev mint where others can reach soko (see `Config::dev_mint_refusal`).
     #[error("{0}")]
     DevMintExposed(String),
+    /// The metrics endpoint could not listen.
+    #[error("metrics endpoint {listen}: {source}")]
+    Metrics {
+        /// The configured address.
+        listen: std::net::SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
 }
 
 /// A running soko.
@@ -89,6 +98,9 @@ pub struct Daemon {
     stop: watch::Sender<bool>,
     payments: tokio::task::JoinHandle<()>,
     store: Store,
+    metrics: Metrics,
+    /// The Prometheus endpoint's address and task, when `[metrics] listen` is set.
+    metrics_endpoint: Option<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>,
 }
 
 impl Daemon {
@@ -178,6 +190,7 @@ impl Daemon {
                 .chain(config.admins.iter().copied())
                 .collect(),
         );
+        let metrics = Metrics::new(clock.clone());
         let rules = Rules {
             rates: Rates(config.rates.clone().into_iter().collect()),
             payment_window_secs: config.market.payment_window_secs,
@@ -196,6 +209,7 @@ impl Daemon {
                 held_percent: config.market.max_held_percent,
             },
             clock: clock.clone(),
+            metrics: metrics.clone(),
         };
         let rates = rules.rates.clone();
 
@@ -252,6 +266,7 @@ impl Daemon {
             agents,
             desk,
             clock,
+            metrics: metrics.clone(),
         };
         let handler = Handler::new(&store, keyring, outbox, context, inbox, limits)?;
         let bot = Bot::start(
@@ -262,6 +277,27 @@ impl Daemon {
         )
         .await?;
         let (stop, stopped) = watch::channel(false);
+        let metrics_endpoint = match config.metrics.listen {
+            Some(listen) => {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .map_err(|source| DaemonError::Metrics { listen, source })?;
+                let addr = listener
+                    .local_addr()
+                    .map_err(|source| DaemonError::Metrics { listen, source })?;
+                if !addr.ip().is_loopback() {
+                    tracing::warn!(%addr, "the metrics endpoint listens beyond loopback (allow_public): keep it behind a firewall");
+                }
+                tracing::info!(%addr, "metrics at http://{addr}/metrics");
+                let task = tokio::spawn(crate::metrics::serve(
+                    metrics.clone(),
+                    listener,
+                    stopped.clone(),
+                ));
+                Some((addr, task))
+            }
+            None => None,
+        };
         let payments = tokio::spawn(watch_payments(escrow.clone(), stopped));
         let daemon = Self {
             bot_key: bot_keys.public_key(),
@@ -275,6 +311,8 @@ impl Daemon {
             stop,
             payments,
             store,
+            metrics,
+            metrics_endpoint,
         };
         tracing::info!(
             npub = %daemon.npub(),
@@ -337,11 +375,24 @@ impl Daemon {
         &self.escrow
     }
 
+    /// soko's operations figures (what `metrics` and the Prometheus endpoint show).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Where the Prometheus endpoint listens, when it runs.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_endpoint.as_ref().map(|(addr, _)| *addr)
+    }
+
     /// Stops in order: stop taking events, finish in-flight ones, close relays, stop the
     /// mint, flush sled.
     pub async fn shutdown(self) -> Result<(), DaemonError> {
         let _ = self.stop.send(true);
         let _ = self.payments.await;
+        if let Some((_, endpoint)) = self.metrics_endpoint {
+            let _ = endpoint.await;
+        }
         self.bot.shutdown().await;
         if let Some(relay) = &self.relay {
             relay.shutdown();

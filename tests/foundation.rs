@@ -285,6 +285,7 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
         agents,
         desk,
         clock: soko::clock::Clock::system(),
+        metrics: Default::default(),
     };
     let limits = soko::ratelimit::CommandLimits::new(
         &Default::default(),

@@ -393,6 +393,7 @@ impl Handler {
                 retry_after = limited.retry_after_secs,
                 "rate limited"
             );
+            self.commands.metrics.rate_limited(limited.tier);
             let message = format!(
                 "too many commands: at most {} per {} s in the {} tier; try again in {} s",
                 limited.limit,

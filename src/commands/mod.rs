@@ -4,6 +4,7 @@ mod agents;
 mod catalog;
 mod listing;
 mod merchant;
+mod metrics;
 mod order;
 mod ping;
 mod ussd;
@@ -95,6 +96,8 @@ pub struct Context {
     pub desk: Desk,
     /// The time registrations and replies are judged and dated by.
     pub clock: Clock,
+    /// Operations figures (`metrics`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Runs one command for `sender`.
@@ -171,6 +174,7 @@ async fn dispatch(
         Command::ProposeProduct(args) => to_value(agents::propose_product(ctx, sender, args)?),
         Command::ProposeDelete(args) => to_value(agents::propose_delete(ctx, sender, args)?),
         Command::ProposalWithdraw(args) => to_value(agents::withdraw(ctx, sender, args)?),
+        Command::Metrics(_) => to_value(metrics::run(ctx)),
     }
 }
 

@@ -316,6 +316,8 @@ pub enum Command {
     ProposeDelete(super::agents::ProposeDeleteArgs),
     /// Agent: withdraw one of its pending proposals.
     ProposalWithdraw(super::agents::ProposalWithdrawArgs),
+    /// Admin: operations figures (sessions, BATs, wallet operations, today's orders).
+    Metrics(PingArgs),
 }
 
 /// Names accepted in `cmd`, for the unknown-command message.
@@ -343,6 +345,7 @@ pub const COMMAND_NAMES: &[&str] = &[
     "propose_product",
     "propose_delete",
     "proposal_withdraw",
+    "metrics",
 ];
 
 /// Most entries of each list one `catalog` answer carries.
