@@ -234,8 +234,18 @@ impl Handler {
         self.meta.get(CHECKPOINT_KEY)
     }
 
-    /// Handles one event from a relay.
+    /// Handles one event from a relay. Every line logged while it is handled, however
+    /// deep (commands, escrow, wallet, cdk), carries the span `request{event=…}`, and
+    /// `id=…` once known: the request id when the command has one, else the id its reply
+    /// answers (`re`: the DM's, or the NIP-17 rumor's).
     pub async fn handle(&self, event: &Event) -> Result<Outcome, HandleError> {
+        // At error level so that it is on whenever any line is: a span's level decides
+        // whether it exists at all, and the warnings and errors need the ids most.
+        let span = tracing::error_span!("request", event = %event.id, id = tracing::field::Empty);
+        tracing::Instrument::instrument(self.handle_traced(event), span).await
+    }
+
+    async fn handle_traced(&self, event: &Event) -> Result<Outcome, HandleError> {
         // Verify before anything is recorded: an event id does not commit to its signature,
         // so recording a forged copy as seen would let it censor the genuine one.
         if event.verify().is_err() {
@@ -283,6 +293,8 @@ impl Handler {
                 return Ok(Outcome::Ignored(ignored.to_string()));
             }
         };
+        // Recorded once: a log line shows every value a field was given.
+        tracing::Span::current().record("id", correlation_id(&inbound).as_str());
         if let (false, Ok(body)) = (
             inbound.recipient == self.keyring.bot().public_key(),
             &inbound.body,
@@ -600,6 +612,18 @@ fn too_large_response(response: &str) -> String {
         ),
     )
     .to_json()
+}
+
+/// What a request is known by to its sender: its request id when it is a command with one,
+/// else the id its reply answers (`re`). The envelope is parsed again later; a DM is small.
+fn correlation_id(inbound: &Inbound) -> String {
+    inbound
+        .body
+        .as_ref()
+        .ok()
+        .and_then(|body| Request::parse(body).ok())
+        .and_then(|request| request.id)
+        .unwrap_or_else(|| inbound.refers_to.to_hex())
 }
 
 /// A NIP-15 message: a JSON object with a numeric `type` and no `cmd`.
