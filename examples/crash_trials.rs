@@ -282,7 +282,8 @@ impl Soko {
              [log]\nlevel = \"info\"\n\
              [market]\npayment_window_secs = {payment_window}\n\
              max_unpaid_per_buyer = 1000000\nmax_unpaid_total = 1000000\nmax_held_percent = 100\n\
-             quote_poll_max_secs = 1\nquote_checks_per_minute = 1000000\n",
+             quote_poll_max_secs = 1\nquote_checks_per_minute = 1000000\n\
+             [limits]\nanonymous = 1000000\nadmin = 1000000\n",
             free_port()?,
             free_port()?,
             dir.join("data").display()

@@ -69,6 +69,10 @@ pub struct Config {
     /// `[mint] auth = true`: NUT-21/22 blind auth on the embedded dev mint, with its
     /// development OIDC issuer. `None`: off (the default; always with an external mint).
     pub dev_mint_auth: Option<DevMintAuth>,
+    /// `[limits]`: commands per sender and window, by tier.
+    pub limits: LimitsConfig,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: MetricsConfig,
 }
 
 /// `[mint] auth`, `bat_max_mint`, `dev_issuer_port`.
@@ -78,6 +82,16 @@ pub struct DevMintAuth {
     pub bat_max_mint: u64,
     /// Loopback port of the development OIDC issuer; 0 picks a free one.
     pub issuer_port: u16,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MetricsConfig {
+    /// Where to serve the Prometheus text (`GET /metrics`); off when absent.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Let `listen` be an address beyond loopback (the figures say how busy soko is and
+    /// how much ecash it holds; put them behind a firewall or proxy).
+    pub allow_public: bool,
 }
 
 impl Config {
@@ -143,6 +157,35 @@ impl Default for SessionsConfig {
             cleanup_secs: 3600,
             tombstone_secs: 24 * 3600,
             open_wallets: 256,
+        }
+    }
+}
+
+/// `[limits]`: how many commands one sender may send per window, by tier
+/// ([`crate::ratelimit::Tier`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsConfig {
+    /// Seconds of one sender's window, counted from its first command in it.
+    pub window_secs: u64,
+    /// Commands per window without a session.
+    pub anonymous: u32,
+    /// Commands per window inside a live session.
+    pub session: u32,
+    /// Commands per window for admins (and the configured USSD bridges).
+    pub admin: u32,
+    /// Most (tier, sender) windows kept in memory; past it the least recently seen is
+    /// forgotten (it only gets a fresh window, as a new key would).
+    pub max_tracked_senders: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            window_secs: 15 * 60,
+            anonymous: 100,
+            session: 1_000,
+            admin: 5_000,
+            max_tracked_senders: 100_000,
         }
     }
 }
@@ -337,6 +380,8 @@ impl Default for Config {
             lnurl: LnurlConfig::default(),
             sessions: SessionsConfig::default(),
             dev_mint_auth: None,
+            limits: LimitsConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -415,7 +460,7 @@ impl Config {
             "",
             &[
                 "relay", "relays", "mint", "storage", "log", "rates", "market", "ussd", "admins",
-                "lnurl", "sessions",
+                "lnurl", "sessions", "lnurl", "limits", "metrics",
             ],
         );
 
@@ -430,6 +475,8 @@ impl Config {
         let admins = admins(&mut check, &root);
         let lnurl = lnurl(&mut check, &root, &defaults.lnurl);
         let sessions = sessions(&mut check, &root, &defaults.sessions);
+        let limits = limits(&mut check, &root, &defaults.limits);
+        let metrics = metrics(&mut check, &root);
         let rates = rates(&mut check, &root);
 
         if check.problems.is_empty() {
@@ -447,6 +494,8 @@ impl Config {
                 lnurl,
                 sessions,
                 dev_mint_auth,
+                limits,
+                metrics,
             };
             match config.dev_mint_refusal() {
                 Some(why) => Err(vec![ConfigProblem {
@@ -805,6 +854,61 @@ fn sessions(check: &mut Checker, root: &Table, d: &SessionsConfig) -> SessionsCo
     }
 }
 
+/// `[limits]`: commands per sender and window.
+fn limits(check: &mut Checker, root: &Table, d: &LimitsConfig) -> LimitsConfig {
+    let section = check.section(
+        root,
+        "limits",
+        &[
+            "window_secs",
+            "anonymous",
+            "session",
+            "admin",
+            "max_tracked_senders",
+        ],
+    );
+    LimitsConfig {
+        window_secs: check.positive(section, "limits", "window_secs", d.window_secs),
+        anonymous: check.positive(section, "limits", "anonymous", d.anonymous),
+        session: check.positive(section, "limits", "session", d.session),
+        admin: check.positive(section, "limits", "admin", d.admin),
+        max_tracked_senders: check.positive(
+            section,
+            "limits",
+            "max_tracked_senders",
+            d.max_tracked_senders,
+        ),
+    }
+}
+
+/// `[metrics]`: an address on loopback unless `allow_public` says otherwise.
+fn metrics(check: &mut Checker, root: &Table) -> MetricsConfig {
+    let section = check.section(root, "metrics", &["listen", "allow_public"]);
+    let allow_public = check.field(section, "metrics", "allow_public", false);
+    let text: Option<String> = check.field(section, "metrics", "listen", None);
+    let listen = text.and_then(|text| match text.parse::<std::net::SocketAddr>() {
+        Ok(addr) if !addr.ip().is_loopback() && !allow_public => {
+            check.problem(
+                "metrics.listen",
+                format!("{addr} is not loopback: the figures would be public; use 127.0.0.1, or set allow_public = true behind a firewall"),
+            );
+            None
+        }
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            check.problem(
+                "metrics.listen",
+                format!("{text:?} is not an address:port such as \"127.0.0.1:9464\""),
+            );
+            None
+        }
+    });
+    MetricsConfig {
+        listen,
+        allow_public,
+    }
+}
+
 /// `[rates]`: currency code = millisats per cent.
 fn rates(check: &mut Checker, root: &Table) -> std::collections::BTreeMap<String, u64> {
     let mut rates = std::collections::BTreeMap::new();
@@ -1057,6 +1161,40 @@ mod tests {
         assert_eq!(
             keys("[lnurl]\nallow_loopback_http = \"yes\""),
             ["lnurl.allow_loopback_http"]
+        );
+    }
+
+    #[test]
+    fn limits_default_to_the_issue_and_must_be_positive() {
+        let d = Config::default().limits;
+        assert_eq!(
+            (d.window_secs, d.anonymous, d.session, d.admin),
+            (900, 100, 1000, 5000)
+        );
+        let cfg = Config::parse("[limits]\nanonymous = 5\nwindow_secs = 60").map(|c| c.limits);
+        assert_eq!(
+            cfg.map(|l| (l.anonymous, l.window_secs, l.session)),
+            Ok((5, 60, 1000))
+        );
+        assert_eq!(
+            keys("[limits]\nadmin = 0\nmax_tracked_senders = -1\nburst = 3"),
+            ["limits.burst", "limits.admin", "limits.max_tracked_senders"]
+        );
+    }
+
+    #[test]
+    fn the_metrics_endpoint_is_off_and_on_loopback_unless_said() {
+        assert_eq!(Config::default().metrics.listen, None);
+        let on = Config::parse("[metrics]\nlisten = \"127.0.0.1:9464\"").map(|c| c.metrics.listen);
+        assert_eq!(on, Ok(Some(([127, 0, 0, 1], 9464).into())));
+        assert_eq!(
+            keys("[metrics]\nlisten = \"0.0.0.0:9464\""),
+            ["metrics.listen"]
+        );
+        assert_eq!(keys("[metrics]\nlisten = \"9464\""), ["metrics.listen"]);
+        assert_eq!(
+            keys("[metrics]\nlisten = \"0.0.0.0:9464\"\nallow_public = true"),
+            Vec::<String>::new()
         );
     }
 

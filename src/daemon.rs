@@ -23,8 +23,10 @@ use crate::identity::{self, IdentityError};
 use crate::inbox::MerchantInbox;
 use crate::market::catalog::Own;
 use crate::market::{Catalog, Merchants, Rates};
+use crate::metrics::Metrics;
 use crate::notices::PaidNotices;
 use crate::outbound::{Keyring, Outbox, Publisher};
+use crate::ratelimit::{CommandLimits, KeyTiers, Tier, Tiers};
 use crate::relay::{EmbeddedRelay, Exempt, RelayError};
 use crate::sessions::{
     BatVerifier, ExternalMint, InProcessMint, SessionParts, SessionRules, Sessions,
@@ -78,6 +80,14 @@ pub enum DaemonError {
     /// The embedded dev mint where others can reach soko (see `Config::dev_mint_refusal`).
     #[error("{0}")]
     DevMintExposed(String),
+    /// The metrics endpoint could not listen.
+    #[error("metrics endpoint {listen}: {source}")]
+    Metrics {
+        /// The configured address.
+        listen: std::net::SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
 }
 
 /// The dev OIDC issuer lets in soko's registered users (those an invite registered).
@@ -91,6 +101,23 @@ impl crate::devmint::oidc::Registry for RegisteredUsers {
                 tracing::warn!(error = %e, "dev OIDC issuer: cannot read the users; refusing the login");
                 false
             }
+        }
+    }
+}
+
+/// Rate tiers: admin keys first, then a live session of the sender's, else anonymous.
+struct SessionTiers {
+    keys: KeyTiers,
+    sessions: Sessions,
+}
+
+impl Tiers for SessionTiers {
+    fn tier(&self, sender: &PublicKey, session: Option<&str>) -> Tier {
+        match self.keys.tier(sender, session) {
+            Tier::Anonymous if session.is_some_and(|id| self.sessions.is_live(sender, id)) => {
+                Tier::Session
+            }
+            tier => tier,
         }
     }
 }
@@ -112,6 +139,9 @@ pub struct Daemon {
     sessions: Sessions,
     cleanup: tokio::task::JoinHandle<()>,
     store: Store,
+    metrics: Metrics,
+    /// The Prometheus endpoint's address and task, when `[metrics] listen` is set.
+    metrics_endpoint: Option<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>,
 }
 
 impl Daemon {
@@ -122,6 +152,16 @@ impl Daemon {
 
     /// Starts with the services keeping their windows on `clock` (tests move it ahead).
     pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Self, DaemonError> {
+        Self::start_with_tiers(config, clock, None).await
+    }
+
+    /// Starts with the commands' rate tiers decided by `tiers` (tests give their own) instead
+    /// of soko's: admins and USSD bridges in the admin tier, everyone else anonymous.
+    pub async fn start_with_tiers(
+        config: Config,
+        clock: Clock,
+        tiers: Option<Arc<dyn Tiers>>,
+    ) -> Result<Self, DaemonError> {
         // Checked here too, not only when a file is parsed: a config built in code gets
         // the same refusal.
         if let Some(why) = config.dev_mint_refusal() {
@@ -205,6 +245,7 @@ impl Daemon {
                 .chain(config.admins.iter().copied())
                 .collect(),
         );
+        let metrics = Metrics::new(clock.clone());
         let rules = Rules {
             rates: Rates(config.rates.clone().into_iter().collect()),
             payment_window_secs: config.market.payment_window_secs,
@@ -223,6 +264,7 @@ impl Daemon {
                 held_percent: config.market.max_held_percent,
             },
             clock: clock.clone(),
+            metrics: metrics.clone(),
         };
         let rates = rules.rates.clone();
 
@@ -277,6 +319,7 @@ impl Daemon {
                 bot: bot_keys.public_key(),
                 vault: vault.clone(),
                 clock: clock.clone(),
+                metrics: metrics.clone(),
             },
             SessionRules {
                 ttl_secs: config.sessions.ttl_secs,
@@ -289,6 +332,14 @@ impl Daemon {
             },
         )?;
         let inbox = MerchantInbox::new(escrow.clone(), merchants.clone());
+        let tiers = tiers.unwrap_or_else(|| {
+            Arc::new(SessionTiers {
+                // Bridges speak for many phone users at once.
+                keys: KeyTiers::new(admins.iter().chain(&config.ussd.bridges).copied()),
+                sessions: sessions.clone(),
+            })
+        });
+        let limits = CommandLimits::new(&config.limits, tiers, clock.clone());
         let context = commands::Context {
             admins,
             merchants,
@@ -300,8 +351,9 @@ impl Daemon {
             desk,
             clock,
             sessions: sessions.clone(),
+            metrics: metrics.clone(),
         };
-        let handler = Handler::new(&store, keyring, outbox, context, inbox)?;
+        let handler = Handler::new(&store, keyring, outbox, context, inbox, limits)?;
         let bot = Bot::start(
             handler,
             catalog.clone(),
@@ -310,6 +362,27 @@ impl Daemon {
         )
         .await?;
         let (stop, stopped) = watch::channel(false);
+        let metrics_endpoint = match config.metrics.listen {
+            Some(listen) => {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .map_err(|source| DaemonError::Metrics { listen, source })?;
+                let addr = listener
+                    .local_addr()
+                    .map_err(|source| DaemonError::Metrics { listen, source })?;
+                if !addr.ip().is_loopback() {
+                    tracing::warn!(%addr, "the metrics endpoint listens beyond loopback (allow_public): keep it behind a firewall");
+                }
+                tracing::info!(%addr, "metrics at http://{addr}/metrics");
+                let task = tokio::spawn(crate::metrics::serve(
+                    metrics.clone(),
+                    listener,
+                    stopped.clone(),
+                ));
+                Some((addr, task))
+            }
+            None => None,
+        };
         let payments = tokio::spawn(watch_payments(escrow.clone(), stopped.clone()));
         let cleanup = tokio::spawn(clean_sessions(
             sessions.clone(),
@@ -330,6 +403,8 @@ impl Daemon {
             sessions,
             cleanup,
             store,
+            metrics,
+            metrics_endpoint,
         };
         tracing::info!(
             npub = %daemon.npub(),
@@ -397,12 +472,25 @@ impl Daemon {
         &self.escrow
     }
 
+    /// soko's operations figures (what `metrics` and the Prometheus endpoint show).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Where the Prometheus endpoint listens, when it runs.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_endpoint.as_ref().map(|(addr, _)| *addr)
+    }
+
     /// Stops in order: stop taking events, finish in-flight ones, close relays, stop the
     /// mint, flush sled.
     pub async fn shutdown(self) -> Result<(), DaemonError> {
         let _ = self.stop.send(true);
         let _ = self.payments.await;
         let _ = self.cleanup.await;
+        if let Some((_, endpoint)) = self.metrics_endpoint {
+            let _ = endpoint.await;
+        }
         self.bot.shutdown().await;
         if let Some(relay) = &self.relay {
             relay.shutdown();

@@ -17,7 +17,7 @@
 //! | sending | `outbound` (sealing, keyring, outbox, publisher) |
 //! | edges | `relay`, `wallet`, `lnurl` |
 //! | dev mint | `devmint` (in-process cdk mint for development and tests) |
-//! | foundation | `proto`, `store`, `vault`, `identity`, `money`, `clock`, `config`, `util`, `failpoint`, ... |
+//! | foundation | `proto`, `store`, `vault`, `identity`, `money`, `clock`, `config`, `util`, `ratelimit`, `metrics`, `failpoint`, ... |
 //!
 //! So domain code never reaches up to the bot, the commands or the menus: what must cross
 //! (a paid order told to bridges and agents) goes through a trait given at construction
@@ -38,6 +38,7 @@ pub mod inbox;
 pub mod lnurl;
 pub mod logging;
 pub mod market;
+pub mod metrics;
 pub mod money;
 pub mod notices;
 pub mod operator;

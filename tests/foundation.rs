@@ -285,6 +285,7 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
             bot: bot.public_key(),
             vault: vault.clone(),
             clock: soko::clock::Clock::system(),
+            metrics: Default::default(),
         },
         Default::default(),
     )
@@ -300,8 +301,14 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
         desk,
         clock: soko::clock::Clock::system(),
         sessions,
+        metrics: Default::default(),
     };
-    let handler = Handler::new(&store, keyring, outbox, context, inbox).unwrap();
+    let limits = soko::ratelimit::CommandLimits::new(
+        &Default::default(),
+        std::sync::Arc::new(soko::ratelimit::KeyTiers::default()),
+        soko::clock::Clock::system(),
+    );
+    let handler = Handler::new(&store, keyring, outbox, context, inbox, limits).unwrap();
 
     let alice = Keys::generate();
     let ciphertext =

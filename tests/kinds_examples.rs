@@ -72,6 +72,16 @@ fn every_example_parses_and_round_trips() {
                 if let (true, Some(result)) = (page == "sessions.md", &response.result) {
                     check_session_result(page, result);
                 }
+                if let Some(result) = response
+                    .result
+                    .as_ref()
+                    .filter(|r| r.get("orders_today").is_some())
+                {
+                    // A `metrics` result is the snapshot, field for field.
+                    let snapshot: soko::metrics::Snapshot = serde_json::from_value(result.clone())
+                        .unwrap_or_else(|e| panic!("{page}: not a metrics snapshot ({e}): {json}"));
+                    assert_eq!(&serde_json::to_value(&snapshot).unwrap(), result, "{page}");
+                }
                 if let Some(npub) = response.result.as_ref().and_then(|r| r.get("npub")) {
                     let from_npub = nostr_sdk::PublicKey::parse(npub.as_str().unwrap()).unwrap();
                     let hex = response.result.as_ref().unwrap()["pubkey"]

@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
         "config",
         "logging",
         "ratelimit",
+        "metrics",
         "proto",
         "store",
         "identity",

@@ -51,7 +51,7 @@ where
 /// soko as the test harness runs it: embedded relay and dev mint on free loopback ports, the
 /// relay's write limits raised to [`IN_PROCESS_RATE_LIMIT`], data in `dir`. The caps that
 /// guard a public soko against floods and stock-holding (write budgets per connection and
-/// in all, unpaid orders per buyer and in all) are lifted too: a benchmark's load is the
+/// in all, unpaid orders per buyer and in all, commands per sender) are lifted too: a benchmark's load is the
 /// flood they refuse, and it measures the work, not the refusals.
 pub fn in_process_config(dir: &Path) -> Config {
     let mut config = Config::default();
@@ -62,6 +62,8 @@ pub fn in_process_config(dir: &Path) -> Config {
     config.market.max_unpaid_per_buyer = u32::MAX;
     config.market.max_unpaid_total = u32::MAX;
     config.market.max_held_percent = 100;
+    config.limits.anonymous = u32::MAX;
+    config.limits.admin = u32::MAX;
     config.mint = MintConfig::EmbeddedDev { port: 0 };
     config.storage.data_dir = dir.to_path_buf();
     config

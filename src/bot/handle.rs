@@ -13,6 +13,7 @@ use crate::failpoint;
 use crate::inbox::{MerchantInbox, OrderMessage, ToMerchant};
 use crate::outbound::{seal_dm, wrap_tagged, Keyring, Note, Outbox, MAX_EVENT_BYTES};
 use crate::proto::{ErrorCode, Refusal, Request, Response};
+use crate::ratelimit::CommandLimits;
 use crate::store::{trees, Store, StoreError, Typed};
 use crate::util::unix_now;
 
@@ -85,6 +86,7 @@ pub struct Handler {
     commands: commands::Context,
     inbox: MerchantInbox,
     claims: Claims,
+    limits: std::sync::Arc<CommandLimits>,
 }
 
 /// How long a request waits for a twin with the same (sender, request id) still running
@@ -149,13 +151,14 @@ pub enum Outcome {
 }
 
 impl Handler {
-    /// Opens the trees the handler uses.
+    /// Opens the trees the handler uses. Every command is counted against `limits`.
     pub fn new(
         store: &Store,
         keyring: Keyring,
         outbox: Outbox,
         commands: commands::Context,
         inbox: MerchantInbox,
+        limits: CommandLimits,
     ) -> Result<Self, StoreError> {
         Ok(Self {
             keyring,
@@ -168,6 +171,7 @@ impl Handler {
             inbox,
             commands,
             claims: Claims::default(),
+            limits: std::sync::Arc::new(limits),
         })
     }
 
@@ -230,8 +234,18 @@ impl Handler {
         self.meta.get(CHECKPOINT_KEY)
     }
 
-    /// Handles one event from a relay.
+    /// Handles one event from a relay. Every line logged while it is handled, however
+    /// deep (commands, escrow, wallet, cdk), carries the span `request{event=…}`, and
+    /// `id=…` once known: the request id when the command has one, else the id its reply
+    /// answers (`re`: the DM's, or the NIP-17 rumor's).
     pub async fn handle(&self, event: &Event) -> Result<Outcome, HandleError> {
+        // At error level so that it is on whenever any line is: a span's level decides
+        // whether it exists at all, and the warnings and errors need the ids most.
+        let span = tracing::error_span!("request", event = %event.id, id = tracing::field::Empty);
+        tracing::Instrument::instrument(self.handle_traced(event), span).await
+    }
+
+    async fn handle_traced(&self, event: &Event) -> Result<Outcome, HandleError> {
         // Verify before anything is recorded: an event id does not commit to its signature,
         // so recording a forged copy as seen would let it censor the genuine one.
         if event.verify().is_err() {
@@ -279,6 +293,8 @@ impl Handler {
                 return Ok(Outcome::Ignored(ignored.to_string()));
             }
         };
+        // Recorded once: a log line shows every value a field was given.
+        tracing::Span::current().record("id", correlation_id(&inbound).as_str());
         if let (false, Ok(body)) = (
             inbound.recipient == self.keyring.bot().public_key(),
             &inbound.body,
@@ -377,6 +393,32 @@ impl Handler {
                 )))
             }
         };
+        // Before the replay lookup and the claim: a sender over its rate costs no more than
+        // this. Not remembered under the request id, so the same id runs once the window
+        // has passed.
+        if let Err(limited) = self
+            .limits
+            .check(&inbound.sender, request.session.as_deref())
+        {
+            tracing::debug!(
+                tier = limited.tier.as_str(),
+                retry_after = limited.retry_after_secs,
+                "rate limited"
+            );
+            self.commands.metrics.rate_limited(limited.tier);
+            let message = format!(
+                "too many commands: at most {} per {} s in the {} tier; try again in {} s",
+                limited.limit,
+                limited.window_secs,
+                limited.tier.as_str(),
+                limited.retry_after_secs
+            );
+            let re = request.id.unwrap_or(fallback_re);
+            return Ok(Some((
+                Response::rate_limited(re, message, limited.retry_after_secs).to_json(),
+                None,
+            )));
+        }
         if let Some(id) = &request.id {
             let key = reply_key(&inbound.sender, id);
             // Claim before looking: a twin that finished has stored its reply by then, and
@@ -577,6 +619,18 @@ fn too_large_response(response: &str) -> String {
         ),
     )
     .to_json()
+}
+
+/// What a request is known by to its sender: its request id when it is a command with one,
+/// else the id its reply answers (`re`). The envelope is parsed again later; a DM is small.
+fn correlation_id(inbound: &Inbound) -> String {
+    inbound
+        .body
+        .as_ref()
+        .ok()
+        .and_then(|body| Request::parse(body).ok())
+        .and_then(|request| request.id)
+        .unwrap_or_else(|| inbound.refers_to.to_hex())
 }
 
 /// A NIP-15 message: a JSON object with a numeric `type` and no `cmd`.

@@ -4,6 +4,7 @@ mod agents;
 mod catalog;
 mod listing;
 mod merchant;
+mod metrics;
 mod order;
 mod ping;
 mod sessions;
@@ -123,6 +124,8 @@ pub struct Context {
     pub clock: Clock,
     /// Private sessions.
     pub sessions: Sessions,
+    /// Operations figures (`metrics`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Runs one command for `sender`, inside the private session `session` when named.
@@ -220,6 +223,7 @@ async fn dispatch(
         Command::CloseSession(_) => {
             to_value(sessions::close(ctx, sender, sessions::required(live)?).await?)
         }
+        Command::Metrics(_) => to_value(metrics::run(ctx)),
     }
 }
 

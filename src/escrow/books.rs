@@ -127,6 +127,12 @@ impl EscrowService {
     /// wallet keeps the melt's record; the payout and refund passes settle it from the mint's
     /// later answer.
     pub(super) async fn melt_booking_swap_fee(&self, quote_id: &str) -> Result<Melt, cdk::Error> {
+        let melted = self.melt_once(quote_id).await;
+        self.inner.metrics.wallet_op("melt", melted.is_ok());
+        melted
+    }
+
+    async fn melt_once(&self, quote_id: &str) -> Result<Melt, cdk::Error> {
         let prepared = self
             .inner
             .wallet

@@ -65,6 +65,8 @@ impl EscrowService {
                 None,
             )
             .await
+            .inspect(|_| inner.metrics.wallet_op("mint_quote", true))
+            .inspect_err(|_| inner.metrics.wallet_op("mint_quote", false))
         {
             Ok(quote) => quote,
             Err(cdk::Error::AmountOutofLimitRange(_, max, _)) => {
@@ -148,6 +150,7 @@ impl EscrowService {
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
             .map_err(tx_error)?;
+        inner.metrics.order_created();
         tracing::info!(order = number, sats = record.total.0, "order placed");
         Ok(payment_request(&record))
     }

@@ -286,10 +286,12 @@ impl EscrowService {
             // An `Issued` quote was minted before a crash: the wallet holds the proofs
             // already (cdk's mint saga), so only the books need finishing.
             if quote_state == MintQuoteState::Paid {
-                inner
+                let minted = inner
                     .wallet
                     .mint(&record.quote_id, SplitTarget::default(), None)
-                    .await?;
+                    .await;
+                inner.metrics.wallet_op("mint", minted.is_ok());
+                minted?;
             }
         }
         let code = DeliveryCode::generate();
@@ -349,6 +351,7 @@ impl EscrowService {
                 .await?,
         );
         self.commit(key, &paid, change, &dms).await?;
+        inner.metrics.order_paid();
         tracing::info!(
             order = paid.number,
             sats = paid.total.0,

@@ -82,6 +82,8 @@ pub struct Rules {
     pub caps: Caps,
     /// The time the windows are kept on.
     pub clock: Clock,
+    /// Where orders and wallet operations are counted.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Caps on orders waiting for payment (`[market]` `max_unpaid_*`, `max_held_percent`).
@@ -156,6 +158,7 @@ pub(super) struct Inner {
     pub(super) caps: Caps,
     pub(super) clock: Clock,
     pub(super) reconciled: super::books::Clock,
+    pub(super) metrics: crate::metrics::Metrics,
 }
 
 impl EscrowService {
@@ -199,6 +202,7 @@ impl EscrowService {
                 caps: rules.caps,
                 clock: rules.clock,
                 reconciled: Default::default(),
+                metrics: rules.metrics,
             }),
         })
     }

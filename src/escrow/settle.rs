@@ -176,7 +176,9 @@ impl EscrowService {
             balance: Some((merchant.to_bytes().to_vec(), credited)),
             ..Change::default()
         };
-        self.commit(key, &next, change, &[dm]).await
+        self.commit(key, &next, change, &[dm]).await?;
+        self.inner.metrics.order_completed();
+        Ok(())
     }
 
     /// Holds order `number` for the operator's decision: the code no longer releases it, and

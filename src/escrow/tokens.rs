@@ -25,7 +25,9 @@ impl Prepared<'_> {
     /// Makes the token, booking the NUT-02 input fee its swap paid.
     pub(super) async fn confirm(self) -> Result<String, EscrowError> {
         let fee = Sats::from(self.send.swap_fee());
-        let token = self.send.confirm(None).await?.to_string();
+        let sent = self.send.confirm(None).await;
+        self.service.inner.metrics.wallet_op("send", sent.is_ok());
+        let token = sent?.to_string();
         self.service.book_input_fee(fee);
         Ok(token)
     }

@@ -74,6 +74,9 @@ pub struct ErrorBody {
     pub code: ErrorCode,
     /// Human explanation.
     pub message: String,
+    /// `rate_limited`: seconds until the sender may send again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 /// Stable error codes. New codes may be added; clients treat unknown ones as failures.
@@ -147,6 +150,9 @@ pub enum ErrorCode {
     SessionClosed,
     /// Sessions: the command runs only inside a session.
     SessionRequired,
+    /// The sender sent more commands than its tier allows in one window; `retry_after`
+    /// says when it may send again.
+    RateLimited,
     /// Something failed inside soko; details are in its log, not here.
     Internal,
 }
@@ -251,8 +257,18 @@ impl Response {
             error: Some(ErrorBody {
                 code: refusal.code,
                 message: refusal.message,
+                retry_after: None,
             }),
         }
+    }
+
+    /// A `rate_limited` refusal: the sender may send again in `retry_after` seconds.
+    pub fn rate_limited(re: String, message: impl Into<String>, retry_after: u64) -> Self {
+        let mut response = Self::refused(re, Refusal::new(ErrorCode::RateLimited, message));
+        if let Some(error) = &mut response.error {
+            error.retry_after = Some(retry_after);
+        }
+        response
     }
 
     /// The JSON text sent in the DM.
@@ -324,6 +340,8 @@ pub enum Command {
     CloseSession(PingArgs),
     /// Agent: withdraw one of its pending proposals.
     ProposalWithdraw(super::agents::ProposalWithdrawArgs),
+    /// Admin: operations figures (sessions, BATs, wallet operations, today's orders).
+    Metrics(PingArgs),
 }
 
 /// Names accepted in `cmd`, for the unknown-command message.
@@ -355,6 +373,7 @@ pub const COMMAND_NAMES: &[&str] = &[
     "session_status",
     "session_deposit",
     "close_session",
+    "metrics",
 ];
 
 /// Most entries of each list one `catalog` answer carries.

@@ -19,6 +19,7 @@ mod refund;
 pub mod state;
 
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
@@ -31,6 +32,7 @@ pub use self::bat::{BatVerifier, ExternalMint, InProcessMint};
 pub use self::error::{SessionError, SessionRefusal};
 pub use self::state::{SessionEvent, SessionState};
 use crate::clock::Clock;
+use crate::metrics::{BatOutcome, Metrics};
 use crate::money::Sats;
 use crate::outbound::Publisher;
 use crate::store::{Store, StoreError, Typed};
@@ -184,6 +186,13 @@ struct Inner {
     vault: Vault,
     rules: SessionRules,
     clock: Clock,
+    metrics: Metrics,
+    /// Open, unexpired sessions: counted at start and by each cleanup pass, moved by opens
+    /// and ends in between (a gauge, not a scan per open).
+    active: AtomicU64,
+    /// Ecash in open sessions' wallets: summed by each cleanup pass, moved by deposits and
+    /// refunds in between.
+    held: AtomicU64,
     /// One refund step at a time: steps of one session must not interleave.
     saga: tokio::sync::Mutex<()>,
 }
@@ -214,6 +223,8 @@ pub struct SessionParts {
     pub vault: Vault,
     /// The time sessions are judged by.
     pub clock: Clock,
+    /// Where session, token and cleanup figures go.
+    pub metrics: Metrics,
 }
 
 impl Sessions {
@@ -223,7 +234,7 @@ impl Sessions {
         parts: SessionParts,
         rules: SessionRules,
     ) -> Result<Self, StoreError> {
-        Ok(Self {
+        let sessions = Self {
             inner: Arc::new(Inner {
                 store: store.clone(),
                 records: store.tree("sessions")?,
@@ -238,9 +249,57 @@ impl Sessions {
                 vault: parts.vault,
                 rules,
                 clock: parts.clock,
+                metrics: parts.metrics,
+                active: AtomicU64::new(0),
+                held: AtomicU64::new(0),
                 saga: tokio::sync::Mutex::new(()),
             }),
-        })
+        };
+        let active = sessions.count_active()?;
+        sessions.set_active(active);
+        Ok(sessions)
+    }
+
+    fn set_active(&self, active: u64) {
+        self.inner.active.store(active, Ordering::Relaxed);
+        self.inner.metrics.set_sessions_active(active);
+    }
+
+    fn move_active(&self, opened: bool) {
+        let before = if opened {
+            self.inner.active.fetch_add(1, Ordering::Relaxed)
+        } else {
+            self.inner
+                .active
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(1))
+                })
+                .unwrap_or(0)
+        };
+        let now = if opened {
+            before + 1
+        } else {
+            before.saturating_sub(1)
+        };
+        self.inner.metrics.set_sessions_active(now);
+    }
+
+    fn move_held(&self, sats: Sats, added: bool) {
+        let held = &self.inner.held;
+        let result = held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            Some(if added {
+                n.saturating_add(sats.0)
+            } else {
+                n.saturating_sub(sats.0)
+            })
+        });
+        let before = result.unwrap_or_else(|n| n);
+        let now = if added {
+            before.saturating_add(sats.0)
+        } else {
+            before.saturating_sub(sats.0)
+        };
+        self.inner.metrics.set_session_ecash(Sats(now));
     }
 
     /// Opens a session for `sender` with the blind auth token `bat` (`authA…`), its ecash
@@ -281,7 +340,15 @@ impl Sessions {
         if inner.spent.get(y.as_bytes())?.is_some() {
             return Err(SessionRefusal::TokenSpent.into());
         }
-        match verifier.verify_and_burn(&token).await {
+        let started = std::time::Instant::now();
+        let checked = verifier.verify_and_burn(&token).await;
+        let outcome = match &checked {
+            bat::Checked::Burned => BatOutcome::Ok,
+            bat::Checked::Refused(_) => BatOutcome::Refused,
+            bat::Checked::Unavailable(_) => BatOutcome::Failed,
+        };
+        inner.metrics.bat_verified(outcome, started.elapsed());
+        match checked {
             bat::Checked::Burned => {}
             bat::Checked::Refused(refusal) => return Err(refusal.into()),
             bat::Checked::Unavailable(e) => {
@@ -323,6 +390,8 @@ impl Sessions {
             Err(None) => return Err(SessionRefusal::TokenSpent.into()),
             Err(Some(e)) => return Err(e.into()),
         }
+        inner.metrics.session_opened();
+        self.move_active(true);
         tracing::info!(expires_at = record.expires_at, "session opened");
         Ok(Opened {
             id,
@@ -387,11 +456,17 @@ impl Sessions {
         }
         let wallet = self.wallet(&live.id).await?;
         match wallet.receive(token.trim(), Default::default()).await {
-            Ok(_) => {}
+            Ok(received) => {
+                self.inner.metrics.wallet_op("session_receive", true);
+                self.move_held(Sats::from(received), true);
+            }
             Err(e @ (cdk::Error::TokenAlreadySpent | cdk::Error::UnknownKeySet)) => {
                 return Err(SessionRefusal::Deposit(e.to_string()).into())
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                self.inner.metrics.wallet_op("session_receive", false);
+                return Err(e.into());
+            }
         }
         Ok(Sats::from(wallet.total_balance().await?))
     }
@@ -429,8 +504,12 @@ impl Sessions {
         }
     }
 
-    /// Sessions open now (not expired, not closed).
-    pub fn active(&self) -> Result<usize, SessionError> {
+    /// Sessions open now (not expired, not closed), as last counted.
+    pub fn active(&self) -> u64 {
+        self.inner.active.load(Ordering::Relaxed)
+    }
+
+    fn count_active(&self) -> Result<u64, StoreError> {
         let now = self.inner.clock.now();
         let mut active = 0;
         for entry in self.inner.records.iter() {
@@ -442,10 +521,47 @@ impl Sessions {
         Ok(active)
     }
 
+    /// Ecash in open sessions' wallets, summed now (one wallet read per open session).
+    async fn count_held(&self) -> Result<Sats, SessionError> {
+        let mut ids = Vec::new();
+        for entry in self.inner.records.iter() {
+            let (id, record) = entry?;
+            if record.state.is_open() {
+                ids.push(String::from_utf8_lossy(&id).into_owned());
+            }
+        }
+        let mut held = Sats::ZERO;
+        for id in ids {
+            let balance = Sats::from(self.wallet(&id).await?.total_balance().await?);
+            held = held.checked_add(balance).unwrap_or(held);
+        }
+        Ok(held)
+    }
+
     /// One pass over every session: expire those past their time (unless held), carry
     /// every unfinished refund on, delete the wallets of refunded ones, and forget old
     /// tombstones. A failing session is logged and retried next pass; the others go on.
     pub async fn cleanup(&self) -> Result<CleanupReport, SessionError> {
+        let result = self.cleanup_pass().await;
+        let ok = matches!(&result, Ok(report) if report.failed == 0);
+        self.inner.metrics.cleanup_run(ok);
+        if let Ok(active) = self.count_active() {
+            self.set_active(active);
+        }
+        match self.count_held().await {
+            Ok(held) => {
+                self.inner.held.store(held.0, Ordering::Relaxed);
+                self.inner.metrics.set_session_ecash(held);
+            }
+            Err(e) => tracing::warn!(error = %e, "session ecash could not be summed"),
+        }
+        self.inner
+            .metrics
+            .set_session_wallets_open(self.open_wallets() as u64);
+        result
+    }
+
+    async fn cleanup_pass(&self) -> Result<CleanupReport, SessionError> {
         let inner = &self.inner;
         let now = inner.clock.now();
         let mut report = CleanupReport::default();
@@ -511,6 +627,11 @@ impl Sessions {
         let mut record = self.stored(id)?.moved(event)?;
         record.ended = Some(ending);
         self.inner.records.insert(id.as_bytes(), &record)?;
+        self.move_active(false);
+        let lived = ending.at.saturating_sub(record.opened_at);
+        self.inner
+            .metrics
+            .session_closed(std::time::Duration::from_secs(lived));
         crate::failpoint::crash("session-ending", self.inner.records.raw());
         tracing::info!(reason = ?ending.reason, "session ended");
         Ok(())

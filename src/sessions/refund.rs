@@ -134,6 +134,7 @@ impl Sessions {
                     crate::store::StoreError::Task("refund transaction aborted".to_owned()),
                 ),
             })?;
+        self.move_held(balance, false);
         crate::failpoint::crash("session-refund-queued", inner.records.raw());
         tracing::info!(sats = balance.0, "session ecash returned as a token");
         inner.publisher.outbox().deliver(&dm).await?;
@@ -214,6 +215,7 @@ impl Sessions {
                 .returned
                 .checked_add(amount)
                 .unwrap_or(record.returned);
+            self.move_held(amount, false);
             // Paid once: the change goes back as a token, and the address is forgotten.
             record.refund_to = None;
             tracing::info!(sats = amount.0, "session ecash returned over Lightning");

@@ -1,0 +1,214 @@
+//! Issue 13, rate tiers: every command is counted per sender (for NIP-17 the rumor's author,
+//! not the wrap's one-time key) against its tier's budget per window; over it, the command is
+//! refused with `rate_limited` and `retry_after`, and not remembered under its request id.
+//!
+//! The anonymous test runs at the default numbers (100 per 15 minutes); the admin, bridge and
+//! session tiers run at lowered limits, as 5000 round trips would take minutes.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use common::{test_config, TestSoko, User, REPLY_TIMEOUT};
+use nostr_sdk::prelude::*;
+use serde_json::{json, Value};
+use soko::clock::Clock;
+use soko::ratelimit::{Tier, Tiers};
+use soko::Daemon;
+
+/// Sends one ping per id (NIP-17 when `nip17`), all before reading any reply; the replies
+/// by request id.
+async fn pings(
+    user: &mut User,
+    bot: PublicKey,
+    ids: &[String],
+    nip17: bool,
+) -> HashMap<String, Value> {
+    for id in ids {
+        let request = json!({"id": id, "cmd": "ping"}).to_string();
+        if nip17 {
+            user.send_nip17(bot, &request).await;
+        } else {
+            user.send_nip04(bot, &request).await;
+        }
+    }
+    let mut replies = HashMap::new();
+    while replies.len() < ids.len() {
+        let Some(dm) = user.next_dm(REPLY_TIMEOUT).await else {
+            panic!("{} of {} replies came", replies.len(), ids.len());
+        };
+        let reply = dm.json();
+        replies.insert(reply["re"].as_str().unwrap().to_owned(), reply);
+    }
+    replies
+}
+
+/// One ping and its reply.
+async fn ping(user: &mut User, bot: PublicKey, id: &str, session: Option<&str>) -> Value {
+    let mut request = json!({"id": id, "cmd": "ping"});
+    if let Some(session) = session {
+        request["session"] = json!(session);
+    }
+    user.ask_nip17(bot, &request.to_string()).await.json()
+}
+
+fn ids(prefix: &str, range: std::ops::Range<u32>) -> Vec<String> {
+    range.map(|n| format!("{prefix}{n}")).collect()
+}
+
+/// The `retry_after` of a `rate_limited` refusal, checked against its message.
+fn retry_after(reply: &Value) -> u64 {
+    assert_eq!(reply["ok"], json!(false), "{reply}");
+    assert_eq!(reply["error"]["code"], json!("rate_limited"), "{reply}");
+    let seconds = reply["error"]["retry_after"].as_u64().expect("retry_after");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("try again in {seconds} s")),
+        "{message}"
+    );
+    seconds
+}
+
+fn served(reply: &Value) -> bool {
+    reply["ok"] == json!(true) && reply["result"]["pong"] == json!(true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_101st_anonymous_command_in_a_window_is_refused_until_the_window_passes() {
+    let soko = TestSoko::start().await;
+    let bot = soko.bot();
+    let mut alice = User::connect(&[soko.relay_url()]).await;
+
+    // 100 commands, 60 as NIP-04 and 40 gift-wrapped (each wrap signed by a fresh key: the
+    // limit must count alice, the rumor's author).
+    let first = pings(&mut alice, bot, &ids("a", 0..60), false).await;
+    let wrapped = pings(&mut alice, bot, &ids("a", 60..100), true).await;
+    for (id, reply) in first.iter().chain(&wrapped) {
+        assert!(served(reply), "{id}: {reply}");
+    }
+
+    let refused = ping(&mut alice, bot, "over", None).await;
+    assert_eq!(refused["re"], json!("over"));
+    let wait = retry_after(&refused);
+    assert!((1..=900).contains(&wait), "{wait}");
+    // Over NIP-04 too, and for a request without an id.
+    let plain = alice.ask_nip04(bot, r#"{"cmd":"ping"}"#).await.json();
+    retry_after(&plain);
+    // Someone else is not affected.
+    let mut bob = User::connect(&[soko.relay_url()]).await;
+    assert!(served(&ping(&mut bob, bot, "b0", None).await));
+
+    // The refusal was not remembered under "over": once the window has passed, the same
+    // request id runs.
+    soko.advance(wait);
+    let again = ping(&mut alice, bot, "over", None).await;
+    assert!(served(&again), "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_and_bridges_have_the_admin_budget() {
+    let bridge = Keys::generate();
+    let soko = TestSoko::start_with(|config| {
+        config.limits.anonymous = 3;
+        config.limits.session = 5;
+        config.limits.admin = 8;
+        config.ussd.bridges = vec![bridge.public_key()];
+    })
+    .await;
+    let bot = soko.bot();
+    let operator_keys = soko::identity::operator_keys(&soko.data_dir()).unwrap();
+    let mut operator = User::with_keys(operator_keys, &[soko.relay_url()]).await;
+    let mut bridge = User::with_keys(bridge, &[soko.relay_url()]).await;
+    let mut alice = User::connect(&[soko.relay_url()]).await;
+
+    for (who, user) in [("operator", &mut operator), ("bridge", &mut bridge)] {
+        let replies = pings(user, bot, &ids(who, 0..8), false).await;
+        assert!(replies.values().all(served), "{who}: {replies:?}");
+        let refused = ping(user, bot, &format!("{who}-over"), None).await;
+        let message = refused["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("at most 8 per 900 s in the admin tier"),
+            "{refused}"
+        );
+        retry_after(&refused);
+    }
+    let replies = pings(&mut alice, bot, &ids("a", 0..3), false).await;
+    assert!(replies.values().all(served), "{replies:?}");
+    // Naming a session changes nothing while no session is live.
+    let refused = ping(&mut alice, bot, "a-over", Some("s1")).await;
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("anonymous tier"),
+        "{refused}"
+    );
+    retry_after(&refused);
+}
+
+/// The sessions domain's answer, for one key and one session id.
+struct OneSession {
+    key: PublicKey,
+}
+
+impl Tiers for OneSession {
+    fn tier(&self, sender: &PublicKey, session: Option<&str>) -> Tier {
+        if *sender == self.key && session == Some("s1") {
+            Tier::Session
+        } else {
+            Tier::Anonymous
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tier_comes_from_the_tiers_soko_was_given() {
+    let carol = Keys::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.limits.anonymous = 2;
+    config.limits.session = 5;
+    let clock = Clock::system();
+    let tiers: Arc<dyn Tiers> = Arc::new(OneSession {
+        key: carol.public_key(),
+    });
+    let daemon = Daemon::start_with_tiers(config, clock.clone(), Some(tiers))
+        .await
+        .unwrap();
+    let relay = daemon.relay_url().unwrap().clone();
+    let bot = daemon.bot_public_key();
+    let mut carol = User::with_keys(carol, std::slice::from_ref(&relay)).await;
+    let mut dave = User::connect(&[relay]).await;
+
+    for n in 0..5 {
+        let reply = ping(&mut carol, bot, &format!("s{n}"), Some("s1")).await;
+        assert!(served(&reply), "{reply}");
+    }
+    let refused = ping(&mut carol, bot, "s-over", Some("s1")).await;
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("at most 5 per 900 s in the session tier"),
+        "{refused}"
+    );
+    retry_after(&refused);
+    // Outside the session carol has the anonymous budget, apart from her session's.
+    for n in 0..2 {
+        assert!(served(&ping(&mut carol, bot, &format!("c{n}"), None).await));
+    }
+    retry_after(&ping(&mut carol, bot, "c-over", None).await);
+    // Dave naming carol's session is anonymous.
+    for n in 0..2 {
+        assert!(served(
+            &ping(&mut dave, bot, &format!("d{n}"), Some("s1")).await
+        ));
+    }
+    retry_after(&ping(&mut dave, bot, "d-over", Some("s1")).await);
+
+    clock.advance(900);
+    assert!(served(&ping(&mut carol, bot, "s-over", Some("s1")).await));
+    daemon.shutdown().await.unwrap();
+}
