@@ -56,7 +56,8 @@ pub async fn post_login(token_url: &str, authorization: &str) -> (u16, serde_jso
 /// Logs `keys` in at the issuer's `token_url` with a fresh signed event: the clear-auth
 /// token (CAT).
 pub async fn login(token_url: &str, keys: &Keys) -> String {
-    let (status, json) = post_login(token_url, &login_header(token_url, keys, Timestamp::now())).await;
+    let (status, json) =
+        post_login(token_url, &login_header(token_url, keys, Timestamp::now())).await;
     assert_eq!(status, 200, "login refused: {json}");
     json["access_token"]
         .as_str()
@@ -72,7 +73,11 @@ pub async fn bats(mint_url: &str, cat: &str, n: u64) -> Vec<BlindAuthToken> {
 }
 
 /// Same, with cdk's refusal as it comes.
-pub async fn try_bats(mint_url: &str, cat: &str, n: u64) -> Result<Vec<BlindAuthToken>, cdk::Error> {
+pub async fn try_bats(
+    mint_url: &str,
+    cat: &str,
+    n: u64,
+) -> Result<Vec<BlindAuthToken>, cdk::Error> {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = soko::store::Store::open(dir.path()).expect("store");
     let key = soko::vault::RecordKey::new([7; 32]).expect("record key");

@@ -11,6 +11,7 @@ use serde_json::json;
 use soko::config::MintConfig;
 use soko::{Config, Daemon};
 
+pub mod auth;
 pub mod binary;
 pub mod books;
 pub mod bridge;
