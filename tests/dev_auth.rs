@@ -316,15 +316,70 @@ async fn tokens_outlive_a_restart_of_the_issuer_on_its_port() {
     mint.shutdown().await;
 }
 
+fn auth_on(config: &mut soko::Config) {
+    config.dev_mint_auth = Some(DevMintAuth {
+        bat_max_mint: DEFAULT_BAT_MAX_MINT,
+        issuer_port: 0,
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sokos_issuer_lets_in_its_registered_users_only_and_keeps_its_url_across_a_restart() {
+    let mut soko = TestSoko::start_with(auth_on).await;
+    let mut alice = User::connect(&[soko.relay_url()]).await;
+    let url = soko
+        .daemon()
+        .dev_mint()
+        .unwrap()
+        .issuer()
+        .unwrap()
+        .token_url();
+    let (status, refused) =
+        post_login(&url, &login_header(&url, &alice.keys, Timestamp::now())).await;
+    assert_eq!(status, 403, "not registered yet: {refused}");
+
+    // Registered by an invite, the way users register.
+    let invite = operator(&soko, "invite_create", json!({"role": "agent"})).await;
+    let code = invite.result.unwrap()["code"].as_str().unwrap().to_owned();
+    let registration = EventBuilder::new(Kind::Custom(29470), "")
+        .tags([
+            Tag::parse(["invite", code.as_str()]).unwrap(),
+            Tag::parse(["role", "agent"]).unwrap(),
+            Tag::public_key(soko.bot()),
+        ])
+        .sign_with_keys(&alice.keys)
+        .unwrap();
+    let registered = alice
+        .ask_nip17(
+            soko.bot(),
+            &json!({"cmd": "register", "args": {"event": registration}}).to_string(),
+        )
+        .await;
+    assert!(
+        registered.content.contains("\"agent\""),
+        "{}",
+        registered.content
+    );
+    let cat = login(&url, &alice.keys).await;
+    assert_eq!(bats(soko.daemon().mint_url(), &cat, 3).await.len(), 3);
+
+    // Same issuer URL after a restart, and the token it gave still mints.
+    soko.restart().await;
+    let again = soko
+        .daemon()
+        .dev_mint()
+        .unwrap()
+        .issuer()
+        .unwrap()
+        .token_url();
+    assert_eq!(again, url);
+    assert_eq!(bats(soko.daemon().mint_url(), &cat, 1).await.len(), 1);
+    soko.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_escrow_wallet_works_against_its_dev_mint_with_auth_on() {
-    let soko = TestSoko::start_with(|config| {
-        config.dev_mint_auth = Some(DevMintAuth {
-            bat_max_mint: DEFAULT_BAT_MAX_MINT,
-            issuer_port: 0,
-        });
-    })
-    .await;
+    let soko = TestSoko::start_with(auth_on).await;
     let info = get_json(&format!("{}/v1/info", soko.daemon().mint_url()))
         .await
         .1;
