@@ -165,6 +165,23 @@ async fn logins_that_are_not_a_fresh_signed_event_of_a_registered_key_are_refuse
     // Not NIP-98 at all.
     refused(post_login(&url, "Bearer abc").await, 401, "Authorization");
 
+    // A body past the bound, with a genuine fresh login event: refused before it is read.
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("Authorization", login_header(&url, &user, Timestamp::now()))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "grant_type={}&pad={}",
+            soko::devmint::oidc::GRANT_TYPE,
+            "x".repeat(8_000)
+        ))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    refused((status, body), 413, "at most");
+
     // The issuer's clock moved: an event fresh by the world's time is stale by it.
     clock.advance(120);
     refused(
