@@ -81,7 +81,7 @@ impl Registry for std::collections::HashSet<PublicKey> {
 #[derive(Debug, thiserror::Error)]
 pub enum OidcError {
     /// It could not listen.
-    #[error("dev OIDC issuer cannot listen on 127.0.0.1:{port}: {source}")]
+    #[error("dev OIDC issuer cannot listen on 127.0.0.1:{port}: {source} (change [mint] dev_issuer_port)")]
     Listen {
         /// Port it tried.
         port: u16,
