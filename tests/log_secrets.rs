@@ -1,5 +1,7 @@
 //! A full run logged at TRACE level never shows a secret: the bot's key, the wallet seed, an
-//! ecash token or an invite code. (Its own test binary: the log capture is process-global.)
+//! ecash token, an invite code, or (with blind auth on the dev mint) a login event's
+//! signature, a clear-auth token, a BAT or the issuer's key. (Its own test binary: the log
+//! capture is process-global.)
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
@@ -23,7 +25,13 @@ async fn secrets_never_reach_the_log() {
     };
     soko::logging::init_with_writer(&level, capture.clone()).unwrap();
 
-    let mut soko = TestSoko::start().await;
+    let mut soko = TestSoko::start_with(|config| {
+        config.dev_mint_auth = Some(soko::config::DevMintAuth {
+            bat_max_mint: 10,
+            issuer_port: 0,
+        });
+    })
+    .await;
     let mut alice = User::connect(&[soko.relay_url()]).await;
     alice
         .ask_nip04(soko.bot(), r#"{"id":"a","cmd":"ping"}"#)
@@ -83,6 +91,48 @@ async fn secrets_never_reach_the_log() {
         .await
         .unwrap();
 
+    // Alice, now registered, logs in at the dev issuer, mints BATs with the token and spends
+    // one at the mint's blind-protected restore.
+    let issuer = soko.daemon().dev_mint().unwrap().issuer().unwrap();
+    let token_url = issuer.token_url();
+    let login_header =
+        common::auth::login_header(&token_url, &alice.keys, nostr_sdk::Timestamp::now());
+    let (status, login) = common::auth::post_login(&token_url, &login_header).await;
+    assert_eq!(status, 200, "{login}");
+    let cat = login["access_token"].as_str().unwrap().to_owned();
+    let bats = common::auth::bats(soko.daemon().mint_url(), &cat, 3).await;
+    let bat = bats[0].clone();
+    let keysets: serde_json::Value = serde_json::from_str(
+        &reqwest::get(format!("{}/v1/keysets", soko.daemon().mint_url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let restore = serde_json::json!({"outputs": [{"amount": 1, "id": keysets["keysets"][0]["id"],
+        "B_": cdk::nuts::SecretKey::generate().public_key().to_hex()}]});
+    let restored = reqwest::Client::new()
+        .post(format!("{}/v1/restore", soko.daemon().mint_url()))
+        .header("Content-Type", "application/json")
+        .header("Blind-auth", bat.without_dleq().to_string())
+        .body(restore.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(restored.status().as_u16(), 200);
+    let login_event = login_header.trim_start_matches("Nostr ").to_owned();
+    let login_sig = {
+        use base64::Engine;
+        let json = base64::engine::general_purpose::STANDARD
+            .decode(&login_event)
+            .unwrap();
+        let event: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        event["sig"].as_str().unwrap().to_owned()
+    };
+    let oidc_key = std::fs::read_to_string(soko.data_dir().join("dev-oidc.key")).unwrap();
+
     let nsec_file = std::fs::read_to_string(soko.data_dir().join("bot.nsec")).unwrap();
     let keys = Keys::parse(nsec_file.trim()).unwrap();
     let seed = std::fs::read_to_string(soko.data_dir().join("wallet.seed")).unwrap();
@@ -90,6 +140,10 @@ async fn secrets_never_reach_the_log() {
 
     let log = capture.text();
     assert!(log.contains("soko started"), "the capture works");
+    assert!(
+        log.contains("DEVELOPMENT OIDC ISSUER") && log.contains("a registered user logged in"),
+        "blind auth ran in the captured run"
+    );
     assert!(
         log.len() > 10_000,
         "a TRACE run logs plenty ({} bytes)",
@@ -104,6 +158,20 @@ async fn secrets_never_reach_the_log() {
         ("invite code without dashes", invite_code.replace('-', "")),
         // The token's body without its `cashuB` prefix, in case something logs it raw.
         ("token body", token.chars().skip(6).take(40).collect()),
+        ("login event (base64)", login_event.clone()),
+        ("login event signature", login_sig.clone()),
+        ("clear-auth token", cat.clone()),
+        // A JWT's signature, in case something logs the token cut up.
+        (
+            "clear-auth token signature",
+            cat.rsplit('.').next().unwrap().to_owned(),
+        ),
+        ("BAT", bat.to_string()),
+        ("BAT without DLEQ", bat.without_dleq().to_string()),
+        ("another BAT", bats[2].to_string()),
+        ("BAT secret", bat.auth_proof.secret.to_string()),
+        ("BAT signature", bat.auth_proof.c.to_hex()),
+        ("issuer key", oidc_key.trim().to_owned()),
     ];
     for (what, secret) in secrets {
         assert!(!log.contains(&secret), "{what} appears in the log");

@@ -81,7 +81,7 @@ impl Registry for std::collections::HashSet<PublicKey> {
 #[derive(Debug, thiserror::Error)]
 pub enum OidcError {
     /// It could not listen.
-    #[error("dev OIDC issuer cannot listen on 127.0.0.1:{port}: {source}")]
+    #[error("dev OIDC issuer cannot listen on 127.0.0.1:{port}: {source} (change [mint] dev_issuer_port)")]
     Listen {
         /// Port it tried.
         port: u16,
@@ -167,7 +167,7 @@ impl DevIssuer {
             jwks,
             registry,
             clock,
-            seen: Mutex::new(HashMap::new()),
+            seen: Seen::default(),
         });
         let router = Router::new()
             .route(DISCOVERY_PATH, get(discovery))
@@ -230,8 +230,43 @@ struct Inner {
     jwks: JwkSet,
     registry: Arc<dyn Registry>,
     clock: Clock,
-    /// Login events already used, by id, with their `created_at`.
-    seen: Mutex<HashMap<EventId, u64>>,
+    seen: Seen,
+}
+
+/// Login events already used, by id, with their `created_at`; at most [`MAX_SEEN`].
+#[derive(Default)]
+struct Seen(Mutex<HashMap<EventId, u64>>);
+
+impl Seen {
+    /// Records a login event as used, refusing one already used. Entries older than the
+    /// window (twice, for the 30 s NIP-98 allows ahead) go first when it is full; they
+    /// would be refused as stale anyway.
+    fn remember(&self, id: EventId, created_at: u64, now: u64) -> Result<(), Refusal> {
+        let mut seen = self.0.lock().map_err(|_| {
+            Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "issuer state is poisoned",
+            )
+        })?;
+        if seen.contains_key(&id) {
+            return Err(Refusal::grant(
+                "this login event was already used; sign a new one",
+            ));
+        }
+        if seen.len() >= MAX_SEEN {
+            seen.retain(|_, at| at.saturating_add(2 * WINDOW_SECS) >= now);
+        }
+        if seen.len() >= MAX_SEEN {
+            return Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "too many logins in the last minute; try again shortly",
+            ));
+        }
+        seen.insert(id, created_at);
+        Ok(())
+    }
 }
 
 /// An OAuth error response (RFC 6749 §5.2).
@@ -386,7 +421,9 @@ async fn login(inner: &Inner, headers: &HeaderMap, body: Body) -> Result<Respons
             "this key is not a registered soko user (register with an invite first)",
         ));
     }
-    remember(inner, event.id, event.created_at.as_secs(), now)?;
+    inner
+        .seen
+        .remember(event.id, event.created_at.as_secs(), now)?;
 
     let claims = json!({
         "iss": inner.issuer,
@@ -426,35 +463,6 @@ async fn login(inner: &Inner, headers: &HeaderMap, body: Body) -> Result<Respons
         .into_response())
 }
 
-/// Records a login event as used, refusing one already used. Entries older than the window
-/// (twice, for the 30 s NIP-98 allows ahead) go first; they would be refused as stale anyway.
-fn remember(inner: &Inner, id: EventId, created_at: u64, now: u64) -> Result<(), Refusal> {
-    let mut seen = inner.seen.lock().map_err(|_| {
-        Refusal::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "issuer state is poisoned",
-        )
-    })?;
-    if seen.contains_key(&id) {
-        return Err(Refusal::grant(
-            "this login event was already used; sign a new one",
-        ));
-    }
-    if seen.len() >= MAX_SEEN {
-        seen.retain(|_, at| at.saturating_add(2 * WINDOW_SECS) >= now);
-    }
-    if seen.len() >= MAX_SEEN {
-        return Err(Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            "too many logins in the last minute; try again shortly",
-        ));
-    }
-    seen.insert(id, created_at);
-    Ok(())
-}
-
 /// What a NIP-98 failure tells the user, as an OAuth error.
 fn refusal_of(error: nip98::Error, token_url: &Url) -> Refusal {
     use nostr_sdk::event;
@@ -484,5 +492,38 @@ fn refusal_of(error: nip98::Error, token_url: &Url) -> Refusal {
             "invalid_request",
             "the Authorization header must be `Nostr <base64 of a signed kind-27235 event>`",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u32) -> EventId {
+        let mut bytes = [0u8; 32];
+        bytes[..4].copy_from_slice(&n.to_be_bytes());
+        EventId::from_byte_array(bytes)
+    }
+
+    #[test]
+    fn a_login_event_is_used_once_and_the_memory_stays_bounded() {
+        let seen = Seen::default();
+        let now = 1_000_000;
+        assert!(seen.remember(id(0), now, now).is_ok());
+        let again = seen.remember(id(0), now, now).map_err(|r| r.description);
+        assert!(again.is_err_and(|d| d.contains("already used")));
+
+        // Full of events of the current window: a new one is refused, none forgotten.
+        for n in 1..MAX_SEEN as u32 {
+            assert!(seen.remember(id(n), now, now).is_ok());
+        }
+        let full = seen.remember(id(u32::MAX), now, now).map_err(|r| r.status);
+        assert_eq!(full, Err(StatusCode::SERVICE_UNAVAILABLE));
+        assert!(seen.remember(id(7), now, now).is_err(), "still remembered");
+
+        // Once they are past the window they make room (and are stale anyway).
+        let later = now + 2 * WINDOW_SECS + 1;
+        assert!(seen.remember(id(u32::MAX), later, later).is_ok());
+        assert_eq!(seen.0.lock().map(|s| s.len()).unwrap_or_default(), 1);
     }
 }

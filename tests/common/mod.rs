@@ -71,6 +71,12 @@ impl TestSoko {
         if let MintConfig::EmbeddedDev { port } = &mut self.config.mint {
             *port = port_of(daemon.mint_url());
         }
+        if let (Some(auth), Some(issuer)) = (
+            &mut self.config.dev_mint_auth,
+            daemon.dev_mint().and_then(|m| m.issuer()),
+        ) {
+            auth.issuer_port = port_of(issuer.issuer());
+        }
         self.daemon = Some(daemon);
     }
 
