@@ -152,16 +152,6 @@ impl Daemon {
 
     /// Starts with the services keeping their windows on `clock` (tests move it ahead).
     pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Self, DaemonError> {
-        Self::start_with_tiers(config, clock, None).await
-    }
-
-    /// Starts with the commands' rate tiers decided by `tiers` (tests give their own) instead
-    /// of soko's: admins and USSD bridges in the admin tier, everyone else anonymous.
-    pub async fn start_with_tiers(
-        config: Config,
-        clock: Clock,
-        tiers: Option<Arc<dyn Tiers>>,
-    ) -> Result<Self, DaemonError> {
         // Checked here too, not only when a file is parsed: a config built in code gets
         // the same refusal.
         if let Some(why) = config.dev_mint_refusal() {
@@ -216,6 +206,8 @@ impl Daemon {
                             bat_max_mint: auth.bat_max_mint,
                             issuer_port: auth.issuer_port,
                             clock: Clock::system(),
+                            // soko checks its own dev mint's tokens in-process.
+                            blind_protected: Vec::new(),
                         };
                         DevMint::start_with_auth(&data_dir, *port, settings).await?
                     }
@@ -332,12 +324,10 @@ impl Daemon {
             },
         )?;
         let inbox = MerchantInbox::new(escrow.clone(), merchants.clone());
-        let tiers = tiers.unwrap_or_else(|| {
-            Arc::new(SessionTiers {
-                // Bridges speak for many phone users at once.
-                keys: KeyTiers::new(admins.iter().chain(&config.ussd.bridges).copied()),
-                sessions: sessions.clone(),
-            })
+        let tiers = Arc::new(SessionTiers {
+            // Bridges speak for many phone users at once.
+            keys: KeyTiers::new(admins.iter().chain(&config.ussd.bridges).copied()),
+            sessions: sessions.clone(),
         });
         let limits = CommandLimits::new(&config.limits, tiers, clock.clone());
         let context = commands::Context {

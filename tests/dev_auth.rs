@@ -310,6 +310,7 @@ async fn tokens_outlive_a_restart_of_the_issuer_on_its_port() {
                 bat_max_mint: DEFAULT_BAT_MAX_MINT,
                 issuer_port,
                 clock: soko::clock::Clock::system(),
+                blind_protected: soko::devmint::blind_protected_endpoints(),
             },
         )
         .await

@@ -9,14 +9,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use common::{test_config, TestSoko, User, REPLY_TIMEOUT};
+use common::sessions::{embedded_bats, open, register_trader, with_auth};
+use common::{TestSoko, User, REPLY_TIMEOUT};
 use nostr_sdk::prelude::*;
 use serde_json::{json, Value};
-use soko::clock::Clock;
-use soko::ratelimit::{Tier, Tiers};
-use soko::Daemon;
 
 /// Sends one ping per id (NIP-17 when `nip17`), all before reading any reply; the replies
 /// by request id.
@@ -148,45 +145,27 @@ async fn admins_and_bridges_have_the_admin_budget() {
     retry_after(&refused);
 }
 
-/// The sessions domain's answer, for one key and one session id.
-struct OneSession {
-    key: PublicKey,
-}
-
-impl Tiers for OneSession {
-    fn tier(&self, sender: &PublicKey, session: Option<&str>) -> Tier {
-        if *sender == self.key && session == Some("s1") {
-            Tier::Session
-        } else {
-            Tier::Anonymous
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_tier_comes_from_the_tiers_soko_was_given() {
-    let carol = Keys::generate();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
-    config.limits.anonymous = 2;
-    config.limits.session = 5;
-    let clock = Clock::system();
-    let tiers: Arc<dyn Tiers> = Arc::new(OneSession {
-        key: carol.public_key(),
-    });
-    let daemon = Daemon::start_with_tiers(config, clock.clone(), Some(tiers))
-        .await
-        .unwrap();
-    let relay = daemon.relay_url().unwrap().clone();
-    let bot = daemon.bot_public_key();
-    let mut carol = User::with_keys(carol, std::slice::from_ref(&relay)).await;
-    let mut dave = User::connect(&[relay]).await;
+async fn a_live_session_has_the_session_budget_and_only_for_its_key() {
+    let soko = TestSoko::start_with(|config| {
+        with_auth(config);
+        config.limits.anonymous = 2;
+        config.limits.session = 5;
+    })
+    .await;
+    let bot = soko.bot();
+    let mut trader = User::connect(&[soko.relay_url()]).await;
+    register_trader(&soko, &mut trader).await;
+    let bat = embedded_bats(&soko, &trader.keys, 1).await.remove(0);
+    // Opening the session is carol's first anonymous command.
+    let mut carol = User::connect(&[soko.relay_url()]).await;
+    let id = open(&soko, &mut carol, &bat).await;
 
     for n in 0..5 {
-        let reply = ping(&mut carol, bot, &format!("s{n}"), Some("s1")).await;
+        let reply = ping(&mut carol, bot, &format!("s{n}"), Some(&id)).await;
         assert!(served(&reply), "{reply}");
     }
-    let refused = ping(&mut carol, bot, "s-over", Some("s1")).await;
+    let refused = ping(&mut carol, bot, "s-over", Some(&id)).await;
     assert!(
         refused["error"]["message"]
             .as_str()
@@ -195,20 +174,18 @@ async fn the_tier_comes_from_the_tiers_soko_was_given() {
         "{refused}"
     );
     retry_after(&refused);
-    // Outside the session carol has the anonymous budget, apart from her session's.
-    for n in 0..2 {
-        assert!(served(&ping(&mut carol, bot, &format!("c{n}"), None).await));
-    }
+    // Outside the session carol has what is left of her anonymous budget.
+    assert!(served(&ping(&mut carol, bot, "c1", None).await));
     retry_after(&ping(&mut carol, bot, "c-over", None).await);
-    // Dave naming carol's session is anonymous.
+    // Dave naming carol's session is anonymous (and learns nothing about it).
+    let mut dave = User::connect(&[soko.relay_url()]).await;
     for n in 0..2 {
-        assert!(served(
-            &ping(&mut dave, bot, &format!("d{n}"), Some("s1")).await
-        ));
+        let reply = ping(&mut dave, bot, &format!("d{n}"), Some(&id)).await;
+        assert_eq!(reply["error"]["code"], "session_unknown", "{reply}");
     }
-    retry_after(&ping(&mut dave, bot, "d-over", Some("s1")).await);
+    retry_after(&ping(&mut dave, bot, "d-over", Some(&id)).await);
 
-    clock.advance(900);
-    assert!(served(&ping(&mut carol, bot, "s-over", Some("s1")).await));
-    daemon.shutdown().await.unwrap();
+    // A new window; the session has still 45 minutes to run.
+    soko.advance(900);
+    assert!(served(&ping(&mut carol, bot, "s-over", Some(&id)).await));
 }

@@ -85,6 +85,10 @@ pub struct AuthSettings {
     pub issuer_port: u16,
     /// The clock login events' age is judged by.
     pub clock: Clock,
+    /// The endpoints a BAT is asked for ([`blind_protected_endpoints`] for a mint other
+    /// verifiers burn tokens on over HTTP; none for soko's own dev mint, whose tokens soko
+    /// checks in-process, so that its wallets' recovery never needs one).
+    pub blind_protected: Vec<ProtectedEndpoint>,
 }
 
 impl std::fmt::Debug for AuthSettings {
@@ -96,7 +100,7 @@ impl std::fmt::Debug for AuthSettings {
     }
 }
 
-/// The endpoints the dev mint asks a BAT for: `POST /v1/restore` alone. soko's own escrow
+/// The endpoints a dev mint serving other sokos asks a BAT for: `POST /v1/restore` alone. soko's own escrow
 /// wallet mints, melts, swaps, checks states and subscribes, and none of that may need a BAT
 /// (it has none). Restore is the one endpoint its normal operation never calls, and one a
 /// holder of a BAT can call without side effects (one random output), which is how a
@@ -238,7 +242,7 @@ impl DevMint {
                     issuer.client_id().to_owned(),
                     clear_protected_endpoints(),
                 )
-                .with_blind_auth(auth.bat_max_mint, blind_protected_endpoints());
+                .with_blind_auth(auth.bat_max_mint, auth.blind_protected.clone());
         }
         let mint = builder
             .with_name("soko dev mint".to_owned())

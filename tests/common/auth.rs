@@ -122,6 +122,7 @@ pub async fn external_auth_mint_on(
             bat_max_mint: DEFAULT_BAT_MAX_MINT,
             issuer_port: 0,
             clock,
+            blind_protected: soko::devmint::blind_protected_endpoints(),
         },
     )
     .await
