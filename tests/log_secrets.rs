@@ -1,6 +1,7 @@
 //! A full run logged at TRACE level never shows a secret: the bot's key, the wallet seed, an
 //! ecash token, an invite code, or (with blind auth on the dev mint) a login event's
-//! signature, a clear-auth token, a BAT or the issuer's key. (Its own test binary: the log
+//! signature, a clear-auth token, a BAT, the issuer's key, a session id or its refund token. (Its own
+//! test binary: the log
 //! capture is process-global.)
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -92,7 +93,7 @@ async fn secrets_never_reach_the_log() {
         .unwrap();
 
     // Alice, now registered, logs in at the dev issuer, mints BATs with the token and spends
-    // one at the mint's blind-protected restore.
+    // one to open a private session.
     let issuer = soko.daemon().dev_mint().unwrap().issuer().unwrap();
     let token_url = issuer.token_url();
     let login_header =
@@ -102,26 +103,33 @@ async fn secrets_never_reach_the_log() {
     let cat = login["access_token"].as_str().unwrap().to_owned();
     let bats = common::auth::bats(soko.daemon().mint_url(), &cat, 3).await;
     let bat = bats[0].clone();
-    let keysets: serde_json::Value = serde_json::from_str(
-        &reqwest::get(format!("{}/v1/keysets", soko.daemon().mint_url()))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
+    // A private session from a fresh key: opened with a BAT, ecash deposited, closed, and
+    // its refund token sent back.
+    let mut private = User::connect(&[soko.relay_url()]).await;
+    let session = common::sessions::open(&soko, &mut private, &bat).await;
+    let deposit = common::sessions::token_from(soko.daemon().mint_url(), 16).await;
+    let deposited = common::sessions::ask(
+        &soko,
+        &mut private,
+        Some(&session),
+        "session_deposit",
+        serde_json::json!({ "token": deposit }),
     )
-    .unwrap();
-    let restore = serde_json::json!({"outputs": [{"amount": 1, "id": keysets["keysets"][0]["id"],
-        "B_": cdk::nuts::SecretKey::generate().public_key().to_hex()}]});
-    let restored = reqwest::Client::new()
-        .post(format!("{}/v1/restore", soko.daemon().mint_url()))
-        .header("Content-Type", "application/json")
-        .header("Blind-auth", bat.without_dleq().to_string())
-        .body(restore.to_string())
-        .send()
+    .await;
+    assert_eq!(deposited["result"]["balance_sat"], 16, "{deposited}");
+    private
+        .send_nip17(
+            soko.bot(),
+            &serde_json::json!({"cmd": "close_session", "session": session}).to_string(),
+        )
+        .await;
+    let refund = private
+        .all_dms(std::time::Duration::from_secs(4))
         .await
-        .unwrap();
-    assert_eq!(restored.status().as_u16(), 200);
+        .into_iter()
+        .find(|dm| dm.content.starts_with("Refund"))
+        .map(|dm| common::sessions::refund_token(&dm))
+        .expect("the refund");
     let login_event = login_header.trim_start_matches("Nostr ").to_owned();
     let login_sig = {
         use base64::Engine;
@@ -143,6 +151,10 @@ async fn secrets_never_reach_the_log() {
     assert!(
         log.contains("DEVELOPMENT OIDC ISSUER") && log.contains("a registered user logged in"),
         "blind auth ran in the captured run"
+    );
+    assert!(
+        log.contains("session opened") && log.contains("session ecash returned as a token"),
+        "a session ran in the captured run"
     );
     assert!(
         log.len() > 10_000,
@@ -172,6 +184,9 @@ async fn secrets_never_reach_the_log() {
         ("BAT secret", bat.auth_proof.secret.to_string()),
         ("BAT signature", bat.auth_proof.c.to_hex()),
         ("issuer key", oidc_key.trim().to_owned()),
+        ("session id", session.clone()),
+        ("deposited token", deposit.clone()),
+        ("refund token", refund.clone()),
     ];
     for (what, secret) in secrets {
         assert!(!log.contains(&secret), "{what} appears in the log");

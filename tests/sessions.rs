@@ -12,6 +12,7 @@ use common::sessions::{
     token_from, with_auth,
 };
 use common::{TestSoko, User, QUIET_PERIOD, REPLY_TIMEOUT};
+use nostr_sdk::JsonUtil;
 use serde_json::json;
 
 /// A soko with blind auth on, and a registered trader's BATs.
@@ -25,7 +26,12 @@ async fn soko_with_bats(n: u64) -> (TestSoko, User, Vec<cdk::nuts::BlindAuthToke
 
 #[tokio::test]
 async fn the_whole_path_from_login_to_refund_leaves_nothing_behind() {
-    let (soko, trader, bats) = soko_with_bats(1).await;
+    let soko = TestSoko::start_with(with_auth).await;
+    let mut trader = User::connect(&[soko.relay_url()]).await;
+    register_trader(&soko, &mut trader).await;
+    let mint = soko.daemon().dev_mint().unwrap();
+    let cat = common::auth::login(&common::auth::token_url(mint), &trader.keys).await;
+    let bats = common::auth::bats(mint.url(), &cat, 1).await;
     let mint_url = soko.daemon().mint_url().to_owned();
 
     // A fresh key, unrelated to the trader's, opens the session over NIP-17.
@@ -85,7 +91,42 @@ async fn the_whole_path_from_login_to_refund_leaves_nothing_behind() {
     let gone = ask(&soko, &mut private, Some(&id), "session_status", json!({})).await;
     assert_eq!(code(&gone), "session_expired");
 
-    // Privacy: nothing soko stores about the session names the trader's registered key.
+    // Privacy, on the relay: every event about the session key (its wraps, soko's replies
+    // and the refund) names neither the trader's registered key nor its login.
+    let session_key = private.keys.public_key();
+    let reader = User::connect(&[soko.relay_url()]).await;
+    let everything = reader
+        .client
+        .fetch_events(nostr_sdk::Filter::new(), Duration::from_secs(3))
+        .await
+        .unwrap();
+    let mut about_session = 0;
+    for event in everything.iter() {
+        let json = event.as_json();
+        if event.pubkey == session_key || json.contains(&session_key.to_hex()) {
+            about_session += 1;
+            assert!(
+                event.pubkey != trader.keys.public_key()
+                    && !json.contains(&trader.keys.public_key().to_hex()),
+                "{json}"
+            );
+        }
+        assert!(!json.contains(&cat), "the CAT is on the relay");
+    }
+    assert!(about_session >= 6, "the session's DMs are on the relay");
+
+    // In the data dir's files (sled, the dev mint's databases): no CAT, no id of the login.
+    let claims = cat.split('.').nth(1).unwrap();
+    for entry in walk(&soko.data_dir()) {
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        assert!(
+            !contains(&bytes, cat.as_bytes()) && !contains(&bytes, claims.as_bytes()),
+            "{} holds the CAT",
+            entry.display()
+        );
+    }
+
+    // Privacy, in sled: nothing soko stores about the session names the registered key.
     let db = soko.daemon().store().db();
     let registered_hex = trader.keys.public_key().to_hex();
     let registered_bytes = trader.keys.public_key().to_bytes();
@@ -106,6 +147,20 @@ async fn the_whole_path_from_login_to_refund_leaves_nothing_behind() {
             }
         }
     }
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
