@@ -48,8 +48,8 @@ enum InviteAction {
     Create {
         #[command(flatten)]
         paths: Paths,
-        /// The role it grants: `agent` (admins are listed in the config, merchants are
-        /// onboarded by phone).
+        /// The role it grants: `agent` or `trader` (admins are listed in the config,
+        /// merchants are onboarded by phone).
         #[arg(long)]
         role: String,
         /// How many registrations it allows.
