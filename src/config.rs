@@ -18,6 +18,8 @@ pub const DEFAULT_DEV_MINT_PORT: u16 = 3338;
 /// Default port of the dev mint's OIDC issuer, when `[mint] auth` is on. Fixed rather than
 /// free: the issuer's URL is the tokens' `iss`, so tokens outlive a restart only on it.
 pub const DEFAULT_DEV_ISSUER_PORT: u16 = 3339;
+/// The longest a private session may last, and its default length (`[sessions] ttl_secs`).
+pub const MAX_SESSION_SECS: u64 = 3600;
 /// Default most BATs one blind-auth mint request may ask for.
 pub const DEFAULT_BAT_MAX_MINT: u64 = 50;
 
@@ -153,7 +155,7 @@ pub struct SessionsConfig {
 impl Default for SessionsConfig {
     fn default() -> Self {
         Self {
-            ttl_secs: crate::sessions::MAX_SESSION_SECS,
+            ttl_secs: MAX_SESSION_SECS,
             cleanup_secs: 3600,
             tombstone_secs: 24 * 3600,
             open_wallets: 256,
@@ -837,10 +839,10 @@ fn sessions(check: &mut Checker, root: &Table, d: &SessionsConfig) -> SessionsCo
         &["ttl_secs", "cleanup_secs", "tombstone_secs", "open_wallets"],
     );
     let ttl_secs = check.positive(section, "sessions", "ttl_secs", d.ttl_secs);
-    let ttl_secs = if ttl_secs > crate::sessions::MAX_SESSION_SECS {
+    let ttl_secs = if ttl_secs > MAX_SESSION_SECS {
         check.problem(
             "sessions.ttl_secs",
-            format!("at most {} seconds", crate::sessions::MAX_SESSION_SECS),
+            format!("at most {} seconds", MAX_SESSION_SECS),
         );
         d.ttl_secs
     } else {

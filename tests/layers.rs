@@ -17,6 +17,7 @@ const LAYERS: &[&[&str]] = &[
         "logging",
         "ratelimit",
         "metrics",
+        "failpoint",
         "proto",
         "store",
         "identity",

@@ -1,8 +1,7 @@
 //! A full run logged at TRACE level never shows a secret: the bot's key, the wallet seed, an
 //! ecash token, an invite code, or (with blind auth on the dev mint) a login event's
-//! signature, a clear-auth token, a BAT, the issuer's key, a session id or its refund token. (Its own
-//! test binary: the log
-//! capture is process-global.)
+//! signature, a clear-auth token, a BAT, the issuer's key, a session id or its refund token.
+//! (Its own test binary: the log capture is process-global.)
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;

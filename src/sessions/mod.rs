@@ -39,8 +39,7 @@ use crate::store::{Store, StoreError, Typed};
 use crate::vault::Vault;
 use crate::wallet::{self, Wallet};
 
-/// The longest a session may last, and its default length.
-pub const MAX_SESSION_SECS: u64 = 3600;
+pub use crate::config::MAX_SESSION_SECS;
 
 /// How sessions are run.
 #[derive(Debug, Clone)]
