@@ -52,6 +52,15 @@ fn every_example_parses_and_round_trips() {
                     // A register example carries a real signed registration event.
                     check_registration_event(page, event);
                 }
+                if let Some(bat) = request.args.get("bat").and_then(Value::as_str) {
+                    let token: cdk::nuts::BlindAuthToken = bat
+                        .parse()
+                        .unwrap_or_else(|e| panic!("{page}: not a blind auth token ({e}): {json}"));
+                    assert!(
+                        token.auth_proof.dleq.is_some(),
+                        "{page}: a BAT carries its DLEQ"
+                    );
+                }
                 if let Some(merchant) = request.args.get("merchant").and_then(Value::as_str) {
                     nostr_sdk::PublicKey::parse(merchant)
                         .unwrap_or_else(|e| panic!("{page}: bad merchant key ({e}): {json}"));
