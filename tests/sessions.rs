@@ -516,7 +516,7 @@ async fn a_refund_address_is_paid_over_lightning_and_the_change_comes_as_a_token
         "{paid} + {change} != {returned}: {quotes:?} {dms:?}"
     );
     assert!(
-        returned <= 200 && returned >= 190,
+        (190..=200).contains(&returned),
         "returned {returned} of 200"
     );
     assert!(session_trees(soko.daemon().store().db(), &id).is_empty());

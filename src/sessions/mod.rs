@@ -192,8 +192,11 @@ struct Inner {
     /// Ecash in open sessions' wallets: summed by each cleanup pass, moved by deposits and
     /// refunds in between.
     held: AtomicU64,
-    /// One refund step at a time: steps of one session must not interleave.
-    saga: tokio::sync::Mutex<()>,
+    /// Per-session locks, striped: a deposit, the end of a session and each step of its
+    /// refund saga never interleave for one session (a deposit landing after the refund
+    /// token was made would be deleted with the wallet), while different sessions mostly
+    /// go on side by side. Bounded whatever the number of sessions.
+    locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -251,7 +254,9 @@ impl Sessions {
                 metrics: parts.metrics,
                 active: AtomicU64::new(0),
                 held: AtomicU64::new(0),
-                saga: tokio::sync::Mutex::new(()),
+                locks: (0..LOCK_STRIPES)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
             }),
         };
         let active = sessions.count_active()?;
@@ -453,6 +458,9 @@ impl Sessions {
             ))
             .into());
         }
+        let _session = self.lock(&live.id).await;
+        // Checked again under the lock: the session may have ended since the command began.
+        self.live(&live.record.key, &live.id)?;
         let wallet = self.wallet(&live.id).await?;
         match wallet.receive(token.trim(), Default::default()).await {
             Ok(received) => {
@@ -620,9 +628,18 @@ impl Sessions {
         Ok(report)
     }
 
+    /// The lock of session `id`'s stripe.
+    async fn lock(&self, id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut hasher);
+        let stripe = (hasher.finish() % LOCK_STRIPES as u64) as usize;
+        self.inner.locks[stripe].lock().await
+    }
+
     /// Records the session's end (the first move of the refund saga).
     async fn end(&self, id: &str, event: SessionEvent, ending: Ending) -> Result<(), SessionError> {
-        let _saga = self.inner.saga.lock().await;
+        let _session = self.lock(id).await;
         let mut record = self.stored(id)?.moved(event)?;
         record.ended = Some(ending);
         self.inner.records.insert(id.as_bytes(), &record)?;
@@ -675,6 +692,9 @@ impl Sessions {
         }
     }
 }
+
+/// Lock stripes: enough that sessions rarely wait for each other.
+const LOCK_STRIPES: usize = 64;
 
 /// The wallet namespace of session `id`.
 fn namespace(id: &str) -> String {

@@ -29,7 +29,7 @@ impl Sessions {
     /// Carries session `id`'s refund saga as far as it goes now; returns where it stands.
     /// A Lightning payment the mint has not settled leaves it `Melting`.
     pub(super) async fn finish(&self, id: &str) -> Result<SessionRecord, SessionError> {
-        let _saga = self.inner.saga.lock().await;
+        let _session = self.lock(id).await;
         loop {
             let record = self.stored(id)?;
             match record.state {
