@@ -94,8 +94,8 @@ pub struct Invite {
     pub created_at: u64,
     /// Unix seconds from which it no longer works, if ever.
     pub expires_at: Option<u64>,
-    /// The admin who created it (hex).
-    pub created_by: String,
+    /// The admin who created it (stored as hex).
+    pub created_by: PublicKey,
 }
 
 /// Why an invite cannot be created; the message is for the admin.
@@ -183,7 +183,7 @@ pub fn new_invite(
         uses_left: uses,
         created_at: now,
         expires_at,
-        created_by: created_by.to_hex(),
+        created_by: *created_by,
     })
 }
 
@@ -277,6 +277,17 @@ mod tests {
         Keys::generate().public_key()
     }
 
+    #[test]
+    fn an_invite_keeps_its_creator_as_the_hex_an_older_soko_wrote() {
+        let stored = invite(1, None);
+        let json = serde_json::to_value(&stored).unwrap_or_default();
+        assert_eq!(
+            json["created_by"],
+            serde_json::json!(stored.created_by.to_hex())
+        );
+        assert_eq!(serde_json::from_value::<Invite>(json).ok(), Some(stored));
+    }
+
     fn invite(uses_left: u32, expires_at: Option<u64>) -> Invite {
         Invite {
             role: Role::Agent,
@@ -284,7 +295,7 @@ mod tests {
             uses_left,
             created_at: 100,
             expires_at,
-            created_by: String::new(),
+            created_by: admin(),
         }
     }
 

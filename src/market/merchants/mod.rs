@@ -61,10 +61,10 @@ pub struct StoredMerchant {
     /// Pending until its owner onboards over USSD (merchants added with a phone).
     #[serde(default)]
     pub status: MerchantStatus,
-    /// The agent (hex key) who registered the merchant, if one did: it gets its link back
-    /// when a crash came between creating the merchant and linking it.
+    /// The agent (stored as hex) who registered the merchant, if one did: it gets its link
+    /// back when a crash came between creating the merchant and linking it.
     #[serde(default)]
-    pub onboarded_by: Option<String>,
+    pub onboarded_by: Option<PublicKey>,
     /// HMAC of the one-time activation code its owner types before choosing a first PIN
     /// ([`ActivationCode`]); `None` once used, or before one was issued.
     #[serde(default)]
@@ -185,7 +185,7 @@ impl Merchants {
         phone: &str,
         agent: &PublicKey,
     ) -> Result<(Merchant, Keys), MerchantError> {
-        self.create(name, None, Some(phone), Some(agent.to_hex()))
+        self.create(name, None, Some(phone), Some(*agent))
     }
 
     /// The agent who registered `merchant`, if one did.
@@ -194,9 +194,7 @@ impl Merchants {
             .records
             .get(&merchant.to_bytes())?
             .ok_or_else(|| MerchantError::unknown(merchant))?;
-        Ok(stored
-            .onboarded_by
-            .and_then(|hex| PublicKey::from_hex(&hex).ok()))
+        Ok(stored.onboarded_by)
     }
 
     fn create(
@@ -204,7 +202,7 @@ impl Merchants {
         name: &str,
         lightning_address: Option<&str>,
         phone: Option<&str>,
-        onboarded_by: Option<String>,
+        onboarded_by: Option<PublicKey>,
     ) -> Result<(Merchant, Keys), MerchantError> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > MAX_NAME_LEN {
@@ -435,5 +433,25 @@ fn refuse_pending(merchant: &Merchant) -> Result<(), MerchantError> {
     match merchant.status {
         MerchantStatus::Active => Ok(()),
         MerchantStatus::Pending => Err(MerchantRefusal::Pending(merchant.name.clone()).into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_merchant_stored_with_its_agent_as_hex_reads_the_agent_back() {
+        let agent = Keys::generate().public_key();
+        // As an older soko wrote it: every field it had then, the agent's key as hex.
+        let old = serde_json::json!({
+            "name": "Duka", "lightning_address": null, "key_sealed": "sealed",
+            "phone_sealed": "sealed", "created_at": 1, "tokens_to": null,
+            "status": "pending", "onboarded_by": agent.to_hex(), "activation": null,
+        });
+        let stored: StoredMerchant = serde_json::from_value(old.clone())
+            .unwrap_or_else(|e| panic!("an old record reads: {e}"));
+        assert_eq!(stored.onboarded_by, Some(agent));
+        assert_eq!(serde_json::to_value(&stored).ok(), Some(old));
     }
 }
