@@ -110,7 +110,7 @@ async fn restart_keeps_the_bot_key_and_the_relay_events() {
     let bot = soko.bot();
     let merchant = User::connect(&[soko.relay_url()]).await;
     let stall = EventBuilder::new(
-        Kind::Custom(30017),
+        Kind::SetStall,
         r#"{"id":"s1","name":"Duka","currency":"sat","shipping":[]}"#,
     )
     .tag(Tag::identifier("s1"))
@@ -123,10 +123,7 @@ async fn restart_keeps_the_bot_key_and_the_relay_events() {
     let reader = User::connect(&[soko.relay_url()]).await;
     let events = reader
         .client
-        .fetch_events(
-            Filter::new().kind(Kind::Custom(30017)),
-            Duration::from_secs(5),
-        )
+        .fetch_events(Filter::new().kind(Kind::SetStall), Duration::from_secs(5))
         .await
         .unwrap();
     assert!(

@@ -12,6 +12,7 @@ use nostr_sdk::prelude::*;
 use serde_json::json;
 use soko::escrow::{Dialect, EscrowState};
 use soko::money::Sats;
+use soko::proto::gamma::KIND_LISTING;
 
 /// Mama Duka with `quantity` mangoes at 500 sat, no shipping per mango.
 async fn shop(soko: &TestSoko, quantity: u64) -> Shop {
@@ -66,7 +67,7 @@ async fn a_huge_order_id_is_refused_and_does_not_stop_other_orders() {
     let shop = shop(&soko, 10).await;
     let mut attacker = User::connect(&[soko.relay_url()]).await;
     let mut buyer = User::connect(&[soko.relay_url()]).await;
-    let mango = format!("30402:{}:mango", shop.merchant.to_hex());
+    let mango = format!("{KIND_LISTING}:{}:mango", shop.merchant.to_hex());
 
     let huge = "x".repeat(28_000);
     send_gamma(
@@ -84,7 +85,7 @@ async fn a_huge_order_id_is_refused_and_does_not_stop_other_orders() {
     let refused = attacker.next_dm(REPLY_TIMEOUT).await.expect("an answer");
     assert_eq!(
         (refused.kind, refused.tag("type"), refused.tag("status")),
-        (16, Some("3"), Some("cancelled")),
+        (GAMMA_ORDER, Some("3"), Some("cancelled")),
         "{}",
         refused.content
     );

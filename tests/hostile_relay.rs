@@ -319,12 +319,12 @@ async fn everything_held(url: &RelayUrl) -> Events {
 /// The stall (30017) and product (30018) `merchant` has on the relay at `url`.
 async fn shop_held(url: &RelayUrl, merchant: PublicKey) -> (usize, usize) {
     let held = everything_held(url).await;
-    let of = |kind: u16| {
+    let of = |kind: Kind| {
         held.iter()
-            .filter(|e| e.pubkey == merchant && e.kind == Kind::Custom(kind))
+            .filter(|e| e.pubkey == merchant && e.kind == kind)
             .count()
     };
-    (of(30017), of(30018))
+    (of(Kind::SetStall), of(Kind::SetProduct))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

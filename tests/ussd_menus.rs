@@ -65,10 +65,10 @@ async fn a_merchant_runs_its_shop_from_a_feature_phone() {
     .await;
     let error = refused.error.expect("refused");
     assert!(error.message.contains("pending"), "{}", error.message);
-    assert!(events_of(&soko, merchant, 0).await.is_empty());
+    assert!(events_of(&soko, merchant, Kind::Metadata).await.is_empty());
 
     let onboarded = onboard(&mut bridge, "AT-1", &activation, "4821").await;
-    let profile = events_of(&soko, merchant, 0).await;
+    let profile = events_of(&soko, merchant, Kind::Metadata).await;
     let profile = profile.first().expect("profile published on activation");
     assert!(profile.content.contains("Mama Duka"));
     put_listings(&soko, &npub).await;
@@ -211,7 +211,7 @@ async fn a_merchant_runs_its_shop_from_a_feature_phone() {
         priced.screen
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let listed = events_of(&soko, merchant, 30018).await;
+    let listed = events_of(&soko, merchant, Kind::SetProduct).await;
     let product: Value = serde_json::from_str(&listed.first().unwrap().content).unwrap();
     assert_eq!(product["price"], 450.0);
     let hidden = bridge.hop("AT-3", PHONE, "4821*3*1*1*450*3").await;
@@ -220,8 +220,10 @@ async fn a_merchant_runs_its_shop_from_a_feature_phone() {
         "{}",
         hidden.screen
     );
-    let deletions = events_of(&soko, merchant, 5).await;
-    let coordinate = format!("30018:{}:mango", merchant.to_hex());
+    let deletions = events_of(&soko, merchant, Kind::EventDeletion).await;
+    let coordinate = Coordinate::new(Kind::SetProduct, merchant)
+        .identifier("mango")
+        .to_string();
     assert!(
         deletions.iter().any(|e| e
             .tags

@@ -55,9 +55,7 @@ async fn full_cycle(nip17: bool) {
     let events = buyer
         .client
         .fetch_events(
-            Filter::new()
-                .author(shop.merchant)
-                .kind(Kind::Custom(30018)),
+            Filter::new().author(shop.merchant).kind(Kind::SetProduct),
             Duration::from_secs(5),
         )
         .await

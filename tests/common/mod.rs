@@ -211,8 +211,8 @@ pub struct Received {
     pub from: PublicKey,
     pub nip17: bool,
     pub content: String,
-    /// The message's kind (4, or the rumor's: 14, or 16 for Gamma order messages).
-    pub kind: u16,
+    /// The message's kind (NIP-04's, or the rumor's: NIP-17's, or [`GAMMA_ORDER`]).
+    pub kind: Kind,
     /// The message's tags (the rumor's for NIP-17).
     pub tags: Vec<Vec<String>>,
 }
@@ -357,7 +357,7 @@ impl User {
                     from: event.pubkey,
                     nip17: false,
                     content,
-                    kind: event.kind.as_u16(),
+                    kind: event.kind,
                     tags: event.tags.iter().map(|t| t.as_slice().to_vec()).collect(),
                 })
             }
@@ -369,7 +369,7 @@ impl User {
                     event_id: event.id,
                     from: gift.sender,
                     nip17: true,
-                    kind: gift.rumor.kind.as_u16(),
+                    kind: gift.rumor.kind,
                     tags: gift
                         .rumor
                         .tags
@@ -384,13 +384,16 @@ impl User {
     }
 }
 
+/// Gamma's order-processing messages (rust-nostr has no name for the kind).
+pub const GAMMA_ORDER: Kind = Kind::Custom(soko::proto::gamma::KIND_ORDER);
+
 /// The events of `kind` by `author` on soko's relay.
-pub async fn events_of(soko: &TestSoko, author: PublicKey, kind: u16) -> Vec<Event> {
+pub async fn events_of(soko: &TestSoko, author: PublicKey, kind: Kind) -> Vec<Event> {
     let reader = User::connect(&[soko.relay_url()]).await;
     reader
         .client
         .fetch_events(
-            Filter::new().author(author).kind(Kind::Custom(kind)),
+            Filter::new().author(author).kind(kind),
             Duration::from_secs(3),
         )
         .await

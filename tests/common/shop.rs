@@ -153,9 +153,15 @@ pub async fn send_gamma(buyer: &super::User, shop: &Shop, tags: &[&[&str]], cont
         tags.iter()
             .map(|t| t.iter().map(|p| (*p).to_owned()).collect()),
     );
-    let wrap = soko::outbound::wrap_tagged(&buyer.keys, shop.merchant, 16, &all, content)
-        .await
-        .expect("wrapped");
+    let wrap = soko::outbound::wrap_tagged(
+        &buyer.keys,
+        shop.merchant,
+        soko::proto::gamma::KIND_ORDER,
+        &all,
+        content,
+    )
+    .await
+    .expect("wrapped");
     let out = buyer.publish(&wrap).await;
     assert!(!out.success.is_empty(), "wrap accepted: {:?}", out.failed);
 }
