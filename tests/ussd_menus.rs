@@ -305,7 +305,7 @@ async fn wrong_pins_lock_and_strangers_get_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_retried_and_expired_hops_change_nothing() {
     let bridge_keys = Keys::generate();
-    let mut soko = soko_with_bridge(&bridge_keys, |c| c.ussd.session_secs = 3).await;
+    let mut soko = soko_with_bridge(&bridge_keys, |c| c.ussd.session_secs = 300).await;
     let mut bridge = Bridge::connect(bridge_keys, &soko).await;
     let (merchant, npub, activation) = pending_merchant(&soko, PHONE, None).await.typed();
     onboard(&mut bridge, "AT-1", &activation, "4821").await;
@@ -362,7 +362,7 @@ async fn late_retried_and_expired_hops_change_nothing() {
 
     // A session left idle past `session_secs` is gone; its next hop changes nothing.
     bridge.hop("AT-4", PHONE, "").await;
-    soko.advance(4);
+    soko.advance(301);
     let expired = bridge.hop("AT-4", PHONE, "1111").await;
     assert!(expired.end);
     assert_eq!(expired.screen, "Your session expired. Please dial again.");

@@ -165,7 +165,7 @@ async fn dispatch(
         .into());
     }
     match command {
-        Command::Ping(args) => to_value(ping::run(args)),
+        Command::Ping(args) => to_value(ping::run(args, ctx.clock.now())),
         Command::Catalog(args) => catalog::run(ctx, args),
         Command::MerchantAdd(args) => to_value(merchant::add(ctx, args).await?),
         Command::MerchantList(_) => {
