@@ -16,7 +16,6 @@ use common::binary::Binary;
 use common::*;
 use nostr_sdk::prelude::*;
 use serde_json::{json, Value};
-use soko::config::MintConfig;
 use soko::escrow::{EscrowState, OrderRecord};
 use soko::money::Sats;
 
@@ -135,11 +134,7 @@ async fn an_order_expiring_while_soko_is_down_releases_its_stock_on_start() {
     // soko's clock while soko is down.
     let (mint, _mint_dir) = external_dev_mint(3_600).await;
     let url = mint.url().to_owned();
-    let mut soko = TestSoko::start_with(|c| {
-        c.mint = MintConfig::External {
-            url,
-            requests_per_minute: 600,
-        };
+    let mut soko = TestSoko::start_on_mint(&url, |c| {
         c.market.payment_window_secs = 600;
     })
     .await;

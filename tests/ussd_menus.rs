@@ -136,17 +136,7 @@ async fn a_merchant_runs_its_shop_from_a_feature_phone() {
         done.screen,
         "Order #1 delivered: 1120 sat released to you. Balance: 1120 sat."
     );
-    assert_eq!(
-        escrow.order(&merchant, 1).unwrap().unwrap().state,
-        EscrowState::PaidOut
-    );
-    assert_eq!(escrow.balance(&merchant).unwrap(), Sats(1120));
-    let told = buyer
-        .next_dm(REPLY_TIMEOUT)
-        .await
-        .expect("buyer told")
-        .json();
-    assert_eq!(told["shipped"], true, "{told}");
+    assert_delivered_over_ussd(&soko, merchant, &mut buyer, Sats(1120)).await;
 
     // Menu 5, in a new session: withdraw to a Lightning address typed in, confirmed.
     let mama_dir = tempfile::tempdir().unwrap();

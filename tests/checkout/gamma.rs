@@ -125,12 +125,7 @@ async fn a_gamma_order_runs_the_whole_way_in_kind_16_messages() {
         "no reply to a receipt"
     );
 
-    let delivered = operator(
-        &soko,
-        "order_deliver",
-        json!({"merchant": shop.npub, "order": 1, "code": code}),
-    )
-    .await;
+    let delivered = shop.deliver(&soko, 1, &code).await;
     assert!(delivered.ok, "{delivered:?}");
     let completed = buyer.next_dm(REPLY_TIMEOUT).await.expect("completed");
     assert_eq!(
@@ -172,12 +167,7 @@ async fn a_gamma_order_runs_the_whole_way_in_kind_16_messages() {
     let noted = buyer.next_dm(REPLY_TIMEOUT).await.expect("cancel noted");
     assert_eq!(noted.kind, Kind::PrivateDirectMessage);
     assert!(noted.content.contains("recorded"), "{}", noted.content);
-    let refund = operator(
-        &soko,
-        "order_refund",
-        json!({"merchant": shop.npub, "order": 2}),
-    )
-    .await;
+    let refund = shop.order(&soko, "order_refund", 2).await;
     assert_eq!(refund.result.unwrap()["state"], "refunded");
     let cancelled = buyer.next_dm(REPLY_TIMEOUT).await.expect("cancelled");
     assert_eq!(cancelled.tag("status"), Some("cancelled"));

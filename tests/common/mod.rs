@@ -58,6 +58,19 @@ impl TestSoko {
         soko
     }
 
+    /// Starts soko on the external mint at `url` (one that outlives soko, or a proxy in
+    /// front of one), after `adjust` edits the test config.
+    pub async fn start_on_mint(url: &str, adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with(|c| {
+            c.mint = MintConfig::External {
+                url: url.to_owned(),
+                requests_per_minute: 600,
+            };
+            adjust(c);
+        })
+        .await
+    }
+
     async fn boot(&mut self) {
         let daemon = Daemon::start_with_clock(self.config.clone(), self.clock.clone())
             .await
@@ -382,6 +395,40 @@ impl User {
             _ => None,
         }
     }
+}
+
+/// After the merchant delivered order #1 over USSD (by the gateway or a Nostr bridge): the
+/// order is paid out into a balance of `balance`, and the `buyer` is told it shipped.
+pub async fn assert_delivered_over_ussd(
+    soko: &TestSoko,
+    merchant: PublicKey,
+    buyer: &mut User,
+    balance: soko::money::Sats,
+) {
+    let escrow = soko.daemon().escrow();
+    assert_eq!(
+        escrow
+            .order(&merchant, 1)
+            .expect("order")
+            .expect("order #1")
+            .state,
+        soko::escrow::EscrowState::PaidOut
+    );
+    assert_eq!(escrow.balance(&merchant).expect("balance"), balance);
+    let told = buyer
+        .next_dm(REPLY_TIMEOUT)
+        .await
+        .expect("buyer told")
+        .json();
+    assert_eq!(told["shipped"], true, "{told}");
+}
+
+/// A new client on `relay` asks soko's bot `ping` over NIP-04 and is answered: soko still
+/// serves.
+pub async fn assert_serves(soko: &TestSoko, relay: RelayUrl) {
+    let mut buyer = User::connect(&[relay]).await;
+    let reply = buyer.ask_nip04(soko.bot(), r#"{"cmd":"ping"}"#).await;
+    assert!(reply.content.contains("\"ok\":true"), "{}", reply.content);
 }
 
 /// Gamma's order-processing messages (rust-nostr has no name for the kind).
