@@ -308,7 +308,7 @@ async fn list_market(buyer: &Buyer, merchant: PublicKey) -> Result<()> {
     let listings = buyer
         .client
         .fetch_events(
-            Filter::new().kinds([Kind::Custom(30017), Kind::Custom(30018)]),
+            Filter::new().kinds([Kind::SetStall, Kind::SetProduct]),
             FETCH_TIMEOUT,
         )
         .await
@@ -322,12 +322,12 @@ async fn list_market(buyer: &Buyer, merchant: PublicKey) -> Result<()> {
     };
     let stalls: Vec<(PublicKey, Stall)> = listings
         .iter()
-        .filter(|e| e.kind == Kind::Custom(30017))
+        .filter(|e| e.kind == Kind::SetStall)
         .filter_map(|e| Some((e.pubkey, serde_json::from_str(&e.content).ok()?)))
         .collect();
     let products: Vec<(PublicKey, Product)> = listings
         .iter()
-        .filter(|e| e.kind == Kind::Custom(30018))
+        .filter(|e| e.kind == Kind::SetProduct)
         .filter_map(|e| Some((e.pubkey, serde_json::from_str(&e.content).ok()?)))
         .collect();
     println!("   {} stall(s) on the relay:", stalls.len());
@@ -375,7 +375,7 @@ async fn listed_stock(buyer: &Buyer, merchant: PublicKey) -> Option<u64> {
         .fetch_events(
             Filter::new()
                 .author(merchant)
-                .kind(Kind::Custom(30018))
+                .kind(Kind::SetProduct)
                 .identifier(PRODUCT_ID),
             FETCH_TIMEOUT,
         )

@@ -18,7 +18,7 @@ use common::*;
 use nostr_sdk::prelude::*;
 use serde_json::{json, Value};
 use soko::proto::agents::REGISTRATION_KIND;
-use soko::proto::nip15::{Product, Stall};
+use soko::proto::nip15::{Product, Stall, KIND_PRODUCT, KIND_STALL};
 
 const PHONE: &str = "+254711000111";
 const OTHER_PHONE: &str = "+254711000222";
@@ -333,7 +333,7 @@ async fn an_agent_onboards_a_merchant_whose_approved_listings_sell() {
     assert_eq!(told["args"]["status"], "approved");
 
     // On the relay, signed by the merchant's key, valid NIP-15.
-    let stalls = events_of(&soko, merchant, 30017).await;
+    let stalls = events_of(&soko, merchant, Kind::SetStall).await;
     let published = stalls.first().expect("the stall is on the relay");
     published.verify().unwrap();
     assert_eq!(published.id.to_hex(), stall_event);
@@ -343,7 +343,7 @@ async fn an_agent_onboards_a_merchant_whose_approved_listings_sell() {
         (content.id.as_str(), content.currency.as_str()),
         ("duka", "sat")
     );
-    let products = events_of(&soko, merchant, 30018).await;
+    let products = events_of(&soko, merchant, Kind::SetProduct).await;
     let published = products.first().expect("the product is on the relay");
     published.verify().unwrap();
     assert_eq!(published.pubkey, merchant);
@@ -648,7 +648,9 @@ async fn refusals_rejections_deletions_and_unlinking() {
     let told = juma.notice("proposal").await;
     assert_eq!(told["args"]["proposal"], proposed["proposal"]);
     assert_eq!(told["args"]["status"], "rejected");
-    assert!(events_of(&soko, merchant, 30018).await.is_empty());
+    assert!(events_of(&soko, merchant, Kind::SetProduct)
+        .await
+        .is_empty());
 
     // Approved this time; then a deletion proposal removes it.
     juma.ok(
@@ -658,14 +660,14 @@ async fn refusals_rejections_deletions_and_unlinking() {
     .await;
     bridge.session("B-5", PHONE, &["4", "1", "1"]).await;
     juma.notice("proposal").await;
-    assert_eq!(events_of(&soko, merchant, 30018).await.len(), 1);
+    assert_eq!(events_of(&soko, merchant, Kind::SetProduct).await.len(), 1);
     for (args, why) in [
         (
-            json!({"merchant": npub, "kind": 30017, "id": "duka"}),
+            json!({"merchant": npub, "kind": KIND_STALL, "id": "duka"}),
             "still has products",
         ),
         (
-            json!({"merchant": npub, "kind": 30018, "id": "pawpaw"}),
+            json!({"merchant": npub, "kind": KIND_PRODUCT, "id": "pawpaw"}),
             "no product",
         ),
         (
@@ -680,7 +682,7 @@ async fn refusals_rejections_deletions_and_unlinking() {
     let deletion = juma
         .ok(
             "propose_delete",
-            json!({"merchant": npub, "kind": 30018, "id": "mango"}),
+            json!({"merchant": npub, "kind": KIND_PRODUCT, "id": "mango"}),
         )
         .await;
     assert_eq!(deletion["kind"], "delete");
@@ -691,8 +693,10 @@ async fn refusals_rejections_deletions_and_unlinking() {
     );
     let told = juma.notice("proposal").await;
     assert_eq!(told["args"]["status"], "approved");
-    let deletions = events_of(&soko, merchant, 5).await;
-    let coordinate = format!("30018:{}:mango", merchant.to_hex());
+    let deletions = events_of(&soko, merchant, Kind::EventDeletion).await;
+    let coordinate = Coordinate::new(Kind::SetProduct, merchant)
+        .identifier("mango")
+        .to_string();
     assert!(
         deletions
             .iter()

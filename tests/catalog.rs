@@ -32,8 +32,8 @@ impl Outsider {
         self.keys.public_key().to_hex()
     }
 
-    fn listing(&self, kind: u16, d: &str, content: &str, created_at: u64) -> Event {
-        EventBuilder::new(Kind::Custom(kind), content)
+    fn listing(&self, kind: Kind, d: &str, content: &str, created_at: u64) -> Event {
+        EventBuilder::new(kind, content)
             .tag(Tag::identifier(d))
             .tag(Tag::hashtag("fruit"))
             .custom_created_at(Timestamp::from(created_at))
@@ -44,14 +44,14 @@ impl Outsider {
     fn stall(&self, id: &str, name: &str, created_at: u64) -> Event {
         let content = json!({"id": id, "name": name, "currency": "USD", "description": "long text",
             "shipping": [{"id": "nairobi", "name": "Nairobi", "cost": 2.5, "regions": ["KE"]}]});
-        self.listing(30017, id, &content.to_string(), created_at)
+        self.listing(Kind::SetStall, id, &content.to_string(), created_at)
     }
 
     fn product(&self, id: &str, stall: &str, name: &str, created_at: u64) -> Event {
         let content = json!({"id": id, "stall_id": stall, "name": name, "currency": "USD",
             "price": 12.5, "quantity": 7, "images": ["https://img.example/m.png"],
             "specs": [["origin", "Kenya"]], "shipping": [{"id": "nairobi", "cost": 0.5}]});
-        self.listing(30018, id, &content.to_string(), created_at)
+        self.listing(Kind::SetProduct, id, &content.to_string(), created_at)
     }
 
     /// Publishes to every relay it is connected to.
@@ -209,16 +209,25 @@ async fn outside_listings_are_indexed_replaced_deleted_and_kept_across_a_restart
         &shop.product("mango", "duka", "Mango old", t + 10),
     )
     .await;
-    shop.publish_to(&extra_url, &shop.listing(30018, "junk", "not json", t))
-        .await;
+    shop.publish_to(
+        &extra_url,
+        &shop.listing(Kind::SetProduct, "junk", "not json", t),
+    )
+    .await;
     let bad_stall = json!({"id": "bad", "name": "Bad", "currency": "dollars"}).to_string();
-    shop.publish_to(&extra_url, &shop.listing(30017, "bad", &bad_stall, t))
-        .await;
+    shop.publish_to(
+        &extra_url,
+        &shop.listing(Kind::SetStall, "bad", &bad_stall, t),
+    )
+    .await;
     let wrong_d = json!({"id": "pear", "stall_id": "duka", "name": "Pear", "currency": "USD",
         "price": 1})
     .to_string();
-    shop.publish_to(&extra_url, &shop.listing(30018, "not-pear", &wrong_d, t))
-        .await;
+    shop.publish_to(
+        &extra_url,
+        &shop.listing(Kind::SetProduct, "not-pear", &wrong_d, t),
+    )
+    .await;
     shop.publish_to(&extra_url, &shop.product("marker", "duka", "Marker", t))
         .await;
     let found = until(&soko, "the marker", |c| has_product(c, "Marker")).await;
@@ -262,8 +271,7 @@ async fn outside_listings_are_indexed_replaced_deleted_and_kept_across_a_restart
     // Deletions by the author, through the embedded relay only: the product by its
     // coordinate, the stall by its event id. (Someone else's deletion never gets past a
     // relay; the unit tests show the catalog ignores it too.)
-    let coordinate =
-        Coordinate::new(Kind::Custom(30018), shop.keys.public_key()).identifier("mango");
+    let coordinate = Coordinate::new(Kind::SetProduct, shop.keys.public_key()).identifier("mango");
     let embedded = soko.relay_url();
     shop.delete(
         &embedded,

@@ -12,6 +12,7 @@ use nostr_sdk::prelude::*;
 use serde_json::json;
 use soko::escrow::{Dialect, EscrowState};
 use soko::money::Sats;
+use soko::proto::gamma::KIND_LISTING;
 
 /// Mama Duka with `quantity` mangoes at 500 sat, no shipping per mango.
 async fn shop(soko: &TestSoko, quantity: u64) -> Shop {
@@ -66,7 +67,7 @@ async fn a_huge_order_id_is_refused_and_does_not_stop_other_orders() {
     let shop = shop(&soko, 10).await;
     let mut attacker = User::connect(&[soko.relay_url()]).await;
     let mut buyer = User::connect(&[soko.relay_url()]).await;
-    let mango = format!("30402:{}:mango", shop.merchant.to_hex());
+    let mango = format!("{KIND_LISTING}:{}:mango", shop.merchant.to_hex());
 
     let huge = "x".repeat(28_000);
     send_gamma(
@@ -84,7 +85,7 @@ async fn a_huge_order_id_is_refused_and_does_not_stop_other_orders() {
     let refused = attacker.next_dm(REPLY_TIMEOUT).await.expect("an answer");
     assert_eq!(
         (refused.kind, refused.tag("type"), refused.tag("status")),
-        (16, Some("3"), Some("cancelled")),
+        (GAMMA_ORDER, Some("3"), Some("cancelled")),
         "{}",
         refused.content
     );
@@ -193,11 +194,7 @@ async fn soko_with_unpaid_invoices(
 ) -> (TestSoko, soko::devmint::DevMint, tempfile::TempDir) {
     let (mint, dir) = external_dev_mint(3_600).await;
     let url = mint.url().to_owned();
-    let soko = TestSoko::start_with(|c| {
-        c.mint = soko::config::MintConfig::External {
-            url,
-            requests_per_minute: 600,
-        };
+    let soko = TestSoko::start_on_mint(&url, |c| {
         adjust(c);
     })
     .await;
@@ -371,13 +368,7 @@ async fn counting_proxy(
 async fn measure_mint_requests_with_ten_unpaid_orders() {
     let (mint, _dir) = external_dev_mint(3_600).await;
     let (proxy, count, _cut) = counting_proxy(mint.url().to_owned()).await;
-    let soko = TestSoko::start_with(|c| {
-        c.mint = soko::config::MintConfig::External {
-            url: proxy,
-            requests_per_minute: 600,
-        };
-    })
-    .await;
+    let soko = TestSoko::start_on_mint(&proxy, |_| {}).await;
     let shop = shop(&soko, 100).await;
     for i in 0..10 {
         let mut key = User::connect(&[soko.relay_url()]).await;
@@ -499,13 +490,7 @@ async fn the_books_reconcile_with_the_wallet() {
         .await;
     assert!(wait_state(&soko, &shop, 2, EscrowState::Paid, Duration::from_secs(20)).await);
     assert!(wait_state(&soko, &shop, 1, EscrowState::Paid, Duration::from_secs(20)).await);
-    let escrow = soko.daemon().escrow();
-    let books = loop {
-        if let Some(books) = escrow.reconcile().await.unwrap() {
-            break books;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let books = reconciled(&soko).await;
     assert_eq!(books.drift(), 0, "{books:?}");
     assert_eq!(books.held, Sats(600 + 1_100));
     assert_eq!(books.wallet, Sats(1_700));
@@ -539,14 +524,7 @@ async fn the_books_balance_after_input_fees() {
         .await
         .unwrap();
     let url = mint.url().to_owned();
-    let mint_url = url.clone();
-    let soko = TestSoko::start_with(|c| {
-        c.mint = soko::config::MintConfig::External {
-            url: mint_url,
-            requests_per_minute: 600,
-        };
-    })
-    .await;
+    let soko = TestSoko::start_on_mint(&url, |_| {}).await;
     let mama_dir = tempfile::tempdir().unwrap();
     let (lnurlp, _mama_wallet, _server) = lnurl_service_on(0, &url, mama_dir.path()).await;
     let lnurl = lnurl::lnurl::LnUrl::from_url(lnurlp).encode();
@@ -577,13 +555,7 @@ async fn the_books_balance_after_input_fees() {
     assert!(delivered.ok, "{delivered:?}");
     let result = delivered.result.unwrap();
     assert!(result["payout"]["paid_sat"].as_u64().is_some(), "{result}");
-    let escrow = soko.daemon().escrow();
-    let books = loop {
-        if let Some(books) = escrow.reconcile().await.unwrap() {
-            break books;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let books = reconciled(&soko).await;
     println!("{books:?}");
     assert!(books.input_fees > Sats::ZERO, "{books:?}");
     assert_eq!(books.drift(), 0, "{books:?}");
@@ -671,13 +643,7 @@ async fn wait_pushed(soko: &TestSoko, orders: usize) {
 async fn a_pushing_mint_is_not_polled_for_every_open_order() {
     let (mint, _dir) = external_dev_mint(3_600).await;
     let (proxy, count, cut) = counting_proxy(mint.url().to_owned()).await;
-    let soko = TestSoko::start_with(|c| {
-        c.mint = soko::config::MintConfig::External {
-            url: proxy,
-            requests_per_minute: 600,
-        };
-    })
-    .await;
+    let soko = TestSoko::start_on_mint(&proxy, |_| {}).await;
     let shop = shop(&soko, 100).await;
     let mut buyers = unpaid_orders(&soko, &shop, 20, "push").await;
     wait_pushed(&soko, 20).await;
@@ -732,13 +698,7 @@ async fn a_mint_without_push_is_polled() {
         .await
         .unwrap();
     let (proxy, count, _cut) = counting_proxy(mint.url().to_owned()).await;
-    let soko = TestSoko::start_with(|c| {
-        c.mint = soko::config::MintConfig::External {
-            url: proxy,
-            requests_per_minute: 600,
-        };
-    })
-    .await;
+    let soko = TestSoko::start_on_mint(&proxy, |_| {}).await;
     let shop = shop(&soko, 100).await;
     let mut buyers = unpaid_orders(&soko, &shop, 3, "poll").await;
     let start = count.load(std::sync::atomic::Ordering::Relaxed);
@@ -771,13 +731,7 @@ async fn measure_mint_requests_with_twenty_unpaid_orders() {
         }
         .unwrap();
         let (proxy, count, _cut) = counting_proxy(mint.url().to_owned()).await;
-        let soko = TestSoko::start_with(|c| {
-            c.mint = soko::config::MintConfig::External {
-                url: proxy,
-                requests_per_minute: 600,
-            };
-        })
-        .await;
+        let soko = TestSoko::start_on_mint(&proxy, |_| {}).await;
         let shop = shop(&soko, 100).await;
         let before = count.load(std::sync::atomic::Ordering::Relaxed);
         unpaid_orders(&soko, &shop, 20, "m").await;

@@ -349,7 +349,7 @@ fn text() -> impl Strategy<Value = String> {
             "\u{1F600}",
         ])
         .prop_map(str::to_owned),
-        Just(format!("30018:{MERCHANT}:mango")),
+        Just(format!("{}:{MERCHANT}:mango", Kind::SetProduct)),
         Just(format!("30406:{MERCHANT}:nairobi")),
     ]
 }

@@ -7,9 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{operator, put_listings, TestSoko, User, REPLY_TIMEOUT};
+use common::{assert_serves, mango_shop, TestSoko, User, REPLY_TIMEOUT};
 use nostr_sdk::prelude::*;
-use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -244,9 +243,7 @@ async fn connections_past_the_cap_are_closed() {
     assert!(refused >= 5, "only {refused} of 8 refused");
     drop(open);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut buyer = User::connect(&[url]).await;
-    let reply = buyer.ask_nip04(soko.bot(), r#"{"cmd":"ping"}"#).await;
-    assert!(reply.content.contains("\"ok\":true"), "{}", reply.content);
+    assert_serves(&soko, url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,12 +316,26 @@ async fn everything_held(url: &RelayUrl) -> Events {
 /// The stall (30017) and product (30018) `merchant` has on the relay at `url`.
 async fn shop_held(url: &RelayUrl, merchant: PublicKey) -> (usize, usize) {
     let held = everything_held(url).await;
-    let of = |kind: u16| {
+    let of = |kind: Kind| {
         held.iter()
-            .filter(|e| e.pubkey == merchant && e.kind == Kind::Custom(kind))
+            .filter(|e| e.pubkey == merchant && e.kind == kind)
             .count()
     };
-    (of(30017), of(30018))
+    (of(Kind::SetStall), of(Kind::SetProduct))
+}
+
+/// Mama Duka's shop (its stall and product), once it is on the relay at `url`.
+async fn shop_on_relay(soko: &TestSoko, url: &RelayUrl) -> PublicKey {
+    let merchant = mango_shop(soko).await.merchant;
+    let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+    while shop_held(url, merchant).await != (1, 1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the shop never reached the relay"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    merchant
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,21 +348,7 @@ async fn junk_past_the_store_bound_does_not_evict_sokos_own_shops() {
     })
     .await;
     let url = soko.relay_url();
-    let added = operator(&soko, "merchant_add", json!({"name":"Mama Duka"})).await;
-    let npub = added.result.expect("merchant added")["npub"]
-        .as_str()
-        .expect("npub")
-        .to_owned();
-    let merchant = PublicKey::parse(&npub).expect("npub");
-    put_listings(&soko, &npub).await;
-    let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
-    while shop_held(&url, merchant).await != (1, 1) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the shop never reached the relay"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let merchant = shop_on_relay(&soko, &url).await;
     let bot = soko.bot();
     let bot_events = |held: &Events| held.iter().filter(|e| e.pubkey == bot).count();
     let bot_before = bot_events(&everything_held(&url).await);
@@ -565,18 +562,7 @@ async fn a_compaction_cut_short_at_any_step_opens_to_a_complete_store() {
     })
     .await;
     let url = soko.relay_url();
-    let added = operator(&soko, "merchant_add", json!({"name":"Mama Duka"})).await;
-    let npub = added.result.expect("merchant added")["npub"]
-        .as_str()
-        .expect("npub")
-        .to_owned();
-    let merchant = PublicKey::parse(&npub).expect("npub");
-    put_listings(&soko, &npub).await;
-    let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
-    while shop_held(&url, merchant).await != (1, 1) {
-        assert!(tokio::time::Instant::now() < deadline, "no shop");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let merchant = shop_on_relay(&soko, &url).await;
     // Others' events the relay acknowledged, addressed to nobody soko knows (kept).
     let nobody = Keys::generate().public_key();
     let theirs: Vec<Event> = (0..50)
@@ -618,9 +604,7 @@ async fn a_compaction_cut_short_at_any_step_opens_to_a_complete_store() {
             "{cut:?}: leftovers kept"
         );
         // Soko still answers, and what it writes now survives a restart.
-        let mut buyer = User::connect(&[url]).await;
-        let reply = buyer.ask_nip04(soko.bot(), r#"{"cmd":"ping"}"#).await;
-        assert!(reply.content.contains("\"ok\":true"), "{}", reply.content);
+        assert_serves(&soko, url).await;
     }
 }
 
@@ -628,18 +612,7 @@ async fn a_compaction_cut_short_at_any_step_opens_to_a_complete_store() {
 async fn a_data_dir_from_before_keeps_its_relay_events() {
     let mut soko = TestSoko::start().await;
     let url = soko.relay_url();
-    let added = operator(&soko, "merchant_add", json!({"name":"Mama Duka"})).await;
-    let npub = added.result.expect("merchant added")["npub"]
-        .as_str()
-        .expect("npub")
-        .to_owned();
-    let merchant = PublicKey::parse(&npub).expect("npub");
-    put_listings(&soko, &npub).await;
-    let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
-    while shop_held(&url, merchant).await != (1, 1) {
-        assert!(tokio::time::Instant::now() < deadline, "no shop");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let merchant = shop_on_relay(&soko, &url).await;
     let nobody = Keys::generate().public_key();
     let theirs: Vec<Event> = (0..20)
         .map(|_| junk_wrap(nobody, 500, Timestamp::now()))

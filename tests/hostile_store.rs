@@ -133,7 +133,7 @@ fn stranger_product(name: &str, created_at: u64) -> Event {
     let keys = Keys::generate();
     let content = json!({"id": name, "stall_id": "s", "name": name,
         "currency": "sat", "price": 1, "quantity": 1});
-    EventBuilder::new(Kind::Custom(30018), content.to_string())
+    EventBuilder::new(Kind::SetProduct, content.to_string())
         .tag(Tag::identifier(name))
         .custom_created_at(Timestamp::from(created_at))
         .sign_with_keys(&keys)

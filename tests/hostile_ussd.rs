@@ -201,7 +201,7 @@ async fn a_pending_shop_opens_only_with_its_one_time_code() {
 async fn wrong_pins_are_bounded_per_call_escalate_and_need_the_operator_at_last() {
     let (soko, bridge) = soko_and_bridge(
         |c| {
-            c.ussd.lockout_secs = 1;
+            c.ussd.lockout_secs = 60;
             c.ussd.timed_lockouts = 1;
         },
         None,
@@ -223,8 +223,8 @@ async fn wrong_pins_are_bounded_per_call_escalate_and_need_the_operator_at_last(
     let more = walk(&bridge, "ATUid_evil", &["111111*222222*333333*444444"]).await;
     assert!(more.starts_with("END "), "{more}");
 
-    // The merchant logs in again (count cleared); three wrong in one call: a 1 s lock (the
-    // first, timed).
+    // The merchant logs in again (count cleared); three wrong in one call: a 60 s lock (the
+    // first, timed), passed by moving soko's clock.
     walk(&bridge, "ATUid_owner3", &["", PIN]).await;
     let locked = walk(
         &bridge,
@@ -235,7 +235,7 @@ async fn wrong_pins_are_bounded_per_call_escalate_and_need_the_operator_at_last(
     assert!(locked.starts_with("END Too many wrong PINs"), "{locked}");
     let during = walk(&bridge, "ATUid_b", &[""]).await;
     assert!(during.contains("locked until"), "{during}");
-    soko.advance(2);
+    soko.advance(61);
     // The next three: locked until the operator resets it; time does not help.
     walk(
         &bridge,
@@ -243,7 +243,7 @@ async fn wrong_pins_are_bounded_per_call_escalate_and_need_the_operator_at_last(
         &["", "111111", "111111*222222", "111111*222222*333333"],
     )
     .await;
-    soko.advance(3);
+    soko.advance(61);
     let hard = walk(&bridge, "ATUid_d", &[""]).await;
     assert!(hard.contains("until soko's operator unlocks it"), "{hard}");
 

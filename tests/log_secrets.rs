@@ -44,14 +44,17 @@ async fn secrets_never_reach_the_log() {
     let invite =
         common::operator(&soko, "invite_create", serde_json::json!({"role":"agent"})).await;
     let invite_code = invite.result.unwrap()["code"].as_str().unwrap().to_owned();
-    let registration = nostr_sdk::EventBuilder::new(nostr_sdk::Kind::Custom(29470), "")
-        .tags([
-            nostr_sdk::Tag::parse(["invite", invite_code.as_str()]).unwrap(),
-            nostr_sdk::Tag::parse(["role", "agent"]).unwrap(),
-            nostr_sdk::Tag::public_key(soko.bot()),
-        ])
-        .sign_with_keys(&alice.keys)
-        .unwrap();
+    let registration = nostr_sdk::EventBuilder::new(
+        nostr_sdk::Kind::Custom(soko::proto::agents::REGISTRATION_KIND),
+        "",
+    )
+    .tags([
+        nostr_sdk::Tag::parse(["invite", invite_code.as_str()]).unwrap(),
+        nostr_sdk::Tag::parse(["role", "agent"]).unwrap(),
+        nostr_sdk::Tag::public_key(soko.bot()),
+    ])
+    .sign_with_keys(&alice.keys)
+    .unwrap();
     let registered = alice
         .ask_nip17(
             soko.bot(),

@@ -83,8 +83,8 @@ async fn operator_creates_a_merchant_whose_listings_are_published_under_its_key(
         .fetch_events(Filter::new().author(merchant), Duration::from_secs(5))
         .await
         .unwrap();
-    let kinds: Vec<u16> = events.iter().map(|e| e.kind.as_u16()).collect();
-    for kind in [0, 30017, 30018] {
+    let kinds: Vec<Kind> = events.iter().map(|e| e.kind).collect();
+    for kind in [Kind::Metadata, Kind::SetStall, Kind::SetProduct] {
         assert!(
             kinds.contains(&kind),
             "kind {kind} published by the merchant: {kinds:?}"
@@ -100,7 +100,7 @@ async fn operator_creates_a_merchant_whose_listings_are_published_under_its_key(
         unpublished.is_empty(),
         "a pending merchant publishes nothing"
     );
-    let product_event = events.iter().find(|e| e.kind.as_u16() == 30018).unwrap();
+    let product_event = events.iter().find(|e| e.kind == Kind::SetProduct).unwrap();
     assert!(product_event.verify().is_ok());
     assert_eq!(product_event.tags.identifier(), Some("mango"));
     let content: soko::proto::nip15::Product =

@@ -16,7 +16,6 @@ use common::binary::Binary;
 use common::*;
 use nostr_sdk::prelude::*;
 use serde_json::{json, Value};
-use soko::config::MintConfig;
 use soko::escrow::{EscrowState, OrderRecord};
 use soko::money::Sats;
 
@@ -131,15 +130,12 @@ fn deliver(npub: &str, number: u64, code: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_expiring_while_soko_is_down_releases_its_stock_on_start() {
-    // Invoices that are never paid in time, and a 2-second payment window.
+    // Invoices that are never paid in time, and a payment window the test passes by moving
+    // soko's clock while soko is down.
     let (mint, _mint_dir) = external_dev_mint(3_600).await;
     let url = mint.url().to_owned();
-    let mut soko = TestSoko::start_with(|c| {
-        c.mint = MintConfig::External {
-            url,
-            requests_per_minute: 600,
-        };
-        c.market.payment_window_secs = 2;
+    let mut soko = TestSoko::start_on_mint(&url, |c| {
+        c.market.payment_window_secs = 600;
     })
     .await;
     let merchant = mango_shop(&soko).await.merchant;
@@ -149,9 +145,9 @@ async fn an_order_expiring_while_soko_is_down_releases_its_stock_on_start() {
     buyer.user.send_nip04(merchant, &order("one-more", 1)).await;
     assert!(buyer.until("one-more").await.content.contains("only 0"));
 
-    // Down while the window passes.
+    // Down while the window passes: the restarted soko keeps the same (moved) clock.
     soko.stop().await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    soko.advance(601);
     soko.restart().await;
     let mut buyer = buyer.reconnect(&[soko.relay_url()]).await;
     let expired = buyer.until("expired").await;

@@ -65,10 +65,10 @@ async fn a_merchant_runs_its_shop_from_a_feature_phone() {
     .await;
     let error = refused.error.expect("refused");
     assert!(error.message.contains("pending"), "{}", error.message);
-    assert!(events_of(&soko, merchant, 0).await.is_empty());
+    assert!(events_of(&soko, merchant, Kind::Metadata).await.is_empty());
 
     let onboarded = onboard(&mut bridge, "AT-1", &activation, "4821").await;
-    let profile = events_of(&soko, merchant, 0).await;
+    let profile = events_of(&soko, merchant, Kind::Metadata).await;
     let profile = profile.first().expect("profile published on activation");
     assert!(profile.content.contains("Mama Duka"));
     put_listings(&soko, &npub).await;
@@ -136,17 +136,7 @@ async fn a_merchant_runs_its_shop_from_a_feature_phone() {
         done.screen,
         "Order #1 delivered: 1120 sat released to you. Balance: 1120 sat."
     );
-    assert_eq!(
-        escrow.order(&merchant, 1).unwrap().unwrap().state,
-        EscrowState::PaidOut
-    );
-    assert_eq!(escrow.balance(&merchant).unwrap(), Sats(1120));
-    let told = buyer
-        .next_dm(REPLY_TIMEOUT)
-        .await
-        .expect("buyer told")
-        .json();
-    assert_eq!(told["shipped"], true, "{told}");
+    assert_delivered_over_ussd(&soko, merchant, &mut buyer, Sats(1120)).await;
 
     // Menu 5, in a new session: withdraw to a Lightning address typed in, confirmed.
     let mama_dir = tempfile::tempdir().unwrap();
@@ -211,7 +201,7 @@ async fn a_merchant_runs_its_shop_from_a_feature_phone() {
         priced.screen
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let listed = events_of(&soko, merchant, 30018).await;
+    let listed = events_of(&soko, merchant, Kind::SetProduct).await;
     let product: Value = serde_json::from_str(&listed.first().unwrap().content).unwrap();
     assert_eq!(product["price"], 450.0);
     let hidden = bridge.hop("AT-3", PHONE, "4821*3*1*1*450*3").await;
@@ -220,8 +210,10 @@ async fn a_merchant_runs_its_shop_from_a_feature_phone() {
         "{}",
         hidden.screen
     );
-    let deletions = events_of(&soko, merchant, 5).await;
-    let coordinate = format!("30018:{}:mango", merchant.to_hex());
+    let deletions = events_of(&soko, merchant, Kind::EventDeletion).await;
+    let coordinate = Coordinate::new(Kind::SetProduct, merchant)
+        .identifier("mango")
+        .to_string();
     assert!(
         deletions.iter().any(|e| e
             .tags
@@ -303,7 +295,7 @@ async fn wrong_pins_lock_and_strangers_get_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_retried_and_expired_hops_change_nothing() {
     let bridge_keys = Keys::generate();
-    let mut soko = soko_with_bridge(&bridge_keys, |c| c.ussd.session_secs = 3).await;
+    let mut soko = soko_with_bridge(&bridge_keys, |c| c.ussd.session_secs = 300).await;
     let mut bridge = Bridge::connect(bridge_keys, &soko).await;
     let (merchant, npub, activation) = pending_merchant(&soko, PHONE, None).await.typed();
     onboard(&mut bridge, "AT-1", &activation, "4821").await;
@@ -360,7 +352,7 @@ async fn late_retried_and_expired_hops_change_nothing() {
 
     // A session left idle past `session_secs` is gone; its next hop changes nothing.
     bridge.hop("AT-4", PHONE, "").await;
-    soko.advance(4);
+    soko.advance(301);
     let expired = bridge.hop("AT-4", PHONE, "1111").await;
     assert!(expired.end);
     assert_eq!(expired.screen, "Your session expired. Please dial again.");

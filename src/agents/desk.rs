@@ -22,7 +22,7 @@ use super::proposals::{self, Decision, Proposal, Proposals, Proposed, Transition
 use super::users::Users;
 use crate::clock::Clock;
 use crate::market::listing::{self, ListingError};
-use crate::market::{Merchant, MerchantError, MerchantStatus, Merchants, Rates};
+use crate::market::{Merchant, MerchantError, MerchantRefusal, MerchantStatus, Merchants, Rates};
 use crate::outbound::{Publisher, Scheme};
 use crate::proto::agents::{
     AgentMerchants, AgentNotice, AgentNoticeBody, LinkState, LinkedMerchant, Onboarded,
@@ -175,12 +175,12 @@ impl Desk {
         }
         let (merchant, keys) = match inner.merchants.add_for_agent(name, phone, agent) {
             Ok(added) => added,
-            Err(MerchantError::Invalid(why)) => {
+            Err(MerchantError::Refused(MerchantRefusal::PhoneTaken)) => {
                 // Another onboarding took the phone between the lookup and the add.
                 if let Some(merchant) = inner.merchants.by_phone(phone)? {
                     return self.request_link(agent, &merchant);
                 }
-                return Err(MerchantError::Invalid(why).into());
+                return Err(MerchantError::Refused(MerchantRefusal::PhoneTaken).into());
             }
             Err(e) => return Err(e.into()),
         };
@@ -742,8 +742,11 @@ pub(crate) mod tests {
     }
 
     /// Refused by the registry's rules for the content.
-    fn invalid<T>(result: Result<T, DeskError>) -> bool {
-        matches!(result, Err(DeskError::Merchant(MerchantError::Invalid(_))))
+    fn merchant_refusal<T>(result: Result<T, DeskError>) -> Option<MerchantRefusal> {
+        match result {
+            Err(DeskError::Merchant(MerchantError::Refused(refusal))) => Some(refusal),
+            _ => None,
+        }
     }
 
     #[test]
@@ -858,11 +861,17 @@ pub(crate) mod tests {
         assert_eq!(refusal(refused), Some(DeskRefusal::NotLinked));
         // A product whose stall is not published, a negative price, a foreign zone.
         let refused = desk.propose(&agent, &merchant, Proposed::Product(mango()));
-        assert!(invalid(refused));
+        assert_eq!(
+            merchant_refusal(refused),
+            Some(MerchantRefusal::StallMissing(mango().stall_id))
+        );
         let mut free = stall();
         free.currency = "bitcoin".into();
         let refused = desk.propose(&agent, &merchant, Proposed::Stall(free));
-        assert!(invalid(refused));
+        assert_eq!(
+            merchant_refusal(refused),
+            Some(MerchantRefusal::UnknownCurrency("bitcoin".into()))
+        );
         // A currency soko has no rate for: refused; one in [rates] is fine.
         let mut dollars = stall();
         dollars.currency = "USD".into();
@@ -880,7 +889,10 @@ pub(crate) mod tests {
                 id: "duka".into(),
             },
         );
-        assert!(invalid(refused));
+        assert_eq!(
+            merchant_refusal(refused),
+            Some(MerchantRefusal::NotAListing(1))
+        );
         assert!(
             desk.proposals().of_merchant(&merchant)?.is_empty(),
             "nothing stored"

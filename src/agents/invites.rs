@@ -94,21 +94,36 @@ pub struct Invite {
     pub created_at: u64,
     /// Unix seconds from which it no longer works, if ever.
     pub expires_at: Option<u64>,
-    /// The admin who created it (hex).
-    pub created_by: String,
+    /// The admin who created it (stored as hex).
+    pub created_by: PublicKey,
 }
 
 /// Why an invite cannot be created; the message is for the admin.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct InviteSpecError(pub String);
+pub enum InviteSpecRefusal {
+    /// Admins are configured, not invited.
+    #[error("admins are not invited: they are listed in soko's config ([admins] npubs)")]
+    Admin,
+    /// Merchants are onboarded by phone.
+    #[error("merchants are onboarded by phone (USSD), not with invite codes")]
+    Merchant,
+    /// Not a role an invite is for (as the admin wrote it).
+    #[error("{0:?} is not a role invites are for; use \"agent\" or \"trader\"")]
+    NotInvited(String),
+    /// A number of uses out of range.
+    #[error("uses must be 1 to {MAX_USES}, not {0}")]
+    Uses(u32),
+    /// An expiry out of range.
+    #[error("expires_in_secs must be 1 to {MAX_EXPIRY_SECS} (one year), not {0}")]
+    Expiry(u64),
+}
 
 /// Why an invite was not created.
 #[derive(Debug, thiserror::Error)]
 pub enum InviteError {
     /// The admin asked for something invites cannot be.
     #[error(transparent)]
-    Invalid(#[from] InviteSpecError),
+    Refused(#[from] InviteSpecRefusal),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -144,37 +159,21 @@ pub fn new_invite(
     expires_in_secs: Option<u64>,
     created_by: &PublicKey,
     now: u64,
-) -> Result<Invite, InviteSpecError> {
+) -> Result<Invite, InviteSpecRefusal> {
     let role = match Role::parse(role) {
         Some(role @ (Role::Agent | Role::Trader)) => role,
-        Some(Role::Admin) => {
-            return Err(InviteSpecError(
-                "admins are not invited: they are listed in soko's config ([admins] npubs)".into(),
-            ))
-        }
-        Some(Role::Merchant) => {
-            return Err(InviteSpecError(
-                "merchants are onboarded by phone (USSD), not with invite codes".into(),
-            ))
-        }
-        Some(Role::Anonymous) | None => {
-            return Err(InviteSpecError(format!(
-                "{role:?} is not a role invites are for; use \"agent\""
-            )))
-        }
+        Some(Role::Admin) => return Err(InviteSpecRefusal::Admin),
+        Some(Role::Merchant) => return Err(InviteSpecRefusal::Merchant),
+        Some(Role::Anonymous) | None => return Err(InviteSpecRefusal::NotInvited(role.to_owned())),
     };
     let uses = uses.unwrap_or(1);
     if uses == 0 || uses > MAX_USES {
-        return Err(InviteSpecError(format!(
-            "uses must be 1 to {MAX_USES}, not {uses}"
-        )));
+        return Err(InviteSpecRefusal::Uses(uses));
     }
     let expires_at = match expires_in_secs {
         None => None,
         Some(secs) if secs == 0 || secs > MAX_EXPIRY_SECS => {
-            return Err(InviteSpecError(format!(
-                "expires_in_secs must be 1 to {MAX_EXPIRY_SECS} (one year), not {secs}"
-            )))
+            return Err(InviteSpecRefusal::Expiry(secs))
         }
         Some(secs) => Some(now.saturating_add(secs)),
     };
@@ -184,7 +183,7 @@ pub fn new_invite(
         uses_left: uses,
         created_at: now,
         expires_at,
-        created_by: created_by.to_hex(),
+        created_by: *created_by,
     })
 }
 
@@ -278,6 +277,17 @@ mod tests {
         Keys::generate().public_key()
     }
 
+    #[test]
+    fn an_invite_keeps_its_creator_as_the_hex_an_older_soko_wrote() {
+        let stored = invite(1, None);
+        let json = serde_json::to_value(&stored).unwrap_or_default();
+        assert_eq!(
+            json["created_by"],
+            serde_json::json!(stored.created_by.to_hex())
+        );
+        assert_eq!(serde_json::from_value::<Invite>(json).ok(), Some(stored));
+    }
+
     fn invite(uses_left: u32, expires_at: Option<u64>) -> Invite {
         Invite {
             role: Role::Agent,
@@ -285,7 +295,7 @@ mod tests {
             uses_left,
             created_at: 100,
             expires_at,
-            created_by: String::new(),
+            created_by: admin(),
         }
     }
 
@@ -328,23 +338,44 @@ mod tests {
             new_invite("agent", Some(5), None, &by, 0).map(|i| (i.uses_left, i.expires_at)),
             Ok((5, None))
         );
-        for (role, uses, expiry) in [
-            ("admin", None, None),
-            ("merchant", None, None),
-            ("anonymous", None, None),
-            ("Agent", None, None),
-            ("agent", Some(0), None),
-            ("agent", Some(MAX_USES + 1), None),
-            ("agent", None, Some(0)),
-            ("agent", None, Some(MAX_EXPIRY_SECS + 1)),
+        for (role, uses, expiry, refusal) in [
+            ("admin", None, None, InviteSpecRefusal::Admin),
+            ("merchant", None, None, InviteSpecRefusal::Merchant),
+            (
+                "anonymous",
+                None,
+                None,
+                InviteSpecRefusal::NotInvited("anonymous".into()),
+            ),
+            (
+                "Agent",
+                None,
+                None,
+                InviteSpecRefusal::NotInvited("Agent".into()),
+            ),
+            ("agent", Some(0), None, InviteSpecRefusal::Uses(0)),
+            (
+                "agent",
+                Some(MAX_USES + 1),
+                None,
+                InviteSpecRefusal::Uses(MAX_USES + 1),
+            ),
+            ("agent", None, Some(0), InviteSpecRefusal::Expiry(0)),
+            (
+                "agent",
+                None,
+                Some(MAX_EXPIRY_SECS + 1),
+                InviteSpecRefusal::Expiry(MAX_EXPIRY_SECS + 1),
+            ),
         ] {
-            assert!(
-                new_invite(role, uses, expiry, &by, 0).is_err(),
+            assert_eq!(
+                new_invite(role, uses, expiry, &by, 0).err(),
+                Some(refusal),
                 "{role} {uses:?} {expiry:?}"
             );
         }
         let merchant = new_invite("merchant", None, None, &by, 0);
-        assert!(merchant.is_err_and(|e| e.0.contains("USSD")));
+        assert!(merchant.is_err_and(|e| e.to_string().contains("USSD")));
     }
 
     #[test]

@@ -37,7 +37,8 @@ pub fn invite_create(
             ctx.clock.now(),
         )
         .map_err(|e| match e {
-            InviteError::Invalid(why) => Refusal::new(ErrorCode::Invalid, why.0).into(),
+            // Every invite refusal is the admin's input out of range: one code.
+            InviteError::Refused(why) => Refusal::new(ErrorCode::Invalid, why.to_string()).into(),
             InviteError::Store(e) => internal(e),
         })?;
     tracing::info!(role = %invite.role, uses = invite.uses, "invite created");

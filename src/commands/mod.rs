@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::agents::{Agents, Desk};
 use crate::clock::Clock;
 use crate::escrow::{EscrowError, EscrowRefusal, EscrowService};
-use crate::market::{Catalog, MerchantError, Merchants};
+use crate::market::{Catalog, MerchantError, MerchantRefusal, Merchants};
 use crate::outbound::Publisher;
 use crate::proto::{Command, ErrorCode, Refusal};
 use crate::sessions::{SessionError, SessionRefusal, Sessions};
@@ -40,9 +40,35 @@ pub enum CommandError {
 impl From<MerchantError> for CommandError {
     fn from(e: MerchantError) -> Self {
         match e {
-            MerchantError::Invalid(why) => Refusal::new(ErrorCode::Invalid, why).into(),
-            MerchantError::Unknown(who) => {
-                Refusal::new(ErrorCode::NotFound, format!("no merchant {who}")).into()
+            MerchantError::Refused(refusal) => {
+                let code = match refusal {
+                    MerchantRefusal::UnknownMerchant(_) => ErrorCode::NotFound,
+                    MerchantRefusal::BadName
+                    | MerchantRefusal::BadAddress(_)
+                    | MerchantRefusal::BadPayout(_)
+                    | MerchantRefusal::BadPhone
+                    | MerchantRefusal::PhoneTaken
+                    | MerchantRefusal::NoPhone
+                    | MerchantRefusal::WrongActivationCode
+                    | MerchantRefusal::Pending(_)
+                    | MerchantRefusal::StallMissing(_)
+                    | MerchantRefusal::NoStall(_)
+                    | MerchantRefusal::StallHasProducts { .. }
+                    | MerchantRefusal::NoProduct(_)
+                    | MerchantRefusal::NotListed(_)
+                    | MerchantRefusal::NotHidden(_)
+                    | MerchantRefusal::NotAListing(_)
+                    | MerchantRefusal::BadId(_)
+                    | MerchantRefusal::StallWithoutName
+                    | MerchantRefusal::UnknownCurrency(_)
+                    | MerchantRefusal::BadZoneCost(_)
+                    | MerchantRefusal::ProductWithoutName
+                    | MerchantRefusal::CurrencyMismatch { .. }
+                    | MerchantRefusal::BadPrice
+                    | MerchantRefusal::UnknownZone(_)
+                    | MerchantRefusal::BadShippingCost(_) => ErrorCode::Invalid,
+                };
+                Refusal::new(code, refusal.to_string()).into()
             }
             other => CommandError::Internal(other.to_string()),
         }
@@ -181,7 +207,7 @@ async fn dispatch(
         .into());
     }
     match command {
-        Command::Ping(args) => to_value(ping::run(args)),
+        Command::Ping(args) => to_value(ping::run(args, ctx.clock.now())),
         Command::Catalog(args) => catalog::run(ctx, args),
         Command::MerchantAdd(args) => to_value(merchant::add(ctx, args).await?),
         Command::MerchantList(_) => {

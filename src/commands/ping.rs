@@ -1,12 +1,11 @@
 //! `ping`: proves the round trip works (relay in, decrypt, dispatch, encrypt, relay out).
 
 use crate::proto::{PingArgs, PingResult};
-use crate::util::unix_now;
 
-/// Answers with soko's clock.
-pub fn run(_args: PingArgs) -> PingResult {
+/// Answers with soko's clock (`now`, the commands' clock).
+pub fn run(_args: PingArgs, now: u64) -> PingResult {
     PingResult {
         pong: true,
-        time: unix_now(),
+        time: now,
     }
 }

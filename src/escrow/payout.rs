@@ -26,33 +26,34 @@ use crate::money::Sats;
 ///
 /// Stored as JSON with its `state` (see [`super::saga`]) and, for records written before the
 /// state existed and for an older soko reading this one, `done`: a record without `state`
-/// reads as settled when `done`, as debited otherwise (melt or token by `token_to`).
+/// reads as settled when `done`, as debited otherwise (melt or token by `token_to`). The keys
+/// are stored as hex, as they always were.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "StoredPayout", into = "StoredPayout")]
 pub struct PayoutRecord {
-    /// Merchant pubkey (hex).
-    pub merchant: String,
+    /// The merchant paid.
+    pub merchant: PublicKey,
     /// Amount plus fee reserve taken from the balance.
     pub debited: Sats,
     /// Amount the invoice pays.
     pub amount: Sats,
     /// How far the payout got.
     pub state: PayoutState,
-    /// For a token payout: the npub (hex) the token is DM'd to. The record's key is then the
+    /// For a token payout: the key the token is DM'd to. The record's key is then the
     /// wallet's send operation id instead of a melt quote id.
-    pub token_to: Option<String>,
+    pub token_to: Option<PublicKey>,
 }
 
 /// [`PayoutRecord`] as it is on disk, in either form.
 #[derive(Serialize, Deserialize)]
 struct StoredPayout {
-    merchant: String,
+    merchant: PublicKey,
     debited: Sats,
     amount: Sats,
     #[serde(default)]
     done: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    token_to: Option<String>,
+    token_to: Option<PublicKey>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     state: Option<PayoutState>,
 }
@@ -201,7 +202,7 @@ impl EscrowService {
             .checked_add(Sats::from(quote.fee_reserve))
             .map_err(|e| EscrowError::Books(e.to_string()))?;
         let record = PayoutRecord {
-            merchant: merchant.to_hex(),
+            merchant,
             debited,
             amount,
             state: PayoutState::MeltDebited,
@@ -345,11 +346,11 @@ impl EscrowService {
         };
         let operation = prepared.operation.clone();
         let record = PayoutRecord {
-            merchant: merchant.to_hex(),
+            merchant,
             debited: balance,
             amount: balance,
             state: PayoutState::TokenDebited,
-            token_to: Some(to.to_hex()),
+            token_to: Some(to),
         };
         if let Err(e) = self.debit_payout(&merchant, &operation, &record).await {
             prepared.cancel().await;
@@ -384,8 +385,6 @@ impl EscrowService {
             .moved(PayoutEvent::TokenMade)?;
         let to = record
             .token_to
-            .as_deref()
-            .and_then(|hex| PublicKey::from_hex(hex).ok())
             .ok_or_else(|| EscrowError::Books("token payout without a recipient".to_owned()))?;
         let text = format!(
             "Payout from soko: {} sat as Cashu ecash. Redeem it in any Cashu wallet:\n{token}",
@@ -454,8 +453,7 @@ impl EscrowService {
             .collect();
         for (key, record) in pending {
             let key = String::from_utf8_lossy(&key).into_owned();
-            let merchant = PublicKey::from_hex(&record.merchant)
-                .map_err(|e| EscrowError::Books(format!("stored merchant key: {e}")))?;
+            let merchant = record.merchant;
             if record.token_to.is_some() {
                 match self.recorded_token(&key).await {
                     Ok(Some(token)) => {
@@ -494,21 +492,57 @@ impl EscrowService {
 mod tests {
     use super::*;
 
+    use nostr_sdk::Keys;
+
     fn read(json: &str) -> PayoutRecord {
         serde_json::from_str(json).unwrap_or_else(|e| panic!("{json}: {e}"))
     }
 
+    /// An old record as an earlier soko wrote it: the keys as hex strings it made itself.
+    fn old(merchant: &PublicKey, fields: &str) -> String {
+        format!(r#"{{"merchant":"{}",{fields}}}"#, merchant.to_hex())
+    }
+
     #[test]
     fn a_record_written_before_the_saga_reads_as_its_state() {
-        let melt = r#"{"merchant":"ab","debited":105,"amount":100,"done":false}"#;
-        assert_eq!(read(melt).state, PayoutState::MeltDebited);
-        let paid = r#"{"merchant":"ab","debited":105,"amount":100,"done":true}"#;
-        assert_eq!(read(paid).state, PayoutState::Paid);
-        let token = r#"{"merchant":"ab","debited":100,"amount":100,"done":false,"token_to":"cd"}"#;
-        assert_eq!(read(token).state, PayoutState::TokenDebited);
-        assert_eq!(read(token).token_to.as_deref(), Some("cd"));
-        let sent = r#"{"merchant":"ab","debited":100,"amount":100,"done":true,"token_to":"cd"}"#;
-        assert_eq!(read(sent).state, PayoutState::Sent);
+        let (ab, cd) = (Keys::generate().public_key(), Keys::generate().public_key());
+        let melt = old(&ab, r#""debited":105,"amount":100,"done":false"#);
+        assert_eq!(read(&melt).state, PayoutState::MeltDebited);
+        let paid = old(&ab, r#""debited":105,"amount":100,"done":true"#);
+        assert_eq!(read(&paid).state, PayoutState::Paid);
+        let token_to = format!(r#""token_to":"{}""#, cd.to_hex());
+        let token = old(
+            &ab,
+            &format!(r#""debited":100,"amount":100,"done":false,{token_to}"#),
+        );
+        assert_eq!(read(&token).state, PayoutState::TokenDebited);
+        let sent = old(
+            &ab,
+            &format!(r#""debited":100,"amount":100,"done":true,{token_to}"#),
+        );
+        assert_eq!(read(&sent).state, PayoutState::Sent);
+    }
+
+    #[test]
+    fn a_record_with_hex_keys_reads_as_keys_and_is_written_back_as_the_same_hex() {
+        let (merchant, to) = (Keys::generate().public_key(), Keys::generate().public_key());
+        let json = format!(
+            r#"{{"merchant":"{}","debited":100,"amount":100,"done":false,"token_to":"{}"}}"#,
+            merchant.to_hex(),
+            to.to_hex()
+        );
+        let record = read(&json);
+        assert_eq!(record.merchant, merchant);
+        assert_eq!(record.token_to, Some(to));
+        // An older soko reading this one's record finds the hex it wrote.
+        let written = serde_json::to_value(&record).unwrap_or_default();
+        assert_eq!(written["merchant"], serde_json::json!(merchant.to_hex()));
+        assert_eq!(written["token_to"], serde_json::json!(to.to_hex()));
+        // A key that is not one is refused, not read as some other merchant.
+        assert!(serde_json::from_str::<PayoutRecord>(
+            r#"{"merchant":"ab","debited":1,"amount":1,"done":false}"#
+        )
+        .is_err());
     }
 
     #[test]
@@ -519,7 +553,7 @@ mod tests {
             PayoutState::GivenBack,
         ] {
             let record = PayoutRecord {
-                merchant: "ab".into(),
+                merchant: Keys::generate().public_key(),
                 debited: Sats(105),
                 amount: Sats(100),
                 state,

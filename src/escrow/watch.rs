@@ -63,6 +63,10 @@ impl Default for PollRules {
     }
 }
 
+/// How much nearer an order's expiry must come between two passes to count as a moved clock
+/// rather than the rounding of whole seconds.
+const CLOCK_JUMP: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Clone)]
 struct Slot {
     next: Instant,
@@ -148,7 +152,16 @@ impl Schedule {
         for (key, expires) in awaiting {
             book.slots
                 .entry(key.clone())
-                .and_modify(|slot| slot.expires = *expires)
+                .and_modify(|slot| {
+                    // The services' clock moved ahead (a test's, or a system clock that
+                    // jumped): an expiry that came nearer by more than the seconds' rounding
+                    // is checked at its new time, not at the one the check was set by (a
+                    // pushed order's could be a minute away).
+                    if *expires + CLOCK_JUMP < slot.expires {
+                        slot.next = slot.next.min(*expires);
+                    }
+                    slot.expires = *expires;
+                })
                 .or_insert(Slot {
                     next: first,
                     interval: Duration::ZERO,
@@ -219,7 +232,13 @@ impl Schedule {
             slot.next = now;
         } else if slot.failures == 0 && !slot.urgent {
             slot.interval = pushed_interval;
-            slot.next = pushed_next(slot, now, pushed_interval);
+            // Past its expiry already when the mint first tells its state (the clock moved
+            // since the order was placed): checked at once, and the check expires it.
+            slot.next = if slot.expires <= now {
+                now
+            } else {
+                pushed_next(slot, now, pushed_interval)
+            };
         }
     }
 
@@ -495,6 +514,35 @@ mod tests {
             (20 * (4 + 9 * 4)..=20 * (7 + 9 * 4)).contains(&polled),
             "{polled}"
         );
+    }
+
+    #[test]
+    fn a_pushed_order_is_checked_at_its_expiry_when_the_clock_moves_ahead() {
+        let schedule = Schedule::new(PollRules::default());
+        let now = Instant::now();
+        schedule.connected();
+        schedule.sync(&[(b"o".to_vec(), now + 600 * S)], now);
+        schedule.set_quote(b"o", "q");
+        schedule.pushed("q", false, now);
+        let later = now + 5 * S;
+        // The same expiry, give or take the seconds' rounding: the check stays a minute away.
+        schedule.sync(&[(b"o".to_vec(), now + 599 * S)], later);
+        assert!(!schedule.due(b"o", later));
+        // The clock moved ten minutes ahead: the expiry is now, and so is the check.
+        schedule.sync(&[(b"o".to_vec(), later)], later);
+        assert!(schedule.due(b"o", later));
+    }
+
+    #[test]
+    fn a_pushed_order_past_its_expiry_is_checked_at_once() {
+        let schedule = Schedule::new(PollRules::default());
+        let now = Instant::now();
+        schedule.connected();
+        // Past its expiry by the time the mint tells its state (the clock moved meanwhile).
+        schedule.sync(&[(b"o".to_vec(), now)], now);
+        schedule.set_quote(b"o", "q");
+        schedule.pushed("q", false, now + S);
+        assert!(schedule.due(b"o", now + S));
     }
 
     #[test]

@@ -9,5 +9,5 @@ pub mod pricing;
 
 pub use self::activation::ActivationCode;
 pub use self::catalog::Catalog;
-pub use self::merchants::{Merchant, MerchantError, MerchantStatus, Merchants};
+pub use self::merchants::{Merchant, MerchantError, MerchantRefusal, MerchantStatus, Merchants};
 pub use self::pricing::{price, OrderRefusal, Priced, Rates};

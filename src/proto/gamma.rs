@@ -12,9 +12,11 @@ const ECHO_BYTES: usize = 80;
 pub const KIND_ORDER: u16 = 16;
 /// Kind of payment receipts (buyer → merchant); soko detects payments itself.
 pub const KIND_RECEIPT: u16 = 17;
+/// Kind of Gamma (NIP-99 classified) listings.
+pub const KIND_LISTING: u16 = 30402;
 /// Listing kinds an `item` may point at: NIP-15 products (what soko publishes) and Gamma
 /// listings with the same `d` tag.
-pub const ITEM_KINDS: [u16; 2] = [super::nip15::KIND_PRODUCT, 30402];
+pub const ITEM_KINDS: [u16; 2] = [super::nip15::KIND_PRODUCT, KIND_LISTING];
 
 /// The `type` tag of a kind-16 message.
 pub fn message_type(tags: &[Vec<String>]) -> Option<u8> {
@@ -248,7 +250,7 @@ mod tests {
 
     #[test]
     fn a_plebeian_style_order_reads_and_becomes_nip15() {
-        let item = format!("30402:{MERCHANT}:mango");
+        let item = format!("{KIND_LISTING}:{MERCHANT}:mango");
         let shipping = format!("30406:{MERCHANT}:nairobi");
         let order = parse_order(
             &tags(&[
@@ -277,8 +279,8 @@ mod tests {
 
     #[test]
     fn bad_orders_say_what_is_wrong() {
-        let mine = format!("30018:{MERCHANT}:mango");
-        let theirs = format!("30402:{}:mango", "ab".repeat(32));
+        let mine = format!("{}:{MERCHANT}:mango", super::super::nip15::KIND_PRODUCT);
+        let theirs = format!("{KIND_LISTING}:{}:mango", "ab".repeat(32));
         let cases: [(Vec<Vec<String>>, &str); 6] = [
             (tags(&[&["type", "1"], &["item", &mine]]), "no `order` tag"),
             (tags(&[&["order", "o"]]), "no `item` tags"),

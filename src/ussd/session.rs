@@ -4,6 +4,7 @@
 //! first hop). soko remembers what it already consumed, so the new input is what follows
 //! it; a hop whose text is what was consumed is a retry and gets the same screen again.
 
+use nostr_sdk::PublicKey;
 use serde::{Deserialize, Serialize};
 
 use super::menu::Menu;
@@ -12,8 +13,8 @@ use super::screen::Screen;
 /// A session, stored sealed (it may hold a PIN being set and shows buyers' details).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
-    /// The merchant (hex pubkey) the phone number belongs to.
-    pub merchant: String,
+    /// The merchant the phone number belongs to (stored as hex).
+    pub merchant: PublicKey,
     /// Where the merchant is.
     pub menu: Menu,
     /// The `text` consumed so far.
@@ -72,5 +73,26 @@ mod tests {
         assert_eq!(latest_input("1234*1", "1234"), Hop::Stale);
         assert_eq!(latest_input("1234*1", "9999*1*2"), Hop::Stale);
         assert_eq!(latest_input("12", "123"), Hop::Stale);
+    }
+
+    #[test]
+    fn a_session_keeps_its_merchant_as_the_hex_an_older_soko_wrote() {
+        let merchant = nostr_sdk::Keys::generate().public_key();
+        let session = Session {
+            merchant,
+            menu: super::super::menu::first(true),
+            consumed: String::new(),
+            last: Screen::end("bye"),
+            expires_at: 1,
+            wrong: 0,
+        };
+        let mut stored = serde_json::to_value(&session).unwrap_or_default();
+        assert_eq!(stored["merchant"], serde_json::json!(merchant.to_hex()));
+        assert_eq!(
+            serde_json::from_value::<Session>(stored.clone()).ok(),
+            Some(session)
+        );
+        stored["merchant"] = serde_json::json!("not a key");
+        assert!(serde_json::from_value::<Session>(stored).is_err());
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use cdk::nuts::CurrencyUnit;
 use cdk::wallet::WalletBuilder;
-use cdk_common::rate_limit::RateLimitConfig;
+use cdk_common::rate_limit::{RateLimitConfig, RateLimiterManager};
 use nostr_sdk::hashes::hmac::{Hmac, HmacEngine};
 use nostr_sdk::hashes::sha512;
 use nostr_sdk::hashes::{Hash, HashEngine};
@@ -79,7 +79,13 @@ pub fn open_paced(
     let pace = requests_per_minute
         .and_then(|per_minute| RateLimitConfig::try_new((per_minute / 10).max(1), per_minute));
     let builder = match pace {
-        Some(pace) => builder.with_rate_limiting_config(pace),
+        // The budget is kept in memory, not in the wallet's database: cdk's NUT-17
+        // subscription consumer (started when the escrow waits on a melt the mint holds
+        // pending) runs a task for the rest of the process holding the wallet's HTTP client,
+        // and with a limiter persisting through the database that task held sled open: the
+        // store stayed locked after shutdown, and a restart in the same process failed with
+        // `Store(Locked)`. A restarted soko starts with a full budget instead.
+        Some(pace) => builder.with_rate_limiter(RateLimiterManager::new(pace, None)),
         None => builder.without_rate_limiting(),
     };
     Ok(builder.build()?)

@@ -55,9 +55,7 @@ async fn full_cycle(nip17: bool) {
     let events = buyer
         .client
         .fetch_events(
-            Filter::new()
-                .author(shop.merchant)
-                .kind(Kind::Custom(30018)),
+            Filter::new().author(shop.merchant).kind(Kind::SetProduct),
             Duration::from_secs(5),
         )
         .await
@@ -77,12 +75,7 @@ async fn full_cycle(nip17: bool) {
         message.contains("wrong code") && message.contains("4 tries left"),
         "{message}"
     );
-    let right = operator(
-        &soko,
-        "order_deliver",
-        json!({"merchant": shop.npub, "order": 1, "code": code}),
-    )
-    .await;
+    let right = shop.deliver(&soko, 1, &code).await;
     assert!(right.ok, "{right:?}");
     assert_eq!(right.result.unwrap()["balance_sat"], 1120);
     let done = next_json(&mut buyer).await;
@@ -97,12 +90,7 @@ async fn full_cycle(nip17: bool) {
     );
 
     // The code works once.
-    let again = operator(
-        &soko,
-        "order_deliver",
-        json!({"merchant": shop.npub, "order": 1, "code": code}),
-    )
-    .await;
+    let again = shop.deliver(&soko, 1, &code).await;
     assert!(again.error.unwrap().message.contains("cannot be delivered"));
     assert_books_balance(&soko).await;
     assert_eq!(escrow.books().unwrap(), (Sats::ZERO, Sats(1120)));

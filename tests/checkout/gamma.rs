@@ -1,16 +1,20 @@
 //! Gamma Markets (kind 16) orders, the whole way.
 
 use super::*;
+use soko::proto::gamma::KIND_LISTING;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gamma_order_runs_the_whole_way_in_kind_16_messages() {
     let mut soko = TestSoko::start().await;
     let shop = mango_shop(&soko).await;
     let mut buyer = User::connect(&[soko.relay_url()]).await;
-    let mango = format!("30402:{}:mango", shop.merchant.to_hex());
+    let mango = format!("{KIND_LISTING}:{}:mango", shop.merchant.to_hex());
 
     // Another merchant's listing is refused with a cancelled status saying why.
-    let elsewhere = format!("30402:{}:mango", Keys::generate().public_key().to_hex());
+    let elsewhere = format!(
+        "{KIND_LISTING}:{}:mango",
+        Keys::generate().public_key().to_hex()
+    );
     send_gamma(
         &buyer,
         &shop,
@@ -26,7 +30,7 @@ async fn a_gamma_order_runs_the_whole_way_in_kind_16_messages() {
     let refused = buyer.next_dm(REPLY_TIMEOUT).await.expect("a refusal");
     assert_eq!(
         (refused.kind, refused.tag("type"), refused.tag("status")),
-        (16, Some("3"), Some("cancelled"))
+        (GAMMA_ORDER, Some("3"), Some("cancelled"))
     );
     assert!(
         refused.content.contains("another merchant"),
@@ -58,7 +62,7 @@ async fn a_gamma_order_runs_the_whole_way_in_kind_16_messages() {
     assert_eq!(request.from, shop.merchant);
     assert_eq!(
         (request.kind, request.tag("type"), request.tag("order")),
-        (16, Some("2"), Some("g-1"))
+        (GAMMA_ORDER, Some("2"), Some("g-1"))
     );
     assert_eq!(request.tag("subject"), Some("order-payment"));
     assert_eq!(request.tag("amount"), Some("610"));
@@ -78,10 +82,13 @@ async fn a_gamma_order_runs_the_whole_way_in_kind_16_messages() {
             confirmed.tag("type"),
             confirmed.tag("status")
         ),
-        (16, Some("3"), Some("confirmed"))
+        (GAMMA_ORDER, Some("3"), Some("confirmed"))
     );
     let code_dm = buyer.next_dm(REPLY_TIMEOUT).await.expect("the code");
-    assert_eq!((code_dm.kind, code_dm.tag("subject")), (14, Some("g-1")));
+    assert_eq!(
+        (code_dm.kind, code_dm.tag("subject")),
+        (Kind::PrivateDirectMessage, Some("g-1"))
+    );
     let code: String = code_dm
         .content
         .split_whitespace()
@@ -118,12 +125,7 @@ async fn a_gamma_order_runs_the_whole_way_in_kind_16_messages() {
         "no reply to a receipt"
     );
 
-    let delivered = operator(
-        &soko,
-        "order_deliver",
-        json!({"merchant": shop.npub, "order": 1, "code": code}),
-    )
-    .await;
+    let delivered = shop.deliver(&soko, 1, &code).await;
     assert!(delivered.ok, "{delivered:?}");
     let completed = buyer.next_dm(REPLY_TIMEOUT).await.expect("completed");
     assert_eq!(
@@ -163,19 +165,17 @@ async fn a_gamma_order_runs_the_whole_way_in_kind_16_messages() {
     )
     .await;
     let noted = buyer.next_dm(REPLY_TIMEOUT).await.expect("cancel noted");
-    assert_eq!(noted.kind, 14);
+    assert_eq!(noted.kind, Kind::PrivateDirectMessage);
     assert!(noted.content.contains("recorded"), "{}", noted.content);
-    let refund = operator(
-        &soko,
-        "order_refund",
-        json!({"merchant": shop.npub, "order": 2}),
-    )
-    .await;
+    let refund = shop.order(&soko, "order_refund", 2).await;
     assert_eq!(refund.result.unwrap()["state"], "refunded");
     let cancelled = buyer.next_dm(REPLY_TIMEOUT).await.expect("cancelled");
     assert_eq!(cancelled.tag("status"), Some("cancelled"));
     let token = buyer.next_dm(REPLY_TIMEOUT).await.expect("the token");
-    assert_eq!((token.kind, token.tag("subject")), (14, Some("g-2")));
+    assert_eq!(
+        (token.kind, token.tag("subject")),
+        (Kind::PrivateDirectMessage, Some("g-2"))
+    );
     assert!(token.content.contains("cashu"));
     assert_eq!(
         soko.daemon().escrow().books().unwrap(),

@@ -100,12 +100,7 @@ async fn repeated_wrong_codes_lock_the_order_and_a_resent_order_is_not_a_new_one
     )
     .await;
     assert!(locked.error.unwrap().message.contains("locked"));
-    let right_too_late = operator(
-        &soko,
-        "order_deliver",
-        json!({"merchant": shop.npub, "order": 1, "code": code}),
-    )
-    .await;
+    let right_too_late = shop.deliver(&soko, 1, &code).await;
     assert!(right_too_late.error.is_some());
     let order = soko
         .daemon()
@@ -115,12 +110,7 @@ async fn repeated_wrong_codes_lock_the_order_and_a_resent_order_is_not_a_new_one
         .unwrap();
     assert_eq!(order.state, EscrowState::Disputed);
     assert_books_balance(&soko).await;
-    let unknown = operator(
-        &soko,
-        "order_deliver",
-        json!({"merchant": shop.npub, "order": 77, "code": code}),
-    )
-    .await;
+    let unknown = shop.deliver(&soko, 77, &code).await;
     let unknown = unknown.error.unwrap();
     assert!(unknown.message.contains("no order #77"));
     // One code for an order that does not exist (it was `invalid` before kinds/commands.md 1.1).

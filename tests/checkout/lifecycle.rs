@@ -8,13 +8,7 @@ async fn a_payment_made_while_soko_was_down_is_picked_up_on_restart() {
     // dev mint whose invoices settle 3 s after they are issued.
     let (mint, _mint_dir) = external_dev_mint(3).await;
     let url = mint.url().to_owned();
-    let mut soko = TestSoko::start_with(|c| {
-        c.mint = soko::config::MintConfig::External {
-            url,
-            requests_per_minute: 600,
-        }
-    })
-    .await;
+    let mut soko = TestSoko::start_on_mint(&url, |_| {}).await;
     let shop = mango_shop(&soko).await;
     let mut buyer = User::connect(&[soko.relay_url()]).await;
     let request = buyer
@@ -47,12 +41,7 @@ async fn a_payment_made_while_soko_was_down_is_picked_up_on_restart() {
     }
     assert!(paid, "the payment was noticed after the restart");
     let code = delivery_code(&mut buyer).await;
-    let right = operator(
-        &soko,
-        "order_deliver",
-        json!({"merchant": shop.npub, "order": 1, "code": code}),
-    )
-    .await;
+    let right = shop.deliver(&soko, 1, &code).await;
     assert!(right.ok, "{right:?}");
     let (held, owed) = soko.daemon().escrow().books().unwrap();
     let wallet = Sats::from(soko.daemon().wallet().total_balance().await.unwrap());
@@ -63,15 +52,12 @@ async fn a_payment_made_while_soko_was_down_is_picked_up_on_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unpaid_order_expires_and_releases_its_stock() {
-    // A mint whose invoices are never paid in time, and a 2-second payment window.
+    // A mint whose invoices are never paid in time, and a payment window passed by moving
+    // soko's clock (a real one could close before the stock check below on a slow machine).
     let (mint, _mint_dir) = external_dev_mint(3_600).await;
     let url = mint.url().to_owned();
-    let mut soko = TestSoko::start_with(|c| {
-        c.mint = soko::config::MintConfig::External {
-            url,
-            requests_per_minute: 600,
-        };
-        c.market.payment_window_secs = 2;
+    let mut soko = TestSoko::start_on_mint(&url, |c| {
+        c.market.payment_window_secs = 600;
     })
     .await;
     let shop = mango_shop(&soko).await;
@@ -100,6 +86,7 @@ async fn an_unpaid_order_expires_and_releases_its_stock() {
         held["message"].as_str().unwrap().contains("only 0"),
         "{held}"
     );
+    soko.advance(601);
 
     let expired = buyer.next_dm(REPLY_TIMEOUT).await.expect("expiry notice");
     assert!(expired.nip17, "told in the order's scheme");

@@ -72,14 +72,7 @@ async fn a_merchant_that_takes_tokens_is_paid_by_token_dm() {
         .await;
     next_json(&mut buyer).await;
     let code = delivery_code(&mut buyer).await;
-    let delivered = operator(
-        &soko,
-        "order_deliver",
-        json!({"merchant": shop.npub, "order": 1, "code": code}),
-    )
-    .await
-    .result
-    .unwrap();
+    let delivered = shop.deliver(&soko, 1, &code).await.result.unwrap();
     assert_eq!(delivered["payout"]["token_sat"], 610, "{delivered}");
     assert_eq!(delivered["balance_sat"], 0);
 
@@ -95,15 +88,7 @@ async fn a_merchant_that_takes_tokens_is_paid_by_token_dm() {
         .await
         .unwrap();
     assert_eq!(u64::from(received), 610);
-    assert_eq!(
-        soko.daemon().escrow().books().unwrap(),
-        (Sats::ZERO, Sats::ZERO)
-    );
-    assert_eq!(
-        u64::from(soko.daemon().wallet().total_balance().await.unwrap()),
-        0
-    );
-    let mint = soko.daemon().dev_mint().unwrap().mint().clone();
-    assert_eq!(outstanding_at(&mint).await, 610, "all of it is mama's now");
+    // All of it is mama's now.
+    assert_emptied(&soko, &embedded_mint(&soko), 610).await;
     soko.stop().await;
 }

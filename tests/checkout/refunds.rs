@@ -12,22 +12,12 @@ async fn a_cancelled_order_is_refunded_to_the_buyer_as_ecash() {
         .await;
     next_json(&mut buyer).await; // paid
     let code = delivery_code(&mut buyer).await;
-    let unpaid_refund = operator(
-        &soko,
-        "order_refund",
-        json!({"merchant": shop.npub, "order": 9}),
-    )
-    .await;
+    let unpaid_refund = shop.order(&soko, "order_refund", 9).await;
     let unpaid_refund = unpaid_refund.error.unwrap();
     assert!(unpaid_refund.message.contains("no order #9"));
     assert_eq!(unpaid_refund.code, soko::proto::ErrorCode::NotFound);
     // Within the delivery window, and the buyer has not asked: no refund.
-    let early = operator(
-        &soko,
-        "order_refund",
-        json!({"merchant": shop.npub, "order": 1}),
-    )
-    .await;
+    let early = shop.order(&soko, "order_refund", 1).await;
     assert!(
         early.error.unwrap().message.contains("delivery window"),
         "refused early"
@@ -46,12 +36,7 @@ async fn a_cancelled_order_is_refunded_to_the_buyer_as_ecash() {
         .json();
     assert_eq!(cancel["result"]["cancel_requested"], true, "{cancel}");
 
-    let refund = operator(
-        &soko,
-        "order_refund",
-        json!({"merchant": shop.npub, "order": 1}),
-    )
-    .await;
+    let refund = shop.order(&soko, "order_refund", 1).await;
     let refund = refund.result.unwrap();
     assert_eq!(refund["refund_sat"], 610);
     assert_eq!(refund["state"], "refunded");
@@ -77,34 +62,13 @@ async fn a_cancelled_order_is_refunded_to_the_buyer_as_ecash() {
     assert_eq!(u64::from(received), 610);
 
     // Refunded is final: no delivery, no second refund.
-    let deliver = operator(
-        &soko,
-        "order_deliver",
-        json!({"merchant": shop.npub, "order": 1, "code": code}),
-    )
-    .await;
+    let deliver = shop.deliver(&soko, 1, &code).await;
     assert!(deliver.error.unwrap().message.contains("refunded"));
-    let again = operator(
-        &soko,
-        "order_refund",
-        json!({"merchant": shop.npub, "order": 1}),
-    )
-    .await;
+    let again = shop.order(&soko, "order_refund", 1).await;
     assert!(again.error.unwrap().message.contains("cannot be refunded"));
-    assert_eq!(
-        soko.daemon().escrow().books().unwrap(),
-        (Sats::ZERO, Sats::ZERO)
-    );
-    assert_eq!(
-        u64::from(soko.daemon().wallet().total_balance().await.unwrap()),
-        0
-    );
     // At the mint, the only ecash outstanding is the buyer's refund.
-    let mint = soko.daemon().dev_mint().unwrap().mint().clone();
-    assert_eq!(
-        outstanding_at(&mint).await,
-        u64::from(wallet.total_balance().await.unwrap())
-    );
+    let refunded = u64::from(wallet.total_balance().await.unwrap());
+    assert_emptied(&soko, &embedded_mint(&soko), refunded).await;
     soko.stop().await;
 }
 
@@ -151,14 +115,7 @@ async fn a_cancel_with_a_lightning_address_is_refunded_over_lightning() {
         .await
         .json();
     assert_eq!(cancel["result"]["refund_via"], "lightning", "{cancel}");
-    let refund = operator(
-        &soko,
-        "order_refund",
-        json!({"merchant": shop.npub, "order": 1}),
-    )
-    .await
-    .result
-    .unwrap();
+    let refund = shop.order(&soko, "order_refund", 1).await.result.unwrap();
     assert_eq!(
         (refund["state"].as_str(), refund["via"].as_str()),
         (Some("refunded"), Some("lightning"))
@@ -197,7 +154,7 @@ async fn a_cancel_with_a_lightning_address_is_refunded_over_lightning() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disputed_and_overdue_orders_are_refundable_without_a_cancel() {
-    let mut soko = TestSoko::start_with(|c| c.market.delivery_window_secs = 3).await;
+    let mut soko = TestSoko::start_with(|c| c.market.delivery_window_secs = 600).await;
     let shop = mango_shop(&soko).await;
     let mut buyer = User::connect(&[soko.relay_url()]).await;
     buyer
@@ -211,58 +168,24 @@ async fn disputed_and_overdue_orders_are_refundable_without_a_cancel() {
     next_json(&mut buyer).await;
     delivery_code(&mut buyer).await;
 
-    let disputed = operator(
-        &soko,
-        "order_dispute",
-        json!({"merchant": shop.npub, "order": 1}),
-    )
-    .await;
+    let disputed = shop.order(&soko, "order_dispute", 1).await;
     assert_eq!(disputed.result.unwrap()["state"], "disputed");
     let status = next_json(&mut buyer).await;
     assert!(status["message"].as_str().unwrap().contains("under review"));
     // The code no longer releases a disputed order.
-    let deliver = operator(
-        &soko,
-        "order_deliver",
-        json!({"merchant": shop.npub, "order": 1, "code": code}),
-    )
-    .await;
+    let deliver = shop.deliver(&soko, 1, &code).await;
     assert!(deliver.error.unwrap().message.contains("under review"));
-    let refund = operator(
-        &soko,
-        "order_refund",
-        json!({"merchant": shop.npub, "order": 1}),
-    )
-    .await;
+    let refund = shop.order(&soko, "order_refund", 1).await;
     assert_eq!(refund.result.unwrap()["state"], "refunded");
 
     // Order 2: refused inside its window, refundable once it has passed.
-    let early = operator(
-        &soko,
-        "order_refund",
-        json!({"merchant": shop.npub, "order": 2}),
-    )
-    .await;
+    let early = shop.order(&soko, "order_refund", 2).await;
     assert!(early.error.unwrap().message.contains("delivery window"));
-    soko.advance(3);
-    let late = operator(
-        &soko,
-        "order_refund",
-        json!({"merchant": shop.npub, "order": 2}),
-    )
-    .await;
+    soko.advance(601);
+    let late = shop.order(&soko, "order_refund", 2).await;
     assert_eq!(late.result.unwrap()["refund_sat"], 610);
-    assert_eq!(
-        soko.daemon().escrow().books().unwrap(),
-        (Sats::ZERO, Sats::ZERO)
-    );
-    assert_eq!(
-        u64::from(soko.daemon().wallet().total_balance().await.unwrap()),
-        0
-    );
     // Outstanding at the mint: the buyer's two refund tokens, not yet redeemed.
-    let mint = soko.daemon().dev_mint().unwrap().mint().clone();
-    assert_eq!(outstanding_at(&mint).await, 1220);
+    assert_emptied(&soko, &embedded_mint(&soko), 1220).await;
     soko.stop().await;
 }
 
@@ -271,13 +194,7 @@ async fn a_refund_token_made_just_before_a_crash_is_the_one_sent_after_restart()
     let (mint, _mint_dir) = external_dev_mint(1).await;
     let mint_url = mint.url().to_owned();
     let url = mint_url.clone();
-    let mut soko = TestSoko::start_with(|c| {
-        c.mint = soko::config::MintConfig::External {
-            url,
-            requests_per_minute: 600,
-        }
-    })
-    .await;
+    let mut soko = TestSoko::start_on_mint(&url, |_| {}).await;
     let shop = mango_shop(&soko).await;
     let mut buyer = User::connect(&[soko.relay_url()]).await;
     buyer

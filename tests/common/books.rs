@@ -1,8 +1,25 @@
 //! The escrow's books checked against the money that backs them.
 
+use std::time::Duration;
+
+use soko::escrow::books::Reconciliation;
 use soko::money::Sats;
 
 use super::{outstanding_at, TestSoko};
+
+/// The escrow's books against its wallet, once a reconciliation is not put off by a payout
+/// or refund in progress (it answers `None` then); fails after 10 s of that.
+pub async fn reconciled(soko: &TestSoko) -> Reconciliation {
+    let escrow = soko.daemon().escrow();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(books) = escrow.reconcile().await.expect("reconcile") {
+            return books;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "always busy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
 /// held + owed = the escrow wallet's balance, and the mint's outstanding ecash is that
 /// balance plus `outside` (ecash that left soko: refund tokens, payouts minted by the payee).
@@ -27,6 +44,16 @@ pub async fn assert_conserved(soko: &TestSoko, mint: &cdk::Mint, outside: u64) -
         "the mint's outstanding ecash is soko's plus what left it"
     );
     (held, owed)
+}
+
+/// Nothing left in soko's escrow: no sats held or owed, an empty wallet, and the mint's
+/// outstanding ecash is exactly `outside` (what left soko).
+pub async fn assert_emptied(soko: &TestSoko, mint: &cdk::Mint, outside: u64) {
+    assert_eq!(
+        assert_conserved(soko, mint, outside).await,
+        (Sats::ZERO, Sats::ZERO),
+        "(held, owed)"
+    );
 }
 
 /// [`assert_conserved`] against soko's embedded dev mint, with no ecash outside soko.

@@ -60,6 +60,19 @@ impl TestSoko {
         soko
     }
 
+    /// Starts soko on the external mint at `url` (one that outlives soko, or a proxy in
+    /// front of one), after `adjust` edits the test config.
+    pub async fn start_on_mint(url: &str, adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with(|c| {
+            c.mint = MintConfig::External {
+                url: url.to_owned(),
+                requests_per_minute: 600,
+            };
+            adjust(c);
+        })
+        .await
+    }
+
     async fn boot(&mut self) {
         let daemon = Daemon::start_with_clock(self.config.clone(), self.clock.clone())
             .await
@@ -219,8 +232,8 @@ pub struct Received {
     pub from: PublicKey,
     pub nip17: bool,
     pub content: String,
-    /// The message's kind (4, or the rumor's: 14, or 16 for Gamma order messages).
-    pub kind: u16,
+    /// The message's kind (NIP-04's, or the rumor's: NIP-17's, or [`GAMMA_ORDER`]).
+    pub kind: Kind,
     /// The message's tags (the rumor's for NIP-17).
     pub tags: Vec<Vec<String>>,
 }
@@ -365,7 +378,7 @@ impl User {
                     from: event.pubkey,
                     nip17: false,
                     content,
-                    kind: event.kind.as_u16(),
+                    kind: event.kind,
                     tags: event.tags.iter().map(|t| t.as_slice().to_vec()).collect(),
                 })
             }
@@ -377,7 +390,7 @@ impl User {
                     event_id: event.id,
                     from: gift.sender,
                     nip17: true,
-                    kind: gift.rumor.kind.as_u16(),
+                    kind: gift.rumor.kind,
                     tags: gift
                         .rumor
                         .tags
@@ -392,13 +405,50 @@ impl User {
     }
 }
 
+/// After the merchant delivered order #1 over USSD (by the gateway or a Nostr bridge): the
+/// order is paid out into a balance of `balance`, and the `buyer` is told it shipped.
+pub async fn assert_delivered_over_ussd(
+    soko: &TestSoko,
+    merchant: PublicKey,
+    buyer: &mut User,
+    balance: soko::money::Sats,
+) {
+    let escrow = soko.daemon().escrow();
+    assert_eq!(
+        escrow
+            .order(&merchant, 1)
+            .expect("order")
+            .expect("order #1")
+            .state,
+        soko::escrow::EscrowState::PaidOut
+    );
+    assert_eq!(escrow.balance(&merchant).expect("balance"), balance);
+    let told = buyer
+        .next_dm(REPLY_TIMEOUT)
+        .await
+        .expect("buyer told")
+        .json();
+    assert_eq!(told["shipped"], true, "{told}");
+}
+
+/// A new client on `relay` asks soko's bot `ping` over NIP-04 and is answered: soko still
+/// serves.
+pub async fn assert_serves(soko: &TestSoko, relay: RelayUrl) {
+    let mut buyer = User::connect(&[relay]).await;
+    let reply = buyer.ask_nip04(soko.bot(), r#"{"cmd":"ping"}"#).await;
+    assert!(reply.content.contains("\"ok\":true"), "{}", reply.content);
+}
+
+/// Gamma's order-processing messages (rust-nostr has no name for the kind).
+pub const GAMMA_ORDER: Kind = Kind::Custom(soko::proto::gamma::KIND_ORDER);
+
 /// The events of `kind` by `author` on soko's relay.
-pub async fn events_of(soko: &TestSoko, author: PublicKey, kind: u16) -> Vec<Event> {
+pub async fn events_of(soko: &TestSoko, author: PublicKey, kind: Kind) -> Vec<Event> {
     let reader = User::connect(&[soko.relay_url()]).await;
     reader
         .client
         .fetch_events(
-            Filter::new().author(author).kind(Kind::Custom(kind)),
+            Filter::new().author(author).kind(kind),
             Duration::from_secs(3),
         )
         .await

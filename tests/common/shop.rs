@@ -12,6 +12,20 @@ pub struct Shop {
     pub npub: String,
 }
 
+impl Shop {
+    /// The operator's order command `cmd` (`order_refund`, `order_dispute`, …) on this
+    /// shop's order `number`.
+    pub async fn order(&self, soko: &TestSoko, cmd: &str, number: u64) -> soko::proto::Response {
+        super::operator(soko, cmd, json!({"merchant": self.npub, "order": number})).await
+    }
+
+    /// The operator delivers this shop's order `number` with the buyer's `code`.
+    pub async fn deliver(&self, soko: &TestSoko, number: u64, code: &str) -> soko::proto::Response {
+        let args = json!({"merchant": self.npub, "order": number, "code": code});
+        super::operator(soko, "order_deliver", args).await
+    }
+}
+
 /// What to stock Mama Duka's shop with. The default is what most tests sell: 3 mangoes at
 /// 500 sat, +10 sat shipping each on top of the `nairobi` zone's 100, paid out to soko's
 /// balance. One mango then costs 610 sat, two 1120.
@@ -153,9 +167,15 @@ pub async fn send_gamma(buyer: &super::User, shop: &Shop, tags: &[&[&str]], cont
         tags.iter()
             .map(|t| t.iter().map(|p| (*p).to_owned()).collect()),
     );
-    let wrap = soko::outbound::wrap_tagged(&buyer.keys, shop.merchant, 16, &all, content)
-        .await
-        .expect("wrapped");
+    let wrap = soko::outbound::wrap_tagged(
+        &buyer.keys,
+        shop.merchant,
+        soko::proto::gamma::KIND_ORDER,
+        &all,
+        content,
+    )
+    .await
+    .expect("wrapped");
     let out = buyer.publish(&wrap).await;
     assert!(!out.success.is_empty(), "wrap accepted: {:?}", out.failed);
 }

@@ -62,17 +62,10 @@ async fn a_refusal_from_soko_ends_the_session_politely() {
     assert_eq!(body, format!("END {UNAVAILABLE}"));
 
     // An error code the bridge has never heard of is still an error.
-    let peer = counterpart(
-        &soko.relay_url(),
+    let (_peer, other) = bridged_to_counterpart(
+        &soko,
         Duration::ZERO,
         Box::new(|_| Some(Err("brand_new_code"))),
-    )
-    .await;
-    let other = start_bridge(
-        &soko.relay_url(),
-        peer.keys.public_key(),
-        DEFAULT_BUDGET,
-        None,
     )
     .await;
     assert_eq!(
@@ -87,8 +80,8 @@ async fn a_refusal_from_soko_ends_the_session_politely() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn screens_come_back_as_con_and_end_within_the_limit() {
     let soko = TestSoko::start().await;
-    let mut peer = counterpart(
-        &soko.relay_url(),
+    let (mut peer, bridge) = bridged_to_counterpart(
+        &soko,
         Duration::ZERO,
         Box::new(|args| {
             Some(Ok(match args.text.as_str() {
@@ -98,13 +91,6 @@ async fn screens_come_back_as_con_and_end_within_the_limit() {
                 _ => screen("Asante. Bye", true),
             }))
         }),
-    )
-    .await;
-    let bridge = start_bridge(
-        &soko.relay_url(),
-        peer.keys.public_key(),
-        DEFAULT_BUDGET,
-        None,
     )
     .await;
 
@@ -234,17 +220,10 @@ async fn a_reply_signed_by_another_key_is_ignored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_retry_reuses_the_request_id() {
     let soko = TestSoko::start().await;
-    let mut peer = counterpart(
-        &soko.relay_url(),
+    let (mut peer, bridge) = bridged_to_counterpart(
+        &soko,
         Duration::from_millis(300),
         Box::new(|args| Some(Ok(screen(&format!("you typed {}", args.text), false)))),
-    )
-    .await;
-    let bridge = start_bridge(
-        &soko.relay_url(),
-        peer.keys.public_key(),
-        DEFAULT_BUDGET,
-        None,
     )
     .await;
 
@@ -274,17 +253,10 @@ async fn a_gateway_retry_reuses_the_request_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_the_hops_in_flight_finish() {
     let soko = TestSoko::start().await;
-    let mut peer = counterpart(
-        &soko.relay_url(),
+    let (mut peer, bridge) = bridged_to_counterpart(
+        &soko,
         Duration::from_millis(1500),
         Box::new(|_| Some(Ok(screen("Still here", false)))),
-    )
-    .await;
-    let bridge = start_bridge(
-        &soko.relay_url(),
-        peer.keys.public_key(),
-        DEFAULT_BUDGET,
-        None,
     )
     .await;
     let url = bridge.url();

@@ -42,6 +42,24 @@ async fn start_bridge(
     start_bridge_with_keys(Keys::generate(), relay, soko, budget, sms).await
 }
 
+/// A counterpart on soko's relay that answers after `delay` with `answer`, and a bridge to it
+/// with the default budget.
+async fn bridged_to_counterpart(
+    soko: &TestSoko,
+    delay: Duration,
+    answer: Answer,
+) -> (Counterpart, BridgeHandle) {
+    let peer = counterpart(&soko.relay_url(), delay, answer).await;
+    let bridge = start_bridge(
+        &soko.relay_url(),
+        peer.keys.public_key(),
+        DEFAULT_BUDGET,
+        None,
+    )
+    .await;
+    (peer, bridge)
+}
+
 async fn start_bridge_with_keys(
     keys: Keys,
     relay: &RelayUrl,

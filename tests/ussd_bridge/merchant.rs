@@ -102,17 +102,7 @@ async fn a_merchant_runs_a_shop_through_the_bridge() {
         walk(&bridge, "ATUid_3", &[&format!("4821*2*1*00000000*{code}")]).await,
         "END Order #1 delivered: 1120 sat released to you. Balance: 1120 sat."
     );
-    assert_eq!(
-        escrow.order(&merchant, 1).unwrap().unwrap().state,
-        EscrowState::PaidOut
-    );
-    assert_eq!(escrow.balance(&merchant).unwrap(), Sats(1120));
-    let told = buyer
-        .next_dm(REPLY_TIMEOUT)
-        .await
-        .expect("buyer told")
-        .json();
-    assert_eq!(told["shipped"], true, "{told}");
+    assert_delivered_over_ussd(&soko, merchant, &mut buyer, Sats(1120)).await;
 
     // Menu 5: withdraw to a Lightning address typed in, after a confirmation screen.
     let mama_dir = tempfile::tempdir().unwrap();

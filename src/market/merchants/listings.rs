@@ -1,6 +1,8 @@
 //! The listings store: each merchant's latest stall and product contents, the hidden
 //! products, and the changes to them (after the listing rules).
 
+use std::convert::Infallible;
+
 use super::rules::check_stall;
 use super::*;
 
@@ -25,7 +27,7 @@ impl Merchants {
             .transaction(|(listings, hidden)| {
                 listings.remove(key.as_slice())?;
                 hidden.remove(hidden_key.as_slice())?;
-                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+                Ok::<_, sled::transaction::ConflictableTransactionError<Infallible>>(())
             })
             .map_err(listing_tx_error)?;
         Ok(())
@@ -37,7 +39,7 @@ impl Merchants {
         check_stall(stall)?;
         self.listings.insert(
             &listing_key(merchant, KIND_STALL, &stall.id),
-            &serde_json::to_value(stall).map_err(|e| MerchantError::Invalid(e.to_string()))?,
+            &serde_json::to_value(stall)?,
         )?;
         Ok(())
     }
@@ -50,8 +52,7 @@ impl Merchants {
     ) -> Result<(), MerchantError> {
         refuse_pending(&self.get(merchant)?)?;
         self.validate_product(merchant, product)?;
-        let value =
-            serde_json::to_value(product).map_err(|e| MerchantError::Invalid(e.to_string()))?;
+        let value = serde_json::to_value(product)?;
         let listed = self.listings.encode(&value)?;
         let key = listing_key(merchant, KIND_PRODUCT, &product.id);
         let hidden_key = hidden_key(merchant, &product.id);
@@ -60,7 +61,7 @@ impl Merchants {
             .transaction(|(listings, hidden)| {
                 listings.insert(key.as_slice(), listed.clone())?;
                 hidden.remove(hidden_key.as_slice())?;
-                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+                Ok::<_, sled::transaction::ConflictableTransactionError<Infallible>>(())
             })
             .map_err(listing_tx_error)?;
         Ok(())
@@ -71,17 +72,15 @@ impl Merchants {
     pub fn hide_product(&self, merchant: &PublicKey, id: &str) -> Result<Product, MerchantError> {
         let product = self
             .product(merchant, id)?
-            .ok_or_else(|| MerchantError::Invalid(format!("no listed product {id:?}")))?;
+            .ok_or_else(|| MerchantRefusal::NotListed(id.to_owned()))?;
         let key = listing_key(merchant, KIND_PRODUCT, id);
         let hidden_key = hidden_key(merchant, id);
-        let value = self.hidden.encode(
-            &serde_json::to_value(&product).map_err(|e| MerchantError::Invalid(e.to_string()))?,
-        )?;
+        let value = self.hidden.encode(&serde_json::to_value(&product)?)?;
         (self.listings.raw(), self.hidden.raw())
             .transaction(|(listings, hidden)| {
                 listings.remove(key.as_slice())?;
                 hidden.insert(hidden_key.as_slice(), value.clone())?;
-                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+                Ok::<_, sled::transaction::ConflictableTransactionError<Infallible>>(())
             })
             .map_err(listing_tx_error)?;
         Ok(product)
@@ -93,7 +92,7 @@ impl Merchants {
             .hidden_products(merchant)?
             .into_iter()
             .find(|p| p.id == id)
-            .ok_or_else(|| MerchantError::Invalid(format!("no hidden product {id:?}")))?;
+            .ok_or_else(|| MerchantRefusal::NotHidden(id.to_owned()))?;
         self.put_product(merchant, &product)?;
         Ok(product)
     }
@@ -104,9 +103,7 @@ impl Merchants {
         for entry in self.hidden.raw().scan_prefix(merchant.to_bytes()) {
             let (_, bytes) = entry.map_err(StoreError::from)?;
             let value = self.hidden.decode(&bytes)?;
-            products.push(
-                serde_json::from_value(value).map_err(|e| MerchantError::Invalid(e.to_string()))?,
-            );
+            products.push(serde_json::from_value(value)?);
         }
         Ok(products)
     }
@@ -144,9 +141,7 @@ impl Merchants {
         for entry in self.listings.raw().scan_prefix(&prefix) {
             let (_, bytes) = entry.map_err(StoreError::from)?;
             let value = self.listings.decode(&bytes)?;
-            products.push(
-                serde_json::from_value(value).map_err(|e| MerchantError::Invalid(e.to_string()))?,
-            );
+            products.push(serde_json::from_value(value)?);
         }
         Ok(products)
     }
@@ -159,9 +154,7 @@ impl Merchants {
     ) -> Result<Option<T>, MerchantError> {
         self.listings
             .get(&listing_key(merchant, kind, id))?
-            .map(|value| {
-                serde_json::from_value(value).map_err(|e| MerchantError::Invalid(e.to_string()))
-            })
+            .map(|value| serde_json::from_value(value).map_err(MerchantError::from))
             .transpose()
     }
 }
@@ -172,12 +165,11 @@ fn hidden_key(merchant: &PublicKey, id: &str) -> Vec<u8> {
     key
 }
 
-fn listing_tx_error(e: sled::transaction::TransactionError<()>) -> MerchantError {
+/// The listing transactions never abort: only storage fails them.
+fn listing_tx_error(e: sled::transaction::TransactionError<Infallible>) -> MerchantError {
     match e {
         sled::transaction::TransactionError::Storage(e) => StoreError::from(e).into(),
-        sled::transaction::TransactionError::Abort(()) => {
-            MerchantError::Invalid("listing change aborted".to_owned())
-        }
+        sled::transaction::TransactionError::Abort(never) => match never {},
     }
 }
 

@@ -30,9 +30,11 @@ use crate::vault::{Vault, VaultError};
 
 mod listings;
 mod phones;
+mod refusal;
 mod rules;
 
 pub use self::phones::phone_digits;
+pub use self::refusal::MerchantRefusal;
 pub(crate) use self::rules::known_currency;
 
 /// Longest shop name.
@@ -59,10 +61,10 @@ pub struct StoredMerchant {
     /// Pending until its owner onboards over USSD (merchants added with a phone).
     #[serde(default)]
     pub status: MerchantStatus,
-    /// The agent (hex key) who registered the merchant, if one did: it gets its link back
-    /// when a crash came between creating the merchant and linking it.
+    /// The agent (stored as hex) who registered the merchant, if one did: it gets its link
+    /// back when a crash came between creating the merchant and linking it.
     #[serde(default)]
-    pub onboarded_by: Option<String>,
+    pub onboarded_by: Option<PublicKey>,
     /// HMAC of the one-time activation code its owner types before choosing a first PIN
     /// ([`ActivationCode`]); `None` once used, or before one was issued.
     #[serde(default)]
@@ -106,21 +108,30 @@ pub fn profile(merchant: &Merchant) -> Metadata {
         .about("A shop on soko. Order with any NIP-15 client.")
 }
 
-/// Registry failures.
+/// Registry failures: refusals apart from storage, sealing and stored-data failures.
 #[derive(Debug, thiserror::Error)]
 pub enum MerchantError {
-    /// Bad input, explained.
-    #[error("{0}")]
-    Invalid(String),
-    /// No such merchant.
-    #[error("no merchant {0}")]
-    Unknown(String),
+    /// Not done, for a reason the asker may read.
+    #[error(transparent)]
+    Refused(#[from] MerchantRefusal),
     /// Storage.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Sealing.
     #[error(transparent)]
     Vault(#[from] VaultError),
+    /// A listing does not encode, or a stored one does not read back.
+    #[error("listing: {0}")]
+    Listing(#[from] serde_json::Error),
+    /// A key soko stored does not read back.
+    #[error("stored key: {0}")]
+    StoredKey(#[from] nostr_sdk::key::Error),
+}
+
+impl MerchantError {
+    fn unknown(pubkey: &PublicKey) -> Self {
+        MerchantRefusal::UnknownMerchant(*pubkey).into()
+    }
 }
 
 /// The registry.
@@ -174,7 +185,7 @@ impl Merchants {
         phone: &str,
         agent: &PublicKey,
     ) -> Result<(Merchant, Keys), MerchantError> {
-        self.create(name, None, Some(phone), Some(agent.to_hex()))
+        self.create(name, None, Some(phone), Some(*agent))
     }
 
     /// The agent who registered `merchant`, if one did.
@@ -182,10 +193,8 @@ impl Merchants {
         let stored = self
             .records
             .get(&merchant.to_bytes())?
-            .ok_or_else(|| MerchantError::Unknown(merchant.to_hex()))?;
-        Ok(stored
-            .onboarded_by
-            .and_then(|hex| PublicKey::from_hex(&hex).ok()))
+            .ok_or_else(|| MerchantError::unknown(merchant))?;
+        Ok(stored.onboarded_by)
     }
 
     fn create(
@@ -193,23 +202,19 @@ impl Merchants {
         name: &str,
         lightning_address: Option<&str>,
         phone: Option<&str>,
-        onboarded_by: Option<String>,
+        onboarded_by: Option<PublicKey>,
     ) -> Result<(Merchant, Keys), MerchantError> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > MAX_NAME_LEN {
-            return Err(MerchantError::Invalid(format!(
-                "a shop name has 1 to {MAX_NAME_LEN} characters"
-            )));
+            return Err(MerchantRefusal::BadName.into());
         }
         if let Some(address) = lightning_address {
-            crate::lnurl::lnurlp_url(address).map_err(|e| MerchantError::Invalid(e.to_string()))?;
+            crate::lnurl::lnurlp_url(address).map_err(MerchantRefusal::BadAddress)?;
         }
         let tag = match phone {
             None => None,
             Some(phone) => {
-                let digits = phone_digits(phone).ok_or_else(|| {
-                    MerchantError::Invalid("a phone number is + and 7 to 15 digits".to_owned())
-                })?;
+                let digits = phone_digits(phone).ok_or(MerchantRefusal::BadPhone)?;
                 Some(self.phone_tag(&digits))
             }
         };
@@ -233,7 +238,7 @@ impl Merchants {
         let key = keys.public_key().to_bytes();
         let record = self.records.encode(&stored)?;
         let owner = self.phones.encode(&keys.public_key().to_hex())?;
-        let taken = (self.records.raw(), self.phones.raw())
+        let taken: Result<(), MerchantError> = (self.records.raw(), self.phones.raw())
             .transaction(|(records, phones)| {
                 if let Some(tag) = &tag {
                     if phones.get(tag)?.is_some() {
@@ -245,9 +250,9 @@ impl Merchants {
                 Ok(())
             })
             .map_err(|e: sled::transaction::TransactionError<()>| match e {
-                sled::transaction::TransactionError::Abort(()) => MerchantError::Invalid(
-                    "this phone number is already registered to another merchant".to_owned(),
-                ),
+                sled::transaction::TransactionError::Abort(()) => {
+                    MerchantRefusal::PhoneTaken.into()
+                }
                 sled::transaction::TransactionError::Storage(e) => StoreError::from(e).into(),
             });
         taken?;
@@ -262,9 +267,7 @@ impl Merchants {
         let tag = code.tag(&self.activation_key);
         self.update(pubkey, |stored| {
             if stored.phone_sealed.is_none() {
-                return Err(MerchantError::Invalid(
-                    "this merchant has no phone: it does not use USSD".to_owned(),
-                ));
+                return Err(MerchantRefusal::NoPhone.into());
             }
             stored.activation = Some(tag.clone());
             Ok(())
@@ -277,7 +280,7 @@ impl Merchants {
         Ok(self
             .records
             .get(&pubkey.to_bytes())?
-            .ok_or_else(|| MerchantError::Unknown(pubkey.to_hex()))?
+            .ok_or_else(|| MerchantError::unknown(pubkey))?
             .activation
             .is_some())
     }
@@ -290,7 +293,7 @@ impl Merchants {
         let stored = self
             .records
             .get(&pubkey.to_bytes())?
-            .ok_or_else(|| MerchantError::Unknown(pubkey.to_hex()))?;
+            .ok_or_else(|| MerchantError::unknown(pubkey))?;
         Ok(stored.activation == Some(code.tag(&self.activation_key)))
     }
 
@@ -307,14 +310,14 @@ impl Merchants {
         let tag = code.tag(&self.activation_key);
         let used = self.update(pubkey, |stored| {
             if stored.activation.as_deref() != Some(tag.as_str()) {
-                return Err(MerchantError::Invalid("activation code".to_owned()));
+                return Err(MerchantRefusal::WrongActivationCode.into());
             }
             stored.activation = None;
             Ok(())
         });
         match used {
             Ok(_) => Ok(true),
-            Err(MerchantError::Invalid(_)) => Ok(false),
+            Err(MerchantError::Refused(MerchantRefusal::WrongActivationCode)) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -335,7 +338,7 @@ impl Merchants {
     ) -> Result<Merchant, MerchantError> {
         let address = address.map(str::trim);
         if let Some(address) = address {
-            crate::lnurl::lnurlp_url(address).map_err(|e| MerchantError::Invalid(e.to_string()))?;
+            crate::lnurl::lnurlp_url(address).map_err(MerchantRefusal::BadAddress)?;
         }
         self.update(pubkey, |stored| {
             stored.lightning_address = address.map(str::to_owned);
@@ -356,7 +359,7 @@ impl Merchants {
                 .raw()
                 .get(key)
                 .map_err(StoreError::from)?
-                .ok_or_else(|| MerchantError::Unknown(pubkey.to_hex()))?;
+                .ok_or_else(|| MerchantError::unknown(pubkey))?;
             let mut stored = self.records.decode(&old)?;
             change(&mut stored)?;
             let new = self.records.encode(&stored)?;
@@ -376,10 +379,8 @@ impl Merchants {
         let mut all = Vec::new();
         for entry in self.records.iter() {
             let (key, stored) = entry?;
-            let pubkey = PublicKey::from_slice(&key)
-                .map_err(|e| MerchantError::Invalid(format!("stored merchant key: {e}")))?;
-            let secret = SecretKey::from_hex(&self.vault.unseal(&stored.key_sealed)?)
-                .map_err(|e| MerchantError::Invalid(format!("stored merchant secret: {e}")))?;
+            let pubkey = PublicKey::from_slice(&key)?;
+            let secret = SecretKey::from_hex(&self.vault.unseal(&stored.key_sealed)?)?;
             all.push((public(&pubkey, &stored), Keys::new(secret)));
         }
         Ok(all)
@@ -390,7 +391,7 @@ impl Merchants {
         self.records
             .get(&pubkey.to_bytes())?
             .map(|stored| public(pubkey, &stored))
-            .ok_or_else(|| MerchantError::Unknown(pubkey.to_hex()))
+            .ok_or_else(|| MerchantError::unknown(pubkey))
     }
 
     /// Sets where the merchant's payouts go: a Lightning address or LNURL-pay link, or an
@@ -405,11 +406,7 @@ impl Merchants {
                 None,
             ),
             Err(_) => {
-                crate::lnurl::lnurlp_url(to).map_err(|e| {
-                    MerchantError::Invalid(format!(
-                        "{e}; or give an npub to be paid in Cashu tokens"
-                    ))
-                })?;
+                crate::lnurl::lnurlp_url(to).map_err(MerchantRefusal::BadPayout)?;
                 (None, Some(to.to_owned()))
             }
         };
@@ -435,9 +432,26 @@ fn public(pubkey: &PublicKey, stored: &StoredMerchant) -> Merchant {
 fn refuse_pending(merchant: &Merchant) -> Result<(), MerchantError> {
     match merchant.status {
         MerchantStatus::Active => Ok(()),
-        MerchantStatus::Pending => Err(MerchantError::Invalid(format!(
-            "merchant {:?} is pending: it becomes active when its owner dials in over USSD, sets a PIN and confirms the shop name; no stalls or products until then",
-            merchant.name
-        ))),
+        MerchantStatus::Pending => Err(MerchantRefusal::Pending(merchant.name.clone()).into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_merchant_stored_with_its_agent_as_hex_reads_the_agent_back() {
+        let agent = Keys::generate().public_key();
+        // As an older soko wrote it: every field it had then, the agent's key as hex.
+        let old = serde_json::json!({
+            "name": "Duka", "lightning_address": null, "key_sealed": "sealed",
+            "phone_sealed": "sealed", "created_at": 1, "tokens_to": null,
+            "status": "pending", "onboarded_by": agent.to_hex(), "activation": null,
+        });
+        let stored: StoredMerchant = serde_json::from_value(old.clone())
+            .unwrap_or_else(|e| panic!("an old record reads: {e}"));
+        assert_eq!(stored.onboarded_by, Some(agent));
+        assert_eq!(serde_json::to_value(&stored).ok(), Some(old));
     }
 }

@@ -36,10 +36,7 @@ impl Merchants {
         };
         self.phones
             .get(&self.phone_tag(&digits))?
-            .map(|hex| {
-                PublicKey::from_hex(&hex)
-                    .map_err(|e| MerchantError::Invalid(format!("stored phone owner: {e}")))
-            })
+            .map(|hex| PublicKey::from_hex(&hex).map_err(MerchantError::from))
             .transpose()
     }
 
@@ -48,7 +45,7 @@ impl Merchants {
         let stored = self
             .records
             .get(&pubkey.to_bytes())?
-            .ok_or_else(|| MerchantError::Unknown(pubkey.to_hex()))?;
+            .ok_or_else(|| MerchantError::unknown(pubkey))?;
         Ok(stored
             .phone_sealed
             .map(|sealed| self.vault.unseal(&sealed))

@@ -7,7 +7,7 @@ impl Merchants {
     /// The checks [`Self::put_stall`] makes of the stall itself, without saving it (an
     /// agent's proposal is checked by the same rules when made and again when approved).
     pub fn validate_stall(&self, stall: &Stall) -> Result<(), MerchantError> {
-        check_stall(stall)
+        Ok(check_stall(stall)?)
     }
 
     /// The checks [`Self::put_product`] makes, without saving: its stall must be saved
@@ -17,12 +17,9 @@ impl Merchants {
         merchant: &PublicKey,
         product: &Product,
     ) -> Result<Stall, MerchantError> {
-        let stall = self.stall(merchant, &product.stall_id)?.ok_or_else(|| {
-            MerchantError::Invalid(format!(
-                "stall {:?} does not exist; add it first",
-                product.stall_id
-            ))
-        })?;
+        let stall = self
+            .stall(merchant, &product.stall_id)?
+            .ok_or_else(|| MerchantRefusal::StallMissing(product.stall_id.clone()))?;
         check_product(product, &stall)?;
         Ok(stall)
     }
@@ -38,15 +35,16 @@ impl Merchants {
         match kind {
             KIND_STALL => {
                 if self.stall(merchant, id)?.is_none() {
-                    return Err(MerchantError::Invalid(format!("no stall {id:?}")));
+                    return Err(MerchantRefusal::NoStall(id.to_owned()).into());
                 }
                 let listed = self.products(merchant)?;
                 let hidden = self.hidden_products(merchant)?;
                 match listed.iter().chain(&hidden).find(|p| p.stall_id == id) {
-                    Some(product) => Err(MerchantError::Invalid(format!(
-                        "stall {id:?} still has products (e.g. {:?}); delete them first",
-                        product.id
-                    ))),
+                    Some(product) => Err(MerchantRefusal::StallHasProducts {
+                        stall: id.to_owned(),
+                        product: product.id.clone(),
+                    }
+                    .into()),
                     None => Ok(()),
                 }
             }
@@ -55,12 +53,10 @@ impl Merchants {
                 if listed || self.hidden_products(merchant)?.iter().any(|p| p.id == id) {
                     Ok(())
                 } else {
-                    Err(MerchantError::Invalid(format!("no product {id:?}")))
+                    Err(MerchantRefusal::NoProduct(id.to_owned()).into())
                 }
             }
-            other => Err(MerchantError::Invalid(format!(
-                "kind {other} is not a listing: 30017 (stall) or 30018 (product)"
-            ))),
+            other => Err(MerchantRefusal::NotAListing(other).into()),
         }
     }
 }
@@ -69,11 +65,9 @@ fn valid_price(value: f64) -> bool {
     value.is_finite() && value >= 0.0
 }
 
-fn check_id(what: &str, id: &str) -> Result<(), MerchantError> {
+fn check_id(what: &'static str, id: &str) -> Result<(), MerchantRefusal> {
     if id.is_empty() || id.len() > 64 {
-        return Err(MerchantError::Invalid(format!(
-            "{what} id must be 1 to 64 characters"
-        )));
+        return Err(MerchantRefusal::BadId(what));
     }
     Ok(())
 }
@@ -84,57 +78,44 @@ pub(crate) fn known_currency(currency: &str) -> bool {
         || (currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_alphabetic()))
 }
 
-pub(super) fn check_stall(stall: &Stall) -> Result<(), MerchantError> {
+pub(super) fn check_stall(stall: &Stall) -> Result<(), MerchantRefusal> {
     check_id("stall", &stall.id)?;
     if stall.name.trim().is_empty() {
-        return Err(MerchantError::Invalid("a stall needs a name".to_owned()));
+        return Err(MerchantRefusal::StallWithoutName);
     }
     let currency = &stall.currency;
     if !known_currency(currency) {
-        return Err(MerchantError::Invalid(format!(
-            "currency {currency:?} is neither \"sat\" nor a three-letter code"
-        )));
+        return Err(MerchantRefusal::UnknownCurrency(currency.clone()));
     }
     for zone in &stall.shipping {
         check_id("shipping zone", &zone.id)?;
         if !valid_price(zone.cost) {
-            return Err(MerchantError::Invalid(format!(
-                "shipping zone {:?} has an invalid cost",
-                zone.id
-            )));
+            return Err(MerchantRefusal::BadZoneCost(zone.id.clone()));
         }
     }
     Ok(())
 }
 
-fn check_product(product: &Product, stall: &Stall) -> Result<(), MerchantError> {
+fn check_product(product: &Product, stall: &Stall) -> Result<(), MerchantRefusal> {
     check_id("product", &product.id)?;
     if product.name.trim().is_empty() {
-        return Err(MerchantError::Invalid("a product needs a name".to_owned()));
+        return Err(MerchantRefusal::ProductWithoutName);
     }
     if !product.currency.eq_ignore_ascii_case(&stall.currency) {
-        return Err(MerchantError::Invalid(format!(
-            "product currency {:?} differs from the stall's {:?}",
-            product.currency, stall.currency
-        )));
+        return Err(MerchantRefusal::CurrencyMismatch {
+            product: product.currency.clone(),
+            stall: stall.currency.clone(),
+        });
     }
     if !valid_price(product.price) {
-        return Err(MerchantError::Invalid(
-            "price must be a number ≥ 0".to_owned(),
-        ));
+        return Err(MerchantRefusal::BadPrice);
     }
     for extra in &product.shipping {
         if !stall.shipping.iter().any(|zone| zone.id == extra.id) {
-            return Err(MerchantError::Invalid(format!(
-                "shipping zone {:?} is not one of the stall's zones",
-                extra.id
-            )));
+            return Err(MerchantRefusal::UnknownZone(extra.id.clone()));
         }
         if !valid_price(extra.cost) {
-            return Err(MerchantError::Invalid(format!(
-                "shipping cost for {:?} is invalid",
-                extra.id
-            )));
+            return Err(MerchantRefusal::BadShippingCost(extra.id.clone()));
         }
     }
     Ok(())

@@ -13,7 +13,7 @@ impl UssdService {
     ) -> Result<Outcome, UssdError> {
         let inner = &self.inner;
         let refused = |e: MerchantError| match e {
-            MerchantError::Invalid(why) => Ok(Outcome::Refused(why)),
+            MerchantError::Refused(why) => Ok(Outcome::Refused(why.to_string())),
             other => Err(UssdError::from(other)),
         };
         // Withdrawals and address changes are confirmed with the PIN: a session left open on
@@ -235,7 +235,9 @@ pub(super) fn decided(decided: Result<ProposalKind, DeskError>) -> Result<Outcom
     match decided {
         Ok(_) => Ok(Outcome::Done),
         Err(DeskError::Refused(why)) => Ok(Outcome::Refused(why.to_string())),
-        Err(DeskError::Merchant(MerchantError::Invalid(why))) => Ok(Outcome::Refused(why)),
+        Err(DeskError::Merchant(MerchantError::Refused(why))) => {
+            Ok(Outcome::Refused(why.to_string()))
+        }
         Err(e) => Err(e.into()),
     }
 }

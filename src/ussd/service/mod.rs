@@ -221,7 +221,7 @@ impl UssdService {
             }
             return self.start(key, owner, now).await;
         };
-        if owner.map(|o| o.to_hex()).as_deref() != Some(session.merchant.as_str()) {
+        if owner != Some(session.merchant) {
             // Not the number this session began with.
             return Ok(Screen::end(EXPIRED));
         }
@@ -232,8 +232,7 @@ impl UssdService {
         if session.last.end {
             return Ok(Screen::end(EXPIRED));
         }
-        let merchant = PublicKey::from_hex(&session.merchant)
-            .map_err(|e| UssdError::StoredKey(format!("session merchant: {e}")))?;
+        let merchant = session.merchant;
         let view = Data {
             inner,
             merchant,
@@ -307,7 +306,7 @@ impl UssdService {
         let menu = menu::first(account.pin_hash.is_some());
         let screen = checked(menu::render(&menu, None, &view)?);
         let session = Session {
-            merchant: merchant.to_hex(),
+            merchant,
             menu,
             consumed: String::new(),
             last: screen.clone(),
