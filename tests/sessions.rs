@@ -571,3 +571,54 @@ async fn a_refund_address_that_keeps_failing_gets_a_token_instead() {
     let dm = owner.next_dm(REPLY_TIMEOUT).await.expect("the token");
     assert_eq!(redeem(&mint_url, &refund_token(&dm)).await, 30);
 }
+
+#[tokio::test]
+async fn an_external_mint_that_protects_nothing_usable_opens_no_session() {
+    // NUT-22 on, but no endpoint asks for a BAT: soko could not burn one over HTTP.
+    let trader = nostr_sdk::Keys::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let mint = soko::devmint::DevMint::start_with_auth(
+        dir.path(),
+        0,
+        soko::devmint::AuthSettings {
+            registry: std::sync::Arc::new(
+                [trader.public_key()]
+                    .into_iter()
+                    .collect::<std::collections::HashSet<_>>(),
+            ),
+            bat_max_mint: soko::config::DEFAULT_BAT_MAX_MINT,
+            issuer_port: 0,
+            clock: soko::clock::Clock::system(),
+            blind_protected: Vec::new(),
+        },
+    )
+    .await
+    .unwrap();
+    let mint_url = mint.url().to_owned();
+    let soko = TestSoko::start_with(|config| {
+        config.mint = soko::config::MintConfig::External {
+            url: mint_url.clone(),
+            requests_per_minute: 6000,
+        };
+    })
+    .await;
+    let cat = common::auth::login(&common::auth::token_url(&mint), &trader).await;
+    let bat = common::auth::bats(&mint_url, &cat, 1).await.remove(0);
+    let mut user = User::connect(&[soko.relay_url()]).await;
+    let reply = ask(
+        &soko,
+        &mut user,
+        None,
+        "open_session",
+        json!({"bat": bat.to_string()}),
+    )
+    .await;
+    assert_eq!(code(&reply), "auth_unsupported");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("protects no endpoint"),
+        "{reply}"
+    );
+}
