@@ -251,6 +251,10 @@ async fn a_session_answers_only_its_key_and_only_while_open() {
     // Any command may run in a session; ping does.
     let ping = ask(&soko, &mut owner, Some(&id), "ping", json!({})).await;
     assert_eq!(ping["ok"], true, "{ping}");
+    // A session that never held ecash has no wallet in sled (not even for its status).
+    let status = ask(&soko, &mut owner, Some(&id), "session_status", json!({})).await;
+    assert_eq!(status["result"]["balance_sat"], 0, "{status}");
+    assert!(session_trees(soko.daemon().store().db(), &id).is_empty());
 
     // Closed: the answer comes with the refund state, then the session is closed.
     let closed = ask(&soko, &mut owner, Some(&id), "close_session", json!({})).await;
@@ -621,4 +625,60 @@ async fn an_external_mint_that_protects_nothing_usable_opens_no_session() {
             .contains("protects no endpoint"),
         "{reply}"
     );
+}
+
+#[tokio::test]
+async fn session_wallets_are_isolated_and_reopen_after_eviction() {
+    // One wallet open at a time: every switch between sessions reopens one from sled.
+    let soko = TestSoko::start_with(|config| {
+        with_auth(config);
+        config.sessions.open_wallets = 1;
+    })
+    .await;
+    let mint_url = soko.daemon().mint_url().to_owned();
+    let mut trader = User::connect(&[soko.relay_url()]).await;
+    register_trader(&soko, &mut trader).await;
+    let bats = embedded_bats(&soko, &trader.keys, 2).await;
+    let mut first = User::connect(&[soko.relay_url()]).await;
+    let mut second = User::connect(&[soko.relay_url()]).await;
+    let a = open(&soko, &mut first, &bats[0]).await;
+    let b = open(&soko, &mut second, &bats[1]).await;
+    for (first_turn, amount) in [(true, 11), (false, 22), (true, 4)] {
+        let (user, id) = if first_turn {
+            (&mut first, &a)
+        } else {
+            (&mut second, &b)
+        };
+        let token = token_from(&mint_url, amount).await;
+        let reply = ask(
+            &soko,
+            user,
+            Some(id),
+            "session_deposit",
+            json!({"token": token}),
+        )
+        .await;
+        assert_eq!(reply["ok"], true, "{reply}");
+    }
+    assert_eq!(soko.daemon().sessions().open_wallets(), 1);
+    let status_a = ask(&soko, &mut first, Some(&a), "session_status", json!({})).await;
+    let status_b = ask(&soko, &mut second, Some(&b), "session_status", json!({})).await;
+    assert_eq!(status_a["result"]["balance_sat"], 15, "{status_a}");
+    assert_eq!(status_b["result"]["balance_sat"], 22, "{status_b}");
+
+    // Closing one returns its own ecash only; the other's stays.
+    first
+        .send_nip17(
+            soko.bot(),
+            &json!({"v":1,"cmd":"close_session","session":a}).to_string(),
+        )
+        .await;
+    let dms = first.all_dms(Duration::from_secs(4)).await;
+    let refund = dms
+        .iter()
+        .find(|dm| dm.content.starts_with("Refund"))
+        .expect("the refund");
+    assert_eq!(redeem(&mint_url, &refund_token(refund)).await, 15);
+    let still = ask(&soko, &mut second, Some(&b), "session_status", json!({})).await;
+    assert_eq!(still["result"]["balance_sat"], 22, "{still}");
 }

@@ -93,6 +93,11 @@ pub struct SessionRecord {
     /// Sats returned so far.
     #[serde(default)]
     pub returned: Sats,
+    /// Whether the session's wallet was ever created (by a deposit). Recorded before the
+    /// wallet's trees are: a session that never held ecash is never given a wallet, which
+    /// costs sled about a dozen trees.
+    #[serde(default)]
+    pub has_wallet: bool,
 }
 
 /// A Lightning refund recorded before its melt.
@@ -372,6 +377,7 @@ impl Sessions {
             melt: None,
             melt_failures: 0,
             returned: Sats::ZERO,
+            has_wallet: false,
         };
         let encoded = inner.records.encode(&record)?;
         let when = inner.spent.encode(&now)?;
@@ -437,6 +443,9 @@ impl Sessions {
 
     /// The ecash the session's wallet holds.
     pub async fn balance(&self, live: &Live) -> Result<Sats, SessionError> {
+        if !self.stored(&live.id)?.has_wallet {
+            return Ok(Sats::ZERO);
+        }
         let wallet = self.wallet(&live.id).await?;
         Ok(Sats::from(wallet.total_balance().await?))
     }
@@ -460,7 +469,11 @@ impl Sessions {
         }
         let _session = self.lock(&live.id).await;
         // Checked again under the lock: the session may have ended since the command began.
-        self.live(&live.record.key, &live.id)?;
+        let mut record = self.live(&live.record.key, &live.id)?.record;
+        if !record.has_wallet {
+            record.has_wallet = true;
+            self.inner.records.insert(live.id.as_bytes(), &record)?;
+        }
         let wallet = self.wallet(&live.id).await?;
         match wallet.receive(token.trim(), Default::default()).await {
             Ok(received) => {
@@ -533,7 +546,7 @@ impl Sessions {
         let mut ids = Vec::new();
         for entry in self.inner.records.iter() {
             let (id, record) = entry?;
-            if record.state.is_open() {
+            if record.state.is_open() && record.has_wallet {
                 ids.push(String::from_utf8_lossy(&id).into_owned());
             }
         }

@@ -45,8 +45,10 @@ impl Sessions {
                     }
                 }
                 SessionState::Refunded => {
-                    self.forget_wallet(id);
-                    crate::wallet::destroy(&self.inner.store, &namespace(id))?;
+                    if record.has_wallet {
+                        self.forget_wallet(id);
+                        crate::wallet::destroy(&self.inner.store, &namespace(id))?;
+                    }
                     let record = record.moved(SessionEvent::TreesDeleted)?;
                     self.inner.records.insert(id.as_bytes(), &record)?;
                     tracing::info!(returned_sat = record.returned.0, "session wallet deleted");
@@ -63,6 +65,11 @@ impl Sessions {
         id: &str,
         mut record: SessionRecord,
     ) -> Result<bool, SessionError> {
+        if !record.has_wallet {
+            let record = record.moved(SessionEvent::Returned)?;
+            self.inner.records.insert(id.as_bytes(), &record)?;
+            return Ok(true);
+        }
         let wallet = self.wallet(id).await?;
         let balance = Sats::from(wallet.total_balance().await?);
         if balance == Sats::ZERO {
