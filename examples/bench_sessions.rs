@@ -127,43 +127,91 @@ fn main() -> Result<ExitCode> {
 }
 
 async fn run(args: Args, crypto: CryptoCost, cores: usize) -> Result<ExitCode> {
-    let dir = tempfile::tempdir().context("creating a temp data dir")?;
-    let clock = Clock::system();
-    let mut config = in_process_config(dir.path());
-    config.dev_mint_auth = Some(DevMintAuth {
-        bat_max_mint: args.bat_batch,
-        issuer_port: 0,
-    });
-    config.sessions.cleanup_secs = NO_CLEANUP_SECS;
-    let daemon = tokio::time::timeout(
-        START_TIMEOUT,
-        Daemon::start_with_clock(config.clone(), clock.clone()),
-    )
-    .await
-    .context("soko did not start in time")?
-    .context("starting soko")?;
-    // The operator's CLI path finds the relay by the config's port.
-    let relay = daemon
-        .relay_url()
-        .cloned()
-        .context("soko started without its relay")?;
-    config.relay.port = port_of(relay.as_str())?;
+    println!("soko private-session benchmark");
+    println!(
+        "  target      in-process soko (embedded relay, dev mint with [mint] auth, bat_max_mint \
+         {}): a fresh one (new data dir) for the idle sessions, another for opens and cleanup",
+        args.bat_batch
+    );
+    println!(
+        "  cores       {cores}, shared by the daemon, its relay, its mint and all clients in \
+         this process"
+    );
+    crypto.print(args.crypto_iterations, cores);
 
-    let bench = Bench {
-        args: &args,
-        daemon: &daemon,
-        config: &config,
-        clock: &clock,
-        relay,
-        data_dir: dir.path(),
-    };
-    let outcome = bench.run(&crypto, cores).await;
-    tokio::time::timeout(SHUTDOWN_TIMEOUT, daemon.shutdown())
-        .await
-        .context("soko did not shut down in time")?
-        .context("shutting soko down")?;
-    dir.close().context("removing the temp data dir")?;
+    // Idle sessions first, on a soko of their own: RSS then grows from a process that has
+    // not yet freed (and would reuse) the memory of the opens and the cleanup.
+    if args.idle.iter().any(|&n| n > 0) {
+        let soko = Running::start(&args).await?;
+        let outcome = soko.bench(&args).memory().await;
+        soko.stop().await?;
+        outcome?;
+    }
+    let soko = Running::start(&args).await?;
+    let outcome = soko.bench(&args).opens_and_cleanup(&crypto, cores).await;
+    soko.stop().await?;
     outcome
+}
+
+/// One in-process soko and its temp data dir.
+struct Running {
+    daemon: Daemon,
+    config: soko::Config,
+    clock: Clock,
+    relay: RelayUrl,
+    dir: tempfile::TempDir,
+}
+
+impl Running {
+    async fn start(args: &Args) -> Result<Self> {
+        let dir = tempfile::tempdir().context("creating a temp data dir")?;
+        let clock = Clock::system();
+        let mut config = in_process_config(dir.path());
+        config.dev_mint_auth = Some(DevMintAuth {
+            bat_max_mint: args.bat_batch,
+            issuer_port: 0,
+        });
+        config.sessions.cleanup_secs = NO_CLEANUP_SECS;
+        let daemon = tokio::time::timeout(
+            START_TIMEOUT,
+            Daemon::start_with_clock(config.clone(), clock.clone()),
+        )
+        .await
+        .context("soko did not start in time")?
+        .context("starting soko")?;
+        // The operator's CLI path finds the relay by the config's port.
+        let relay = daemon
+            .relay_url()
+            .cloned()
+            .context("soko started without its relay")?;
+        config.relay.port = port_of(relay.as_str())?;
+        Ok(Self {
+            daemon,
+            config,
+            clock,
+            relay,
+            dir,
+        })
+    }
+
+    fn bench<'a>(&'a self, args: &'a Args) -> Bench<'a> {
+        Bench {
+            args,
+            daemon: &self.daemon,
+            config: &self.config,
+            clock: &self.clock,
+            relay: self.relay.clone(),
+            data_dir: self.dir.path(),
+        }
+    }
+
+    async fn stop(self) -> Result<()> {
+        tokio::time::timeout(SHUTDOWN_TIMEOUT, self.daemon.shutdown())
+            .await
+            .context("soko did not shut down in time")?
+            .context("shutting soko down")?;
+        self.dir.close().context("removing the temp data dir")
+    }
 }
 
 struct Bench<'a> {
@@ -176,27 +224,19 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
-    async fn run(&self, crypto: &CryptoCost, cores: usize) -> Result<ExitCode> {
-        let args = self.args;
-        println!("soko private-session benchmark");
-        println!(
-            "  target      in-process soko (embedded relay, dev mint with [mint] auth, \
-             bat_max_mint {}), relay {}",
-            args.bat_batch, self.relay
-        );
-        println!(
-            "  cores       {cores}, shared by the daemon, its relay, its mint and all clients \
-             in this process"
-        );
-        crypto.print(args.crypto_iterations, cores);
-
+    /// The clear-auth token of a freshly registered trader. One login serves a whole
+    /// phase: a CAT lives an hour, and two login events signed in the same second are the
+    /// same event, which the issuer refuses as a replay.
+    async fn trader(&self) -> Result<String> {
         let trader = Keys::generate();
         self.register(&trader).await?;
-        let token_url = self.token_url()?;
+        login(&self.token_url()?, &trader).await
+    }
+
+    async fn opens_and_cleanup(&self, crypto: &CryptoCost, cores: usize) -> Result<ExitCode> {
+        let args = self.args;
+        let cat = self.trader().await?;
         let minting = Instant::now();
-        // One login for the whole run: a CAT lives an hour, and two login events signed in
-        // the same second are the same event, which the issuer refuses as a replay.
-        let cat = login(&token_url, &trader).await?;
         let bats = mint_many(
             self.daemon.mint_url(),
             &cat,
@@ -215,10 +255,7 @@ impl Bench<'_> {
 
         let opens = self.opens(bats).await?;
         opens.print(args, crypto, cores);
-        let opened: Vec<(PublicKey, String)> = opens.opened.clone();
-
-        self.cleanup(&opened).await?;
-        self.memory(&cat).await?;
+        self.cleanup(&opens.opened).await?;
 
         if opens.problems() > 0 {
             println!("\nFAILED: {} open(s) lost or refused", opens.problems());
@@ -344,6 +381,12 @@ impl Bench<'_> {
         } else {
             opened.iter().step_by(args.deposit_every as usize).collect()
         };
+        let sled_dir = self.data_dir.join("sled");
+        let footprint = async || -> Result<(u64, u64)> {
+            self.daemon.store().flush().await?;
+            Ok((vm_rss()?, dir_size(&sled_dir)?))
+        };
+        let after_opens = footprint().await?;
         let depositing_started = Instant::now();
         let tokens =
             tokens_from(self.daemon.mint_url(), args.deposit_sat, depositing.len()).await?;
@@ -352,11 +395,13 @@ impl Bench<'_> {
             sessions.deposit(&live, token).await?;
         }
         let depositing_took = depositing_started.elapsed();
+        let after_deposits = footprint().await?;
 
         self.clock.advance(self.config.sessions.ttl_secs + 1);
         let started = Instant::now();
         let report = sessions.cleanup().await?;
         let took = started.elapsed();
+        let after_pass = footprint().await?;
         let passed = report.expired + report.held;
         println!(
             "\nCleanup — one pass over {} sessions after the clock moved {} s ahead",
@@ -386,11 +431,20 @@ impl Bench<'_> {
              its trees, one pass, one session at a time)",
             passed as f64 / took.as_secs_f64()
         );
+        let show =
+            |(rss, disk): (u64, u64)| format!("RSS {:.1} MiB, sled {:.1} MiB", mib(rss), mib(disk));
+        println!(
+            "  footprint    after the opens {}; after the deposits {}; after the pass {} (the \
+             pass opens each session's wallet, its sled trees, to refund it, then drops them)",
+            show(after_opens),
+            show(after_deposits),
+            show(after_pass)
+        );
         Ok(())
     }
 
     /// Phase 4: idle sessions through the in-process API, RSS and disk at each step.
-    async fn memory(&self, cat: &str) -> Result<()> {
+    async fn memory(&self) -> Result<()> {
         let args = self.args;
         let mut steps = args.idle.clone();
         steps.sort_unstable();
@@ -401,6 +455,7 @@ impl Bench<'_> {
         if last == 0 {
             return Ok(());
         }
+        let cat = self.trader().await?;
         let budget = Duration::from_secs(args.idle_budget_secs);
         let sled_dir = self.data_dir.join("sled");
 
@@ -428,7 +483,7 @@ impl Bench<'_> {
             while created < step && started.elapsed() < budget {
                 let batch = (step - created).min(args.bat_batch);
                 let mint_started = Instant::now();
-                let bats = mint_bats(self.daemon.mint_url(), cat, batch).await?;
+                let bats = mint_bats(self.daemon.mint_url(), &cat, batch).await?;
                 minting += mint_started.elapsed();
                 created += self.open_idle(bats).await?;
             }
