@@ -382,7 +382,7 @@ impl Bench<'_> {
             opened.iter().step_by(args.deposit_every as usize).collect()
         };
         let sled_dir = self.data_dir.join("sled");
-        let footprint = async || -> Result<(u64, u64)> {
+        let footprint = async || -> Result<(u64, Disk)> {
             self.daemon.store().flush().await?;
             Ok((vm_rss()?, dir_size(&sled_dir)?))
         };
@@ -431,8 +431,7 @@ impl Bench<'_> {
              its trees, one pass, one session at a time)",
             passed as f64 / took.as_secs_f64()
         );
-        let show =
-            |(rss, disk): (u64, u64)| format!("RSS {:.1} MiB, sled {:.1} MiB", mib(rss), mib(disk));
+        let show = |(rss, disk): (u64, Disk)| format!("RSS {:.1} MiB, sled {disk}", mib(rss));
         println!(
             "  footprint    after the opens {}; after the deposits {}; after the pass {} (the \
              pass opens each session's wallet, its sled trees, to refund it, then drops them)",
@@ -470,14 +469,14 @@ impl Bench<'_> {
             args.bat_batch, args.open_tasks
         );
         println!(
-            "  before       RSS {:.1} MiB, sled on disk {:.1} MiB, {} active sessions",
+            "  before       RSS {:.1} MiB, sled on disk {disk_before}, {} active sessions",
             mib(rss_before),
-            mib(disk_before),
             active_before
         );
         let started = Instant::now();
         let mut minting = Duration::ZERO;
         let mut created: u64 = 0;
+        let mut previous = (0u64, rss_before);
         for step in steps {
             let step = u64::from(step);
             while created < step && started.elapsed() < budget {
@@ -491,21 +490,30 @@ impl Bench<'_> {
             let rss = vm_rss()?;
             let disk = dir_size(&sled_dir)?;
             let added = created.max(1) as f64;
+            let per =
+                |now: u64, then: u64, sessions: f64| now.saturating_sub(then) as f64 / sessions;
             let elapsed = started.elapsed();
             println!(
-                "  {created:>7} idle RSS {:.1} MiB (+{:.1} MiB, {:.0} bytes/session), sled on \
-                 disk {:.1} MiB (+{:.0} bytes/session), {} active; {:.1} s so far ({:.1} s \
-                 minting BATs, {:.0} opens/s in-process)",
+                "  {created:>7} idle RSS {:.1} MiB: +{:.1} MiB, {:.0} bytes/session ({:.0} per \
+                 session since the step before); sled on disk {disk}: {:.0} bytes/session \
+                 ({:.0} allocated); {} active; {:.1} s so far ({:.1} s minting BATs, {:.0} \
+                 opens/s in-process)",
                 mib(rss),
                 mib(rss.saturating_sub(rss_before)),
-                rss.saturating_sub(rss_before) as f64 / added,
-                mib(disk),
-                disk.saturating_sub(disk_before) as f64 / added,
+                per(rss, rss_before, added),
+                per(
+                    rss,
+                    previous.1,
+                    created.saturating_sub(previous.0).max(1) as f64
+                ),
+                per(disk.length, disk_before.length, added),
+                per(disk.allocated, disk_before.allocated, added),
                 self.sessions().active(),
                 elapsed.as_secs_f64(),
                 minting.as_secs_f64(),
                 created as f64 / (elapsed - minting).as_secs_f64()
             );
+            previous = (created, rss);
             if created < step {
                 println!(
                     "  stopped      at {created} of {step}: the {} s budget ran out \
@@ -517,8 +525,8 @@ impl Bench<'_> {
         }
         println!(
             "  note         RSS is the whole process (daemon, relay, dev mint with its sqlite \
-             auth db of spent BATs, the minting wallets); sled's cache is unbounded below its \
-             1 GiB default, so RSS tracks the data"
+             auth db of spent BATs, the minting wallets); sled caches up to 1 GiB by default, \
+             so at these sizes RSS follows the data"
         );
         Ok(())
     }
@@ -1081,19 +1089,41 @@ fn vm_rss() -> Result<u64> {
     Ok(kib * 1024)
 }
 
-/// Bytes of all files under `dir`.
-fn dir_size(dir: &Path) -> Result<u64> {
-    let mut total = 0;
+/// The files under `dir`: their length in bytes, and the bytes the file system allocated
+/// for them (sled's file can have holes).
+fn dir_size(dir: &Path) -> Result<Disk> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut total = Disk::default();
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let entry = entry?;
         let meta = entry.metadata()?;
-        total += if meta.is_dir() {
-            dir_size(&entry.path())?
+        if meta.is_dir() {
+            let inner = dir_size(&entry.path())?;
+            total.length += inner.length;
+            total.allocated += inner.allocated;
         } else {
-            meta.len()
-        };
+            total.length += meta.len();
+            total.allocated += meta.blocks() * 512;
+        }
     }
     Ok(total)
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Disk {
+    length: u64,
+    allocated: u64,
+}
+
+impl std::fmt::Display for Disk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.1} MiB ({:.1} MiB allocated)",
+            mib(self.length),
+            mib(self.allocated)
+        )
+    }
 }
 
 fn mib(bytes: u64) -> f64 {
