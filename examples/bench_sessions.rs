@@ -21,7 +21,9 @@
 //! 4. **memory**: idle sessions opened through the in-process API (`open_session` with real
 //!    BATs, minted in batches), RSS and sled's disk size before and after each step.
 //!
-//! It only prints: no figure is asserted. The exit status is non-zero when an open failed.
+//! Phase 4 runs first, on a soko of its own (a fresh data dir), so that its RSS grows from a
+//! process that has not yet freed memory it would reuse; 1 and 3 run on another. It only
+//! prints: no figure is asserted. The exit status is non-zero when an open failed.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
