@@ -24,8 +24,23 @@ async fn pings(
     ids: &[String],
     nip17: bool,
 ) -> HashMap<String, Value> {
+    pings_in(user, bot, ids, nip17, None).await
+}
+
+/// [`pings`] in `session`, when given.
+async fn pings_in(
+    user: &mut User,
+    bot: PublicKey,
+    ids: &[String],
+    nip17: bool,
+    session: Option<&str>,
+) -> HashMap<String, Value> {
     for id in ids {
-        let request = json!({"id": id, "cmd": "ping"}).to_string();
+        let mut request = json!({"id": id, "cmd": "ping"});
+        if let Some(session) = session {
+            request["session"] = json!(session);
+        }
+        let request = request.to_string();
         if nip17 {
             user.send_nip17(bot, &request).await;
         } else {
@@ -164,7 +179,7 @@ async fn a_live_session_has_the_session_budget_and_only_for_its_key() {
     let mut carol = User::connect(&[soko.relay_url()]).await;
     let id = open(&soko, &mut carol, &bat).await;
 
-    let in_session = session_pings(&mut carol, bot, &ids("s", 0..1000), &id).await;
+    let in_session = pings_in(&mut carol, bot, &ids("s", 0..1000), true, Some(&id)).await;
     for (n, reply) in &in_session {
         assert!(served(reply), "{n}: {reply}");
     }
@@ -178,12 +193,12 @@ async fn a_live_session_has_the_session_budget_and_only_for_its_key() {
     );
     retry_after(&refused);
     // Outside the session carol has her anonymous budget, less the open.
-    let outside = session_pings(&mut carol, bot, &ids("c", 0..99), "").await;
+    let outside = pings(&mut carol, bot, &ids("c", 0..99), true).await;
     assert!(outside.values().all(served));
     retry_after(&ping(&mut carol, bot, "c-over", None).await);
     // Dave naming carol's session is anonymous (and learns nothing about it).
     let mut dave = User::connect(&[soko.relay_url()]).await;
-    let theirs = session_pings(&mut dave, bot, &ids("d", 0..100), &id).await;
+    let theirs = pings_in(&mut dave, bot, &ids("d", 0..100), true, Some(&id)).await;
     assert!(theirs
         .values()
         .all(|reply| reply["error"]["code"] == "session_unknown"));
@@ -192,29 +207,4 @@ async fn a_live_session_has_the_session_budget_and_only_for_its_key() {
     // A new window; the session has still 45 minutes to run.
     soko.advance(900);
     assert!(served(&ping(&mut carol, bot, "s-over", Some(&id)).await));
-}
-
-/// [`pings`] over NIP-17 in `session` (none when empty).
-async fn session_pings(
-    user: &mut User,
-    bot: PublicKey,
-    ids: &[String],
-    session: &str,
-) -> HashMap<String, Value> {
-    for id in ids {
-        let mut request = json!({"id": id, "cmd": "ping"});
-        if !session.is_empty() {
-            request["session"] = json!(session);
-        }
-        user.send_nip17(bot, &request.to_string()).await;
-    }
-    let mut replies = HashMap::new();
-    while replies.len() < ids.len() {
-        let Some(dm) = user.next_dm(REPLY_TIMEOUT).await else {
-            panic!("{} of {} replies came", replies.len(), ids.len());
-        };
-        let reply = dm.json();
-        replies.insert(reply["re"].as_str().unwrap().to_owned(), reply);
-    }
-    replies
 }

@@ -8,16 +8,39 @@ mod common;
 use std::time::Duration;
 
 use common::sessions::{
-    ask, code, embedded_bats, open, redeem, refund_token, register_trader, session_trees,
-    token_from, with_auth,
+    ask, code, embedded_bats, foreign_bat, open, redeem, refund_token, register_trader,
+    session_trees, token_from, try_open, with_auth,
 };
 use common::{TestSoko, User, QUIET_PERIOD, REPLY_TIMEOUT};
 use nostr_sdk::JsonUtil;
 use serde_json::json;
 
+/// A soko whose mint is the external one at `mint_url`.
+async fn soko_on(mint_url: &str) -> TestSoko {
+    TestSoko::start_with(|config| {
+        config.mint = soko::config::MintConfig::External {
+            url: mint_url.to_owned(),
+            requests_per_minute: 6000,
+        };
+    })
+    .await
+}
+
 /// A soko with blind auth on, and a registered trader's BATs.
 async fn soko_with_bats(n: u64) -> (TestSoko, User, Vec<cdk::nuts::BlindAuthToken>) {
-    let soko = TestSoko::start_with(with_auth).await;
+    soko_with_bats_and(n, |_| {}).await
+}
+
+/// The same, after `adjust` edits the config.
+async fn soko_with_bats_and(
+    n: u64,
+    adjust: impl FnOnce(&mut soko::Config),
+) -> (TestSoko, User, Vec<cdk::nuts::BlindAuthToken>) {
+    let soko = TestSoko::start_with(|config| {
+        with_auth(config);
+        adjust(config);
+    })
+    .await;
     let mut trader = User::connect(&[soko.relay_url()]).await;
     register_trader(&soko, &mut trader).await;
     let bats = embedded_bats(&soko, &trader.keys, n).await;
@@ -36,14 +59,7 @@ async fn the_whole_path_from_login_to_refund_leaves_nothing_behind() {
 
     // A fresh key, unrelated to the trader's, opens the session over NIP-17.
     let mut private = User::connect(&[soko.relay_url()]).await;
-    let reply = ask(
-        &soko,
-        &mut private,
-        None,
-        "open_session",
-        json!({"bat": bats[0].to_string()}),
-    )
-    .await;
+    let reply = try_open(&soko, &mut private, &bats[0]).await;
     assert_eq!(reply["ok"], true, "{reply}");
     let id = reply["result"]["session"].as_str().unwrap().to_owned();
     let expires_at = reply["result"]["expires_at"].as_u64().unwrap();
@@ -174,10 +190,10 @@ async fn a_token_opens_one_session_only() {
     let mut first = User::connect(&[soko.relay_url()]).await;
     open(&soko, &mut first, &bats[0]).await;
 
-    let again = ask(&soko, &mut first, None, "open_session", json!({"bat": bat})).await;
+    let again = try_open(&soko, &mut first, &bat).await;
     assert_eq!(code(&again), "bat_spent");
     let mut other = User::connect(&[soko.relay_url()]).await;
-    let stolen = ask(&soko, &mut other, None, "open_session", json!({"bat": bat})).await;
+    let stolen = try_open(&soko, &mut other, &bat).await;
     assert_eq!(code(&stolen), "bat_spent");
 }
 
@@ -190,39 +206,23 @@ async fn forged_foreign_and_junk_tokens_are_refused() {
     let mut forged = bats[0].clone();
     let other_dleq = bats[1].auth_proof.dleq.clone().unwrap();
     forged.auth_proof.dleq.as_mut().unwrap().s = other_dleq.s;
-    let reply = ask(
-        &soko,
-        &mut user,
-        None,
-        "open_session",
-        json!({"bat": forged.to_string()}),
-    )
-    .await;
+    let reply = try_open(&soko, &mut user, &forged).await;
     assert_eq!(code(&reply), "bat_invalid");
     assert!(reply["error"]["message"].as_str().unwrap().contains("DLEQ"));
 
     // Without its DLEQ proof.
     let bare = bats[0].without_dleq().to_string();
-    let reply = ask(&soko, &mut user, None, "open_session", json!({"bat": bare})).await;
+    let reply = try_open(&soko, &mut user, &bare).await;
     assert_eq!(code(&reply), "bat_invalid");
 
     // From another mint.
-    let (foreign, _dir) = common::auth::external_auth_mint([user.keys.public_key()]).await;
-    let cat = common::auth::login(&common::auth::token_url(&foreign), &user.keys).await;
-    let foreign_bat = common::auth::bats(foreign.url(), &cat, 1).await.remove(0);
-    let reply = ask(
-        &soko,
-        &mut user,
-        None,
-        "open_session",
-        json!({"bat": foreign_bat.to_string()}),
-    )
-    .await;
+    let (_foreign, _dir, foreign_bat) = foreign_bat(&user.keys).await;
+    let reply = try_open(&soko, &mut user, &foreign_bat).await;
     assert_eq!(code(&reply), "bat_invalid");
 
     // Not a token at all, and one too long to look at.
     for junk in ["cashuAeyJ0b2tlbiI6W119", "authA!!!", &"authA".repeat(500)] {
-        let reply = ask(&soko, &mut user, None, "open_session", json!({"bat": junk})).await;
+        let reply = try_open(&soko, &mut user, junk).await;
         assert!(
             ["bat_invalid", "too_large"].contains(&code(&reply)),
             "{reply}"
@@ -348,17 +348,8 @@ async fn without_blind_auth_no_session_opens() {
     // The default dev mint issues no BATs; a token of another mint cannot stand in.
     let soko = TestSoko::start().await;
     let mut user = User::connect(&[soko.relay_url()]).await;
-    let (foreign, _dir) = common::auth::external_auth_mint([user.keys.public_key()]).await;
-    let cat = common::auth::login(&common::auth::token_url(&foreign), &user.keys).await;
-    let bat = common::auth::bats(foreign.url(), &cat, 1).await.remove(0);
-    let reply = ask(
-        &soko,
-        &mut user,
-        None,
-        "open_session",
-        json!({"bat": bat.to_string()}),
-    )
-    .await;
+    let (_foreign, _dir, bat) = foreign_bat(&user.keys).await;
+    let reply = try_open(&soko, &mut user, &bat).await;
     assert_eq!(code(&reply), "auth_unsupported");
 }
 
@@ -367,13 +358,7 @@ async fn an_external_auth_mint_checks_and_burns_tokens_over_http() {
     let trader = nostr_sdk::Keys::generate();
     let (mint, _dir) = common::auth::external_auth_mint([trader.public_key()]).await;
     let mint_url = mint.url().to_owned();
-    let soko = TestSoko::start_with(|config| {
-        config.mint = soko::config::MintConfig::External {
-            url: mint_url.clone(),
-            requests_per_minute: 6000,
-        };
-    })
-    .await;
+    let soko = soko_on(&mint_url).await;
     let cat = common::auth::login(&common::auth::token_url(&mint), &trader).await;
     let bats = common::auth::bats(&mint_url, &cat, 3).await;
 
@@ -384,67 +369,28 @@ async fn an_external_auth_mint_checks_and_burns_tokens_over_http() {
 
     // Burned at the mint: a replay is refused by the mint too (another soko, same mint).
     let mut other = User::connect(&[soko.relay_url()]).await;
-    let replay = ask(
-        &soko,
-        &mut other,
-        None,
-        "open_session",
-        json!({"bat": bats[0].to_string()}),
-    )
-    .await;
+    let replay = try_open(&soko, &mut other, &bats[0]).await;
     assert_eq!(code(&replay), "bat_spent");
-    let elsewhere = TestSoko::start_with(|config| {
-        config.mint = soko::config::MintConfig::External {
-            url: mint_url.clone(),
-            requests_per_minute: 6000,
-        };
-    })
-    .await;
+    let elsewhere = soko_on(&mint_url).await;
     let mut third = User::connect(&[elsewhere.relay_url()]).await;
-    let at_mint = ask(
-        &elsewhere,
-        &mut third,
-        None,
-        "open_session",
-        json!({"bat": bats[0].to_string()}),
-    )
-    .await;
+    let at_mint = try_open(&elsewhere, &mut third, &bats[0]).await;
     assert_eq!(code(&at_mint), "bat_spent");
 
     // With the mint down, a replay is still refused (soko kept its Y), and a fresh token
     // is not spent: the sender may try again.
     mint.shutdown().await;
-    let replay = ask(
-        &soko,
-        &mut other,
-        None,
-        "open_session",
-        json!({"bat": bats[0].to_string()}),
-    )
-    .await;
+    let replay = try_open(&soko, &mut other, &bats[0]).await;
     assert_eq!(code(&replay), "bat_spent");
-    let down = ask(
-        &soko,
-        &mut other,
-        None,
-        "open_session",
-        json!({"bat": bats[1].to_string()}),
-    )
-    .await;
+    let down = try_open(&soko, &mut other, &bats[1]).await;
     assert_eq!(code(&down), "mint_unavailable");
 }
 
 #[tokio::test]
 async fn a_refund_address_is_paid_over_lightning_and_the_change_comes_as_a_token() {
-    let soko = TestSoko::start_with(|config| {
-        with_auth(config);
-        config.lnurl.allow_loopback_http = true;
-    })
-    .await;
+    // The tests' config lets soko pay LNURL services on loopback.
+    let (soko, _trader, mut bats) = soko_with_bats(1).await;
+    let bat = bats.remove(0);
     let mint_url = soko.daemon().mint_url().to_owned();
-    let mut trader = User::connect(&[soko.relay_url()]).await;
-    register_trader(&soko, &mut trader).await;
-    let bat = embedded_bats(&soko, &trader.keys, 1).await.remove(0);
     let mama_dir = tempfile::tempdir().unwrap();
     let (url, mama, _service) = common::lnurl_service_on(0, &mint_url, mama_dir.path()).await;
     let address = lnurl::lnurl::LnUrl::from_url(url).encode();
@@ -528,15 +474,10 @@ async fn a_refund_address_is_paid_over_lightning_and_the_change_comes_as_a_token
 
 #[tokio::test]
 async fn a_refund_address_that_keeps_failing_gets_a_token_instead() {
-    let soko = TestSoko::start_with(|config| {
-        with_auth(config);
-        config.lnurl.allow_loopback_http = true;
-    })
-    .await;
+    // The tests' config lets soko pay LNURL services on loopback.
+    let (soko, _trader, mut bats) = soko_with_bats(1).await;
+    let bat = bats.remove(0);
     let mint_url = soko.daemon().mint_url().to_owned();
-    let mut trader = User::connect(&[soko.relay_url()]).await;
-    register_trader(&soko, &mut trader).await;
-    let bat = embedded_bats(&soko, &trader.keys, 1).await.remove(0);
     // Nothing listens there.
     let address =
         lnurl::lnurl::LnUrl::from_url(common::lnurlp_url_on(common::free_port())).encode();
@@ -599,24 +540,11 @@ async fn an_external_mint_that_protects_nothing_usable_opens_no_session() {
     .await
     .unwrap();
     let mint_url = mint.url().to_owned();
-    let soko = TestSoko::start_with(|config| {
-        config.mint = soko::config::MintConfig::External {
-            url: mint_url.clone(),
-            requests_per_minute: 6000,
-        };
-    })
-    .await;
+    let soko = soko_on(&mint_url).await;
     let cat = common::auth::login(&common::auth::token_url(&mint), &trader).await;
     let bat = common::auth::bats(&mint_url, &cat, 1).await.remove(0);
     let mut user = User::connect(&[soko.relay_url()]).await;
-    let reply = ask(
-        &soko,
-        &mut user,
-        None,
-        "open_session",
-        json!({"bat": bat.to_string()}),
-    )
-    .await;
+    let reply = try_open(&soko, &mut user, &bat).await;
     assert_eq!(code(&reply), "auth_unsupported");
     assert!(
         reply["error"]["message"]
@@ -630,15 +558,9 @@ async fn an_external_mint_that_protects_nothing_usable_opens_no_session() {
 #[tokio::test]
 async fn session_wallets_are_isolated_and_reopen_after_eviction() {
     // One wallet open at a time: every switch between sessions reopens one from sled.
-    let soko = TestSoko::start_with(|config| {
-        with_auth(config);
-        config.sessions.open_wallets = 1;
-    })
-    .await;
+    let (soko, _trader, bats) =
+        soko_with_bats_and(2, |config| config.sessions.open_wallets = 1).await;
     let mint_url = soko.daemon().mint_url().to_owned();
-    let mut trader = User::connect(&[soko.relay_url()]).await;
-    register_trader(&soko, &mut trader).await;
-    let bats = embedded_bats(&soko, &trader.keys, 2).await;
     let mut first = User::connect(&[soko.relay_url()]).await;
     let mut second = User::connect(&[soko.relay_url()]).await;
     let a = open(&soko, &mut first, &bats[0]).await;

@@ -97,24 +97,9 @@ impl EscrowService {
         }
     }
 
-    /// The state of a melt quote as the mint holds it, once the wallet has settled what it
-    /// can of its own record (a paid melt's proofs and change).
-    ///
-    /// While a melt is in progress, cdk's `check_melt_quote_status` answers from the wallet's
-    /// record, which still says unpaid although the mint holds the payment pending: giving a
-    /// payout back on that answer would pay it twice once the payment goes through, and a
-    /// refund would be melted again. Only the mint's own answer decides.
+    /// The state of a melt quote as the mint holds it ([`crate::wallet::melt_state`]).
     pub(super) async fn melt_state(&self, quote_id: &str) -> Result<MeltQuoteState, cdk::Error> {
-        let wallet = &self.inner.wallet;
-        let recorded = wallet.check_melt_quote_status(quote_id).await?;
-        if recorded.state == MeltQuoteState::Paid {
-            return Ok(MeltQuoteState::Paid);
-        }
-        let at_mint = wallet
-            .mint_connector()
-            .get_melt_quote_status(recorded.payment_method.clone(), quote_id)
-            .await?;
-        Ok(at_mint.state())
+        crate::wallet::melt_state(&self.inner.wallet, quote_id).await
     }
 
     /// Pays a melt quote from the escrow wallet. The melt's own input fee is in the result's

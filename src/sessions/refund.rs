@@ -197,7 +197,7 @@ impl Sessions {
                 "a melting session without its quote".to_owned(),
             )));
         };
-        let state = self.melt_state(&wallet, &quote).await;
+        let state = crate::wallet::melt_state(&wallet, &quote).await;
         let paid = match state {
             Ok(MeltQuoteState::Paid) => true,
             Ok(MeltQuoteState::Pending) => return Ok(false),
@@ -210,7 +210,7 @@ impl Sessions {
         };
         let paid = match paid {
             true => true,
-            false => match self.melt_state(&wallet, &quote).await {
+            false => match crate::wallet::melt_state(&wallet, &quote).await {
                 Ok(MeltQuoteState::Paid) => true,
                 Ok(MeltQuoteState::Unpaid | MeltQuoteState::Failed) => false,
                 _ => return Ok(false),
@@ -260,22 +260,5 @@ impl Sessions {
                 Ok(false)
             }
         }
-    }
-
-    /// The mint's own state of `quote` (the wallet's record may lag behind it).
-    async fn melt_state(
-        &self,
-        wallet: &crate::wallet::Wallet,
-        quote: &str,
-    ) -> Result<MeltQuoteState, cdk::Error> {
-        let recorded = wallet.check_melt_quote_status(quote).await?;
-        if recorded.state == MeltQuoteState::Paid {
-            return Ok(MeltQuoteState::Paid);
-        }
-        let at_mint = wallet
-            .mint_connector()
-            .get_melt_quote_status(recorded.payment_method.clone(), quote)
-            .await?;
-        Ok(at_mint.state())
     }
 }

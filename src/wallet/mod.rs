@@ -91,6 +91,28 @@ pub fn open_paced(
     Ok(builder.build()?)
 }
 
+/// The state of a melt quote as the mint holds it, once `wallet` has settled what it can of
+/// its own record (a paid melt's proofs and change).
+///
+/// While a melt is in progress, cdk's `check_melt_quote_status` answers from the wallet's
+/// record, which still says unpaid although the mint holds the payment pending: giving the
+/// debit back on that answer would pay twice once the payment goes through. Only the mint's
+/// own answer decides.
+pub async fn melt_state(
+    wallet: &Wallet,
+    quote_id: &str,
+) -> Result<cdk::nuts::MeltQuoteState, cdk::Error> {
+    let recorded = wallet.check_melt_quote_status(quote_id).await?;
+    if recorded.state == cdk::nuts::MeltQuoteState::Paid {
+        return Ok(cdk::nuts::MeltQuoteState::Paid);
+    }
+    let at_mint = wallet
+        .mint_connector()
+        .get_melt_quote_status(recorded.payment_method.clone(), quote_id)
+        .await?;
+    Ok(at_mint.state())
+}
+
 /// Deletes the wallet `namespace` from sled (a session's, once its ecash went back),
 /// returning how many trees it had.
 pub fn destroy(store: &Store, namespace: &str) -> Result<usize, WalletError> {

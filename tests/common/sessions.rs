@@ -73,16 +73,32 @@ pub async fn ask(
         .json()
 }
 
-/// Opens a session from `user` with `bat`; its id.
-pub async fn open(soko: &TestSoko, user: &mut User, bat: &BlindAuthToken) -> String {
-    let reply = ask(
+/// `open_session` from `user` with `bat` (a token, or any text): the reply.
+pub async fn try_open(soko: &TestSoko, user: &mut User, bat: impl std::fmt::Display) -> Value {
+    ask(
         soko,
         user,
         None,
         "open_session",
         json!({"bat": bat.to_string()}),
     )
-    .await;
+    .await
+}
+
+/// One BAT of a mint of its own (not soko's), minted for `keys`; keep the mint and its dir
+/// alive while the BAT is used.
+pub async fn foreign_bat(
+    keys: &Keys,
+) -> (soko::devmint::DevMint, tempfile::TempDir, BlindAuthToken) {
+    let (mint, dir) = super::auth::external_auth_mint([keys.public_key()]).await;
+    let cat = super::auth::login(&super::auth::token_url(&mint), keys).await;
+    let bat = super::auth::bats(mint.url(), &cat, 1).await.remove(0);
+    (mint, dir, bat)
+}
+
+/// Opens a session from `user` with `bat`; its id.
+pub async fn open(soko: &TestSoko, user: &mut User, bat: &BlindAuthToken) -> String {
+    let reply = try_open(soko, user, bat).await;
     assert_eq!(reply["ok"], true, "{reply}");
     reply["result"]["session"]
         .as_str()
