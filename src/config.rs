@@ -1222,6 +1222,22 @@ mod tests {
         );
     }
     #[test]
+    fn sessions_last_at_most_an_hour() {
+        assert_eq!(Config::default().sessions.ttl_secs, MAX_SESSION_SECS);
+        assert_eq!(
+            Config::parse("[sessions]\nttl_secs = 600").map(|c| c.sessions.ttl_secs),
+            Ok(600)
+        );
+        assert_eq!(keys("[sessions]\nttl_secs = 3601"), ["sessions.ttl_secs"]);
+        assert_eq!(keys("[sessions]\nttl_secs = 0"), ["sessions.ttl_secs"]);
+        assert_eq!(
+            keys("[sessions]\nopen_wallets = 0"),
+            ["sessions.open_wallets"]
+        );
+        assert_eq!(keys("[sessions]\nlifetime = 60"), ["sessions.lifetime"]);
+    }
+
+    #[test]
     fn dev_mint_auth_is_off_by_default_and_only_for_the_embedded_mint() {
         assert_eq!(Config::default().dev_mint_auth, None);
         assert_eq!(Config::parse("").map(|c| c.dev_mint_auth), Ok(None));
