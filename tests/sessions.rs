@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::sessions::{
-    ask, code, embedded_bats, foreign_bat, open, redeem, refund_token, register_trader,
-    session_trees, token_from, try_open, with_auth,
+    ask, code, deposit, embedded_bats, foreign_bat, open, open_refunding, redeem, refund_token,
+    register_trader, session_trees, token_from, try_open, with_auth,
 };
 use common::{TestSoko, User, QUIET_PERIOD, REPLY_TIMEOUT};
 use nostr_sdk::JsonUtil;
@@ -397,35 +397,13 @@ async fn a_refund_address_is_paid_over_lightning_and_the_change_comes_as_a_token
 
     // A refund address that soko may not pay is refused before the token is spent.
     let mut owner = User::connect(&[soko.relay_url()]).await;
-    let refused = ask(
-        &soko,
-        &mut owner,
-        None,
-        "open_session",
-        json!({"bat": bat.to_string(), "refund_to": "not an address"}),
-    )
-    .await;
+    let refused = open_refunding(&soko, &mut owner, &bat, "not an address").await;
     assert_eq!(code(&refused), "invalid");
 
-    let opened = ask(
-        &soko,
-        &mut owner,
-        None,
-        "open_session",
-        json!({"bat": bat.to_string(), "refund_to": address}),
-    )
-    .await;
+    let opened = open_refunding(&soko, &mut owner, &bat, &address).await;
     assert_eq!(opened["ok"], true, "{opened}");
     let id = opened["result"]["session"].as_str().unwrap().to_owned();
-    let token = token_from(&mint_url, 200).await;
-    ask(
-        &soko,
-        &mut owner,
-        Some(&id),
-        "session_deposit",
-        json!({"token": token}),
-    )
-    .await;
+    deposit(&soko, &mut owner, &id, 200).await;
 
     owner
         .send_nip17(
@@ -483,24 +461,9 @@ async fn a_refund_address_that_keeps_failing_gets_a_token_instead() {
         lnurl::lnurl::LnUrl::from_url(common::lnurlp_url_on(common::free_port())).encode();
 
     let mut owner = User::connect(&[soko.relay_url()]).await;
-    let opened = ask(
-        &soko,
-        &mut owner,
-        None,
-        "open_session",
-        json!({"bat": bat.to_string(), "refund_to": address}),
-    )
-    .await;
+    let opened = open_refunding(&soko, &mut owner, &bat, &address).await;
     let id = opened["result"]["session"].as_str().unwrap().to_owned();
-    let token = token_from(&mint_url, 30).await;
-    ask(
-        &soko,
-        &mut owner,
-        Some(&id),
-        "session_deposit",
-        json!({"token": token}),
-    )
-    .await;
+    deposit(&soko, &mut owner, &id, 30).await;
 
     let closed = ask(&soko, &mut owner, Some(&id), "close_session", json!({})).await;
     assert_eq!(closed["result"]["refund"], "pending", "{closed}");

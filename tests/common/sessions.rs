@@ -96,6 +96,30 @@ pub async fn foreign_bat(
     (mint, dir, bat)
 }
 
+/// `open_session` from `user` with `bat`, its ecash to go back to `refund_to`: the reply.
+pub async fn open_refunding(
+    soko: &TestSoko,
+    user: &mut User,
+    bat: &BlindAuthToken,
+    refund_to: &str,
+) -> Value {
+    let args = json!({"bat": bat.to_string(), "refund_to": refund_to});
+    ask(soko, user, None, "open_session", args).await
+}
+
+/// Mints `amount` sat at soko's mint and deposits them into session `id`: the reply.
+pub async fn deposit(soko: &TestSoko, user: &mut User, id: &str, amount: u64) -> Value {
+    let token = token_from(soko.daemon().mint_url(), amount).await;
+    ask(
+        soko,
+        user,
+        Some(id),
+        "session_deposit",
+        json!({ "token": token }),
+    )
+    .await
+}
+
 /// Opens a session from `user` with `bat`; its id.
 pub async fn open(soko: &TestSoko, user: &mut User, bat: &BlindAuthToken) -> String {
     let reply = try_open(soko, user, bat).await;
