@@ -29,6 +29,9 @@
 //!
 //! Every approval or rejection reaches the agent as a `proposal` notice (`kinds/agents.md`).
 
+#[path = "walkthrough/mod.rs"]
+mod walkthrough;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -43,7 +46,6 @@ use nostr_sdk::nips::nip46::{NostrConnectRequest, NostrConnectURI};
 use nostr_sdk::prelude::*;
 use serde_json::{json, Value};
 use soko::proto::agents::REGISTRATION_KIND;
-use soko::Config;
 
 /// How long connecting to a relay may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -108,20 +110,8 @@ fn main() -> ExitCode {
 }
 
 async fn walkthrough(args: Args) -> Result<()> {
-    let config = Config::resolve(args.config.as_deref(), args.data_dir.as_deref())
-        .context("the config soko runs with")?;
-    let data_dir = &config.storage.data_dir;
-    if !config.relay.enabled {
-        bail!("this walkthrough talks to soko's embedded relay, but [relay] enabled = false");
-    }
-    if !soko::identity::is_initialised(data_dir) {
-        bail!(
-            "{} is not a soko data dir: pass the --data-dir/--config `soko run` uses",
-            data_dir.display()
-        );
-    }
-    let bot = soko::identity::bot_keys(data_dir)?.public_key();
-    let relay = RelayUrl::parse(&format!("ws://{}:{}", config.relay.bind, config.relay.port))?;
+    let walkthrough::RunningSoko { config, bot, relay } =
+        walkthrough::running_soko(args.config.as_deref(), args.data_dir.as_deref())?;
     let timeout = Duration::from_secs(args.timeout);
     println!(
         "soko agent walkthrough — relay {relay}, soko {}",

@@ -29,6 +29,9 @@
 //!    backend pays the invoice by itself), closes the session and redeems the refund token
 //!    soko sends back by DM.
 
+#[path = "walkthrough/mod.rs"]
+mod walkthrough;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -48,7 +51,6 @@ use nostr_sdk::prelude::*;
 use serde_json::{json, Value};
 use soko::config::MintConfig;
 use soko::proto::agents::REGISTRATION_KIND;
-use soko::Config;
 
 /// How long connecting to the relay may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -112,18 +114,8 @@ fn main() -> ExitCode {
 }
 
 async fn walkthrough(args: Args) -> Result<()> {
-    let config = Config::resolve(args.config.as_deref(), args.data_dir.as_deref())
-        .context("the config soko runs with")?;
-    let data_dir = &config.storage.data_dir;
-    if !config.relay.enabled {
-        bail!("this walkthrough talks to soko's embedded relay, but [relay] enabled = false");
-    }
-    if !soko::identity::is_initialised(data_dir) {
-        bail!(
-            "{} is not a soko data dir: pass the --data-dir/--config `soko run` uses",
-            data_dir.display()
-        );
-    }
+    let walkthrough::RunningSoko { config, bot, relay } =
+        walkthrough::running_soko(args.config.as_deref(), args.data_dir.as_deref())?;
     let mint_url = match (&args.mint, &config.mint) {
         (Some(url), _) => url.trim_end_matches('/').to_owned(),
         (None, MintConfig::EmbeddedDev { port: 0 }) => bail!(
@@ -142,8 +134,6 @@ async fn walkthrough(args: Args) -> Result<()> {
              `soko run` with it"
         );
     }
-    let bot = soko::identity::bot_keys(data_dir)?.public_key();
-    let relay = RelayUrl::parse(&format!("ws://{}:{}", config.relay.bind, config.relay.port))?;
     let timeout = Duration::from_secs(args.timeout);
     let http = reqwest::Client::builder()
         .timeout(timeout)
