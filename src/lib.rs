@@ -12,7 +12,7 @@
 //! | transport | `bot` (verify, dedupe, open, hand over, commit and reply), `bridge` |
 //! | requests | `commands` (the one refusal-to-wire-code mapping), `inbox` (orders to merchants) |
 //! | menus, fan-out | `ussd`, `notices` |
-//! | domains | `escrow`, `agents`, `sessions` (and the coming `exchange`) |
+//! | domains | `escrow`, `agents`, `sessions`, `exchange` |
 //! | shops | `market` |
 //! | sending | `outbound` (sealing, keyring, outbox, publisher) |
 //! | edges | `relay`, `wallet`, `lnurl` |
@@ -32,6 +32,7 @@ pub mod config;
 pub mod daemon;
 pub mod devmint;
 pub mod escrow;
+pub mod exchange;
 pub mod failpoint;
 pub mod identity;
 pub mod inbox;

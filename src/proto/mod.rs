@@ -2,6 +2,7 @@
 
 pub mod agents;
 pub mod catalog;
+pub mod exchange;
 pub mod command;
 pub mod gamma;
 pub mod nip15;

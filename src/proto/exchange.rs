@@ -1,0 +1,1 @@
+//! The exchange on the wire (`kinds/exchange.md`).
