@@ -1,5 +1,5 @@
 //! Operations figures: sessions, BAT verifications, session wallets, the escrow's wallet
-//! operations, orders and rate-limit refusals. One [`Metrics`] handle, cheap to clone, is
+//! operations, orders, exchange offers and rate-limit refusals. One [`Metrics`] handle, cheap to clone, is
 //! given to whoever counts; the admin `metrics` command reads a [`Snapshot`] and the
 //! optional Prometheus endpoint the text of [`Metrics::encode`], both from the same figures.
 //!
@@ -7,6 +7,7 @@
 //! strings (outcomes, operation names, tiers), never keys or ids, so the number of series
 //! stays small.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +25,66 @@ use crate::ratelimit::Tier;
 
 /// Seconds in a day: "today" is the current UTC day of the services' clock.
 const DAY_SECS: u64 = 86_400;
+
+/// The offers' rolling figures are kept per minute of the services' clock.
+const MINUTE_SECS: u64 = 60;
+
+/// The rolling window of the `metrics` command's offer figures.
+const HOUR: Duration = Duration::from_secs(3_600);
+
+/// How far back offer events are kept, and so the longest window
+/// [`Metrics::dispute_rate_bp`] looks at (a longer one is cut to this). At most one bucket
+/// per minute: 1440 small buckets at worst.
+pub const OFFER_WINDOW_MAX: Duration = Duration::from_secs(DAY_SECS);
+
+/// Offer states as label values, lowercase (`kinds/exchange.md`'s names). A state given in
+/// any case maps to one of these; anything else is counted as `other`, so a caller's typo
+/// cannot grow the number of series.
+const OFFER_STATES: [&str; 13] = [
+    "created",
+    "invoice_paid",
+    "claimed",
+    "taker_bond_paid",
+    "receipt_submitted",
+    "completed",
+    "expired",
+    "canceled",
+    "marked_with_issue",
+    "forfeit",
+    "disputed",
+    "resolved",
+    "error",
+];
+
+/// The states an offer ends in, shown from the start at zero.
+const OFFER_ENDINGS: [&str; 6] = [
+    "completed",
+    "expired",
+    "canceled",
+    "forfeit",
+    "resolved",
+    "error",
+];
+
+/// The states in which soko holds an offer's ecash, shown from the start at zero.
+const OFFER_HOLDING: [&str; 6] = [
+    "invoice_paid",
+    "claimed",
+    "taker_bond_paid",
+    "receipt_submitted",
+    "marked_with_issue",
+    "disputed",
+];
+
+/// The label for an unknown state.
+const OTHER_STATE: &str = "other";
+
+fn offer_state_label(state: &str) -> &'static str {
+    OFFER_STATES
+        .into_iter()
+        .find(|known| known.eq_ignore_ascii_case(state))
+        .unwrap_or(OTHER_STATE)
+}
 
 /// How a BAT verification ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +128,97 @@ struct TierLabel {
     tier: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+/// Offer events of one minute.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct OfferMinute {
+    minute: u64,
+    created: u64,
+    taken: u64,
+    completed: u64,
+    completed_secs: u64,
+    disputed: u64,
+}
+
+impl OfferMinute {
+    fn add(&mut self, other: &OfferMinute) {
+        self.created += other.created;
+        self.taken += other.taken;
+        self.completed += other.completed;
+        self.completed_secs = self.completed_secs.saturating_add(other.completed_secs);
+        self.disputed += other.disputed;
+    }
+}
+
+/// Offer events by minute, oldest first, only minutes that had one, none older than
+/// [`OFFER_WINDOW_MAX`]: a rolling window without keeping every event.
+#[derive(Debug, Default)]
+struct OfferMinutes {
+    minutes: VecDeque<OfferMinute>,
+}
+
+impl OfferMinutes {
+    fn record(&mut self, now: u64, event: impl FnOnce(&mut OfferMinute)) {
+        self.prune(now);
+        let minute = now / MINUTE_SECS;
+        // The system clock may step back (NTP); such an event joins the newest minute
+        // rather than breaking the order the pruning relies on.
+        match self.minutes.back_mut() {
+            Some(last) if last.minute >= minute => event(last),
+            _ => {
+                let mut bucket = OfferMinute {
+                    minute,
+                    ..OfferMinute::default()
+                };
+                event(&mut bucket);
+                self.minutes.push_back(bucket);
+            }
+        }
+    }
+
+    fn prune(&mut self, now: u64) {
+        let first = first_minute(now, OFFER_WINDOW_MAX);
+        while self.minutes.front().is_some_and(|m| m.minute < first) {
+            self.minutes.pop_front();
+        }
+    }
+
+    /// The events of the last `window` (whole minutes, the current one included).
+    fn sum(&mut self, now: u64, window: Duration) -> OfferMinute {
+        self.prune(now);
+        let first = first_minute(now, window.min(OFFER_WINDOW_MAX));
+        let mut total = OfferMinute {
+            minute: first,
+            ..OfferMinute::default()
+        };
+        for bucket in self.minutes.iter().filter(|m| m.minute >= first) {
+            total.add(bucket);
+        }
+        total
+    }
+}
+
+/// The first minute inside `window` back from `now`: a window of an hour covers the current
+/// minute and the 59 before it.
+fn first_minute(now: u64, window: Duration) -> u64 {
+    (now / MINUTE_SECS + 1).saturating_sub(window.as_secs().div_ceil(MINUTE_SECS))
+}
+
+/// Disputes per offers that reached a taker, in basis points; `None` below `min_offers`
+/// (or with none at all). Rounded down, at most 10000: a dispute of an offer taken before
+/// the window would otherwise count without its offer.
+fn dispute_rate(events: &OfferMinute, min_offers: u64) -> Option<u32> {
+    if events.taken == 0 || events.taken < min_offers {
+        return None;
+    }
+    let bp = events.disputed.saturating_mul(10_000) / events.taken;
+    Some(u32::try_from(bp.min(10_000)).unwrap_or(10_000))
+}
+
 /// Orders of one UTC day, counted as they happen.
 #[derive(Debug, Clone, Copy, Default)]
 struct Today {
@@ -108,6 +260,12 @@ struct Inner {
     orders_today: Family<OrderLabel, Gauge>,
     rate_limited: Family<TierLabel, Counter>,
     today: Mutex<Today>,
+    offers: Family<OrderLabel, Counter>,
+    offers_last_hour: Family<OrderLabel, Gauge>,
+    offer_seconds: Histogram,
+    offers_ended: Family<StateLabel, Counter>,
+    offer_ecash_sat: Family<StateLabel, Gauge>,
+    offer_minutes: Mutex<OfferMinutes>,
 }
 
 impl Default for Metrics {
@@ -195,6 +353,38 @@ impl Metrics {
             "Commands refused for their sender's rate, by tier",
             rate_limited.clone(),
         );
+        let offers = Family::default();
+        registry.register(
+            "offers",
+            "Exchange offers, by event (created, taken: the taker's bond paid, completed, \
+             disputed: an issue marked)",
+            offers.clone(),
+        );
+        let offers_last_hour = Family::default();
+        registry.register(
+            "offers_last_hour",
+            "Exchange offer events of the last hour (since soko started if later), by event",
+            offers_last_hour.clone(),
+        );
+        // 30 s .. about 4 h: a trade's windows add up to minutes, a dispute to hours.
+        let offer_seconds = Histogram::new(exponential_buckets(30.0, 2.0, 10));
+        registry.register(
+            "offer_completion_seconds",
+            "Time from an offer's creation to its completion",
+            offer_seconds.clone(),
+        );
+        let offers_ended = Family::default();
+        registry.register(
+            "offers_ended",
+            "Exchange offers ended, by final state",
+            offers_ended.clone(),
+        );
+        let offer_ecash_sat = Family::default();
+        registry.register(
+            "offer_ecash_sats",
+            "Ecash soko holds for exchange offers now, by offer state, in sats",
+            offer_ecash_sat.clone(),
+        );
         let now = clock.now();
         let metrics = Self {
             inner: Arc::new(Inner {
@@ -223,6 +413,12 @@ impl Metrics {
                 orders,
                 orders_today,
                 rate_limited,
+                offers,
+                offers_last_hour,
+                offer_seconds,
+                offers_ended,
+                offer_ecash_sat,
+                offer_minutes: Mutex::default(),
             }),
         };
         // Every labelled series exists from the start, at zero, so a scrape (and a reader
@@ -252,7 +448,29 @@ impl Metrics {
                 })
                 .inc_by(0);
         }
+        for event in OFFER_EVENTS {
+            metrics
+                .inner
+                .offers
+                .get_or_create(&OrderLabel { event })
+                .inc_by(0);
+        }
+        for state in OFFER_ENDINGS {
+            metrics
+                .inner
+                .offers_ended
+                .get_or_create(&StateLabel { state })
+                .inc_by(0);
+        }
+        for state in OFFER_HOLDING {
+            metrics
+                .inner
+                .offer_ecash_sat
+                .get_or_create(&StateLabel { state })
+                .set(0);
+        }
         metrics.refresh_today();
+        metrics.refresh_offers();
         metrics
     }
 
@@ -348,6 +566,98 @@ impl Metrics {
             .inc();
     }
 
+    /// An exchange offer was created (its maker's invoice issued).
+    pub fn offer_created(&self) {
+        self.offer_event("created", |m| m.created += 1);
+    }
+
+    /// An offer reached a taker: the taker's bond is paid. The dispute rate counts per
+    /// such offer.
+    pub fn offer_taken(&self) {
+        self.offer_event("taken", |m| m.taken += 1);
+    }
+
+    /// An offer was completed, `took` after its creation.
+    pub fn offer_completed(&self, took: Duration) {
+        self.inner.offer_seconds.observe(took.as_secs_f64());
+        self.offer_event("completed", |m| {
+            m.completed += 1;
+            m.completed_secs = m.completed_secs.saturating_add(took.as_secs());
+        });
+    }
+
+    /// An issue was marked on an offer (`MARKED_WITH_ISSUE`); once per offer.
+    pub fn offer_disputed(&self) {
+        self.offer_event("disputed", |m| m.disputed += 1);
+    }
+
+    /// An offer ended in `state` (`completed`, `expired`, `canceled`, `forfeit`, `resolved`,
+    /// `error`; any case).
+    pub fn offer_ended(&self, state: &str) {
+        self.inner
+            .offers_ended
+            .get_or_create(&StateLabel {
+                state: offer_state_label(state),
+            })
+            .inc();
+    }
+
+    /// The ecash soko holds now for all offers in `state` (any case).
+    pub fn set_offer_ecash(&self, state: &str, sats: Sats) {
+        self.inner
+            .offer_ecash_sat
+            .get_or_create(&StateLabel {
+                state: offer_state_label(state),
+            })
+            .set(saturating_i64(sats.0));
+    }
+
+    /// Disputes over offers that reached a taker, in the last `window` (whole minutes, at
+    /// most [`OFFER_WINDOW_MAX`]), when at least `min_offers` such offers: the rate in basis
+    /// points, rounded down. `None` otherwise.
+    pub fn dispute_rate_bp(&self, window: Duration, min_offers: u64) -> Option<u32> {
+        let events = self.offer_minutes().sum(self.inner.clock.now(), window);
+        dispute_rate(&events, min_offers)
+    }
+
+    fn offer_event(&self, event: &'static str, count: impl FnOnce(&mut OfferMinute)) {
+        self.inner.offers.get_or_create(&OrderLabel { event }).inc();
+        let now = self.inner.clock.now();
+        let mut minutes = self.offer_minutes();
+        minutes.record(now, count);
+        let hour = minutes.sum(now, HOUR);
+        drop(minutes);
+        self.publish_offer_hour(&hour);
+    }
+
+    fn offer_minutes(&self) -> std::sync::MutexGuard<'_, OfferMinutes> {
+        self.inner
+            .offer_minutes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish_offer_hour(&self, hour: &OfferMinute) {
+        for (event, count) in [
+            ("created", hour.created),
+            ("taken", hour.taken),
+            ("completed", hour.completed),
+            ("disputed", hour.disputed),
+        ] {
+            self.inner
+                .offers_last_hour
+                .get_or_create(&OrderLabel { event })
+                .set(saturating_i64(count));
+        }
+    }
+
+    /// The last hour's offer events, published to the gauges.
+    fn refresh_offers(&self) -> OfferMinute {
+        let hour = self.offer_minutes().sum(self.inner.clock.now(), HOUR);
+        self.publish_offer_hour(&hour);
+        hour
+    }
+
     fn order(&self, event: &'static str) {
         self.inner.orders.get_or_create(&OrderLabel { event }).inc();
         let mut today = self.today();
@@ -393,6 +703,7 @@ impl Metrics {
     /// Every figure in the Prometheus (OpenMetrics) text format.
     pub fn encode(&self) -> String {
         self.refresh_today();
+        self.refresh_offers();
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.inner.registry);
@@ -408,6 +719,20 @@ impl Metrics {
         let today = *self.today();
         self.publish_today(&today);
         let day_start = today.day * DAY_SECS;
+        let hour = self.refresh_offers();
+        // Every state with a series: those shown from the start, and any other counted since.
+        let by_state = |value: &dyn Fn(&StateLabel) -> Option<u64>| -> BTreeMap<String, u64> {
+            OFFER_STATES
+                .iter()
+                .chain([&OTHER_STATE])
+                .filter_map(|&state| Some((state.to_owned(), value(&StateLabel { state })?)))
+                .collect()
+        };
+        let ended = by_state(&|label| inner.offers_ended.get(label).map(|c| c.get()));
+        let ecash_sat = by_state(&|label| {
+            let held = inner.offer_ecash_sat.get(label)?.get();
+            Some(non_negative(held))
+        });
         Snapshot {
             sessions: SessionFigures {
                 active: non_negative(inner.sessions_active.get()),
@@ -448,9 +773,25 @@ impl Metrics {
                     (tier.as_str().to_owned(), refused)
                 })
                 .collect(),
+            exchange: ExchangeFigures {
+                last_hour: OfferHour {
+                    since: (hour.minute * MINUTE_SECS).max(inner.started),
+                    created: hour.created,
+                    taken: hour.taken,
+                    completed: hour.completed,
+                    disputed: hour.disputed,
+                    average_secs: average(hour.completed_secs, hour.completed),
+                    dispute_rate_bp: dispute_rate(&hour, 1),
+                },
+                ended,
+                ecash_sat,
+            },
         }
     }
 }
+
+/// The offer events counted, as label values.
+const OFFER_EVENTS: [&str; 4] = ["created", "taken", "completed", "disputed"];
 
 fn saturating_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -517,7 +858,40 @@ pub struct Snapshot {
     /// Orders of the current UTC day.
     pub orders_today: OrderFigures,
     /// Commands refused for their sender's rate since start, by tier.
-    pub rate_limited: std::collections::BTreeMap<String, u64>,
+    pub rate_limited: BTreeMap<String, u64>,
+    /// Exchange offers.
+    pub exchange: ExchangeFigures,
+}
+
+/// Exchange offers: the last hour's events, the endings since start, the ecash held now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ExchangeFigures {
+    /// The last hour's events (a rolling hour, in whole minutes).
+    pub last_hour: OfferHour,
+    /// Offers ended since soko started, by final state.
+    pub ended: BTreeMap<String, u64>,
+    /// Ecash held now for offers, by offer state, in sats.
+    pub ecash_sat: BTreeMap<String, u64>,
+}
+
+/// Offer events of the last hour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct OfferHour {
+    /// Unix seconds the counts start: an hour ago to the minute, or soko's start if later.
+    pub since: u64,
+    /// Offers created.
+    pub created: u64,
+    /// Offers that reached a taker (its bond paid).
+    pub taken: u64,
+    /// Offers completed.
+    pub completed: u64,
+    /// Issues marked.
+    pub disputed: u64,
+    /// Average seconds from creation to completion of the completed ones.
+    pub average_secs: u64,
+    /// `disputed` per `taken` in basis points, rounded down (at most 10000); null when no
+    /// offer reached a taker.
+    pub dispute_rate_bp: Option<u32>,
 }
 
 /// Sessions since soko started (`active` and the wallet figures are as of now).
@@ -678,5 +1052,118 @@ mod tests {
         assert!(metrics
             .encode()
             .contains("soko_orders_total{event=\"created\"} 2"));
+    }
+
+    #[test]
+    fn offer_figures_count_a_rolling_hour_on_the_clock() {
+        let clock = Clock::system();
+        let metrics = Metrics::new(clock.clone());
+        metrics.offer_created();
+        metrics.offer_created();
+        metrics.offer_taken();
+        metrics.offer_completed(Duration::from_secs(400));
+        clock.advance(30 * 60);
+        metrics.offer_created();
+        metrics.offer_taken();
+        metrics.offer_completed(Duration::from_secs(600));
+        let hour = metrics.snapshot().exchange.last_hour;
+        assert_eq!(
+            (hour.created, hour.taken, hour.completed, hour.average_secs),
+            (3, 2, 2, 500)
+        );
+        assert!(metrics
+            .encode()
+            .contains("soko_offers_last_hour{event=\"created\"} 3"));
+
+        // 61 minutes after the first ones: they left the hour, the later ones are in it.
+        clock.advance(31 * 60);
+        let hour = metrics.snapshot().exchange.last_hour;
+        assert_eq!(
+            (hour.created, hour.taken, hour.completed, hour.average_secs),
+            (1, 1, 1, 600)
+        );
+        assert!(hour.since > clock.now() - 3_600 - MINUTE_SECS && hour.since <= clock.now());
+        let text = metrics.encode();
+        assert!(text.contains("soko_offers_last_hour{event=\"created\"} 1"), "{text}");
+        // The totals and the histogram keep everything since start.
+        assert!(text.contains("soko_offers_total{event=\"created\"} 3"), "{text}");
+        assert!(text.contains("soko_offer_completion_seconds_sum 1000.0"), "{text}");
+
+        clock.advance(31 * 60);
+        let hour = metrics.snapshot().exchange.last_hour;
+        assert_eq!((hour.created, hour.completed, hour.average_secs), (0, 0, 0));
+        assert_eq!(hour.dispute_rate_bp, None);
+    }
+
+    #[test]
+    fn the_dispute_rate_counts_taken_offers_in_the_window() {
+        let clock = Clock::system();
+        let metrics = Metrics::new(clock.clone());
+        let day = Duration::from_secs(DAY_SECS);
+        assert_eq!(metrics.dispute_rate_bp(day, 0), None, "no offer taken");
+        for _ in 0..8 {
+            metrics.offer_taken();
+        }
+        metrics.offer_disputed();
+        assert_eq!(metrics.dispute_rate_bp(day, 10), None, "too few offers");
+        assert_eq!(metrics.dispute_rate_bp(day, 8), Some(1_250));
+        clock.advance(2 * 3_600);
+        metrics.offer_taken();
+        metrics.offer_taken();
+        metrics.offer_disputed();
+        metrics.offer_disputed();
+        // The hour holds the last two only; the day all ten, rounded down: 3/10.
+        assert_eq!(metrics.dispute_rate_bp(HOUR, 1), Some(10_000));
+        assert_eq!(metrics.dispute_rate_bp(day, 1), Some(3_000));
+        assert_eq!(metrics.snapshot().exchange.last_hour.dispute_rate_bp, Some(10_000));
+        // A window beyond what is kept is cut to it; what is older than a day is gone.
+        clock.advance(23 * 3_600);
+        let week = Duration::from_secs(7 * DAY_SECS);
+        assert_eq!(metrics.dispute_rate_bp(week, 1), Some(10_000));
+        clock.advance(2 * 3_600);
+        assert_eq!(metrics.dispute_rate_bp(week, 1), None);
+        assert!(metrics.offer_minutes().minutes.is_empty(), "pruned");
+        // Disputes of offers taken before the window never make it above 100 %.
+        metrics.offer_taken();
+        metrics.offer_disputed();
+        metrics.offer_disputed();
+        assert_eq!(metrics.dispute_rate_bp(HOUR, 1), Some(10_000));
+    }
+
+    #[test]
+    fn offer_states_are_fixed_labels() {
+        let metrics = Metrics::default();
+        metrics.offer_ended("COMPLETED");
+        metrics.offer_ended("forfeit");
+        metrics.offer_ended("no such state");
+        metrics.set_offer_ecash("TAKER_BOND_PAID", Sats(7_500));
+        metrics.set_offer_ecash("invoice_paid", Sats(2_000));
+        metrics.set_offer_ecash("invoice_paid", Sats(1_000));
+        let exchange = metrics.snapshot().exchange;
+        assert_eq!(exchange.ended.get("completed"), Some(&1));
+        assert_eq!(exchange.ended.get("forfeit"), Some(&1));
+        assert_eq!(exchange.ended.get("expired"), Some(&0), "shown from the start");
+        assert_eq!(exchange.ended.get("other"), Some(&1));
+        assert_eq!(exchange.ecash_sat.get("taker_bond_paid"), Some(&7_500));
+        assert_eq!(exchange.ecash_sat.get("invoice_paid"), Some(&1_000));
+        assert_eq!(exchange.ecash_sat.get("disputed"), Some(&0));
+        let text = metrics.encode();
+        for line in [
+            "soko_offers_ended_total{state=\"completed\"} 1",
+            "soko_offers_ended_total{state=\"other\"} 1",
+            "soko_offer_ecash_sats{state=\"taker_bond_paid\"} 7500",
+            "soko_offer_ecash_sats{state=\"invoice_paid\"} 1000",
+            "soko_offers_total{event=\"disputed\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_window_of_an_hour_is_the_current_minute_and_the_59_before() {
+        assert_eq!(first_minute(3_600 * 10 + 59, HOUR), 10 * 60 - 59);
+        assert_eq!(first_minute(3_600 * 10, HOUR), 10 * 60 - 59);
+        assert_eq!(first_minute(30, HOUR), 0);
+        assert_eq!(first_minute(600, Duration::ZERO), 11, "nothing");
     }
 }

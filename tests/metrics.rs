@@ -129,6 +129,35 @@ async fn the_command_and_the_endpoint_show_the_same_figures() {
         assert_eq!(sample(&text, name), 0, "{name}");
     }
 
+    // The exchange's figures are there too, at zero before the first offer: the command's
+    // rolling hour and the text's series.
+    let exchange = &figures["exchange"];
+    let hour = &exchange["last_hour"];
+    for field in ["created", "taken", "completed", "disputed", "average_secs"] {
+        assert_eq!(hour[field], json!(0), "{field}: {figures}");
+    }
+    assert_eq!(hour["dispute_rate_bp"], Value::Null, "{figures}");
+    assert!(hour["since"].as_u64().unwrap() > 0, "{figures}");
+    for state in ["completed", "expired", "canceled", "forfeit", "resolved", "error"] {
+        assert_eq!(exchange["ended"][state], json!(0), "{state}: {figures}");
+        let name = format!("soko_offers_ended_total{{state=\"{state}\"}}");
+        assert_eq!(sample(&text, &name), 0, "{name}");
+    }
+    for state in ["invoice_paid", "taker_bond_paid", "receipt_submitted", "disputed"] {
+        assert_eq!(exchange["ecash_sat"][state], json!(0), "{state}: {figures}");
+        let name = format!("soko_offer_ecash_sats{{state=\"{state}\"}}");
+        assert_eq!(sample(&text, &name), 0, "{name}");
+    }
+    for event in ["created", "taken", "completed", "disputed"] {
+        for name in [
+            format!("soko_offers_total{{event=\"{event}\"}}"),
+            format!("soko_offers_last_hour{{event=\"{event}\"}}"),
+        ] {
+            assert_eq!(sample(&text, &name), 0, "{name}");
+        }
+    }
+    assert_eq!(sample(&text, "soko_offer_completion_seconds_count"), 0);
+
     // Only admins may read them over DMs.
     let mut bob = User::connect(&[soko.relay_url()]).await;
     let forbidden = bob
