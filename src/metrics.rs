@@ -1084,10 +1084,19 @@ mod tests {
         );
         assert!(hour.since > clock.now() - 3_600 - MINUTE_SECS && hour.since <= clock.now());
         let text = metrics.encode();
-        assert!(text.contains("soko_offers_last_hour{event=\"created\"} 1"), "{text}");
+        assert!(
+            text.contains("soko_offers_last_hour{event=\"created\"} 1"),
+            "{text}"
+        );
         // The totals and the histogram keep everything since start.
-        assert!(text.contains("soko_offers_total{event=\"created\"} 3"), "{text}");
-        assert!(text.contains("soko_offer_completion_seconds_sum 1000.0"), "{text}");
+        assert!(
+            text.contains("soko_offers_total{event=\"created\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("soko_offer_completion_seconds_sum 1000.0"),
+            "{text}"
+        );
 
         clock.advance(31 * 60);
         let hour = metrics.snapshot().exchange.last_hour;
@@ -1115,7 +1124,10 @@ mod tests {
         // The hour holds the last two only; the day all ten, rounded down: 3/10.
         assert_eq!(metrics.dispute_rate_bp(HOUR, 1), Some(10_000));
         assert_eq!(metrics.dispute_rate_bp(day, 1), Some(3_000));
-        assert_eq!(metrics.snapshot().exchange.last_hour.dispute_rate_bp, Some(10_000));
+        assert_eq!(
+            metrics.snapshot().exchange.last_hour.dispute_rate_bp,
+            Some(10_000)
+        );
         // A window beyond what is kept is cut to it; what is older than a day is gone.
         clock.advance(23 * 3_600);
         let week = Duration::from_secs(7 * DAY_SECS);
@@ -1142,7 +1154,11 @@ mod tests {
         let exchange = metrics.snapshot().exchange;
         assert_eq!(exchange.ended.get("completed"), Some(&1));
         assert_eq!(exchange.ended.get("forfeit"), Some(&1));
-        assert_eq!(exchange.ended.get("expired"), Some(&0), "shown from the start");
+        assert_eq!(
+            exchange.ended.get("expired"),
+            Some(&0),
+            "shown from the start"
+        );
         assert_eq!(exchange.ended.get("other"), Some(&1));
         assert_eq!(exchange.ecash_sat.get("taker_bond_paid"), Some(&7_500));
         assert_eq!(exchange.ecash_sat.get("invoice_paid"), Some(&1_000));

@@ -138,12 +138,24 @@ async fn the_command_and_the_endpoint_show_the_same_figures() {
     }
     assert_eq!(hour["dispute_rate_bp"], Value::Null, "{figures}");
     assert!(hour["since"].as_u64().unwrap() > 0, "{figures}");
-    for state in ["completed", "expired", "canceled", "forfeit", "resolved", "error"] {
+    for state in [
+        "completed",
+        "expired",
+        "canceled",
+        "forfeit",
+        "resolved",
+        "error",
+    ] {
         assert_eq!(exchange["ended"][state], json!(0), "{state}: {figures}");
         let name = format!("soko_offers_ended_total{{state=\"{state}\"}}");
         assert_eq!(sample(&text, &name), 0, "{name}");
     }
-    for state in ["invoice_paid", "taker_bond_paid", "receipt_submitted", "disputed"] {
+    for state in [
+        "invoice_paid",
+        "taker_bond_paid",
+        "receipt_submitted",
+        "disputed",
+    ] {
         assert_eq!(exchange["ecash_sat"][state], json!(0), "{state}: {figures}");
         let name = format!("soko_offer_ecash_sats{{state=\"{state}\"}}");
         assert_eq!(sample(&text, &name), 0, "{name}");
