@@ -3,3 +3,4 @@
 //! private sessions' wallets and lists the offer on a public NIP-69 book that names neither.
 
 pub mod alarm;
+pub mod providers;
