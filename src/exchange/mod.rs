@@ -3,4 +3,5 @@
 //! private sessions' wallets and lists the offer on a public NIP-69 book that names neither.
 
 pub mod alarm;
+pub mod audit;
 pub mod providers;
