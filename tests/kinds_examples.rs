@@ -203,6 +203,7 @@ fn every_example_parses_and_round_trips() {
                 );
             }
             "registration-event" => check_registration_event(page, &as_value),
+            "book-event" => check_book_event(page, &as_value),
             "agent-notice" => {
                 let notice: AgentNotice = serde_json::from_str(json)
                     .unwrap_or_else(|e| panic!("{page}: not an agent notice ({e}): {json}"));
@@ -232,6 +233,7 @@ fn every_example_parses_and_round_trips() {
         "gamma.md",
         "ussd.md",
         "agents.md",
+        "book.md",
     ] {
         assert!(
             examples.iter().any(|(p, _, _)| p == page),
@@ -261,6 +263,28 @@ fn check_registration_event(page: &str, value: &Value) {
     let claim = soko::agents::registration::claim(&event)
         .unwrap_or_else(|r| panic!("{page}: registration event refused: {r}"));
     assert!(claim.code.is_some(), "{page}: the invite tag holds a code");
+}
+
+/// A public book example is a real signed NIP-69 event that soko's reader accepts, and it is
+/// exactly what soko's builder writes for the entry it holds: same kind, tags and content.
+fn check_book_event(page: &str, value: &Value) {
+    use soko::exchange::book;
+    let event: nostr_sdk::Event = serde_json::from_value(value.clone())
+        .unwrap_or_else(|e| panic!("{page}: not an event ({e}): {value}"));
+    event
+        .verify()
+        .unwrap_or_else(|e| panic!("{page}: book event does not verify ({e})"));
+    assert_eq!(serde_json::to_value(&event).unwrap(), *value, "{page}");
+    let entry = book::parse(&event).unwrap_or_else(|e| panic!("{page}: book event refused: {e}"));
+    let mut rebuilt = book::event(&entry)
+        .unwrap_or_else(|e| panic!("{page}: entry refused: {e}"))
+        .custom_created_at(event.created_at)
+        .build(event.pubkey);
+    assert_eq!(rebuilt.kind, event.kind, "{page}");
+    assert_eq!(rebuilt.content, event.content, "{page}");
+    assert_eq!(rebuilt.tags, event.tags, "{page}: the tags soko writes");
+    // Signed by the example's key, as soko's bot key signs the real ones: the id matches.
+    assert_eq!(rebuilt.id(), event.id, "{page}");
 }
 
 /// A session command's result is one of the session result types, exactly (they deny

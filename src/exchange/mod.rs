@@ -3,5 +3,7 @@
 //! private sessions' wallets and lists the offer on a public NIP-69 book that names neither.
 
 pub mod alarm;
+pub mod amounts;
 pub mod audit;
+pub mod book;
 pub mod providers;
