@@ -7,3 +7,4 @@ pub mod amounts;
 pub mod audit;
 pub mod book;
 pub mod providers;
+pub mod reputation;

@@ -6,6 +6,7 @@ pub mod exchange;
 pub mod command;
 pub mod gamma;
 pub mod nip15;
+pub mod reputation;
 pub mod sessions;
 pub mod ussd;
 
