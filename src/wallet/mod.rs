@@ -3,6 +3,7 @@
 
 pub mod nut17;
 mod sled_db;
+mod tokens;
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use nostr_sdk::hashes::sha512;
 use nostr_sdk::hashes::{Hash, HashEngine};
 
 pub use self::sled_db::SledWalletDatabase;
+pub use self::tokens::{recorded_token, RecordedTokenError};
 use crate::store::Store;
 use crate::vault::RecordKey;
 
