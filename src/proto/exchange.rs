@@ -1,1 +1,6 @@
 //! The exchange on the wire (`kinds/exchange.md`).
+
+/// A dispute's key reveal: an event signed by a party's long-term registered key, sent to
+/// soko inside an encrypted DM and never published (`exchange::reveal`). Tags `p` (soko's
+/// bot), `offer` and `side` (`maker` or `taker`); the content is the party's statement.
+pub const KIND_REVEAL: u16 = 29471;
