@@ -62,6 +62,32 @@ fn keys_with_odd_y(odd: bool) -> Keys {
     }
 }
 
+/// Rewrites (or with `None`, removes) the record of `(id, what)` in the purse tree `tree` as
+/// a crash at the right moment would have left it.
+fn forget(
+    db: &sled::Db,
+    tree: &str,
+    id: &str,
+    what: &str,
+    edit: impl FnOnce(serde_json::Value) -> Option<serde_json::Value>,
+) {
+    let tree = db.open_tree(tree).unwrap();
+    let key = [id.as_bytes(), &[0], what.as_bytes()].concat();
+    let stored = tree
+        .get(&key)
+        .unwrap()
+        .map(|bytes| soko::store::decode::<serde_json::Value>(&bytes).unwrap())
+        .unwrap_or(serde_json::Value::Null);
+    match edit(stored) {
+        Some(value) => tree
+            .insert(key, soko::store::encode(&value).unwrap())
+            .map(drop)
+            .unwrap(),
+        None => tree.remove(key).map(drop).unwrap(),
+    }
+}
+
+/// The ecash the metrics count in open sessions.
 fn ecash(soko: &TestSoko) -> u64 {
     soko.daemon().metrics().snapshot().sessions.ecash_sat
 }
@@ -141,6 +167,57 @@ async fn an_invoice_collects_once_and_each_op_makes_one_token_that_the_refund_le
     );
     assert_eq!(sessions.balance(&live).await.unwrap(), Sats(700));
 
+    // A crash between the mint and its record here: the wallet's own record answers, and
+    // nothing is minted again.
+    forget(&db, "sessions/collected", &id, &invoice.quote, |_| None);
+    assert_eq!(
+        sessions.collect(&id, &invoice.quote).await.unwrap(),
+        Collected::Minted(Sats(1000))
+    );
+    assert_eq!(sessions.balance(&live).await.unwrap(), Sats(700));
+
+    // A crash after the token was made and before it was stored: the same token, read back
+    // from the wallet's send record.
+    let second = sessions
+        .token(&id, Sats(50), None, "payout-2")
+        .await
+        .unwrap();
+    forget(&db, "sessions/tokens", &id, "payout-2", |mut sent| {
+        sent.as_object_mut()
+            .unwrap()
+            .remove("token")
+            .expect("a stored token");
+        Some(sent)
+    });
+    assert_eq!(
+        sessions
+            .token(&id, Sats(50), None, "payout-2")
+            .await
+            .unwrap(),
+        second
+    );
+    assert_eq!(sessions.balance(&live).await.unwrap(), Sats(650));
+    assert_eq!(ecash(&soko), 650);
+
+    // A crash after the send was recorded and before it made anything (the wallet has no
+    // such operation): one token is made, once.
+    forget(&db, "sessions/tokens", &id, "payout-3", |_| {
+        Some(json!({"operation": "00000000-0000-4000-8000-000000000000", "amount": 20}))
+    });
+    let third = sessions
+        .token(&id, Sats(20), None, "payout-3")
+        .await
+        .unwrap();
+    assert_eq!(
+        sessions
+            .token(&id, Sats(20), None, "payout-3")
+            .await
+            .unwrap(),
+        third
+    );
+    assert_eq!(sessions.balance(&live).await.unwrap(), Sats(630));
+    assert_eq!(redeem(&mint_url, &third).await, 20);
+
     // Tokens locked to an even-y and an odd-y Nostr key.
     for odd in [false, true] {
         let owner = keys_with_odd_y(odd);
@@ -181,8 +258,8 @@ async fn an_invoice_collects_once_and_each_op_makes_one_token_that_the_refund_le
             .expect("the owner redeems");
         assert_eq!(u64::from(received), 100, "odd y: {odd}");
     }
-    assert_eq!(sessions.balance(&live).await.unwrap(), Sats(500));
-    assert_eq!(ecash(&soko), 500);
+    assert_eq!(sessions.balance(&live).await.unwrap(), Sats(430));
+    assert_eq!(ecash(&soko), 430);
 
     // Closed: the refund returns what stayed; the purse takes nothing more in, and answers
     // what it already did the same way.
@@ -195,8 +272,8 @@ async fn an_invoice_collects_once_and_each_op_makes_one_token_that_the_refund_le
     let mut replies = private.all_dms(Duration::from_secs(5)).await;
     replies.sort_by_key(|dm| !dm.content.starts_with("Refund"));
     assert_eq!(replies.len(), 2, "the refund and the answer: {replies:?}");
-    assert_eq!(redeem(&mint_url, &refund_token(&replies[0])).await, 500);
-    assert_eq!(replies[1].json()["result"]["returned_sat"], 500);
+    assert_eq!(redeem(&mint_url, &refund_token(&replies[0])).await, 430);
+    assert_eq!(replies[1].json()["result"]["returned_sat"], 430);
     assert!(private.next_dm(QUIET_PERIOD).await.is_none(), "one refund");
     assert_eq!(ecash(&soko), 0);
     let late = sessions.invoice(&id, Sats(10)).await;
