@@ -2,5 +2,7 @@
 
 /// A dispute's key reveal: an event signed by a party's long-term registered key, sent to
 /// soko inside an encrypted DM and never published (`exchange::reveal`). Tags `p` (soko's
-/// bot), `offer` and `side` (`maker` or `taker`); the content is the party's statement.
+/// bot), `offer` and `side` (`maker` or `taker`); the content is the party's statement. In
+/// the ephemeral range (beside registration's 29470), so a relay handed one by mistake does
+/// not store it.
 pub const KIND_REVEAL: u16 = 29471;
