@@ -299,4 +299,19 @@ async fn an_invoice_collects_once_and_each_op_makes_one_token_that_the_refund_le
     );
     assert!(common::sessions::session_trees(&db, &id).is_empty());
     assert_eq!(sessions.session_key(&id).unwrap(), Some(private.pubkey()));
+
+    // Once its tombstone goes, the purse forgets it too (no sealed token stays in sled).
+    soko.advance(24 * 3600 + 1);
+    sessions.cleanup().await.unwrap();
+    assert_eq!(sessions.session_key(&id).unwrap(), None);
+    for tree in ["sessions/collected", "sessions/tokens"] {
+        let prefix = [id.as_bytes(), &[0]].concat();
+        let left = db.open_tree(tree).unwrap().scan_prefix(prefix).count();
+        assert_eq!(left, 0, "{tree}");
+    }
+    let gone = sessions.token(&id, Sats(300), None, "payout-1").await;
+    assert!(
+        matches!(gone, Err(SessionError::Refused(SessionRefusal::Unknown))),
+        "{gone:?}"
+    );
 }
