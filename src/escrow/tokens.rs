@@ -1,14 +1,7 @@
 //! Cashu tokens leaving the escrow wallet (refunds, payouts to merchants who take ecash).
 //!
-//! Making a token and recording that it was made cannot be one transaction: the wallet and
-//! sled are separate stores. So the wallet's send operation id is recorded first, and after a
-//! crash the token is read back from the wallet's own record of that operation (cdk keeps a
-//! send saga with the token's proofs until they are spent). A token is never made twice and
-//! never lost: either the operation got as far as a token, and that token is used, or it did
-//! not, and a new send starts.
-
-use cdk::nuts::Token;
-use cdk_common::wallet::{OperationData, SendSagaState, WalletSagaState};
+//! The wallet's send operation id is recorded before a token is made, and after a crash the
+//! token is read back with [`crate::wallet::recorded_token`] (why, there).
 
 use super::service::{EscrowError, EscrowService};
 use crate::money::Sats;
@@ -64,41 +57,13 @@ impl EscrowService {
         &self,
         operation: &str,
     ) -> Result<Option<String>, EscrowError> {
-        let wallet = &self.inner.wallet;
-        let id = uuid::Uuid::parse_str(operation)
-            .map_err(|e| EscrowError::Books(format!("recorded send operation: {e}")))?;
-        let saga = wallet
-            .localstore
-            .get_saga(&id)
+        use crate::wallet::RecordedTokenError;
+        crate::wallet::recorded_token(&self.inner.wallet, operation)
             .await
-            .map_err(cdk::Error::from)?;
-        let Some(saga) = saga else {
-            return Ok(None);
-        };
-        match (&saga.state, &saga.data) {
-            (WalletSagaState::Send(SendSagaState::TokenCreated), OperationData::Send(data)) => {
-                if let Some(token) = &data.token {
-                    return Ok(Some(token.clone()));
-                }
-                match &data.proofs {
-                    Some(proofs) => Ok(Some(
-                        Token::new(
-                            wallet.mint_url.clone(),
-                            proofs.clone(),
-                            None,
-                            wallet.unit.clone(),
-                        )
-                        .to_string(),
-                    )),
-                    None => Err(EscrowError::Books(format!(
-                        "send {operation} made a token without proofs"
-                    ))),
-                }
-            }
-            _ => Err(EscrowError::Books(format!(
-                "send {operation} is still in progress; it is settled at the next start"
-            ))),
-        }
+            .map_err(|e| match e {
+                RecordedTokenError::Wallet(e) => EscrowError::Wallet(e),
+                other => EscrowError::Books(other.to_string()),
+            })
     }
 
     /// Finishes what the wallet itself left half-done at a crash (its sagas), before anything

@@ -8,3 +8,4 @@ pub mod audit;
 pub mod book;
 pub mod providers;
 pub mod reputation;
+pub mod reveal;

@@ -81,6 +81,9 @@ pub enum SessionError {
     /// The stored state does not allow the move: a bug or a second runner.
     #[error(transparent)]
     Illegal(#[from] IllegalMove),
+    /// A purse call (the exchange's money in a session) that cannot be carried out as asked.
+    #[error(transparent)]
+    Purse(#[from] super::purse::PurseError),
 }
 
 impl From<BatRefusal> for SessionError {

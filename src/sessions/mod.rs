@@ -15,6 +15,7 @@
 
 pub mod bat;
 mod error;
+mod purse;
 mod refund;
 pub mod state;
 
@@ -30,6 +31,7 @@ use sled::transaction::{ConflictableTransactionError, Transactional};
 
 pub use self::bat::{BatVerifier, ExternalMint, InProcessMint};
 pub use self::error::{SessionError, SessionRefusal};
+pub use self::purse::{Collected, Invoice, PurseError};
 pub use self::state::{SessionEvent, SessionState};
 use crate::clock::Clock;
 use crate::metrics::{BatOutcome, Metrics};
@@ -181,6 +183,10 @@ struct Inner {
     spent: Typed<u64>,
     /// Session id → what holds it open past its expiry (a trade, a dispute).
     holds: Typed<Vec<String>>,
+    /// Session id, NUL, mint quote → what [`Sessions::collect`] minted of it.
+    collected: Typed<Sats>,
+    /// Session id, NUL, caller's op → the token [`Sessions::token`] made for it.
+    sent: Typed<purse::SentRecord>,
     verifier: Option<Arc<dyn BatVerifier>>,
     wallets: Mutex<LruCache<String, Wallet>>,
     mint_url: String,
@@ -247,6 +253,8 @@ impl Sessions {
                 records: store.tree("sessions")?,
                 spent: store.tree("sessions/spent_bats")?,
                 holds: store.tree("sessions/holds")?,
+                collected: store.tree("sessions/collected")?,
+                sent: store.tree("sessions/tokens")?,
                 verifier: parts.verifier,
                 wallets: Mutex::new(LruCache::new(rules.open_wallets)),
                 mint_url: parts.mint_url,
@@ -617,6 +625,7 @@ impl Sessions {
                     if now >= ended_at.saturating_add(inner.rules.tombstone_secs) {
                         inner.records.remove(id.as_bytes())?;
                         inner.holds.remove(id.as_bytes())?;
+                        self.forget_purse(&id)?;
                     }
                     continue;
                 }

@@ -2,7 +2,9 @@
 //! and one per private session), so all state lives in one database.
 
 pub mod nut17;
+mod p2pk;
 mod sled_db;
+mod tokens;
 
 use std::sync::Arc;
 
@@ -13,7 +15,9 @@ use nostr_sdk::hashes::hmac::{Hmac, HmacEngine};
 use nostr_sdk::hashes::sha512;
 use nostr_sdk::hashes::{Hash, HashEngine};
 
+pub use self::p2pk::{cashu_key, p2pk_lock, signing_key, P2pkError};
 pub use self::sled_db::SledWalletDatabase;
+pub use self::tokens::{recorded_token, RecordedTokenError};
 use crate::store::Store;
 use crate::vault::RecordKey;
 
