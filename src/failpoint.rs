@@ -13,7 +13,12 @@
 //!   the reply has not been sent;
 //! - `session-ending`: a session's end is recorded and none of its ecash has gone back;
 //! - `session-refund-queued`: a session's refund token DM and `Refunded` are committed, and
-//!   the DM has not been sent nor the session's wallet deleted.
+//!   the DM has not been sent nor the session's wallet deleted;
+//! - `exchange-listed`: an offer's payment is minted and its listing committed, the book
+//!   event and the maker's notice not yet sent;
+//! - `exchange-ended`: a trade's end and its transfers are recorded, no ecash has moved;
+//! - `exchange-transfer`: one transfer's token is made (and taken, where it goes to a
+//!   session or soko's fee wallet) and the transfer is not yet marked done.
 //!
 //! One point delays instead of crashing: `slow-event-loop` starts the bot's event loop two
 //! seconds late, as a loaded machine may, so that a test can see whether events the relay

@@ -2,8 +2,8 @@
 
 pub mod agents;
 pub mod catalog;
-pub mod exchange;
 pub mod command;
+pub mod exchange;
 pub mod gamma;
 pub mod nip15;
 pub mod reputation;
