@@ -24,7 +24,7 @@ pub const MAX_SESSION_SECS: u64 = 3600;
 pub const DEFAULT_BAT_MAX_MINT: u64 = 50;
 
 /// Kinds the embedded relay accepts by default: profiles, NIP-04 DMs, deletions, gift wraps,
-/// relay lists, NIP-46 signer traffic and NIP-15 / NIP-99 listings.
+/// relay lists, NIP-46 signer traffic, NIP-15 / NIP-99 listings and the exchange's NIP-69 book.
 pub const DEFAULT_ALLOWED_KINDS: &[u16] = &[
     0,
     4,
@@ -36,6 +36,7 @@ pub const DEFAULT_ALLOWED_KINDS: &[u16] = &[
     crate::proto::nip15::KIND_STALL,
     crate::proto::nip15::KIND_PRODUCT,
     30402,
+    crate::proto::exchange::KIND_BOOK,
 ];
 
 /// The whole configuration, validated.
@@ -75,6 +76,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[metrics]`: the Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// `[exchange]`: the P2P exchange's windows, bonds and fees.
+    pub exchange: ExchangeConfig,
 }
 
 /// `[mint] auth`, `bat_max_mint`, `dev_issuer_port`.
@@ -159,6 +162,79 @@ impl Default for SessionsConfig {
             cleanup_secs: 3600,
             tombstone_secs: 24 * 3600,
             open_wallets: 256,
+        }
+    }
+}
+
+/// `[exchange]`: windows in seconds, bonds and fees as `flat` sats + `bp` basis points
+/// (1 bp = 0.01 %) of the escrow; defaults are OpenPleb's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExchangeConfig {
+    /// Seconds to pay the maker's invoice.
+    pub pay_secs: u64,
+    /// Seconds on the book without a taker.
+    pub listing_secs: u64,
+    /// Seconds to pay the taker's bond.
+    pub claim_secs: u64,
+    /// Seconds to submit a receipt.
+    pub receipt_secs: u64,
+    /// Seconds for the maker to confirm a receipt (then the taker is paid).
+    pub confirm_secs: u64,
+    /// Seconds added for the other side to answer an issue.
+    pub issue_secs: u64,
+    /// Each bond and fee: `[flat sats, basis points]`.
+    pub maker_bond: [u64; 2],
+    /// The taker's bond.
+    pub taker_bond: [u64; 2],
+    /// The maker's fee to soko.
+    pub platform_fee: [u64; 2],
+    /// The taker's fee to soko.
+    pub taker_fee: [u64; 2],
+    /// Smallest escrow, sats.
+    pub min_sats: u64,
+    /// Largest escrow, sats.
+    pub max_sats: u64,
+    /// Largest bill per currency, whole units (`KES = 150000`).
+    pub max_fiat: std::collections::BTreeMap<String, u64>,
+    /// Open offers and claims per session.
+    pub max_open_per_session: usize,
+    /// The book's `network` tag.
+    pub network: String,
+    /// The book's instance name.
+    pub instance: Option<String>,
+    /// Dispute rate (basis points) above which admins get a DM.
+    pub alert_bp: u32,
+}
+
+impl Default for ExchangeConfig {
+    fn default() -> Self {
+        Self {
+            pay_secs: 120,
+            listing_secs: 300,
+            claim_secs: 300,
+            receipt_secs: 300,
+            confirm_secs: 500,
+            issue_secs: 250,
+            maker_bond: [1000, 500],
+            taker_bond: [1000, 500],
+            platform_fee: [100, 100],
+            taker_fee: [50, 0],
+            min_sats: 1_000,
+            max_sats: 5_000_000,
+            max_fiat: [
+                ("KES", 150_000),
+                ("UGX", 4_000_000),
+                ("TZS", 3_000_000),
+                ("USD", 1_000),
+                ("EUR", 1_000),
+            ]
+            .into_iter()
+            .map(|(c, n)| (c.to_owned(), n))
+            .collect(),
+            max_open_per_session: 4,
+            network: "mainnet".to_owned(),
+            instance: None,
+            alert_bp: 1_000,
         }
     }
 }
@@ -381,6 +457,7 @@ impl Default for Config {
             dev_mint_public: false,
             lnurl: LnurlConfig::default(),
             sessions: SessionsConfig::default(),
+            exchange: ExchangeConfig::default(),
             dev_mint_auth: None,
             limits: LimitsConfig::default(),
             metrics: MetricsConfig::default(),
@@ -462,7 +539,7 @@ impl Config {
             "",
             &[
                 "relay", "relays", "mint", "storage", "log", "rates", "market", "ussd", "admins",
-                "lnurl", "sessions", "lnurl", "limits", "metrics",
+                "lnurl", "sessions", "lnurl", "limits", "metrics", "exchange",
             ],
         );
 
@@ -480,6 +557,7 @@ impl Config {
         let limits = limits(&mut check, &root, &defaults.limits);
         let metrics = metrics(&mut check, &root);
         let rates = rates(&mut check, &root);
+        let exchange = exchange(&mut check, &root, &defaults.exchange);
 
         if check.problems.is_empty() {
             let config = Config {
@@ -498,6 +576,7 @@ impl Config {
                 dev_mint_auth,
                 limits,
                 metrics,
+                exchange,
             };
             match config.dev_mint_refusal() {
                 Some(why) => Err(vec![ConfigProblem {
@@ -908,6 +987,109 @@ fn metrics(check: &mut Checker, root: &Table) -> MetricsConfig {
     MetricsConfig {
         listen,
         allow_public,
+    }
+}
+
+/// `[exchange]`.
+fn exchange(check: &mut Checker, root: &Table, d: &ExchangeConfig) -> ExchangeConfig {
+    const S: &str = "exchange";
+    let section = check.section(
+        root,
+        S,
+        &[
+            "pay_secs",
+            "listing_secs",
+            "claim_secs",
+            "receipt_secs",
+            "confirm_secs",
+            "issue_secs",
+            "maker_bond",
+            "taker_bond",
+            "platform_fee",
+            "taker_fee",
+            "min_sats",
+            "max_sats",
+            "max_fiat",
+            "max_open_per_session",
+            "network",
+            "instance",
+            "alert_bp",
+        ],
+    );
+    let fee = |check: &mut Checker, key: &str, default: [u64; 2]| {
+        let [flat, bp] = check.field(section, S, key, default);
+        if bp > 10_000 {
+            check.problem(
+                &format!("{S}.{key}"),
+                "basis points at most 10000 (100 %)".into(),
+            );
+            return default;
+        }
+        [flat, bp]
+    };
+    let maker_bond = fee(check, "maker_bond", d.maker_bond);
+    let taker_bond = fee(check, "taker_bond", d.taker_bond);
+    let platform_fee = fee(check, "platform_fee", d.platform_fee);
+    let taker_fee = fee(check, "taker_fee", d.taker_fee);
+    let min_sats = check.positive(section, S, "min_sats", d.min_sats);
+    let max_sats = check.positive(section, S, "max_sats", d.max_sats);
+    if min_sats > max_sats {
+        check.problem("exchange.min_sats", "must not exceed max_sats".into());
+    }
+    let max_fiat: std::collections::BTreeMap<String, u64> =
+        check.field(section, S, "max_fiat", d.max_fiat.clone());
+    let max_fiat = max_fiat
+        .into_iter()
+        .filter_map(|(currency, max)| {
+            if currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase()) && max > 0 {
+                Some((currency, max))
+            } else {
+                check.problem(
+                    &format!("exchange.max_fiat.{currency}"),
+                    "an ISO 4217 code in capitals = a positive whole amount".into(),
+                );
+                None
+            }
+        })
+        .collect();
+    let network: String = check.field(section, S, "network", d.network.clone());
+    if !["mainnet", "testnet", "signet", "regtest"].contains(&network.as_str()) {
+        check.problem(
+            "exchange.network",
+            "one of mainnet, testnet, signet, regtest".into(),
+        );
+    }
+    let instance: Option<String> = check.field(section, S, "instance", d.instance.clone());
+    if instance
+        .as_ref()
+        .is_some_and(|i| i.is_empty() || i.len() > 64)
+    {
+        check.problem("exchange.instance", "1 to 64 characters".into());
+    }
+    let alert_bp = check.positive(section, S, "alert_bp", d.alert_bp);
+    ExchangeConfig {
+        pay_secs: check.positive(section, S, "pay_secs", d.pay_secs),
+        listing_secs: check.positive(section, S, "listing_secs", d.listing_secs),
+        claim_secs: check.positive(section, S, "claim_secs", d.claim_secs),
+        receipt_secs: check.positive(section, S, "receipt_secs", d.receipt_secs),
+        confirm_secs: check.positive(section, S, "confirm_secs", d.confirm_secs),
+        issue_secs: check.positive(section, S, "issue_secs", d.issue_secs),
+        maker_bond,
+        taker_bond,
+        platform_fee,
+        taker_fee,
+        min_sats,
+        max_sats,
+        max_fiat,
+        max_open_per_session: check.positive(
+            section,
+            S,
+            "max_open_per_session",
+            d.max_open_per_session,
+        ),
+        network,
+        instance,
+        alert_bp,
     }
 }
 

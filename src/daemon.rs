@@ -19,6 +19,7 @@ use crate::commands;
 use crate::config::{Config, MintConfig};
 use crate::devmint::{DevMint, DevMintError};
 use crate::escrow::{EscrowService, Rules};
+use crate::exchange::{Exchange, ExchangeParts};
 use crate::identity::{self, IdentityError};
 use crate::inbox::MerchantInbox;
 use crate::market::catalog::Own;
@@ -71,6 +72,9 @@ pub enum DaemonError {
     /// The merchant registry could not be loaded.
     #[error("merchants: {0}")]
     Merchants(String),
+    /// The exchange could not be opened.
+    #[error("exchange: {0}")]
+    Exchange(String),
     /// The client that checks blind auth tokens at the mint could not be made.
     #[error("sessions: {0}")]
     Sessions(String),
@@ -90,8 +94,9 @@ pub enum DaemonError {
     },
 }
 
-/// The dev OIDC issuer lets in soko's registered users (those an invite registered).
-struct RegisteredUsers(crate::agents::Users);
+/// soko's registered users (those an invite registered): whom the dev OIDC issuer lets in,
+/// and whose keys a dispute may reveal.
+pub struct RegisteredUsers(pub crate::agents::Users);
 
 impl crate::devmint::oidc::Registry for RegisteredUsers {
     fn is_registered(&self, key: &PublicKey) -> bool {
@@ -122,6 +127,129 @@ impl Tiers for SessionTiers {
     }
 }
 
+/// The exchange holds escrow and bonds in the sessions' wallets.
+pub struct SessionPurses(pub Sessions);
+
+fn purse_error(e: crate::sessions::SessionError) -> crate::exchange::PurseError {
+    crate::exchange::PurseError(e.to_string())
+}
+
+#[async_trait::async_trait]
+impl crate::exchange::Purses for SessionPurses {
+    async fn invoice(
+        &self,
+        session: &str,
+        amount: crate::money::Sats,
+    ) -> Result<crate::exchange::Invoice, crate::exchange::PurseError> {
+        let invoice = self.0.invoice(session, amount).await.map_err(purse_error)?;
+        Ok(crate::exchange::Invoice {
+            quote: invoice.quote,
+            bolt11: invoice.bolt11,
+            expires_at: invoice.expires_at,
+        })
+    }
+
+    async fn collect(
+        &self,
+        session: &str,
+        quote: &str,
+    ) -> Result<crate::exchange::Collected, crate::exchange::PurseError> {
+        use crate::exchange::Collected;
+        Ok(
+            match self.0.collect(session, quote).await.map_err(purse_error)? {
+                crate::sessions::Collected::Minted(sats) => Collected::Minted(sats),
+                crate::sessions::Collected::Unpaid => Collected::Unpaid,
+                crate::sessions::Collected::Expired => Collected::Expired,
+            },
+        )
+    }
+
+    async fn token(
+        &self,
+        session: &str,
+        amount: crate::money::Sats,
+        lock: Option<PublicKey>,
+        op: &str,
+    ) -> Result<String, crate::exchange::PurseError> {
+        self.0
+            .token(session, amount, lock, op)
+            .await
+            .map_err(purse_error)
+    }
+
+    async fn receive(&self, session: &str, token: &str) -> Result<(), crate::exchange::PurseError> {
+        self.0.receive(session, token).await.map_err(purse_error)
+    }
+
+    fn hold(&self, session: &str, what: &str) -> Result<(), crate::exchange::PurseError> {
+        self.0.hold(session, what).map_err(purse_error)
+    }
+
+    fn release(&self, session: &str, what: &str) -> Result<(), crate::exchange::PurseError> {
+        self.0.release(session, what).map_err(purse_error)
+    }
+
+    fn key(&self, session: &str) -> Result<Option<PublicKey>, crate::exchange::PurseError> {
+        self.0.session_key(session).map_err(purse_error)
+    }
+
+    fn set_payout(
+        &self,
+        session: &str,
+        address: Option<&str>,
+    ) -> Result<(), crate::exchange::PayoutRefusal> {
+        use crate::exchange::PayoutRefusal;
+        use crate::sessions::{SessionError, SessionRefusal};
+        self.0.set_refund_to(session, address).map_err(|e| match e {
+            SessionError::Refused(SessionRefusal::RefundAddress(why)) => {
+                PayoutRefusal::Address(why)
+            }
+            other => PayoutRefusal::Purse(purse_error(other)),
+        })
+    }
+}
+
+impl crate::exchange::Registered for RegisteredUsers {
+    fn is_registered(&self, key: &PublicKey) -> bool {
+        crate::devmint::oidc::Registry::is_registered(self, key)
+    }
+}
+
+/// The exchange's figures from config.
+fn exchange_rules(config: &Config) -> crate::exchange::ExchangeRules {
+    use crate::exchange::amounts::{Fee, Schedule};
+    use crate::money::Sats;
+    let x = &config.exchange;
+    let fee = |[flat, bp]: [u64; 2]| Fee {
+        flat: Sats(flat),
+        bp: u32::try_from(bp).unwrap_or(10_000),
+    };
+    crate::exchange::ExchangeRules {
+        schedule: Schedule {
+            maker_bond: fee(x.maker_bond),
+            taker_bond: fee(x.taker_bond),
+            platform_fee: fee(x.platform_fee),
+            taker_fee: fee(x.taker_fee),
+        },
+        windows: crate::exchange::Windows {
+            pay: x.pay_secs,
+            listing: x.listing_secs,
+            claim: x.claim_secs,
+            receipt: x.receipt_secs,
+            confirm: x.confirm_secs,
+            issue: x.issue_secs,
+        },
+        max_fiat: x.max_fiat.clone().into_iter().collect(),
+        max_sats: Sats(x.max_sats),
+        min_sats: Sats(x.min_sats),
+        rates: Rates(config.rates.clone().into_iter().collect()),
+        network: x.network.clone(),
+        instance: x.instance.clone(),
+        max_open_per_session: x.max_open_per_session,
+        alert_bp: x.alert_bp,
+    }
+}
+
 /// A running soko.
 #[derive(Debug)]
 pub struct Daemon {
@@ -138,6 +266,8 @@ pub struct Daemon {
     payments: tokio::task::JoinHandle<()>,
     sessions: Sessions,
     cleanup: tokio::task::JoinHandle<()>,
+    exchange: Exchange,
+    trades: tokio::task::JoinHandle<()>,
     store: Store,
     metrics: Metrics,
     /// The Prometheus endpoint's address and task, when `[metrics] listen` is set.
@@ -323,6 +453,26 @@ impl Daemon {
                 },
             },
         )?;
+        let exchange = Exchange::open(
+            &store,
+            ExchangeParts {
+                purses: Arc::new(SessionPurses(sessions.clone())),
+                registered: Arc::new(RegisteredUsers(crate::agents::Users::open(
+                    &store,
+                    Arc::default(),
+                )?)),
+                house: wallet::open_paced(&store, "exchange", &mint_url, &seed, pace)?,
+                publisher: publisher.clone(),
+                bot: bot_keys.public_key(),
+                vault: vault.clone(),
+                seed,
+                clock: clock.clone(),
+                metrics: metrics.clone(),
+                admins: admins.iter().copied().collect(),
+            },
+            exchange_rules(&config),
+        )
+        .map_err(|e| DaemonError::Exchange(e.to_string()))?;
         let inbox = MerchantInbox::new(escrow.clone(), merchants.clone());
         let tiers = Arc::new(SessionTiers {
             // Bridges speak for many phone users at once.
@@ -342,6 +492,7 @@ impl Daemon {
             clock,
             sessions: sessions.clone(),
             metrics: metrics.clone(),
+            exchange: exchange.clone(),
         };
         let handler = Handler::new(&store, keyring, outbox, context, inbox, limits)?;
         let bot = Bot::start(
@@ -377,8 +528,9 @@ impl Daemon {
         let cleanup = tokio::spawn(clean_sessions(
             sessions.clone(),
             Duration::from_secs(config.sessions.cleanup_secs),
-            stopped,
+            stopped.clone(),
         ));
+        let trades = tokio::spawn(watch_trades(exchange.clone(), stopped));
         let daemon = Self {
             bot_key: bot_keys.public_key(),
             relay,
@@ -392,6 +544,8 @@ impl Daemon {
             payments,
             sessions,
             cleanup,
+            exchange,
+            trades,
             store,
             metrics,
             metrics_endpoint,
@@ -457,6 +611,11 @@ impl Daemon {
         &self.sessions
     }
 
+    /// The P2P exchange.
+    pub fn exchange(&self) -> &Exchange {
+        &self.exchange
+    }
+
     /// The escrow service.
     pub fn escrow(&self) -> &EscrowService {
         &self.escrow
@@ -478,6 +637,7 @@ impl Daemon {
         let _ = self.stop.send(true);
         let _ = self.payments.await;
         let _ = self.cleanup.await;
+        let _ = self.trades.await;
         if let Some((_, endpoint)) = self.metrics_endpoint {
             let _ = endpoint.await;
         }
@@ -538,6 +698,25 @@ async fn clean_sessions(sessions: Sessions, every: Duration, mut stopped: watch:
             result = sessions.cleanup() => match result {
                 Ok(report) => tracing::info!(?report, "session cleanup pass"),
                 Err(e) => tracing::error!(error = %e, "session cleanup failed; retried next pass"),
+            },
+        }
+    }
+}
+
+/// The exchange's timer pass, every second: payments seen, windows run out, transfers a
+/// crash interrupted carried on.
+async fn watch_trades(exchange: Exchange, mut stopped: watch::Receiver<bool>) {
+    exchange.recover().await;
+    let mut tick = tokio::time::interval(PAYMENT_POLL);
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            _ = tick.tick() => {}
+        }
+        tokio::select! {
+            _ = stopped.changed() => break,
+            result = exchange.tick() => if let Err(e) = result {
+                tracing::error!(error = %e, "exchange pass failed; retrying");
             },
         }
     }

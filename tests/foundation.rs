@@ -288,7 +288,27 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
         Default::default(),
     )
     .unwrap();
+    let exchange = soko::exchange::Exchange::open(
+        &store,
+        soko::exchange::ExchangeParts {
+            purses: std::sync::Arc::new(soko::daemon::SessionPurses(sessions.clone())),
+            registered: std::sync::Arc::new(soko::daemon::RegisteredUsers(
+                soko::agents::Users::open(&store, Default::default()).unwrap(),
+            )),
+            house: soko::wallet::open(&store, "house", "http://127.0.0.1:9", &[0; 64]).unwrap(),
+            publisher: publisher.clone(),
+            bot: bot.public_key(),
+            vault: vault.clone(),
+            seed: [0; 64],
+            clock: soko::clock::Clock::system(),
+            metrics: Default::default(),
+            admins: Vec::new(),
+        },
+        Default::default(),
+    )
+    .unwrap();
     let context = soko::commands::Context {
+        exchange,
         admins: Default::default(),
         merchants,
         publisher,

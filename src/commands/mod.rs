@@ -2,6 +2,7 @@
 
 mod agents;
 mod catalog;
+mod exchange;
 mod listing;
 mod merchant;
 mod metrics;
@@ -119,6 +120,7 @@ impl From<SessionError> for CommandError {
                     SessionRefusal::RefundAddress(_) | SessionRefusal::Deposit(_) => {
                         ErrorCode::Invalid
                     }
+                    SessionRefusal::Held => ErrorCode::Busy,
                 };
                 Refusal::new(code, refusal.to_string()).into()
             }
@@ -152,6 +154,8 @@ pub struct Context {
     pub sessions: Sessions,
     /// Operations figures (`metrics`).
     pub metrics: crate::metrics::Metrics,
+    /// The P2P exchange.
+    pub exchange: crate::exchange::Exchange,
 }
 
 /// Runs one command for `sender`, inside the private session `session` when named.
@@ -198,13 +202,16 @@ async fn dispatch(
             | Command::SessionStatus(_)
             | Command::SessionDeposit(_)
             | Command::CloseSession(_)
-    );
+    ) && !exchange::is_public(&command);
     if admin_only && !ctx.admins.contains(&sender) {
         return Err(Refusal::new(
             ErrorCode::Forbidden,
             "only soko's operator may use this command",
         )
         .into());
+    }
+    if exchange::is_exchange(&command) {
+        return exchange::dispatch(ctx, sender, live, command).await;
     }
     match command {
         Command::Ping(args) => to_value(ping::run(args, ctx.clock.now())),
@@ -250,6 +257,26 @@ async fn dispatch(
             to_value(sessions::close(ctx, sender, sessions::required(live)?).await?)
         }
         Command::Metrics(_) => to_value(metrics::run(ctx)),
+        // Handled above (`exchange::is_exchange`).
+        Command::OfferCreate(_)
+        | Command::OfferClaim(_)
+        | Command::OfferCancel(_)
+        | Command::OfferStatus(_)
+        | Command::OfferList(_)
+        | Command::ReceiptSubmit(_)
+        | Command::ReceiptConfirm(_)
+        | Command::OfferIssue(_)
+        | Command::OfferAnswer(_)
+        | Command::ExchangeSettings(_)
+        | Command::ReputationKeyset(_)
+        | Command::ProviderList(_)
+        | Command::ProviderPut(_)
+        | Command::ProviderRemove(_)
+        | Command::DisputeList(_)
+        | Command::DisputeShow(_)
+        | Command::DisputeResolve(_) => Err(CommandError::Internal(
+            "an exchange command missed its handler".into(),
+        )),
     }
 }
 

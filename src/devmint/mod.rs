@@ -165,6 +165,17 @@ impl DevMint {
         Self::start_inner(data_dir, port, SETTLE_AFTER_SECS, 0, true, Some(auth)).await
     }
 
+    /// [`DevMint::start_with_auth`] with invoices settling `settle_after_secs` after they are
+    /// issued (tests of the exchange's windows, which must pass before a payment lands).
+    pub async fn start_with_auth_settling_after(
+        data_dir: &Path,
+        port: u16,
+        auth: AuthSettings,
+        settle_after_secs: u64,
+    ) -> Result<Self, DevMintError> {
+        Self::start_inner(data_dir, port, settle_after_secs, 0, true, Some(auth)).await
+    }
+
     /// Same as [`DevMint::start_settling_after`], but its info does not advertise NUT-17
     /// websockets, like a mint without them (tests of soko's polling).
     pub async fn start_without_push(

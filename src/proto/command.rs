@@ -150,6 +150,9 @@ pub enum ErrorCode {
     SessionClosed,
     /// Sessions: the command runs only inside a session.
     SessionRequired,
+    /// Exchange: marking an issue or disputing reveals the registered key; send a reveal
+    /// event to go on.
+    RevealRequired,
     /// The sender sent more commands than its tier allows in one window; `retry_after`
     /// says when it may send again.
     RateLimited,
@@ -342,6 +345,40 @@ pub enum Command {
     ProposalWithdraw(super::agents::ProposalWithdrawArgs),
     /// Admin: operations figures (sessions, BATs, wallet operations, today's orders).
     Metrics(PingArgs),
+    /// In a session: offer sats for a fiat bill paid (`kinds/exchange.md`).
+    OfferCreate(super::exchange::OfferCreateArgs),
+    /// In a session: take a listed offer.
+    OfferClaim(super::exchange::OfferClaimArgs),
+    /// In a session: the maker withdraws a listed offer.
+    OfferCancel(super::exchange::OfferRefArgs),
+    /// In a session: one of the session's offers.
+    OfferStatus(super::exchange::OfferRefArgs),
+    /// In a session: the session's offers and claims.
+    OfferList(PingArgs),
+    /// In a session: the taker says the bill is paid.
+    ReceiptSubmit(super::exchange::ReceiptArgs),
+    /// In a session: the maker confirms the receipt; the taker is paid.
+    ReceiptConfirm(super::exchange::OfferRefArgs),
+    /// In a session: mark an issue (reveals the registered key).
+    OfferIssue(super::exchange::IssueArgs),
+    /// In a session: answer an issue (forfeit, or dispute revealing the key).
+    OfferAnswer(super::exchange::AnswerArgs),
+    /// In a session: the session's exchange settings.
+    ExchangeSettings(super::exchange::SettingsArgs),
+    /// Anyone: the reputation keyset to blind outputs for.
+    ReputationKeyset(PingArgs),
+    /// Anyone: the fiat providers offers may name.
+    ProviderList(PingArgs),
+    /// Admin: add or replace a provider.
+    ProviderPut(super::exchange::ProviderArgs),
+    /// Admin: remove a provider.
+    ProviderRemove(super::exchange::ProviderRefArgs),
+    /// Admin: open issues and disputes.
+    DisputeList(PingArgs),
+    /// Admin: one dispute with both sides' evidence (audited).
+    DisputeShow(super::exchange::OfferRefArgs),
+    /// Admin: decide a dispute (audited).
+    DisputeResolve(super::exchange::ResolveArgs),
 }
 
 /// Names accepted in `cmd`, for the unknown-command message.
@@ -374,6 +411,23 @@ pub const COMMAND_NAMES: &[&str] = &[
     "session_deposit",
     "close_session",
     "metrics",
+    "offer_create",
+    "offer_claim",
+    "offer_cancel",
+    "offer_status",
+    "offer_list",
+    "receipt_submit",
+    "receipt_confirm",
+    "offer_issue",
+    "offer_answer",
+    "exchange_settings",
+    "reputation_keyset",
+    "provider_list",
+    "provider_put",
+    "provider_remove",
+    "dispute_list",
+    "dispute_show",
+    "dispute_resolve",
 ];
 
 /// Most entries of each list one `catalog` answer carries.

@@ -39,6 +39,11 @@ pub enum SessionRefusal {
     /// A deposited token was not taken.
     #[error("deposit: {0}")]
     Deposit(String),
+    /// An open trade holds the session's ecash.
+    #[error(
+        "an open trade or dispute holds this session's ecash: it can be closed once that ends"
+    )]
+    Held,
 }
 
 impl From<BatRefusal> for SessionRefusal {

@@ -18,6 +18,7 @@ mod error;
 mod purse;
 mod refund;
 pub mod state;
+mod transfer;
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -503,6 +504,10 @@ impl Sessions {
     /// refund got (`Ended`, or `Melting` while the mint settles a Lightning refund).
     pub async fn close(&self, sender: &PublicKey, id: &str) -> Result<SessionRecord, SessionError> {
         let live = self.live(sender, id)?;
+        // A trade's escrow and bonds are in this wallet: they go back when the trade ends.
+        if self.is_held(&live.id)? {
+            return Err(SessionRefusal::Held.into());
+        }
         let ending = Ending {
             reason: EndReason::Closed,
             at: self.inner.clock.now(),
