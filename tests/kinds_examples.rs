@@ -204,6 +204,20 @@ fn every_example_parses_and_round_trips() {
             }
             "registration-event" => check_registration_event(page, &as_value),
             "book-event" => check_book_event(page, &as_value),
+            "exchange-notice" => {
+                let notice: soko::proto::exchange::ExchangeNotice = serde_json::from_str(json)
+                    .unwrap_or_else(|e| panic!("{page}: not an exchange notice ({e}): {json}"));
+                assert_eq!(
+                    (notice.v, notice.notice.as_str()),
+                    (1, "offer"),
+                    "{page}: {json}"
+                );
+                assert_eq!(
+                    serde_json::to_value(&notice).unwrap(),
+                    as_value,
+                    "{page}: exchange notice round trip"
+                );
+            }
             "agent-notice" => {
                 let notice: AgentNotice = serde_json::from_str(json)
                     .unwrap_or_else(|e| panic!("{page}: not an agent notice ({e}): {json}"));
@@ -235,6 +249,7 @@ fn every_example_parses_and_round_trips() {
         "ussd.md",
         "agents.md",
         "book.md",
+        "exchange.md",
     ] {
         assert!(
             examples.iter().any(|(p, _, _)| p == page),

@@ -113,21 +113,44 @@ pub async fn external_auth_mint_on(
     clock: soko::clock::Clock,
 ) -> (DevMint, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let registry: HashSet<PublicKey> = registered.into_iter().collect();
-    let mint = DevMint::start_with_auth(
-        dir.path(),
-        0,
-        AuthSettings {
-            registry: Arc::new(registry),
-            bat_max_mint: DEFAULT_BAT_MAX_MINT,
-            issuer_port: 0,
-            clock,
-            blind_protected: soko::devmint::blind_protected_endpoints(),
-        },
-    )
-    .await
-    .expect("auth dev mint starts");
+    let mint = DevMint::start_with_auth(dir.path(), 0, auth_settings(registered, clock))
+        .await
+        .expect("auth dev mint starts");
     (mint, dir)
+}
+
+/// An auth mint whose invoices settle `settle_after_secs` after they are issued, letting in
+/// whoever `registry` says is registered.
+pub async fn slow_auth_mint(
+    registry: Arc<dyn soko::devmint::oidc::Registry>,
+    settle_after_secs: u64,
+) -> (DevMint, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settings = AuthSettings {
+        registry,
+        bat_max_mint: DEFAULT_BAT_MAX_MINT,
+        issuer_port: 0,
+        clock: soko::clock::Clock::system(),
+        blind_protected: soko::devmint::blind_protected_endpoints(),
+    };
+    let mint = DevMint::start_with_auth_settling_after(dir.path(), 0, settings, settle_after_secs)
+        .await
+        .expect("auth dev mint starts");
+    (mint, dir)
+}
+
+fn auth_settings(
+    registered: impl IntoIterator<Item = PublicKey>,
+    clock: soko::clock::Clock,
+) -> AuthSettings {
+    let registry: HashSet<PublicKey> = registered.into_iter().collect();
+    AuthSettings {
+        registry: Arc::new(registry),
+        bat_max_mint: DEFAULT_BAT_MAX_MINT,
+        issuer_port: 0,
+        clock,
+        blind_protected: soko::devmint::blind_protected_endpoints(),
+    }
 }
 
 /// The token endpoint of `mint`'s issuer.

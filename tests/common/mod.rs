@@ -15,6 +15,7 @@ pub mod auth;
 pub mod binary;
 pub mod books;
 pub mod bridge;
+pub mod exchange;
 pub mod gateway;
 pub mod sessions;
 pub mod shop;
@@ -660,5 +661,21 @@ impl Capture {
     /// Everything logged so far.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+}
+
+/// Waits until `check` holds (polled every 100 ms, for at most 20 s).
+pub async fn eventually<F, Fut>(check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the condition never held"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
