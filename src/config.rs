@@ -204,6 +204,8 @@ pub struct ExchangeConfig {
     pub instance: Option<String>,
     /// Dispute rate (basis points) above which admins get a DM.
     pub alert_bp: u32,
+    /// Offers that reached a taker in the day before the rate counts.
+    pub alert_min_offers: u64,
 }
 
 impl Default for ExchangeConfig {
@@ -235,6 +237,7 @@ impl Default for ExchangeConfig {
             network: "mainnet".to_owned(),
             instance: None,
             alert_bp: 1_000,
+            alert_min_offers: 10,
         }
     }
 }
@@ -1014,6 +1017,7 @@ fn exchange(check: &mut Checker, root: &Table, d: &ExchangeConfig) -> ExchangeCo
             "network",
             "instance",
             "alert_bp",
+            "alert_min_offers",
         ],
     );
     let fee = |check: &mut Checker, key: &str, default: [u64; 2]| {
@@ -1090,6 +1094,7 @@ fn exchange(check: &mut Checker, root: &Table, d: &ExchangeConfig) -> ExchangeCo
         network,
         instance,
         alert_bp,
+        alert_min_offers: check.positive(section, S, "alert_min_offers", d.alert_min_offers),
     }
 }
 
@@ -1403,6 +1408,34 @@ mod tests {
             ["mint.requests_per_minute"]
         );
     }
+    #[test]
+    fn exchange_bounds_are_checked() {
+        let x = Config::default().exchange;
+        assert_eq!(
+            (x.pay_secs, x.confirm_secs, x.maker_bond),
+            (120, 500, [1000, 500])
+        );
+        assert_eq!(
+            keys("[exchange]\nmaker_bond = [1000, 10001]"),
+            ["exchange.maker_bond"]
+        );
+        assert_eq!(keys("[exchange]\nnetwork = \"moon\""), ["exchange.network"]);
+        assert_eq!(
+            keys("[exchange]\nmax_fiat = { kes = 5 }"),
+            ["exchange.max_fiat.kes"]
+        );
+        assert_eq!(
+            keys("[exchange]\nmin_sats = 10\nmax_sats = 5"),
+            ["exchange.min_sats"]
+        );
+        assert_eq!(keys("[exchange]\npay_secs = 0"), ["exchange.pay_secs"]);
+        assert_eq!(keys("[exchange]\nbond = 1"), ["exchange.bond"]);
+        assert_eq!(
+            Config::parse("[exchange]\ninstance = \"nairobi\"").map(|c| c.exchange.instance),
+            Ok(Some("nairobi".to_owned()))
+        );
+    }
+
     #[test]
     fn sessions_last_at_most_an_hour() {
         assert_eq!(Config::default().sessions.ttl_secs, MAX_SESSION_SECS);

@@ -243,10 +243,15 @@ fn exchange_rules(config: &Config) -> crate::exchange::ExchangeRules {
         max_sats: Sats(x.max_sats),
         min_sats: Sats(x.min_sats),
         rates: Rates(config.rates.clone().into_iter().collect()),
-        network: x.network.clone(),
+        // The dev mint's sats are worthless: its offers must not read as mainnet ones.
+        network: match config.mint {
+            MintConfig::EmbeddedDev { .. } => "regtest".to_owned(),
+            MintConfig::External { .. } => x.network.clone(),
+        },
         instance: x.instance.clone(),
         max_open_per_session: x.max_open_per_session,
         alert_bp: x.alert_bp,
+        alert_min_offers: x.alert_min_offers,
     }
 }
 

@@ -97,6 +97,8 @@ pub struct ExchangeRules {
     pub max_open_per_session: usize,
     /// Dispute rate (basis points) above which admins are told.
     pub alert_bp: u32,
+    /// Offers taken in the day before the rate counts.
+    pub alert_min_offers: u64,
 }
 
 impl Default for ExchangeRules {
@@ -121,6 +123,7 @@ impl Default for ExchangeRules {
             instance: None,
             max_open_per_session: 4,
             alert_bp: 1_000,
+            alert_min_offers: 10,
         }
     }
 }

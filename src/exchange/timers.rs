@@ -341,9 +341,10 @@ impl Exchange {
                 .metrics
                 .set_offer_ecash(&state.to_ascii_lowercase(), crate::money::Sats(sats));
         }
-        let rate = inner
-            .metrics
-            .dispute_rate_bp(std::time::Duration::from_secs(24 * 3600), 10);
+        let rate = inner.metrics.dispute_rate_bp(
+            std::time::Duration::from_secs(24 * 3600),
+            inner.rules.alert_min_offers,
+        );
         let now = inner.clock.now();
         let alert = inner
             .alarm
