@@ -16,6 +16,11 @@
 //!   the DM has not been sent nor the session's wallet deleted;
 //! - `exchange-listed`: an offer's payment is minted and its listing committed, the book
 //!   event and the maker's notice not yet sent;
+//! - `exchange-claimed`: a claim is committed (the taker's bond invoice made) and the
+//!   taker's session is not yet held for the trade, nor the reply sent;
+//! - `exchange-bond-paid`: the taker's bond is minted and `TAKER_BOND_PAID` committed, its
+//!   notices (the bill to the taker) not yet sent;
+//! - `exchange-receipt`: a receipt is committed, the maker's notice and the reply not sent;
 //! - `exchange-ended`: a trade's end and its transfers are recorded, no ecash has moved;
 //! - `exchange-transfer`: one transfer's token is made (and taken, where it goes to a
 //!   session or soko's fee wallet) and the transfer is not yet marked done.

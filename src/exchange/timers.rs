@@ -223,6 +223,7 @@ impl Exchange {
                 ..Effects::default()
             },
         )?;
+        crate::failpoint::crash("exchange-bond-paid", self.inner.offers.raw());
         Ok(())
     }
 
