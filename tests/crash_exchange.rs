@@ -403,6 +403,11 @@ async fn trade_survives_a_crash_at(point: &'static str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_maker_paid_before_the_offer_is_listed() {
+    trade_survives_a_crash_at("exchange-maker-collected").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_after_listing_before_the_book_is_told() {
     trade_survives_a_crash_at("exchange-listed").await;
 }
@@ -410,6 +415,11 @@ async fn a_crash_after_listing_before_the_book_is_told() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_after_a_claim_before_the_taker_is_held() {
     trade_survives_a_crash_at("exchange-claimed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_bond_is_minted_before_it_counts() {
+    trade_survives_a_crash_at("exchange-bond-collected").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -425,6 +435,11 @@ async fn a_crash_after_a_receipt_before_the_maker_is_told() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_after_the_end_is_recorded_before_any_ecash_moves() {
     trade_survives_a_crash_at("exchange-ended").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_a_token_is_made_before_it_is_taken() {
+    trade_survives_a_crash_at("exchange-token-made").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
