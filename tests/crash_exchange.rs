@@ -133,7 +133,7 @@ impl Trader {
 
     async fn reconnect(&mut self, relay: &RelayUrl) {
         self.user.client.shutdown().await;
-        self.user = User::with_keys(self.keys.clone(), &[relay.clone()]).await;
+        self.user = User::with_keys(self.keys.clone(), std::slice::from_ref(relay)).await;
     }
 }
 
@@ -234,7 +234,7 @@ impl Run {
 
 /// The latest book event for `offer` on soko's relay.
 async fn book_status(relay: &RelayUrl, bot: PublicKey, offer: &str) -> Option<String> {
-    let reader = User::connect(&[relay.clone()]).await;
+    let reader = User::connect(std::slice::from_ref(relay)).await;
     let events = reader
         .client
         .fetch_events(
@@ -445,4 +445,297 @@ async fn a_crash_after_a_token_is_made_before_it_is_taken() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_after_a_transfer_is_made_before_it_is_marked_done() {
     trade_survives_a_crash_at("exchange-transfer").await;
+}
+
+/// One trade among several, driven step by step from what its traders received.
+struct Trade {
+    maker: Trader,
+    taker: Trader,
+    /// 0 create sent … 5 done.
+    phase: u8,
+    /// The next command to send, and who sends it (sent again only if the relay did not
+    /// take it).
+    outbox: Option<(Who, &'static str, Value)>,
+    create_id: Option<String>,
+    offer: String,
+    amounts: Value,
+}
+
+impl Trade {
+    fn trader(&mut self, who: Who) -> &mut Trader {
+        match who {
+            Who::Maker => &mut self.maker,
+            Who::Taker => &mut self.taker,
+        }
+    }
+
+    fn is_notice(v: &Value, offer: &str, state: &str) -> bool {
+        v.get("notice").is_some() && v["offer"] == offer && v["state"] == state
+    }
+
+    /// Moves the trade on by what arrived.
+    fn advance(&mut self) {
+        let offer = self.offer.clone();
+        match self.phase {
+            0 => {
+                let Some(id) = self.create_id.clone() else {
+                    return;
+                };
+                if let Some(reply) = self.maker.take(&|v| v["re"] == id.as_str()) {
+                    assert_eq!(reply["ok"], true, "{reply}");
+                    self.offer = reply["result"]["offer"].as_str().unwrap().to_owned();
+                    self.amounts = reply["result"]["amounts"].clone();
+                    self.phase = 1;
+                }
+            }
+            1 if self
+                .maker
+                .take(&|v| Self::is_notice(v, &offer, "INVOICE_PAID"))
+                .is_some() =>
+            {
+                self.outbox = Some((Who::Taker, "offer_claim", json!({"offer": offer})));
+                self.phase = 2;
+            }
+            2 if self
+                .taker
+                .take(&|v| Self::is_notice(v, &offer, "TAKER_BOND_PAID"))
+                .is_some() =>
+            {
+                self.outbox = Some((
+                    Who::Taker,
+                    "receipt_submit",
+                    json!({"offer": offer, "text": "paid"}),
+                ));
+                self.phase = 3;
+            }
+            3 if self
+                .maker
+                .take(&|v| Self::is_notice(v, &offer, "RECEIPT_SUBMITTED"))
+                .is_some() =>
+            {
+                self.outbox = Some((Who::Maker, "receipt_confirm", json!({"offer": offer})));
+                self.phase = 4;
+            }
+            4 => {
+                let done = |t: &Trader| {
+                    t.inbox
+                        .iter()
+                        .any(|v| Self::is_notice(v, &offer, "COMPLETED"))
+                };
+                if done(&self.maker) && done(&self.taker) {
+                    self.phase = 5;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends the pending command if the relay takes it.
+    async fn send(&mut self, bot: PublicKey) {
+        let Some((who, cmd, args)) = self.outbox.clone() else {
+            return;
+        };
+        let trader = self.trader(who);
+        let id = format!("{cmd}-{}", trader.sent + 1);
+        let request =
+            json!({"v": 1, "id": id, "cmd": cmd, "args": args, "session": trader.session});
+        let wrap = trader.user.nip17(bot, &request.to_string()).await;
+        let taken =
+            tokio::time::timeout(Duration::from_secs(2), trader.user.client.send_event(&wrap))
+                .await
+                .is_ok_and(|out| out.is_ok_and(|out| !out.success.is_empty()));
+        if taken {
+            trader.sent += 1;
+            if cmd == "offer_create" {
+                self.create_id = Some(id);
+            }
+            self.outbox = None;
+        }
+    }
+}
+
+/// A small deterministic generator for the kill schedule (its seed is printed).
+fn next(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+/// Several trades at once while soko is killed (SIGKILL, no failpoint) at random moments and
+/// restarted: every trade completes, every sat the mint issued is in a session or soko's fee
+/// wallet, each taker got its escrow once and soko the fees of each trade once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trades_survive_kill_9_at_random_moments() {
+    const TRADES: usize = 3;
+    const KILLS: usize = 4;
+    let mut seed = u64::from_le_bytes(
+        Keys::generate().secret_key().to_secret_bytes()[..8]
+            .try_into()
+            .unwrap(),
+    ) | 1;
+    eprintln!("kill schedule seed {seed}");
+    let registered: Vec<Keys> = (0..2 * TRADES).map(|_| Keys::generate()).collect();
+    let (mint, _mint_dir) =
+        common::auth::external_auth_mint(registered.iter().map(|k| k.public_key())).await;
+    let mint_url = mint.url().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut soko = Binary::new(dir.path(), free_port(), &data_dir, &mint_url, "");
+    soko.start().await;
+    let bot = soko::identity::bot_keys(&data_dir).unwrap().public_key();
+    let mut trades = Vec::new();
+    for pair in registered.chunks(2) {
+        let maker = Trader::join(&soko, bot, &mint, pair[0].clone()).await;
+        let taker = Trader::join(&soko, bot, &mint, pair[1].clone()).await;
+        trades.push(Trade {
+            maker,
+            taker,
+            phase: 0,
+            outbox: Some((
+                Who::Maker,
+                "offer_create",
+                json!({
+                    "fiat_amount": "1500",
+                    "currency": "KES",
+                    "provider": "mpesa",
+                    "bill": {"kind": "paybill", "reference": "888880"},
+                    "sats": 20_000,
+                }),
+            )),
+            create_id: None,
+            offer: String::new(),
+            amounts: Value::Null,
+        });
+    }
+
+    // Kills spread over the first seconds of the trades (a whole trade takes a few).
+    let start = tokio::time::Instant::now();
+    let mut kills: Vec<Duration> = (0..KILLS)
+        .map(|_| Duration::from_millis(500 + next(&mut seed) % 18_000))
+        .collect();
+    kills.sort();
+    eprintln!("kills at {kills:?}");
+    let deadline = start + Duration::from_secs(150);
+    while trades.iter().any(|t| t.phase < 5) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "trades stuck at phases {:?} (kill seed {seed})",
+            trades.iter().map(|t| t.phase).collect::<Vec<_>>()
+        );
+        if kills.first().is_some_and(|at| start.elapsed() >= *at) {
+            kills.remove(0);
+            eprintln!(
+                "kill -9 at {:?}, trades at phases {:?}",
+                start.elapsed(),
+                trades.iter().map(|t| t.phase).collect::<Vec<_>>()
+            );
+            soko.kill();
+            tokio::time::sleep(Duration::from_millis(next(&mut seed) % 1_000)).await;
+            soko.start().await;
+            let relay = soko.relay();
+            for trade in &mut trades {
+                trade.maker.reconnect(&relay).await;
+                trade.taker.reconnect(&relay).await;
+            }
+        }
+        for trade in &mut trades {
+            trade.send(bot).await;
+            trade.maker.pump(Duration::from_millis(50)).await;
+            trade.taker.pump(Duration::from_millis(50)).await;
+            trade.advance();
+        }
+    }
+    // The rest of the kills, after the trades: they must not undo anything.
+    for _ in kills {
+        soko.kill();
+        soko.start().await;
+    }
+
+    // Transfers a kill interrupted finish on the exchange's pass.
+    let relay = soko.relay();
+    let mut held = 0;
+    for trade in &mut trades {
+        trade.maker.reconnect(&relay).await;
+        trade.taker.reconnect(&relay).await;
+        let sat = |name: &str| trade.amounts[name].as_u64().unwrap();
+        let taker_gets = sat("escrow") + sat("taker_bond");
+        let settle_by = tokio::time::Instant::now() + STEP_TIMEOUT;
+        let taker_has = loop {
+            let id = trade.taker.send(bot, "session_status", json!({})).await;
+            let mut reply = None;
+            for _ in 0..50 {
+                trade.taker.pump(Duration::from_millis(200)).await;
+                reply = trade.taker.take(&|v| v["re"] == id.as_str());
+                if reply.is_some() {
+                    break;
+                }
+            }
+            let has = reply.expect("a status")["result"]["balance_sat"]
+                .as_u64()
+                .unwrap();
+            if has == taker_gets || tokio::time::Instant::now() > settle_by {
+                break has;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
+        assert_eq!(
+            taker_has, taker_gets,
+            "the taker of {} got its escrow once",
+            trade.offer
+        );
+        let id = trade.maker.send(bot, "session_status", json!({})).await;
+        let mut reply = None;
+        for _ in 0..50 {
+            trade.maker.pump(Duration::from_millis(200)).await;
+            reply = trade.maker.take(&|v| v["re"] == id.as_str());
+            if reply.is_some() {
+                break;
+            }
+        }
+        held += taker_has
+            + reply.expect("a status")["result"]["balance_sat"]
+                .as_u64()
+                .unwrap();
+    }
+    soko.kill();
+
+    let store = soko::store::Store::open(&data_dir).unwrap();
+    let offers = store.tree::<OfferRecord>("exchange/offers").unwrap();
+    let mut fees = 0;
+    let mut extra = 0;
+    for entry in offers.iter() {
+        let (_, record) = entry.unwrap();
+        assert!(
+            record.transfers.iter().all(|t| t.done),
+            "a transfer of {} left undone: {:?}",
+            record.id,
+            record.transfers
+        );
+        if record.state == soko::exchange::OfferState::Completed {
+            fees += record.amounts.platform_fee.0 + record.amounts.taker_fee.0;
+        } else {
+            // An offer made twice (a kill between its commit and the reply's): its ecash
+            // stays in the maker's session.
+            extra += 1;
+        }
+    }
+    let completed = trades.iter().filter(|t| {
+        offers
+            .get(t.offer.as_bytes())
+            .unwrap()
+            .is_some_and(|r| r.state == soko::exchange::OfferState::Completed)
+    });
+    assert_eq!(completed.count(), TRADES);
+    eprintln!("{extra} offer(s) made again by a command handled twice");
+    // What the mint issued is held by the sessions and soko's fee wallet: the difference is
+    // the fee wallet, which holds the fees of the completed trades, once each.
+    let issued = outstanding_at(mint.mint()).await;
+    assert_eq!(
+        issued - held,
+        fees,
+        "fees (issued {issued}, sessions {held}, seed {seed})"
+    );
+    drop(store);
+    mint.shutdown().await;
 }
