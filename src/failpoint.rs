@@ -14,9 +14,20 @@
 //! - `session-ending`: a session's end is recorded and none of its ecash has gone back;
 //! - `session-refund-queued`: a session's refund token DM and `Refunded` are committed, and
 //!   the DM has not been sent nor the session's wallet deleted;
+//! - `exchange-maker-collected`: a maker's invoice is minted into its session, the listing
+//!   not yet committed;
 //! - `exchange-listed`: an offer's payment is minted and its listing committed, the book
 //!   event and the maker's notice not yet sent;
+//! - `exchange-claimed`: a claim is committed (the taker's bond invoice made) and the
+//!   taker's session is not yet held for the trade, nor the reply sent;
+//! - `exchange-bond-collected`: a taker's bond invoice is minted into its session,
+//!   `TAKER_BOND_PAID` not yet committed;
+//! - `exchange-bond-paid`: the taker's bond is minted and `TAKER_BOND_PAID` committed, its
+//!   notices (the bill to the taker) not yet sent;
+//! - `exchange-receipt`: a receipt is committed, the maker's notice and the reply not sent;
 //! - `exchange-ended`: a trade's end and its transfers are recorded, no ecash has moved;
+//! - `exchange-token-made`: one transfer's token is made out of its session and not yet
+//!   taken by the session or the fee wallet it goes to;
 //! - `exchange-transfer`: one transfer's token is made (and taken, where it goes to a
 //!   session or soko's fee wallet) and the transfer is not yet marked done.
 //!

@@ -256,7 +256,7 @@ impl Exchange {
                     .map_err(|e| ExchangeError::Internal(e.to_string()))?;
             }
         }
-        Ok(Self {
+        let exchange = Self {
             inner: Arc::new(Inner {
                 offers: store.tree("exchange/offers")?,
                 open: store.tree("exchange/open")?,
@@ -282,7 +282,32 @@ impl Exchange {
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
             }),
-        })
+        };
+        exchange.hold_again()?;
+        Ok(exchange)
+    }
+
+    /// Holds again every session an open offer needs. An offer is committed before its
+    /// session is held (a hold for an offer never stored would keep the session from ever
+    /// closing), so a crash between the two leaves a trade whose side could close its
+    /// session, taking its bond or escrow, or let it expire under ecash coming to it. Run at
+    /// open, before the bot or the session cleanup pass can act on such a session.
+    fn hold_again(&self) -> Result<(), ExchangeError> {
+        let inner = &self.inner;
+        for entry in inner.open.iter() {
+            let (id, _) = entry?;
+            let Some(record) = inner.offers.get(&id)? else {
+                continue;
+            };
+            for session in record.involved.iter().filter(|s| record.needs(s)) {
+                // One session's wallet failing must not keep soko from starting; the offer's
+                // other steps report it again.
+                if let Err(e) = inner.purses.hold(session, &offers::hold_name(&record.id)) {
+                    tracing::warn!(offer = %record.id, error = %e, "an open offer's session could not be held again");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The reputation keyset users blind their outputs for.

@@ -346,6 +346,7 @@ impl Exchange {
                 ..Effects::default()
             },
         )?;
+        crate::failpoint::crash("exchange-claimed", inner.offers.raw());
         inner.purses.hold(session, &hold_name(&record.id))?;
         tracing::info!(offer = %record.id, "offer claimed");
         self.view(&record, Side::Taker)
@@ -430,6 +431,7 @@ impl Exchange {
                 ..Effects::default()
             },
         )?;
+        crate::failpoint::crash("exchange-receipt", self.inner.offers.raw());
         self.view(&record, Side::Taker)
     }
 

@@ -213,6 +213,7 @@ impl Exchange {
                             &transfer.op,
                         )
                         .await?;
+                    crate::failpoint::crash("exchange-token-made", inner.offers.raw());
                     match inner.house.receive(&token, Default::default()).await {
                         Ok(_) | Err(cdk::Error::TokenAlreadySpent) => {}
                         Err(e) => return Err(ExchangeError::Internal(format!("fee wallet: {e}"))),
@@ -228,6 +229,7 @@ impl Exchange {
                             &transfer.op,
                         )
                         .await?;
+                    crate::failpoint::crash("exchange-token-made", inner.offers.raw());
                     inner.purses.receive(to, &token).await?;
                 }
                 Destination::Locked { key, dm_to } => {

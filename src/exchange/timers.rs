@@ -74,6 +74,7 @@ impl Exchange {
                     .await?
                 {
                     Collected::Minted(_) => {
+                        crate::failpoint::crash("exchange-maker-collected", inner.offers.raw());
                         self.listed(record).await?;
                         Ok(true)
                     }
@@ -99,6 +100,7 @@ impl Exchange {
                 };
                 match inner.purses.collect(&taker.session, &invoice.quote).await? {
                     Collected::Minted(_) => {
+                        crate::failpoint::crash("exchange-bond-collected", inner.offers.raw());
                         self.bond_paid(record).await?;
                         Ok(true)
                     }
@@ -223,6 +225,7 @@ impl Exchange {
                 ..Effects::default()
             },
         )?;
+        crate::failpoint::crash("exchange-bond-paid", self.inner.offers.raw());
         Ok(())
     }
 

@@ -115,6 +115,23 @@ impl Binary {
         }
     }
 
+    /// True once the process aborted at its failpoint (checked, not waited for); false while
+    /// it runs.
+    pub fn stopped_at_failpoint(&mut self) -> bool {
+        let Some(child) = self.child.as_mut() else {
+            return false;
+        };
+        let Some(status) = child.try_wait().expect("child status") else {
+            return false;
+        };
+        self.child = None;
+        assert!(!status.success(), "soko stopped by itself: {status}");
+        let err = self.dir.join(format!("run-{}.err", self.starts));
+        let text = std::fs::read_to_string(err).unwrap_or_default();
+        assert!(text.contains("SOKO_FAILPOINT: crashing at"), "{text}");
+        true
+    }
+
     /// SIGKILL: no shutdown, no flush.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
