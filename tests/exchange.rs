@@ -179,6 +179,9 @@ async fn a_trade_holds_the_sessions_and_other_sessions_see_nothing_private() {
     assert_eq!(code(&own), "invalid");
 
     taken(&soko, &mut taker, &offer).await;
+    // Claiming again (a client retrying) answers the claim as it stands, and takes nothing.
+    let again = taker.ok(&soko, "offer_claim", json!({"offer": offer})).await;
+    assert_eq!((again["state"].as_str(), again["role"].as_str()), (Some("TAKER_BOND_PAID"), Some("taker")));
     for (cmd, args) in [
         ("offer_status", json!({"offer": offer})),
         ("receipt_submit", json!({"offer": offer, "text": "paid"})),

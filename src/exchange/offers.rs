@@ -309,6 +309,11 @@ impl Exchange {
         if record.maker.session == session {
             return Err(ExchangeRefusal::OwnOffer.into());
         }
+        // The same claim again (a retry, or a request soko handles again after a crash
+        // lost its reply): the same answer, with the bond invoice.
+        if record.taker.as_ref().is_some_and(|t| t.session == session) {
+            return self.view(&record, Side::Taker);
+        }
         if record.state != OfferState::InvoicePaid {
             return Err(ExchangeRefusal::WrongState {
                 state: record.state,
