@@ -19,6 +19,7 @@ pub mod settle;
 pub mod state;
 mod tokens;
 pub mod watch;
+mod withdraw;
 
 pub use self::code::{CodeHasher, DeliveryCode, StoredCode, Verdict};
 pub use self::notify::{NoNotices, NoticeError, PaidOrder, PaidOrderListener};
@@ -31,4 +32,5 @@ pub use self::service::{
     Rules,
 };
 pub use self::settle::Settled;
+pub use self::withdraw::{Credit, Withdrawal};
 pub use self::state::{transition, EscrowEvent, EscrowState, InvalidTransition};
