@@ -1143,3 +1143,106 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_bill_is_chosen_numbered_priced_and_confirmed_with_the_pin() {
+    let mut view = shop();
+    view.shop.balance = Sats(200_000);
+    let options = Menu::BillOptions { page: 0 };
+    assert_eq!(
+        text(&options, &view),
+        "Pay a bill from your balance, by:\n1 M-Pesa paybill KES\n00 Back"
+    );
+    assert_eq!(go(&options, "2", &view), notice(options.clone(), "Invalid choice."));
+    assert_eq!(go(&options, "00", &view), shows(Menu::Main));
+    let reference = Menu::BillReference { choice: mpesa() };
+    assert_eq!(go(&options, "1", &view), shows(reference.clone()));
+    assert_eq!(text(&reference, &view), "Type the paybill number:\n00 Back");
+    let amount = Menu::BillAmount {
+        choice: mpesa(),
+        reference: "888880".into(),
+    };
+    assert_eq!(go(&reference, "888880", &view), shows(amount.clone()));
+    assert_eq!(text(&amount, &view), "Amount in KES:\n00 Back");
+    assert_eq!(
+        go(&amount, "12.5", &view),
+        notice(amount.clone(), "Type the amount in whole units, digits only.")
+    );
+    let confirm = Menu::BillConfirm {
+        choice: mpesa(),
+        reference: "888880".into(),
+        amount: "1500".into(),
+    };
+    assert_eq!(go(&amount, "1500", &view), shows(confirm.clone()));
+    assert_eq!(
+        text(&confirm, &view),
+        "Pay KES 1500 to paybill 888880?\n107100 sat from balance: 100000 to payer, 6000 bond back after, 1100 fee\nPIN to offer it:\n00 Back"
+    );
+    // The exchange's refusal, and a balance too small, are read out where they happen.
+    let bad = Menu::BillAmount {
+        choice: mpesa(),
+        reference: "0".into(),
+    };
+    assert_eq!(
+        go(&bad, "1500", &view),
+        notice(bad.clone(), "Provider: that is not a paybill number")
+    );
+    view.shop.balance = Sats(107_099);
+    assert_eq!(
+        go(&amount, "1500", &view),
+        notice(amount.clone(), "That takes 107100 sat; your balance is 107099 sat.")
+    );
+    let pay = Action::PayBill {
+        choice: mpesa(),
+        reference: "888880".into(),
+        amount: "1500".into(),
+        pin: Secret("4821".into()),
+    };
+    assert_eq!(go(&confirm, "4821", &view), Step::Act(pay.clone()));
+    assert_eq!(
+        ok(after(&confirm, &pay, Outcome::WrongPin { tries_left: 2 }, &view)),
+        notice(confirm.clone(), "Wrong PIN. 2 tries left.")
+    );
+    assert_eq!(
+        ok(after(&confirm, &pay, Outcome::BillOffered { id: "b3".into() }, &view)),
+        notice(Menu::Bill { id: "b3".into() }, "Your bill is on offer.")
+    );
+}
+
+#[test]
+fn a_bill_shows_its_receipt_and_is_confirmed_paid_with_the_pin() {
+    let view = shop();
+    let bills = Menu::Bills { page: 0 };
+    assert_eq!(
+        text(&bills, &view),
+        "Your bills, newest first:\n1 KES 1500 M-Pesa PAID? check and confirm\n2 KES 200 M-Pesa done\n00 Back"
+    );
+    let waiting = Menu::Bill { id: "b2".into() };
+    assert_eq!(go(&bills, "1", &view), shows(waiting.clone()));
+    assert_eq!(
+        text(&waiting, &view),
+        "KES 1500 M-Pesa: PAID? check and confirm\nPayer earns 100000 sat\nReceipt: Confirmed. KES 1,500.00 paid to 888880\n1 Confirm paid\n2 Not paid\n00 Back"
+    );
+    assert_eq!(go(&waiting, "2", &view), notice(waiting.clone(), bills::NOT_PAID));
+    let paid = Menu::BillPaid { id: "b2".into() };
+    assert_eq!(go(&waiting, "1", &view), shows(paid.clone()));
+    let confirm = Action::ConfirmBill {
+        id: "b2".into(),
+        pin: Secret("4821".into()),
+    };
+    assert_eq!(go(&paid, "4821", &view), Step::Act(confirm.clone()));
+    assert_eq!(
+        ok(after(&paid, &confirm, Outcome::Done, &view)),
+        notice(waiting.clone(), "Confirmed: the payer is paid.")
+    );
+    // A finished bill offers nothing to confirm.
+    let done = Menu::Bill { id: "b1".into() };
+    assert_eq!(go(&done, "1", &view), notice(done.clone(), "Invalid choice."));
+    assert!(!text(&done, &view).contains("Confirm paid"));
+    // A long receipt is cut, the options stay.
+    let mut long = shop();
+    long.bills[0].receipt = Some("word ".repeat(100));
+    let screen = text(&waiting, &long);
+    assert!(screen.chars().count() <= crate::ussd::screen::BODY_LIMIT, "{screen}");
+    assert!(screen.ends_with("1 Confirm paid\n2 Not paid\n00 Back"), "{screen}");
+}
