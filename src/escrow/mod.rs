@@ -32,5 +32,5 @@ pub use self::service::{
     Rules,
 };
 pub use self::settle::Settled;
-pub use self::withdraw::{Credit, Withdrawal};
 pub use self::state::{transition, EscrowEvent, EscrowState, InvalidTransition};
+pub use self::withdraw::{Credit, Withdrawal};

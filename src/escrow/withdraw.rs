@@ -222,7 +222,10 @@ impl EscrowService {
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
             .map_err(tx_error)?;
-        tracing::info!(sats = received.0, "a token soko made was credited back to a merchant");
+        tracing::info!(
+            sats = received.0,
+            "a token soko made was credited back to a merchant"
+        );
         Ok(received)
     }
 

@@ -205,7 +205,8 @@ pub(super) fn layout<V: View>(menu: &Menu, out: &mut Layout, view: &V) -> Result
     match menu {
         Menu::BillOptions { .. } => {
             let options = view.bill_options()?;
-            out.head.push("Pay a bill from your balance, by:".to_owned());
+            out.head
+                .push("Pay a bill from your balance, by:".to_owned());
             out.items = options
                 .iter()
                 .enumerate()

@@ -171,7 +171,12 @@ fn shop() -> Fake {
             label: "M-Pesa paybill KES".into(),
         }],
         bills: vec![
-            bill("b2", "KES 1500 M-Pesa", "RECEIPT_SUBMITTED", Some("Confirmed. KES 1,500.00 paid to 888880")),
+            bill(
+                "b2",
+                "KES 1500 M-Pesa",
+                "RECEIPT_SUBMITTED",
+                Some("Confirmed. KES 1,500.00 paid to 888880"),
+            ),
             bill("b1", "KES 200 M-Pesa", "COMPLETED", None),
         ],
     }
@@ -1153,7 +1158,10 @@ fn a_bill_is_chosen_numbered_priced_and_confirmed_with_the_pin() {
         text(&options, &view),
         "Pay a bill from your balance, by:\n1 M-Pesa paybill KES\n00 Back"
     );
-    assert_eq!(go(&options, "2", &view), notice(options.clone(), "Invalid choice."));
+    assert_eq!(
+        go(&options, "2", &view),
+        notice(options.clone(), "Invalid choice.")
+    );
     assert_eq!(go(&options, "00", &view), shows(Menu::Main));
     let reference = Menu::BillReference { choice: mpesa() };
     assert_eq!(go(&options, "1", &view), shows(reference.clone()));
@@ -1166,7 +1174,10 @@ fn a_bill_is_chosen_numbered_priced_and_confirmed_with_the_pin() {
     assert_eq!(text(&amount, &view), "Amount in KES:\n00 Back");
     assert_eq!(
         go(&amount, "12.5", &view),
-        notice(amount.clone(), "Type the amount in whole units, digits only.")
+        notice(
+            amount.clone(),
+            "Type the amount in whole units, digits only."
+        )
     );
     let confirm = Menu::BillConfirm {
         choice: mpesa(),
@@ -1190,7 +1201,10 @@ fn a_bill_is_chosen_numbered_priced_and_confirmed_with_the_pin() {
     view.shop.balance = Sats(107_099);
     assert_eq!(
         go(&amount, "1500", &view),
-        notice(amount.clone(), "That takes 107100 sat; your balance is 107099 sat.")
+        notice(
+            amount.clone(),
+            "That takes 107100 sat; your balance is 107099 sat."
+        )
     );
     let pay = Action::PayBill {
         choice: mpesa(),
@@ -1200,11 +1214,21 @@ fn a_bill_is_chosen_numbered_priced_and_confirmed_with_the_pin() {
     };
     assert_eq!(go(&confirm, "4821", &view), Step::Act(pay.clone()));
     assert_eq!(
-        ok(after(&confirm, &pay, Outcome::WrongPin { tries_left: 2 }, &view)),
+        ok(after(
+            &confirm,
+            &pay,
+            Outcome::WrongPin { tries_left: 2 },
+            &view
+        )),
         notice(confirm.clone(), "Wrong PIN. 2 tries left.")
     );
     assert_eq!(
-        ok(after(&confirm, &pay, Outcome::BillOffered { id: "b3".into() }, &view)),
+        ok(after(
+            &confirm,
+            &pay,
+            Outcome::BillOffered { id: "b3".into() },
+            &view
+        )),
         notice(Menu::Bill { id: "b3".into() }, "Your bill is on offer.")
     );
 }
@@ -1223,7 +1247,10 @@ fn a_bill_shows_its_receipt_and_is_confirmed_paid_with_the_pin() {
         text(&waiting, &view),
         "KES 1500 M-Pesa: PAID? check and confirm\nPayer earns 100000 sat\nReceipt: Confirmed. KES 1,500.00 paid to 888880\n1 Confirm paid\n2 Not paid\n00 Back"
     );
-    assert_eq!(go(&waiting, "2", &view), notice(waiting.clone(), bills::NOT_PAID));
+    assert_eq!(
+        go(&waiting, "2", &view),
+        notice(waiting.clone(), bills::NOT_PAID)
+    );
     let paid = Menu::BillPaid { id: "b2".into() };
     assert_eq!(go(&waiting, "1", &view), shows(paid.clone()));
     let confirm = Action::ConfirmBill {
@@ -1237,12 +1264,21 @@ fn a_bill_shows_its_receipt_and_is_confirmed_paid_with_the_pin() {
     );
     // A finished bill offers nothing to confirm.
     let done = Menu::Bill { id: "b1".into() };
-    assert_eq!(go(&done, "1", &view), notice(done.clone(), "Invalid choice."));
+    assert_eq!(
+        go(&done, "1", &view),
+        notice(done.clone(), "Invalid choice.")
+    );
     assert!(!text(&done, &view).contains("Confirm paid"));
     // A long receipt is cut, the options stay.
     let mut long = shop();
     long.bills[0].receipt = Some("word ".repeat(100));
     let screen = text(&waiting, &long);
-    assert!(screen.chars().count() <= crate::ussd::screen::BODY_LIMIT, "{screen}");
-    assert!(screen.ends_with("1 Confirm paid\n2 Not paid\n00 Back"), "{screen}");
+    assert!(
+        screen.chars().count() <= crate::ussd::screen::BODY_LIMIT,
+        "{screen}"
+    );
+    assert!(
+        screen.ends_with("1 Confirm paid\n2 Not paid\n00 Back"),
+        "{screen}"
+    );
 }

@@ -159,10 +159,12 @@ impl Inner {
         let (state, escrow, receipt) = match (&record.offer, record.stage) {
             (Some(offer), _) => {
                 let view = self.exchange.status(&record.session, offer)?;
-                let receipt = view
-                    .receipt
-                    .as_ref()
-                    .map(|r| r.text.clone().or_else(|| r.image.clone()).unwrap_or_default());
+                let receipt = view.receipt.as_ref().map(|r| {
+                    r.text
+                        .clone()
+                        .or_else(|| r.image.clone())
+                        .unwrap_or_default()
+                });
                 (view.state, Sats(view.amounts.escrow), receipt)
             }
             (None, BillStage::Failed | BillStage::Sweeping | BillStage::Swept) => {
@@ -302,7 +304,12 @@ impl UssdService {
                     // A crash after the exchange recorded the offer and before this stage
                     // did: the bill's session has that one offer, adopted rather than made
                     // twice from the same ecash.
-                    let made = inner.exchange.list(&record.session)?.offers.into_iter().next();
+                    let made = inner
+                        .exchange
+                        .list(&record.session)?
+                        .offers
+                        .into_iter()
+                        .next();
                     let offer = match made {
                         Some(view) => view.offer,
                         None => match inner

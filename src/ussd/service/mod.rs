@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use super::approvals;
 use super::menu::{
-    self, Action, AgentLine, ApprovalLine, BillChoice, BillDetail, BillLine, BillOption,
-    BillQuote, OrderDetail, OrderLine, Outcome, ProductLine, Secret, Shop, Step, View,
+    self, Action, AgentLine, ApprovalLine, BillChoice, BillDetail, BillLine, BillOption, BillQuote,
+    OrderDetail, OrderLine, Outcome, ProductLine, Secret, Shop, Step, View,
 };
 use super::pin::{self, Account, Lockout, PinVerdict};
 use super::screen::{Screen, BODY_LIMIT};
@@ -36,7 +36,6 @@ use crate::agents::{Desk, DeskError};
 use crate::config::UssdConfig;
 use crate::escrow::{EscrowError, EscrowService, Payout};
 use crate::exchange::Exchange;
-use crate::sessions::Sessions;
 use crate::market::pricing::price_text;
 use crate::market::{listing, merchants, ActivationCode, MerchantError, MerchantStatus, Merchants};
 use crate::outbound::Publisher;
@@ -44,6 +43,7 @@ use crate::proto::agents::ProposalKind;
 use crate::proto::nip15::Product;
 use crate::proto::ussd::{UssdHopArgs, UssdScreen};
 use crate::proto::{ErrorCode, Refusal};
+use crate::sessions::Sessions;
 use crate::store::{Store, StoreError, Typed};
 use crate::vault::Vault;
 

@@ -129,12 +129,9 @@ impl View for Data<'_> {
     }
 
     fn bill_options(&self) -> Result<Vec<BillOption>, UssdError> {
-        let providers = self
-            .inner
-            .exchange
-            .providers()
-            .all()
-            .map_err(|e| UssdError::Exchange(crate::exchange::ExchangeError::Internal(e.to_string())))?;
+        let providers = self.inner.exchange.providers().all().map_err(|e| {
+            UssdError::Exchange(crate::exchange::ExchangeError::Internal(e.to_string()))
+        })?;
         let mut options = Vec::new();
         for p in providers {
             for kind in &p.kinds {
