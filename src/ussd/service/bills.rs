@@ -40,7 +40,7 @@ pub enum BillStage {
     Failed,
     /// Sweeping `sweep` sats back into the balance.
     Sweeping,
-    /// Done: the session's ecash is back in the balance.
+    /// Done: the session's ecash is back in the balance and the session closed.
     Swept,
 }
 
@@ -356,18 +356,19 @@ impl UssdService {
                             .credit_token(record.merchant, &token, &sweep_key(&record.id))
                             .await?;
                     }
-                    record.stage = BillStage::Swept;
-                    self.save_bill(&record)?;
-                }
-                BillStage::Swept => {
+                    // Emptied: the session goes now, before the stage says so, so that a
+                    // crash in between repeats these idempotent steps rather than leaving an
+                    // empty session held for ever.
                     inner.purses.release(&record.session, HOLD)?;
                     match inner.purses.close_internal(&record.session).await {
                         Ok(_) | Err(SessionError::Refused(_)) => {}
                         Err(e) => return Err(e.into()),
                     }
+                    record.stage = BillStage::Swept;
+                    self.save_bill(&record)?;
                     tracing::info!(bill = %record.id, back_sat = record.sweep.0, "a bill's session is swept back into the balance");
-                    return Ok(record);
                 }
+                BillStage::Swept => return Ok(record),
             }
         }
     }
