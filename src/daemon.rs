@@ -273,6 +273,7 @@ pub struct Daemon {
     cleanup: tokio::task::JoinHandle<()>,
     exchange: Exchange,
     trades: tokio::task::JoinHandle<()>,
+    bills: tokio::task::JoinHandle<()>,
     store: Store,
     metrics: Metrics,
     /// The Prometheus endpoint's address and task, when `[metrics] listen` is set.
@@ -421,15 +422,6 @@ impl Daemon {
             Arc::new(notices),
         )?;
         let desk = agents.desk(merchants.clone(), publisher.clone(), rates);
-        let ussd = UssdService::open(
-            &store,
-            &vault,
-            merchants.clone(),
-            escrow.clone(),
-            publisher.clone(),
-            desk.clone(),
-            config.ussd.clone(),
-        )?;
         let verifier: Option<Arc<dyn BatVerifier>> = match &dev_mint {
             Some(mint) => Some(Arc::new(InProcessMint::new(mint.mint().clone()))),
             None => Some(Arc::new(
@@ -478,6 +470,18 @@ impl Daemon {
             exchange_rules(&config),
         )
         .map_err(|e| DaemonError::Exchange(e.to_string()))?;
+        let ussd = UssdService::open(
+            &store,
+            &vault,
+            merchants.clone(),
+            escrow.clone(),
+            publisher.clone(),
+            desk.clone(),
+            exchange.clone(),
+            sessions.clone(),
+            config.ussd.clone(),
+        )?;
+        let ussd_bills = ussd.clone();
         let inbox = MerchantInbox::new(escrow.clone(), merchants.clone());
         let tiers = Arc::new(SessionTiers {
             // Bridges speak for many phone users at once.
@@ -490,7 +494,7 @@ impl Daemon {
             merchants,
             publisher,
             escrow: escrow.clone(),
-            ussd,
+            ussd: ussd.clone(),
             catalog: catalog.clone(),
             agents,
             desk,
@@ -535,7 +539,9 @@ impl Daemon {
             Duration::from_secs(config.sessions.cleanup_secs),
             stopped.clone(),
         ));
-        let trades = tokio::spawn(watch_trades(exchange.clone(), stopped));
+        let trades = tokio::spawn(watch_trades(exchange.clone(), stopped.clone()));
+        // Bills merchants pay from sales: swept back once their offer ends.
+        let bills = tokio::spawn(watch_bills(ussd_bills, stopped));
         let daemon = Self {
             bot_key: bot_keys.public_key(),
             relay,
@@ -551,6 +557,7 @@ impl Daemon {
             cleanup,
             exchange,
             trades,
+            bills,
             store,
             metrics,
             metrics_endpoint,
@@ -643,6 +650,7 @@ impl Daemon {
         let _ = self.payments.await;
         let _ = self.cleanup.await;
         let _ = self.trades.await;
+        let _ = self.bills.await;
         if let Some((_, endpoint)) = self.metrics_endpoint {
             let _ = endpoint.await;
         }
@@ -707,6 +715,27 @@ async fn clean_sessions(sessions: Sessions, every: Duration, mut stopped: watch:
         }
     }
 }
+
+/// The pass over bills merchants pay from sales: each carried on (swept back into the
+/// balance once its offer ended), every few seconds.
+async fn watch_bills(ussd: UssdService, mut stopped: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(BILLS_POLL);
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            _ = tick.tick() => {}
+        }
+        tokio::select! {
+            _ = stopped.changed() => break,
+            result = ussd.tick_bills() => if let Err(e) = result {
+                tracing::error!(error = %e, "bills pass failed; retrying");
+            },
+        }
+    }
+}
+
+/// How often [`watch_bills`] runs.
+const BILLS_POLL: Duration = Duration::from_secs(5);
 
 /// The exchange's timer pass, every second: payments seen, windows run out, transfers a
 /// crash interrupted carried on.

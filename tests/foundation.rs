@@ -262,16 +262,6 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
     )
     .unwrap();
     let desk = agents.desk(merchants.clone(), publisher.clone(), Default::default());
-    let ussd = soko::ussd::UssdService::open(
-        &store,
-        &vault,
-        merchants.clone(),
-        escrow.clone(),
-        publisher.clone(),
-        desk.clone(),
-        Default::default(),
-    )
-    .unwrap();
     let inbox = soko::inbox::MerchantInbox::new(escrow.clone(), merchants.clone());
     let sessions = soko::sessions::Sessions::open(
         &store,
@@ -304,6 +294,18 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
             metrics: Default::default(),
             admins: Vec::new(),
         },
+        Default::default(),
+    )
+    .unwrap();
+    let ussd = soko::ussd::UssdService::open(
+        &store,
+        &vault,
+        merchants.clone(),
+        escrow.clone(),
+        publisher.clone(),
+        desk.clone(),
+        exchange.clone(),
+        sessions.clone(),
         Default::default(),
     )
     .unwrap();

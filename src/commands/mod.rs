@@ -94,7 +94,8 @@ impl From<EscrowError> for CommandError {
                     | EscrowRefusal::NotRefundable { .. }
                     | EscrowRefusal::NotPaidYet(_)
                     | EscrowRefusal::NotCancellable { .. }
-                    | EscrowRefusal::RefundAddress(_) => ErrorCode::Invalid,
+                    | EscrowRefusal::RefundAddress(_)
+                    | EscrowRefusal::BalanceTooLow { .. } => ErrorCode::Invalid,
                 };
                 Refusal::new(code, refusal.to_string()).into()
             }

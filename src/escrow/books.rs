@@ -166,6 +166,7 @@ impl EscrowService {
                 in_flight = Sats(in_flight.0.saturating_add(payout.debited.0));
             }
         }
+        in_flight = Sats(in_flight.0.saturating_add(self.withdrawals_in_flight()?.0));
         // Proofs a melt holds pending at the mint are still the wallet's until the mint
         // settles it (a payout or refund in flight); without them a payout to a hold invoice
         // read as money missing.

@@ -19,6 +19,7 @@ pub mod settle;
 pub mod state;
 mod tokens;
 pub mod watch;
+mod withdraw;
 
 pub use self::code::{CodeHasher, DeliveryCode, StoredCode, Verdict};
 pub use self::notify::{NoNotices, NoticeError, PaidOrder, PaidOrderListener};
@@ -32,3 +33,4 @@ pub use self::service::{
 };
 pub use self::settle::Settled;
 pub use self::state::{transition, EscrowEvent, EscrowState, InvalidTransition};
+pub use self::withdraw::{Credit, Withdrawal};

@@ -83,6 +83,14 @@ pub enum EscrowRefusal {
     /// The refund address the buyer named is not one soko pays.
     #[error("refund_to: {0}")]
     RefundAddress(String),
+    /// The merchant's balance is smaller than what it asked to move out.
+    #[error("your balance is {balance}; this needs {needed}")]
+    BalanceTooLow {
+        /// The balance.
+        balance: Sats,
+        /// What was asked.
+        needed: Sats,
+    },
 }
 
 /// Why a payout was not made. The balance is intact.

@@ -18,6 +18,8 @@
 //! - `payouts`: melt quote id (or the wallet's send operation id, for a token) →
 //!   [`PayoutRecord`]: a payout to a merchant, debited from the balance before the melt or the
 //!   send; kept once settled, in its final state (see [`super::saga`]).
+//! - `escrow/withdrawals`, `escrow/credits`: a balance moved out as a token soko takes
+//!   itself, and a token soko made credited back ([`super::withdraw`]).
 //!
 //! Every state change happens under one lock: orders are few per second, and one writer
 //! at a time makes "check then change" safe without per-order locking.
@@ -135,6 +137,10 @@ pub(super) struct Inner {
     pub(super) balances: Typed<Sats>,
     pub(super) ledger: Typed<LedgerEntry>,
     pub(super) payouts: Typed<PayoutRecord>,
+    /// Balances moved out as tokens soko takes ([`super::withdraw`]).
+    pub(super) withdrawals: Typed<super::withdraw::Withdrawal>,
+    /// Tokens soko made, credited back to balances ([`super::withdraw`]).
+    pub(super) credits: Typed<super::withdraw::Credit>,
     pub(super) wallet: Wallet,
     pub(super) merchants: Merchants,
     pub(super) publisher: Publisher,
@@ -183,6 +189,8 @@ impl EscrowService {
                 balances: store.tree("balances")?,
                 ledger: store.tree("ledger")?,
                 payouts: store.tree("payouts")?,
+                withdrawals: store.tree("escrow/withdrawals")?,
+                credits: store.tree("escrow/credits")?,
                 wallet,
                 merchants,
                 outbox: publisher.outbox().clone(),

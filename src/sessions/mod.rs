@@ -418,6 +418,65 @@ impl Sessions {
         })
     }
 
+    /// Opens a session soko runs itself for a user it already knows (a custodial merchant
+    /// paying a bill from its sales over USSD), without a blind auth token: no BAT is needed
+    /// because soko is not learning anyone new. The record, its expiry and its refund saga are
+    /// a user's session's; `key` is where its DMs (and a refund token, should any ecash be
+    /// left at its end) would go. Callers that move ecash through it take that ecash out
+    /// themselves (a hold keeps it open meanwhile) and then [`Sessions::close_internal`] it.
+    pub fn open_internal(&self, key: PublicKey) -> Result<Opened, SessionError> {
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let id = new_id();
+        let record = SessionRecord {
+            key,
+            opened_at: now,
+            expires_at: now.saturating_add(inner.rules.ttl_secs),
+            state: SessionState::Open,
+            ended: None,
+            refund_to: None,
+            melt: None,
+            melt_failures: 0,
+            returned: Sats::ZERO,
+            has_wallet: false,
+        };
+        inner.records.insert(id.as_bytes(), &record)?;
+        inner.metrics.session_opened();
+        self.move_active(true);
+        tracing::info!(expires_at = record.expires_at, "internal session opened");
+        Ok(Opened {
+            id,
+            expires_at: record.expires_at,
+        })
+    }
+
+    /// Ends a session opened with [`Sessions::open_internal`] whatever its expiry (its owner,
+    /// soko, asks for no command in it). A session still held is refused (`busy`); one that
+    /// already ended is left as it is.
+    pub async fn close_internal(&self, id: &str) -> Result<SessionRecord, SessionError> {
+        if self.is_held(id)? {
+            return Err(SessionRefusal::Held.into());
+        }
+        if self.stored(id)?.state == SessionState::Open {
+            let ending = Ending {
+                reason: EndReason::Closed,
+                at: self.inner.clock.now(),
+            };
+            self.end(id, SessionEvent::Close, ending).await?;
+        }
+        self.finish(id).await
+    }
+
+    /// The ecash session `id`'s wallet holds, by id (soko's own use of a session).
+    pub async fn balance_of(&self, id: &str) -> Result<Sats, SessionError> {
+        let record = self.stored(id)?;
+        if !record.has_wallet || !record.state.is_open() {
+            return Ok(Sats::ZERO);
+        }
+        let wallet = self.wallet(id).await?;
+        Ok(Sats::from(wallet.total_balance().await?))
+    }
+
     /// The session `id` if `sender` may run a command in it now.
     pub fn live(&self, sender: &PublicKey, id: &str) -> Result<Live, SessionError> {
         let record = self

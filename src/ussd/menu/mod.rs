@@ -18,6 +18,8 @@
 //!       5 Balance ─▶ to my address | another address ─▶ confirm with the PIN
 //!       6 Settings ─▶ Lightning address ─▶ confirm with the PIN | change PIN (old, new, again)
 //!                  | agents ─▶ agent ─▶ unlink | buyer details to agents on/off
+//!       7 Pay a bill ─▶ provider ─▶ number ─▶ amount ─▶ confirm the total with the PIN
+//!       8 My bills ─▶ bill ─▶ (receipt in) confirm paid with the PIN | not paid
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -29,10 +31,13 @@ use crate::money::Sats;
 
 mod approvals;
 mod balance;
+mod bills;
 mod onboarding;
 mod orders;
 mod products;
 mod settings;
+
+pub use self::bills::{BillChoice, BillDetail, BillLine, BillOption, BillQuote};
 
 /// Digits of an activation code.
 const ACTIVATION_DIGITS: usize = crate::market::activation::CODE_DIGITS;
@@ -167,6 +172,47 @@ pub enum Menu {
         /// The agent (hex).
         agent: String,
     },
+    /// 7: how the bill is paid (provider, kind, currency).
+    BillOptions {
+        /// Page shown.
+        page: usize,
+    },
+    /// 7 → the number to pay.
+    BillReference {
+        /// How.
+        choice: BillChoice,
+    },
+    /// 7 → the amount.
+    BillAmount {
+        /// How.
+        choice: BillChoice,
+        /// The number to pay.
+        reference: String,
+    },
+    /// 7 → the total from the balance, confirmed with the PIN.
+    BillConfirm {
+        /// How.
+        choice: BillChoice,
+        /// The number to pay.
+        reference: String,
+        /// Whole units of the currency.
+        amount: String,
+    },
+    /// 8: the merchant's bills.
+    Bills {
+        /// Page shown.
+        page: usize,
+    },
+    /// 8 → one bill.
+    Bill {
+        /// soko's id of the bill.
+        id: String,
+    },
+    /// 8 → confirm the receipt with the PIN.
+    BillPaid {
+        /// soko's id of the bill.
+        id: String,
+    },
 }
 
 /// A change the merchant asked for; the service applies it through the domain APIs.
@@ -254,6 +300,24 @@ pub enum Action {
     },
     /// Whether linked agents get buyers' details with paid-order notices.
     ShareBuyer(bool),
+    /// Offer a bill for payment, funded from the balance, once the PIN is checked.
+    PayBill {
+        /// How.
+        choice: BillChoice,
+        /// The number to pay.
+        reference: String,
+        /// Whole units of the currency.
+        amount: String,
+        /// The PIN typed to confirm.
+        pin: Secret,
+    },
+    /// Confirm a bill's receipt (the payer is paid), once the PIN is checked.
+    ConfirmBill {
+        /// soko's id of the bill.
+        id: String,
+        /// The PIN typed to confirm.
+        pin: Secret,
+    },
 }
 
 /// What applying an [`Action`] came to.
@@ -290,6 +354,11 @@ pub enum Outcome {
         fee: Sats,
         /// Balance left.
         balance: Sats,
+    },
+    /// A bill is on offer.
+    BillOffered {
+        /// soko's id of the bill.
+        id: String,
     },
     /// Taken from the balance and sent, but the mint has not confirmed it yet: soko
     /// settles it later (paid, or given back to the balance).
@@ -407,6 +476,19 @@ pub trait View {
     fn approval(&self, id: u64) -> Result<Option<Vec<String>>, Self::Error>;
     /// The agents linked to the shop.
     fn agents(&self) -> Result<Vec<AgentLine>, Self::Error>;
+    /// The ways a bill can be paid.
+    fn bill_options(&self) -> Result<Vec<BillOption>, Self::Error>;
+    /// What paying `amount` to `reference` would take, or why it cannot be offered.
+    fn bill_quote(
+        &self,
+        choice: &BillChoice,
+        reference: &str,
+        amount: &str,
+    ) -> Result<Result<BillQuote, String>, Self::Error>;
+    /// The merchant's bills, newest first.
+    fn bills(&self) -> Result<Vec<BillLine>, Self::Error>;
+    /// One bill.
+    fn bill(&self, id: &str) -> Result<Option<BillDetail>, Self::Error>;
     /// Unix seconds now.
     fn now(&self) -> u64;
 }
@@ -436,6 +518,7 @@ enum Family {
     Approvals,
     Balance,
     Settings,
+    Bills,
 }
 
 fn family(menu: &Menu) -> Family {
@@ -464,6 +547,13 @@ fn family(menu: &Menu) -> Family {
         | Menu::OldPin
         | Menu::NewPinChange { .. }
         | Menu::RepeatPinChange { .. } => Family::Settings,
+        Menu::BillOptions { .. }
+        | Menu::BillReference { .. }
+        | Menu::BillAmount { .. }
+        | Menu::BillConfirm { .. }
+        | Menu::Bills { .. }
+        | Menu::Bill { .. }
+        | Menu::BillPaid { .. } => Family::Bills,
     }
 }
 
@@ -478,6 +568,8 @@ pub fn step<V: View>(menu: &Menu, input: &str, view: &V) -> Result<Step, V::Erro
             "4" => show(Menu::Approvals { page: 0 }),
             "5" => show(Menu::Balance),
             "6" => show(Menu::Settings),
+            "7" => show(Menu::BillOptions { page: 0 }),
+            "8" => show(Menu::Bills { page: 0 }),
             _ => again(menu, "Invalid choice."),
         },
         Family::Onboarding => onboarding::step(menu, input),
@@ -486,6 +578,7 @@ pub fn step<V: View>(menu: &Menu, input: &str, view: &V) -> Result<Step, V::Erro
         Family::Approvals => approvals::step(menu, input, view),
         Family::Balance => balance::step(menu, input, view),
         Family::Settings => settings::step(menu, input, view),
+        Family::Bills => bills::step(menu, input, view),
     }
 }
 
@@ -522,6 +615,17 @@ pub fn after<V: View>(
                 Action::SetLightningAddress { address, .. } => Menu::AddressConfirm {
                     address: address.clone(),
                 },
+                Action::PayBill {
+                    choice,
+                    reference,
+                    amount,
+                    ..
+                } => Menu::BillConfirm {
+                    choice: choice.clone(),
+                    reference: reference.clone(),
+                    amount: amount.clone(),
+                },
+                Action::ConfirmBill { id, .. } => Menu::BillPaid { id: id.clone() },
                 _ => Menu::Login,
             };
             show(menu, &notice)
@@ -551,6 +655,8 @@ pub fn after<V: View>(
                     }
                 }
                 Action::Unlink { .. } => Menu::Agents { page: 0 },
+                Action::PayBill { .. } => Menu::Main,
+                Action::ConfirmBill { id, .. } => Menu::Bill { id: id.clone() },
             };
             show(menu, &capitalise(&why))
         }
@@ -582,6 +688,7 @@ pub fn after<V: View>(
             "Sent {} sat (fee {} sat). Balance: {} sat.",
             amount.0, fee.0, balance.0
         ))),
+        Outcome::BillOffered { id } => show(Menu::Bill { id }, "Your bill is on offer."),
         Outcome::WithdrawalPending { amount, balance } => Ok(Step::End(format!(
             "{} sat is on its way; the mint has not confirmed it yet. If it fails, it comes back to your balance. Balance: {} sat.",
             amount.0, balance.0
@@ -615,7 +722,13 @@ pub fn after<V: View>(
             Action::ShareBuyer(false) => {
                 show(Menu::Settings, "Your agents no longer get buyers' details.")
             }
-            Action::Deliver { .. } | Action::Withdraw { .. } => show(Menu::Main, ""),
+            Action::ConfirmBill { id, .. } => show(
+                Menu::Bill { id: id.clone() },
+                "Confirmed: the payer is paid.",
+            ),
+            Action::Deliver { .. } | Action::Withdraw { .. } | Action::PayBill { .. } => {
+                show(Menu::Main, "")
+            }
         },
     }
 }
@@ -625,6 +738,7 @@ pub fn render<V: View>(menu: &Menu, notice: Option<&str>, view: &V) -> Result<Sc
     let page = match menu {
         Menu::Orders { page } | Menu::Order { page, .. } | Menu::Products { page } => *page,
         Menu::Approvals { page } | Menu::Approval { page, .. } | Menu::Agents { page } => *page,
+        Menu::BillOptions { page } | Menu::Bills { page } => *page,
         _ => 0,
     };
     let text = layout(menu, notice, view)?.render(page).text;
@@ -645,6 +759,8 @@ pub fn layout<V: View>(menu: &Menu, notice: Option<&str>, view: &V) -> Result<La
                 "4 Pending approvals",
                 "5 Balance & withdraw",
                 "6 Settings",
+                "7 Pay a bill",
+                "8 My bills",
             ]);
         }
         Family::Onboarding => onboarding::layout(menu, &mut out, view)?,
@@ -653,6 +769,7 @@ pub fn layout<V: View>(menu: &Menu, notice: Option<&str>, view: &V) -> Result<La
         Family::Approvals => approvals::layout(menu, &mut out, view)?,
         Family::Balance => balance::layout(menu, &mut out, view)?,
         Family::Settings => settings::layout(menu, &mut out, view)?,
+        Family::Bills => bills::layout(menu, &mut out, view)?,
     }
     Ok(out)
 }
@@ -688,6 +805,8 @@ fn paging<V: View>(
         Menu::Products { .. } => Menu::Products { page },
         Menu::Approval { id, .. } => Menu::Approval { id: *id, page },
         Menu::Agents { .. } => Menu::Agents { page },
+        Menu::BillOptions { .. } => Menu::BillOptions { page },
+        Menu::Bills { .. } => Menu::Bills { page },
         _ => Menu::Approvals { page },
     };
     let show = |menu: Menu, notice: Option<&str>| {

@@ -18,6 +18,8 @@ struct Fake {
     /// (id, summary, detail lines).
     approvals: Vec<(u64, String, Vec<String>)>,
     agents: Vec<AgentLine>,
+    bill_options: Vec<BillOption>,
+    bills: Vec<BillDetail>,
 }
 
 impl View for Fake {
@@ -68,6 +70,53 @@ impl View for Fake {
     fn now(&self) -> u64 {
         1_763_900_000
     }
+    fn bill_options(&self) -> Result<Vec<BillOption>, Infallible> {
+        Ok(self.bill_options.clone())
+    }
+    fn bill_quote(
+        &self,
+        _choice: &BillChoice,
+        reference: &str,
+        _amount: &str,
+    ) -> Result<Result<BillQuote, String>, Infallible> {
+        if reference == "0" {
+            return Ok(Err("provider: that is not a paybill number".to_owned()));
+        }
+        Ok(Ok(BillQuote {
+            escrow: Sats(100_000),
+            bond: Sats(6_000),
+            fee: Sats(1_100),
+            total: Sats(107_100),
+            balance: self.shop.balance,
+        }))
+    }
+    fn bills(&self) -> Result<Vec<BillLine>, Infallible> {
+        Ok(self.bills.iter().map(|b| b.line.clone()).collect())
+    }
+    fn bill(&self, id: &str) -> Result<Option<BillDetail>, Infallible> {
+        Ok(self.bills.iter().find(|b| b.line.id == id).cloned())
+    }
+}
+
+fn mpesa() -> BillChoice {
+    BillChoice {
+        provider: "mpesa".into(),
+        kind: "paybill".into(),
+        currency: "KES".into(),
+    }
+}
+
+fn bill(id: &str, summary: &str, state: &str, receipt: Option<&str>) -> BillDetail {
+    BillDetail {
+        line: BillLine {
+            id: id.into(),
+            summary: summary.into(),
+            state: state.into(),
+        },
+        escrow: Sats(100_000),
+        receipt: receipt.map(str::to_owned),
+        confirmable: state == "RECEIPT_SUBMITTED",
+    }
 }
 
 fn order(number: u64, state: EscrowState) -> OrderDetail {
@@ -117,6 +166,19 @@ fn shop() -> Fake {
         products: vec![mango(false)],
         approvals: Vec::new(),
         agents: Vec::new(),
+        bill_options: vec![BillOption {
+            choice: mpesa(),
+            label: "M-Pesa paybill KES".into(),
+        }],
+        bills: vec![
+            bill(
+                "b2",
+                "KES 1500 M-Pesa",
+                "RECEIPT_SUBMITTED",
+                Some("Confirmed. KES 1,500.00 paid to 888880"),
+            ),
+            bill("b1", "KES 200 M-Pesa", "COMPLETED", None),
+        ],
     }
 }
 
@@ -268,7 +330,7 @@ fn the_main_menu_and_going_back() {
     let view = shop();
     assert_eq!(
         text(&Menu::Main, &view),
-        "Mama Duka\n1 Orders\n2 Confirm delivery\n3 Products\n4 Pending approvals\n5 Balance & withdraw\n6 Settings"
+        "Mama Duka\n1 Orders\n2 Confirm delivery\n3 Products\n4 Pending approvals\n5 Balance & withdraw\n6 Settings\n7 Pay a bill\n8 My bills"
     );
     let table = [
         ("1", Menu::Orders { page: 0 }),
@@ -277,13 +339,15 @@ fn the_main_menu_and_going_back() {
         ("4", Menu::Approvals { page: 0 }),
         ("5", Menu::Balance),
         ("6", Menu::Settings),
+        ("7", Menu::BillOptions { page: 0 }),
+        ("8", Menu::Bills { page: 0 }),
     ];
     for (input, menu) in table {
         assert_eq!(go(&Menu::Main, input, &view), shows(menu.clone()));
         assert_eq!(go(&menu, "00", &view), shows(Menu::Main), "{menu:?}");
     }
     assert_eq!(
-        go(&Menu::Main, "7", &view),
+        go(&Menu::Main, "9", &view),
         notice(Menu::Main, "Invalid choice.")
     );
 }
@@ -862,6 +926,20 @@ fn fake() -> impl Strategy<Value = Fake> {
                 agents,
                 share_buyer,
             )| Fake {
+                bill_options: agents
+                    .iter()
+                    .map(|a| BillOption {
+                        choice: mpesa(),
+                        label: a.label.clone(),
+                    })
+                    .collect(),
+                bills: ["RECEIPT_SUBMITTED", "COMPLETED", "STARTING"]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, state)| {
+                        bill(&format!("b{i}"), &name, state, lightning_address.as_deref())
+                    })
+                    .collect(),
                 shop: Shop {
                     name,
                     pending,
@@ -935,6 +1013,31 @@ fn positions(view: &Fake, destination: &str) -> Vec<Menu> {
             number: o.line.number,
         });
     }
+    for page in 0..3 {
+        menus.push(Menu::BillOptions { page });
+        menus.push(Menu::Bills { page });
+    }
+    let choice = mpesa();
+    menus.push(Menu::BillReference {
+        choice: choice.clone(),
+    });
+    menus.push(Menu::BillAmount {
+        choice: choice.clone(),
+        reference: destination.to_owned(),
+    });
+    menus.push(Menu::BillConfirm {
+        choice,
+        reference: destination.to_owned(),
+        amount: "1500".to_owned(),
+    });
+    for b in &view.bills {
+        menus.push(Menu::Bill {
+            id: b.line.id.clone(),
+        });
+        menus.push(Menu::BillPaid {
+            id: b.line.id.clone(),
+        });
+    }
     for p in &view.products {
         menus.push(Menu::Product { id: p.id.clone() });
         menus.push(Menu::ProductPrice { id: p.id.clone() });
@@ -985,6 +1088,7 @@ proptest! {
             Outcome::Withdrawn { amount: Sats(u64::MAX), fee: Sats(u64::MAX), balance: Sats(u64::MAX) },
             Outcome::WithdrawalPending { amount: Sats(u64::MAX), balance: Sats(u64::MAX) },
             Outcome::Locked { until: u64::MAX / 2 },
+            Outcome::BillOffered { id: "b0".to_owned() },
         ];
         let mut menu = Menu::Main;
         for (i, input) in inputs.iter().enumerate() {
@@ -1043,4 +1147,138 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_bill_is_chosen_numbered_priced_and_confirmed_with_the_pin() {
+    let mut view = shop();
+    view.shop.balance = Sats(200_000);
+    let options = Menu::BillOptions { page: 0 };
+    assert_eq!(
+        text(&options, &view),
+        "Pay a bill from your balance, by:\n1 M-Pesa paybill KES\n00 Back"
+    );
+    assert_eq!(
+        go(&options, "2", &view),
+        notice(options.clone(), "Invalid choice.")
+    );
+    assert_eq!(go(&options, "00", &view), shows(Menu::Main));
+    let reference = Menu::BillReference { choice: mpesa() };
+    assert_eq!(go(&options, "1", &view), shows(reference.clone()));
+    assert_eq!(text(&reference, &view), "Type the paybill number:\n00 Back");
+    let amount = Menu::BillAmount {
+        choice: mpesa(),
+        reference: "888880".into(),
+    };
+    assert_eq!(go(&reference, "888880", &view), shows(amount.clone()));
+    assert_eq!(text(&amount, &view), "Amount in KES:\n00 Back");
+    assert_eq!(
+        go(&amount, "12.5", &view),
+        notice(
+            amount.clone(),
+            "Type the amount in whole units, digits only."
+        )
+    );
+    let confirm = Menu::BillConfirm {
+        choice: mpesa(),
+        reference: "888880".into(),
+        amount: "1500".into(),
+    };
+    assert_eq!(go(&amount, "1500", &view), shows(confirm.clone()));
+    assert_eq!(
+        text(&confirm, &view),
+        "Pay KES 1500 to paybill 888880?\n107100 sat from balance: 100000 to payer, 6000 bond back after, 1100 fee\nPIN to offer it:\n00 Back"
+    );
+    // The exchange's refusal, and a balance too small, are read out where they happen.
+    let bad = Menu::BillAmount {
+        choice: mpesa(),
+        reference: "0".into(),
+    };
+    assert_eq!(
+        go(&bad, "1500", &view),
+        notice(bad.clone(), "Provider: that is not a paybill number")
+    );
+    view.shop.balance = Sats(107_099);
+    assert_eq!(
+        go(&amount, "1500", &view),
+        notice(
+            amount.clone(),
+            "That takes 107100 sat; your balance is 107099 sat."
+        )
+    );
+    let pay = Action::PayBill {
+        choice: mpesa(),
+        reference: "888880".into(),
+        amount: "1500".into(),
+        pin: Secret("4821".into()),
+    };
+    assert_eq!(go(&confirm, "4821", &view), Step::Act(pay.clone()));
+    assert_eq!(
+        ok(after(
+            &confirm,
+            &pay,
+            Outcome::WrongPin { tries_left: 2 },
+            &view
+        )),
+        notice(confirm.clone(), "Wrong PIN. 2 tries left.")
+    );
+    assert_eq!(
+        ok(after(
+            &confirm,
+            &pay,
+            Outcome::BillOffered { id: "b3".into() },
+            &view
+        )),
+        notice(Menu::Bill { id: "b3".into() }, "Your bill is on offer.")
+    );
+}
+
+#[test]
+fn a_bill_shows_its_receipt_and_is_confirmed_paid_with_the_pin() {
+    let view = shop();
+    let bills = Menu::Bills { page: 0 };
+    assert_eq!(
+        text(&bills, &view),
+        "Your bills, newest first:\n1 KES 1500 M-Pesa PAID? check and confirm\n2 KES 200 M-Pesa done\n00 Back"
+    );
+    let waiting = Menu::Bill { id: "b2".into() };
+    assert_eq!(go(&bills, "1", &view), shows(waiting.clone()));
+    assert_eq!(
+        text(&waiting, &view),
+        "KES 1500 M-Pesa: PAID? check and confirm\nPayer earns 100000 sat\nReceipt: Confirmed. KES 1,500.00 paid to 888880\n1 Confirm paid\n2 Not paid\n00 Back"
+    );
+    assert_eq!(
+        go(&waiting, "2", &view),
+        notice(waiting.clone(), bills::NOT_PAID)
+    );
+    let paid = Menu::BillPaid { id: "b2".into() };
+    assert_eq!(go(&waiting, "1", &view), shows(paid.clone()));
+    let confirm = Action::ConfirmBill {
+        id: "b2".into(),
+        pin: Secret("4821".into()),
+    };
+    assert_eq!(go(&paid, "4821", &view), Step::Act(confirm.clone()));
+    assert_eq!(
+        ok(after(&paid, &confirm, Outcome::Done, &view)),
+        notice(waiting.clone(), "Confirmed: the payer is paid.")
+    );
+    // A finished bill offers nothing to confirm.
+    let done = Menu::Bill { id: "b1".into() };
+    assert_eq!(
+        go(&done, "1", &view),
+        notice(done.clone(), "Invalid choice.")
+    );
+    assert!(!text(&done, &view).contains("Confirm paid"));
+    // A long receipt is cut, the options stay.
+    let mut long = shop();
+    long.bills[0].receipt = Some("word ".repeat(100));
+    let screen = text(&waiting, &long);
+    assert!(
+        screen.chars().count() <= crate::ussd::screen::BODY_LIMIT,
+        "{screen}"
+    );
+    assert!(
+        screen.ends_with("1 Confirm paid\n2 Not paid\n00 Back"),
+        "{screen}"
+    );
 }

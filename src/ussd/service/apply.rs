@@ -19,7 +19,10 @@ impl UssdService {
         // Withdrawals and address changes are confirmed with the PIN: a session left open on
         // a borrowed phone must not move the money.
         match action {
-            Action::Withdraw { pin, .. } | Action::SetLightningAddress { pin, .. } => {
+            Action::Withdraw { pin, .. }
+            | Action::SetLightningAddress { pin, .. }
+            | Action::PayBill { pin, .. }
+            | Action::ConfirmBill { pin, .. } => {
                 match self.check(&merchant, Entered::Pin(pin)).await? {
                     PinVerdict::Right => {}
                     PinVerdict::Wrong { tries_left } => {
@@ -195,6 +198,16 @@ impl UssdService {
                 inner.desk.links().set_shares_buyer(&merchant, *share)?;
                 Ok(Outcome::Done)
             }
+            Action::PayBill {
+                choice,
+                reference,
+                amount,
+                ..
+            } => {
+                self.pay_bill(merchant, bills::offer_args(choice, reference, amount))
+                    .await
+            }
+            Action::ConfirmBill { id, .. } => self.confirm_bill(merchant, id).await,
             Action::ChangePin { old, new } => {
                 Ok(match self.check(&merchant, Entered::Pin(old)).await? {
                     PinVerdict::Right => {

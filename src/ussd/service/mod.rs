@@ -7,6 +7,8 @@
 //! - `ussd_sessions`: bridge pubkey (32) ‖ gateway session id → [`StoredSession`]: expiry in
 //!   clear (for sweeping), the [`Session`] sealed by the vault.
 //! - `ussd_accounts`: merchant pubkey (32) → [`Account`]: PIN hash and lockout.
+//! - `ussd_bills`: merchant pubkey (32) ‖ bill id → a bill paid from sales, sealed
+//!   ([`bills`]).
 //!
 //! Hops of one session run one at a time (a per-session lock), and a hop whose text was
 //! already consumed gets the last screen again: a gateway retry never acts twice, even when
@@ -24,8 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use super::approvals;
 use super::menu::{
-    self, Action, AgentLine, ApprovalLine, OrderDetail, OrderLine, Outcome, ProductLine, Secret,
-    Shop, Step, View,
+    self, Action, AgentLine, ApprovalLine, BillChoice, BillDetail, BillLine, BillOption, BillQuote,
+    OrderDetail, OrderLine, Outcome, ProductLine, Secret, Shop, Step, View,
 };
 use super::pin::{self, Account, Lockout, PinVerdict};
 use super::screen::{Screen, BODY_LIMIT};
@@ -33,6 +35,7 @@ use super::session::{latest_input, Hop, Session};
 use crate::agents::{Desk, DeskError};
 use crate::config::UssdConfig;
 use crate::escrow::{EscrowError, EscrowService, Payout};
+use crate::exchange::Exchange;
 use crate::market::pricing::price_text;
 use crate::market::{listing, merchants, ActivationCode, MerchantError, MerchantStatus, Merchants};
 use crate::outbound::Publisher;
@@ -40,11 +43,13 @@ use crate::proto::agents::ProposalKind;
 use crate::proto::nip15::Product;
 use crate::proto::ussd::{UssdHopArgs, UssdScreen};
 use crate::proto::{ErrorCode, Refusal};
+use crate::sessions::Sessions;
 use crate::store::{Store, StoreError, Typed};
 use crate::vault::Vault;
 
 mod accounts;
 mod apply;
+pub mod bills;
 mod sessions;
 mod view;
 
@@ -109,6 +114,12 @@ pub enum UssdError {
     /// Agents' desk.
     #[error(transparent)]
     Desk(#[from] DeskError),
+    /// The exchange (bills paid from sales).
+    #[error(transparent)]
+    Exchange(#[from] crate::exchange::ExchangeError),
+    /// soko's own sessions (bills paid from sales).
+    #[error(transparent)]
+    Sessions(#[from] crate::sessions::SessionError),
 }
 
 impl From<listing::ListingError> for UssdError {
@@ -144,12 +155,17 @@ struct Inner {
     escrow: EscrowService,
     publisher: Publisher,
     desk: Desk,
+    exchange: Exchange,
+    /// soko's private sessions: a bill's ecash is held in one of its own.
+    purses: Sessions,
+    bills: Typed<String>,
     vault: Vault,
     locks: std::sync::Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl UssdService {
-    /// Opens the trees.
+    /// Opens the trees. `exchange` and `sessions` carry the bills merchants pay from sales.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         store: &Store,
         vault: &Vault,
@@ -157,6 +173,8 @@ impl UssdService {
         escrow: EscrowService,
         publisher: Publisher,
         desk: Desk,
+        exchange: Exchange,
+        sessions: Sessions,
         config: UssdConfig,
     ) -> Result<Self, StoreError> {
         Ok(Self {
@@ -168,6 +186,9 @@ impl UssdService {
                 escrow,
                 publisher,
                 desk,
+                exchange,
+                purses: sessions,
+                bills: store.tree("ussd_bills")?,
                 vault: vault.clone(),
                 locks: Default::default(),
             }),

@@ -127,4 +127,60 @@ impl View for Data<'_> {
     fn now(&self) -> u64 {
         self.now
     }
+
+    fn bill_options(&self) -> Result<Vec<BillOption>, UssdError> {
+        let providers = self.inner.exchange.providers().all().map_err(|e| {
+            UssdError::Exchange(crate::exchange::ExchangeError::Internal(e.to_string()))
+        })?;
+        let mut options = Vec::new();
+        for p in providers {
+            for kind in &p.kinds {
+                for currency in &p.currencies {
+                    options.push(BillOption {
+                        choice: BillChoice {
+                            provider: p.id.clone(),
+                            kind: kind.as_str().to_owned(),
+                            currency: currency.clone(),
+                        },
+                        label: format!("{} {} {currency}", p.name, kind.as_str().replace('_', " ")),
+                    });
+                }
+            }
+        }
+        Ok(options)
+    }
+
+    fn bill_quote(
+        &self,
+        choice: &BillChoice,
+        reference: &str,
+        amount: &str,
+    ) -> Result<Result<BillQuote, String>, UssdError> {
+        let args = bills::offer_args(choice, reference, amount);
+        Ok(match self.inner.quote_bill(&args)? {
+            Err(why) => Err(why),
+            Ok(a) => Ok(BillQuote {
+                escrow: a.escrow,
+                bond: a.maker_bond,
+                fee: a.platform_fee,
+                total: a.maker_invoice(),
+                balance: self.inner.escrow.balance(&self.merchant)?,
+            }),
+        })
+    }
+
+    fn bills(&self) -> Result<Vec<BillLine>, UssdError> {
+        self.inner
+            .bill_records(&self.merchant)?
+            .iter()
+            .map(|b| Ok(self.inner.bill_detail(b)?.line))
+            .collect()
+    }
+
+    fn bill(&self, id: &str) -> Result<Option<BillDetail>, UssdError> {
+        self.inner
+            .bill_record(&self.merchant, id)?
+            .map(|b| self.inner.bill_detail(&b))
+            .transpose()
+    }
 }
