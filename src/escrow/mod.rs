@@ -3,6 +3,7 @@
 
 pub mod books;
 pub mod code;
+pub mod dispute;
 mod error;
 mod intake;
 mod messages;
@@ -23,9 +24,11 @@ pub mod watch;
 pub use self::code::{CodeHasher, DeliveryCode, StoredCode, Verdict};
 pub use self::notify::{NoNotices, NoticeError, PaidOrder, PaidOrderListener};
 pub use self::payout::Payout;
+pub use self::dispute::{DisputeStats, IssueAnswer, IssueView, Party};
 pub use self::query::Shipping;
 pub use self::refund::refundable;
 pub use self::refusal::{EscrowRefusal, PayoutFailure};
+pub use self::records::{IssueOutcome, OrderIssue, OrderSide};
 pub use self::service::{
     held_cap, CancelRequest, Caps, Dialect, EscrowError, EscrowService, OrderRecord, RefundPlan,
     Rules,

@@ -777,6 +777,7 @@ fn status(state: EscrowState) -> &'static str {
         EscrowState::Expired => "EXPIRED",
         EscrowState::Refunding | EscrowState::Refunded => "REFUNDED",
         EscrowState::Disputed => "IN REVIEW",
+        EscrowState::IssueMarked => "ISSUE",
     }
 }
 
