@@ -38,7 +38,7 @@ fn reveal(soko: &TestSoko, keys: &Keys, order_id: &str, side: &str, statement: &
 
 /// The buyer sends `cmd` to soko's bot; its answer, and the other DMs that came meanwhile.
 async fn ask(soko: &TestSoko, buyer: &mut User, cmd: &str, args: Value) -> (Value, Vec<Received>) {
-    let id = format!("{cmd}-{}", Keys::generate().public_key().to_hex());
+    let id = Keys::generate().public_key().to_hex()[..16].to_owned();
     let request = json!({"v": 1, "id": id, "cmd": cmd, "args": args}).to_string();
     buyer.send_nip04(soko.bot(), &request).await;
     let mut others = Vec::new();
@@ -61,7 +61,12 @@ fn code(answer: &Value) -> &str {
 }
 
 /// The operator's command `cmd` for `shop`'s order 1, with `more` arguments.
-async fn for_merchant(soko: &TestSoko, shop: &Shop, cmd: &str, more: Value) -> soko::proto::Response {
+async fn for_merchant(
+    soko: &TestSoko,
+    shop: &Shop,
+    cmd: &str,
+    more: Value,
+) -> soko::proto::Response {
     let mut args = json!({"merchant": shop.npub, "order": 1});
     if let (Some(args), Some(more)) = (args.as_object_mut(), more.as_object()) {
         args.extend(more.clone());
@@ -77,7 +82,11 @@ async fn token_for(buyer: &mut User, seen: Vec<Received>) -> String {
             Some(dm) => dm,
             None => buyer.next_dm(REPLY_TIMEOUT).await.expect("the token DM"),
         };
-        if let Some(token) = dm.content.split_whitespace().find(|w| w.starts_with("cashu")) {
+        if let Some(token) = dm
+            .content
+            .split_whitespace()
+            .find(|w| w.starts_with("cashu"))
+        {
             return token.to_owned();
         }
     }
@@ -115,8 +124,7 @@ fn state(soko: &TestSoko, shop: &Shop) -> EscrowState {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_buyer_who_got_nothing_marks_an_issue_and_an_admin_gives_it_ecash_only_its_key_redeems()
-{
+async fn a_buyer_who_got_nothing_marks_an_issue_and_an_admin_gives_it_ecash_only_its_key_redeems() {
     let soko = TestSoko::start().await;
     let mint_url = soko.daemon().mint_url().to_owned();
     let shop = mango_shop(&soko).await;
@@ -124,7 +132,9 @@ async fn a_buyer_who_got_nothing_marks_an_issue_and_an_admin_gives_it_ecash_only
     // The same buyer orders with the same id at a second shop (its reveal names the order id
     // alone, so only the record of used reveals tells the two apart).
     let second = Mangoes::default().open(&soko.config).await;
-    let request = buyer.ask_nip04(second.merchant, &mango_order("o-1", 1)).await;
+    let request = buyer
+        .ask_nip04(second.merchant, &mango_order("o-1", 1))
+        .await;
     assert_eq!(request.json()["type"], 1, "{}", request.content);
     while state(&soko, &second) != EscrowState::Paid {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -142,7 +152,10 @@ async fn a_buyer_who_got_nothing_marks_an_issue_and_an_admin_gives_it_ecash_only
     let good = reveal(&soko, &buyer.keys, "o-1", "buyer", "I got nothing");
     let (early, _) = ask(&soko, &mut buyer, "order_issue", args(Some(good))).await;
     assert_eq!(code(&early), "invalid", "{early}");
-    assert!(early["error"]["message"].as_str().unwrap().contains("delivery window"));
+    assert!(early["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("delivery window"));
     soko.advance(DELIVERY_WINDOW);
 
     // No reveal, a reveal by another key, a reveal for another order, a stranger asking.
@@ -168,7 +181,11 @@ async fn a_buyer_who_got_nothing_marks_an_issue_and_an_admin_gives_it_ecash_only
     assert_eq!(marked["result"]["state"], "issue_marked");
     assert_eq!(marked["result"]["buyer_key"], buyer.pubkey().to_hex());
     assert_eq!(state(&soko, &shop), EscrowState::IssueMarked);
-    let stats = soko.daemon().escrow().dispute_stats(&buyer.pubkey()).unwrap();
+    let stats = soko
+        .daemon()
+        .escrow()
+        .dispute_stats(&buyer.pubkey())
+        .unwrap();
     assert_eq!(stats.marked, 1);
 
     // The same reveal again, for the other shop's order of the same id, is refused.
@@ -179,15 +196,25 @@ async fn a_buyer_who_got_nothing_marks_an_issue_and_an_admin_gives_it_ecash_only
 
     // The merchant disputes (from the operator: soko signs with the shop's key); the admin
     // cannot settle before that, and then gives the buyer its money back.
-    let disputed = for_merchant(&soko, &shop, "merchant_answer", json!({"answer": "dispute",
-        "evidence": "delivered to the gate"}))
+    let disputed = for_merchant(
+        &soko,
+        &shop,
+        "merchant_answer",
+        json!({"answer": "dispute",
+        "evidence": "delivered to the gate"}),
+    )
     .await;
     assert!(disputed.ok, "{disputed:?}");
     let result = disputed.result.unwrap();
     assert_eq!(result["state"], "disputed");
     assert_eq!(result["merchant_key"], shop.merchant.to_hex());
-    let resolved = for_merchant(&soko, &shop, "order_resolve", json!({"outcome": "buyer_wins",
-        "note": "no proof of delivery"}))
+    let resolved = for_merchant(
+        &soko,
+        &shop,
+        "order_resolve",
+        json!({"outcome": "buyer_wins",
+        "note": "no proof of delivery"}),
+    )
     .await;
     assert!(resolved.ok, "{resolved:?}");
     let result = resolved.result.unwrap();
@@ -198,11 +225,22 @@ async fn a_buyer_who_got_nothing_marks_an_issue_and_an_admin_gives_it_ecash_only
     // The token DM'd to the buyer is locked to its key: nobody else redeems it.
     let token = token_for(&mut buyer, Vec::new()).await;
     assert!(redeem_with(&mint_url, &token, None).await.is_err());
-    assert!(redeem_with(&mint_url, &token, Some(&someone)).await.is_err());
-    assert_eq!(redeem_with(&mint_url, &token, Some(&buyer.keys)).await, Ok(TOTAL));
+    assert!(redeem_with(&mint_url, &token, Some(&someone))
+        .await
+        .is_err());
+    assert_eq!(
+        redeem_with(&mint_url, &token, Some(&buyer.keys)).await,
+        Ok(TOTAL)
+    );
 
     // Once, audited once; asked again it changes nothing; another outcome is refused.
-    let again = for_merchant(&soko, &shop, "order_resolve", json!({"outcome": "buyer_wins"})).await;
+    let again = for_merchant(
+        &soko,
+        &shop,
+        "order_resolve",
+        json!({"outcome": "buyer_wins"}),
+    )
+    .await;
     assert!(again.ok, "{again:?}");
     let other = for_merchant(&soko, &shop, "order_resolve", json!({"outcome": "split"})).await;
     assert!(!other.ok, "{other:?}");
@@ -210,9 +248,20 @@ async fn a_buyer_who_got_nothing_marks_an_issue_and_an_admin_gives_it_ecash_only
     assert_eq!(trail.len(), 1, "{trail:?}");
     assert_eq!(trail[0].1.action, "order_resolve:buyer_wins");
     assert!(trail[0].1.detail.contains("no proof of delivery"));
-    let buyer_stats = soko.daemon().escrow().dispute_stats(&buyer.pubkey()).unwrap();
-    assert_eq!((buyer_stats.marked, buyer_stats.disputed, buyer_stats.won), (1, 1, 1));
-    let shop_stats = soko.daemon().escrow().dispute_stats(&shop.merchant).unwrap();
+    let buyer_stats = soko
+        .daemon()
+        .escrow()
+        .dispute_stats(&buyer.pubkey())
+        .unwrap();
+    assert_eq!(
+        (buyer_stats.marked, buyer_stats.disputed, buyer_stats.won),
+        (1, 1, 1)
+    );
+    let shop_stats = soko
+        .daemon()
+        .escrow()
+        .dispute_stats(&shop.merchant)
+        .unwrap();
     assert_eq!((shop_stats.disputed, shop_stats.lost), (1, 1));
 
     // The books: the second order still held, the first gone out as the buyer's ecash.
@@ -231,10 +280,18 @@ async fn a_merchant_whose_buyer_withholds_the_code_marks_an_issue_and_wins_it() 
     let early = for_merchant(&soko, &shop, "merchant_issue", json!({})).await;
     assert!(!early.ok, "{early:?}");
     soko.advance(DELIVERY_WINDOW);
-    let marked = for_merchant(&soko, &shop, "merchant_issue",
-        json!({"evidence": "delivered on the 3rd, the buyer keeps the code"})).await;
+    let marked = for_merchant(
+        &soko,
+        &shop,
+        "merchant_issue",
+        json!({"evidence": "delivered on the 3rd, the buyer keeps the code"}),
+    )
+    .await;
     assert!(marked.ok, "{marked:?}");
-    assert_eq!(marked.result.unwrap()["merchant_key"], shop.merchant.to_hex());
+    assert_eq!(
+        marked.result.unwrap()["merchant_key"],
+        shop.merchant.to_hex()
+    );
     // The buyer is told what it can do; the code no longer works meanwhile.
     let mut told = false;
     for dm in buyer.all_dms(QUIET_PERIOD).await {
@@ -245,7 +302,13 @@ async fn a_merchant_whose_buyer_withholds_the_code_marks_an_issue_and_wins_it() 
     assert!(!late_code.ok, "{late_code:?}");
 
     // The merchant cannot answer its own issue; the buyer disputes with its reveal.
-    let own = for_merchant(&soko, &shop, "merchant_answer", json!({"answer": "concede"})).await;
+    let own = for_merchant(
+        &soko,
+        &shop,
+        "merchant_answer",
+        json!({"answer": "concede"}),
+    )
+    .await;
     assert!(!own.ok, "{own:?}");
     let args = json!({"merchant": shop.npub, "order_id": "o-1", "answer": "dispute",
                       "reveal": reveal(&soko, &buyer.keys, "o-1", "buyer", "never came")});
@@ -254,17 +317,30 @@ async fn a_merchant_whose_buyer_withholds_the_code_marks_an_issue_and_wins_it() 
     assert_eq!(disputed["result"]["state"], "disputed");
 
     // The admin finds for the merchant: the total goes to its balance, as a delivery would.
-    let resolved = for_merchant(&soko, &shop, "order_resolve",
-        json!({"outcome": "merchant_wins"})).await;
+    let resolved = for_merchant(
+        &soko,
+        &shop,
+        "order_resolve",
+        json!({"outcome": "merchant_wins"}),
+    )
+    .await;
     assert!(resolved.ok, "{resolved:?}");
     assert_eq!(state(&soko, &shop), EscrowState::PaidOut);
     assert_eq!(
         soko.daemon().escrow().balance(&shop.merchant).unwrap(),
         Sats(TOTAL)
     );
-    let shop_stats = soko.daemon().escrow().dispute_stats(&shop.merchant).unwrap();
+    let shop_stats = soko
+        .daemon()
+        .escrow()
+        .dispute_stats(&shop.merchant)
+        .unwrap();
     assert_eq!((shop_stats.marked, shop_stats.won), (1, 1));
-    let buyer_stats = soko.daemon().escrow().dispute_stats(&buyer.pubkey()).unwrap();
+    let buyer_stats = soko
+        .daemon()
+        .escrow()
+        .dispute_stats(&buyer.pubkey())
+        .unwrap();
     assert_eq!(buyer_stats.lost, 1);
     assert_eq!(reconciled(&soko).await.drift(), 0);
     let (held, owed) = assert_conserved(&soko, &embedded_mint(&soko), 0).await;
@@ -289,20 +365,40 @@ async fn an_unanswered_issue_is_split_by_an_admin_and_a_conceded_one_needs_no_ad
     let split = for_merchant(&soko, &shop, "order_resolve", json!({"outcome": "split"})).await;
     assert!(split.ok, "{split:?}");
     let result = split.result.unwrap();
-    assert_eq!((result["buyer_sat"].as_u64(), result["merchant_sat"].as_u64()), (Some(560), Some(560)));
+    assert_eq!(
+        (
+            result["buyer_sat"].as_u64(),
+            result["merchant_sat"].as_u64()
+        ),
+        (Some(560), Some(560))
+    );
     // The buyer never revealed: its part is locked to the key it ordered with.
     assert_eq!(result["locked_to"], buyer.pubkey().to_hex());
     let token = token_for(&mut buyer, Vec::new()).await;
-    assert!(redeem_with(&mint_url, &token, Some(&Keys::generate())).await.is_err());
-    assert_eq!(redeem_with(&mint_url, &token, Some(&buyer.keys)).await, Ok(560));
-    assert_eq!(soko.daemon().escrow().balance(&shop.merchant).unwrap(), Sats(560));
+    assert!(redeem_with(&mint_url, &token, Some(&Keys::generate()))
+        .await
+        .is_err());
+    assert_eq!(
+        redeem_with(&mint_url, &token, Some(&buyer.keys)).await,
+        Ok(560)
+    );
+    assert_eq!(
+        soko.daemon().escrow().balance(&shop.merchant).unwrap(),
+        Sats(560)
+    );
     assert_eq!(reconciled(&soko).await.drift(), 0);
     assert_conserved(&soko, &embedded_mint(&soko), 560).await;
 
     // A second order: the buyer marks, the merchant concedes, the buyer gets it all back.
     let request = buyer.ask_nip04(shop.merchant, &mango_order("o-2", 1)).await;
     assert_eq!(request.json()["type"], 1, "{}", request.content);
-    while soko.daemon().escrow().order(&shop.merchant, 2).unwrap().unwrap().state
+    while soko
+        .daemon()
+        .escrow()
+        .order(&shop.merchant, 2)
+        .unwrap()
+        .unwrap()
+        .state
         != EscrowState::Paid
     {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -312,12 +408,19 @@ async fn an_unanswered_issue_is_split_by_an_admin_and_a_conceded_one_needs_no_ad
                       "reveal": reveal(&soko, &buyer.keys, "o-2", "buyer", "nothing")});
     let (marked, _) = ask(&soko, &mut buyer, "order_issue", args).await;
     assert_eq!(marked["ok"], true, "{marked}");
-    let conceded = operator(&soko, "merchant_answer",
-        json!({"merchant": shop.npub, "order": 2, "answer": "concede"})).await;
+    let conceded = operator(
+        &soko,
+        "merchant_answer",
+        json!({"merchant": shop.npub, "order": 2, "answer": "concede"}),
+    )
+    .await;
     assert!(conceded.ok, "{conceded:?}");
     assert_eq!(conceded.result.unwrap()["state"], "refunded");
     let token = token_for(&mut buyer, Vec::new()).await;
-    assert_eq!(redeem_with(&mint_url, &token, Some(&buyer.keys)).await, Ok(610));
+    assert_eq!(
+        redeem_with(&mint_url, &token, Some(&buyer.keys)).await,
+        Ok(610)
+    );
     assert_conserved(&soko, &embedded_mint(&soko), 560 + 610).await;
     // Concessions are not admin actions: the trail holds the split alone.
     assert_eq!(soko.daemon().escrow().audit_trail(0, 10).unwrap().len(), 1);

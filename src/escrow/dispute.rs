@@ -166,9 +166,9 @@ impl EscrowService {
         let key = order_key(merchant, number);
         let record = self.inner.orders.get(&key)?;
         match (record, party) {
-            (Some(record), Party::Buyer { key: buyer, .. }) if record.buyer != *buyer => Err(
-                EscrowRefusal::NoSuchBuyerOrder(record.buyer_order_id.clone()).into(),
-            ),
+            (Some(record), Party::Buyer { key: buyer, .. }) if record.buyer != *buyer => {
+                Err(EscrowRefusal::NoSuchBuyerOrder(record.buyer_order_id.clone()).into())
+            }
             (Some(record), _) => Ok((key, record)),
             (None, _) => Err(EscrowRefusal::NoSuchOrder(number).into()),
         }
@@ -330,8 +330,12 @@ impl EscrowService {
             ),
         };
         let dms = [
-            self.seal_to_buyer(&merchant, &record, status(&next, &describe(next.state, number)))
-                .await?,
+            self.seal_to_buyer(
+                &merchant,
+                &record,
+                status(&next, &describe(next.state, number)),
+            )
+            .await?,
             self.seal_to_buyer(&merchant, &record, text(&record, told))
                 .await?,
         ];
@@ -594,7 +598,9 @@ impl EscrowService {
                         tracing::warn!(reason = %why, "a merchant's issue settlement stays in its balance");
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "a merchant's issue settlement stays in its balance"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a merchant's issue settlement stays in its balance")
+                }
             }
         }
         let record = self
@@ -665,10 +671,19 @@ mod tests {
                 IssueOutcome::Split,
             ] {
                 let (buyer, merchant) = parts(Sats(total), outcome);
-                assert_eq!(u128::from(buyer.0) + u128::from(merchant.0), u128::from(total));
+                assert_eq!(
+                    u128::from(buyer.0) + u128::from(merchant.0),
+                    u128::from(total)
+                );
             }
         }
-        assert_eq!(parts(Sats(611), IssueOutcome::Split), (Sats(306), Sats(305)));
-        assert_eq!(parts(Sats(610), IssueOutcome::Split), (Sats(305), Sats(305)));
+        assert_eq!(
+            parts(Sats(611), IssueOutcome::Split),
+            (Sats(306), Sats(305))
+        );
+        assert_eq!(
+            parts(Sats(610), IssueOutcome::Split),
+            (Sats(305), Sats(305))
+        );
     }
 }

@@ -22,13 +22,13 @@ mod tokens;
 pub mod watch;
 
 pub use self::code::{CodeHasher, DeliveryCode, StoredCode, Verdict};
+pub use self::dispute::{DisputeStats, IssueAnswer, IssueView, Party};
 pub use self::notify::{NoNotices, NoticeError, PaidOrder, PaidOrderListener};
 pub use self::payout::Payout;
-pub use self::dispute::{DisputeStats, IssueAnswer, IssueView, Party};
 pub use self::query::Shipping;
+pub use self::records::{IssueOutcome, OrderIssue, OrderSide};
 pub use self::refund::refundable;
 pub use self::refusal::{EscrowRefusal, PayoutFailure};
-pub use self::records::{IssueOutcome, OrderIssue, OrderSide};
 pub use self::service::{
     held_cap, CancelRequest, Caps, Dialect, EscrowError, EscrowService, OrderRecord, RefundPlan,
     Rules,

@@ -331,7 +331,13 @@ mod tests {
                 tag(&["side", side]),
             ]
         };
-        let buyer = event(&party, KIND_REVEAL, order_tags("buyer"), "nothing came", NOW);
+        let buyer = event(
+            &party,
+            KIND_REVEAL,
+            order_tags("buyer"),
+            "nothing came",
+            NOW,
+        );
         let revealed = check(&buyer, &bot, Subject::order("42"), "buyer", NOW).expect("valid");
         assert_eq!(revealed.key, party.public_key());
         // An offer's reveal is not an order's, nor the other way round.
