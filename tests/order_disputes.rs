@@ -9,6 +9,7 @@ mod common;
 
 use cdk::nuts::SecretKey as CashuKey;
 use cdk::wallet::ReceiveOptions;
+use common::bridge::*;
 use common::*;
 use nostr_sdk::prelude::*;
 use serde_json::{json, Value};
@@ -424,4 +425,130 @@ async fn an_unanswered_issue_is_split_by_an_admin_and_a_conceded_one_needs_no_ad
     assert_conserved(&soko, &embedded_mint(&soko), 560 + 610).await;
     // Concessions are not admin actions: the trail holds the split alone.
     assert_eq!(soko.daemon().escrow().audit_trail(0, 10).unwrap().len(), 1);
+}
+
+const PHONE: &str = "+254711000111";
+
+/// A new USSD session of the merchant with `pin`, logged in at the main menu: its text.
+async fn logged_in(bridge: &mut Bridge, session: &str, pin: &str) -> String {
+    let login = bridge.hop(session, PHONE, "").await;
+    assert!(!login.end, "{}", login.screen);
+    let main = bridge.hop(session, PHONE, pin).await;
+    assert!(main.screen.contains("1 Orders"), "{}", main.screen);
+    pin.to_owned()
+}
+
+/// Hops `inputs` one by one after the session's text `s` (the gateway sends every step);
+/// the last screen.
+async fn hops(bridge: &mut Bridge, session: &str, s: &str, inputs: &[&str]) -> Shown {
+    let mut text = s.to_owned();
+    let mut last = None;
+    for input in inputs {
+        text = format!("{text}*{input}");
+        last = Some(bridge.hop(session, PHONE, &text).await);
+    }
+    last.expect("an input")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_merchant_reports_and_disputes_issues_from_its_phone() {
+    let bridge_keys = Keys::generate();
+    let soko = soko_with_bridge(&bridge_keys, |_| {}).await;
+    let mint_url = soko.daemon().mint_url().to_owned();
+    let mut bridge = Bridge::connect(bridge_keys, &soko).await;
+    let (merchant, npub, activation) = pending_merchant(&soko, PHONE, None).await.typed();
+    let pin = "4821";
+    for (n, text) in [
+        "",
+        &activation,
+        &format!("{activation}*{pin}"),
+        &format!("{activation}*{pin}*{pin}"),
+        &format!("{activation}*{pin}*{pin}*1"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let shown = bridge.hop("AT-1", PHONE, text).await;
+        assert!(!shown.end, "step {n}: {}", shown.screen);
+    }
+    Mangoes::stock(10).list(&soko.config, &npub).await;
+    let (mut buyer, _) = paid_order(&soko, merchant, "o-1").await;
+    let (mut quiet, _) = paid_order(&soko, merchant, "o-2").await;
+    let escrow = soko.daemon().escrow().clone();
+    soko.advance(DELIVERY_WINDOW);
+
+    // The buyer of #1 got nothing and says so; the merchant sees it on its phone.
+    let args = json!({"merchant": npub, "order_id": "o-1",
+                      "reveal": reveal(&soko, &buyer.keys, "o-1", "buyer", "nothing came")});
+    let (marked, _) = ask(&soko, &mut buyer, "order_issue", args).await;
+    assert_eq!(marked["ok"], true, "{marked}");
+    let s = logged_in(&mut bridge, "AT-2", pin).await;
+    let detail = hops(&mut bridge, "AT-2", &s, &["1", "1"]).await;
+    assert!(
+        detail.screen.contains("#1: ISSUE 1120 sat"),
+        "{}",
+        detail.screen
+    );
+    assert!(
+        detail.screen.contains("8 Answer issue"),
+        "{}",
+        detail.screen
+    );
+    let answer = hops(&mut bridge, "AT-2", &format!("{s}*1*1"), &["8"]).await;
+    assert_eq!(
+        answer.screen,
+        "Order #1: the buyer says it got nothing.\n1 Agree: refund buyer\n2 Dispute: operator decides\n00 Back"
+    );
+    let disputed = bridge.hop("AT-2", PHONE, &format!("{s}*1*1*8*2")).await;
+    assert!(disputed.end);
+    assert_eq!(
+        disputed.screen,
+        "Order #1 disputed: soko's operator decides."
+    );
+    let record = escrow.order(&merchant, 1).unwrap().unwrap();
+    assert_eq!(record.state, EscrowState::Disputed);
+    assert_eq!(record.issue.unwrap().merchant_key, Some(merchant));
+
+    // #2's buyer keeps the code: the merchant reports it from the phone.
+    let s = logged_in(&mut bridge, "AT-3", pin).await;
+    let detail = hops(&mut bridge, "AT-3", &s, &["1", "2"]).await;
+    assert!(
+        detail.screen.contains("8 Report: no code"),
+        "{}",
+        detail.screen
+    );
+    hops(&mut bridge, "AT-3", &format!("{s}*1*2"), &["8"]).await;
+    let reported = bridge.hop("AT-3", PHONE, &format!("{s}*1*2*8*1")).await;
+    assert!(reported.end, "{}", reported.screen);
+    assert!(
+        reported.screen.starts_with("Issue on order #2 reported"),
+        "{}",
+        reported.screen
+    );
+    assert_eq!(
+        escrow.order(&merchant, 2).unwrap().unwrap().state,
+        EscrowState::IssueMarked
+    );
+    let told = quiet.all_dms(QUIET_PERIOD).await;
+    assert!(told.iter().any(|dm| dm.content.contains("order_answer")));
+
+    // The admin decides #1 for the buyer: ecash its key alone redeems.
+    let resolved = operator(
+        &soko,
+        "order_resolve",
+        json!({"merchant": npub, "order": 1, "outcome": "buyer_wins"}),
+    )
+    .await;
+    assert!(resolved.ok, "{resolved:?}");
+    let token = token_for(&mut buyer, Vec::new()).await;
+    assert!(redeem_with(&mint_url, &token, Some(&quiet.keys))
+        .await
+        .is_err());
+    assert_eq!(
+        redeem_with(&mint_url, &token, Some(&buyer.keys)).await,
+        Ok(TOTAL)
+    );
+    assert_eq!(reconciled(&soko).await.drift(), 0);
+    let (held, owed) = assert_conserved(&soko, &embedded_mint(&soko), TOTAL).await;
+    assert_eq!((held, owed), (Sats(TOTAL), Sats::ZERO));
 }

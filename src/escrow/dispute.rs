@@ -38,6 +38,18 @@ pub const MAX_EVIDENCE_BYTES: usize = 2000;
 /// Longest note an admin adds to a resolution, in bytes.
 pub const MAX_NOTE_BYTES: usize = 2000;
 
+/// What the merchant's menu offers about an order's issue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IssueChoice {
+    /// Nothing to do.
+    #[default]
+    None,
+    /// Past its delivery window without the code: the merchant may mark an issue.
+    CanMark,
+    /// The buyer marked an issue: the merchant may concede or dispute.
+    CanAnswer,
+}
+
 /// Issues by revealed key: how often it marked, was in a dispute, won, lost.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DisputeStats {
@@ -136,6 +148,21 @@ impl EscrowService {
             .index
             .get(&index_key)?
             .ok_or_else(|| EscrowRefusal::NoSuchBuyerOrder(order_id.to_owned()).into())
+    }
+
+    /// What the merchant may do about an issue on `record` now (its USSD menu).
+    pub fn issue_choice(&self, record: &OrderRecord) -> IssueChoice {
+        let due = record
+            .paid_at
+            .unwrap_or(record.created_at)
+            .saturating_add(self.inner.delivery_window_secs);
+        match (record.state, record.issue.as_ref()) {
+            (EscrowState::Paid, _) if self.inner.clock.now() >= due => IssueChoice::CanMark,
+            (EscrowState::IssueMarked, Some(issue)) if issue.by == OrderSide::Buyer => {
+                IssueChoice::CanAnswer
+            }
+            _ => IssueChoice::None,
+        }
     }
 
     /// How issues went for `key`.

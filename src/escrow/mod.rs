@@ -22,7 +22,7 @@ mod tokens;
 pub mod watch;
 
 pub use self::code::{CodeHasher, DeliveryCode, StoredCode, Verdict};
-pub use self::dispute::{DisputeStats, IssueAnswer, IssueView, Party};
+pub use self::dispute::{DisputeStats, IssueAnswer, IssueChoice, IssueView, Party};
 pub use self::notify::{NoNotices, NoticeError, PaidOrder, PaidOrderListener};
 pub use self::payout::Payout;
 pub use self::query::Shipping;
