@@ -522,15 +522,16 @@ impl EscrowService {
                         note.map(|n| format!("; {n}")).unwrap_or_default()
                     ),
                 };
-                let (winner, loser) = match outcome {
-                    IssueOutcome::BuyerWins => (OrderSide::Buyer, OrderSide::Merchant),
-                    IssueOutcome::MerchantWins => (OrderSide::Merchant, OrderSide::Buyer),
-                    IssueOutcome::Split => (OrderSide::Buyer, OrderSide::Buyer),
+                // A split is neither side's win or loss.
+                let decided = match outcome {
+                    IssueOutcome::BuyerWins => Some((OrderSide::Buyer, OrderSide::Merchant)),
+                    IssueOutcome::MerchantWins => Some((OrderSide::Merchant, OrderSide::Buyer)),
+                    IssueOutcome::Split => None,
                 };
                 let settling = self
                     .settle_locked(merchant, key, record, outcome, Some(entry))
                     .await?;
-                if outcome != IssueOutcome::Split {
+                if let Some((winner, loser)) = decided {
                     self.count(&[issue.key(winner)], |s| s.won += 1)?;
                     self.count(&[issue.key(loser)], |s| s.lost += 1)?;
                 }
