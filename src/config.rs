@@ -307,6 +307,9 @@ pub struct MarketConfig {
     /// Seconds after payment by which the merchant should have delivered; past it the order
     /// may be refunded without the buyer asking.
     pub delivery_window_secs: u64,
+    /// Seconds the other side of an order has to answer an issue marked on it (concede or
+    /// dispute); past it an admin may decide alone.
+    pub issue_answer_secs: u64,
     /// Most stalls and products (of any merchant, deletions included) the catalog keeps;
     /// past it the oldest by `created_at` are dropped.
     pub catalog_max_entries: usize,
@@ -447,6 +450,7 @@ impl Default for Config {
             market: MarketConfig {
                 payment_window_secs: 300,
                 delivery_window_secs: 14 * 24 * 3600,
+                issue_answer_secs: 3 * 24 * 3600,
                 catalog_max_entries: DEFAULT_CATALOG_MAX_ENTRIES,
                 max_unpaid_per_buyer: 3,
                 max_unpaid_total: 500,
@@ -779,6 +783,7 @@ fn market(check: &mut Checker, root: &Table, dm: &MarketConfig) -> MarketConfig 
         &[
             "payment_window_secs",
             "delivery_window_secs",
+            "issue_answer_secs",
             "catalog_max_entries",
             "max_unpaid_per_buyer",
             "max_unpaid_total",
@@ -800,6 +805,8 @@ fn market(check: &mut Checker, root: &Table, dm: &MarketConfig) -> MarketConfig 
         "delivery_window_secs",
         dm.delivery_window_secs,
     );
+    let issue_answer_secs =
+        check.positive(market, "market", "issue_answer_secs", dm.issue_answer_secs);
     let catalog_max_entries = check.positive(
         market,
         "market",
@@ -840,6 +847,7 @@ fn market(check: &mut Checker, root: &Table, dm: &MarketConfig) -> MarketConfig 
     MarketConfig {
         payment_window_secs,
         delivery_window_secs,
+        issue_answer_secs,
         catalog_max_entries,
         max_unpaid_per_buyer,
         max_unpaid_total,

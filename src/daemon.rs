@@ -378,6 +378,7 @@ impl Daemon {
             rates: Rates(config.rates.clone().into_iter().collect()),
             payment_window_secs: config.market.payment_window_secs,
             delivery_window_secs: config.market.delivery_window_secs,
+            issue_answer_secs: config.market.issue_answer_secs,
             lnurl: crate::lnurl::Policy {
                 allow_loopback_http: config.lnurl.allow_loopback_http,
             },

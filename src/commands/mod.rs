@@ -7,6 +7,7 @@ mod listing;
 mod merchant;
 mod metrics;
 mod order;
+mod order_issue;
 mod ping;
 mod sessions;
 mod ussd;
@@ -95,7 +96,18 @@ impl From<EscrowError> for CommandError {
                     | EscrowRefusal::NotPaidYet(_)
                     | EscrowRefusal::NotCancellable { .. }
                     | EscrowRefusal::RefundAddress(_)
-                    | EscrowRefusal::BalanceTooLow { .. } => ErrorCode::Invalid,
+                    | EscrowRefusal::BalanceTooLow { .. }
+                    | EscrowRefusal::NotIssuable { .. }
+                    | EscrowRefusal::IssueTooEarly { .. }
+                    | EscrowRefusal::Reveal(_)
+                    | EscrowRefusal::NoOpenIssue { .. }
+                    | EscrowRefusal::NotYourAnswer(_)
+                    | EscrowRefusal::NoIssue(_)
+                    | EscrowRefusal::AwaitingAnswer { .. }
+                    | EscrowRefusal::AlreadySettled { .. } => ErrorCode::Invalid,
+                    EscrowRefusal::RevealRequired => ErrorCode::RevealRequired,
+                    EscrowRefusal::WrongSigner(_) => ErrorCode::SignerMismatch,
+                    EscrowRefusal::RevealReused => ErrorCode::Replayed,
                 };
                 Refusal::new(code, refusal.to_string()).into()
             }
@@ -190,6 +202,8 @@ async fn dispatch(
         Command::Ping(_)
             | Command::Catalog(_)
             | Command::OrderCancel(_)
+            | Command::OrderIssue(_)
+            | Command::OrderAnswer(_)
             | Command::UssdHop(_)
             | Command::Register(_)
             | Command::Whoami(_)
@@ -258,6 +272,11 @@ async fn dispatch(
             to_value(sessions::close(ctx, sender, sessions::required(live)?).await?)
         }
         Command::Metrics(_) => to_value(metrics::run(ctx)),
+        Command::OrderIssue(args) => order_issue::issue(ctx, sender, args).await,
+        Command::OrderAnswer(args) => order_issue::answer(ctx, sender, args).await,
+        Command::MerchantIssue(args) => order_issue::merchant_issue(ctx, args).await,
+        Command::MerchantAnswer(args) => order_issue::merchant_answer(ctx, args).await,
+        Command::OrderResolve(args) => order_issue::resolve(ctx, sender, args).await,
         // Handled above (`exchange::is_exchange`).
         Command::OfferCreate(_)
         | Command::OfferClaim(_)

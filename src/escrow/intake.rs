@@ -128,6 +128,7 @@ impl EscrowService {
             refund: None,
             dialect,
             shipping_sealed: self.seal_shipping(&order)?,
+            issue: None,
         };
         let key = order_key(&merchant, number);
         let encoded = inner.orders.encode(&record)?;

@@ -104,7 +104,9 @@ fn gamma_status(state: EscrowState) -> Status {
         EscrowState::AwaitingPayment => Status::Pending,
         EscrowState::Paid => Status::Confirmed,
         EscrowState::Delivered | EscrowState::PaidOut => Status::Completed,
-        EscrowState::Disputed | EscrowState::Refunding => Status::Processing,
+        EscrowState::Disputed | EscrowState::Refunding | EscrowState::IssueMarked => {
+            Status::Processing
+        }
         EscrowState::Expired | EscrowState::Refunded => Status::Cancelled,
     }
 }
@@ -122,6 +124,9 @@ pub(super) fn describe(state: EscrowState, number: u64) -> String {
         EscrowState::Refunding => format!("Order #{number} is being refunded."),
         EscrowState::Refunded => format!("Order #{number} was refunded."),
         EscrowState::Disputed => format!("Order #{number} is under review by soko's operator."),
+        EscrowState::IssueMarked => format!(
+            "An issue was marked on order #{number}; the money stays held until it is settled."
+        ),
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod books;
 pub mod code;
+pub mod dispute;
 mod error;
 mod intake;
 mod messages;
@@ -22,9 +23,11 @@ pub mod watch;
 mod withdraw;
 
 pub use self::code::{CodeHasher, DeliveryCode, StoredCode, Verdict};
+pub use self::dispute::{DisputeStats, IssueAnswer, IssueChoice, IssueView, Party};
 pub use self::notify::{NoNotices, NoticeError, PaidOrder, PaidOrderListener};
 pub use self::payout::Payout;
 pub use self::query::Shipping;
+pub use self::records::{IssueOutcome, OrderIssue, OrderSide};
 pub use self::refund::refundable;
 pub use self::refusal::{EscrowRefusal, PayoutFailure};
 pub use self::service::{

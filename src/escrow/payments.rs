@@ -341,6 +341,7 @@ impl EscrowService {
                 .iter()
                 .map(|l| (Merchants::product_key(merchant, &l.product_id), l.quantity))
                 .collect(),
+            audit: None,
         };
         // The notices to bridges and agents join the buyer's DMs in the same commit.
         let mut dms = vec![status_dm, code_dm];

@@ -55,6 +55,101 @@ pub struct OrderRecord {
     /// The order messages the buyer's client speaks.
     #[serde(default)]
     pub dialect: Dialect,
+    /// An issue marked on the order by its buyer or merchant, and how it was settled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issue: Option<OrderIssue>,
+}
+
+impl OrderRecord {
+    /// What soko holds for this order while [`EscrowState::holds_funds`]: its total, less a
+    /// merchant's part of a split already credited to the merchant's balance.
+    pub fn held(&self) -> Sats {
+        let credited = self
+            .issue
+            .as_ref()
+            .map_or(Sats::ZERO, |issue| issue.merchant_part);
+        self.total.checked_sub(credited).unwrap_or(Sats::ZERO)
+    }
+
+    /// The key a payout to the buyer out of a settled issue is locked to (NUT-11): the
+    /// buyer's revealed key, which is the key it ordered with (`kinds/orders.md`).
+    pub fn buyer_lock(&self) -> Option<PublicKey> {
+        let issue = self.issue.as_ref()?;
+        issue.outcome?;
+        Some(issue.buyer_key.unwrap_or(self.buyer))
+    }
+}
+
+/// A side of an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderSide {
+    /// Whoever ordered and paid.
+    Buyer,
+    /// The shop.
+    Merchant,
+}
+
+impl OrderSide {
+    /// The name in reveals and replies.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Buyer => "buyer",
+            Self::Merchant => "merchant",
+        }
+    }
+
+    /// The other side.
+    pub fn other(self) -> Self {
+        match self {
+            Self::Buyer => Self::Merchant,
+            Self::Merchant => Self::Buyer,
+        }
+    }
+}
+
+/// How an issue was settled: conceded by a side, or decided by an admin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IssueOutcome {
+    /// The whole total to the buyer, as ecash locked to its key.
+    BuyerWins,
+    /// The whole total to the merchant's balance.
+    MerchantWins,
+    /// Half to each (the merchant's half rounded down).
+    Split,
+}
+
+/// One issue on an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderIssue {
+    /// Who marked it.
+    pub by: OrderSide,
+    /// Unix seconds it was marked.
+    pub at: u64,
+    /// Unix seconds until which the other side may answer.
+    pub answer_by: u64,
+    /// The buyer's revealed key, once it revealed.
+    pub buyer_key: Option<PublicKey>,
+    /// The merchant's revealed key (its shop identity), once it revealed.
+    pub merchant_key: Option<PublicKey>,
+    /// What each side said (the reveal's statement, then its evidence), sealed.
+    pub evidence: Vec<(OrderSide, String)>,
+    /// How it was settled, once it was.
+    pub outcome: Option<IssueOutcome>,
+    /// What the settlement credited to the merchant's balance.
+    #[serde(default)]
+    pub merchant_part: Sats,
+}
+
+impl OrderIssue {
+    /// `side`'s revealed key.
+    pub fn key(&self, side: OrderSide) -> Option<PublicKey> {
+        match side {
+            OrderSide::Buyer => self.buyer_key,
+            OrderSide::Merchant => self.merchant_key,
+        }
+    }
 }
 
 /// Which order messages a buyer's client speaks; every message about the order uses it.

@@ -171,7 +171,7 @@ impl EscrowService {
     /// One refund, from wherever its plan says it is to `Refunded` or to a wait for the
     /// mint. Mint and Lightning calls run outside the escrow lock (orders keep flowing);
     /// each recorded step takes it and checks the order did not move meanwhile.
-    async fn advance_refund(&self, key: &[u8]) -> Result<(), EscrowError> {
+    pub(super) async fn advance_refund(&self, key: &[u8]) -> Result<(), EscrowError> {
         let inner = &self.inner;
         // One refund moves at a time (they are rare): the command and `tick` never both
         // make a token for the same order, and the command sees the outcome of either.
@@ -192,7 +192,9 @@ impl EscrowService {
                     let token = match recorded {
                         Some(token) => token,
                         None => {
-                            let prepared = self.prepare_token(record.total).await?;
+                            let prepared = self
+                                .prepare_locked_token(record.held(), record.buyer_lock())
+                                .await?;
                             let recorded = self
                                 .record_plan(
                                     key,
@@ -213,13 +215,22 @@ impl EscrowService {
                             prepared.confirm().await?
                         }
                     };
-                    let text = format!(
-                        "{}Refund for order #{} ({}): {} sat as Cashu ecash. Redeem it in any Cashu wallet:\n{token}",
-                        note.map(|n| format!("{n}\n")).unwrap_or_default(),
-                        record.number,
-                        super::messages::shown_id(&record),
-                        record.total.0
-                    );
+                    let text = match record.buyer_lock() {
+                        Some(key) => format!(
+                            "Settlement of the issue on order #{} ({}): {} sat as Cashu ecash locked to your key {}; redeem it in a Cashu wallet that signs with that key (NUT-11):\n{token}",
+                            record.number,
+                            super::messages::shown_id(&record),
+                            record.held().0,
+                            key.to_hex()
+                        ),
+                        None => format!(
+                            "{}Refund for order #{} ({}): {} sat as Cashu ecash. Redeem it in any Cashu wallet:\n{token}",
+                            note.map(|n| format!("{n}\n")).unwrap_or_default(),
+                            record.number,
+                            super::messages::shown_id(&record),
+                            record.total.0
+                        ),
+                    };
                     return self
                         .finish_refund(key, &record, RefundEvent::TokenSent, text, Sats::ZERO)
                         .await;
@@ -420,7 +431,7 @@ impl EscrowService {
             ledger: Some((
                 refund_ledger_key(key),
                 LedgerEntry {
-                    amount: record.total,
+                    amount: record.held(),
                     done: true,
                 },
             )),
@@ -455,7 +466,7 @@ fn fallback(why: &str) -> RefundPlan {
     }
 }
 
-fn refund_ledger_key(order_key: &[u8]) -> Vec<u8> {
+pub(super) fn refund_ledger_key(order_key: &[u8]) -> Vec<u8> {
     [b"refund:".as_slice(), order_key].concat()
 }
 
@@ -487,6 +498,7 @@ mod tests {
             refund: None,
             dialect: Default::default(),
             shipping_sealed: None,
+            issue: None,
         }
     }
 

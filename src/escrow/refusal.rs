@@ -91,6 +91,64 @@ pub enum EscrowRefusal {
         /// What was asked.
         needed: Sats,
     },
+    /// An issue is marked only on a paid order not yet delivered.
+    #[error("an issue cannot be marked on order #{number}: {}", describe(*state, *number))]
+    NotIssuable {
+        /// The order.
+        number: u64,
+        /// Its state.
+        state: EscrowState,
+    },
+    /// An issue is marked once the delivery window has passed.
+    #[error("order #{number} is within its delivery window: an issue can be marked from unix time {from}")]
+    IssueTooEarly {
+        /// The order.
+        number: u64,
+        /// Unix seconds when the window closes.
+        from: u64,
+    },
+    /// Marking or disputing an issue reveals the side's key: a reveal event is needed.
+    #[error("marking or disputing an issue reveals your key to soko: sign a reveal event (kind 29471, kinds/orders.md) with the key you ordered with and send it as \"reveal\"")]
+    RevealRequired,
+    /// The reveal event is refused by one of the reveal rules.
+    #[error("reveal: {0}")]
+    Reveal(String),
+    /// The reveal is signed by another key than the side's.
+    #[error("the reveal must be signed by the {0}'s own key (the buyer's: the key the order was placed with)")]
+    WrongSigner(&'static str),
+    /// This reveal event was used already.
+    #[error("this reveal event was already used: sign a fresh one")]
+    RevealReused,
+    /// No issue waits for an answer on the order.
+    #[error("order #{number} has no issue waiting for an answer: {}", describe(*state, *number))]
+    NoOpenIssue {
+        /// The order.
+        number: u64,
+        /// Its state.
+        state: EscrowState,
+    },
+    /// The side that marked the issue does not answer it.
+    #[error("you marked this issue; the {0} answers it")]
+    NotYourAnswer(&'static str),
+    /// An order without an issue is settled with `order_refund` or `order_release`.
+    #[error("order #{0} has no issue to resolve; use order_refund or order_release")]
+    NoIssue(u64),
+    /// The other side may still answer.
+    #[error("the other side of order #{number} may answer its issue until unix time {until}")]
+    AwaitingAnswer {
+        /// The order.
+        number: u64,
+        /// Unix seconds.
+        until: u64,
+    },
+    /// Resolved already, another way.
+    #[error("order #{number}'s issue was already settled: {settled:?}")]
+    AlreadySettled {
+        /// The order.
+        number: u64,
+        /// How.
+        settled: super::records::IssueOutcome,
+    },
 }
 
 /// Why a payout was not made. The balance is intact.

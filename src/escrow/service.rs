@@ -15,6 +15,10 @@
 //! - `ledger`: `"mint:"`/`"refund:" ‖ order key` → [`LedgerEntry`], written before the
 //!   mint call and marked done after, so a crash in between is resumed instead of minting
 //!   (or refunding) twice.
+//! - `order_reveals`: reveal event id → unix seconds used: a reveal is taken once.
+//! - `order_dispute_stats`: revealed key (32) → [`super::dispute::DisputeStats`].
+//! - `escrow/audit`: the append-only trail of admins' decisions on orders
+//!   ([`crate::store::audit`]).
 //! - `payouts`: melt quote id (or the wallet's send operation id, for a token) →
 //!   [`PayoutRecord`]: a payout to a merchant, debited from the balance before the melt or the
 //!   send; kept once settled, in its final state (see [`super::saga`]).
@@ -65,6 +69,8 @@ pub(super) struct Change {
     /// Units sold: (listing key, units) taken off the listed stock in the same transaction,
     /// so a crash after the paid commit cannot leave them on sale (oversold).
     pub(super) sold: Vec<(Vec<u8>, u64)>,
+    /// An admin's decision, appended to the escrow's audit trail with the change it made.
+    pub(super) audit: Option<crate::store::audit::AuditEntry>,
 }
 
 /// Checkout rules from the config.
@@ -76,6 +82,8 @@ pub struct Rules {
     pub payment_window_secs: u64,
     /// Seconds a merchant has to deliver a paid order.
     pub delivery_window_secs: u64,
+    /// Seconds the other side has to answer an issue marked on an order.
+    pub issue_answer_secs: u64,
     /// Where payouts and refunds may send LNURL requests.
     pub lnurl: crate::lnurl::Policy,
     /// How often unpaid orders are checked at the mint.
@@ -149,6 +157,10 @@ pub(super) struct Inner {
     pub(super) rates: Rates,
     pub(super) payment_window_secs: u64,
     pub(super) delivery_window_secs: u64,
+    pub(super) issue_answer_secs: u64,
+    pub(super) reveals: Typed<u64>,
+    pub(super) dispute_stats: Typed<super::dispute::DisputeStats>,
+    pub(super) audit: crate::store::audit::Audit,
     pub(super) lnurl: crate::lnurl::Policy,
     pub(super) refunds: Mutex<()>,
     pub(super) payouts_lock: Mutex<()>,
@@ -199,6 +211,10 @@ impl EscrowService {
                 rates: rules.rates,
                 payment_window_secs: rules.payment_window_secs,
                 delivery_window_secs: rules.delivery_window_secs,
+                issue_answer_secs: rules.issue_answer_secs,
+                reveals: store.tree("order_reveals")?,
+                dispute_stats: store.tree("order_dispute_stats")?,
+                audit: crate::store::audit::Audit::open(store, super::dispute::AUDIT_TREE)?,
                 lnurl: rules.lnurl,
                 refunds: Mutex::new(()),
                 payouts_lock: Mutex::new(()),
@@ -246,7 +262,7 @@ impl EscrowService {
             let (_, record) = entry?;
             if record.state.holds_funds() {
                 held = held
-                    .checked_add(record.total)
+                    .checked_add(record.held())
                     .map_err(|e| EscrowError::Books(e.to_string()))?;
             }
         }
@@ -296,6 +312,7 @@ impl EscrowService {
             inner.awaiting.raw(),
             inner.refunding.raw(),
             inner.merchants.listings_tree(),
+            inner.audit.raw(),
         )
             .transaction(
                 |(
@@ -307,7 +324,23 @@ impl EscrowService {
                     awaiting,
                     refunding,
                     listings,
+                    trail,
                 )| {
+                    if let Some(entry) = &change.audit {
+                        crate::store::audit::Audit::append_in::<StoreError>(trail, entry).map_err(
+                            |e| match e {
+                                ConflictableTransactionError::Abort(_) => {
+                                    ConflictableTransactionError::Abort(())
+                                }
+                                ConflictableTransactionError::Storage(e) => {
+                                    ConflictableTransactionError::Storage(e)
+                                }
+                                ConflictableTransactionError::Conflict => {
+                                    ConflictableTransactionError::Conflict
+                                }
+                            },
+                        )?;
+                    }
                     for (listing, units) in &change.sold {
                         take_units(listings, listing, *units)?;
                     }

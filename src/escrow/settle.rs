@@ -46,7 +46,7 @@ impl EscrowService {
         self.then_pay_out(merchant, credited).await
     }
 
-    async fn then_pay_out(
+    pub(super) async fn then_pay_out(
         &self,
         merchant: PublicKey,
         credited: Sats,
@@ -105,7 +105,7 @@ impl EscrowService {
         }
         let delivered = transition(record.state, EscrowEvent::CodeAccepted)?;
         next.state = delivered;
-        self.credit_merchant(merchant, number, &key, &record, next)
+        self.credit_merchant(merchant, number, &key, &record, next, None)
             .await?;
         tracing::info!(
             order = number,
@@ -126,7 +126,11 @@ impl EscrowService {
         let Some(record) = inner.orders.get(&key)? else {
             return Err(EscrowRefusal::NoSuchOrder(number).into());
         };
-        let Ok(delivered) = transition(record.state, EscrowEvent::ResolvedForMerchant) else {
+        // An issue still waiting for its answer is settled by the answer or `order_resolve`.
+        let allowed = (record.state == EscrowState::Disputed)
+            .then(|| transition(record.state, EscrowEvent::ResolvedForMerchant).ok())
+            .flatten();
+        let Some(delivered) = allowed else {
             return Err(EscrowRefusal::NotDisputed {
                 number,
                 state: record.state,
@@ -135,7 +139,7 @@ impl EscrowService {
         };
         let mut next = record.clone();
         next.state = delivered;
-        self.credit_merchant(merchant, number, &key, &record, next)
+        self.credit_merchant(merchant, number, &key, &record, next, None)
             .await?;
         tracing::info!(
             order = number,
@@ -147,14 +151,16 @@ impl EscrowService {
 
     /// Settles a `Delivered` order: the payout is a credit to the merchant's balance held
     /// in soko's escrow wallet, so delivery and payout complete in one transaction, with the
-    /// buyer's completion notice. Call with the escrow lock held.
-    async fn credit_merchant(
+    /// buyer's completion notice (and `audit`, an admin's decision, in the same commit).
+    /// Call with the escrow lock held.
+    pub(super) async fn credit_merchant(
         &self,
         merchant: PublicKey,
         number: u64,
         key: &[u8],
         record: &OrderRecord,
         mut next: OrderRecord,
+        audit: Option<crate::store::audit::AuditEntry>,
     ) -> Result<(), EscrowError> {
         next.state = transition(next.state, EscrowEvent::PayoutSettled)?;
         let dm = self
@@ -174,6 +180,7 @@ impl EscrowService {
             .map_err(|e| EscrowError::Books(e.to_string()))?;
         let change = Change {
             balance: Some((merchant.to_bytes().to_vec(), credited)),
+            audit,
             ..Change::default()
         };
         self.commit(key, &next, change, &[dm]).await?;

@@ -10,7 +10,16 @@
 //!                     refund settled
 //!                            ▼
 //!                        Refunded
+//!
+//! Paid ──issue marked (past the delivery window)──▶ IssueMarked
+//!   IssueMarked ──the other side disputes, or does not answer in time──▶ Disputed
+//!   IssueMarked ──the merchant concedes the buyer's issue──▶ Refunding
+//!   IssueMarked ──the buyer concedes the merchant's issue──▶ Delivered
 //! ```
+//! `IssueMarked` holds the money like `Paid` but the code no longer releases it: one side
+//! said something is wrong (and revealed its key) and the other side's answer is awaited.
+//! An admin's resolution of a `Disputed` order is a refund (`buyer_wins`, `split`: the
+//! buyer's part goes out as locked ecash through `Refunding`) or a release (`merchant_wins`).
 //! `Refunding` exists because a refund is two steps with the mint or a Lightning service in
 //! between: once it starts, the code can no longer release the same money to the merchant.
 //! `Expired`, `Refunded` and `PaidOut` are terminal: nothing leaves them, which is what
@@ -38,6 +47,8 @@ pub enum EscrowState {
     Refunded,
     /// Held for an admin's decision.
     Disputed,
+    /// A side marked an issue (revealing its key); the other side's answer is awaited.
+    IssueMarked,
 }
 
 /// Something that happened to an order.
@@ -60,8 +71,14 @@ pub enum EscrowEvent {
     RefundStarted,
     /// The refund to the buyer completed.
     RefundSettled,
-    /// An admin decided for the merchant.
+    /// An admin decided for the merchant (or the buyer conceded the merchant's issue).
     ResolvedForMerchant,
+    /// The buyer or the merchant marked an issue with a reveal of its key.
+    IssueMarked,
+    /// The other side disputed the issue (revealing its own key).
+    IssueDisputed,
+    /// The other side did not answer the issue in time.
+    IssueUnanswered,
 }
 
 impl EscrowState {
@@ -74,7 +91,7 @@ impl EscrowState {
     pub fn holds_funds(self) -> bool {
         matches!(
             self,
-            Self::Paid | Self::Delivered | Self::Disputed | Self::Refunding
+            Self::Paid | Self::Delivered | Self::Disputed | Self::Refunding | Self::IssueMarked
         )
     }
 }
@@ -102,6 +119,10 @@ pub fn transition(from: EscrowState, event: EscrowEvent) -> Result<EscrowState, 
         (S::Refunding, E::RefundSettled) => S::Refunded,
         (S::Disputed, E::ResolvedForMerchant) => S::Delivered,
         (S::Delivered, E::PayoutSettled) => S::PaidOut,
+        (S::Paid, E::IssueMarked) => S::IssueMarked,
+        (S::IssueMarked, E::IssueDisputed | E::IssueUnanswered) => S::Disputed,
+        (S::IssueMarked, E::RefundStarted) => S::Refunding,
+        (S::IssueMarked, E::ResolvedForMerchant) => S::Delivered,
         _ => return Err(InvalidTransition { from, event }),
     };
     Ok(to)
@@ -113,7 +134,7 @@ mod tests {
     use EscrowEvent as E;
     use EscrowState as S;
 
-    const STATES: [S; 8] = [
+    const STATES: [S; 9] = [
         S::AwaitingPayment,
         S::Paid,
         S::Delivered,
@@ -122,8 +143,9 @@ mod tests {
         S::Refunding,
         S::Refunded,
         S::Disputed,
+        S::IssueMarked,
     ];
-    const EVENTS: [E; 9] = [
+    const EVENTS: [E; 12] = [
         E::PaymentReceived,
         E::InvoiceExpired,
         E::CodeAccepted,
@@ -133,10 +155,13 @@ mod tests {
         E::RefundStarted,
         E::RefundSettled,
         E::ResolvedForMerchant,
+        E::IssueMarked,
+        E::IssueDisputed,
+        E::IssueUnanswered,
     ];
 
     /// Every allowed transition; anything not listed must be refused.
-    const ALLOWED: [(S, E, S); 10] = [
+    const ALLOWED: [(S, E, S); 15] = [
         (S::AwaitingPayment, E::PaymentReceived, S::Paid),
         (S::AwaitingPayment, E::InvoiceExpired, S::Expired),
         (S::Paid, E::CodeAccepted, S::Delivered),
@@ -147,6 +172,11 @@ mod tests {
         (S::Refunding, E::RefundSettled, S::Refunded),
         (S::Disputed, E::ResolvedForMerchant, S::Delivered),
         (S::Delivered, E::PayoutSettled, S::PaidOut),
+        (S::Paid, E::IssueMarked, S::IssueMarked),
+        (S::IssueMarked, E::IssueDisputed, S::Disputed),
+        (S::IssueMarked, E::IssueUnanswered, S::Disputed),
+        (S::IssueMarked, E::RefundStarted, S::Refunding),
+        (S::IssueMarked, E::ResolvedForMerchant, S::Delivered),
     ];
 
     #[test]
@@ -169,7 +199,10 @@ mod tests {
     #[test]
     fn money_is_held_exactly_between_payment_and_settlement() {
         for state in STATES {
-            let expected = matches!(state, S::Paid | S::Delivered | S::Disputed | S::Refunding);
+            let expected = matches!(
+                state,
+                S::Paid | S::Delivered | S::Disputed | S::Refunding | S::IssueMarked
+            );
             assert_eq!(state.holds_funds(), expected, "{state:?}");
         }
         // Paying twice is refused rather than double-counted.
@@ -178,5 +211,9 @@ mod tests {
         assert!(transition(S::AwaitingPayment, E::CodeAccepted).is_err());
         // Once a refund has started, the code cannot release the same money.
         assert!(transition(S::Refunding, E::CodeAccepted).is_err());
+        // Nor can it once an issue is marked, nor is an issue marked twice or on a dispute.
+        assert!(transition(S::IssueMarked, E::CodeAccepted).is_err());
+        assert!(transition(S::IssueMarked, E::IssueMarked).is_err());
+        assert!(transition(S::Disputed, E::IssueMarked).is_err());
     }
 }

@@ -37,10 +37,29 @@ impl Prepared<'_> {
 impl EscrowService {
     /// Reserves proofs for a token of `amount`.
     pub(super) async fn prepare_token(&self, amount: Sats) -> Result<Prepared<'_>, EscrowError> {
+        self.prepare_locked_token(amount, None).await
+    }
+
+    /// Reserves proofs for a token of `amount`, locked (NUT-11 P2PK) to `lock` when given:
+    /// only that key's holder can redeem it.
+    pub(super) async fn prepare_locked_token(
+        &self,
+        amount: Sats,
+        lock: Option<nostr_sdk::PublicKey>,
+    ) -> Result<Prepared<'_>, EscrowError> {
+        let conditions = lock
+            .as_ref()
+            .map(crate::wallet::p2pk_lock)
+            .transpose()
+            .map_err(|e| EscrowError::Books(e.to_string()))?;
+        let options = cdk::wallet::SendOptions {
+            conditions,
+            ..Default::default()
+        };
         let send = self
             .inner
             .wallet
-            .prepare_send(amount.into(), cdk::wallet::SendOptions::default())
+            .prepare_send(amount.into(), options)
             .await?;
         Ok(Prepared {
             operation: send.operation_id().to_string(),

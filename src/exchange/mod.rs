@@ -266,7 +266,7 @@ impl Exchange {
                 settings: store.tree("exchange/settings")?,
                 reputation: reputation::Reputation::open(store, &parts.seed)?,
                 providers,
-                audit: audit::Audit::open(store)?,
+                audit: audit::Audit::open(store, audit::TREE)?,
                 purses: parts.purses,
                 registered: parts.registered,
                 house: parts.house,

@@ -379,6 +379,16 @@ pub enum Command {
     DisputeShow(super::exchange::OfferRefArgs),
     /// Admin: decide a dispute (audited).
     DisputeResolve(super::exchange::ResolveArgs),
+    /// The buyer: mark an issue on its paid order (reveals its key).
+    OrderIssue(super::order_issue::OrderIssueArgs),
+    /// The buyer: answer the merchant's issue (concede, or dispute revealing its key).
+    OrderAnswer(super::order_issue::OrderAnswerArgs),
+    /// Admin (for the merchant): mark an issue on an order (soko signs the merchant's reveal).
+    MerchantIssue(super::order_issue::MerchantIssueArgs),
+    /// Admin (for the merchant): answer the buyer's issue.
+    MerchantAnswer(super::order_issue::MerchantAnswerArgs),
+    /// Admin: settle an order's issue (audited; the buyer's part locked to its key).
+    OrderResolve(super::order_issue::OrderResolveArgs),
 }
 
 /// Names accepted in `cmd`, for the unknown-command message.
@@ -428,6 +438,11 @@ pub const COMMAND_NAMES: &[&str] = &[
     "dispute_list",
     "dispute_show",
     "dispute_resolve",
+    "order_issue",
+    "order_answer",
+    "merchant_issue",
+    "merchant_answer",
+    "order_resolve",
 ];
 
 /// Most entries of each list one `catalog` answer carries.

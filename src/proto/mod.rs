@@ -6,7 +6,9 @@ pub mod command;
 pub mod exchange;
 pub mod gamma;
 pub mod nip15;
+pub mod order_issue;
 pub mod reputation;
+pub mod reveal;
 pub mod sessions;
 pub mod ussd;
 

@@ -14,6 +14,8 @@
 //!   `relay::SledEventStore`) and dropped from here.
 //! - `wallet/{namespace}/{concern}`: one cdk wallet per namespace (see `wallet::SledWalletDatabase`).
 //!
+//! - an append-only audit trail per domain ([`audit`]).
+//!
 //! Values start with [`ENCODING_VERSION`] so that a later format can be told apart and
 //! migrated instead of being misread.
 
@@ -30,6 +32,8 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// First byte of every stored value.
 pub const ENCODING_VERSION: u8 = 1;
+
+pub mod audit;
 
 /// Tree names, in one place so that two modules cannot collide on one.
 pub mod trees {

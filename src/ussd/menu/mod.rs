@@ -11,7 +11,7 @@
 //! ```text
 //! first dial ─▶ Activation code ─▶ NewPin ─▶ RepeatPin ─(pending)▶ ConfirmName ─▶ Main
 //!           └─▶ Login ─────────────────────────────(pending)───────────────────┘
-//! Main: 1 Orders ─▶ Order detail
+//! Main: 1 Orders ─▶ Order detail ─▶ 8 report the buyer (code withheld) | answer its issue
 //!       2 Confirm delivery: order no. ─▶ buyer's code
 //!       3 Products ─▶ product ─▶ price | stock | hide/show
 //!       4 Pending approvals ─▶ proposal ─▶ approve | reject
@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::screen::{cut, Layout, Screen, BODY_LIMIT};
 use crate::escrow::code::normalize;
-use crate::escrow::{EscrowState, Shipping};
+use crate::escrow::{EscrowState, IssueChoice, Shipping};
 use crate::money::Sats;
 
 mod approvals;
@@ -90,6 +90,16 @@ pub enum Menu {
         number: u64,
         /// Page shown.
         page: usize,
+    },
+    /// 1 → an order past its delivery window → report that the buyer withholds the code.
+    IssueMark {
+        /// Order number.
+        number: u64,
+    },
+    /// 1 → an order the buyer marked an issue on → concede or dispute.
+    IssueAnswer {
+        /// Order number.
+        number: u64,
     },
     /// 2: which order was delivered.
     DeliverOrder,
@@ -237,6 +247,18 @@ pub enum Action {
         number: u64,
         /// The code typed.
         code: Secret,
+    },
+    /// Mark an issue on an order (soko signs the merchant's reveal with the shop key).
+    MarkIssue {
+        /// Order number.
+        number: u64,
+    },
+    /// Answer the buyer's issue: concede (the buyer is refunded) or dispute.
+    AnswerIssue {
+        /// Order number.
+        number: u64,
+        /// True to concede.
+        concede: bool,
     },
     /// New price (whole units of the stall's currency), republished.
     SetPrice {
@@ -439,6 +461,8 @@ pub struct OrderDetail {
     pub items: Vec<(String, u64)>,
     /// The buyer's shipping details, when stored.
     pub shipping: Option<Shipping>,
+    /// What the merchant may do about an issue on it now.
+    pub issue: IssueChoice,
 }
 
 /// A product as the merchant sees it.
@@ -532,6 +556,8 @@ fn family(menu: &Menu) -> Family {
         Menu::Orders { .. }
         | Menu::Order { .. }
         | Menu::DeliverOrder
+        | Menu::IssueMark { .. }
+        | Menu::IssueAnswer { .. }
         | Menu::DeliverCode { .. } => Family::Orders,
         Menu::Products { .. }
         | Menu::Product { .. }
@@ -657,6 +683,12 @@ pub fn after<V: View>(
                 Action::Unlink { .. } => Menu::Agents { page: 0 },
                 Action::PayBill { .. } => Menu::Main,
                 Action::ConfirmBill { id, .. } => Menu::Bill { id: id.clone() },
+                Action::MarkIssue { number } | Action::AnswerIssue { number, .. } => {
+                    Menu::Order {
+                        number: *number,
+                        page: 0,
+                    }
+                }
             };
             show(menu, &capitalise(&why))
         }
@@ -729,6 +761,18 @@ pub fn after<V: View>(
             Action::Deliver { .. } | Action::Withdraw { .. } | Action::PayBill { .. } => {
                 show(Menu::Main, "")
             }
+            Action::MarkIssue { number } => Ok(Step::End(format!(
+                "Issue on order #{number} reported. The buyer may answer; then soko's operator decides."
+            ))),
+            Action::AnswerIssue {
+                number,
+                concede: true,
+            } => Ok(Step::End(format!(
+                "Order #{number}: you agreed; the buyer gets the money back."
+            ))),
+            Action::AnswerIssue { number, .. } => Ok(Step::End(format!(
+                "Order #{number} disputed: soko's operator decides."
+            ))),
         },
     }
 }
@@ -896,6 +940,7 @@ fn status(state: EscrowState) -> &'static str {
         EscrowState::Expired => "EXPIRED",
         EscrowState::Refunding | EscrowState::Refunded => "REFUNDED",
         EscrowState::Disputed => "IN REVIEW",
+        EscrowState::IssueMarked => "ISSUE",
     }
 }
 

@@ -1,4 +1,5 @@
-//! Menus 1 and 2: paid orders, one order in detail, and confirming a delivery with the buyer's code.
+//! Menus 1 and 2: paid orders, one order in detail, and confirming a delivery with the buyer's code;
+//! from an order's detail, reporting a buyer who withholds the code or answering its issue.
 
 use super::*;
 
@@ -30,6 +31,11 @@ pub(super) fn step<V: View>(menu: &Menu, input: &str, view: &V) -> Result<Step, 
                     }
                     _ => again(menu, "Invalid choice."),
                 },
+                None if input == "8" => match view.order(*number)?.map(|o| o.issue) {
+                    Some(IssueChoice::CanMark) => show(Menu::IssueMark { number: *number }),
+                    Some(IssueChoice::CanAnswer) => show(Menu::IssueAnswer { number: *number }),
+                    _ => again(menu, "Invalid choice."),
+                },
                 None => again(menu, "Invalid choice."),
             }
         }
@@ -54,6 +60,25 @@ pub(super) fn step<V: View>(menu: &Menu, input: &str, view: &V) -> Result<Step, 
                 None => again(menu, "Enter an order number."),
             }
         }
+        Menu::IssueMark { number } => match input {
+            "00" => show(Menu::Order {
+                number: *number,
+                page: 0,
+            }),
+            "1" => Ok(Step::Act(Action::MarkIssue { number: *number })),
+            _ => again(menu, "Invalid choice."),
+        },
+        Menu::IssueAnswer { number } => match input {
+            "00" => show(Menu::Order {
+                number: *number,
+                page: 0,
+            }),
+            "1" | "2" => Ok(Step::Act(Action::AnswerIssue {
+                number: *number,
+                concede: input == "1",
+            })),
+            _ => again(menu, "Invalid choice."),
+        },
         Menu::DeliverCode { number } => {
             if back {
                 return show(Menu::DeliverOrder);
@@ -125,9 +150,27 @@ pub(super) fn layout<V: View>(menu: &Menu, out: &mut Layout, view: &V) -> Result
                     }
                 }
             }
-            if order.line.state == EscrowState::Paid {
-                out.foot = lines(&["9 Confirm delivery"]);
+            match (order.line.state == EscrowState::Paid, order.issue) {
+                (true, IssueChoice::CanMark) => {
+                    out.foot = lines(&["9 Confirm delivery", "8 Report: no code"]);
+                }
+                (true, _) => out.foot = lines(&["9 Confirm delivery"]),
+                (false, IssueChoice::CanAnswer) => out.foot = lines(&["8 Answer issue"]),
+                (false, _) => {}
             }
+        }
+        Menu::IssueMark { number } => {
+            out.head.push(format!(
+                "Order #{number}: report that the buyer has not given the code. This shows soko's operator your shop key; it decides if the buyer disputes."
+            ));
+            out.foot = lines(&["1 Report"]);
+            out.back = true;
+        }
+        Menu::IssueAnswer { number } => {
+            out.head
+                .push(format!("Order #{number}: the buyer says it got nothing."));
+            out.foot = lines(&["1 Agree: refund buyer", "2 Dispute: operator decides"]);
+            out.back = true;
         }
         Menu::DeliverOrder => {
             out.foot = lines(&["Confirm delivery: enter the order no.:"]);

@@ -135,6 +135,7 @@ fn order(number: u64, state: EscrowState) -> OrderDetail {
             zone: "nairobi".into(),
             ..Shipping::default()
         }),
+        issue: IssueChoice::None,
     }
 }
 
@@ -388,6 +389,96 @@ fn orders_list_paid_ones_newest_first_with_details() {
     assert!(page.ends_with("0 Next\n00 Back"), "{page}");
     assert_eq!(go(&list, "0", &many), shows(Menu::Orders { page: 1 }));
     assert_eq!(go(&Menu::Orders { page: 1 }, "00", &many), shows(list));
+}
+
+#[test]
+fn an_order_past_its_window_can_be_reported_and_a_buyers_issue_answered() {
+    let mut view = shop();
+    let mut late = order(7, EscrowState::Paid);
+    late.issue = IssueChoice::CanMark;
+    let mut accused = order(8, EscrowState::IssueMarked);
+    accused.issue = IssueChoice::CanAnswer;
+    view.orders.extend([late, accused]);
+
+    // Within its window (#2) the detail offers delivery only, and 8 does nothing.
+    let fresh = Menu::Order { number: 2, page: 0 };
+    assert_eq!(
+        go(&fresh, "8", &view),
+        notice(fresh.clone(), "Invalid choice.")
+    );
+
+    let detail = Menu::Order { number: 7, page: 0 };
+    let shown = text(&detail, &view);
+    // The foot shows on every page (the shipping details page on).
+    assert!(
+        shown.contains("\n9 Confirm delivery\n8 Report: no code\n"),
+        "{shown}"
+    );
+    let mark = Menu::IssueMark { number: 7 };
+    assert_eq!(go(&detail, "8", &view), shows(mark.clone()));
+    assert_eq!(
+        text(&mark, &view),
+        "Order #7: report that the buyer has not given the code. This shows soko's operator your shop key; it decides if the buyer disputes.\n1 Report\n00 Back"
+    );
+    assert_eq!(
+        go(&mark, "1", &view),
+        Step::Act(Action::MarkIssue { number: 7 })
+    );
+    assert_eq!(go(&mark, "00", &view), shows(detail.clone()));
+    assert_eq!(
+        go(&mark, "2", &view),
+        notice(mark.clone(), "Invalid choice.")
+    );
+    assert_eq!(
+        ok(after(
+            &mark,
+            &Action::MarkIssue { number: 7 },
+            Outcome::Done,
+            &view
+        )),
+        Step::End(
+            "Issue on order #7 reported. The buyer may answer; then soko's operator decides."
+                .into()
+        )
+    );
+    let refused = Outcome::Refused("order #7 is within its delivery window".into());
+    assert_eq!(
+        ok(after(
+            &mark,
+            &Action::MarkIssue { number: 7 },
+            refused,
+            &view
+        )),
+        notice(detail, "Order #7 is within its delivery window")
+    );
+
+    let detail = Menu::Order { number: 8, page: 0 };
+    let shown = text(&detail, &view);
+    assert!(shown.ends_with("8 Answer issue\n00 Back"), "{shown}");
+    let answer = Menu::IssueAnswer { number: 8 };
+    assert_eq!(go(&detail, "8", &view), shows(answer.clone()));
+    assert_eq!(
+        text(&answer, &view),
+        "Order #8: the buyer says it got nothing.\n1 Agree: refund buyer\n2 Dispute: operator decides\n00 Back"
+    );
+    let concede = Action::AnswerIssue {
+        number: 8,
+        concede: true,
+    };
+    let dispute = Action::AnswerIssue {
+        number: 8,
+        concede: false,
+    };
+    assert_eq!(go(&answer, "1", &view), Step::Act(concede.clone()));
+    assert_eq!(go(&answer, "2", &view), Step::Act(dispute.clone()));
+    assert_eq!(
+        ok(after(&answer, &dispute, Outcome::Done, &view)),
+        Step::End("Order #8 disputed: soko's operator decides.".into())
+    );
+    assert_eq!(
+        ok(after(&answer, &concede, Outcome::Done, &view)),
+        Step::End("Order #8: you agreed; the buyer gets the money back.".into())
+    );
 }
 
 #[test]
@@ -868,6 +959,12 @@ fn detail() -> impl Strategy<Value = OrderDetail> {
                 message,
                 zone,
             }),
+            // Every kind of issue screen, spread over the orders.
+            issue: [
+                IssueChoice::None,
+                IssueChoice::CanMark,
+                IssueChoice::CanAnswer,
+            ][(number % 3) as usize],
         })
 }
 
@@ -1010,6 +1107,12 @@ fn positions(view: &Fake, destination: &str) -> Vec<Menu> {
             });
         }
         menus.push(Menu::DeliverCode {
+            number: o.line.number,
+        });
+        menus.push(Menu::IssueMark {
+            number: o.line.number,
+        });
+        menus.push(Menu::IssueAnswer {
             number: o.line.number,
         });
     }

@@ -194,6 +194,39 @@ impl UssdService {
                 inner.desk.unlink(&merchant, &agent).await?;
                 Ok(Outcome::Done)
             }
+            Action::MarkIssue { number } => {
+                let marked = inner
+                    .escrow
+                    .mark_issue(merchant, *number, crate::escrow::Party::Merchant, None)
+                    .await;
+                match marked {
+                    Err(EscrowError::Refused(why)) => Ok(Outcome::Refused(why.to_string())),
+                    Err(e) => Err(e.into()),
+                    Ok(_) => Ok(Outcome::Done),
+                }
+            }
+            Action::AnswerIssue { number, concede } => {
+                let answer = if *concede {
+                    crate::escrow::IssueAnswer::Concede
+                } else {
+                    crate::escrow::IssueAnswer::Dispute
+                };
+                let answered = inner
+                    .escrow
+                    .answer_issue(
+                        merchant,
+                        *number,
+                        crate::escrow::Party::Merchant,
+                        answer,
+                        None,
+                    )
+                    .await;
+                match answered {
+                    Err(EscrowError::Refused(why)) => Ok(Outcome::Refused(why.to_string())),
+                    Err(e) => Err(e.into()),
+                    Ok(_) => Ok(Outcome::Done),
+                }
+            }
             Action::ShareBuyer(share) => {
                 inner.desk.links().set_shares_buyer(&merchant, *share)?;
                 Ok(Outcome::Done)

@@ -66,6 +66,7 @@ impl View for Data<'_> {
             },
             items,
             shipping: escrow.shipping(&record)?,
+            issue: escrow.issue_choice(&record),
         }))
     }
 
