@@ -212,3 +212,33 @@ async fn a_trade_holds_the_sessions_and_other_sessions_see_nothing_private() {
         .await;
     assert_eq!(code(&confirm), "forbidden");
 }
+
+/// soko sends a trade's notices as it commits the move they report, not at the outbox's
+/// retry pass (every 10 s): with that pass, of two steps in a row at most one can be told
+/// within 4 s, since the second is staged just after the pass that sent the first.
+#[tokio::test]
+async fn notices_go_out_with_the_move_not_at_the_outbox_retry() {
+    let soko = TestSoko::start_with(exchange_config).await;
+    let mut maker = Trader::join(&soko).await;
+    let mut taker = Trader::join(&soko).await;
+    let (offer, _) = listed(&soko, &mut maker, 50_000).await;
+    taken(&soko, &mut taker, &offer).await;
+    let prompt = std::time::Duration::from_secs(4);
+
+    taker
+        .ok(
+            &soko,
+            "receipt_submit",
+            json!({"offer": offer, "text": "paid"}),
+        )
+        .await;
+    tokio::time::timeout(prompt, maker.notice(&offer, "RECEIPT_SUBMITTED"))
+        .await
+        .expect("the maker told of the receipt within 4 s of the reply");
+    maker
+        .ok(&soko, "receipt_confirm", json!({"offer": offer}))
+        .await;
+    tokio::time::timeout(prompt, taker.notice(&offer, "COMPLETED"))
+        .await
+        .expect("the taker told of its payout within 4 s of the reply");
+}

@@ -547,7 +547,10 @@ impl Exchange {
             Ok(())
         });
         match result {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.deliver(fx.events);
+                Ok(())
+            }
             Err(sled::transaction::TransactionError::Abort(Aborted::Spent(r))) => {
                 Err(ExchangeRefusal::Reputation(r.to_string()).into())
             }
@@ -557,6 +560,27 @@ impl Exchange {
             Err(sled::transaction::TransactionError::Abort(Aborted::Store(e))) => Err(e.into()),
             Err(sled::transaction::TransactionError::Storage(e)) => Err(StoreError::from(e).into()),
         }
+    }
+
+    /// Sends what a commit staged now rather than at the outbox's next retry pass, up to
+    /// 10 s later: a trader waits on these notices at every step. Off the caller's path, so
+    /// no offer lock is held across relay round trips; a send that fails stays in the outbox
+    /// for the retry pass, and without a runtime (a sync caller) the retry pass sends it.
+    fn deliver(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let outbox = self.inner.publisher.outbox().clone();
+        runtime.spawn(async move {
+            for event in &events {
+                if let Err(e) = outbox.deliver(event).await {
+                    tracing::warn!(event_id = %event.id, error = %e, "a staged event was not sent; the outbox retries it");
+                }
+            }
+        });
     }
 
     /// Open offers and claims of `session`.
