@@ -180,8 +180,13 @@ async fn a_trade_holds_the_sessions_and_other_sessions_see_nothing_private() {
 
     taken(&soko, &mut taker, &offer).await;
     // Claiming again (a client retrying) answers the claim as it stands, and takes nothing.
-    let again = taker.ok(&soko, "offer_claim", json!({"offer": offer})).await;
-    assert_eq!((again["state"].as_str(), again["role"].as_str()), (Some("TAKER_BOND_PAID"), Some("taker")));
+    let again = taker
+        .ok(&soko, "offer_claim", json!({"offer": offer}))
+        .await;
+    assert_eq!(
+        (again["state"].as_str(), again["role"].as_str()),
+        (Some("TAKER_BOND_PAID"), Some("taker"))
+    );
     for (cmd, args) in [
         ("offer_status", json!({"offer": offer})),
         ("receipt_submit", json!({"offer": offer, "text": "paid"})),

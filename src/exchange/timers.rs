@@ -5,6 +5,9 @@ use super::amounts::Outcome;
 use super::records::OfferRecord;
 use super::{Collected, Effects, Exchange, ExchangeError, OfferEvent, OfferState};
 
+/// Offers one pass moves on at once.
+const PASS_PARALLEL: usize = 16;
+
 /// What one pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TickReport {
@@ -24,13 +27,32 @@ impl Exchange {
             ids.push(String::from_utf8_lossy(&id).into_owned());
         }
         let mut report = TickReport::default();
-        for id in ids {
-            match self.step(&id).await {
-                Ok(true) => report.moved += 1,
-                Ok(false) => {}
-                Err(e) => {
+        // Offers side by side (each under its own lock): one at a time, the payment checks
+        // of many open offers queued behind each other and every trade waited for all of them.
+        let mut steps = tokio::task::JoinSet::new();
+        let mut ids = ids.into_iter();
+        loop {
+            while steps.len() < PASS_PARALLEL {
+                let Some(id) = ids.next() else { break };
+                let exchange = self.clone();
+                steps.spawn(async move {
+                    let result = exchange.step(&id).await;
+                    (id, result)
+                });
+            }
+            let Some(done) = steps.join_next().await else {
+                break;
+            };
+            match done {
+                Ok((_, Ok(true))) => report.moved += 1,
+                Ok((_, Ok(false))) => {}
+                Ok((id, Err(e))) => {
                     report.failed += 1;
                     tracing::warn!(offer = %id, error = %e, "an offer step failed; retried next pass");
+                }
+                Err(e) => {
+                    report.failed += 1;
+                    tracing::error!(error = %e, "an offer step stopped");
                 }
             }
         }
