@@ -583,6 +583,17 @@ impl Exchange {
         });
     }
 
+    /// Stores `record` with the notices its move sends.
+    fn commit_events(&self, record: &OfferRecord, events: Vec<Event>) -> Result<(), ExchangeError> {
+        self.commit(
+            record,
+            Effects {
+                events,
+                ..Effects::default()
+            },
+        )
+    }
+
     /// Open offers and claims of `session`.
     fn open_of(&self, session: &str) -> Result<Vec<(String, Side)>, ExchangeError> {
         let mut found = Vec::new();

@@ -429,13 +429,7 @@ impl Exchange {
                 serde_json::json!({ "receipt": receipt_view(&receipt), "deadline": record.deadline }),
             )
             .await?;
-        self.commit(
-            &record,
-            Effects {
-                events: vec![told],
-                ..Effects::default()
-            },
-        )?;
+        self.commit_events(&record, vec![told])?;
         crate::failpoint::crash("exchange-receipt", self.inner.offers.raw());
         self.view(&record, Side::Taker)
     }

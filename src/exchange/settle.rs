@@ -67,7 +67,20 @@ impl Exchange {
             metrics.offer_completed(Duration::from_secs(now.saturating_sub(record.created_at)));
         }
         tracing::info!(offer = %record.id, state = record.state.name(), "offer ended");
-        self.carry_out(record).await
+        Ok(self.carry_out_or_later(record).await)
+    }
+
+    /// Carries the transfers out now if it can. The move is committed and the transfers
+    /// recorded, so a failure here (the mint busy, a swap it left pending) is not the
+    /// command's: the timer pass carries them on, and the caller is answered with the move.
+    async fn carry_out_or_later(&self, record: OfferRecord) -> OfferRecord {
+        match self.carry_out(record.clone()).await {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::warn!(offer = %record.id, error = %e, "a transfer failed; the timer pass carries it on");
+                record
+            }
+        }
     }
 
     /// A claim that lapsed after its bond was paid: the taker's bond goes to the maker, its
@@ -128,14 +141,8 @@ impl Exchange {
         record.taker_invoice = None;
         record.receipt = None;
         events.extend(self.book_event(&record)?);
-        self.commit(
-            &record,
-            Effects {
-                events,
-                ..Effects::default()
-            },
-        )?;
-        self.carry_out(record).await
+        self.commit_events(&record, events)?;
+        Ok(self.carry_out_or_later(record).await)
     }
 
     /// The transfers `legs` call for, numbered by claim round.
@@ -255,13 +262,7 @@ impl Exchange {
             }
             crate::failpoint::crash("exchange-transfer", self.inner.offers.raw());
             record.transfers[i].done = true;
-            self.commit(
-                &record,
-                Effects {
-                    events,
-                    ..Effects::default()
-                },
-            )?;
+            self.commit_events(&record, events)?;
         }
         self.release_unneeded(&record)?;
         Ok(record)

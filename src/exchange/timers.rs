@@ -171,13 +171,7 @@ impl Exchange {
             .await?,
         ];
         events.extend(self.book_event(&record)?);
-        self.commit(
-            &record,
-            Effects {
-                events,
-                ..Effects::default()
-            },
-        )?;
+        self.commit_events(&record, events)?;
         crate::failpoint::crash("exchange-listed", self.inner.offers.raw());
         tracing::info!(offer = %record.id, "offer listed");
         Ok(())
@@ -202,13 +196,7 @@ impl Exchange {
                 serde_json::json!({ "reputation": { "signatures": returned } }),
             )
             .await?;
-        self.commit(
-            &record,
-            Effects {
-                events: vec![told],
-                ..Effects::default()
-            },
-        )?;
+        self.commit_events(&record, vec![told])?;
         self.release_unneeded(&record)?;
         self.inner.metrics.offer_ended("expired");
         Ok(())
@@ -240,13 +228,7 @@ impl Exchange {
             )
             .await?,
         ];
-        self.commit(
-            &record,
-            Effects {
-                events,
-                ..Effects::default()
-            },
-        )?;
+        self.commit_events(&record, events)?;
         crate::failpoint::crash("exchange-bond-paid", self.inner.offers.raw());
         Ok(())
     }
@@ -278,13 +260,7 @@ impl Exchange {
             );
         }
         events.extend(self.book_event(&record)?);
-        self.commit(
-            &record,
-            Effects {
-                events,
-                ..Effects::default()
-            },
-        )?;
+        self.commit_events(&record, events)?;
         self.release_unneeded(&record)?;
         Ok(())
     }
@@ -327,13 +303,7 @@ impl Exchange {
         }
         record.late = kept;
         if changed {
-            self.commit(
-                &record,
-                Effects {
-                    events,
-                    ..Effects::default()
-                },
-            )?;
+            self.commit_events(&record, events)?;
             self.release_unneeded(&record)?;
         }
         Ok(record)
