@@ -676,63 +676,43 @@ const PAYMENT_POLL: Duration = Duration::from_secs(1);
 /// Payment detection and expiry: the escrow's pass over unpaid orders, every second. It
 /// follows the mint's NUT-17 push where the mint offers one and polls otherwise; a check of
 /// each order at start also catches payments that completed while soko was down.
-async fn watch_payments(escrow: EscrowService, mut stopped: watch::Receiver<bool>) {
+async fn watch_payments(escrow: EscrowService, stopped: watch::Receiver<bool>) {
     // Before any order moves: the wallet finishes (or rolls back) what a stop interrupted.
     if let Err(e) = escrow.recover().await {
         tracing::error!(error = %e, "the escrow wallet could not recover interrupted operations");
     }
-    let mut tick = tokio::time::interval(PAYMENT_POLL);
-    loop {
-        tokio::select! {
-            _ = stopped.changed() => break,
-            _ = tick.tick() => {}
+    let escrow = &escrow;
+    every(PAYMENT_POLL, stopped, || async move {
+        if let Err(e) = escrow.tick().await {
+            tracing::error!(error = %e, "payment check failed; retrying");
         }
-        // A pass may be cut short by shutdown: every step of it is crash-safe (ledger first,
-        // one transaction per order), so stopping mid-way is like a crash, resumed on start.
-        tokio::select! {
-            _ = stopped.changed() => break,
-            result = escrow.tick() => if let Err(e) = result {
-                tracing::error!(error = %e, "payment check failed; retrying");
-            },
-        }
-    }
+    })
+    .await;
 }
 
 /// Session cleanup: a pass at start (it resumes refunds a stop interrupted) and one every
 /// `every`. Each step of a pass is recorded before the next, so shutdown may cut it anywhere.
-async fn clean_sessions(sessions: Sessions, every: Duration, mut stopped: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = stopped.changed() => break,
-            _ = tick.tick() => {}
+async fn clean_sessions(sessions: Sessions, period: Duration, stopped: watch::Receiver<bool>) {
+    let sessions = &sessions;
+    every(period, stopped, || async move {
+        match sessions.cleanup().await {
+            Ok(report) => tracing::info!(?report, "session cleanup pass"),
+            Err(e) => tracing::error!(error = %e, "session cleanup failed; retried next pass"),
         }
-        tokio::select! {
-            _ = stopped.changed() => break,
-            result = sessions.cleanup() => match result {
-                Ok(report) => tracing::info!(?report, "session cleanup pass"),
-                Err(e) => tracing::error!(error = %e, "session cleanup failed; retried next pass"),
-            },
-        }
-    }
+    })
+    .await;
 }
 
 /// The pass over bills merchants pay from sales: each carried on (swept back into the
 /// balance once its offer ended), every few seconds.
-async fn watch_bills(ussd: UssdService, mut stopped: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(BILLS_POLL);
-    loop {
-        tokio::select! {
-            _ = stopped.changed() => break,
-            _ = tick.tick() => {}
+async fn watch_bills(ussd: UssdService, stopped: watch::Receiver<bool>) {
+    let ussd = &ussd;
+    every(BILLS_POLL, stopped, || async move {
+        if let Err(e) = ussd.tick_bills().await {
+            tracing::error!(error = %e, "bills pass failed; retrying");
         }
-        tokio::select! {
-            _ = stopped.changed() => break,
-            result = ussd.tick_bills() => if let Err(e) = result {
-                tracing::error!(error = %e, "bills pass failed; retrying");
-            },
-        }
-    }
+    })
+    .await;
 }
 
 /// How often [`watch_bills`] runs.
@@ -740,9 +720,25 @@ const BILLS_POLL: Duration = Duration::from_secs(5);
 
 /// The exchange's timer pass, every second: payments seen, windows run out, transfers a
 /// crash interrupted carried on.
-async fn watch_trades(exchange: Exchange, mut stopped: watch::Receiver<bool>) {
+async fn watch_trades(exchange: Exchange, stopped: watch::Receiver<bool>) {
     exchange.recover().await;
-    let mut tick = tokio::time::interval(PAYMENT_POLL);
+    let exchange = &exchange;
+    every(PAYMENT_POLL, stopped, || async move {
+        if let Err(e) = exchange.tick().await {
+            tracing::error!(error = %e, "exchange pass failed; retrying");
+        }
+    })
+    .await;
+}
+
+/// Runs `pass` every `period` until `stopped`. A pass may be cut short by shutdown: every
+/// pass here is crash-safe step by step, so stopping mid-way is like a crash, resumed on start.
+async fn every<F, Fut>(period: Duration, mut stopped: watch::Receiver<bool>, mut pass: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(period);
     loop {
         tokio::select! {
             _ = stopped.changed() => break,
@@ -750,9 +746,7 @@ async fn watch_trades(exchange: Exchange, mut stopped: watch::Receiver<bool>) {
         }
         tokio::select! {
             _ = stopped.changed() => break,
-            result = exchange.tick() => if let Err(e) = result {
-                tracing::error!(error = %e, "exchange pass failed; retrying");
-            },
+            () = pass() => {}
         }
     }
 }

@@ -35,18 +35,34 @@ fn answer_of(arg: IssueAnswerArg) -> IssueAnswer {
     }
 }
 
+/// The buyer's order a buyer command names: the merchant, soko's order number and the
+/// reveal event, checked as far as the command can.
+fn buyer_order(
+    ctx: &Context,
+    buyer: &PublicKey,
+    merchant: &str,
+    order_id: &str,
+    reveal: Option<&Value>,
+) -> Result<(PublicKey, u64, Option<Event>), CommandError> {
+    let merchant = merchant_key(merchant)?;
+    ctx.merchants.get(&merchant)?;
+    let number = ctx.escrow.buyer_order_number(&merchant, buyer, order_id)?;
+    Ok((merchant, number, reveal_event(reveal)?))
+}
+
 /// The buyer (the sender) marks an issue on its order.
 pub async fn issue(
     ctx: &Context,
     buyer: PublicKey,
     args: OrderIssueArgs,
 ) -> Result<Value, CommandError> {
-    let merchant = merchant_key(&args.merchant)?;
-    ctx.merchants.get(&merchant)?;
-    let number = ctx
-        .escrow
-        .buyer_order_number(&merchant, &buyer, &args.order_id)?;
-    let reveal = reveal_event(args.reveal.as_ref())?;
+    let (merchant, number, reveal) = buyer_order(
+        ctx,
+        &buyer,
+        &args.merchant,
+        &args.order_id,
+        args.reveal.as_ref(),
+    )?;
     let party = Party::Buyer {
         key: buyer,
         reveal: reveal.as_ref(),
@@ -64,12 +80,13 @@ pub async fn answer(
     buyer: PublicKey,
     args: OrderAnswerArgs,
 ) -> Result<Value, CommandError> {
-    let merchant = merchant_key(&args.merchant)?;
-    ctx.merchants.get(&merchant)?;
-    let number = ctx
-        .escrow
-        .buyer_order_number(&merchant, &buyer, &args.order_id)?;
-    let reveal = reveal_event(args.reveal.as_ref())?;
+    let (merchant, number, reveal) = buyer_order(
+        ctx,
+        &buyer,
+        &args.merchant,
+        &args.order_id,
+        args.reveal.as_ref(),
+    )?;
     let party = Party::Buyer {
         key: buyer,
         reveal: reveal.as_ref(),
