@@ -32,22 +32,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use base64::Engine as _;
 use cdk::amount::SplitTarget;
-use cdk::nuts::{AuthProof, BlindAuthToken, CurrencyUnit, PaymentMethod, Proof};
-use cdk::wallet::{SendOptions, WalletBuilder};
+use cdk::nuts::{BlindAuthToken, PaymentMethod, Proof};
+use cdk::wallet::SendOptions;
 use cdk::{Amount, StreamExt as _};
 use clap::Parser;
 use nostr_sdk::nips::nip59::UnwrappedGift;
-use nostr_sdk::nips::nip98::{HttpData, HttpMethod};
 use nostr_sdk::{
-    Client, Event, EventBuilder, Filter, JsonUtil as _, Keys, Kind, PublicKey,
-    RelayPoolNotification, RelayUrl, Tag, Url,
+    Client, Event, EventBuilder, Filter, Keys, Kind, PublicKey, RelayPoolNotification, RelayUrl,
+    Tag,
 };
 use serde_json::{json, Value};
 use soko::clock::Clock;
 use soko::config::DevMintAuth;
-use soko::devmint::{oidc, AuthSettings, DevMint};
+use soko::devmint::{AuthSettings, DevMint};
 use soko::sessions::Sessions;
 use soko::Daemon;
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -952,73 +950,6 @@ impl CryptoCost {
     }
 }
 
-/// Logs `keys` in at the dev issuer's `token_url` with a signed NIP-98 event: the clear-auth
-/// token (CAT).
-async fn login(token_url: &str, keys: &Keys) -> Result<String> {
-    let url = Url::parse(token_url)?;
-    let event =
-        EventBuilder::http_auth(HttpData::new(url, HttpMethod::POST)).sign_with_keys(keys)?;
-    let authorization = format!(
-        "Nostr {}",
-        base64::engine::general_purpose::STANDARD.encode(event.as_json())
-    );
-    let response = reqwest::Client::new()
-        .post(token_url)
-        .header("Authorization", authorization)
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(format!(
-            "grant_type={}&client_id={}",
-            form_urlencoded::byte_serialize(oidc::GRANT_TYPE.as_bytes()).collect::<String>(),
-            oidc::CLIENT_ID
-        ))
-        .send()
-        .await
-        .context("the token endpoint")?;
-    let status = response.status();
-    let text = response
-        .text()
-        .await
-        .context("the token endpoint's answer")?;
-    if !status.is_success() {
-        bail!("login refused ({status}): {text}");
-    }
-    let json: Value = serde_json::from_str(&text).context("the token endpoint's answer")?;
-    json["access_token"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow!("no access token in {text}"))
-}
-
-/// `n` BATs at `mint_url` with the clear-auth token `cat`, through cdk's wallet (one
-/// `POST /v1/auth/blind/mint`, each signature's DLEQ checked). Each BAT keeps its DLEQ. The
-/// wallet keeps its proofs in a temporary sled of its own, gone with it.
-async fn mint_bats(mint_url: &str, cat: &str, n: u64) -> Result<Vec<BlindAuthToken>> {
-    let db = sled::Config::new()
-        .temporary(true)
-        .open()
-        .context("a temporary sled for the minting wallet")?;
-    let key = soko::vault::RecordKey::new([7; 32])?;
-    let localstore = soko::wallet::SledWalletDatabase::open(&db, "bats", key)?;
-    let wallet = WalletBuilder::new()
-        .mint_url(mint_url.parse()?)
-        .unit(CurrencyUnit::Sat)
-        .localstore(Arc::new(localstore))
-        .seed(fresh_seed())
-        .set_auth_cat(cat.to_owned())?
-        .build()?;
-    // Learns the mint's protected endpoints and its OIDC discovery URL.
-    wallet.fetch_mint_info().await?;
-    let proofs = wallet.mint_blind_auth(Amount::from(n)).await?;
-    proofs
-        .into_iter()
-        .map(|proof| {
-            AuthProof::try_from(proof)
-                .map(BlindAuthToken::new)
-                .map_err(|e| anyhow!("not an auth proof: {e}"))
-        })
-        .collect()
-}
-
 /// `total` BATs with the clear-auth token `cat`, minted `batch` per request.
 async fn mint_many(
     mint_url: &str,
@@ -1062,16 +993,6 @@ async fn tokens_from(mint_url: &str, amount: u64, count: usize) -> Result<Vec<St
         tokens.push(token.to_string());
     }
     Ok(tokens)
-}
-
-/// A seed of its own for each throwaway wallet: wallets sharing one derive the same NUT-13
-/// secrets, and the mint refuses the second.
-fn fresh_seed() -> [u8; 64] {
-    let mut seed = [0u8; 64];
-    for chunk in seed.chunks_mut(32) {
-        chunk.copy_from_slice(&Keys::generate().secret_key().to_secret_bytes());
-    }
-    seed
 }
 
 /// This process's resident set size in bytes (`VmRSS` in /proc/self/status).
