@@ -5,10 +5,8 @@
 
 mod common;
 
-use cdk::nuts::SecretKey as CashuKey;
-use cdk::wallet::ReceiveOptions;
 use common::exchange::{exchange_config, offer_args, reveal_by, session_balance, Trader};
-use common::sessions::code;
+use common::sessions::{code, redeem_with};
 use common::{operator, TestSoko};
 use nostr_sdk::prelude::*;
 use serde_json::{json, Value};
@@ -33,28 +31,6 @@ async fn bond_paid(
 
 fn sats(amounts: &Value, name: &str) -> u64 {
     amounts[name].as_u64().unwrap()
-}
-
-/// Redeems `token` into a fresh wallet at `mint_url` signing with `key`: the sats, or the
-/// mint's refusal.
-async fn redeem_with(mint_url: &str, token: &str, key: Option<&Keys>) -> Result<u64, String> {
-    let dir = tempfile::tempdir().unwrap();
-    let store = soko::store::Store::open(dir.path()).unwrap();
-    let mut seed = [0u8; 64];
-    seed[..32].copy_from_slice(&Keys::generate().secret_key().to_secret_bytes());
-    let wallet = soko::wallet::open(&store, "redeemer", mint_url, &seed).unwrap();
-    let options = ReceiveOptions {
-        p2pk_signing_keys: key
-            .map(|k| CashuKey::from_hex(k.secret_key().to_secret_hex()).unwrap())
-            .into_iter()
-            .collect(),
-        ..Default::default()
-    };
-    wallet
-        .receive(token, options)
-        .await
-        .map(u64::from)
-        .map_err(|e| e.to_string())
 }
 
 /// Every locked payout notice for `offer` in `trader`'s inbox (waiting for `n`).

@@ -209,3 +209,23 @@ pub fn session_trees(db: &sled::Db, id: &str) -> Vec<String> {
         .filter(|name| name.starts_with(&prefix))
         .collect()
 }
+
+/// Redeems `token` into a fresh wallet at `mint_url` signing with `key`: the sats, or the
+/// mint's refusal.
+pub async fn redeem_with(mint_url: &str, token: &str, key: Option<&Keys>) -> Result<u64, String> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = soko::store::Store::open(dir.path()).expect("store");
+    let wallet = soko::wallet::open(&store, "redeemer", mint_url, &fresh_seed()).expect("wallet");
+    let options = cdk::wallet::ReceiveOptions {
+        p2pk_signing_keys: key
+            .map(|k| cdk::nuts::SecretKey::from_hex(k.secret_key().to_secret_hex()).expect("a key"))
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    wallet
+        .receive(token, options)
+        .await
+        .map(u64::from)
+        .map_err(|e| e.to_string())
+}
