@@ -58,10 +58,8 @@ mod support;
 
 use support::*;
 
-/// The registration event kind (`kinds/agents.md`).
-const REGISTRATION_KIND: u16 = 29470;
 /// The public book's kind (`kinds/book.md`).
-const BOOK_KIND: u16 = 38383;
+const BOOK_KIND: u16 = soko::proto::exchange::KIND_BOOK;
 /// A request as a maker sends it, for the crypto measurement.
 const SAMPLE_REQUEST: &str = r#"{"v":1,"id":"offer_create-1","cmd":"offer_create","session":"5f0c8e3a4b1d2e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f","args":{"fiat_amount":"1500","currency":"KES","provider":"mpesa","bill":{"kind":"paybill","reference":"888880","note":"account 12345"},"sats":10000}}"#;
 /// A notice as soko sends it, for the crypto measurement.
@@ -226,26 +224,7 @@ impl Bench<'_> {
     /// Makes `trader` a registered trader, as a user would: an operator invite, then a
     /// signed registration event over NIP-17.
     async fn register(&self, trader: &Keys) -> Result<()> {
-        let created = soko::operator::call(
-            self.soko.config(),
-            "invite_create",
-            json!({"role": "trader"}),
-        )
-        .await
-        .context("operator: invite_create")?;
-        let code = created
-            .result
-            .as_ref()
-            .and_then(|r| r["code"].as_str())
-            .ok_or_else(|| anyhow!("no invite code: {created:?}"))?
-            .to_owned();
-        let event = EventBuilder::new(Kind::Custom(REGISTRATION_KIND), "")
-            .tags([
-                Tag::parse(["invite", code.as_str()])?,
-                Tag::parse(["role", "trader"])?,
-                Tag::public_key(self.bot()),
-            ])
-            .sign_with_keys(trader)?;
+        let event = trader_registration(self.soko.config(), self.bot(), trader).await?;
         let mut desk = Desk::connect(&self.relay, vec![trader.clone()], self.bot()).await?;
         let reply = desk
             .ask(

@@ -31,17 +31,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use cdk::amount::SplitTarget;
 use cdk::nuts::{BlindAuthToken, PaymentMethod, Proof};
 use cdk::wallet::SendOptions;
 use cdk::{Amount, StreamExt as _};
 use clap::Parser;
 use nostr_sdk::nips::nip59::UnwrappedGift;
-use nostr_sdk::{
-    Client, Event, EventBuilder, Filter, Keys, Kind, PublicKey, RelayPoolNotification, RelayUrl,
-    Tag,
-};
+use nostr_sdk::{Client, Event, Filter, Keys, Kind, PublicKey, RelayPoolNotification, RelayUrl};
 use serde_json::{json, Value};
 use soko::clock::Clock;
 use soko::config::DevMintAuth;
@@ -57,8 +54,6 @@ mod support;
 
 use support::*;
 
-/// The registration event kind (`kinds/agents.md`).
-const REGISTRATION_KIND: u16 = 29470;
 /// A reply as the bot sends it for an open, for the crypto measurement.
 const SAMPLE_REPLY: &str = r#"{"v":1,"re":"open-c0-s0","ok":true,"result":{"session":"5f0c8e3a4b1d2e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f","expires_at":1764417600}}"#;
 /// The daemon's own cleanup job waits this long between passes: the benchmark runs its pass.
@@ -280,22 +275,7 @@ impl Bench<'_> {
     /// Makes `trader` a registered trader, as a user would: an operator invite, then a
     /// signed registration event over NIP-17.
     async fn register(&self, trader: &Keys) -> Result<()> {
-        let created = soko::operator::call(self.config, "invite_create", json!({"role": "trader"}))
-            .await
-            .context("operator: invite_create")?;
-        let code = created
-            .result
-            .as_ref()
-            .and_then(|r| r["code"].as_str())
-            .ok_or_else(|| anyhow!("no invite code: {created:?}"))?
-            .to_owned();
-        let event = EventBuilder::new(Kind::Custom(REGISTRATION_KIND), "")
-            .tags([
-                Tag::parse(["invite", code.as_str()])?,
-                Tag::parse(["role", "trader"])?,
-                Tag::public_key(self.daemon.bot_public_key()),
-            ])
-            .sign_with_keys(trader)?;
+        let event = trader_registration(self.config, self.daemon.bot_public_key(), trader).await?;
         let mut client = DmClient::connect(0, &self.relay, [trader.clone()]).await?;
         let request =
             json!({"v": 1, "id": "register", "cmd": "register", "args": {"event": event}});

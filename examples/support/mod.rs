@@ -406,3 +406,35 @@ pub fn fresh_seed() -> [u8; 64] {
     }
     seed
 }
+
+/// A signed registration event making `trader` a registered trader of the soko run by
+/// `config` (bot key `bot`), with a fresh operator invite: what a user sends as `register`.
+pub async fn trader_registration(
+    config: &soko::Config,
+    bot: PublicKey,
+    trader: &Keys,
+) -> Result<Event> {
+    let created = soko::operator::call(
+        config,
+        "invite_create",
+        serde_json::json!({"role": "trader"}),
+    )
+    .await
+    .context("operator: invite_create")?;
+    let code = created
+        .result
+        .as_ref()
+        .and_then(|r| r["code"].as_str())
+        .ok_or_else(|| anyhow!("no invite code: {created:?}"))?
+        .to_owned();
+    Ok(EventBuilder::new(
+        nostr_sdk::Kind::Custom(soko::proto::agents::REGISTRATION_KIND),
+        "",
+    )
+    .tags([
+        nostr_sdk::Tag::parse(["invite", code.as_str()])?,
+        nostr_sdk::Tag::parse(["role", "trader"])?,
+        nostr_sdk::Tag::public_key(bot),
+    ])
+    .sign_with_keys(trader)?)
+}
