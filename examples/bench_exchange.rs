@@ -72,9 +72,7 @@ const USER_HZ: f64 = 100.0;
     about = "Benchmark soko's P2P exchange: whole trades per second, crypto and mint per trade"
 )]
 struct Args {
-    /// Whole trades run at once (2 sessions each). More do not go faster here: the
-    /// exchange's pass sees payments one offer at a time, so the payment waits grow with
-    /// the offers open (and at 40 and 100 the dev mint's sqlite refuses some calls).
+    /// Whole trades run at once (2 sessions each).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     trades: u32,
 

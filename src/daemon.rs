@@ -424,7 +424,11 @@ impl Daemon {
         )?;
         let desk = agents.desk(merchants.clone(), publisher.clone(), rates);
         let verifier: Option<Arc<dyn BatVerifier>> = match &dev_mint {
-            Some(mint) => Some(Arc::new(InProcessMint::new(mint.mint().clone()))),
+            Some(mint) => Some(Arc::new(InProcessMint::new(
+                mint.mint().clone(),
+                mint.handle()
+                    .unwrap_or_else(tokio::runtime::Handle::current),
+            ))),
             None => Some(Arc::new(
                 ExternalMint::new(&mint_url).map_err(|e| DaemonError::Sessions(e.to_string()))?,
             )),

@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::exchange::{exchange_config, offer_args, session_balance, Trader};
+use std::sync::Arc;
+
+use common::exchange::{exchange_config, offer_args, session_balance, whole_trade, Trader};
 use common::sessions::{code, redeem};
 use common::{events_of, TestSoko};
 use nostr_sdk::prelude::*;
@@ -246,4 +248,60 @@ async fn notices_go_out_with_the_move_not_at_the_outbox_retry() {
     tokio::time::timeout(prompt, taker.notice(&offer, "COMPLETED"))
         .await
         .expect("the taker told of its payout within 4 s of the reply");
+}
+
+/// Many trades at once on two workers, as `soko run` has on two cores. The dev mint's SQLite
+/// calls block the thread they run on; while it shared soko's runtime, writers waiting for its
+/// lock stopped both workers and the one holding it could not commit: "database is locked",
+/// and bench_exchange completed none of 40 trades at once. Every trade completes, and the
+/// sessions plus the fee wallet hold exactly what was paid in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_trades_at_once_all_complete() {
+    const TRADES: usize = 30;
+    let soko = Arc::new(
+        TestSoko::start_with(|config| {
+            exchange_config(config);
+            // The load is the point here, not the budgets that would refuse it.
+            config.relay.rate_limit_per_minute = 100_000;
+            config.relay.connection_write_per_minute = 100_000;
+            config.relay.write_budget_per_minute = 100_000;
+            config.limits.anonymous = 100_000;
+            config.limits.session = 100_000;
+        })
+        .await,
+    );
+    let mut pairs = Vec::new();
+    for _ in 0..TRADES {
+        pairs.push((Trader::join(&soko).await, Trader::join(&soko).await));
+    }
+    let mut trades = tokio::task::JoinSet::new();
+    for (mut maker, mut taker) in pairs {
+        let soko = Arc::clone(&soko);
+        trades.spawn(async move {
+            let (_, to_maker, to_taker) = whole_trade(
+                &soko,
+                &mut maker,
+                &mut taker,
+                offer_args("1500", 10_000),
+                json!({}),
+            )
+            .await;
+            assert_eq!(to_maker["outcome"], "completed", "{to_maker}");
+            assert_eq!(to_taker["outcome"], "completed", "{to_taker}");
+            let held =
+                session_balance(&soko, &mut maker).await + session_balance(&soko, &mut taker).await;
+            held
+        });
+    }
+    let mut held = 0;
+    while let Some(trade) = trades.join_next().await {
+        held += trade.expect("every trade completes");
+    }
+    // Per trade: escrow 10000 + maker bond 1500 + platform fee 200 paid by the maker, taker
+    // bond 1500 + taker fee 50 by the taker; the fees went to soko's fee wallet.
+    let fees = TRADES as u64 * (200 + 50);
+    assert_eq!(
+        held,
+        TRADES as u64 * (10_000 + 1_500 + 200 + 1_500 + 50) - fees
+    );
 }

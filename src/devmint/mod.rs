@@ -30,7 +30,7 @@ use cdk_fake_wallet::FakeWallet;
 use cdk_sqlite::mint::MintSqliteAuthDatabase;
 use cdk_sqlite::MintSqliteDatabase;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore};
 
 use crate::clock::Clock;
 use crate::identity;
@@ -47,6 +47,12 @@ const MAX_START_WAIT_SECS: u64 = 5;
 const GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Largest single mint or melt, in sats.
 const MAX_SATS: u64 = 10_000_000;
+/// Requests the mint works on at once; the rest wait their turn in memory, not on a thread
+/// in SQLite's busy handler (see [`DevMint`]). Also well below cdk's pool of 20 connections.
+const MAX_REQUESTS_IN_FLIGHT: usize = 4;
+/// The mint's threads: one per request let in, and room for its background tasks (payment
+/// notifications, the OIDC issuer) and for the transaction holding the write lock.
+const MINT_THREADS: usize = MAX_REQUESTS_IN_FLIGHT + 4;
 
 /// Failures starting the dev mint.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +77,9 @@ pub enum DevMintError {
     /// Its OIDC issuer could not start.
     #[error(transparent)]
     Oidc(#[from] oidc::OidcError),
+    /// Its threads could not start.
+    #[error("dev mint threads: {0}")]
+    Threads(String),
 }
 
 /// NUT-21/22 on the dev mint: who may log in at its issuer, and how many BATs one request
@@ -120,12 +129,29 @@ pub fn clear_protected_endpoints() -> Vec<ProtectedEndpoint> {
 }
 
 /// A running dev mint; it stops on [`DevMint::shutdown`].
+///
+/// It runs on threads of its own. cdk's SQLite backend runs its queries on the calling
+/// thread, and a writer waiting for the write lock sleeps in SQLite's busy handler there, for
+/// up to 10 s. On soko's runtime (one worker per core) two waiting writers stopped every
+/// worker, so the transaction holding the lock could not be polled to its commit: each
+/// waiter then failed with "database is locked" (bench_exchange at 40 trades at once: no
+/// trade completed). Here more threads than requests let in at once keep one free.
 #[derive(Debug)]
 pub struct DevMint {
     url: String,
     mint: Arc<Mint>,
     issuer: Option<oidc::DevIssuer>,
     stop: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// What the mint's own runtime hands back once the mint serves.
+struct Started {
+    url: String,
+    mint: Arc<Mint>,
+    issuer: Option<oidc::DevIssuer>,
+    stop: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -194,111 +220,164 @@ impl DevMint {
         push: bool,
         auth: Option<AuthSettings>,
     ) -> Result<Self, DevMintError> {
-        let listener = TcpListener::bind(("127.0.0.1", port))
-            .await
-            .map_err(|source| DevMintError::Listen { port, source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| DevMintError::Listen { port, source })?;
-        let url = format!("http://{addr}");
-
-        let db = Arc::new(MintSqliteDatabase::new(data_dir.join(DB_FILE)).await?);
-        let mut builder = MintBuilder::new(db.clone());
-        let backend = FakeWallet::new(
-            FeeReserve {
-                min_fee_reserve: 1.into(),
-                percent_fee_reserve: 0.01,
-            },
-            HashMap::new(),
-            HashSet::new(),
-            settle_after_secs,
-            CurrencyUnit::Sat,
-        );
-        builder
-            .add_payment_processor(
-                CurrencyUnit::Sat,
-                PaymentMethod::BOLT11,
-                MintMeltLimits::new(1, MAX_SATS),
-                Arc::new(backend),
-            )
-            .await?;
-        if input_fee_ppk > 0 {
-            builder.set_unit_fee(&CurrencyUnit::Sat, input_fee_ppk)?;
-        }
-        let seed = identity::dev_mint_seed(data_dir)?;
-        // cdk-axum serves NUT-17's `/v1/ws` either way; wallets go by the info.
-        if push {
-            builder = builder
-                .with_supported_websockets(SupportedMethods::default_bolt11(CurrencyUnit::Sat));
-        }
-        // The issuer first: the mint fetches its discovery document on the first CAT.
-        let issuer = match &auth {
-            Some(auth) => Some(
-                oidc::DevIssuer::start(
-                    data_dir,
-                    auth.issuer_port,
-                    auth.registry.clone(),
-                    auth.clock.clone(),
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(MINT_THREADS)
+            .thread_name("dev-mint")
+            .enable_all()
+            .build()
+            .map_err(|e| DevMintError::Threads(e.to_string()))?;
+        let data_dir = data_dir.to_path_buf();
+        let started = runtime
+            .spawn(async move {
+                serve(
+                    &data_dir,
+                    port,
+                    settle_after_secs,
+                    input_fee_ppk,
+                    push,
+                    auth,
                 )
-                .await?,
-            ),
-            None => None,
-        };
-        if let (Some(auth), Some(issuer)) = (&auth, &issuer) {
-            let auth_db = Arc::new(MintSqliteAuthDatabase::new(data_dir.join(AUTH_DB_FILE)).await?);
-            builder = builder
-                .with_auth(
-                    auth_db,
-                    issuer.discovery_url(),
-                    issuer.client_id().to_owned(),
-                    clear_protected_endpoints(),
-                )
-                .with_blind_auth(auth.bat_max_mint, auth.blind_protected.clone());
-        }
-        let mint = builder
-            .with_name("soko dev mint".to_owned())
-            .with_description("Development mint: fake Lightning, worthless sats".to_owned())
-            .with_urls(vec![url.clone()])
-            .build_with_seed(db, &seed)
-            .await?;
-        mint.start().await?;
-        let mint = Arc::new(mint);
-        // Before the mint serves anyone, waiting for those not due yet (at most the settle
-        // delay): settling while soko's first requests arrive contended for SQLite's write
-        // lock, and cdk's pool then stalled every writer for 10 s at a time.
-        settle_interrupted(&mint, settle_after_secs).await;
-
-        let router = cdk_axum::create_mint_router(mint.clone(), vec!["bolt11".to_owned()])
+                .await
+            })
             .await
-            .map_err(|e| cdk::Error::Custom(format!("router: {e}")))?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "dev mint server stopped");
+            .map_err(|e| DevMintError::Threads(e.to_string()));
+        let started = match started {
+            Ok(Ok(started)) => started,
+            Ok(Err(e)) | Err(e) => {
+                runtime.shutdown_background();
+                return Err(e);
             }
-        });
-        tracing::warn!(
-            %url,
-            "DEVELOPMENT MINT running: fake Lightning backend, invoices settle by themselves, its ecash is worthless. Use [mint] url for real money."
-        );
-        if let Some(issuer) = &issuer {
-            tracing::warn!(
-                issuer = %issuer.issuer(),
-                "DEVELOPMENT OIDC ISSUER running for the dev mint's blind auth (NUT-21/22): any registered soko user logs in with a signed Nostr event, no password, no second factor. For real use, run a mint with a real OIDC provider and set [mint] url."
-            );
-        }
+        };
         Ok(Self {
-            url,
-            mint,
-            issuer,
-            stop: Some(stop),
-            server,
+            url: started.url,
+            mint: started.mint,
+            issuer: started.issuer,
+            stop: Some(started.stop),
+            server: started.server,
+            runtime: Some(runtime),
         })
     }
+}
 
+/// Builds the mint and serves it, on the runtime this runs on.
+async fn serve(
+    data_dir: &Path,
+    port: u16,
+    settle_after_secs: u64,
+    input_fee_ppk: u64,
+    push: bool,
+    auth: Option<AuthSettings>,
+) -> Result<Started, DevMintError> {
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|source| DevMintError::Listen { port, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| DevMintError::Listen { port, source })?;
+    let url = format!("http://{addr}");
+
+    let db = Arc::new(MintSqliteDatabase::new(data_dir.join(DB_FILE)).await?);
+    let mut builder = MintBuilder::new(db.clone());
+    let backend = FakeWallet::new(
+        FeeReserve {
+            min_fee_reserve: 1.into(),
+            percent_fee_reserve: 0.01,
+        },
+        HashMap::new(),
+        HashSet::new(),
+        settle_after_secs,
+        CurrencyUnit::Sat,
+    );
+    builder
+        .add_payment_processor(
+            CurrencyUnit::Sat,
+            PaymentMethod::BOLT11,
+            MintMeltLimits::new(1, MAX_SATS),
+            Arc::new(backend),
+        )
+        .await?;
+    if input_fee_ppk > 0 {
+        builder.set_unit_fee(&CurrencyUnit::Sat, input_fee_ppk)?;
+    }
+    let seed = identity::dev_mint_seed(data_dir)?;
+    // cdk-axum serves NUT-17's `/v1/ws` either way; wallets go by the info.
+    if push {
+        builder =
+            builder.with_supported_websockets(SupportedMethods::default_bolt11(CurrencyUnit::Sat));
+    }
+    // The issuer first: the mint fetches its discovery document on the first CAT.
+    let issuer = match &auth {
+        Some(auth) => Some(
+            oidc::DevIssuer::start(
+                data_dir,
+                auth.issuer_port,
+                auth.registry.clone(),
+                auth.clock.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    if let (Some(auth), Some(issuer)) = (&auth, &issuer) {
+        let auth_db = Arc::new(MintSqliteAuthDatabase::new(data_dir.join(AUTH_DB_FILE)).await?);
+        builder = builder
+            .with_auth(
+                auth_db,
+                issuer.discovery_url(),
+                issuer.client_id().to_owned(),
+                clear_protected_endpoints(),
+            )
+            .with_blind_auth(auth.bat_max_mint, auth.blind_protected.clone());
+    }
+    let mint = builder
+        .with_name("soko dev mint".to_owned())
+        .with_description("Development mint: fake Lightning, worthless sats".to_owned())
+        .with_urls(vec![url.clone()])
+        .build_with_seed(db, &seed)
+        .await?;
+    mint.start().await?;
+    let mint = Arc::new(mint);
+    // Before the mint serves anyone, waiting for those not due yet (at most the settle
+    // delay): settling while soko's first requests arrive contended for SQLite's write
+    // lock, and cdk's pool then stalled every writer for 10 s at a time.
+    settle_interrupted(&mint, settle_after_secs).await;
+
+    let router = cdk_axum::create_mint_router(mint.clone(), vec!["bolt11".to_owned()])
+        .await
+        .map_err(|e| cdk::Error::Custom(format!("router: {e}")))?
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(Semaphore::new(MAX_REQUESTS_IN_FLIGHT)),
+            take_turn,
+        ));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async {
+            let _ = stopped.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "dev mint server stopped");
+        }
+    });
+    tracing::warn!(
+        %url,
+        "DEVELOPMENT MINT running: fake Lightning backend, invoices settle by themselves, its ecash is worthless. Use [mint] url for real money."
+    );
+    if let Some(issuer) = &issuer {
+        tracing::warn!(
+            issuer = %issuer.issuer(),
+            "DEVELOPMENT OIDC ISSUER running for the dev mint's blind auth (NUT-21/22): any registered soko user logs in with a signed Nostr event, no password, no second factor. For real use, run a mint with a real OIDC provider and set [mint] url."
+        );
+    }
+    Ok(Started {
+        url,
+        mint,
+        issuer,
+        stop,
+        server,
+    })
+}
+
+impl DevMint {
     /// The mint's base URL (`http://127.0.0.1:PORT`).
     pub fn url(&self) -> &str {
         &self.url
@@ -307,6 +386,14 @@ impl DevMint {
     /// The mint itself, for checks of what it issued and redeemed.
     pub fn mint(&self) -> &Arc<Mint> {
         &self.mint
+    }
+
+    /// The mint's own runtime: calls into [`DevMint::mint`] that write (spending a token)
+    /// belong there, for the reason given at [`DevMint`].
+    pub fn handle(&self) -> Option<tokio::runtime::Handle> {
+        self.runtime
+            .as_ref()
+            .map(|runtime| runtime.handle().clone())
     }
 
     /// Its OIDC issuer, when auth is on.
@@ -330,6 +417,16 @@ impl DevMint {
         }
         if let Some(issuer) = self.issuer.take() {
             issuer.shutdown().await;
+        }
+        // Drop does the rest.
+    }
+}
+
+impl Drop for DevMint {
+    fn drop(&mut self) {
+        // A runtime dropped inside another one's task panics; this one lets go of its threads.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
         }
     }
 }
@@ -390,4 +487,17 @@ async fn settle_interrupted(mint: &Mint, settle_after_secs: u64) {
             tracing::warn!(payment = %id, error = %e, "dev mint: settling an interrupted invoice failed");
         }
     }
+}
+
+/// Lets a request run once it holds one of the mint's [`MAX_REQUESTS_IN_FLIGHT`] turns;
+/// waiters are served in arrival order. A websocket gives its turn back once upgraded: the
+/// connection lives on outside the handler.
+async fn take_turn(
+    axum::extract::State(turns): axum::extract::State<Arc<Semaphore>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    // The semaphore is never closed, so a turn always comes.
+    let _turn = turns.acquire().await;
+    next.run(request).await
 }

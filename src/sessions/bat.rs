@@ -105,10 +105,12 @@ fn auth_enabled(info: &MintInfo) -> Result<(), BatRefusal> {
     Ok(())
 }
 
-/// The embedded dev mint, called in-process.
+/// The embedded dev mint, called in-process, on the mint's own runtime (its SQLite calls
+/// block the thread they run on).
 #[derive(Clone)]
 pub struct InProcessMint {
     mint: Arc<Mint>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for InProcessMint {
@@ -118,15 +120,12 @@ impl std::fmt::Debug for InProcessMint {
 }
 
 impl InProcessMint {
-    /// Checks tokens with `mint`.
-    pub fn new(mint: Arc<Mint>) -> Self {
-        Self { mint }
+    /// Checks tokens with `mint`, on `runtime`.
+    pub fn new(mint: Arc<Mint>, runtime: tokio::runtime::Handle) -> Self {
+        Self { mint, runtime }
     }
-}
 
-#[async_trait::async_trait]
-impl BatVerifier for InProcessMint {
-    async fn verify_and_burn(&self, token: &BlindAuthToken) -> Checked {
+    async fn check(&self, token: &BlindAuthToken) -> Checked {
         match self.mint.mint_info().await {
             Ok(info) => {
                 if let Err(refusal) = auth_enabled(&info) {
@@ -155,6 +154,22 @@ impl BatVerifier for InProcessMint {
             Ok(()) => Checked::Burned,
             Err(cdk::Error::TokenAlreadySpent) => Checked::Refused(BatRefusal::Spent),
             Err(e) => Checked::Unavailable(MintUnavailable(e.to_string())),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl BatVerifier for InProcessMint {
+    async fn verify_and_burn(&self, token: &BlindAuthToken) -> Checked {
+        let this = self.clone();
+        let token = token.clone();
+        match self
+            .runtime
+            .spawn(async move { this.check(&token).await })
+            .await
+        {
+            Ok(checked) => checked,
+            Err(e) => Checked::Unavailable(MintUnavailable(format!("the dev mint stopped: {e}"))),
         }
     }
 }
