@@ -399,7 +399,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     println!("soko is running");
     println!("  bot    {}", daemon.npub());
     match daemon.relay_url() {
-        Some(url) => println!("  relay  {url}"),
+        Some(url) => println!(
+            "  relay  {url}\n  agents examples/agent-app/dist/agent-app.html?relay={url}&bot={}",
+            daemon.npub()
+        ),
         None => println!("  relay  (embedded relay disabled)"),
     }
     if daemon.is_dev_mint() {

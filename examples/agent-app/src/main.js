@@ -175,9 +175,22 @@ function render() {
   }
   document.documentElement.lang = getLang()
   document.title = t('app.title')
+  // A repaint of the same screen (a notice arrived, a list refreshed) keeps what the agent
+  // was typing and where.
+  const same = state.screen === lastScreen && !state.clearInputs
+  const typed = same ? [...app.querySelectorAll('input[id], textarea[id], select[id]')].map((el) => [el.id, el.value]) : []
+  const focused = same && document.activeElement ? document.activeElement.id : null
   app.replaceChildren(header(), banner(), h('div', { id: 'flash' }), screens[state.screen]())
+  for (const [id, value] of typed) {
+    const el = document.getElementById(id)
+    if (el && !el.readOnly) el.value = value
+  }
+  if (focused) document.getElementById(focused)?.focus()
+  lastScreen = state.screen
+  state.clearInputs = false
   paintFlash(document.getElementById('flash'))
 }
+let lastScreen = null
 
 function header() {
   return h(
@@ -352,6 +365,7 @@ function renderHome() {
         id: `tab-${tab}`, type: 'button', class: state.tab === tab ? 'tab on' : 'tab',
         onclick: () => {
           state.tab = tab
+          state.flash = null
           if (tab === 'notices') state.unseen = 0
           render()
         },
@@ -385,6 +399,7 @@ function merchantsTab() {
         if (showErrors(form, errors)) return
         run(form.querySelector('button'), async () => {
           const result = await call('merchant_onboard', { phone, name })
+          state.clearInputs = true
           if (result.link === 'linked') {
             state.onboarded = { name, phone, code: result.activation_code }
             state.flash = null
