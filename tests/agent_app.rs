@@ -4,7 +4,8 @@
 //! relay, dev mint) with the agent's key in a NIP-46 bunker: login with the bunker URI,
 //! registration with an operator's invite, onboarding, a refused stall and a good one, a
 //! product; the merchant onboards and approves over USSD hops sent from here; the listings
-//! on the relay are signed by the merchant's key; a paid order reaches the page as a notice.
+//! on the relay are signed by the merchant's key; a paid order reaches the page as a notice;
+//! a reload keeps the session; when the relay stops, the page says it cannot reach it.
 //! Screenshots of each step land in `target/tmp/agent-app/`.
 //!
 //! Chromium (`apt-get install chromium`) and the app's node_modules (`npm ci` in
@@ -175,27 +176,21 @@ async fn an_agent_does_the_whole_day_in_the_browser() {
     require_tools();
     let started = Instant::now();
     let bridge_keys = Keys::generate();
-    let soko = soko_with_bridge(&bridge_keys, |_| {}).await;
+    let mut soko = soko_with_bridge(&bridge_keys, |_| {}).await;
     let mut bridge = Bridge::connect(bridge_keys, &soko)
         .await
         .naming(HopIds::ByPosition);
     let bunker = Bunker::start(&soko.relay_url()).await;
     let created = operator(&soko, "invite_create", json!({"role": "agent"})).await;
     assert!(created.ok, "{created:?}");
-    let invite = created.result.unwrap()["code"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let invite = created.result.unwrap()["code"].as_str().unwrap().to_owned();
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("agent-app");
     let _ = std::fs::remove_dir_all(&shots);
 
     let mut browser = Browser::start(&[
         (
             "APP",
-            app_dir()
-                .join("dist/agent-app.html")
-                .display()
-                .to_string(),
+            app_dir().join("dist/agent-app.html").display().to_string(),
         ),
         ("RELAY", soko.relay_url().to_string()),
         ("BOT", soko.bot().to_bech32().unwrap()),
@@ -273,12 +268,21 @@ async fn an_agent_does_the_whole_day_in_the_browser() {
     paid_order(&soko, merchant, "o-1").await;
     browser.go();
 
+    // The relay stops: the page must say it cannot reach it.
+    browser.step("reloaded").await;
+    soko.stop().await;
+    browser.go();
+
     let done = browser.step("done").await;
     assert_eq!(done["npub"], npub);
     let status = browser.child.wait().expect("the browser script ends");
     assert!(status.success(), "the browser script failed: {status}");
     let taken = std::fs::read_dir(&shots).map(|d| d.count()).unwrap_or(0);
-    assert!(taken >= 10, "screenshots of each step in {}", shots.display());
+    assert!(
+        taken >= 10,
+        "screenshots of each step in {}",
+        shots.display()
+    );
     println!(
         "agent app e2e: {:.1} s, {taken} screenshots in {}",
         started.elapsed().as_secs_f64(),

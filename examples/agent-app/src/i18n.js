@@ -215,7 +215,7 @@ export const STRINGS = {
 
     'm.none': 'Bado hakuna wafanyabiashara. Sajili mmoja hapo juu.',
     'm.pending': 'inasubiri',
-    'm.active': 'hai',
+    'm.active': 'inafanya kazi',
     'm.pendingHelp': 'Inasubiri mmiliki apige simu na msimbo wa kuwezesha.',
     'm.stalls': 'Vibanda',
     'm.products': 'Bidhaa',
@@ -278,7 +278,7 @@ export const STRINGS = {
     'rule.id': 'Tumia herufi 1 hadi 64.',
     'rule.phone': 'Namba ya simu ni + na tarakimu 7 hadi 15, mfano +254712345678.',
     'rule.shopName': 'Jina la duka lina herufi 1 hadi 64.',
-    'rule.agentName': 'Herufi 64 zaidi.',
+    'rule.agentName': 'Zisizozidi herufi 64.',
     'rule.invite': 'Msimbo wa mwaliko una herufi na tarakimu 16, mfano 7KQ2-M9XD-4HWA-0RTC.',
     'rule.currency': 'Sarafu ni sat au msimbo wa herufi tatu.',
     'rule.amount': 'Weka namba, 0 au zaidi.',

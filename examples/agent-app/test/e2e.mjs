@@ -167,6 +167,11 @@ try {
   await byId('tab-merchants').waitFor()
   await page.locator('.merchant[data-status="active"] .listing[data-kind="30018"][data-id="mango"]').waitFor()
   await snap('reloaded')
+
+  // soko's relay goes away: the page says so.
+  await go('reloaded')
+  await page.locator('#relay-status [role="alert"]', { hasText: 'Cannot reach the relay' }).waitFor()
+  await snap('relay-down')
   expect(pageErrors.length === 0, `no page errors: ${pageErrors.join('; ')}`)
   step('done', { npub })
 } catch (e) {
