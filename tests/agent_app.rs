@@ -5,6 +5,7 @@
 //! registration with an operator's invite, onboarding, a refused stall and a good one, a
 //! product; the merchant onboards and approves over USSD hops sent from here; the listings
 //! on the relay are signed by the merchant's key; a paid order reaches the page as a notice;
+//! a deletion is proposed and withdrawn;
 //! a reload keeps the session; when the relay stops, the page says it cannot reach it.
 //! Screenshots of each step land in `target/tmp/agent-app/`.
 //!

@@ -162,6 +162,18 @@ try {
   await page.locator('.notice-order_paid', { hasText: '1120 sat' }).waitFor()
   await snap('order-paid')
 
+  // A deletion proposed, then withdrawn before the merchant decides.
+  page.once('dialog', (dialog) => dialog.accept())
+  await byId('tab-merchants').click()
+  await page.locator('.listing[data-kind="30018"][data-id="mango"] button', { hasText: 'Propose deletion' }).click()
+  await page.locator('.flash.ok', { hasText: 'sent' }).waitFor()
+  await byId('tab-proposals').click()
+  const deletion = page.locator('.proposal[data-kind="delete"]')
+  await deletion.locator('.badge.status-pending').waitFor()
+  await deletion.locator('button.withdraw').click()
+  await page.locator('.proposal[data-kind="delete"][data-status="withdrawn"]').waitFor()
+  await snap('deletion-withdrawn')
+
   // A reload keeps the session: no login again.
   await page.reload()
   await byId('tab-merchants').waitFor()
