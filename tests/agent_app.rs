@@ -5,7 +5,7 @@
 //! registration with an operator's invite, onboarding, a refused stall and a good one, a
 //! product; the merchant onboards and approves over USSD hops sent from here; the listings
 //! on the relay are signed by the merchant's key; a paid order reaches the page as a notice;
-//! a deletion is proposed and withdrawn;
+//! a deletion is proposed and withdrawn; the product is edited;
 //! a reload keeps the session; when the relay stops, the page says it cannot reach it.
 //! Screenshots of each step land in `target/tmp/agent-app/`.
 //!
@@ -267,6 +267,21 @@ async fn an_agent_does_the_whole_day_in_the_browser() {
     // A buyer orders two mangoes; the page shows the paid-order notice.
     browser.step("listed").await;
     paid_order(&soko, merchant, "o-1").await;
+    browser.go();
+
+    // The agent edits the product's price; the merchant approves the change.
+    browser.step("product-edited").await;
+    let approved = menu(&mut bridge, "AA-4", &["4", "1", "1"]).await;
+    assert!(approved.starts_with("Approved."), "{approved}");
+    eventually(|| async {
+        let products = events_of(&soko, merchant, Kind::SetProduct).await;
+        products.iter().any(|e| {
+            serde_json::from_str::<Product>(&e.content).is_ok_and(|p| p.price == 450.0)
+                && e.pubkey == merchant
+                && e.verify().is_ok()
+        })
+    })
+    .await;
     browser.go();
 
     // The relay stops: the page must say it cannot reach it.

@@ -815,5 +815,13 @@ function start() {
     })
 }
 
+// soko sends no notice when an owner finishes onboarding, so while a merchant is pending
+// the list is asked for again now and then (each ask costs the signer four requests).
+setInterval(() => {
+  if (state.screen === 'home' && state.relayUp && state.merchants.some((m) => m.status === 'pending')) {
+    refresh().catch(() => {})
+  }
+}, 60_000)
+
 setLang(store.get('lang', (navigator.language || 'en').toLowerCase().startsWith('sw') ? 'sw' : 'en'))
 start()

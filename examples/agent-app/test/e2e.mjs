@@ -174,10 +174,22 @@ try {
   await page.locator('.proposal[data-kind="delete"][data-status="withdrawn"]').waitFor()
   await snap('deletion-withdrawn')
 
+  // Editing the product: the form starts from what is published; the new price goes to the
+  // merchant like any proposal.
+  await byId('tab-merchants').click()
+  await page.locator('.listing[data-kind="30018"][data-id="mango"] button', { hasText: 'Edit' }).click()
+  expect((await byId('f-id').inputValue()) === 'mango' && (await byId('f-price').inputValue()) === '500', 'the form holds the published product')
+  expect((await byId('ship.nairobi').inputValue()) === '10', 'the form holds the published shipping')
+  await byId('f-price').fill('450')
+  await byId('send').click()
+  await page.locator('.proposal[data-kind="product"][data-status="pending"]').waitFor()
+  await go('product-edited')
+  await page.waitForFunction(() => document.querySelectorAll('.proposal[data-kind="product"][data-status="approved"]').length === 2, null, { timeout: WAIT })
+
   // A reload keeps the session: no login again.
   await page.reload()
   await byId('tab-merchants').waitFor()
-  await page.locator('.merchant[data-status="active"] .listing[data-kind="30018"][data-id="mango"]').waitFor()
+  await page.locator('.merchant[data-status="active"] .listing[data-kind="30018"][data-id="mango"]', { hasText: '450 sat' }).waitFor()
   await snap('reloaded')
 
   // soko's relay goes away: the page says so.
