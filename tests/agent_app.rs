@@ -25,6 +25,10 @@ use std::time::{Duration, Instant};
 use bunker::*;
 use common::bridge::*;
 use common::*;
+use nostr_connect::signer::{
+    NostrConnectKeys, NostrConnectRemoteSigner, NostrConnectSignerActions,
+};
+use nostr_sdk::nips::nip46::{NostrConnectRequest, NostrConnectURI};
 use nostr_sdk::prelude::*;
 use serde_json::{json, Value};
 use soko::proto::nip15::{Product, Stall};
@@ -305,4 +309,61 @@ async fn an_agent_does_the_whole_day_in_the_browser() {
         shots.display()
     );
     drop(bunker);
+}
+
+/// The signer app's owner approves every request (a test has nobody to ask).
+struct ApproveAll;
+
+impl NostrConnectSignerActions for ApproveAll {
+    fn approve(&self, _client: &PublicKey, _request: &NostrConnectRequest) -> bool {
+        true
+    }
+}
+
+/// The other login: the page's `nostrconnect://` offer (its QR code) taken by a signer app,
+/// here rust-nostr's remote signer started from the URI the page shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signer_app_takes_the_pages_nostrconnect_offer() {
+    require_tools();
+    let soko = TestSoko::start().await;
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("agent-app-connect");
+    let _ = std::fs::remove_dir_all(&shots);
+    let mut browser = Browser::start(&[
+        ("MODE", "connect".to_owned()),
+        (
+            "APP",
+            app_dir().join("dist/agent-app.html").display().to_string(),
+        ),
+        ("RELAY", soko.relay_url().to_string()),
+        ("BOT", soko.bot().to_bech32().unwrap()),
+        ("SHOTS", shots.display().to_string()),
+        ("CHROMIUM", chromium().display().to_string()),
+    ]);
+    let offer = browser.step("offer").await;
+    let text = offer["uri"].as_str().expect("the offer");
+    let uri = NostrConnectURI::parse(text).expect("a signer app reads the offer");
+    assert!(!uri.is_bunker(), "{text}");
+    assert_eq!(uri.relays(), [soko.relay_url()], "{text}");
+    // The secret the signer must show back (rust-nostr takes it apart from the URI).
+    let secret = text
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("secret="))
+        .expect("the offer has a secret")
+        .to_owned();
+    let keys = NostrConnectKeys {
+        signer: Keys::generate(),
+        user: Keys::generate(),
+    };
+    let user = keys.user.public_key();
+    let signer = NostrConnectRemoteSigner::from_uri(uri, keys, Some(secret), None).unwrap();
+    let serving = tokio::spawn(async move { signer.serve(ApproveAll).await });
+    browser.go();
+
+    // Logged in as the signer's user, and soko answered whoami for that key (an anonymous
+    // key is asked to register).
+    let done = browser.step("done").await;
+    assert_eq!(done["me"], user.to_bech32().unwrap(), "{done}");
+    let status = browser.child.wait().expect("the browser script ends");
+    assert!(status.success(), "the browser script failed: {status}");
+    serving.abort();
 }

@@ -193,10 +193,11 @@ function render() {
 let lastScreen = null
 
 function header() {
+  const me = link && link.me && state.screen !== 'login' ? npubOf(link.me) : null
   return h(
     'header',
     {},
-    h('h1', {}, t('app.title')),
+    h('div', {}, h('h1', {}, t('app.title')), me ? h('p', { id: 'me', class: 'muted mono', title: me }, `${me.slice(0, 20)}…`) : null),
     h('button', {
       id: 'lang', class: 'small', type: 'button',
       onclick: () => {
@@ -255,11 +256,13 @@ function renderLogin() {
     loginAbort?.abort()
     loginAbort = new AbortController()
     const offer = state.offer
+    const abort = loginAbort
     link
-      .loginConnect(offer, loginAbort.signal)
+      .loginConnect(offer, abort.signal)
       .then(loggedIn)
-      .catch(() => {
-        // aborted (the agent pasted a bunker URI instead, or left): nothing to say
+      .catch((e) => {
+        // Aborted: the agent pasted a bunker URI instead, or left; nothing to say then.
+        if (!abort.signal.aborted) flash('err', sentence(e))
       })
   }
   const uri = state.offer.uri

@@ -6,6 +6,7 @@ import { generateSecretKey, getPublicKey, getEventHash, verifyEvent } from 'nost
 import { createWrap } from 'nostr-tools/nip59'
 import { bytesToHex, hexToBytes } from 'nostr-tools/utils'
 import * as nip19 from 'nostr-tools/nip19'
+import * as nip44 from 'nostr-tools/nip44'
 
 /** How long soko, or the signer, may take to answer before the app says so. */
 export const ANSWER_TIMEOUT_MS = 45_000
@@ -58,7 +59,9 @@ export function newConnectOffer(relays) {
     name: 'soko agent app',
     perms: ['sign_event:13', `sign_event:${REGISTRATION_KIND}`, 'nip44_encrypt', 'nip44_decrypt'],
   })
-  return { clientSk: bytesToHex(clientSk), uri }
+  // `metadata` is the older spelling of the app's name, which rust-nostr's signers require.
+  const metadata = encodeURIComponent(JSON.stringify({ name: 'soko agent app' }))
+  return { clientSk: bytesToHex(clientSk), uri: `${uri}&metadata=${metadata}` }
 }
 
 /**
@@ -115,10 +118,41 @@ export class Link {
     return this.useSigner(signer, { clientSk: bytesToHex(clientSk), bunker: bp })
   }
 
-  /** Waits for a signer app to answer a nostrconnect:// offer. */
+  /**
+   * Waits for a signer app to take a nostrconnect:// offer: NIP-46 has it answer with the
+   * offer's secret; rust-nostr's signers (0.44) send the secret in a `connect` request
+   * instead. Either way the sender is the signer, and the session is then a bunker's.
+   */
   async loginConnect(offer, abort) {
-    const signer = await BunkerSigner.fromURI(hexToBytes(offer.clientSk), offer.uri, { pool: this.pool }, abort)
-    return this.useSigner(signer, { clientSk: offer.clientSk, bunker: signer.bp })
+    const clientSk = hexToBytes(offer.clientSk)
+    const uri = new URL(offer.uri)
+    const secret = uri.searchParams.get('secret')
+    const relays = uri.searchParams.getAll('relay')
+    const signerKey = await new Promise((resolve, reject) => {
+      const sub = this.pool.subscribe(relays, { kinds: [24133], '#p': [getPublicKey(clientSk)], limit: 0 }, {
+        onevent: (event) => {
+          let message
+          try {
+            message = JSON.parse(nip44.decrypt(event.content, nip44.getConversationKey(clientSk, event.pubkey)))
+          } catch {
+            return
+          }
+          const answered = message.result === secret
+          const asked = message.method === 'connect' && Array.isArray(message.params) && message.params[1] === secret
+          if (secret && (answered || asked)) {
+            sub.close()
+            resolve(event.pubkey)
+          }
+        },
+      })
+      abort.addEventListener('abort', () => {
+        sub.close()
+        reject(new Error('aborted'))
+      })
+    })
+    const bunker = { pubkey: signerKey, relays, secret }
+    const signer = BunkerSigner.fromBunker(clientSk, bunker, { pool: this.pool })
+    return this.useSigner(signer, { clientSk: offer.clientSk, bunker })
   }
 
   /** Resumes a remembered session: the signer knows this client key already. */

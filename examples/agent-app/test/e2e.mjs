@@ -5,7 +5,8 @@
 // prints `STEP <name> <json>` and, where the merchant must act, waits for `GO` on stdin.
 //
 // Environment: APP (the HTML file), RELAY, BOT (npub), BUNKER (bunker:// URI), INVITE,
-// PHONE, SHOTS (the screenshot folder), CHROMIUM (default /usr/bin/chromium).
+// PHONE, SHOTS (the screenshot folder), CHROMIUM (default /usr/bin/chromium); MODE=connect
+// runs only the login through the nostrconnect:// offer.
 import { chromium } from 'playwright-core'
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -20,7 +21,6 @@ const env = (name) => {
 }
 const APP = env('APP')
 const SHOTS = env('SHOTS')
-const PHONE = env('PHONE')
 const WAIT = 60_000
 
 const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]()
@@ -60,6 +60,33 @@ function expect(condition, what) {
 try {
   const url = `${pathToFileURL(APP)}?relay=${encodeURIComponent(env('RELAY'))}&bot=${encodeURIComponent(env('BOT'))}`
   await page.goto(url)
+  if (process.env.MODE === 'connect') await signerAppLogin()
+  else await wholeDay()
+  expect(pageErrors.length === 0, `no page errors: ${pageErrors.join('; ')}`)
+} catch (e) {
+  await snap('failure').catch(() => {})
+  console.error(`e2e failed: ${e && e.stack ? e.stack : e}`)
+  if (pageErrors.length) console.error(`page errors: ${pageErrors.join('; ')}`)
+  process.exitCode = 1
+} finally {
+  await context.close()
+  rmSync(profile, { recursive: true, force: true })
+  process.stdin.destroy()
+}
+
+/** The nostrconnect:// offer taken by a signer app (the Rust side plays it). */
+async function signerAppLogin() {
+  await page.locator('.qr svg').waitFor()
+  const offer = await page.locator('input.uri').inputValue()
+  await snap('connect-offer')
+  await go('offer', { uri: offer })
+  await byId('invite').waitFor()
+  await snap('connect-registering')
+  step('done', { me: await byId('me').getAttribute('title') })
+}
+
+/** Everything else, logged in with a pasted bunker:// URI. */
+async function wholeDay() {
 
   // Login: the nostrconnect:// offer and its QR are there; the agent pastes a bunker URI.
   await page.locator('.qr svg').waitFor()
@@ -93,7 +120,7 @@ try {
   await byId('onb-phone').fill('0712')
   await byId('onboard').click()
   await page.locator('[data-err-for="onb-phone"]', { hasText: '+ and 7 to 15 digits' }).waitFor()
-  await byId('onb-phone').fill(PHONE)
+  await byId('onb-phone').fill(env('PHONE'))
   await byId('onb-name').fill('Mama Duka')
   await byId('onboard').click()
   const code = (await page.locator('.activation-code').textContent()).trim()
@@ -196,15 +223,5 @@ try {
   await go('reloaded')
   await page.locator('#relay-status [role="alert"]', { hasText: 'Cannot reach the relay' }).waitFor()
   await snap('relay-down')
-  expect(pageErrors.length === 0, `no page errors: ${pageErrors.join('; ')}`)
   step('done', { npub })
-} catch (e) {
-  await snap('failure').catch(() => {})
-  console.error(`e2e failed: ${e && e.stack ? e.stack : e}`)
-  if (pageErrors.length) console.error(`page errors: ${pageErrors.join('; ')}`)
-  process.exitCode = 1
-} finally {
-  await context.close()
-  rmSync(profile, { recursive: true, force: true })
-  process.stdin.destroy()
 }
