@@ -73,19 +73,29 @@ fn require_tools() {
     );
 }
 
-#[test]
-fn every_ui_string_is_in_english_and_swahili() {
+/// Runs `node ARGS` in the app's folder; it must succeed.
+fn node(args: &[&str]) {
     let out = Command::new("node")
-        .arg("test/strings.mjs")
+        .args(args)
         .current_dir(app_dir())
         .output()
-        .expect("the agent app's string check needs Node.js (`node`) on PATH");
+        .expect("the agent app's checks need Node.js (`node`) on PATH");
     assert!(
         out.status.success(),
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn every_ui_string_is_in_english_and_swahili() {
+    node(&["test/strings.mjs"]);
+}
+
+#[test]
+fn the_pages_form_checks_follow_sokos_listing_rules() {
+    node(&["--test", "test/rules.test.mjs"]);
 }
 
 /// The e2e script, and its `STEP` lines as they come.
