@@ -5,7 +5,8 @@
 //! registration with an operator's invite, onboarding, a refused stall and a good one, a
 //! product; the merchant onboards and approves over USSD hops sent from here; the listings
 //! on the relay are signed by the merchant's key; a paid order reaches the page as a notice;
-//! a deletion is proposed and withdrawn; the product is edited;
+//! a deletion is proposed and withdrawn; another merchant's phone gives a link request; the
+//! product is edited;
 //! a reload keeps the session; when the relay stops, the page says it cannot reach it.
 //! Screenshots of each step land in `target/tmp/agent-app/`.
 //!
@@ -34,6 +35,8 @@ use serde_json::{json, Value};
 use soko::proto::nip15::{Product, Stall};
 
 const PHONE: &str = "+254711000333";
+/// The operator's merchant: onboarding its phone asks its owner for a link.
+const OTHER_PHONE: &str = "+254711000444";
 const PIN: &str = "4821";
 /// The longest one browser step may take (each has its own 60 s wait inside the page).
 const STEP_TIMEOUT: Duration = Duration::from_secs(150);
@@ -199,6 +202,13 @@ async fn an_agent_does_the_whole_day_in_the_browser() {
     let created = operator(&soko, "invite_create", json!({"role": "agent"})).await;
     assert!(created.ok, "{created:?}");
     let invite = created.result.unwrap()["code"].as_str().unwrap().to_owned();
+    let added = operator(
+        &soko,
+        "merchant_add",
+        json!({"name": "Baba Duka", "phone": OTHER_PHONE}),
+    )
+    .await;
+    assert!(added.ok, "{added:?}");
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("agent-app");
     let _ = std::fs::remove_dir_all(&shots);
 
@@ -212,6 +222,7 @@ async fn an_agent_does_the_whole_day_in_the_browser() {
         ("BUNKER", bunker.uri.to_string()),
         ("INVITE", invite),
         ("PHONE", PHONE.to_owned()),
+        ("OTHER_PHONE", OTHER_PHONE.to_owned()),
         ("SHOTS", shots.display().to_string()),
         ("CHROMIUM", chromium().display().to_string()),
     ]);

@@ -488,7 +488,7 @@ function proposalsTab() {
           h('strong', {}, t(`p.${p.kind}`), p.id ? ` ${p.id}` : ''),
           h('span', { class: `badge status-${p.status}` }, t(`p.${p.status}`)),
         ),
-        h('p', { class: 'muted' }, t('p.number', { n: p.proposal }), ' · ', nameOf(p.merchant), ' · ', new Date(p.created_at * 1000).toLocaleString(getLang())),
+        h('p', { class: 'muted' }, [t('p.number', { n: p.proposal }), nameOf(p.merchant), new Date(p.created_at * 1000).toLocaleString(getLang())].filter(Boolean).join(' · ')),
         p.status === 'pending'
           ? h('button', {
               class: 'small secondary withdraw', type: 'button',

@@ -201,6 +201,17 @@ async function wholeDay() {
   await page.locator('.proposal[data-kind="delete"][data-status="withdrawn"]').waitFor()
   await snap('deletion-withdrawn')
 
+  // A phone that is another merchant's already: a link request for its owner, not a link.
+  await byId('tab-merchants').click()
+  await byId('onb-phone').fill(env('OTHER_PHONE'))
+  await byId('onb-name').fill('Baba Duka')
+  await byId('onboard').click()
+  await page.locator('.flash.ok', { hasText: 'asked its owner to approve you' }).waitFor()
+  expect((await page.locator('.merchant').count()) === 1, 'no merchant is linked by a link request')
+  await byId('tab-proposals').click()
+  await page.locator('.proposal[data-kind="link"][data-status="pending"]').waitFor()
+  await snap('link-requested')
+
   // Editing the product: the form starts from what is published; the new price goes to the
   // merchant like any proposal.
   await byId('tab-merchants').click()
