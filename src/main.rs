@@ -400,7 +400,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     println!("  bot    {}", daemon.npub());
     match daemon.relay_url() {
         Some(url) => println!(
-            "  relay  {url}\n  agents examples/agent-app/dist/agent-app.html?relay={url}&bot={}",
+            "  relay  {url}\n  agents file://{}?relay={url}&bot={}",
+            std::env::current_dir()
+                .unwrap_or_default()
+                .join("examples/agent-app/dist/agent-app.html")
+                .display(),
             daemon.npub()
         ),
         None => println!("  relay  (embedded relay disabled)"),
