@@ -399,7 +399,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     println!("soko is running");
     println!("  bot    {}", daemon.npub());
     match daemon.relay_url() {
-        Some(url) => println!("  relay  {url}"),
+        Some(url) => println!(
+            "  relay  {url}\n  agents file://{}?relay={url}&bot={}",
+            std::env::current_dir()
+                .unwrap_or_default()
+                .join("examples/agent-app/dist/agent-app.html")
+                .display(),
+            daemon.npub()
+        ),
         None => println!("  relay  (embedded relay disabled)"),
     }
     if daemon.is_dev_mint() {
