@@ -111,3 +111,77 @@ async fn sled_wallet_mints_sends_receives_and_melts_against_the_dev_mint() {
     assert_eq!(alice.total_balance().await.unwrap(), left);
     soko.stop().await;
 }
+
+/// A swap the mint abandoned half-way (its inputs marked pending, the undo failed: SQLite
+/// "database is locked" under load) leaves the token unreceivable: every wallet is told
+/// "Token Pending" until the mint undoes it. The dev mint undoes such swaps while it runs,
+/// not only at its next start; before, a trade's transfer retried it every pass, holding
+/// both sessions, until soko restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_the_dev_mint_abandoned_is_undone_while_it_runs() {
+    use cdk_common::mint::{Operation, OperationKind, Saga, SwapSagaState};
+
+    let mut soko = TestSoko::start().await;
+    let mint_url = soko.daemon().mint_url().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let seed = [3; 64];
+    let alice = soko::wallet::open(&store, "alice", &mint_url, &seed).unwrap();
+    let bob = soko::wallet::open(&store, "bob", &mint_url, &seed).unwrap();
+    fund(&alice, 100).await;
+    let token = alice
+        .prepare_send(Amount::from(40), SendOptions::default())
+        .await
+        .unwrap()
+        .confirm(None)
+        .await
+        .unwrap();
+
+    // What a swap's first step leaves at the mint when neither its last step nor its undo
+    // commits: the inputs pending under the swap's id, and the swap's saga, a minute old.
+    let mint = soko.daemon().dev_mint().expect("dev mint").mint().clone();
+    let keysets = mint.keysets().keysets;
+    let proofs = token.proofs(&keysets).unwrap();
+    let swap = uuid::Uuid::now_v7();
+    let operation = Operation::new(
+        swap,
+        OperationKind::Swap,
+        Amount::from(40),
+        Amount::from(40),
+        Amount::ZERO,
+        None,
+        None,
+    );
+    let mut saga = Saga::new_swap(swap, SwapSagaState::SetupComplete);
+    saga.updated_at = saga.updated_at.saturating_sub(60);
+    let mut tx = mint.localstore().begin_transaction().await.unwrap();
+    let mut added = tx.add_proofs(proofs, None, &operation).await.unwrap();
+    tx.update_proofs_state(&mut added, cdk::nuts::State::Pending)
+        .await
+        .unwrap();
+    tx.add_saga(&saga).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let refused = bob
+        .receive(&token.to_string(), ReceiveOptions::default())
+        .await
+        .expect_err("the inputs are pending at the mint");
+    assert!(refused.to_string().contains("ending"), "{refused}");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let received = loop {
+        match bob
+            .receive(&token.to_string(), ReceiveOptions::default())
+            .await
+        {
+            Ok(received) => break received,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "still refused after 40 s: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(received, Amount::from(40));
+    soko.stop().await;
+}

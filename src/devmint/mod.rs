@@ -53,6 +53,8 @@ const MAX_REQUESTS_IN_FLIGHT: usize = 4;
 /// The mint's threads: one per request let in, and room for its background tasks (payment
 /// notifications, the OIDC issuer) and for the transaction holding the write lock.
 const MINT_THREADS: usize = MAX_REQUESTS_IN_FLIGHT + 4;
+/// How often the mint looks for swaps it abandoned half-way, and how old one must be.
+const SWAP_RECOVERY_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Failures starting the dev mint.
 #[derive(Debug, thiserror::Error)]
@@ -342,13 +344,15 @@ async fn serve(
     // lock, and cdk's pool then stalled every writer for 10 s at a time.
     settle_interrupted(&mint, settle_after_secs).await;
 
+    let turns = Arc::new(Semaphore::new(MAX_REQUESTS_IN_FLIGHT));
     let router = cdk_axum::create_mint_router(mint.clone(), vec!["bolt11".to_owned()])
         .await
         .map_err(|e| cdk::Error::Custom(format!("router: {e}")))?
         .layer(axum::middleware::from_fn_with_state(
-            Arc::new(Semaphore::new(MAX_REQUESTS_IN_FLIGHT)),
+            Arc::clone(&turns),
             take_turn,
         ));
+    tokio::spawn(recover_abandoned_swaps(Arc::clone(&mint), turns));
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         let serve = axum::serve(listener, router).with_graceful_shutdown(async {
@@ -485,6 +489,51 @@ async fn settle_interrupted(mint: &Mint, settle_after_secs: u64) {
         let id = payment.payment_id.clone();
         if let Err(e) = mint.pay_mint_quote_for_request_id(payment).await {
             tracing::warn!(payment = %id, error = %e, "dev mint: settling an interrupted invoice failed");
+        }
+    }
+}
+
+/// Gives back the inputs of swaps the mint abandoned half-way while running.
+///
+/// A swap marks its inputs pending, signs, then marks them spent; when that last step fails,
+/// cdk undoes the first, and when the undo fails too (SQLite "database is locked" under
+/// load), the inputs stay pending until cdk's recovery at the next start. Every wallet
+/// receiving that token meanwhile is told "Token Pending", and a trade's transfer retried
+/// it each pass, holding both sessions. Swaps only run inside requests, so once this task
+/// holds every request turn, no swap is in flight and cdk's start-up recovery is safe to run.
+async fn recover_abandoned_swaps(mint: Arc<Mint>, turns: Arc<Semaphore>) {
+    let mut every = tokio::time::interval(SWAP_RECOVERY_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let now = crate::util::unix_now();
+        let stale = match mint
+            .localstore()
+            .get_incomplete_sagas(cdk_common::mint::OperationKind::Swap)
+            .await
+        {
+            Ok(sagas) => sagas
+                .iter()
+                .filter(|saga| {
+                    saga.updated_at
+                        .saturating_add(SWAP_RECOVERY_EVERY.as_secs())
+                        <= now
+                })
+                .count(),
+            Err(e) => {
+                tracing::debug!(error = %e, "dev mint: cannot list unfinished swaps");
+                continue;
+            }
+        };
+        if stale == 0 {
+            continue;
+        }
+        let Ok(_all_turns) = turns.acquire_many(MAX_REQUESTS_IN_FLIGHT as u32).await else {
+            return;
+        };
+        tracing::warn!(stale, "dev mint: undoing swaps abandoned half-way");
+        if let Err(e) = mint.recover_from_incomplete_sagas().await {
+            tracing::warn!(error = %e, "dev mint: abandoned swaps not undone; retried later");
         }
     }
 }
