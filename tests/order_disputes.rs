@@ -186,6 +186,45 @@ async fn a_buyer_who_got_nothing_marks_an_issue_and_an_admin_gives_it_ecash_only
     let result = disputed.result.unwrap();
     assert_eq!(result["state"], "disputed");
     assert_eq!(result["merchant_key"], shop.merchant.to_hex());
+
+    // Before deciding, the admin reads the case; the money moves only by `order_resolve`.
+    let listed = operator(&soko, "order_issue_list", json!({})).await;
+    assert!(listed.ok, "{listed:?}");
+    let open = listed.result.unwrap();
+    assert_eq!(open.as_array().map(Vec::len), Some(1), "{open}");
+    assert_eq!(open[0]["merchant"], shop.merchant.to_hex());
+    assert_eq!(open[0]["order"], 1);
+    assert!(
+        open[0].get("evidence").is_none(),
+        "words only one case at a time: {open}"
+    );
+    let shown = for_merchant(&soko, &shop, "order_issue_show", json!({})).await;
+    assert!(shown.ok, "{shown:?}");
+    let words: Vec<(String, String)> = shown.result.unwrap()["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|said| (said["side"].to_string(), said["text"].to_string()))
+        .collect();
+    for expected in [
+        ("\"buyer\"", "\"I got nothing\""),
+        ("\"merchant\"", "\"delivered to the gate\""),
+    ] {
+        assert!(
+            words.contains(&(expected.0.to_owned(), expected.1.to_owned())),
+            "{words:?}"
+        );
+    }
+    for bypass in ["order_refund", "order_release"] {
+        let refused = for_merchant(&soko, &shop, bypass, json!({})).await;
+        assert!(!refused.ok, "{bypass}: {refused:?}");
+        assert!(
+            format!("{refused:?}").contains("order_resolve"),
+            "{bypass}: {refused:?}"
+        );
+    }
+    assert_eq!(state(&soko, &shop), EscrowState::Disputed);
+
     let resolved = for_merchant(
         &soko,
         &shop,
@@ -223,9 +262,10 @@ async fn a_buyer_who_got_nothing_marks_an_issue_and_an_admin_gives_it_ecash_only
     let other = for_merchant(&soko, &shop, "order_resolve", json!({"outcome": "split"})).await;
     assert!(!other.ok, "{other:?}");
     let trail = soko.daemon().escrow().audit_trail(0, 10).unwrap();
-    assert_eq!(trail.len(), 1, "{trail:?}");
-    assert_eq!(trail[0].1.action, "order_resolve:buyer_wins");
-    assert!(trail[0].1.detail.contains("no proof of delivery"));
+    assert_eq!(trail.len(), 2, "{trail:?}");
+    assert_eq!(trail[0].1.action, "order_issue_show");
+    assert_eq!(trail[1].1.action, "order_resolve:buyer_wins");
+    assert!(trail[1].1.detail.contains("no proof of delivery"));
     let buyer_stats = soko
         .daemon()
         .escrow()

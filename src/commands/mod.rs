@@ -103,6 +103,7 @@ impl From<EscrowError> for CommandError {
                     | EscrowRefusal::NoOpenIssue { .. }
                     | EscrowRefusal::NotYourAnswer(_)
                     | EscrowRefusal::NoIssue(_)
+                    | EscrowRefusal::IssueOpen(_)
                     | EscrowRefusal::AwaitingAnswer { .. }
                     | EscrowRefusal::AlreadySettled { .. } => ErrorCode::Invalid,
                     EscrowRefusal::RevealRequired => ErrorCode::RevealRequired,
@@ -277,6 +278,8 @@ async fn dispatch(
         Command::MerchantIssue(args) => order_issue::merchant_issue(ctx, args).await,
         Command::MerchantAnswer(args) => order_issue::merchant_answer(ctx, args).await,
         Command::OrderResolve(args) => order_issue::resolve(ctx, sender, args).await,
+        Command::OrderIssueList(_) => to_value(ctx.escrow.open_issues()?),
+        Command::OrderIssueShow(args) => order_issue::show(ctx, sender, args),
         // Handled above (`exchange::is_exchange`).
         Command::OfferCreate(_)
         | Command::OfferClaim(_)

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::{merchant_key, to_value, CommandError, Context};
 use crate::escrow::{IssueAnswer, IssueOutcome, Party};
+use crate::proto::command::OrderRefArgs;
 use crate::proto::order_issue::{
     IssueAnswerArg, MerchantAnswerArgs, MerchantIssueArgs, OrderAnswerArgs, OrderIssueArgs,
     OrderOutcomeArg, OrderResolveArgs,
@@ -158,4 +159,11 @@ pub async fn resolve(
         .resolve_issue(&admin, merchant, args.order, outcome, args.note.as_deref())
         .await?;
     to_value(view)
+}
+
+/// An admin reads one order's issue, both sides' words included (audited).
+pub fn show(ctx: &Context, admin: PublicKey, args: OrderRefArgs) -> Result<Value, CommandError> {
+    let merchant = merchant_key(&args.merchant)?;
+    ctx.merchants.get(&merchant)?;
+    to_value(ctx.escrow.issue_case(&admin, merchant, args.order)?)
 }

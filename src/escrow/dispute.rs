@@ -23,7 +23,8 @@ use super::records::{IssueOutcome, OrderIssue, OrderSide};
 use super::refund::refund_ledger_key;
 use super::refusal::EscrowRefusal;
 use super::service::{
-    order_key, Change, EscrowError, EscrowService, LedgerEntry, OrderRecord, RefundPlan,
+    merchant_of, order_key, Change, EscrowError, EscrowService, LedgerEntry, OrderRecord,
+    RefundPlan,
 };
 use super::state::{transition, EscrowEvent, EscrowState};
 use crate::money::Sats;
@@ -123,6 +124,32 @@ pub struct IssueView {
     pub locked_to: Option<String>,
 }
 
+/// An order's issue as admins read it: whose shop, the issue, and (shown one at a time,
+/// audited) what each side said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IssueCase {
+    /// The merchant (hex).
+    pub merchant: String,
+    /// The issue.
+    #[serde(flatten)]
+    pub issue: IssueView,
+    /// Each side's words in the order given: its reveal's statement, then its evidence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Vec<Said>>,
+}
+
+/// One side's words on an issue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Said {
+    /// Who said it.
+    pub side: OrderSide,
+    /// What it said.
+    pub text: String,
+}
+
+/// Most open issues one `order_issue_list` answer carries.
+const MAX_LISTED: usize = 50;
+
 /// What a settlement leaves to do once the escrow lock is released.
 struct Settling {
     key: Vec<u8>,
@@ -172,6 +199,66 @@ impl EscrowService {
             .dispute_stats
             .get(&key.to_bytes())?
             .unwrap_or_default())
+    }
+
+    /// `order_issue_list`: orders whose issue is not settled yet, the oldest first, at most
+    /// [`MAX_LISTED`]. A scan of every order: issues are rare and admins ask seldom.
+    pub fn open_issues(&self) -> Result<Vec<IssueCase>, EscrowError> {
+        let mut open = Vec::new();
+        for entry in self.inner.orders.iter() {
+            let (key, record) = entry?;
+            if record.issue.as_ref().is_some_and(|i| i.outcome.is_none()) {
+                open.push(IssueCase {
+                    merchant: merchant_of(&key)?.to_hex(),
+                    issue: view(&record),
+                    evidence: None,
+                });
+            }
+        }
+        open.sort_by_key(|case| case.issue.answer_by);
+        open.truncate(MAX_LISTED);
+        Ok(open)
+    }
+
+    /// `order_issue_show`: order `number` of `merchant` with both sides' words, for `admin`
+    /// (audited: admins read what buyers and merchants said in private).
+    pub fn issue_case(
+        &self,
+        admin: &PublicKey,
+        merchant: PublicKey,
+        number: u64,
+    ) -> Result<IssueCase, EscrowError> {
+        let record = self
+            .inner
+            .orders
+            .get(&order_key(&merchant, number))?
+            .ok_or(EscrowRefusal::NoSuchOrder(number))?;
+        let issue = record
+            .issue
+            .as_ref()
+            .ok_or(EscrowRefusal::NoIssue(number))?;
+        let evidence = issue
+            .evidence
+            .iter()
+            .map(|(side, sealed)| {
+                Ok(Said {
+                    side: *side,
+                    text: self.inner.vault.unseal(sealed)?,
+                })
+            })
+            .collect::<Result<Vec<_>, EscrowError>>()?;
+        self.inner.audit.append(&AuditEntry {
+            at: self.inner.clock.now(),
+            admin: admin.to_hex(),
+            action: "order_issue_show".to_owned(),
+            offer: format!("{}:{number}", merchant.to_hex()),
+            detail: String::new(),
+        })?;
+        Ok(IssueCase {
+            merchant: merchant.to_hex(),
+            issue: view(&record),
+            evidence: Some(evidence),
+        })
     }
 
     /// Up to `limit` entries of the escrow's audit trail numbered after `after`.

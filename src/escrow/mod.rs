@@ -23,7 +23,9 @@ pub mod watch;
 mod withdraw;
 
 pub use self::code::{CodeHasher, DeliveryCode, StoredCode, Verdict};
-pub use self::dispute::{DisputeStats, IssueAnswer, IssueChoice, IssueView, Party};
+pub use self::dispute::{
+    DisputeStats, IssueAnswer, IssueCase, IssueChoice, IssueView, Party, Said,
+};
 pub use self::notify::{NoNotices, NoticeError, PaidOrder, PaidOrderListener};
 pub use self::payout::Payout;
 pub use self::query::Shipping;

@@ -35,6 +35,9 @@ pub fn refundable(
     now: u64,
 ) -> Result<(), EscrowRefusal> {
     let number = record.number;
+    if record.issue.as_ref().is_some_and(|i| i.outcome.is_none()) {
+        return Err(EscrowRefusal::IssueOpen(number));
+    }
     match record.state {
         EscrowState::Disputed => Ok(()),
         EscrowState::Paid if record.cancel.is_some() => Ok(()),
@@ -509,6 +512,29 @@ mod tests {
         assert!(refundable(&order(EscrowState::Paid, 1000, false), window, 1100).is_ok());
         assert!(refundable(&order(EscrowState::Paid, 1000, true), window, 1001).is_ok());
         assert!(refundable(&order(EscrowState::Disputed, 1000, false), window, 1001).is_ok());
+    }
+
+    #[test]
+    fn an_order_with_an_open_issue_is_settled_only_by_its_resolution() {
+        let mut disputed = order(EscrowState::Disputed, 1000, false);
+        disputed.issue = Some(crate::escrow::records::OrderIssue {
+            by: crate::escrow::records::OrderSide::Buyer,
+            at: 1000,
+            answer_by: 1100,
+            buyer_key: None,
+            merchant_key: None,
+            evidence: Vec::new(),
+            outcome: None,
+            merchant_part: Sats::ZERO,
+        });
+        assert!(matches!(
+            refundable(&disputed, 100, 2000),
+            Err(EscrowRefusal::IssueOpen(_))
+        ));
+        if let Some(issue) = disputed.issue.as_mut() {
+            issue.outcome = Some(crate::escrow::records::IssueOutcome::BuyerWins);
+        }
+        assert!(refundable(&disputed, 100, 2000).is_ok());
     }
 
     #[test]

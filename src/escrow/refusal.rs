@@ -130,6 +130,11 @@ pub enum EscrowRefusal {
     /// The side that marked the issue does not answer it.
     #[error("you marked this issue; the {0} answers it")]
     NotYourAnswer(&'static str),
+    /// An order with an open issue is settled only by `order_resolve`, which is audited.
+    #[error(
+        "order #{0} has an open issue: settle it with order_resolve (audited), not order_refund or order_release"
+    )]
+    IssueOpen(u64),
     /// An order without an issue is settled with `order_refund` or `order_release`.
     #[error("order #{0} has no issue to resolve; use order_refund or order_release")]
     NoIssue(u64),

@@ -127,6 +127,9 @@ impl EscrowService {
             return Err(EscrowRefusal::NoSuchOrder(number).into());
         };
         // An issue still waiting for its answer is settled by the answer or `order_resolve`.
+        if record.issue.as_ref().is_some_and(|i| i.outcome.is_none()) {
+            return Err(EscrowRefusal::IssueOpen(number).into());
+        }
         let allowed = (record.state == EscrowState::Disputed)
             .then(|| transition(record.state, EscrowEvent::ResolvedForMerchant).ok())
             .flatten();

@@ -389,6 +389,10 @@ pub enum Command {
     MerchantAnswer(super::order_issue::MerchantAnswerArgs),
     /// Admin: settle an order's issue (audited; the buyer's part locked to its key).
     OrderResolve(super::order_issue::OrderResolveArgs),
+    /// Admin: orders whose issue is not settled yet.
+    OrderIssueList(PingArgs),
+    /// Admin: one order's issue with both sides' words (audited).
+    OrderIssueShow(OrderRefArgs),
 }
 
 /// Names accepted in `cmd`, for the unknown-command message.
@@ -443,6 +447,8 @@ pub const COMMAND_NAMES: &[&str] = &[
     "merchant_issue",
     "merchant_answer",
     "order_resolve",
+    "order_issue_list",
+    "order_issue_show",
 ];
 
 /// Most entries of each list one `catalog` answer carries.
