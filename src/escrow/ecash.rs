@@ -6,9 +6,15 @@
 //! An intake moves through [`Step`]s, each recorded before the side effect it leads to:
 //! - the token and its proofs (`Y`s) are recorded before the mint sees it, the proofs
 //!   claimed for this intake alone, so a token can pay for one order only;
+//! - the mint is asked (NUT-07) whether the token is still unspent before the swap, and the
+//!   intake marked as swapping; so a "spent" answer to soko's first swap means someone
+//!   else spent it;
 //! - the swap at the mint is cdk's receive saga, which the wallet's recovery at start
-//!   finishes; a retry that finds the token spent looks for that receive in the wallet's
-//!   own transactions before it calls the token spent;
+//!   finishes; a retry after a stop that finds the token spent takes the wallet's completed
+//!   receive of those proofs as soko's own. (cdk marks such a receive completed even when
+//!   the mint had no outputs to give back, so a buyer spending the token elsewhere in the
+//!   very moment soko stops mid-swap would get the order unpaid; the books' reconciliation
+//!   then shows the wallet short by that much.)
 //! - the order is recorded paid, and what goes back to the buyer (an overpayment, or the
 //!   whole value when the order could no longer be taken) recorded in the same transaction;
 //! - the send operation making that token is recorded before it is made
@@ -63,8 +69,11 @@ pub(crate) struct Intake {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "step")]
 enum Step {
-    /// Recorded; the token may have been redeemed (a crash can stop it anywhere in there).
+    /// Recorded; not yet handed to the mint.
     Received,
+    /// Checked unspent at the mint and handed to it to swap; the swap may have gone through
+    /// (a crash can stop it anywhere in there: the wallet's recovery at start finishes it).
+    Swapping,
     /// Redeemed into the escrow wallet: `received` sats.
     Redeemed {
         /// What the swap gave the wallet (the token's value less the mint's input fee).
@@ -84,6 +93,16 @@ enum Step {
     },
     /// Answered for good.
     Done,
+}
+
+/// What became of an earlier swap of a token by the escrow wallet.
+enum Earlier {
+    /// It went through: this much was received.
+    Received(Sats),
+    /// Started and not settled.
+    InProgress,
+    /// There was none (or it failed): someone else spent the token.
+    Nothing,
 }
 
 /// The `escrow/ecash` key of an order.
@@ -170,6 +189,11 @@ impl EscrowService {
                     content,
                 }
             };
+            // The same buyer's order id names one order, whatever paid for it.
+            if inner.index.get(&key)?.is_some() {
+                let note = refuse("this order id is already taken".to_owned(), Some(token));
+                return self.answer(&merchant, buyer, scheme, &note).await;
+            }
             let parsed = match Token::from_str(token) {
                 Ok(parsed) => parsed,
                 Err(e) => {
@@ -271,6 +295,8 @@ impl EscrowService {
             .map_err(|_| EscrowError::Books("malformed ecash intake key".to_owned()))?;
         let buyer = PublicKey::from_slice(key.get(32..64).unwrap_or_default())
             .map_err(|_| EscrowError::Books("malformed ecash intake key".to_owned()))?;
+        // True once this call handed the token to the mint itself (not a run before).
+        let mut fresh = false;
         loop {
             let Some(mut intake) = inner.ecash.get(key)? else {
                 return Ok(());
@@ -281,19 +307,23 @@ impl EscrowService {
             };
             match intake.step.clone() {
                 Step::Received => {
+                    // Asked first, so that a token spent before soko saw it is told apart
+                    // for sure from one a swap of soko's spent (see `redeem`).
                     let token = inner.vault.unseal(&intake.token)?;
-                    intake.step = match self.redeem(&token).await? {
+                    if self.spent_at_mint(&token).await? {
+                        let note = self.refusal(buyer, &order, "the token is already spent");
+                        return self.finish(key, intake, &merchant, buyer, &note).await;
+                    }
+                    intake.step = Step::Swapping;
+                    inner.ecash.insert(key, &intake)?;
+                    fresh = true;
+                }
+                Step::Swapping => {
+                    let token = inner.vault.unseal(&intake.token)?;
+                    intake.step = match self.redeem(&token, fresh).await? {
                         Ok(received) => Step::Redeemed { received },
                         Err(why) => {
-                            let note = Note::Tagged {
-                                kind: 14,
-                                tags: shopstr::info_tags(
-                                    &buyer.to_hex(),
-                                    &order.id,
-                                    Some(shopstr::Status::Canceled),
-                                ),
-                                content: format!("Order not accepted: {why}."),
-                            };
+                            let note = self.refusal(buyer, &order, &why);
                             return self.finish(key, intake, &merchant, buyer, &note).await;
                         }
                     };
@@ -351,10 +381,44 @@ impl EscrowService {
         }
     }
 
+    /// A refusal of the order after its token was recorded.
+    fn refusal(&self, buyer: PublicKey, order: &Order, why: &str) -> Note {
+        Note::Tagged {
+            kind: 14,
+            tags: shopstr::info_tags(&buyer.to_hex(), &order.id, Some(shopstr::Status::Canceled)),
+            content: format!("Order not accepted: {why}."),
+        }
+    }
+
+    /// True when the mint says any of the token's proofs is spent or being spent (NUT-07).
+    async fn spent_at_mint(&self, token: &str) -> Result<bool, EscrowError> {
+        let parsed = Token::from_str(token)
+            .map_err(|e| EscrowError::Books(format!("a recorded token does not read: {e}")))?;
+        let ys = proof_ys(&parsed)
+            .map_err(EscrowError::Books)?
+            .iter()
+            .map(|y| cdk::nuts::PublicKey::from_slice(y))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| EscrowError::Books(e.to_string()))?;
+        let states = self
+            .inner
+            .wallet
+            .mint_connector()
+            .post_check_state(cdk::nuts::CheckStateRequest { ys })
+            .await?;
+        Ok(states
+            .states
+            .iter()
+            .any(|s| s.state != cdk::nuts::State::Unspent))
+    }
+
     /// Swaps `token` into the escrow wallet: the sats received, or why it cannot be taken.
-    /// An error is a failure that may have left the swap half-way (the mint's answer was
-    /// lost): the wallet's recovery settles it and the intake is carried on later.
-    async fn redeem(&self, token: &str) -> Result<Result<Sats, String>, EscrowError> {
+    /// `fresh` when this is the first swap of it and the mint had it unspent just before: a
+    /// "spent" answer then means someone else spent it meanwhile. On a later try it may be
+    /// a swap of soko's own that a stop cut short, which the wallet's recovery at start
+    /// finished: the wallet's transactions tell. An error is a failure that may have left
+    /// the swap half-way (the mint's answer was lost): the intake is carried on later.
+    async fn redeem(&self, token: &str, fresh: bool) -> Result<Result<Sats, String>, EscrowError> {
         let wallet = &self.inner.wallet;
         let received = wallet.receive(token, Default::default()).await;
         self.inner
@@ -362,10 +426,19 @@ impl EscrowService {
             .wallet_op("ecash_receive", received.is_ok());
         match received {
             Ok(amount) => Ok(Ok(Sats::from(amount))),
-            Err(cdk::Error::TokenAlreadySpent) => Ok(match self.received_before(token).await? {
-                Some(received) => Ok(received),
-                None => Err("the token is already spent".to_owned()),
-            }),
+            Err(cdk::Error::TokenAlreadySpent) if fresh => {
+                Ok(Err("the token is already spent".to_owned()))
+            }
+            Err(cdk::Error::TokenAlreadySpent) => match self.received_before(token).await? {
+                Earlier::Received(received) => Ok(Ok(received)),
+                Earlier::Nothing => Ok(Err("the token is already spent".to_owned())),
+                // Spent by a swap of ours whose answer was lost: the wallet's recovery at the
+                // next start finishes it; calling the token spent now would keep the money
+                // and drop the order.
+                Earlier::InProgress => Err(EscrowError::Books(
+                    "the token's swap is still in progress; the wallet's recovery at the next start settles it".to_owned(),
+                )),
+            },
             Err(e)
                 if e.is_definitive_failure()
                     || matches!(e, cdk::Error::DHKE(cdk::dhke::Error::TokenNotVerified)) =>
@@ -376,9 +449,9 @@ impl EscrowService {
         }
     }
 
-    /// What the wallet received for `token`, if an earlier swap of it (cut short by a crash,
-    /// finished by the wallet's recovery) went through.
-    async fn received_before(&self, token: &str) -> Result<Option<Sats>, EscrowError> {
+    /// What became of an earlier swap of `token` by the escrow wallet (one cut short by a
+    /// crash is finished by the wallet's recovery at start).
+    async fn received_before(&self, token: &str) -> Result<Earlier, EscrowError> {
         let parsed = Token::from_str(token)
             .map_err(|e| EscrowError::Books(format!("a recorded token does not read: {e}")))?;
         let ys = proof_ys(&parsed).map_err(EscrowError::Books)?;
@@ -387,13 +460,18 @@ impl EscrowService {
             .wallet
             .list_transactions(Some(TransactionDirection::Incoming))
             .await?;
-        Ok(incoming
+        let ours = incoming
             .into_iter()
-            .find(|t| {
-                t.status == TransactionStatus::Completed
-                    && t.ys.iter().map(|y| y.to_bytes()).collect::<BTreeSet<_>>() == ys
-            })
-            .map(|t| Sats::from(t.amount)))
+            .filter(|t| t.ys.iter().map(|y| y.to_bytes()).collect::<BTreeSet<_>>() == ys);
+        let mut earlier = Earlier::Nothing;
+        for t in ours {
+            match t.status {
+                TransactionStatus::Completed => return Ok(Earlier::Received(Sats::from(t.amount))),
+                TransactionStatus::Pending => earlier = Earlier::InProgress,
+                TransactionStatus::Failed => {}
+            }
+        }
+        Ok(earlier)
     }
 
     /// Under the escrow lock: the order priced again against the stock now, then recorded
@@ -629,6 +707,7 @@ mod tests {
     fn steps_read_back_from_their_stored_form() {
         let steps = [
             Step::Received,
+            Step::Swapping,
             Step::Redeemed {
                 received: Sats(700),
             },

@@ -19,6 +19,8 @@ pub const SUBJECT_CHANGE: &str = "payment-change";
 
 /// Longest piece of a buyer's tag repeated in an explanation.
 const ECHO_BYTES: usize = 80;
+/// Longest text of the buyer's kept with the order (well under the order's own limit).
+const MESSAGE_BYTES: usize = 1024;
 
 /// Order statuses, spelled and ranked as Shopstr's orders view reads them (it keeps the
 /// highest: `canceled` 5, `completed` 4, `shipped` 3, `confirmed` 2, `pending` 1).
@@ -154,8 +156,11 @@ fn order(
         amount: text("amount"),
         address: text("address"),
         pickup: text("pickup"),
+        // Shopstr's text repeats the token (kilobytes with its DLEQ proofs): kept without it,
+        // and cut, as a note for the merchant.
+        message: Some(clip_echo(content.replace(&token, "").trim(), MESSAGE_BYTES))
+            .filter(|c| !c.is_empty()),
         token,
-        message: Some(content.trim().to_owned()).filter(|c| !c.is_empty()),
     })
 }
 
@@ -273,7 +278,9 @@ mod tests {
 
     #[test]
     fn a_shopstr_ecash_payment_reads_as_an_order() {
-        let Some(Ok(Message::EcashOrder(order))) = read(&shopstr(&[]), " thanks ", MERCHANT) else {
+        let Some(Ok(Message::EcashOrder(order))) =
+            read(&shopstr(&[]), " thanks cashuBtoken ", MERCHANT)
+        else {
             panic!("an ecash order");
         };
         assert_eq!(order.buyer.as_deref(), Some(BUYER));
