@@ -146,7 +146,7 @@ fn every_example_parses_and_round_trips() {
                     other => panic!("{page}: unexpected Gamma rumor {other:?}"),
                 }
             }
-            "shopstr-rumor" => check_shopstr_rumor(&page, &as_value),
+            "shopstr-rumor" => check_shopstr_rumor(page, &as_value),
             "ussd-hop" => {
                 let request = Request::parse(json)
                     .unwrap_or_else(|r| panic!("{page}: hop refused: {r}: {json}"));
