@@ -251,6 +251,19 @@ async fn short_spent_reused_and_foreign_tokens_are_refused_and_make_no_order() {
     );
     assert_eq!(escrow.books().unwrap(), (Sats(610), Sats::ZERO));
     assert_conserved(&soko, &embedded_mint(&soko), 500 + 610).await;
+
+    // Finished intakes ("spent" and "first") are kept a week, then dropped with their
+    // claims on the proofs; the mint still knows the token spent, so a replay stays refused.
+    assert_eq!(escrow.ecash_intakes(), 2);
+    soko.advance(8 * 24 * 3600);
+    escrow.tick().await.unwrap();
+    assert_eq!(escrow.ecash_intakes(), 0);
+    shopstr_pays(&buyer, shop.merchant, "third", 1, &good).await;
+    let dm = buyer.next_dm(REPLY_TIMEOUT).await.expect("refused");
+    let (status, text) = order_info(&dm, "third");
+    assert_eq!(status, Some("canceled"), "{text}");
+    assert!(text.contains("already spent"), "{text}");
+    assert_eq!(escrow.books().unwrap(), (Sats(610), Sats::ZERO));
     other.shutdown().await;
     soko.stop().await;
 }

@@ -63,7 +63,15 @@ pub(crate) struct Intake {
     at: u64,
     /// How far it got.
     step: Step,
+    /// The token's proofs (`Y`, hex), claimed for this intake: released with it.
+    #[serde(default)]
+    ys: Vec<String>,
 }
+
+/// How long a finished intake is kept: a copy of its message redelivered meanwhile is
+/// recognised. After it, the order's own record and the mint (which knows the proofs spent)
+/// refuse a replay.
+const KEEP_DONE_SECS: u64 = 7 * 24 * 3600;
 
 /// How far an intake got.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,6 +233,7 @@ impl EscrowService {
                 scheme,
                 at: inner.clock.now(),
                 step: Step::Received,
+                ys: ys.iter().map(cdk::util::hex::encode).collect(),
             };
             if !self.claim_proofs(&key, &intake, &ys)? {
                 let note = refuse("this token already paid for another order".to_owned(), None);
@@ -273,10 +282,13 @@ impl EscrowService {
     /// pass). Each is on its own: one that fails is logged and tried again next pass.
     pub(super) async fn resume_ecash(&self) -> Result<(), EscrowError> {
         let mut open = Vec::new();
+        let now = self.inner.clock.now();
         for entry in self.inner.ecash.iter() {
             let (key, intake) = entry?;
             if intake.step != Step::Done {
                 open.push(key.to_vec());
+            } else if intake.at.saturating_add(KEEP_DONE_SECS) <= now {
+                self.forget(&key, &intake)?;
             }
         }
         for key in open {
@@ -286,6 +298,30 @@ impl EscrowService {
             }
         }
         Ok(())
+    }
+
+    /// Orders paid with ecash that soko keeps a record of: under way, or finished within
+    /// the last week (a copy of their message is recognised).
+    pub fn ecash_intakes(&self) -> usize {
+        self.inner.ecash.len()
+    }
+
+    /// Drops a finished intake past its keeping time, with its claims on the proofs.
+    fn forget(&self, key: &[u8], intake: &Intake) -> Result<(), EscrowError> {
+        let ys: Vec<Vec<u8>> = intake
+            .ys
+            .iter()
+            .filter_map(|y| cdk::util::hex::decode(y).ok())
+            .collect();
+        (self.inner.ecash.raw(), self.inner.ecash_proofs.raw())
+            .transaction(|(intakes, proofs)| {
+                for y in &ys {
+                    proofs.remove(y.as_slice())?;
+                }
+                intakes.remove(key)?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_error)
     }
 
     /// Moves the intake at `key` as far as it goes. Call with `ecash_lock` held.
