@@ -12,6 +12,7 @@ use common::sessions::token_from;
 use common::*;
 use nostr_sdk::prelude::*;
 use soko::money::Sats;
+use std::str::FromStr;
 
 /// The Shopstr buyer: its own key (where answers must arrive) and a fresh throwaway key
 /// per message, as Shopstr makes one for each order's messages.
@@ -224,13 +225,33 @@ async fn short_spent_reused_and_foreign_tokens_are_refused_and_make_no_order() {
     assert!(text.contains("a mint soko does not take"), "{text}");
     assert_eq!(token_in(text), foreign);
 
+    // Forged: a real token's amounts and keyset with made-up secrets. The mint says the
+    // proofs are unspent (it never saw them) and refuses the swap.
+    let real = token_from(&mint_url, 610).await;
+    let mut forged = cdk::nuts::Token::from_str(&real).unwrap();
+    let cdk::nuts::Token::TokenV4(v4) = &mut forged else {
+        panic!("a V4 token");
+    };
+    for part in &mut v4.token {
+        for proof in &mut part.proofs {
+            proof.secret = cdk::secret::Secret::generate();
+            proof.dleq = None;
+        }
+    }
+    shopstr_pays(&buyer, shop.merchant, "forged", 1, &forged.to_string()).await;
+    let dm = buyer.next_dm(REPLY_TIMEOUT).await.expect("refused");
+    let (status, text) = order_info(&dm, "forged");
+    assert_eq!(status, Some("canceled"), "{text}");
+    assert!(text.contains("the mint does not take the token"), "{text}");
+
     assert!(
         escrow.order(&shop.merchant, 1).unwrap().is_none(),
         "no order"
     );
     assert_eq!(escrow.books().unwrap(), (Sats::ZERO, Sats::ZERO));
-    // The short token (500) is still the buyer's; the spent one is in the buyer's wallet.
-    assert_conserved(&soko, &embedded_mint(&soko), 500 + 610).await;
+    // The short token (500) and the real one behind the forgery (610) are still the buyer's;
+    // the spent one is in the buyer's wallet.
+    assert_conserved(&soko, &embedded_mint(&soko), 500 + 610 + 610).await;
 
     // A token that paid one order cannot pay a second one.
     let good = token_from(&mint_url, 610).await;
@@ -250,11 +271,11 @@ async fn short_spent_reused_and_foreign_tokens_are_refused_and_make_no_order() {
         "one order"
     );
     assert_eq!(escrow.books().unwrap(), (Sats(610), Sats::ZERO));
-    assert_conserved(&soko, &embedded_mint(&soko), 500 + 610).await;
+    assert_conserved(&soko, &embedded_mint(&soko), 500 + 610 + 610).await;
 
-    // Finished intakes ("spent" and "first") are kept a week, then dropped with their
+    // Finished intakes ("spent", "forged" and "first") are kept a week, then dropped with their
     // claims on the proofs; the mint still knows the token spent, so a replay stays refused.
-    assert_eq!(escrow.ecash_intakes(), 2);
+    assert_eq!(escrow.ecash_intakes(), 3);
     soko.advance(8 * 24 * 3600);
     escrow.tick().await.unwrap();
     assert_eq!(escrow.ecash_intakes(), 0);
