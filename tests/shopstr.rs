@@ -366,3 +366,13 @@ async fn a_crash_between_redeeming_the_token_and_recording_the_order_loses_nothi
 async fn a_crash_after_recording_the_token_before_redeeming_it_loses_nothing() {
     a_crash_while_taking_ecash_at("ecash-recorded").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_recording_the_order_before_the_change_loses_nothing() {
+    a_crash_while_taking_ecash_at("ecash-ordered").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_with_the_change_prepared_but_not_made_loses_nothing() {
+    a_crash_while_taking_ecash_at("ecash-change-prepared").await;
+}

@@ -638,6 +638,7 @@ impl EscrowService {
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
             .map_err(tx_error)?;
+        failpoint::crash("ecash-ordered", inner.ecash.raw());
         inner.metrics.order_created();
         inner.metrics.order_paid();
         tracing::info!(
@@ -685,6 +686,7 @@ impl EscrowService {
             prepared.cancel().await;
             return Err(e.into());
         }
+        failpoint::crash("ecash-change-prepared", self.inner.ecash.raw());
         prepared.confirm().await
     }
 
