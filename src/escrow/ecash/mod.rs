@@ -23,31 +23,24 @@
 //! A crash anywhere leaves an intake short of `Done`: the next pass of the payment watch
 //! (or the same message handled again) carries it on from its step, once.
 
+mod paid;
+mod redeem;
+
 use std::collections::BTreeSet;
 use std::str::FromStr;
 
 use cdk::nuts::{CurrencyUnit, Token};
-use cdk_common::wallet::{TransactionDirection, TransactionStatus};
 use nostr_sdk::PublicKey;
 use serde::{Deserialize, Serialize};
 use sled::transaction::ConflictableTransactionError;
 use sled::Transactional;
 
-use super::code::DeliveryCode;
-use super::messages::{code_note, describe, status};
-use super::notify::PaidOrder;
-use super::records::{Dialect, LedgerEntry, OrderRecord};
-use super::service::{
-    code_scope, order_key, stored_line, take_units, tx_error, EscrowError, EscrowService,
-};
-use super::state::{transition, EscrowEvent, EscrowState};
+use super::service::{tx_error, EscrowError, EscrowService};
 use crate::failpoint;
-use crate::market::Merchants;
 use crate::money::Sats;
 use crate::outbound::{Note, Scheme};
 use crate::proto::nip15::Order;
 use crate::proto::shopstr;
-use crate::store::StoreError;
 
 /// An order paid with a Cashu token, from before the token is redeemed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -101,16 +94,6 @@ enum Step {
     },
     /// Answered for good.
     Done,
-}
-
-/// What became of an earlier swap of a token by the escrow wallet.
-enum Earlier {
-    /// It went through: this much was received.
-    Received(Sats),
-    /// Started and not settled.
-    InProgress,
-    /// There was none (or it failed): someone else spent the token.
-    Nothing,
 }
 
 /// The `escrow/ecash` key of an order.
@@ -424,316 +407,6 @@ impl EscrowService {
             tags: shopstr::info_tags(&buyer.to_hex(), &order.id, Some(shopstr::Status::Canceled)),
             content: format!("Order not accepted: {why}."),
         }
-    }
-
-    /// True when the mint says any of the token's proofs is spent or being spent (NUT-07).
-    async fn spent_at_mint(&self, token: &str) -> Result<bool, EscrowError> {
-        let parsed = Token::from_str(token)
-            .map_err(|e| EscrowError::Books(format!("a recorded token does not read: {e}")))?;
-        let ys = proof_ys(&parsed)
-            .map_err(EscrowError::Books)?
-            .iter()
-            .map(|y| cdk::nuts::PublicKey::from_slice(y))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| EscrowError::Books(e.to_string()))?;
-        let states = self
-            .inner
-            .wallet
-            .mint_connector()
-            .post_check_state(cdk::nuts::CheckStateRequest { ys })
-            .await?;
-        Ok(states
-            .states
-            .iter()
-            .any(|s| s.state != cdk::nuts::State::Unspent))
-    }
-
-    /// Swaps `token` into the escrow wallet: the sats received, or why it cannot be taken.
-    /// `fresh` when this is the first swap of it and the mint had it unspent just before: a
-    /// "spent" answer then means someone else spent it meanwhile. On a later try it may be
-    /// a swap of soko's own that a stop cut short, which the wallet's recovery at start
-    /// finished: the wallet's transactions tell. An error is a failure that may have left
-    /// the swap half-way (the mint's answer was lost): the intake is carried on later.
-    async fn redeem(&self, token: &str, fresh: bool) -> Result<Result<Sats, String>, EscrowError> {
-        let wallet = &self.inner.wallet;
-        let received = wallet.receive(token, Default::default()).await;
-        self.inner
-            .metrics
-            .wallet_op("ecash_receive", received.is_ok());
-        match received {
-            Ok(amount) => Ok(Ok(Sats::from(amount))),
-            Err(cdk::Error::TokenAlreadySpent) if fresh => {
-                Ok(Err("the token is already spent".to_owned()))
-            }
-            Err(cdk::Error::TokenAlreadySpent) => match self.received_before(token).await? {
-                Earlier::Received(received) => Ok(Ok(received)),
-                Earlier::Nothing => Ok(Err("the token is already spent".to_owned())),
-                // Spent by a swap of ours whose answer was lost: the wallet's recovery at the
-                // next start finishes it; calling the token spent now would keep the money
-                // and drop the order.
-                Earlier::InProgress => Err(EscrowError::Books(
-                    "the token's swap is still in progress; the wallet's recovery at the next start settles it".to_owned(),
-                )),
-            },
-            Err(e)
-                if e.is_definitive_failure()
-                    || matches!(e, cdk::Error::DHKE(cdk::dhke::Error::TokenNotVerified)) =>
-            {
-                Ok(Err(format!("the mint does not take the token ({e})")))
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// What became of an earlier swap of `token` by the escrow wallet (one cut short by a
-    /// crash is finished by the wallet's recovery at start).
-    async fn received_before(&self, token: &str) -> Result<Earlier, EscrowError> {
-        let parsed = Token::from_str(token)
-            .map_err(|e| EscrowError::Books(format!("a recorded token does not read: {e}")))?;
-        let ys = proof_ys(&parsed).map_err(EscrowError::Books)?;
-        let incoming = self
-            .inner
-            .wallet
-            .list_transactions(Some(TransactionDirection::Incoming))
-            .await?;
-        let ours = incoming
-            .into_iter()
-            .filter(|t| t.ys.iter().map(|y| y.to_bytes()).collect::<BTreeSet<_>>() == ys);
-        let mut earlier = Earlier::Nothing;
-        for t in ours {
-            match t.status {
-                TransactionStatus::Completed => return Ok(Earlier::Received(Sats::from(t.amount))),
-                TransactionStatus::Pending => earlier = Earlier::InProgress,
-                TransactionStatus::Failed => {}
-            }
-        }
-        Ok(earlier)
-    }
-
-    /// Under the escrow lock: the order priced again against the stock now, then recorded
-    /// paid (code, stock, notices) with what goes back to the buyer, in one transaction; or,
-    /// when it can no longer be taken, everything received set to go back.
-    async fn record_order(
-        &self,
-        key: &[u8],
-        mut intake: Intake,
-        merchant: &PublicKey,
-        buyer: PublicKey,
-        order: &Order,
-        received: Sats,
-    ) -> Result<(), EscrowError> {
-        let inner = &self.inner;
-        let _guard = inner.lock.lock().await;
-        let priced = match self.price(merchant, order)? {
-            Ok((stall_id, priced)) if priced.total_sats <= received => (stall_id, priced),
-            Ok((_, priced)) => {
-                let why = format!(
-                    "short payment: the token gave {received} sat after the mint's fee and the order costs {} sat",
-                    priced.total_sats
-                );
-                return self.set_returning(key, intake, None, received, Some(why));
-            }
-            Err(why) => return self.set_returning(key, intake, None, received, Some(why)),
-        };
-        let (stall_id, priced) = priced;
-        let number = self.next_number(merchant)?;
-        let now = inner.clock.now();
-        let placed = OrderRecord {
-            number,
-            buyer_order_id: order.id.clone(),
-            buyer,
-            scheme: intake.scheme,
-            stall_id,
-            lines: priced.lines.iter().map(stored_line).collect(),
-            total: priced.total_sats,
-            quote_id: String::new(),
-            invoice: String::new(),
-            expires_at: now,
-            state: EscrowState::AwaitingPayment,
-            code: None,
-            created_at: now,
-            shipping_sealed: self.seal_shipping(order)?,
-            paid_at: None,
-            cancel: None,
-            refund: None,
-            dialect: Dialect::Shopstr,
-            issue: None,
-        };
-        let code = DeliveryCode::generate();
-        let mut paid = placed.clone();
-        paid.state = transition(placed.state, EscrowEvent::PaymentReceived)?;
-        paid.paid_at = Some(now);
-        paid.code = Some(inner.codes.store(&code_scope(merchant, number), &code));
-        let back = received
-            .checked_sub(paid.total)
-            .ok_or_else(|| EscrowError::Books("received less than the total".to_owned()))?;
-        intake.step = if back == Sats::ZERO {
-            Step::Done
-        } else {
-            Step::Returning {
-                number: Some(number),
-                back,
-                reason: None,
-                operation: None,
-            }
-        };
-        if intake.step == Step::Done {
-            intake.token.clear();
-            intake.order.clear();
-        }
-        let mut dms = vec![
-            self.seal_to_buyer(
-                merchant,
-                &paid,
-                status(&paid, &describe(paid.state, number)),
-            )
-            .await?,
-            self.seal_to_buyer(merchant, &paid, code_note(&paid, &code))
-                .await?,
-        ];
-        dms.extend(
-            inner
-                .listener
-                .notices(&PaidOrder::new(*merchant, &paid, self))
-                .await?,
-        );
-        let order_key = order_key(merchant, number);
-        let index_key = intake_key(merchant, &buyer, &order.id);
-        let encoded = inner.orders.encode(&paid)?;
-        let number_bytes = inner.index.encode(&number)?;
-        let ledger_key = [b"ecash:".as_slice(), &order_key].concat();
-        let ledger = inner.ledger.encode(&LedgerEntry {
-            amount: paid.total,
-            done: true,
-        })?;
-        let intake_bytes = inner.ecash.encode(&intake)?;
-        let sold: Vec<(Vec<u8>, u64)> = paid
-            .lines
-            .iter()
-            .map(|l| (Merchants::product_key(merchant, &l.product_id), l.quantity))
-            .collect();
-        let queued = dms
-            .iter()
-            .map(|dm| inner.outbox.stage(dm))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        (
-            inner.orders.raw(),
-            inner.index.raw(),
-            inner.ledger.raw(),
-            inner.merchants.listings_tree(),
-            inner.ecash.raw(),
-            inner.outbox.raw(),
-        )
-            .transaction(|(orders, index, ledger_tree, listings, intakes, outbox)| {
-                for (listing, units) in &sold {
-                    take_units(listings, listing, *units)?;
-                }
-                orders.insert(order_key.as_slice(), encoded.clone())?;
-                index.insert(index_key.as_slice(), number_bytes.clone())?;
-                ledger_tree.insert(ledger_key.as_slice(), ledger.clone())?;
-                intakes.insert(key, intake_bytes.clone())?;
-                for staged in &queued {
-                    staged.insert(outbox)?;
-                }
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(tx_error)?;
-        failpoint::crash("ecash-ordered", inner.ecash.raw());
-        inner.metrics.order_created();
-        inner.metrics.order_paid();
-        tracing::info!(
-            order = number,
-            sats = paid.total.0,
-            back = back.0,
-            "order paid with ecash; funds held in escrow"
-        );
-        for dm in &dms {
-            inner.outbox.deliver(dm).await?;
-        }
-        self.republish_stock(merchant, &paid).await
-    }
-
-    fn set_returning(
-        &self,
-        key: &[u8],
-        mut intake: Intake,
-        number: Option<u64>,
-        back: Sats,
-        reason: Option<String>,
-    ) -> Result<(), EscrowError> {
-        intake.step = Step::Returning {
-            number,
-            back,
-            reason,
-            operation: None,
-        };
-        Ok(self.inner.ecash.insert(key, &intake)?)
-    }
-
-    /// A token of `back` sats out of the escrow wallet, its send operation recorded in the
-    /// intake before the token is made.
-    async fn make_token(
-        &self,
-        key: &[u8],
-        intake: &mut Intake,
-        back: Sats,
-    ) -> Result<String, EscrowError> {
-        let prepared = self.prepare_token(back).await?;
-        if let Step::Returning { operation, .. } = &mut intake.step {
-            *operation = Some(prepared.operation.clone());
-        }
-        if let Err(e) = self.inner.ecash.insert(key, intake) {
-            prepared.cancel().await;
-            return Err(e.into());
-        }
-        failpoint::crash("ecash-change-prepared", self.inner.ecash.raw());
-        prepared.confirm().await
-    }
-
-    /// The intake is done: its last answer queued with it, in one transaction, then sent.
-    async fn finish(
-        &self,
-        key: &[u8],
-        mut intake: Intake,
-        merchant: &PublicKey,
-        buyer: PublicKey,
-        note: &Note,
-    ) -> Result<(), EscrowError> {
-        let inner = &self.inner;
-        let dm = inner
-            .publisher
-            .seal_note(merchant, buyer, intake.scheme, note)
-            .await?;
-        intake.step = Step::Done;
-        intake.token.clear();
-        intake.order.clear();
-        let encoded = inner.ecash.encode(&intake)?;
-        let staged = inner.outbox.stage(&dm)?;
-        (inner.ecash.raw(), inner.outbox.raw())
-            .transaction(|(intakes, outbox)| {
-                intakes.insert(key, encoded.clone())?;
-                staged.insert(outbox)?;
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(tx_error)?;
-        inner.outbox.deliver(&dm).await?;
-        Ok(())
-    }
-
-    /// Sends `note` from `merchant` to `buyer`, durably: for answers that change nothing.
-    pub async fn answer(
-        &self,
-        merchant: &PublicKey,
-        buyer: PublicKey,
-        scheme: Scheme,
-        note: &Note,
-    ) -> Result<(), EscrowError> {
-        let dm = self
-            .inner
-            .publisher
-            .seal_note(merchant, buyer, scheme, note)
-            .await?;
-        Ok(self.inner.outbox.send(&dm).await?)
     }
 }
 
