@@ -11,6 +11,14 @@
 //! - `claimed`: the event is claimed (`seen` = processing) and not yet handled;
 //! - `committed`: its reply, the claim's completion and the order's state are committed, and
 //!   the reply has not been sent;
+//! - `ecash-recorded`: an order paid with a Cashu token (Shopstr's checkout) and the token's
+//!   proofs are recorded, and the token has not been redeemed;
+//! - `ecash-redeemed`: that token is redeemed into the escrow wallet, and the order is not
+//!   yet recorded;
+//! - `ecash-ordered`: that order is recorded paid (its code and status DMs queued, not
+//!   sent), and the overpayment not yet given back;
+//! - `ecash-change-prepared`: the wallet's send giving the overpayment back is prepared and
+//!   recorded, and its token not yet made;
 //! - `session-ending`: a session's end is recorded and none of its ecash has gone back;
 //! - `session-refund-queued`: a session's refund token DM and `Refunded` are committed, and
 //!   the DM has not been sent nor the session's wallet deleted;

@@ -10,6 +10,7 @@ use crate::market::Merchants;
 use crate::outbound::{Note, Scheme};
 use crate::proto::gamma;
 use crate::proto::nip15::{clip_echo, Order, OrderStatus, MAX_ORDER_ID_BYTES};
+use crate::proto::shopstr;
 
 /// A decrypted message to one of the merchants soko keeps.
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +60,9 @@ impl MerchantInbox {
             gamma::KIND_ORDER => self.gamma(message, body).await,
             gamma::KIND_RECEIPT => {
                 ToMerchant::Silent("a Gamma payment receipt: soko sees payments at the mint")
+            }
+            14 if shopstr::read(message.tags, body, &message.recipient.to_hex()).is_some() => {
+                self.shopstr(message, body).await
             }
             _ => match self.nip15(message, body).await {
                 Some(reply) => ToMerchant::Reply(Note::Text(reply)),
@@ -155,10 +159,19 @@ impl MerchantInbox {
         if order.shipping.is_some() {
             return Ok(None);
         }
-        let merchants = &self.merchants;
         let Some((first, _)) = order.items.first() else {
             return Ok(None);
         };
+        self.zone_of(message, first)
+    }
+
+    /// The zone of the stall selling product `first`, if the stall has just one.
+    fn zone_of(
+        &self,
+        message: &OrderMessage<'_>,
+        first: &str,
+    ) -> Result<Option<String>, crate::market::MerchantError> {
+        let merchants = &self.merchants;
         let Some(product) = merchants.product(&message.recipient, first)? else {
             return Ok(None);
         };
@@ -169,6 +182,129 @@ impl MerchantInbox {
             [only] => Some(only.id.clone()),
             _ => None,
         })
+    }
+
+    /// A Shopstr kind-14 message about an order. Every answer goes to the buyer's own key
+    /// (`b`), not to the throwaway key that signed the seal: Shopstr reads only gift wraps
+    /// addressed to the buyer. So the escrow sends them itself, and the bot sends nothing.
+    async fn shopstr(&self, message: &OrderMessage<'_>, body: &str) -> ToMerchant {
+        let merchant = message.recipient;
+        let Some(read) = shopstr::read(message.tags, body, &merchant.to_hex()) else {
+            return ToMerchant::NotAnOrderMessage;
+        };
+        let order_id = clip_echo(
+            gamma::order_id(message.tags).unwrap_or_default(),
+            MAX_ORDER_ID_BYTES,
+        );
+        let named = message
+            .tags
+            .iter()
+            .find(|t| t.first().map(String::as_str) == Some("b"))
+            .and_then(|t| t.get(1))
+            .and_then(|b| PublicKey::parse(b).ok());
+        let buyer = named.unwrap_or(message.sender);
+        let say = |status: Option<shopstr::Status>, text: String| Note::Tagged {
+            kind: 14,
+            tags: shopstr::info_tags(&buyer.to_hex(), &order_id, status),
+            content: text,
+        };
+        let (note, token_back) = match read {
+            Ok(shopstr::Message::Info) => {
+                return ToMerchant::Silent("Shopstr order information: nothing to act on")
+            }
+            Ok(shopstr::Message::OtherPayment(method)) => (
+                say(
+                    None,
+                    format!(
+                        "soko's escrow did not receive this payment ({method}): it holds only payments made with Cashu ecash of soko's mint in the order message itself. A payment made another way is between you and the merchant, without escrow or delivery code."
+                    ),
+                ),
+                None,
+            ),
+            Err(why) => (
+                say(
+                    Some(shopstr::Status::Canceled),
+                    format!("Order not accepted: {why}."),
+                ),
+                None,
+            ),
+            Ok(shopstr::Message::EcashOrder(order)) => {
+                match self.shopstr_order(message, buyer, order).await {
+                    Ok(()) => return ToMerchant::Silent("a Shopstr order: answered by the escrow"),
+                    Err((why, token)) => (
+                        say(
+                            Some(shopstr::Status::Canceled),
+                            format!("Order not accepted: {why}."),
+                        ),
+                        token,
+                    ),
+                }
+            }
+        };
+        let note = match (note, token_back) {
+            (
+                Note::Tagged {
+                    kind,
+                    tags,
+                    content,
+                },
+                Some(token),
+            ) => Note::Tagged {
+                kind,
+                tags,
+                content: format!("{content} Your payment was not taken; here it is back: {token}"),
+            },
+            (note, _) => note,
+        };
+        match self
+            .escrow
+            .answer(&merchant, buyer, message.scheme, &note)
+            .await
+        {
+            Ok(()) => ToMerchant::Silent("a Shopstr message: answered by the escrow"),
+            Err(e) => {
+                tracing::error!(error = %e, "answering a Shopstr message failed");
+                ToMerchant::Silent("a Shopstr message whose answer failed")
+            }
+        }
+    }
+
+    /// A Shopstr order paid with ecash, to the escrow; or why not, with the token to give
+    /// back when it was not taken.
+    async fn shopstr_order(
+        &self,
+        message: &OrderMessage<'_>,
+        buyer: PublicKey,
+        order: shopstr::EcashOrder,
+    ) -> Result<(), (String, Option<String>)> {
+        let token = order.token.clone();
+        let zone = match self.zone_of(message, &order.item.0) {
+            Ok(zone) => zone,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the merchant's listings failed");
+                return Err((
+                    "soko could not read the shop right now; please order again in a minute"
+                        .to_owned(),
+                    Some(token),
+                ));
+            }
+        };
+        let buyer_npub = buyer.to_bech32().unwrap_or_else(|_| buyer.to_hex());
+        let nip15 = order.to_nip15(&buyer_npub, zone.as_deref());
+        if let Err(oversize) = nip15.check_bounds() {
+            return Err((format!("too_large: {oversize}"), Some(token)));
+        }
+        self.escrow
+            .take_ecash_order(message.recipient, buyer, message.scheme, nip15, &token)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "taking an order paid with ecash failed");
+                (
+                    "soko could not take the order right now (internal error); please order again in a minute"
+                        .to_owned(),
+                    Some(token.clone()),
+                )
+            })
     }
 
     /// A NIP-15 message (JSON with a `type`) to a merchant: orders go to the escrow. `None`

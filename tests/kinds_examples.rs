@@ -146,6 +146,7 @@ fn every_example_parses_and_round_trips() {
                     other => panic!("{page}: unexpected Gamma rumor {other:?}"),
                 }
             }
+            "shopstr-rumor" => check_shopstr_rumor(page, &as_value),
             "ussd-hop" => {
                 let request = Request::parse(json)
                     .unwrap_or_else(|r| panic!("{page}: hop refused: {r}: {json}"));
@@ -255,6 +256,61 @@ fn every_example_parses_and_round_trips() {
             examples.iter().any(|(p, _, _)| p == page),
             "{page} has examples"
         );
+    }
+}
+
+/// A Shopstr checkout example: the buyer's `order-payment` reads as an ecash order whose
+/// token is a real Cashu token in sat; soko's answers use the subjects Shopstr's reader
+/// keeps and the statuses its orders view ranks, and a token given back decodes.
+fn check_shopstr_rumor(page: &str, value: &Value) {
+    use soko::proto::shopstr;
+    use std::str::FromStr;
+    let tags: Vec<Vec<String>> = serde_json::from_value(value["tags"].clone())
+        .unwrap_or_else(|e| panic!("{page}: tags are string lists ({e})"));
+    let content = value["content"].as_str().expect("content");
+    assert_eq!(value["kind"], 14, "{page}: Shopstr's messages are kind 14");
+    let tag = |name: &str| {
+        tags.iter()
+            .find(|t| t[0] == name)
+            .map(|t| t[1..].to_vec())
+            .unwrap_or_default()
+    };
+    let real_token = |token: &str| {
+        let parsed = cdk::nuts::Token::from_str(token)
+            .unwrap_or_else(|e| panic!("{page}: not a Cashu token ({e})"));
+        assert_eq!(parsed.unit(), Some(cdk::nuts::CurrencyUnit::Sat), "{page}");
+        assert!(
+            content.contains(token),
+            "{page}: the token is in the text too"
+        );
+        u64::from(parsed.value().unwrap_or_else(|e| panic!("{page}: {e}")))
+    };
+    assert!(!tag("order").is_empty(), "{page}: an order tag");
+    match tag("subject").first().map(String::as_str) {
+        Some(shopstr::SUBJECT_PAYMENT) => {
+            let merchant = tags[0][1].clone();
+            let Some(Ok(shopstr::Message::EcashOrder(order))) =
+                shopstr::read(&tags, content, &merchant)
+            else {
+                panic!("{page}: not read as an ecash order");
+            };
+            assert!(real_token(&order.token) > 0, "{page}");
+        }
+        Some(shopstr::SUBJECT_INFO) => {
+            if let Some(status) = tag("status").first() {
+                assert!(
+                    ["pending", "confirmed", "shipped", "completed", "canceled"]
+                        .contains(&status.as_str()),
+                    "{page}: Shopstr ranks no status {status:?}"
+                );
+            }
+        }
+        Some(shopstr::SUBJECT_CHANGE) => {
+            let payment = tag("payment");
+            assert_eq!(payment.first().map(String::as_str), Some("ecash"), "{page}");
+            assert!(real_token(&payment[1]) > 0, "{page}");
+        }
+        other => panic!("{page}: a subject Shopstr's reader drops: {other:?}"),
     }
 }
 

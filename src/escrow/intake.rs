@@ -96,18 +96,7 @@ impl EscrowService {
         if let Some(why) = self.over_caps(&merchant, &buyer, &priced.lines)? {
             return Ok(refuse(why));
         }
-        let number = inner
-            .seq
-            .raw()
-            .update_and_fetch(merchant.to_bytes(), |old| {
-                let last = old
-                    .and_then(|b| crate::store::decode::<u64>(b).ok())
-                    .unwrap_or(0);
-                crate::store::encode(&(last + 1)).ok()
-            })
-            .map_err(StoreError::from)?
-            .and_then(|b| crate::store::decode::<u64>(&b).ok())
-            .unwrap_or(1);
+        let number = self.next_number(&merchant)?;
         let now = inner.clock.now();
         let record = OrderRecord {
             number,
@@ -154,6 +143,24 @@ impl EscrowService {
         inner.metrics.order_created();
         tracing::info!(order = number, sats = record.total.0, "order placed");
         Ok(payment_request(&record))
+    }
+
+    /// The merchant's next order number. Taken before the order is recorded: a crash in
+    /// between leaves a gap, never a number given twice.
+    pub(super) fn next_number(&self, merchant: &PublicKey) -> Result<u64, EscrowError> {
+        Ok(self
+            .inner
+            .seq
+            .raw()
+            .update_and_fetch(merchant.to_bytes(), |old| {
+                let last = old
+                    .and_then(|b| crate::store::decode::<u64>(b).ok())
+                    .unwrap_or(0);
+                crate::store::encode(&(last + 1)).ok()
+            })
+            .map_err(StoreError::from)?
+            .and_then(|b| crate::store::decode::<u64>(&b).ok())
+            .unwrap_or(1))
     }
 
     /// The reply to an order this buyer placed before (a retry, or another relay's copy).
@@ -235,7 +242,7 @@ impl EscrowService {
 
     /// Prices the order against the merchant's listings and the stock not held by unpaid
     /// orders: (stall id, priced lines), or why it is refused.
-    fn price(
+    pub(super) fn price(
         &self,
         merchant: &PublicKey,
         order: &Order,

@@ -4,6 +4,7 @@
 pub mod books;
 pub mod code;
 pub mod dispute;
+mod ecash;
 mod error;
 mod intake;
 mod messages;

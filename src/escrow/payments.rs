@@ -7,7 +7,7 @@ use cdk::nuts::MintQuoteState;
 use nostr_sdk::PublicKey;
 
 use super::code::DeliveryCode;
-use super::messages::{describe, shown_id, status, text};
+use super::messages::{code_note, describe, status};
 use super::notify::PaidOrder;
 use super::records::{LedgerEntry, OrderRecord};
 use super::service::{
@@ -32,6 +32,9 @@ impl EscrowService {
         }
         if let Err(e) = self.resume_refunds().await {
             tracing::error!(error = %e, "resuming refunds failed; retrying next pass");
+        }
+        if let Err(e) = self.resume_ecash().await {
+            tracing::error!(error = %e, "resuming orders paid with ecash failed; retrying next pass");
         }
         let mut awaiting: Vec<(Vec<u8>, u64)> = Vec::new();
         for entry in inner.awaiting.iter() {
@@ -311,20 +314,7 @@ impl EscrowService {
             )
             .await?;
         let code_dm = self
-            .seal_to_buyer(
-                merchant,
-                &record,
-                text(
-                    &record,
-                    format!(
-                        "Delivery code for order #{} ({}): {}\nQR: {}\nGive it to the merchant only when you have your goods: it releases your payment to them.",
-                        paid.number,
-                        shown_id(&record),
-                        code.reveal(),
-                        code.qr_string(&shown_id(&record))
-                    ),
-                ),
-            )
+            .seal_to_buyer(merchant, &record, code_note(&record, &code))
             .await?;
         let change = Change {
             reserved: self.reservation_changes(merchant, &lines(&record), false)?,
@@ -363,7 +353,7 @@ impl EscrowService {
 
     /// The paid units left the listing in the paid commit: the product is republished with
     /// its new stock. A failure here is logged, not fatal: the stock is already right.
-    async fn republish_stock(
+    pub(super) async fn republish_stock(
         &self,
         merchant: &PublicKey,
         record: &OrderRecord,

@@ -161,6 +161,9 @@ pub enum Dialect {
     Nip15,
     /// Gamma Markets kind-16 messages with tags, gift-wrapped.
     Gamma,
+    /// Shopstr's kind-14 messages with tags, gift-wrapped; the order came paid with ecash
+    /// (`kinds/gamma.md`, "Shopstr checkout").
+    Shopstr,
 }
 
 /// A buyer's request to cancel a paid order.

@@ -24,6 +24,9 @@
 //!   send; kept once settled, in its final state (see [`super::saga`]).
 //! - `escrow/withdrawals`, `escrow/credits`: a balance moved out as a token soko takes
 //!   itself, and a token soko made credited back ([`super::withdraw`]).
+//! - `escrow/ecash`: merchant (32) ‖ buyer (32) ‖ buyer's order id → an order paid with a
+//!   Cashu token, recorded before the token is redeemed; `escrow/ecash_proofs`: each of
+//!   those tokens' proofs (`Y`) → the intake it paid ([`super::ecash`]).
 //!
 //! Every state change happens under one lock: orders are few per second, and one writer
 //! at a time makes "check then change" safe without per-order locking.
@@ -149,6 +152,13 @@ pub(super) struct Inner {
     pub(super) withdrawals: Typed<super::withdraw::Withdrawal>,
     /// Tokens soko made, credited back to balances ([`super::withdraw`]).
     pub(super) credits: Typed<super::withdraw::Credit>,
+    /// Orders paid with a Cashu token, from before the token is redeemed
+    /// ([`super::ecash`]).
+    pub(super) ecash: Typed<super::ecash::Intake>,
+    /// Each proof (its `Y`) of a token taken as payment → the intake it paid.
+    pub(super) ecash_proofs: Typed<Vec<u8>>,
+    /// One ecash intake moves at a time (the inbox and the timer's resume may meet).
+    pub(super) ecash_lock: Mutex<()>,
     pub(super) wallet: Wallet,
     pub(super) merchants: Merchants,
     pub(super) publisher: Publisher,
@@ -203,6 +213,9 @@ impl EscrowService {
                 payouts: store.tree("payouts")?,
                 withdrawals: store.tree("escrow/withdrawals")?,
                 credits: store.tree("escrow/credits")?,
+                ecash: store.tree("escrow/ecash")?,
+                ecash_proofs: store.tree("escrow/ecash_proofs")?,
+                ecash_lock: Mutex::new(()),
                 wallet,
                 merchants,
                 outbox: publisher.outbox().clone(),

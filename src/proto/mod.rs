@@ -10,6 +10,7 @@ pub mod order_issue;
 pub mod reputation;
 pub mod reveal;
 pub mod sessions;
+pub mod shopstr;
 pub mod ussd;
 
 pub use self::command::{
