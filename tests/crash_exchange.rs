@@ -554,6 +554,164 @@ impl Trade {
     }
 }
 
+/// A trade that ends in a conceded issue, cut by a crash at `point` while its end is
+/// settled: the maker, who revealed its registered key, gets escrow and both bonds as ecash
+/// locked to that key, each leg once; soko keeps the two fees once; the sessions hold nothing.
+async fn forfeit_survives_a_crash_at(point: &'static str) {
+    let (maker_keys, taker_keys) = (Keys::generate(), Keys::generate());
+    let (mint, _mint_dir) =
+        common::auth::external_auth_mint([maker_keys.public_key(), taker_keys.public_key()]).await;
+    let mint_url = mint.url().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut soko = Binary::new(dir.path(), free_port(), &data_dir, &mint_url, "");
+    soko.start_failing_at(point).await;
+    let bot = soko::identity::bot_keys(&data_dir).unwrap().public_key();
+    let maker = Trader::join(&soko, bot, &mint, maker_keys.clone()).await;
+    let taker = Trader::join(&soko, bot, &mint, taker_keys).await;
+    let mut run = Run {
+        soko,
+        bot,
+        maker,
+        taker,
+        point,
+        crashes: 0,
+    };
+    use Who::{Maker, Taker};
+
+    let created = run
+        .ask(
+            Maker,
+            "offer_create",
+            json!({
+                "fiat_amount": "1500",
+                "currency": "KES",
+                "provider": "mpesa",
+                "bill": {"kind": "paybill", "reference": "888880"},
+                "sats": 20_000,
+            }),
+        )
+        .await;
+    assert_eq!(created["ok"], true, "{created}");
+    let offer = created["result"]["offer"].as_str().unwrap().to_owned();
+    let amounts = created["result"]["amounts"].clone();
+    let sat = |name: &str| {
+        amounts[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name}: {amounts}"))
+    };
+    let maker_invoice = created["result"]["invoice_sat"].as_u64().unwrap();
+    let taker_invoice = sat("taker_bond") + sat("taker_fee");
+    run.notice(Maker, &offer, "INVOICE_PAID").await;
+    run.ask(Taker, "offer_claim", json!({"offer": offer})).await;
+    run.notice(Taker, &offer, "TAKER_BOND_PAID").await;
+
+    let reveal = EventBuilder::new(Kind::Custom(29471), "the taker never paid my bill")
+        .tags([
+            Tag::public_key(bot),
+            Tag::parse(["offer", offer.as_str()]).unwrap(),
+            Tag::parse(["side", "maker"]).unwrap(),
+        ])
+        .sign_with_keys(&maker_keys)
+        .unwrap();
+    let marked = run
+        .ask(
+            Maker,
+            "offer_issue",
+            json!({"offer": offer, "reveal": reveal}),
+        )
+        .await;
+    assert_eq!(marked["ok"], true, "{marked}");
+    run.notice(Taker, &offer, "MARKED_WITH_ISSUE").await;
+    // The crash comes while the forfeit is settled; asked again after it, soko answers
+    // with the offer as it stands.
+    run.ask(
+        Taker,
+        "offer_answer",
+        json!({"offer": offer, "answer": "forfeit"}),
+    )
+    .await;
+
+    // The legs locked to the maker's key, each once (a notice sent again after the crash
+    // carries the same token).
+    let owed = sat("escrow") + sat("maker_bond") + sat("taker_bond");
+    let mut tokens: Vec<(String, u64)> = Vec::new();
+    while tokens.iter().map(|(_, sats)| sats).sum::<u64>() < owed {
+        let payout = run
+            .wait_for(Maker, "a locked FORFEIT payout", |v| {
+                v["state"] == "FORFEIT" && v.get("token").is_some()
+            })
+            .await;
+        assert_eq!(payout["locked_to"], maker_keys.public_key().to_hex());
+        let token = payout["token"].as_str().unwrap().to_owned();
+        if !tokens.iter().any(|(t, _)| *t == token) {
+            tokens.push((token, payout["amount_sat"].as_u64().unwrap()));
+        }
+    }
+    assert_eq!(
+        run.crashes, 1,
+        "soko crashed {} times at {point}",
+        run.crashes
+    );
+    let mut redeemed = 0;
+    for (token, sats) in &tokens {
+        let got = common::sessions::redeem_with(&mint_url, token, Some(&maker_keys))
+            .await
+            .unwrap_or_else(|e| panic!("a locked token after a crash at {point}: {e}"));
+        assert_eq!(got, *sats);
+        redeemed += got;
+    }
+    assert_eq!(redeemed, owed, "the maker's legs after a crash at {point}");
+
+    // The fee transfers a crash interrupted finish on the exchange's pass.
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        let held = run.balance(Maker).await + run.balance(Taker).await;
+        let fees = outstanding_at(mint.mint()).await - redeemed - held;
+        if (held, fees) == (0, sat("platform_fee") + sat("taker_fee")) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "sessions hold {held}, soko's fees {fees} after a crash at {point}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(
+        outstanding_at(mint.mint()).await,
+        maker_invoice + taker_invoice,
+        "issued after a crash at {point}"
+    );
+
+    run.soko.kill();
+    let store = soko::store::Store::open(&data_dir).unwrap();
+    let offers = store.tree::<OfferRecord>("exchange/offers").unwrap();
+    let record = offers.get(offer.as_bytes()).unwrap().expect("the offer");
+    assert_eq!(record.state, soko::exchange::OfferState::Forfeit);
+    assert!(
+        record.transfers.iter().all(|t| t.done),
+        "a transfer left undone: {:?}",
+        record.transfers
+    );
+    drop(store);
+    mint.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_a_forfeit_is_recorded_before_any_ecash_moves() {
+    forfeit_survives_a_crash_at("exchange-ended").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_a_locked_token_is_made_before_its_notice() {
+    forfeit_survives_a_crash_at("exchange-transfer").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_a_forfeits_fee_token_is_made_before_soko_takes_it() {
+    forfeit_survives_a_crash_at("exchange-token-made").await;
+}
+
 /// A small deterministic generator for the kill schedule (its seed is printed).
 fn next(seed: &mut u64) -> u64 {
     *seed ^= *seed << 13;
