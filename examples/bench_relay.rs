@@ -119,7 +119,10 @@ async fn run(args: Args, cores: usize) -> Result<ExitCode> {
     dir.close().context("removing the temp data dir")?;
     let (bare_publish, soko_publish, bare_reqs, soko_reqs) = outcome?;
 
-    println!("\npublish — {} events, {} connections", args.events, args.connections);
+    println!(
+        "\npublish — {} events, {} connections",
+        args.events, args.connections
+    );
     bare_publish.print("bare");
     soko_publish.print("soko");
     let ratio = soko_publish.rate() / bare_publish.rate();
@@ -129,7 +132,10 @@ async fn run(args: Args, cores: usize) -> Result<ExitCode> {
         bare_publish.rate()
     );
 
-    println!("\nREQ — {} stored events, median of {}", args.req_events, args.reqs);
+    println!(
+        "\nREQ — {} stored events, median of {}",
+        args.req_events, args.reqs
+    );
     let bare_req = Req::median(bare_reqs);
     let soko_req = Req::median(soko_reqs);
     bare_req.print("bare");
@@ -157,8 +163,8 @@ async fn run(args: Args, cores: usize) -> Result<ExitCode> {
 async fn sign_events(args: &Args) -> Result<Vec<Vec<String>>> {
     let mut signing = JoinSet::new();
     for connection in 0..args.connections {
-        let count = args.events / args.connections
-            + u32::from(connection < args.events % args.connections);
+        let count =
+            args.events / args.connections + u32::from(connection < args.events % args.connections);
         signing.spawn_blocking(move || {
             let keys = Keys::generate();
             (0..count)
@@ -317,7 +323,10 @@ impl Ws {
                 frame.extend_from_slice(&(n as u64).to_be_bytes());
             }
         }
-        self.mask = self.mask.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        self.mask = self
+            .mask
+            .wrapping_mul(1_664_525)
+            .wrapping_add(1_013_904_223);
         let mask = self.mask.to_be_bytes();
         frame.extend_from_slice(&mask);
         frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
@@ -458,8 +467,10 @@ impl Req {
 async fn req(addr: SocketAddr, limit: u32) -> Result<Req> {
     let mut ws = Ws::connect(addr).await?;
     let started = Instant::now();
-    ws.send(&format!(r#"["REQ","bench",{{"kinds":[4],"limit":{limit}}}]"#))
-        .await?;
+    ws.send(&format!(
+        r#"["REQ","bench",{{"kinds":[4],"limit":{limit}}}]"#
+    ))
+    .await?;
     let (mut received, mut bytes) = (0, 0);
     let collect = async {
         loop {

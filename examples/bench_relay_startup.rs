@@ -128,7 +128,7 @@ async fn fill(dir: &Path, args: &Args, bot: &Keys) -> Result<usize> {
     {
         // Creates the layout (relay-events/CURRENT naming gen-1), then lets go of it.
         let legacy = Store::open(dir)?;
-        SledEventStore::open(dir, &legacy, 1, Exempt::default()).await?;
+        SledEventStore::open(dir, &legacy, 1, None, Exempt::default()).await?;
     }
     let generation = Store::open(&dir.join(EVENTS_DIR).join("gen-1"))?;
     let tree = generation.tree::<String>("events")?;
@@ -155,7 +155,9 @@ async fn fill(dir: &Path, args: &Args, bot: &Keys) -> Result<usize> {
         }
         let mut batch = sled::Batch::default();
         for worker in workers {
-            let signed = worker.join().map_err(|_| anyhow!("a signing thread panicked"))??;
+            let signed = worker
+                .join()
+                .map_err(|_| anyhow!("a signing thread panicked"))??;
             for (id, json) in signed {
                 bytes += json.len();
                 batch.insert(id.to_vec(), tree.encode(&json)?);
@@ -213,7 +215,14 @@ async fn open_only(dir: &Path, bot: &str) -> Result<ExitCode> {
     let before = status_kib("VmRSS")?;
     let started = Instant::now();
     let legacy = Store::open(dir)?;
-    let events = SledEventStore::open(dir, &legacy, config.max_stored_events, ours).await?;
+    let events = SledEventStore::open(
+        dir,
+        &legacy,
+        config.max_stored_events,
+        Some(config.retention_secs),
+        ours,
+    )
+    .await?;
     let opened = started.elapsed();
     let rss = status_kib("VmRSS")?;
     let peak = status_kib("VmHWM")?;
