@@ -1,12 +1,13 @@
 //! Benchmark of soko's embedded relay against a bare nostr-relay-builder relay.
 //!
-//! The same N signed kind-4 events are published from M websocket connections, first to a
-//! bare nostr-relay-builder relay (its memory database, no write policy), then to the
-//! embedded relay of an in-process soko started as `soko run` configures it (sled-backed
-//! store, write policy, frame guard; only the write budgets are lifted, as in every
-//! benchmark). Each connection sends its share one event at a time, waiting for the `OK`,
-//! as a client does. Then one connection asks each relay for 10,000 stored events in one
-//! `REQ`, several times, alternating relays.
+//! The same N signed kind-4 events are published from M websocket connections to a bare
+//! nostr-relay-builder relay (its memory database, no write policy) and to the embedded
+//! relay of an in-process soko started as `soko run` configures it (sled-backed store synced
+//! before each `OK`, write policy, frame guard; only the write budgets are lifted, as in
+//! every benchmark). Each connection sends its share one event at a time, waiting for the
+//! `OK`, as a client does. The events go in two halves, bare then soko, then soko then bare,
+//! so that warm-up and drift of a shared machine weigh on both alike. Then one connection
+//! asks each relay for 10,000 stored events in one `REQ`, several times, alternating relays.
 //!
 //! Both relays are served the same way (TCP_NODELAY, a plain HTTP upgrade) and the clients
 //! are minimal websocket clients that neither parse nor verify what they receive, so the
@@ -103,8 +104,18 @@ async fn run(args: Args, cores: usize) -> Result<ExitCode> {
     println!("  cores       {cores}, shared by both relays, soko's daemon and all clients");
 
     let outcome = async {
-        let bare_publish = publish(bare.addr, &events).await?;
-        let soko_publish = publish(soko_addr, &events).await?;
+        // Every connection's share cut in two: both halves use all M connections.
+        let (first, second): (Vec<Vec<String>>, Vec<Vec<String>>) = events
+            .iter()
+            .map(|share| {
+                let (a, b) = share.split_at(share.len() / 2);
+                (a.to_vec(), b.to_vec())
+            })
+            .unzip();
+        let mut bare_publish = publish(bare.addr, &first).await?;
+        let mut soko_publish = publish(soko_addr, &first).await?;
+        soko_publish.add(publish(soko_addr, &second).await?);
+        bare_publish.add(publish(bare.addr, &second).await?);
         let mut bare_reqs = Vec::new();
         let mut soko_reqs = Vec::new();
         for _ in 0..args.reqs {
@@ -370,6 +381,13 @@ struct Publish {
 }
 
 impl Publish {
+    fn add(&mut self, other: Self) {
+        self.accepted += other.accepted;
+        self.refused += other.refused;
+        self.wall += other.wall;
+        self.first_refusal = self.first_refusal.take().or(other.first_refusal);
+    }
+
     fn rate(&self) -> f64 {
         f64::from(self.accepted) / self.wall.as_secs_f64()
     }

@@ -138,6 +138,10 @@ async fn fill(dir: &Path, args: &Args, bot: &Keys) -> Result<usize> {
     let own = u64::from(args.events) * u64::from(args.own_percent) / 100;
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as u64;
     let chunk = 20_000u64;
+    // DM senders and recipients from a pool (signing is what the fill spends its time on);
+    // gift wraps, as in NIP-59, each with a key of its own.
+    let people: std::sync::Arc<Vec<Keys>> =
+        std::sync::Arc::new((0..1_000).map(|_| Keys::generate()).collect());
     let mut bytes = 0;
     let mut at = 0u64;
     while at < u64::from(args.events) {
@@ -146,10 +150,10 @@ async fn fill(dir: &Path, args: &Args, bot: &Keys) -> Result<usize> {
         let mut workers = Vec::new();
         for t in 0..threads {
             let (from, to) = (at + t * per, (at + (t + 1) * per).min(end));
-            let bot = bot.clone();
+            let (bot, people) = (bot.clone(), people.clone());
             workers.push(std::thread::spawn(move || {
                 (from..to)
-                    .map(|n| event(n, past, own, &bot, now, retention))
+                    .map(|n| event(n, past, own, &bot, &people, now, retention))
                     .collect::<Result<Vec<_>>>()
             }));
         }
@@ -177,10 +181,12 @@ fn event(
     past: u64,
     own: u64,
     bot: &Keys,
+    people: &[Keys],
     now: u64,
     retention: u64,
 ) -> Result<([u8; 32], String)> {
     let spread = |n: u64, days: u64| n % (days * DAY);
+    let person = |k: u64| people[(k % people.len() as u64) as usize].clone();
     let (keys, kind, created_at) = if n < past {
         let kind = if n % 2 == 0 {
             Kind::EncryptedDirectMessage
@@ -189,17 +195,22 @@ fn event(
         };
         // Past the window, wraps past their two extra days, up to 30 days back.
         let age = retention + 3 * DAY + spread(n, 30);
-        (Keys::generate(), kind, now - age)
+        let author = if kind == Kind::GiftWrap {
+            Keys::generate()
+        } else {
+            person(n)
+        };
+        (author, kind, now - age)
     } else if n < past + own {
         let age = spread(n, 6) % retention.max(1);
         (bot.clone(), Kind::EncryptedDirectMessage, now - age)
     } else {
         let age = spread(n, 6) % retention.max(1);
-        (Keys::generate(), Kind::EncryptedDirectMessage, now - age)
+        (person(n), Kind::EncryptedDirectMessage, now - age)
     };
     let content = format!("{n:012}").repeat(16);
     let event = EventBuilder::new(kind, content)
-        .tag(Tag::public_key(Keys::generate().public_key()))
+        .tag(Tag::public_key(person(n / 7).public_key()))
         .custom_created_at(Timestamp::from(created_at))
         .sign_with_keys(&keys)?;
     Ok((event.id.to_bytes(), event.as_json()))
