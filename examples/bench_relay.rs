@@ -131,7 +131,7 @@ async fn run(args: Args, cores: usize) -> Result<ExitCode> {
     let (bare_publish, soko_publish, bare_reqs, soko_reqs) = outcome?;
 
     println!(
-        "\npublish — {} events, {} connections",
+        "\npublish — {} events, {} connections, in two halves (bare, soko, soko, bare)",
         args.events, args.connections
     );
     bare_publish.print("bare");
