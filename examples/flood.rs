@@ -202,7 +202,14 @@ async fn compaction_bench(events: usize, bytes: usize) -> Result<()> {
     use soko::relay::{Exempt, SledEventStore};
     let dir = tempfile::tempdir()?;
     let legacy = soko::store::Store::open(dir.path())?;
-    let db = SledEventStore::open(dir.path(), &legacy, events + 10_000, Exempt::default()).await?;
+    let db = SledEventStore::open(
+        dir.path(),
+        &legacy,
+        events + 10_000,
+        None,
+        Exempt::default(),
+    )
+    .await?;
     let to = Keys::generate().public_key();
     let wrap = move |i: usize| {
         let content: String =

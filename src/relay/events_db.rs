@@ -21,7 +21,7 @@
 //! Db is rewritten into a fresh one ([`SledEventStore::compact`]) at start and by the
 //! janitor once its files pass `generations::COMPACT_FACTOR` times the bytes it holds.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,7 +36,7 @@ use nostr_sdk::{Event, EventId, Filter, JsonUtil, Kind, PublicKey, Timestamp};
 use tokio::sync::RwLock;
 
 use super::generations::{self, gen_dir, CompactRule};
-use super::policy::Exempt;
+use super::policy::{expires, oldest_kept, Exempt};
 use crate::store::{trees, Store, StoreError, Typed};
 
 /// The events' own directory, under the data dir.
@@ -48,6 +48,21 @@ const EVENTS_TREE: &str = "events";
 /// A compaction copies in batches of about this many bytes: big enough for few sled
 /// batches, small enough that a cancelled one stops soon.
 const COPY_BATCH_BYTES: usize = 4 << 20;
+
+/// Retention deletes at most this many events under one hold of the index's write lock.
+pub const PRUNE_BATCH: usize = 500;
+
+/// Keys the load drops are removed in sled batches of this many.
+const DELETE_BATCH: usize = 10_000;
+
+/// What a load left out, and the keys still to remove from sled.
+#[derive(Default)]
+struct Dropped {
+    keys: Vec<sled::IVec>,
+    expired: usize,
+    evicted: usize,
+    unreadable: usize,
+}
 
 /// Failures opening or compacting the events' store.
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +201,8 @@ pub struct SledEventStore {
     ours: Exempt,
     others: Arc<Mutex<Others>>,
     max_others: usize,
+    /// `[relay] retention_secs`: regular events older than the window are not loaded.
+    retention_secs: Option<u64>,
     /// Events removed since the index was last rebuilt (see [`Self::compact_after`]).
     removed: Arc<AtomicUsize>,
     /// Bytes of the keys and values held: what a compaction would copy.
@@ -322,21 +339,25 @@ impl SledEventStore {
     /// Opens the store under `data_dir` and loads the stored events, keeping at most
     /// `max_events` of authors outside `ours` (soko's own keys, which must be complete
     /// before opening: the events of a key missing from it count as an outsider's and may
-    /// be evicted). Events an older soko kept in `legacy` (its main Db) are moved over
-    /// first; a store whose files have grown well past its events is compacted.
+    /// be evicted), and with `retention_secs`, no regular event older than that window
+    /// (gift wraps: two days more, see [`oldest_kept`]). Events an older soko kept in
+    /// `legacy` (its main Db) are moved over first; a store whose files have grown well past
+    /// its events is compacted.
     pub async fn open(
         data_dir: &Path,
         legacy: &Store,
         max_events: usize,
+        retention_secs: Option<u64>,
         ours: Exempt,
     ) -> Result<Self, EventsError> {
-        Self::open_with(data_dir, legacy, max_events, ours, CompactRule::DEFAULT).await
+        let keep = (max_events, retention_secs);
+        Self::open_with(data_dir, legacy, keep, ours, CompactRule::DEFAULT).await
     }
 
     async fn open_with(
         data_dir: &Path,
         legacy: &Store,
-        max_events: usize,
+        (max_events, retention_secs): (usize, Option<u64>),
         ours: Exempt,
         rule: CompactRule,
     ) -> Result<Self, EventsError> {
@@ -359,6 +380,7 @@ impl SledEventStore {
             ours,
             others: Arc::default(),
             max_others: max_events,
+            retention_secs,
             removed: Arc::default(),
             live: Arc::default(),
             dirty: Arc::default(),
@@ -375,45 +397,79 @@ impl SledEventStore {
         Ok(this)
     }
 
-    /// Replays sled into the index, dropping from sled what the index refuses.
+    /// Replays sled into the index, dropping from sled what the index refuses, what is past
+    /// the retention window and the oldest outsiders' events past the bound.
+    ///
+    /// The store is read one event at a time, and only what will be kept is held: the
+    /// outsiders' events in a set trimmed to the bound as it fills. A store left with a
+    /// million events (soko down for weeks, or a smaller bound than before) then costs the
+    /// memory of what the relay serves, not of what is on disk, and no eviction scans the
+    /// index afterwards.
     async fn load(&self) -> Result<(), StoreError> {
         let current = self.current.read().await;
+        let now = Timestamp::now().as_secs();
+        let ours = self.ours().clone();
         // nostr-database takes a BTreeSet; Event's interior mutability is a lazy tag cache
         // that takes no part in its ordering (created_at, id).
         #[allow(clippy::mutable_key_type)]
-        let mut loaded = BTreeSet::new();
-        let mut live = 0;
+        let mut own = BTreeSet::new();
+        let mut others: BTreeMap<(Timestamp, EventId), Event> = BTreeMap::new();
+        let mut dropped = Dropped::default();
         for entry in current.events.raw().iter() {
             let (key, bytes) = entry?;
-            live += entry_bytes(&key, &bytes);
-            match current
+            let event = match current
                 .events
                 .decode(&bytes)
                 .map_err(|e| e.to_string())
                 .and_then(|json| Event::from_json(&json).map_err(|e| e.to_string()))
             {
-                Ok(event) => {
-                    loaded.insert(event);
-                }
+                Ok(event) => event,
                 Err(e) => {
                     tracing::warn!(error = %e, "dropping unreadable stored relay event");
-                    live -= entry_bytes(&key, &bytes);
-                    self.delete(&current, &key)?;
+                    dropped.unreadable += 1;
+                    dropped.keys.push(key);
+                    continue;
+                }
+            };
+            let past = self.retention_secs.is_some_and(|secs| {
+                expires(event.kind)
+                    && event.created_at.as_secs() < oldest_kept(event.kind, secs, now)
+            });
+            if past {
+                dropped.expired += 1;
+                dropped.keys.push(key);
+            } else if ours.contains(&event.pubkey) {
+                own.insert(event);
+            } else {
+                others.insert((event.created_at, event.id), event);
+                if others.len() > self.max_others {
+                    if let Some(((_, id), _)) = others.pop_first() {
+                        dropped.evicted += 1;
+                        dropped.keys.push(id.as_bytes().as_slice().into());
+                    }
                 }
             }
+            if dropped.keys.len() >= DELETE_BATCH {
+                self.delete_batch(&current, std::mem::take(&mut dropped.keys))?;
+            }
         }
-        // Set, not added: deletions below subtract from it.
-        self.live.store(live, Ordering::Relaxed);
+        self.delete_batch(&current, std::mem::take(&mut dropped.keys))?;
+        let candidates: Vec<(EventId, Timestamp, PublicKey)> = others
+            .values()
+            .map(|event| (event.id, event.created_at, event.pubkey))
+            .collect();
+        #[allow(clippy::mutable_key_type)]
+        let mut loaded = own;
+        loaded.extend(others.into_values());
         let count = loaded.len();
-        let candidates: Vec<(EventId, Timestamp, PublicKey)> = {
-            let ours = self.ours();
-            loaded
-                .iter()
-                .filter(|event| !ours.contains(&event.pubkey))
-                .map(|event| (event.id, event.created_at, event.pubkey))
-                .collect()
-        };
         let discarded = self.index.bulk_load(loaded).await;
+        let mut live = 0;
+        for entry in current.events.raw().iter() {
+            let (key, value) = entry?;
+            live += entry_bytes(&key, &value);
+        }
+        // Set, not added: the deletions below subtract from it.
+        self.live.store(live, Ordering::Relaxed);
         for id in &discarded {
             self.delete(&current, id.as_bytes())?;
         }
@@ -426,12 +482,28 @@ impl SledEventStore {
                 }
             }
         }
-        let evicted = self.evict(&current).await?;
         tracing::debug!(
-            loaded = count - discarded.len() - evicted,
-            evicted,
+            loaded = count - discarded.len(),
+            expired = dropped.expired,
+            evicted = dropped.evicted,
+            unreadable = dropped.unreadable,
             "embedded relay events loaded"
         );
+        Ok(())
+    }
+
+    /// Removes `keys` from the Db in use in one sled batch (and tells a running compaction);
+    /// the live count is left to the caller.
+    fn delete_batch(&self, current: &Current, keys: Vec<sled::IVec>) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for key in &keys {
+            batch.remove(key.clone());
+            self.mark(key);
+        }
+        current.events.raw().apply_batch(batch)?;
         Ok(())
     }
 
@@ -657,29 +729,43 @@ impl SledEventStore {
         self.len().await == 0
     }
 
-    /// Deletes the events of `kinds` created at or before `until`; returns how many.
-    pub async fn expire(&self, kinds: &[Kind], until: Timestamp) -> Result<usize, DatabaseError> {
-        if kinds.is_empty() {
-            return Ok(0);
-        }
-        let filter = Filter::new().kinds(kinds.iter().copied()).until(until);
-        let current = self.current.read().await;
-        match self.index.delete(filter).await {
-            Some(ids) => {
-                self.remove_all(&current, &ids)?;
-                Ok(ids.len())
+    /// Deletes at most `max` events of `kinds` created at or before `until`; returns how
+    /// many. They go in batches of [`PRUNE_BATCH`], the index's lock released between
+    /// batches, so that readers and writers are not held up by a long backlog.
+    pub async fn expire(
+        &self,
+        kinds: &[Kind],
+        until: Timestamp,
+        max: usize,
+    ) -> Result<usize, DatabaseError> {
+        let mut expired = 0;
+        while !kinds.is_empty() && expired < max {
+            let batch = PRUNE_BATCH.min(max - expired);
+            let filter = Filter::new()
+                .kinds(kinds.iter().copied())
+                .until(until)
+                .limit(batch);
+            let current = self.current.read().await;
+            let Some(ids) = self.index.delete(filter).await else {
+                break;
+            };
+            self.remove_all(&current, &ids)?;
+            expired += ids.len();
+            if ids.len() < batch {
+                break;
             }
-            None => Ok(0),
         }
+        Ok(expired)
     }
 
-    /// Deletes the events of `kinds` addressed (`p` tag) to one of `to`, created at or before
-    /// `until`, for which `done` is true; returns how many.
+    /// Deletes at most `max` events of `kinds` addressed (`p` tag) to one of `to`, created
+    /// at or before `until`, for which `done` is true; returns how many.
     pub async fn forget(
         &self,
         kinds: &[Kind],
         to: &[PublicKey],
         until: Timestamp,
+        max: usize,
         done: impl Fn(&EventId) -> bool,
     ) -> Result<usize, DatabaseError> {
         if to.is_empty() || kinds.is_empty() {
@@ -697,9 +783,10 @@ impl SledEventStore {
             .into_iter()
             .map(|(id, _)| id)
             .filter(|id| done(id))
+            .take(max)
             .collect();
         let mut forgotten = 0;
-        for batch in ids.chunks(500) {
+        for batch in ids.chunks(PRUNE_BATCH) {
             let current = self.current.read().await;
             if let Some(ids) = self
                 .index
@@ -877,7 +964,7 @@ mod tests {
         let new = product("2", 2_000)?;
         {
             let store = Store::open(dir.path())?;
-            let db = SledEventStore::open(dir.path(), &store, 100, Exempt::default()).await?;
+            let db = SledEventStore::open(dir.path(), &store, 100, None, Exempt::default()).await?;
             assert!(db.save_event(&old).await?.is_success());
             assert!(db.save_event(&new).await?.is_success());
             assert_eq!(
@@ -887,7 +974,7 @@ mod tests {
             );
         }
         let store = Store::open(dir.path())?;
-        let db = SledEventStore::open(dir.path(), &store, 100, Exempt::default()).await?;
+        let db = SledEventStore::open(dir.path(), &store, 100, None, Exempt::default()).await?;
         assert_eq!(db.check_id(&new.id).await?, DatabaseEventStatus::Saved);
         assert_eq!(
             db.check_id(&old.id).await?,
@@ -905,11 +992,120 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_retention_pass_deletes_no_more_than_it_is_given(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let db = SledEventStore::open(dir.path(), &store, 10_000, None, Exempt::default()).await?;
+        let (sender, to) = (Keys::generate(), Keys::generate().public_key());
+        let backlog = 2 * PRUNE_BATCH + 100;
+        for at in 0..backlog as u64 {
+            db.save_event(&dm(&sender, to, 1_000 + at)?).await?;
+        }
+        let kept = dm(&sender, to, 9_000)?;
+        db.save_event(&kept).await?;
+        let dms = [Kind::EncryptedDirectMessage];
+        let until = Timestamp::from(5_000);
+        assert_eq!(
+            db.expire(&dms, until, PRUNE_BATCH + 7).await?,
+            PRUNE_BATCH + 7
+        );
+        assert_eq!(db.len().await, backlog - PRUNE_BATCH - 7 + 1);
+        assert_eq!(
+            db.expire(&dms, until, usize::MAX).await?,
+            PRUNE_BATCH - 7 + 100
+        );
+        assert_eq!(db.expire(&dms, until, usize::MAX).await?, 0);
+        assert_eq!(db.stored_len().await, 1);
+        assert!(db.holds(&kept.id).await);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn loading_leaves_out_what_is_past_the_window_and_the_bound(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let (soko, merchant, sender) = (Keys::generate(), Keys::generate(), Keys::generate());
+        let ours = Exempt::default();
+        ours.write()
+            .map_err(|e| e.to_string())?
+            .insert(soko.public_key());
+        let now = Timestamp::now().as_secs();
+        let (day, window) = (24 * 3600, 7 * 24 * 3600);
+        let wrap = |age: u64| {
+            EventBuilder::new(Kind::GiftWrap, "w")
+                .tag(Tag::public_key(soko.public_key()))
+                .custom_created_at(Timestamp::from(now - age))
+                .sign_with_keys(&Keys::generate())
+        };
+        let listing = |kind: u16, age: u64| {
+            EventBuilder::new(Kind::Custom(kind), "{}")
+                .tag(Tag::identifier("duka"))
+                .custom_created_at(Timestamp::from(now - age))
+                .sign_with_keys(&merchant)
+        };
+        let to = Keys::generate().public_key();
+        let old_dm = dm(&sender, to, now - window - 60)?;
+        let old_reply = dm(&soko, to, now - window - 60)?;
+        let recent_dm = dm(&sender, to, now - day)?;
+        let recent_reply = dm(&soko, to, now - 2 * day)?;
+        // NIP-59 backdates wraps by up to two days: they keep two days more.
+        let backdated_wrap = wrap(window + day)?;
+        let old_wrap = wrap(window + 3 * day)?;
+        let (stall, product) = (listing(30017, 90 * day)?, listing(30018, 60 * day)?);
+        {
+            let db = SledEventStore::open(dir.path(), &store, 100, None, ours.clone()).await?;
+            for event in [
+                &old_dm,
+                &old_reply,
+                &recent_dm,
+                &recent_reply,
+                &backdated_wrap,
+                &old_wrap,
+                &stall,
+                &product,
+            ] {
+                assert!(db.save_event(event).await?.is_success());
+            }
+        }
+        let db = SledEventStore::open(dir.path(), &store, 100, Some(window), ours).await?;
+        for (event, kept) in [
+            (&old_dm, false),
+            (&old_reply, false),
+            (&old_wrap, false),
+            (&recent_dm, true),
+            (&recent_reply, true),
+            (&backdated_wrap, true),
+            (&stall, true),
+            (&product, true),
+        ] {
+            assert_eq!(db.holds(&event.id).await, kept, "{}", event.as_json());
+            assert_eq!(db.stored(&event.id).await, kept, "{}", event.as_json());
+        }
+        assert_eq!(db.others().len(), 4);
+        assert_eq!(db.len().await, 5);
+        let live = db.live_bytes();
+        let mut stored = 0;
+        for event in [&recent_dm, &recent_reply, &backdated_wrap, &stall, &product] {
+            stored += 32
+                + db.current
+                    .read()
+                    .await
+                    .events
+                    .encode(&event.as_json())?
+                    .len() as u64;
+        }
+        assert_eq!(live, stored, "the live count is of what is kept");
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn retention_expires_old_events_and_forgets_handled_ones(
     ) -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let store = Store::open(dir.path())?;
-        let db = SledEventStore::open(dir.path(), &store, 100, Exempt::default()).await?;
+        let db = SledEventStore::open(dir.path(), &store, 100, None, Exempt::default()).await?;
         let (soko, other, sender) = (Keys::generate(), Keys::generate(), Keys::generate());
         let old = dm(&sender, other.public_key(), 1_000)?;
         let recent = dm(&sender, other.public_key(), 5_000)?;
@@ -919,12 +1115,19 @@ mod tests {
             assert!(db.save_event(event).await?.is_success());
         }
         let dms = [Kind::EncryptedDirectMessage];
-        assert_eq!(db.expire(&dms, Timestamp::from(2_000)).await?, 1);
+        assert_eq!(
+            db.expire(&dms, Timestamp::from(2_000), usize::MAX).await?,
+            1
+        );
         let done = handled.id;
         let forgotten = db
-            .forget(&dms, &[soko.public_key()], Timestamp::from(4_500), |id| {
-                *id == done
-            })
+            .forget(
+                &dms,
+                &[soko.public_key()],
+                Timestamp::from(4_500),
+                10,
+                |id| *id == done,
+            )
             .await?;
         assert_eq!(forgotten, 1);
         for (event, kept) in [
@@ -943,7 +1146,7 @@ mod tests {
     async fn the_index_is_bounded_and_sled_follows() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let store = Store::open(dir.path())?;
-        let db = SledEventStore::open(dir.path(), &store, 3, Exempt::default()).await?;
+        let db = SledEventStore::open(dir.path(), &store, 3, None, Exempt::default()).await?;
         let to = Keys::generate().public_key();
         for at in 1..=5 {
             db.save_event(&dm(&Keys::generate(), to, at * 100)?).await?;
@@ -951,7 +1154,7 @@ mod tests {
         assert_eq!(db.len().await, 3);
         assert_eq!(db.stored_len().await, 3);
         drop(db);
-        let db = SledEventStore::open(dir.path(), &store, 2, Exempt::default()).await?;
+        let db = SledEventStore::open(dir.path(), &store, 2, None, Exempt::default()).await?;
         assert_eq!(db.len().await, 2);
         assert_eq!(
             db.stored_len().await,
@@ -971,7 +1174,7 @@ mod tests {
         ours.write()
             .map_err(|e| e.to_string())?
             .insert(soko.public_key());
-        let db = SledEventStore::open(dir.path(), &store, 3, ours.clone()).await?;
+        let db = SledEventStore::open(dir.path(), &store, 3, None, ours.clone()).await?;
         let stall = EventBuilder::new(Kind::Custom(30017), "{}")
             .tag(Tag::identifier("duka"))
             .custom_created_at(Timestamp::from(1))
@@ -1014,7 +1217,7 @@ mod tests {
         }
         // Reopening applies the same rule, here to a smaller bound.
         drop(db);
-        let db = SledEventStore::open(dir.path(), &store, 2, ours).await?;
+        let db = SledEventStore::open(dir.path(), &store, 2, None, ours).await?;
         assert!(!db.holds(&junk[4].id).await);
         check(&db, 2, &own, &junk[5..], squatter.public_key()).await?;
         Ok(())
@@ -1084,7 +1287,7 @@ mod tests {
         }
         for round in 0..2 {
             let store = Store::open(dir.path())?;
-            let db = SledEventStore::open(dir.path(), &store, 100, Exempt::default()).await?;
+            let db = SledEventStore::open(dir.path(), &store, 100, None, Exempt::default()).await?;
             for event in &events {
                 assert!(db.holds(&event.id).await, "round {round}");
                 assert!(db.stored(&event.id).await, "round {round}");
@@ -1109,7 +1312,7 @@ mod tests {
     ) -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let store = Store::open(dir.path())?;
-        let db = SledEventStore::open(dir.path(), &store, 10_000, Exempt::default()).await?;
+        let db = SledEventStore::open(dir.path(), &store, 10_000, None, Exempt::default()).await?;
         let to = Keys::generate().public_key();
         let big = |at: u64| {
             EventBuilder::new(Kind::EncryptedDirectMessage, "x".repeat(20_000))
@@ -1126,8 +1329,12 @@ mod tests {
         }
         // Half of them deleted: these must stay deleted through the copy.
         let gone: Vec<EventId> = kept.drain(..150).map(|e| e.id).collect();
-        db.expire(&[Kind::EncryptedDirectMessage], Timestamp::from(150))
-            .await?;
+        db.expire(
+            &[Kind::EncryptedDirectMessage],
+            Timestamp::from(150),
+            usize::MAX,
+        )
+        .await?;
         let live = db.live_bytes();
         assert!(live > 150 * 20_000 && live < 150 * 21_000, "{live}");
 
@@ -1159,7 +1366,7 @@ mod tests {
         };
         let kept: Vec<EventId> = kept.iter().map(|e| e.id).collect();
         check(db, kept.clone(), gone.clone()).await;
-        let db = SledEventStore::open(dir.path(), &store, 10_000, Exempt::default()).await?;
+        let db = SledEventStore::open(dir.path(), &store, 10_000, None, Exempt::default()).await?;
         check(db, kept, gone).await;
         let root = dir.path().join(EVENTS_DIR);
         assert!(!gen_dir(&root, 1).exists(), "the old generation is removed");
@@ -1177,7 +1384,8 @@ mod tests {
             floor: 4 << 20,
             factor: 3,
         };
-        let open = || SledEventStore::open_with(dir.path(), &store, 20, Exempt::default(), rule);
+        let open =
+            || SledEventStore::open_with(dir.path(), &store, (20, None), Exempt::default(), rule);
         {
             let db = open().await?;
             // Junk past the floor, nearly all of it evicted by the bound of 20.

@@ -49,6 +49,12 @@ const KNOWN_REGULAR_KINDS: [u16; 8] = [1, 4, 5, 7, 14, 16, 17, 1059];
 /// about 10 MB of remembered ids.
 const COMPACT_AFTER: usize = 200_000;
 
+/// Most events one retention pass deletes: its work is bounded, whatever backlog a burst
+/// or a long stop left (a backlog present at start is left out when the store is loaded).
+/// At the default `janitor_secs` (60) that is about 330 deletions a second, far above what
+/// the write budgets let outsiders write.
+pub const PRUNE_PER_PASS: usize = 20_000;
+
 /// A running embedded relay; it stops when dropped or shut down.
 #[derive(Debug)]
 pub struct EmbeddedRelay {
@@ -69,8 +75,14 @@ impl EmbeddedRelay {
         exempt: Exempt,
         handled: Handled,
     ) -> Result<Self, RelayError> {
-        let events =
-            SledEventStore::open(data_dir, store, config.max_stored_events, exempt.clone()).await?;
+        let events = SledEventStore::open(
+            data_dir,
+            store,
+            config.max_stored_events,
+            Some(config.retention_secs),
+            exempt.clone(),
+        )
+        .await?;
         let policy = Arc::new(SokoWritePolicy::new(
             config,
             exempt.clone(),
@@ -189,46 +201,65 @@ impl Retention {
         }
     }
 
-    /// One pass at unix time `now`; failures are logged and the next pass tries again.
-    async fn apply(&self, now: u64) {
-        let expired = async {
+    /// One pass at unix time `now`, deleting at most [`PRUNE_PER_PASS`] events; failures
+    /// are logged and the next pass tries again. Returns how many it deleted.
+    async fn apply(&self, now: u64) -> usize {
+        let removed = async {
+            let mut budget = PRUNE_PER_PASS;
             let mut n = self
                 .events
                 .expire(
                     &self.regular,
                     Timestamp::from(oldest_kept(Kind::TextNote, self.retention_secs, now)),
+                    budget,
                 )
                 .await?;
-            n += self
+            budget -= n;
+            let wraps = self
                 .events
                 .expire(
                     &[Kind::GiftWrap],
                     Timestamp::from(oldest_kept(Kind::GiftWrap, self.retention_secs, now)),
+                    budget,
                 )
                 .await?;
-            Ok::<_, nostr_database::DatabaseError>(n)
+            budget -= wraps;
+            n += wraps;
+            let ours: Vec<PublicKey> = self
+                .ours
+                .read()
+                .map(|set| set.iter().copied().collect())
+                .unwrap_or_default();
+            let handled = self
+                .events
+                .forget(
+                    &[Kind::EncryptedDirectMessage, Kind::GiftWrap],
+                    &ours,
+                    Timestamp::from(now.saturating_sub(self.handled_keep_secs)),
+                    budget,
+                    |id| (self.handled)(id),
+                )
+                .await?;
+            Ok::<_, nostr_database::DatabaseError>((n, handled))
         };
-        let ours: Vec<PublicKey> = self
-            .ours
-            .read()
-            .map(|set| set.iter().copied().collect())
-            .unwrap_or_default();
-        let handled = self.events.forget(
-            &[Kind::EncryptedDirectMessage, Kind::GiftWrap],
-            &ours,
-            Timestamp::from(now.saturating_sub(self.handled_keep_secs)),
-            |id| (self.handled)(id),
-        );
-        match (expired.await, handled.await) {
-            (Ok(expired), Ok(handled)) => {
-                if expired + handled > 0 {
+        let removed = match removed.await {
+            Ok((expired, handled)) => {
+                if expired + handled >= PRUNE_PER_PASS {
+                    tracing::info!(
+                        expired,
+                        handled,
+                        "embedded relay retention pass hit its limit; the next pass goes on"
+                    );
+                } else if expired + handled > 0 {
                     tracing::debug!(expired, handled, "embedded relay retention pass");
                 }
+                expired + handled
             }
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::warn!(error = %e, "embedded relay retention pass failed")
+            Err(e) => {
+                tracing::warn!(error = %e, "embedded relay retention pass failed");
+                0
             }
-        }
+        };
         match self.events.compact_after(COMPACT_AFTER).await {
             Ok(true) => tracing::debug!("embedded relay index rebuilt"),
             Ok(false) => {}
@@ -240,6 +271,7 @@ impl Retention {
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "embedded relay store compaction failed"),
         }
+        removed
     }
 }
 
