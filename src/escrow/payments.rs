@@ -376,7 +376,7 @@ impl EscrowService {
                 continue;
             }
             if let Err(e) =
-                listing::republish_product(&self.inner.publisher, merchant, &product).await
+                listing::republish_product(&self.inner.merchants, &self.inner.publisher, merchant, &product).await
             {
                 tracing::error!(product = %product.id, error = %e, "republishing the product failed");
             }
