@@ -8,8 +8,8 @@ use nostr_sdk::{PublicKey, ToBech32};
 use crate::escrow::{Dialect, EscrowError, EscrowService};
 use crate::market::Merchants;
 use crate::outbound::{Note, Scheme};
-use crate::proto::{gamma, gamma_listing};
 use crate::proto::nip15::{clip_echo, Order, OrderStatus, MAX_ORDER_ID_BYTES};
+use crate::proto::{gamma, gamma_listing};
 
 /// A decrypted message to one of the merchants soko keeps.
 #[derive(Debug, Clone, Copy)]

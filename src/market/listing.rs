@@ -60,9 +60,16 @@ pub async fn put_stall(
     stall: &Stall,
 ) -> Result<EventId, ListingError> {
     merchants.put_stall(merchant, stall)?;
-    sync(merchants, publisher, merchant, &[(KIND_STALL, &stall.id)], &[], GONE)
-        .await?
-        .id(KIND_STALL, &stall.id)
+    sync(
+        merchants,
+        publisher,
+        merchant,
+        &[(KIND_STALL, &stall.id)],
+        &[],
+        GONE,
+    )
+    .await?
+    .id(KIND_STALL, &stall.id)
 }
 
 /// Saves and publishes a product (and its Gamma listing).
@@ -432,7 +439,9 @@ pub async fn sync(
             Ok::<_, sled::transaction::ConflictableTransactionError<std::convert::Infallible>>(())
         })
         .map_err(|e| match e {
-            sled::transaction::TransactionError::Storage(e) => ListingError::from(StoreError::from(e)),
+            sled::transaction::TransactionError::Storage(e) => {
+                ListingError::from(StoreError::from(e))
+            }
             sled::transaction::TransactionError::Abort(never) => match never {},
         })?;
     drop(guard);

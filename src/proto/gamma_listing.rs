@@ -77,16 +77,12 @@ pub fn shipping_option_d(stall_id: &str, zone_id: &str) -> String {
 /// The zone of `stall` a Gamma order's shipping `d` names: the `d` soko publishes for it
 /// ([`shipping_option_d`]) or, as before soko published shipping options, the zone id.
 pub fn resolve_zone<'a>(stall: &'a Stall, d: &str) -> Option<&'a ShippingZone> {
-    stall
-        .shipping
-        .iter()
-        .find(|zone| zone.id == d)
-        .or_else(|| {
-            stall
-                .shipping
-                .iter()
-                .find(|zone| shipping_option_d(&stall.id, &zone.id) == d)
-        })
+    stall.shipping.iter().find(|zone| zone.id == d).or_else(|| {
+        stall
+            .shipping
+            .iter()
+            .find(|zone| shipping_option_d(&stall.id, &zone.id) == d)
+    })
 }
 
 /// The kind-30406 shipping option for `zone` of `stall`.
@@ -256,11 +252,11 @@ mod tests {
         assert_eq!(value(tags, "title"), Some(&tag(&["Mango"])[..]));
         assert_eq!(value(tags, "price"), Some(&tag(&["500", "SATS"])[..]));
         assert_eq!(value(tags, "stock"), Some(&tag(&["3"])[..]));
-        assert_eq!(value(tags, "summary"), Some(&tag(&["Ripe Kent mangoes"])[..]));
         assert_eq!(
-            value(tags, "type"),
-            Some(&tag(&["simple", "physical"])[..])
+            value(tags, "summary"),
+            Some(&tag(&["Ripe Kent mangoes"])[..])
         );
+        assert_eq!(value(tags, "type"), Some(&tag(&["simple", "physical"])[..]));
         assert_eq!(
             value(tags, "image"),
             Some(&tag(&["https://example.com/m.jpg", "", "0"])[..])
@@ -290,7 +286,10 @@ mod tests {
             &self::stall(&[("nairobi", 100.0), ("mombasa", 300.0)]),
         );
         assert_eq!(
-            two.tags.iter().filter(|t| t[0] == "shipping_option").count(),
+            two.tags
+                .iter()
+                .filter(|t| t[0] == "shipping_option")
+                .count(),
             2
         );
         assert_eq!(value(&two.tags, "shipping"), None);
@@ -306,14 +305,26 @@ mod tests {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
             "{d}"
         );
-        assert_eq!(value(&option.tags, "price"), Some(&tag(&["250.5", "SATS"])[..]));
+        assert_eq!(
+            value(&option.tags, "price"),
+            Some(&tag(&["250.5", "SATS"])[..])
+        );
         assert_eq!(value(&option.tags, "country"), Some(&tag(&["KE"])[..]));
-        assert_eq!(value(&option.tags, "service"), Some(&tag(&["standard"])[..]));
-        assert_eq!(resolve_zone(&stall, d).map(|z| z.id.as_str()), Some("upcountry/west"));
+        assert_eq!(
+            value(&option.tags, "service"),
+            Some(&tag(&["standard"])[..])
+        );
+        assert_eq!(
+            resolve_zone(&stall, d).map(|z| z.id.as_str()),
+            Some("upcountry/west")
+        );
         assert_eq!(resolve_zone(&stall, "nairobi").map(|z| z.cost), Some(100.0));
         assert_eq!(resolve_zone(&stall, "mombasa"), None);
         // The same zone id in another stall is another option.
-        assert_ne!(shipping_option_d("duka", "nairobi"), shipping_option_d("kiosk", "nairobi"));
+        assert_ne!(
+            shipping_option_d("duka", "nairobi"),
+            shipping_option_d("kiosk", "nairobi")
+        );
     }
 
     #[test]
