@@ -161,8 +161,10 @@ pub async fn sync_merchant(
     sync(merchants, publisher, merchant, &[], &[], GONE).await
 }
 
-/// [`sync_merchant`] for every active merchant; one failing does not stop the others.
-/// Returns how many were brought in step.
+/// [`sync_merchant`] for every active merchant, at start; one failing does not stop the
+/// others. The events are only queued: the outbox's retry pass sends them within seconds,
+/// so a start is not held up by relays (after an upgrade, every listing goes out once).
+/// Returns how many merchants were brought in step.
 pub async fn sync_all(merchants: &Merchants, publisher: &Publisher) -> usize {
     let all = match merchants.all() {
         Ok(all) => all,
@@ -176,7 +178,7 @@ pub async fn sync_all(merchants: &Merchants, publisher: &Publisher) -> usize {
         if merchant.status != MerchantStatus::Active {
             continue;
         }
-        match sync_merchant(merchants, publisher, &keys.public_key()).await {
+        match queue(merchants, publisher, &keys.public_key(), &[], &[], GONE).await {
             Ok(synced) => {
                 done += 1;
                 if synced.changed > 0 {
@@ -203,6 +205,8 @@ pub struct Synced {
     pub deletion: Option<EventId>,
     /// Events queued.
     pub changed: usize,
+    /// The events queued, in the order they are sent.
+    queued: Vec<Event>,
 }
 
 impl Synced {
@@ -309,6 +313,22 @@ fn gamma(kind: u16, event: gamma_listing::ListingEvent) -> Desired {
 /// any listing published before that its records no longer hold. Records and outbox entries
 /// are written in one transaction; the events are sent after it.
 pub async fn sync(
+    merchants: &Merchants,
+    publisher: &Publisher,
+    merchant: &PublicKey,
+    force: &[(u16, &str)],
+    gone: &[(u16, String)],
+    reason: &str,
+) -> Result<Synced, ListingError> {
+    let synced = queue(merchants, publisher, merchant, force, gone, reason).await?;
+    for event in &synced.queued {
+        publisher.outbox().deliver(event).await?;
+    }
+    Ok(synced)
+}
+
+/// [`sync`] without sending: the events wait in the outbox for its next retry pass.
+async fn queue(
     merchants: &Merchants,
     publisher: &Publisher,
     merchant: &PublicKey,
@@ -445,9 +465,7 @@ pub async fn sync(
             sled::transaction::TransactionError::Abort(never) => match never {},
         })?;
     drop(guard);
-    for event in &events {
-        outbox.deliver(event).await?;
-    }
+    synced.queued = events;
     Ok(synced)
 }
 
