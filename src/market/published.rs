@@ -31,6 +31,9 @@ pub struct Record {
     pub deleted: bool,
 }
 
+/// A replaceable event's place: its kind and `d` tag.
+pub type Coordinate = (u16, String);
+
 /// The records, and the lock that makes one merchant's publishing a single step.
 #[derive(Debug, Clone)]
 pub struct Published {
@@ -72,7 +75,7 @@ impl Published {
     pub fn of(
         &self,
         merchant: &nostr_sdk::PublicKey,
-    ) -> Result<Vec<((u16, String), Record)>, StoreError> {
+    ) -> Result<Vec<(Coordinate, Record)>, StoreError> {
         let prefix = merchant.to_bytes();
         let mut records = Vec::new();
         for entry in self.tree.raw().scan_prefix(prefix) {
