@@ -10,6 +10,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::binary::Binary;
 use common::bridge::*;
 use common::*;
 use nostr_sdk::prelude::*;
@@ -41,8 +42,22 @@ fn values(event: &Event, name: &str) -> Option<Vec<String>> {
 
 /// The newest event of `kind` by `author` with `d`, on soko's relay.
 async fn newest(soko: &TestSoko, author: PublicKey, kind: Kind, d: &str) -> Option<Event> {
-    events_of(soko, author, kind)
+    newest_on(&soko.relay_url(), author, kind, d).await
+}
+
+/// The same on the relay at `relay`.
+async fn newest_on(relay: &RelayUrl, author: PublicKey, kind: Kind, d: &str) -> Option<Event> {
+    let reader = User::connect(&[relay.clone()]).await;
+    let events = reader
+        .client
+        .fetch_events(
+            Filter::new().author(author).kind(kind),
+            Duration::from_secs(3),
+        )
         .await
+        .unwrap_or_default();
+    reader.client.shutdown().await;
+    events
         .into_iter()
         .filter(|e| e.tags.identifier().unwrap_or_default() == d)
         .max_by_key(|e| e.created_at)
@@ -56,8 +71,19 @@ async fn until(
     d: &str,
     check: impl Fn(&Event) -> bool,
 ) -> Event {
+    until_on(&soko.relay_url(), author, kind, d, check).await
+}
+
+/// The same on the relay at `relay`.
+async fn until_on(
+    relay: &RelayUrl,
+    author: PublicKey,
+    kind: Kind,
+    d: &str,
+    check: impl Fn(&Event) -> bool,
+) -> Event {
     for _ in 0..100 {
-        if let Some(event) = newest(soko, author, kind, d).await {
+        if let Some(event) = newest_on(relay, author, kind, d).await {
             if check(&event) {
                 return event;
             }
@@ -540,4 +566,52 @@ async fn merchants_from_before_gamma_listings_get_them_at_start_once() {
         .await
         .unwrap();
     assert_eq!(relays_again.id, relays.id);
+}
+
+/// A sale's stock is committed with the paid order; soko crashes before it publishes the
+/// product again. The next start publishes both forms with the new stock: the record is the
+/// source of truth, and what went out is compared with it at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_change_lost_to_a_crash_goes_out_at_the_next_start() {
+    let (mint, _mint_dir) = external_dev_mint(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut soko = Binary::new(
+        dir.path(),
+        free_port(),
+        &dir.path().join("data"),
+        mint.url(),
+        "",
+    );
+    let config = soko.config();
+    soko.start().await;
+    let shop = Mangoes::default().open(&config).await;
+    let relay = soko.relay();
+    until_on(&relay, shop.merchant, listing_kind(), "mango", |e| {
+        values(e, "stock") == Some(vec!["3".into()])
+    })
+    .await;
+    soko.kill();
+
+    soko.start_failing_at("listing-republish").await;
+    let mut buyer = User::connect(&[relay.clone()]).await;
+    let request = buyer
+        .ask_nip04(shop.merchant, &mango_order("crash-1", 2))
+        .await
+        .json();
+    assert_eq!(request["type"], 1, "{request}");
+    // The dev mint settles the invoice; the paid commit takes 2 mangoes off; soko stops.
+    soko.crashed().await;
+    buyer.client.shutdown().await;
+
+    soko.start().await;
+    until_on(&relay, shop.merchant, listing_kind(), "mango", |e| {
+        values(e, "stock") == Some(vec!["1".into()])
+    })
+    .await;
+    until_on(&relay, shop.merchant, Kind::SetProduct, "mango", |e| {
+        serde_json::from_str::<Value>(&e.content).unwrap()["quantity"] == 1
+    })
+    .await;
+    soko.kill();
+    mint.shutdown().await;
 }

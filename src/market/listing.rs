@@ -91,6 +91,7 @@ pub async fn republish_product(
     merchant: &PublicKey,
     product: &Product,
 ) -> Result<EventId, ListingError> {
+    crate::failpoint::crash("listing-republish", merchants.listings_tree());
     sync(
         merchants,
         publisher,
