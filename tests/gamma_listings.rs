@@ -47,7 +47,7 @@ async fn newest(soko: &TestSoko, author: PublicKey, kind: Kind, d: &str) -> Opti
 
 /// The same on the relay at `relay`.
 async fn newest_on(relay: &RelayUrl, author: PublicKey, kind: Kind, d: &str) -> Option<Event> {
-    let reader = User::connect(&[relay.clone()]).await;
+    let reader = User::connect(std::slice::from_ref(relay)).await;
     let events = reader
         .client
         .fetch_events(
@@ -593,7 +593,7 @@ async fn a_stock_change_lost_to_a_crash_goes_out_at_the_next_start() {
     soko.kill();
 
     soko.start_failing_at("listing-republish").await;
-    let mut buyer = User::connect(&[relay.clone()]).await;
+    let mut buyer = User::connect(std::slice::from_ref(&relay)).await;
     let request = buyer
         .ask_nip04(shop.merchant, &mango_order("crash-1", 2))
         .await
