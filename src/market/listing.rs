@@ -64,6 +64,7 @@ pub async fn put_stall(
         merchants,
         publisher,
         merchant,
+        None,
         &[(KIND_STALL, &stall.id)],
         &[],
         GONE,
@@ -96,6 +97,7 @@ pub async fn republish_product(
         merchants,
         publisher,
         merchant,
+        Some(&product.id),
         &[(KIND_PRODUCT, &product.id)],
         &[],
         GONE,
@@ -130,7 +132,8 @@ pub async fn delete(
         _ => {}
     }
     merchants.delete_listing(merchant, kind, id)?;
-    sync(merchants, publisher, merchant, &[], &gone, reason)
+    let scope = (kind == KIND_PRODUCT).then_some(id);
+    sync(merchants, publisher, merchant, scope, &[], &gone, reason)
         .await?
         .deletion
         .ok_or_else(|| ListingError::Publish("no deletion was made".to_owned()))
@@ -146,7 +149,7 @@ pub async fn withdraw_product(
     reason: &str,
 ) -> Result<EventId, ListingError> {
     let gone = [(KIND_PRODUCT, id.to_owned()), (KIND_LISTING, id.to_owned())];
-    sync(merchants, publisher, merchant, &[], &gone, reason)
+    sync(merchants, publisher, merchant, Some(id), &[], &gone, reason)
         .await?
         .deletion
         .ok_or_else(|| ListingError::Publish("no deletion was made".to_owned()))
@@ -159,7 +162,7 @@ pub async fn sync_merchant(
     publisher: &Publisher,
     merchant: &PublicKey,
 ) -> Result<Synced, ListingError> {
-    sync(merchants, publisher, merchant, &[], &[], GONE).await
+    sync(merchants, publisher, merchant, None, &[], &[], GONE).await
 }
 
 /// [`sync_merchant`] for every active merchant, at start; one failing does not stop the
@@ -179,7 +182,17 @@ pub async fn sync_all(merchants: &Merchants, publisher: &Publisher) -> usize {
         if merchant.status != MerchantStatus::Active {
             continue;
         }
-        match queue(merchants, publisher, &keys.public_key(), &[], &[], GONE).await {
+        match queue(
+            merchants,
+            publisher,
+            &keys.public_key(),
+            None,
+            &[],
+            &[],
+            GONE,
+        )
+        .await
+        {
             Ok(synced) => {
                 done += 1;
                 if synced.changed > 0 {
@@ -285,6 +298,29 @@ fn desired(
     Ok(out)
 }
 
+/// The events of one product (a change that touches nothing else: its put, its stock, its
+/// hiding or deletion), so that a change costs the same in a shop of any size.
+fn desired_product(
+    merchants: &Merchants,
+    merchant: &PublicKey,
+    id: &str,
+) -> Result<Vec<Desired>, ListingError> {
+    if merchants.get(merchant)?.status != MerchantStatus::Active {
+        return Ok(Vec::new());
+    }
+    let Some(product) = merchants.product(merchant, id)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = vec![nip15(KIND_PRODUCT, &product.id, &product)?];
+    if let Some(stall) = merchants.stall(merchant, &product.stall_id)? {
+        out.push(gamma(
+            KIND_LISTING,
+            gamma_listing::product_listing(&merchant.to_hex(), &product, &stall),
+        ));
+    }
+    Ok(out)
+}
+
 fn nip15<T: serde::Serialize>(kind: u16, id: &str, content: &T) -> Result<Desired, ListingError> {
     Ok(Desired {
         kind,
@@ -310,18 +346,20 @@ fn gamma(kind: u16, event: gamma_listing::ListingEvent) -> Desired {
 }
 
 /// Queues, as `merchant`, every event whose content changed since it was last published
-/// (and those in `force`, changed or not), and one deletion of the listings in `gone` and of
-/// any listing published before that its records no longer hold. Records and outbox entries
+/// (all of the merchant's; with `product`, only that product's two forms) and those in
+/// `force`, changed or not; and one deletion of the listings in `gone` and of any listing
+/// in that scope published before that its records no longer hold. Records and outbox entries
 /// are written in one transaction; the events are sent after it.
 pub async fn sync(
     merchants: &Merchants,
     publisher: &Publisher,
     merchant: &PublicKey,
+    product: Option<&str>,
     force: &[(u16, &str)],
     gone: &[(u16, String)],
     reason: &str,
 ) -> Result<Synced, ListingError> {
-    let synced = queue(merchants, publisher, merchant, force, gone, reason).await?;
+    let synced = queue(merchants, publisher, merchant, product, force, gone, reason).await?;
     for event in &synced.queued {
         publisher.outbox().deliver(event).await?;
     }
@@ -333,6 +371,7 @@ async fn queue(
     merchants: &Merchants,
     publisher: &Publisher,
     merchant: &PublicKey,
+    product: Option<&str>,
     force: &[(u16, &str)],
     gone: &[(u16, String)],
     reason: &str,
@@ -352,8 +391,22 @@ async fn queue(
     relays.sort();
     let store = merchants.published();
     let guard = store.lock().lock().await;
-    let wanted = desired(merchants, merchant, &relays)?;
-    let records: HashMap<(u16, String), Record> = store.of(merchant)?.into_iter().collect();
+    let (wanted, records) = match product {
+        None => (
+            desired(merchants, merchant, &relays)?,
+            store.of(merchant)?.into_iter().collect(),
+        ),
+        Some(id) => {
+            let mut records = HashMap::new();
+            for kind in [KIND_PRODUCT, KIND_LISTING] {
+                if let Some(record) = store.get(merchant, kind, id)? {
+                    records.insert((kind, id.to_owned()), record);
+                }
+            }
+            (desired_product(merchants, merchant, id)?, records)
+        }
+    };
+    let records: HashMap<(u16, String), Record> = records;
     let now = unix_now();
     let mut synced = Synced::default();
     let mut events: Vec<Event> = Vec::new();
