@@ -24,18 +24,28 @@ pub const MAX_SESSION_SECS: u64 = 3600;
 pub const DEFAULT_BAT_MAX_MINT: u64 = 50;
 
 /// Kinds the embedded relay accepts by default: profiles, NIP-04 DMs, deletions, gift wraps,
-/// relay lists, NIP-46 signer traffic, NIP-15 / NIP-99 listings and the exchange's NIP-69 book.
+/// relay lists, NIP-46 signer traffic, NIP-15 / NIP-99 listings, the exchange's NIP-69 book,
+/// and the public kinds of the Gamma Markets spec and its clients: order messages and
+/// payment receipts Plebeian Market publishes unwrapped (16, 17), collections and shipping
+/// options (30405, 30406), reviews (31555) and app recommendations (31989, 31990).
 pub const DEFAULT_ALLOWED_KINDS: &[u16] = &[
     0,
     4,
     5,
+    crate::proto::gamma::KIND_ORDER,
+    crate::proto::gamma::KIND_RECEIPT,
     1059,
     10002,
     10050,
     24133,
     crate::proto::nip15::KIND_STALL,
     crate::proto::nip15::KIND_PRODUCT,
-    30402,
+    crate::proto::gamma_listing::KIND_LISTING,
+    crate::proto::gamma_listing::KIND_COLLECTION,
+    crate::proto::gamma_listing::KIND_SHIPPING_OPTION,
+    31555,
+    31989,
+    31990,
     crate::proto::exchange::KIND_BOOK,
 ];
 

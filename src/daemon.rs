@@ -494,6 +494,9 @@ impl Daemon {
             sessions: sessions.clone(),
         });
         let limits = CommandLimits::new(&config.limits, tiers, clock.clone());
+        // Profiles, DM relay lists and both forms of every listing, for merchants that lack
+        // them (issue 15); nothing is sent when all are in step.
+        let (listing_merchants, listing_publisher) = (merchants.clone(), publisher.clone());
         let context = commands::Context {
             admins,
             merchants,
@@ -516,6 +519,7 @@ impl Daemon {
             config.relay.retention_secs,
         )
         .await?;
+        crate::market::listing::sync_all(&listing_merchants, &listing_publisher).await;
         let (stop, stopped) = watch::channel(false);
         let metrics_endpoint = match config.metrics.listen {
             Some(listen) => {

@@ -38,6 +38,8 @@
 //!   taken by the session or the fee wallet it goes to;
 //! - `exchange-transfer`: one transfer's token is made (and taken, where it goes to a
 //!   session or soko's fee wallet) and the transfer is not yet marked done.
+//! - `listing-republish`: a product's record changed (a put, or a sale's stock in the paid
+//!   commit) and none of its events (NIP-15, Gamma) is queued yet.
 //!
 //! One point delays instead of crashing: `slow-event-loop` starts the bot's event loop two
 //! seconds late, as a loaded machine may, so that a test can see whether events the relay

@@ -8,9 +8,8 @@ use nostr_sdk::{PublicKey, ToBech32};
 use crate::escrow::{Dialect, EscrowError, EscrowService};
 use crate::market::Merchants;
 use crate::outbound::{Note, Scheme};
-use crate::proto::gamma;
 use crate::proto::nip15::{clip_echo, Order, OrderStatus, MAX_ORDER_ID_BYTES};
-use crate::proto::shopstr;
+use crate::proto::{gamma, gamma_listing, shopstr};
 
 /// A decrypted message to one of the merchants soko keeps.
 #[derive(Debug, Clone, Copy)]
@@ -112,11 +111,11 @@ impl MerchantInbox {
                 content: format!("Order not accepted: {why}"),
             })
         };
-        let order = match gamma::parse_order(message.tags, body, &message.recipient.to_hex()) {
+        let mut order = match gamma::parse_order(message.tags, body, &message.recipient.to_hex()) {
             Ok(order) => order,
             Err(why) => return refuse(why),
         };
-        let zone = match self.only_zone(message, &order) {
+        let zone = match self.zone(message, &order) {
             Ok(zone) => zone,
             Err(e) => {
                 tracing::error!(error = %e, "reading the merchant's listings failed");
@@ -127,6 +126,7 @@ impl MerchantInbox {
             }
         };
         let buyer_npub = message.sender.to_bech32().unwrap_or_else(|_| buyer.clone());
+        order.shipping = None;
         let order = order.to_nip15(&buyer_npub, zone.as_deref());
         if let Err(oversize) = order.check_bounds() {
             return refuse(format!("too_large: {oversize}"));
@@ -150,19 +150,41 @@ impl MerchantInbox {
         }
     }
 
-    /// When a Gamma order names no shipping option: the stall's zone, if it has just one.
-    fn only_zone(
+    /// The shipping zone of a Gamma order, in the stall of its first item: the one its
+    /// 30406 shipping option names (by the `d` soko publishes for the zone, or the zone id),
+    /// or, when it names none, the stall's zone if it has just one. A name that matches no
+    /// zone is passed on as it is, for the escrow to refuse.
+    fn zone(
         &self,
         message: &OrderMessage<'_>,
         order: &gamma::GammaOrder,
     ) -> Result<Option<String>, crate::market::MerchantError> {
-        if order.shipping.is_some() {
-            return Ok(None);
-        }
-        let Some((first, _)) = order.items.first() else {
-            return Ok(None);
+        let stall = match order.items.first() {
+            None => None,
+            Some((first, _)) => self.stall_of(message, first)?,
         };
-        self.zone_of(message, first)
+        Ok(match (&order.shipping, stall) {
+            (Some(named), Some(stall)) => Some(
+                gamma_listing::resolve_zone(&stall, named)
+                    .map_or_else(|| named.clone(), |zone| zone.id.clone()),
+            ),
+            (Some(named), None) => Some(named.clone()),
+            (None, Some(stall)) => only_zone(&stall),
+            (None, None) => None,
+        })
+    }
+
+    /// The stall selling product `first`, when both exist.
+    fn stall_of(
+        &self,
+        message: &OrderMessage<'_>,
+        first: &str,
+    ) -> Result<Option<crate::proto::nip15::Stall>, crate::market::MerchantError> {
+        let merchants = &self.merchants;
+        match merchants.product(&message.recipient, first)? {
+            None => Ok(None),
+            Some(product) => merchants.stall(&message.recipient, &product.stall_id),
+        }
     }
 
     /// The zone of the stall selling product `first`, if the stall has just one.
@@ -171,17 +193,7 @@ impl MerchantInbox {
         message: &OrderMessage<'_>,
         first: &str,
     ) -> Result<Option<String>, crate::market::MerchantError> {
-        let merchants = &self.merchants;
-        let Some(product) = merchants.product(&message.recipient, first)? else {
-            return Ok(None);
-        };
-        let Some(stall) = merchants.stall(&message.recipient, &product.stall_id)? else {
-            return Ok(None);
-        };
-        Ok(match stall.shipping.as_slice() {
-            [only] => Some(only.id.clone()),
-            _ => None,
-        })
+        Ok(self.stall_of(message, first)?.as_ref().and_then(only_zone))
     }
 
     /// A Shopstr kind-14 message about an order. Every answer goes to the buyer's own key
@@ -360,5 +372,13 @@ impl MerchantInbox {
                 ))
             }
         }
+    }
+}
+
+/// The stall's zone, if it has just one.
+fn only_zone(stall: &crate::proto::nip15::Stall) -> Option<String> {
+    match stall.shipping.as_slice() {
+        [only] => Some(only.id.clone()),
+        _ => None,
     }
 }

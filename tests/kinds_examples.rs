@@ -38,6 +38,8 @@ fn examples() -> Vec<(String, String, String)> {
 fn every_example_parses_and_round_trips() {
     let examples = examples();
     let mut checked = 0;
+    // The stall and product the `gamma-listing` examples after it are made from.
+    let mut gamma_source: Option<Value> = None;
     for (page, info, json) in &examples {
         let as_value: Value = serde_json::from_str(json)
             .unwrap_or_else(|e| panic!("{page}: {info} example is not JSON ({e}): {json}"));
@@ -147,6 +149,14 @@ fn every_example_parses_and_round_trips() {
                 }
             }
             "shopstr-rumor" => check_shopstr_rumor(page, &as_value),
+            "gamma-source" => gamma_source = Some(as_value.clone()),
+            "gamma-listing" => check_gamma_listing(
+                page,
+                gamma_source
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("{page}: a gamma-source example comes first")),
+                &as_value,
+            ),
             "ussd-hop" => {
                 let request = Request::parse(json)
                     .unwrap_or_else(|r| panic!("{page}: hop refused: {r}: {json}"));
@@ -311,6 +321,82 @@ fn check_shopstr_rumor(page: &str, value: &Value) {
             assert!(real_token(&payment[1]) > 0, "{page}");
         }
         other => panic!("{page}: a subject Shopstr's reader drops: {other:?}"),
+    }
+}
+
+/// A `gamma-listing` example is exactly what soko publishes for the `gamma-source` before
+/// it: the 30402 and 30406 from the pure conversions, the deletion from the same builder,
+/// the profile from the same function.
+fn check_gamma_listing(page: &str, source: &Value, example: &Value) {
+    use soko::proto::gamma_listing;
+    use soko::proto::nip15::{Product, Stall};
+    let merchant = source["merchant"].as_str().unwrap();
+    let stall: Stall = serde_json::from_value(source["stall"].clone()).unwrap();
+    let product: Product = serde_json::from_value(source["product"].clone()).unwrap();
+    let tags: Vec<Vec<String>> = serde_json::from_value(example["tags"].clone())
+        .unwrap_or_else(|e| panic!("{page}: tags are string lists ({e})"));
+    let content = example["content"].as_str().expect("content");
+    match example["kind"].as_u64() {
+        Some(30402) => {
+            let made = gamma_listing::product_listing(merchant, &product, &stall);
+            assert_eq!(
+                (made.content.as_str(), &made.tags),
+                (content, &tags),
+                "{page}"
+            );
+        }
+        Some(30406) => {
+            let made = gamma_listing::shipping_option(&stall, &stall.shipping[0]);
+            assert_eq!(
+                (made.content.as_str(), &made.tags),
+                (content, &tags),
+                "{page}"
+            );
+        }
+        Some(5) => {
+            let key = nostr_sdk::PublicKey::from_hex(merchant).unwrap();
+            let ids: Vec<nostr_sdk::EventId> = tags
+                .iter()
+                .filter(|t| t[0] == "e")
+                .map(|t| nostr_sdk::EventId::from_hex(&t[1]).unwrap())
+                .collect();
+            assert!(!ids.is_empty(), "{page}: a deletion names ids");
+            let coordinates = [
+                (soko::proto::nip15::KIND_PRODUCT, product.id.clone()),
+                (gamma_listing::KIND_LISTING, product.id.clone()),
+            ];
+            let made = nostr_sdk::EventBuilder::delete(soko::market::listing::deletion(
+                &key,
+                &coordinates,
+                &ids,
+                content,
+            ))
+            .build(key);
+            let made: Vec<Vec<String>> = made.tags.iter().map(|t| t.as_slice().to_vec()).collect();
+            assert_eq!(made, tags, "{page}: the deletion soko builds");
+        }
+        Some(10050) => {
+            assert!(!tags.is_empty(), "{page}");
+            for tag in &tags {
+                assert_eq!(tag[0], "relay", "{page}");
+                nostr_sdk::RelayUrl::parse(&tag[1]).unwrap();
+            }
+        }
+        Some(0) => {
+            let shown: Value = serde_json::from_str(content).unwrap();
+            let merchant = soko::market::Merchant {
+                pubkey: merchant.to_owned(),
+                npub: String::new(),
+                name: shown["name"].as_str().unwrap().to_owned(),
+                lightning_address: None,
+                tokens_to: None,
+                status: soko::market::MerchantStatus::Active,
+            };
+            let made = serde_json::to_value(soko::market::merchants::profile(&merchant)).unwrap();
+            assert_eq!(made, shown, "{page}: the profile soko publishes");
+            assert_eq!(tags, vec![vec!["payment_preference", "ecash"]], "{page}");
+        }
+        other => panic!("{page}: unexpected listing kind {other:?}"),
     }
 }
 

@@ -806,12 +806,14 @@ pub(crate) mod tests {
         );
         assert_eq!(f.outbox.len(), 0);
 
-        // The stall event and the agent's notice; approving again publishes nothing.
+        // The stall in both forms (30017, and a 30406 for its zone), the merchant's profile
+        // (the fixture's merchant had none: its first publication brings it) and the
+        // agent's notice; approving again publishes nothing.
         let id = proposed.proposal;
         assert_eq!(desk.approve(&merchant, id).await?, ProposalKind::Stall);
-        assert_eq!(f.outbox.len(), 2);
+        assert_eq!(f.outbox.len(), 4);
         assert_eq!(desk.approve(&merchant, id).await?, ProposalKind::Stall);
-        assert_eq!(f.outbox.len(), 2);
+        assert_eq!(f.outbox.len(), 4);
         assert_eq!(
             refusal(desk.reject(&merchant, id).await),
             Some(DeskRefusal::DecidedOtherwise(ProposalStatus::Approved))
@@ -837,7 +839,7 @@ pub(crate) mod tests {
         assert_eq!(stored.status, ProposalStatus::Withdrawn);
         assert_eq!(
             f.outbox.len(),
-            3,
+            5,
             "nothing published, the agent told of the unlink"
         );
         let refused = desk.propose(&agent, &merchant, Proposed::Product(mango()));

@@ -1,10 +1,9 @@
 //! `merchant_add`: a new merchant with an identity soko manages, announced with a profile.
 
-use nostr_sdk::EventBuilder;
 use serde::Serialize;
 
 use super::{CommandError, Context};
-use crate::market::{merchants, Merchant, MerchantStatus};
+use crate::market::{Merchant, MerchantStatus};
 use crate::proto::MerchantAddArgs;
 
 /// `merchant_add`'s result: the merchant, and for one added with a phone its one-time
@@ -20,7 +19,7 @@ pub struct Added {
 }
 
 /// Creates the merchant and adds its key to the keyring (so its DMs are read). An active
-/// merchant's kind-0 profile is published at once; one added with a phone is pending, and
+/// merchant's kind-0 profile and kind-10050 DM relay list are published at once; one added with a phone is pending, and
 /// its profile goes out when its owner onboards over USSD with the activation code.
 pub async fn add(ctx: &Context, args: MerchantAddArgs) -> Result<Added, CommandError> {
     let (merchant, keys) = ctx.merchants.add(
@@ -38,11 +37,8 @@ pub async fn add(ctx: &Context, args: MerchantAddArgs) -> Result<Added, CommandE
         MerchantStatus::Active => None,
     };
     if merchant.status == MerchantStatus::Active {
-        ctx.publisher
-            .publish_as(
-                &keys.public_key(),
-                EventBuilder::metadata(&merchants::profile(&merchant)),
-            )
+        // Its profile and NIP-17 DM relay list (issue 15).
+        crate::market::listing::sync_merchant(&ctx.merchants, &ctx.publisher, &keys.public_key())
             .await
             .map_err(|e| CommandError::Internal(e.to_string()))?;
     }

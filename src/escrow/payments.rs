@@ -365,8 +365,13 @@ impl EscrowService {
             if product.quantity.is_none() {
                 continue;
             }
-            if let Err(e) =
-                listing::republish_product(&self.inner.publisher, merchant, &product).await
+            if let Err(e) = listing::republish_product(
+                &self.inner.merchants,
+                &self.inner.publisher,
+                merchant,
+                &product,
+            )
+            .await
             {
                 tracing::error!(product = %product.id, error = %e, "republishing the product failed");
             }

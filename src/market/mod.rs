@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod listing;
 pub mod merchants;
 pub mod pricing;
+pub mod published;
 
 pub use self::activation::ActivationCode;
 pub use self::catalog::Catalog;

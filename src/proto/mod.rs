@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod command;
 pub mod exchange;
 pub mod gamma;
+pub mod gamma_listing;
 pub mod nip15;
 pub mod order_issue;
 pub mod reputation;

@@ -133,6 +133,19 @@ impl Merchants {
         listing_key(merchant, KIND_PRODUCT, id)
     }
 
+    /// Every stall of this merchant.
+    pub fn stalls(&self, merchant: &PublicKey) -> Result<Vec<Stall>, MerchantError> {
+        let mut prefix = merchant.to_bytes().to_vec();
+        prefix.extend_from_slice(&KIND_STALL.to_be_bytes());
+        let mut stalls = Vec::new();
+        for entry in self.listings.raw().scan_prefix(&prefix) {
+            let (_, bytes) = entry.map_err(StoreError::from)?;
+            let value = self.listings.decode(&bytes)?;
+            stalls.push(serde_json::from_value(value)?);
+        }
+        Ok(stalls)
+    }
+
     /// Every product of this merchant.
     pub fn products(&self, merchant: &PublicKey) -> Result<Vec<Product>, MerchantError> {
         let mut prefix = merchant.to_bytes().to_vec();

@@ -101,12 +101,26 @@ pub struct Merchant {
     pub status: MerchantStatus,
 }
 
-/// The kind-0 profile soko publishes for an active merchant.
+/// The kind-0 profile soko publishes for an active merchant. It says how to pay: through
+/// soko, which holds the money until the buyer confirms delivery. No `lud16`: Gamma clients
+/// (Plebeian Market, Shopstr) pay a profile's Lightning address directly, around the escrow.
+/// `payment_preference` `ecash` is the Gamma spec's and Shopstr's word for paying with a
+/// Cashu token in the order (Shopstr's default too). `shopstr_donation` 0: otherwise Shopstr
+/// takes 2.1 % out of the buyer's token for itself, and the token falls short of the order.
 pub fn profile(merchant: &Merchant) -> Metadata {
     Metadata::new()
         .name(&merchant.name)
-        .about("A shop on soko. Order with any NIP-15 client.")
+        .about(PROFILE_ABOUT)
+        .custom_field("payment_preference", "ecash")
+        .custom_field("shopstr_donation", 0)
 }
+
+/// What a merchant's profile tells buyers.
+pub const PROFILE_ABOUT: &str = "A shop on soko. Order with any NIP-15 or Gamma Markets client \
+(Plebeian Market, Shopstr, nostrmarket). Pay only what soko asks for in its reply to your order \
+(a Lightning invoice), or a Cashu token sent with the order: soko holds the payment in escrow \
+and releases it to the shop when you hand over the delivery code it sends you. This shop has \
+no Lightning address of its own: do not pay one.";
 
 /// Registry failures: refusals apart from storage, sealing and stored-data failures.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +155,7 @@ pub struct Merchants {
     listings: Typed<serde_json::Value>,
     phones: Typed<String>,
     hidden: Typed<serde_json::Value>,
+    published: super::published::Published,
     phone_key: [u8; 32],
     activation_key: [u8; 32],
     vault: Vault,
@@ -154,12 +169,18 @@ impl Merchants {
             listings: store.tree("listings")?,
             phones: store.tree("merchant_phones")?,
             hidden: store.tree("hidden_listings")?,
+            published: super::published::Published::open(store)?,
             phone_key: vault.subkey("phone-index"),
             activation_key: vault.subkey(activation::VAULT_PURPOSE),
             vault,
         };
         merchants.index_phones()?;
         Ok(merchants)
+    }
+
+    /// What soko last published for each merchant ([`super::published`]).
+    pub fn published(&self) -> &super::published::Published {
+        &self.published
     }
 
     /// The vault the registry seals with (the command handler seals stored replies with it

@@ -56,15 +56,9 @@ impl UssdService {
             }
             Action::Activate => {
                 if inner.merchants.get(&merchant)?.status == MerchantStatus::Pending {
-                    let active = inner.merchants.activate(&merchant)?;
-                    inner
-                        .publisher
-                        .publish_as(
-                            &merchant,
-                            EventBuilder::metadata(&merchants::profile(&active)),
-                        )
-                        .await
-                        .map_err(|e| UssdError::Publish(e.to_string()))?;
+                    inner.merchants.activate(&merchant)?;
+                    // Its profile and DM relay list (issue 15).
+                    listing::sync_merchant(&inner.merchants, &inner.publisher, &merchant).await?;
                     tracing::info!(merchant = %merchant, "merchant onboarded over USSD; profile published");
                 }
                 Ok(Outcome::Done)
@@ -131,17 +125,14 @@ impl UssdService {
             Action::Hide { id } => match inner.merchants.hide_product(&merchant, id) {
                 Err(e) => refused(e),
                 Ok(_) => {
-                    let request = listing::deletion(
+                    listing::withdraw_product(
+                        &inner.merchants,
+                        &inner.publisher,
                         &merchant,
-                        crate::proto::nip15::KIND_PRODUCT,
                         id,
                         "taken off sale by the merchant",
-                    );
-                    inner
-                        .publisher
-                        .publish_as(&merchant, request)
-                        .await
-                        .map_err(|e| UssdError::Publish(e.to_string()))?;
+                    )
+                    .await?;
                     Ok(Outcome::Done)
                 }
             },
@@ -270,7 +261,8 @@ impl UssdService {
         merchant: &PublicKey,
         product: &Product,
     ) -> Result<(), UssdError> {
-        listing::republish_product(&self.inner.publisher, merchant, product).await?;
+        let inner = &self.inner;
+        listing::republish_product(&inner.merchants, &inner.publisher, merchant, product).await?;
         Ok(())
     }
 }

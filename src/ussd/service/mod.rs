@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use nostr_sdk::{EventBuilder, PublicKey};
+use nostr_sdk::PublicKey;
 use serde::{Deserialize, Serialize};
 
 use super::approvals;
@@ -37,7 +37,7 @@ use crate::config::UssdConfig;
 use crate::escrow::{EscrowError, EscrowService, Payout};
 use crate::exchange::Exchange;
 use crate::market::pricing::price_text;
-use crate::market::{listing, merchants, ActivationCode, MerchantError, MerchantStatus, Merchants};
+use crate::market::{listing, ActivationCode, MerchantError, MerchantStatus, Merchants};
 use crate::outbound::Publisher;
 use crate::proto::agents::ProposalKind;
 use crate::proto::nip15::Product;
