@@ -12,7 +12,7 @@ use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use common::binary::Binary;
-use common::{free_port, outstanding_at, User, REPLY_TIMEOUT};
+use common::{outstanding_at, User, REPLY_TIMEOUT};
 use nostr_sdk::prelude::*;
 use serde_json::{json, Value};
 use soko::exchange::OfferRecord;
@@ -153,7 +153,45 @@ struct Run {
     crashes: u32,
 }
 
+/// What a [`Run`] needs kept alive: the mint its traders log in at, and soko's data dir.
+struct Parts {
+    mint: soko::devmint::DevMint,
+    _mint_dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
 impl Run {
+    /// soko's binary, to crash at `point` once, beside an external auth mint; a maker
+    /// registered with `maker_keys` and a taker, each in a session.
+    async fn start(point: &'static str, maker_keys: &Keys) -> (Self, Parts) {
+        let taker_keys = Keys::generate();
+        let (mint, mint_dir) =
+            common::auth::external_auth_mint([maker_keys.public_key(), taker_keys.public_key()])
+                .await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut soko = Binary::in_dir(dir.path(), mint.url());
+        soko.start_failing_at(point).await;
+        let bot = soko::identity::bot_keys(&dir.path().join("data"))
+            .unwrap()
+            .public_key();
+        let maker = Trader::join(&soko, bot, &mint, maker_keys.clone()).await;
+        let taker = Trader::join(&soko, bot, &mint, taker_keys).await;
+        let run = Self {
+            soko,
+            bot,
+            maker,
+            taker,
+            point,
+            crashes: 0,
+        };
+        let parts = Parts {
+            mint,
+            _mint_dir: mint_dir,
+            dir,
+        };
+        (run, parts)
+    }
+
     fn trader(&mut self, who: Who) -> &mut Trader {
         match who {
             Who::Maker => &mut self.maker,
@@ -257,25 +295,9 @@ async fn book_status(relay: &RelayUrl, bot: PublicKey, offer: &str) -> Option<St
 }
 
 async fn trade_survives_a_crash_at(point: &'static str) {
-    let (maker_keys, taker_keys) = (Keys::generate(), Keys::generate());
-    let (mint, _mint_dir) =
-        common::auth::external_auth_mint([maker_keys.public_key(), taker_keys.public_key()]).await;
-    let mint_url = mint.url().to_owned();
-    let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("data");
-    let mut soko = Binary::new(dir.path(), free_port(), &data_dir, &mint_url, "");
-    soko.start_failing_at(point).await;
-    let bot = soko::identity::bot_keys(&data_dir).unwrap().public_key();
-    let maker = Trader::join(&soko, bot, &mint, maker_keys).await;
-    let taker = Trader::join(&soko, bot, &mint, taker_keys).await;
-    let mut run = Run {
-        soko,
-        bot,
-        maker,
-        taker,
-        point,
-        crashes: 0,
-    };
+    let maker_keys = Keys::generate();
+    let (mut run, parts) = Run::start(point, &maker_keys).await;
+    let (mint, bot, data_dir) = (&parts.mint, run.bot, parts.dir.path().join("data"));
     use Who::{Maker, Taker};
 
     let created = run
@@ -399,7 +421,7 @@ async fn trade_survives_a_crash_at(point: &'static str) {
     assert!(open.get(offer.as_bytes()).unwrap().is_none(), "still open");
     assert_eq!(offers.iter().count(), 1, "one offer, made once");
     drop(store);
-    mint.shutdown().await;
+    parts.mint.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -558,25 +580,10 @@ impl Trade {
 /// settled: the maker, who revealed its registered key, gets escrow and both bonds as ecash
 /// locked to that key, each leg once; soko keeps the two fees once; the sessions hold nothing.
 async fn forfeit_survives_a_crash_at(point: &'static str) {
-    let (maker_keys, taker_keys) = (Keys::generate(), Keys::generate());
-    let (mint, _mint_dir) =
-        common::auth::external_auth_mint([maker_keys.public_key(), taker_keys.public_key()]).await;
+    let maker_keys = Keys::generate();
+    let (mut run, parts) = Run::start(point, &maker_keys).await;
+    let (mint, bot, data_dir) = (&parts.mint, run.bot, parts.dir.path().join("data"));
     let mint_url = mint.url().to_owned();
-    let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("data");
-    let mut soko = Binary::new(dir.path(), free_port(), &data_dir, &mint_url, "");
-    soko.start_failing_at(point).await;
-    let bot = soko::identity::bot_keys(&data_dir).unwrap().public_key();
-    let maker = Trader::join(&soko, bot, &mint, maker_keys.clone()).await;
-    let taker = Trader::join(&soko, bot, &mint, taker_keys).await;
-    let mut run = Run {
-        soko,
-        bot,
-        maker,
-        taker,
-        point,
-        crashes: 0,
-    };
     use Who::{Maker, Taker};
 
     let created = run
@@ -694,7 +701,7 @@ async fn forfeit_survives_a_crash_at(point: &'static str) {
         record.transfers
     );
     drop(store);
-    mint.shutdown().await;
+    parts.mint.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -739,7 +746,7 @@ async fn trades_survive_kill_9_at_random_moments() {
     let mint_url = mint.url().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let mut soko = Binary::new(dir.path(), free_port(), &data_dir, &mint_url, "");
+    let mut soko = Binary::in_dir(dir.path(), &mint_url);
     soko.start().await;
     let bot = soko::identity::bot_keys(&data_dir).unwrap().public_key();
     let mut trades = Vec::new();

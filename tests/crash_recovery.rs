@@ -35,13 +35,7 @@ fn invoices(dms: &[Received], order_id: &str) -> usize {
 async fn order_answered_after_a_crash_at(point: &str, nip17: bool) {
     let (mint, _mint_dir) = external_dev_mint(3_600).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut soko = Binary::new(
-        dir.path(),
-        free_port(),
-        &dir.path().join("data"),
-        mint.url(),
-        "",
-    );
+    let mut soko = Binary::in_dir(dir.path(), mint.url());
     let config = soko.config();
     soko.start().await;
     let merchant = Mangoes::stock(100).open(&config).await.merchant;
@@ -91,13 +85,7 @@ async fn an_order_whose_reply_was_committed_but_not_sent_is_answered_once() {
 async fn events_the_relay_acknowledged_survive_a_kill_right_after() {
     let (mint, _mint_dir) = external_dev_mint(3_600).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut soko = Binary::new(
-        dir.path(),
-        free_port(),
-        &dir.path().join("data"),
-        mint.url(),
-        "",
-    );
+    let mut soko = Binary::in_dir(dir.path(), mint.url());
     soko.start().await;
     let sender = User::connect(&[soko.relay()]).await;
     // Addressed to nobody soko knows: stored by its relay, left alone by its bot.

@@ -575,13 +575,7 @@ async fn merchants_from_before_gamma_listings_get_them_at_start_once() {
 async fn a_stock_change_lost_to_a_crash_goes_out_at_the_next_start() {
     let (mint, _mint_dir) = external_dev_mint(1).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut soko = Binary::new(
-        dir.path(),
-        free_port(),
-        &dir.path().join("data"),
-        mint.url(),
-        "",
-    );
+    let mut soko = Binary::in_dir(dir.path(), mint.url());
     let config = soko.config();
     soko.start().await;
     let shop = Mangoes::default().open(&config).await;

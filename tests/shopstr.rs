@@ -294,13 +294,7 @@ async fn short_spent_reused_and_foreign_tokens_are_refused_and_make_no_order() {
 async fn a_crash_while_taking_ecash_at(point: &str) {
     let (mint, _mint_dir) = external_dev_mint(0).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut soko = Binary::new(
-        dir.path(),
-        free_port(),
-        &dir.path().join("data"),
-        mint.url(),
-        "",
-    );
+    let mut soko = Binary::in_dir(dir.path(), mint.url());
     let config = soko.config();
     soko.start().await;
     let merchant = Mangoes::stock(5).open(&config).await.merchant;

@@ -35,6 +35,12 @@ impl Binary {
         }
     }
 
+    /// The usual one: everything in `dir` (data in `dir/data`), a free relay port, the mint
+    /// at `mint_url`.
+    pub fn in_dir(dir: &Path, mint_url: &str) -> Self {
+        Self::new(dir, super::free_port(), &dir.join("data"), mint_url, "")
+    }
+
     /// The config the binary runs with.
     pub fn config(&self) -> Config {
         Config::load(&self.config_file).expect("config loads")
