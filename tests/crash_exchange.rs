@@ -262,6 +262,30 @@ impl Run {
         self.reply(who, &id).await
     }
 
+    /// The maker's offer of 20000 sat for an M-Pesa bill, paid and listed: its id, and its
+    /// amounts with the maker's `invoice_sat`.
+    async fn listed_offer(&mut self) -> (String, Value) {
+        let created = self
+            .ask(
+                Who::Maker,
+                "offer_create",
+                json!({
+                    "fiat_amount": "1500",
+                    "currency": "KES",
+                    "provider": "mpesa",
+                    "bill": {"kind": "paybill", "reference": "888880", "note": "account 12345"},
+                    "sats": 20_000,
+                }),
+            )
+            .await;
+        assert_eq!(created["ok"], true, "{created}");
+        let offer = created["result"]["offer"].as_str().unwrap().to_owned();
+        let mut amounts = created["result"]["amounts"].clone();
+        amounts["invoice_sat"] = created["result"]["invoice_sat"].clone();
+        self.notice(Who::Maker, &offer, "INVOICE_PAID").await;
+        (offer, amounts)
+    }
+
     /// `who`'s session balance as soko counts it.
     async fn balance(&mut self, who: Who) -> u64 {
         let status = self.ask(who, "session_status", json!({})).await;
@@ -300,30 +324,14 @@ async fn trade_survives_a_crash_at(point: &'static str) {
     let (mint, bot, data_dir) = (&parts.mint, run.bot, parts.dir.path().join("data"));
     use Who::{Maker, Taker};
 
-    let created = run
-        .ask(
-            Maker,
-            "offer_create",
-            json!({
-                "fiat_amount": "1500",
-                "currency": "KES",
-                "provider": "mpesa",
-                "bill": {"kind": "paybill", "reference": "888880", "note": "account 12345"},
-                "sats": 20_000,
-            }),
-        )
-        .await;
-    assert_eq!(created["ok"], true, "{created}");
-    let offer = created["result"]["offer"].as_str().unwrap().to_owned();
-    let amounts = created["result"]["amounts"].clone();
+    let (offer, amounts) = run.listed_offer().await;
     let sat = |name: &str| {
         amounts[name]
             .as_u64()
             .unwrap_or_else(|| panic!("{name}: {amounts}"))
     };
-    let maker_invoice = created["result"]["invoice_sat"].as_u64().unwrap();
+    let maker_invoice = amounts["invoice_sat"].as_u64().unwrap();
     let taker_invoice = sat("taker_bond") + sat("taker_fee");
-    run.notice(Maker, &offer, "INVOICE_PAID").await;
 
     // A claim soko took before a crash is not claimed again: the bond notice tells.
     run.ask(Taker, "offer_claim", json!({"offer": offer})).await;
@@ -586,30 +594,14 @@ async fn forfeit_survives_a_crash_at(point: &'static str) {
     let mint_url = mint.url().to_owned();
     use Who::{Maker, Taker};
 
-    let created = run
-        .ask(
-            Maker,
-            "offer_create",
-            json!({
-                "fiat_amount": "1500",
-                "currency": "KES",
-                "provider": "mpesa",
-                "bill": {"kind": "paybill", "reference": "888880"},
-                "sats": 20_000,
-            }),
-        )
-        .await;
-    assert_eq!(created["ok"], true, "{created}");
-    let offer = created["result"]["offer"].as_str().unwrap().to_owned();
-    let amounts = created["result"]["amounts"].clone();
+    let (offer, amounts) = run.listed_offer().await;
     let sat = |name: &str| {
         amounts[name]
             .as_u64()
             .unwrap_or_else(|| panic!("{name}: {amounts}"))
     };
-    let maker_invoice = created["result"]["invoice_sat"].as_u64().unwrap();
+    let maker_invoice = amounts["invoice_sat"].as_u64().unwrap();
     let taker_invoice = sat("taker_bond") + sat("taker_fee");
-    run.notice(Maker, &offer, "INVOICE_PAID").await;
     run.ask(Taker, "offer_claim", json!({"offer": offer})).await;
     run.notice(Taker, &offer, "TAKER_BOND_PAID").await;
 
