@@ -153,6 +153,22 @@ struct Run {
     crashes: u32,
 }
 
+/// An offer's amounts as `offer_create` gave them, and the maker's `invoice_sat`.
+struct Amounts(Value);
+
+impl Amounts {
+    fn sat(&self, name: &str) -> u64 {
+        self.0[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name}: {}", self.0))
+    }
+
+    /// What the taker's bond invoice asks.
+    fn taker_invoice(&self) -> u64 {
+        self.sat("taker_bond") + self.sat("taker_fee")
+    }
+}
+
 /// What a [`Run`] needs kept alive: the mint its traders log in at, and soko's data dir.
 struct Parts {
     mint: soko::devmint::DevMint,
@@ -264,7 +280,7 @@ impl Run {
 
     /// The maker's offer of 20000 sat for an M-Pesa bill, paid and listed: its id, and its
     /// amounts with the maker's `invoice_sat`.
-    async fn listed_offer(&mut self) -> (String, Value) {
+    async fn listed_offer(&mut self) -> (String, Amounts) {
         let created = self
             .ask(
                 Who::Maker,
@@ -283,7 +299,7 @@ impl Run {
         let mut amounts = created["result"]["amounts"].clone();
         amounts["invoice_sat"] = created["result"]["invoice_sat"].clone();
         self.notice(Who::Maker, &offer, "INVOICE_PAID").await;
-        (offer, amounts)
+        (offer, Amounts(amounts))
     }
 
     /// `who`'s session balance as soko counts it.
@@ -325,13 +341,8 @@ async fn trade_survives_a_crash_at(point: &'static str) {
     use Who::{Maker, Taker};
 
     let (offer, amounts) = run.listed_offer().await;
-    let sat = |name: &str| {
-        amounts[name]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{name}: {amounts}"))
-    };
-    let maker_invoice = amounts["invoice_sat"].as_u64().unwrap();
-    let taker_invoice = sat("taker_bond") + sat("taker_fee");
+    let sat = |name: &str| amounts.sat(name);
+    let (maker_invoice, taker_invoice) = (amounts.sat("invoice_sat"), amounts.taker_invoice());
 
     // A claim soko took before a crash is not claimed again: the bond notice tells.
     run.ask(Taker, "offer_claim", json!({"offer": offer})).await;
@@ -595,13 +606,8 @@ async fn forfeit_survives_a_crash_at(point: &'static str) {
     use Who::{Maker, Taker};
 
     let (offer, amounts) = run.listed_offer().await;
-    let sat = |name: &str| {
-        amounts[name]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{name}: {amounts}"))
-    };
-    let maker_invoice = amounts["invoice_sat"].as_u64().unwrap();
-    let taker_invoice = sat("taker_bond") + sat("taker_fee");
+    let sat = |name: &str| amounts.sat(name);
+    let (maker_invoice, taker_invoice) = (amounts.sat("invoice_sat"), amounts.taker_invoice());
     run.ask(Taker, "offer_claim", json!({"offer": offer})).await;
     run.notice(Taker, &offer, "TAKER_BOND_PAID").await;
 
