@@ -426,8 +426,7 @@ impl Daemon {
         let verifier: Option<Arc<dyn BatVerifier>> = match &dev_mint {
             Some(mint) => Some(Arc::new(InProcessMint::new(
                 mint.mint().clone(),
-                mint.handle()
-                    .unwrap_or_else(tokio::runtime::Handle::current),
+                mint.handle(),
             ))),
             None => Some(Arc::new(
                 ExternalMint::new(&mint_url).map_err(|e| DaemonError::Sessions(e.to_string()))?,

@@ -149,6 +149,8 @@ pub struct DevMint {
     stop: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
     runtime: Option<tokio::runtime::Runtime>,
+    /// The runtime's handle, kept apart: `Drop` takes the runtime itself.
+    handle: tokio::runtime::Handle,
 }
 
 /// What the mint's own runtime hands back once the mint serves.
@@ -259,6 +261,7 @@ impl DevMint {
             issuer: started.issuer,
             stop: Some(started.stop),
             server: started.server,
+            handle: runtime.handle().clone(),
             runtime: Some(runtime),
         })
     }
@@ -397,10 +400,8 @@ impl DevMint {
 
     /// The mint's own runtime: calls into [`DevMint::mint`] that write (spending a token)
     /// belong there, for the reason given at [`DevMint`].
-    pub fn handle(&self) -> Option<tokio::runtime::Handle> {
-        self.runtime
-            .as_ref()
-            .map(|runtime| runtime.handle().clone())
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.handle.clone()
     }
 
     /// Its OIDC issuer, when auth is on.
