@@ -187,6 +187,16 @@ async fn a_buyer_who_got_nothing_marks_an_issue_and_an_admin_gives_it_ecash_only
     assert_eq!(result["state"], "disputed");
     assert_eq!(result["merchant_key"], shop.merchant.to_hex());
 
+    // The case holds both sides' private words: only an admin reads it, not the buyer.
+    let (peek, _) = ask(
+        &soko,
+        &mut buyer,
+        "order_issue_show",
+        json!({"merchant": shop.npub, "order": 1}),
+    )
+    .await;
+    assert_eq!(code(&peek), "forbidden", "{peek}");
+
     // Before deciding, the admin reads the case; the money moves only by `order_resolve`.
     let listed = operator(&soko, "order_issue_list", json!({})).await;
     assert!(listed.ok, "{listed:?}");
