@@ -496,6 +496,7 @@ fn products_strategy() -> impl Strategy<Value = Vec<soko::proto::nip15::Product>
                         .into_iter()
                         .map(|(id, cost)| ShippingExtra { id, cost })
                         .collect(),
+                    categories: vec![],
                 },
             ),
         0..5,

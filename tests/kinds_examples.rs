@@ -237,6 +237,7 @@ fn every_example_parses_and_round_trips() {
                     AgentNoticeBody::Proposal(p) => &p.merchant,
                     AgentNoticeBody::OrderPaid(o) => &o.merchant,
                     AgentNoticeBody::Unlinked(u) => &u.merchant,
+                    AgentNoticeBody::MerchantActive(a) => &a.merchant,
                 };
                 nostr_sdk::PublicKey::parse(merchant)
                     .unwrap_or_else(|e| panic!("{page}: bad merchant key ({e}): {json}"));

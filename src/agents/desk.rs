@@ -25,9 +25,10 @@ use crate::market::listing::{self, ListingError};
 use crate::market::{Merchant, MerchantError, MerchantRefusal, MerchantStatus, Merchants, Rates};
 use crate::outbound::{Publisher, Scheme};
 use crate::proto::agents::{
-    AgentMerchants, AgentNotice, AgentNoticeBody, LinkState, LinkedMerchant, Onboarded,
-    ProposalDecided, ProposalKind, ProposalStatus, ProposalView, Role, UnlinkedNotice,
+    AgentMerchants, AgentNotice, AgentNoticeBody, LinkState, LinkedMerchant, MerchantActiveNotice,
+    Onboarded, ProposalDecided, ProposalKind, ProposalStatus, ProposalView, Role, UnlinkedNotice,
 };
+use crate::proto::nip15::Product;
 use crate::store::StoreError;
 
 /// Why the desk did not do something.
@@ -281,6 +282,25 @@ impl Desk {
         Ok(self.view(&proposal, true))
     }
 
+    /// [`Self::propose`] of a product, with its categories: those given, or (none given)
+    /// those the product has now, so that an update of its price keeps them.
+    pub fn propose_product(
+        &self,
+        agent: &PublicKey,
+        merchant: &PublicKey,
+        mut product: Product,
+        categories: Option<Vec<String>>,
+    ) -> Result<ProposalView, DeskError> {
+        // Agent and link first: nothing about an unlinked merchant's products is read.
+        self.require_agent(agent)?;
+        self.require_link(agent, merchant)?;
+        product.categories =
+            self.inner
+                .merchants
+                .categories_for(merchant, &product.id, categories.as_deref())?;
+        self.propose(agent, merchant, Proposed::Product(product))
+    }
+
     /// The agent withdraws one of its pending proposals.
     pub fn withdraw(&self, agent: &PublicKey, id: u64) -> Result<ProposalView, DeskError> {
         self.require_agent(agent)?;
@@ -468,6 +488,56 @@ impl Desk {
         }
     }
 
+    /// Activates a pending merchant whose owner finished onboarding, and tells every agent
+    /// linked to it (a `merchant_active` notice). The notices are queued in the outbox in
+    /// the activation's own transaction and sent after it: a crash loses none and a
+    /// retried or racing activation repeats none. True when this call activated it.
+    pub async fn activate(&self, merchant: &PublicKey) -> Result<bool, DeskError> {
+        let inner = &self.inner;
+        let shop = inner.merchants.get(merchant)?;
+        if shop.status != MerchantStatus::Pending {
+            return Ok(false);
+        }
+        let notice = AgentNotice {
+            v: 1,
+            body: AgentNoticeBody::MerchantActive(MerchantActiveNotice {
+                merchant: npub_of(merchant),
+                shop: shop.name,
+            }),
+        };
+        let content = serde_json::to_string(&notice).map_err(MerchantError::from)?;
+        let publisher = &inner.publisher;
+        let bot = publisher.keyring().bot().public_key();
+        let mut events = Vec::new();
+        for (agent, _) in inner.links.agents_of(merchant)? {
+            events.push(
+                publisher
+                    .seal_dm(&bot, agent, Scheme::Nip17, &content)
+                    .await
+                    .map_err(|e| DeskError::Publish(e.to_string()))?,
+            );
+        }
+        let outbox = publisher.outbox();
+        let staged = events
+            .iter()
+            .map(|event| outbox.stage(event))
+            .collect::<Result<Vec<_>, _>>()?;
+        if inner
+            .merchants
+            .activate_with_notices(merchant, outbox.raw(), &staged)?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        for event in &events {
+            // Queued already: the outbox's retry pass sends what fails now.
+            if let Err(e) = outbox.deliver(event).await {
+                tracing::warn!(error = %e, "could not send an agent its merchant_active notice yet");
+            }
+        }
+        Ok(true)
+    }
+
     /// The agents linked to `merchant`, oldest link first, with their labels.
     pub fn agents_of(&self, merchant: &PublicKey) -> Result<Vec<(PublicKey, String)>, DeskError> {
         Ok(self
@@ -562,6 +632,10 @@ impl Desk {
             created_at: proposal.created_at,
             decided_at: proposal.decided_at,
             event_id: proposal.event_id.clone(),
+            categories: match &proposal.proposed {
+                Proposed::Product(product) => product.categories.clone(),
+                _ => Vec::new(),
+            },
         }
     }
 
@@ -647,7 +721,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::agents::users::UserRecord;
     use crate::outbound::{Keyring, Outbox};
-    use crate::proto::nip15::{Product, ShippingZone, Stall};
+    use crate::proto::nip15::{ShippingZone, Stall};
     use crate::store::Store;
     use crate::vault::Vault;
 
@@ -731,6 +805,7 @@ pub(crate) mod tests {
             quantity: Some(3),
             specs: Vec::new(),
             shipping: Vec::new(),
+            categories: Vec::new(),
         }
     }
 

@@ -119,7 +119,11 @@ pub fn propose_product(
     sender: PublicKey,
     args: ProposeProductArgs,
 ) -> Result<ProposalView, CommandError> {
-    propose(ctx, sender, &args.merchant, Proposed::Product(args.product))
+    ctx.desk.require_agent(&sender).map_err(desk_error)?;
+    let merchant = merchant_key(&args.merchant)?;
+    ctx.desk
+        .propose_product(&sender, &merchant, args.product, args.categories)
+        .map_err(desk_error)
 }
 
 /// Proposes a deletion.

@@ -1,5 +1,6 @@
 //! `stall_put` and `product_put`: save a merchant's NIP-15 listing and publish it under the
-//! merchant's key (kinds 30017 / 30018, `d` = the listing id, content = the JSON).
+//! merchant's key (kinds 30017 / 30018, `d` = the listing id, content = the JSON; a
+//! product's categories as `t` tags).
 
 use serde_json::{json, Value};
 
@@ -19,7 +20,11 @@ pub async fn put_stall(ctx: &Context, args: StallPutArgs) -> Result<Value, Comma
 /// Saves and publishes a product.
 pub async fn put_product(ctx: &Context, args: ProductPutArgs) -> Result<Value, CommandError> {
     let merchant = merchant_key(&args.merchant)?;
-    let event_id = listing::put_product(&ctx.merchants, &ctx.publisher, &merchant, &args.product)
+    let mut product = args.product;
+    product.categories =
+        ctx.merchants
+            .categories_for(&merchant, &product.id, args.categories.as_deref())?;
+    let event_id = listing::put_product(&ctx.merchants, &ctx.publisher, &merchant, &product)
         .await
         .map_err(listing_error)?;
     Ok(json!({ "event_id": event_id.to_hex() }))

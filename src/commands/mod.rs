@@ -60,6 +60,8 @@ impl From<MerchantError> for CommandError {
                     | MerchantRefusal::NotListed(_)
                     | MerchantRefusal::NotHidden(_)
                     | MerchantRefusal::NotAListing(_)
+                    | MerchantRefusal::TooManyCategories(_)
+                    | MerchantRefusal::BadCategory(_)
                     | MerchantRefusal::BadId(_)
                     | MerchantRefusal::StallWithoutName
                     | MerchantRefusal::UnknownCurrency(_)

@@ -287,7 +287,7 @@ fn desired(
         }
     }
     for product in merchants.products(merchant)? {
-        out.push(nip15(KIND_PRODUCT, &product.id, &product)?);
+        out.push(nip15_product(&product)?);
         if let Some(stall) = stalls.iter().find(|s| s.id == product.stall_id) {
             out.push(gamma(
                 KIND_LISTING,
@@ -311,7 +311,7 @@ fn desired_product(
     let Some(product) = merchants.product(merchant, id)? else {
         return Ok(Vec::new());
     };
-    let mut out = vec![nip15(KIND_PRODUCT, &product.id, &product)?];
+    let mut out = vec![nip15_product(&product)?];
     if let Some(stall) = merchants.stall(merchant, &product.stall_id)? {
         out.push(gamma(
             KIND_LISTING,
@@ -327,6 +327,24 @@ fn nip15<T: serde::Serialize>(kind: u16, id: &str, content: &T) -> Result<Desire
         d: id.to_owned(),
         content: serde_json::to_string(content).map_err(MerchantError::from)?,
         tags: vec![vec!["d".to_owned(), id.to_owned()]],
+    })
+}
+
+/// A product's 30018: its content without the categories, which are its `t` tags
+/// (NIP-15).
+fn nip15_product(product: &Product) -> Result<Desired, ListingError> {
+    let mut tags = vec![vec!["d".to_owned(), product.id.clone()]];
+    tags.extend(
+        product
+            .categories
+            .iter()
+            .map(|category| vec!["t".to_owned(), category.clone()]),
+    );
+    Ok(Desired {
+        kind: KIND_PRODUCT,
+        d: product.id.clone(),
+        content: product.content().map_err(MerchantError::from)?,
+        tags,
     })
 }
 

@@ -265,6 +265,7 @@ mod tests {
                 id: "nairobi".into(),
                 cost: if currency == "sat" { 10.0 } else { 0.1 },
             }],
+            categories: Vec::new(),
         }
     }
 

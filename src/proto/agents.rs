@@ -181,6 +181,10 @@ pub struct ProposeProductArgs {
     pub merchant: String,
     /// NIP-15 product content (kind 30018).
     pub product: super::nip15::Product,
+    /// Categories, published as `t` tags: normalized and bounded as in `product_put`;
+    /// absent keeps the product's current ones, `[]` clears them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub categories: Option<Vec<String>>,
 }
 
 /// `propose_delete` arguments (agent).
@@ -266,6 +270,9 @@ pub struct ProposalView {
     /// The event published on approval (30017, 30018 or 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
+    /// A product proposal's categories, as they will be (or were) published.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub categories: Vec<String>,
 }
 
 /// `agent_merchants` result.
@@ -297,6 +304,8 @@ pub enum AgentNoticeBody {
     OrderPaid(OrderPaidNotice),
     /// The merchant unlinked the agent over USSD.
     Unlinked(UnlinkedNotice),
+    /// A linked merchant's owner finished onboarding: the shop is active.
+    MerchantActive(MerchantActiveNotice),
 }
 
 /// The merchant ended the link: the agent can no longer act for it.
@@ -306,6 +315,16 @@ pub struct UnlinkedNotice {
     pub merchant: String,
     /// The agent's proposals that were pending and are now withdrawn.
     pub withdrawn: Vec<u64>,
+}
+
+/// A linked merchant became active: its owner dialled in with the activation code, chose a
+/// PIN and confirmed the shop name. Stalls and products can be approved from now on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantActiveNotice {
+    /// The merchant (npub).
+    pub merchant: String,
+    /// Its shop name, as confirmed.
+    pub shop: String,
 }
 
 /// A decided proposal.

@@ -548,6 +548,10 @@ pub struct ProductPutArgs {
     pub merchant: String,
     /// NIP-15 product content.
     pub product: super::nip15::Product,
+    /// Categories, published as `t` tags: at most 10, each trimmed, lower-cased and 1 to 32
+    /// characters. Absent keeps the product's current ones; `[]` clears them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub categories: Option<Vec<String>>,
 }
 
 /// `ping` takes no arguments.

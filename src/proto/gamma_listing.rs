@@ -120,7 +120,8 @@ pub fn shipping_option(stall: &Stall, zone: &ShippingZone) -> ListingEvent {
 }
 
 /// The kind-30402 listing of `product`, which belongs to `stall`, published by `merchant`
-/// (hex): title, price and currency, stock, images, specs, the stall's shipping options
+/// (hex): title, price and currency, stock, images, specs, categories (`t`), the stall's
+/// shipping options
 /// (with the product's extra cost per zone), and Shopstr's own `shipping` tag when the stall
 /// has a single zone (Shopstr reads no shipping options).
 pub fn product_listing(merchant: &str, product: &Product, stall: &Stall) -> ListingEvent {
@@ -155,6 +156,9 @@ pub fn product_listing(merchant: &str, product: &Product, stall: &Stall) -> List
         if let [key, value] = spec.as_slice() {
             tags.push(tag(&["spec", key, value]));
         }
+    }
+    for category in &product.categories {
+        tags.push(tag(&["t", category]));
     }
     for zone in &stall.shipping {
         let reference = format!(
@@ -234,6 +238,7 @@ mod tests {
                 id: "nairobi".into(),
                 cost: 10.0,
             }],
+            categories: Vec::new(),
         }
     }
 
@@ -273,6 +278,20 @@ mod tests {
             Some(&tag(&["Added Cost", "110", "SATS"])[..])
         );
         assert!(listing.content.contains("Makueni"));
+        assert!(value(tags, "t").is_none());
+
+        // Categories are `t` tags, one each, in the product's order.
+        let mut sorted = mango(Some(3));
+        sorted.categories = vec!["fruit".into(), "organic".into()];
+        let categories: Vec<Vec<String>> = product_listing(MERCHANT, &sorted, &stall)
+            .tags
+            .into_iter()
+            .filter(|t| t[0] == "t")
+            .collect();
+        assert_eq!(
+            categories,
+            vec![tag(&["t", "fruit"]), tag(&["t", "organic"])]
+        );
 
         let unlimited = product_listing(MERCHANT, &mango(None), &stall);
         assert_eq!(

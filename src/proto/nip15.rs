@@ -75,6 +75,23 @@ pub struct Product {
     /// Extra shipping cost per unit, by zone id.
     #[serde(default)]
     pub shipping: Vec<ShippingExtra>,
+    /// Categories: not part of NIP-15 content but its `t` tags. soko keeps them in the
+    /// stored record (absent in records from before they existed) and writes them as `t`
+    /// tags on the 30018 and the Gamma 30402, never into the content
+    /// ([`Product::content`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub categories: Vec<String>,
+}
+
+impl Product {
+    /// The kind-30018 content: the product without its categories (those are `t` tags).
+    pub fn content(&self) -> serde_json::Result<String> {
+        let mut value = serde_json::to_value(self)?;
+        if let Some(fields) = value.as_object_mut() {
+            fields.remove("categories");
+        }
+        serde_json::to_string(&value)
+    }
 }
 
 /// A product's extra shipping cost for one zone.
@@ -378,5 +395,29 @@ mod bounds_tests {
         assert_eq!(clip_echo("short", 10), "short");
         let clipped = clip_echo(&"é".repeat(100), 11);
         assert!(clipped.len() <= 11 && clipped.ends_with('…'), "{clipped}");
+    }
+}
+
+#[cfg(test)]
+mod product_tests {
+    use super::*;
+
+    #[test]
+    fn categories_are_kept_in_the_record_but_not_in_the_content() {
+        // A record stored before categories existed still loads, with none.
+        let old = r#"{"id":"mango","stall_id":"duka","name":"Mango","currency":"sat","price":500,"quantity":3,"shipping":[]}"#;
+        let mut product: Product = serde_json::from_str(old).expect("old record");
+        assert!(product.categories.is_empty());
+        assert!(!serde_json::to_string(&product)
+            .expect("json")
+            .contains("categories"));
+        product.categories = vec!["fruit".into()];
+        let stored = serde_json::to_string(&product).expect("json");
+        let back: Product = serde_json::from_str(&stored).expect("record");
+        assert_eq!(back.categories, vec!["fruit".to_owned()]);
+        let content: serde_json::Value =
+            serde_json::from_str(&product.content().expect("content")).expect("json");
+        assert!(content.get("categories").is_none());
+        assert_eq!(content["id"], "mango");
     }
 }

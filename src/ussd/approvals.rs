@@ -70,6 +70,9 @@ pub fn details(desk: &Desk, merchants: &Merchants, proposal: &Proposal) -> Vec<S
                 product.quantity.map_or_else(|| "unlimited".to_owned(), |q| q.to_string())
             ));
             lines.push(format!("Stall: {}", product.stall_id));
+            if !product.categories.is_empty() {
+                lines.push(format!("Categories: {}", product.categories.join(", ")));
+            }
             if let Some(about) = &product.description {
                 lines.push(format!("About: {about}"));
             }

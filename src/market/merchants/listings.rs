@@ -52,7 +52,9 @@ impl Merchants {
     ) -> Result<(), MerchantError> {
         refuse_pending(&self.get(merchant)?)?;
         self.validate_product(merchant, product)?;
-        let value = serde_json::to_value(product)?;
+        let mut product = product.clone();
+        product.categories = normalize_categories(&product.categories)?;
+        let value = serde_json::to_value(&product)?;
         let listed = self.listings.encode(&value)?;
         let key = listing_key(merchant, KIND_PRODUCT, &product.id);
         let hidden_key = hidden_key(merchant, &product.id);

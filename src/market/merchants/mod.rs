@@ -36,6 +36,7 @@ mod rules;
 pub use self::phones::phone_digits;
 pub use self::refusal::MerchantRefusal;
 pub(crate) use self::rules::known_currency;
+pub use self::rules::{normalize_categories, MAX_CATEGORIES, MAX_CATEGORY_CHARS};
 
 /// Longest shop name.
 pub const MAX_NAME_LEN: usize = 64;
@@ -349,6 +350,49 @@ impl Merchants {
             stored.status = MerchantStatus::Active;
             Ok(())
         })
+    }
+
+    /// Activates a pending merchant and, in the same transaction, queues `notices` in the
+    /// outbox tree `outbox` ([`crate::outbound::Staged`]): they exist exactly when the
+    /// activation does. `None` (and nothing queued) when the merchant was active already,
+    /// so that of two activations racing only one tells anyone.
+    pub fn activate_with_notices(
+        &self,
+        pubkey: &PublicKey,
+        outbox: &sled::Tree,
+        notices: &[crate::outbound::Staged],
+    ) -> Result<Option<Merchant>, MerchantError> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        let key = pubkey.to_bytes();
+        let records = &self.records;
+        let done = (records.raw(), outbox)
+            .transaction(|(tree, queue)| {
+                let Some(old) = tree.get(key)? else {
+                    return Err(ConflictableTransactionError::Abort(MerchantError::unknown(
+                        pubkey,
+                    )));
+                };
+                let mut stored = records
+                    .decode(&old)
+                    .map_err(|e| ConflictableTransactionError::Abort(e.into()))?;
+                if stored.status != MerchantStatus::Pending {
+                    return Ok(None);
+                }
+                stored.status = MerchantStatus::Active;
+                let new = records
+                    .encode(&stored)
+                    .map_err(|e| ConflictableTransactionError::Abort(e.into()))?;
+                tree.insert(&key[..], new)?;
+                for notice in notices {
+                    notice.insert(queue)?;
+                }
+                Ok(Some(public(pubkey, &stored)))
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => StoreError::from(e).into(),
+            })?;
+        Ok(done)
     }
 
     /// Sets (or, with `None`, clears) where payouts go.

@@ -5,7 +5,7 @@
 
 use nostr_sdk::PublicKey;
 
-use super::{KIND_PRODUCT, KIND_STALL, MAX_NAME_LEN};
+use super::{KIND_PRODUCT, KIND_STALL, MAX_CATEGORIES, MAX_CATEGORY_CHARS, MAX_NAME_LEN};
 use crate::lnurl::DestinationError;
 
 /// A request the registry turns down.
@@ -96,4 +96,12 @@ pub enum MerchantRefusal {
     /// A product's extra shipping cost that is negative or non-finite.
     #[error("shipping cost for {0:?} is invalid")]
     BadShippingCost(String),
+    /// More categories than a product may have (counted after merging duplicates).
+    #[error("a product has at most {MAX_CATEGORIES} categories; {0} given")]
+    TooManyCategories(usize),
+    /// A category that is empty, too long or holds a control character.
+    #[error(
+        "category {0:?} must be 1 to {MAX_CATEGORY_CHARS} characters, without control characters"
+    )]
+    BadCategory(String),
 }

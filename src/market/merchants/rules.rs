@@ -24,6 +24,30 @@ impl Merchants {
         Ok(stall)
     }
 
+    /// The categories a put or proposal of product `id` carries: those `given`, normalized
+    /// ([`normalize_categories`]), or, when none are given (an update of other fields by a
+    /// client that does not know of categories), those the product has now, listed or
+    /// hidden. An empty list given clears them.
+    pub fn categories_for(
+        &self,
+        merchant: &PublicKey,
+        id: &str,
+        given: Option<&[String]>,
+    ) -> Result<Vec<String>, MerchantError> {
+        if let Some(given) = given {
+            return Ok(normalize_categories(given)?);
+        }
+        if let Some(product) = self.product(merchant, id)? {
+            return Ok(product.categories);
+        }
+        Ok(self
+            .hidden_products(merchant)?
+            .into_iter()
+            .find(|p| p.id == id)
+            .map(|p| p.categories)
+            .unwrap_or_default())
+    }
+
     /// The checks [`Self::delete_listing`] makes, without deleting: the listing exists, and
     /// a stall has no products left (they would be left without a stall).
     pub fn validate_deletion(
@@ -59,6 +83,34 @@ impl Merchants {
             other => Err(MerchantRefusal::NotAListing(other).into()),
         }
     }
+}
+
+/// Categories a product may have: enough for a shop's own words (`fruit`, `organic`,
+/// `kenya`), few enough to read on a USSD screen.
+pub const MAX_CATEGORIES: usize = 10;
+/// Characters in one category.
+pub const MAX_CATEGORY_CHARS: usize = 32;
+
+/// Categories as soko stores and publishes them (`t` tags): each trimmed and lower-cased
+/// (NIP-12 hashtags are lower case, and clients search them so), duplicates merged keeping
+/// the first place; then at most [`MAX_CATEGORIES`] of 1 to [`MAX_CATEGORY_CHARS`]
+/// characters without control characters, or the first that is not.
+pub fn normalize_categories(given: &[String]) -> Result<Vec<String>, MerchantRefusal> {
+    let mut kept: Vec<String> = Vec::with_capacity(given.len().min(MAX_CATEGORIES));
+    for raw in given {
+        let category = raw.trim().to_lowercase();
+        let chars = category.chars().count();
+        if chars == 0 || chars > MAX_CATEGORY_CHARS || category.chars().any(char::is_control) {
+            return Err(MerchantRefusal::BadCategory(raw.clone()));
+        }
+        if !kept.contains(&category) {
+            kept.push(category);
+        }
+    }
+    if kept.len() > MAX_CATEGORIES {
+        return Err(MerchantRefusal::TooManyCategories(kept.len()));
+    }
+    Ok(kept)
 }
 
 fn valid_price(value: f64) -> bool {
@@ -110,6 +162,8 @@ fn check_product(product: &Product, stall: &Stall) -> Result<(), MerchantRefusal
     if !valid_price(product.price) {
         return Err(MerchantRefusal::BadPrice);
     }
+    // The bounds only: [`Merchants::put_product`] stores them normalized.
+    normalize_categories(&product.categories)?;
     for extra in &product.shipping {
         if !stall.shipping.iter().any(|zone| zone.id == extra.id) {
             return Err(MerchantRefusal::UnknownZone(extra.id.clone()));
@@ -119,4 +173,61 @@ fn check_product(product: &Product, stall: &Stall) -> Result<(), MerchantRefusal
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn categories_are_trimmed_lower_cased_and_merged() {
+        assert_eq!(
+            normalize_categories(&strings(&[
+                " Fruit ",
+                "ORGANIC",
+                "fruit",
+                "Matunda ya Pwani"
+            ])),
+            Ok(strings(&["fruit", "organic", "matunda ya pwani"]))
+        );
+        assert_eq!(normalize_categories(&[]), Ok(Vec::new()));
+        // Lower case beyond ASCII, and a limit in characters, not bytes.
+        let long = "Ä".repeat(MAX_CATEGORY_CHARS);
+        assert_eq!(
+            normalize_categories(std::slice::from_ref(&long)),
+            Ok(vec!["ä".repeat(MAX_CATEGORY_CHARS)])
+        );
+    }
+
+    #[test]
+    fn categories_out_of_bounds_are_refused_by_name() {
+        for bad in ["", "   ", "a\nb", "tab\there"] {
+            assert_eq!(
+                normalize_categories(&strings(&["fruit", bad])),
+                Err(MerchantRefusal::BadCategory(bad.to_owned())),
+                "{bad:?}"
+            );
+        }
+        let long = "x".repeat(MAX_CATEGORY_CHARS + 1);
+        assert_eq!(
+            normalize_categories(std::slice::from_ref(&long)),
+            Err(MerchantRefusal::BadCategory(long.clone()))
+        );
+        let many: Vec<String> = (0..=MAX_CATEGORIES).map(|n| format!("c{n}")).collect();
+        assert_eq!(
+            normalize_categories(&many),
+            Err(MerchantRefusal::TooManyCategories(MAX_CATEGORIES + 1))
+        );
+        // Duplicates count once: eleven names of which two are the same fit.
+        let mut merged = many[..MAX_CATEGORIES].to_vec();
+        merged.push("C0".to_owned());
+        assert_eq!(
+            normalize_categories(&merged).map(|c| c.len()),
+            Ok(MAX_CATEGORIES)
+        );
+    }
 }

@@ -55,8 +55,8 @@ impl UssdService {
                 outcome
             }
             Action::Activate => {
-                if inner.merchants.get(&merchant)?.status == MerchantStatus::Pending {
-                    inner.merchants.activate(&merchant)?;
+                // Activated with the notices to its agents in one transaction.
+                if inner.desk.activate(&merchant).await? {
                     // Its profile and DM relay list (issue 15).
                     listing::sync_merchant(&inner.merchants, &inner.publisher, &merchant).await?;
                     tracing::info!(merchant = %merchant, "merchant onboarded over USSD; profile published");
