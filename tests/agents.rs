@@ -777,3 +777,216 @@ async fn refusals_rejections_deletions_and_unlinking() {
         "no decision to tell"
     );
 }
+
+/// The `t` tags (categories) of the newest `kind` event `merchant` has on the relay for `d`.
+async fn categories_on_relay(
+    soko: &TestSoko,
+    merchant: PublicKey,
+    kind: Kind,
+    d: &str,
+) -> Vec<String> {
+    let events = events_of(soko, merchant, kind).await;
+    let newest = events
+        .iter()
+        .filter(|e| e.tags.identifier() == Some(d))
+        .max_by_key(|e| e.created_at)
+        .unwrap_or_else(|| panic!("a {kind} for {d} on the relay"));
+    newest.verify().unwrap();
+    assert_eq!(newest.pubkey, merchant, "signed by the merchant's key");
+    newest
+        .tags
+        .iter()
+        .filter(|t| t.kind() == TagKind::t())
+        .filter_map(|t| t.content().map(str::to_owned))
+        .collect()
+}
+
+/// The merchant approves the oldest pending proposal in menu 4; the detail screen.
+async fn approve_first(bridge: &mut Bridge, session: &str) -> String {
+    let screens = bridge.session(session, PHONE, &["4", "1", "1"]).await;
+    assert!(screens[2].starts_with("Approved."), "{}", screens[2]);
+    screens[1].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_hears_of_activation_and_product_categories_reach_both_listing_forms() {
+    let bridge_keys = Keys::generate();
+    let soko = soko_with_bridge(&bridge_keys, |_| {}).await;
+    let mut bridge = Bridge::connect(bridge_keys, &soko)
+        .await
+        .naming(HopIds::ByPosition);
+    let mut agent = local_agent(&soko, "Juma").await;
+    let onboarded = agent
+        .ok(
+            "merchant_onboard",
+            json!({"phone": PHONE, "name": "Mama Duka"}),
+        )
+        .await;
+    let npub = onboarded["merchant"]["npub"].as_str().unwrap().to_owned();
+    let merchant = PublicKey::parse(&npub).unwrap();
+    let code = onboarded["activation_code"].as_str().unwrap().to_owned();
+
+    // The owner finishes onboarding: the agent is told at once, once.
+    bridge.onboard("AC-1", PHONE, "Mama Duka", &code).await;
+    let active = agent.notice("merchant_active").await;
+    assert_eq!(
+        active,
+        json!({"v": 1, "notice": "merchant_active", "args": {"merchant": npub, "shop": "Mama Duka"}})
+    );
+    assert!(
+        agent.quiet("merchant_active").await.is_empty(),
+        "one notice per activation"
+    );
+
+    agent
+        .ok("propose_stall", json!({"merchant": npub, "stall": stall()}))
+        .await;
+    approve_first(&mut bridge, "AC-2").await;
+    agent.notice("proposal").await;
+
+    // Categories beside the product, normalized; the proposal and the merchant show them.
+    let proposal = agent
+        .ok(
+            "propose_product",
+            json!({"merchant": npub, "product": mango(),
+                   "categories": [" Fruit ", "organic", "FRUIT"]}),
+        )
+        .await;
+    assert_eq!(
+        proposal["categories"],
+        json!(["fruit", "organic"]),
+        "{proposal}"
+    );
+    let detail = approve_first(&mut bridge, "AC-3").await;
+    assert!(detail.contains("Categories: fruit, organic"), "{detail}");
+    agent.notice("proposal").await;
+    let overview = agent.ok("agent_merchants", json!({})).await;
+    assert_eq!(
+        overview["proposals"][0]["categories"],
+        json!(["fruit", "organic"]),
+        "{overview}"
+    );
+    let both = [Kind::SetProduct, Kind::Custom(30402)];
+    for kind in both {
+        assert_eq!(
+            categories_on_relay(&soko, merchant, kind, "mango").await,
+            ["fruit", "organic"],
+            "{kind}"
+        );
+    }
+    let published = events_of(&soko, merchant, Kind::SetProduct).await;
+    assert!(
+        published.iter().all(|e| !e.content.contains("categories")),
+        "NIP-15 content carries no categories"
+    );
+
+    // An update without categories keeps them (an agent changing the price need not repeat
+    // them); one with categories replaces them.
+    let mut cheaper = mango();
+    cheaper["price"] = json!(450);
+    let kept = agent
+        .ok(
+            "propose_product",
+            json!({"merchant": npub, "product": cheaper}),
+        )
+        .await;
+    assert_eq!(kept["categories"], json!(["fruit", "organic"]), "{kept}");
+    approve_first(&mut bridge, "AC-4").await;
+    agent.notice("proposal").await;
+    assert_eq!(
+        categories_on_relay(&soko, merchant, Kind::Custom(30402), "mango").await,
+        ["fruit", "organic"]
+    );
+    agent
+        .ok(
+            "propose_product",
+            json!({"merchant": npub, "product": cheaper, "categories": ["matunda"]}),
+        )
+        .await;
+    approve_first(&mut bridge, "AC-5").await;
+    agent.notice("proposal").await;
+    for kind in both {
+        assert_eq!(
+            categories_on_relay(&soko, merchant, kind, "mango").await,
+            ["matunda"],
+            "{kind}"
+        );
+    }
+
+    // Bad categories are refused with the reason, and nothing is recorded.
+    let before = agent.ok("agent_merchants", json!({})).await["proposals"]
+        .as_array()
+        .unwrap()
+        .len();
+    let eleven: Vec<String> = (0..11).map(|n| format!("c{n}")).collect();
+    for (bad, why) in [
+        (
+            json!(eleven),
+            "a product has at most 10 categories; 11 given",
+        ),
+        (
+            json!(["fruit", "  "]),
+            "category \"  \" must be 1 to 32 characters",
+        ),
+        (json!(["x".repeat(33)]), "must be 1 to 32 characters"),
+    ] {
+        let (code, message) = agent
+            .refused(
+                "propose_product",
+                json!({"merchant": npub, "product": mango(), "categories": bad}),
+            )
+            .await;
+        assert_eq!(code, "invalid", "{message}");
+        assert!(message.contains(why), "{message}");
+    }
+    let after = agent.ok("agent_merchants", json!({})).await["proposals"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(before, after, "a refused proposal is not stored");
+
+    // The operator's product_put: same rules; `[]` clears them, and none given keeps them.
+    let refused = operator(
+        &soko,
+        "product_put",
+        json!({"merchant": npub, "product": mango(), "categories": ["ok", "bad\u{7}"]}),
+    )
+    .await;
+    assert_eq!(refusal_code(&refused), "invalid");
+    let put = operator(
+        &soko,
+        "product_put",
+        json!({"merchant": npub, "product": mango(), "categories": ["Fruit", "local"]}),
+    )
+    .await;
+    assert!(put.ok, "{put:?}");
+    let put = operator(
+        &soko,
+        "product_put",
+        json!({"merchant": npub, "product": cheaper}),
+    )
+    .await;
+    assert!(put.ok, "{put:?}");
+    for kind in both {
+        assert_eq!(
+            categories_on_relay(&soko, merchant, kind, "mango").await,
+            ["fruit", "local"],
+            "{kind}"
+        );
+    }
+    let put = operator(
+        &soko,
+        "product_put",
+        json!({"merchant": npub, "product": mango(), "categories": []}),
+    )
+    .await;
+    assert!(put.ok, "{put:?}");
+    for kind in both {
+        assert!(
+            categories_on_relay(&soko, merchant, kind, "mango")
+                .await
+                .is_empty(),
+            "{kind}"
+        );
+    }
+}
