@@ -3,10 +3,12 @@
 //! `dist/agent-app.html` from disk and does the agent's day against a real soko (embedded
 //! relay, dev mint) with the agent's key in a NIP-46 bunker: login with the bunker URI,
 //! registration with an operator's invite, onboarding, a refused stall and a good one, a
-//! product; the merchant onboards and approves over USSD hops sent from here; the listings
-//! on the relay are signed by the merchant's key; a paid order reaches the page as a notice;
-//! a deletion is proposed and withdrawn; another merchant's phone gives a link request; the
-//! product is edited;
+//! product with categories; the merchant onboards (the page shows it active on soko's
+//! `merchant_active` notice, without asking) and approves over USSD hops sent from here; the
+//! listings on the relay are signed by the merchant's key, the product's categories its `t`
+//! tags; a paid order reaches the page as a notice; a deletion is proposed and withdrawn;
+//! another merchant's phone gives a link request; the product is edited (price and
+//! categories);
 //! a reload keeps the session; when the relay stops, the page says it cannot reach it.
 //! Screenshots of each step land in `target/tmp/agent-app/`.
 //!
@@ -189,6 +191,16 @@ async fn menu(bridge: &mut Bridge, session: &str, inputs: &[&str]) -> String {
     last
 }
 
+/// An event's `t` tags: a NIP-15 product's categories.
+fn categories(event: &Event) -> Vec<String> {
+    event
+        .tags
+        .iter()
+        .filter(|t| t.kind() == TagKind::t())
+        .filter_map(|t| t.content().map(str::to_owned))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_does_the_whole_day_in_the_browser() {
     require_tools();
@@ -287,6 +299,8 @@ async fn an_agent_does_the_whole_day_in_the_browser() {
     );
     assert_eq!(content.images, ["https://example.com/mango.jpg"]);
     assert_eq!(content.shipping[0].id, "nairobi");
+    // The categories typed in the form, normalized, as the 30018's `t` tags.
+    assert_eq!(categories(product), ["fruit", "organic"]);
     browser.go();
 
     // A buyer orders two mangoes; the page shows the paid-order notice.
@@ -302,6 +316,7 @@ async fn an_agent_does_the_whole_day_in_the_browser() {
         let products = events_of(&soko, merchant, Kind::SetProduct).await;
         products.iter().any(|e| {
             serde_json::from_str::<Product>(&e.content).is_ok_and(|p| p.price == 450.0)
+                && categories(e) == ["fruit", "local"]
                 && e.pubkey == merchant
                 && e.verify().is_ok()
         })

@@ -80,6 +80,7 @@ export const STRINGS = {
     'p.withdraw': 'Withdraw',
     'p.sent': 'Proposal {n} sent. The merchant approves or rejects it over USSD (menu 4).',
     'p.number': 'No. {n}',
+    'p.categories': 'Categories: {list}',
 
     'n.none': 'No notices yet. Decisions and paid orders of your merchants appear here as they arrive.',
     'n.proposal': 'Proposal {n} ({kind} {id}) was {status}.',
@@ -87,6 +88,7 @@ export const STRINGS = {
     'n.item': '{quantity} × {name}',
     'n.buyer': 'Buyer: {details}',
     'n.unlinked': 'A merchant unlinked you; its pending proposals were withdrawn.',
+    'n.merchantActive': '{shop} finished onboarding: the shop is active, its stalls and products can be approved.',
     'n.other': 'Notice from soko: {type}',
 
     'f.back': 'Back',
@@ -112,6 +114,8 @@ export const STRINGS = {
     'product.price': 'Price ({currency})',
     'product.quantity': 'Stock (empty: unlimited)',
     'product.images': 'Image URLs (one per line)',
+    'product.categories': 'Categories (comma-separated, at most 10)',
+    'product.categoriesHint': 'fruit, organic',
     'product.shipping': 'Extra shipping per unit, by zone (empty: none)',
     'product.noStall': 'This merchant has no published stall: propose one and have it approved first.',
 
@@ -128,6 +132,8 @@ export const STRINGS = {
     'rule.zoneTwice': 'Two zones have this id.',
     'rule.zoneUnknown': 'This zone is not one of the stall’s.',
     'rule.stallFirst': 'Choose a published stall.',
+    'rule.category': 'Category “{category}”: use 1 to {max} ordinary characters.',
+    'rule.categories': 'At most {max} categories; you gave {n}.',
 
     'err.refused': 'soko refused: {sentence}',
     'err.details': 'soko says: “{message}”',
@@ -240,6 +246,7 @@ export const STRINGS = {
     'p.withdraw': 'Ondoa',
     'p.sent': 'Pendekezo {n} limetumwa. Mfanyabiashara ataliidhinisha au kulikataa kwa USSD (menyu 4).',
     'p.number': 'Na. {n}',
+    'p.categories': 'Aina: {list}',
 
     'n.none': 'Bado hakuna taarifa. Maamuzi na oda zilizolipwa za wafanyabiashara wako zitaonekana hapa zinapofika.',
     'n.proposal': 'Pendekezo {n} ({kind} {id}) {status}.',
@@ -247,6 +254,7 @@ export const STRINGS = {
     'n.item': '{quantity} × {name}',
     'n.buyer': 'Mnunuzi: {details}',
     'n.unlinked': 'Mfanyabiashara amekuondoa; mapendekezo yako yaliyokuwa yakisubiri yameondolewa.',
+    'n.merchantActive': '{shop} amemaliza kujisajili: duka liko hai, vibanda na bidhaa zake zinaweza kuidhinishwa.',
     'n.other': 'Taarifa kutoka soko: {type}',
 
     'f.back': 'Rudi',
@@ -272,6 +280,8 @@ export const STRINGS = {
     'product.price': 'Bei ({currency})',
     'product.quantity': 'Idadi iliyopo (tupu: bila kikomo)',
     'product.images': 'Anwani za picha (moja kwa kila mstari)',
+    'product.categories': 'Aina (zitenganishe kwa koma, zisizozidi 10)',
+    'product.categoriesHint': 'matunda, asili',
     'product.shipping': 'Gharama ya ziada ya usafirishaji kwa kila kimoja, kwa eneo (tupu: hakuna)',
     'product.noStall': 'Mfanyabiashara huyu hana kibanda kilichochapishwa: pendekeza kimoja na kiidhinishwe kwanza.',
 
@@ -288,6 +298,8 @@ export const STRINGS = {
     'rule.zoneTwice': 'Maeneo mawili yana kitambulisho hiki.',
     'rule.zoneUnknown': 'Eneo hili si mojawapo ya maeneo ya kibanda.',
     'rule.stallFirst': 'Chagua kibanda kilichochapishwa.',
+    'rule.category': 'Aina “{category}”: tumia herufi za kawaida 1 hadi {max}.',
+    'rule.categories': 'Aina zisizozidi {max}; umeweka {n}.',
 
     'err.refused': 'soko imekataa: {sentence}',
     'err.details': 'soko inasema: “{message}”',

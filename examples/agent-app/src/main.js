@@ -437,7 +437,8 @@ function merchantCard(m) {
     h(
       'li',
       { class: 'listing', 'data-kind': kind, 'data-id': item.id },
-      h('span', {}, item.name || item.id, kind === 30018 ? ` · ${item.price} ${item.currency}` : ` · ${item.currency}`),
+      h('span', {}, item.name || item.id, kind === 30018 ? ` · ${item.price} ${item.currency}` : ` · ${item.currency}`,
+        kind === 30018 && item.categories && item.categories.length ? h('span', { class: 'categories muted' }, ` · ${item.categories.join(', ')}`) : null),
       h('span', { class: 'row' },
         h('button', {
           class: 'small secondary', type: 'button',
@@ -489,6 +490,7 @@ function proposalsTab() {
           h('span', { class: `badge status-${p.status}` }, t(`p.${p.status}`)),
         ),
         h('p', { class: 'muted' }, [t('p.number', { n: p.proposal }), nameOf(p.merchant), new Date(p.created_at * 1000).toLocaleString(getLang())].filter(Boolean).join(' · ')),
+        p.categories && p.categories.length ? h('p', { class: 'categories' }, t('p.categories', { list: p.categories.join(', ') })) : null,
         p.status === 'pending'
           ? h('button', {
               class: 'small secondary withdraw', type: 'button',
@@ -520,6 +522,7 @@ function noticeText(n) {
     return h('div', {}, h('p', {}, t('n.orderPaid', { order: a.order, shop: a.shop, amount: a.amount_sat })), h('p', {}, items.join(', ')), details ? h('p', {}, t('n.buyer', { details })) : null)
   }
   if (n.notice === 'unlinked') return h('p', {}, t('n.unlinked'))
+  if (n.notice === 'merchant_active') return h('p', {}, t('n.merchantActive', { shop: a.shop || '' }))
   return h('p', {}, t('n.other', { type: n.notice }))
 }
 
@@ -668,6 +671,7 @@ function renderProductForm() {
           priceText: val('f-price'),
           quantityText: val('f-quantity'),
           images: val('f-images').split('\n').map((u) => u.trim()).filter(Boolean),
+          categories: rules.categories(val('f-categories')),
           shipping: [...extras.querySelectorAll('.extra')].map((input) => ({ id: input.dataset.zone, costText: input.value.trim() })),
         }
         const errors = rules.checkProduct(draft, stall)
@@ -688,7 +692,9 @@ function renderProductForm() {
         if (draft.images.length) product.images = draft.images
         if (p.specs) product.specs = p.specs
         run(form.querySelector('button[type=submit]'), async () => {
-          const proposal = await call('propose_product', { merchant: merchant.npub, product })
+          // Always sent: the field shows the product's categories, so an emptied field
+          // means none (soko keeps them only when the argument is absent).
+          const proposal = await call('propose_product', { merchant: merchant.npub, product, categories: draft.categories })
           state.form = null
           state.screen = 'home'
           state.tab = 'proposals'
@@ -706,6 +712,7 @@ function renderProductForm() {
     priceField,
     field('f-quantity', t('product.quantity'), { value: p.quantity ?? '', inputmode: 'numeric' }),
     field('f-images', t('product.images'), { textarea: true, value: (p.images || []).join('\n'), autocapitalize: 'off' }),
+    field('f-categories', t('product.categories'), { value: (p.categories || []).join(', '), autocapitalize: 'off', placeholder: t('product.categoriesHint') }),
     h('h3', {}, t('product.shipping')),
     extras,
     h('button', { id: 'send', type: 'submit' }, t('f.send')),
@@ -745,7 +752,13 @@ function onNotice(message) {
   store.set(`notices-${link.me}`, state.notices)
   if (state.tab !== 'notices') state.unseen += 1
   repaintHome()
-  if (message.notice === 'proposal' || message.notice === 'unlinked') {
+  if (message.notice === 'merchant_active') {
+    // The owner finished onboarding: show it at once, then fetch what changed with it.
+    const m = state.merchants.find((x) => x.npub === (message.args || {}).merchant)
+    if (m) m.status = 'active'
+    repaintHome()
+  }
+  if (message.notice === 'proposal' || message.notice === 'unlinked' || message.notice === 'merchant_active') {
     refresh().catch((e) => flash('err', sentence(e)))
   }
 }
@@ -818,13 +831,14 @@ function start() {
     })
 }
 
-// soko sends no notice when an owner finishes onboarding, so while a merchant is pending
-// the list is asked for again now and then (each ask costs the signer four requests).
+// soko tells the agent when an owner finishes onboarding (merchant_active); in case that
+// notice was missed (the page closed, the relay away), while a merchant is pending the
+// list is asked for again now and then (each ask costs the signer four requests).
 setInterval(() => {
   if (state.screen === 'home' && state.relayUp && state.merchants.some((m) => m.status === 'pending')) {
     refresh().catch(() => {})
   }
-}, 60_000)
+}, 300_000)
 
 setLang(store.get('lang', (navigator.language || 'en').toLowerCase().startsWith('sw') ? 'sw' : 'en'))
 start()

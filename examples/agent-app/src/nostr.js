@@ -274,7 +274,9 @@ export class Link {
       } catch {
         continue
       }
-      ;(e.kind === 30017 ? stalls : products).push({ ...content, event_id: e.id })
+      if (e.kind === 30017) stalls.push({ ...content, event_id: e.id })
+      // A product's categories are its `t` tags, not part of its content (NIP-15).
+      else products.push({ ...content, categories: e.tags.filter((t) => t[0] === 't' && t[1]).map((t) => t[1]), event_id: e.id })
     }
     return { stalls, products }
   }

@@ -66,6 +66,32 @@ export function checkImage(url) {
   }
 }
 
+/** Categories a product may have, and characters in one (soko's MAX_CATEGORIES, MAX_CATEGORY_CHARS). */
+export const MAX_CATEGORIES = 10
+export const MAX_CATEGORY_CHARS = 32
+
+/**
+ * Categories as typed (comma-separated) in the form soko stores them: each trimmed and
+ * lower-cased, duplicates merged in first place. Empty pieces (a trailing comma) are left out.
+ */
+export function categories(text) {
+  const kept = []
+  for (const piece of String(text ?? '').split(',')) {
+    const c = piece.trim().toLowerCase()
+    if (c && !kept.includes(c)) kept.push(c)
+  }
+  return kept
+}
+
+/** A list from `categories`: at most 10, each 1 to 32 characters without control characters. */
+export function checkCategories(list) {
+  for (const c of list) {
+    const n = [...c].length
+    if (n < 1 || n > MAX_CATEGORY_CHARS || /\p{Cc}/u.test(c)) return ['rule.category', { category: c, max: MAX_CATEGORY_CHARS }]
+  }
+  return list.length <= MAX_CATEGORIES ? null : ['rule.categories', { max: MAX_CATEGORIES, n: list.length }]
+}
+
 /** A whole stall as soko's check_stall sees it; errors keyed by field. */
 export function checkStall(stall) {
   const errors = {}
@@ -96,6 +122,7 @@ export function checkProduct(product, stall) {
   put('price', checkAmount(product.priceText))
   put('quantity', checkStock(product.quantityText))
   product.images.forEach((url) => put('images', checkImage(url)))
+  put('categories', checkCategories(product.categories || []))
   product.shipping.forEach((extra) => {
     if (extra.costText.trim() === '') return
     const known = stall && stall.shipping.some((zone) => zone.id === extra.id)

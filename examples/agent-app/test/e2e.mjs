@@ -130,9 +130,10 @@ async function wholeDay() {
   await snap('onboarded-pending')
   await go('onboarded', { code, npub })
 
-  // The owner dialled in: active.
-  await byId('refresh').click()
-  await page.locator('.merchant[data-status="active"]').waitFor()
+  // The owner dialled in: soko's merchant_active notice makes it active at once (no refresh
+  // asked for, and the fallback poll is minutes away).
+  await page.locator('.merchant[data-status="active"]').waitFor({ timeout: 20_000 })
+  await byId('tab-notices').locator('.count').waitFor()
   await snap('merchant-active')
 
   // A stall: the form refuses what soko would (a currency that is no code), soko refuses a
@@ -176,9 +177,16 @@ async function wholeDay() {
   await byId('f-quantity').fill('10')
   await byId('f-images').fill('https://example.com/mango.jpg')
   await byId('ship.nairobi').fill('10')
+  // Categories: the form's check first (at most 10), then typed as a person would.
+  await byId('f-categories').fill(Array.from({ length: 11 }, (_, n) => `c${n}`).join(','))
+  await byId('send').click()
+  await page.locator('[data-err-for="f-categories"]', { hasText: 'At most 10 categories' }).waitFor()
+  await byId('f-categories').fill(' Fruit, organic,fruit')
   await snap('product-form')
   await byId('send').click()
-  await page.locator('.proposal[data-kind="product"] .badge.status-pending').waitFor()
+  const proposed = page.locator('.proposal[data-kind="product"]')
+  await proposed.locator('.badge.status-pending').waitFor()
+  await proposed.locator('.categories', { hasText: 'fruit, organic' }).waitFor()
   await go('product-proposed')
   await page.locator('.proposal[data-kind="product"][data-status="approved"]').waitFor()
   await snap('product-approved')
@@ -215,10 +223,14 @@ async function wholeDay() {
   // Editing the product: the form starts from what is published; the new price goes to the
   // merchant like any proposal.
   await byId('tab-merchants').click()
+  await page.locator('.listing[data-kind="30018"][data-id="mango"] .categories', { hasText: 'fruit, organic' }).waitFor()
   await page.locator('.listing[data-kind="30018"][data-id="mango"] button', { hasText: 'Edit' }).click()
   expect((await byId('f-id').inputValue()) === 'mango' && (await byId('f-price').inputValue()) === '500', 'the form holds the published product')
   expect((await byId('ship.nairobi').inputValue()) === '10', 'the form holds the published shipping')
+  const shown = await byId('f-categories').inputValue()
+  expect(shown === 'fruit, organic', `the form holds the published categories, not ${shown}`)
   await byId('f-price').fill('450')
+  await byId('f-categories').fill('fruit, Local')
   await byId('send').click()
   await page.locator('.proposal[data-kind="product"][data-status="pending"]').waitFor()
   await go('product-edited')

@@ -56,3 +56,15 @@ test('a product: a published stall, a price of at least 0, only the stall zones'
   assert.equal(rules.amount('0.5'), 0.5)
   assert.ok(Number.isNaN(rules.amount('1e3')))
 })
+
+test('categories: comma-separated, trimmed, lower case, merged; at most 10 of 1 to 32 characters', () => {
+  assert.deepEqual(rules.categories(' Fruit, organic,FRUIT, ,Matunda ya Pwani,'), ['fruit', 'organic', 'matunda ya pwani'])
+  assert.deepEqual(rules.categories(''), [])
+  assert.equal(rules.checkCategories(rules.categories('Ä'.repeat(32))), null)
+  assert.deepEqual(rules.checkCategories(['x'.repeat(33)]), ['rule.category', { category: 'x'.repeat(33), max: 32 }])
+  assert.deepEqual(rules.checkCategories(['tab\there']), ['rule.category', { category: 'tab\there', max: 32 }])
+  const eleven = Array.from({ length: 11 }, (_, n) => `c${n}`)
+  assert.deepEqual(rules.checkCategories(eleven), ['rule.categories', { max: 10, n: 11 }])
+  assert.equal(rules.checkCategories(eleven.slice(0, 10)), null)
+  assert.deepEqual(Object.keys(rules.checkProduct(product({ categories: eleven }), published)), ['categories'])
+})
