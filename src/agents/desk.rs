@@ -981,4 +981,31 @@ pub(crate) mod tests {
         assert_eq!(refusal(refused), Some(DeskRefusal::UnknownProposal(42)));
         Ok(())
     }
+
+    #[tokio::test]
+    async fn an_activation_queues_one_notice_per_linked_agent_once(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let f = fixture()?;
+        let inner = &f.desk.inner;
+        let second = Keys::generate().public_key();
+        let (_, keys) = inner
+            .merchants
+            .add_for_agent("Duka Mpya", "+254700000009", &f.agent)?;
+        inner.publisher.keyring().add(keys.clone());
+        let shop = keys.public_key();
+        inner.links.link(&f.agent, &shop, 2)?;
+        inner.links.link(&second, &shop, 3)?;
+        // The outbox has no relay: what is queued stays there, counted.
+        assert_eq!(f.outbox.len(), 0);
+        assert!(f.desk.activate(&shop).await?);
+        assert_eq!(inner.merchants.get(&shop)?.status, MerchantStatus::Active);
+        assert_eq!(f.outbox.len(), 2, "one notice for each linked agent");
+        // Again (a retried hop, a second handset): nothing more.
+        assert!(!f.desk.activate(&shop).await?);
+        assert_eq!(f.outbox.len(), 2);
+        // A merchant that was never pending tells no one.
+        assert!(!f.desk.activate(&f.merchant).await?);
+        assert_eq!(f.outbox.len(), 2);
+        Ok(())
+    }
 }
