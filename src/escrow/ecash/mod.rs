@@ -23,8 +23,11 @@
 //! A crash anywhere leaves an intake short of `Done`: the next pass of the payment watch
 //! (or the same message handled again) carries it on from its step, once.
 
+mod foreign;
 mod paid;
 mod redeem;
+
+pub(crate) use foreign::Melted;
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
@@ -59,6 +62,9 @@ pub(crate) struct Intake {
     /// The token's proofs (`Y`, hex), claimed for this intake: released with it.
     #[serde(default)]
     ys: Vec<String>,
+    /// For a token of another mint, once melted: what it cost and brought.
+    #[serde(default)]
+    melted: Option<Melted>,
 }
 
 /// How long a finished intake is kept: a copy of its message redelivered meanwhile is
@@ -75,6 +81,26 @@ enum Step {
     /// Checked unspent at the mint and handed to it to swap; the swap may have gone through
     /// (a crash can stop it anywhere in there: the wallet's recovery at start finishes it).
     Swapping,
+    /// A token of another mint: soko's mint's invoice and the other mint's melt quote paying
+    /// it recorded; the melt may have gone through (see `foreign`).
+    Melting {
+        /// The other mint.
+        mint: String,
+        /// The invoice of soko's mint (the escrow wallet's mint quote).
+        mint_quote: String,
+        /// The other mint's melt quote paying it.
+        melt_quote: String,
+        /// The invoice's amount: what reaches soko's mint.
+        amount: Sats,
+        /// The token's value.
+        value: Sats,
+    },
+    /// Melted (the intake's `melted` says for what); the change goes back and the invoice
+    /// of soko's mint is minted.
+    Minting {
+        /// The invoice of soko's mint.
+        mint_quote: String,
+    },
     /// Redeemed into the escrow wallet: `received` sats.
     Redeemed {
         /// What the swap gave the wallet (the token's value less the mint's input fee).
@@ -121,14 +147,19 @@ fn proof_ys(token: &Token) -> Result<BTreeSet<[u8; 33]>, String> {
 }
 
 /// Why a token is not taken before anything is done with it (the buyer keeps it).
-fn precheck(token: &Token, own_mint: &cdk::mint_url::MintUrl, total: Sats) -> Result<Sats, String> {
+fn precheck(
+    token: &Token,
+    own_mint: &cdk::mint_url::MintUrl,
+    foreign: Option<&crate::wallet::foreign::ForeignMints>,
+    total: Sats,
+) -> Result<Sats, String> {
     if token.unit().is_some_and(|unit| unit != CurrencyUnit::Sat) {
         return Err("the token is not in sat; soko's escrow takes sat ecash only".to_owned());
     }
     let mint = token
         .mint_url()
         .map_err(|_| "the token holds ecash of several mints; send one mint's".to_owned())?;
-    if &mint != own_mint {
+    if &mint != own_mint && !foreign.is_some_and(|f| f.allows(&mint)) {
         return Err(format!(
             "the token is ecash of {mint}, a mint soko does not take; pay with ecash of {own_mint}"
         ));
@@ -199,7 +230,7 @@ impl EscrowService {
                     return self.answer(&merchant, buyer, scheme, &note).await;
                 }
             };
-            if let Err(why) = precheck(&parsed, &inner.wallet.mint_url, total) {
+            if let Err(why) = precheck(&parsed, &inner.wallet.mint_url, self.foreign(), total) {
                 let note = refuse(why, Some(token));
                 return self.answer(&merchant, buyer, scheme, &note).await;
             }
@@ -217,6 +248,7 @@ impl EscrowService {
                 at: inner.clock.now(),
                 step: Step::Received,
                 ys: ys.iter().map(cdk::util::hex::encode).collect(),
+                melted: None,
             };
             if !self.claim_proofs(&key, &intake, &ys)? {
                 let note = refuse("this token already paid for another order".to_owned(), None);
@@ -326,9 +358,27 @@ impl EscrowService {
             };
             match intake.step.clone() {
                 Step::Received => {
+                    let token = inner.vault.unseal(&intake.token)?;
+                    if let Some(mint) = self.foreign_mint_of(&token) {
+                        let total = match self.price(&merchant, &order)? {
+                            Ok((_, priced)) => priced.total_sats,
+                            Err(why) => {
+                                let note = self.refusal_back(buyer, &order, &why, &token);
+                                return self.finish(key, intake, &merchant, buyer, &note).await;
+                            }
+                        };
+                        intake.step = match self.quote_foreign(&mint, &token, total).await? {
+                            Ok(step) => step,
+                            Err(refused) => {
+                                let note = self.refused(buyer, &order, refused, &token);
+                                return self.finish(key, intake, &merchant, buyer, &note).await;
+                            }
+                        };
+                        inner.ecash.insert(key, &intake)?;
+                        continue;
+                    }
                     // Asked first, so that a token spent before soko saw it is told apart
                     // for sure from one a swap of soko's spent (see `redeem`).
-                    let token = inner.vault.unseal(&intake.token)?;
                     if self.spent_at_mint(&token).await? {
                         let note = self.refusal(buyer, &order, "the token is already spent");
                         return self.finish(key, intake, &merchant, buyer, &note).await;
@@ -336,6 +386,43 @@ impl EscrowService {
                     intake.step = Step::Swapping;
                     inner.ecash.insert(key, &intake)?;
                     fresh = true;
+                }
+                Step::Melting {
+                    mint,
+                    mint_quote,
+                    melt_quote,
+                    amount,
+                    value,
+                } => {
+                    let melted = match self
+                        .melt_foreign(&intake, &mint, &melt_quote, amount, value)
+                        .await?
+                    {
+                        Ok(melted) => melted,
+                        Err(refused) => {
+                            let token = inner.vault.unseal(&intake.token)?;
+                            let note = self.refused(buyer, &order, refused, &token);
+                            return self.finish(key, intake, &merchant, buyer, &note).await;
+                        }
+                    };
+                    tracing::info!(
+                        mint = %melted.mint,
+                        value = melted.value.0,
+                        fees = melted.fees.0,
+                        change = melted.change.0,
+                        arrived = melted.arrived.0,
+                        "a token of another mint melted to pay soko's invoice"
+                    );
+                    intake.melted = Some(melted);
+                    intake.step = Step::Minting { mint_quote };
+                    inner.ecash.insert(key, &intake)?;
+                    // The crash test's point: melted there, not yet minted here.
+                    failpoint::crash("ecash-melted", inner.ecash.raw());
+                }
+                Step::Minting { mint_quote } => {
+                    let received = self.mint_foreign(key, &mut intake, &mint_quote).await?;
+                    intake.step = Step::Redeemed { received };
+                    inner.ecash.insert(key, &intake)?;
                 }
                 Step::Swapping => {
                     let token = inner.vault.unseal(&intake.token)?;
@@ -376,6 +463,21 @@ impl EscrowService {
                             reason.unwrap_or_default()
                         ),
                     };
+                    // Melted at another mint first: the fees said, its change handed back.
+                    let content = match (&intake.melted, number) {
+                        (Some(melted), None) => {
+                            let change = match &melted.change_token {
+                                Some(sealed) => format!(
+                                    " The {} sat of fee reserve it did not use come back as this token of that mint: {}",
+                                    melted.change,
+                                    inner.vault.unseal(sealed)?
+                                ),
+                                None => String::new(),
+                            };
+                            format!("{content} ({}).{change}", melted.told())
+                        }
+                        _ => content,
+                    };
                     let tags = match number {
                         Some(_) => shopstr::change_tags(&buyer.to_hex(), &order.id, &token),
                         None => {
@@ -400,6 +502,32 @@ impl EscrowService {
         }
     }
 
+    /// A refusal of the order after its token was recorded, the token handed back as it
+    /// came (nothing of it was spent).
+    fn refusal_back(&self, buyer: PublicKey, order: &Order, why: &str, token: &str) -> Note {
+        let mut note = self.refusal(buyer, order, why);
+        if let Note::Tagged { content, .. } = &mut note {
+            *content = format!(
+                "Order not accepted: {why}. Your payment was not taken; here it is back: {token}"
+            );
+        }
+        note
+    }
+
+    /// The refusal of a token of another mint.
+    fn refused(
+        &self,
+        buyer: PublicKey,
+        order: &Order,
+        refused: foreign::Refused,
+        token: &str,
+    ) -> Note {
+        match refused {
+            foreign::Refused::HandBack(why) => self.refusal_back(buyer, order, &why, token),
+            foreign::Refused::Spent => self.refusal(buyer, order, "the token is already spent"),
+        }
+    }
+
     /// A refusal of the order after its token was recorded.
     fn refusal(&self, buyer: PublicKey, order: &Order, why: &str) -> Note {
         Note::Tagged {
@@ -419,6 +547,16 @@ mod tests {
         let steps = [
             Step::Received,
             Step::Swapping,
+            Step::Melting {
+                mint: "https://mint.example".to_owned(),
+                mint_quote: "q1".to_owned(),
+                melt_quote: "q2".to_owned(),
+                amount: Sats(980),
+                value: Sats(1000),
+            },
+            Step::Minting {
+                mint_quote: "q1".to_owned(),
+            },
             Step::Redeemed {
                 received: Sats(700),
             },
