@@ -67,7 +67,7 @@ impl Melted {
     /// The sentence telling the buyer what the melt cost.
     pub(crate) fn told(&self) -> String {
         format!(
-            "your token of {} held {} sat; that mint's fees (input and Lightning) came to {} sat and {} sat reached soko's mint",
+            "your token of {} held {}; that mint's fees (input and Lightning) came to {} and {} reached soko's mint",
             self.mint, self.value, self.fees, self.arrived
         )
     }
@@ -137,7 +137,7 @@ impl EscrowService {
             .unwrap_or(Sats::ZERO);
         let short = |reserve: Sats, arrives: Sats| {
             Refused::HandBack(format!(
-                "short payment: the token holds {value} sat of {mint}; after that mint's fees (input {input_fee} sat, Lightning reserve {reserve} sat) {arrives} sat would reach soko's mint, and the order costs {total} sat"
+                "short payment: the token holds {value} of {mint}; after that mint's fees (input {input_fee}, Lightning reserve {reserve}) {arrives} would reach soko's mint, and the order costs {total}"
             ))
         };
         let Some(mut amount) = value.checked_sub(input_fee).filter(|a| *a >= total) else {
@@ -174,7 +174,7 @@ impl EscrowService {
             if needed <= value {
                 if fees > bound {
                     return Ok(Err(Refused::HandBack(format!(
-                        "the fees of {mint} for this token (input {input_fee} sat, Lightning reserve {reserve} sat) are more than soko lets a payment pay ({bound} sat)"
+                        "the fees of {mint} for this token (input {input_fee}, Lightning reserve {reserve}) are more than soko lets a payment pay ({bound})"
                     ))));
                 }
                 return Ok(Ok(Step::Melting {
@@ -250,7 +250,7 @@ impl EscrowService {
         let (melted, fees) = melt_outcome(wallet, melt_quote).await?;
         if Sats::from(melted) != amount {
             return Err(EscrowError::Books(format!(
-                "the melt at {mint} paid {melted} sat, not the {amount} sat quoted"
+                "the melt at {mint} paid {melted} sat, not the {amount} quoted"
             )));
         }
         let fees = Sats::from(fees);
@@ -259,7 +259,7 @@ impl EscrowService {
             .and_then(|rest| rest.checked_sub(fees))
             .ok_or_else(|| {
                 EscrowError::Books(format!(
-                    "the melt at {mint} took {fees} sat of fees beyond the token's {value} sat"
+                    "the melt at {mint} took {fees} of fees beyond the token's {value}"
                 ))
             })?;
         Ok(Ok(Melted {

@@ -170,7 +170,7 @@ fn precheck(
         .map_err(|e| format!("the token's amounts do not add up ({e})"))?;
     if value < total {
         return Err(format!(
-            "short payment: the token holds {value} sat and the order costs {total} sat"
+            "short payment: the token holds {value} and the order costs {total}"
         ));
     }
     Ok(value)
@@ -456,10 +456,10 @@ impl EscrowService {
                     };
                     let content = match (number, reason) {
                         (Some(number), _) => format!(
-                            "Order #{number}: you paid {back} sat more than its total; here they are back: {token}"
+                            "Order #{number}: you paid {back} more than its total; here they are back: {token}"
                         ),
                         (None, reason) => format!(
-                            "Order not accepted: {}. Your {back} sat come back as this token: {token}",
+                            "Order not accepted: {}. Your {back} come back as this token: {token}",
                             reason.unwrap_or_default()
                         ),
                     };
@@ -468,7 +468,7 @@ impl EscrowService {
                         (Some(melted), None) => {
                             let change = match &melted.change_token {
                                 Some(sealed) => format!(
-                                    " The {} sat of fee reserve it did not use come back as this token of that mint: {}",
+                                    " The {} of fee reserve it did not use come back as this token of that mint: {}",
                                     melted.change,
                                     inner.vault.unseal(sealed)?
                                 ),

@@ -38,7 +38,7 @@ fn melt_note(
             kind: 14,
             tags: shopstr::change_tags(&buyer.to_hex(), order_id, token),
             content: format!(
-                "Order #{number}: {told}. The {} sat of fee reserve it did not use come back as this token of that mint: {token}",
+                "Order #{number}: {told}. The {} of fee reserve it did not use come back as this token of that mint: {token}",
                 melted.change
             ),
         },
@@ -69,7 +69,7 @@ impl EscrowService {
             Ok((stall_id, priced)) if priced.total_sats <= received => (stall_id, priced),
             Ok((_, priced)) => {
                 let why = format!(
-                    "short payment: the token gave {received} sat after the mint's fee and the order costs {} sat",
+                    "short payment: the token gave {received} after the mint's fee and the order costs {}",
                     priced.total_sats
                 );
                 return self.set_returning(key, intake, None, received, Some(why));
