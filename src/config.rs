@@ -1322,18 +1322,21 @@ mod tests {
 
     #[test]
     fn foreign_mints_are_normalised_bounded_and_checked() {
-        let config = Config::parse(
+        let foreign = Config::parse(
             "[mint]\nforeign_allow = [\"https://Mint.Example.com/\", \"http://127.0.0.1:3339\"]\nforeign_max_fee_percent = 3",
         )
-        .expect("valid");
+        .map(|c| c.foreign_mints);
         assert_eq!(
-            config.foreign_mints.allow,
-            vec![
-                "https://mint.example.com".to_owned(),
-                "http://127.0.0.1:3339".to_owned()
-            ]
+            foreign,
+            Ok(ForeignMintsConfig {
+                allow: vec![
+                    "https://mint.example.com".to_owned(),
+                    "http://127.0.0.1:3339".to_owned()
+                ],
+                max_fee_percent: 3,
+                min_fee_sats: 10,
+            })
         );
-        assert_eq!(config.foreign_mints.max_fee_percent, 3);
         assert_eq!(
             keys("[mint]\nforeign_allow = [\"https://a.example\", \"https://A.example/\"]"),
             vec!["mint.foreign_allow[1]"]

@@ -109,7 +109,9 @@ fn listed(mint: &DevMint) -> String {
 
 /// The sats in a message's text just before `what` (e.g. "sat reached soko's mint").
 fn sats_before(text: &str, what: &str) -> u64 {
-    let at = text.find(what).unwrap_or_else(|| panic!("{what:?} in {text}"));
+    let at = text
+        .find(what)
+        .unwrap_or_else(|| panic!("{what:?} in {text}"));
     text[..at]
         .split_whitespace()
         .last()
@@ -247,7 +249,10 @@ async fn short_after_fees_unlisted_and_unreachable_mints_hand_the_token_back() {
     assert!(text.contains("cannot be reached"), "{text}");
     assert_eq!(token_in(text), stranded);
 
-    assert!(escrow.order(&shop.merchant, 1).unwrap().is_none(), "no order");
+    assert!(
+        escrow.order(&shop.merchant, 1).unwrap().is_none(),
+        "no order"
+    );
     assert_eq!(escrow.books().unwrap(), (Sats::ZERO, Sats::ZERO));
     assert!(issued_invoices(own.mint()).await.is_empty());
 

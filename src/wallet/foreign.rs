@@ -72,12 +72,12 @@ impl ForeignMints {
     ) -> Result<Self, WalletError> {
         let mut wallets = BTreeMap::new();
         for url in urls {
-            let parsed: MintUrl = url.parse().map_err(|e: cdk::mint_url::Error| {
-                WalletError::MintUrl {
-                    url: url.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
+            let parsed: MintUrl =
+                url.parse()
+                    .map_err(|e: cdk::mint_url::Error| WalletError::MintUrl {
+                        url: url.clone(),
+                        reason: e.to_string(),
+                    })?;
             let wallet = open_paced(
                 store,
                 &namespace(&parsed),
@@ -144,8 +144,12 @@ mod tests {
 
     #[test]
     fn each_mint_gets_its_own_valid_namespace() {
-        let a: MintUrl = "https://a.example".parse().unwrap_or_else(|_| unreachable!());
-        let b: MintUrl = "https://b.example".parse().unwrap_or_else(|_| unreachable!());
+        let a: MintUrl = "https://a.example"
+            .parse()
+            .unwrap_or_else(|_| unreachable!());
+        let b: MintUrl = "https://b.example"
+            .parse()
+            .unwrap_or_else(|_| unreachable!());
         assert_ne!(namespace(&a), namespace(&b));
         assert_eq!(namespace(&a).len(), "foreign:".len() + 32);
     }

@@ -62,4 +62,3 @@ pub fn token_in(text: &str) -> &str {
     let at = text.find("cashu").expect("a token in the text");
     text[at..].split_whitespace().next().expect("a token")
 }
-

@@ -98,10 +98,11 @@ impl EscrowService {
         let foreign = self
             .foreign()
             .ok_or_else(|| EscrowError::Books(format!("no wallet at {mint}")))?;
-        foreign
-            .wallet(mint)
-            .await?
-            .ok_or_else(|| EscrowError::Books(format!("{mint} is no longer in [mint] foreign_allow; the intake waits until it is again")))
+        foreign.wallet(mint).await?.ok_or_else(|| {
+            EscrowError::Books(format!(
+                "{mint} is no longer in [mint] foreign_allow; the intake waits until it is again"
+            ))
+        })
     }
 
     /// `Received` for a token of another mint: its quotes, or why it is not taken.
@@ -141,7 +142,10 @@ impl EscrowService {
             ))
         };
         let Some(mut amount) = value.checked_sub(input_fee).filter(|a| *a >= total) else {
-            return Ok(Err(short(Sats::ZERO, value.checked_sub(input_fee).unwrap_or(Sats::ZERO))));
+            return Ok(Err(short(
+                Sats::ZERO,
+                value.checked_sub(input_fee).unwrap_or(Sats::ZERO),
+            )));
         };
         for _ in 0..QUOTE_TRIES {
             let invoice = self
@@ -283,7 +287,9 @@ impl EscrowService {
     ) -> Result<Sats, EscrowError> {
         let inner = &self.inner;
         let Some(melted) = intake.melted.clone() else {
-            return Err(EscrowError::Books("a melted intake without its melt".to_owned()));
+            return Err(EscrowError::Books(
+                "a melted intake without its melt".to_owned(),
+            ));
         };
         if melted.change > Sats::ZERO && melted.change_token.is_none() {
             let mint_url =

@@ -126,7 +126,13 @@ impl EscrowService {
                     Some(sealed) => Some(inner.vault.unseal(sealed)?),
                     None => None,
                 };
-                Some(melt_note(&buyer, number, &order.id, melted, change.as_deref()))
+                Some(melt_note(
+                    &buyer,
+                    number,
+                    &order.id,
+                    melted,
+                    change.as_deref(),
+                ))
             }
             None => None,
         };
