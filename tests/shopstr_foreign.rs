@@ -357,3 +357,42 @@ async fn a_crash_between_the_melt_and_the_mint_loses_nothing() {
 async fn a_crash_between_the_quotes_and_the_melt_loses_nothing() {
     a_crash_while_melting_at("ecash-quoted").await;
 }
+
+/// A token recorded while its mint was on the list, and the mint dropped from the list before
+/// soko used it (a crash, a new config, a restart): it goes back untouched, nothing melted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_of_a_mint_dropped_from_the_list_before_use_goes_back() {
+    let (own, _own_dir) = external_dev_mint(NEVER).await;
+    let (other, _other_dir) = external_dev_mint(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut soko = Binary::in_dir_with_mint_keys(
+        dir.path(),
+        own.url(),
+        &format!("foreign_allow = [\"{}\"]", listed(&other)),
+    );
+    let config = soko.config();
+    soko.start().await;
+    let merchant = Mangoes::stock(5).open(&config).await.merchant;
+    let token = token_from(other.url(), 700).await;
+    soko.kill();
+    soko.start_failing_at("ecash-recorded").await;
+    let keys = Keys::generate();
+    let buyer = User::with_keys(keys.clone(), &[soko.relay()]).await;
+    shopstr_pays(&buyer, merchant, "dropped", 1, &token).await;
+    soko.crashed().await;
+    buyer.client.shutdown().await;
+    drop(soko);
+
+    let mut soko = Binary::in_dir(dir.path(), own.url());
+    soko.start().await;
+    let mut buyer = User::with_keys(keys, &[soko.relay()]).await;
+    let dm = buyer.next_dm(REPLY_TIMEOUT).await.expect("refused");
+    let (status, text) = order_info(&dm, "dropped");
+    assert_eq!(status, Some("canceled"), "{text}");
+    assert!(text.contains("a mint soko does not take"), "{text}");
+    assert_eq!(token_in(text), token, "the buyer's own token");
+    assert!(paid_melts(other.mint()).await.is_empty(), "nothing melted");
+    soko.kill();
+    other.shutdown().await;
+    own.shutdown().await;
+}

@@ -359,6 +359,20 @@ impl EscrowService {
             match intake.step.clone() {
                 Step::Received => {
                     let token = inner.vault.unseal(&intake.token)?;
+                    // Another mint taken when the token came and dropped from `[mint]
+                    // foreign_allow` since: nothing was done with it, so it goes back.
+                    if let Some(mint) = Token::from_str(&token)
+                        .ok()
+                        .and_then(|t| t.mint_url().ok())
+                        .filter(|m| {
+                            m != &inner.wallet.mint_url && self.foreign_mint_of(&token).is_none()
+                        })
+                    {
+                        let why =
+                            format!("the token is ecash of {mint}, a mint soko does not take");
+                        let note = self.refusal_back(buyer, &order, &why, &token);
+                        return self.finish(key, intake, &merchant, buyer, &note).await;
+                    }
                     if let Some(mint) = self.foreign_mint_of(&token) {
                         let total = match self.price(&merchant, &order)? {
                             Ok((_, priced)) => priced.total_sats,
