@@ -88,6 +88,35 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// `[exchange]`: the P2P exchange's windows, bonds and fees.
     pub exchange: ExchangeConfig,
+    /// `[mint] foreign_allow`, `foreign_max_fee_percent`, `foreign_min_fee_sats`: other mints
+    /// whose ecash a pay-first order may bring (melted to pay an invoice of soko's mint).
+    pub foreign_mints: ForeignMintsConfig,
+}
+
+/// Most mints `[mint] foreign_allow` may name: soko keeps one wallet per mint.
+pub const MAX_FOREIGN_MINTS: usize = 16;
+
+/// `[mint] foreign_allow` and its fee bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignMintsConfig {
+    /// The mints taken, normalised as cdk writes a mint URL (lower-case host, no trailing
+    /// slash), so a token's mint compares equal. Empty: only soko's own mint's ecash.
+    pub allow: Vec<String>,
+    /// Most fees (the other mint's input fee and Lightning fee reserve together) soko lets a
+    /// buyer's token pay, as a percent of the token's value…
+    pub max_fee_percent: u8,
+    /// …but never less than this many sats (a small token's fee reserve is a few sats).
+    pub min_fee_sats: u64,
+}
+
+impl Default for ForeignMintsConfig {
+    fn default() -> Self {
+        Self {
+            allow: Vec::new(),
+            max_fee_percent: 2,
+            min_fee_sats: 10,
+        }
+    }
 }
 
 /// `[mint] auth`, `bat_max_mint`, `dev_issuer_port`.
@@ -478,6 +507,7 @@ impl Default for Config {
             dev_mint_auth: None,
             limits: LimitsConfig::default(),
             metrics: MetricsConfig::default(),
+            foreign_mints: ForeignMintsConfig::default(),
         }
     }
 }
@@ -564,6 +594,7 @@ impl Config {
         let relays = relays(&mut check, &root);
         let (mint, dev_mint_public) = mint(&mut check, &root, &defaults.mint);
         let dev_mint_auth = mint_auth(&mut check, &root, &mint);
+        let foreign_mints = foreign_mints(&mut check, &root);
         let storage = storage(&mut check, &root, &defaults.storage);
         let log = log(&mut check, &root, &defaults.log);
         let market = market(&mut check, &root, &defaults.market);
@@ -594,6 +625,7 @@ impl Config {
                 limits,
                 metrics,
                 exchange,
+                foreign_mints,
             };
             match config.dev_mint_refusal() {
                 Some(why) => Err(vec![ConfigProblem {
@@ -693,6 +725,9 @@ fn mint(check: &mut Checker, root: &Table, default: &MintConfig) -> (MintConfig,
             "auth",
             "bat_max_mint",
             "dev_issuer_port",
+            "foreign_allow",
+            "foreign_max_fee_percent",
+            "foreign_min_fee_sats",
         ],
     );
     let dev_mint_public: bool = check.field(mint, "mint", "dev_public", false);
@@ -733,6 +768,50 @@ fn mint(check: &mut Checker, root: &Table, default: &MintConfig) -> (MintConfig,
         (_, None) => MintConfig::EmbeddedDev { port: dev_port },
     };
     (mint, dev_mint_public)
+}
+
+/// `[mint] foreign_allow`, `foreign_max_fee_percent`, `foreign_min_fee_sats`.
+fn foreign_mints(check: &mut Checker, root: &Table) -> ForeignMintsConfig {
+    let d = ForeignMintsConfig::default();
+    let table = root.get("mint").and_then(Value::as_table);
+    let urls: Vec<String> = check.field(table, "mint", "foreign_allow", Vec::new());
+    if urls.len() > MAX_FOREIGN_MINTS {
+        check.problem(
+            "mint.foreign_allow",
+            format!(
+                "{} mints; at most {MAX_FOREIGN_MINTS} (soko keeps a wallet for each)",
+                urls.len()
+            ),
+        );
+    }
+    let mut allow: Vec<String> = Vec::new();
+    for (i, url) in urls.iter().enumerate() {
+        let key = format!("mint.foreign_allow[{i}]");
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            check.problem(&key, format!("{url:?} is not an http(s) URL"));
+            continue;
+        }
+        match url.parse::<cdk::mint_url::MintUrl>() {
+            Ok(parsed) if allow.contains(&parsed.to_string()) => {
+                check.problem(&key, format!("{url:?} is listed twice"));
+            }
+            Ok(parsed) => allow.push(parsed.to_string()),
+            Err(e) => check.problem(&key, format!("{url:?}: {e}")),
+        }
+    }
+    let max_fee_percent: u8 =
+        check.field(table, "mint", "foreign_max_fee_percent", d.max_fee_percent);
+    if max_fee_percent > 50 {
+        check.problem(
+            "mint.foreign_max_fee_percent",
+            format!("{max_fee_percent} is more than 50 (percent of the buyer's token)"),
+        );
+    }
+    ForeignMintsConfig {
+        allow,
+        max_fee_percent: max_fee_percent.min(50),
+        min_fee_sats: check.field(table, "mint", "foreign_min_fee_sats", d.min_fee_sats),
+    }
 }
 
 /// `[mint] auth`, `bat_max_mint`, `dev_issuer_port`: blind auth on the embedded dev mint.
@@ -1239,6 +1318,44 @@ mod tests {
     #[test]
     fn empty_file_is_the_default() {
         assert_eq!(Config::parse(""), Ok(Config::default()));
+    }
+
+    #[test]
+    fn foreign_mints_are_normalised_bounded_and_checked() {
+        let foreign = Config::parse(
+            "[mint]\nforeign_allow = [\"https://Mint.Example.com/\", \"http://127.0.0.1:3339\"]\nforeign_max_fee_percent = 3",
+        )
+        .map(|c| c.foreign_mints);
+        assert_eq!(
+            foreign,
+            Ok(ForeignMintsConfig {
+                allow: vec![
+                    "https://mint.example.com".to_owned(),
+                    "http://127.0.0.1:3339".to_owned()
+                ],
+                max_fee_percent: 3,
+                min_fee_sats: 10,
+            })
+        );
+        assert_eq!(
+            keys("[mint]\nforeign_allow = [\"https://a.example\", \"https://A.example/\"]"),
+            vec!["mint.foreign_allow[1]"]
+        );
+        assert_eq!(
+            keys("[mint]\nforeign_allow = [\"ftp://a.example\"]"),
+            vec!["mint.foreign_allow[0]"]
+        );
+        assert_eq!(
+            keys("[mint]\nforeign_max_fee_percent = 60"),
+            vec!["mint.foreign_max_fee_percent"]
+        );
+        let many: Vec<String> = (0..=MAX_FOREIGN_MINTS)
+            .map(|i| format!("\"https://m{i}.example\""))
+            .collect();
+        assert_eq!(
+            keys(&format!("[mint]\nforeign_allow = [{}]", many.join(", "))),
+            vec!["mint.foreign_allow"]
+        );
     }
 
     #[test]

@@ -422,6 +422,15 @@ impl Daemon {
             rules,
             Arc::new(notices),
         )?;
+        escrow.take_foreign_mints(wallet::foreign::ForeignMints::open(
+            &store,
+            &seed,
+            &config.foreign_mints.allow,
+            wallet::foreign::FeeBound {
+                percent: config.foreign_mints.max_fee_percent,
+                floor: crate::money::Sats(config.foreign_mints.min_fee_sats),
+            },
+        )?);
         let desk = agents.desk(merchants.clone(), publisher.clone(), rates);
         let verifier: Option<Arc<dyn BatVerifier>> = match &dev_mint {
             Some(mint) => Some(Arc::new(InProcessMint::new(

@@ -13,6 +13,10 @@
 //!   the reply has not been sent;
 //! - `ecash-recorded`: an order paid with a Cashu token (Shopstr's checkout) and the token's
 //!   proofs are recorded, and the token has not been redeemed;
+//! - `ecash-quoted`: a token of another mint (`[mint] foreign_allow`) is quoted (soko's
+//!   invoice and that mint's melt quote recorded), and not yet melted;
+//! - `ecash-melted`: that token is melted at its mint to pay soko's invoice, the melt's fees
+//!   and change recorded, and soko's wallet has not minted the invoice;
 //! - `ecash-redeemed`: that token is redeemed into the escrow wallet, and the order is not
 //!   yet recorded;
 //! - `ecash-ordered`: that order is recorded paid (its code and status DMs queued, not

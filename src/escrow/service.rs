@@ -159,6 +159,9 @@ pub(super) struct Inner {
     pub(super) ecash_proofs: Typed<Vec<u8>>,
     /// One ecash intake moves at a time (the inbox and the timer's resume may meet).
     pub(super) ecash_lock: Mutex<()>,
+    /// Wallets at the other mints whose ecash a pay-first order may bring (set once, at
+    /// start: [`EscrowService::take_foreign_mints`]).
+    pub(super) foreign: std::sync::OnceLock<crate::wallet::foreign::ForeignMints>,
     pub(super) wallet: Wallet,
     pub(super) merchants: Merchants,
     pub(super) publisher: Publisher,
@@ -216,6 +219,7 @@ impl EscrowService {
                 ecash: store.tree("escrow/ecash")?,
                 ecash_proofs: store.tree("escrow/ecash_proofs")?,
                 ecash_lock: Mutex::new(()),
+                foreign: std::sync::OnceLock::new(),
                 wallet,
                 merchants,
                 outbox: publisher.outbox().clone(),
@@ -242,6 +246,14 @@ impl EscrowService {
                 metrics: rules.metrics,
             }),
         })
+    }
+
+    /// Takes ecash of these other mints too (`[mint] foreign_allow`); only the first call
+    /// counts.
+    pub fn take_foreign_mints(&self, mints: crate::wallet::foreign::ForeignMints) {
+        if self.inner.foreign.set(mints).is_err() {
+            tracing::warn!("the other mints were already set; kept the first");
+        }
     }
 
     /// The time its windows are kept on (the menus keep the same).

@@ -1,6 +1,7 @@
 //! soko's ecash: cdk wallets whose storage is sled, one namespace per wallet (the escrow's,
 //! and one per private session), so all state lives in one database.
 
+pub mod foreign;
 pub mod nut17;
 mod p2pk;
 mod sled_db;

@@ -21,8 +21,31 @@ impl Binary {
     /// A config in `dir` for soko on relay port `relay_port` with its data in `data_dir`, using
     /// the mint at `mint_url`; `extra` is appended to the TOML.
     pub fn new(dir: &Path, relay_port: u16, data_dir: &Path, mint_url: &str, extra: &str) -> Self {
+        Self::with_mint_keys(dir, relay_port, data_dir, mint_url, "", extra)
+    }
+
+    /// Same as [`Binary::in_dir`], with `mint_keys` (TOML lines) added under `[mint]`.
+    pub fn in_dir_with_mint_keys(dir: &Path, mint_url: &str, mint_keys: &str) -> Self {
+        Self::with_mint_keys(
+            dir,
+            super::free_port(),
+            &dir.join("data"),
+            mint_url,
+            mint_keys,
+            "",
+        )
+    }
+
+    fn with_mint_keys(
+        dir: &Path,
+        relay_port: u16,
+        data_dir: &Path,
+        mint_url: &str,
+        mint_keys: &str,
+        extra: &str,
+    ) -> Self {
         let toml = format!(
-            "[relay]\nport = {relay_port}\n[mint]\nurl = \"{mint_url}\"\n[storage]\ndata_dir = \"{}\"\n[log]\nlevel = \"info,soko=debug\"\n{extra}",
+            "[relay]\nport = {relay_port}\n[mint]\nurl = \"{mint_url}\"\n{mint_keys}\n[storage]\ndata_dir = \"{}\"\n[log]\nlevel = \"info,soko=debug\"\n{extra}",
             data_dir.display()
         );
         let config_file = dir.join("soko.toml");

@@ -19,6 +19,7 @@ pub mod exchange;
 pub mod gateway;
 pub mod sessions;
 pub mod shop;
+pub mod shopstr;
 
 // Not every test binary uses every fixture.
 #[allow(unused_imports)]

@@ -23,8 +23,11 @@
 //! A crash anywhere leaves an intake short of `Done`: the next pass of the payment watch
 //! (or the same message handled again) carries it on from its step, once.
 
+mod foreign;
 mod paid;
 mod redeem;
+
+pub(crate) use foreign::Melted;
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
@@ -59,6 +62,9 @@ pub(crate) struct Intake {
     /// The token's proofs (`Y`, hex), claimed for this intake: released with it.
     #[serde(default)]
     ys: Vec<String>,
+    /// For a token of another mint, once melted: what it cost and brought.
+    #[serde(default)]
+    melted: Option<Melted>,
 }
 
 /// How long a finished intake is kept: a copy of its message redelivered meanwhile is
@@ -75,6 +81,26 @@ enum Step {
     /// Checked unspent at the mint and handed to it to swap; the swap may have gone through
     /// (a crash can stop it anywhere in there: the wallet's recovery at start finishes it).
     Swapping,
+    /// A token of another mint: soko's mint's invoice and the other mint's melt quote paying
+    /// it recorded; the melt may have gone through (see `foreign`).
+    Melting {
+        /// The other mint.
+        mint: String,
+        /// The invoice of soko's mint (the escrow wallet's mint quote).
+        mint_quote: String,
+        /// The other mint's melt quote paying it.
+        melt_quote: String,
+        /// The invoice's amount: what reaches soko's mint.
+        amount: Sats,
+        /// The token's value.
+        value: Sats,
+    },
+    /// Melted (the intake's `melted` says for what); the change goes back and the invoice
+    /// of soko's mint is minted.
+    Minting {
+        /// The invoice of soko's mint.
+        mint_quote: String,
+    },
     /// Redeemed into the escrow wallet: `received` sats.
     Redeemed {
         /// What the swap gave the wallet (the token's value less the mint's input fee).
@@ -121,14 +147,19 @@ fn proof_ys(token: &Token) -> Result<BTreeSet<[u8; 33]>, String> {
 }
 
 /// Why a token is not taken before anything is done with it (the buyer keeps it).
-fn precheck(token: &Token, own_mint: &cdk::mint_url::MintUrl, total: Sats) -> Result<Sats, String> {
+fn precheck(
+    token: &Token,
+    own_mint: &cdk::mint_url::MintUrl,
+    foreign: Option<&crate::wallet::foreign::ForeignMints>,
+    total: Sats,
+) -> Result<Sats, String> {
     if token.unit().is_some_and(|unit| unit != CurrencyUnit::Sat) {
         return Err("the token is not in sat; soko's escrow takes sat ecash only".to_owned());
     }
     let mint = token
         .mint_url()
         .map_err(|_| "the token holds ecash of several mints; send one mint's".to_owned())?;
-    if &mint != own_mint {
+    if &mint != own_mint && !foreign.is_some_and(|f| f.allows(&mint)) {
         return Err(format!(
             "the token is ecash of {mint}, a mint soko does not take; pay with ecash of {own_mint}"
         ));
@@ -139,7 +170,7 @@ fn precheck(token: &Token, own_mint: &cdk::mint_url::MintUrl, total: Sats) -> Re
         .map_err(|e| format!("the token's amounts do not add up ({e})"))?;
     if value < total {
         return Err(format!(
-            "short payment: the token holds {value} sat and the order costs {total} sat"
+            "short payment: the token holds {value} and the order costs {total}"
         ));
     }
     Ok(value)
@@ -199,7 +230,7 @@ impl EscrowService {
                     return self.answer(&merchant, buyer, scheme, &note).await;
                 }
             };
-            if let Err(why) = precheck(&parsed, &inner.wallet.mint_url, total) {
+            if let Err(why) = precheck(&parsed, &inner.wallet.mint_url, self.foreign(), total) {
                 let note = refuse(why, Some(token));
                 return self.answer(&merchant, buyer, scheme, &note).await;
             }
@@ -217,6 +248,7 @@ impl EscrowService {
                 at: inner.clock.now(),
                 step: Step::Received,
                 ys: ys.iter().map(cdk::util::hex::encode).collect(),
+                melted: None,
             };
             if !self.claim_proofs(&key, &intake, &ys)? {
                 let note = refuse("this token already paid for another order".to_owned(), None);
@@ -326,9 +358,43 @@ impl EscrowService {
             };
             match intake.step.clone() {
                 Step::Received => {
+                    let token = inner.vault.unseal(&intake.token)?;
+                    // Another mint taken when the token came and dropped from `[mint]
+                    // foreign_allow` since: nothing was done with it, so it goes back.
+                    if let Some(mint) = Token::from_str(&token)
+                        .ok()
+                        .and_then(|t| t.mint_url().ok())
+                        .filter(|m| {
+                            m != &inner.wallet.mint_url && self.foreign_mint_of(&token).is_none()
+                        })
+                    {
+                        let why =
+                            format!("the token is ecash of {mint}, a mint soko does not take");
+                        let note = self.refusal_back(buyer, &order, &why, &token);
+                        return self.finish(key, intake, &merchant, buyer, &note).await;
+                    }
+                    if let Some(mint) = self.foreign_mint_of(&token) {
+                        let total = match self.price(&merchant, &order)? {
+                            Ok((_, priced)) => priced.total_sats,
+                            Err(why) => {
+                                let note = self.refusal_back(buyer, &order, &why, &token);
+                                return self.finish(key, intake, &merchant, buyer, &note).await;
+                            }
+                        };
+                        intake.step = match self.quote_foreign(&mint, &token, total).await? {
+                            Ok(step) => step,
+                            Err(refused) => {
+                                let note = self.refused(buyer, &order, refused, &token);
+                                return self.finish(key, intake, &merchant, buyer, &note).await;
+                            }
+                        };
+                        inner.ecash.insert(key, &intake)?;
+                        // The crash test's point: quoted, the melt not yet asked for.
+                        failpoint::crash("ecash-quoted", inner.ecash.raw());
+                        continue;
+                    }
                     // Asked first, so that a token spent before soko saw it is told apart
                     // for sure from one a swap of soko's spent (see `redeem`).
-                    let token = inner.vault.unseal(&intake.token)?;
                     if self.spent_at_mint(&token).await? {
                         let note = self.refusal(buyer, &order, "the token is already spent");
                         return self.finish(key, intake, &merchant, buyer, &note).await;
@@ -336,6 +402,43 @@ impl EscrowService {
                     intake.step = Step::Swapping;
                     inner.ecash.insert(key, &intake)?;
                     fresh = true;
+                }
+                Step::Melting {
+                    mint,
+                    mint_quote,
+                    melt_quote,
+                    amount,
+                    value,
+                } => {
+                    let melted = match self
+                        .melt_foreign(&intake, &mint, &melt_quote, amount, value)
+                        .await?
+                    {
+                        Ok(melted) => melted,
+                        Err(refused) => {
+                            let token = inner.vault.unseal(&intake.token)?;
+                            let note = self.refused(buyer, &order, refused, &token);
+                            return self.finish(key, intake, &merchant, buyer, &note).await;
+                        }
+                    };
+                    tracing::info!(
+                        mint = %melted.mint,
+                        value = melted.value.0,
+                        fees = melted.fees.0,
+                        change = melted.change.0,
+                        arrived = melted.arrived.0,
+                        "a token of another mint melted to pay soko's invoice"
+                    );
+                    intake.melted = Some(melted);
+                    intake.step = Step::Minting { mint_quote };
+                    inner.ecash.insert(key, &intake)?;
+                    // The crash test's point: melted there, not yet minted here.
+                    failpoint::crash("ecash-melted", inner.ecash.raw());
+                }
+                Step::Minting { mint_quote } => {
+                    let received = self.mint_foreign(key, &mut intake, &mint_quote).await?;
+                    intake.step = Step::Redeemed { received };
+                    inner.ecash.insert(key, &intake)?;
                 }
                 Step::Swapping => {
                     let token = inner.vault.unseal(&intake.token)?;
@@ -369,12 +472,27 @@ impl EscrowService {
                     };
                     let content = match (number, reason) {
                         (Some(number), _) => format!(
-                            "Order #{number}: you paid {back} sat more than its total; here they are back: {token}"
+                            "Order #{number}: you paid {back} more than its total; here they are back: {token}"
                         ),
                         (None, reason) => format!(
-                            "Order not accepted: {}. Your {back} sat come back as this token: {token}",
+                            "Order not accepted: {}. Your {back} come back as this token: {token}",
                             reason.unwrap_or_default()
                         ),
+                    };
+                    // Melted at another mint first: the fees said, its change handed back.
+                    let content = match (&intake.melted, number) {
+                        (Some(melted), None) => {
+                            let change = match &melted.change_token {
+                                Some(sealed) => format!(
+                                    " The {} of fee reserve it did not use come back as this token of that mint: {}",
+                                    melted.change,
+                                    inner.vault.unseal(sealed)?
+                                ),
+                                None => String::new(),
+                            };
+                            format!("{content} ({}).{change}", melted.told())
+                        }
+                        _ => content,
                     };
                     let tags = match number {
                         Some(_) => shopstr::change_tags(&buyer.to_hex(), &order.id, &token),
@@ -400,6 +518,32 @@ impl EscrowService {
         }
     }
 
+    /// A refusal of the order after its token was recorded, the token handed back as it
+    /// came (nothing of it was spent).
+    fn refusal_back(&self, buyer: PublicKey, order: &Order, why: &str, token: &str) -> Note {
+        let mut note = self.refusal(buyer, order, why);
+        if let Note::Tagged { content, .. } = &mut note {
+            *content = format!(
+                "Order not accepted: {why}. Your payment was not taken; here it is back: {token}"
+            );
+        }
+        note
+    }
+
+    /// The refusal of a token of another mint.
+    fn refused(
+        &self,
+        buyer: PublicKey,
+        order: &Order,
+        refused: foreign::Refused,
+        token: &str,
+    ) -> Note {
+        match refused {
+            foreign::Refused::HandBack(why) => self.refusal_back(buyer, order, &why, token),
+            foreign::Refused::Spent => self.refusal(buyer, order, "the token is already spent"),
+        }
+    }
+
     /// A refusal of the order after its token was recorded.
     fn refusal(&self, buyer: PublicKey, order: &Order, why: &str) -> Note {
         Note::Tagged {
@@ -419,6 +563,16 @@ mod tests {
         let steps = [
             Step::Received,
             Step::Swapping,
+            Step::Melting {
+                mint: "https://mint.example".to_owned(),
+                mint_quote: "q1".to_owned(),
+                melt_quote: "q2".to_owned(),
+                amount: Sats(980),
+                value: Sats(1000),
+            },
+            Step::Minting {
+                mint_quote: "q1".to_owned(),
+            },
             Step::Redeemed {
                 received: Sats(700),
             },

@@ -19,7 +19,36 @@ use crate::market::Merchants;
 use crate::money::Sats;
 use crate::outbound::{Note, Scheme};
 use crate::proto::nip15::Order;
+use crate::proto::shopstr;
 use crate::store::StoreError;
+
+use super::Melted;
+
+/// The buyer told what a token of another mint cost, with its unused fee reserve back.
+fn melt_note(
+    buyer: &PublicKey,
+    number: u64,
+    order_id: &str,
+    melted: &Melted,
+    change: Option<&str>,
+) -> Note {
+    let told = melted.told();
+    match change {
+        Some(token) => Note::Tagged {
+            kind: 14,
+            tags: shopstr::change_tags(&buyer.to_hex(), order_id, token),
+            content: format!(
+                "Order #{number}: {told}. The {} of fee reserve it did not use come back as this token of that mint: {token}",
+                melted.change
+            ),
+        },
+        None => Note::Tagged {
+            kind: 14,
+            tags: shopstr::info_tags(&buyer.to_hex(), order_id, None),
+            content: format!("Order #{number}: {told}."),
+        },
+    }
+}
 
 impl EscrowService {
     /// Under the escrow lock: the order priced again against the stock now, then recorded
@@ -40,7 +69,7 @@ impl EscrowService {
             Ok((stall_id, priced)) if priced.total_sats <= received => (stall_id, priced),
             Ok((_, priced)) => {
                 let why = format!(
-                    "short payment: the token gave {received} sat after the mint's fee and the order costs {} sat",
+                    "short payment: the token gave {received} after the mint's fee and the order costs {}",
                     priced.total_sats
                 );
                 return self.set_returning(key, intake, None, received, Some(why));
@@ -89,9 +118,30 @@ impl EscrowService {
                 operation: None,
             }
         };
+        // A token of another mint: its fees told with the order, and the fee reserve that
+        // mint did not use handed back with them.
+        let melt_note = match &intake.melted {
+            Some(melted) => {
+                let change = match &melted.change_token {
+                    Some(sealed) => Some(inner.vault.unseal(sealed)?),
+                    None => None,
+                };
+                Some(melt_note(
+                    &buyer,
+                    number,
+                    &order.id,
+                    melted,
+                    change.as_deref(),
+                ))
+            }
+            None => None,
+        };
         if intake.step == Step::Done {
             intake.token.clear();
             intake.order.clear();
+            if let Some(melted) = intake.melted.as_mut() {
+                melted.change_token = None;
+            }
         }
         let mut dms = vec![
             self.seal_to_buyer(
@@ -103,6 +153,14 @@ impl EscrowService {
             self.seal_to_buyer(merchant, &paid, code_note(&paid, &code))
                 .await?,
         ];
+        if let Some(note) = &melt_note {
+            dms.push(
+                inner
+                    .publisher
+                    .seal_note(merchant, buyer, intake.scheme, note)
+                    .await?,
+            );
+        }
         dms.extend(
             inner
                 .listener
@@ -219,6 +277,9 @@ impl EscrowService {
         intake.step = Step::Done;
         intake.token.clear();
         intake.order.clear();
+        if let Some(melted) = intake.melted.as_mut() {
+            melted.change_token = None;
+        }
         let encoded = inner.ecash.encode(&intake)?;
         let staged = inner.outbox.stage(&dm)?;
         (inner.ecash.raw(), inner.outbox.raw())
