@@ -3,6 +3,8 @@
 //! relay across a restart, and copies of one DM arriving at once on many connections and
 //! relays are answered once.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::{HashMap, HashSet};
