@@ -398,7 +398,10 @@ impl Daemon {
         let rates = rules.rates.clone();
 
         let client = Bot::connect(&keyring, &relays).await?;
-        let outbox = Outbox::open(&store, client)?;
+        let mut outbox = Outbox::open(&store, client)?;
+        if let Some(relay) = &relay {
+            outbox = outbox.with_local(relay.local_publisher());
+        }
         let publisher = Publisher::new(keyring.clone(), outbox.clone());
         let agents = Agents::open(
             &store,

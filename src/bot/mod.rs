@@ -332,7 +332,7 @@ async fn run(
                 let handler = handler.clone();
                 tasks.spawn(async move {
                     let _permit = permit;
-                    match handler.handle(&event).await {
+                    match handler.handle_from_pool(&event).await {
                         Ok(outcome) => tracing::debug!(event_id = %event.id, ?outcome, "handled"),
                         Err(e) => tracing::error!(event_id = %event.id, error = %e, "handling failed; will retry on redelivery"),
                     }

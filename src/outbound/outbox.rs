@@ -11,6 +11,7 @@ use std::time::Duration;
 use nostr_sdk::{Client, Event, JsonUtil};
 use serde::{Deserialize, Serialize};
 
+use crate::relay::LocalPublisher;
 use crate::store::{trees, Store, StoreError, Typed};
 use crate::util::unix_now;
 
@@ -86,6 +87,19 @@ pub struct Outbox {
     pending: Typed<Pending>,
     store: Store,
     client: Client,
+    /// The embedded relay, published to in-process instead of through `client`.
+    local: Option<LocalPublisher>,
+}
+
+/// What the relays said to one send.
+#[derive(Debug, Default)]
+struct Sent {
+    /// Some relay took it (or already had it).
+    accepted: bool,
+    /// (relay, reason) for every relay that refused it.
+    refused: Vec<(String, String)>,
+    /// Why it could not be sent at all, to the relays the client holds.
+    error: Option<String>,
 }
 
 impl Outbox {
@@ -95,7 +109,15 @@ impl Outbox {
             pending: store.tree(trees::OUTBOX)?,
             store: store.clone(),
             client,
+            local: None,
         })
+    }
+
+    /// The same outbox, publishing to soko's embedded relay in-process (see
+    /// [`LocalPublisher`]) and through the client only to the other relays.
+    pub fn with_local(mut self, local: LocalPublisher) -> Self {
+        self.local = Some(local);
+        self
     }
 
     /// The relay client it sends through.
@@ -150,39 +172,90 @@ impl Outbox {
             return Ok(());
         }
         self.store.sync().await?;
-        match self.client.send_event(event).await {
+        let sent = self.publish(event).await;
+        if sent.accepted {
+            self.pending.remove(event.id.as_bytes())?;
+        } else if sent.error.is_none()
+            && !sent.refused.is_empty()
+            && sent.refused.iter().all(|(_, why)| refused_for_good(why))
+        {
+            let reasons: Vec<String> = sent
+                .refused
+                .iter()
+                .map(|(relay, why)| format!("{relay}: {why}"))
+                .collect();
+            tracing::error!(event_id = %event.id, kind = %event.kind, ?reasons, "every relay refused the event for good; dropped");
+            self.pending.remove(event.id.as_bytes())?;
+        } else {
+            let reasons: Vec<String> = sent
+                .refused
+                .iter()
+                .map(|(relay, why)| format!("{relay}: {why}"))
+                .chain(sent.error)
+                .collect();
+            tracing::warn!(event_id = %event.id, ?reasons, "no relay accepted the event; kept in the outbox");
+            self.count_failure(event)?;
+        }
+        Ok(())
+    }
+
+    /// Sends `event` to the embedded relay in-process, if there is one, and through the
+    /// client to every other relay, at once.
+    async fn publish(&self, event: &Event) -> Sent {
+        let Some(local) = &self.local else {
+            return self.send_through_client(event, None).await;
+        };
+        let others: Vec<_> = self
+            .client
+            .relays()
+            .await
+            .into_keys()
+            .filter(|url| url != local.url())
+            .collect();
+        let (here, mut sent) = tokio::join!(local.publish(event), async {
+            if others.is_empty() {
+                Sent::default()
+            } else {
+                self.send_through_client(event, Some(others)).await
+            }
+        });
+        match here {
+            Ok(()) => sent.accepted = true,
+            Err(why) => sent.refused.push((local.url().to_string(), why)),
+        }
+        sent
+    }
+
+    /// Sends `event` through the client, to `to` or else to all its relays.
+    async fn send_through_client(
+        &self,
+        event: &Event,
+        to: Option<Vec<nostr_sdk::RelayUrl>>,
+    ) -> Sent {
+        let output = match to {
+            Some(urls) => self.client.send_event_to(urls, event).await,
+            None => self.client.send_event(event).await,
+        };
+        match output {
             // A relay that already has the event counts as one that took it.
-            Ok(output)
-                if !output.success.is_empty()
+            Ok(output) => Sent {
+                accepted: !output.success.is_empty()
                     || output
                         .failed
                         .values()
-                        .any(|why| why.starts_with("duplicate:")) =>
-            {
-                self.pending.remove(event.id.as_bytes())?;
-            }
-            Ok(output) => {
-                let reasons: Vec<String> = output
+                        .any(|why| why.starts_with("duplicate:")),
+                refused: output
                     .failed
-                    .iter()
-                    .map(|(relay, why)| format!("{relay}: {why}"))
-                    .collect();
-                if !output.failed.is_empty()
-                    && output.failed.values().all(|why| refused_for_good(why))
-                {
-                    tracing::error!(event_id = %event.id, kind = %event.kind, ?reasons, "every relay refused the event for good; dropped");
-                    self.pending.remove(event.id.as_bytes())?;
-                } else {
-                    tracing::warn!(event_id = %event.id, ?reasons, "no relay accepted the event; kept in the outbox");
-                    self.count_failure(event)?;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(event_id = %event.id, error = %e, "sending failed; kept in the outbox");
-                self.count_failure(event)?;
-            }
+                    .into_iter()
+                    .map(|(relay, why)| (relay.to_string(), why))
+                    .collect(),
+                error: None,
+            },
+            Err(e) => Sent {
+                error: Some(e.to_string()),
+                ..Sent::default()
+            },
         }
-        Ok(())
     }
 
     fn count_failure(&self, event: &Event) -> Result<(), StoreError> {

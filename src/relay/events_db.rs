@@ -507,6 +507,47 @@ impl SledEventStore {
         Ok(())
     }
 
+    /// [`NostrDatabase::save_event`], calling `before_sync` with the outcome once the event
+    /// is written and before it is synced to disk. soko's own events are announced to
+    /// subscribers there: their sender, the outbox, keeps each one until the sync is done,
+    /// so a crash in between loses nothing (see `LocalPublisher`), and readers do not wait
+    /// for the fsync.
+    pub async fn save_then_sync(
+        &self,
+        event: &Event,
+        before_sync: impl FnOnce(&SaveEventStatus) + Send,
+    ) -> Result<SaveEventStatus, DatabaseError> {
+        if event.kind.is_ephemeral() {
+            return Ok(SaveEventStatus::Rejected(
+                nostr_database::RejectedReason::Ephemeral,
+            ));
+        }
+        // The relay sends OK (and hands the event to subscribers, the bot among them)
+        // only after this returns. sled buffers writes for up to half a second, so the
+        // event is synced to disk first: an acknowledgement tells the sender it may stop
+        // resending, and a kill -9 must not take back an acknowledged order. Concurrent
+        // senders share one fsync (Store::sync is a group commit). The Db is held from
+        // the write to the sync, so that a compaction cannot switch Dbs in between.
+        let current = self.current.read().await;
+        let DatabaseEventResult { status, to_discard } = self.index.index_event(event).await;
+        if status.is_success() {
+            let value = current.events.encode(&event.as_json()).map_err(backend)?;
+            self.put(&current, event.id.as_bytes(), value)
+                .map_err(backend)?;
+            if !self.ours().contains(&event.pubkey) {
+                self.others()
+                    .track(event.id, event.created_at, event.pubkey);
+            }
+        }
+        self.remove_all(&current, &to_discard)?;
+        let evicted = self.evict(&current).await.map_err(backend)?;
+        before_sync(&status);
+        if status.is_success() || !to_discard.is_empty() || evicted > 0 {
+            current.store.sync().await.map_err(backend)?;
+        }
+        Ok(status)
+    }
+
     fn ours(&self) -> std::sync::RwLockReadGuard<'_, HashSet<PublicKey>> {
         // The set is only ever inserted into: a panic while holding it leaves it usable.
         self.ours.read().unwrap_or_else(|e| e.into_inner())
@@ -846,36 +887,7 @@ impl NostrDatabase for SledEventStore {
         &'a self,
         event: &'a Event,
     ) -> BoxedFuture<'a, Result<SaveEventStatus, DatabaseError>> {
-        Box::pin(async move {
-            if event.kind.is_ephemeral() {
-                return Ok(SaveEventStatus::Rejected(
-                    nostr_database::RejectedReason::Ephemeral,
-                ));
-            }
-            // The relay sends OK (and hands the event to subscribers, the bot among them)
-            // only after this returns. sled buffers writes for up to half a second, so the
-            // event is synced to disk first: an acknowledgement tells the sender it may stop
-            // resending, and a kill -9 must not take back an acknowledged order. Concurrent
-            // senders share one fsync (Store::sync is a group commit). The Db is held from
-            // the write to the sync, so that a compaction cannot switch Dbs in between.
-            let current = self.current.read().await;
-            let DatabaseEventResult { status, to_discard } = self.index.index_event(event).await;
-            if status.is_success() {
-                let value = current.events.encode(&event.as_json()).map_err(backend)?;
-                self.put(&current, event.id.as_bytes(), value)
-                    .map_err(backend)?;
-                if !self.ours().contains(&event.pubkey) {
-                    self.others()
-                        .track(event.id, event.created_at, event.pubkey);
-                }
-            }
-            self.remove_all(&current, &to_discard)?;
-            let evicted = self.evict(&current).await.map_err(backend)?;
-            if status.is_success() || !to_discard.is_empty() || evicted > 0 {
-                current.store.sync().await.map_err(backend)?;
-            }
-            Ok(status)
-        })
+        Box::pin(self.save_then_sync(event, |_| {}))
     }
 
     fn check_id<'a>(

@@ -8,6 +8,7 @@ mod policy;
 
 use std::sync::Arc;
 
+use nostr_database::NostrDatabase as _;
 use nostr_relay_builder::builder::{PolicyResult, RateLimit, WritePolicy};
 use nostr_relay_builder::{LocalRelay, RelayBuilder};
 use nostr_sdk::prelude::BoxedFuture;
@@ -60,6 +61,7 @@ pub const PRUNE_PER_PASS: usize = 20_000;
 pub struct EmbeddedRelay {
     relay: LocalRelay,
     url: RelayUrl,
+    local: LocalPublisher,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -124,6 +126,14 @@ impl EmbeddedRelay {
             limits,
             stopped.clone(),
         ));
+        let local = LocalPublisher {
+            url: url.clone(),
+            open: Arc::new(std::sync::RwLock::new(Some(LocalParts {
+                relay: relay.clone(),
+                events: events.clone(),
+                policy: policy.clone(),
+            }))),
+        };
         let retention = Retention::new(config, events, exempt, handled);
         let period = std::time::Duration::from_secs(config.janitor_secs.max(1));
         let janitor = tokio::spawn(async move {
@@ -142,6 +152,7 @@ impl EmbeddedRelay {
         Ok(Self {
             relay,
             url,
+            local,
             stop,
             tasks: vec![server, janitor],
         })
@@ -152,8 +163,15 @@ impl EmbeddedRelay {
         &self.url
     }
 
+    /// Publishes soko's own events into this relay without a websocket (see
+    /// [`LocalPublisher`]).
+    pub fn local_publisher(&self) -> LocalPublisher {
+        self.local.clone()
+    }
+
     /// Stops listening and closes connections.
     pub fn shutdown(&self) {
+        self.local.close();
         let _ = self.stop.send(true);
         for task in &self.tasks {
             task.abort();
@@ -165,6 +183,95 @@ impl EmbeddedRelay {
 impl Drop for EmbeddedRelay {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// soko's way into its own relay: its outbox stores an event and hands it to the relay's
+/// subscribers directly, as the relay does for an `EVENT` it accepts from a connection.
+///
+/// Over a websocket every reply went through one connection, which the relay serves one
+/// message at a time, each waiting for its fsync before the next (and before any DM could be
+/// forwarded to the bot on that connection): under load the bot's replies queued behind one
+/// another's disk syncs. Here each publisher writes on its own task; concurrent syncs share
+/// one flush. Subscribers are told once the event is written, before the sync: the caller
+/// (the outbox) holds the event until [`Self::publish`] returns, which is after the sync,
+/// so a crash in between resends it. Neither signature checks nor the outsiders' budgets
+/// apply to what soko signed itself; size and kind do (see `SokoWritePolicy::judge_own`).
+#[derive(Debug, Clone)]
+pub struct LocalPublisher {
+    url: RelayUrl,
+    /// `None` once the relay is shut down: a clone kept by a late task then neither writes
+    /// nor keeps the relay's store open.
+    open: Arc<std::sync::RwLock<Option<LocalParts>>>,
+}
+
+#[derive(Debug, Clone)]
+struct LocalParts {
+    relay: LocalRelay,
+    events: SledEventStore,
+    policy: Arc<SokoWritePolicy>,
+}
+
+impl LocalPublisher {
+    /// The relay's URL (the one soko's relay client also connects to).
+    pub fn url(&self) -> &RelayUrl {
+        &self.url
+    }
+
+    /// Stores `event`, hands it to the subscribers and returns once it is on disk; or why
+    /// the relay did not take it, worded like a NIP-01 `OK` message (`blocked: …`,
+    /// `error: …`). An event the relay already holds counts as taken.
+    pub async fn publish(&self, event: &Event) -> Result<(), String> {
+        let parts = self
+            .open
+            .read()
+            .map(|open| open.clone())
+            .unwrap_or_default();
+        let Some(parts) = parts else {
+            return Err("error: the embedded relay is shut down".to_owned());
+        };
+        parts
+            .policy
+            .judge_own(event)
+            .map_err(|why| format!("blocked: {why}"))?;
+        if event.kind.is_ephemeral() {
+            // Passed on, never stored: as the relay does with one from a connection.
+            parts.relay.notify_event(event.clone());
+            return Ok(());
+        }
+        match parts.events.check_id(&event.id).await {
+            Ok(nostr_database::DatabaseEventStatus::Saved) => return Ok(()),
+            Ok(nostr_database::DatabaseEventStatus::Deleted) => {
+                return Err("blocked: this event is deleted".to_owned())
+            }
+            Ok(nostr_database::DatabaseEventStatus::NotExistent) => {}
+            Err(e) => return Err(format!("error: {e}")),
+        }
+        let relay = parts.relay.clone();
+        let status = parts
+            .events
+            .save_then_sync(event, |status| {
+                if status.is_success() {
+                    relay.notify_event(event.clone());
+                }
+            })
+            .await
+            .map_err(|e| format!("error: {e}"))?;
+        match status {
+            nostr_database::SaveEventStatus::Success
+            | nostr_database::SaveEventStatus::Rejected(
+                nostr_database::RejectedReason::Duplicate,
+            ) => Ok(()),
+            nostr_database::SaveEventStatus::Rejected(reason) => {
+                Err(format!("blocked: not stored ({reason:?})"))
+            }
+        }
+    }
+
+    fn close(&self) {
+        if let Ok(mut open) = self.open.write() {
+            open.take();
+        }
     }
 }
 

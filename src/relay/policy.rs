@@ -91,17 +91,7 @@ impl SokoWritePolicy {
     /// soko's keys that the relay does not hold yet (`stored` false). Anyone can copy one of
     /// soko's public events, but only after the relay has it: a copy does not count.
     pub fn judge(&self, event: &Event, from: &SocketAddr, stored: bool) -> Result<(), String> {
-        let size = event.as_json().len();
-        if size > self.max_event_bytes {
-            return Err(format!(
-                "event too large ({size} bytes, limit {})",
-                self.max_event_bytes
-            ));
-        }
-        let kind = event.kind.as_u16();
-        if !self.allowed_kinds.is_empty() && !self.allowed_kinds.contains(&kind) {
-            return Err(format!("kind {kind} is not accepted by this relay"));
-        }
+        self.judge_own(event)?;
         let ours = self
             .exempt
             .read()
@@ -142,6 +132,24 @@ impl SokoWritePolicy {
         }
         if !self.overall.allow(&()) {
             return Err("rate limited: the relay is busy, try again in a minute".to_owned());
+        }
+        Ok(())
+    }
+
+    /// The verdict on an event soko publishes from inside the process (see
+    /// `LocalPublisher`): its size and kind, the rules that hold for soko's own connection
+    /// too. The budgets and age rules are for outsiders.
+    pub fn judge_own(&self, event: &Event) -> Result<(), String> {
+        let size = event.as_json().len();
+        if size > self.max_event_bytes {
+            return Err(format!(
+                "event too large ({size} bytes, limit {})",
+                self.max_event_bytes
+            ));
+        }
+        let kind = event.kind.as_u16();
+        if !self.allowed_kinds.is_empty() && !self.allowed_kinds.contains(&kind) {
+            return Err(format!("kind {kind} is not accepted by this relay"));
         }
         Ok(())
     }
