@@ -262,8 +262,12 @@ impl LocalPublisher {
             | nostr_database::SaveEventStatus::Rejected(
                 nostr_database::RejectedReason::Duplicate,
             ) => Ok(()),
+            // Worded as the relay answers a connection ("error:", which the outbox retries),
+            // not "blocked:": a version of a listing published within the second of its
+            // deletion is refused as deleted (nostr-database compares the deletion with the
+            // clock, not with the event's created_at) and is taken a moment later.
             nostr_database::SaveEventStatus::Rejected(reason) => {
-                Err(format!("blocked: not stored ({reason:?})"))
+                Err(format!("error: not stored ({reason:?})"))
             }
         }
     }
