@@ -394,6 +394,10 @@ impl Daemon {
             },
             clock: clock.clone(),
             metrics: metrics.clone(),
+            footprint: crate::escrow::Footprint {
+                order_retention_secs: config.market.order_retention_secs,
+                consolidate_above: config.market.consolidate_proofs_above,
+            },
         };
         let rates = rules.rates.clone();
 

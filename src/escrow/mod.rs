@@ -3,6 +3,7 @@
 
 pub mod books;
 pub mod code;
+pub mod consolidate;
 pub mod dispute;
 mod ecash;
 mod error;
@@ -15,6 +16,7 @@ pub mod query;
 mod records;
 pub mod refund;
 mod refusal;
+pub mod shrink;
 pub mod saga;
 pub mod service;
 pub mod settle;
@@ -23,6 +25,8 @@ mod tokens;
 pub mod watch;
 mod withdraw;
 
+pub use self::consolidate::{Consolidation, Footprint};
+pub use self::shrink::Tidied;
 pub use self::code::{CodeHasher, DeliveryCode, StoredCode, Verdict};
 pub use self::dispute::{
     DisputeStats, IssueAnswer, IssueCase, IssueChoice, IssueView, Party, Said,
