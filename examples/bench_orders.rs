@@ -187,7 +187,9 @@ async fn run(args: Args, crypto: CryptoCost, cores: usize) -> Result<ExitCode> {
     after.print_growth(&before, books.orders);
     if args.windows_passed {
         let passed = windows_passed(&soko, dir.path()).await?;
-        println!("\nOnce the windows passed (soko restarted with each at a second, footprint pass run)");
+        println!(
+            "\nOnce the windows passed (soko restarted with each at a second, footprint pass run)"
+        );
         passed.print_growth(&before, books.orders);
     }
 
@@ -1434,9 +1436,8 @@ async fn windows_passed(soko: &Soko, data_dir: &Path) -> Result<Storage> {
         let mut passes = Vec::new();
         for _ in 0..10 {
             let pass = escrow.tidy().await?;
-            let idle = pass.consolidated.is_none()
-                && pass.spent_pruned == 0
-                && pass.orders_shrunk == 0;
+            let idle =
+                pass.consolidated.is_none() && pass.spent_pruned == 0 && pass.orders_shrunk == 0;
             passes.push(pass);
             if idle {
                 break;
@@ -1456,7 +1457,11 @@ async fn windows_passed(soko: &Soko, data_dir: &Path) -> Result<Storage> {
 
 /// Adds each tree of `db` to `trees` as (entries, key + value bytes), named after `prefix`;
 /// a relay's `events` tree is split by event kind.
-fn count_trees(db: &sled::Db, prefix: &str, trees: &mut BTreeMap<String, (u64, u64)>) -> Result<()> {
+fn count_trees(
+    db: &sled::Db,
+    prefix: &str,
+    trees: &mut BTreeMap<String, (u64, u64)>,
+) -> Result<()> {
     for name in db.tree_names() {
         let tree = db.open_tree(&name)?;
         let tree_name = format!("{prefix}{}", String::from_utf8_lossy(&name));
@@ -1464,11 +1469,17 @@ fn count_trees(db: &sled::Db, prefix: &str, trees: &mut BTreeMap<String, (u64, u
         for entry in tree.iter() {
             let (key, value) = entry?;
             let label = if by_kind {
-                let json = value.iter().position(|b| *b == b'{').map_or(&value[..0], |at| &value[at..]);
+                let json = value
+                    .iter()
+                    .position(|b| *b == b'{')
+                    .map_or(&value[..0], |at| &value[at..]);
                 let kind = serde_json::from_slice::<Value>(json)
                     .ok()
                     .and_then(|v| v["kind"].as_u64());
-                format!("{tree_name} kind {}", kind.map_or("?".to_owned(), |k| k.to_string()))
+                format!(
+                    "{tree_name} kind {}",
+                    kind.map_or("?".to_owned(), |k| k.to_string())
+                )
             } else {
                 tree_name.clone()
             };

@@ -1394,6 +1394,25 @@ mod tests {
     }
 
     #[test]
+    fn the_footprint_settings_are_set_and_checked() {
+        let defaults = Config::parse("").map(|c| c.market);
+        assert_eq!(
+            defaults.map(|m| (m.order_retention_secs, m.consolidate_proofs_above)),
+            Ok((30 * 24 * 3600, 200))
+        );
+        let cfg = Config::parse("[market]\norder_retention_secs = 60\nconsolidate_proofs_above = 10")
+            .map(|c| c.market);
+        assert_eq!(
+            cfg.map(|m| (m.order_retention_secs, m.consolidate_proofs_above)),
+            Ok((60, 10))
+        );
+        assert_eq!(
+            keys("[market]\norder_retention_secs = 0\nconsolidate_proofs_above = 9"),
+            ["market.order_retention_secs", "market.consolidate_proofs_above"]
+        );
+    }
+
+    #[test]
     fn admins_are_npubs_or_hex() {
         let key = nostr_sdk::Keys::generate().public_key();
         let npub = nostr_sdk::ToBech32::to_bech32(&key).unwrap_or_default();

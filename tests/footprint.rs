@@ -63,7 +63,11 @@ async fn consolidation_keeps_the_balance_and_the_books_and_leaves_few_proofs() {
     let tidied = escrow.tidy().await.unwrap();
     let consolidated = tidied.consolidated.expect("a consolidation past the count");
     assert_eq!(consolidated.proofs_in, proofs_before);
-    assert_eq!(consolidated.fee, Sats::ZERO, "the dev mint takes no input fee");
+    assert_eq!(
+        consolidated.fee,
+        Sats::ZERO,
+        "the dev mint takes no input fee"
+    );
     let proofs_after = unspent(wallet).await;
     assert!(
         proofs_after < proofs_before,
@@ -128,7 +132,11 @@ async fn consolidation_survives_a_crash_at(point: &str) {
     .await;
     let escrow = soko.daemon().escrow();
     assert_eq!(escrow.books().unwrap(), (Sats(4 * TOTAL), Sats::ZERO));
-    assert_eq!(reconciled(&soko).await.drift(), 0, "after a crash at {point}");
+    assert_eq!(
+        reconciled(&soko).await.drift(),
+        0,
+        "after a crash at {point}"
+    );
     assert_conserved(&soko, mint.mint(), 0).await;
     let wallet = soko.daemon().wallet();
     let left = unspent(wallet).await;
@@ -208,12 +216,22 @@ async fn finished_orders_shrink_past_their_window_and_still_answer_but_open_issu
     let open = order(2);
     assert_eq!(open.state, EscrowState::IssueMarked);
     assert_eq!(open.shrunk_at, None);
-    assert!(open.shipping_sealed.is_some(), "the open issue's order is whole");
+    assert!(
+        open.shipping_sealed.is_some(),
+        "the open issue's order is whole"
+    );
     assert!(escrow.shipping(&open).unwrap().is_some());
     // The wallet's records of the shrunk orders' invoices are gone, the open one's stays.
     let mut kept = Vec::new();
     for id in &quotes {
-        kept.push(wallet.localstore.get_mint_quote(id).await.unwrap().is_some());
+        kept.push(
+            wallet
+                .localstore
+                .get_mint_quote(id)
+                .await
+                .unwrap()
+                .is_some(),
+        );
     }
     assert_eq!(kept, [false, true, false]);
 

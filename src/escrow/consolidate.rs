@@ -198,7 +198,14 @@ impl EscrowService {
             // proofs into 35.
             let swapped = inner
                 .wallet
-                .swap(None, SplitTarget::Values(Vec::new()), chunk, None, false, false)
+                .swap(
+                    None,
+                    SplitTarget::Values(Vec::new()),
+                    chunk,
+                    None,
+                    false,
+                    false,
+                )
                 .await;
             inner.metrics.wallet_op("swap", swapped.is_ok());
             if let Err(e) = swapped {

@@ -323,7 +323,10 @@ mod tests {
         ] {
             let order = finished(state);
             assert!(order.shrinkable(1_100, window), "{state:?}");
-            assert!(!order.shrinkable(1_099, window), "{state:?} inside the window");
+            assert!(
+                !order.shrinkable(1_099, window),
+                "{state:?} inside the window"
+            );
             assert!(
                 !order.shrunk(1_100).shrinkable(5_000, window),
                 "{state:?} shrunk twice"
