@@ -1400,15 +1400,19 @@ mod tests {
             defaults.map(|m| (m.order_retention_secs, m.consolidate_proofs_above)),
             Ok((30 * 24 * 3600, 200))
         );
-        let cfg = Config::parse("[market]\norder_retention_secs = 60\nconsolidate_proofs_above = 10")
-            .map(|c| c.market);
+        let cfg =
+            Config::parse("[market]\norder_retention_secs = 60\nconsolidate_proofs_above = 10")
+                .map(|c| c.market);
         assert_eq!(
             cfg.map(|m| (m.order_retention_secs, m.consolidate_proofs_above)),
             Ok((60, 10))
         );
         assert_eq!(
             keys("[market]\norder_retention_secs = 0\nconsolidate_proofs_above = 9"),
-            ["market.order_retention_secs", "market.consolidate_proofs_above"]
+            [
+                "market.order_retention_secs",
+                "market.consolidate_proofs_above"
+            ]
         );
     }
 
