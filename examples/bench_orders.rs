@@ -105,6 +105,12 @@ struct Args {
     /// soko's log filter on stderr, e.g. `warn` or `soko=debug` (default: no log).
     #[arg(long)]
     log: Option<String>,
+
+    /// Afterwards, restart soko with every retention window at a second and run its
+    /// footprint pass, then measure sled again (issue 16): what the orders leave once their
+    /// windows have passed.
+    #[arg(long)]
+    windows_passed: bool,
 }
 
 fn main() -> Result<ExitCode> {
@@ -179,6 +185,13 @@ async fn run(args: Args, crypto: CryptoCost, cores: usize) -> Result<ExitCode> {
     soko.stop().await?;
     let after = Storage::measure(dir.path())?;
     after.print_growth(&before, books.orders);
+    if args.windows_passed {
+        let passed = windows_passed(&soko, dir.path()).await?;
+        println!(
+            "\nOnce the windows passed (soko restarted with each at a second, footprint pass run)"
+        );
+        passed.print_growth(&before, books.orders);
+    }
 
     let problems = intake.tally.problems() + cycles.tally.problems();
     let mut failed = false;
@@ -1282,7 +1295,10 @@ impl Books {
 
 /// Sizes on disk of the data dir after a clean shutdown, and sled's logical size per tree.
 struct Storage {
+    /// soko's state and the relay's events.
     sled_bytes: u64,
+    /// The relay's events alone.
+    relay_bytes: u64,
     mint_db_bytes: u64,
     /// Tree name → (entries, key + value bytes).
     trees: BTreeMap<String, (u64, u64)>,
@@ -1302,24 +1318,27 @@ impl Storage {
                 mint_db_bytes += entry.metadata()?.len();
             }
         }
+        // The embedded relay's events have a sled Db of their own (issue 16 counts it).
+        let relay_root = data_dir.join(soko::relay::EVENTS_DIR);
+        let relay_bytes = if relay_root.is_dir() {
+            dir_size(&relay_root)?
+        } else {
+            0
+        };
         // Opened after the file sizes were read, so that opening cannot change them.
-        let store = soko::store::Store::open(data_dir).context("opening sled to count trees")?;
         let mut trees = BTreeMap::new();
-        for name in store.db().tree_names() {
-            let tree = store.db().open_tree(&name)?;
-            let (mut entries, mut bytes) = (0, 0);
-            for entry in tree.iter() {
-                let (key, value) = entry?;
-                entries += 1;
-                bytes += (key.len() + value.len()) as u64;
-            }
-            trees.insert(
-                String::from_utf8_lossy(&name).into_owned(),
-                (entries, bytes),
-            );
+        let store = soko::store::Store::open(data_dir).context("opening sled to count trees")?;
+        count_trees(store.db(), "", &mut trees)?;
+        drop(store);
+        let generation = std::fs::read_to_string(relay_root.join("CURRENT")).ok();
+        if let Some(generation) = generation.as_deref().map(str::trim) {
+            let events = soko::store::Store::open(&relay_root.join(format!("gen-{generation}")))
+                .context("opening the relay's events to count them")?;
+            count_trees(events.db(), "relay-events: ", &mut trees)?;
         }
         Ok(Self {
-            sled_bytes,
+            sled_bytes: sled_bytes + relay_bytes,
+            relay_bytes,
             mint_db_bytes,
             trees,
         })
@@ -1336,6 +1355,13 @@ impl Storage {
             mib(self.sled_bytes as f64),
             mib(sled_growth as f64),
             mib(per_10k(sled_growth))
+        );
+        let relay_growth = self.relay_bytes.saturating_sub(before.relay_bytes);
+        println!(
+            "    of which the relay's events Db +{:.2} MiB = {:.1} MiB per 10k orders, soko's state +{:.1} MiB per 10k orders",
+            mib(relay_growth as f64),
+            mib(per_10k(relay_growth)),
+            mib(per_10k(sled_growth.saturating_sub(relay_growth)))
         );
         let logical_before: u64 = before.trees.values().map(|(_, b)| b).sum();
         let logical_after: u64 = self.trees.values().map(|(_, b)| b).sum();
@@ -1390,6 +1416,100 @@ impl Storage {
             ))
         );
     }
+}
+
+/// Restarts soko on `data_dir` with every retention window at a second (the relay's regular
+/// events and DMs to soko, finished orders), runs the escrow's footprint pass until it has
+/// nothing left to do, stops, starts and stops once more (the start compacts), and measures.
+/// Gift wraps stay: the relay keeps them two days
+/// past its window, by their `created_at`, which NIP-59 backdates (the breakdown names them).
+async fn windows_passed(soko: &Soko, data_dir: &Path) -> Result<Storage> {
+    let mut config = soko.config().clone();
+    config.relay.retention_secs = 1;
+    config.relay.handled_keep_secs = 1;
+    config.relay.janitor_secs = 1;
+    config.market.order_retention_secs = 1;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut later = Soko::new(config);
+    later.start().await?;
+    let tidied = async {
+        // soko runs its own pass in its first second; this one then starts from what it left.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let escrow = later.daemon()?.escrow();
+        let mut passes = Vec::new();
+        let above = later.config().market.consolidate_proofs_above;
+        for _ in 0..60 {
+            let pass = escrow.tidy().await?;
+            // soko's own pass may still hold the wallet: done only once nothing is left.
+            let unspent = later.daemon()?.wallet().get_unspent_proofs().await?.len();
+            let idle = pass.consolidated.is_none()
+                && pass.spent_pruned == 0
+                && pass.orders_shrunk == 0
+                && unspent <= above;
+            passes.push(pass);
+            if idle {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        // Two janitor passes of the relay.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        Ok::<_, anyhow::Error>(passes)
+    }
+    .await;
+    later.stop().await?;
+    let tidied = tidied?;
+    println!(
+        "  {} footprint passes run by the benchmark; those that did something:",
+        tidied.len()
+    );
+    for pass in tidied
+        .iter()
+        .filter(|p| **p != soko::escrow::Tidied::default())
+    {
+        println!("    {pass:?}");
+    }
+    // One more start: soko rewrites its state Db at start once its files outgrew its data
+    // (and the relay's events Db past its own floor), which is what the pass just did.
+    later.start().await?;
+    later.stop().await?;
+    Storage::measure(data_dir)
+}
+
+/// Adds each tree of `db` to `trees` as (entries, key + value bytes), named after `prefix`;
+/// a relay's `events` tree is split by event kind.
+fn count_trees(
+    db: &sled::Db,
+    prefix: &str,
+    trees: &mut BTreeMap<String, (u64, u64)>,
+) -> Result<()> {
+    for name in db.tree_names() {
+        let tree = db.open_tree(&name)?;
+        let tree_name = format!("{prefix}{}", String::from_utf8_lossy(&name));
+        let by_kind = !prefix.is_empty() && &name[..] == b"events";
+        for entry in tree.iter() {
+            let (key, value) = entry?;
+            let label = if by_kind {
+                // A version byte, then the event's JSON (as a JSON string, or as it is).
+                let body = value.get(1..).unwrap_or_default();
+                let event = serde_json::from_slice::<String>(body)
+                    .ok()
+                    .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+                    .or_else(|| serde_json::from_slice::<Value>(body).ok());
+                let kind = event.and_then(|v| v["kind"].as_u64());
+                format!(
+                    "{tree_name} kind {}",
+                    kind.map_or("?".to_owned(), |k| k.to_string())
+                )
+            } else {
+                tree_name.clone()
+            };
+            let counted = trees.entry(label).or_default();
+            counted.0 += 1;
+            counted.1 += (key.len() + value.len()) as u64;
+        }
+    }
+    Ok(())
 }
 
 /// Bytes of the files under `dir`.

@@ -367,7 +367,25 @@ pub struct MarketConfig {
     /// Issue 11: with a mint that pushes invoice states (NUT-17), seconds between two
     /// checks of one unpaid order whose state it pushes (a safety net for a lost push).
     pub quote_push_check_secs: u64,
+    /// Issue 16: seconds after an order was placed from which, once finished (paid out,
+    /// delivered, refunded or expired, with no open issue), it is shrunk to what accounting
+    /// and disputes need, and its wallet records (mint quote, history) are dropped.
+    pub order_retention_secs: u64,
+    /// Issue 16: the escrow wallet swaps its smallest proofs into few once it holds more
+    /// than this many unspent ones.
+    pub consolidate_proofs_above: usize,
 }
+
+/// Default of `[market] order_retention_secs`: 30 days, past the delivery window (14 days)
+/// and an issue's answer window (3 days), so that an order finished in the normal course is
+/// shrunk only once nothing can reopen it.
+pub const DEFAULT_ORDER_RETENTION_SECS: u64 = 30 * 24 * 3600;
+
+/// Default of `[market] consolidate_proofs_above`.
+pub const DEFAULT_CONSOLIDATE_PROOFS_ABOVE: usize = 200;
+
+/// Least `[market] consolidate_proofs_above`: a swap of a handful of proofs saves nothing.
+pub const MIN_CONSOLIDATE_PROOFS_ABOVE: usize = 10;
 
 /// Default bound of the catalog of stalls and products soko has seen.
 pub const DEFAULT_CATALOG_MAX_ENTRIES: usize = 10_000;
@@ -497,6 +515,8 @@ impl Default for Config {
                 quote_poll_max_secs: 15,
                 quote_checks_per_minute: 120,
                 quote_push_check_secs: 60,
+                order_retention_secs: DEFAULT_ORDER_RETENTION_SECS,
+                consolidate_proofs_above: DEFAULT_CONSOLIDATE_PROOFS_ABOVE,
             },
             admins: Vec::new(),
             ussd: UssdConfig::default(),
@@ -880,6 +900,8 @@ fn market(check: &mut Checker, root: &Table, dm: &MarketConfig) -> MarketConfig 
             "quote_poll_max_secs",
             "quote_checks_per_minute",
             "quote_push_check_secs",
+            "order_retention_secs",
+            "consolidate_proofs_above",
         ],
     );
     let payment_window_secs = check.positive(
@@ -933,7 +955,27 @@ fn market(check: &mut Checker, root: &Table, dm: &MarketConfig) -> MarketConfig 
         "quote_push_check_secs",
         dm.quote_push_check_secs,
     );
+    let order_retention_secs = check.positive(
+        market,
+        "market",
+        "order_retention_secs",
+        dm.order_retention_secs,
+    );
+    let consolidate_proofs_above = check.positive(
+        market,
+        "market",
+        "consolidate_proofs_above",
+        dm.consolidate_proofs_above,
+    );
+    if consolidate_proofs_above < MIN_CONSOLIDATE_PROOFS_ABOVE {
+        check.problem(
+            "market.consolidate_proofs_above",
+            format!("must be at least {MIN_CONSOLIDATE_PROOFS_ABOVE}"),
+        );
+    }
     MarketConfig {
+        order_retention_secs,
+        consolidate_proofs_above,
         payment_window_secs,
         delivery_window_secs,
         issue_answer_secs,
@@ -1465,6 +1507,29 @@ mod tests {
         assert_eq!(
             keys("[market]\ncatalog_max_entries = 0"),
             ["market.catalog_max_entries"]
+        );
+    }
+
+    #[test]
+    fn the_footprint_settings_are_set_and_checked() {
+        let defaults = Config::parse("").map(|c| c.market);
+        assert_eq!(
+            defaults.map(|m| (m.order_retention_secs, m.consolidate_proofs_above)),
+            Ok((30 * 24 * 3600, 200))
+        );
+        let cfg =
+            Config::parse("[market]\norder_retention_secs = 60\nconsolidate_proofs_above = 10")
+                .map(|c| c.market);
+        assert_eq!(
+            cfg.map(|m| (m.order_retention_secs, m.consolidate_proofs_above)),
+            Ok((60, 10))
+        );
+        assert_eq!(
+            keys("[market]\norder_retention_secs = 0\nconsolidate_proofs_above = 9"),
+            [
+                "market.order_retention_secs",
+                "market.consolidate_proofs_above"
+            ]
         );
     }
 

@@ -303,7 +303,11 @@ impl Daemon {
         if tightened > 0 {
             tracing::warn!(data_dir = %data_dir.display(), tightened, "data dir was readable by others; set it to 0700 and its files to 0600");
         }
-        let store = Store::open(&data_dir)?;
+        // Issue 16: rewritten first when its files have outgrown its data.
+        let (store, compacted) = Store::open_compacted(&data_dir)?;
+        if let Some(done) = compacted {
+            tracing::info!(?done, "soko's state Db rewritten at start");
+        }
         let bot_keys = identity::bot_keys(&data_dir)?;
         let exempt = Exempt::default();
         let keyring = Keyring::new(bot_keys.clone(), exempt.clone());
@@ -394,6 +398,10 @@ impl Daemon {
             },
             clock: clock.clone(),
             metrics: metrics.clone(),
+            footprint: crate::escrow::Footprint {
+                order_retention_secs: config.market.order_retention_secs,
+                consolidate_above: config.market.consolidate_proofs_above,
+            },
         };
         let rates = rules.rates.clone();
 

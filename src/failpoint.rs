@@ -44,6 +44,13 @@
 //!   session or soko's fee wallet) and the transfer is not yet marked done.
 //! - `listing-republish`: a product's record changed (a put, or a sale's stock in the paid
 //!   commit) and none of its events (NIP-15, Gamma) is queued yet.
+//! - `consolidate-recorded`: a consolidating swap of the escrow wallet's proofs is recorded
+//!   (its fee to book) and not yet made;
+//! - `consolidate-swapped`: that swap is made and its fee not yet booked nor its record
+//!   cleared;
+//! - `wallet-spending`: a wallet (any: the point is in its store) stored the new proofs of a
+//!   swap or melt and has not yet marked the inputs spent: cdk's saga is open, its recovery
+//!   at the next start finishes it.
 //!
 //! One point delays instead of crashing: `slow-event-loop` starts the bot's event loop two
 //! seconds late, as a loaded machine may, so that a test can see whether events the relay

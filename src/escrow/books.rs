@@ -184,6 +184,8 @@ impl EscrowService {
 
     /// Reconciles when [`RECONCILE_EVERY`] has passed since the last time, and logs a drift.
     pub(super) async fn reconcile_if_due(&self) {
+        // Issue 16: the footprint pass keeps its own, slower schedule.
+        self.footprint_if_due().await;
         if !self.inner.reconciled.due(Instant::now()) {
             return;
         }

@@ -118,6 +118,7 @@ impl EscrowService {
             dialect,
             shipping_sealed: self.seal_shipping(&order)?,
             issue: None,
+            shrunk_at: None,
         };
         let key = order_key(&merchant, number);
         let encoded = inner.orders.encode(&record)?;

@@ -3,6 +3,7 @@
 
 pub mod books;
 pub mod code;
+pub mod consolidate;
 pub mod dispute;
 mod ecash;
 mod error;
@@ -18,12 +19,14 @@ mod refusal;
 pub mod saga;
 pub mod service;
 pub mod settle;
+pub mod shrink;
 pub mod state;
 mod tokens;
 pub mod watch;
 mod withdraw;
 
 pub use self::code::{CodeHasher, DeliveryCode, StoredCode, Verdict};
+pub use self::consolidate::{Consolidation, Footprint};
 pub use self::dispute::{
     DisputeStats, IssueAnswer, IssueCase, IssueChoice, IssueView, Party, Said,
 };
@@ -38,5 +41,6 @@ pub use self::service::{
     Rules,
 };
 pub use self::settle::Settled;
+pub use self::shrink::Tidied;
 pub use self::state::{transition, EscrowEvent, EscrowState, InvalidTransition};
 pub use self::withdraw::{Credit, Withdrawal};

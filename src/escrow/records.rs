@@ -58,6 +58,10 @@ pub struct OrderRecord {
     /// An issue marked on the order by its buyer or merchant, and how it was settled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issue: Option<OrderIssue>,
+    /// Unix seconds the finished order was shrunk to what accounting and disputes need
+    /// ([`OrderRecord::shrunk`]); absent while it is whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shrunk_at: Option<u64>,
 }
 
 impl OrderRecord {
@@ -69,6 +73,41 @@ impl OrderRecord {
             .as_ref()
             .map_or(Sats::ZERO, |issue| issue.merchant_part);
         self.total.checked_sub(credited).unwrap_or(Sats::ZERO)
+    }
+
+    /// True when the order may be shrunk at `now` (unix seconds): it is finished (nothing can
+    /// move it again), no issue on it is left open, it was placed at least `retention_secs`
+    /// ago, and it is still whole.
+    ///
+    /// The window counts from the order's creation because a record has no time of
+    /// finishing; the default window (30 days) outlasts the delivery and issue windows an
+    /// order finishes within.
+    pub fn shrinkable(&self, now: u64, retention_secs: u64) -> bool {
+        self.state.is_terminal()
+            && self.issue.as_ref().is_none_or(|i| i.outcome.is_some())
+            && self.created_at.saturating_add(retention_secs) <= now
+            && self.shrunk_at.is_none()
+    }
+
+    /// What a finished order keeps once shrunk at `at`: its amounts, ids (the order's, the
+    /// buyer's key, the mint quote's), times, state, lines (product ids, units and prices:
+    /// the totals' detail, which the merchant's menus list), the refund plan (the payout
+    /// reference), the cancel request's time and the issue with its sealed words (disputes
+    /// and audit). What goes: the buyer's sealed shipping details (personal data), the
+    /// invoice, the delivery code's MAC (nothing can be delivered any more) and the refund
+    /// address of a cancel request.
+    pub fn shrunk(&self, at: u64) -> Self {
+        Self {
+            invoice: String::new(),
+            code: None,
+            shipping_sealed: None,
+            cancel: self.cancel.as_ref().map(|c| CancelRequest {
+                at: c.at,
+                refund_to: None,
+            }),
+            shrunk_at: Some(at),
+            ..self.clone()
+        }
     }
 
     /// The key a payout to the buyer out of a settled issue is locked to (NUT-11): the
@@ -217,4 +256,132 @@ pub struct LedgerEntry {
     pub amount: Sats,
     /// False until the movement is confirmed.
     pub done: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finished(state: EscrowState) -> OrderRecord {
+        OrderRecord {
+            number: 7,
+            buyer_order_id: "b-7".to_owned(),
+            buyer: nostr_sdk::Keys::generate().public_key(),
+            scheme: Scheme::Nip17,
+            stall_id: "stall".to_owned(),
+            lines: vec![StoredLine {
+                product_id: "p".to_owned(),
+                quantity: 2,
+                unit_price: 50,
+            }],
+            total: Sats(105),
+            quote_id: "quote-7".to_owned(),
+            invoice: "lnbc1050n1invoice".to_owned(),
+            expires_at: 1_300,
+            state,
+            code: Some(StoredCode {
+                mac: [3; 32],
+                wrong_attempts: 0,
+            }),
+            created_at: 1_000,
+            shipping_sealed: Some("sealed address".to_owned()),
+            paid_at: Some(1_010),
+            cancel: Some(CancelRequest {
+                at: 1_020,
+                refund_to: Some("buyer@example.com".to_owned()),
+            }),
+            refund: Some(RefundPlan::Token {
+                operation: Some("op".to_owned()),
+                note: None,
+            }),
+            dialect: Dialect::Nip15,
+            issue: None,
+            shrunk_at: None,
+        }
+    }
+
+    fn issue(outcome: Option<IssueOutcome>) -> OrderIssue {
+        OrderIssue {
+            by: OrderSide::Buyer,
+            at: 1_100,
+            answer_by: 1_200,
+            buyer_key: None,
+            merchant_key: None,
+            evidence: vec![(OrderSide::Buyer, "sealed words".to_owned())],
+            outcome,
+            merchant_part: Sats(52),
+        }
+    }
+
+    #[test]
+    fn only_finished_orders_past_the_window_without_an_open_issue_shrink() {
+        let window = 100;
+        for state in [
+            EscrowState::PaidOut,
+            EscrowState::Refunded,
+            EscrowState::Expired,
+        ] {
+            let order = finished(state);
+            assert!(order.shrinkable(1_100, window), "{state:?}");
+            assert!(
+                !order.shrinkable(1_099, window),
+                "{state:?} inside the window"
+            );
+            assert!(
+                !order.shrunk(1_100).shrinkable(5_000, window),
+                "{state:?} shrunk twice"
+            );
+        }
+        for state in [
+            EscrowState::AwaitingPayment,
+            EscrowState::Paid,
+            EscrowState::Delivered,
+            EscrowState::Refunding,
+            EscrowState::Disputed,
+            EscrowState::IssueMarked,
+        ] {
+            assert!(!finished(state).shrinkable(u64::MAX, window), "{state:?}");
+        }
+        let mut open = finished(EscrowState::Refunded);
+        open.issue = Some(issue(None));
+        assert!(!open.shrinkable(u64::MAX, window), "an open issue");
+        open.issue = Some(issue(Some(IssueOutcome::Split)));
+        assert!(open.shrinkable(1_100, window), "a settled issue");
+        // A window reaching past the end of time never passes.
+        assert!(!finished(EscrowState::PaidOut).shrinkable(u64::MAX - 1, u64::MAX));
+    }
+
+    #[test]
+    fn a_shrunk_order_keeps_what_accounting_and_disputes_need() {
+        let mut order = finished(EscrowState::Refunded);
+        order.issue = Some(issue(Some(IssueOutcome::Split)));
+        let shrunk = order.shrunk(2_000);
+        // Gone: personal data, the invoice, the code, the refund address.
+        assert_eq!(shrunk.shipping_sealed, None);
+        assert_eq!(shrunk.invoice, "");
+        assert_eq!(shrunk.code, None);
+        assert_eq!(
+            shrunk.cancel,
+            Some(CancelRequest {
+                at: 1_020,
+                refund_to: None
+            })
+        );
+        assert_eq!(shrunk.shrunk_at, Some(2_000));
+        // Kept: everything else, unchanged.
+        let restored = OrderRecord {
+            invoice: order.invoice.clone(),
+            code: order.code.clone(),
+            shipping_sealed: order.shipping_sealed.clone(),
+            cancel: order.cancel.clone(),
+            shrunk_at: None,
+            ..shrunk.clone()
+        };
+        assert_eq!(restored, order);
+        assert_eq!(shrunk.held(), order.held());
+        assert_eq!(shrunk.buyer_lock(), order.buyer_lock());
+        // And it is smaller on disk.
+        let size = |o: &OrderRecord| crate::store::encode(o).map(|b| b.len());
+        assert!(size(&shrunk) < size(&order));
+    }
 }

@@ -502,6 +502,7 @@ mod tests {
             dialect: Default::default(),
             shipping_sealed: None,
             issue: None,
+            shrunk_at: None,
         }
     }
 

@@ -27,6 +27,8 @@
 //! - `escrow/ecash`: merchant (32) ‖ buyer (32) ‖ buyer's order id → an order paid with a
 //!   Cashu token, recorded before the token is redeemed; `escrow/ecash_proofs`: each of
 //!   those tokens' proofs (`Y`) → the intake it paid ([`super::ecash`]).
+//! - `escrow/consolidation`: `pending` → the consolidating swap about to be made
+//!   ([`super::consolidate`]).
 //!
 //! Every state change happens under one lock: orders are few per second, and one writer
 //! at a time makes "check then change" safe without per-order locking.
@@ -97,6 +99,8 @@ pub struct Rules {
     pub clock: Clock,
     /// Where orders and wallet operations are counted.
     pub metrics: crate::metrics::Metrics,
+    /// Issue 16: when finished orders shrink, when the wallet consolidates.
+    pub footprint: super::consolidate::Footprint,
 }
 
 /// Caps on orders waiting for payment (`[market]` `max_unpaid_*`, `max_held_percent`).
@@ -190,6 +194,10 @@ pub(super) struct Inner {
     pub(super) clock: Clock,
     pub(super) reconciled: super::books::Clock,
     pub(super) metrics: crate::metrics::Metrics,
+    /// Issue 16: a consolidating swap recorded before it is made.
+    pub(super) consolidation: Typed<super::consolidate::PendingSwap>,
+    pub(super) footprint: super::consolidate::Footprint,
+    pub(super) footprint_schedule: super::consolidate::Schedule,
 }
 
 impl EscrowService {
@@ -244,6 +252,9 @@ impl EscrowService {
                 clock: rules.clock,
                 reconciled: Default::default(),
                 metrics: rules.metrics,
+                consolidation: store.tree(super::consolidate::CONSOLIDATION_TREE)?,
+                footprint: rules.footprint,
+                footprint_schedule: Default::default(),
             }),
         })
     }

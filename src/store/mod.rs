@@ -34,6 +34,7 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 pub const ENCODING_VERSION: u8 = 1;
 
 pub mod audit;
+pub mod compact;
 
 /// Tree names, in one place so that two modules cannot collide on one.
 pub mod trees {

@@ -99,6 +99,7 @@ impl EscrowService {
             refund: None,
             dialect: Dialect::Shopstr,
             issue: None,
+            shrunk_at: None,
         };
         let code = DeliveryCode::generate();
         let mut paid = placed.clone();

@@ -449,6 +449,11 @@ impl WalletDatabase<Error> for SledWalletDatabase {
     }
 
     async fn update_proofs_state(&self, ys: Vec<PublicKey>, state: State) -> Result<(), Error> {
+        if state == State::Spent {
+            // A swap stores its new proofs, then marks its inputs spent: between the two, a
+            // crash leaves both in the wallet with the swap's saga open (issue 16's test).
+            crate::failpoint::crash("wallet-spending", &self.proofs);
+        }
         // Unknown Ys are skipped, as cdk-sqlite's `UPDATE ... WHERE y IN` does.
         tx_result(
             self.proofs.transaction(|tx| {
