@@ -82,7 +82,8 @@ use support::*;
 /// The dev mint's fake Lightning backend reports an invoice paid this long after issuing it
 /// (`SETTLE_AFTER_SECS` in src/devmint.rs).
 const FAKE_SETTLEMENT: Duration = Duration::from_secs(1);
-/// soko checks unpaid orders against the mint this often (`PAYMENT_POLL` in src/bot/mod.rs).
+/// soko's pass over unpaid orders runs this often when the mint tells nothing (`PAYMENT_POLL`
+/// in src/daemon.rs).
 const PAYMENT_POLL: Duration = Duration::from_secs(1);
 
 /// The benchmark shop: one `sat` stall, one zone, one product with unlimited stock, so that
@@ -1281,13 +1282,14 @@ impl CycleRun {
         }
         let settle_share =
             FAKE_SETTLEMENT.as_secs_f64() / mean.as_secs_f64().max(f64::MIN_POSITIVE);
+        let p50 = percentile(&total, 50).unwrap_or_default();
         println!(
             "  settlement   the fake backend settles {:.0} s after the invoice is issued: {:.0}% of \
-             the mean cycle; soko notices on its next payment poll (every {:.0} s), so waiting for \
-             'paid' also holds up to {:.0} s of poll phase plus the poll's own work",
+             the mean cycle; the cycle's p50 is {:.1} ms past it (the mint tells soko of the \
+             payment, in-process or over NUT-17; the {:.0} s payment poll is the fallback)",
             FAKE_SETTLEMENT.as_secs_f64(),
             settle_share * 100.0,
-            PAYMENT_POLL.as_secs_f64(),
+            ms(p50.saturating_sub(FAKE_SETTLEMENT)),
             PAYMENT_POLL.as_secs_f64()
         );
         self.tally.print();
