@@ -282,7 +282,11 @@ async fn run(
                 if events.send(FeedEvent::Connected).await.is_err() {
                     return;
                 }
-                let end = Connection::default()
+                let connection = Connection {
+                    wake: Arc::clone(&wake),
+                    ..Connection::default()
+                };
+                let end = connection
                     .serve(
                         &mut sender,
                         &mut receiver,
@@ -290,7 +294,6 @@ async fn run(
                         &mut watched,
                         &events,
                         &stats,
-                        &wake,
                     )
                     .await;
                 let _ = sender.close().await;
@@ -354,6 +357,8 @@ struct Connection {
     pending: HashMap<usize, String>,
     next_request: usize,
     next_sub: u64,
+    /// Notified when the mint tells a quote is no longer unpaid.
+    wake: Arc<Notify>,
 }
 
 impl Connection {
@@ -365,8 +370,8 @@ impl Connection {
         watched: &mut HashSet<String>,
         events: &mpsc::Sender<FeedEvent>,
         stats: &FeedStats,
-        wake: &Notify,
     ) -> End {
+        let wake = Arc::clone(&self.wake);
         let all: Vec<String> = watched.iter().cloned().collect();
         for batch in all.chunks(BATCH) {
             if let Err(e) = self.subscribe(sender, batch).await {
@@ -401,7 +406,7 @@ impl Connection {
                 message = receiver.recv() => match message {
                     None => return End::Failed("closed by the mint".to_owned()),
                     Some(Err(e)) => return End::Failed(e.to_string()),
-                    Some(Ok(text)) => self.handle(&text, events, stats, wake),
+                    Some(Ok(text)) => self.handle(&text, events, stats, &wake),
                 },
             }
         }
