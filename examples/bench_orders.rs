@@ -32,6 +32,19 @@
 //! cargo run --release --example bench_orders -- [--buyers N] [--orders M]
 //! ```
 //!
+//! The clients' own crypto (sealing orders, opening answers) then shares soko's cores. To keep
+//! it off them, run soko and the clients in two processes (pinned to different cores with
+//! `taskset` when the machine has no second one to spare):
+//!
+//! ```sh
+//! # soko: embedded relay and dev mint, temp data dir; prints the clients' command line,
+//! # then checks the books and sled's growth when its input closes (Ctrl-D) or on Ctrl-C
+//! cargo run --release --example bench_orders -- --serve
+//! # the clients, against it
+//! cargo run --release --example bench_orders -- --relay ws://127.0.0.1:PORT --bot npub1… \
+//!     --operator-key DATA_DIR --merchant npub1… [--buyers N] [--orders M]
+//! ```
+//!
 //! Every wait is bounded; a message that does not come is counted and reported. The exit
 //! status is non-zero when any order was lost or refused, or the books do not balance.
 
@@ -69,7 +82,8 @@ use support::*;
 /// The dev mint's fake Lightning backend reports an invoice paid this long after issuing it
 /// (`SETTLE_AFTER_SECS` in src/devmint.rs).
 const FAKE_SETTLEMENT: Duration = Duration::from_secs(1);
-/// soko checks unpaid orders against the mint this often (`PAYMENT_POLL` in src/bot/mod.rs).
+/// soko's pass over unpaid orders runs this often when the mint tells nothing (`PAYMENT_POLL`
+/// in src/daemon.rs).
 const PAYMENT_POLL: Duration = Duration::from_secs(1);
 
 /// The benchmark shop: one `sat` stall, one zone, one product with unlimited stock, so that
@@ -109,8 +123,58 @@ struct Args {
     /// Afterwards, restart soko with every retention window at a second and run its
     /// footprint pass, then measure sled again (issue 16): what the orders leave once their
     /// windows have passed.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["serve", "relay"])]
     windows_passed: bool,
+
+    /// Run soko only (no clients): print the clients' command line, then check the books
+    /// and sled's growth when stdin closes or on Ctrl-C.
+    #[arg(long, conflicts_with_all = ["relay", "bot", "operator_key", "merchant"])]
+    serve: bool,
+
+    /// Relay of a soko started with `--serve` (requires --bot and --operator-key); without
+    /// it soko runs in this process.
+    #[arg(long, requires_all = ["bot", "operator_key", "merchant"], value_parser = parse_relay_url)]
+    relay: Option<RelayUrl>,
+
+    /// That soko's bot key, npub or hex.
+    #[arg(long, requires = "relay", value_parser = parse_public_key)]
+    bot: Option<PublicKey>,
+
+    /// That soko's data dir, where its operator key is (the clients send `merchant_add`,
+    /// `stall_put`, `product_put` and `order_deliver` as its operator).
+    #[arg(long, requires = "relay")]
+    operator_key: Option<std::path::PathBuf>,
+
+    /// The benchmark merchant the `--serve` process set up, npub or hex.
+    #[arg(long, requires = "relay", value_parser = parse_public_key)]
+    merchant: Option<PublicKey>,
+}
+
+fn parse_relay_url(s: &str) -> Result<RelayUrl, String> {
+    RelayUrl::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_public_key(s: &str) -> Result<PublicKey, String> {
+    PublicKey::parse(s).map_err(|e| e.to_string())
+}
+
+/// Where the clients send: relay, bot, and the operator's key.
+#[derive(Clone)]
+struct Target {
+    relay: RelayUrl,
+    bot: PublicKey,
+    operator: Keys,
+}
+
+impl Target {
+    fn of(soko: &Soko) -> Result<Self> {
+        Ok(Self {
+            relay: soko.relay_url()?,
+            bot: soko.daemon()?.bot_public_key(),
+            operator: soko::identity::operator_keys(&soko.config().storage.data_dir)
+                .context("reading the operator key")?,
+        })
+    }
 }
 
 fn main() -> Result<ExitCode> {
@@ -126,8 +190,111 @@ fn main() -> Result<ExitCode> {
     }
 
     let iterations = args.crypto_iterations;
-    support::measure_then_run(CryptoCost::measure(iterations), |crypto, cores| {
-        run(args, crypto, cores)
+    support::measure_then_run(
+        CryptoCost::measure(iterations),
+        |crypto, cores| async move {
+            if args.serve {
+                serve(cores).await
+            } else if let (Some(relay), Some(bot), Some(dir), Some(merchant)) =
+                (&args.relay, args.bot, &args.operator_key, args.merchant)
+            {
+                let target = Target {
+                    relay: relay.clone(),
+                    bot,
+                    operator: soko::identity::operator_keys(dir).with_context(|| {
+                        format!("reading the operator key in {}", dir.display())
+                    })?,
+                };
+                let shop = Shop {
+                    merchant,
+                    npub: merchant.to_bech32()?,
+                };
+                clients_only(&args, &target, &shop, crypto).await
+            } else {
+                run(args, crypto, cores).await
+            }
+        },
+    )
+}
+
+/// `--serve`: soko alone, until stdin closes or Ctrl-C; then the books and sled's growth.
+async fn serve(cores: usize) -> Result<ExitCode> {
+    let dir = tempfile::tempdir().context("creating a temp data dir")?;
+    let mut soko = Soko::new(in_process_config(dir.path()));
+    // The shop first, then a stop so that sled is flushed and measured without orders.
+    soko.start().await?;
+    let shop = set_up_shop(&Target::of(&soko)?, Duration::from_secs(30)).await;
+    soko.stop().await?;
+    let shop = shop?;
+    let before = Storage::measure(dir.path())?;
+    soko.start().await?;
+    let target = Target::of(&soko)?;
+    println!("soko serving on {cores} cores; run the clients with:");
+    println!(
+        "  cargo run --release --example bench_orders -- --relay {} --bot {} --operator-key {} \
+         --merchant {}",
+        target.relay,
+        target.bot.to_bech32()?,
+        dir.path().display(),
+        shop.npub
+    );
+    println!("then close this one's input (Ctrl-D) or press Ctrl-C for the books.");
+    let stdin_closed = tokio::task::spawn_blocking(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+    });
+    tokio::select! {
+        _ = stdin_closed => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    let books = Books::check(soko.daemon()?, &shop).await;
+    soko.stop().await?;
+    let books = books?;
+    let balanced = books.print();
+    let after = Storage::measure(dir.path())?;
+    after.print_growth(&before, books.orders);
+    dir.close().context("removing the temp data dir")?;
+    Ok(if balanced {
+        ExitCode::SUCCESS
+    } else {
+        println!("\nFAILED: the books do not balance or orders did not complete");
+        ExitCode::FAILURE
+    })
+}
+
+/// The clients against a soko in another process: both phases; the books are checked there.
+async fn clients_only(
+    args: &Args,
+    target: &Target,
+    shop: &Shop,
+    crypto: CryptoCost,
+) -> Result<ExitCode> {
+    let timeout = Duration::from_secs(args.reply_timeout);
+    println!("soko order benchmark, clients only");
+    println!(
+        "  load        {} buyers ({} NIP-04, {} NIP-17) x {} orders, per phase; reply timeout {} s",
+        args.buyers,
+        args.buyers.div_ceil(2),
+        args.buyers / 2,
+        args.orders,
+        args.reply_timeout
+    );
+    println!(
+        "  soko        relay {}, bot {}: another process (its cores are its own when pinned apart)",
+        target.relay,
+        target.bot.to_bech32()?
+    );
+    crypto.print(args.crypto_iterations);
+    let (intake, cycles) = benchmark(args, target, shop, timeout).await?;
+    intake.print(&crypto);
+    cycles.print(&crypto, args.buyers);
+    let problems = intake.tally.problems() + cycles.tally.problems();
+    println!("\nThe books and sled's growth are printed by the --serve process when it stops.");
+    Ok(if problems > 0 {
+        println!("\nFAILED: {problems} order(s) lost a message or were refused");
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     })
 }
 
@@ -153,7 +320,7 @@ async fn run(args: Args, crypto: CryptoCost, cores: usize) -> Result<ExitCode> {
 
     // Set the shop up, then stop soko so that sled is flushed and measured without orders.
     soko.start().await?;
-    let shop = match set_up_shop(&soko, timeout).await {
+    let shop = match set_up_shop(&Target::of(&soko)?, timeout).await {
         Ok(shop) => shop,
         Err(e) => {
             soko.stop().await?;
@@ -166,7 +333,7 @@ async fn run(args: Args, crypto: CryptoCost, cores: usize) -> Result<ExitCode> {
     soko.start().await?;
     // Whatever happens, soko is stopped before the benchmark's own failure is reported.
     let measured = async {
-        let (intake, cycles) = benchmark(&args, &soko, &shop, timeout).await?;
+        let (intake, cycles) = benchmark(&args, &Target::of(&soko)?, &shop, timeout).await?;
         let books = Books::check(soko.daemon()?, &shop).await?;
         Ok::<_, anyhow::Error>((intake, cycles, books))
     }
@@ -214,12 +381,12 @@ async fn run(args: Args, crypto: CryptoCost, cores: usize) -> Result<ExitCode> {
 /// Runs both phases with the same buyers and operator connection.
 async fn benchmark(
     args: &Args,
-    soko: &Soko,
+    target: &Target,
     shop: &Shop,
     timeout: Duration,
 ) -> Result<(IntakeRun, CycleRun)> {
-    let relay = soko.relay_url()?;
-    let operator = Operator::connect(&relay, soko).await?;
+    let relay = target.relay.clone();
+    let operator = Operator::connect(target).await?;
     let buyers = connect_all(args.buyers, |index| {
         Buyer::connect(index, relay.clone(), shop.merchant)
     })
@@ -255,8 +422,8 @@ struct Shop {
 }
 
 /// Creates the merchant, its stall and its product through operator commands.
-async fn set_up_shop(soko: &Soko, timeout: Duration) -> Result<Shop> {
-    let operator = Operator::connect(&soko.relay_url()?, soko).await?;
+async fn set_up_shop(target: &Target, timeout: Duration) -> Result<Shop> {
+    let operator = Operator::connect(target).await?;
     let shop = async {
         let added = operator
             .expect_ok("merchant_add", json!({"name": "Bench Duka"}), timeout)
@@ -310,11 +477,9 @@ struct Operator {
 }
 
 impl Operator {
-    async fn connect(relay: &RelayUrl, soko: &Soko) -> Result<Self> {
-        let daemon = soko.daemon()?;
-        let keys = soko::identity::operator_keys(&soko.config().storage.data_dir)
-            .context("reading the operator key")?;
-        let client = connect_client(&keys, relay).await?;
+    async fn connect(target: &Target) -> Result<Self> {
+        let keys = target.operator.clone();
+        let client = connect_client(&keys, &target.relay).await?;
         let notifications = client.notifications();
         // `limit 0`: only answers from now on, not the gift wraps stored from earlier runs.
         let answers = Filter::new()
@@ -325,13 +490,13 @@ impl Operator {
         let waiting = Arc::new(Mutex::new(HashMap::new()));
         let router = tokio::spawn(route_answers(
             keys.clone(),
-            daemon.bot_public_key(),
+            target.bot,
             notifications,
             waiting.clone(),
         ));
         Ok(Self {
             keys,
-            bot: daemon.bot_public_key(),
+            bot: target.bot,
             client,
             waiting,
             id_prefix: Keys::generate().public_key().to_hex()[..8].to_owned(),
@@ -1130,13 +1295,14 @@ impl CycleRun {
         }
         let settle_share =
             FAKE_SETTLEMENT.as_secs_f64() / mean.as_secs_f64().max(f64::MIN_POSITIVE);
+        let p50 = percentile(&total, 50).unwrap_or_default();
         println!(
             "  settlement   the fake backend settles {:.0} s after the invoice is issued: {:.0}% of \
-             the mean cycle; soko notices on its next payment poll (every {:.0} s), so waiting for \
-             'paid' also holds up to {:.0} s of poll phase plus the poll's own work",
+             the mean cycle; the cycle's p50 is {:.1} ms past it (the mint tells soko of the \
+             payment, in-process or over NUT-17; the {:.0} s payment poll is the fallback)",
             FAKE_SETTLEMENT.as_secs_f64(),
             settle_share * 100.0,
-            PAYMENT_POLL.as_secs_f64(),
+            ms(p50.saturating_sub(FAKE_SETTLEMENT)),
             PAYMENT_POLL.as_secs_f64()
         );
         self.tally.print();

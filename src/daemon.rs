@@ -362,7 +362,14 @@ impl Daemon {
             } => (None, url.clone(), Some(*requests_per_minute)),
         };
         let seed = identity::wallet_seed(&data_dir)?;
-        let wallet = wallet::open_paced(&store, "escrow", &mint_url, &seed, pace)?;
+        // soko's own wallets reach its embedded dev mint in-process, not over loopback HTTP.
+        let link = match &dev_mint {
+            Some(mint) => wallet::MintLink::Direct(Arc::new(mint.connector()?)),
+            None => wallet::MintLink::Http {
+                requests_per_minute: pace,
+            },
+        };
+        let wallet = wallet::open_linked(&store, "escrow", &mint_url, &seed, &link)?;
 
         let own = merchants.clone();
         let catalog = Catalog::open_protecting(
@@ -442,6 +449,9 @@ impl Daemon {
                 floor: crate::money::Sats(config.foreign_mints.min_fee_sats),
             },
         )?);
+        if let Some(mint) = &dev_mint {
+            escrow.follow_in_process(mint.mint().clone(), mint.handle());
+        }
         let desk = agents.desk(merchants.clone(), publisher.clone(), rates);
         let verifier: Option<Arc<dyn BatVerifier>> = match &dev_mint {
             Some(mint) => Some(Arc::new(InProcessMint::new(
@@ -457,6 +467,7 @@ impl Daemon {
             SessionParts {
                 verifier,
                 mint_url: mint_url.clone(),
+                link: link.clone(),
                 seed,
                 publisher: publisher.clone(),
                 bot: bot_keys.public_key(),
@@ -482,7 +493,7 @@ impl Daemon {
                     &store,
                     Arc::default(),
                 )?)),
-                house: wallet::open_paced(&store, "exchange", &mint_url, &seed, pace)?,
+                house: wallet::open_linked(&store, "exchange", &mint_url, &seed, &link)?,
                 publisher: publisher.clone(),
                 bot: bot_keys.public_key(),
                 vault: vault.clone(),
@@ -708,8 +719,9 @@ async fn watch_payments(escrow: EscrowService, stopped: watch::Receiver<bool>) {
     if let Err(e) = escrow.recover().await {
         tracing::error!(error = %e, "the escrow wallet could not recover interrupted operations");
     }
+    let wake = escrow.payment_wake();
     let escrow = &escrow;
-    every(PAYMENT_POLL, stopped, || async move {
+    every_or_woken(PAYMENT_POLL, &wake, stopped, || async move {
         if let Err(e) = escrow.tick().await {
             tracing::error!(error = %e, "payment check failed; retrying");
         }
@@ -756,6 +768,31 @@ async fn watch_trades(exchange: Exchange, stopped: watch::Receiver<bool>) {
         }
     })
     .await;
+}
+
+/// [`every`], also running `pass` as soon as `wake` is notified (a payment the mint told):
+/// a notification during a pass makes the next one start right after it.
+async fn every_or_woken<F, Fut>(
+    period: Duration,
+    wake: &tokio::sync::Notify,
+    mut stopped: watch::Receiver<bool>,
+    mut pass: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            _ = tick.tick() => {}
+            () = wake.notified() => {}
+        }
+        tokio::select! {
+            _ = stopped.changed() => break,
+            () = pass() => {}
+        }
+    }
 }
 
 /// Runs `pass` every `period` until `stopped`. A pass may be cut short by shutdown: every

@@ -268,6 +268,9 @@ async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
         soko::sessions::SessionParts {
             verifier: None,
             mint_url: "http://127.0.0.1:9".to_owned(),
+            link: soko::wallet::MintLink::Http {
+                requests_per_minute: None,
+            },
             seed: [0; 64],
             publisher: publisher.clone(),
             bot: bot.public_key(),

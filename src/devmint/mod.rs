@@ -13,10 +13,14 @@
 //! development OIDC issuer on loopback ([`oidc`]) where registered users log in by a signed
 //! Nostr event.
 
+mod connector;
 pub mod oidc;
+
+pub use connector::InProcessConnector;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use cdk::cdk_payment::WaitPaymentResponse;
@@ -151,6 +155,16 @@ pub struct DevMint {
     runtime: Option<tokio::runtime::Runtime>,
     /// The runtime's handle, kept apart: `Drop` takes the runtime itself.
     handle: tokio::runtime::Handle,
+    /// The request turns, shared by HTTP requests and in-process wallets.
+    turns: Arc<Semaphore>,
+    counts: Arc<Counts>,
+}
+
+/// Requests the mint served, by way.
+#[derive(Debug, Default)]
+struct Counts {
+    http: AtomicU64,
+    in_process: AtomicU64,
 }
 
 /// What the mint's own runtime hands back once the mint serves.
@@ -160,6 +174,8 @@ struct Started {
     issuer: Option<oidc::DevIssuer>,
     stop: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<()>,
+    turns: Arc<Semaphore>,
+    counts: Arc<Counts>,
 }
 
 impl DevMint {
@@ -263,6 +279,8 @@ impl DevMint {
             server: started.server,
             handle: runtime.handle().clone(),
             runtime: Some(runtime),
+            turns: started.turns,
+            counts: started.counts,
         })
     }
 }
@@ -351,14 +369,18 @@ async fn serve(
     settle_interrupted(&mint, settle_after_secs).await;
 
     let turns = Arc::new(Semaphore::new(MAX_REQUESTS_IN_FLIGHT));
+    let counts = Arc::new(Counts::default());
     let router = cdk_axum::create_mint_router(mint.clone(), vec!["bolt11".to_owned()])
         .await
         .map_err(|e| cdk::Error::Custom(format!("router: {e}")))?
         .layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&turns),
+            (Arc::clone(&turns), Arc::clone(&counts)),
             take_turn,
         ));
-    tokio::spawn(recover_abandoned_swaps(Arc::clone(&mint), turns));
+    tokio::spawn(recover_abandoned_swaps(
+        Arc::clone(&mint),
+        Arc::clone(&turns),
+    ));
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         let serve = axum::serve(listener, router).with_graceful_shutdown(async {
@@ -384,6 +406,8 @@ async fn serve(
         issuer,
         stop,
         server,
+        turns,
+        counts,
     })
 }
 
@@ -402,6 +426,33 @@ impl DevMint {
     /// belong there, for the reason given at [`DevMint`].
     pub fn handle(&self) -> tokio::runtime::Handle {
         self.handle.clone()
+    }
+
+    /// A connection to the mint for soko's own wallets, in-process (see
+    /// [`InProcessConnector`]).
+    pub fn connector(&self) -> Result<InProcessConnector, DevMintError> {
+        let url = self
+            .url
+            .parse()
+            .map_err(|e: cdk::mint_url::Error| cdk::Error::Custom(format!("{}: {e}", self.url)))?;
+        Ok(InProcessConnector::new(
+            Arc::clone(&self.mint),
+            self.handle.clone(),
+            Arc::clone(&self.turns),
+            url,
+            Arc::clone(&self.counts),
+        ))
+    }
+
+    /// HTTP requests the mint has served since it started (its websocket counts once, when
+    /// it opens).
+    pub fn http_requests(&self) -> u64 {
+        self.counts.http.load(Ordering::Relaxed)
+    }
+
+    /// Calls of in-process wallets the mint has served since it started.
+    pub fn in_process_calls(&self) -> u64 {
+        self.counts.in_process.load(Ordering::Relaxed)
     }
 
     /// Its OIDC issuer, when auth is on.
@@ -546,10 +597,11 @@ async fn recover_abandoned_swaps(mint: Arc<Mint>, turns: Arc<Semaphore>) {
 /// waiters are served in arrival order. A websocket gives its turn back once upgraded: the
 /// connection lives on outside the handler.
 async fn take_turn(
-    axum::extract::State(turns): axum::extract::State<Arc<Semaphore>>,
+    axum::extract::State((turns, counts)): axum::extract::State<(Arc<Semaphore>, Arc<Counts>)>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    counts.http.fetch_add(1, Ordering::Relaxed);
     // The semaphore is never closed, so a turn always comes.
     let _turn = turns.acquire().await;
     next.run(request).await

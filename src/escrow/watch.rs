@@ -8,7 +8,8 @@
 //!   [`FIRST_RETRY`] to [`MAX_RETRY`]; the others go on meanwhile.
 //! - All checks together stay within [`PollRules::checks_per_minute`] (a token bucket
 //!   holding ten seconds' worth), so open orders cannot starve payouts and refunds of the
-//!   mint's request budget.
+//!   mint's request budget; all but the check of a payment the mint pushed, which comes
+//!   once per payment and must not wait behind the unpaid orders' checks.
 //! - When the mint pushes invoice states (NUT-17, [`crate::wallet::nut17`]), an order whose
 //!   state it told is checked only every [`PollRules::pushed_interval`] (for a push that
 //!   went missing) and at its expiry; a pushed change makes it due at once, ahead of the
@@ -33,12 +34,26 @@ pub const INFO_RETRY: Duration = Duration::from_secs(60);
 pub const NO_PUSH_LOOK_AGAIN: Duration = Duration::from_secs(3600);
 
 /// The mint's push, once followed.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Push {
     /// The feed of invoice states, when the mint offers one.
     pub feed: Option<std::sync::Arc<crate::wallet::nut17::QuoteFeed>>,
     /// When to read the mint's info again, after a failure or a "no push".
     pub next_look: Option<Instant>,
+    /// Notified when the mint tells a payment: the watcher's pass runs at once.
+    pub wake: std::sync::Arc<tokio::sync::Notify>,
+    /// The embedded dev mint, followed in-process rather than over its websocket.
+    pub in_process: Option<(std::sync::Arc<cdk::Mint>, tokio::runtime::Handle)>,
+}
+
+impl std::fmt::Debug for Push {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Push")
+            .field("feed", &self.feed)
+            .field("next_look", &self.next_look)
+            .field("in_process", &self.in_process.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// How often unpaid orders are checked at the mint.
@@ -270,6 +285,18 @@ impl Schedule {
         self.missed.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Takes one mint check of order `key`: free when the mint pushed a change of its
+    /// invoice (acting on a payment the mint told must not wait behind the budget, and such
+    /// checks come one per payment), from the budget otherwise; false when it is spent.
+    pub fn take_check_of(&self, key: &[u8], now: Instant) -> bool {
+        if self.urgent(key) {
+            self.checks.fetch_add(1, Ordering::Relaxed);
+            true
+        } else {
+            self.take_check(now)
+        }
+    }
+
     /// Takes one mint check from the budget; false when it is spent for now.
     pub fn take_check(&self, now: Instant) -> bool {
         let per_minute = f64::from(self.rules.checks_per_minute.max(1));
@@ -449,6 +476,28 @@ mod tests {
         }
         // 60 a minute plus the initial burst of ten seconds' worth.
         assert!((600..=610).contains(&allowed), "{allowed}");
+    }
+
+    #[test]
+    fn a_pushed_payment_is_checked_with_the_budget_spent() {
+        let schedule = Schedule::new(PollRules {
+            checks_per_minute: 6,
+            ..PollRules::default()
+        });
+        let now = Instant::now();
+        let later = now + 300 * S;
+        schedule.sync(&[(b"a".to_vec(), later), (b"b".to_vec(), later)], now);
+        schedule.set_quote(b"b", "qb");
+        schedule.connected();
+        while schedule.take_check(now) {}
+        assert!(!schedule.take_check_of(b"a", now), "the budget is spent");
+        schedule.pushed("qb", true, now);
+        assert!(schedule.take_check_of(b"b", now), "the mint told a payment");
+        schedule.unpaid(b"b", now);
+        assert!(
+            !schedule.take_check_of(b"b", now),
+            "checked; no longer urgent"
+        );
     }
 
     #[test]

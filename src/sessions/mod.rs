@@ -191,6 +191,7 @@ struct Inner {
     verifier: Option<Arc<dyn BatVerifier>>,
     wallets: Mutex<LruCache<String, Wallet>>,
     mint_url: String,
+    link: wallet::MintLink,
     seed: [u8; 64],
     publisher: Publisher,
     bot: PublicKey,
@@ -227,6 +228,8 @@ pub struct SessionParts {
     pub verifier: Option<Arc<dyn BatVerifier>>,
     /// The mint session wallets use.
     pub mint_url: String,
+    /// How session wallets reach the mint.
+    pub link: wallet::MintLink,
     /// The master wallet seed (each session's derives from it and its namespace).
     pub seed: [u8; 64],
     /// Sends refund DMs as `bot`.
@@ -259,6 +262,7 @@ impl Sessions {
                 verifier: parts.verifier,
                 wallets: Mutex::new(LruCache::new(rules.open_wallets)),
                 mint_url: parts.mint_url,
+                link: parts.link,
                 seed: parts.seed,
                 publisher: parts.publisher,
                 bot: parts.bot,
@@ -759,7 +763,13 @@ impl Sessions {
             return Ok(wallet);
         }
         let inner = &self.inner;
-        let wallet = wallet::open(&inner.store, &namespace(id), &inner.mint_url, &inner.seed)?;
+        let wallet = wallet::open_linked(
+            &inner.store,
+            &namespace(id),
+            &inner.mint_url,
+            &inner.seed,
+            &inner.link,
+        )?;
         wallet.recover_incomplete_sagas().await?;
         if let Ok(mut wallets) = inner.wallets.lock() {
             wallets.put(id.to_owned(), wallet.clone());

@@ -59,6 +59,18 @@ pub fn open(
     open_paced(store, namespace, mint_url, master_seed, None)
 }
 
+/// How a wallet reaches its mint.
+#[derive(Clone, Debug)]
+pub enum MintLink {
+    /// Over HTTP, paced at `requests_per_minute` (bursts of a tenth of that) when given.
+    Http {
+        /// The pace, or none.
+        requests_per_minute: Option<u32>,
+    },
+    /// Through this connector (the embedded dev mint's in-process one).
+    Direct(Arc<dyn cdk::wallet::MintConnector + Send + Sync>),
+}
+
 /// Same as [`open`], pacing requests to the mint at `requests_per_minute` (bursts of a
 /// tenth of that) when given, and not at all otherwise.
 pub fn open_paced(
@@ -67,6 +79,25 @@ pub fn open_paced(
     mint_url: &str,
     master_seed: &[u8; 64],
     requests_per_minute: Option<u32>,
+) -> Result<Wallet, WalletError> {
+    open_linked(
+        store,
+        namespace,
+        mint_url,
+        master_seed,
+        &MintLink::Http {
+            requests_per_minute,
+        },
+    )
+}
+
+/// Same as [`open`], reaching the mint by `link`.
+pub fn open_linked(
+    store: &Store,
+    namespace: &str,
+    mint_url: &str,
+    master_seed: &[u8; 64],
+    link: &MintLink,
 ) -> Result<Wallet, WalletError> {
     let seed = namespace_seed(master_seed, namespace);
     let db = SledWalletDatabase::open(store.db(), namespace, record_key(master_seed, namespace)?)?;
@@ -81,6 +112,14 @@ pub fn open_paced(
         .unit(CurrencyUnit::Sat)
         .localstore(Arc::new(db))
         .seed(seed);
+    let requests_per_minute = match link {
+        MintLink::Http {
+            requests_per_minute,
+        } => *requests_per_minute,
+        MintLink::Direct(connector) => {
+            return Ok(builder.shared_client(Arc::clone(connector)).build()?);
+        }
+    };
     let pace = requests_per_minute
         .and_then(|per_minute| RateLimitConfig::try_new((per_minute / 10).max(1), per_minute));
     let builder = match pace {

@@ -25,7 +25,7 @@ use cdk_common::nut17::{
     deserialize_payload_for_kind, Kind, NotificationPayload, Params, WsCommand, MAX_FILTER_LEN,
 };
 use cdk_common::ws_client::{WsReceiver, WsSender};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
 /// Most quotes one subscription names (cdk-axum accepts up to 1,000 filters). Kept small
@@ -100,8 +100,9 @@ pub struct QuoteFeed {
 
 impl QuoteFeed {
     /// Starts the feed for the mint at `mint_url` (its websocket is `/v1/ws`). Needs a tokio
-    /// runtime.
-    pub fn start(mint_url: &MintUrl) -> Result<Self, String> {
+    /// runtime. `wake` is notified whenever the mint tells a quote is no longer unpaid, so
+    /// that the watcher acts on it at once rather than on its next pass.
+    pub fn start(mint_url: &MintUrl, wake: Arc<Notify>) -> Result<Self, String> {
         let mut url = mint_url
             .join_paths(&["v1", "ws"])
             .map_err(|e| e.to_string())?;
@@ -111,12 +112,38 @@ impl QuoteFeed {
         let (commands, receiver) = mpsc::unbounded_channel();
         let (sender, events) = mpsc::channel(EVENT_BUFFER);
         let stats = Arc::new(FeedStats::default());
-        tokio::spawn(run(url.to_string(), receiver, sender, stats.clone()));
+        tokio::spawn(run(url.to_string(), receiver, sender, stats.clone(), wake));
         Ok(Self {
             commands,
             events: std::sync::Mutex::new(events),
             stats,
         })
+    }
+
+    /// Follows the embedded dev mint's own payment events in-process (cdk's pubsub, the
+    /// source its websocket forwards), with no websocket, HTTP or JSON in between. The task
+    /// runs on the mint's runtime: subscribing makes cdk read the quote's state from SQLite
+    /// there, which must not block soko's own workers (see [`crate::devmint::DevMint`]).
+    pub fn in_process(
+        mint: Arc<cdk::Mint>,
+        runtime: &tokio::runtime::Handle,
+        wake: Arc<Notify>,
+    ) -> Self {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let (sender, events) = mpsc::channel(EVENT_BUFFER);
+        let stats = Arc::new(FeedStats::default());
+        runtime.spawn(follow_in_process(
+            mint,
+            receiver,
+            sender,
+            stats.clone(),
+            wake,
+        ));
+        Self {
+            commands,
+            events: std::sync::Mutex::new(events),
+            stats,
+        }
     }
 
     /// Subscribes `quote` (now if connected, else on the next connection). A quote id
@@ -154,6 +181,80 @@ impl QuoteFeed {
     }
 }
 
+/// The in-process feed: one pubsub subscription per watched quote, all delivering to one
+/// channel. Nothing can drop between soko and the mint here, so the feed is connected
+/// once, for good; a "reconnect" (a payment a check found first) subscribes every quote
+/// again, which makes the mint tell each one's state anew.
+async fn follow_in_process(
+    mint: Arc<cdk::Mint>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::Sender<FeedEvent>,
+    stats: Arc<FeedStats>,
+    wake: Arc<Notify>,
+) {
+    use cdk_common::subscription::SubId;
+
+    stats.connects.fetch_add(1, Ordering::Relaxed);
+    if events.send(FeedEvent::Connected).await.is_err() {
+        return;
+    }
+    let pubsub = mint.pubsub_manager();
+    let (pushed, mut pushes) = mpsc::channel(EVENT_BUFFER);
+    let mut subs = HashMap::new();
+    let mut next: u64 = 0;
+    let mut subscribe = |quote: &str| {
+        next += 1;
+        let params = Params {
+            kind: Kind::Bolt11MintQuote,
+            filters: vec![quote.to_owned()],
+            id: Arc::new(SubId::from(format!("soko-{next}"))),
+        };
+        pubsub.subscribe_with(params, &pushed, None)
+    };
+    loop {
+        tokio::select! {
+            command = commands.recv() => match command {
+                None => return,
+                Some(Command::Watch(quote)) => {
+                    if subs.contains_key(&quote) {
+                        continue;
+                    }
+                    match subscribe(&quote) {
+                        Ok(sub) => {
+                            subs.insert(quote, sub);
+                        }
+                        Err(e) => {
+                            stats.refused.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(error = %e, "the dev mint refused a subscription; that invoice is polled");
+                        }
+                    }
+                }
+                Some(Command::Unwatch(quote)) => {
+                    subs.remove(&quote);
+                }
+                Some(Command::Reconnect) => {
+                    let quotes: Vec<String> = subs.keys().cloned().collect();
+                    subs.clear();
+                    for quote in quotes {
+                        if let Ok(sub) = subscribe(&quote) {
+                            subs.insert(quote, sub);
+                        }
+                    }
+                }
+            },
+            Some((_, event)) = pushes.recv() => {
+                let NotificationPayload::MintQuoteBolt11Response(quote) = event.into_inner() else {
+                    continue;
+                };
+                let id = quote.quote.to_string();
+                if subs.contains_key(&id) {
+                    tell(id, quote.state, &events, &stats, &wake);
+                }
+            }
+        }
+    }
+}
+
 /// How a connection ended.
 enum End {
     /// The handle was dropped: the task ends.
@@ -169,6 +270,7 @@ async fn run(
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<FeedEvent>,
     stats: Arc<FeedStats>,
+    wake: Arc<Notify>,
 ) {
     let mut watched: HashSet<String> = HashSet::new();
     let mut backoff = FIRST_BACKOFF;
@@ -180,7 +282,11 @@ async fn run(
                 if events.send(FeedEvent::Connected).await.is_err() {
                     return;
                 }
-                let end = Connection::default()
+                let connection = Connection {
+                    wake: Arc::clone(&wake),
+                    ..Connection::default()
+                };
+                let end = connection
                     .serve(
                         &mut sender,
                         &mut receiver,
@@ -251,6 +357,8 @@ struct Connection {
     pending: HashMap<usize, String>,
     next_request: usize,
     next_sub: u64,
+    /// Notified when the mint tells a quote is no longer unpaid.
+    wake: Arc<Notify>,
 }
 
 impl Connection {
@@ -263,6 +371,7 @@ impl Connection {
         events: &mpsc::Sender<FeedEvent>,
         stats: &FeedStats,
     ) -> End {
+        let wake = Arc::clone(&self.wake);
         let all: Vec<String> = watched.iter().cloned().collect();
         for batch in all.chunks(BATCH) {
             if let Err(e) = self.subscribe(sender, batch).await {
@@ -297,7 +406,7 @@ impl Connection {
                 message = receiver.recv() => match message {
                     None => return End::Failed("closed by the mint".to_owned()),
                     Some(Err(e)) => return End::Failed(e.to_string()),
-                    Some(Ok(text)) => self.handle(&text, events, stats),
+                    Some(Ok(text)) => self.handle(&text, events, stats, &wake),
                 },
             }
         }
@@ -357,7 +466,13 @@ impl Connection {
 
     /// One message from the mint. Anything malformed or unasked for is skipped: it cannot
     /// make soko act, since a pushed state only makes the watcher check that order now.
-    fn handle(&mut self, text: &str, events: &mpsc::Sender<FeedEvent>, stats: &FeedStats) {
+    fn handle(
+        &mut self,
+        text: &str,
+        events: &mpsc::Sender<FeedEvent>,
+        stats: &FeedStats,
+        wake: &Notify,
+    ) {
         let message = match serde_json::from_str::<RawWsMessageOrResponse<String>>(text) {
             Ok(message) => message,
             Err(e) => {
@@ -404,15 +519,25 @@ impl Connection {
                 if !quotes.contains(&quote.quote) {
                     return;
                 }
-                let event = FeedEvent::State {
-                    quote: quote.quote,
-                    state: quote.state,
-                };
-                if events.try_send(event).is_err() {
-                    stats.dropped.fetch_add(1, Ordering::Relaxed);
-                }
+                tell(quote.quote, quote.state, events, stats, wake);
             }
         }
+    }
+}
+
+/// Hands a quote's state to the watcher, waking it when the quote is no longer unpaid.
+fn tell(
+    quote: String,
+    state: MintQuoteState,
+    events: &mpsc::Sender<FeedEvent>,
+    stats: &FeedStats,
+    wake: &Notify,
+) {
+    if events.try_send(FeedEvent::State { quote, state }).is_err() {
+        stats.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+    if state != MintQuoteState::Unpaid {
+        wake.notify_one();
     }
 }
 
@@ -445,7 +570,7 @@ mod tests {
             "{not json".to_owned(),
             notification("soko-1", "q1", "PAID"),
         ] {
-            connection.handle(&text, &sender, &stats);
+            connection.handle(&text, &sender, &stats, &Notify::new());
         }
         let mut told = Vec::new();
         while let Ok(event) = events.try_recv() {
@@ -475,7 +600,7 @@ mod tests {
         }
         let refusal = serde_json::json!({"jsonrpc": "2.0", "id": 2,
             "error": {"code": -32602, "message": "Invalid params"}});
-        connection.handle(&refusal.to_string(), &sender, &stats);
+        connection.handle(&refusal.to_string(), &sender, &stats, &Notify::new());
         assert!(connection.subs.contains_key("soko-1"));
         assert!(!connection.subs.contains_key("soko-2"));
         assert!(!connection.sub_of.contains_key("q2"));
@@ -491,7 +616,12 @@ mod tests {
             .subs
             .insert("soko-1".into(), HashSet::from(["q1".to_owned()]));
         for _ in 0..3 {
-            connection.handle(&notification("soko-1", "q1", "UNPAID"), &sender, &stats);
+            connection.handle(
+                &notification("soko-1", "q1", "UNPAID"),
+                &sender,
+                &stats,
+                &Notify::new(),
+            );
         }
         assert_eq!(stats.dropped.load(Ordering::Relaxed), 2);
     }
@@ -523,7 +653,7 @@ mod tests {
             };
             quotes.push(quote.quote.to_string());
         }
-        let feed = QuoteFeed::start(&mint.url().parse().unwrap()).unwrap();
+        let feed = QuoteFeed::start(&mint.url().parse().unwrap(), Arc::default()).unwrap();
         let mut told: HashMap<String, MintQuoteState> = HashMap::new();
         let mut connected = false;
         let mut follow = |feed: &QuoteFeed| {

@@ -89,6 +89,14 @@ async fn full_cycle(nip17: bool) {
         EscrowState::PaidOut
     );
 
+    // soko's wallets reach its embedded mint in-process, and hear the payment from the
+    // mint's own events: the whole order went by without one HTTP request to the mint.
+    let mint = soko.daemon().dev_mint().unwrap();
+    assert_eq!(mint.http_requests(), 0, "HTTP requests to the dev mint");
+    assert!(mint.in_process_calls() > 0);
+    assert_eq!(escrow.push_connections(), 1, "the in-process feed");
+    assert_eq!(escrow.missed_pushes(), 0);
+
     // The code works once.
     let again = shop.deliver(&soko, 1, &code).await;
     assert!(again.error.unwrap().message.contains("cannot be delivered"));
