@@ -94,7 +94,7 @@ fn main() -> Result<ExitCode> {
 
     let started = Instant::now();
     let bytes = runtime.block_on(fill(&dir, &args, &bot))?;
-    let disk = size_on_disk(&dir.join(EVENTS_DIR));
+    let disk = soko::util::size_on_disk(&dir.join(EVENTS_DIR));
     println!(
         "  filled      in {:.1} s: {} MiB of event JSON, {} MiB on disk",
         started.elapsed().as_secs_f64(),
@@ -248,7 +248,7 @@ async fn open_only(dir: &Path, bot: &str) -> Result<ExitCode> {
         peak >> 10,
         before >> 10
     );
-    let disk = size_on_disk(&dir.join(EVENTS_DIR));
+    let disk = soko::util::size_on_disk(&dir.join(EVENTS_DIR));
     println!("  disk after  {} MiB", disk >> 20);
     Ok(ExitCode::SUCCESS)
 }
@@ -263,18 +263,4 @@ fn status_kib(field: &str) -> Result<u64> {
             rest.trim().trim_end_matches("kB").trim().parse().ok()
         })
         .ok_or_else(|| anyhow!("{field} not in /proc/self/status"))
-}
-
-fn size_on_disk(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|entry| match entry.metadata() {
-            Ok(meta) if meta.is_dir() => size_on_disk(&entry.path()),
-            Ok(meta) => meta.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }

@@ -797,20 +797,10 @@ async fn every_or_woken<F, Fut>(
 
 /// Runs `pass` every `period` until `stopped`. A pass may be cut short by shutdown: every
 /// pass here is crash-safe step by step, so stopping mid-way is like a crash, resumed on start.
-async fn every<F, Fut>(period: Duration, mut stopped: watch::Receiver<bool>, mut pass: F)
+async fn every<F, Fut>(period: Duration, stopped: watch::Receiver<bool>, pass: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let mut tick = tokio::time::interval(period);
-    loop {
-        tokio::select! {
-            _ = stopped.changed() => break,
-            _ = tick.tick() => {}
-        }
-        tokio::select! {
-            _ = stopped.changed() => break,
-            () = pass() => {}
-        }
-    }
+    every_or_woken(period, &tokio::sync::Notify::new(), stopped, pass).await
 }

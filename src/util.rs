@@ -47,3 +47,20 @@ pub(crate) fn assert_whole_table<S, E, Refused>(
         }
     }
 }
+
+/// Bytes the files under `dir` take on disk (allocated blocks, not apparent lengths: sled's
+/// files are sparse), 0 for what cannot be read.
+pub fn size_on_disk(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => size_on_disk(&entry.path()),
+            Ok(meta) => meta.blocks().saturating_mul(512),
+            Err(_) => 0,
+        })
+        .sum()
+}

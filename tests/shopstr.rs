@@ -274,22 +274,7 @@ async fn a_crash_while_taking_ecash_at(point: &str) {
     assert_eq!(outstanding_at(mint.mint()).await, issued);
 
     // Exactly one order #1, paid, and its code releases it.
-    let delivered = soko::operator::call(
-        &config,
-        "order_deliver",
-        serde_json::json!({"merchant": merchant.to_bech32().unwrap(), "order": 1, "code": codes[0]}),
-    )
-    .await
-    .unwrap();
-    assert!(delivered.ok, "{delivered:?}");
-    let second = soko::operator::call(
-        &config,
-        "order_deliver",
-        serde_json::json!({"merchant": merchant.to_bech32().unwrap(), "order": 2, "code": codes[0]}),
-    )
-    .await
-    .unwrap();
-    assert!(!second.ok, "no second order: {second:?}");
+    only_order_one_delivers(&config, merchant, &codes[0]).await;
     soko.kill();
     mint.shutdown().await;
 }

@@ -325,22 +325,7 @@ async fn a_crash_while_melting_at(point: &str) {
     // soko's mint issued exactly what arrived: 610 held, the rest handed back.
     assert_eq!(outstanding_at(own.mint()).await, arrived);
 
-    let delivered = soko::operator::call(
-        &config,
-        "order_deliver",
-        serde_json::json!({"merchant": merchant.to_bech32().unwrap(), "order": 1, "code": codes[0]}),
-    )
-    .await
-    .unwrap();
-    assert!(delivered.ok, "{delivered:?}");
-    let second = soko::operator::call(
-        &config,
-        "order_deliver",
-        serde_json::json!({"merchant": merchant.to_bech32().unwrap(), "order": 2, "code": codes[0]}),
-    )
-    .await
-    .unwrap();
-    assert!(!second.ok, "no second order: {second:?}");
+    only_order_one_delivers(&config, merchant, &codes[0]).await;
     soko.kill();
     other.shutdown().await;
     own.shutdown().await;

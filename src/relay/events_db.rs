@@ -643,7 +643,7 @@ impl SledEventStore {
     /// Bytes the Db in use takes on disk.
     pub async fn disk_bytes(&self) -> u64 {
         let dir = gen_dir(&self.root, self.current.read().await.gen);
-        tokio::task::spawn_blocking(move || generations::size_on_disk(&dir))
+        tokio::task::spawn_blocking(move || crate::util::size_on_disk(&dir))
             .await
             .unwrap_or(0)
     }
@@ -741,7 +741,7 @@ impl SledEventStore {
             if let Err(e) = std::fs::remove_dir_all(&old_dir) {
                 tracing::warn!(dir = %old_dir.display(), error = %e, "old relay store left on disk; it is removed at the next start");
             }
-            Ok((paused, generations::size_on_disk(&new_dir)))
+            Ok((paused, crate::util::size_on_disk(&new_dir)))
         })
         .await
         .map_err(task)??;

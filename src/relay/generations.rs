@@ -136,22 +136,6 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Bytes the files under `dir` take on disk (allocated blocks, not apparent lengths).
-pub fn size_on_disk(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt as _;
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|entry| match entry.metadata() {
-            Ok(meta) if meta.is_dir() => size_on_disk(&entry.path()),
-            Ok(meta) => meta.blocks().saturating_mul(512),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,7 +172,7 @@ mod tests {
             .collect::<Result<_, _>>()?;
         left.sort();
         assert_eq!(left, ["CURRENT", "gen-2"]);
-        assert!(size_on_disk(root) > 0);
+        assert!(crate::util::size_on_disk(root) > 0);
         assert_eq!(discard_others(root, Some(2))?, 0);
         Ok(())
     }

@@ -82,7 +82,7 @@ impl Store {
     /// process's first open of `dir` (soko's start): nothing else may hold the Db meanwhile.
     pub fn open_compacted(dir: &Path) -> Result<(Self, Option<Compacted>), StoreError> {
         settle(dir).map_err(io_error)?;
-        let before = size_on_disk(&dir.join("sled"));
+        let before = crate::util::size_on_disk(&dir.join("sled"));
         let mut compacted = None;
         if before > COMPACT_FLOOR_BYTES {
             let store = Self::open(dir)?;
@@ -92,7 +92,7 @@ impl Store {
                 swap_in(dir).map_err(io_error)?;
                 compacted = Some(Compacted {
                     before,
-                    after: size_on_disk(&dir.join("sled")),
+                    after: crate::util::size_on_disk(&dir.join("sled")),
                     live,
                 });
             }
@@ -172,22 +172,6 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 fn io_error(e: std::io::Error) -> StoreError {
     StoreError::Sled(sled::Error::Io(e))
-}
-
-/// Bytes the files under `dir` take on disk.
-fn size_on_disk(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt as _;
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|entry| match entry.metadata() {
-            Ok(meta) if meta.is_dir() => size_on_disk(&entry.path()),
-            Ok(meta) => meta.blocks().saturating_mul(512),
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 #[cfg(test)]

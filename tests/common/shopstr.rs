@@ -62,3 +62,23 @@ pub fn token_in(text: &str) -> &str {
     let at = text.find("cashu").expect("a token in the text");
     text[at..].split_whitespace().next().expect("a token")
 }
+
+/// Order 1 is released with `code` and there is no order 2: the pay-first order was taken
+/// exactly once, however often soko was stopped on the way.
+pub async fn only_order_one_delivers(
+    config: &soko::config::Config,
+    merchant: PublicKey,
+    code: &str,
+) {
+    let deliver = |order: u64| {
+        soko::operator::call(
+            config,
+            "order_deliver",
+            serde_json::json!({"merchant": merchant.to_bech32().expect("npub"), "order": order, "code": code}),
+        )
+    };
+    let delivered = deliver(1).await.expect("order_deliver");
+    assert!(delivered.ok, "{delivered:?}");
+    let second = deliver(2).await.expect("order_deliver");
+    assert!(!second.ok, "no second order: {second:?}");
+}

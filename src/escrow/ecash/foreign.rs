@@ -352,7 +352,7 @@ impl EscrowService {
 }
 
 /// True when the mint says any of the token's proofs is spent or being spent (NUT-07).
-async fn spent_at(wallet: &Wallet, token: &Token) -> Result<bool, EscrowError> {
+pub(super) async fn spent_at(wallet: &Wallet, token: &Token) -> Result<bool, EscrowError> {
     let ys = proof_ys(token)
         .map_err(EscrowError::Books)?
         .iter()

@@ -26,22 +26,7 @@ impl EscrowService {
     pub(super) async fn spent_at_mint(&self, token: &str) -> Result<bool, EscrowError> {
         let parsed = Token::from_str(token)
             .map_err(|e| EscrowError::Books(format!("a recorded token does not read: {e}")))?;
-        let ys = proof_ys(&parsed)
-            .map_err(EscrowError::Books)?
-            .iter()
-            .map(|y| cdk::nuts::PublicKey::from_slice(y))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| EscrowError::Books(e.to_string()))?;
-        let states = self
-            .inner
-            .wallet
-            .mint_connector()
-            .post_check_state(cdk::nuts::CheckStateRequest { ys })
-            .await?;
-        Ok(states
-            .states
-            .iter()
-            .any(|s| s.state != cdk::nuts::State::Unspent))
+        super::foreign::spent_at(&self.inner.wallet, &parsed).await
     }
 
     /// Swaps `token` into the escrow wallet: the sats received, or why it cannot be taken.
