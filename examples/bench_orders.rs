@@ -262,6 +262,17 @@ async fn serve(cores: usize) -> Result<ExitCode> {
     })
 }
 
+fn print_load(args: &Args) {
+    println!(
+        "  load        {} buyers ({} NIP-04, {} NIP-17) x {} orders, per phase; reply timeout {} s",
+        args.buyers,
+        args.buyers.div_ceil(2),
+        args.buyers / 2,
+        args.orders,
+        args.reply_timeout
+    );
+}
+
 /// The clients against a soko in another process: both phases; the books are checked there.
 async fn clients_only(
     args: &Args,
@@ -271,14 +282,7 @@ async fn clients_only(
 ) -> Result<ExitCode> {
     let timeout = Duration::from_secs(args.reply_timeout);
     println!("soko order benchmark, clients only");
-    println!(
-        "  load        {} buyers ({} NIP-04, {} NIP-17) x {} orders, per phase; reply timeout {} s",
-        args.buyers,
-        args.buyers.div_ceil(2),
-        args.buyers / 2,
-        args.orders,
-        args.reply_timeout
-    );
+    print_load(args);
     println!(
         "  soko        relay {}, bot {}: another process (its cores are its own when pinned apart)",
         target.relay,
@@ -304,14 +308,7 @@ async fn run(args: Args, crypto: CryptoCost, cores: usize) -> Result<ExitCode> {
     let timeout = Duration::from_secs(args.reply_timeout);
 
     println!("soko order benchmark");
-    println!(
-        "  load        {} buyers ({} NIP-04, {} NIP-17) x {} orders, per phase; reply timeout {} s",
-        args.buyers,
-        args.buyers.div_ceil(2),
-        args.buyers / 2,
-        args.orders,
-        args.reply_timeout
-    );
+    print_load(&args);
     println!(
         "  soko        in-process, relay rate limit raised to {IN_PROCESS_RATE_LIMIT}/min per \
          pubkey; {cores} cores shared by the daemon, its relay and mint, and all clients"
