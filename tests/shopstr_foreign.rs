@@ -107,6 +107,15 @@ fn listed(mint: &DevMint) -> String {
         .to_string()
 }
 
+/// soko's binary in `dir` on its mint `own`, taking the ecash of `other` too.
+fn binary_allowing(dir: &std::path::Path, own: &DevMint, other: &DevMint) -> Binary {
+    Binary::in_dir_with_mint_keys(
+        dir,
+        own.url(),
+        &format!("foreign_allow = [\"{}\"]", listed(other)),
+    )
+}
+
 /// The sats in a message's text just before `what` (e.g. "sat reached soko's mint").
 fn sats_before(text: &str, what: &str) -> u64 {
     let at = text
@@ -276,11 +285,7 @@ async fn a_crash_while_melting_at(point: &str) {
     let (other, _other_dir) = external_dev_mint(0).await;
     let _lightning = LinkedLightning::between(other.mint().clone(), own.mint().clone());
     let dir = tempfile::tempdir().unwrap();
-    let mut soko = Binary::in_dir_with_mint_keys(
-        dir.path(),
-        own.url(),
-        &format!("foreign_allow = [\"{}\"]", listed(&other)),
-    );
+    let mut soko = binary_allowing(dir.path(), &own, &other);
     let config = soko.config();
     soko.start().await;
     let merchant = Mangoes::stock(5).open(&config).await.merchant;
@@ -350,11 +355,7 @@ async fn a_token_of_a_mint_dropped_from_the_list_before_use_goes_back() {
     let (own, _own_dir) = external_dev_mint(NEVER).await;
     let (other, _other_dir) = external_dev_mint(0).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut soko = Binary::in_dir_with_mint_keys(
-        dir.path(),
-        own.url(),
-        &format!("foreign_allow = [\"{}\"]", listed(&other)),
-    );
+    let mut soko = binary_allowing(dir.path(), &own, &other);
     let config = soko.config();
     soko.start().await;
     let merchant = Mangoes::stock(5).open(&config).await.merchant;

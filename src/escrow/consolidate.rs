@@ -35,6 +35,13 @@ use super::books::INPUT_FEES_KEY;
 use super::service::{tx_error, EscrowError, EscrowService, LedgerEntry};
 use crate::money::Sats;
 
+/// The guards [`EscrowService::spenders_idle`] holds.
+type Spenders<'a> = (
+    tokio::sync::MutexGuard<'a, ()>,
+    tokio::sync::MutexGuard<'a, ()>,
+    tokio::sync::MutexGuard<'a, ()>,
+);
+
 /// Most proofs one consolidating swap takes: cdk's mint takes up to 1000 inputs by default,
 /// other mints fewer; a few hundred keep each request small.
 pub const CHUNK: usize = 500;
@@ -151,19 +158,30 @@ impl EscrowService {
         Ok(tidied)
     }
 
+    /// The locks of the wallet's other spenders (payouts, refunds, ecash payments), held
+    /// together, or `None` when one of them is busy: a pass over the wallet's proofs waits
+    /// for a moment when none picks proofs.
+    fn spenders_idle(&self) -> Option<Spenders<'_>> {
+        let inner = &self.inner;
+        match (
+            inner.payouts_lock.try_lock(),
+            inner.refunds.try_lock(),
+            inner.ecash_lock.try_lock(),
+        ) {
+            (Ok(payouts), Ok(refunds), Ok(ecash)) => Some((payouts, refunds, ecash)),
+            _ => None,
+        }
+    }
+
     /// Swaps the escrow wallet's smallest proofs into few once there are more than
     /// `[market] consolidate_proofs_above` unspent ones. `None` when a payout, refund or ecash
     /// payment is under way (they pick proofs too; the next pass tries again) or when a
     /// swap a crash interrupted is not settled yet.
     pub async fn consolidate(&self) -> Result<Option<Consolidation>, EscrowError> {
-        let inner = &self.inner;
-        let (Ok(_payouts), Ok(_refunds), Ok(_ecash)) = (
-            inner.payouts_lock.try_lock(),
-            inner.refunds.try_lock(),
-            inner.ecash_lock.try_lock(),
-        ) else {
+        let Some(_spenders) = self.spenders_idle() else {
             return Ok(None);
         };
+        let inner = &self.inner;
         if !self.settle_pending_swap().await? {
             return Ok(None);
         }
@@ -301,14 +319,10 @@ impl EscrowService {
     /// to (its recovery reads a saga's spent inputs), returning how many. Under the payout,
     /// refund and ecash locks, so no saga of soko's starts meanwhile; `0` when one is busy.
     pub async fn prune_spent_proofs(&self) -> Result<usize, EscrowError> {
-        let inner = &self.inner;
-        let (Ok(_payouts), Ok(_refunds), Ok(_ecash)) = (
-            inner.payouts_lock.try_lock(),
-            inner.refunds.try_lock(),
-            inner.ecash_lock.try_lock(),
-        ) else {
+        let Some(_spenders) = self.spenders_idle() else {
             return Ok(0);
         };
+        let inner = &self.inner;
         let store = &inner.wallet.localstore;
         let open: HashSet<uuid::Uuid> = store
             .get_incomplete_sagas()
