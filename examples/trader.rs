@@ -437,7 +437,7 @@ async fn mint_bats(
 ) -> Result<Vec<BlindAuthToken>> {
     let store = soko::store::Store::open(dir)?;
     let key = soko::vault::RecordKey::new(fresh_seed()[..32].try_into()?)?;
-    let db = soko::wallet::SledWalletDatabase::open(store.db(), "bats", key)?;
+    let db = soko::wallet::SledWalletDatabase::open(&store, "bats", key)?;
     let wallet = WalletBuilder::new()
         .mint_url(mint_url.parse()?)
         .unit(CurrencyUnit::Sat)

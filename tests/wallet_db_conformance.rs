@@ -12,16 +12,19 @@ use cdk_common::nuts::{CurrencyUnit, Id, Proof, SecretKey, State};
 use cdk_common::secret::Secret;
 use cdk_common::wallet::ProofInfo;
 use cdk_common::{wallet_db_test, Amount};
+use soko::store::Store;
 use soko::vault::RecordKey;
 use soko::wallet::SledWalletDatabase;
 
 /// Opens a sled database that deletes its directory when the last handle drops.
-fn open_sled(path: &Path) -> sled::Db {
-    sled::Config::new()
-        .path(path)
-        .temporary(true)
-        .open()
-        .expect("open sled")
+fn open_sled(path: &Path) -> Store {
+    Store::from_db(
+        sled::Config::new()
+            .path(path)
+            .temporary(true)
+            .open()
+            .expect("open sled"),
+    )
 }
 
 /// One fresh sled database per test, in its own temporary directory.
@@ -78,7 +81,7 @@ fn proof_info(amount: u64) -> ProofInfo {
 #[tokio::test]
 async fn namespaces_in_one_db_are_isolated() {
     let dir = tempfile::tempdir().unwrap();
-    let db = sled::open(dir.path()).unwrap();
+    let db = Store::open(dir.path()).unwrap();
     let alice = SledWalletDatabase::open(&db, "alice", key()).unwrap();
     let bob = SledWalletDatabase::open(&db, "bob", key()).unwrap();
 
@@ -116,6 +119,7 @@ async fn namespaces_in_one_db_are_isolated() {
     );
 
     let names: Vec<String> = db
+        .db()
         .tree_names()
         .iter()
         .map(|n| String::from_utf8_lossy(n).into_owned())
@@ -130,7 +134,7 @@ async fn namespaces_in_one_db_are_isolated() {
 #[tokio::test]
 async fn invalid_namespaces_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
-    let db = sled::open(dir.path()).unwrap();
+    let db = Store::open(dir.path()).unwrap();
     for bad in ["", "a/b", "white space", &"x".repeat(129)] {
         assert!(
             SledWalletDatabase::open(&db, bad, key()).is_err(),
@@ -145,7 +149,7 @@ async fn data_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let proof = proof_info(8);
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = Store::open(dir.path()).unwrap();
         let wallet = SledWalletDatabase::open(&db, "main", key()).unwrap();
         wallet
             .update_proofs(vec![proof.clone()], vec![])
@@ -156,7 +160,7 @@ async fn data_survives_reopen() {
             .await
             .unwrap();
     }
-    let db = sled::open(dir.path()).unwrap();
+    let db = Store::open(dir.path()).unwrap();
     let wallet = SledWalletDatabase::open(&db, "main", key()).unwrap();
     let stored = wallet.get_proofs_by_ys(vec![proof.y]).await.unwrap();
     assert_eq!(stored.len(), 1);
@@ -173,7 +177,7 @@ async fn data_survives_reopen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn counters_are_atomic_across_threads() {
     let dir = tempfile::tempdir().unwrap();
-    let db = sled::open(dir.path()).unwrap();
+    let db = Store::open(dir.path()).unwrap();
     let wallet = SledWalletDatabase::open(&db, "main", key()).unwrap();
     let keyset_id = Id::from_str("00916bbf7ef91a36").unwrap();
 
@@ -194,7 +198,7 @@ async fn counters_are_atomic_across_threads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_reservations_never_share_a_proof() {
     let dir = tempfile::tempdir().unwrap();
-    let db = sled::open(dir.path()).unwrap();
+    let db = Store::open(dir.path()).unwrap();
     let wallet = SledWalletDatabase::open(&db, "main", key()).unwrap();
     let proofs: Vec<ProofInfo> = (0..4).map(|_| proof_info(1)).collect();
     let ys: Vec<_> = proofs.iter().map(|p| p.y).collect();
@@ -230,7 +234,7 @@ async fn concurrent_reservations_never_share_a_proof() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mixed_concurrent_workload_completes() {
     let dir = tempfile::tempdir().unwrap();
-    let db = sled::open(dir.path()).unwrap();
+    let db = Store::open(dir.path()).unwrap();
     let wallet = SledWalletDatabase::open(&db, "main", key()).unwrap();
 
     let tasks: Vec<_> = (0..16u32)
@@ -285,7 +289,7 @@ async fn mixed_concurrent_workload_completes() {
 #[tokio::test]
 async fn unknown_encoding_version_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let db = sled::open(dir.path()).unwrap();
+    let db = Store::open(dir.path()).unwrap();
     let wallet = SledWalletDatabase::open(&db, "main", key()).unwrap();
     let proof = proof_info(2);
     wallet
@@ -294,7 +298,7 @@ async fn unknown_encoding_version_is_a_clear_error() {
         .unwrap();
 
     // Simulate a record written by a future build with a new encoding.
-    let tree = db.open_tree("wallet/main/proofs").unwrap();
+    let tree = db.db().open_tree("wallet/main/proofs").unwrap();
     let mut future = tree.get(proof.y.to_bytes()).unwrap().unwrap().to_vec();
     future[0] = 9;
     tree.insert(proof.y.to_bytes(), future).unwrap();
@@ -308,7 +312,7 @@ async fn unknown_encoding_version_is_a_clear_error() {
 #[tokio::test]
 async fn debug_output_shows_no_wallet_contents() {
     let dir = tempfile::tempdir().unwrap();
-    let db = sled::open(dir.path()).unwrap();
+    let db = Store::open(dir.path()).unwrap();
     let wallet = SledWalletDatabase::open(&db, "main", key()).unwrap();
     let proof = proof_info(4);
     wallet
@@ -324,7 +328,7 @@ async fn debug_output_shows_no_wallet_contents() {
 #[tokio::test]
 async fn proofs_are_sealed_at_rest_and_clear_ones_migrate() {
     let dir = tempfile::tempdir().unwrap();
-    let db = sled::open(dir.path()).unwrap();
+    let db = Store::open(dir.path()).unwrap();
     let wallet = SledWalletDatabase::open(&db, "main", key()).unwrap();
     let proof = proof_info(16);
     let secret = proof.proof.secret.to_string();
@@ -332,7 +336,7 @@ async fn proofs_are_sealed_at_rest_and_clear_ones_migrate() {
         .update_proofs(vec![proof.clone()], vec![])
         .await
         .unwrap();
-    let tree = db.open_tree("wallet/main/proofs").unwrap();
+    let tree = db.db().open_tree("wallet/main/proofs").unwrap();
     let raw = tree.get(proof.y.to_bytes()).unwrap().unwrap();
     assert_eq!(raw[0], 2, "sealed encoding");
     assert!(!raw.windows(secret.len()).any(|w| w == secret.as_bytes()));

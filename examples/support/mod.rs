@@ -371,10 +371,12 @@ pub async fn login(token_url: &str, keys: &Keys) -> Result<String> {
 /// `n` BATs at `mint_url` with the clear-auth token `cat`, through cdk's wallet. The wallet
 /// keeps its proofs in a temporary sled of its own, gone with it.
 pub async fn mint_bats(mint_url: &str, cat: &str, n: u64) -> Result<Vec<BlindAuthToken>> {
-    let db = sled::Config::new()
-        .temporary(true)
-        .open()
-        .context("a temporary sled for the minting wallet")?;
+    let db = soko::store::Store::from_db(
+        sled::Config::new()
+            .temporary(true)
+            .open()
+            .context("a temporary sled for the minting wallet")?,
+    );
     let key = soko::vault::RecordKey::new([7; 32])?;
     let localstore = soko::wallet::SledWalletDatabase::open(&db, "bats", key)?;
     let wallet = WalletBuilder::new()

@@ -128,6 +128,15 @@ impl Store {
         }
     }
 
+    /// A store over a Db opened elsewhere (a test's temporary one). Its syncs are grouped
+    /// only among the handles cloned from it.
+    pub fn from_db(db: sled::Db) -> Self {
+        Self {
+            db,
+            syncs: Arc::default(),
+        }
+    }
+
     /// A typed view of one tree.
     pub fn tree<V>(&self, name: &str) -> Result<Typed<V>, StoreError> {
         Ok(Typed {

@@ -100,7 +100,7 @@ pub fn open_linked(
     link: &MintLink,
 ) -> Result<Wallet, WalletError> {
     let seed = namespace_seed(master_seed, namespace);
-    let db = SledWalletDatabase::open(store.db(), namespace, record_key(master_seed, namespace)?)?;
+    let db = SledWalletDatabase::open(store, namespace, record_key(master_seed, namespace)?)?;
     let mint_url = mint_url
         .parse()
         .map_err(|e: cdk::mint_url::Error| WalletError::MintUrl {

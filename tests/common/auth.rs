@@ -81,7 +81,7 @@ pub async fn try_bats(
     let dir = tempfile::tempdir().expect("temp dir");
     let store = soko::store::Store::open(dir.path()).expect("store");
     let key = soko::vault::RecordKey::new([7; 32]).expect("record key");
-    let db = soko::wallet::SledWalletDatabase::open(store.db(), "bats", key).expect("wallet db");
+    let db = soko::wallet::SledWalletDatabase::open(&store, "bats", key).expect("wallet db");
     let seed: [u8; 64] = std::array::from_fn(|i| i as u8 ^ 0x5a);
     let wallet = WalletBuilder::new()
         .mint_url(mint_url.parse().expect("mint url"))

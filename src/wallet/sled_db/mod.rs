@@ -61,6 +61,7 @@ use sled::transaction::TransactionError;
 use sled::{IVec, Transactional, Tree};
 use uuid::Uuid;
 
+use crate::store::Store;
 use crate::vault::RecordKey;
 use codec::{
     abort, bump_counter, decode, encode, get_value, payload, put, remove, rewrite_matching, scan,
@@ -75,6 +76,7 @@ mod records;
 #[derive(Clone)]
 pub struct SledWalletDatabase {
     namespace: Arc<str>,
+    store: Store,
     mints: Tree,
     keysets: Tree,
     keyset_u32: Tree,
@@ -104,14 +106,16 @@ impl SledWalletDatabase {
     /// sealed under `key`. Clear records left by an older build are sealed here, once.
     ///
     /// `namespace` must be 1–128 characters of `[A-Za-z0-9._:-]`.
-    pub fn open(db: &sled::Db, namespace: &str, key: RecordKey) -> Result<Self, Error> {
+    pub fn open(store: &Store, namespace: &str, key: RecordKey) -> Result<Self, Error> {
         validate_namespace(namespace)?;
+        let db = store.db();
         let tree = |concern: &str| {
             db.open_tree(format!("wallet/{namespace}/{concern}"))
                 .map_err(sled_err("opening tree"))
         };
         let wallet = Self {
             namespace: Arc::from(namespace),
+            store: store.clone(),
             mints: tree("mints")?,
             keysets: tree("keysets")?,
             keyset_u32: tree("keyset_u32")?,
@@ -195,16 +199,16 @@ impl SledWalletDatabase {
 
     /// Makes every write so far durable; any tree flushes the whole database.
     ///
-    /// Synchronous on purpose: sled 0.34's `flush_async` runs the flush on
-    /// sled's own IO threadpool, and concurrent calls can occupy every thread
-    /// the pending log write needs, deadlocking (sled issue #1308; the
-    /// concurrent tests here hang with it). The cost is that the calling
-    /// executor thread waits for the fsync, as cdk-redb's commits do.
+    /// Through the store's group commit, on a blocking thread: the wallets of soko's
+    /// concurrent orders then share one fsync, and no executor thread waits for the disk
+    /// (a flush on the calling thread stalled every task on it: on two cores, all of them).
+    /// sled 0.34's `flush_async` is not used: overlapping calls can deadlock (sled issue
+    /// #1308).
     async fn persist(&self) -> Result<(), Error> {
-        self.proofs
-            .flush()
-            .map(|_| ())
-            .map_err(sled_err("flushing to disk"))
+        self.store
+            .sync()
+            .await
+            .map_err(|e| Error::Database(Box::new(e)))
     }
 
     /// Insert-or-update with optimistic locking: an update must carry the
