@@ -622,6 +622,12 @@ impl Daemon {
             .unwrap_or_else(|_| self.bot_key.to_hex())
     }
 
+    /// The relay client soko publishes and listens through: its connections to the relays,
+    /// and their statistics.
+    pub fn relay_client(&self) -> &nostr_sdk::Client {
+        self.bot.client()
+    }
+
     /// The embedded relay's URL, when it runs.
     pub fn relay_url(&self) -> Option<&RelayUrl> {
         self.relay.as_ref().map(|r| r.url())

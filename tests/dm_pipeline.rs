@@ -1,7 +1,8 @@
 //! The DM pipeline under concurrency: soko's replies reach its own relay in-process (not
 //! through the bot's websocket) and every other relay through its client, are kept by its
-//! relay across a restart, and copies of one DM arriving at once on many connections and
-//! relays are answered once.
+//! relay across a restart, copies of one DM arriving at once on many connections and
+//! relays are answered once, and the bot hears its own relay in-process (not through its
+//! websocket either).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -177,5 +178,50 @@ async fn senders_pinging_all_at_once_get_every_answer_once_in_its_scheme() {
             "sender {n}: each ping once, in its scheme"
         );
     }
+    soko.stop().await;
+}
+
+/// The bot takes its own relay's events from the relay's feed, in-process: on its websocket
+/// to that relay it hears only what the relay stored before it started (up to EOSE), then
+/// nothing more, however many DMs come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bot_hears_its_own_relay_in_process() {
+    let mut soko = TestSoko::start().await;
+    let own = soko.relay_url();
+    let mut alice = User::connect(std::slice::from_ref(&own)).await;
+    let first = alice
+        .ask_nip04(soko.bot(), r#"{"id":"w0","cmd":"ping"}"#)
+        .await;
+    assert_eq!(first.json()["ok"], true, "{}", first.content);
+
+    let connection = soko
+        .daemon()
+        .relay_client()
+        .relay(&own)
+        .await
+        .expect("the bot is connected to its own relay");
+    let before = connection.stats().bytes_received();
+    for n in 0..5 {
+        for (nip17, id) in [(false, format!("n{n}")), (true, format!("g{n}"))] {
+            let request = format!(r#"{{"id":"{id}","cmd":"ping"}}"#);
+            let reply = if nip17 {
+                alice.ask_nip17(soko.bot(), &request).await
+            } else {
+                alice.ask_nip04(soko.bot(), &request).await
+            };
+            assert_eq!(
+                (reply.nip17, reply.json()["re"].as_str()),
+                (nip17, Some(id.as_str())),
+                "{}",
+                reply.content
+            );
+        }
+    }
+    // Fewer bytes than one event: its id, author and signature alone are 256 hex digits.
+    let heard = connection.stats().bytes_received() - before;
+    assert!(
+        heard < 256,
+        "the relay sent the bot's connection {heard} bytes while 10 DMs came"
+    );
     soko.stop().await;
 }

@@ -242,11 +242,13 @@ impl Handler {
         self.handle_checked(event, false).await
     }
 
-    /// [`Self::handle`] for an event nostr-sdk's relay pool handed over: the pool verifies
-    /// every event's id and signature before it notifies (nostr-relay-pool's
-    /// `verify_and_cache`, which caches only events that passed), so the check is not made
-    /// twice. It was a third of the bot's crypto per NIP-04 DM.
-    pub(crate) async fn handle_from_pool(&self, event: &Event) -> Result<Outcome, HandleError> {
+    /// [`Self::handle`] for an event whose id and signature were already checked:
+    /// nostr-sdk's relay pool verifies every event before it notifies (nostr-relay-pool's
+    /// `verify_and_cache`, which caches only events that passed), and the embedded relay's
+    /// feed carries only events the relay verified when a connection sent them, or that
+    /// soko signed. The check is not made twice: it was a third of the bot's crypto per
+    /// NIP-04 DM.
+    pub(crate) async fn handle_verified(&self, event: &Event) -> Result<Outcome, HandleError> {
         self.handle_checked(event, true).await
     }
 

@@ -110,14 +110,31 @@ impl Bot {
         // notifies while nobody listens. A receiver taken later, in the spawned loop, lost
         // them whenever the loop started late, and only another start would see them.
         let notifications = client.notifications();
-        subscribe(&client, &subscriptions(&keyring.public_keys(), since)).await?;
+        // The embedded relay's new events come in-process; the pool asks it only for what
+        // it stored before (see `subscribe`), and the other relays for everything.
+        let local = outbox.local().and_then(|local| {
+            local.feed().map(|feed| Local {
+                url: local.url().clone(),
+                feed,
+            })
+        });
+        let local_url = local.as_ref().map(|local| local.url.clone());
+        subscribe(
+            &client,
+            &subscriptions(&keyring.public_keys(), since),
+            local_url.as_ref(),
+        )
+        .await?;
 
         let (stop, stopped) = watch::channel(false);
         let resume = tokio::spawn(resume(handler.clone(), interrupted, window));
         let prune = tokio::spawn(prune(handler.clone(), window, stopped.clone()));
         let event_loop = tokio::spawn(run(
             client.clone(),
-            notifications,
+            Inputs {
+                notifications,
+                local,
+            },
             handler,
             catalog,
             keyring,
@@ -213,13 +230,120 @@ fn subscriptions(identities: &[PublicKey], since: u64) -> Vec<(SubscriptionId, F
     ]
 }
 
-async fn subscribe(client: &Client, filters: &[(SubscriptionId, Filter)]) -> Result<(), BotError> {
+/// Subscribes to `filters` on every relay of `client`. On `local`, the embedded relay whose
+/// new events the bot takes from its feed, each subscription closes once the relay has sent
+/// what it stored (EOSE): what arrived before the feed was taken, or while the bot lagged
+/// behind it. A copy that comes both ways is handled once (`seen`).
+async fn subscribe(
+    client: &Client,
+    filters: &[(SubscriptionId, Filter)],
+    local: Option<&RelayUrl>,
+) -> Result<(), BotError> {
+    let Some(local) = local else {
+        for (id, filter) in filters {
+            client
+                .subscribe_with_id(id.clone(), filter.clone(), None)
+                .await?;
+        }
+        return Ok(());
+    };
+    let others: Vec<RelayUrl> = client
+        .relays()
+        .await
+        .into_keys()
+        .filter(|url| url != local)
+        .collect();
     for (id, filter) in filters {
+        if !others.is_empty() {
+            client
+                .subscribe_with_id_to(others.clone(), id.clone(), filter.clone(), None)
+                .await?;
+        }
         client
-            .subscribe_with_id(id.clone(), filter.clone(), None)
+            .subscribe_with_id_to(
+                [local.clone()],
+                SubscriptionId::new(format!("{id}-stored")),
+                filter.clone(),
+                Some(SubscribeAutoCloseOptions::default().exit_policy(ReqExitPolicy::ExitOnEOSE)),
+            )
             .await?;
     }
     Ok(())
+}
+
+/// The embedded relay, heard in-process.
+struct Local {
+    url: RelayUrl,
+    feed: tokio::sync::broadcast::Receiver<Event>,
+}
+
+/// Where the event loop hears events: the relay pool and, when soko runs its own relay,
+/// that relay's feed.
+struct Inputs {
+    notifications: tokio::sync::broadcast::Receiver<RelayPoolNotification>,
+    local: Option<Local>,
+}
+
+/// What the event loop heard next.
+enum Heard {
+    Event(Event),
+    Nothing,
+    /// Events were dropped before the loop read them: ask the relays again.
+    Missed(u64),
+    Closed,
+}
+
+impl Inputs {
+    /// The next event from either source. The feed's events match any of `filters`, as the
+    /// relays' do (the relay checked their signatures, or signed them: soko's own).
+    async fn next(&mut self, filters: &[(SubscriptionId, Filter)]) -> Heard {
+        use tokio::sync::broadcast::error::RecvError;
+        enum Source {
+            Pool(Result<RelayPoolNotification, RecvError>),
+            Feed(Result<Event, RecvError>),
+        }
+        let from = {
+            let Self {
+                notifications,
+                local,
+            } = self;
+            tokio::select! {
+                n = notifications.recv() => Source::Pool(n),
+                f = async {
+                    match local {
+                        Some(local) => local.feed.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => Source::Feed(f),
+            }
+        };
+        match from {
+            Source::Pool(Ok(RelayPoolNotification::Event { event, .. })) => Heard::Event(*event),
+            Source::Pool(Ok(RelayPoolNotification::Shutdown) | Err(RecvError::Closed)) => {
+                Heard::Closed
+            }
+            Source::Pool(Ok(_)) => Heard::Nothing,
+            Source::Pool(Err(RecvError::Lagged(missed)))
+            | Source::Feed(Err(RecvError::Lagged(missed))) => Heard::Missed(missed),
+            Source::Feed(Ok(event))
+                if filters
+                    .iter()
+                    .any(|(_, f)| f.match_event(&event, MatchEventOptions::new())) =>
+            {
+                Heard::Event(event)
+            }
+            Source::Feed(Ok(_)) => Heard::Nothing,
+            // The relay shut down: soko is stopping.
+            Source::Feed(Err(RecvError::Closed)) => {
+                self.local = None;
+                Heard::Nothing
+            }
+        }
+    }
+
+    fn local_url(&self) -> Option<&RelayUrl> {
+        self.local.as_ref().map(|local| &local.url)
+    }
 }
 
 /// The subscriptions' start and the replay window (seconds).
@@ -289,7 +413,7 @@ async fn prune(handler: Handler, window: u64, mut stopped: watch::Receiver<bool>
 
 async fn run(
     client: Client,
-    mut notifications: tokio::sync::broadcast::Receiver<RelayPoolNotification>,
+    mut inputs: Inputs,
     handler: Handler,
     catalog: Catalog,
     keyring: Keyring,
@@ -299,23 +423,24 @@ async fn run(
     failpoint::slow_event_loop().await;
     let since = window.since;
     let mut identities = keyring.watch();
+    let mut filters = subscriptions(&keyring.public_keys(), since);
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut tasks = JoinSet::new();
     loop {
-        let notification = tokio::select! {
+        let heard = tokio::select! {
             _ = stopped.changed() => break,
             Ok(()) = identities.changed() => {
                 // A new managed identity: widen the DM subscriptions to include it.
-                let filters = subscriptions(&keyring.public_keys(), since);
-                if let Err(e) = subscribe(&client, &filters).await {
+                filters = subscriptions(&keyring.public_keys(), since);
+                if let Err(e) = subscribe(&client, &filters, inputs.local_url()).await {
                     tracing::error!(error = %e, "resubscribe for new identity failed");
                 }
                 continue;
             }
-            n = notifications.recv() => n,
+            heard = inputs.next(&filters) => heard,
         };
-        match notification {
-            Ok(RelayPoolNotification::Event { event, .. }) => {
+        match heard {
+            Heard::Event(event) => {
                 if LISTING_KINDS.contains(&event.kind) || event.kind == Kind::EventDeletion {
                     // In order, in the loop: a few sled reads and writes, and a deletion must
                     // not overtake the listing it deletes.
@@ -332,24 +457,22 @@ async fn run(
                 let handler = handler.clone();
                 tasks.spawn(async move {
                     let _permit = permit;
-                    match handler.handle_from_pool(&event).await {
+                    match handler.handle_verified(&event).await {
                         Ok(outcome) => tracing::debug!(event_id = %event.id, ?outcome, "handled"),
                         Err(e) => tracing::error!(event_id = %event.id, error = %e, "handling failed; will retry on redelivery"),
                     }
                 });
             }
-            Ok(RelayPoolNotification::Shutdown) => break,
-            Ok(_) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                // The pool dropped notifications; resubscribing makes relays send them again
+            Heard::Nothing => {}
+            Heard::Missed(missed) => {
+                // Notifications were dropped; resubscribing makes relays send them again
                 // and the persistent dedupe skips what was already handled.
                 tracing::warn!(missed, "event loop lagged; resubscribing");
-                let filters = subscriptions(&keyring.public_keys(), since);
-                if let Err(e) = subscribe(&client, &filters).await {
+                if let Err(e) = subscribe(&client, &filters, inputs.local_url()).await {
                     tracing::error!(error = %e, "resubscribe failed");
                 }
             }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            Heard::Closed => break,
         }
         while tasks.try_join_next().is_some() {}
     }

@@ -125,6 +125,11 @@ impl Outbox {
         &self.client
     }
 
+    /// The embedded relay it publishes into in-process, if any.
+    pub fn local(&self) -> Option<&LocalPublisher> {
+        self.local.as_ref()
+    }
+
     /// The tree to join in a transaction that stages events ([`Staged::insert`]).
     pub fn raw(&self) -> &sled::Tree {
         self.pending.raw()

@@ -2,8 +2,8 @@
 //! index for queries.
 //!
 //! Every event the index accepts is written to sled and synced to disk before the relay
-//! acknowledges it (or hands it to the bot); events
-//! the index discards (replaced, deleted) are removed from sled in the same call. On open, sled is
+//! acknowledges it or hands it to anyone (soko's own bot in-process, see
+//! [`SledEventStore::feed`]); events the index discards (replaced, deleted) are removed from sled in the same call. On open, sled is
 //! replayed into the index, which re-applies replacement and deletion rules, and anything it
 //! discards is dropped, so the two never disagree for long. The index holds every event in
 //! memory, so the events of other authors than soko's own keys (the bot and the merchants it
@@ -51,6 +51,10 @@ const COPY_BATCH_BYTES: usize = 4 << 20;
 
 /// Retention deletes at most this many events under one hold of the index's write lock.
 pub const PRUNE_BATCH: usize = 500;
+
+/// Events the [`SledEventStore::feed`] holds for a slow receiver before it lags: a few
+/// seconds of the write budgets' worst case.
+pub const FEED_CAPACITY: usize = 8192;
 
 /// Keys the load drops are removed in sled batches of this many.
 const DELETE_BATCH: usize = 10_000;
@@ -211,6 +215,8 @@ pub struct SledEventStore {
     /// One compaction at a time (and no wipe during one).
     compacting: Arc<tokio::sync::Mutex<()>>,
     rule: CompactRule,
+    /// Every event stored, once on disk, for soko's bot in this process ([`Self::feed`]).
+    feed: tokio::sync::broadcast::Sender<Event>,
 }
 
 /// Records the keys written during a compaction's copy; dropped (the compaction finished,
@@ -386,6 +392,7 @@ impl SledEventStore {
             dirty: Arc::default(),
             compacting: Arc::default(),
             rule,
+            feed: tokio::sync::broadcast::channel(FEED_CAPACITY).0,
         };
         this.load().await?;
         // A failed compaction leaves the store as it was: start anyway, the janitor retries.
@@ -522,8 +529,8 @@ impl SledEventStore {
                 nostr_database::RejectedReason::Ephemeral,
             ));
         }
-        // The relay sends OK (and hands the event to subscribers, the bot among them)
-        // only after this returns. sled buffers writes for up to half a second, so the
+        // The relay sends OK (and hands the event to its connections' subscriptions) only
+        // after this returns. sled buffers writes for up to half a second, so the
         // event is synced to disk first: an acknowledgement tells the sender it may stop
         // resending, and a kill -9 must not take back an acknowledged order. Concurrent
         // senders share one fsync (Store::sync is a group commit). The Db is held from
@@ -545,7 +552,24 @@ impl SledEventStore {
         if status.is_success() || !to_discard.is_empty() || evicted > 0 {
             current.store.sync().await.map_err(backend)?;
         }
+        if status.is_success() && self.feed.receiver_count() > 0 {
+            // No receiver is not an error: the bot is not listening yet, or has stopped.
+            let _ = self.feed.send(event.clone());
+        }
         Ok(status)
+    }
+
+    /// Every event stored from now on (soko's own as well as outsiders'), once it is on
+    /// disk, in the order their syncs finished. soko's bot hears its own relay this way:
+    /// over a websocket each inbound DM cost the relay a JSON encoding and a frame, and the
+    /// bot's relay pool a JSON decoding and a second signature check (the relay checks every
+    /// event it accepts from a connection; soko's own are signed here). Handing events over
+    /// before their sync was measured too: the bot's syncs then overlapped the relay's
+    /// instead of following them, each group commit covered half as many writes, and the
+    /// round trips got slower. A receiver more than [`FEED_CAPACITY`] events behind is told
+    /// how many it missed, and must ask the relay for them (a `REQ`: they are stored).
+    pub fn feed(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.feed.subscribe()
     }
 
     fn ours(&self) -> std::sync::RwLockReadGuard<'_, HashSet<PublicKey>> {

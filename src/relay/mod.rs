@@ -272,6 +272,13 @@ impl LocalPublisher {
         }
     }
 
+    /// Every event the relay stores from now on, once on disk (see
+    /// [`SledEventStore::feed`]); `None` once the relay is shut down.
+    pub fn feed(&self) -> Option<tokio::sync::broadcast::Receiver<Event>> {
+        let open = self.open.read().ok()?;
+        open.as_ref().map(|parts| parts.events.feed())
+    }
+
     fn close(&self) {
         if let Ok(mut open) = self.open.write() {
             open.take();
