@@ -416,9 +416,14 @@ pub struct RelayConfig {
     /// its in-memory index; past it their oldest by `created_at` are dropped. soko's own
     /// events are exempt (never dropped, not counted).
     pub max_stored_events: usize,
-    /// Seconds a regular (not replaceable) event is kept, by its `created_at`; gift wraps two
-    /// days more, as NIP-59 backdates them. Older ones are deleted and refused.
+    /// Seconds a regular (not replaceable) event is kept, by its `created_at`; gift wraps
+    /// [`Self::gift_wrap_backdate_secs`] more. Older ones are deleted and refused.
     pub retention_secs: u64,
+    /// Seconds gift wraps are kept (and accepted) past `retention_secs`, because NIP-59
+    /// backdates their `created_at` by up to two days: with the default (two days) a wrap
+    /// stays at least `retention_secs` after it was sent. `retention_secs` plus this must
+    /// reach two days, or fresh wraps would be refused.
+    pub gift_wrap_backdate_secs: u64,
     /// DMs and gift wraps addressed to soko's own keys are deleted once soko handled them
     /// and their `created_at` is this many seconds old.
     pub handled_keep_secs: u64,
@@ -488,6 +493,7 @@ impl Default for Config {
                 max_connections: 512,
                 max_stored_events: 20_000,
                 retention_secs: 7 * 24 * 3600,
+                gift_wrap_backdate_secs: NIP59_BACKDATE_SECS,
                 handled_keep_secs: 600,
                 janitor_secs: 60,
                 min_pow_unknown: 0,
@@ -660,6 +666,9 @@ impl Config {
     }
 }
 
+/// How far NIP-59 may backdate a gift wrap's `created_at`: two days.
+const NIP59_BACKDATE_SECS: u64 = 2 * 24 * 3600;
+
 /// `[relay]`: the embedded relay.
 fn relay(check: &mut Checker, root: &Table, d: &RelayConfig) -> RelayConfig {
     let relay_keys = [
@@ -674,12 +683,30 @@ fn relay(check: &mut Checker, root: &Table, d: &RelayConfig) -> RelayConfig {
         "max_connections",
         "max_stored_events",
         "retention_secs",
+        "gift_wrap_backdate_secs",
         "handled_keep_secs",
         "janitor_secs",
         "min_pow_unknown",
     ];
     let relay = check.section(root, "relay", &relay_keys);
     let bind: String = check.field(relay, "relay", "bind", d.bind.to_string());
+    let retention_secs = check.positive(relay, "relay", "retention_secs", d.retention_secs);
+    let gift_wrap_backdate_secs = check.field(
+        relay,
+        "relay",
+        "gift_wrap_backdate_secs",
+        d.gift_wrap_backdate_secs,
+    );
+    if retention_secs.saturating_add(gift_wrap_backdate_secs) < NIP59_BACKDATE_SECS {
+        check.problem(
+            "relay.gift_wrap_backdate_secs",
+            format!(
+                "retention_secs + gift_wrap_backdate_secs must be at least {NIP59_BACKDATE_SECS} \
+                 (two days): NIP-59 backdates gift wraps that much, and younger ones would be \
+                 refused"
+            ),
+        );
+    }
     RelayConfig {
         enabled: check.field(relay, "relay", "enabled", d.enabled),
         bind: bind.parse().unwrap_or_else(|_| {
@@ -709,7 +736,8 @@ fn relay(check: &mut Checker, root: &Table, d: &RelayConfig) -> RelayConfig {
         ),
         max_connections: check.positive(relay, "relay", "max_connections", d.max_connections),
         max_stored_events: check.positive(relay, "relay", "max_stored_events", d.max_stored_events),
-        retention_secs: check.positive(relay, "relay", "retention_secs", d.retention_secs),
+        retention_secs,
+        gift_wrap_backdate_secs,
         handled_keep_secs: check.field(relay, "relay", "handled_keep_secs", d.handled_keep_secs),
         janitor_secs: check.positive(relay, "relay", "janitor_secs", d.janitor_secs),
         min_pow_unknown: check.field(relay, "relay", "min_pow_unknown", d.min_pow_unknown),
@@ -1530,6 +1558,21 @@ mod tests {
                 "market.order_retention_secs",
                 "market.consolidate_proofs_above"
             ]
+        );
+    }
+
+    #[test]
+    fn the_gift_wrap_backdate_cannot_refuse_fresh_wraps() {
+        let relay = |text: &str| Config::parse(text).map(|c| c.relay);
+        assert_eq!(
+            relay("").map(|r| r.gift_wrap_backdate_secs),
+            Ok(2 * 24 * 3600)
+        );
+        let shorter = relay("[relay]\nretention_secs = 172800\ngift_wrap_backdate_secs = 0");
+        assert_eq!(shorter.map(|r| r.gift_wrap_backdate_secs), Ok(0));
+        assert_eq!(
+            keys("[relay]\nretention_secs = 3600\ngift_wrap_backdate_secs = 86400"),
+            ["relay.gift_wrap_backdate_secs"]
         );
     }
 

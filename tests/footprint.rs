@@ -1,7 +1,8 @@
 //! Issue 16, the escrow's footprint on real parts: the escrow wallet's many small proofs
 //! swapped into few without the balance or the books moving, spent proofs leaving sled, a
-//! crash at any step of a consolidating swap losing nothing, and finished orders shrunk past
-//! their window while they still answer every query, and never while an issue is open.
+//! crash at any step of a consolidating swap losing nothing, finished orders shrunk past
+//! their window while they still answer every query, and never while an issue is open, and
+//! a state Db left mostly deleted rewritten smaller at start with everything still there.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
@@ -264,4 +265,71 @@ async fn finished_orders_shrink_past_their_window_and_still_answer_but_open_issu
     soko.advance(RETENTION);
     assert_eq!(escrow.shrink_finished().await.unwrap().orders_shrunk, 0);
     assert_eq!(order(2).shrunk_at, None);
+}
+
+/// Bytes on disk of soko's state Db in `data_dir`.
+fn state_files(data_dir: &std::path::Path) -> u64 {
+    soko::util::size_on_disk(&data_dir.join("sled"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_db_left_mostly_deleted_is_rewritten_smaller_at_start_and_still_answers() {
+    let mut soko = TestSoko::start().await;
+    let shop = Mangoes::stock(20).open(&soko.config).await;
+    let (buyer, code) = paid_order(&soko, shop.merchant, "o-1").await;
+    assert!(shop.deliver(&soko, 1, &code).await.ok);
+    let (_, second_code) = paid_order(&soko, shop.merchant, "o-2").await;
+    let books = soko.daemon().escrow().books().unwrap();
+    assert_eq!(books, (Sats(TOTAL), Sats(TOTAL)));
+    let buyer_keys = buyer.keys.clone();
+    buyer.client.shutdown().await;
+    soko.stop().await;
+
+    // What the footprint and retention passes leave behind: values written, then deleted
+    // (finished orders' details, spent proofs, quotes, handled DMs' records). A few thousand
+    // orders' worth would take minutes to run here, so soko's own store writes and deletes
+    // it, past the new floor (4 MiB) and under the old one (16 MiB), which left such a Db
+    // as it was.
+    let data = soko.data_dir();
+    while state_files(&data) <= 8 << 20 {
+        let store = soko::store::Store::open(&data).unwrap();
+        let scratch = store.db().open_tree("deleted-since").unwrap();
+        for i in 0u32..128 {
+            scratch.insert(i.to_be_bytes(), vec![7u8; 4096]).unwrap();
+        }
+        for i in 0u32..128 {
+            scratch.remove(i.to_be_bytes()).unwrap();
+        }
+        store.db().flush().unwrap();
+    }
+    let before = state_files(&data);
+    assert!(before < 16 << 20, "{before} bytes");
+
+    soko.restart().await;
+    let after = state_files(&data);
+    assert!(after * 2 < before, "{before} bytes on disk became {after}");
+
+    // Everything is still there, and the rewritten Db takes writes.
+    let escrow = soko.daemon().escrow();
+    assert_eq!(escrow.books().unwrap(), books);
+    let order = |n| escrow.order(&shop.merchant, n).unwrap().unwrap();
+    assert_eq!(order(1).state, EscrowState::PaidOut);
+    assert_eq!(order(2).state, EscrowState::Paid);
+    assert_eq!(reconciled(&soko).await.drift(), 0);
+    let mut buyer = User::with_keys(buyer_keys, &[soko.relay_url()]).await;
+    // The relay sends the answers it still holds first: the status asked for comes after.
+    buyer.all_dms(QUIET_PERIOD).await;
+    let status = buyer
+        .ask_nip04(shop.merchant, &mango_order("o-1", 2))
+        .await
+        .json();
+    assert_eq!(
+        (status["type"].as_u64(), &status["paid"], &status["shipped"]),
+        (Some(2), &json!(true), &json!(true)),
+        "{status}"
+    );
+    assert!(shop.deliver(&soko, 2, &second_code).await.ok);
+    assert_eq!(escrow.books().unwrap(), (Sats::ZERO, Sats(2 * TOTAL)));
+    assert_books_balance(&soko).await;
+    soko.stop().await;
 }

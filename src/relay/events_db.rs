@@ -19,7 +19,8 @@
 //! [`super::generations`]), because sled 0.34 never gives back the space of deleted values:
 //! each flood of junk, however well bounded in events, left its full size in the file. That
 //! Db is rewritten into a fresh one ([`SledEventStore::compact`]) at start and by the
-//! janitor once its files pass `generations::COMPACT_FACTOR` times the bytes it holds.
+//! janitor once its files pass a floor and a multiple of the bytes it holds
+//! ([`CompactRule`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -217,6 +218,8 @@ pub struct SledEventStore {
     rule: CompactRule,
     /// Every event stored, once on disk, for soko's bot in this process ([`Self::feed`]).
     feed: tokio::sync::broadcast::Sender<Event>,
+    /// Bytes on disk after this process's last compaction (0 before the first).
+    rewritten_to: Arc<AtomicU64>,
 }
 
 /// Records the keys written during a compaction's copy; dropped (the compaction finished,
@@ -393,6 +396,7 @@ impl SledEventStore {
             compacting: Arc::default(),
             rule,
             feed: tokio::sync::broadcast::channel(FEED_CAPACITY).0,
+            rewritten_to: Arc::default(),
         };
         this.load().await?;
         // A failed compaction leaves the store as it was: start anyway, the janitor retries.
@@ -672,14 +676,16 @@ impl SledEventStore {
             .unwrap_or(0)
     }
 
-    /// Compacts when the files have grown past `generations::COMPACT_FACTOR` times the events held (and
-    /// past the floor); returns what it did, if anything.
+    /// Compacts when the [`CompactRule`] says so; returns what it did, if anything.
     pub async fn compact_if_needed(&self) -> Result<Option<Compaction>, EventsError> {
         let disk = self.disk_bytes().await;
-        if !self.rule.due(disk, self.live_bytes()) {
+        let rewritten_to = self.rewritten_to.load(Ordering::Relaxed);
+        if !self.rule.due(disk, self.live_bytes(), rewritten_to) {
             return Ok(None);
         }
-        self.compact().await.map(Some)
+        let done = self.compact().await?;
+        self.rewritten_to.store(done.after, Ordering::Relaxed);
+        Ok(Some(done))
     }
 
     /// Rewrites the events into a fresh generation and switches to it.
@@ -1433,17 +1439,85 @@ mod tests {
                 db.save_event(&junk).await?;
             }
             let (disk, live) = (db.disk_bytes().await, db.live_bytes());
-            assert!(rule.due(disk, live), "{disk} bytes on disk for {live} live");
+            assert!(
+                rule.due(disk, live, 0),
+                "{disk} bytes on disk for {live} live"
+            );
         }
         let db = open().await?;
         assert_eq!(db.gen().await, 2, "compacted at open");
         let (disk, live) = (db.disk_bytes().await, db.live_bytes());
         assert!(
-            !rule.due(disk, live),
+            !rule.due(disk, live, 0),
             "{disk} bytes on disk for {live} live"
         );
         assert_eq!(db.len().await, 20);
         assert_eq!(db.stored_len().await, 20);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_rewritten_store_is_not_due_again() -> Result<(), Box<dyn std::error::Error>> {
+        // soko's rule, on events of a gift wrap's size: live bytes just past where the
+        // factor rather than the floor decides. Rewritten once, the store must not be due
+        // again at the next start, or every start (and janitor pass) would copy it whole.
+        let rule = CompactRule::DEFAULT;
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let to = Keys::generate().public_key();
+        let wrap = |at: u64, bytes: usize| {
+            EventBuilder::new(Kind::GiftWrap, "w".repeat(bytes))
+                .tag(Tag::public_key(to))
+                .custom_created_at(Timestamp::from(at))
+                .sign_with_keys(&Keys::generate())
+        };
+        let target = rule.floor / rule.factor + (64 << 10);
+        let kept = {
+            let mut events = Vec::new();
+            let mut bytes = 0;
+            while bytes < target {
+                let event = wrap(1_000_000 + events.len() as u64, 1_200)?;
+                bytes += event.as_json().len() as u64 + 32;
+                events.push(event);
+            }
+            events
+        };
+        let open = || {
+            SledEventStore::open_with(
+                dir.path(),
+                &store,
+                (2 * kept.len(), None),
+                Exempt::default(),
+                rule,
+            )
+        };
+        {
+            let db = open().await?;
+            // Older wraps, then retention deletes them.
+            for at in 0..300u64 {
+                db.save_event(&wrap(1_000 + at, 60_000)?).await?;
+            }
+            for event in &kept {
+                db.save_event(event).await?;
+            }
+            let expired = db
+                .expire(&[Kind::GiftWrap], Timestamp::from(2_000), usize::MAX)
+                .await?;
+            assert_eq!(expired, 300);
+            assert_eq!(db.len().await, kept.len());
+        }
+        let db = open().await?;
+        assert_eq!(db.gen().await, 2, "compacted at open");
+        let (disk, live) = (db.disk_bytes().await, db.live_bytes());
+        assert!(live > rule.floor / rule.factor, "{live}");
+        assert!(
+            !rule.due(disk, live, 0),
+            "{disk} bytes on disk for {live} live"
+        );
+        drop(db);
+        let db = open().await?;
+        assert_eq!(db.gen().await, 2, "not compacted again");
+        assert_eq!(db.stored_len().await, kept.len());
         Ok(())
     }
 }

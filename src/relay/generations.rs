@@ -24,18 +24,22 @@ const POINTER: &str = "CURRENT";
 const POINTER_TMP: &str = "CURRENT.tmp";
 
 /// Below this many bytes on disk the events Db is never rewritten: a small store costs
-/// little, and rewriting it on every janitor pass would cost more than the space it frees.
-pub const COMPACT_FLOOR_BYTES: u64 = 64 << 20;
+/// little, and its fresh copy would be mostly sled's fixed cost. Well under the footprint
+/// goal of issue 16 (40 MiB per 10k orders), so that the wraps and DMs of a few thousand
+/// orders are given back once retention deleted them; high enough that a rewritten store
+/// is not due again (a copy of `floor / factor` bytes of events takes under 8 MiB, see
+/// `events_db`'s `a_rewritten_store_is_not_due_again`).
+pub const COMPACT_FLOOR_BYTES: u64 = 8 << 20;
 
 /// The events Db is rewritten once its files take this many times the bytes of the events
-/// it holds. A fresh copy takes a little more than the live bytes (sled's headers and
-/// partly filled segments), so 3 leaves about twice the live data to grow into between
-/// rewrites: at the default write budget a full store is rewritten at most about every half
-/// hour of sustained flood, and disk stays under about 3 × live (4 × during a rewrite).
+/// it holds. A fresh copy takes about 2 to 2.5 times the live bytes (sled's headers and
+/// partly filled segments), so 3 leaves room to grow into between rewrites: at the default
+/// write budget a full store is rewritten at most about every half hour of sustained flood,
+/// and disk stays under about 3 × live (4 × during a rewrite).
 pub const COMPACT_FACTOR: u64 = 3;
 
 /// When the events Db is rewritten: [`CompactRule::DEFAULT`] (the constants above) in soko,
-/// smaller in unit tests so that they need not write 64 MiB.
+/// smaller in unit tests so that they need not write as much.
 #[derive(Debug, Clone, Copy)]
 pub struct CompactRule {
     /// Bytes on disk below which it is never rewritten.
@@ -51,9 +55,16 @@ impl CompactRule {
         factor: COMPACT_FACTOR,
     };
 
-    /// True when a Db of `disk` bytes holding `live` bytes of events should be rewritten.
-    pub fn due(&self, disk: u64, live: u64) -> bool {
-        disk > self.floor && disk > live.saturating_mul(self.factor)
+    /// True when a Db of `disk` bytes holding `live` bytes of events should be rewritten,
+    /// `rewritten_to` bytes on disk after this process last rewrote it (0 if it has not).
+    ///
+    /// The files must also have grown by a floor's worth since that rewrite: events much
+    /// smaller than usual (sled's headers then weigh more) could leave a copy that is due
+    /// again at once, and the janitor would rewrite the whole store at every pass.
+    pub fn due(&self, disk: u64, live: u64, rewritten_to: u64) -> bool {
+        disk > self.floor
+            && disk > live.saturating_mul(self.factor)
+            && disk > rewritten_to.saturating_add(self.floor)
     }
 }
 
@@ -143,13 +154,25 @@ mod tests {
     #[test]
     fn compaction_waits_for_the_floor_and_the_factor() {
         let mib = 1 << 20;
-        let should_compact = |disk, live| CompactRule::DEFAULT.due(disk, live);
-        assert!(!should_compact(60 * mib, 1), "under the floor");
+        let should_compact = |disk, live| CompactRule::DEFAULT.due(disk, live, 0);
+        assert!(!should_compact(8 * mib, 1), "at the floor");
         assert!(!should_compact(200 * mib, 100 * mib), "under 3 × live");
         assert!(!should_compact(300 * mib, 100 * mib), "at 3 × live");
         assert!(should_compact(301 * mib, 100 * mib));
-        assert!(should_compact(65 * mib, 0), "everything deleted");
+        assert!(should_compact(8 * mib + 1, 0), "everything deleted");
         assert!(!should_compact(u64::MAX, u64::MAX));
+    }
+
+    #[test]
+    fn a_rewrite_waits_for_a_floor_of_growth_since_the_last() {
+        let mib = 1 << 20;
+        let rule = CompactRule::DEFAULT;
+        // A copy that came out at 3.5 × its live bytes is not rewritten again at once...
+        assert!(!rule.due(35 * mib, 10 * mib, 35 * mib));
+        assert!(!rule.due(43 * mib, 10 * mib, 35 * mib));
+        // ...only once the files grew by the floor, like a store never rewritten.
+        assert!(rule.due(43 * mib + 1, 10 * mib, 35 * mib));
+        assert!(rule.due(35 * mib, 10 * mib, 0));
     }
 
     #[test]

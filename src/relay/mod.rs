@@ -15,7 +15,9 @@ use nostr_sdk::prelude::BoxedFuture;
 use nostr_sdk::{Event, EventId, Kind, PublicKey, RelayUrl, Timestamp};
 
 pub use self::events_db::{Compaction, EventsError, SledEventStore, EVENTS_DIR};
-pub use self::policy::{expires, oldest_kept, Exempt, SokoWritePolicy, GIFT_WRAP_BACKDATE};
+pub use self::policy::{
+    expires, oldest_kept, oldest_kept_with, Exempt, SokoWritePolicy, GIFT_WRAP_BACKDATE,
+};
 use crate::config::RelayConfig;
 use crate::store::{Store, StoreError};
 
@@ -292,8 +294,10 @@ struct Retention {
     ours: Exempt,
     handled: Handled,
     retention_secs: u64,
+    /// `[relay] gift_wrap_backdate_secs`: how much longer gift wraps are kept.
+    wrap_backdate_secs: u64,
     handled_keep_secs: u64,
-    /// Regular kinds other than gift wraps (those keep two more days).
+    /// Regular kinds other than gift wraps (those are kept longer).
     regular: Vec<Kind>,
 }
 
@@ -314,6 +318,7 @@ impl Retention {
             ours,
             handled,
             retention_secs: config.retention_secs,
+            wrap_backdate_secs: config.gift_wrap_backdate_secs,
             handled_keep_secs: config.handled_keep_secs,
             regular,
         }
@@ -337,7 +342,12 @@ impl Retention {
                 .events
                 .expire(
                     &[Kind::GiftWrap],
-                    Timestamp::from(oldest_kept(Kind::GiftWrap, self.retention_secs, now)),
+                    Timestamp::from(oldest_kept_with(
+                        Kind::GiftWrap,
+                        self.retention_secs,
+                        self.wrap_backdate_secs,
+                        now,
+                    )),
                     budget,
                 )
                 .await?;

@@ -35,6 +35,7 @@ pub struct SokoWritePolicy {
     max_event_bytes: usize,
     allowed_kinds: HashSet<u16>,
     retention_secs: u64,
+    wrap_backdate_secs: u64,
     min_pow: u8,
     limiter: KeyedLimiter<PublicKey>,
     per_connection: KeyedLimiter<SocketAddr>,
@@ -52,10 +53,17 @@ fn quota(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
 }
 
-/// The oldest `created_at` a regular event of `kind` may have at `now` and still be kept.
+/// The oldest `created_at` a regular event of `kind` may have at `now` and still be kept,
+/// gift wraps allowed NIP-59's full backdating ([`GIFT_WRAP_BACKDATE`]).
 pub fn oldest_kept(kind: Kind, retention_secs: u64, now: u64) -> u64 {
+    oldest_kept_with(kind, retention_secs, GIFT_WRAP_BACKDATE, now)
+}
+
+/// [`oldest_kept`], gift wraps allowed `wrap_backdate_secs` (`[relay]
+/// gift_wrap_backdate_secs`): what the relay keeps and accepts.
+pub fn oldest_kept_with(kind: Kind, retention_secs: u64, wrap_backdate_secs: u64, now: u64) -> u64 {
     let backdate = if kind == Kind::GiftWrap {
-        GIFT_WRAP_BACKDATE
+        wrap_backdate_secs
     } else {
         0
     };
@@ -75,6 +83,7 @@ impl SokoWritePolicy {
             max_event_bytes: config.max_event_bytes,
             allowed_kinds: config.allowed_kinds.iter().copied().collect(),
             retention_secs: config.retention_secs,
+            wrap_backdate_secs: config.gift_wrap_backdate_secs,
             min_pow: config.min_pow_unknown,
             limiter: KeyedLimiter::per_minute(quota(config.rate_limit_per_minute)),
             per_connection: KeyedLimiter::per_minute(quota(config.connection_write_per_minute)),
@@ -114,7 +123,13 @@ impl SokoWritePolicy {
         if created_at > now.saturating_add(MAX_FUTURE_SECS) {
             return Err("created_at is in the future".to_owned());
         }
-        if expires(event.kind) && created_at < oldest_kept(event.kind, self.retention_secs, now) {
+        let oldest = oldest_kept_with(
+            event.kind,
+            self.retention_secs,
+            self.wrap_backdate_secs,
+            now,
+        );
+        if expires(event.kind) && created_at < oldest {
             return Err("created_at is older than this relay keeps events".to_owned());
         }
         if self.min_pow > 0 && !event.id.check_pow(self.min_pow) {
@@ -233,6 +248,41 @@ mod tests {
         assert!(policy
             .judge(&dm, &addr(3), false)
             .is_err_and(|r| r.contains("this pubkey")));
+        Ok(())
+    }
+
+    #[test]
+    fn gift_wraps_are_kept_the_configured_backdate_longer() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let day = 24 * 3600;
+        let now = 100 * day;
+        assert_eq!(oldest_kept(Kind::GiftWrap, 7 * day, now), 91 * day);
+        assert_eq!(
+            oldest_kept(Kind::EncryptedDirectMessage, 7 * day, now),
+            93 * day
+        );
+        assert_eq!(
+            oldest_kept_with(Kind::GiftWrap, 7 * day, day, now),
+            92 * day
+        );
+        assert_eq!(
+            oldest_kept_with(Kind::TextNote, 7 * day, day, now),
+            93 * day
+        );
+        // The relay refuses by the configured backdate: a wrap dated over 8 days ago passes the
+        // default, not a relay keeping wraps a day past its week.
+        let mut config = Config::default().relay;
+        let eight_days = Timestamp::from(Timestamp::now().as_secs() - 8 * day - 3600);
+        let wrap = EventBuilder::new(Kind::GiftWrap, "w")
+            .custom_created_at(eight_days)
+            .sign_with_keys(&Keys::generate())?;
+        let default = SokoWritePolicy::new(&config, Exempt::default(), None);
+        assert!(default.judge(&wrap, &addr(1), false).is_ok());
+        config.gift_wrap_backdate_secs = day;
+        let shorter = SokoWritePolicy::new(&config, Exempt::default(), None);
+        assert!(shorter
+            .judge(&wrap, &addr(1), false)
+            .is_err_and(|r| r.contains("older than this relay keeps")));
         Ok(())
     }
 
