@@ -546,7 +546,10 @@ impl Daemon {
             handler,
             catalog.clone(),
             &relays,
-            config.relay.retention_secs,
+            crate::bot::ReplayWindow {
+                secs: config.relay.retention_secs,
+                wrap_backdate_secs: config.relay.gift_wrap_backdate_secs,
+            },
         )
         .await?;
         crate::market::listing::sync_all(&listing_merchants, &listing_publisher).await;

@@ -75,18 +75,17 @@ impl Bot {
 
     /// Recovers what a previous run left, announces the bot and starts handling what the
     /// relays send: DMs to soko's identities through `handler`, listings into `catalog`.
-    /// Inbound events older than `replay_window_secs` are not handled (gift wraps two days
-    /// more), which lets `seen` and `replies` forget them.
+    /// Inbound events older than `window` are not handled, which lets `seen` and `replies`
+    /// forget them.
     pub async fn start(
         handler: Handler,
         catalog: Catalog,
         relays: &[RelayUrl],
-        replay_window_secs: u64,
+        window: ReplayWindow,
     ) -> Result<Self, BotError> {
         let keyring = handler.keyring().clone();
         let outbox = handler.outbox().clone();
         let client = outbox.client().clone();
-        let window = replay_window_secs;
         let interrupted = handler.interrupted()?;
         let released = handler.recover()?;
         if released > 0 {
@@ -346,32 +345,44 @@ impl Inputs {
     }
 }
 
-/// The subscriptions' start and the replay window (seconds).
+/// How far back inbound events are handled: the relay's own window (`[relay]
+/// retention_secs`), gift wraps `[relay] gift_wrap_backdate_secs` more, since NIP-59 dates
+/// them up to two days into the past. The bot forgets what it handled by the same rule as
+/// the relay forgets the events.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayWindow {
+    /// Seconds.
+    pub secs: u64,
+    /// Seconds more for gift wraps.
+    pub wrap_backdate_secs: u64,
+}
+
+/// The subscriptions' start and the replay window.
 #[derive(Debug, Clone, Copy)]
 struct Window {
     since: u64,
-    replay: u64,
+    replay: ReplayWindow,
 }
 
 /// The oldest `created_at` of an inbound event of `kind` handled at `now`. `seen` remembers
 /// events back to [`oldest_handled_any`] only, so anything older must be dropped unhandled:
 /// it could be one whose `seen` entry is gone.
-fn oldest_handled(kind: Kind, window: u64, now: u64) -> u64 {
-    crate::relay::oldest_kept(kind, window, now)
+fn oldest_handled(kind: Kind, window: ReplayWindow, now: u64) -> u64 {
+    crate::relay::oldest_kept_with(kind, window.secs, window.wrap_backdate_secs, now)
 }
 
 /// The oldest `created_at` handled of any kind: where `seen` may be pruned.
-fn oldest_handled_any(window: u64, now: u64) -> u64 {
+fn oldest_handled_any(window: ReplayWindow, now: u64) -> u64 {
     oldest_handled(Kind::GiftWrap, window, now)
 }
 
 /// True for an inbound event too old to handle (see [`oldest_handled`]).
-fn too_old(event: &Event, window: u64) -> bool {
+fn too_old(event: &Event, window: ReplayWindow) -> bool {
     event.created_at.as_secs() < oldest_handled(event.kind, window, unix_now())
 }
 
 /// Handles again the events a crash interrupted (kept whole when claimed).
-async fn resume(handler: Handler, interrupted: Vec<Event>, window: u64) {
+async fn resume(handler: Handler, interrupted: Vec<Event>, window: ReplayWindow) {
     for event in interrupted {
         if too_old(&event, window) {
             tracing::info!(event_id = %event.id, "an interrupted event is past the replay window; dropped");
@@ -389,7 +400,7 @@ async fn resume(handler: Handler, interrupted: Vec<Event>, window: u64) {
 }
 
 /// Prunes `seen` and `replies` now and then (see [`Handler::prune`]).
-async fn prune(handler: Handler, window: u64, mut stopped: watch::Receiver<bool>) {
+async fn prune(handler: Handler, window: ReplayWindow, mut stopped: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(PRUNE_EVERY);
     loop {
         tokio::select! {
@@ -515,15 +526,21 @@ mod tests {
     /// or above it, or a pruned event could be handled twice.
     #[test]
     fn no_kind_is_handled_below_the_pruning_floor() {
-        let (window, now) = (7 * 24 * 3600, 1_800_000_000);
-        let prune_floor = oldest_handled_any(window, now);
-        for kind in [
-            Kind::EncryptedDirectMessage,
-            Kind::GiftWrap,
-            Kind::Custom(16),
-            Kind::Custom(14),
-        ] {
-            assert!(oldest_handled(kind, window, now) >= prune_floor, "{kind}");
+        let now = 1_800_000_000;
+        for wrap_backdate_secs in [0, 3600, GIFT_WRAP_BACKDATE] {
+            let window = ReplayWindow {
+                secs: 7 * 24 * 3600,
+                wrap_backdate_secs,
+            };
+            let prune_floor = oldest_handled_any(window, now);
+            for kind in [
+                Kind::EncryptedDirectMessage,
+                Kind::GiftWrap,
+                Kind::Custom(16),
+                Kind::Custom(14),
+            ] {
+                assert!(oldest_handled(kind, window, now) >= prune_floor, "{kind}");
+            }
         }
     }
 }
