@@ -509,19 +509,6 @@ struct Kept {
     latency: Duration,
 }
 
-/// How one lean ping went inside the timed window.
-enum Exchange {
-    /// The relay took the ping and the next event on the subscription came in.
-    Answered(Vec<u8>, Instant),
-    /// The relay refused the ping, with its reason.
-    Refused(String),
-    /// The deadline passed; what was still missing.
-    Lost(&'static str),
-}
-
-/// The subscription id of a lean client's one `REQ`.
-const LEAN_SUBSCRIPTION: &str = "dms";
-
 /// A lean client: a minimal websocket subscribed to the DMs tagged to its key.
 struct LeanClient {
     index: u32,
@@ -531,36 +518,10 @@ struct LeanClient {
 }
 
 impl LeanClient {
-    /// Connects to `relay` and subscribes to kinds 4 and 1059 tagged to `keys`, waiting for
-    /// the relay's `EOSE` so that no reply can come before the subscription is live. `limit`
-    /// 0 asks for new events only: a `since` would drop the replies' gift wraps, whose
-    /// `created_at` NIP-59 moves into the past.
+    /// Connects to `relay`, subscribed to the DMs tagged to `keys`.
     async fn connect(index: u32, keys: Keys, pings: Vec<SealedPing>, relay: &str) -> Result<Self> {
-        let subscribe = async {
-            let mut ws = Ws::connect_url(relay).await?;
-            let filter = serde_json::json!({
-                "kinds": [Kind::EncryptedDirectMessage.as_u16(), Kind::GiftWrap.as_u16()],
-                "#p": [keys.public_key().to_hex()],
-                "limit": 0,
-            });
-            ws.send(&serde_json::json!(["REQ", LEAN_SUBSCRIPTION, filter]).to_string())
-                .await?;
-            loop {
-                let frame = ws.recv().await?;
-                if frame.starts_with(br#"["EOSE""#) {
-                    return Ok::<_, anyhow::Error>(ws);
-                }
-                if frame.starts_with(br#"["CLOSED""#) {
-                    anyhow::bail!(
-                        "the relay refused the subscription: {}",
-                        String::from_utf8_lossy(&frame)
-                    );
-                }
-            }
-        };
-        let ws = tokio::time::timeout(CONNECT_TIMEOUT, subscribe)
+        let ws = Ws::subscribe_dms(relay, keys.public_key())
             .await
-            .context("connecting and subscribing timed out")?
             .with_context(|| format!("client {index}"))?;
         Ok(Self {
             index,
@@ -578,15 +539,31 @@ impl LeanClient {
         let pings = mem::take(&mut self.pings);
         let mut kept = Vec::with_capacity(pings.len());
         let count = pings.len();
+        let mut more = Vec::new();
         for (n, ping) in pings.into_iter().enumerate() {
             let started = Instant::now();
             let deadline = tokio::time::Instant::from_std(started + reply_timeout);
-            self.ws.send(&ping.frame).await?;
-            match self.exchange(&ping.event_id, deadline, &mut tally).await? {
-                Exchange::Answered(frame, at) => kept.push(Kept {
+            let exchange = self
+                .ws
+                .publish_then_event(&ping.frame, &ping.event_id, deadline, &mut more)
+                .await
+                .with_context(|| format!("client {}", self.index))?;
+            if !more.is_empty() {
+                // Two events for one ping: the first is checked as its reply, the others are
+                // kept out of the count, but not silent.
+                tally.stray += u32::try_from(more.len())?;
+                tally.note(format!(
+                    "{}: {} more event(s) before the OK",
+                    ping.request,
+                    more.len()
+                ));
+                more.clear();
+            }
+            match exchange {
+                Exchange::Answered(reply) => kept.push(Kept {
                     request: ping.request,
-                    frame,
-                    latency: at - started,
+                    frame: reply.frame,
+                    latency: reply.at - started,
                 }),
                 Exchange::Refused(reason) => {
                     tally.refused += 1;
@@ -608,58 +585,6 @@ impl LeanClient {
             }
         }
         Ok((self, tally, kept))
-    }
-
-    /// Reads frames until both the `OK` for `event_id` and the next event on the
-    /// subscription are in. Only the frames' first bytes are looked at, and the `OK`s parsed.
-    async fn exchange(
-        &mut self,
-        event_id: &str,
-        deadline: tokio::time::Instant,
-        tally: &mut Tally,
-    ) -> Result<Exchange> {
-        let mut accepted = false;
-        let mut reply = None;
-        loop {
-            if accepted {
-                if let Some((frame, at)) = reply.take() {
-                    return Ok(Exchange::Answered(frame, at));
-                }
-            }
-            let frame = match tokio::time::timeout_at(deadline, self.ws.recv()).await {
-                Err(_) if !accepted => return Ok(Exchange::Lost("no OK from the relay")),
-                Err(_) => return Ok(Exchange::Lost("no reply")),
-                Ok(frame) => frame.with_context(|| format!("client {}", self.index))?,
-            };
-            if frame.starts_with(br#"["EVENT""#) {
-                if reply.is_none() {
-                    reply = Some((frame, Instant::now()));
-                } else {
-                    // A second event for one ping: kept out of the count, but not silent.
-                    tally.stray += 1;
-                    tally.note(format!(
-                        "client {}: a second event before the OK",
-                        self.index
-                    ));
-                }
-            } else if frame.starts_with(br#"["OK""#) {
-                let (_, id, ok, message): (String, String, bool, String) =
-                    serde_json::from_slice(&frame).context("an OK frame")?;
-                if id != event_id {
-                    continue;
-                }
-                if !ok {
-                    return Ok(Exchange::Refused(message));
-                }
-                accepted = true;
-            } else if frame.starts_with(br#"["CLOSED""#) {
-                anyhow::bail!(
-                    "client {}: the relay closed the subscription: {}",
-                    self.index,
-                    String::from_utf8_lossy(&frame)
-                );
-            }
-        }
     }
 }
 
@@ -709,13 +634,7 @@ async fn check_replies(keys: Keys, bot: PublicKey, scheme: Scheme, kept: Vec<Kep
 
 /// The reply in an `["EVENT",sub,event]` frame, verified and decrypted.
 async fn open_frame(keys: &Keys, bot: PublicKey, frame: &[u8]) -> Result<Reply> {
-    let (_, subscription, event): (String, String, Event) =
-        serde_json::from_slice(frame).context("not an EVENT frame")?;
-    anyhow::ensure!(
-        subscription == LEAN_SUBSCRIPTION,
-        "on subscription {subscription}"
-    );
-    event.verify().context("bad id or signature")?;
+    let event = verified_event(frame)?;
     Reply::open(keys, bot, &event)
         .await
         .ok_or_else(|| anyhow::anyhow!("not a DM from the bot that opens with the client's key"))

@@ -364,6 +364,131 @@ impl Ws {
     }
 }
 
+/// The subscription id of a lean client's one `REQ`.
+pub const DM_SUBSCRIPTION: &str = "dms";
+
+/// A frame as it came off the wire, unparsed, and when it arrived.
+pub struct Received {
+    /// The frame's text.
+    pub frame: Vec<u8>,
+    /// When it was read.
+    pub at: Instant,
+}
+
+/// How one published event went, seen by a lean client inside a timed window.
+pub enum Exchange {
+    /// The relay took the event and the next event on the subscription came in.
+    Answered(Received),
+    /// The relay refused the event, with its reason.
+    Refused(String),
+    /// The deadline passed; what was still missing.
+    Lost(&'static str),
+}
+
+impl Ws {
+    /// Connects to the relay at `url` and subscribes ([`DM_SUBSCRIPTION`]) to kinds 4 and
+    /// 1059 tagged to `to`, within [`CONNECT_TIMEOUT`]. It waits for the relay's `EOSE`, so
+    /// that nothing sent after it returns can slip past. `limit` 0 asks for new events only:
+    /// a `since` would drop gift wraps, whose `created_at` NIP-59 moves into the past.
+    pub async fn subscribe_dms(url: &str, to: PublicKey) -> Result<Self> {
+        let subscribe = async {
+            let mut ws = Self::connect_url(url).await?;
+            let filter = serde_json::json!({
+                "kinds": [
+                    nostr_sdk::Kind::EncryptedDirectMessage.as_u16(),
+                    nostr_sdk::Kind::GiftWrap.as_u16()
+                ],
+                "#p": [to.to_hex()],
+                "limit": 0,
+            });
+            ws.send(&serde_json::json!(["REQ", DM_SUBSCRIPTION, filter]).to_string())
+                .await?;
+            loop {
+                let frame = ws.recv().await?;
+                if frame.starts_with(br#"["EOSE""#) {
+                    return Ok::<_, anyhow::Error>(ws);
+                }
+                if frame.starts_with(br#"["CLOSED""#) {
+                    bail!(
+                        "the relay refused the subscription: {}",
+                        String::from_utf8_lossy(&frame)
+                    );
+                }
+            }
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, subscribe)
+            .await
+            .context("connecting and subscribing timed out")?
+    }
+
+    /// Sends `frame`, an `["EVENT",…]` of the event `event_id` (hex), and reads frames until
+    /// both the relay's `OK` for it and the next event on the subscription are in, or
+    /// `deadline`. Only the frames' first bytes are looked at, and the `OK`s parsed: nothing
+    /// is verified or decrypted. Events that come after the first one and before the `OK`
+    /// go to `more`.
+    pub async fn publish_then_event(
+        &mut self,
+        frame: &str,
+        event_id: &str,
+        deadline: tokio::time::Instant,
+        more: &mut Vec<Received>,
+    ) -> Result<Exchange> {
+        self.send(frame).await?;
+        let mut accepted = false;
+        let mut first = None;
+        loop {
+            if accepted {
+                if let Some(received) = first.take() {
+                    return Ok(Exchange::Answered(received));
+                }
+            }
+            let frame = match tokio::time::timeout_at(deadline, self.recv()).await {
+                Err(_) if !accepted => return Ok(Exchange::Lost("no OK from the relay")),
+                Err(_) => return Ok(Exchange::Lost("no event on the subscription")),
+                Ok(frame) => frame?,
+            };
+            if frame.starts_with(br#"["EVENT""#) {
+                let received = Received {
+                    frame,
+                    at: Instant::now(),
+                };
+                if first.is_none() {
+                    first = Some(received);
+                } else {
+                    more.push(received);
+                }
+            } else if frame.starts_with(br#"["OK""#) {
+                let (_, id, ok, message): (String, String, bool, String) =
+                    serde_json::from_slice(&frame).context("an OK frame")?;
+                if id != event_id {
+                    continue;
+                }
+                if !ok {
+                    return Ok(Exchange::Refused(message));
+                }
+                accepted = true;
+            } else if frame.starts_with(br#"["CLOSED""#) {
+                bail!(
+                    "the relay closed the subscription: {}",
+                    String::from_utf8_lossy(&frame)
+                );
+            }
+        }
+    }
+}
+
+/// The event in an `["EVENT",sub,event]` frame on [`DM_SUBSCRIPTION`], its id and signature
+/// verified (what a nostr-sdk client's pool checks before handing an event over).
+pub fn verified_event(frame: &[u8]) -> Result<Event> {
+    let (_, subscription, event): (String, String, Event) =
+        serde_json::from_slice(frame).context("not an EVENT frame")?;
+    if subscription != DM_SUBSCRIPTION {
+        bail!("on subscription {subscription}");
+    }
+    event.verify().context("bad id or signature")?;
+    Ok(event)
+}
+
 /// Locks a mutex whose data stays valid even if a holder panicked (a map of senders).
 pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
