@@ -572,7 +572,8 @@ impl LeanClient {
                         ping.request
                     ));
                 }
-                Exchange::Lost(missing) => {
+                lost @ (Exchange::NoOk | Exchange::NoEvent) => {
+                    let missing = lost.missing().unwrap_or_default();
                     let unsent = count - n - 1;
                     tally.lost += 1 + u32::try_from(unsent)?;
                     tally.note(format!(

@@ -381,8 +381,21 @@ pub enum Exchange {
     Answered(Received),
     /// The relay refused the event, with its reason.
     Refused(String),
-    /// The deadline passed; what was still missing.
-    Lost(&'static str),
+    /// The deadline passed without the relay's `OK`.
+    NoOk,
+    /// The deadline passed after the `OK`, without an event on the subscription.
+    NoEvent,
+}
+
+impl Exchange {
+    /// What was missing, for a lost exchange.
+    pub fn missing(&self) -> Option<&'static str> {
+        match self {
+            Exchange::NoOk => Some("no OK from the relay"),
+            Exchange::NoEvent => Some("no event on the subscription"),
+            Exchange::Answered(_) | Exchange::Refused(_) => None,
+        }
+    }
 }
 
 impl Ws {
@@ -443,8 +456,8 @@ impl Ws {
                 }
             }
             let frame = match tokio::time::timeout_at(deadline, self.recv()).await {
-                Err(_) if !accepted => return Ok(Exchange::Lost("no OK from the relay")),
-                Err(_) => return Ok(Exchange::Lost("no event on the subscription")),
+                Err(_) if !accepted => return Ok(Exchange::NoOk),
+                Err(_) => return Ok(Exchange::NoEvent),
                 Ok(frame) => frame?,
             };
             if frame.starts_with(br#"["EVENT""#) {
