@@ -1,9 +1,10 @@
 //! Load benchmark for soko's NIP-15 checkout with escrow.
 //!
 //! soko runs in-process (embedded relay and dev mint on free loopback ports, temp data dir).
-//! One merchant sells a product with unlimited stock; N concurrent buyers, each a real
-//! nostr-sdk client with its own key and relay connection, half of them ordering over NIP-04
-//! and half over NIP-17, each place M orders one after another, twice:
+//! One merchant sells a product with unlimited stock; N concurrent buyers, each with its own
+//! key and relay connection (lean clients in phase 1, see below; real nostr-sdk clients in
+//! phase 2), half of them ordering over NIP-04 and half over NIP-17, each place M orders one
+//! after another, twice:
 //!
 //! 1. **intake**: each buyer sends its M orders back to back, waiting only for each payment
 //!    request (type 1), which measures how fast soko takes orders while the dev mint settles
@@ -29,12 +30,24 @@
 //! bot's crypto per order, measured on one core in the same run before soko starts.
 //!
 //! ```sh
-//! cargo run --release --example bench_orders -- [--buyers N] [--orders M]
+//! cargo run --release --example bench_orders -- [--buyers N] [--orders M] [--sdk-clients]
 //! ```
 //!
-//! The clients' own crypto (sealing orders, opening answers) then shares soko's cores. To keep
-//! it off them, run soko and the clients in two processes (pinned to different cores with
-//! `taskset` when the machine has no second one to spare):
+//! A nostr-sdk buyer does about as much crypto per order as soko (seal the order, verify and
+//! open each answer), and in-process it shares soko's cores. So phase 1's buyers are lean by
+//! default: each seals all its orders before the clock and talks to the relay over a minimal
+//! websocket (`support::Ws`); in the window it sends an order, reads frames until it has the
+//! relay's `OK` and the next event to it, keeps that event unopened, and sends the next
+//! order. Once every buyer is done, every kept event is verified (id, signature) and opened,
+//! each order's type 1 is found among them by its content, and its latency is taken from that
+//! type 1's own arrival (the next event can be soko's answer to an earlier order, when its
+//! payment was quick: those orders are counted). The orders are then settled and delivered as
+//! before, with every later message verified and opened as it comes. `--sdk-clients` runs
+//! phase 1 with nostr-sdk buyers, as a user's client would; phase 2 always does.
+//!
+//! The clients' other crypto (phase 2, settling) still shares soko's cores. To keep it off
+//! them, run soko and the clients in two processes (pinned to different cores with `taskset`
+//! when the machine has no second one to spare):
 //!
 //! ```sh
 //! # soko: embedded relay and dev mint, temp data dir; prints the clients' command line,
@@ -151,7 +164,7 @@ struct Args {
 
     /// Phase 1 with nostr-sdk buyers, sealing and opening inside the timed window, instead of
     /// lean ones (orders sealed beforehand, answers checked after the window).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "serve")]
     sdk_clients: bool,
 }
 
