@@ -1,15 +1,42 @@
 //! Load benchmark for soko's DM path.
 //!
-//! N concurrent clients, each a real nostr-sdk client with its own key and relay connection,
-//! ping the bot M times one after another (send, wait for the reply, next), first over
-//! NIP-04 and then over NIP-17. The round-trip figures are set against the bare crypto cost
-//! the bot pays per message, measured in the same run on one core and on all cores at once
-//! (one thread per core, each doing the bot's whole crypto for a message after another).
+//! N concurrent clients, each with its own key and relay connection, ping the bot M times one
+//! after another (send, wait for the reply, next), first over NIP-04 and then over NIP-17.
+//! The round-trip figures are set against the bare crypto cost the bot pays per message,
+//! measured in the same run on one core and on all cores at once (one thread per core, each
+//! doing the bot's whole crypto for a message after another).
+//!
+//! # Lean clients (the default) and nostr-sdk clients (`--sdk-clients`)
+//!
+//! A nostr-sdk client does about as much crypto per round trip as the bot: it seals the ping
+//! (encrypt and sign, or a whole gift wrap), its pool verifies every event it receives, and it
+//! opens the reply. When the clients run on the same cores as soko (in-process, or on one
+//! machine without a second one at hand), their crypto takes about half of those cores, and
+//! soko can never show more than about 0.45 of its two-core ceiling, whatever it does.
+//!
+//! So by default each client does next to nothing per message while the clock runs:
+//! - it seals all its pings for both schemes before any clock starts (signed kind-4 DMs and
+//!   gift wraps, serialized to `["EVENT",…]` text);
+//! - it talks to the relay over a minimal websocket client (`support::Ws`), subscribed with
+//!   one `REQ` for kinds 4 and 1059 tagged to its own key;
+//! - per ping it sends the event and reads frames until it has both the relay's `OK` for that
+//!   event (a refusal counts as refused) and the next event on its subscription, which it
+//!   keeps unparsed with its arrival time. With one ping outstanding per client, that event is
+//!   the reply to it.
+//!
+//! Every reply is still checked, after the clock has stopped: its id and signature are
+//! verified, it must come from the bot (the kind 4's author, or the gift wrap's seal once
+//! unwrapped), it is decrypted, and its `re` must name the ping, with `ok: true`, in the
+//! ping's scheme. A reply that fails any check counts as an error reply; only checked round
+//! trips count in the latencies and the rate.
+//!
+//! `--sdk-clients` runs real nostr-sdk clients instead, doing all of that inside the timed
+//! window, as a user's client would.
 //!
 //! ```sh
 //! # soko in-process: embedded relay and dev mint on free loopback ports, temp data dir
-//! cargo run --release --example bench_dm -- [--clients N] [--pings M]
-//! # an already running soko
+//! cargo run --release --example bench_dm -- [--clients N] [--pings M] [--sdk-clients]
+//! # an already running soko (lean clients need a ws:// URL: the minimal client has no TLS)
 //! cargo run --release --example bench_dm -- --relay ws://127.0.0.1:7447 --bot npub1…
 //! ```
 //!
@@ -17,6 +44,7 @@
 //! refused by the relay or got an error reply.
 
 use std::hint::black_box;
+use std::mem;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -25,8 +53,8 @@ use clap::Parser;
 use nostr_sdk::nips::nip04;
 use nostr_sdk::nips::nip59::UnwrappedGift;
 use nostr_sdk::{
-    Client, Event, EventBuilder, Filter, Keys, Kind, PublicKey, RelayPoolNotification, RelayUrl,
-    Tag, ToBech32,
+    Client, Event, EventBuilder, Filter, JsonUtil as _, Keys, Kind, PublicKey,
+    RelayPoolNotification, RelayUrl, Tag, ToBech32,
 };
 use soko::Config;
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -69,6 +97,30 @@ struct Args {
     /// Iterations of each crypto operation in the single-core measurement.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
     crypto_iterations: u32,
+
+    /// Real nostr-sdk clients, sealing, verifying and decrypting inside the timed window,
+    /// instead of the lean clients (pings sealed beforehand, replies checked after the clock).
+    #[arg(long)]
+    sdk_clients: bool,
+}
+
+impl Args {
+    fn clients_mode(&self) -> ClientsMode {
+        if self.sdk_clients {
+            ClientsMode::Sdk
+        } else {
+            ClientsMode::Lean
+        }
+    }
+}
+
+/// Which clients load soko.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientsMode {
+    /// Pre-sealed pings over a minimal websocket; replies kept raw and checked after the clock.
+    Lean,
+    /// nostr-sdk clients doing all their crypto inside the timed window.
+    Sdk,
 }
 
 fn parse_relay_url(s: &str) -> Result<RelayUrl, String> {
@@ -119,10 +171,18 @@ async fn benchmark(
     crypto: &CryptoCost,
     cores: usize,
 ) -> Result<Vec<SchemeRun>> {
+    // Lean clients seal every ping of both schemes before the first clock starts.
+    let mut users = match args.clients_mode() {
+        ClientsMode::Lean => LeanUser::prepare_all(args, target.bot).await?,
+        ClientsMode::Sdk => Vec::new(),
+    };
     let mut runs = Vec::new();
     for scheme in [Scheme::Nip04, Scheme::Nip17] {
         let flushes_before = target.sync_flushes();
-        let run = SchemeRun::execute(scheme, args, target).await?;
+        let run = match args.clients_mode() {
+            ClientsMode::Lean => SchemeRun::execute_lean(scheme, args, target, &mut users).await?,
+            ClientsMode::Sdk => SchemeRun::execute(scheme, args, target).await?,
+        };
         run.print(crypto.for_scheme(scheme), target.is_in_process(), cores);
         if let (Some(before), Some(after)) = (flushes_before, target.sync_flushes()) {
             println!(
@@ -219,6 +279,17 @@ impl Target {
             "  load        {} clients x {} pings per scheme, reply timeout {} s",
             args.clients, args.pings, args.reply_timeout
         );
+        match args.clients_mode() {
+            ClientsMode::Lean => println!(
+                "  clients     lean (the default): pings sealed before the clock, a minimal \
+                 websocket, replies kept raw and verified, unwrapped and decrypted after the \
+                 clock (--sdk-clients for nostr-sdk clients)"
+            ),
+            ClientsMode::Sdk => println!(
+                "  clients     nostr-sdk (--sdk-clients): each seals its pings, verifies and \
+                 decrypts the replies inside the timed window"
+            ),
+        }
     }
 
     async fn shutdown(self) -> Result<()> {
@@ -365,6 +436,211 @@ impl Participant for BenchClient {
     }
 }
 
+/// A lean client's key and its pings, sealed before any clock starts.
+struct LeanUser {
+    index: u32,
+    keys: Keys,
+    /// Per scheme, the pings not sent yet.
+    sealed: Vec<(Scheme, Vec<SealedPing>)>,
+}
+
+/// A ping ready to go: the request's id, the event's id as the relay's `OK` names it, and the
+/// `["EVENT",…]` text.
+struct SealedPing {
+    request: String,
+    event_id: String,
+    frame: String,
+}
+
+impl LeanUser {
+    /// One user per client, each with its pings of both schemes sealed, in index order. The
+    /// sealing is spread over the runtime's threads; no clock runs yet.
+    async fn prepare_all(args: &Args, bot: PublicKey) -> Result<Vec<Self>> {
+        let mut sealing = JoinSet::new();
+        for index in 0..args.clients {
+            let pings = args.pings;
+            sealing.spawn(async move {
+                let keys = Keys::generate();
+                let mut sealed = Vec::new();
+                for scheme in [Scheme::Nip04, Scheme::Nip17] {
+                    let mut these = Vec::with_capacity(pings as usize);
+                    for n in 0..pings {
+                        let request = format!("{}-c{index}-p{n}", scheme.id_prefix());
+                        let content = serde_json::json!({ "id": request, "cmd": "ping" });
+                        let event = scheme.seal(&keys, bot, &content.to_string(), None).await?;
+                        these.push(SealedPing {
+                            request,
+                            event_id: event.id.to_hex(),
+                            frame: format!(r#"["EVENT",{}]"#, event.as_json()),
+                        });
+                    }
+                    sealed.push((scheme, these));
+                }
+                Ok::<_, anyhow::Error>(Self {
+                    index,
+                    keys,
+                    sealed,
+                })
+            });
+        }
+        let mut users = Vec::new();
+        while let Some(joined) = sealing.join_next().await {
+            users.push(joined??);
+        }
+        users.sort_by_key(|user| user.index);
+        Ok(users)
+    }
+
+    /// Its pings of `scheme`, handed over once.
+    fn take(&mut self, scheme: Scheme) -> Vec<SealedPing> {
+        self.sealed
+            .iter_mut()
+            .find(|(s, _)| *s == scheme)
+            .map(|(_, pings)| mem::take(pings))
+            .unwrap_or_default()
+    }
+}
+
+/// A reply as it came off the wire, kept for the check after the clock.
+struct Kept {
+    request: String,
+    frame: Vec<u8>,
+    /// From the ping's send to the reply frame's arrival.
+    latency: Duration,
+}
+
+/// A lean client: a minimal websocket subscribed to the DMs tagged to its key.
+struct LeanClient {
+    index: u32,
+    keys: Keys,
+    ws: Ws,
+    pings: Vec<SealedPing>,
+}
+
+impl LeanClient {
+    /// Connects to `relay`, subscribed to the DMs tagged to `keys`.
+    async fn connect(index: u32, keys: Keys, pings: Vec<SealedPing>, relay: &str) -> Result<Self> {
+        let ws = Ws::subscribe_dms(relay, keys.public_key())
+            .await
+            .with_context(|| format!("client {index}"))?;
+        Ok(Self {
+            index,
+            keys,
+            ws,
+            pings,
+        })
+    }
+
+    /// Sends its pings one after another, each waiting for the relay's `OK` and the reply
+    /// event, which it keeps unopened. After a lost ping it stops: a late reply would be
+    /// taken for the next ping's, and the run fails anyway.
+    async fn ping_loop(mut self, reply_timeout: Duration) -> Result<(Self, Tally, Vec<Kept>)> {
+        let mut tally = Tally::default();
+        let pings = mem::take(&mut self.pings);
+        let mut kept = Vec::with_capacity(pings.len());
+        let count = pings.len();
+        let mut more = Vec::new();
+        for (n, ping) in pings.into_iter().enumerate() {
+            let started = Instant::now();
+            let deadline = tokio::time::Instant::from_std(started + reply_timeout);
+            let exchange = self
+                .ws
+                .publish_then_event(&ping.frame, &ping.event_id, deadline, &mut more)
+                .await
+                .with_context(|| format!("client {}", self.index))?;
+            if !more.is_empty() {
+                // Two events for one ping: the first is checked as its reply, the others are
+                // kept out of the count, but not silent.
+                tally.stray += u32::try_from(more.len())?;
+                tally.note(format!(
+                    "{}: {} more event(s) before the OK",
+                    ping.request,
+                    more.len()
+                ));
+                more.clear();
+            }
+            match exchange {
+                Exchange::Answered(reply) => kept.push(Kept {
+                    request: ping.request,
+                    frame: reply.frame,
+                    latency: reply.at - started,
+                }),
+                Exchange::Refused(reason) => {
+                    tally.refused += 1;
+                    tally.note(format!(
+                        "{}: the relay refused the DM: {reason}",
+                        ping.request
+                    ));
+                }
+                lost @ (Exchange::NoOk | Exchange::NoEvent) => {
+                    let missing = lost.missing().unwrap_or_default();
+                    let unsent = count - n - 1;
+                    tally.lost += 1 + u32::try_from(unsent)?;
+                    tally.note(format!(
+                        "{}: {missing} within {reply_timeout:?}; the client's {unsent} later \
+                         pings were not sent (counted lost)",
+                        ping.request
+                    ));
+                    break;
+                }
+            }
+        }
+        Ok((self, tally, kept))
+    }
+}
+
+impl Participant for LeanClient {
+    fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Drops the connection: nothing waits on a clean close.
+    async fn close(self) {}
+}
+
+/// Checks, after the clock, the replies one client kept: each must parse, carry a valid id
+/// and signature, come from the bot, open with the client's key and answer its ping with
+/// `ok: true` in `scheme`. Only those count as round trips.
+async fn check_replies(keys: Keys, bot: PublicKey, scheme: Scheme, kept: Vec<Kept>) -> Tally {
+    let mut tally = Tally::default();
+    for kept in kept {
+        match open_frame(&keys, bot, &kept.frame).await {
+            Err(e) => {
+                tally.error_replies += 1;
+                tally.note(format!(
+                    "{}: the reply failed its check: {e:#}",
+                    kept.request
+                ));
+            }
+            Ok(reply)
+                if reply.ok
+                    && reply.scheme == scheme
+                    && reply.re.as_deref() == Some(kept.request.as_str()) =>
+            {
+                tally.latencies.push(kept.latency);
+            }
+            Ok(reply) => {
+                tally.error_replies += 1;
+                tally.note(format!(
+                    "{}: unexpected {} reply: {}",
+                    kept.request,
+                    reply.scheme.name(),
+                    reply.content
+                ));
+            }
+        }
+    }
+    tally
+}
+
+/// The reply in an `["EVENT",sub,event]` frame, verified and decrypted.
+async fn open_frame(keys: &Keys, bot: PublicKey, frame: &[u8]) -> Result<Reply> {
+    let event = verified_event(frame)?;
+    Reply::open(keys, bot, &event)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("not a DM from the bot that opens with the client's key"))
+}
+
 /// A decrypted reply from the bot.
 struct Reply {
     scheme: Scheme,
@@ -445,10 +721,13 @@ impl Tally {
 /// One scheme's load run.
 struct SchemeRun {
     scheme: Scheme,
+    mode: ClientsMode,
     clients: u32,
     pings: u32,
     wall: Duration,
     tally: Tally,
+    /// Lean clients: replies checked after the clock, and how long checking them took.
+    checked_after: Option<(usize, Duration)>,
 }
 
 impl SchemeRun {
@@ -490,10 +769,89 @@ impl SchemeRun {
         tally.latencies.sort_unstable();
         Ok(Self {
             scheme,
+            mode: ClientsMode::Sdk,
             clients: args.clients,
             pings: args.pings,
             wall,
             tally,
+            checked_after: None,
+        })
+    }
+
+    /// Connects a lean client for each of `users` (not timed), lets them all send their
+    /// pre-sealed pings of `scheme` at once and times the lot; then, with the clock stopped,
+    /// checks every reply they kept.
+    async fn execute_lean(
+        scheme: Scheme,
+        args: &Args,
+        target: &Target,
+        users: &mut [LeanUser],
+    ) -> Result<Self> {
+        let relay = target.relay.as_str().to_owned();
+        let sealed: Vec<(u32, Keys, Vec<SealedPing>)> = users
+            .iter_mut()
+            .map(|user| (user.index, user.keys.clone(), user.take(scheme)))
+            .collect();
+        let sealed = std::sync::Mutex::new(sealed.into_iter().map(Some).collect::<Vec<_>>());
+        let clients = connect_all(args.clients, |index| {
+            let taken = lock(&sealed).get_mut(index as usize).and_then(Option::take);
+            let relay = relay.clone();
+            async move {
+                let (index, keys, pings) =
+                    taken.ok_or_else(|| anyhow::anyhow!("no sealed pings for client {index}"))?;
+                LeanClient::connect(index, keys, pings, &relay).await
+            }
+        })
+        .await?;
+        let reply_timeout = Duration::from_secs(args.reply_timeout);
+
+        let started = Instant::now();
+        let mut pinging = JoinSet::new();
+        for client in clients {
+            pinging.spawn(client.ping_loop(reply_timeout));
+        }
+        let mut tally = Tally::default();
+        let mut finished = Vec::new();
+        let mut first_error = None;
+        while let Some(joined) = pinging.join_next().await {
+            match joined.map_err(anyhow::Error::from).and_then(|r| r) {
+                Ok((client, client_tally, kept)) => {
+                    tally.merge(client_tally);
+                    finished.push((client, kept));
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        let wall = started.elapsed();
+        if let Some(e) = first_error {
+            return Err(e.context(format!("{} run", scheme.name())));
+        }
+
+        // The clock has stopped: now every kept reply is verified, opened and matched.
+        let checking_started = Instant::now();
+        let mut checking = JoinSet::new();
+        let mut kept_replies = 0;
+        for (client, kept) in finished {
+            kept_replies += kept.len();
+            let keys = client.keys.clone();
+            client.close().await;
+            checking.spawn(check_replies(keys, target.bot, scheme, kept));
+        }
+        while let Some(checked) = checking.join_next().await {
+            tally.merge(checked?);
+        }
+        let checking = checking_started.elapsed();
+        tally.latencies.sort_unstable();
+        Ok(Self {
+            scheme,
+            mode: ClientsMode::Lean,
+            clients: args.clients,
+            pings: args.pings,
+            wall,
+            tally,
+            checked_after: Some((kept_replies, checking)),
         })
     }
 
@@ -523,11 +881,14 @@ impl SchemeRun {
             self.tally.latencies.last(),
         ) {
             (Some(p50), Some(p99), Some(max)) => println!(
-                "  latency ms   p50 {:.2}   p99 {:.2}   max {:.2}   \
-                 (publish start -> reply decrypted)",
+                "  latency ms   p50 {:.2}   p99 {:.2}   max {:.2}   ({})",
                 ms(p50),
                 ms(p99),
-                ms(*max)
+                ms(*max),
+                match self.mode {
+                    ClientsMode::Lean => "publish start -> reply frame in; checked after the clock",
+                    ClientsMode::Sdk => "publish start -> reply decrypted",
+                }
             ),
             _ => println!("  latency ms   no answered pings"),
         }
@@ -538,6 +899,14 @@ impl SchemeRun {
         for note in &self.tally.notes {
             println!("    {note}");
         }
+        if let Some((kept, took)) = self.checked_after {
+            println!(
+                "  checked      after the clock: {kept} replies verified, opened and matched \
+                 ({answered} passed, {} failed) in {:.1} ms",
+                kept.saturating_sub(answered),
+                ms(took)
+            );
+        }
         println!(
             "  vs crypto    {rate:.1} / {ceiling:.0} single-core ceiling = {:.3}; \
              {rate:.1} / {:.0} {cores}-core ceiling = {:.3}",
@@ -546,17 +915,27 @@ impl SchemeRun {
             rate / cost.all_cores
         );
         if in_process {
-            // Each round trip in this process also pays the client's mirror image of the bot's
-            // work (seal the request, verify and open the reply) and one more signature
-            // check: the relay checks the request (soko's reply reaches the relay in-process,
+            // Each round trip in this process pays one more signature check than the bot's:
+            // the relay checks the request (soko's reply reaches the relay in-process,
             // unchecked, and the bot's pool checks the request once, the bot's "verify").
-            let all_parties = 2.0 * cost.total_micros() + cost.verify_micros();
+            // nostr-sdk clients also pay the mirror image of the bot's work (seal the request,
+            // verify and open the reply) inside the window; lean clients pay it outside.
+            let (all_parties, parties) = match self.mode {
+                ClientsMode::Sdk => (
+                    2.0 * cost.total_micros() + cost.verify_micros(),
+                    "2 x bot + 1 verify",
+                ),
+                ClientsMode::Lean => (
+                    cost.total_micros() + cost.verify_micros(),
+                    "bot + the relay's verify; the lean clients' crypto is outside the window",
+                ),
+            };
             let top = cost.all_cores * cost.total_micros() / all_parties;
             println!(
                 "  note         in-process, daemon + relay + clients share the {cores} cores; all \
-                 parties' crypto is ~{all_parties:.0} µs per round trip (2 x bot + 1 verify), so \
-                 {cores} cores top out near {top:.0} round trips/s = {:.3} of the bot's \
-                 {cores}-core ceiling",
+                 parties' crypto in the window is ~{all_parties:.0} µs per round trip \
+                 ({parties}), so {cores} cores top out near {top:.0} round trips/s = {:.3} of \
+                 the bot's {cores}-core ceiling",
                 top / cost.all_cores
             );
         }

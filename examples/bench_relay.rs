@@ -34,8 +34,7 @@ use nostr_relay_builder::{LocalRelay, RelayBuilder};
 use nostr_sdk::hashes::sha1::Hash as Sha1;
 use nostr_sdk::hashes::{Hash, HashEngine};
 use nostr_sdk::{EventBuilder, JsonUtil as _, Keys, Kind, Tag};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
@@ -262,114 +261,6 @@ async fn upgrade(mut stream: TcpStream) -> Result<TcpStream> {
         )
         .await?;
     Ok(stream)
-}
-
-/// Reads an HTTP head up to its blank line, a byte at a time: the peer sends nothing more
-/// before the answer, and nothing past the head may be consumed.
-async fn read_head(stream: &mut TcpStream) -> Result<String> {
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        if head.len() > 16 * 1024 {
-            bail!("HTTP head too long");
-        }
-        head.push(stream.read_u8().await?);
-    }
-    Ok(String::from_utf8_lossy(&head).into_owned())
-}
-
-fn addr_of(url: &str) -> Result<SocketAddr> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| anyhow!("not a ws:// URL: {url}"))?;
-    rest.trim_end_matches('/')
-        .parse()
-        .with_context(|| format!("address of {url}"))
-}
-
-/// A minimal websocket client: masked text frames out, whole frames in.
-struct Ws {
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
-    mask: u32,
-}
-
-impl Ws {
-    async fn connect(addr: SocketAddr) -> Result<Self> {
-        let mut stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        stream
-            .write_all(
-                format!(
-                    "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\n\
-                     Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
-                     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-                )
-                .as_bytes(),
-            )
-            .await?;
-        let head = read_head(&mut stream).await?;
-        if !head.starts_with("HTTP/1.1 101") {
-            bail!("no upgrade: {}", head.lines().next().unwrap_or_default());
-        }
-        let (read, writer) = stream.into_split();
-        Ok(Self {
-            reader: BufReader::new(read),
-            writer,
-            mask: 0x5eed_1234,
-        })
-    }
-
-    async fn send(&mut self, text: &str) -> Result<()> {
-        let payload = text.as_bytes();
-        let mut frame = Vec::with_capacity(payload.len() + 14);
-        frame.push(0x81);
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n if n <= usize::from(u16::MAX) => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        self.mask = self
-            .mask
-            .wrapping_mul(1_664_525)
-            .wrapping_add(1_013_904_223);
-        let mask = self.mask.to_be_bytes();
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.writer.write_all(&frame).await?;
-        Ok(())
-    }
-
-    /// The next text message (pings and other control frames are skipped).
-    async fn recv(&mut self) -> Result<Vec<u8>> {
-        let mut message = Vec::new();
-        loop {
-            let first = self.reader.read_u8().await?;
-            let second = self.reader.read_u8().await?;
-            let len = match second & 0x7f {
-                126 => u64::from(self.reader.read_u16().await?),
-                127 => self.reader.read_u64().await?,
-                n => u64::from(n),
-            };
-            let mut payload = vec![0; usize::try_from(len)?];
-            self.reader.read_exact(&mut payload).await?;
-            match first & 0x0f {
-                0x8 => bail!("the relay closed the connection"),
-                0x0..=0x2 => {
-                    message.extend_from_slice(&payload);
-                    if first & 0x80 != 0 {
-                        return Ok(message);
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
 }
 
 /// One relay's publish run.

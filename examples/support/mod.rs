@@ -1,9 +1,11 @@
-//! What the benchmarks share: an in-process soko, relay clients, the two DM schemes, and
-//! the timing helpers. Every example is a crate of its own, so each includes this module with
-//! `#[path = "support/mod.rs"] mod support;`; Cargo takes only `examples/*.rs` and
-//! `examples/*/main.rs` for examples, so this directory is not one.
+//! What the benchmarks share: an in-process soko, relay clients (nostr-sdk ones and a minimal
+//! websocket one), the two DM schemes, and the timing helpers. Every example is a crate of its
+//! own, so each includes this module with `#[path = "support/mod.rs"] mod support;`; Cargo
+//! takes only `examples/*.rs` and `examples/*/main.rs` for examples, so this directory is not
+//! one.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,6 +24,9 @@ use serde_json::Value;
 use soko::config::MintConfig;
 use soko::devmint::oidc;
 use soko::{Config, Daemon};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
 
 /// How long a client may take to connect and subscribe before the run is abandoned.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -231,6 +236,270 @@ where
     }
     connected.sort_by_key(Participant::index);
     Ok(connected)
+}
+
+/// Reads an HTTP head up to its blank line, a byte at a time: the peer sends nothing more
+/// before the answer, and nothing past the head may be consumed.
+pub async fn read_head(stream: &mut TcpStream) -> Result<String> {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 16 * 1024 {
+            bail!("HTTP head too long");
+        }
+        head.push(stream.read_u8().await?);
+    }
+    Ok(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// The socket address in a `ws://ip:port[/]` URL.
+pub fn addr_of(url: &str) -> Result<SocketAddr> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| anyhow!("not a ws:// URL: {url}"))?;
+    rest.trim_end_matches('/')
+        .parse()
+        .with_context(|| format!("address of {url}"))
+}
+
+/// A minimal websocket client: masked text frames out, whole frames in. It neither parses nor
+/// verifies what it receives, so a benchmark's clients cost the relay's cores next to nothing.
+pub struct Ws {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    mask: u32,
+}
+
+impl Ws {
+    /// Connects to the relay at `url` (`ws://host:port`; no TLS), resolving its host.
+    pub async fn connect_url(url: &str) -> Result<Self> {
+        let host_port = url
+            .strip_prefix("ws://")
+            .ok_or_else(|| anyhow!("not a ws:// URL (the minimal client has no TLS): {url}"))?
+            .trim_end_matches('/');
+        let addr = tokio::net::lookup_host(host_port)
+            .await
+            .with_context(|| format!("resolving {url}"))?
+            .next()
+            .ok_or_else(|| anyhow!("{url} resolves to no address"))?;
+        Self::connect(addr).await
+    }
+
+    /// Connects to `addr` and upgrades the connection (TCP_NODELAY).
+    pub async fn connect(addr: SocketAddr) -> Result<Self> {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        stream
+            .write_all(
+                format!(
+                    "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\n\
+                     Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await?;
+        let head = read_head(&mut stream).await?;
+        if !head.starts_with("HTTP/1.1 101") {
+            bail!("no upgrade: {}", head.lines().next().unwrap_or_default());
+        }
+        let (read, writer) = stream.into_split();
+        Ok(Self {
+            reader: BufReader::new(read),
+            writer,
+            mask: 0x5eed_1234,
+        })
+    }
+
+    /// Sends `text` as one masked text frame.
+    pub async fn send(&mut self, text: &str) -> Result<()> {
+        let payload = text.as_bytes();
+        let mut frame = Vec::with_capacity(payload.len() + 14);
+        frame.push(0x81);
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n <= usize::from(u16::MAX) => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        self.mask = self
+            .mask
+            .wrapping_mul(1_664_525)
+            .wrapping_add(1_013_904_223);
+        let mask = self.mask.to_be_bytes();
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.writer.write_all(&frame).await?;
+        Ok(())
+    }
+
+    /// The next text message (pings and other control frames are skipped).
+    pub async fn recv(&mut self) -> Result<Vec<u8>> {
+        let mut message = Vec::new();
+        loop {
+            let first = self.reader.read_u8().await?;
+            let second = self.reader.read_u8().await?;
+            let len = match second & 0x7f {
+                126 => u64::from(self.reader.read_u16().await?),
+                127 => self.reader.read_u64().await?,
+                n => u64::from(n),
+            };
+            let mut payload = vec![0; usize::try_from(len)?];
+            self.reader.read_exact(&mut payload).await?;
+            match first & 0x0f {
+                0x8 => bail!("the relay closed the connection"),
+                0x0..=0x2 => {
+                    message.extend_from_slice(&payload);
+                    if first & 0x80 != 0 {
+                        return Ok(message);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The subscription id of a lean client's one `REQ`.
+pub const DM_SUBSCRIPTION: &str = "dms";
+
+/// A frame as it came off the wire, unparsed, and when it arrived.
+pub struct Received {
+    /// The frame's text.
+    pub frame: Vec<u8>,
+    /// When it was read.
+    pub at: Instant,
+}
+
+/// How one published event went, seen by a lean client inside a timed window.
+pub enum Exchange {
+    /// The relay took the event and the next event on the subscription came in.
+    Answered(Received),
+    /// The relay refused the event, with its reason.
+    Refused(String),
+    /// The deadline passed without the relay's `OK`.
+    NoOk,
+    /// The deadline passed after the `OK`, without an event on the subscription.
+    NoEvent,
+}
+
+impl Exchange {
+    /// What was missing, for a lost exchange.
+    pub fn missing(&self) -> Option<&'static str> {
+        match self {
+            Exchange::NoOk => Some("no OK from the relay"),
+            Exchange::NoEvent => Some("no event on the subscription"),
+            Exchange::Answered(_) | Exchange::Refused(_) => None,
+        }
+    }
+}
+
+impl Ws {
+    /// Connects to the relay at `url` and subscribes ([`DM_SUBSCRIPTION`]) to kinds 4 and
+    /// 1059 tagged to `to`, within [`CONNECT_TIMEOUT`]. It waits for the relay's `EOSE`, so
+    /// that nothing sent after it returns can slip past. `limit` 0 asks for new events only:
+    /// a `since` would drop gift wraps, whose `created_at` NIP-59 moves into the past.
+    pub async fn subscribe_dms(url: &str, to: PublicKey) -> Result<Self> {
+        let subscribe = async {
+            let mut ws = Self::connect_url(url).await?;
+            let filter = serde_json::json!({
+                "kinds": [
+                    nostr_sdk::Kind::EncryptedDirectMessage.as_u16(),
+                    nostr_sdk::Kind::GiftWrap.as_u16()
+                ],
+                "#p": [to.to_hex()],
+                "limit": 0,
+            });
+            ws.send(&serde_json::json!(["REQ", DM_SUBSCRIPTION, filter]).to_string())
+                .await?;
+            loop {
+                let frame = ws.recv().await?;
+                if frame.starts_with(br#"["EOSE""#) {
+                    return Ok::<_, anyhow::Error>(ws);
+                }
+                if frame.starts_with(br#"["CLOSED""#) {
+                    bail!(
+                        "the relay refused the subscription: {}",
+                        String::from_utf8_lossy(&frame)
+                    );
+                }
+            }
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, subscribe)
+            .await
+            .context("connecting and subscribing timed out")?
+    }
+
+    /// Sends `frame`, an `["EVENT",…]` of the event `event_id` (hex), and reads frames until
+    /// both the relay's `OK` for it and the next event on the subscription are in, or
+    /// `deadline`. Only the frames' first bytes are looked at, and the `OK`s parsed: nothing
+    /// is verified or decrypted. Events that come after the first one and before the `OK`
+    /// go to `more`.
+    pub async fn publish_then_event(
+        &mut self,
+        frame: &str,
+        event_id: &str,
+        deadline: tokio::time::Instant,
+        more: &mut Vec<Received>,
+    ) -> Result<Exchange> {
+        self.send(frame).await?;
+        let mut accepted = false;
+        let mut first = None;
+        loop {
+            if accepted {
+                if let Some(received) = first.take() {
+                    return Ok(Exchange::Answered(received));
+                }
+            }
+            let frame = match tokio::time::timeout_at(deadline, self.recv()).await {
+                Err(_) if !accepted => return Ok(Exchange::NoOk),
+                Err(_) => return Ok(Exchange::NoEvent),
+                Ok(frame) => frame?,
+            };
+            if frame.starts_with(br#"["EVENT""#) {
+                let received = Received {
+                    frame,
+                    at: Instant::now(),
+                };
+                if first.is_none() {
+                    first = Some(received);
+                } else {
+                    more.push(received);
+                }
+            } else if frame.starts_with(br#"["OK""#) {
+                let (_, id, ok, message): (String, String, bool, String) =
+                    serde_json::from_slice(&frame).context("an OK frame")?;
+                if id != event_id {
+                    continue;
+                }
+                if !ok {
+                    return Ok(Exchange::Refused(message));
+                }
+                accepted = true;
+            } else if frame.starts_with(br#"["CLOSED""#) {
+                bail!(
+                    "the relay closed the subscription: {}",
+                    String::from_utf8_lossy(&frame)
+                );
+            }
+        }
+    }
+}
+
+/// The event in an `["EVENT",sub,event]` frame on [`DM_SUBSCRIPTION`], its id and signature
+/// verified (what a nostr-sdk client's pool checks before handing an event over).
+pub fn verified_event(frame: &[u8]) -> Result<Event> {
+    let (_, subscription, event): (String, String, Event) =
+        serde_json::from_slice(frame).context("not an EVENT frame")?;
+    if subscription != DM_SUBSCRIPTION {
+        bail!("on subscription {subscription}");
+    }
+    event.verify().context("bad id or signature")?;
+    Ok(event)
 }
 
 /// Locks a mutex whose data stays valid even if a holder panicked (a map of senders).
