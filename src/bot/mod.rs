@@ -285,7 +285,7 @@ struct Inputs {
 
 /// What the event loop heard next.
 enum Heard {
-    Event(Event),
+    Event(Box<Event>),
     Nothing,
     /// Events were dropped before the loop read them: ask the relays again.
     Missed(u64),
@@ -317,7 +317,7 @@ impl Inputs {
             }
         };
         match from {
-            Source::Pool(Ok(RelayPoolNotification::Event { event, .. })) => Heard::Event(*event),
+            Source::Pool(Ok(RelayPoolNotification::Event { event, .. })) => Heard::Event(event),
             Source::Pool(Ok(RelayPoolNotification::Shutdown) | Err(RecvError::Closed)) => {
                 Heard::Closed
             }
@@ -329,7 +329,7 @@ impl Inputs {
                     .iter()
                     .any(|(_, f)| f.match_event(&event, MatchEventOptions::new())) =>
             {
-                Heard::Event(event)
+                Heard::Event(Box::new(event))
             }
             Source::Feed(Ok(_)) => Heard::Nothing,
             // The relay shut down: soko is stopping.
