@@ -2085,7 +2085,9 @@ async fn windows_passed(soko: &Soko, data_dir: &Path) -> Result<Passed> {
     config.relay.handled_keep_secs = 1;
     config.relay.janitor_secs = 1;
     config.market.order_retention_secs = 1;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The bot forgets handled DMs past its window plus a margin (its first pruning pass runs
+    // at start): wait that margin out too.
+    tokio::time::sleep(Duration::from_secs(2 + soko::bot::PRUNE_MARGIN_SECS)).await;
     let mut later = Soko::new(config);
     later.start().await?;
     let tidied = async {

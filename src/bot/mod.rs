@@ -32,8 +32,11 @@ const RESUBSCRIBE_SLACK: u64 = 3600;
 const GIFT_WRAP_BACKDATE: u64 = crate::relay::GIFT_WRAP_BACKDATE;
 /// How often `seen` and `replies` are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-/// `seen` keeps this much more than the replay window (see `prune`).
-const PRUNE_MARGIN_SECS: u64 = 3600;
+/// `seen` keeps this much more than the replay window (see `prune`): it covers an event
+/// that passed the age check just before a pruning pass and has not claimed its `seen`
+/// entry yet. The check is made right before the claim (after the wait for a handler), so
+/// that gap is a few sled operations; the rest is for the clock stepping back.
+pub const PRUNE_MARGIN_SECS: u64 = 60;
 
 pub use crate::proto::nip15::LISTING_KINDS;
 
@@ -458,16 +461,19 @@ async fn run(
                     index(&catalog, &event);
                     continue;
                 }
-                if too_old(&event, window.replay) {
-                    tracing::debug!(event_id = %event.id, "older than the replay window; dropped");
-                    continue;
-                }
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     break;
                 };
                 let handler = handler.clone();
+                let replay = window.replay;
                 tasks.spawn(async move {
                     let _permit = permit;
+                    // Checked after the wait for a handler, right before the claim: `seen`
+                    // may have been pruned below its floor while this event waited.
+                    if too_old(&event, replay) {
+                        tracing::debug!(event_id = %event.id, "older than the replay window; dropped");
+                        return;
+                    }
                     match handler.handle_verified(&event).await {
                         Ok(outcome) => tracing::debug!(event_id = %event.id, ?outcome, "handled"),
                         Err(e) => tracing::error!(event_id = %event.id, error = %e, "handling failed; will retry on redelivery"),
