@@ -1966,11 +1966,13 @@ impl Passed {
         println!(
             "              orders shrink {:.0} d after placed (order_retention_secs); the relay \
              keeps regular events {:.0} d (retention_secs), gift wraps {:.0} d more \
-             (gift_wrap_backdate_secs), DMs to soko {} s after handling (handled_keep_secs)",
+             (gift_wrap_backdate_secs), DMs to soko {} s after handling (handled_keep_secs); \
+             the bot forgets what it handled by the relay's windows, {} s later",
             days(config.market.order_retention_secs),
             days(relay.retention_secs),
             days(relay.gift_wrap_backdate_secs),
-            relay.handled_keep_secs
+            relay.handled_keep_secs,
+            soko::bot::PRUNE_MARGIN_SECS
         );
         println!(
             "  files       state Db {:.2} MiB before the last start, {:.2} MiB after; relay Db \
@@ -2027,22 +2029,17 @@ impl Passed {
             .map(|(_, bytes)| bytes)
             .sum();
         println!(
-            "    of the keys + values, the bot's {}: {:.1} MiB, still in their window",
+            "    of the keys + values, the bot's {}: {:.1} MiB",
             BOT_WINDOW_TREES.join(", "),
             per_10k(unpassed)
         );
         println!(
-            "  (raw scales the baseline by 10k / {orders} too: at 10k orders it would count once;"
-        );
-        println!(
-            "   the bot forgets the ids and replies it handled retention_secs + 2 days + 1 h after \
-             their created_at, NIP-59's full backdate, not gift_wrap_backdate_secs: a window this \
-             benchmark does not pass, so they are counted above)"
+            "  (raw scales the baseline by 10k / {orders} too: at 10k orders it would count once)"
         );
     }
 }
 
-/// The bot's records of what it handled, kept past the relay's windows (see
+/// The bot's records of what it handled, kept a minute past the relay's windows (see
 /// [`Passed::print_footprint`]).
 const BOT_WINDOW_TREES: [&str; 3] = ["replies", "seen", "seen/at"];
 
