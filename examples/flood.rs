@@ -78,21 +78,7 @@ fn rss_mb() -> f64 {
 
 /// Allocated size (blocks, as `du`) of everything under `path`.
 fn dir_mb(path: &Path) -> f64 {
-    fn walk(path: &Path) -> u64 {
-        use std::os::unix::fs::MetadataExt as _;
-        let Ok(entries) = std::fs::read_dir(path) else {
-            return 0;
-        };
-        entries
-            .flatten()
-            .map(|e| match e.metadata() {
-                Ok(m) if m.is_dir() => walk(&e.path()),
-                Ok(m) => m.blocks() * 512,
-                Err(_) => 0,
-            })
-            .sum()
-    }
-    walk(path) as f64 / (1024.0 * 1024.0)
+    soko::util::size_on_disk(path) as f64 / (1024.0 * 1024.0)
 }
 
 fn report(stage: &str, dir: &Path) {

@@ -391,27 +391,12 @@ async fn junk_past_the_store_bound_does_not_evict_sokos_own_shops() {
     }
 }
 
-/// Allocated bytes (as `du`) of everything under `path`.
-fn size_on_disk(path: &std::path::Path) -> u64 {
-    use std::os::unix::fs::MetadataExt as _;
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => size_on_disk(&e.path()),
-            Ok(m) => m.blocks() * 512,
-            Err(_) => 0,
-        })
-        .sum()
-}
-
 /// What soko's relay events take on disk, wherever they are kept: their own Db
 /// (`relay-events/`) and soko's main one (`sled/`, where they used to be).
 fn events_on_disk(soko: &TestSoko) -> u64 {
     let dir = soko.data_dir();
-    size_on_disk(&dir.join("relay-events")) + size_on_disk(&dir.join("sled"))
+    soko::util::size_on_disk(&dir.join("relay-events"))
+        + soko::util::size_on_disk(&dir.join("sled"))
 }
 
 /// Floods `url` with `events` over `connections` connections at once.
