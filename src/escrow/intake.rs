@@ -125,7 +125,7 @@ impl EscrowService {
         let number_bytes = inner.index.encode(&number)?;
         let holds = self.reservation_changes(&merchant, &priced.lines, true)?;
         let expiry = inner.awaiting.encode(&record.expires_at)?;
-        (
+        let newly_awaiting = (
             inner.orders.raw(),
             inner.index.raw(),
             inner.reserved.raw(),
@@ -137,10 +137,13 @@ impl EscrowService {
                 for (k, v) in &holds {
                     reserved.insert(k.as_slice(), v.clone())?;
                 }
-                awaiting.insert(key.as_slice(), expiry.clone())?;
-                Ok::<_, ConflictableTransactionError<()>>(())
+                let before = awaiting.insert(key.as_slice(), expiry.clone())?;
+                Ok::<_, ConflictableTransactionError<()>>(before.is_none())
             })
             .map_err(tx_error)?;
+        if newly_awaiting {
+            inner.unpaid_counts().added(buyer);
+        }
         inner.metrics.order_created();
         tracing::info!(order = number, sats = record.total.0, "order placed");
         Ok(payment_request(&record))
@@ -197,22 +200,14 @@ impl EscrowService {
     ) -> Result<Option<String>, EscrowError> {
         let inner = &self.inner;
         let caps = &inner.caps;
-        let open = inner.awaiting.len();
+        let (open, mine) = {
+            let unpaid = inner.unpaid_counts();
+            (unpaid.total(), unpaid.of(buyer))
+        };
         if open >= usize::try_from(caps.total).unwrap_or(usize::MAX) {
             return Ok(Some(format!(
                 "busy: soko has {open} orders waiting for payment, its limit; please order again in a few minutes"
             )));
-        }
-        let mut mine = 0u32;
-        for entry in inner.awaiting.raw().iter().keys() {
-            let key = entry.map_err(StoreError::from)?;
-            if inner
-                .orders
-                .get(&key)?
-                .is_some_and(|r| r.buyer == *buyer && r.state == EscrowState::AwaitingPayment)
-            {
-                mine += 1;
-            }
         }
         if mine >= caps.per_buyer {
             return Ok(Some(format!(

@@ -22,6 +22,7 @@ pub mod settle;
 pub mod shrink;
 pub mod state;
 mod tokens;
+mod unpaid;
 pub mod watch;
 mod withdraw;
 

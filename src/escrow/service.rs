@@ -147,6 +147,8 @@ pub(super) struct Inner {
     pub(super) index: Typed<u64>,
     pub(super) seq: Typed<u64>,
     pub(super) awaiting: Typed<u64>,
+    /// What `awaiting` holds, counted in all and per buyer, for the intake caps.
+    pub(super) unpaid: std::sync::Mutex<super::unpaid::Unpaid>,
     pub(super) refunding: Typed<u64>,
     pub(super) reserved: Typed<u64>,
     pub(super) balances: Typed<Sats>,
@@ -200,6 +202,15 @@ pub(super) struct Inner {
     pub(super) footprint_schedule: super::consolidate::Schedule,
 }
 
+impl Inner {
+    /// The unpaid counts; a panic elsewhere while they were held leaves them as they were.
+    pub(super) fn unpaid_counts(&self) -> std::sync::MutexGuard<'_, super::unpaid::Unpaid> {
+        self.unpaid
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 impl EscrowService {
     /// Opens the trees.
     pub fn open(
@@ -211,12 +222,16 @@ impl EscrowService {
         rules: Rules,
         listener: Arc<dyn PaidOrderListener>,
     ) -> Result<Self, StoreError> {
+        let orders = store.tree("orders")?;
+        let awaiting = store.tree("awaiting")?;
+        let unpaid = count_unpaid(&orders, &awaiting)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                orders: store.tree("orders")?,
+                orders,
                 index: store.tree("order_index")?,
                 seq: store.tree("order_seq")?,
-                awaiting: store.tree("awaiting")?,
+                awaiting,
+                unpaid: std::sync::Mutex::new(unpaid),
                 refunding: store.tree("refunding")?,
                 reserved: store.tree("reserved")?,
                 balances: store.tree("balances")?,
@@ -339,7 +354,7 @@ impl EscrowService {
         let still_awaiting = record.state == EscrowState::AwaitingPayment;
         let is_refunding = record.state == EscrowState::Refunding;
         let since = inner.refunding.encode(&inner.clock.now())?;
-        (
+        let left_awaiting = (
             inner.orders.raw(),
             inner.reserved.raw(),
             inner.ledger.raw(),
@@ -381,8 +396,9 @@ impl EscrowService {
                         take_units(listings, listing, *units)?;
                     }
                     orders.insert(key, encoded.clone())?;
+                    let mut left_awaiting = false;
                     if !still_awaiting {
-                        awaiting.remove(key)?;
+                        left_awaiting = awaiting.remove(key)?.is_some();
                     }
                     if is_refunding {
                         refunding.insert(key, since.clone())?;
@@ -401,10 +417,13 @@ impl EscrowService {
                     for staged in &queued {
                         staged.insert(outbox)?;
                     }
-                    Ok::<_, ConflictableTransactionError<()>>(())
+                    Ok::<_, ConflictableTransactionError<()>>(left_awaiting)
                 },
             )
             .map_err(tx_error)?;
+        if left_awaiting {
+            inner.unpaid_counts().removed(&record.buyer);
+        }
         for dm in dms {
             inner.outbox.deliver(dm).await?;
         }
@@ -489,6 +508,29 @@ pub(super) fn lines(record: &OrderRecord) -> Vec<Line> {
             unit_price: l.unit_price,
         })
         .collect()
+}
+
+/// Counts the orders in `awaiting`, in all and by their buyers.
+fn count_unpaid(
+    orders: &Typed<OrderRecord>,
+    awaiting: &Typed<u64>,
+) -> Result<super::unpaid::Unpaid, StoreError> {
+    let mut unpaid = super::unpaid::Unpaid::default();
+    for key in awaiting.raw().iter().keys() {
+        let key = key?;
+        match orders.get(&key) {
+            Ok(Some(record)) => unpaid.added(record.buyer),
+            Ok(None) => {
+                tracing::warn!("an order waiting for payment has no record; counted for no buyer");
+                unpaid.added_unknown();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "an order waiting for payment could not be read; counted for no buyer");
+                unpaid.added_unknown();
+            }
+        }
+    }
+    Ok(unpaid)
 }
 
 pub(super) fn order_key(merchant: &PublicKey, number: u64) -> Vec<u8> {
