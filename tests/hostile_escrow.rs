@@ -295,14 +295,15 @@ async fn open_unpaid_orders_are_capped_in_total() {
 /// cap stays refused after a restart, and is served again once one of its orders is paid.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_unpaid_caps_hold_across_a_restart_and_free_up_when_paid() {
-    let (mut soko, mint, _dir) =
-        soko_with_unpaid_invoices(|c| c.market.max_unpaid_total = 4).await;
+    let (mut soko, mint, _dir) = soko_with_unpaid_invoices(|c| c.market.max_unpaid_total = 4).await;
     let shop = shop(&soko, 100).await;
     let mut greedy = User::connect(&[soko.relay_url()]).await;
     let mut other = User::connect(&[soko.relay_url()]).await;
     let mut late = User::connect(&[soko.relay_url()]).await;
     async fn order(user: &mut User, shop: &Shop, id: &str) -> serde_json::Value {
-        user.ask_nip04(shop.merchant, &nip15_order(id, 1)).await.json()
+        user.ask_nip04(shop.merchant, &nip15_order(id, 1))
+            .await
+            .json()
     }
     fn busy(answer: &serde_json::Value, why: &str) -> bool {
         answer["type"] == 2 && answer["message"].as_str().is_some_and(|m| m.contains(why))
@@ -326,14 +327,20 @@ async fn the_unpaid_caps_hold_across_a_restart_and_free_up_when_paid() {
     greedy.all_dms(QUIET_PERIOD).await;
     late.all_dms(QUIET_PERIOD).await;
     let answer = order(&mut late, &shop, "l-1").await;
-    assert!(busy(&answer, "soko has 4 orders"), "after a restart: {answer}");
+    assert!(
+        busy(&answer, "soko has 4 orders"),
+        "after a restart: {answer}"
+    );
 
     // Order 4 is the other key's: paid, it no longer counts in all.
     pay_and_wait(&soko, mint.mint(), &shop, 4, Duration::from_secs(20))
         .await
         .expect("the payment is seen");
     let answer = order(&mut greedy, &shop, "g-4").await;
-    assert!(busy(&answer, "you have 3 orders"), "after a restart: {answer}");
+    assert!(
+        busy(&answer, "you have 3 orders"),
+        "after a restart: {answer}"
+    );
     let answer = order(&mut late, &shop, "l-2").await;
     assert_eq!(answer["type"], 1, "a paid order frees its place: {answer}");
 
@@ -343,7 +350,10 @@ async fn the_unpaid_caps_hold_across_a_restart_and_free_up_when_paid() {
         .expect("the payment is seen");
     greedy.all_dms(QUIET_PERIOD).await;
     let answer = order(&mut greedy, &shop, "g-5").await;
-    assert_eq!(answer["type"], 1, "a paid order frees its buyer's place: {answer}");
+    assert_eq!(
+        answer["type"], 1,
+        "a paid order frees its buyer's place: {answer}"
+    );
     let answer = order(&mut late, &shop, "l-3").await;
     assert!(busy(&answer, "soko has 4 orders"), "{answer}");
 }

@@ -366,3 +366,117 @@ async fn proofs_are_sealed_at_rest_and_clear_ones_migrate() {
     assert_eq!(stored[0].proof.secret, old.proof.secret);
     assert_eq!(wallet.get_balance(None, None, None).await.unwrap(), 48);
 }
+
+fn mint_quote(id: &str) -> cdk_common::wallet::MintQuote {
+    cdk_common::wallet::MintQuote::new(
+        id.to_owned(),
+        MintUrl::from_str("https://mint.example.com").unwrap(),
+        cdk_common::PaymentMethod::Known(cdk_common::nut00::KnownMethod::Bolt11),
+        Some(Amount::from(100)),
+        CurrencyUnit::Sat,
+        format!("lnbc-{id}"),
+        u64::MAX,
+        None,
+    )
+}
+
+async fn used_by(wallet: &SledWalletDatabase, id: &str) -> Option<String> {
+    wallet
+        .get_mint_quote(id)
+        .await
+        .unwrap()
+        .expect("the quote is stored")
+        .used_by_operation
+}
+
+/// cdk reserves a quote for an operation and releases the operation's quotes when it ends
+/// (after every mint). Releasing reads only the quotes the operation may hold (issue 16:
+/// it used to decrypt every quote the wallet ever had), so each way a quote comes to be
+/// held must be released: reserved, saved already held, moved to another operation, and
+/// held by a build from before the hints.
+#[tokio::test]
+async fn quote_reservations_are_released_however_they_were_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let (op_a, op_b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    {
+        let db = Store::open(dir.path()).unwrap();
+        let wallet = SledWalletDatabase::open(&db, "main", key()).unwrap();
+        for id in ["reserved", "saved-held", "moved", "bystander"] {
+            wallet.add_mint_quote(mint_quote(id)).await.unwrap();
+        }
+        wallet.reserve_mint_quote("reserved", &op_a).await.unwrap();
+        assert!(matches!(
+            wallet.reserve_mint_quote("reserved", &op_b).await,
+            Err(Error::QuoteAlreadyInUse)
+        ));
+        let mut held = wallet.get_mint_quote("saved-held").await.unwrap().unwrap();
+        held.used_by_operation = Some(op_a.to_string());
+        wallet.add_mint_quote(held).await.unwrap();
+        wallet.reserve_mint_quote("moved", &op_a).await.unwrap();
+        let mut moved = wallet.get_mint_quote("moved").await.unwrap().unwrap();
+        moved.used_by_operation = Some(op_b.to_string());
+        wallet.add_mint_quote(moved).await.unwrap();
+        wallet.reserve_mint_quote("bystander", &op_b).await.unwrap();
+
+        wallet.release_mint_quote(&op_a).await.unwrap();
+        assert_eq!(used_by(&wallet, "reserved").await, None);
+        assert_eq!(used_by(&wallet, "saved-held").await, None);
+        assert_eq!(used_by(&wallet, "moved").await, Some(op_b.to_string()));
+        assert_eq!(used_by(&wallet, "bystander").await, Some(op_b.to_string()));
+        wallet.release_mint_quote(&op_a).await.unwrap();
+
+        // A quote held by op_a again, then the hints lost, as a build before them left it.
+        wallet.reserve_mint_quote("reserved", &op_a).await.unwrap();
+        db.db().drop_tree("wallet/main/quote_ops").unwrap();
+        db.db().flush().unwrap();
+    }
+    let db = Store::open(dir.path()).unwrap();
+    let wallet = SledWalletDatabase::open(&db, "main", key()).unwrap();
+    wallet.release_mint_quote(&op_a).await.unwrap();
+    assert_eq!(used_by(&wallet, "reserved").await, None, "hinted at open");
+    wallet.release_mint_quote(&op_b).await.unwrap();
+    assert_eq!(used_by(&wallet, "moved").await, None);
+    assert_eq!(used_by(&wallet, "bystander").await, None);
+    wallet.reserve_mint_quote("reserved", &op_b).await.unwrap();
+    assert_eq!(used_by(&wallet, "reserved").await, Some(op_b.to_string()));
+}
+
+/// Melt quotes are released the same way.
+#[tokio::test]
+async fn melt_quote_reservations_are_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Store::open(dir.path()).unwrap();
+    let wallet = SledWalletDatabase::open(&db, "main", key()).unwrap();
+    let quote = cdk_common::wallet::MeltQuote {
+        id: "melt".to_owned(),
+        mint_url: Some(MintUrl::from_str("https://mint.example.com").unwrap()),
+        unit: CurrencyUnit::Sat,
+        amount: Amount::from(10),
+        request: "lnbc-melt".to_owned(),
+        fee_reserve: Amount::from(1),
+        state: cdk_common::MeltQuoteState::Unpaid,
+        expiry: u64::MAX,
+        payment_proof: None,
+        estimated_blocks: None,
+        fee_index: None,
+        payment_method: cdk_common::PaymentMethod::Known(cdk_common::nut00::KnownMethod::Bolt11),
+        used_by_operation: None,
+        version: 0,
+    };
+    wallet.add_melt_quote(quote).await.unwrap();
+    let op = uuid::Uuid::new_v4();
+    wallet.reserve_melt_quote("melt", &op).await.unwrap();
+    let stored = |w: &SledWalletDatabase| {
+        let w = w.clone();
+        async move {
+            w.get_melt_quote("melt")
+                .await
+                .unwrap()
+                .unwrap()
+                .used_by_operation
+        }
+    };
+    assert_eq!(stored(&wallet).await, Some(op.to_string()));
+    wallet.release_melt_quote(&op).await.unwrap();
+    assert_eq!(stored(&wallet).await, None);
+}

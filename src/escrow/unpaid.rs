@@ -70,7 +70,10 @@ mod tests {
         unpaid.removed(&a);
         unpaid.removed(&b);
         assert_eq!((unpaid.total(), unpaid.of(&a), unpaid.of(&b)), (2, 1, 0));
-        assert!(!unpaid.by_buyer.contains_key(&b), "a buyer at 0 is forgotten");
+        assert!(
+            !unpaid.by_buyer.contains_key(&b),
+            "a buyer at 0 is forgotten"
+        );
     }
 
     #[test]

@@ -18,6 +18,11 @@
 //! - `wallet/ns/sagas`: saga UUID (16 bytes) → `WalletSaga`
 //! - `wallet/ns/kv`: `primary 0x00 secondary 0x00 key` → caller's opaque bytes
 //! - `wallet/ns/p2pk_keys`: public key (33 bytes) → `P2PKSigningKey`
+//! - `wallet/ns/quote_ops`: `m` (mint) or `n` (melt) ‖ operation id ‖ `/` ‖ quote id →
+//!   nothing: which quotes an operation may have reserved, so that releasing them reads
+//!   those quotes and not every quote the wallet ever had (cdk releases after every mint,
+//!   and each quote is decrypted to be read). A hint may be stale; the quote is checked.
+//!   `built` marks that the quotes of an older build were hinted once.
 //!
 //! Every value starts with one encoding-version byte. For all trees but `kv`
 //! it is `2`: serde_json sealed under the wallet's record key
@@ -90,6 +95,7 @@ pub struct SledWalletDatabase {
     sagas: Tree,
     kv: Tree,
     p2pk_keys: Tree,
+    quote_ops: Tree,
     codec: Codec,
 }
 
@@ -129,10 +135,43 @@ impl SledWalletDatabase {
             sagas: tree("sagas")?,
             kv: tree("kv")?,
             p2pk_keys: tree("p2pk_keys")?,
+            quote_ops: tree("quote_ops")?,
             codec: Codec::new(key),
         };
         wallet.seal_clear_records()?;
+        wallet.hint_older_reservations()?;
         Ok(wallet)
+    }
+
+    /// Hints the reservations of quotes stored before the hints existed, once per wallet.
+    fn hint_older_reservations(&self) -> Result<(), Error> {
+        const BUILT: &[u8] = b"built";
+        const CONTEXT: &str = "hinting quote reservations";
+        if self
+            .quote_ops
+            .contains_key(BUILT)
+            .map_err(sled_err(CONTEXT))?
+        {
+            return Ok(());
+        }
+        for (_, quote) in scan::<MintQuote>(&self.codec, &self.mint_quotes, MintQuote::WHAT)? {
+            if let Some(operation) = quote.used_by() {
+                self.quote_ops
+                    .insert(hint_key::<MintQuote>(operation, quote.id()), &[])
+                    .map_err(sled_err(CONTEXT))?;
+            }
+        }
+        for (_, quote) in scan::<MeltQuote>(&self.codec, &self.melt_quotes, MeltQuote::WHAT)? {
+            if let Some(operation) = quote.used_by() {
+                self.quote_ops
+                    .insert(hint_key::<MeltQuote>(operation, quote.id()), &[])
+                    .map_err(sled_err(CONTEXT))?;
+            }
+        }
+        self.quote_ops
+            .insert(BUILT, &[])
+            .map_err(sled_err(CONTEXT))?;
+        Ok(())
     }
 
     /// Seals every clear (v1) record, each by compare-and-swap so a concurrent writer's
@@ -215,17 +254,30 @@ impl SledWalletDatabase {
     /// stored version and is saved with version + 1; a new quote keeps its own.
     fn upsert_quote<Q: QuoteRecord>(&self, tree: &Tree, quote: Q) -> Result<(), Error> {
         let key = quote.id().as_bytes().to_vec();
-        let res = tree.transaction(|tx| match tx_get::<Q>(&self.codec, tx, &key, Q::WHAT)? {
-            None => tx_put(&self.codec, tx, &key, &quote, Q::WHAT),
-            Some(stored) if stored.version() != quote.version() => {
-                Err(abort(Error::ConcurrentUpdate))
+        let res = (tree, &self.quote_ops).transaction(|(tx, hints)| {
+            let stored = tx_get::<Q>(&self.codec, tx, &key, Q::WHAT)?;
+            let saved = match &stored {
+                None => quote.clone(),
+                Some(stored) if stored.version() != quote.version() => {
+                    return Err(abort(Error::ConcurrentUpdate))
+                }
+                Some(stored) => {
+                    let mut updated = quote.clone();
+                    updated.keep_from(stored);
+                    updated.set_version(quote.version().wrapping_add(1));
+                    updated
+                }
+            };
+            let before = stored.as_ref().and_then(|q| q.used_by());
+            if before != saved.used_by() {
+                if let Some(operation) = before {
+                    hints.remove(hint_key::<Q>(operation, saved.id()))?;
+                }
+                if let Some(operation) = saved.used_by() {
+                    hints.insert(hint_key::<Q>(operation, saved.id()), &[])?;
+                }
             }
-            Some(stored) => {
-                let mut updated = quote.clone();
-                updated.keep_from(&stored);
-                updated.set_version(quote.version().wrapping_add(1));
-                tx_put(&self.codec, tx, &key, &updated, Q::WHAT)
-            }
+            tx_put(&self.codec, tx, &key, &saved, Q::WHAT)
         });
         if matches!(res, Err(TransactionError::Abort(Error::ConcurrentUpdate))) {
             tracing::debug!(namespace = %self.namespace, what = Q::WHAT, "stale quote version rejected");
@@ -242,7 +294,7 @@ impl SledWalletDatabase {
         let key = quote_id.as_bytes();
         let operation = operation_id.to_string();
         tx_result(
-            tree.transaction(|tx| {
+            (tree, &self.quote_ops).transaction(|(tx, hints)| {
                 let mut quote = tx_get::<Q>(&self.codec, tx, key, Q::WHAT)?
                     .ok_or_else(|| abort(Error::UnknownQuote))?;
                 // Reservation deliberately leaves the version alone: cdk reads
@@ -251,6 +303,7 @@ impl SledWalletDatabase {
                     return Err(abort(Error::QuoteAlreadyInUse));
                 }
                 quote.set_used_by(Some(operation.clone()));
+                hints.insert(hint_key::<Q>(&operation, quote_id), &[])?;
                 tx_put(&self.codec, tx, key, &quote, Q::WHAT)
             }),
             Q::WHAT,
@@ -263,14 +316,39 @@ impl SledWalletDatabase {
         operation_id: &Uuid,
     ) -> Result<(), Error> {
         let operation = operation_id.to_string();
-        rewrite_matching::<Q, _, _>(
-            &self.codec,
-            tree,
+        let prefix = hint_key::<Q>(&operation, "");
+        let hinted: Vec<IVec> = self
+            .quote_ops
+            .scan_prefix(&prefix)
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(sled_err("reading quote reservations"))?;
+        if hinted.is_empty() {
+            return Ok(());
+        }
+        tx_result(
+            (tree, &self.quote_ops).transaction(|(tx, hints)| {
+                for hint in &hinted {
+                    let quote_key = &hint[prefix.len()..];
+                    if let Some(mut quote) = tx_get::<Q>(&self.codec, tx, quote_key, Q::WHAT)? {
+                        if quote.used_by() == Some(operation.as_str()) {
+                            quote.set_used_by(None);
+                            tx_put(&self.codec, tx, quote_key, &quote, Q::WHAT)?;
+                        }
+                    }
+                    hints.remove(hint)?;
+                }
+                Ok(())
+            }),
             Q::WHAT,
-            |q| q.used_by() == Some(operation.as_str()),
-            |q| q.set_used_by(None),
         )
     }
+}
+
+/// A quote's key in the reservation hints; with an empty `quote_id`, the prefix of all
+/// of `operation`'s.
+fn hint_key<Q: QuoteRecord>(operation: &str, quote_id: &str) -> Vec<u8> {
+    [&[Q::HINT], operation.as_bytes(), b"/", quote_id.as_bytes()].concat()
 }
 
 #[async_trait]

@@ -82,6 +82,8 @@ pub(super) struct StoredKeyset {
 /// reservation by an operation.
 pub(super) trait QuoteRecord: Clone + Serialize + DeserializeOwned {
     const WHAT: &'static str;
+    /// First byte of this kind's keys in the reservation hints tree.
+    const HINT: u8;
     fn id(&self) -> &str;
     fn version(&self) -> u32;
     fn set_version(&mut self, version: u32);
@@ -93,6 +95,7 @@ pub(super) trait QuoteRecord: Clone + Serialize + DeserializeOwned {
 
 impl QuoteRecord for MintQuote {
     const WHAT: &'static str = "mint quote";
+    const HINT: u8 = b'm';
     fn id(&self) -> &str {
         &self.id
     }
@@ -112,6 +115,7 @@ impl QuoteRecord for MintQuote {
 
 impl QuoteRecord for MeltQuote {
     const WHAT: &'static str = "melt quote";
+    const HINT: u8 = b'n';
     fn id(&self) -> &str {
         &self.id
     }
