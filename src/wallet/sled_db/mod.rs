@@ -146,31 +146,29 @@ impl SledWalletDatabase {
     /// Hints the reservations of quotes stored before the hints existed, once per wallet.
     fn hint_older_reservations(&self) -> Result<(), Error> {
         const BUILT: &[u8] = b"built";
-        const CONTEXT: &str = "hinting quote reservations";
         if self
             .quote_ops
             .contains_key(BUILT)
-            .map_err(sled_err(CONTEXT))?
+            .map_err(sled_err(HINTING))?
         {
             return Ok(());
         }
-        for (_, quote) in scan::<MintQuote>(&self.codec, &self.mint_quotes, MintQuote::WHAT)? {
-            if let Some(operation) = quote.used_by() {
-                self.quote_ops
-                    .insert(hint_key::<MintQuote>(operation, quote.id()), &[])
-                    .map_err(sled_err(CONTEXT))?;
-            }
-        }
-        for (_, quote) in scan::<MeltQuote>(&self.codec, &self.melt_quotes, MeltQuote::WHAT)? {
-            if let Some(operation) = quote.used_by() {
-                self.quote_ops
-                    .insert(hint_key::<MeltQuote>(operation, quote.id()), &[])
-                    .map_err(sled_err(CONTEXT))?;
-            }
-        }
+        self.hint_reservations::<MintQuote>(&self.mint_quotes)?;
+        self.hint_reservations::<MeltQuote>(&self.melt_quotes)?;
         self.quote_ops
             .insert(BUILT, &[])
-            .map_err(sled_err(CONTEXT))?;
+            .map_err(sled_err(HINTING))?;
+        Ok(())
+    }
+
+    fn hint_reservations<Q: QuoteRecord>(&self, tree: &Tree) -> Result<(), Error> {
+        for (_, quote) in scan::<Q>(&self.codec, tree, Q::WHAT)? {
+            if let Some(operation) = quote.used_by() {
+                self.quote_ops
+                    .insert(hint_key::<Q>(operation, quote.id()), &[])
+                    .map_err(sled_err(HINTING))?;
+            }
+        }
         Ok(())
     }
 
@@ -344,6 +342,8 @@ impl SledWalletDatabase {
         )
     }
 }
+
+const HINTING: &str = "hinting quote reservations";
 
 /// A quote's key in the reservation hints; with an empty `quote_id`, the prefix of all
 /// of `operation`'s.
