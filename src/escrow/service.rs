@@ -396,10 +396,7 @@ impl EscrowService {
                         take_units(listings, listing, *units)?;
                     }
                     orders.insert(key, encoded.clone())?;
-                    let mut left_awaiting = false;
-                    if !still_awaiting {
-                        left_awaiting = awaiting.remove(key)?.is_some();
-                    }
+                    let left_awaiting = !still_awaiting && awaiting.remove(key)?.is_some();
                     if is_refunding {
                         refunding.insert(key, since.clone())?;
                     } else {
