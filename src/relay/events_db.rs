@@ -33,12 +33,13 @@ use nostr_database::{
     NostrDatabase, SaveEventStatus,
 };
 use nostr_sdk::prelude::BoxedFuture;
-use nostr_sdk::{Event, EventId, Filter, JsonUtil, Kind, PublicKey, Timestamp};
+use nostr_sdk::{Event, EventId, Filter, Kind, PublicKey, Timestamp};
 use tokio::sync::RwLock;
 
+use super::codec;
 use super::generations::{self, gen_dir, CompactRule};
 use super::policy::{expires, oldest_kept, Exempt};
-use crate::store::{trees, Store, StoreError, Typed};
+use crate::store::{trees, Store, StoreError};
 
 /// The events' own directory, under the data dir.
 pub const EVENTS_DIR: &str = "relay-events";
@@ -160,13 +161,14 @@ struct Current {
     gen: u64,
     /// For the group-commit sync before an acknowledgement.
     store: Store,
-    events: Typed<String>,
+    /// Event id → the event as [`codec`] stores it.
+    events: sled::Tree,
 }
 
 impl Current {
     fn open(root: &Path, gen: u64) -> Result<Self, StoreError> {
         let store = Store::open(&gen_dir(root, gen))?;
-        let events = store.tree(EVENTS_TREE)?;
+        let events = store.db().open_tree(EVENTS_TREE)?;
         Ok(Self { gen, store, events })
     }
 }
@@ -312,7 +314,7 @@ async fn migrate(legacy: &Store, current: &Current) -> Result<usize, StoreError>
         return Ok(0);
     }
     let old = db.open_tree(trees::RELAY_EVENTS)?;
-    let copied = copy_tree(&old, current.events.raw(), &AtomicBool::new(false))?
+    let copied = copy_tree(&old, &current.events, &AtomicBool::new(false))?
         .ok_or_else(|| StoreError::Task("migration cancelled".to_owned()))?;
     current.store.flush().await?;
     db.drop_tree(trees::RELAY_EVENTS)?;
@@ -426,14 +428,9 @@ impl SledEventStore {
         let mut own = BTreeSet::new();
         let mut others: BTreeMap<(Timestamp, EventId), Event> = BTreeMap::new();
         let mut dropped = Dropped::default();
-        for entry in current.events.raw().iter() {
+        for entry in current.events.iter() {
             let (key, bytes) = entry?;
-            let event = match current
-                .events
-                .decode(&bytes)
-                .map_err(|e| e.to_string())
-                .and_then(|json| Event::from_json(&json).map_err(|e| e.to_string()))
-            {
+            let event = match codec::decode(&bytes) {
                 Ok(event) => event,
                 Err(e) => {
                     tracing::warn!(error = %e, "dropping unreadable stored relay event");
@@ -475,7 +472,7 @@ impl SledEventStore {
         let count = loaded.len();
         let discarded = self.index.bulk_load(loaded).await;
         let mut live = 0;
-        for entry in current.events.raw().iter() {
+        for entry in current.events.iter() {
             let (key, value) = entry?;
             live += entry_bytes(&key, &value);
         }
@@ -514,7 +511,7 @@ impl SledEventStore {
             batch.remove(key.clone());
             self.mark(key);
         }
-        current.events.raw().apply_batch(batch)?;
+        current.events.apply_batch(batch)?;
         Ok(())
     }
 
@@ -542,8 +539,7 @@ impl SledEventStore {
         let current = self.current.read().await;
         let DatabaseEventResult { status, to_discard } = self.index.index_event(event).await;
         if status.is_success() {
-            let value = current.events.encode(&event.as_json()).map_err(backend)?;
-            self.put(&current, event.id.as_bytes(), value)
+            self.put(&current, event.id.as_bytes(), codec::encode(event))
                 .map_err(backend)?;
             if !self.ours().contains(&event.pubkey) {
                 self.others()
@@ -589,7 +585,7 @@ impl SledEventStore {
     /// compaction.
     fn put(&self, current: &Current, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
         let added = entry_bytes(key, &value);
-        let old = current.events.raw().insert(key, value)?;
+        let old = current.events.insert(key, value)?;
         self.live.fetch_add(added, Ordering::Relaxed);
         if let Some(old) = old {
             self.unlive(entry_bytes(key, &old));
@@ -600,7 +596,7 @@ impl SledEventStore {
 
     /// Removes one entry, like [`Self::put`].
     fn delete(&self, current: &Current, key: &[u8]) -> Result<(), StoreError> {
-        if let Some(old) = current.events.raw().remove(key)? {
+        if let Some(old) = current.events.remove(key)? {
             self.unlive(entry_bytes(key, &old));
         }
         self.mark(key);
@@ -719,7 +715,7 @@ impl SledEventStore {
                     std::fs::remove_dir_all(&building).map_err(io_at(&building))?;
                 }
                 let new = Current::open(&in_root, new_gen)?;
-                let Some(copied) = copy_tree(old_events.raw(), new.events.raw(), &cancel)? else {
+                let Some(copied) = copy_tree(&old_events, &new.events, &cancel)? else {
                     return Err(EventsError::Cancelled);
                 };
                 // Most of the copy on disk now, while writers run: the flush under the lock
@@ -744,9 +740,9 @@ impl SledEventStore {
         let (paused, after) = tokio::task::spawn_blocking(move || {
             let switched = (|| {
                 for key in &dirty {
-                    match current.events.raw().get(key).map_err(StoreError::from)? {
-                        Some(value) => new_current.events.raw().insert(key.as_slice(), value),
-                        None => new_current.events.raw().remove(key.as_slice()),
+                    match current.events.get(key).map_err(StoreError::from)? {
+                        Some(value) => new_current.events.insert(key.as_slice(), value),
+                        None => new_current.events.remove(key.as_slice()),
                     }
                     .map_err(StoreError::from)?;
                 }
@@ -974,11 +970,7 @@ impl NostrDatabase for SledEventStore {
             let current = self.current.read().await;
             self.index.clear().await;
             *self.others() = Others::default();
-            current
-                .events
-                .raw()
-                .clear()
-                .map_err(|e| backend(e.into()))?;
+            current.events.clear().map_err(|e| backend(e.into()))?;
             self.live.store(0, Ordering::Relaxed);
             Ok(())
         })
@@ -987,7 +979,7 @@ impl NostrDatabase for SledEventStore {
 
 #[cfg(test)]
 mod tests {
-    use nostr_sdk::{EventBuilder, Keys, Kind, Tag};
+    use nostr_sdk::{EventBuilder, JsonUtil, Keys, Kind, Tag};
 
     use super::*;
 
@@ -1130,13 +1122,7 @@ mod tests {
         let live = db.live_bytes();
         let mut stored = 0;
         for event in [&recent_dm, &recent_reply, &backdated_wrap, &stall, &product] {
-            stored += 32
-                + db.current
-                    .read()
-                    .await
-                    .events
-                    .encode(&event.as_json())?
-                    .len() as u64;
+            stored += 32 + codec::encode(event).len() as u64;
         }
         assert_eq!(live, stored, "the live count is of what is kept");
         Ok(())
@@ -1320,7 +1306,7 @@ mod tests {
         {
             // What an older soko left: the events in its main Db, next to its other trees.
             let store = Store::open(dir.path())?;
-            let old: Typed<String> = store.tree(trees::RELAY_EVENTS)?;
+            let old: crate::store::Typed<String> = store.tree(trees::RELAY_EVENTS)?;
             for event in &events {
                 old.insert(event.id.as_bytes(), &event.as_json())?;
             }
@@ -1477,7 +1463,7 @@ mod tests {
             let mut bytes = 0;
             while bytes < target {
                 let event = wrap(1_000_000 + events.len() as u64, 1_200)?;
-                bytes += event.as_json().len() as u64 + 32;
+                bytes += codec::encode(&event).len() as u64 + 32;
                 events.push(event);
             }
             events

@@ -1,5 +1,6 @@
 //! The embedded Nostr relay (nostr-relay-builder), persisted in sled.
 
+mod codec;
 mod events_db;
 mod frames;
 mod generations;
