@@ -1,5 +1,6 @@
 //! The durable outbox: every outgoing event is written to sled before it is sent and removed
-//! once a relay acknowledged it; whatever is left is resent periodically and on start.
+//! once a relay acknowledged it (when that is only the embedded relay, once the event is on
+//! its disk: see [`Outbox::settle`]); whatever is left is resent periodically and on start.
 //!
 //! Retries are bounded (issue 11): an event is tried again after a delay doubling from
 //! [`FIRST_RETRY`] to [`MAX_RETRY`], at most [`MAX_ATTEMPTS`] times and for at most
@@ -11,7 +12,7 @@ use std::time::Duration;
 use nostr_sdk::{Client, Event, JsonUtil};
 use serde::{Deserialize, Serialize};
 
-use crate::relay::LocalPublisher;
+use crate::relay::{LocalPublisher, Written};
 use crate::store::{trees, Store, StoreError, Typed};
 use crate::util::unix_now;
 
@@ -55,6 +56,11 @@ fn refused_for_good(reason: &str) -> bool {
         || lower.contains("too large")
 }
 
+/// A list of keys stays consistent through a panic elsewhere.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Seconds to wait after `attempts` failed sends.
 fn retry_delay(attempts: u32) -> u64 {
     FIRST_RETRY
@@ -81,6 +87,13 @@ impl Staged {
     }
 }
 
+/// Events only the embedded relay took, not on its disk yet, past which [`Outbox::deliver`]
+/// syncs the relay itself rather than wait for a sync that covers them.
+const MOST_UNSYNCED: usize = 1024;
+
+/// An outbox key and where the embedded relay wrote its event.
+type Unsynced = (Vec<u8>, Written);
+
 /// The outbox.
 #[derive(Debug, Clone)]
 pub struct Outbox {
@@ -89,6 +102,8 @@ pub struct Outbox {
     client: Client,
     /// The embedded relay, published to in-process instead of through `client`.
     local: Option<LocalPublisher>,
+    /// Events only the embedded relay took, kept in `pending` until they are on its disk.
+    unsynced: std::sync::Arc<std::sync::Mutex<Vec<Unsynced>>>,
 }
 
 /// What the relays said to one send.
@@ -96,6 +111,8 @@ pub struct Outbox {
 struct Sent {
     /// Some relay took it (or already had it).
     accepted: bool,
+    /// Only the embedded relay took it, here: not on disk until this is durable there.
+    local_only: Option<Written>,
     /// (relay, reason) for every relay that refused it.
     refused: Vec<(String, String)>,
     /// Why it could not be sent at all, to the relays the client holds.
@@ -110,6 +127,7 @@ impl Outbox {
             store: store.clone(),
             client,
             local: None,
+            unsynced: Default::default(),
         })
     }
 
@@ -179,7 +197,19 @@ impl Outbox {
         self.store.sync().await?;
         let sent = self.publish(event).await;
         if sent.accepted {
-            self.pending.remove(event.id.as_bytes())?;
+            match (sent.local_only, &self.local) {
+                (Some(written), Some(local)) if !local.durable(&written).await => {
+                    let waiting = {
+                        let mut unsynced = lock(&self.unsynced);
+                        unsynced.push((event.id.as_bytes().to_vec(), written));
+                        unsynced.len()
+                    };
+                    if waiting >= MOST_UNSYNCED {
+                        self.settle().await?;
+                    }
+                }
+                _ => self.pending.remove(event.id.as_bytes())?,
+            }
         } else if sent.error.is_none()
             && !sent.refused.is_empty()
             && sent.refused.iter().all(|(_, why)| refused_for_good(why))
@@ -225,10 +255,39 @@ impl Outbox {
             }
         });
         match here {
-            Ok(()) => sent.accepted = true,
+            Ok(written) => {
+                if !sent.accepted {
+                    sent.local_only = written;
+                }
+                sent.accepted = true;
+            }
             Err(why) => sent.refused.push((local.url().to_string(), why)),
         }
         sent
+    }
+
+    /// Takes out of the outbox the events that only the embedded relay took, once they are
+    /// on its disk, syncing it if they are not yet; returns how many left. The retry loop
+    /// calls it (through [`Self::flush`]), and so should a clean stop: what it leaves is
+    /// sent again at the next start, which the relay takes as a duplicate.
+    pub async fn settle(&self) -> Result<usize, StoreError> {
+        let Some(local) = &self.local else {
+            return Ok(0);
+        };
+        let waiting = std::mem::take(&mut *lock(&self.unsynced));
+        let mut settled = 0;
+        for (key, written) in waiting {
+            if !local.durable(&written).await {
+                if let Err(why) = local.make_durable(&written).await {
+                    // The relay is shut down: the event stays queued for the next start.
+                    tracing::debug!(%why, "outbox entry kept until the next start");
+                    continue;
+                }
+            }
+            self.pending.remove(&key)?;
+            settled += 1;
+        }
+        Ok(settled)
     }
 
     /// Sends `event` through the client, to `to` or else to all its relays.
@@ -254,7 +313,7 @@ impl Outbox {
                     .into_iter()
                     .map(|(relay, why)| (relay.to_string(), why))
                     .collect(),
-                error: None,
+                ..Sent::default()
             },
             Err(e) => Sent {
                 error: Some(e.to_string()),
@@ -276,6 +335,8 @@ impl Outbox {
     /// Resends what is due, dropping events tried [`MAX_ATTEMPTS`] times or older than
     /// [`GIVE_UP_AFTER`].
     pub async fn flush(&self) -> Result<usize, StoreError> {
+        // Those only waiting for the embedded relay's disk are not sent again.
+        self.settle().await?;
         let entries: Vec<_> = self.pending.iter().collect::<Result<_, _>>()?;
         let now = unix_now();
         let mut sent = 0;
@@ -340,6 +401,68 @@ mod tests {
         assert!(!refused_for_good(
             "error: could not connect to the database"
         ));
+    }
+
+    /// A reply only the embedded relay took stays queued until it is on the relay's disk,
+    /// and is sent again (a duplicate there) if soko stops before then.
+    #[tokio::test]
+    async fn an_event_leaves_the_outbox_once_on_the_embedded_relays_disk(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        use nostr_sdk::{EventBuilder, Keys, Kind, Tag};
+
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let mut config = crate::config::Config::default().relay;
+        config.port = 0;
+        let start = || {
+            crate::relay::EmbeddedRelay::start(
+                &config,
+                dir.path(),
+                &store,
+                crate::relay::Exempt::default(),
+                std::sync::Arc::new(|_: &nostr_sdk::EventId| false),
+            )
+        };
+        let reply = |to: &Keys| {
+            EventBuilder::new(Kind::EncryptedDirectMessage, "sealed")
+                .tag(Tag::public_key(to.public_key()))
+                .sign_with_keys(&Keys::generate())
+        };
+        let first = reply(&Keys::generate())?;
+        let relay = start().await?;
+        let outbox = Outbox::open(&store, Client::default())?.with_local(relay.local_publisher());
+        outbox.send(&first).await?;
+        // Taken and shown to subscribers, but nothing has synced the relay since.
+        assert_eq!(outbox.len(), 1, "kept until on disk");
+        assert_eq!(outbox.settle().await?, 1);
+        assert!(outbox.is_empty());
+
+        // Stopped before the relay synced: the next start sends it again, and the relay,
+        // which has it, counts it as taken.
+        let second = reply(&Keys::generate())?;
+        outbox.send(&second).await?;
+        assert_eq!(outbox.len(), 1);
+        relay.shutdown();
+        drop(relay);
+        drop(outbox);
+        let relay = start().await?;
+        let outbox = Outbox::open(&store, Client::default())?.with_local(relay.local_publisher());
+        assert_eq!(outbox.len(), 1);
+        outbox.flush().await?;
+        assert_eq!(outbox.settle().await?, 1);
+        assert!(outbox.is_empty());
+        let reader = Client::default();
+        reader.add_relay(relay.url().clone()).await?;
+        reader.connect().await;
+        let held = reader
+            .fetch_events(
+                nostr_sdk::Filter::new().ids([first.id, second.id]),
+                Duration::from_secs(10),
+            )
+            .await?;
+        assert_eq!(held.len(), 2);
+        reader.shutdown().await;
+        Ok(())
     }
 
     #[test]

@@ -193,6 +193,14 @@ pub struct Compaction {
     pub paused: Duration,
 }
 
+/// Where a write stands for [`SledEventStore::durable`]: the generation it went to and
+/// a ticket of that generation's group commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    gen: u64,
+    ticket: u64,
+}
+
 /// sled-backed [`NostrDatabase`].
 #[derive(Debug, Clone)]
 pub struct SledEventStore {
@@ -516,20 +524,12 @@ impl SledEventStore {
     }
 
     /// [`NostrDatabase::save_event`], calling `before_sync` with the outcome once the event
-    /// is written and before it is synced to disk. soko's own events are announced to
-    /// subscribers there: their sender, the outbox, keeps each one until the sync is done,
-    /// so a crash in between loses nothing (see `LocalPublisher`), and readers do not wait
-    /// for the fsync.
+    /// is written and before it is synced to disk.
     pub async fn save_then_sync(
         &self,
         event: &Event,
         before_sync: impl FnOnce(&SaveEventStatus) + Send,
     ) -> Result<SaveEventStatus, DatabaseError> {
-        if event.kind.is_ephemeral() {
-            return Ok(SaveEventStatus::Rejected(
-                nostr_database::RejectedReason::Ephemeral,
-            ));
-        }
         // The relay sends OK (and hands the event to its connections' subscriptions) only
         // after this returns. sled buffers writes for up to half a second, so the
         // event is synced to disk first: an acknowledgement tells the sender it may stop
@@ -537,26 +537,89 @@ impl SledEventStore {
         // senders share one fsync (Store::sync is a group commit). The Db is held from
         // the write to the sync, so that a compaction cannot switch Dbs in between.
         let current = self.current.read().await;
+        let (status, sync) = self.write(&current, event, before_sync).await?;
+        if sync {
+            current.store.sync().await.map_err(backend)?;
+        }
+        drop(current);
+        self.announce(event, &status);
+        Ok(status)
+    }
+
+    /// Writes `event` like [`Self::save_then_sync`] without waiting for the disk, for soko's
+    /// own events: their sender, the outbox, keeps each one until [`Self::durable`] says
+    /// it is on disk (a crash before then resends it). Under load the relay syncs for the
+    /// events that connections send anyway, and a reply waiting for a sync of its own cost
+    /// a flush per reply: sled wakes all its IO threads for each.
+    pub async fn save_unsynced(
+        &self,
+        event: &Event,
+        before: impl FnOnce(&SaveEventStatus) + Send,
+    ) -> Result<(SaveEventStatus, Written), DatabaseError> {
+        let current = self.current.read().await;
+        let (status, _) = self.write(&current, event, before).await?;
+        // Whatever the outcome: an event the index held already may be another sender's
+        // write, not on disk yet either.
+        let written = Written {
+            gen: current.gen,
+            ticket: current.store.ticket(),
+        };
+        drop(current);
+        self.announce(event, &status);
+        Ok((status, written))
+    }
+
+    /// True once what `written` stands for is on disk.
+    pub async fn durable(&self, written: &Written) -> bool {
+        let current = self.current.read().await;
+        // A compaction flushed everything into the generation it switched to.
+        current.gen != written.gen || current.store.synced(written.ticket)
+    }
+
+    /// Returns once what `written` stands for is on disk.
+    pub async fn make_durable(&self, written: &Written) -> Result<(), StoreError> {
+        let current = self.current.read().await;
+        if current.gen != written.gen {
+            return Ok(());
+        }
+        current.store.sync_to(written.ticket).await
+    }
+
+    /// The write half of a save: index, sled, the bound; returns whether anything was
+    /// written that needs a sync.
+    async fn write(
+        &self,
+        current: &Current,
+        event: &Event,
+        before_sync: impl FnOnce(&SaveEventStatus) + Send,
+    ) -> Result<(SaveEventStatus, bool), DatabaseError> {
+        if event.kind.is_ephemeral() {
+            return Ok((
+                SaveEventStatus::Rejected(nostr_database::RejectedReason::Ephemeral),
+                false,
+            ));
+        }
         let DatabaseEventResult { status, to_discard } = self.index.index_event(event).await;
         if status.is_success() {
-            self.put(&current, event.id.as_bytes(), codec::encode(event))
+            self.put(current, event.id.as_bytes(), codec::encode(event))
                 .map_err(backend)?;
             if !self.ours().contains(&event.pubkey) {
                 self.others()
                     .track(event.id, event.created_at, event.pubkey);
             }
         }
-        self.remove_all(&current, &to_discard)?;
-        let evicted = self.evict(&current).await.map_err(backend)?;
+        self.remove_all(current, &to_discard)?;
+        let evicted = self.evict(current).await.map_err(backend)?;
         before_sync(&status);
-        if status.is_success() || !to_discard.is_empty() || evicted > 0 {
-            current.store.sync().await.map_err(backend)?;
-        }
+        let sync = status.is_success() || !to_discard.is_empty() || evicted > 0;
+        Ok((status, sync))
+    }
+
+    fn announce(&self, event: &Event, status: &SaveEventStatus) {
         if status.is_success() && self.feed.receiver_count() > 0 {
             // No receiver is not an error: the bot is not listening yet, or has stopped.
             let _ = self.feed.send(event.clone());
         }
-        Ok(status)
     }
 
     /// Every event stored from now on (soko's own as well as outsiders'), once it is on

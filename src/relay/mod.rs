@@ -15,7 +15,7 @@ use nostr_relay_builder::{LocalRelay, RelayBuilder};
 use nostr_sdk::prelude::BoxedFuture;
 use nostr_sdk::{Event, EventId, Kind, PublicKey, RelayUrl, Timestamp};
 
-pub use self::events_db::{Compaction, EventsError, SledEventStore, EVENTS_DIR};
+pub use self::events_db::{Compaction, EventsError, SledEventStore, Written, EVENTS_DIR};
 pub use self::policy::{
     expires, oldest_kept, oldest_kept_with, Exempt, SokoWritePolicy, GIFT_WRAP_BACKDATE,
 };
@@ -196,9 +196,9 @@ impl Drop for EmbeddedRelay {
 /// message at a time, each waiting for its fsync before the next (and before any DM could be
 /// forwarded to the bot on that connection): under load the bot's replies queued behind one
 /// another's disk syncs. Here each publisher writes on its own task; concurrent syncs share
-/// one flush. Subscribers are told once the event is written, before the sync: the caller
-/// (the outbox) holds the event until [`Self::publish`] returns, which is after the sync,
-/// so a crash in between resends it. Neither signature checks nor the outsiders' budgets
+/// one flush. Subscribers are told once the event is written, before it is on disk: the
+/// caller (the outbox) holds the event until [`Self::durable`], so a crash in between
+/// resends it. Neither signature checks nor the outsiders' budgets
 /// apply to what soko signed itself; size and kind do (see `SokoWritePolicy::judge_own`).
 #[derive(Debug, Clone)]
 pub struct LocalPublisher {
@@ -221,18 +221,12 @@ impl LocalPublisher {
         &self.url
     }
 
-    /// Stores `event`, hands it to the subscribers and returns once it is on disk; or why
-    /// the relay did not take it, worded like a NIP-01 `OK` message (`blocked: …`,
-    /// `error: …`). An event the relay already holds counts as taken.
-    pub async fn publish(&self, event: &Event) -> Result<(), String> {
-        let parts = self
-            .open
-            .read()
-            .map(|open| open.clone())
-            .unwrap_or_default();
-        let Some(parts) = parts else {
-            return Err("error: the embedded relay is shut down".to_owned());
-        };
+    /// Stores `event` and hands it to the subscribers; or says why the relay did not take
+    /// it, worded like a NIP-01 `OK` message (`blocked: …`, `error: …`). An event the
+    /// relay already holds counts as taken. It may not be on disk yet: the caller keeps it
+    /// until [`Self::durable`] says so for what this returns (`None`: nothing was stored).
+    pub async fn publish(&self, event: &Event) -> Result<Option<Written>, String> {
+        let parts = self.parts()?;
         parts
             .policy
             .judge_own(event)
@@ -240,20 +234,19 @@ impl LocalPublisher {
         if event.kind.is_ephemeral() {
             // Passed on, never stored: as the relay does with one from a connection.
             parts.relay.notify_event(event.clone());
-            return Ok(());
+            return Ok(None);
         }
         match parts.events.check_id(&event.id).await {
-            Ok(nostr_database::DatabaseEventStatus::Saved) => return Ok(()),
             Ok(nostr_database::DatabaseEventStatus::Deleted) => {
                 return Err("blocked: this event is deleted".to_owned())
             }
-            Ok(nostr_database::DatabaseEventStatus::NotExistent) => {}
+            Ok(_) => {}
             Err(e) => return Err(format!("error: {e}")),
         }
         let relay = parts.relay.clone();
-        let status = parts
+        let (status, written) = parts
             .events
-            .save_then_sync(event, |status| {
+            .save_unsynced(event, |status| {
                 if status.is_success() {
                     relay.notify_event(event.clone());
                 }
@@ -264,7 +257,7 @@ impl LocalPublisher {
             nostr_database::SaveEventStatus::Success
             | nostr_database::SaveEventStatus::Rejected(
                 nostr_database::RejectedReason::Duplicate,
-            ) => Ok(()),
+            ) => Ok(Some(written)),
             // Worded as the relay answers a connection ("error:", which the outbox retries),
             // not "blocked:": a version of a listing published within the second of its
             // deletion is refused as deleted (nostr-database compares the deletion with the
@@ -273,6 +266,31 @@ impl LocalPublisher {
                 Err(format!("error: not stored ({reason:?})"))
             }
         }
+    }
+
+    /// True once the event [`Self::publish`] stored as `written` is on disk.
+    pub async fn durable(&self, written: &Written) -> bool {
+        match self.parts() {
+            Ok(parts) => parts.events.durable(written).await,
+            Err(_) => false,
+        }
+    }
+
+    /// Returns once the event [`Self::publish`] stored as `written` is on disk.
+    pub async fn make_durable(&self, written: &Written) -> Result<(), String> {
+        self.parts()?
+            .events
+            .make_durable(written)
+            .await
+            .map_err(|e| format!("error: {e}"))
+    }
+
+    fn parts(&self) -> Result<LocalParts, String> {
+        self.open
+            .read()
+            .map(|open| open.clone())
+            .unwrap_or_default()
+            .ok_or_else(|| "error: the embedded relay is shut down".to_owned())
     }
 
     /// Every event the relay stores from now on, once on disk (see

@@ -167,8 +167,23 @@ impl Store {
     /// Returns once everything this task wrote before the call is on disk. Concurrent
     /// callers share flushes (group commit): under load one fsync serves many replies.
     pub async fn sync(&self) -> Result<(), StoreError> {
+        self.sync_to(self.ticket()).await
+    }
+
+    /// A ticket for everything this task wrote so far: [`Self::synced`] tells whether a
+    /// flush has covered it since, [`Self::sync_to`] waits for one.
+    pub fn ticket(&self) -> u64 {
+        self.syncs.issued.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// True once the writes made before `ticket` was taken are on disk.
+    pub fn synced(&self, ticket: u64) -> bool {
+        self.syncs.covered.load(Ordering::SeqCst) >= ticket
+    }
+
+    /// Returns once the writes made before `ticket` was taken are on disk.
+    pub async fn sync_to(&self, ticket: u64) -> Result<(), StoreError> {
         let syncs = &self.syncs;
-        let ticket = syncs.issued.fetch_add(1, Ordering::SeqCst) + 1;
         let _turn = syncs.flushing.lock().await;
         if syncs.covered.load(Ordering::SeqCst) >= ticket {
             return Ok(());
