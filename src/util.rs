@@ -48,6 +48,12 @@ pub(crate) fn assert_whole_table<S, E, Refused>(
     }
 }
 
+/// Locks `mutex`, taking it over from a thread that panicked while holding it: for plain
+/// data (counts, lists of keys) that no half-done update can leave inconsistent.
+pub fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Bytes the files under `dir` take on disk (allocated blocks, not apparent lengths: sled's
 /// files are sparse), 0 for what cannot be read.
 pub fn size_on_disk(dir: &std::path::Path) -> u64 {

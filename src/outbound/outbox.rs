@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::relay::{LocalPublisher, Written};
 use crate::store::{trees, Store, StoreError, Typed};
-use crate::util::unix_now;
+use crate::util::{lock, unix_now};
 
 /// How long an event is retried before it is given up (and logged as an error).
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -54,11 +54,6 @@ fn refused_for_good(reason: &str) -> bool {
         .iter()
         .any(|prefix| lower.starts_with(prefix))
         || lower.contains("too large")
-}
-
-/// A list of keys stays consistent through a panic elsewhere.
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Seconds to wait after `attempts` failed sends.

@@ -40,6 +40,7 @@ use super::codec;
 use super::generations::{self, gen_dir, CompactRule};
 use super::policy::{expires, oldest_kept, Exempt};
 use crate::store::{trees, Store, StoreError};
+use crate::util::lock;
 
 /// The events' own directory, under the data dir.
 pub const EVENTS_DIR: &str = "relay-events";
@@ -258,11 +259,6 @@ impl Drop for Tracking {
         *lock(&self.dirty) = None;
         self.cancel.store(true, Ordering::Relaxed);
     }
-}
-
-/// Plain data behind these locks stays consistent through a panic elsewhere.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn entry_bytes(key: &[u8], value: &[u8]) -> u64 {
