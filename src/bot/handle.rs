@@ -15,7 +15,7 @@ use crate::outbound::{seal_dm, wrap_tagged, Keyring, Note, Outbox, MAX_EVENT_BYT
 use crate::proto::{ErrorCode, Refusal, Request, Response};
 use crate::ratelimit::CommandLimits;
 use crate::store::{trees, Store, StoreError, Typed};
-use crate::util::unix_now;
+use crate::util::{json_size_over, unix_now};
 
 /// Key in `meta` holding the unix time of the newest DM handled.
 pub const CHECKPOINT_KEY: &[u8] = b"subscription_checkpoint";
@@ -612,8 +612,7 @@ const REPLY_TOO_LARGE: &str =
 
 /// The event, if relays will take it (see [`MAX_EVENT_BYTES`]).
 fn fits(event: Event) -> Result<Event, HandleError> {
-    let size = event.as_json().len();
-    if size > MAX_EVENT_BYTES {
+    if let Some(size) = json_size_over(&event, MAX_EVENT_BYTES) {
         return Err(HandleError::Reply(format!("the reply is {size} bytes")));
     }
     Ok(event)

@@ -442,8 +442,9 @@ impl EscrowService {
             .await
             .map_err(|e| e.to_string())
             .and_then(|event| {
-                let size = nostr_sdk::JsonUtil::as_json(&event).len();
-                if size > crate::outbound::MAX_EVENT_BYTES {
+                if let Some(size) =
+                    crate::util::json_size_over(&event, crate::outbound::MAX_EVENT_BYTES)
+                {
                     return Err(format!("the message is {size} bytes"));
                 }
                 Ok(event)

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::relay::{LocalPublisher, Written};
 use crate::store::{trees, Store, StoreError, Typed};
-use crate::util::{lock, unix_now};
+use crate::util::{json_size_over, lock, unix_now};
 
 /// How long an event is retried before it is given up (and logged as an error).
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -183,8 +183,7 @@ impl Outbox {
     /// disk. A crash right after sending would otherwise roll that state back, and a buyer
     /// could hold a code soko no longer knows.
     pub async fn deliver(&self, event: &Event) -> Result<(), StoreError> {
-        let size = event.as_json().len();
-        if size > MAX_EVENT_BYTES {
+        if let Some(size) = json_size_over(event, MAX_EVENT_BYTES) {
             tracing::error!(event_id = %event.id, kind = %event.kind, size, "event too large for any relay; dropped");
             self.pending.remove(event.id.as_bytes())?;
             return Ok(());
