@@ -186,8 +186,9 @@ async fn benchmark(
         run.print(crypto.for_scheme(scheme), target.is_in_process(), cores);
         if let (Some(before), Some(after)) = (flushes_before, target.sync_flushes()) {
             println!(
-                "  sled syncs   {} flushes for {} replies (each reply waits until sled is on \
-                 disk; concurrent ones share a flush)",
+                "  sled syncs   {} flushes of soko's store for {} replies (a pong reports \
+                 nothing stored and does not wait for one; the relay's syncs of the pings are \
+                 its own)",
                 after - before,
                 run.tally.latencies.len()
             );

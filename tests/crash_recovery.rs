@@ -85,6 +85,47 @@ async fn an_order_whose_reply_was_committed_but_not_sent_is_answered_once() {
     order_answered_after_a_crash_at("committed", false).await;
 }
 
+/// A pong is committed key by key rather than in a transaction, the event's `done` last: a
+/// crash right after that commit still sends it at the next start, once, from the outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pong_committed_but_not_sent_is_sent_once_after_the_crash() {
+    let (mint, _mint_dir) = external_dev_mint(3_600).await;
+    let dir = tempfile::tempdir().unwrap();
+    let shown = std::process::Command::new(env!("CARGO_BIN_EXE_soko"))
+        .args(["keys", "show", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(shown.status.success());
+    let bot = PublicKey::parse(String::from_utf8(shown.stdout).unwrap().trim()).unwrap();
+    let mut soko = Binary::in_dir(dir.path(), mint.url());
+
+    soko.start_failing_at("committed").await;
+    let keys = Keys::generate();
+    let user = User::with_keys(keys.clone(), &[soko.relay()]).await;
+    let dm = user.nip04(bot, r#"{"id":"crash-pong","cmd":"ping"}"#);
+    let _ = user.client.send_event(&dm).await;
+    soko.crashed().await;
+    user.client.shutdown().await;
+
+    soko.start_failing_at("slow-event-loop").await;
+    let mut user = User::with_keys(keys, &[soko.relay()]).await;
+    let dms = user.all_dms(REPLY_TIMEOUT).await;
+    let pongs: std::collections::HashSet<EventId> = dms
+        .iter()
+        .filter(|dm| dm.json()["re"] == "crash-pong" && dm.json()["result"]["pong"] == true)
+        .map(|dm| dm.event_id)
+        .collect();
+    assert_eq!(
+        pongs.len(),
+        1,
+        "one pong after the crash: {:?}",
+        dms.iter().map(|dm| &dm.content).collect::<Vec<_>>()
+    );
+    soko.kill();
+    mint.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_the_relay_acknowledged_survive_a_kill_right_after() {
     let (mint, _mint_dir) = external_dev_mint(3_600).await;

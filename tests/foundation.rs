@@ -229,6 +229,61 @@ async fn bad_input_gets_clear_answers_and_soko_keeps_serving() {
     soko.stop().await;
 }
 
+/// A flush costs sled far more than its fsync, so an answer that tells nothing soko stores
+/// (a pong, a refusal of the request itself) does not wait for one; an answer that reads or
+/// changes state still does, one request after another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pongs_and_junk_refusals_do_not_wait_for_the_disk_and_stateful_answers_do() {
+    let mut soko = TestSoko::start().await;
+    let bot = soko.bot();
+    let mut alice = User::connect(&[soko.relay_url()]).await;
+    let flushes = |soko: &TestSoko| soko.daemon().store().sync_flushes();
+    assert_pong(
+        &alice.ask_nip04(bot, r#"{"id":"warm","cmd":"ping"}"#).await,
+        "warm",
+    );
+
+    let before = flushes(&soko);
+    for i in 0..10 {
+        let re = format!("p{i}");
+        let reply = alice
+            .ask_nip04(bot, &format!(r#"{{"id":"{re}","cmd":"ping"}}"#))
+            .await;
+        assert_pong(&reply, &re);
+        let reply = alice
+            .ask_nip17(bot, &format!(r#"{{"id":"j{i}","cmd":"fly"}}"#))
+            .await;
+        assert_eq!(error_code(&reply), "unknown_command");
+        let reply = alice.ask_nip04(bot, "not json").await;
+        assert_eq!(error_code(&reply), "bad_json");
+    }
+    let stateless = flushes(&soko) - before;
+
+    let before = flushes(&soko);
+    for i in 0..10 {
+        let reply = alice
+            .ask_nip04(bot, &format!(r#"{{"id":"w{i}","cmd":"whoami"}}"#))
+            .await;
+        assert_eq!(reply.json()["ok"], true, "{}", reply.json());
+    }
+    let stateful = flushes(&soko) - before;
+
+    // Each whoami waits for a flush that began after its reply was committed, and the next
+    // is asked only once that one is answered.
+    assert!(stateful >= 10, "{stateful} flushes for 10 whoami");
+    // Only soko's own background work may flush meanwhile (the outbox's retry pass).
+    assert!(
+        stateless < 10,
+        "{stateless} flushes for 30 pongs and refusals"
+    );
+    // A replayed reply reads the store: it waits again.
+    let before = flushes(&soko);
+    let reply = alice.ask_nip04(bot, r#"{"id":"w0","cmd":"whoami"}"#).await;
+    assert_eq!(reply.json()["ok"], true);
+    assert!(flushes(&soko) > before, "a replay waits for the disk");
+    soko.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_copy_arriving_first_does_not_censor_the_genuine_dm() {
     use soko::bot::{Handler, Outcome};

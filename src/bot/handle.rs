@@ -333,7 +333,7 @@ impl Handler {
                                 .await?
                         }
                     };
-                    self.commit(event.id, &reply, None)?;
+                    self.commit(event.id, &reply, None, true)?;
                     failpoint::crash("committed", self.seen.raw());
                     self.outbox.deliver(&reply).await?;
                     return Ok(Outcome::Replied(reply.id));
@@ -348,7 +348,12 @@ impl Handler {
         }
         // Held until the reply is committed, so a twin request replays it.
         let mut claim = None;
-        let Some((response, remember_as)) = self.respond(&inbound, &mut claim).await? else {
+        let Some(Answer {
+            json: response,
+            remember: remember_as,
+            reports_state,
+        }) = self.respond(&inbound, &mut claim).await?
+        else {
             self.seen.insert(event.id.as_bytes(), &SeenState::Done)?;
             return Ok(Outcome::Ignored("a reply, not a request".to_owned()));
         };
@@ -362,25 +367,28 @@ impl Handler {
         };
         let remember =
             remember_as.map(|(id, cmd)| (reply_key(&inbound.sender, &id), cmd, response));
-        self.commit(event.id, &reply, remember)?;
+        self.commit(event.id, &reply, remember, reports_state)?;
         failpoint::crash("committed", self.seen.raw());
-        self.outbox.deliver(&reply).await?;
+        if reports_state {
+            self.outbox.deliver(&reply).await?;
+        } else {
+            self.outbox.deliver_unsynced(&reply).await?;
+        }
         Ok(Outcome::Replied(reply.id))
     }
 
-    /// The response JSON to send, and the (request id, command) to remember it under.
+    /// The answer to a request, or `None` for a message that is itself an answer.
     async fn respond(
         &self,
         inbound: &Inbound,
         claim: &mut Option<Claim>,
-    ) -> Result<Option<(String, Option<(String, String)>)>, StoreError> {
+    ) -> Result<Option<Answer>, StoreError> {
         let fallback_re = inbound.refers_to.to_hex();
         let body = match &inbound.body {
             Ok(body) => body,
             Err(refusal) => {
-                return Ok(Some((
+                return Ok(Some(Answer::plain(
                     Response::refused(fallback_re, refusal.clone()).to_json(),
-                    None,
                 )))
             }
         };
@@ -393,17 +401,15 @@ impl Handler {
                 ErrorCode::BadRequest,
                 "this is soko's bot, not a merchant: send NIP-15 orders to the merchant's npub (the author of its stall and products)",
             );
-            return Ok(Some((
+            return Ok(Some(Answer::plain(
                 Response::refused(fallback_re, refusal).to_json(),
-                None,
             )));
         }
         let request = match Request::parse(body) {
             Ok(request) => request,
             Err(refusal) => {
-                return Ok(Some((
+                return Ok(Some(Answer::plain(
                     Response::refused(fallback_re, refusal).to_json(),
-                    None,
                 )))
             }
         };
@@ -428,9 +434,8 @@ impl Handler {
                 limited.retry_after_secs
             );
             let re = request.id.unwrap_or(fallback_re);
-            return Ok(Some((
+            return Ok(Some(Answer::plain(
                 Response::rate_limited(re, message, limited.retry_after_secs).to_json(),
-                None,
             )));
         }
         if let Some(id) = &request.id {
@@ -450,9 +455,8 @@ impl Handler {
                                 ErrorCode::Internal,
                                 format!("request id {id:?} is still being handled; ask again later with the same id for its reply"),
                             );
-                            return Ok(Some((
+                            return Ok(Some(Answer::plain(
                                 Response::refused(id.clone(), refusal).to_json(),
-                                None,
                             )));
                         }
                     }
@@ -464,12 +468,11 @@ impl Handler {
                     let Some(response) = stored.open(self.commands.merchants.vault()) else {
                         tracing::error!("a stored reply does not open (another vault?)");
                         let refusal = Refusal::new(ErrorCode::Internal, "internal error");
-                        return Ok(Some((
+                        return Ok(Some(Answer::plain(
                             Response::refused(id.clone(), refusal).to_json(),
-                            None,
                         )));
                     };
-                    return Ok(Some((response, None)));
+                    return Ok(Some(Answer::reporting(response)));
                 }
                 let refusal = Refusal::new(
                     ErrorCode::BadRequest,
@@ -478,41 +481,49 @@ impl Handler {
                         stored.cmd
                     ),
                 );
-                return Ok(Some((
+                return Ok(Some(Answer::reporting(
                     Response::refused(id.clone(), refusal).to_json(),
-                    None,
                 )));
             }
         }
         let re = request.id.clone().unwrap_or(fallback_re);
-        let response = match request.command() {
-            Err(refusal) => Response::refused(re, refusal),
-            Ok(command) => match commands::execute(
-                &self.commands,
-                inbound.sender,
-                request.session.as_deref(),
-                command,
-            )
-            .await
-            {
-                Ok(result) => Response::ok(re, result),
-                Err(CommandError::Refused(refusal)) => Response::refused(re, refusal),
-                Err(CommandError::Internal(detail)) => {
-                    tracing::error!(cmd = %request.cmd, error = %detail, "command failed");
-                    // Not remembered: an internal failure should be retryable.
-                    return Ok(Some((
-                        Response::refused(
-                            re,
-                            Refusal::new(ErrorCode::Internal, "internal error; try again later"),
-                        )
-                        .to_json(),
-                        None,
-                    )));
-                }
-            },
+        let (response, reports_state) = match request.command() {
+            Err(refusal) => (Response::refused(re, refusal), false),
+            Ok(command) => {
+                let reports_state = commands::reports_state(&command, request.session.as_deref());
+                let response = match commands::execute(
+                    &self.commands,
+                    inbound.sender,
+                    request.session.as_deref(),
+                    command,
+                )
+                .await
+                {
+                    Ok(result) => Response::ok(re, result),
+                    Err(CommandError::Refused(refusal)) => Response::refused(re, refusal),
+                    Err(CommandError::Internal(detail)) => {
+                        tracing::error!(cmd = %request.cmd, error = %detail, "command failed");
+                        // Not remembered: an internal failure should be retryable.
+                        return Ok(Some(Answer::plain(
+                            Response::refused(
+                                re,
+                                Refusal::new(
+                                    ErrorCode::Internal,
+                                    "internal error; try again later",
+                                ),
+                            )
+                            .to_json(),
+                        )));
+                    }
+                };
+                (response, reports_state)
+            }
         };
-        let remember = request.id.map(|id| (id, request.cmd));
-        Ok(Some((response.to_json(), remember)))
+        Ok(Some(Answer {
+            json: response.to_json(),
+            remember: request.id.map(|id| (id, request.cmd)),
+            reports_state,
+        }))
     }
 
     async fn seal_note(&self, inbound: &Inbound, note: &Note) -> Result<Event, HandleError> {
@@ -550,14 +561,23 @@ impl Handler {
         .map_err(HandleError::Reply)
     }
 
-    /// One transaction: the event is done, its reply is queued, and (for requests with an
-    /// id) remembered. A crash before it leaves the event unhandled; after it, the outbox
-    /// sends the reply on restart.
+    /// Records that the event is done, its reply queued, and (for requests with an id)
+    /// remembered. A crash before it leaves the event unhandled; after it, the outbox sends
+    /// the reply on restart.
+    ///
+    /// For a reply that reports state, one transaction. One that reports nothing is written
+    /// key by key, the event's `done` last: a sled 0.34 transaction seals and writes two IO
+    /// buffers (before and after its batch manifest) and takes the Db's global write lock,
+    /// which made it the costliest step of a pong. sled recovers its log as a prefix (it
+    /// keeps "linearizability in the log", `pagecache/segment.rs`), so `done` never
+    /// outlives the queued reply; and were it to, a reply that reports nothing is only lost
+    /// to a client that was not listening, which asks again.
     fn commit(
         &self,
         handled: EventId,
         reply: &Event,
         remember: Option<(Vec<u8>, String, String)>,
+        reports_state: bool,
     ) -> Result<(), HandleError> {
         let done = self.seen.encode(&SeenState::Done)?;
         let queued = self.outbox.stage(reply)?;
@@ -583,6 +603,24 @@ impl Handler {
             None => None,
         };
         let checkpoint = self.meta.encode(&unix_now())?;
+        if !reports_state {
+            if let Some((key, value)) = stored {
+                self.replies
+                    .raw()
+                    .insert(key, value)
+                    .map_err(StoreError::from)?;
+            }
+            queued.insert_now(self.outbox.raw())?;
+            self.meta
+                .raw()
+                .insert(CHECKPOINT_KEY, checkpoint)
+                .map_err(StoreError::from)?;
+            self.seen
+                .raw()
+                .insert(handled.as_bytes(), done)
+                .map_err(StoreError::from)?;
+            return Ok(());
+        }
         (
             self.seen.raw(),
             self.outbox.raw(),
@@ -602,6 +640,39 @@ impl Handler {
                 TransactionError::Storage(e) => HandleError::Store(e.into()),
                 TransactionError::Abort(()) => HandleError::Reply("transaction aborted".into()),
             })
+    }
+}
+
+/// What [`Handler::respond`] answers a request with.
+struct Answer {
+    /// The response JSON.
+    json: String,
+    /// The (request id, command) it is remembered under, to be replayed.
+    remember: Option<(String, String)>,
+    /// Whether it tells anything soko stores (a command's result, a replayed reply), so
+    /// that it may leave only once that is on disk. A pong or a refusal of the request
+    /// itself tells nothing a crash could take back: its request is on a relay's disk and
+    /// would only be answered again.
+    reports_state: bool,
+}
+
+impl Answer {
+    /// An answer from the request alone: a refusal of the request itself.
+    fn plain(json: String) -> Self {
+        Self {
+            json,
+            remember: None,
+            reports_state: false,
+        }
+    }
+
+    /// An answer read from what soko stores, not remembered again.
+    fn reporting(json: String) -> Self {
+        Self {
+            json,
+            remember: None,
+            reports_state: true,
+        }
     }
 }
 

@@ -174,6 +174,13 @@ pub struct Context {
     pub exchange: crate::exchange::Exchange,
 }
 
+/// Whether `command`'s answer tells anything soko stores, and so must not leave before that
+/// is on disk. Only a ping outside a session tells nothing: soko's clock. Every other
+/// command reads or changes state (a session named with a ping is looked up).
+pub fn reports_state(command: &Command, session: Option<&str>) -> bool {
+    session.is_some() || !matches!(command, Command::Ping(_))
+}
+
 /// Runs one command for `sender`, inside the private session `session` when named.
 pub async fn execute(
     ctx: &Context,

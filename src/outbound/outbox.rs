@@ -80,6 +80,12 @@ impl Staged {
         outbox.insert(self.id.as_slice(), self.entry.as_slice())?;
         Ok(())
     }
+
+    /// Queues the event outside a transaction, for a caller that orders its writes itself.
+    pub fn insert_now(&self, outbox: &sled::Tree) -> Result<(), StoreError> {
+        outbox.insert(self.id.as_slice(), self.entry.as_slice())?;
+        Ok(())
+    }
 }
 
 /// Events only the embedded relay took, not on its disk yet, past which [`Outbox::deliver`]
@@ -183,12 +189,22 @@ impl Outbox {
     /// disk. A crash right after sending would otherwise roll that state back, and a buyer
     /// could hold a code soko no longer knows.
     pub async fn deliver(&self, event: &Event) -> Result<(), StoreError> {
+        self.store.sync().await?;
+        self.deliver_unsynced(event).await
+    }
+
+    /// [`Self::deliver`] without waiting for sled's writes to reach the disk first, for an
+    /// event that reports nothing a crash could take back: an answer made from its request
+    /// alone (a pong, a refusal of what could not be read or was over a rate). Its request
+    /// is on a relay's disk, and a crash before sled's next flush (within half a second)
+    /// only has it answered again. A flush costs far more than its fsync here (see
+    /// [`Store::sync_to`]), so junk and pings do not each pay one.
+    pub async fn deliver_unsynced(&self, event: &Event) -> Result<(), StoreError> {
         if let Some(size) = json_size_over(event, MAX_EVENT_BYTES) {
             tracing::error!(event_id = %event.id, kind = %event.kind, size, "event too large for any relay; dropped");
             self.pending.remove(event.id.as_bytes())?;
             return Ok(());
         }
-        self.store.sync().await?;
         let sent = self.publish(event).await;
         if sent.accepted {
             match (sent.local_only, &self.local) {
