@@ -291,17 +291,21 @@ pub(super) fn bump_counter(
     count: u32,
     what: &'static str,
 ) -> Result<u32, Error> {
-    // A transaction rather than update_and_fetch: decoding can fail and the
-    // failure has to reach the caller instead of being swallowed in a closure.
-    tx_result(
-        tree.transaction(|tx| {
-            let current = tx_get::<u32>(c, tx, key, what)?.unwrap_or(0);
-            let next = current
-                .checked_add(count)
-                .ok_or_else(|| abort(Error::AmountOverflow))?;
-            tx_put(c, tx, key, &next, what)?;
-            Ok(next)
-        }),
-        what,
-    )
+    // One key: a compare-and-swap, retried when another bump came first, not a
+    // transaction. A sled 0.34 transaction seals and writes two IO buffers and takes the
+    // Db's global write lock, and cdk bumps a counter before every mint and swap.
+    loop {
+        let stored = tree.get(key).map_err(sled_err(what))?;
+        let current = match &stored {
+            Some(bytes) => decode::<u32>(c, bytes, what)?,
+            None => 0,
+        };
+        let next = current.checked_add(count).ok_or(Error::AmountOverflow)?;
+        let swapped = tree
+            .compare_and_swap(key, stored, Some(encode(c, &next, what)?))
+            .map_err(sled_err(what))?;
+        if swapped.is_ok() {
+            return Ok(next);
+        }
+    }
 }

@@ -62,7 +62,6 @@ use cdk_common::{
     Amount, CurrencyUnit, Id, KeySet, KeySetInfo, Keys, MintInfo, PaymentMethod, PublicKey,
     SpendingConditions, State,
 };
-use sled::transaction::TransactionError;
 use sled::{IVec, Transactional, Tree};
 use uuid::Uuid;
 
@@ -250,22 +249,34 @@ impl SledWalletDatabase {
 
     /// Insert-or-update with optimistic locking: an update must carry the
     /// stored version and is saved with version + 1; a new quote keeps its own.
+    ///
+    /// A save that leaves the quote's reservation alone (most: every new quote, every
+    /// state change) is one compare-and-swap of the quote, retried when another save came
+    /// first. Only one that reserves or releases it also writes the hints, in a
+    /// transaction: a sled 0.34 transaction seals and writes two IO buffers and takes the
+    /// Db's global write lock.
     fn upsert_quote<Q: QuoteRecord>(&self, tree: &Tree, quote: Q) -> Result<(), Error> {
         let key = quote.id().as_bytes().to_vec();
+        loop {
+            let bytes = tree.get(&key).map_err(sled_err(Q::WHAT))?;
+            let stored = match &bytes {
+                Some(bytes) => Some(decode::<Q>(&self.codec, bytes, Q::WHAT)?),
+                None => None,
+            };
+            let saved = self.next_version(stored.as_ref(), &quote)?;
+            if stored.as_ref().and_then(|q| q.used_by()) != saved.used_by() {
+                break;
+            }
+            let swapped = tree
+                .compare_and_swap(&key, bytes, Some(encode(&self.codec, &saved, Q::WHAT)?))
+                .map_err(sled_err(Q::WHAT))?;
+            if swapped.is_ok() {
+                return Ok(());
+            }
+        }
         let res = (tree, &self.quote_ops).transaction(|(tx, hints)| {
             let stored = tx_get::<Q>(&self.codec, tx, &key, Q::WHAT)?;
-            let saved = match &stored {
-                None => quote.clone(),
-                Some(stored) if stored.version() != quote.version() => {
-                    return Err(abort(Error::ConcurrentUpdate))
-                }
-                Some(stored) => {
-                    let mut updated = quote.clone();
-                    updated.keep_from(stored);
-                    updated.set_version(quote.version().wrapping_add(1));
-                    updated
-                }
-            };
+            let saved = self.next_version(stored.as_ref(), &quote).map_err(abort)?;
             let before = stored.as_ref().and_then(|q| q.used_by());
             if before != saved.used_by() {
                 if let Some(operation) = before {
@@ -277,10 +288,25 @@ impl SledWalletDatabase {
             }
             tx_put(&self.codec, tx, &key, &saved, Q::WHAT)
         });
-        if matches!(res, Err(TransactionError::Abort(Error::ConcurrentUpdate))) {
-            tracing::debug!(namespace = %self.namespace, what = Q::WHAT, "stale quote version rejected");
-        }
         tx_result(res, Q::WHAT)
+    }
+
+    /// What saving `quote` over `stored` writes: the quote itself when new, else the
+    /// update on top of the stored one, refused when it was made from an older version.
+    fn next_version<Q: QuoteRecord>(&self, stored: Option<&Q>, quote: &Q) -> Result<Q, Error> {
+        match stored {
+            None => Ok(quote.clone()),
+            Some(stored) if stored.version() != quote.version() => {
+                tracing::debug!(namespace = %self.namespace, what = Q::WHAT, "stale quote version rejected");
+                Err(Error::ConcurrentUpdate)
+            }
+            Some(stored) => {
+                let mut updated = quote.clone();
+                updated.keep_from(stored);
+                updated.set_version(quote.version().wrapping_add(1));
+                Ok(updated)
+            }
+        }
     }
 
     fn reserve_quote<Q: QuoteRecord>(
