@@ -26,6 +26,7 @@ use std::sync::Arc;
 use cdk::cdk_payment::WaitPaymentResponse;
 use cdk::mint::{MintBuilder, MintMeltLimits};
 use cdk::nuts::nut17::SupportedMethods;
+use cdk::nuts::nut19::{CachedEndpoint, Method as NutMethod, Path as NutPath};
 use cdk::nuts::nut21::{Method, ProtectedEndpoint, RoutePath};
 use cdk::nuts::{CurrencyUnit, MintQuoteState, PaymentMethod};
 use cdk::types::FeeReserve;
@@ -49,6 +50,9 @@ const SETTLE_AFTER_SECS: u64 = 1;
 const MAX_START_WAIT_SECS: u64 = 5;
 /// How long shutdown waits for open HTTP connections.
 const GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long answers to mint, melt and swap requests are kept for a replay: long enough for
+/// a crashed soko to be restarted by hand. At most 10,000 are kept (cdk-axum's memory cache).
+const REPLAY_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
 /// Largest single mint or melt, in sats.
 const MAX_SATS: u64 = 10_000_000;
 /// Requests the mint works on at once; the rest wait their turn in memory, not on a thread
@@ -122,11 +126,26 @@ impl std::fmt::Debug for AuthSettings {
 /// wallet mints, melts, swaps, checks states and subscribes, and none of that may need a BAT
 /// (it has none). Restore is the one endpoint its normal operation never calls, and one a
 /// holder of a BAT can call without side effects (one random output), which is how a
-/// verifier that only speaks HTTP burns a BAT. The cost: cdk's wallet also calls restore
-/// when it recovers an interrupted operation whose outputs the mint signed; against this
-/// mint with auth on, such a recovery is refused and cdk keeps the operation pending.
+/// verifier that only speaks HTTP burns a BAT. cdk's wallet recovers an interrupted
+/// operation whose outputs the mint signed by replaying it ([`REPLAY_WINDOW`]) and calls
+/// restore only when that fails: past the window, such a recovery is refused and cdk keeps
+/// the operation pending.
 pub fn blind_protected_endpoints() -> Vec<ProtectedEndpoint> {
     vec![ProtectedEndpoint::new(Method::Post, RoutePath::Restore)]
+}
+
+/// The requests whose answers the mint keeps for [`REPLAY_WINDOW`] (NUT-19): a wallet that
+/// crashed while one was in flight sends it again and gets the same answer, instead of
+/// needing restore.
+fn replayable_endpoints() -> Vec<CachedEndpoint> {
+    [
+        NutPath::Swap,
+        NutPath::Custom("/v1/mint/bolt11".to_owned()),
+        NutPath::Custom("/v1/melt/bolt11".to_owned()),
+    ]
+    .into_iter()
+    .map(|path| CachedEndpoint::new(NutMethod::Post, path))
+    .collect()
 }
 
 /// The endpoint that asks for a clear-auth token: minting BATs.
@@ -356,6 +375,7 @@ async fn serve(
             .with_blind_auth(auth.bat_max_mint, auth.blind_protected.clone());
     }
     let mint = builder
+        .with_cache(Some(REPLAY_WINDOW.as_secs()), replayable_endpoints())
         .with_name("soko dev mint".to_owned())
         .with_description("Development mint: fake Lightning, worthless sats".to_owned())
         .with_urls(vec![url.clone()])
@@ -370,13 +390,19 @@ async fn serve(
 
     let turns = Arc::new(Semaphore::new(MAX_REQUESTS_IN_FLIGHT));
     let counts = Arc::new(Counts::default());
-    let router = cdk_axum::create_mint_router(mint.clone(), vec!["bolt11".to_owned()])
-        .await
-        .map_err(|e| cdk::Error::Custom(format!("router: {e}")))?
-        .layer(axum::middleware::from_fn_with_state(
-            (Arc::clone(&turns), Arc::clone(&counts)),
-            take_turn,
-        ));
+    let replays = cdk_axum::cache::HttpCache::new(REPLAY_WINDOW, REPLAY_WINDOW, None);
+    let router = cdk_axum::create_mint_router_with_custom_cache(
+        mint.clone(),
+        replays,
+        vec!["bolt11".to_owned()],
+        false,
+    )
+    .await
+    .map_err(|e| cdk::Error::Custom(format!("router: {e}")))?
+    .layer(axum::middleware::from_fn_with_state(
+        (Arc::clone(&turns), Arc::clone(&counts)),
+        take_turn,
+    ));
     tokio::spawn(recover_abandoned_swaps(
         Arc::clone(&mint),
         Arc::clone(&turns),
@@ -602,7 +628,149 @@ async fn take_turn(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     counts.http.fetch_add(1, Ordering::Relaxed);
-    // The semaphore is never closed, so a turn always comes.
-    let _turn = turns.acquire().await;
-    next.run(request).await
+    // hyper drops a handler whose client hung up, at whatever await it stood: after the
+    // quote was marked issued, before the answer was cached for a replay (NUT-19), or
+    // between a swap's steps. A wallet killed mid-request then finds its replay refused and
+    // needs restore, which an auth mint may protect. So each request runs to its end on a
+    // task of its own; the connection only waits for it.
+    let work = tokio::spawn(async move {
+        // The semaphore is never closed, so a turn always comes.
+        let _turn = turns.acquire_owned().await;
+        next.run(request).await
+    });
+    match work.await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!(error = %e, "dev mint request task failed");
+            axum::response::IntoResponse::into_response(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used, clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use cdk::nuts::{MintRequest, PreMintSecrets};
+    use cdk::secret::Secret;
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    async fn get(url: &str) -> Value {
+        reqwest::get(url).await.unwrap().json().await.unwrap()
+    }
+
+    /// A paid quote of `amount` sats and a request minting it as one output.
+    async fn paid_quote(mint: &DevMint, amount: u64) -> (String, MintRequest<String>) {
+        let http = reqwest::Client::new();
+        let quote: Value = http
+            .post(format!("{}/v1/mint/quote/bolt11", mint.url()))
+            .json(&json!({"amount": amount, "unit": "sat"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = quote["quote"].as_str().unwrap().to_owned();
+        let state_url = format!("{}/v1/mint/quote/bolt11/{id}", mint.url());
+        for _ in 0..200 {
+            if get(&state_url).await["state"] == "PAID" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(get(&state_url).await["state"], "PAID");
+        let keysets = get(&format!("{}/v1/keysets", mint.url())).await;
+        let keyset = keysets["keysets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["active"] == true && k["unit"] == "sat")
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let outputs =
+            PreMintSecrets::from_secrets(keyset, vec![amount.into()], vec![Secret::generate()])
+                .unwrap()
+                .blinded_messages();
+        let request = MintRequest {
+            quote: id.clone(),
+            outputs,
+            signature: None,
+        };
+        (state_url, request)
+    }
+
+    /// A wallet killed while its mint request was in flight recovers by sending the same
+    /// request again (cdk's saga replay): the mint must have finished it although the
+    /// connection was gone, and must answer the replay with the same signatures (NUT-19),
+    /// or the wallet is left needing restore, which an auth mint may protect.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_whose_client_left_still_runs_and_its_replay_gets_the_signatures() {
+        let dir = tempfile::tempdir().unwrap();
+        let mint = DevMint::start_settling_after(dir.path(), 0, 0)
+            .await
+            .unwrap();
+        let info = get(&format!("{}/v1/info", mint.url())).await;
+        let cached = &info["nuts"]["19"]["cached_endpoints"];
+        assert!(
+            cached.as_array().is_some_and(
+                |all| all.contains(&json!({"method": "POST", "path": "/v1/mint/bolt11"}))
+            ),
+            "NUT-19 not advertised: {info}"
+        );
+        let (state_url, request) = paid_quote(&mint, 64).await;
+        let mint_url = format!("{}/v1/mint/bolt11", mint.url());
+
+        // Every turn held: the request waits inside the mint, and its client gives up.
+        let held = mint
+            .turns
+            .clone()
+            .acquire_many_owned(MAX_REQUESTS_IN_FLIGHT as u32)
+            .await
+            .unwrap();
+        let impatient = reqwest::Client::builder()
+            .timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let gave_up = impatient.post(&mint_url).json(&request).send().await;
+        assert!(
+            gave_up.is_err(),
+            "the mint answered while every turn was held"
+        );
+        drop(held);
+
+        let mut state = Value::Null;
+        for _ in 0..200 {
+            state = get(&state_url).await["state"].clone();
+            if state == "ISSUED" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            state, "ISSUED",
+            "the abandoned request was dropped, not finished"
+        );
+
+        let replay = reqwest::Client::new()
+            .post(&mint_url)
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
+        let status = replay.status();
+        let body: Value = replay.json().await.unwrap();
+        assert!(status.is_success(), "replay refused: {body}");
+        assert_eq!(body["signatures"].as_array().unwrap().len(), 1, "{body}");
+        mint.shutdown().await;
+    }
 }
