@@ -185,3 +185,81 @@ async fn a_swap_the_dev_mint_abandoned_is_undone_while_it_runs() {
     assert_eq!(received, Amount::from(40));
     soko.stop().await;
 }
+
+/// A wallet killed while its mint request was in flight sends it again when it recovers
+/// (cdk's saga replay). cdk signs each request to a locked quote (NUT-20) afresh, with
+/// random auxiliary data; through soko's connector both sends are the same bytes, so the
+/// mint answers the second from what it kept (NUT-19) instead of "already issued", which
+/// would leave the wallet needing restore.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mint_request_sent_again_gets_the_same_signatures_from_the_mints_cache() {
+    use cdk::nuts::{CurrencyUnit, MintRequest, PreMintSecrets};
+    use cdk::secret::Secret;
+    use cdk::wallet::MintConnector;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mint = soko::devmint::DevMint::start_settling_after(dir.path(), 0, 0)
+        .await
+        .unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let wallet = soko::wallet::open(&store, "alice", mint.url(), &[4; 64]).unwrap();
+    let quote = wallet
+        .mint_quote(PaymentMethod::BOLT11, Some(Amount::from(64)), None, None)
+        .await
+        .unwrap();
+    let key = quote.secret_key.clone().expect("cdk locks its quotes");
+    for _ in 0..200 {
+        let state = wallet
+            .check_mint_quote_status(&quote.id)
+            .await
+            .unwrap()
+            .state;
+        if state == cdk::nuts::MintQuoteState::Paid {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let keyset = mint
+        .mint()
+        .keysets()
+        .keysets
+        .into_iter()
+        .find(|k| k.active && k.unit == CurrencyUnit::Sat)
+        .unwrap()
+        .id;
+    let outputs =
+        PreMintSecrets::from_secrets(keyset, vec![Amount::from(64)], vec![Secret::generate()])
+            .unwrap()
+            .blinded_messages();
+    let signed = || {
+        let mut request = MintRequest {
+            quote: quote.id.clone(),
+            outputs: outputs.clone(),
+            signature: None,
+        };
+        request.sign(&key).unwrap();
+        request
+    };
+    let (first, again) = (signed(), signed());
+    assert_ne!(
+        first.signature, again.signature,
+        "cdk signs with random aux data"
+    );
+
+    let connector = wallet.mint_connector();
+    let answered = connector
+        .post_mint(&PaymentMethod::BOLT11, first)
+        .await
+        .unwrap();
+    let replayed = connector
+        .post_mint(&PaymentMethod::BOLT11, again)
+        .await
+        .expect("the replay is answered from the mint's cache");
+    assert_eq!(answered.signatures, replayed.signatures);
+
+    // The same request sent as cdk signed it is another request to the mint.
+    let plain = cdk::wallet::HttpClient::new(mint.url().parse().unwrap(), None);
+    let refused = plain.post_mint(&PaymentMethod::BOLT11, signed()).await;
+    assert!(refused.is_err(), "{refused:?}");
+    mint.shutdown().await;
+}

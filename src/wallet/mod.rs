@@ -4,19 +4,21 @@
 pub mod foreign;
 pub mod nut17;
 mod p2pk;
+mod replayable;
 mod sled_db;
 mod tokens;
 
 use std::sync::Arc;
 
 use cdk::nuts::CurrencyUnit;
-use cdk::wallet::WalletBuilder;
+use cdk::wallet::{MintConnector, WalletBuilder};
 use cdk_common::rate_limit::{RateLimitConfig, RateLimiterManager};
 use nostr_sdk::hashes::hmac::{Hmac, HmacEngine};
 use nostr_sdk::hashes::sha512;
 use nostr_sdk::hashes::{Hash, HashEngine};
 
 pub use self::p2pk::{cashu_key, p2pk_lock, signing_key, P2pkError};
+pub use self::replayable::ReplayableConnector;
 pub use self::sled_db::SledWalletDatabase;
 pub use self::tokens::{recorded_token, RecordedTokenError};
 use crate::store::Store;
@@ -100,39 +102,51 @@ pub fn open_linked(
     link: &MintLink,
 ) -> Result<Wallet, WalletError> {
     let seed = namespace_seed(master_seed, namespace);
-    let db = SledWalletDatabase::open(store, namespace, record_key(master_seed, namespace)?)?;
-    let mint_url = mint_url
-        .parse()
-        .map_err(|e: cdk::mint_url::Error| WalletError::MintUrl {
-            url: mint_url.to_owned(),
-            reason: e.to_string(),
-        })?;
-    let builder = WalletBuilder::new()
-        .mint_url(mint_url)
-        .unit(CurrencyUnit::Sat)
-        .localstore(Arc::new(db))
-        .seed(seed);
+    let db = Arc::new(SledWalletDatabase::open(
+        store,
+        namespace,
+        record_key(master_seed, namespace)?,
+    )?);
+    let mint_url: cdk::mint_url::MintUrl =
+        mint_url
+            .parse()
+            .map_err(|e: cdk::mint_url::Error| WalletError::MintUrl {
+                url: mint_url.to_owned(),
+                reason: e.to_string(),
+            })?;
+    let builder = || {
+        WalletBuilder::new()
+            .mint_url(mint_url.clone())
+            .unit(CurrencyUnit::Sat)
+            .localstore(Arc::clone(&db) as _)
+            .seed(seed)
+    };
     let requests_per_minute = match link {
         MintLink::Http {
             requests_per_minute,
         } => *requests_per_minute,
         MintLink::Direct(connector) => {
-            return Ok(builder.shared_client(Arc::clone(connector)).build()?);
+            return Ok(builder().shared_client(Arc::clone(connector)).build()?);
         }
     };
     let pace = requests_per_minute
         .and_then(|per_minute| RateLimitConfig::try_new((per_minute / 10).max(1), per_minute));
-    let builder = match pace {
+    let http: Arc<dyn MintConnector + Send + Sync> = match pace {
         // The budget is kept in memory, not in the wallet's database: cdk's NUT-17
         // subscription consumer (started when the escrow waits on a melt the mint holds
         // pending) runs a task for the rest of the process holding the wallet's HTTP client,
         // and with a limiter persisting through the database that task held sled open: the
         // store stayed locked after shutdown, and a restart in the same process failed with
         // `Store(Locked)`. A restarted soko starts with a full budget instead.
-        Some(pace) => builder.with_rate_limiter(RateLimiterManager::new(pace, None)),
-        None => builder.without_rate_limiting(),
+        // cdk builds its paced client only inside a wallet: this one is built for it.
+        Some(pace) => builder()
+            .with_rate_limiter(RateLimiterManager::new(pace, None))
+            .build()?
+            .mint_connector(),
+        None => Arc::new(cdk::wallet::HttpClient::new(mint_url.clone(), None)),
     };
-    Ok(builder.build()?)
+    let replayable = ReplayableConnector::new(http, Arc::clone(&db));
+    Ok(builder().shared_client(Arc::new(replayable)).build()?)
 }
 
 /// The state of a melt quote as the mint holds it, once `wallet` has settled what it can of
