@@ -1,8 +1,9 @@
 //! Opening inbound events: which identity they address, in which scheme, and their plaintext.
 
-use nostr_sdk::nips::{nip04, nip59::UnwrappedGift};
+use nostr_sdk::nips::nip59::UnwrappedGift;
 use nostr_sdk::{Event, EventId, Kind, PublicKey, TagKind};
 
+use crate::outbound::conversation::{self, Conversing};
 use crate::outbound::{Keyring, Scheme};
 use crate::proto::{ErrorCode, Refusal};
 
@@ -60,7 +61,7 @@ pub async fn open(keyring: &Keyring, event: &Event) -> Result<Inbound, Ignored> 
         if keyring.get(&event.pubkey).is_some() {
             return Err(Ignored::FromOurselves);
         }
-        let body = nip04::decrypt(keys.secret_key(), &event.pubkey, &event.content).map_err(|e| {
+        let body = conversation::nip04_decrypt(&keys, &event.pubkey, &event.content).map_err(|e| {
             Refusal::new(
                 ErrorCode::DecryptFailed,
                 format!("could not decrypt this NIP-04 message for this recipient ({e})"),
@@ -77,7 +78,7 @@ pub async fn open(keyring: &Keyring, event: &Event) -> Result<Inbound, Ignored> 
         });
     }
 
-    let gift = UnwrappedGift::from_gift_wrap(&keys, event)
+    let gift = UnwrappedGift::from_gift_wrap(&Conversing::opening(keys, event), event)
         .await
         .map_err(|e| Ignored::Unopenable(e.to_string()))?;
     if keyring.get(&gift.sender).is_some() {
@@ -120,6 +121,7 @@ fn tag_lists(tags: &nostr_sdk::Tags) -> Vec<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
+    use nostr_sdk::nips::nip04;
     use nostr_sdk::{EventBuilder, Keys, Tag};
 
     use super::*;

@@ -7,6 +7,7 @@
 //! transaction that records them and staged in the outbox inside it ([`Outbox::stage`]): a
 //! resend after a crash is the same event, which relays deduplicate.
 
+pub mod conversation;
 mod keyring;
 pub mod outbox;
 mod publisher;

@@ -1,7 +1,7 @@
 //! Sealing a private message in the scheme its reader uses: NIP-04 for today's NIP-15
 //! clients, NIP-17 gift wraps (NIP-44, NIP-59) for the rest.
 
-use nostr_sdk::nips::nip04;
+use super::conversation::{self, Conversing};
 use nostr_sdk::{Event, EventBuilder, EventId, Keys, Kind, PublicKey, Tag};
 
 /// How a DM was encrypted; replies use the same one.
@@ -52,7 +52,7 @@ pub async fn wrap_tagged(
     let rumor = EventBuilder::new(Kind::Custom(kind), content)
         .tags(tags)
         .build(keys.public_key());
-    EventBuilder::gift_wrap(keys, &to, rumor, [])
+    EventBuilder::gift_wrap(&Conversing::new(keys.clone()), &to, rumor, [])
         .await
         .map_err(|e| e.to_string())
 }
@@ -69,15 +69,17 @@ pub async fn seal_dm(
     match scheme {
         Scheme::Nip04 => {
             let ciphertext =
-                nip04::encrypt(keys.secret_key(), &to, content).map_err(|e| e.to_string())?;
+                conversation::nip04_encrypt(keys, &to, content).map_err(|e| e.to_string())?;
             EventBuilder::new(Kind::EncryptedDirectMessage, ciphertext)
                 .tag(Tag::public_key(to))
                 .tags(refers)
                 .sign_with_keys(keys)
                 .map_err(|e| e.to_string())
         }
-        Scheme::Nip17 => EventBuilder::private_msg(keys, to, content, refers)
-            .await
-            .map_err(|e| e.to_string()),
+        Scheme::Nip17 => {
+            EventBuilder::private_msg(&Conversing::new(keys.clone()), to, content, refers)
+                .await
+                .map_err(|e| e.to_string())
+        }
     }
 }
