@@ -18,7 +18,8 @@ use cdk::wallet::WalletBuilder;
 use cdk::Amount;
 use nostr_sdk::nips::nip98::{HttpData, HttpMethod};
 use nostr_sdk::{
-    Client, Event, EventBuilder, EventId, Filter, JsonUtil as _, Keys, PublicKey, RelayUrl, Url,
+    Client, Event, EventBuilder, EventId, Filter, JsonUtil as _, Keys, Kind, PublicKey, RelayUrl,
+    Tag, Url,
 };
 use serde_json::Value;
 use soko::config::MintConfig;
@@ -534,8 +535,9 @@ impl Scheme {
     }
 
     /// A DM from `from` to `to`, optionally referring (`e` tag) to the message it answers,
-    /// built by soko's own `seal_dm`, exactly as soko builds its replies (and what soko must
-    /// open when a client sends it).
+    /// shaped as soko shapes its replies but built with nostr's own functions, each deriving
+    /// its ECDH: the crypto ceilings count that cost, not soko's, which keeps each pair's
+    /// (`soko::outbound::conversation`).
     pub async fn seal(
         self,
         from: &Keys,
@@ -543,13 +545,17 @@ impl Scheme {
         content: &str,
         refers_to: Option<EventId>,
     ) -> Result<Event> {
-        let scheme = match self {
-            Scheme::Nip04 => soko::outbound::Scheme::Nip04,
-            Scheme::Nip17 => soko::outbound::Scheme::Nip17,
-        };
-        soko::outbound::seal_dm(from, to, scheme, content, refers_to)
-            .await
-            .map_err(anyhow::Error::msg)
+        let refers: Vec<Tag> = refers_to.map(Tag::event).into_iter().collect();
+        Ok(match self {
+            Scheme::Nip04 => {
+                let ciphertext = nostr_sdk::nips::nip04::encrypt(from.secret_key(), &to, content)?;
+                EventBuilder::new(Kind::EncryptedDirectMessage, ciphertext)
+                    .tag(Tag::public_key(to))
+                    .tags(refers)
+                    .sign_with_keys(from)?
+            }
+            Scheme::Nip17 => EventBuilder::private_msg(from, to, content, refers).await?,
+        })
     }
 }
 
