@@ -145,7 +145,7 @@ pub fn open_linked(
             .mint_connector(),
         None => Arc::new(cdk::wallet::HttpClient::new(mint_url.clone(), None)),
     };
-    let replayable = ReplayableConnector::new(http, Arc::clone(&db));
+    let replayable = ReplayableConnector::new(http, &db);
     Ok(builder().shared_client(Arc::new(replayable)).build()?)
 }
 

@@ -12,7 +12,7 @@
 //! quote and outputs give the same signature, and the replay is the request the mint saw.
 //! BIP-340 allows that; the random part only hardens against side channels.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use cdk::nuts::{
@@ -36,16 +36,22 @@ use super::SledWalletDatabase;
 #[derive(Debug)]
 pub struct ReplayableConnector {
     inner: Arc<dyn MintConnector + Send + Sync>,
-    quotes: Arc<SledWalletDatabase>,
+    /// Weak: cdk's NUT-17 consumer keeps a wallet's connector for the rest of the process,
+    /// and a strong link to the database held sled's lock after the wallet was gone (a
+    /// restart in the same process failed with `Store(Locked)`).
+    quotes: Weak<SledWalletDatabase>,
 }
 
 impl ReplayableConnector {
     /// `inner` reaches the mint; `quotes` is the wallet's database, holding each quote's key.
     pub fn new(
         inner: Arc<dyn MintConnector + Send + Sync>,
-        quotes: Arc<SledWalletDatabase>,
+        quotes: &Arc<SledWalletDatabase>,
     ) -> Self {
-        Self { inner, quotes }
+        Self {
+            inner,
+            quotes: Arc::downgrade(quotes),
+        }
     }
 
     /// Signs `request` again, deterministically, when cdk signed it with the quote's key
@@ -55,7 +61,11 @@ impl ReplayableConnector {
         if request.signature.is_none() {
             return;
         }
-        let key = match self.quotes.get_mint_quote(&request.quote).await {
+        // Its wallet is gone: nobody will replay this request.
+        let Some(quotes) = self.quotes.upgrade() else {
+            return;
+        };
+        let key = match quotes.get_mint_quote(&request.quote).await {
             Ok(Some(quote)) => quote.secret_key,
             Ok(None) => None,
             Err(e) => {
