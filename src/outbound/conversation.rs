@@ -23,7 +23,7 @@ use nostr_sdk::nips::{nip04, nip44};
 use nostr_sdk::prelude::{BoxedFuture, NostrSigner, SignerBackend, SignerError};
 use nostr_sdk::{Event, Keys, PublicKey, UnsignedEvent};
 
-/// Pairs kept: about 150 bytes each.
+/// Pairs kept: about 150 bytes each, with their two keys.
 const MAX_PAIRS: usize = 4096;
 
 /// What two keys share: NIP-04's AES key and NIP-44's conversation key.
@@ -39,7 +39,7 @@ fn pairs() -> &'static Pairs {
     static PAIRS: OnceLock<Pairs> = OnceLock::new();
     PAIRS.get_or_init(|| {
         Mutex::new(LruCache::new(
-            NonZeroUsize::MIN.saturating_add(MAX_PAIRS - 1),
+            NonZeroUsize::new(MAX_PAIRS).unwrap_or(NonZeroUsize::MIN),
         ))
     })
 }
