@@ -263,3 +263,59 @@ async fn a_mint_request_sent_again_gets_the_same_signatures_from_the_mints_cache
     assert!(refused.is_err(), "{refused:?}");
     mint.shutdown().await;
 }
+
+/// cdk replays a receive's swap with its inputs as the wallet's database lists them, which
+/// need not be the order first sent. Through soko's connector any order is the same request,
+/// so the mint answers the replay from what it kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_sent_again_with_its_inputs_reordered_gets_the_same_signatures() {
+    use cdk::amount::SplitTarget;
+    use cdk::nuts::{CurrencyUnit, PreMintSecrets, SwapRequest};
+    use cdk::wallet::MintConnector;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mint = soko::devmint::DevMint::start_settling_after(dir.path(), 0, 0)
+        .await
+        .unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let wallet = soko::wallet::open(&store, "alice", mint.url(), &[5; 64]).unwrap();
+    fund(&wallet, 7).await;
+    let proofs = wallet.get_unspent_proofs().await.unwrap();
+    assert!(proofs.len() >= 3, "7 sats mint as 4 + 2 + 1");
+    let keyset = mint
+        .mint()
+        .keysets()
+        .keysets
+        .into_iter()
+        .find(|k| k.active && k.unit == CurrencyUnit::Sat)
+        .unwrap()
+        .id;
+    let fees = wallet
+        .get_keyset_fees_and_amounts_by_id(keyset)
+        .await
+        .unwrap();
+    let outputs = PreMintSecrets::random(keyset, Amount::from(7), &SplitTarget::default(), &fees)
+        .unwrap()
+        .blinded_messages();
+    let mut reversed = proofs.clone();
+    reversed.reverse();
+
+    let connector = wallet.mint_connector();
+    let answered = connector
+        .post_swap(SwapRequest::new(proofs, outputs.clone()))
+        .await
+        .unwrap();
+    let replayed = connector
+        .post_swap(SwapRequest::new(reversed.clone(), outputs.clone()))
+        .await
+        .expect("the replay is answered from the mint's cache");
+    assert_eq!(answered.signatures, replayed.signatures);
+
+    let plain = cdk::wallet::HttpClient::new(mint.url().parse().unwrap(), None);
+    // Not the order the connector sent (by secret): by secret, backwards.
+    let mut other = reversed;
+    other.sort_by(|a, b| b.secret.as_bytes().cmp(a.secret.as_bytes()));
+    let refused = plain.post_swap(SwapRequest::new(other, outputs)).await;
+    assert!(refused.is_err(), "{refused:?}");
+    mint.shutdown().await;
+}

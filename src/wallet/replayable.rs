@@ -10,7 +10,8 @@
 //! random auxiliary data (BIP-340), so a replay never had the same bytes and never hit the
 //! cache. This connector signs those requests without the auxiliary randomness: the same
 //! quote and outputs give the same signature, and the replay is the request the mint saw.
-//! BIP-340 allows that; the random part only hardens against side channels.
+//! BIP-340 allows that; the random part only hardens against side channels. Swaps get
+//! their inputs in one order, for the same reason (see [`in_steady_order`]).
 
 use std::sync::{Arc, Weak};
 
@@ -82,6 +83,24 @@ impl ReplayableConnector {
         let signature =
             cdk::SECP256K1.sign_schnorr_no_aux_rand(&Message::from_digest(digest), &keypair);
         request.signature = Some(signature.to_string());
+    }
+}
+
+/// Sorts a swap's inputs by secret. cdk replays a receive's swap with its inputs as the
+/// wallet's database lists them (sled: by Y), not in the order first sent, so the replay
+/// missed the mint's cache. The mint signs outputs, not inputs, so their order is free,
+/// except under SIG_ALL, whose signature covers it: such a swap goes as it is.
+fn in_steady_order(inputs: &mut cdk::nuts::Proofs) {
+    let signs_all = inputs.iter().any(|proof| {
+        matches!(
+            cdk::nuts::SpendingConditions::try_from(&proof.secret),
+            Ok(cdk::nuts::SpendingConditions::P2PKConditions { conditions: Some(ref c), .. }
+                | cdk::nuts::SpendingConditions::HTLCConditions { conditions: Some(ref c), .. })
+                if c.sig_flag == cdk::nuts::SigFlag::SigAll
+        )
+    });
+    if !signs_all {
+        inputs.sort_by(|a, b| a.secret.as_bytes().cmp(b.secret.as_bytes()));
     }
 }
 
@@ -199,7 +218,8 @@ impl MintConnector for ReplayableConnector {
         self.inner.post_melt(method, request).await
     }
 
-    async fn post_swap(&self, request: SwapRequest) -> Result<SwapResponse, Error> {
+    async fn post_swap(&self, mut request: SwapRequest) -> Result<SwapResponse, Error> {
+        in_steady_order(request.inputs_mut());
         self.inner.post_swap(request).await
     }
 
