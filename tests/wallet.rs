@@ -186,6 +186,30 @@ async fn a_swap_the_dev_mint_abandoned_is_undone_while_it_runs() {
     soko.stop().await;
 }
 
+/// A dev mint over HTTP whose invoices settle at once (the data in `dir`), and a wallet of
+/// soko's at it, reaching it as soko reaches an external mint.
+async fn wallet_at_a_dev_mint(
+    dir: &std::path::Path,
+    seed: u8,
+) -> (soko::devmint::DevMint, soko::wallet::Wallet) {
+    let mint = soko::devmint::DevMint::start_settling_after(dir, 0, 0)
+        .await
+        .unwrap();
+    let store = Store::open(&dir.join("store")).unwrap();
+    let wallet = soko::wallet::open(&store, "alice", mint.url(), &[seed; 64]).unwrap();
+    (mint, wallet)
+}
+
+fn active_sat_keyset(mint: &soko::devmint::DevMint) -> cdk::nuts::Id {
+    mint.mint()
+        .keysets()
+        .keysets
+        .into_iter()
+        .find(|k| k.active && k.unit == cdk::nuts::CurrencyUnit::Sat)
+        .unwrap()
+        .id
+}
+
 /// A wallet killed while its mint request was in flight sends it again when it recovers
 /// (cdk's saga replay). cdk signs each request to a locked quote (NUT-20) afresh, with
 /// random auxiliary data; through soko's connector both sends are the same bytes, so the
@@ -193,16 +217,12 @@ async fn a_swap_the_dev_mint_abandoned_is_undone_while_it_runs() {
 /// would leave the wallet needing restore.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mint_request_sent_again_gets_the_same_signatures_from_the_mints_cache() {
-    use cdk::nuts::{CurrencyUnit, MintRequest, PreMintSecrets};
+    use cdk::nuts::{MintRequest, PreMintSecrets};
     use cdk::secret::Secret;
     use cdk::wallet::MintConnector;
 
     let dir = tempfile::tempdir().unwrap();
-    let mint = soko::devmint::DevMint::start_settling_after(dir.path(), 0, 0)
-        .await
-        .unwrap();
-    let store = Store::open(&dir.path().join("store")).unwrap();
-    let wallet = soko::wallet::open(&store, "alice", mint.url(), &[4; 64]).unwrap();
+    let (mint, wallet) = wallet_at_a_dev_mint(dir.path(), 4).await;
     let quote = wallet
         .mint_quote(PaymentMethod::BOLT11, Some(Amount::from(64)), None, None)
         .await
@@ -219,14 +239,7 @@ async fn a_mint_request_sent_again_gets_the_same_signatures_from_the_mints_cache
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let keyset = mint
-        .mint()
-        .keysets()
-        .keysets
-        .into_iter()
-        .find(|k| k.active && k.unit == CurrencyUnit::Sat)
-        .unwrap()
-        .id;
+    let keyset = active_sat_keyset(&mint);
     let outputs =
         PreMintSecrets::from_secrets(keyset, vec![Amount::from(64)], vec![Secret::generate()])
             .unwrap()
@@ -270,26 +283,15 @@ async fn a_mint_request_sent_again_gets_the_same_signatures_from_the_mints_cache
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_swap_sent_again_with_its_inputs_reordered_gets_the_same_signatures() {
     use cdk::amount::SplitTarget;
-    use cdk::nuts::{CurrencyUnit, PreMintSecrets, SwapRequest};
+    use cdk::nuts::{PreMintSecrets, SwapRequest};
     use cdk::wallet::MintConnector;
 
     let dir = tempfile::tempdir().unwrap();
-    let mint = soko::devmint::DevMint::start_settling_after(dir.path(), 0, 0)
-        .await
-        .unwrap();
-    let store = Store::open(&dir.path().join("store")).unwrap();
-    let wallet = soko::wallet::open(&store, "alice", mint.url(), &[5; 64]).unwrap();
+    let (mint, wallet) = wallet_at_a_dev_mint(dir.path(), 5).await;
     fund(&wallet, 7).await;
     let proofs = wallet.get_unspent_proofs().await.unwrap();
     assert!(proofs.len() >= 3, "7 sats mint as 4 + 2 + 1");
-    let keyset = mint
-        .mint()
-        .keysets()
-        .keysets
-        .into_iter()
-        .find(|k| k.active && k.unit == CurrencyUnit::Sat)
-        .unwrap()
-        .id;
+    let keyset = active_sat_keyset(&mint);
     let fees = wallet
         .get_keyset_fees_and_amounts_by_id(keyset)
         .await
