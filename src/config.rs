@@ -403,7 +403,9 @@ pub struct RelayConfig {
     pub max_event_bytes: usize,
     /// Kinds accepted for writing; empty accepts every kind.
     pub allowed_kinds: Vec<u16>,
-    /// Events one pubkey may write per minute (the bot and its managed keys are exempt).
+    /// Events one pubkey may write per minute (the bot and its managed keys are exempt);
+    /// ephemeral events (NIP-46 traffic), which the relay does not keep, only meet the
+    /// per-connection and overall budgets.
     pub rate_limit_per_minute: u32,
     /// Events one connection may write per minute (connections soko itself writes through
     /// are exempt): gift wraps come from a fresh key each, which the per-pubkey limit cannot see.

@@ -990,3 +990,38 @@ async fn the_agent_hears_of_activation_and_product_categories_reach_both_listing
         );
     }
 }
+
+/// An agent app reopened on a backlog of notices asks its signer to open them all at once:
+/// two NIP-46 requests per notice, past the relay's 120 a minute per pubkey, from the app's
+/// key and, answered, from the signer's. Those ephemeral requests and answers are not the
+/// per-pubkey budget's to stop (kinds/relay.md): every one gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signer_answers_a_backlog_past_the_per_pubkey_budget() {
+    let soko = TestSoko::start().await;
+    let bunker = Bunker::start(&soko.relay_url()).await;
+    let app = std::sync::Arc::new(bunker.connect());
+    let peer = soko.bot();
+    let backlog = 80;
+    let mut sealing = tokio::task::JoinSet::new();
+    for i in 0..backlog {
+        let app = app.clone();
+        sealing.spawn(async move {
+            let text = format!("notice {i}");
+            let sealed = app.nip44_encrypt(&peer, &text).await?;
+            Ok::<_, SignerError>((text, sealed))
+        });
+    }
+    let mut opening = tokio::task::JoinSet::new();
+    while let Some(sealed) = sealing.join_next().await {
+        let (text, sealed) = sealed.unwrap().expect("the signer seals every notice");
+        let app = app.clone();
+        opening.spawn(async move { (text, app.nip44_decrypt(&peer, &sealed).await) });
+    }
+    let mut opened = 0;
+    while let Some(done) = opening.join_next().await {
+        let (text, plain) = done.unwrap();
+        assert_eq!(plain.expect("the signer opens every notice"), text);
+        opened += 1;
+    }
+    assert_eq!(opened, backlog, "{} requests each way", 2 * backlog);
+}

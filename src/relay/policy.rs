@@ -136,7 +136,11 @@ impl SokoWritePolicy {
             ));
         }
         // Narrowest budget first: a sender over its own budget must not spend the others'.
-        if !self.limiter.allow(&event.pubkey) {
+        // The per-pubkey budget guards what the relay keeps. Ephemeral events (NIP-46
+        // requests and answers) pass through unstored; an app and its signer trade two per
+        // DM sealed or opened, a resumed app's backlog all at once, and a flood of them
+        // still meets the connection's and the relay's budgets.
+        if !event.kind.is_ephemeral() && !self.limiter.allow(&event.pubkey) {
             return Err("rate limited: too many events from this pubkey, slow down".to_owned());
         }
         if !self.per_connection.allow(from) {
@@ -271,6 +275,38 @@ mod tests {
         assert!(policy.judge(&dm, &addr(2), false).is_ok());
         assert!(policy
             .judge(&dm, &addr(3), false)
+            .is_err_and(|r| r.contains("this pubkey")));
+        Ok(())
+    }
+
+    #[test]
+    fn ephemeral_events_spend_the_connections_budget_not_the_pubkeys(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let relay = policy(Exempt::default());
+        let signer = Keys::generate();
+        // Three NIP-46 answers from one key on three connections: over the pubkey's 2, each
+        // within its connection's 3.
+        for port in 1..=3 {
+            let answer = note(&signer, 24133, "answer")?;
+            assert!(relay.judge(&answer, &addr(port), false).is_ok());
+        }
+        // One connection still stops at its 3.
+        for _ in 0..2 {
+            assert!(relay
+                .judge(&note(&signer, 24133, "answer")?, &addr(1), false)
+                .is_ok());
+        }
+        assert!(relay
+            .judge(&note(&signer, 24133, "answer")?, &addr(1), false)
+            .is_err_and(|r| r.contains("this connection")));
+        // A kept event still counts against its pubkey (a fresh policy: the relay's budget
+        // of 5 is spent).
+        let relay = policy(Exempt::default());
+        let kept = note(&signer, 4, "dm")?;
+        assert!(relay.judge(&kept, &addr(9), false).is_ok());
+        assert!(relay.judge(&kept, &addr(8), false).is_ok());
+        assert!(relay
+            .judge(&kept, &addr(7), false)
             .is_err_and(|r| r.contains("this pubkey")));
         Ok(())
     }
