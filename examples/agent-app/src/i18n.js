@@ -168,6 +168,7 @@ export const STRINGS = {
     'err.timeout.relay': 'the relay did not take the message. Check the connection and try again.',
     'err.bad_bunker': 'this is not a bunker:// URI.',
     'err.signer': 'your signer refused or failed: {message}',
+    'err.relay_refused': 'the relay refused the message: {message}',
   },
   sw: {
     'app.title': 'wakala wa soko',
@@ -334,6 +335,7 @@ export const STRINGS = {
     'err.timeout.relay': 'relay haikupokea ujumbe. Angalia mtandao kisha ujaribu tena.',
     'err.bad_bunker': 'hii si URI ya bunker://.',
     'err.signer': 'programu yako ya kusaini imekataa au imeshindwa: {message}',
+    'err.relay_refused': 'relay imekataa ujumbe: {message}',
   },
 }
 

@@ -97,6 +97,10 @@ function sentence(e) {
   }
   if (e && e.code === 'timeout') return t(`err.timeout.${e.what}`)
   if (e && e.code === 'bad_bunker') return t('err.bad_bunker')
+  // A publish every relay refused (nostr-tools rejects with each relay's reason).
+  if (e instanceof AggregateError) {
+    return t('err.relay_refused', { message: e.errors.map((x) => (x && x.message) || String(x)).join('; ') })
+  }
   return t('err.signer', { message: (e && e.message) || String(e) })
 }
 

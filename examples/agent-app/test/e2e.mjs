@@ -47,6 +47,12 @@ const page = context.pages()[0] || (await context.newPage())
 page.setDefaultTimeout(WAIT)
 const pageErrors = []
 page.on('pageerror', (e) => pageErrors.push(String(e)))
+// The page's own warnings (nostr-tools logs lost signer answers and relay refusals there):
+// printed only when the day fails, the last ones first in mind.
+const consoleLines = []
+page.on('console', (m) => {
+  if (m.type() === 'error' || m.type() === 'warning') consoleLines.push(`${m.type()}: ${m.text()}`.slice(0, 500))
+})
 let shot = 0
 async function snap(name) {
   shot += 1
@@ -66,6 +72,10 @@ try {
 } catch (e) {
   await snap('failure').catch(() => {})
   console.error(`e2e failed: ${e && e.stack ? e.stack : e}`)
+  // What the agent saw, for a failure on a machine whose screenshots are out of reach.
+  const seen = await page.locator('#app').innerText({ timeout: 2000 }).catch((err) => `(unreadable: ${err})`)
+  console.error(`the page showed:\n${seen.slice(0, 3000)}`)
+  if (consoleLines.length) console.error(`the page's console, last 40:\n${consoleLines.slice(-40).join('\n')}`)
   if (pageErrors.length) console.error(`page errors: ${pageErrors.join('; ')}`)
   process.exitCode = 1
 } finally {
