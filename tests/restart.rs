@@ -442,3 +442,40 @@ async fn the_binary_killed_between_steps_pays_the_merchant_exactly_once() {
     drop(store);
     mint.shutdown().await;
 }
+
+/// The unix second of the newest DM handled, which a restart resubscribes from before
+/// (`meta`'s `subscription_checkpoint`, src/store): DMs within one second write it once,
+/// and a DM in a later second moves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkpoint_follows_the_dms_handled() {
+    let mut soko = TestSoko::start().await;
+    let meta: soko::store::Typed<u64> = soko
+        .daemon()
+        .store()
+        .tree(soko::store::trees::META)
+        .unwrap();
+    let checkpoint = || meta.get(b"subscription_checkpoint").unwrap();
+    let mut alice = User::connect(&[soko.relay_url()]).await;
+    let before = Timestamp::now().as_secs();
+    for n in 0..3 {
+        let reply = alice
+            .ask_nip04(soko.bot(), &format!(r#"{{"id":"c{n}","cmd":"ping"}}"#))
+            .await;
+        assert_eq!(reply.json()["ok"], true);
+    }
+    let first = checkpoint().expect("a checkpoint once a DM is handled");
+    assert!(
+        (before..=Timestamp::now().as_secs()).contains(&first),
+        "{first}"
+    );
+    // The next second: the next DM moves it.
+    while Timestamp::now().as_secs() <= first {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reply = alice
+        .ask_nip04(soko.bot(), r#"{"id":"c-later","cmd":"ping"}"#)
+        .await;
+    assert_eq!(reply.json()["ok"], true);
+    assert!(checkpoint().expect("still there") > first);
+    soko.stop().await;
+}

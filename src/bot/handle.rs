@@ -82,6 +82,9 @@ pub struct Handler {
     pending: Typed<String>,
     replies: Typed<StoredReply>,
     meta: Typed<u64>,
+    /// The checkpoint last written (or found at start): within one second every DM would
+    /// write the same value again, one sled write per DM for nothing.
+    checkpoint_written: std::sync::Arc<std::sync::atomic::AtomicU64>,
     outbox: Outbox,
     commands: commands::Context,
     inbox: MerchantInbox,
@@ -160,13 +163,16 @@ impl Handler {
         inbox: MerchantInbox,
         limits: CommandLimits,
     ) -> Result<Self, StoreError> {
+        let meta: Typed<u64> = store.tree(trees::META)?;
+        let checkpoint = meta.get(CHECKPOINT_KEY)?.unwrap_or(0);
         Ok(Self {
             keyring,
             seen: store.tree(trees::SEEN)?,
             seen_at: store.tree(trees::SEEN_AT)?,
             pending: store.tree(trees::PENDING)?,
             replies: store.tree(trees::REPLIES)?,
-            meta: store.tree(trees::META)?,
+            meta,
+            checkpoint_written: std::sync::Arc::new(checkpoint.into()),
             outbox,
             inbox,
             commands,
@@ -602,7 +608,19 @@ impl Handler {
             }
             None => None,
         };
-        let checkpoint = self.meta.encode(&unix_now())?;
+        // A value already written is not written again. Should that write then fail, the
+        // stored checkpoint stays a second behind: more redelivery at start, which `seen`
+        // drops.
+        let now = unix_now();
+        let checkpoint = if self
+            .checkpoint_written
+            .swap(now, std::sync::atomic::Ordering::Relaxed)
+            != now
+        {
+            Some(self.meta.encode(&now)?)
+        } else {
+            None
+        };
         if !reports_state {
             if let Some((key, value)) = stored {
                 self.replies
@@ -611,10 +629,12 @@ impl Handler {
                     .map_err(StoreError::from)?;
             }
             queued.insert_now(self.outbox.raw())?;
-            self.meta
-                .raw()
-                .insert(CHECKPOINT_KEY, checkpoint)
-                .map_err(StoreError::from)?;
+            if let Some(checkpoint) = checkpoint {
+                self.meta
+                    .raw()
+                    .insert(CHECKPOINT_KEY, checkpoint)
+                    .map_err(StoreError::from)?;
+            }
             self.seen
                 .raw()
                 .insert(handled.as_bytes(), done)
@@ -633,7 +653,9 @@ impl Handler {
                 if let Some((key, value)) = &stored {
                     replies.insert(key.clone(), value.clone())?;
                 }
-                meta.insert(CHECKPOINT_KEY, checkpoint.clone())?;
+                if let Some(checkpoint) = &checkpoint {
+                    meta.insert(CHECKPOINT_KEY, checkpoint.clone())?;
+                }
                 Ok(())
             })
             .map_err(|e: TransactionError<()>| match e {
