@@ -18,7 +18,7 @@ use nostr_sdk::hashes::sha512;
 use nostr_sdk::hashes::{Hash, HashEngine};
 
 pub use self::p2pk::{cashu_key, p2pk_lock, signing_key, P2pkError};
-pub use self::replayable::ReplayableConnector;
+use self::replayable::ReplayableConnector;
 pub use self::sled_db::SledWalletDatabase;
 pub use self::tokens::{recorded_token, RecordedTokenError};
 use crate::store::Store;
