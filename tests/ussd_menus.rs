@@ -292,6 +292,44 @@ async fn wrong_pins_lock_and_strangers_get_nothing() {
     soko.stop().await;
 }
 
+/// The hop that sets a lock shows its whole length: the lock and its screen take one
+/// reading of the clock, however long the PIN check (argon2, off the async threads) takes
+/// meanwhile. Here soko's clock runs a second ahead every millisecond during that hop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_locking_hop_shows_the_locks_whole_length() {
+    let bridge_keys = Keys::generate();
+    let mut soko = soko_with_bridge(&bridge_keys, |_| {}).await;
+    let mut bridge = Bridge::connect(bridge_keys, &soko).await;
+    let (_, _, activation) = pending_merchant(&soko, PHONE, None).await.typed();
+    onboard(&mut bridge, "AT-1", &activation, "4821").await;
+    bridge.hop("AT-2", PHONE, "").await;
+    bridge.hop("AT-2", PHONE, "1111").await;
+    bridge.hop("AT-2", PHONE, "1111*2222").await;
+
+    let clock = soko.clock.clone();
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let ticking = {
+        let running = running.clone();
+        tokio::spawn(async move {
+            while running.load(std::sync::atomic::Ordering::Relaxed) {
+                clock.advance(1);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let locked = bridge.hop("AT-2", PHONE, "1111*2222*3333").await;
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    ticking.await.unwrap();
+    assert!(locked.end);
+    assert!(
+        locked.screen.starts_with("Too many wrong PINs.")
+            && locked.screen.contains("UTC (in 15 min)"),
+        "{}",
+        locked.screen
+    );
+    soko.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_retried_and_expired_hops_change_nothing() {
     let bridge_keys = Keys::generate();

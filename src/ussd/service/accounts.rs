@@ -56,17 +56,18 @@ impl UssdService {
     }
 
     /// Checks a PIN or an activation code under the merchant's lock and records the
-    /// verdict: both count towards the same lock.
+    /// verdict: both count towards the same lock. `now` is the hop's: a lock it sets
+    /// reads "in 15 min" on the screen the same hop shows, however long argon2 took.
     pub(super) async fn check(
         &self,
         merchant: &PublicKey,
         typed: Entered<'_>,
+        now: u64,
     ) -> Result<PinVerdict, UssdError> {
         let key = account_key(merchant);
         let guard = self.lock(&key).await;
         let result = async {
             let account = self.account(merchant)?;
-            let now = self.inner.escrow.clock().now();
             if let Some(until) = account.locked(now) {
                 return Ok(PinVerdict::Locked { until });
             }
@@ -88,7 +89,7 @@ impl UssdService {
                 secs: self.inner.config.lockout_secs,
                 timed: self.inner.config.timed_lockouts,
             };
-            let (next, verdict) = account.record(right, self.inner.escrow.clock().now(), rule);
+            let (next, verdict) = account.record(right, now, rule);
             self.inner.accounts.insert(&merchant.to_bytes(), &next)?;
             if let PinVerdict::Locked { .. } = verdict {
                 tracing::warn!(merchant = %merchant, "too many wrong USSD PINs; access locked");

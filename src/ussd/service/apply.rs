@@ -5,11 +5,12 @@ use super::accounts::account_key;
 use super::*;
 
 impl UssdService {
-    /// Applies an action through the domain APIs.
+    /// Applies an action through the domain APIs, at the hop's `now`.
     pub(super) async fn apply(
         &self,
         merchant: PublicKey,
         action: &Action,
+        now: u64,
     ) -> Result<Outcome, UssdError> {
         let inner = &self.inner;
         let refused = |e: MerchantError| match e {
@@ -23,7 +24,7 @@ impl UssdService {
             | Action::SetLightningAddress { pin, .. }
             | Action::PayBill { pin, .. }
             | Action::ConfirmBill { pin, .. } => {
-                match self.check(&merchant, Entered::Pin(pin)).await? {
+                match self.check(&merchant, Entered::Pin(pin), now).await? {
                     PinVerdict::Right => {}
                     PinVerdict::Wrong { tries_left } => {
                         return Ok(Outcome::WrongPin { tries_left })
@@ -34,13 +35,18 @@ impl UssdService {
             _ => {}
         }
         match action {
-            Action::CheckPin(pin) => Ok(match self.check(&merchant, Entered::Pin(pin)).await? {
-                PinVerdict::Right => Outcome::Done,
-                PinVerdict::Wrong { tries_left } => Outcome::WrongPin { tries_left },
-                PinVerdict::Locked { until } => Outcome::Locked { until },
-            }),
+            Action::CheckPin(pin) => {
+                Ok(match self.check(&merchant, Entered::Pin(pin), now).await? {
+                    PinVerdict::Right => Outcome::Done,
+                    PinVerdict::Wrong { tries_left } => Outcome::WrongPin { tries_left },
+                    PinVerdict::Locked { until } => Outcome::Locked { until },
+                })
+            }
             Action::CheckActivation(code) => Ok(
-                match self.check(&merchant, Entered::Activation(code)).await? {
+                match self
+                    .check(&merchant, Entered::Activation(code), now)
+                    .await?
+                {
                     PinVerdict::Right => Outcome::Done,
                     PinVerdict::Wrong { tries_left } => Outcome::WrongPin { tries_left },
                     PinVerdict::Locked { until } => Outcome::Locked { until },
@@ -233,7 +239,7 @@ impl UssdService {
             }
             Action::ConfirmBill { id, .. } => self.confirm_bill(merchant, id).await,
             Action::ChangePin { old, new } => {
-                Ok(match self.check(&merchant, Entered::Pin(old)).await? {
+                Ok(match self.check(&merchant, Entered::Pin(old), now).await? {
                     PinVerdict::Right => {
                         self.set_pin(&merchant, new).await?;
                         Outcome::Done

@@ -266,7 +266,7 @@ impl UssdService {
                 if unix_ms() > args.deadline_ms {
                     return Ok(Screen::end(TIMED_OUT));
                 }
-                let outcome = self.apply(merchant, &action).await?;
+                let outcome = self.apply(merchant, &action, now).await?;
                 // Wrong tries count for the merchant (the escalating lock) and for the call:
                 // one call gets `pin_tries` at most, so a flood from one session cannot go
                 // on guessing after a right PIN from another session cleared the count.
