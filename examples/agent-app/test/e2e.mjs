@@ -47,8 +47,8 @@ const page = context.pages()[0] || (await context.newPage())
 page.setDefaultTimeout(WAIT)
 const pageErrors = []
 page.on('pageerror', (e) => pageErrors.push(String(e)))
-// The page's own warnings (nostr-tools logs lost signer answers and relay refusals there):
-// printed only when the day fails, the last ones first in mind.
+// The page's own warnings and errors (nostr-tools logs failed signer answers there):
+// printed only when the day fails.
 const consoleLines = []
 page.on('console', (m) => {
   if (m.type() === 'error' || m.type() === 'warning') consoleLines.push(`${m.type()}: ${m.text()}`.slice(0, 500))
