@@ -5,7 +5,8 @@ use super::accounts::account_key;
 use super::*;
 
 impl UssdService {
-    /// Applies an action through the domain APIs, at the hop's `now`.
+    /// Applies an action through the domain APIs. `now` is the hop's, for the PIN checks
+    /// (see `check`).
     pub(super) async fn apply(
         &self,
         merchant: PublicKey,
