@@ -240,13 +240,28 @@ async fn a_merchant_runs_its_shop_from_a_feature_phone() {
     soko.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_pins_lock_and_strangers_get_nothing() {
+/// The screen of the hop that set a 15-minute lock: the call ends.
+fn assert_fresh_lock(end: bool, screen: &str) {
+    assert!(end, "{screen}");
+    assert!(
+        screen.starts_with("Too many wrong PINs.") && screen.contains("UTC (in 15 min)"),
+        "{screen}"
+    );
+}
+
+/// soko with a trusted bridge, and a merchant onboarded at `PHONE` with PIN 4821.
+async fn onboarded_shop() -> (TestSoko, Bridge) {
     let bridge_keys = Keys::generate();
-    let mut soko = soko_with_bridge(&bridge_keys, |_| {}).await;
+    let soko = soko_with_bridge(&bridge_keys, |_| {}).await;
     let mut bridge = Bridge::connect(bridge_keys, &soko).await;
     let (_, _, activation) = pending_merchant(&soko, PHONE, None).await.typed();
     onboard(&mut bridge, "AT-1", &activation, "4821").await;
+    (soko, bridge)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_pins_lock_and_strangers_get_nothing() {
+    let (mut soko, mut bridge) = onboarded_shop().await;
 
     bridge.hop("AT-2", PHONE, "").await;
     let first = bridge.hop("AT-2", PHONE, "1111").await;
@@ -257,13 +272,7 @@ async fn wrong_pins_lock_and_strangers_get_nothing() {
     let second = bridge.hop("AT-2", PHONE, "1111*2222").await;
     assert!(second.screen.starts_with("Wrong PIN. 1 try left."));
     let locked = bridge.hop("AT-2", PHONE, "1111*2222*3333").await;
-    assert!(locked.end);
-    assert!(
-        locked.screen.starts_with("Too many wrong PINs.")
-            && locked.screen.contains("UTC (in 15 min)"),
-        "{}",
-        locked.screen
-    );
+    assert_fresh_lock(locked.end, &locked.screen);
     // Locked: a new dial is turned away at once, even before a PIN.
     let again = bridge.hop("AT-3", PHONE, "").await;
     assert!(again.end && again.screen.starts_with("Too many wrong PINs."));
@@ -297,11 +306,7 @@ async fn wrong_pins_lock_and_strangers_get_nothing() {
 /// meanwhile. Here soko's clock runs a second ahead every millisecond during that hop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_locking_hop_shows_the_locks_whole_length() {
-    let bridge_keys = Keys::generate();
-    let mut soko = soko_with_bridge(&bridge_keys, |_| {}).await;
-    let mut bridge = Bridge::connect(bridge_keys, &soko).await;
-    let (_, _, activation) = pending_merchant(&soko, PHONE, None).await.typed();
-    onboard(&mut bridge, "AT-1", &activation, "4821").await;
+    let (mut soko, mut bridge) = onboarded_shop().await;
     bridge.hop("AT-2", PHONE, "").await;
     bridge.hop("AT-2", PHONE, "1111").await;
     bridge.hop("AT-2", PHONE, "1111*2222").await;
@@ -320,13 +325,7 @@ async fn the_locking_hop_shows_the_locks_whole_length() {
     let locked = bridge.hop("AT-2", PHONE, "1111*2222*3333").await;
     running.store(false, std::sync::atomic::Ordering::Relaxed);
     ticking.await.unwrap();
-    assert!(locked.end);
-    assert!(
-        locked.screen.starts_with("Too many wrong PINs.")
-            && locked.screen.contains("UTC (in 15 min)"),
-        "{}",
-        locked.screen
-    );
+    assert_fresh_lock(locked.end, &locked.screen);
     soko.stop().await;
 }
 
