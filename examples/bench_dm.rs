@@ -193,8 +193,8 @@ async fn benchmark(
         if let (Some(before), Some(after)) = (flushes_before, target.sync_flushes()) {
             println!(
                 "  sled syncs   {} flushes of soko's store for {} replies (a pong reports \
-                 nothing stored and does not wait for one; the relay's syncs of the pings are \
-                 its own)",
+                 nothing stored and does not wait for one; the relay journals the pings and \
+                 flushes its own store once a second)",
                 after - before,
                 run.tally.latencies.len()
             );

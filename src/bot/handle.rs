@@ -673,7 +673,7 @@ struct Answer {
     remember: Option<(String, String)>,
     /// Whether it tells anything soko stores (a command's result, a replayed reply), so
     /// that it may leave only once that is on disk. A pong or a refusal of the request
-    /// itself tells nothing a crash could take back: its request is on a relay's disk and
+    /// itself tells nothing a crash could take back: its request is kept by a relay and
     /// would only be answered again.
     reports_state: bool,
 }

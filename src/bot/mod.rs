@@ -166,9 +166,6 @@ impl Bot {
         for task in self.tasks {
             let _ = task.await;
         }
-        if let Err(e) = self.outbox.settle().await {
-            tracing::warn!(error = %e, "outbox not settled; its replies are resent at the next start");
-        }
         if !self.outbox.is_empty() {
             tracing::info!(
                 waiting = self.outbox.len(),

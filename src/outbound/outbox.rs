@@ -1,6 +1,7 @@
 //! The durable outbox: every outgoing event is written to sled before it is sent and removed
-//! once a relay acknowledged it (when that is only the embedded relay, once the event is on
-//! its disk: see [`Outbox::settle`]); whatever is left is resent periodically and on start.
+//! once a relay acknowledged it (the embedded relay acknowledges once the event is in its
+//! journal, which a crash does not take back); whatever is left is resent periodically and
+//! on start.
 //!
 //! Retries are bounded (issue 11): an event is tried again after a delay doubling from
 //! [`FIRST_RETRY`] to [`MAX_RETRY`], at most [`MAX_ATTEMPTS`] times and for at most
@@ -12,9 +13,9 @@ use std::time::Duration;
 use nostr_sdk::{Client, Event, JsonUtil};
 use serde::{Deserialize, Serialize};
 
-use crate::relay::{LocalPublisher, Written};
+use crate::relay::LocalPublisher;
 use crate::store::{trees, Store, StoreError, Typed};
-use crate::util::{json_size_over, lock, unix_now};
+use crate::util::{json_size_over, unix_now};
 
 /// How long an event is retried before it is given up (and logged as an error).
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -88,13 +89,6 @@ impl Staged {
     }
 }
 
-/// Events only the embedded relay took, not on its disk yet, past which [`Outbox::deliver`]
-/// syncs the relay itself rather than wait for a sync that covers them.
-const MOST_UNSYNCED: usize = 1024;
-
-/// An outbox key and where the embedded relay wrote its event.
-type Unsynced = (Vec<u8>, Written);
-
 /// The outbox.
 #[derive(Debug, Clone)]
 pub struct Outbox {
@@ -103,8 +97,6 @@ pub struct Outbox {
     client: Client,
     /// The embedded relay, published to in-process instead of through `client`.
     local: Option<LocalPublisher>,
-    /// Events only the embedded relay took, kept in `pending` until they are on its disk.
-    unsynced: std::sync::Arc<std::sync::Mutex<Vec<Unsynced>>>,
 }
 
 /// What the relays said to one send.
@@ -112,8 +104,6 @@ pub struct Outbox {
 struct Sent {
     /// Some relay took it (or already had it).
     accepted: bool,
-    /// Only the embedded relay took it, here: not on disk until this is durable there.
-    local_only: Option<Written>,
     /// (relay, reason) for every relay that refused it.
     refused: Vec<(String, String)>,
     /// Why it could not be sent at all, to the relays the client holds.
@@ -128,7 +118,6 @@ impl Outbox {
             store: store.clone(),
             client,
             local: None,
-            unsynced: Default::default(),
         })
     }
 
@@ -196,7 +185,7 @@ impl Outbox {
     /// [`Self::deliver`] without waiting for sled's writes to reach the disk first, for an
     /// event that reports nothing a crash could take back: an answer made from its request
     /// alone (a pong, a refusal of what could not be read or was over a rate). Its request
-    /// is on a relay's disk, and a crash before sled's next flush (within half a second)
+    /// is kept by a relay, and a crash before sled's next flush (within half a second)
     /// only has it answered again. A flush costs far more than its fsync here (see
     /// [`Store::sync_to`]), so junk and pings do not each pay one.
     pub async fn deliver_unsynced(&self, event: &Event) -> Result<(), StoreError> {
@@ -207,19 +196,7 @@ impl Outbox {
         }
         let sent = self.publish(event).await;
         if sent.accepted {
-            match (sent.local_only, &self.local) {
-                (Some(written), Some(local)) if !local.durable(&written).await => {
-                    let waiting = {
-                        let mut unsynced = lock(&self.unsynced);
-                        unsynced.push((event.id.as_bytes().to_vec(), written));
-                        unsynced.len()
-                    };
-                    if waiting >= MOST_UNSYNCED {
-                        self.settle().await?;
-                    }
-                }
-                _ => self.pending.remove(event.id.as_bytes())?,
-            }
+            self.pending.remove(event.id.as_bytes())?;
         } else if sent.error.is_none()
             && !sent.refused.is_empty()
             && sent.refused.iter().all(|(_, why)| refused_for_good(why))
@@ -265,39 +242,10 @@ impl Outbox {
             }
         });
         match here {
-            Ok(written) => {
-                if !sent.accepted {
-                    sent.local_only = written;
-                }
-                sent.accepted = true;
-            }
+            Ok(()) => sent.accepted = true,
             Err(why) => sent.refused.push((local.url().to_string(), why)),
         }
         sent
-    }
-
-    /// Takes out of the outbox the events that only the embedded relay took, once they are
-    /// on its disk, syncing it if they are not yet; returns how many left. The retry loop
-    /// calls it (through [`Self::flush`]), and so should a clean stop: what it leaves is
-    /// sent again at the next start, which the relay takes as a duplicate.
-    pub async fn settle(&self) -> Result<usize, StoreError> {
-        let Some(local) = &self.local else {
-            return Ok(0);
-        };
-        let waiting = std::mem::take(&mut *lock(&self.unsynced));
-        let mut settled = 0;
-        for (key, written) in waiting {
-            if !local.durable(&written).await {
-                if let Err(why) = local.make_durable(&written).await {
-                    // The relay is shut down: the event stays queued for the next start.
-                    tracing::debug!(%why, "outbox entry kept until the next start");
-                    continue;
-                }
-            }
-            self.pending.remove(&key)?;
-            settled += 1;
-        }
-        Ok(settled)
     }
 
     /// Sends `event` through the client, to `to` or else to all its relays.
@@ -345,8 +293,6 @@ impl Outbox {
     /// Resends what is due, dropping events tried [`MAX_ATTEMPTS`] times or older than
     /// [`GIVE_UP_AFTER`].
     pub async fn flush(&self) -> Result<usize, StoreError> {
-        // Those only waiting for the embedded relay's disk are not sent again.
-        self.settle().await?;
         let entries: Vec<_> = self.pending.iter().collect::<Result<_, _>>()?;
         let now = unix_now();
         let mut sent = 0;
@@ -413,10 +359,11 @@ mod tests {
         ));
     }
 
-    /// A reply only the embedded relay took stays queued until it is on the relay's disk,
-    /// and is sent again (a duplicate there) if soko stops before then.
+    /// A reply leaves the outbox once the embedded relay took it (it is in the relay's
+    /// journal then); one queued but not sent before a stop is sent at the next start; one
+    /// the relay holds already counts as taken.
     #[tokio::test]
-    async fn an_event_leaves_the_outbox_once_on_the_embedded_relays_disk(
+    async fn an_event_leaves_the_outbox_once_the_embedded_relay_took_it(
     ) -> Result<(), Box<dyn std::error::Error>> {
         use nostr_sdk::{EventBuilder, Keys, Kind, Tag};
 
@@ -442,16 +389,12 @@ mod tests {
         let relay = start().await?;
         let outbox = Outbox::open(&store, Client::default())?.with_local(relay.local_publisher());
         outbox.send(&first).await?;
-        // Taken and shown to subscribers, but nothing has synced the relay since.
-        assert_eq!(outbox.len(), 1, "kept until on disk");
-        assert_eq!(outbox.settle().await?, 1);
         assert!(outbox.is_empty());
 
-        // Stopped before the relay synced: the next start sends it again, and the relay,
-        // which has it, counts it as taken.
+        // Queued with the state it reports, then a stop before it was sent: sent at the next
+        // start.
         let second = reply(&Keys::generate())?;
-        outbox.send(&second).await?;
-        assert_eq!(outbox.len(), 1);
+        outbox.stage(&second)?.insert_now(outbox.raw())?;
         relay.shutdown();
         drop(relay);
         drop(outbox);
@@ -459,8 +402,9 @@ mod tests {
         let outbox = Outbox::open(&store, Client::default())?.with_local(relay.local_publisher());
         assert_eq!(outbox.len(), 1);
         outbox.flush().await?;
-        assert_eq!(outbox.settle().await?, 1);
         assert!(outbox.is_empty());
+        outbox.send(&first).await?;
+        assert!(outbox.is_empty(), "a duplicate counts as taken");
         let reader = Client::default();
         reader.add_relay(relay.url().clone()).await?;
         reader.connect().await;

@@ -1,9 +1,10 @@
 //! The embedded relay's event store: sled for durability, nostr-database's in-memory
 //! index for queries.
 //!
-//! Every event the index accepts is written to sled and synced to disk before the relay
-//! acknowledges it or hands it to anyone (soko's own bot in-process, see
-//! [`SledEventStore::feed`]); events the index discards (replaced, deleted) are removed from sled in the same call. On open, sled is
+//! Every event the index accepts is written to sled and to the journal ([`super::journal`])
+//! before the relay acknowledges it or hands it to anyone (soko's own bot in-process, see
+//! [`SledEventStore::feed`]); events the index discards (replaced, deleted) are removed from
+//! sled in the same call. On open, what the journal holds is written to sled, then sled is
 //! replayed into the index, which re-applies replacement and deletion rules, and anything it
 //! discards is dropped, so the two never disagree for long. The index holds every event in
 //! memory, so the events of other authors than soko's own keys (the bot and the merchants it
@@ -38,6 +39,7 @@ use tokio::sync::RwLock;
 
 use super::codec;
 use super::generations::{self, gen_dir, CompactRule};
+use super::journal::{Journal, Leftover, JOURNAL_DIR};
 use super::policy::{expires, oldest_kept, Exempt};
 use crate::store::{trees, Store, StoreError};
 use crate::util::lock;
@@ -160,7 +162,7 @@ impl Others {
 #[derive(Debug)]
 struct Current {
     gen: u64,
-    /// For the group-commit sync before an acknowledgement.
+    /// For the checkpoints' flushes.
     store: Store,
     /// Event id → the event as [`codec`] stores it.
     events: sled::Tree,
@@ -194,18 +196,10 @@ pub struct Compaction {
     pub paused: Duration,
 }
 
-/// Where a write stands for [`SledEventStore::durable`]: the generation it went to and
-/// a ticket of that generation's group commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Written {
-    gen: u64,
-    ticket: u64,
-}
-
 /// sled-backed [`NostrDatabase`].
 #[derive(Debug, Clone)]
 pub struct SledEventStore {
-    /// Writers hold it shared from their write to its sync; a compaction takes it
+    /// Writers hold it shared for their write; a compaction takes it
     /// exclusively only to replay what arrived during its copy and switch Dbs.
     current: Arc<RwLock<Current>>,
     /// `<data_dir>/relay-events`.
@@ -227,10 +221,14 @@ pub struct SledEventStore {
     /// One compaction at a time (and no wipe during one).
     compacting: Arc<tokio::sync::Mutex<()>>,
     rule: CompactRule,
-    /// Every event stored, once on disk, for soko's bot in this process ([`Self::feed`]).
+    /// Every event stored, once journaled, for soko's bot in this process ([`Self::feed`]).
     feed: tokio::sync::broadcast::Sender<Event>,
     /// Bytes on disk after this process's last compaction (0 before the first).
     rewritten_to: Arc<AtomicU64>,
+    /// Every write to sled, until a flush covers it: see [`super::journal`].
+    journal: Arc<Journal>,
+    /// `<data_dir>/relay-journal`, for errors.
+    journal_dir: Arc<PathBuf>,
 }
 
 /// Records the keys written during a compaction's copy; dropped (the compaction finished,
@@ -326,6 +324,51 @@ async fn migrate(legacy: &Store, current: &Current) -> Result<usize, StoreError>
     Ok(copied)
 }
 
+/// Writes into `current` what the journal files an earlier run left hold, in the order they
+/// were written (a removal is a record without a value: stored events are never empty),
+/// flushes it, then deletes those files. A crash anywhere in here repeats it: every record
+/// says what its key holds, so writing one twice changes nothing.
+async fn replay(
+    current: &Current,
+    journal: &Journal,
+    leftover: Leftover,
+    dir: &Path,
+) -> Result<(), EventsError> {
+    let Some(through) = leftover.through else {
+        return Ok(());
+    };
+    if leftover.torn > 0 {
+        tracing::warn!(
+            files = leftover.torn,
+            dir = %dir.display(),
+            "embedded relay journal: a file ends in a record cut short; the records before it are kept"
+        );
+    }
+    let records = leftover.records.len();
+    // A batch keeps the last write of each key: the order of the records is kept.
+    let mut batch = sled::Batch::default();
+    for (id, value) in leftover.records {
+        if value.is_empty() {
+            batch.remove(&id[..]);
+        } else {
+            batch.insert(&id[..], value);
+        }
+    }
+    current
+        .events
+        .apply_batch(batch)
+        .map_err(StoreError::from)?;
+    current.store.flush().await?;
+    journal.remove_through(through).map_err(io_at(dir))?;
+    if records > 0 {
+        tracing::info!(
+            records,
+            "embedded relay: writes the last run had not flushed were taken from its journal"
+        );
+    }
+    Ok(())
+}
+
 /// Copies every entry of `from` into `to` in batches; `None` when `cancel` was set.
 fn copy_tree(
     from: &sled::Tree,
@@ -388,6 +431,13 @@ impl SledEventStore {
                 "embedded relay events moved to their own store ({EVENTS_DIR}/)"
             );
         }
+        let journal_dir = data_dir.join(JOURNAL_DIR);
+        let opening = journal_dir.clone();
+        let (journal, leftover) = tokio::task::spawn_blocking(move || Journal::open(&opening))
+            .await
+            .map_err(task)?
+            .map_err(io_at(&journal_dir))?;
+        replay(&current, &journal, leftover, &journal_dir).await?;
         let this = Self {
             current: Arc::new(RwLock::new(current)),
             root: Arc::new(root),
@@ -403,6 +453,8 @@ impl SledEventStore {
             rule,
             feed: tokio::sync::broadcast::channel(FEED_CAPACITY).0,
             rewritten_to: Arc::default(),
+            journal: Arc::new(journal),
+            journal_dir: Arc::new(journal_dir),
         };
         this.load().await?;
         // A failed compaction leaves the store as it was: start anyway, the janitor retries.
@@ -516,99 +568,96 @@ impl SledEventStore {
             self.mark(key);
         }
         current.events.apply_batch(batch)?;
+        for key in &keys {
+            self.journal_removal(key);
+        }
         Ok(())
     }
 
-    /// [`NostrDatabase::save_event`], calling `before_sync` with the outcome once the event
-    /// is written and before it is synced to disk.
-    pub async fn save_then_sync(
+    /// [`NostrDatabase::save_event`], calling `before` with the outcome once the event is
+    /// written. The relay sends `OK` (and hands the event to its connections'
+    /// subscriptions) only after this returns: the event is then in the journal, so a kill
+    /// -9 cannot take back an acknowledged order, and no sender waits for the disk.
+    pub async fn save(
         &self,
         event: &Event,
-        before_sync: impl FnOnce(&SaveEventStatus) + Send,
+        before: impl FnOnce(&SaveEventStatus) + Send,
     ) -> Result<SaveEventStatus, DatabaseError> {
-        // The relay sends OK (and hands the event to its connections' subscriptions) only
-        // after this returns. sled buffers writes for up to half a second, so the
-        // event is synced to disk first: an acknowledgement tells the sender it may stop
-        // resending, and a kill -9 must not take back an acknowledged order. Concurrent
-        // senders share one fsync (Store::sync is a group commit). The Db is held from
-        // the write to the sync, so that a compaction cannot switch Dbs in between.
+        // The Db is held for the whole write, so that a compaction cannot switch Dbs between
+        // the sled write and its journal record.
         let current = self.current.read().await;
-        let (status, sync) = self.write(&current, event, before_sync).await?;
-        if sync {
-            current.store.sync().await.map_err(backend)?;
-        }
+        let status = self.write(&current, event, before).await?;
         drop(current);
         self.announce(event, &status);
         Ok(status)
     }
 
-    /// Writes `event` like [`Self::save_then_sync`] without waiting for the disk, for soko's
-    /// own events: their sender, the outbox, keeps each one until [`Self::durable`] says
-    /// it is on disk (a crash before then resends it). Under load the relay syncs for the
-    /// events that connections send anyway, and a reply waiting for a sync of its own cost
-    /// a flush per reply: sled wakes all its IO threads for each.
-    pub async fn save_unsynced(
-        &self,
-        event: &Event,
-        before: impl FnOnce(&SaveEventStatus) + Send,
-    ) -> Result<(SaveEventStatus, Written), DatabaseError> {
+    /// Starts a new journal file, flushes sled, then deletes the journal files that flush
+    /// covered. The relay runs it every [`super::CHECKPOINT_EVERY`]: it bounds what a start
+    /// replays and what a power cut could take.
+    pub async fn checkpoint(&self) -> Result<(), EventsError> {
         let current = self.current.read().await;
-        let (status, _) = self.write(&current, event, before).await?;
-        // Whatever the outcome: an event the index held already may be another sender's
-        // write, not on disk yet either.
-        let written = Written {
-            gen: current.gen,
-            ticket: current.store.ticket(),
-        };
-        drop(current);
-        self.announce(event, &status);
-        Ok((status, written))
-    }
-
-    /// True once what `written` stands for is on disk.
-    pub async fn durable(&self, written: &Written) -> bool {
-        let current = self.current.read().await;
-        // A compaction flushed everything into the generation it switched to.
-        current.gen != written.gen || current.store.synced(written.ticket)
-    }
-
-    /// Returns once what `written` stands for is on disk.
-    pub async fn make_durable(&self, written: &Written) -> Result<(), StoreError> {
-        let current = self.current.read().await;
-        if current.gen != written.gen {
+        let Some(sealed) = self.journal.rotate().map_err(io_at(&self.journal_dir))? else {
             return Ok(());
-        }
-        current.store.sync_to(written.ticket).await
+        };
+        // Every record in the sealed files was written to this Db before it was appended
+        // (see `write`), and a compaction, which would switch Dbs, waits for this read.
+        current.store.flush().await?;
+        drop(current);
+        self.journal
+            .remove_through(sealed)
+            .map_err(io_at(&self.journal_dir))
     }
 
-    /// The write half of a save: index, sled, the bound; returns whether anything was
-    /// written that needs a sync.
+    /// The write half of a save: index, sled and journal, the bound.
     async fn write(
         &self,
         current: &Current,
         event: &Event,
-        before_sync: impl FnOnce(&SaveEventStatus) + Send,
-    ) -> Result<(SaveEventStatus, bool), DatabaseError> {
+        before: impl FnOnce(&SaveEventStatus) + Send,
+    ) -> Result<SaveEventStatus, DatabaseError> {
         if event.kind.is_ephemeral() {
-            return Ok((
-                SaveEventStatus::Rejected(nostr_database::RejectedReason::Ephemeral),
-                false,
+            return Ok(SaveEventStatus::Rejected(
+                nostr_database::RejectedReason::Ephemeral,
             ));
         }
         let DatabaseEventResult { status, to_discard } = self.index.index_event(event).await;
-        if status.is_success() {
-            self.put(current, event.id.as_bytes(), codec::encode(event))
+        // A duplicate is written again: the save that indexed it first may not have reached
+        // the journal yet, and this caller may stop resending once told it is taken.
+        let duplicate = matches!(
+            status,
+            SaveEventStatus::Rejected(nostr_database::RejectedReason::Duplicate)
+        );
+        if status.is_success() || duplicate {
+            let stored = codec::encode(event);
+            // sled first: a checkpoint flushes sled only after it has sealed the journal
+            // file, so each record it deletes is in what that flush wrote.
+            self.put(current, event.id.as_bytes(), &stored)
                 .map_err(backend)?;
-            if !self.ours().contains(&event.pubkey) {
-                self.others()
-                    .track(event.id, event.created_at, event.pubkey);
-            }
+            self.journal
+                .append(event.id.as_bytes(), &stored)
+                .map_err(|e| DatabaseError::backend(io_at(&self.journal_dir)(e)))?;
+        }
+        if status.is_success() && !self.ours().contains(&event.pubkey) {
+            self.others()
+                .track(event.id, event.created_at, event.pubkey);
         }
         self.remove_all(current, &to_discard)?;
-        let evicted = self.evict(current).await.map_err(backend)?;
-        before_sync(&status);
-        let sync = status.is_success() || !to_discard.is_empty() || evicted > 0;
-        Ok((status, sync))
+        self.evict(current).await.map_err(backend)?;
+        before(&status);
+        Ok(status)
+    }
+
+    /// Journals a removal from sled. One that fails is logged, not returned: the removal
+    /// stands, and a crash before the next checkpoint can only bring the event back, to be
+    /// removed again by the rules that removed it.
+    fn journal_removal(&self, key: &[u8]) {
+        let Ok(id) = <&[u8; 32]>::try_from(key) else {
+            return;
+        };
+        if let Err(e) = self.journal.append(id, &[]) {
+            tracing::warn!(error = %e, dir = %self.journal_dir.display(), "embedded relay journal: a removal was not recorded");
+        }
     }
 
     fn announce(&self, event: &Event, status: &SaveEventStatus) {
@@ -618,14 +667,11 @@ impl SledEventStore {
         }
     }
 
-    /// Every event stored from now on (soko's own as well as outsiders'), once it is on
-    /// disk, in the order their syncs finished. soko's bot hears its own relay this way:
-    /// over a websocket each inbound DM cost the relay a JSON encoding and a frame, and the
-    /// bot's relay pool a JSON decoding and a second signature check (the relay checks every
-    /// event it accepts from a connection; soko's own are signed here). Handing events over
-    /// before their sync was measured too: the bot's syncs then overlapped the relay's
-    /// instead of following them, each group commit covered half as many writes, and the
-    /// round trips got slower. A receiver more than [`FEED_CAPACITY`] events behind is told
+    /// Every event stored from now on (soko's own as well as outsiders'), once it is
+    /// journaled. soko's bot hears its own relay this way: over a websocket each inbound DM
+    /// cost the relay a JSON encoding and a frame, and the bot's relay pool a JSON decoding
+    /// and a second signature check (the relay checks every event it accepts from a
+    /// connection; soko's own are signed here). A receiver more than [`FEED_CAPACITY`] events behind is told
     /// how many it missed, and must ask the relay for them (a `REQ`: they are stored).
     pub fn feed(&self) -> tokio::sync::broadcast::Receiver<Event> {
         self.feed.subscribe()
@@ -642,8 +688,8 @@ impl SledEventStore {
 
     /// Writes one entry to the Db in use, keeping the live count and telling a running
     /// compaction.
-    fn put(&self, current: &Current, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
-        let added = entry_bytes(key, &value);
+    fn put(&self, current: &Current, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let added = entry_bytes(key, value);
         let old = current.events.insert(key, value)?;
         self.live.fetch_add(added, Ordering::Relaxed);
         if let Some(old) = old {
@@ -659,6 +705,7 @@ impl SledEventStore {
             self.unlive(entry_bytes(key, &old));
         }
         self.mark(key);
+        self.journal_removal(key);
         Ok(())
     }
 
@@ -972,7 +1019,7 @@ impl NostrDatabase for SledEventStore {
         &'a self,
         event: &'a Event,
     ) -> BoxedFuture<'a, Result<SaveEventStatus, DatabaseError>> {
-        Box::pin(self.save_then_sync(event, |_| {}))
+        Box::pin(self.save(event, |_| {}))
     }
 
     fn check_id<'a>(
@@ -1031,6 +1078,9 @@ impl NostrDatabase for SledEventStore {
             *self.others() = Others::default();
             current.events.clear().map_err(|e| backend(e.into()))?;
             self.live.store(0, Ordering::Relaxed);
+            drop(current);
+            // What the journal holds must not come back at the next start.
+            self.checkpoint().await.map_err(DatabaseError::backend)?;
             Ok(())
         })
     }
@@ -1074,6 +1124,84 @@ mod tests {
             DatabaseEventStatus::NotExistent
         );
         assert_eq!(db.count(Filter::new().kind(Kind::Custom(30018))).await?, 1);
+        Ok(())
+    }
+
+    fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(to)?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            let target = to.join(entry.file_name());
+            if entry.file_type()?.is_dir() {
+                copy_dir(&entry.path(), &target)?;
+            } else {
+                std::fs::copy(entry.path(), target)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A kill -9 at its worst: sled's files as they were at the last checkpoint, and the
+    /// journal as it is now. What was saved or removed since comes back from the journal,
+    /// up to a record the kill cut short.
+    #[tokio::test]
+    async fn a_crash_keeps_what_the_journal_holds() -> Result<(), Box<dyn std::error::Error>> {
+        let live = tempfile::tempdir()?;
+        let crashed = tempfile::tempdir()?;
+        let store = Store::open(live.path())?;
+        let db = SledEventStore::open(live.path(), &store, 100, None, Exempt::default()).await?;
+        let (from, to) = (Keys::generate(), Keys::generate().public_key());
+        let removed = dm(&from, to, 1_000)?;
+        assert!(db.save_event(&removed).await?.is_success());
+        db.checkpoint().await?;
+        let journal = live.path().join(JOURNAL_DIR);
+        assert_eq!(
+            std::fs::read_dir(&journal)?.count(),
+            1,
+            "a checkpoint leaves only the file it started"
+        );
+        copy_dir(
+            &live.path().join(EVENTS_DIR),
+            &crashed.path().join(EVENTS_DIR),
+        )?;
+
+        let saved = [dm(&from, to, 2_000)?, dm(&from, to, 3_000)?];
+        for event in &saved {
+            assert!(db.save_event(event).await?.is_success());
+        }
+        NostrDatabase::delete(&db, Filter::new().id(removed.id)).await?;
+        copy_dir(&journal, &crashed.path().join(JOURNAL_DIR))?;
+        // A last record the kill cut short.
+        let cut = dm(&from, to, 4_000)?;
+        let mut files: Vec<_> = std::fs::read_dir(crashed.path().join(JOURNAL_DIR))?
+            .map(|entry| entry.map(|entry| entry.path()))
+            .collect::<Result<_, _>>()?;
+        files.sort();
+        let newest = files.pop().ok_or("no journal file")?;
+        let mut bytes = std::fs::read(&newest)?;
+        bytes.extend_from_slice(&[200, 1, 0, 0, 1, 2, 3, 4]);
+        bytes.extend_from_slice(cut.id.as_bytes());
+        std::fs::write(&newest, bytes)?;
+
+        let store = Store::open(crashed.path())?;
+        let db = SledEventStore::open(crashed.path(), &store, 100, None, Exempt::default()).await?;
+        for event in &saved {
+            assert_eq!(db.check_id(&event.id).await?, DatabaseEventStatus::Saved);
+        }
+        assert_eq!(
+            db.check_id(&removed.id).await?,
+            DatabaseEventStatus::NotExistent
+        );
+        assert_eq!(
+            db.check_id(&cut.id).await?,
+            DatabaseEventStatus::NotExistent
+        );
+        assert_eq!(db.stored_len().await, 2);
+        assert_eq!(
+            std::fs::read_dir(crashed.path().join(JOURNAL_DIR))?.count(),
+            1,
+            "what was replayed is gone from the journal"
+        );
         Ok(())
     }
 

@@ -4,6 +4,7 @@ mod codec;
 mod events_db;
 mod frames;
 mod generations;
+mod journal;
 mod listener;
 mod policy;
 
@@ -15,7 +16,8 @@ use nostr_relay_builder::{LocalRelay, RelayBuilder};
 use nostr_sdk::prelude::BoxedFuture;
 use nostr_sdk::{Event, EventId, Kind, PublicKey, RelayUrl, Timestamp};
 
-pub use self::events_db::{Compaction, EventsError, SledEventStore, Written, EVENTS_DIR};
+pub use self::events_db::{Compaction, EventsError, SledEventStore, EVENTS_DIR};
+pub use self::journal::JOURNAL_DIR;
 pub use self::policy::{
     expires, oldest_kept, oldest_kept_with, Exempt, SokoWritePolicy, GIFT_WRAP_BACKDATE,
 };
@@ -58,6 +60,10 @@ const COMPACT_AFTER: usize = 200_000;
 /// At the default `janitor_secs` (60) that is about 330 deletions a second, far above what
 /// the write budgets let outsiders write.
 pub const PRUNE_PER_PASS: usize = 20_000;
+
+/// How often the relay checkpoints its journal (see [`journal`]): the most a power cut can
+/// take of what it acknowledged, give or take a flush.
+pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A running embedded relay; it stops when dropped or shut down.
 #[derive(Debug)]
@@ -137,6 +143,7 @@ impl EmbeddedRelay {
                 policy: policy.clone(),
             }))),
         };
+        let checkpoints = tokio::spawn(checkpoints(events.clone(), stopped.clone()));
         let retention = Retention::new(config, events, exempt, handled);
         let period = std::time::Duration::from_secs(config.janitor_secs.max(1));
         let janitor = tokio::spawn(async move {
@@ -157,7 +164,7 @@ impl EmbeddedRelay {
             url,
             local,
             stop,
-            tasks: vec![server, janitor],
+            tasks: vec![server, janitor, checkpoints],
         })
     }
 
@@ -195,10 +202,8 @@ impl Drop for EmbeddedRelay {
 /// Over a websocket every reply went through one connection, which the relay serves one
 /// message at a time, each waiting for its fsync before the next (and before any DM could be
 /// forwarded to the bot on that connection): under load the bot's replies queued behind one
-/// another's disk syncs. Here each publisher writes on its own task; concurrent syncs share
-/// one flush. Subscribers are told once the event is written, before it is on disk: the
-/// caller (the outbox) holds the event until [`Self::durable`], so a crash in between
-/// resends it. Neither signature checks nor the outsiders' budgets
+/// another's disk syncs. Here each publisher writes on its own task, and an event is kept
+/// once it is journaled, as one from a connection is. Neither signature checks nor the outsiders' budgets
 /// apply to what soko signed itself; size and kind do (see `SokoWritePolicy::judge_own`).
 #[derive(Debug, Clone)]
 pub struct LocalPublisher {
@@ -223,9 +228,9 @@ impl LocalPublisher {
 
     /// Stores `event` and hands it to the subscribers; or says why the relay did not take
     /// it, worded like a NIP-01 `OK` message (`blocked: …`, `error: …`). An event the
-    /// relay already holds counts as taken. It may not be on disk yet: the caller keeps it
-    /// until [`Self::durable`] says so for what this returns (`None`: nothing was stored).
-    pub async fn publish(&self, event: &Event) -> Result<Option<Written>, String> {
+    /// relay already holds counts as taken. A stored event survives a crash once this
+    /// returns (see [`journal`]).
+    pub async fn publish(&self, event: &Event) -> Result<(), String> {
         let parts = self.parts()?;
         parts
             .policy
@@ -234,7 +239,7 @@ impl LocalPublisher {
         if event.kind.is_ephemeral() {
             // Passed on, never stored: as the relay does with one from a connection.
             parts.relay.notify_event(event.clone());
-            return Ok(None);
+            return Ok(());
         }
         match parts.events.check_id(&event.id).await {
             Ok(nostr_database::DatabaseEventStatus::Deleted) => {
@@ -244,9 +249,9 @@ impl LocalPublisher {
             Err(e) => return Err(format!("error: {e}")),
         }
         let relay = parts.relay.clone();
-        let (status, written) = parts
+        let status = parts
             .events
-            .save_unsynced(event, |status| {
+            .save(event, |status| {
                 if status.is_success() {
                     relay.notify_event(event.clone());
                 }
@@ -257,7 +262,7 @@ impl LocalPublisher {
             nostr_database::SaveEventStatus::Success
             | nostr_database::SaveEventStatus::Rejected(
                 nostr_database::RejectedReason::Duplicate,
-            ) => Ok(Some(written)),
+            ) => Ok(()),
             // Worded as the relay answers a connection ("error:", which the outbox retries),
             // not "blocked:": a version of a listing published within the second of its
             // deletion is refused as deleted (nostr-database compares the deletion with the
@@ -268,23 +273,6 @@ impl LocalPublisher {
         }
     }
 
-    /// True once the event [`Self::publish`] stored as `written` is on disk.
-    pub async fn durable(&self, written: &Written) -> bool {
-        match self.parts() {
-            Ok(parts) => parts.events.durable(written).await,
-            Err(_) => false,
-        }
-    }
-
-    /// Returns once the event [`Self::publish`] stored as `written` is on disk.
-    pub async fn make_durable(&self, written: &Written) -> Result<(), String> {
-        self.parts()?
-            .events
-            .make_durable(written)
-            .await
-            .map_err(|e| format!("error: {e}"))
-    }
-
     fn parts(&self) -> Result<LocalParts, String> {
         self.open
             .read()
@@ -293,7 +281,7 @@ impl LocalPublisher {
             .ok_or_else(|| "error: the embedded relay is shut down".to_owned())
     }
 
-    /// Every event the relay stores from now on, once on disk (see
+    /// Every event the relay stores from now on, once journaled (see
     /// [`SledEventStore::feed`]); `None` once the relay is shut down.
     pub fn feed(&self) -> Option<tokio::sync::broadcast::Receiver<Event>> {
         let open = self.open.read().ok()?;
@@ -303,6 +291,23 @@ impl LocalPublisher {
     fn close(&self) {
         if let Ok(mut open) = self.open.write() {
             open.take();
+        }
+    }
+}
+
+/// Checkpoints the journal every [`CHECKPOINT_EVERY`] until the relay stops. A failed one
+/// is logged and tried again: the journal keeps its files until one succeeds.
+async fn checkpoints(events: SledEventStore, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            _ = tick.tick() => {
+                if let Err(e) = events.checkpoint().await {
+                    tracing::warn!(error = %e, "embedded relay journal checkpoint failed");
+                }
+            }
         }
     }
 }
