@@ -2,8 +2,8 @@
 //!
 //! The same N signed kind-4 events are published from M websocket connections to a bare
 //! nostr-relay-builder relay (its memory database, no write policy) and to the embedded
-//! relay of an in-process soko started as `soko run` configures it (sled-backed store synced
-//! before each `OK`, write policy, frame guard; only the write budgets are lifted, as in
+//! relay of an in-process soko started as `soko run` configures it (sled-backed store, each
+//! event journaled before its `OK`, write policy, frame guard; only the write budgets are lifted, as in
 //! every benchmark). Each connection sends its share one event at a time, waiting for the
 //! `OK`, as a client does. The events go in two halves, bare then soko, then soko then bare,
 //! so that warm-up and drift of a shared machine weigh on both alike. Then one connection
