@@ -479,3 +479,65 @@ async fn the_checkpoint_follows_the_dms_handled() {
     assert!(checkpoint().expect("still there") > first);
     soko.stop().await;
 }
+
+/// DMs a crash (or a stop) left unanswered are all answered at the next start, even past
+/// the 500 a relay sends for a subscription without a `limit`: the bot's own resubscription
+/// asks for all of them. Here the relay runs alone on soko's data dir while 600 pings come
+/// in, as if the bot had fallen behind and been killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_past_a_relays_default_limit_is_answered_after_a_restart() {
+    const SENDERS: usize = 10;
+    const PINGS: usize = 60;
+    let mut soko = TestSoko::start().await;
+    let bot = soko.bot();
+    soko.stop().await;
+    let data_dir = soko.data_dir();
+    let mut alone = soko.config.relay.clone();
+    alone.port = 0;
+    let store = soko::store::Store::open(&data_dir).unwrap();
+    let relay = soko::relay::EmbeddedRelay::start(
+        &alone,
+        &data_dir,
+        &store,
+        soko::relay::Exempt::default(),
+        std::sync::Arc::new(|_: &EventId| false),
+    )
+    .await
+    .unwrap();
+    let mut senders = Vec::new();
+    for s in 0..SENDERS {
+        let sender = User::connect(&[relay.url().clone()]).await;
+        for p in 0..PINGS {
+            let ping = sender.nip04(bot, &format!(r#"{{"id":"s{s}-p{p}","cmd":"ping"}}"#));
+            let out = sender.publish(&ping).await;
+            assert!(!out.success.is_empty(), "stored: {:?}", out.failed);
+        }
+        sender.client.shutdown().await;
+        senders.push(sender.keys.clone());
+    }
+    relay.shutdown();
+    drop(relay);
+    drop(store);
+
+    soko.restart().await;
+    for (s, keys) in senders.into_iter().enumerate() {
+        let mut sender = User::with_keys(keys, &[soko.relay_url()]).await;
+        let mut answered = HashSet::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while answered.len() < PINGS {
+            let Some(dm) = sender.next_dm(deadline - tokio::time::Instant::now()).await else {
+                break;
+            };
+            if let Some(re) = dm.json()["re"].as_str() {
+                answered.insert(re.to_owned());
+            }
+        }
+        assert_eq!(
+            answered.len(),
+            PINGS,
+            "sender {s}: {} of {PINGS} answered",
+            answered.len()
+        );
+    }
+    soko.stop().await;
+}

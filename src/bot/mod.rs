@@ -28,6 +28,11 @@ const MAX_IN_FLIGHT: usize = 256;
 const OUTBOX_RETRY: Duration = Duration::from_secs(10);
 /// Slack below the checkpoint when resubscribing, for senders' clock skew and late relays.
 const RESUBSCRIBE_SLACK: u64 = 3600;
+/// The DM subscriptions ask for this many stored events, meaning all of them: without a
+/// `limit` a relay sends only its default (nostr-relay-builder's is 500, the newest), and a
+/// crash that left more DMs unanswered than that lost the older ones for good. soko's own
+/// relay holds far fewer (`max_stored_events`); other relays cap it at their own maximum.
+const BACKLOG_LIMIT: usize = 1_000_000;
 /// NIP-59 wraps are backdated by up to two days.
 const GIFT_WRAP_BACKDATE: u64 = crate::relay::GIFT_WRAP_BACKDATE;
 /// How often `seen` and `replies` are pruned.
@@ -208,14 +213,16 @@ fn subscriptions(identities: &[PublicKey], since: u64) -> Vec<(SubscriptionId, F
             Filter::new()
                 .kind(Kind::EncryptedDirectMessage)
                 .pubkeys(identities.iter().copied())
-                .since(Timestamp::from(since)),
+                .since(Timestamp::from(since))
+                .limit(BACKLOG_LIMIT),
         ),
         (
             SubscriptionId::new("soko-nip17"),
             Filter::new()
                 .kind(Kind::GiftWrap)
                 .pubkeys(identities.iter().copied())
-                .since(Timestamp::from(since.saturating_sub(GIFT_WRAP_BACKDATE))),
+                .since(Timestamp::from(since.saturating_sub(GIFT_WRAP_BACKDATE)))
+                .limit(BACKLOG_LIMIT),
         ),
         (
             SubscriptionId::new("soko-listings"),
