@@ -415,7 +415,7 @@ pub struct RelayConfig {
     /// Open connections at most (HTTP and websocket); more are closed on accept.
     pub max_connections: usize,
     /// Events of other authors than soko's own keys the relay holds at most, on disk and in
-    /// its in-memory index; past it their oldest by `created_at` are dropped. soko's own
+    /// its in-memory index; past it the first of them to arrive are dropped. soko's own
     /// events are exempt (never dropped, not counted).
     pub max_stored_events: usize,
     /// Seconds a regular (not replaceable) event is kept, by its `created_at`; gift wraps

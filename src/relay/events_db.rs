@@ -8,8 +8,8 @@
 //! replayed into the index, which re-applies replacement and deletion rules, and anything it
 //! discards is dropped, so the two never disagree for long. The index holds every event in
 //! memory, so the events of other authors than soko's own keys (the bot and the merchants it
-//! manages, [`Exempt`]) are bounded (`[relay] max_stored_events`): past the bound the oldest of
-//! them by `created_at` are evicted, from the index and from sled. soko's own events (stalls,
+//! manages, [`Exempt`]) are bounded (`[relay] max_stored_events`): past the bound the first
+//! of them to arrive are evicted, from the index and from sled. soko's own events (stalls,
 //! products, announcements) are neither evicted nor counted: they are usually the oldest on
 //! the relay, and a bound that dropped the oldest of all would let anyone who writes enough
 //! junk take the shops off soko's own relay. The retention pass ([`SledEventStore::expire`],
@@ -112,26 +112,34 @@ fn task(e: tokio::task::JoinError) -> EventsError {
     EventsError::Task(e.to_string())
 }
 
-/// The events held of authors other than soko's own keys, oldest first: what the bound
-/// counts and evicts. About 150 bytes an event, next to the event itself in the index. An
-/// event discarded by another writer between its indexing and its tracking here stays
-/// counted until it is the oldest; eviction then finds it gone and only forgets it.
+/// The events held of authors other than soko's own keys, in the order they arrived: what
+/// the bound counts and evicts, first in first out. Not by `created_at`: NIP-59 dates gift
+/// wraps up to two days back, so a bound by date evicted a wrap that had just arrived (an
+/// order not answered yet, soko's own reply, signed by a one-time key) before any of the
+/// junk written after it. By arrival, an event outlives the next `max_stored_events` writes
+/// whatever its date. At a load, stored events arrive in `created_at` order. About 150
+/// bytes an event, next to the event itself in the index. An event discarded by another
+/// writer between its indexing and its tracking here stays counted until it is the oldest;
+/// eviction then finds it gone and only forgets it.
 #[derive(Debug, Default)]
 struct Others {
-    by_age: BTreeSet<(Timestamp, EventId)>,
-    by_id: HashMap<EventId, (Timestamp, PublicKey)>,
+    by_arrival: BTreeSet<(u64, EventId)>,
+    by_id: HashMap<EventId, (u64, PublicKey)>,
+    arrivals: u64,
 }
 
 impl Others {
-    fn track(&mut self, id: EventId, at: Timestamp, author: PublicKey) {
-        if self.by_id.insert(id, (at, author)).is_none() {
-            self.by_age.insert((at, id));
+    fn track(&mut self, id: EventId, author: PublicKey) {
+        if let std::collections::hash_map::Entry::Vacant(entry) = self.by_id.entry(id) {
+            self.arrivals += 1;
+            entry.insert((self.arrivals, author));
+            self.by_arrival.insert((self.arrivals, id));
         }
     }
 
     fn untrack(&mut self, id: &EventId) {
-        if let Some((at, _)) = self.by_id.remove(id) {
-            self.by_age.remove(&(at, *id));
+        if let Some((arrival, _)) = self.by_id.remove(id) {
+            self.by_arrival.remove(&(arrival, *id));
         }
     }
 
@@ -145,7 +153,7 @@ impl Others {
     fn over(&mut self, keep: usize, ours: &HashSet<PublicKey>) -> Vec<EventId> {
         let mut evict = Vec::new();
         while self.len() > keep {
-            let Some((_, id)) = self.by_age.pop_first() else {
+            let Some((_, id)) = self.by_arrival.pop_first() else {
                 break;
             };
             if let Some((_, author)) = self.by_id.remove(&id) {
@@ -518,9 +526,9 @@ impl SledEventStore {
             }
         }
         self.delete_batch(&current, std::mem::take(&mut dropped.keys))?;
-        let candidates: Vec<(EventId, Timestamp, PublicKey)> = others
+        let candidates: Vec<(EventId, PublicKey)> = others
             .values()
-            .map(|event| (event.id, event.created_at, event.pubkey))
+            .map(|event| (event.id, event.pubkey))
             .collect();
         #[allow(clippy::mutable_key_type)]
         let mut loaded = own;
@@ -540,9 +548,9 @@ impl SledEventStore {
         {
             let mut others = self.others();
             *others = Others::default();
-            for (id, at, author) in candidates {
+            for (id, author) in candidates {
                 if !discarded.contains(&id) {
-                    others.track(id, at, author);
+                    others.track(id, author);
                 }
             }
         }
@@ -638,8 +646,7 @@ impl SledEventStore {
                 .map_err(|e| DatabaseError::backend(io_at(&self.journal_dir)(e)))?;
         }
         if status.is_success() && !self.ours().contains(&event.pubkey) {
-            self.others()
-                .track(event.id, event.created_at, event.pubkey);
+            self.others().track(event.id, event.pubkey);
         }
         self.remove_all(current, &to_discard)?;
         self.evict(current).await.map_err(backend)?;
@@ -1375,6 +1382,34 @@ mod tests {
             2,
             "reopening with a smaller bound trims sled too"
         );
+        Ok(())
+    }
+
+    /// A gift wrap dated two days back, just arrived, is not the first to go past the bound:
+    /// the events that arrived before it are, whatever their dates.
+    #[tokio::test]
+    async fn the_bound_evicts_by_arrival_not_by_date() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let db = SledEventStore::open(dir.path(), &store, 3, None, Exempt::default()).await?;
+        let to = Keys::generate().public_key();
+        let now = Timestamp::now().as_secs();
+        let mut earlier = Vec::new();
+        for n in 0..3 {
+            let event = dm(&Keys::generate(), to, now - 10 + n)?;
+            assert!(db.save_event(&event).await?.is_success());
+            earlier.push(event);
+        }
+        let wrap = EventBuilder::new(Kind::GiftWrap, "sealed")
+            .tag(Tag::public_key(to))
+            .custom_created_at(Timestamp::from(now - 2 * 86_400))
+            .sign_with_keys(&Keys::generate())?;
+        assert!(db.save_event(&wrap).await?.is_success());
+        assert!(db.holds(&wrap.id).await, "the wrap just arrived");
+        assert!(!db.holds(&earlier[0].id).await, "the first to arrive went");
+        for event in &earlier[1..] {
+            assert!(db.holds(&event.id).await);
+        }
         Ok(())
     }
 
