@@ -187,7 +187,7 @@ impl Outbox {
     /// alone (a pong, a refusal of what could not be read or was over a rate). Its request
     /// is kept by a relay, and a crash before sled's next flush (within half a second)
     /// only has it answered again. A flush costs far more than its fsync here (see
-    /// [`Store::sync_to`]), so junk and pings do not each pay one.
+    /// [`Store::sync`]), so junk and pings do not each pay one.
     pub async fn deliver_unsynced(&self, event: &Event) -> Result<(), StoreError> {
         if let Some(size) = json_size_over(event, MAX_EVENT_BYTES) {
             tracing::error!(event_id = %event.id, kind = %event.kind, size, "event too large for any relay; dropped");

@@ -170,19 +170,14 @@ impl Store {
         self.sync_to(self.ticket()).await
     }
 
-    /// A ticket for everything this task wrote so far: [`Self::synced`] tells whether a
-    /// flush has covered it since, [`Self::sync_to`] waits for one.
-    pub fn ticket(&self) -> u64 {
+    /// A ticket for everything this task wrote so far: [`Self::sync_to`] waits for a flush
+    /// that covers it.
+    fn ticket(&self) -> u64 {
         self.syncs.issued.fetch_add(1, Ordering::SeqCst) + 1
     }
 
-    /// True once the writes made before `ticket` was taken are on disk.
-    pub fn synced(&self, ticket: u64) -> bool {
-        self.syncs.covered.load(Ordering::SeqCst) >= ticket
-    }
-
     /// Returns once the writes made before `ticket` was taken are on disk.
-    pub async fn sync_to(&self, ticket: u64) -> Result<(), StoreError> {
+    async fn sync_to(&self, ticket: u64) -> Result<(), StoreError> {
         let syncs = &self.syncs;
         let _turn = syncs.flushing.lock().await;
         if syncs.covered.load(Ordering::SeqCst) >= ticket {
