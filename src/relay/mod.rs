@@ -17,7 +17,6 @@ use nostr_sdk::prelude::BoxedFuture;
 use nostr_sdk::{Event, EventId, Kind, PublicKey, RelayUrl, Timestamp};
 
 pub use self::events_db::{Compaction, EventsError, SledEventStore, EVENTS_DIR};
-pub use self::journal::JOURNAL_DIR;
 pub use self::policy::{
     expires, oldest_kept, oldest_kept_with, Exempt, SokoWritePolicy, GIFT_WRAP_BACKDATE,
 };
