@@ -480,3 +480,88 @@ async fn melt_quote_reservations_are_released() {
     wallet.release_melt_quote(&op).await.unwrap();
     assert_eq!(stored(&wallet).await, None);
 }
+
+/// What the wallet flushes on its own (issue 16: each flush was a group commit on every
+/// order's path). A counter read (cdk bumps by zero) and a derivation bump wait for the
+/// record they derive; a new mint quote waits for whatever hands out its invoice; a change
+/// to a known quote and a keyset counter bump are flushed before the call returns. All of
+/// it is kept.
+#[tokio::test]
+async fn only_what_nothing_later_covers_is_flushed_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let keyset = Id::from_str("00916bbf7ef91a36").unwrap();
+    {
+        let db = Store::open(dir.path()).unwrap();
+        let wallet = SledWalletDatabase::open(&db, "main", key()).unwrap();
+        let flushes = |expected: u64, what: &str| {
+            assert_eq!(db.sync_flushes(), expected, "{what}");
+        };
+        flushes(0, "opened");
+        assert_eq!(
+            wallet
+                .increment_derivation_counter("nut20_quote", 0)
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            wallet.increment_keyset_counter(&keyset, 0).await.unwrap(),
+            0
+        );
+        flushes(0, "counter reads");
+        let names = |db: &Store| -> Vec<String> {
+            db.db()
+                .tree_names()
+                .iter()
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .collect()
+        };
+        for tree in [
+            "wallet/main/derivation_counters",
+            "wallet/main/keyset_counters",
+        ] {
+            assert!(names(&db).contains(&tree.to_owned()), "{tree}");
+            assert!(
+                db.db().open_tree(tree).unwrap().is_empty(),
+                "{tree}: a read wrote"
+            );
+        }
+        assert_eq!(
+            wallet
+                .increment_derivation_counter("nut20_quote", 1)
+                .await
+                .unwrap(),
+            1
+        );
+        flushes(0, "a derivation bump");
+        wallet.add_mint_quote(mint_quote("q1")).await.unwrap();
+        flushes(0, "a new quote");
+        let mut paid = wallet.get_mint_quote("q1").await.unwrap().unwrap();
+        paid.amount_paid = Amount::from(100);
+        wallet.add_mint_quote(paid).await.unwrap();
+        flushes(1, "a change to a known quote");
+        wallet.add_mint_quote(mint_quote("q2")).await.unwrap();
+        assert_eq!(
+            wallet
+                .increment_derivation_counter("nut20_quote", 1)
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            wallet.increment_keyset_counter(&keyset, 3).await.unwrap(),
+            3
+        );
+        flushes(2, "a keyset counter bump");
+    }
+    let db = Store::open(dir.path()).unwrap();
+    let wallet = SledWalletDatabase::open(&db, "main", key()).unwrap();
+    assert!(wallet.get_mint_quote("q2").await.unwrap().is_some());
+    assert_eq!(
+        wallet
+            .increment_derivation_counter("nut20_quote", 0)
+            .await
+            .unwrap(),
+        2
+    );
+}

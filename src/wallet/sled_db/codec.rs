@@ -300,6 +300,10 @@ pub(super) fn bump_counter(
             Some(bytes) => decode::<u32>(c, bytes, what)?,
             None => 0,
         };
+        // cdk reads a counter by bumping it by zero: nothing to write.
+        if count == 0 {
+            return Ok(current);
+        }
         let next = current.checked_add(count).ok_or(Error::AmountOverflow)?;
         let swapped = tree
             .compare_and_swap(key, stored, Some(encode(c, &next, what)?))

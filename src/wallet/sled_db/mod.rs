@@ -34,7 +34,11 @@
 //! format change cannot be silently misread by an older binary.
 //!
 //! Every write is flushed before the call returns: losing freshly swapped
-//! proofs or a derivation counter on a crash loses money or reuses secrets.
+//! proofs or a keyset counter on a crash loses money or reuses secrets. Derivation
+//! counters and new mint quotes are the exceptions: the record each index derives is
+//! saved after them, and flushing it flushes them (see `increment_derivation_counter`);
+//! a new quote's invoice is flushed by whatever hands it out (see `add_mint_quote`).
+//! Reading a counter (cdk bumps it by zero) writes nothing.
 //!
 //! Multi-key changes (proof updates and reservations, counters, optimistic
 //! quote and saga updates, mint URL moves) run as sled transactions or
@@ -254,8 +258,8 @@ impl SledWalletDatabase {
     /// state change) is one compare-and-swap of the quote, retried when another save came
     /// first. Only one that reserves or releases it also writes the hints, in a
     /// transaction: a sled 0.34 transaction seals and writes two IO buffers and takes the
-    /// Db's global write lock.
-    fn upsert_quote<Q: QuoteRecord>(&self, tree: &Tree, quote: Q) -> Result<(), Error> {
+    /// Db's global write lock. True when the quote was new.
+    fn upsert_quote<Q: QuoteRecord>(&self, tree: &Tree, quote: Q) -> Result<bool, Error> {
         let key = quote.id().as_bytes().to_vec();
         loop {
             let bytes = tree.get(&key).map_err(sled_err(Q::WHAT))?;
@@ -271,7 +275,7 @@ impl SledWalletDatabase {
                 .compare_and_swap(&key, bytes, Some(encode(&self.codec, &saved, Q::WHAT)?))
                 .map_err(sled_err(Q::WHAT))?;
             if swapped.is_ok() {
-                return Ok(());
+                return Ok(stored.is_none());
             }
         }
         let res = (tree, &self.quote_ops).transaction(|(tx, hints)| {
@@ -286,7 +290,8 @@ impl SledWalletDatabase {
                     hints.insert(hint_key::<Q>(operation, saved.id()), &[])?;
                 }
             }
-            tx_put(&self.codec, tx, &key, &saved, Q::WHAT)
+            tx_put(&self.codec, tx, &key, &saved, Q::WHAT)?;
+            Ok(stored.is_none())
         });
         tx_result(res, Q::WHAT)
     }
@@ -661,24 +666,32 @@ impl WalletDatabase<Error> for SledWalletDatabase {
             count,
             "keyset counter",
         )?;
-        self.persist().await?;
+        if count > 0 {
+            self.persist().await?;
+        }
         Ok(next)
     }
 
+    /// Not flushed: cdk saves, and so flushes, the record of what each index derived (the
+    /// NUT-20 quote, the P2PK key) right after the bump, and sled recovers its log as a
+    /// prefix, so the bump is on disk whenever that record is. A crash before it loses the
+    /// record and the bump together, and the index is given again. The one derived value
+    /// that leaves before its record is saved, a NUT-20 quote key sent with the quote
+    /// request, then locks a second quote as well: the first was never handed out (its
+    /// record is what was lost), so nobody pays it, and both stay spendable with the key.
+    /// This flush cost every order a group commit (issue 16).
     async fn increment_derivation_counter(
         &self,
         namespace: &str,
         count: u32,
     ) -> Result<u32, Error> {
-        let next = bump_counter(
+        bump_counter(
             &self.codec,
             &self.derivation_counters,
             namespace.as_bytes(),
             count,
             "derivation counter",
-        )?;
-        self.persist().await?;
-        Ok(next)
+        )
     }
 
     async fn add_mint(&self, mint_url: MintUrl, mint_info: Option<MintInfo>) -> Result<(), Error> {
@@ -728,8 +741,15 @@ impl WalletDatabase<Error> for SledWalletDatabase {
         self.persist().await
     }
 
+    /// A new quote is not flushed here: it matters once its invoice is handed out, and
+    /// whatever soko hands it out with flushes first (a reply that reports state, the
+    /// type 1 of an order, a melt's saga). A crash before that loses a quote nobody can
+    /// pay. This flush cost every order a group commit (issue 16). Changes to a known
+    /// quote (paid, issued, reserved) are flushed as every other write is.
     async fn add_mint_quote(&self, quote: MintQuote) -> Result<(), Error> {
-        self.upsert_quote(&self.mint_quotes, quote)?;
+        if self.upsert_quote(&self.mint_quotes, quote)? {
+            return Ok(());
+        }
         self.persist().await
     }
 
