@@ -1,11 +1,9 @@
 //! The path of one inbound event: verify → claim (persistent dedupe) → open → dispatch →
-//! reply, with the claim's completion, the stored reply and the outgoing event committed in
-//! one sled transaction before anything is sent.
+//! reply, with the outgoing event, the stored reply and the claim's completion written in
+//! that order before anything is sent (see `Handler::commit`).
 
 use nostr_sdk::{Event, EventId, JsonUtil, Keys, PublicKey};
 use serde::{Deserialize, Serialize};
-use sled::transaction::TransactionError;
-use sled::Transactional;
 
 use super::ingest::{self, Inbound};
 use crate::commands::{self, CommandError};
@@ -339,7 +337,7 @@ impl Handler {
                                 .await?
                         }
                     };
-                    self.commit(event.id, &reply, None, true)?;
+                    self.commit(event.id, &reply, None)?;
                     failpoint::crash("committed", self.seen.raw());
                     self.outbox.deliver(&reply).await?;
                     return Ok(Outcome::Replied(reply.id));
@@ -373,7 +371,7 @@ impl Handler {
         };
         let remember =
             remember_as.map(|(id, cmd)| (reply_key(&inbound.sender, &id), cmd, response));
-        self.commit(event.id, &reply, remember, reports_state)?;
+        self.commit(event.id, &reply, remember)?;
         failpoint::crash("committed", self.seen.raw());
         if reports_state {
             self.outbox.deliver(&reply).await?;
@@ -571,19 +569,20 @@ impl Handler {
     /// remembered. A crash before it leaves the event unhandled; after it, the outbox sends
     /// the reply on restart.
     ///
-    /// For a reply that reports state, one transaction. One that reports nothing is written
-    /// key by key, the event's `done` last: a sled 0.34 transaction seals and writes two IO
-    /// buffers (before and after its batch manifest) and takes the Db's global write lock,
-    /// which made it the costliest step of a pong. sled recovers its log as a prefix (it
-    /// keeps "linearizability in the log", `pagecache/segment.rs`), so `done` never
-    /// outlives the queued reply; and were it to, a reply that reports nothing is only lost
-    /// to a client that was not listening, which asks again.
+    /// Written key by key, the event's `done` last, not in a transaction: a sled 0.34
+    /// transaction seals and writes two IO buffers (before and after its batch manifest),
+    /// each waking all of sled's IO threads, and takes the Db's global write lock; that
+    /// made it the costliest step of a pong, and 14 context switches of every order. sled
+    /// recovers its log as a prefix (it keeps "linearizability in the log",
+    /// `pagecache/segment.rs`), so a crash part-way leaves the event not done: it is
+    /// handled again, as after a crash before this call, and a remembered reply written
+    /// before the crash is replayed rather than the command run twice. A reply that
+    /// reports state leaves only after [`Outbox::deliver`] has flushed all of it.
     fn commit(
         &self,
         handled: EventId,
         reply: &Event,
         remember: Option<(Vec<u8>, String, String)>,
-        reports_state: bool,
     ) -> Result<(), HandleError> {
         let done = self.seen.encode(&SeenState::Done)?;
         let queued = self.outbox.stage(reply)?;
@@ -621,47 +620,24 @@ impl Handler {
         } else {
             None
         };
-        if !reports_state {
-            if let Some((key, value)) = stored {
-                self.replies
-                    .raw()
-                    .insert(key, value)
-                    .map_err(StoreError::from)?;
-            }
-            queued.insert_now(self.outbox.raw())?;
-            if let Some(checkpoint) = checkpoint {
-                self.meta
-                    .raw()
-                    .insert(CHECKPOINT_KEY, checkpoint)
-                    .map_err(StoreError::from)?;
-            }
-            self.seen
+        if let Some((key, value)) = stored {
+            self.replies
                 .raw()
-                .insert(handled.as_bytes(), done)
+                .insert(key, value)
                 .map_err(StoreError::from)?;
-            return Ok(());
         }
-        (
-            self.seen.raw(),
-            self.outbox.raw(),
-            self.replies.raw(),
-            self.meta.raw(),
-        )
-            .transaction(|(seen, outbox, replies, meta)| {
-                seen.insert(handled.as_bytes(), done.clone())?;
-                queued.insert(outbox)?;
-                if let Some((key, value)) = &stored {
-                    replies.insert(key.clone(), value.clone())?;
-                }
-                if let Some(checkpoint) = &checkpoint {
-                    meta.insert(CHECKPOINT_KEY, checkpoint.clone())?;
-                }
-                Ok(())
-            })
-            .map_err(|e: TransactionError<()>| match e {
-                TransactionError::Storage(e) => HandleError::Store(e.into()),
-                TransactionError::Abort(()) => HandleError::Reply("transaction aborted".into()),
-            })
+        queued.insert_now(self.outbox.raw())?;
+        if let Some(checkpoint) = checkpoint {
+            self.meta
+                .raw()
+                .insert(CHECKPOINT_KEY, checkpoint)
+                .map_err(StoreError::from)?;
+        }
+        self.seen
+            .raw()
+            .insert(handled.as_bytes(), done)
+            .map_err(StoreError::from)?;
+        Ok(())
     }
 }
 
