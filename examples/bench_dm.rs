@@ -41,10 +41,15 @@
 //!
 //! ```sh
 //! # soko in-process: embedded relay and dev mint on free loopback ports, temp data dir
-//! cargo run --release --example bench_dm -- [--clients N] [--pings M] [--sdk-clients]
+//! cargo run --release --example bench_dm -- [--clients N] [--pings M] [--sdk-clients] [--idle K]
 //! # an already running soko (lean clients need a ws:// URL: the minimal client has no TLS)
 //! cargo run --release --example bench_dm -- --relay ws://127.0.0.1:7447 --bot npub1…
 //! ```
+//!
+//! `--idle K` holds K more connections open and silent through the run. The embedded relay
+//! (nostr-relay-builder 0.44) wakes every connection for every event it stores, and each
+//! wake zero-fills the connection's 128 KiB tungstenite read buffer before it finds nothing
+//! to read, so each open connection costs every event; this shows how much.
 //!
 //! Every wait is bounded. The exit status is non-zero when any ping went unanswered, was
 //! refused by the relay or got an error reply.
@@ -108,6 +113,12 @@ struct Args {
     /// instead of the lean clients (pings sealed beforehand, replies checked after the clock).
     #[arg(long)]
     sdk_clients: bool,
+
+    /// Connections opened to the relay before the clock and left idle (no subscription,
+    /// nothing sent) through both schemes: what each open connection costs the relay per
+    /// event it stores.
+    #[arg(long, default_value_t = 0)]
+    idle: u32,
 }
 
 impl Args {
@@ -182,6 +193,13 @@ async fn benchmark(
         ClientsMode::Lean => LeanUser::prepare_all(args, target.bot).await?,
         ClientsMode::Sdk => Vec::new(),
     };
+    let mut idle = Vec::new();
+    for _ in 0..args.idle {
+        idle.push(Ws::connect_url(target.relay.as_str()).await?);
+    }
+    if !idle.is_empty() {
+        println!("  idle        {} connections open, silent", idle.len());
+    }
     let mut runs = Vec::new();
     for scheme in [Scheme::Nip04, Scheme::Nip17] {
         let flushes_before = target.sync_flushes();
@@ -201,6 +219,7 @@ async fn benchmark(
         }
         runs.push(run);
     }
+    drop(idle);
     Ok(runs)
 }
 
