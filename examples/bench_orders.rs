@@ -30,7 +30,7 @@
 //! bot's crypto per order, measured on one core in the same run before soko starts.
 //!
 //! ```sh
-//! cargo run --release --example bench_orders -- [--buyers N] [--orders M] [--sdk-clients]
+//! cargo run --release --example bench_orders -- [--buyers N] [--orders M] [--sdk-clients] [--catalog P]
 //! ```
 //!
 //! A nostr-sdk buyer does about as much crypto per order as soko (seal the order, verify and
@@ -166,6 +166,11 @@ struct Args {
     /// lean ones (orders sealed beforehand, answers checked after the window).
     #[arg(long, conflicts_with = "serve")]
     sdk_clients: bool,
+
+    /// Products the benchmark merchant lists; every order names the first. A bigger catalog
+    /// shows whether an order costs more when its merchant lists more.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "relay")]
+    catalog: u32,
 }
 
 fn parse_relay_url(s: &str) -> Result<RelayUrl, String> {
@@ -212,7 +217,7 @@ fn main() -> Result<ExitCode> {
         CryptoCost::measure(iterations),
         |crypto, cores| async move {
             if args.serve {
-                serve(cores).await
+                serve(cores, args.catalog).await
             } else if let (Some(relay), Some(bot), Some(dir), Some(merchant)) =
                 (&args.relay, args.bot, &args.operator_key, args.merchant)
             {
@@ -236,12 +241,12 @@ fn main() -> Result<ExitCode> {
 }
 
 /// `--serve`: soko alone, until stdin closes or Ctrl-C; then the books and sled's growth.
-async fn serve(cores: usize) -> Result<ExitCode> {
+async fn serve(cores: usize, catalog: u32) -> Result<ExitCode> {
     let dir = tempfile::tempdir().context("creating a temp data dir")?;
     let mut soko = Soko::new(in_process_config(dir.path()));
     // The shop first, then a stop so that sled is flushed and measured without orders.
     soko.start().await?;
-    let shop = set_up_shop(&Target::of(&soko)?, Duration::from_secs(30)).await;
+    let shop = set_up_shop(&Target::of(&soko)?, Duration::from_secs(30), catalog).await;
     soko.stop().await?;
     let shop = shop?;
     let before = Storage::measure(dir.path())?;
@@ -289,6 +294,12 @@ fn print_load(args: &Args) {
         args.orders,
         args.reply_timeout
     );
+    if args.catalog > 1 {
+        println!(
+            "  catalog     the merchant lists {} products; every order names one",
+            args.catalog
+        );
+    }
     if args.sdk_clients {
         println!(
             "  buyers      nostr-sdk in both phases (--sdk-clients): each seals its orders and \
@@ -347,7 +358,7 @@ async fn run(args: Args, crypto: CryptoCost, cores: usize) -> Result<ExitCode> {
 
     // Set the shop up, then stop soko so that sled is flushed and measured without orders.
     soko.start().await?;
-    let shop = match set_up_shop(&Target::of(&soko)?, timeout).await {
+    let shop = match set_up_shop(&Target::of(&soko)?, timeout, args.catalog).await {
         Ok(shop) => shop,
         Err(e) => {
             soko.stop().await?;
@@ -385,7 +396,7 @@ async fn run(args: Args, crypto: CryptoCost, cores: usize) -> Result<ExitCode> {
             "\nOnce the windows passed (soko restarted with each at a second, footprint pass run)"
         );
         passed.storage.print_growth(&before, books.orders);
-        let baseline = empty_baseline(timeout).await?;
+        let baseline = empty_baseline(timeout, args.catalog).await?;
         passed.print_footprint(&baseline, books.orders, soko.config());
     }
 
@@ -467,8 +478,8 @@ struct Shop {
     npub: String,
 }
 
-/// Creates the merchant, its stall and its product through operator commands.
-async fn set_up_shop(target: &Target, timeout: Duration) -> Result<Shop> {
+/// Creates the merchant, its stall and its `catalog` products through operator commands.
+async fn set_up_shop(target: &Target, timeout: Duration, catalog: u32) -> Result<Shop> {
     let operator = Operator::connect(target).await?;
     let shop = async {
         let added = operator
@@ -489,16 +500,22 @@ async fn set_up_shop(target: &Target, timeout: Duration) -> Result<Shop> {
             .await?;
         // `quantity: null` is unlimited stock: no order is refused, and a paid order does not
         // republish the product (which it would to lower a finite stock).
-        let product = json!({"id": PRODUCT_ID, "stall_id": STALL_ID, "name": "Bench item",
-                             "currency": "sat", "price": PRICE_SAT, "quantity": null,
-                             "shipping": [{"id": ZONE_ID, "cost": 0}]});
-        operator
-            .expect_ok(
-                "product_put",
-                json!({"merchant": npub, "product": product}),
-                timeout,
-            )
-            .await?;
+        for index in 0..catalog {
+            let id = match index {
+                0 => PRODUCT_ID.to_owned(),
+                n => format!("{PRODUCT_ID}-{n}"),
+            };
+            let product = json!({"id": id, "stall_id": STALL_ID, "name": "Bench item",
+                                 "currency": "sat", "price": PRICE_SAT, "quantity": null,
+                                 "shipping": [{"id": ZONE_ID, "cost": 0}]});
+            operator
+                .expect_ok(
+                    "product_put",
+                    json!({"merchant": npub, "product": product}),
+                    timeout,
+                )
+                .await?;
+        }
         let merchant = PublicKey::parse(&npub).context("the merchant's npub")?;
         Ok(Shop { merchant, npub })
     }
@@ -2048,11 +2065,11 @@ const RELAY_TREES: &str = "relay-events: ";
 
 /// A soko with the benchmark's shop and no orders, through [`windows_passed`]: what the
 /// figures per order leave out.
-async fn empty_baseline(timeout: Duration) -> Result<Passed> {
+async fn empty_baseline(timeout: Duration, catalog: u32) -> Result<Passed> {
     let dir = tempfile::tempdir().context("creating a temp data dir for the baseline")?;
     let mut soko = Soko::new(in_process_config(dir.path()));
     soko.start().await?;
-    let shop = set_up_shop(&Target::of(&soko)?, timeout).await;
+    let shop = set_up_shop(&Target::of(&soko)?, timeout, catalog).await;
     soko.stop().await?;
     shop?;
     println!("\nBaseline: a fresh soko with the shop, no orders");
