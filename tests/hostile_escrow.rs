@@ -817,3 +817,33 @@ async fn measure_mint_requests_with_twenty_unpaid_orders() {
         );
     }
 }
+
+/// Issue 16: an order reads only the products it names; it used to read the merchant's
+/// whole catalog, twice, so an order cost as much as the merchant lists (bench_orders
+/// `--catalog`). It also means one unreadable listing, however it got there, refuses only
+/// the orders that name it, not every order of the shop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_listing_refuses_only_the_orders_that_name_it() {
+    let soko = TestSoko::start().await;
+    let shop = shop(&soko, 10).await;
+    let mut buyer = User::connect(&[soko.relay_url()]).await;
+    let listings: sled::Tree = soko
+        .daemon()
+        .store()
+        .tree::<serde_json::Value>("listings")
+        .unwrap()
+        .raw()
+        .clone();
+    listings
+        .insert(
+            soko::market::Merchants::product_key(&shop.merchant, "broken"),
+            b"\xffnot a listing".to_vec(),
+        )
+        .unwrap();
+
+    let reply = buyer
+        .ask_nip04(shop.merchant, &nip15_order("beside-the-broken-one", 1))
+        .await
+        .json();
+    assert_eq!(reply["type"], 1, "{reply}");
+}

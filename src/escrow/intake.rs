@@ -16,7 +16,7 @@ use super::state::EscrowState;
 use crate::market::pricing::{self, Line};
 use crate::money::Sats;
 use crate::outbound::{Note, Scheme};
-use crate::proto::nip15::{clip_echo, Order};
+use crate::proto::nip15::{clip_echo, Order, Product};
 use crate::store::StoreError;
 
 impl EscrowService {
@@ -237,7 +237,9 @@ impl EscrowService {
     }
 
     /// Prices the order against the merchant's listings and the stock not held by unpaid
-    /// orders: (stall id, priced lines), or why it is refused.
+    /// orders: (stall id, priced lines), or why it is refused. Only the products the order
+    /// names are read: reading the whole catalog made every order cost as much as the
+    /// merchant has products, twice.
     pub(super) fn price(
         &self,
         merchant: &PublicKey,
@@ -256,13 +258,21 @@ impl EscrowService {
         let Some(stall) = inner.merchants.stall(merchant, &product.stall_id)? else {
             return Ok(Err(format!("stall {:?} is gone", product.stall_id)));
         };
-        let mut products = inner.merchants.products(merchant)?;
-        for product in &mut products {
+        let mut products: Vec<Product> = Vec::new();
+        for item in &order.items {
+            if products.iter().any(|p| p.id == item.product_id) {
+                continue;
+            }
+            // One the merchant does not list stays out, and pricing refuses it by name.
+            let Some(mut product) = inner.merchants.product(merchant, &item.product_id)? else {
+                continue;
+            };
             let held = inner
                 .reserved
                 .get(&reserved_key(merchant, &product.id))?
                 .unwrap_or(0);
             product.quantity = product.quantity.map(|q| q.saturating_sub(held));
+            products.push(product);
         }
         Ok(
             match pricing::price(order, &stall, &products, &inner.rates) {
