@@ -16,7 +16,7 @@ use super::state::EscrowState;
 use crate::market::pricing::{self, Line};
 use crate::money::Sats;
 use crate::outbound::{Note, Scheme};
-use crate::proto::nip15::{clip_echo, Order, Product};
+use crate::proto::nip15::{clip_echo, Order};
 use crate::store::StoreError;
 
 impl EscrowService {
@@ -258,21 +258,22 @@ impl EscrowService {
         let Some(stall) = inner.merchants.stall(merchant, &product.stall_id)? else {
             return Ok(Err(format!("stall {:?} is gone", product.stall_id)));
         };
-        let mut products: Vec<Product> = Vec::new();
+        let mut products = vec![product];
         for item in &order.items {
             if products.iter().any(|p| p.id == item.product_id) {
                 continue;
             }
             // One the merchant does not list stays out, and pricing refuses it by name.
-            let Some(mut product) = inner.merchants.product(merchant, &item.product_id)? else {
-                continue;
-            };
+            if let Some(product) = inner.merchants.product(merchant, &item.product_id)? {
+                products.push(product);
+            }
+        }
+        for product in &mut products {
             let held = inner
                 .reserved
                 .get(&reserved_key(merchant, &product.id))?
                 .unwrap_or(0);
             product.quantity = product.quantity.map(|q| q.saturating_sub(held));
-            products.push(product);
         }
         Ok(
             match pricing::price(order, &stall, &products, &inner.rates) {
