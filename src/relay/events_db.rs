@@ -117,29 +117,87 @@ fn task(e: tokio::task::JoinError) -> EventsError {
 /// wraps up to two days back, so a bound by date evicted a wrap that had just arrived (an
 /// order not answered yet, soko's own reply, signed by a one-time key) before any of the
 /// junk written after it. By arrival, an event outlives the next `max_stored_events` writes
-/// whatever its date. At a load, stored events arrive in `created_at` order. About 150
-/// bytes an event, next to the event itself in the index. An event discarded by another
+/// whatever its date. At a load, stored events arrive in `created_at` order. About 170
+/// bytes an event, and about 80 more for an author not tracked yet, next to the event
+/// itself in the index. An event discarded by another
 /// writer between its indexing and its tracking here stays counted until it is the oldest;
 /// eviction then finds it gone and only forgets it.
 #[derive(Debug, Default)]
 struct Others {
     by_arrival: BTreeSet<(u64, EventId)>,
-    by_id: HashMap<EventId, (u64, PublicKey)>,
+    by_id: HashMap<EventId, Tracked>,
+    /// Tracked events per author: whether an event can be found without a scan.
+    per_author: HashMap<PublicKey, usize>,
     arrivals: u64,
 }
 
+/// What [`Others`] keeps of an event.
+type Identity = (EventId, PublicKey, Kind, Timestamp);
+
+fn identity(event: &Event) -> Identity {
+    (event.id, event.pubkey, event.kind, event.created_at)
+}
+
+/// A tracked event, with what finds it in the index by author instead of by a scan.
+#[derive(Debug, Clone, Copy)]
+struct Tracked {
+    arrival: u64,
+    author: PublicKey,
+    kind: Kind,
+    created_at: Timestamp,
+}
+
+/// An event to remove from the index, and how to find it there.
+#[derive(Debug, Clone, Copy)]
+struct Removal {
+    id: EventId,
+    /// The event's kind, author and second, when it is its author's only event here.
+    sole: Option<(Kind, PublicKey, Timestamp)>,
+}
+
 impl Others {
-    fn track(&mut self, id: EventId, author: PublicKey) {
+    fn track(&mut self, (id, author, kind, created_at): Identity) {
         if let std::collections::hash_map::Entry::Vacant(entry) = self.by_id.entry(id) {
             self.arrivals += 1;
-            entry.insert((self.arrivals, author));
+            entry.insert(Tracked {
+                arrival: self.arrivals,
+                author,
+                kind,
+                created_at,
+            });
             self.by_arrival.insert((self.arrivals, id));
+            *self.per_author.entry(author).or_default() += 1;
         }
     }
 
-    fn untrack(&mut self, id: &EventId) {
-        if let Some((arrival, _)) = self.by_id.remove(id) {
-            self.by_arrival.remove(&(arrival, *id));
+    fn untrack(&mut self, id: &EventId) -> Option<Tracked> {
+        let tracked = self.by_id.remove(id)?;
+        self.by_arrival.remove(&(tracked.arrival, *id));
+        if let std::collections::hash_map::Entry::Occupied(mut count) =
+            self.per_author.entry(tracked.author)
+        {
+            *count.get_mut() -= 1;
+            if *count.get() == 0 {
+                count.remove();
+            }
+        }
+        Some(tracked)
+    }
+
+    /// How to remove `id`, tracked as `tracked`, before its author's count drops.
+    fn removal(&self, id: EventId, tracked: &Tracked) -> Removal {
+        let sole = self.per_author.get(&tracked.author) == Some(&1);
+        Removal {
+            id,
+            sole: sole.then_some((tracked.kind, tracked.author, tracked.created_at)),
+        }
+    }
+
+    /// How to remove `id`, whether tracked or not (soko's own events are not).
+    fn removal_of(&self, id: EventId) -> Removal {
+        match self.by_id.get(&id) {
+            Some(tracked) => self.removal(id, tracked),
+            None => Removal { id, sole: None },
         }
     }
 
@@ -150,16 +208,20 @@ impl Others {
     /// Takes out the oldest tracked events until `keep` are left, and returns those to evict:
     /// an author that has become one of soko's own since (a merchant's key registered after
     /// its events were loaded) is left alone, only no longer counted.
-    fn over(&mut self, keep: usize, ours: &HashSet<PublicKey>) -> Vec<EventId> {
+    fn over(&mut self, keep: usize, ours: &HashSet<PublicKey>) -> Vec<Removal> {
         let mut evict = Vec::new();
         while self.len() > keep {
-            let Some((_, id)) = self.by_arrival.pop_first() else {
+            let Some(&(_, id)) = self.by_arrival.first() else {
                 break;
             };
-            if let Some((_, author)) = self.by_id.remove(&id) {
-                if !ours.contains(&author) {
-                    evict.push(id);
-                }
+            let Some(tracked) = self.by_id.get(&id).copied() else {
+                self.by_arrival.pop_first();
+                continue;
+            };
+            let removal = self.removal(id, &tracked);
+            self.untrack(&id);
+            if !ours.contains(&tracked.author) {
+                evict.push(removal);
             }
         }
         evict
@@ -526,10 +588,7 @@ impl SledEventStore {
             }
         }
         self.delete_batch(&current, std::mem::take(&mut dropped.keys))?;
-        let candidates: Vec<(EventId, PublicKey)> = others
-            .values()
-            .map(|event| (event.id, event.pubkey))
-            .collect();
+        let candidates: Vec<Identity> = others.values().map(identity).collect();
         #[allow(clippy::mutable_key_type)]
         let mut loaded = own;
         loaded.extend(others.into_values());
@@ -548,9 +607,9 @@ impl SledEventStore {
         {
             let mut others = self.others();
             *others = Others::default();
-            for (id, author) in candidates {
-                if !discarded.contains(&id) {
-                    others.track(id, author);
+            for candidate in candidates {
+                if !discarded.contains(&candidate.0) {
+                    others.track(candidate);
                 }
             }
         }
@@ -646,7 +705,7 @@ impl SledEventStore {
                 .map_err(|e| DatabaseError::backend(io_at(&self.journal_dir)(e)))?;
         }
         if status.is_success() && !self.ours().contains(&event.pubkey) {
-            self.others().track(event.id, event.pubkey);
+            self.others().track(identity(event));
         }
         self.remove_all(current, &to_discard)?;
         self.evict(current).await.map_err(backend)?;
@@ -729,12 +788,12 @@ impl SledEventStore {
         }
     }
 
-    /// Evicts the oldest events of other authors past the bound; returns how many. Each
-    /// delete scans the whole index (nostr-database has no index by id for deletion), so
-    /// past the bound a batch of 1/64 of it goes at once: a flood costs one scan per
-    /// `max_events / 64` writes, not one per write.
+    /// Evicts the oldest events of other authors past the bound; returns how many. Past the
+    /// bound a batch of 1/64 of it goes at once, so that the events of authors with several
+    /// (see [`Self::discard`]) cost one scan of the index per `max_events / 64` writes, not
+    /// one per write.
     async fn evict(&self, current: &Current) -> Result<usize, StoreError> {
-        let ids = {
+        let removals = {
             let mut others = self.others();
             if others.len() <= self.max_others {
                 return Ok(0);
@@ -743,18 +802,46 @@ impl SledEventStore {
             let ours = self.ours();
             others.over(keep, &ours)
         };
-        let mut evicted = 0;
-        for batch in ids.chunks(500) {
-            if let Some(ids) = self
-                .index
-                .delete(Filter::new().ids(batch.iter().copied()))
-                .await
-            {
+        self.discard(current, &removals).await
+    }
+
+    /// Removes events from the index and sled; returns how many went.
+    ///
+    /// nostr-database deletes by filter, and it answers a filter of ids by scanning every
+    /// event it holds, under the index's write lock. So an event that is its author's only
+    /// one here is found through the index's (kind, author) set instead, narrowed to its own
+    /// second: a step or two. Gift wraps, each signed by a one-time key, and floods from
+    /// fresh keys go that way. The events of authors with several share filters of ids of
+    /// at most [`PRUNE_BATCH`], a scan each. (The (kind, author, second) filter would take
+    /// any other event of that author, kind and second along; an author with one event has
+    /// none, unless one arrives, backdated to that second, between the count and the
+    /// delete.)
+    async fn discard(&self, current: &Current, removals: &[Removal]) -> Result<usize, StoreError> {
+        let mut gone = 0;
+        let mut by_id = Vec::new();
+        for removal in removals {
+            let Some((kind, author, second)) = removal.sole else {
+                by_id.push(removal.id);
+                continue;
+            };
+            let filter = Filter::new()
+                .kind(kind)
+                .author(author)
+                .since(second)
+                .until(second);
+            if let Some(ids) = self.index.delete(filter).await {
                 self.remove_stored(current, &ids)?;
-                evicted += ids.len();
+                gone += ids.len();
             }
         }
-        Ok(evicted)
+        for batch in by_id.chunks(PRUNE_BATCH) {
+            let filter = Filter::new().ids(batch.iter().copied());
+            if let Some(ids) = self.index.delete(filter).await {
+                self.remove_stored(current, &ids)?;
+                gone += ids.len();
+            }
+        }
+        Ok(gone)
     }
 
     /// nostr-database remembers the id of every event it discards (so that a deleted event
@@ -966,15 +1053,12 @@ impl SledEventStore {
             .collect();
         let mut forgotten = 0;
         for batch in ids.chunks(PRUNE_BATCH) {
+            let removals: Vec<Removal> = {
+                let others = self.others();
+                batch.iter().map(|id| others.removal_of(*id)).collect()
+            };
             let current = self.current.read().await;
-            if let Some(ids) = self
-                .index
-                .delete(Filter::new().ids(batch.iter().copied()))
-                .await
-            {
-                self.remove_all(&current, &ids)?;
-                forgotten += ids.len();
-            }
+            forgotten += self.discard(&current, &removals).await.map_err(backend)?;
         }
         Ok(forgotten)
     }
@@ -1409,6 +1493,128 @@ mod tests {
         assert!(!db.holds(&earlier[0].id).await, "the first to arrive went");
         for event in &earlier[1..] {
             assert!(db.holds(&event.id).await);
+        }
+        Ok(())
+    }
+
+    /// Authors with many events (found by a scan of ids) and authors with one (found
+    /// through their own set) go in the order they arrived, and sled keeps exactly what the
+    /// index holds.
+    #[tokio::test]
+    async fn prolific_and_one_time_authors_are_evicted_alike_by_arrival(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let bound = 64;
+        let db = SledEventStore::open(dir.path(), &store, bound, None, Exempt::default()).await?;
+        let to = Keys::generate().public_key();
+        let flooder = Keys::generate();
+        let mut arrived = Vec::new();
+        // The flooder's events are found by scans, the others' through their authors; its dates run backwards, so that an order by
+        // date could not pass for the order of arrival.
+        for n in 0..200u64 {
+            let event = if n % 3 == 0 {
+                dm(&Keys::generate(), to, 10_000 + n)?
+            } else {
+                dm(&flooder, to, 10_000 - n)?
+            };
+            assert!(db.save_event(&event).await?.is_success());
+            arrived.push(event.id);
+            let held = db.len().await;
+            assert!(held <= bound, "{held} held past the bound of {bound}");
+            // Eviction takes the oldest to arrive, so what is held is the latest `held`.
+            let first_kept = arrived.len() - held;
+            for (at, id) in arrived.iter().enumerate() {
+                let kept = at >= first_kept;
+                assert_eq!(db.holds(id).await, kept, "event {at} of {}", arrived.len());
+                assert_eq!(db.stored(id).await, kept, "sled follows, event {at}");
+            }
+        }
+        assert_eq!(db.stored_len().await, db.len().await);
+        Ok(())
+    }
+
+    /// Eviction takes the event it means and nothing else, whether it finds it through its
+    /// author (an author's only event) or by a scan (an author with two), even next to
+    /// events of the same second.
+    #[tokio::test]
+    async fn eviction_takes_only_the_event_it_means() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let db = SledEventStore::open(dir.path(), &store, 4, None, Exempt::default()).await?;
+        let to = Keys::generate().public_key();
+        let twice = Keys::generate();
+        let sole = dm(&Keys::generate(), to, 500)?;
+        let first = dm(&twice, to, 500)?;
+        let twin = EventBuilder::new(Kind::EncryptedDirectMessage, "twin")
+            .tag(Tag::public_key(to))
+            .custom_created_at(Timestamp::from(500))
+            .sign_with_keys(&twice)?;
+        let neighbour = dm(&Keys::generate(), to, 500)?;
+        for event in [&sole, &first, &twin, &neighbour] {
+            assert!(db.save_event(event).await?.is_success());
+        }
+        let late = [
+            dm(&Keys::generate(), to, 600)?,
+            dm(&Keys::generate(), to, 601)?,
+        ];
+        for event in &late {
+            assert!(db.save_event(event).await?.is_success());
+        }
+        for (event, kept) in [
+            (&sole, false),
+            (&first, false),
+            (&twin, true),
+            (&neighbour, true),
+            (&late[0], true),
+            (&late[1], true),
+        ] {
+            assert_eq!(db.holds(&event.id).await, kept, "{}", event.id);
+            assert_eq!(db.stored(&event.id).await, kept, "sled, {}", event.id);
+        }
+        assert_eq!(db.others().len(), 4);
+        Ok(())
+    }
+
+    /// A retention pass removes exactly the handled events, whether each is its author's only
+    /// one (found through its author) or not (found by a scan), even next to an unhandled
+    /// event of the same author and second.
+    #[tokio::test]
+    async fn forgetting_takes_exactly_the_handled_events_of_any_author(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let db = SledEventStore::open(dir.path(), &store, 1_000, None, Exempt::default()).await?;
+        let soko = Keys::generate().public_key();
+        let chatty = Keys::generate();
+        let mut all = Vec::new();
+        // Two a second: each handled one has an unhandled twin or is one.
+        for n in 0..12u64 {
+            all.push(
+                EventBuilder::new(Kind::EncryptedDirectMessage, n.to_string())
+                    .tag(Tag::public_key(soko))
+                    .custom_created_at(Timestamp::from(1_000 + n / 2))
+                    .sign_with_keys(&chatty)?,
+            );
+        }
+        for n in 0..10 {
+            all.push(dm(&Keys::generate(), soko, 1_000 + n)?);
+        }
+        for event in &all {
+            assert!(db.save_event(event).await?.is_success());
+        }
+        let handled: HashSet<EventId> = all.iter().step_by(3).map(|event| event.id).collect();
+        let dms = [Kind::EncryptedDirectMessage];
+        let forgotten = db
+            .forget(&dms, &[soko], Timestamp::from(9_999), usize::MAX, |id| {
+                handled.contains(id)
+            })
+            .await?;
+        assert_eq!(forgotten, handled.len());
+        for event in &all {
+            let kept = !handled.contains(&event.id);
+            assert_eq!(db.holds(&event.id).await, kept);
+            assert_eq!(db.stored(&event.id).await, kept);
         }
         Ok(())
     }
