@@ -11,6 +11,8 @@
 //! - `claimed`: the event is claimed (`seen` = processing) and not yet handled;
 //! - `committed`: its reply, the claim's completion and the order's state are committed, and
 //!   the reply has not been sent;
+//! - `order-held`: a new order's number, expiry and held stock are written, and its record
+//!   is not;
 //! - `ecash-recorded`: an order paid with a Cashu token (Shopstr's checkout) and the token's
 //!   proofs are recorded, and the token has not been redeemed;
 //! - `ecash-quoted`: a token of another mint (`[mint] foreign_allow`) is quoted (soko's

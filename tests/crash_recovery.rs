@@ -1,5 +1,5 @@
 //! The real binary crashed at chosen moments of an event's path (`SOKO_FAILPOINT`, see
-//! `src/bot/failpoint.rs`) or killed right after its relay acknowledged events: whatever the
+//! `src/failpoint.rs`) or killed right after its relay acknowledged events: whatever the
 //! moment, an event the relay stored (and acknowledged, unless the crash came first) is
 //! answered by the next start, once, without waiting for yet another start.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -33,12 +33,17 @@ fn invoices(dms: &[Received], order_id: &str) -> usize {
 /// soko crashes at `point` while handling an order; the next start (whose event loop starts
 /// late, as on a loaded machine) must answer it with exactly one payment request.
 async fn order_answered_after_a_crash_at(point: &str, nip17: bool) {
+    order_of_the_last_units_answered_after_a_crash_at(point, nip17, 100).await;
+}
+
+/// The same, with `stock` mangoes listed (the order takes one).
+async fn order_of_the_last_units_answered_after_a_crash_at(point: &str, nip17: bool, stock: u64) {
     let (mint, _mint_dir) = external_dev_mint(3_600).await;
     let dir = tempfile::tempdir().unwrap();
     let mut soko = Binary::in_dir(dir.path(), mint.url());
     let config = soko.config();
     soko.start().await;
-    let merchant = Mangoes::stock(100).open(&config).await.merchant;
+    let merchant = Mangoes::stock(stock).open(&config).await.merchant;
     soko.kill();
 
     soko.start_failing_at(point).await;
@@ -83,6 +88,14 @@ async fn an_order_claimed_but_not_handled_is_answered_after_the_crash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_whose_reply_was_committed_but_not_sent_is_answered_once() {
     order_answered_after_a_crash_at("committed", false).await;
+}
+
+/// An order is recorded key by key, its record last. A crash after the stock is held and
+/// before the record leaves the last mango held for no order; the next start frees it, so
+/// the order, handled again, is not refused for want of stock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_held_for_an_order_a_crash_left_unrecorded_is_freed() {
+    order_of_the_last_units_answered_after_a_crash_at("order-held", false, 1).await;
 }
 
 /// A pong is committed key by key rather than in a transaction, the event's `done` last: a

@@ -33,6 +33,7 @@
 //! Every state change happens under one lock: orders are few per second, and one writer
 //! at a time makes "check then change" safe without per-order locking.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use nostr_sdk::{Event, PublicKey};
@@ -224,7 +225,8 @@ impl EscrowService {
     ) -> Result<Self, StoreError> {
         let orders = store.tree("orders")?;
         let awaiting = store.tree("awaiting")?;
-        let unpaid = count_unpaid(&orders, &awaiting)?;
+        let reserved = store.tree("reserved")?;
+        let unpaid = recount(&orders, &awaiting, &reserved)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 orders,
@@ -233,7 +235,7 @@ impl EscrowService {
                 awaiting,
                 unpaid: std::sync::Mutex::new(unpaid),
                 refunding: store.tree("refunding")?,
-                reserved: store.tree("reserved")?,
+                reserved,
                 balances: store.tree("balances")?,
                 ledger: store.tree("ledger")?,
                 payouts: store.tree("payouts")?,
@@ -509,23 +511,51 @@ pub(super) fn lines(record: &OrderRecord) -> Vec<Line> {
 }
 
 /// Counts the orders in `awaiting`, in all and by their buyers.
-fn count_unpaid(
+/// Counts the unpaid orders and sets the stock they hold (`reserved`) to what their records
+/// say. An order is recorded key by key, its record last (see `place`), so a crash can
+/// leave an expiry in `awaiting` with no record, and stock held for it: the expiry is
+/// dropped (no payment request was sent for it) and the stock is free again.
+fn recount(
     orders: &Typed<OrderRecord>,
     awaiting: &Typed<u64>,
+    reserved: &Typed<u64>,
 ) -> Result<super::unpaid::Unpaid, StoreError> {
     let mut unpaid = super::unpaid::Unpaid::default();
+    let mut held: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
     for key in awaiting.raw().iter().keys() {
         let key = key?;
         match orders.get(&key) {
-            Ok(Some(record)) => unpaid.added(record.buyer),
+            Ok(Some(record)) => {
+                unpaid.added(record.buyer);
+                if record.state == EscrowState::AwaitingPayment {
+                    if let Ok(merchant) = merchant_of(&key) {
+                        for line in &record.lines {
+                            let units = held.entry(reserved_key(&merchant, &line.product_id));
+                            let units = units.or_default();
+                            *units = units.saturating_add(line.quantity);
+                        }
+                    }
+                }
+            }
             Ok(None) => {
-                tracing::warn!("an order waiting for payment has no record; counted for no buyer");
-                unpaid.added_unknown();
+                tracing::info!("dropping the expiry of an order a crash left unrecorded");
+                awaiting.raw().remove(&key)?;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "an order waiting for payment could not be read; counted for no buyer");
                 unpaid.added_unknown();
             }
+        }
+    }
+    for entry in reserved.raw().iter() {
+        let (key, _) = entry?;
+        if !held.contains_key(key.as_ref()) {
+            reserved.raw().remove(key)?;
+        }
+    }
+    for (key, units) in held {
+        if reserved.get(&key).ok().flatten() != Some(units) {
+            reserved.insert(&key, &units)?;
         }
     }
     Ok(unpaid)
