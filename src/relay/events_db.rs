@@ -1295,6 +1295,16 @@ mod tests {
         Ok(())
     }
 
+    /// A fresh store holding at most `bound` outsiders' events, no retention window.
+    async fn bounded(
+        bound: usize,
+    ) -> Result<(tempfile::TempDir, Store, SledEventStore), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let db = SledEventStore::open(dir.path(), &store, bound, None, Exempt::default()).await?;
+        Ok((dir, store, db))
+    }
+
     fn dm(from: &Keys, to: PublicKey, at: u64) -> Result<Event, nostr_sdk::event::builder::Error> {
         EventBuilder::new(Kind::EncryptedDirectMessage, "x")
             .tag(Tag::public_key(to))
@@ -1305,9 +1315,7 @@ mod tests {
     #[tokio::test]
     async fn a_retention_pass_deletes_no_more_than_it_is_given(
     ) -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let store = Store::open(dir.path())?;
-        let db = SledEventStore::open(dir.path(), &store, 10_000, None, Exempt::default()).await?;
+        let (_dir, _store, db) = bounded(10_000).await?;
         let (sender, to) = (Keys::generate(), Keys::generate().public_key());
         let backlog = 2 * PRUNE_BATCH + 100;
         for at in 0..backlog as u64 {
@@ -1391,8 +1399,7 @@ mod tests {
             (&stall, true),
             (&product, true),
         ] {
-            assert_eq!(db.holds(&event.id).await, kept, "{}", event.as_json());
-            assert_eq!(db.stored(&event.id).await, kept, "{}", event.as_json());
+            db.assert_kept(&event.id, kept).await;
         }
         assert_eq!(db.others().len(), 4);
         assert_eq!(db.len().await, 5);
@@ -1408,9 +1415,7 @@ mod tests {
     #[tokio::test]
     async fn retention_expires_old_events_and_forgets_handled_ones(
     ) -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let store = Store::open(dir.path())?;
-        let db = SledEventStore::open(dir.path(), &store, 100, None, Exempt::default()).await?;
+        let (_dir, _store, db) = bounded(100).await?;
         let (soko, other, sender) = (Keys::generate(), Keys::generate(), Keys::generate());
         let old = dm(&sender, other.public_key(), 1_000)?;
         let recent = dm(&sender, other.public_key(), 5_000)?;
@@ -1441,17 +1446,14 @@ mod tests {
             (&handled, false),
             (&unhandled, true),
         ] {
-            assert_eq!(db.holds(&event.id).await, kept);
-            assert_eq!(db.stored(&event.id).await, kept);
+            db.assert_kept(&event.id, kept).await;
         }
         Ok(())
     }
 
     #[tokio::test]
     async fn the_index_is_bounded_and_sled_follows() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let store = Store::open(dir.path())?;
-        let db = SledEventStore::open(dir.path(), &store, 3, None, Exempt::default()).await?;
+        let (dir, store, db) = bounded(3).await?;
         let to = Keys::generate().public_key();
         for at in 1..=5 {
             db.save_event(&dm(&Keys::generate(), to, at * 100)?).await?;
@@ -1473,9 +1475,7 @@ mod tests {
     /// the events that arrived before it are, whatever their dates.
     #[tokio::test]
     async fn the_bound_evicts_by_arrival_not_by_date() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let store = Store::open(dir.path())?;
-        let db = SledEventStore::open(dir.path(), &store, 3, None, Exempt::default()).await?;
+        let (_dir, _store, db) = bounded(3).await?;
         let to = Keys::generate().public_key();
         let now = Timestamp::now().as_secs();
         let mut earlier = Vec::new();
@@ -1526,8 +1526,7 @@ mod tests {
             let first_kept = arrived.len() - held;
             for (at, id) in arrived.iter().enumerate() {
                 let kept = at >= first_kept;
-                assert_eq!(db.holds(id).await, kept, "event {at} of {}", arrived.len());
-                assert_eq!(db.stored(id).await, kept, "sled follows, event {at}");
+                db.assert_kept(id, kept).await;
             }
         }
         assert_eq!(db.stored_len().await, db.len().await);
@@ -1539,9 +1538,7 @@ mod tests {
     /// events of the same second.
     #[tokio::test]
     async fn eviction_takes_only_the_event_it_means() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let store = Store::open(dir.path())?;
-        let db = SledEventStore::open(dir.path(), &store, 4, None, Exempt::default()).await?;
+        let (_dir, _store, db) = bounded(4).await?;
         let to = Keys::generate().public_key();
         let twice = Keys::generate();
         let sole = dm(&Keys::generate(), to, 500)?;
@@ -1569,8 +1566,7 @@ mod tests {
             (&late[0], true),
             (&late[1], true),
         ] {
-            assert_eq!(db.holds(&event.id).await, kept, "{}", event.id);
-            assert_eq!(db.stored(&event.id).await, kept, "sled, {}", event.id);
+            db.assert_kept(&event.id, kept).await;
         }
         assert_eq!(db.others().len(), 4);
         Ok(())
@@ -1582,9 +1578,7 @@ mod tests {
     #[tokio::test]
     async fn forgetting_takes_exactly_the_handled_events_of_any_author(
     ) -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let store = Store::open(dir.path())?;
-        let db = SledEventStore::open(dir.path(), &store, 1_000, None, Exempt::default()).await?;
+        let (_dir, _store, db) = bounded(1_000).await?;
         let soko = Keys::generate().public_key();
         let chatty = Keys::generate();
         let mut all = Vec::new();
@@ -1613,8 +1607,7 @@ mod tests {
         assert_eq!(forgotten, handled.len());
         for event in &all {
             let kept = !handled.contains(&event.id);
-            assert_eq!(db.holds(&event.id).await, kept);
-            assert_eq!(db.stored(&event.id).await, kept);
+            db.assert_kept(&event.id, kept).await;
         }
         Ok(())
     }
@@ -1710,6 +1703,12 @@ mod tests {
             self.current.read().await.events.len()
         }
 
+        /// Asserts that the index holds `id` and sled stores it, or neither.
+        async fn assert_kept(&self, id: &EventId, kept: bool) {
+            assert_eq!(self.holds(id).await, kept, "held in the index: {id}");
+            assert_eq!(self.stored(id).await, kept, "stored in sled: {id}");
+        }
+
         async fn stored(&self, id: &EventId) -> bool {
             matches!(
                 self.current.read().await.events.get(id.as_bytes()),
@@ -1765,9 +1764,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_compaction_keeps_the_writes_that_arrive_during_its_copy(
     ) -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let store = Store::open(dir.path())?;
-        let db = SledEventStore::open(dir.path(), &store, 10_000, None, Exempt::default()).await?;
+        let (dir, store, db) = bounded(10_000).await?;
         let to = Keys::generate().public_key();
         let big = |at: u64| {
             EventBuilder::new(Kind::EncryptedDirectMessage, "x".repeat(20_000))
