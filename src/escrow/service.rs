@@ -510,11 +510,12 @@ pub(super) fn lines(record: &OrderRecord) -> Vec<Line> {
         .collect()
 }
 
-/// Counts the orders in `awaiting`, in all and by their buyers.
-/// Counts the unpaid orders and sets the stock they hold (`reserved`) to what their records
-/// say. An order is recorded key by key, its record last (see `place`), so a crash can
-/// leave an expiry in `awaiting` with no record, and stock held for it: the expiry is
-/// dropped (no payment request was sent for it) and the stock is free again.
+/// Counts the orders in `awaiting`, in all and by their buyers, and sets the stock they hold
+/// (`reserved`) to what their records say. An order is recorded key by key, its record last
+/// (see `place`), so a crash can leave an expiry in `awaiting` with no record, and stock
+/// held for it: the expiry is dropped (no payment request was sent for it) and the stock is
+/// free again. While any of their records cannot be read, `reserved` is left as it is:
+/// what that order holds is unknown, and freeing it could sell its units twice.
 fn recount(
     orders: &Typed<OrderRecord>,
     awaiting: &Typed<u64>,
@@ -522,18 +523,22 @@ fn recount(
 ) -> Result<super::unpaid::Unpaid, StoreError> {
     let mut unpaid = super::unpaid::Unpaid::default();
     let mut held: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+    let mut all_read = true;
     for key in awaiting.raw().iter().keys() {
         let key = key?;
         match orders.get(&key) {
             Ok(Some(record)) => {
                 unpaid.added(record.buyer);
                 if record.state == EscrowState::AwaitingPayment {
-                    if let Ok(merchant) = merchant_of(&key) {
-                        for line in &record.lines {
-                            let units = held.entry(reserved_key(&merchant, &line.product_id));
-                            let units = units.or_default();
-                            *units = units.saturating_add(line.quantity);
+                    match merchant_of(&key) {
+                        Ok(merchant) => {
+                            for line in &record.lines {
+                                let key = reserved_key(&merchant, &line.product_id);
+                                let units = held.entry(key).or_default();
+                                *units = units.saturating_add(line.quantity);
+                            }
                         }
+                        Err(_) => all_read = false,
                     }
                 }
             }
@@ -542,10 +547,14 @@ fn recount(
                 awaiting.raw().remove(&key)?;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "an order waiting for payment could not be read; counted for no buyer");
+                tracing::warn!(error = %e, "an order waiting for payment could not be read; counted for no buyer, held stock left as it was");
                 unpaid.added_unknown();
+                all_read = false;
             }
         }
+    }
+    if !all_read {
+        return Ok(unpaid);
     }
     for entry in reserved.raw().iter() {
         let (key, _) = entry?;
