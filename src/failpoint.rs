@@ -40,6 +40,9 @@
 //!   notices (the bill to the taker) not yet sent;
 //! - `exchange-receipt`: a receipt is committed, the maker's notice and the reply not sent;
 //! - `exchange-ended`: a trade's end and its transfers are recorded, no ecash has moved;
+//! - `session-swapped-token-made`: a token is made out of a session's wallet by a swap (its
+//!   send recorded before) and the token itself is not yet recorded: only the wallet's send
+//!   saga holds it, which cdk's recovery drops (see `wallet::recover`);
 //! - `exchange-token-made`: one transfer's token is made out of its session and not yet
 //!   taken by the session or the fee wallet it goes to;
 //! - `exchange-transfer`: one transfer's token is made (and taken, where it goes to a

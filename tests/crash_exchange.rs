@@ -712,6 +712,14 @@ async fn a_crash_after_a_locked_token_is_made_before_its_notice() {
     forfeit_survives_a_crash_at("exchange-transfer").await;
 }
 
+/// A locked token is made by a swap, and cdk's recovery forgets such a send at the next
+/// start (its reserved proofs, the swap's inputs, are spent): soko must still answer with
+/// that token, not make a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_a_swapped_token_is_made_before_it_is_recorded() {
+    forfeit_survives_a_crash_at("session-swapped-token-made").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_after_a_forfeits_fee_token_is_made_before_soko_takes_it() {
     forfeit_survives_a_crash_at("exchange-token-made").await;

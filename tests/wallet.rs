@@ -321,3 +321,141 @@ async fn a_swap_sent_again_with_its_inputs_reordered_gets_the_same_signatures() 
     assert!(refused.is_err(), "{refused:?}");
     mint.shutdown().await;
 }
+
+/// A token made by a swap (50 sat is no proof a wallet of 1000 holds), and its maker stopped
+/// before it recorded the token. cdk's recovery on the next open forgets that send: the
+/// proofs it reserved, the swap's inputs, are spent. soko's recovery keeps the token first,
+/// so the maker answers with that same token instead of making a second one (the exchange's
+/// crash trial lost 50 sat so: a fee paid twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_a_stop_kept_from_being_recorded_is_read_back_not_made_again() {
+    let mut soko = TestSoko::start().await;
+    let mint_url = soko.daemon().mint_url().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let seed = [3; 64];
+    let alice = soko::wallet::open(&store, "alice", &mint_url, &seed).unwrap();
+    fund(&alice, 1_000).await;
+    // Consolidated to one proof per power of two of 1000: 512, 256, 128, 64, 32, 8.
+    let proofs = alice.get_unspent_proofs().await.unwrap();
+    alice
+        .swap(
+            None,
+            SplitTarget::Values(Vec::new()),
+            proofs,
+            None,
+            false,
+            false,
+        )
+        .await
+        .unwrap();
+    let prepared = alice
+        .prepare_send(Amount::from(50), SendOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        !prepared.proofs_to_swap().is_empty(),
+        "the token needs a swap"
+    );
+    let operation = prepared.operation_id();
+    let token = prepared.confirm(None).await.unwrap().to_string();
+    drop(alice);
+
+    let alice = soko::wallet::open(&store, "alice", &mint_url, &seed).unwrap();
+    soko::wallet::recover(&alice).await.unwrap();
+    assert!(
+        alice
+            .localstore
+            .get_saga(&operation)
+            .await
+            .unwrap()
+            .is_none(),
+        "cdk's recovery forgot the send"
+    );
+    let read = soko::wallet::recorded_token(&alice, &operation.to_string())
+        .await
+        .unwrap();
+    assert_eq!(read.as_deref(), Some(token.as_str()));
+    assert_eq!(alice.total_balance().await.unwrap(), Amount::from(950));
+    // Kept sealed: the store holds no token in clear.
+    let cashu = token.as_bytes();
+    for name in store.db().tree_names() {
+        let tree = store.db().open_tree(&name).unwrap();
+        for entry in tree.iter() {
+            let (_, value) = entry.unwrap();
+            assert!(
+                !value.windows(cashu.len()).any(|w| w == cashu),
+                "token in clear"
+            );
+        }
+    }
+    // Once the receiver took it, the next recovery forgets the kept copy.
+    let bob = soko::wallet::open(&store, "bob", &mint_url, &seed).unwrap();
+    assert_eq!(
+        bob.receive(&token, ReceiveOptions::default())
+            .await
+            .unwrap(),
+        Amount::from(50)
+    );
+    drop(alice);
+    let alice = soko::wallet::open(&store, "alice", &mint_url, &seed).unwrap();
+    soko::wallet::recover(&alice).await.unwrap();
+    assert!(alice
+        .localstore
+        .kv_list("soko", "made_tokens")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(alice.total_balance().await.unwrap(), Amount::from(950));
+    soko.stop().await;
+}
+
+/// A stop between a send's swap and its token leaves the swap's send proofs put aside
+/// (`Reserved`, owned by no operation) and the send rolled back: no token holds them. The
+/// swap below leaves the same state; recovery gives them back to the balance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proofs_put_aside_for_a_token_never_made_come_back_on_recovery() {
+    let mut soko = TestSoko::start().await;
+    let mint_url = soko.daemon().mint_url().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let seed = [4; 64];
+    let alice = soko::wallet::open(&store, "alice", &mint_url, &seed).unwrap();
+    fund(&alice, 1_000).await;
+    let proofs = alice.get_unspent_proofs().await.unwrap();
+    let aside = alice
+        .swap(
+            Some(Amount::from(50)),
+            SplitTarget::None,
+            proofs,
+            None,
+            false,
+            false,
+        )
+        .await
+        .unwrap()
+        .expect("send proofs");
+    assert_eq!(aside.iter().map(|p| u64::from(p.amount)).sum::<u64>(), 50);
+    assert_eq!(alice.total_balance().await.unwrap(), Amount::from(950));
+    drop(alice);
+
+    let alice = soko::wallet::open(&store, "alice", &mint_url, &seed).unwrap();
+    soko::wallet::recover(&alice).await.unwrap();
+    assert_eq!(alice.total_balance().await.unwrap(), Amount::from(1_000));
+    // They are spendable: all 1000 go in one token, and the mint takes it.
+    let all = alice
+        .prepare_send(Amount::from(1_000), SendOptions::default())
+        .await
+        .unwrap()
+        .confirm(None)
+        .await
+        .unwrap();
+    let bob = soko::wallet::open(&store, "bob", &mint_url, &seed).unwrap();
+    assert_eq!(
+        bob.receive(&all.to_string(), ReceiveOptions::default())
+            .await
+            .unwrap(),
+        Amount::from(1_000)
+    );
+    soko.stop().await;
+}

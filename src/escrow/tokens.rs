@@ -88,7 +88,7 @@ impl EscrowService {
     /// Finishes what the wallet itself left half-done at a crash (its sagas), before anything
     /// else uses it. Only safe while nothing else runs: call once at start.
     pub async fn recover(&self) -> Result<(), EscrowError> {
-        let report = self.inner.wallet.recover_incomplete_sagas().await?;
+        let report = crate::wallet::recover(&self.inner.wallet).await?;
         if !report.is_empty() {
             tracing::info!(
                 ?report,

@@ -361,7 +361,7 @@ impl Exchange {
 
     /// Finishes what the fee wallet left half-done at a crash; call once at start.
     pub async fn recover(&self) {
-        match self.inner.house.recover_incomplete_sagas().await {
+        match crate::wallet::recover(&self.inner.house).await {
             Ok(report) if !report.is_empty() => {
                 tracing::info!(
                     ?report,

@@ -20,6 +20,7 @@ mod refund;
 pub mod state;
 mod transfer;
 
+use std::collections::HashSet;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -190,6 +191,12 @@ struct Inner {
     sent: Typed<purse::SentRecord>,
     verifier: Option<Arc<dyn BatVerifier>>,
     wallets: Mutex<LruCache<String, Wallet>>,
+    /// Sessions whose wallet's recovery ran in this process. Once only: a wallet dropped
+    /// from `wallets` and opened again may still be in use by a task holding the old handle,
+    /// and recovery rolls back what it finds in flight.
+    recovered: Mutex<HashSet<String>>,
+    /// Taken while a wallet recovers, so two first opens of one session do not both run it.
+    recovering: tokio::sync::Mutex<()>,
     mint_url: String,
     link: wallet::MintLink,
     seed: [u8; 64],
@@ -261,6 +268,8 @@ impl Sessions {
                 sent: store.tree("sessions/tokens")?,
                 verifier: parts.verifier,
                 wallets: Mutex::new(LruCache::new(rules.open_wallets)),
+                recovered: Mutex::default(),
+                recovering: tokio::sync::Mutex::default(),
                 mint_url: parts.mint_url,
                 link: parts.link,
                 seed: parts.seed,
@@ -770,7 +779,14 @@ impl Sessions {
             &inner.seed,
             &inner.link,
         )?;
-        wallet.recover_incomplete_sagas().await?;
+        let _recovering = inner.recovering.lock().await;
+        let done = inner.recovered.lock().is_ok_and(|done| done.contains(id));
+        if !done {
+            wallet::recover(&wallet).await?;
+            if let Ok(mut done) = inner.recovered.lock() {
+                done.insert(id.to_owned());
+            }
+        }
         if let Ok(mut wallets) = inner.wallets.lock() {
             wallets.put(id.to_owned(), wallet.clone());
         }
@@ -785,6 +801,9 @@ impl Sessions {
     fn forget_wallet(&self, id: &str) {
         if let Ok(mut wallets) = self.inner.wallets.lock() {
             wallets.pop(id);
+        }
+        if let Ok(mut done) = self.inner.recovered.lock() {
+            done.remove(id);
         }
     }
 }

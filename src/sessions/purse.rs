@@ -276,9 +276,13 @@ impl Sessions {
             }
             return Err(e.into());
         }
+        let swapped = !prepared.proofs_to_swap().is_empty();
         let made = prepared.confirm(None).await;
         self.inner.metrics.wallet_op("session_send", made.is_ok());
         let token = made?.to_string();
+        if swapped {
+            crate::failpoint::crash("session-swapped-token-made", self.inner.sent.raw());
+        }
         sent.token = Some(self.inner.vault.seal(&token)?);
         self.inner.sent.insert(&key, &sent)?;
         let after = Sats::from(wallet.total_balance().await?);

@@ -112,7 +112,7 @@ impl ForeignMints {
         };
         let mut recovered = self.recovered.lock().await;
         if !recovered.contains(mint) {
-            wallet.recover_incomplete_sagas().await?;
+            super::recover(wallet).await?;
             recovered.insert(mint.clone());
         }
         Ok(Some(wallet))

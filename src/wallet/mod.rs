@@ -20,7 +20,7 @@ use nostr_sdk::hashes::{Hash, HashEngine};
 pub use self::p2pk::{cashu_key, p2pk_lock, signing_key, P2pkError};
 use self::replayable::ReplayableConnector;
 pub use self::sled_db::SledWalletDatabase;
-pub use self::tokens::{recorded_token, RecordedTokenError};
+pub use self::tokens::{recorded_token, recover, RecordedTokenError};
 use crate::store::Store;
 use crate::vault::RecordKey;
 

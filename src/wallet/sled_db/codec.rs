@@ -13,8 +13,7 @@ use sled::{IVec, Tree};
 
 use crate::vault::RecordKey;
 
-/// Clear JSON: what builds before sealing wrote, still read (and migrated on open); kv
-/// values keep it (they are the caller's opaque bytes).
+/// Clear JSON (or a kv value's clear bytes): what builds before sealing wrote, still read.
 pub(super) const ENCODING_V1: u8 = 1;
 /// The JSON sealed with the wallet's [`RecordKey`]: what every JSON record is written as.
 pub(super) const ENCODING_SEALED: u8 = 2;
@@ -42,7 +41,19 @@ impl Codec {
         }
     }
 
-    fn seal_body(&self, body: &[u8], what: &'static str) -> Result<Vec<u8>, Error> {
+    /// The bytes a value sealed by [`Codec::seal_body`] (or written clear by an older
+    /// build) holds.
+    pub(super) fn open_body(&self, bytes: &[u8], what: &'static str) -> Result<Vec<u8>, Error> {
+        match bytes.split_first() {
+            Some((&ENCODING_SEALED, sealed)) => self
+                .key
+                .open(what.as_bytes(), sealed)
+                .map_err(|_| StoreError::Sealed { what }.into()),
+            _ => payload(bytes, what).map(<[u8]>::to_vec),
+        }
+    }
+
+    pub(super) fn seal_body(&self, body: &[u8], what: &'static str) -> Result<Vec<u8>, Error> {
         let sealed = self
             .key
             .seal(what.as_bytes(), body)

@@ -16,7 +16,8 @@
 //! - `wallet/ns/keyset_counters`: keyset id bytes → NUT-13 counter (`u32`)
 //! - `wallet/ns/derivation_counters`: counter namespace (UTF-8) → counter (`u32`)
 //! - `wallet/ns/sagas`: saga UUID (16 bytes) → `WalletSaga`
-//! - `wallet/ns/kv`: `primary 0x00 secondary 0x00 key` → caller's opaque bytes
+//! - `wallet/ns/kv`: `primary 0x00 secondary 0x00 key` → caller's opaque bytes (soko keeps
+//!   the tokens of sends a stop caught there, see `wallet::recover`)
 //! - `wallet/ns/p2pk_keys`: public key (33 bytes) → `P2PKSigningKey`
 //! - `wallet/ns/quote_ops`: `m` (mint) or `n` (melt) ‖ operation id ‖ `/` ‖ quote id →
 //!   nothing: which quotes an operation may have reserved, so that releasing them reads
@@ -24,12 +25,11 @@
 //!   and each quote is decrypted to be read). A hint may be stale; the quote is checked.
 //!   `built` marks that the quotes of an older build were hinted once.
 //!
-//! Every value starts with one encoding-version byte. For all trees but `kv`
-//! it is `2`: serde_json sealed under the wallet's record key
-//! ([`crate::vault::RecordKey`], ChaCha20-Poly1305 bound to the record kind),
-//! because proofs, quotes and sagas hold bearer secrets; a clear `1` record
-//! from an older build is read and sealed on open. `kv` values are the
-//! caller's bytes behind a `1`, stored verbatim because they are opaque. A value with an unknown
+//! Every value starts with one encoding-version byte, `2`: serde_json (for `kv`, the
+//! caller's bytes) sealed under the wallet's record key ([`crate::vault::RecordKey`],
+//! ChaCha20-Poly1305 bound to the record kind), because proofs, quotes, sagas and kept
+//! tokens hold bearer secrets; a clear `1` record from an older build is read and sealed
+//! on open. A value with an unknown
 //! version byte is reported as an error rather than guessed at, so a future
 //! format change cannot be silently misread by an older binary.
 //!
@@ -72,8 +72,8 @@ use uuid::Uuid;
 use crate::store::Store;
 use crate::vault::RecordKey;
 use codec::{
-    abort, bump_counter, decode, encode, get_value, payload, put, remove, rewrite_matching, scan,
-    scan_values, sled_err, tx_get, tx_put, tx_result, Codec, StoreError, ENCODING_V1,
+    abort, bump_counter, decode, encode, get_value, put, remove, rewrite_matching, scan,
+    scan_values, sled_err, tx_get, tx_put, tx_result, Codec, StoreError,
 };
 use records::{claim_keyset_u32, kv_key, kv_prefix, validate_namespace, QuoteRecord, StoredKeyset};
 
@@ -181,7 +181,7 @@ impl SledWalletDatabase {
     /// log segments until it reclaims them, so clear bytes can linger on disk for a while
     /// after migration; the data dir's 0700 mode is what guards them meanwhile.
     fn seal_clear_records(&self) -> Result<(), Error> {
-        let trees: [(&Tree, &'static str); 11] = [
+        let trees: [(&Tree, &'static str); 12] = [
             (&self.mints, "mint"),
             (&self.keysets, "keyset"),
             (&self.keys, "keys"),
@@ -193,6 +193,7 @@ impl SledWalletDatabase {
             (&self.derivation_counters, "derivation counter"),
             (&self.sagas, "saga"),
             (&self.p2pk_keys, "p2pk key"),
+            (&self.kv, "kv"),
         ];
         let mut sealed = 0usize;
         for (tree, what) in trees {
@@ -922,7 +923,7 @@ impl WalletDatabase<Error> for SledWalletDatabase {
         validate_kvstore_params(primary_namespace, secondary_namespace, Some(key))?;
         let key = kv_key(primary_namespace, secondary_namespace, key);
         match self.kv.get(key).map_err(sled_err("kv"))? {
-            Some(bytes) => Ok(Some(payload(&bytes, "kv")?.to_vec())),
+            Some(bytes) => Ok(Some(self.codec.open_body(&bytes, "kv")?)),
             None => Ok(None),
         }
     }
@@ -955,9 +956,7 @@ impl WalletDatabase<Error> for SledWalletDatabase {
         value: &[u8],
     ) -> Result<(), Error> {
         validate_kvstore_params(primary_namespace, secondary_namespace, Some(key))?;
-        let mut stored = Vec::with_capacity(value.len() + 1);
-        stored.push(ENCODING_V1);
-        stored.extend_from_slice(value);
+        let stored = self.codec.seal_body(value, "kv")?;
         let key = kv_key(primary_namespace, secondary_namespace, key);
         self.kv.insert(key, stored).map_err(sled_err("kv"))?;
         self.persist().await
