@@ -14,6 +14,37 @@ use cdk::StreamExt;
 use common::TestSoko;
 use soko::store::Store;
 
+/// soko (for its dev mint) and a sled store of the test's own for wallets on that mint, all
+/// from one master seed, as in the daemon: each namespace derives its own.
+struct Wallets {
+    soko: TestSoko,
+    mint_url: String,
+    store: Store,
+    seed: [u8; 64],
+    _dir: tempfile::TempDir,
+}
+
+impl Wallets {
+    async fn start(seed: u8) -> Self {
+        let soko = TestSoko::start().await;
+        let mint_url = soko.daemon().mint_url().to_owned();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        Self {
+            soko,
+            mint_url,
+            store,
+            seed: [seed; 64],
+            _dir: dir,
+        }
+    }
+
+    /// The wallet `namespace`, opened (again) from the store.
+    fn open(&self, namespace: &str) -> soko::wallet::Wallet {
+        soko::wallet::open(&self.store, namespace, &self.mint_url, &self.seed).unwrap()
+    }
+}
+
 async fn fund(wallet: &soko::wallet::Wallet, sats: u64) -> Amount {
     let quote = wallet
         .mint_quote(PaymentMethod::BOLT11, Some(Amount::from(sats)), None, None)
@@ -30,14 +61,9 @@ async fn fund(wallet: &soko::wallet::Wallet, sats: u64) -> Amount {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sled_wallet_mints_sends_receives_and_melts_against_the_dev_mint() {
-    let mut soko = TestSoko::start().await;
-    let mint_url = soko.daemon().mint_url().to_owned();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    // One master seed for every namespace, as in the daemon: each derives its own.
-    let seed = [1; 64];
-    let alice = soko::wallet::open(&store, "alice", &mint_url, &seed).unwrap();
-    let bob = soko::wallet::open(&store, "bob", &mint_url, &seed).unwrap();
+    let mut w = Wallets::start(1).await;
+    let alice = w.open("alice");
+    let bob = w.open("bob");
 
     assert_eq!(
         tokio::time::timeout(Duration::from_secs(30), fund(&alice, 1_000))
@@ -71,7 +97,7 @@ async fn sled_wallet_mints_sends_receives_and_melts_against_the_dev_mint() {
         .is_err());
 
     // Melt: pay an invoice the mint issued for someone else (carol's mint quote).
-    let carol = soko::wallet::open(&store, "carol", &mint_url, &seed).unwrap();
+    let carol = w.open("carol");
     let invoice = carol
         .mint_quote(PaymentMethod::BOLT11, Some(Amount::from(200)), None, None)
         .await
@@ -96,7 +122,7 @@ async fn sled_wallet_mints_sends_receives_and_melts_against_the_dev_mint() {
     );
 
     // The mint's own books: it issued 1000 (+ change) to alice and redeemed what was spent.
-    let mint = soko.daemon().dev_mint().expect("dev mint").mint().clone();
+    let mint = w.soko.daemon().dev_mint().expect("dev mint").mint().clone();
     let held = u64::from(alice.total_balance().await.unwrap())
         + u64::from(bob.total_balance().await.unwrap());
     assert_eq!(
@@ -107,9 +133,9 @@ async fn sled_wallet_mints_sends_receives_and_melts_against_the_dev_mint() {
 
     // Reopening the same namespaces from sled keeps the balances.
     drop((alice, bob, carol));
-    let alice = soko::wallet::open(&store, "alice", &mint_url, &seed).unwrap();
+    let alice = w.open("alice");
     assert_eq!(alice.total_balance().await.unwrap(), left);
-    soko.stop().await;
+    w.soko.stop().await;
 }
 
 /// A swap the mint abandoned half-way (its inputs marked pending, the undo failed: SQLite
@@ -121,13 +147,9 @@ async fn sled_wallet_mints_sends_receives_and_melts_against_the_dev_mint() {
 async fn a_swap_the_dev_mint_abandoned_is_undone_while_it_runs() {
     use cdk_common::mint::{Operation, OperationKind, Saga, SwapSagaState};
 
-    let mut soko = TestSoko::start().await;
-    let mint_url = soko.daemon().mint_url().to_owned();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let seed = [3; 64];
-    let alice = soko::wallet::open(&store, "alice", &mint_url, &seed).unwrap();
-    let bob = soko::wallet::open(&store, "bob", &mint_url, &seed).unwrap();
+    let mut w = Wallets::start(3).await;
+    let alice = w.open("alice");
+    let bob = w.open("bob");
     fund(&alice, 100).await;
     let token = alice
         .prepare_send(Amount::from(40), SendOptions::default())
@@ -139,7 +161,7 @@ async fn a_swap_the_dev_mint_abandoned_is_undone_while_it_runs() {
 
     // What a swap's first step leaves at the mint when neither its last step nor its undo
     // commits: the inputs pending under the swap's id, and the swap's saga, a minute old.
-    let mint = soko.daemon().dev_mint().expect("dev mint").mint().clone();
+    let mint = w.soko.daemon().dev_mint().expect("dev mint").mint().clone();
     let keysets = mint.keysets().keysets;
     let proofs = token.proofs(&keysets).unwrap();
     let swap = uuid::Uuid::now_v7();
@@ -183,7 +205,7 @@ async fn a_swap_the_dev_mint_abandoned_is_undone_while_it_runs() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     assert_eq!(received, Amount::from(40));
-    soko.stop().await;
+    w.soko.stop().await;
 }
 
 /// A dev mint over HTTP whose invoices settle at once (the data in `dir`), and a wallet of
@@ -329,12 +351,8 @@ async fn a_swap_sent_again_with_its_inputs_reordered_gets_the_same_signatures() 
 /// crash trial lost 50 sat so: a fee paid twice).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_a_stop_kept_from_being_recorded_is_read_back_not_made_again() {
-    let mut soko = TestSoko::start().await;
-    let mint_url = soko.daemon().mint_url().to_owned();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let seed = [3; 64];
-    let alice = soko::wallet::open(&store, "alice", &mint_url, &seed).unwrap();
+    let mut w = Wallets::start(3).await;
+    let alice = w.open("alice");
     fund(&alice, 1_000).await;
     // Consolidated to one proof per power of two of 1000: 512, 256, 128, 64, 32, 8.
     let proofs = alice.get_unspent_proofs().await.unwrap();
@@ -361,7 +379,7 @@ async fn a_token_a_stop_kept_from_being_recorded_is_read_back_not_made_again() {
     let token = prepared.confirm(None).await.unwrap().to_string();
     drop(alice);
 
-    let alice = soko::wallet::open(&store, "alice", &mint_url, &seed).unwrap();
+    let alice = w.open("alice");
     soko::wallet::recover(&alice).await.unwrap();
     assert!(
         alice
@@ -379,8 +397,8 @@ async fn a_token_a_stop_kept_from_being_recorded_is_read_back_not_made_again() {
     assert_eq!(alice.total_balance().await.unwrap(), Amount::from(950));
     // Kept sealed: the store holds no token in clear.
     let cashu = token.as_bytes();
-    for name in store.db().tree_names() {
-        let tree = store.db().open_tree(&name).unwrap();
+    for name in w.store.db().tree_names() {
+        let tree = w.store.db().open_tree(&name).unwrap();
         for entry in tree.iter() {
             let (_, value) = entry.unwrap();
             assert!(
@@ -390,7 +408,7 @@ async fn a_token_a_stop_kept_from_being_recorded_is_read_back_not_made_again() {
         }
     }
     // Once the receiver took it, the next recovery forgets the kept copy.
-    let bob = soko::wallet::open(&store, "bob", &mint_url, &seed).unwrap();
+    let bob = w.open("bob");
     assert_eq!(
         bob.receive(&token, ReceiveOptions::default())
             .await
@@ -398,7 +416,7 @@ async fn a_token_a_stop_kept_from_being_recorded_is_read_back_not_made_again() {
         Amount::from(50)
     );
     drop(alice);
-    let alice = soko::wallet::open(&store, "alice", &mint_url, &seed).unwrap();
+    let alice = w.open("alice");
     soko::wallet::recover(&alice).await.unwrap();
     assert!(alice
         .localstore
@@ -407,7 +425,7 @@ async fn a_token_a_stop_kept_from_being_recorded_is_read_back_not_made_again() {
         .unwrap()
         .is_empty());
     assert_eq!(alice.total_balance().await.unwrap(), Amount::from(950));
-    soko.stop().await;
+    w.soko.stop().await;
 }
 
 /// A stop between a send's swap and its token leaves the swap's send proofs put aside
@@ -415,12 +433,8 @@ async fn a_token_a_stop_kept_from_being_recorded_is_read_back_not_made_again() {
 /// swap below leaves the same state; recovery gives them back to the balance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proofs_put_aside_for_a_token_never_made_come_back_on_recovery() {
-    let mut soko = TestSoko::start().await;
-    let mint_url = soko.daemon().mint_url().to_owned();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let seed = [4; 64];
-    let alice = soko::wallet::open(&store, "alice", &mint_url, &seed).unwrap();
+    let mut w = Wallets::start(4).await;
+    let alice = w.open("alice");
     fund(&alice, 1_000).await;
     let proofs = alice.get_unspent_proofs().await.unwrap();
     let aside = alice
@@ -439,7 +453,7 @@ async fn proofs_put_aside_for_a_token_never_made_come_back_on_recovery() {
     assert_eq!(alice.total_balance().await.unwrap(), Amount::from(950));
     drop(alice);
 
-    let alice = soko::wallet::open(&store, "alice", &mint_url, &seed).unwrap();
+    let alice = w.open("alice");
     soko::wallet::recover(&alice).await.unwrap();
     assert_eq!(alice.total_balance().await.unwrap(), Amount::from(1_000));
     // They are spendable: all 1000 go in one token, and the mint takes it.
@@ -450,12 +464,12 @@ async fn proofs_put_aside_for_a_token_never_made_come_back_on_recovery() {
         .confirm(None)
         .await
         .unwrap();
-    let bob = soko::wallet::open(&store, "bob", &mint_url, &seed).unwrap();
+    let bob = w.open("bob");
     assert_eq!(
         bob.receive(&all.to_string(), ReceiveOptions::default())
             .await
             .unwrap(),
         Amount::from(1_000)
     );
-    soko.stop().await;
+    w.soko.stop().await;
 }
