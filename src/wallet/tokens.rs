@@ -101,23 +101,24 @@ pub async fn recover(wallet: &Wallet) -> Result<RecoveryReport, cdk::Error> {
     Ok(report)
 }
 
-/// The token and proofs of a send saga that got as far as a token.
+/// The token and proofs of a send saga that got as far as a token (no proofs when the saga
+/// kept only the token: the mint cannot be asked about it then, and it stays kept).
 fn made_token(wallet: &Wallet, saga: &WalletSaga) -> Option<(String, Proofs)> {
     let OperationData::Send(data) = &saga.data else {
         return None;
     };
-    let proofs = data.proofs.clone()?;
-    let token = match &data.token {
-        Some(token) => token.clone(),
-        None => Token::new(
+    let token = match (&data.token, &data.proofs) {
+        (Some(token), _) => token.clone(),
+        (None, Some(proofs)) => Token::new(
             wallet.mint_url.clone(),
             proofs.clone(),
             None,
             wallet.unit.clone(),
         )
         .to_string(),
+        (None, None) => return None,
     };
-    Some((token, proofs))
+    Some((token, data.proofs.clone().unwrap_or_default()))
 }
 
 async fn kept(wallet: &Wallet, operation: &str) -> Result<Option<String>, RecordedTokenError> {
