@@ -223,7 +223,7 @@ impl DatabaseExecutor for TurnTaking {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use cdk_common::database::{KVStoreDatabase, MintDatabase};
+    use cdk_common::database::{KVStoreDatabase, MintDatabase, MintQuotesDatabase};
 
     use super::*;
 
@@ -290,6 +290,40 @@ mod tests {
         assert_eq!(
             db.kv_read("soko", "test", "kept").await.unwrap(),
             Some(b"y".to_vec())
+        );
+    }
+
+    /// cdk's one write outside a transaction (a quote's check time) takes the turn too: it
+    /// waits for an open transaction instead of sleeping on the only thread.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_write_outside_a_transaction_waits_for_the_turn_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(open(dir.path().join("mint.sqlite")).await.unwrap());
+
+        let mut open_tx = db.begin_transaction().await.unwrap();
+        open_tx
+            .kv_write("soko", "test", "open", b"1")
+            .await
+            .unwrap();
+        let check_time = tokio::spawn({
+            let db = Arc::clone(&db);
+            async move {
+                let started = std::time::Instant::now();
+                // No such quote: the UPDATE still needs SQLite's write lock.
+                let updated = db
+                    .try_update_mint_quote_last_checked(&cdk_common::QuoteId::new(), 1, 0)
+                    .await?;
+                Ok::<_, Error>((updated, started.elapsed()))
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        open_tx.commit().await.unwrap();
+
+        let (updated, waited) = check_time.await.unwrap().expect("the write succeeds");
+        assert!(!updated, "there is no such quote");
+        assert!(
+            waited < Duration::from_secs(5),
+            "the write waited {waited:?}: it slept in SQLite, not on the turn"
         );
     }
 }
