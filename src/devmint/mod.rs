@@ -54,14 +54,14 @@ const GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 const REPLAY_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
 /// Largest single mint or melt, in sats.
 const MAX_SATS: u64 = 10_000_000;
-/// Requests the mint works on at once; the rest wait their turn in memory, not on a thread
-/// in SQLite's busy handler (see [`DevMint`]). One: each quote, mint, melt and swap
-/// writes, cdk begins each write with `BEGIN IMMEDIATE`, and a second writer sleeps in
+/// Requests the mint works on at once; the rest wait their turn in memory. One: each quote,
+/// mint, melt and swap writes, and before [`db`]'s write turn a second writer slept in
 /// SQLite's busy handler (1, 2, 5, 10 … ms, growing) instead of queueing. With 4 at once,
-/// bench_orders' intake (20 × 20, 2 cores) saw mint calls of 80–180 ms and type 1s at p99
-/// 54–93 ms; with 1, p99 26–62 ms and 10–20 % more orders per second. The mint's work per
-/// request is short (a quote, or a few blind signatures), so one at a time keeps up with
-/// soko's orders.
+/// bench_orders' intake (20 × 20, 2 cores) then saw mint calls of 80–180 ms and type 1s at
+/// p99 54–93 ms; with 1, p99 26–62 ms and 10–20 % more orders per second. Now that writers
+/// queue, more at once could overlap only reads and signing; not measured since. The mint's
+/// work per request is short (a quote, or a few blind signatures), so one at a time keeps up
+/// with soko's orders.
 const MAX_REQUESTS_IN_FLIGHT: usize = 1;
 /// The mint's threads. Before writers queued for [`db`]'s write turn, each writer waiting for
 /// SQLite's lock blocked one: bench_exchange (debug build) locked up at 100 trades at once
